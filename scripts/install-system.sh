@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian packages curato's demo and tests use. Needs root (or sudo); skips what is installed.
+set -euo pipefail
+packages=(dataset-fashion-mnist)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then SUDO="sudo"; else
+        echo "install-system: need root to install ${missing[*]} (apt-get); the demo falls back to scikit-learn digits" >&2
+        exit 0
+    fi
+fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"

@@ -1,0 +1,294 @@
+"""Catalog queries. SQLite by default (WAL, one transaction per write step); PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, create_engine, delete, event, func, inspect, select, update
+from sqlalchemy.engine import Engine
+
+from curato import __version__
+from curato.catalog import schema
+from curato.catalog.schema import annotations, info, labels, runs, samples
+from curato.errors import WorkspaceError
+
+_LABEL_PRIORITY = {"human": 0, "imported": 1, "model": 2}
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class SampleRecord:
+    """One sample as an ingest reader sees it, before files are scanned."""
+
+    sample_id: str
+    kind: str = "image"
+    uri: str | None = None
+    text: str | None = None
+    split: str | None = None
+    source: str | None = None
+    label: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _chunks(items: Sequence[Any], size: int = 5000) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Catalog:
+    """Samples, labels, annotations and runs of one workspace.
+
+    ``url`` is any SQLAlchemy URL; SQLite files get WAL journaling and foreign keys.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def create(self) -> None:
+        """Create missing tables and record the schema version; refuse a newer schema."""
+        with self.engine.begin() as conn:
+            schema.metadata.create_all(conn)
+            found = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).scalar()
+            if found is None:
+                conn.execute(info.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
+            elif int(found) > schema.SCHEMA_VERSION:
+                raise WorkspaceError(
+                    f"{self.url}: catalog schema {found} is newer than this curato ({schema.SCHEMA_VERSION});"
+                    " upgrade curato"
+                )
+
+    def exists(self) -> bool:
+        """Whether the catalog tables are present."""
+        return inspect(self.engine).has_table("samples")
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One atomic write: everything inside commits together or not at all."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    # ---- samples ---------------------------------------------------------------------------
+    def known_samples(self) -> dict[str, tuple[str | None, str | None, bool]]:
+        """sample_id -> (uri, content_hash, readable) for every sample in the catalog."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(samples.c.sample_id, samples.c.uri, samples.c.content_hash, samples.c.readable)
+            )
+            return {row[0]: (row[1], row[2], bool(row[3])) for row in rows}
+
+    def upsert_samples(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert new samples and update changed ones (keyed by sample_id), inside ``conn``."""
+        if not rows:
+            return
+        insert = _dialect_insert(conn)
+        now = utcnow()
+        for chunk in _chunks(rows):
+            values = [{**row, "created_at": now, "updated_at": now} for row in chunk]
+            statement = insert(samples).values(values)
+            updatable = {
+                name: statement.excluded[name]
+                for name in values[0]
+                if name not in ("sample_id", "created_at")
+            }
+            conn.execute(statement.on_conflict_do_update(index_elements=["sample_id"], set_=updatable))
+
+    def samples(
+        self, columns: Sequence[str] = ("sample_id", "uri", "split", "source"), *, kind: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """Columns of the samples table as arrays, ordered by sample_id."""
+        chosen = [samples.c[name] for name in columns]
+        query = select(*chosen).order_by(samples.c.sample_id)
+        if kind is not None:
+            query = query.where(samples.c.kind == kind)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {name: np.array([row[i] for row in rows], dtype=object) for i, name in enumerate(columns)}
+
+    def sample_count(self) -> int:
+        """Number of samples in the catalog."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(samples)).scalar() or 0)
+
+    def sample_kinds(self) -> dict[str, int]:
+        """Number of samples per kind (image, text)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(samples.c.kind, func.count()).group_by(samples.c.kind))
+            return {row[0]: int(row[1]) for row in rows}
+
+    def set_image_columns(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Write scanned image facts (hash, size, format, readability) for existing samples."""
+        for row in rows:
+            conn.execute(
+                update(samples)
+                .where(samples.c.sample_id == row["sample_id"])
+                .values({k: v for k, v in row.items() if k != "sample_id"} | {"updated_at": utcnow()})
+            )
+
+    # ---- labels ----------------------------------------------------------------------------
+    def sync_imported_labels(self, conn: Connection, new_labels: dict[str, str]) -> int:
+        """Record imported labels that differ from the latest imported one; returns rows added."""
+        latest = _latest_labels(conn, origin="imported")
+        now = utcnow()
+        rows = [
+            {"sample_id": sid, "label": label, "origin": "imported", "created_at": now}
+            for sid, label in new_labels.items()
+            if latest.get(sid) != label
+        ]
+        for chunk in _chunks(rows):
+            conn.execute(labels.insert(), list(chunk))
+        return len(rows)
+
+    def add_labels(
+        self,
+        conn: Connection,
+        new_labels: dict[str, str],
+        *,
+        origin: str,
+        annotator: str | None = None,
+        confidence: dict[str, float] | None = None,
+    ) -> int:
+        """Append labels of one origin (human or model); history is kept, the latest one counts."""
+        if origin not in schema.LABEL_ORIGINS:
+            raise ValueError(f"origin must be one of {schema.LABEL_ORIGINS}, not {origin!r}")
+        now = utcnow()
+        rows = [
+            {
+                "sample_id": sid,
+                "label": label,
+                "origin": origin,
+                "annotator": annotator,
+                "confidence": None if confidence is None else confidence.get(sid),
+                "created_at": now,
+            }
+            for sid, label in new_labels.items()
+        ]
+        for chunk in _chunks(rows):
+            conn.execute(labels.insert(), list(chunk))
+        return len(rows)
+
+    def current_labels(self) -> dict[str, str]:
+        """sample_id -> the label that counts: latest human, else latest imported, else latest model."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(labels.c.sample_id, labels.c.label, labels.c.origin).order_by(labels.c.id)
+            ).all()
+        best: dict[str, tuple[int, str]] = {}
+        for sample_id, label, origin in rows:
+            rank = _LABEL_PRIORITY[origin]
+            held = best.get(sample_id)
+            if held is None or rank <= held[0]:
+                best[sample_id] = (rank, label)
+        return {sid: label for sid, (_, label) in best.items()}
+
+    # ---- annotations -----------------------------------------------------------------------
+    def replace_imported_annotations(
+        self, conn: Connection, sample_ids: Iterable[str], rows: Sequence[dict[str, Any]]
+    ) -> None:
+        """Swap the imported annotations of ``sample_ids`` for ``rows`` (human ones are kept)."""
+        ids = list(sample_ids)
+        for chunk in _chunks(ids, 900):
+            conn.execute(
+                delete(annotations).where(
+                    annotations.c.sample_id.in_(chunk), annotations.c.origin == "imported"
+                )
+            )
+        now = utcnow()
+        for chunk in _chunks(list(rows)):
+            conn.execute(annotations.insert(), [{**row, "origin": "imported", "created_at": now} for row in chunk])
+
+    def annotation_count(self) -> dict[str, int]:
+        """Number of annotations per kind."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(annotations.c.kind, func.count()).group_by(annotations.c.kind))
+            return {row[0]: int(row[1]) for row in rows}
+
+    # ---- runs ------------------------------------------------------------------------------
+    def start_run(self, kind: str, name: str | None = None, params: dict[str, Any] | None = None) -> int:
+        """Record that a computation started; returns its run id."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                runs.insert().values(
+                    kind=kind, name=name, params=params or {}, version=__version__,
+                    status="running", started_at=utcnow(),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def finish_run(self, run_id: int, status: str = "done", summary: dict[str, Any] | None = None) -> None:
+        """Mark a run done, failed or interrupted, with a summary of what it produced."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(status=status, summary=summary or {}, finished_at=utcnow())
+            )
+
+    def runs(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """All runs (optionally of one kind), oldest first."""
+        query = select(runs).order_by(runs.c.id)
+        if kind is not None:
+            query = query.where(runs.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    # ---- summaries -------------------------------------------------------------------------
+    def group_counts(self, column: str) -> dict[str | None, int]:
+        """Number of samples per value of a samples column (split, source, format, kind)."""
+        col = samples.c[column]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(col, func.count()).group_by(col).order_by(col))
+            return {row[0]: int(row[1]) for row in rows}
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        """(sample_id, error) of every sample whose file could not be decoded."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(samples.c.sample_id, samples.c.error)
+                .where(samples.c.readable.is_(False))
+                .order_by(samples.c.sample_id)
+            )
+            return [(row[0], row[1]) for row in rows]
+
+
+def _latest_labels(conn: Connection, *, origin: str) -> dict[str, str]:
+    rows = conn.execute(
+        select(labels.c.sample_id, labels.c.label).where(labels.c.origin == origin).order_by(labels.c.id)
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+def _dialect_insert(conn: Connection):  # noqa: ANN202 - returns the dialect's insert() construct
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise WorkspaceError(f"catalog database {conn.dialect.name!r} is not supported; use SQLite or PostgreSQL")
+    return insert
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,1 @@
+"""Features of samples: embeddings, image properties, hashes, and the store that keeps them."""

@@ -1,0 +1,203 @@
+"""The feature store: per-name arrays of vectors keyed by sample id, memory-mapped on read.
+
+Layout of ``<workspace>/features/<name>/``:
+
+- ``vectors-G.npy``  (n, d) float16 or float32, rows in the order of ``ids-G.npy``
+- ``ids-G.npy``      sample ids (unicode)
+- ``hashes-G.npy``   content hash of each sample when its row was computed (staleness check)
+- ``meta.json``      what produced the vectors (settings, columns, dtype, dim) and the generation G
+- ``parts/``         chunks written while a computation runs; a crash leaves them for the resume
+
+A new generation's arrays are written first and ``meta.json`` is renamed over the old one last, so
+a crash at any point leaves either the old or the new complete set, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curato.errors import WorkspaceError
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def store_key(name: str) -> str:
+    """The folder name for a feature set (``timm:resnet18`` -> ``timm_resnet18``)."""
+    return _SAFE_NAME.sub("_", name).strip("_") or "features"
+
+
+@dataclass
+class FeatureSet:
+    """Vectors of one feature set, aligned with ``ids``."""
+
+    name: str
+    ids: np.ndarray
+    vectors: np.ndarray
+    hashes: np.ndarray
+    meta: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def align(self, sample_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows for ``sample_ids``: (vectors, found mask). Missing ids get zero rows, mask False."""
+        position = {sid: i for i, sid in enumerate(self.ids.tolist())}
+        index = np.array([position.get(sid, -1) for sid in sample_ids], dtype=np.int64)
+        found = index >= 0
+        out = np.zeros((len(sample_ids), self.vectors.shape[1]), dtype=self.vectors.dtype)
+        out[found] = self.vectors[index[found]]
+        return out, found
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+class FeatureStore:
+    """All feature sets of a workspace."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def folder(self, name: str) -> Path:
+        """The folder holding feature set ``name``."""
+        return self.root / store_key(name)
+
+    def _meta(self, name: str) -> dict[str, Any] | None:
+        path = self.folder(name) / "meta.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def _arrays(self, name: str, meta: dict[str, Any], *, mmap: bool) -> tuple[np.ndarray, ...]:
+        folder, generation = self.folder(name), meta["generation"]
+        return (
+            np.load(folder / f"ids-{generation}.npy"),
+            np.load(folder / f"hashes-{generation}.npy"),
+            np.load(folder / f"vectors-{generation}.npy", mmap_mode="r" if mmap else None),
+        )
+
+    def names(self) -> list[str]:
+        """Names of complete feature sets."""
+        return [json.loads(meta.read_text())["name"] for meta in sorted(self.root.glob("*/meta.json"))]
+
+    def has(self, name: str) -> bool:
+        """Whether a complete feature set ``name`` exists."""
+        return self._meta(name) is not None
+
+    def load(self, name: str, *, mmap: bool = True) -> FeatureSet:
+        """Open feature set ``name`` (memory-mapped by default)."""
+        meta = self._meta(name)
+        if meta is None:
+            raise WorkspaceError(
+                f"no features named {name!r} in {self.root}; run `curato embed --embedder {name}` first"
+            )
+        ids, hashes, vectors = self._arrays(name, meta, mmap=mmap)
+        return FeatureSet(name=name, ids=ids, vectors=vectors, hashes=hashes, meta=meta)
+
+    def pending_parts(self, name: str) -> list[Path]:
+        """Chunk files of an unfinished computation of ``name``."""
+        return sorted((self.folder(name) / "parts").glob("part-*.npz"))
+
+    def _complete_if_same(self, name: str, meta: dict[str, Any] | None) -> tuple[np.ndarray, ...] | None:
+        stored = self._meta(name)
+        if stored is None or (meta is not None and stored.get("settings") != meta.get("settings")):
+            return None
+        return self._arrays(name, stored, mmap=True)
+
+    def done_hashes(self, name: str, *, meta: dict[str, Any] | None = None) -> dict[str, str]:
+        """sample_id -> content hash for rows already computed (complete set plus pending parts).
+
+        When ``meta`` is given and the complete set was made with other settings, it does not count.
+        """
+        done: dict[str, str] = {}
+        complete = self._complete_if_same(name, meta)
+        if complete is not None:
+            done.update(zip(complete[0].tolist(), complete[1].tolist(), strict=True))
+        for part in self.pending_parts(name):
+            with np.load(part) as data:
+                done.update(zip(data["ids"].tolist(), data["hashes"].tolist(), strict=True))
+        return done
+
+    def write_part(self, name: str, ids: Sequence[str], hashes: Sequence[str], vectors: np.ndarray) -> Path:
+        """Durably store one computed chunk; it survives a crash and is merged by ``finalize``."""
+        parts = self.folder(name) / "parts"
+        parts.mkdir(parents=True, exist_ok=True)
+        existing = self.pending_parts(name)
+        number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        path = parts / f"part-{number:06d}.npz"
+        tmp = parts / f".part-{number:06d}.tmp.npz"
+        np.savez(tmp, ids=np.asarray(ids, dtype=str), hashes=np.asarray(hashes, dtype=str),
+                 vectors=np.asarray(vectors))
+        os.replace(tmp, path)
+        return path
+
+    def discard_parts(self, name: str) -> None:
+        """Forget an unfinished computation of ``name``."""
+        shutil.rmtree(self.folder(name) / "parts", ignore_errors=True)
+
+    def finalize(self, name: str, meta: dict[str, Any], *, keep_ids: Sequence[str] | None = None,
+                 dtype: str = "float32") -> FeatureSet:
+        """Merge the complete set and pending parts (newest row wins) into a new generation.
+
+        ``keep_ids`` drops rows of samples no longer in the catalog; a complete set made with
+        other settings is discarded.
+        """
+        folder = self.folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        blocks: list[tuple[np.ndarray, ...]] = []
+        complete = self._complete_if_same(name, meta)
+        if complete is not None:
+            blocks.append(complete)
+        for part in self.pending_parts(name):
+            with np.load(part) as data:
+                blocks.append((data["ids"], data["hashes"], data["vectors"]))
+        if not blocks:
+            raise WorkspaceError(f"nothing computed for {name!r}; cannot finalize an empty feature set")
+        ids = np.concatenate([b[0] for b in blocks]).astype(str)
+        hashes = np.concatenate([b[1] for b in blocks]).astype(str)
+        vectors = np.concatenate([np.asarray(b[2], dtype=np.float32) for b in blocks])
+        # newest row wins: keep the last occurrence of each id
+        _, first_in_reversed = np.unique(ids[::-1], return_index=True)
+        keep = len(ids) - 1 - first_in_reversed
+        if keep_ids is not None:
+            keep = keep[np.isin(ids[keep], np.asarray(list(keep_ids), dtype=str))]
+        keep = keep[np.argsort(ids[keep], kind="stable")]
+        previous = self._meta(name)
+        generation = (previous or {}).get("generation", 0) + 1
+        _atomic_save(folder / f"vectors-{generation}.npy", vectors[keep].astype(dtype))
+        _atomic_save(folder / f"hashes-{generation}.npy", hashes[keep])
+        _atomic_save(folder / f"ids-{generation}.npy", ids[keep])
+        full_meta = {**meta, "name": name, "generation": generation, "dim": int(vectors.shape[1]),
+                     "dtype": dtype, "count": int(len(keep))}
+        _atomic_json(folder / "meta.json", full_meta)
+        for stale in folder.glob("*.npy"):
+            if not stale.stem.endswith(f"-{generation}"):
+                stale.unlink(missing_ok=True)
+        self.discard_parts(name)
+        return self.load(name)
+
+    def save(self, name: str, ids: Sequence[str], hashes: Sequence[str], vectors: np.ndarray,
+             meta: dict[str, Any], *, dtype: str = "float32") -> FeatureSet:
+        """Write rows for ``ids`` (replacing older rows of the same ids) as a new generation."""
+        self.write_part(name, ids, hashes, np.asarray(vectors))
+        return self.finalize(name, meta, dtype=dtype)
