@@ -21,7 +21,7 @@ install: system $(STAMP)
 demo: install
 	$(BIN)/curato demo
 
-test: $(STAMP)
+test: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q
 

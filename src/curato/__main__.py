@@ -1,0 +1,3 @@
+from curato.cli import app
+
+app()

@@ -1,0 +1,160 @@
+"""The ``curato`` command: parses, calls the library, prints. No logic lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from curato import __version__
+from curato.errors import CuratoError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="curato: is your training data good enough? Diverse, clean, unbiased, big enough.")
+console = Console()
+errors = Console(stderr=True)
+
+WorkspaceOption = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace directory.")]
+
+
+def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn curato's errors into one red line and a non-zero exit; Ctrl-C into a resume hint."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CuratoError as error:
+            errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            errors.print("[yellow]interrupted[/]: finished work is saved; run the same command again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"curato {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """curato: audit a deep-learning dataset and help fix it."""
+
+
+@app.command()
+@_friendly
+def ingest(
+    source: Annotated[Path, typer.Argument(help="Image folder, manifest CSV/JSONL, COCO JSON, IDX folder or text CSV.")],
+    workspace: WorkspaceOption,
+    format: Annotated[str | None, typer.Option("--format", help="imagefolder|manifest|coco|idx|text (default: guess).")] = None,
+    split: Annotated[str | None, typer.Option(help="Put every sample in this split (e.g. train, test).")] = None,
+    source_name: Annotated[str | None, typer.Option("--source", help="Name of where the data came from.")] = None,
+    images: Annotated[Path | None, typer.Option(help="COCO only: folder holding the image files.")] = None,
+    db: Annotated[str | None, typer.Option(help="Catalog database URL (default: SQLite in the workspace).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes for scanning images (default: all cores).")] = None,
+) -> None:
+    """Add a dataset to the workspace: catalog, hashes, image properties."""
+    from curato.ingest import ingest as run_ingest
+    from curato.progress import RichProgress
+    from curato.workspace import Workspace
+
+    ws = Workspace.create(workspace, db_url=db)
+    with RichProgress() as progress:
+        summary = run_ingest(ws, source, format=format, split=split, source_name=source_name,
+                             images_root=images, workers=workers, progress=progress)
+    console.print(
+        f"ingested [bold]{summary.samples}[/] samples ({summary.format}) from {summary.source}: "
+        f"{summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged; "
+        f"{summary.scanned} scanned, {summary.unreadable} unreadable, {summary.labels_added} labels added"
+        + (f", {summary.annotations} annotations" if summary.annotations else "")
+    )
+    if summary.unreadable:
+        console.print(f"[yellow]{summary.unreadable} unreadable file(s)[/]: see `curato info -w {workspace}`")
+    if summary.not_in_source:
+        console.print(f"{summary.not_in_source} sample(s) already in the workspace are not in this source (kept)")
+
+
+@app.command()
+@_friendly
+def embed(
+    workspace: WorkspaceOption,
+    embedder: Annotated[str | None, typer.Option(help="Embedder name (default: chosen for the data).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Items per forward pass.")] = None,
+) -> None:
+    """Compute embeddings (resumable; only new or changed samples are computed)."""
+    from curato.features.embedding import compute_embeddings
+    from curato.progress import RichProgress
+    from curato.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    options = {"batch_size": batch_size} if batch_size else {}
+    with RichProgress() as progress:
+        _, summary = compute_embeddings(ws, embedder, progress=progress, **options)
+    console.print(
+        f"[bold]{summary.embedder}[/]: {summary.total} samples, {summary.dim}-d; "
+        f"{summary.computed} computed, {summary.reused} reused"
+        + (f", [yellow]{len(summary.failed)} failed to decode[/]" if summary.failed else "")
+    )
+
+
+@app.command()
+@_friendly
+def info(workspace: WorkspaceOption) -> None:
+    """What the workspace holds: counts per class, split and source; what has been computed."""
+    from curato.summary import workspace_overview
+    from curato.workspace import Workspace
+
+    overview = workspace_overview(Workspace.open(workspace))
+    console.print(f"[bold]{overview['root']}[/]: {overview['samples']} samples "
+                  f"({', '.join(f'{n} {k}' for k, n in overview['kinds'].items())})")
+    for title, counts in (("split", overview["splits"]), ("source", overview["sources"]),
+                          ("format", overview["formats"])):
+        console.print(f"  by {title}: " + ", ".join(f"{k or '-'}: {v}" for k, v in counts.items()))
+    table = Table(title="labels per class and split", show_lines=False)
+    table.add_column("class")
+    splits = list(overview["class_split"]["splits"])
+    for name in splits:
+        table.add_column(name or "-", justify="right")
+    table.add_column("total", justify="right")
+    for label, row in overview["class_split"]["rows"].items():
+        table.add_row(label, *(str(row.get(s, 0)) for s in splits), str(sum(row.values())))
+    console.print(table)
+    console.print(f"  unlabeled: {overview['unlabeled']}; unreadable: {len(overview['unreadable'])}")
+    for sample_id, error in overview["unreadable"][:10]:
+        console.print(f"    [yellow]{sample_id}[/]: {error}", highlight=False)
+    for feature in overview["features"]:
+        stale = f", [yellow]{feature['stale']} stale[/]" if feature["stale"] else ""
+        console.print(f"  features [bold]{feature['name']}[/]: {feature['count']} x {feature['dim']}"
+                      f" ({feature['dtype']}){stale}, missing {feature['missing']}")
+    if overview["annotations"]:
+        console.print("  annotations: " + ", ".join(f"{k}: {v}" for k, v in overview["annotations"].items()))
+
+
+@app.command()
+@_friendly
+def demo(
+    workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Where to build the demo workspace.")] = Path(
+        "curato-demo"),
+    samples: Annotated[int, typer.Option(help="Training images to subsample.")] = 3000,
+) -> None:
+    """Build a workspace from a real dataset, run every check, write the HTML report."""
+    from curato.demo import run_demo
+    from curato.progress import RichProgress
+
+    with RichProgress() as progress:
+        result = run_demo(workspace, n_train=samples, progress=progress)
+    console.print(f"\n[bold]report:[/] {result.report_path}")
+    for number, line in enumerate(result.headlines, start=1):
+        console.print(f"  {number}. {line}", highlight=False)

@@ -1,0 +1,148 @@
+"""Compute embeddings for a workspace: batched, chunked, resumable, with progress.
+
+Rows are computed only for samples whose content hash differs from the stored row (new, changed,
+or computed with other settings). Each finished chunk is stored durably, so Ctrl-C or a crash
+loses at most one chunk; running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from curato.errors import InputError, UnreadableImageError, WorkspaceError
+from curato.features.embedders import default_embedder_name, get_embedder
+from curato.features.embedders.base import Embedder, PrecomputedEmbedder
+from curato.features.store import FeatureSet
+from curato.imageio import load_rgb
+from curato.progress import SILENT, Progress
+from curato.workspace import Workspace
+
+
+@dataclass
+class EmbedSummary:
+    """What one ``curato embed`` did."""
+
+    embedder: str
+    dim: int
+    total: int
+    computed: int
+    reused: int
+    failed: list[tuple[str, str]]
+
+
+def choose_embedder_name(workspace: Workspace) -> str:
+    """The default embedder for the workspace's data (text model for text, image size-aware CNN)."""
+    kinds = workspace.catalog.sample_kinds()
+    if not kinds:
+        raise WorkspaceError(f"{workspace.root}: no samples yet; run `curato ingest SOURCE -w {workspace.root}` first")
+    modality = max(kinds, key=kinds.get)
+    median_side = None
+    if modality == "image":
+        table = workspace.catalog.samples(("width", "height"), kind="image")
+        sides = [max(w, h) for w, h in zip(table["width"], table["height"], strict=True) if w and h]
+        median_side = float(np.median(sides)) if sides else None
+    return default_embedder_name(modality, median_side)
+
+
+def _decoded(uris: Sequence[str], pool: ThreadPoolExecutor) -> Iterator[tuple[np.ndarray | None, str | None]]:
+    def load(uri: str) -> tuple[np.ndarray | None, str | None]:
+        try:
+            return load_rgb(uri), None
+        except UnreadableImageError as error:
+            return None, str(error)
+    yield from pool.map(load, uris)
+
+
+def compute_embeddings(
+    workspace: Workspace,
+    embedder_name: str | None = None,
+    *,
+    chunk_size: int = 1024,
+    progress: Progress = SILENT,
+    **options: Any,
+) -> tuple[FeatureSet, EmbedSummary]:
+    """Embed every readable sample of the embedder's modality and store the vectors.
+
+    Returns the complete feature set and a summary (rows computed vs reused, failures).
+    """
+    name = embedder_name or choose_embedder_name(workspace)
+    embedder = get_embedder(name, **options)
+    catalog, store = workspace.catalog, workspace.features
+    modality = getattr(embedder, "modality", "image")
+    kind = None if modality == "any" else modality
+    table = catalog.samples(("sample_id", "uri", "text", "content_hash", "readable"), kind=kind)
+    usable = np.array([bool(r) for r in table["readable"]], dtype=bool)
+    ids = table["sample_id"][usable].tolist()
+    if not ids:
+        raise WorkspaceError(f"{workspace.root}: no readable {modality} samples to embed with {name!r}")
+    hashes = table["content_hash"][usable].tolist()
+    meta = {"settings": embedder.settings(), "embedder": name, "modality": modality}
+    done = store.done_hashes(name, meta=meta)
+    todo = [i for i, (sid, digest) in enumerate(zip(ids, hashes, strict=True)) if done.get(sid) != digest]
+    run_id = catalog.start_run("embed", name, meta["settings"])
+    failed: list[tuple[str, str]] = []
+    try:
+        progress.stage(f"embedding with {name}", len(todo))
+        if isinstance(embedder, PrecomputedEmbedder):
+            _store_precomputed(workspace, embedder, name, [ids[i] for i in todo], [hashes[i] for i in todo])
+            progress.advance(len(todo))
+        else:
+            items = table["text"][usable] if modality == "text" else table["uri"][usable]
+            failed = _embed_missing(workspace, embedder, name, todo, ids, hashes, items, chunk_size, progress)
+        if store.pending_parts(name) or not store.has(name):
+            store.finalize(name, meta, keep_ids=ids, dtype="float32")
+    except BaseException as error:
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        catalog.finish_run(run_id, status, {"error": str(error)})
+        raise
+    features = store.load(name)
+    summary = EmbedSummary(embedder=name, dim=int(features.vectors.shape[1]), total=len(ids),
+                           computed=len(todo) - len(failed), reused=len(ids) - len(todo), failed=failed)
+    catalog.finish_run(run_id, "done", {"computed": summary.computed, "reused": summary.reused,
+                                        "failed": len(failed), "dim": summary.dim})
+    return features, summary
+
+
+def _store_precomputed(workspace: Workspace, embedder: PrecomputedEmbedder, name: str,
+                       ids: list[str], hashes: list[str]) -> None:
+    if not ids:
+        return
+    vectors, found = embedder.lookup(ids)
+    if not found.all():
+        missing = [sid for sid, ok in zip(ids, found, strict=True) if not ok]
+        raise InputError(
+            f"{name}: no vector for {len(missing)} of {len(ids)} samples (e.g. {missing[0]!r}); "
+            "the ids file must list every sample id in the workspace"
+        )
+    workspace.features.write_part(name, ids, hashes, np.asarray(vectors, dtype=np.float32))
+
+
+def _embed_missing(workspace: Workspace, embedder: Embedder, name: str, todo: list[int], ids: list[str],
+                   hashes: list[str], items: np.ndarray, chunk_size: int, progress: Progress
+                   ) -> list[tuple[str, str]]:
+    failed: list[tuple[str, str]] = []
+    batch = max(1, int(embedder.batch_size))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            if embedder.modality == "text":
+                loaded = [(str(items[i] or ""), None) for i in chunk]
+            else:
+                loaded = list(_decoded([items[i] for i in chunk], pool))
+            keep = [j for j, (value, _) in enumerate(loaded) if value is not None]
+            failed += [(ids[chunk[j]], error or "") for j, (value, error) in enumerate(loaded) if value is None]
+            vectors = []
+            for b in range(0, len(keep), batch):
+                part = [loaded[j][0] for j in keep[b:b + batch]]
+                vectors.append(np.asarray(embedder.embed(part), dtype=np.float32))
+                progress.advance(len(part))
+            progress.advance(len(chunk) - len(keep))
+            if keep:
+                workspace.features.write_part(name, [ids[chunk[j]] for j in keep],
+                                              [hashes[chunk[j]] for j in keep], np.concatenate(vectors))
+    return failed

@@ -1,0 +1,65 @@
+"""Progress reporting for long work. Library functions take a ``Progress``; the CLI passes a rich one."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress as RichBar,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class Progress(Protocol):
+    """Receives stage starts and advances; implementations must be cheap to call."""
+
+    def stage(self, description: str, total: int) -> None:
+        """A new stage of ``total`` units begins."""
+
+    def advance(self, amount: int = 1) -> None:
+        """``amount`` more units of the current stage are done."""
+
+
+class SilentProgress:
+    """Progress that shows nothing (library default, tests)."""
+
+    def stage(self, description: str, total: int) -> None:
+        """Ignore."""
+
+    def advance(self, amount: int = 1) -> None:
+        """Ignore."""
+
+
+class RichProgress:
+    """A rich progress bar per stage, for the terminal."""
+
+    def __init__(self) -> None:
+        self._bar = RichBar(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RichProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def stage(self, description: str, total: int) -> None:
+        """Start a new bar."""
+        self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        """Move the current bar."""
+        if self._task is not None:
+            self._bar.advance(self._task, amount)
+
+
+SILENT = SilentProgress()

@@ -1,0 +1,97 @@
+"""The self-contained HTML report (inline CSS, SVG and data-URI thumbnails; works offline)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from curato import __version__
+from curato.checks.findings import Finding
+from curato.ingest.pipeline import PROPERTIES
+from curato.report.charts import grouped_bars
+from curato.report.thumbnails import thumbnail_data_uri
+from curato.summary import workspace_overview
+from curato.workspace import Workspace
+
+REPORT_PROPERTIES = ("brightness_mean", "contrast", "colourfulness", "sharpness", "border_brightness",
+                     "edge_density", "width", "height", "jpeg_quality")
+EXAMPLES_PER_CLASS = 8
+GALLERY_SIZE = 24
+
+
+def _environment() -> Environment:
+    return Environment(loader=PackageLoader("curato", "report/templates"), autoescape=select_autoescape(["html"]))
+
+
+def _examples(workspace: Workspace, per_class: int) -> dict[str, list[dict[str, str]]]:
+    table = workspace.catalog.samples(("sample_id", "uri", "readable"), kind="image")
+    labels = workspace.catalog.current_labels()
+    chosen: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for sample_id, uri, ok in zip(table["sample_id"], table["uri"], table["readable"], strict=True):
+        label = labels.get(sample_id)
+        if ok and label is not None and len(chosen[label]) < per_class:
+            chosen[label].append((sample_id, uri))
+    return {label: [{"sample_id": sid, "src": thumbnail_data_uri(uri, size=64) or ""} for sid, uri in items]
+            for label, items in sorted(chosen.items())}
+
+
+def _property_table(workspace: Workspace) -> dict[str, Any] | None:
+    if not workspace.features.has(PROPERTIES):
+        return None
+    stored = workspace.features.load(PROPERTIES)
+    columns = stored.meta["columns"]
+    shown = [c for c in REPORT_PROPERTIES if c in columns]
+    labels = workspace.catalog.current_labels()
+    row_labels = np.array([labels.get(sid) for sid in stored.ids.tolist()], dtype=object)
+    values = np.asarray(stored.vectors, dtype=np.float64)[:, [columns.index(c) for c in shown]]
+    rows = {}
+    for label in sorted({lab for lab in row_labels if lab is not None}):
+        block = values[row_labels == label]
+        means = [np.nanmean(block[:, j]) if np.isfinite(block[:, j]).any() else np.nan for j in range(len(shown))]
+        rows[label] = ["–" if not np.isfinite(m) else f"{m:.3g}" for m in means]
+    return {"columns": shown, "rows": rows} if rows else None
+
+
+def _galleries(workspace: Workspace, findings: Sequence[Finding]) -> dict[str, list[dict[str, Any]]]:
+    table = workspace.catalog.samples(("sample_id", "uri"))
+    uris = dict(zip(table["sample_id"].tolist(), table["uri"].tolist(), strict=True))
+    labels = workspace.catalog.current_labels()
+    galleries = {}
+    for finding in findings:
+        items = []
+        for row in finding.issues()[:GALLERY_SIZE]:
+            uri = uris.get(row["sample_id"])
+            note = row.get("error") or row.get("note") or ""
+            items.append({"sample_id": row["sample_id"], "score": row["score"], "label": labels.get(row["sample_id"]),
+                          "src": thumbnail_data_uri(uri) if uri else None, "note": str(note)[:160]})
+        galleries[finding.check] = items
+    return galleries
+
+
+def write_html_report(workspace: Workspace, findings: Sequence[Finding], path: str | Path, *,
+                      title: str | None = None) -> Path:
+    """Render the report to ``path`` (atomically) and return it."""
+    overview = workspace_overview(workspace)
+    rows = overview["class_split"]["rows"]
+    splits = overview["class_split"]["splits"]
+    chart = grouped_bars(list(rows), {str(s or "-"): [rows[label].get(s, 0) for label in rows] for s in splits},
+                         title="samples per class and split") if rows else ""
+    html = _environment().get_template("report.html").render(
+        title=title or workspace.root.name, overview=overview, findings=findings, version=__version__,
+        generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), class_chart=chart,
+        examples=_examples(workspace, EXAMPLES_PER_CLASS), property_table=_property_table(workspace),
+        galleries=_galleries(workspace, findings),
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,58 @@
+"""Shared fixtures: small real datasets written to disk the way users have them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curato.imageio import read_idx
+from curato.ingest.readers import FASHION_MNIST_CLASSES
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The first 2,000 Fashion-MNIST training images and labels (Debian's dataset-fashion-mnist)."""
+    images_path = FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz"
+    if not images_path.exists():
+        pytest.fail("Fashion-MNIST is missing: run `make system` (apt-get install dataset-fashion-mnist)")
+    images = read_idx(images_path)[:2000]
+    labels = read_idx(FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz")[:2000]
+    return np.array(images), np.array(labels)
+
+
+def photo(name: str) -> np.ndarray:
+    """An offline scikit-image photo as RGB uint8."""
+    import skimage.data
+
+    array = getattr(skimage.data, name)()
+    return np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array[..., :3]
+
+
+@pytest.fixture()
+def image_folder(tmp_path: Path, fashion_mnist: tuple[np.ndarray, np.ndarray]) -> Path:
+    """``train/<class>/*.png`` and ``test/<class>/*.png`` from real Fashion-MNIST (20 + 6 per class, 3 classes),
+    plus two real photos as JPEG in the train split."""
+    images, labels = fashion_mnist
+    root = tmp_path / "folder"
+    for split, start, per_class in (("train", 0, 20), ("test", 1000, 6)):
+        for klass in (0, 1, 7):
+            picks = np.flatnonzero(labels[start:] == klass)[:per_class] + start
+            folder = root / split / FASHION_MNIST_CLASSES[klass].replace("/", "-")
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in picks:
+                Image.fromarray(images[index]).save(folder / f"{index:05d}.png")
+    Image.fromarray(photo("chelsea")).save(root / "train" / "Trouser" / "cat.jpg", quality=90)
+    Image.fromarray(photo("coffee")).save(root / "train" / "Trouser" / "coffee.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str | None:
+    """A PostgreSQL URL from CURATO_TEST_POSTGRES_URL (CI starts a server); None runs SQLite only."""
+    return os.environ.get("CURATO_TEST_POSTGRES_URL")

@@ -1,0 +1,90 @@
+"""The catalog on real SQLite (and PostgreSQL when CI provides one)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from curato.catalog import Catalog
+from curato.errors import WorkspaceError
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request, tmp_path, postgres_url):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    else:
+        if not postgres_url:
+            pytest.skip("CURATO_TEST_POSTGRES_URL not set (CI sets it and starts PostgreSQL)")
+        from sqlalchemy import create_engine
+
+        schema_name = f"t{uuid.uuid4().hex[:12]}"
+        admin = create_engine(postgres_url)
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE {schema_name}"))  # fresh database per test
+        url = postgres_url.rsplit("/", 1)[0] + f"/{schema_name}"
+    cat = Catalog(url)
+    cat.create()
+    yield cat
+    cat.close()
+
+
+def _row(sample_id: str, **values):
+    return {"sample_id": sample_id, "kind": "image", "uri": f"/data/{sample_id}.png", "split": "train",
+            "source": "s", "content_hash": "h-" + sample_id, "readable": True, **values}
+
+
+def test_upsert_is_idempotent_and_updates(catalog):
+    with catalog.transaction() as conn:
+        catalog.upsert_samples(conn, [_row("a"), _row("b")])
+    with catalog.transaction() as conn:
+        catalog.upsert_samples(conn, [_row("a", content_hash="new"), _row("b")])
+    known = catalog.known_samples()
+    assert catalog.sample_count() == 2
+    assert known["a"][1] == "new" and known["b"][1] == "h-b"
+
+
+def test_label_precedence_human_over_imported_over_model(catalog):
+    with catalog.transaction() as conn:
+        catalog.upsert_samples(conn, [_row("a"), _row("b"), _row("c")])
+        assert catalog.sync_imported_labels(conn, {"a": "cat", "b": "dog"}) == 2
+        assert catalog.sync_imported_labels(conn, {"a": "cat", "b": "dog"}) == 0  # re-import adds nothing
+        catalog.add_labels(conn, {"a": "dog", "c": "cat"}, origin="model", confidence={"a": 0.9, "c": 0.99})
+        catalog.add_labels(conn, {"b": "cat"}, origin="human", annotator="ann1")
+    assert catalog.current_labels() == {"a": "cat", "b": "cat", "c": "cat"}
+    with pytest.raises(ValueError, match="origin"):
+        with catalog.transaction() as conn:
+            catalog.add_labels(conn, {"a": "x"}, origin="guess")
+
+
+def test_failed_transaction_leaves_nothing(catalog):
+    with pytest.raises(RuntimeError), catalog.transaction() as conn:
+        catalog.upsert_samples(conn, [_row("a")])
+        raise RuntimeError("crash mid-write")
+    assert catalog.sample_count() == 0
+
+
+def test_runs_are_recorded(catalog):
+    run = catalog.start_run("embed", "classic", {"size": 64})
+    catalog.finish_run(run, "done", {"computed": 3})
+    (record,) = catalog.runs("embed")
+    assert record["status"] == "done" and record["params"] == {"size": 64} and record["summary"] == {"computed": 3}
+    assert record["finished_at"] >= record["started_at"]
+
+
+def test_sqlite_uses_wal(tmp_path):
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    cat.create()
+    with cat.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_newer_schema_is_refused(tmp_path):
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    cat.create()
+    with cat.engine.begin() as conn:
+        conn.execute(text("UPDATE info SET value = '999' WHERE key = 'schema_version'"))
+    with pytest.raises(WorkspaceError, match="upgrade curato"):
+        cat.create()

@@ -1,0 +1,179 @@
+"""Ingest on real images in every supported layout; idempotence, change detection, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curato.errors import InputError
+from curato.features.properties import PROPERTY_COLUMNS
+from curato.ingest import ingest
+from curato.ingest.pipeline import PROPERTIES
+from curato.ingest.readers import FASHION_MNIST_CLASSES
+from curato.workspace import Workspace
+from tests.conftest import photo
+
+
+def test_imagefolder_with_splits(tmp_path, image_folder):
+    ws = Workspace.create(tmp_path / "ws")
+    summary = ingest(ws, image_folder, workers=1)
+    assert summary.format == "imagefolder"
+    assert summary.samples == 3 * 26 + 2 and summary.new == summary.samples and summary.unreadable == 0
+    table = ws.catalog.samples(("sample_id", "split", "source", "width", "height", "format", "phash"))
+    ids = table["sample_id"].tolist()
+    assert "train/Trouser/cat.jpg" in ids
+    row = ids.index("train/Trouser/cat.jpg")
+    assert (table["width"][row], table["height"][row], table["format"][row]) == (451, 300, "jpeg")
+    assert set(table["split"]) == {"train", "test"} and set(table["source"]) == {"folder"}
+    labels = ws.catalog.current_labels()
+    assert {labels[sid] for sid in ids} == {"T-shirt-top", "Trouser", "Sneaker"}
+    properties = ws.features.load(PROPERTIES)
+    assert properties.vectors.shape == (summary.samples, len(PROPERTY_COLUMNS))
+    brightness = properties.vectors[:, PROPERTY_COLUMNS.index("brightness_mean")]
+    assert np.isfinite(brightness).all()
+
+
+def test_reingest_is_idempotent_and_detects_changes(tmp_path, image_folder):
+    ws = Workspace.create(tmp_path / "ws")
+    ingest(ws, image_folder, workers=1)
+    again = ingest(ws, image_folder, workers=1)
+    assert (again.new, again.changed, again.scanned, again.labels_added) == (0, 0, 0, 0)
+    assert again.unchanged == again.samples
+    target = image_folder / "train" / "Trouser" / "cat.jpg"
+    Image.fromarray(photo("chelsea")[::-1]).save(target, quality=60)  # a re-exported, flipped file
+    before = dict(zip(*(ws.features.load(PROPERTIES).ids.tolist(), ws.features.load(PROPERTIES).hashes.tolist()),
+                      strict=True))
+    changed = ingest(ws, image_folder, workers=1)
+    assert (changed.changed, changed.scanned, changed.new) == (1, 1, 0)
+    after = ws.features.load(PROPERTIES)
+    hashes = dict(zip(after.ids.tolist(), after.hashes.tolist(), strict=True))
+    assert hashes["train/Trouser/cat.jpg"] != before["train/Trouser/cat.jpg"]
+    assert ws.catalog.known_samples()["train/Trouser/cat.jpg"][1] == hashes["train/Trouser/cat.jpg"]
+
+
+def test_unreadable_images_are_recorded_not_fatal(tmp_path, image_folder):
+    broken = image_folder / "train" / "Trouser" / "broken.jpg"
+    data = (image_folder / "train" / "Trouser" / "cat.jpg").read_bytes()
+    broken.write_bytes(data[: len(data) // 3])  # truncated JPEG
+    (image_folder / "train" / "Trouser" / "notes.png").write_text("not an image")
+    ws = Workspace.create(tmp_path / "ws")
+    summary = ingest(ws, image_folder, workers=1)
+    assert summary.unreadable == 2
+    errors = dict(ws.catalog.unreadable())
+    assert set(errors) == {"train/Trouser/broken.jpg", "train/Trouser/notes.png"}
+    assert all(errors.values())
+
+
+def test_manifest_csv_and_jsonl_keep_metadata(tmp_path, image_folder):
+    files = sorted((image_folder / "train").rglob("*.png"))[:6]
+    csv_path = tmp_path / "m.csv"
+    lines = ["id,path,label,split,camera"] + [
+        f"s{i},{f.relative_to(tmp_path)},{'a' if i % 2 else 'b'},train,cam{i % 3}" for i, f in enumerate(files)
+    ]
+    csv_path.write_text("\n".join(lines) + "\n")
+    ws = Workspace.create(tmp_path / "ws")
+    summary = ingest(ws, csv_path, workers=1)
+    assert summary.format == "manifest" and summary.samples == 6
+    table = ws.catalog.samples(("sample_id", "meta", "source"))
+    assert table["meta"][0] == {"camera": "cam0"} and table["source"][0] == "m"
+    jsonl = tmp_path / "more.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"id": f"j{i}", "path": str(f), "label": "c", "site": i})
+                               for i, f in enumerate(files[:2])))
+    ingest(ws, jsonl, source_name="site-b", workers=1)
+    assert ws.catalog.group_counts("source") == {"m": 6, "site-b": 2}
+
+
+def _write_idx(path: Path, array: np.ndarray, code: int) -> None:
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.tobytes())
+
+
+def test_idx_pairs_become_splits(tmp_path, fashion_mnist):
+    images, labels = fashion_mnist
+    folder = tmp_path / "fashion-idx"
+    folder.mkdir()
+    _write_idx(folder / "train-images-idx3-ubyte.gz", images[:50], 0x08)
+    _write_idx(folder / "train-labels-idx1-ubyte.gz", labels[:50].astype(np.uint8), 0x08)
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz", images[50:70], 0x08)
+    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", labels[50:70].astype(np.uint8), 0x08)
+    ws = Workspace.create(tmp_path / "ws")
+    summary = ingest(ws, folder, workers=1)
+    assert summary.format == "idx" and summary.samples == 70
+    assert ws.catalog.group_counts("split") == {"test": 20, "train": 50}
+    assert ws.catalog.group_counts("format") == {"idx": 70}
+    labels_now = ws.catalog.current_labels()
+    assert labels_now["train/00"] == FASHION_MNIST_CLASSES[int(labels[0])]
+    assert labels_now["test/19"] == FASHION_MNIST_CLASSES[int(labels[69])]
+    assert len(set(labels_now.values())) == len(set(labels[:70].tolist()))
+
+
+def test_coco_keeps_boxes_and_segmentations(tmp_path):
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    Image.fromarray(photo("chelsea")).save(images_dir / "cat.jpg")
+    Image.fromarray(photo("coffee")).save(images_dir / "coffee.jpg")
+    coco = {
+        "images": [{"id": 1, "file_name": "cat.jpg", "width": 451, "height": 300},
+                   {"id": 2, "file_name": "coffee.jpg", "width": 600, "height": 400}],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "cup"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [100, 30, 250, 260], "area": 50000,
+             "segmentation": [[100, 30, 350, 30, 350, 290, 100, 290]]},
+            {"id": 2, "image_id": 2, "category_id": 2, "bbox": [150, 50, 300, 250], "area": 60000},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100},
+        ],
+    }
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(coco))
+    ws = Workspace.create(tmp_path / "ws")
+    summary = ingest(ws, path, workers=1)
+    assert summary.format == "coco" and summary.annotations == 4
+    assert ws.catalog.current_labels() == {"cat.jpg": "cat", "coffee.jpg": "cup"}
+    assert ws.catalog.annotation_count() == {"bbox": 3, "polygon": 1}
+    again = ingest(ws, path, workers=1)
+    assert again.annotations == 4 and ws.catalog.annotation_count() == {"bbox": 3, "polygon": 1}
+
+
+def test_text_csv(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text('id,text,label,lang\n1,"great phone, love it",pos,en\n2,awful battery,neg,en\n')
+    ws = Workspace.create(tmp_path / "ws")
+    summary = ingest(ws, path)
+    assert summary.format == "text" and summary.samples == 2
+    table = ws.catalog.samples(("sample_id", "kind", "text", "meta"))
+    assert table["kind"].tolist() == ["text", "text"] and table["text"][0] == "great phone, love it"
+    assert table["meta"][0] == {"lang": "en"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("id,label\n1,a\n", "missing required column 'path'"),
+        ("id,path,label\n1,a.png,cat\n1,b.png,dog\n", "duplicate sample id"),
+        ("id,path,label\n1,a.png,3\n2,b.png,cat\n", "mixes numbers"),
+        ("id,path\n", "no rows"),
+    ],
+)
+def test_bad_manifests_fail_with_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    ws = Workspace.create(tmp_path / "ws")
+    with pytest.raises(InputError, match=message) as raised:
+        ingest(ws, path)
+    assert "\n" not in str(raised.value) and str(path) in str(raised.value)
+    assert ws.catalog.sample_count() == 0
+
+
+def test_missing_and_empty_sources(tmp_path):
+    ws = Workspace.create(tmp_path / "ws")
+    with pytest.raises(InputError, match="no such file"):
+        ingest(ws, tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image files"):
+        ingest(ws, tmp_path / "empty")

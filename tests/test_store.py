@@ -1,0 +1,57 @@
+"""The feature store keeps vectors durable across crashes and notices stale rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curato.errors import WorkspaceError
+from curato.features.store import FeatureStore
+
+
+def _meta(version: int = 1) -> dict:
+    return {"settings": {"model": "m", "version": version}}
+
+
+def test_parts_merge_newest_row_wins_and_sorted(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.write_part("emb", ["b", "a"], ["hb", "ha"], np.array([[2, 2], [1, 1]], dtype=np.float32))
+    store.write_part("emb", ["c", "a"], ["hc", "ha2"], np.array([[3, 3], [9, 9]], dtype=np.float32))
+    features = store.finalize("emb", _meta())
+    assert features.ids.tolist() == ["a", "b", "c"]
+    assert features.vectors.tolist() == [[9, 9], [2, 2], [3, 3]]
+    assert features.hashes.tolist() == ["ha2", "hb", "hc"]
+    assert store.pending_parts("emb") == []
+    assert isinstance(store.load("emb").vectors, np.memmap)
+
+
+def test_unfinished_parts_count_as_done_for_resume(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.save("emb", ["a"], ["ha"], np.ones((1, 3)), _meta())
+    store.write_part("emb", ["b"], ["hb"], np.ones((1, 3)))  # a crash happens after this chunk
+    reopened = FeatureStore(tmp_path)
+    assert reopened.done_hashes("emb", meta=_meta()) == {"a": "ha", "b": "hb"}
+    assert reopened.load("emb").ids.tolist() == ["a"]  # readers only see the complete generation
+
+
+def test_changed_settings_discard_old_rows(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.save("emb", ["a", "b"], ["ha", "hb"], np.ones((2, 2)), _meta(1))
+    assert store.done_hashes("emb", meta=_meta(2)) == {}
+    features = store.save("emb", ["a"], ["ha"], np.zeros((1, 2)), _meta(2))
+    assert features.ids.tolist() == ["a"]
+    assert len(list(store.folder("emb").glob("*.npy"))) == 3  # old generation removed
+
+
+def test_keep_ids_drops_removed_samples_and_align(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.write_part("emb", ["a", "b", "c"], ["1", "2", "3"], np.arange(6, dtype=np.float32).reshape(3, 2))
+    features = store.finalize("emb", _meta(), keep_ids=["a", "c"])
+    vectors, found = features.align(["c", "zz", "a"])
+    assert found.tolist() == [True, False, True]
+    assert vectors.tolist() == [[4, 5], [0, 0], [0, 1]]
+
+
+def test_missing_feature_set_names_the_fix(tmp_path):
+    with pytest.raises(WorkspaceError, match="curato embed"):
+        FeatureStore(tmp_path).load("nothing")
