@@ -21,9 +21,10 @@ def catalog(request, tmp_path, postgres_url):
         from sqlalchemy import create_engine
 
         schema_name = f"t{uuid.uuid4().hex[:12]}"
-        admin = create_engine(postgres_url)
-        with admin.begin() as conn:
+        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
             conn.execute(text(f"CREATE DATABASE {schema_name}"))  # fresh database per test
+        admin.dispose()
         url = postgres_url.rsplit("/", 1)[0] + f"/{schema_name}"
     cat = Catalog(url)
     cat.create()
@@ -54,9 +55,8 @@ def test_label_precedence_human_over_imported_over_model(catalog):
         catalog.add_labels(conn, {"a": "dog", "c": "cat"}, origin="model", confidence={"a": 0.9, "c": 0.99})
         catalog.add_labels(conn, {"b": "cat"}, origin="human", annotator="ann1")
     assert catalog.current_labels() == {"a": "cat", "b": "cat", "c": "cat"}
-    with pytest.raises(ValueError, match="origin"):
-        with catalog.transaction() as conn:
-            catalog.add_labels(conn, {"a": "x"}, origin="guess")
+    with pytest.raises(ValueError, match="origin"), catalog.transaction() as conn:
+        catalog.add_labels(conn, {"a": "x"}, origin="guess")
 
 
 def test_failed_transaction_leaves_nothing(catalog):

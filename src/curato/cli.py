@@ -56,9 +56,9 @@ def main(
 @app.command()
 @_friendly
 def ingest(
-    source: Annotated[Path, typer.Argument(help="Image folder, manifest CSV/JSONL, COCO JSON, IDX folder or text CSV.")],
+    source: Annotated[Path, typer.Argument(help="Image folder, manifest CSV/JSONL, COCO JSON, IDX or text CSV.")],
     workspace: WorkspaceOption,
-    format: Annotated[str | None, typer.Option("--format", help="imagefolder|manifest|coco|idx|text (default: guess).")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="imagefolder|manifest|coco|idx|text.")] = None,
     split: Annotated[str | None, typer.Option(help="Put every sample in this split (e.g. train, test).")] = None,
     source_name: Annotated[str | None, typer.Option("--source", help="Name of where the data came from.")] = None,
     images: Annotated[Path | None, typer.Option(help="COCO only: folder holding the image files.")] = None,

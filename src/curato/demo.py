@@ -37,11 +37,13 @@ class DemoResult:
 
 
 def _fashion_mnist() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]] | None:
-    files = {split: (FASHION_MNIST_DIR / f"{stem}-images-idx3-ubyte.gz", FASHION_MNIST_DIR / f"{stem}-labels-idx1-ubyte.gz")
+    files = {split: (FASHION_MNIST_DIR / f"{stem}-images-idx3-ubyte.gz",
+                     FASHION_MNIST_DIR / f"{stem}-labels-idx1-ubyte.gz")
              for split, stem in (("train", "train"), ("test", "t10k"))}
     if not all(path.exists() for pair in files.values() for path in pair):
         return None
-    return {split: (read_idx(images), read_idx(labels)) for split, (images, labels) in files.items()}, FASHION_MNIST_CLASSES
+    arrays = {split: (read_idx(images), read_idx(labels)) for split, (images, labels) in files.items()}
+    return arrays, FASHION_MNIST_CLASSES
 
 
 def _digits() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:

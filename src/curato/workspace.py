@@ -71,7 +71,7 @@ class Workspace:
         try:
             settings = json.loads(marker.read_text())
         except json.JSONDecodeError as error:
-            raise WorkspaceError(f"{marker}: unreadable workspace settings ({error}); restore or recreate it") from error
+            raise WorkspaceError(f"{marker}: unreadable settings ({error}); restore or recreate it") from error
         if settings.get("format", 0) > WORKSPACE_FORMAT:
             raise WorkspaceError(f"{marker}: workspace format {settings['format']} is newer; upgrade curato")
         url = settings["catalog"].replace("{workspace}", str(root))

@@ -275,7 +275,7 @@ def _latest_labels(conn: Connection, *, origin: str) -> dict[str, str]:
     return {row[0]: row[1] for row in rows}
 
 
-def _dialect_insert(conn: Connection):  # noqa: ANN202 - returns the dialect's insert() construct
+def _dialect_insert(conn: Connection):
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif conn.dialect.name == "sqlite":
@@ -285,7 +285,7 @@ def _dialect_insert(conn: Connection):  # noqa: ANN202 - returns the dialect's i
     return insert
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -173,7 +173,7 @@ def perceptual_hash(images: Sequence[np.ndarray]) -> np.ndarray:
     """
     hashes = np.zeros(len(images), dtype=np.uint64)
     for rows, batch in _batches(images):
-        grey = batch.astype(np.float32) if batch.ndim == 3 else _luma(_planes(batch))
+        grey = batch.astype(np.float32) if batch.ndim == 3 else _luma(_planar(batch).astype(np.float32))
         hashes[rows] = _phash_from_grey(grey)
     return hashes
 
@@ -233,12 +233,13 @@ def _batches(images: Sequence[np.ndarray]):
             yield rows, np.stack([arrays[i] for i in rows])
 
 
-def _planes(batch: np.ndarray) -> np.ndarray:
-    """(n, H, W, 3) uint8 -> (n, 3, H, W) float32, channel planes contiguous for fast arithmetic."""
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+def _planar(batch: np.ndarray) -> np.ndarray:
+    """(n, H, W, 3) -> (n, 3, H, W) uint8: contiguous channel planes make per-pixel channel maths fast."""
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
 
 def _luma(planes: np.ndarray) -> np.ndarray:
+    """Rec. 601 grey (n, H, W) float32 on the 0..255 scale from (n, 3, H, W) float32 planes."""
     grey = planes[:, 0] * _LUMA[0]
     grey += planes[:, 1] * _LUMA[1]
     grey += planes[:, 2] * _LUMA[2]
@@ -251,9 +252,10 @@ def _batch_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out = np.full((n, len(PROPERTY_COLUMNS)), np.nan, dtype=np.float64)
     col = COLUMN_INDEX
     if batch.ndim == 4:
-        planes = _planes(batch)
+        planar = _planar(batch)
+        planes = planar.astype(np.float32)
         grey = _luma(planes)
-        _colour_columns(out, batch, planes)
+        _colour_columns(out, planar, planes)
         grey_levels = np.minimum(grey + 0.5, 255).astype(np.uint8)
     else:
         grey = batch.astype(np.float32)
@@ -272,13 +274,20 @@ def _batch_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _histogram_columns(out, grey_levels)
     if height >= 3 and width >= 3:
         _gradient_columns(out, grey)
-    _layout_columns(out, batch, planes, grey)
+    _layout_columns(out, planes, grey)
     return out, _phash_from_grey(grey)
 
 
-def _colour_columns(out: np.ndarray, batch: np.ndarray, planes: np.ndarray) -> None:
+def _share(mask: np.ndarray) -> np.ndarray:
+    """Per-image share of True pixels in an (n, ...) boolean stack."""
+    flat = mask.reshape(mask.shape[0], -1)
+    return np.count_nonzero(flat, axis=1) / flat.shape[1]
+
+
+def _colour_columns(out: np.ndarray, planar: np.ndarray, planes: np.ndarray) -> None:
+    """Channel means, colourfulness, saturation, grey test and green share from (n, 3, H, W) planes."""
     col = COLUMN_INDEX
-    n = batch.shape[0]
+    n = planar.shape[0]
     flat = planes.reshape(n, 3, -1)
     channel_means = flat.mean(axis=2) / 255
     out[:, col["red_mean"]] = channel_means[:, 0]
@@ -287,27 +296,30 @@ def _colour_columns(out: np.ndarray, batch: np.ndarray, planes: np.ndarray) -> N
 
     red, green, blue = flat[:, 0], flat[:, 1], flat[:, 2]
     red_green = red - green
-    yellow_blue = 0.5 * (red + green) - blue
+    yellow_blue = red + green
+    yellow_blue *= 0.5
+    yellow_blue -= blue
     sigma = np.sqrt(red_green.var(axis=1) + yellow_blue.var(axis=1))
     mu = np.sqrt(red_green.mean(axis=1) ** 2 + yellow_blue.mean(axis=1) ** 2)
     out[:, col["colourfulness"]] = sigma + 0.3 * mu
 
-    # Integer channel arithmetic on uint8/int16 is exact and cheaper than float for the masks.
-    channels = batch.reshape(n, -1, 3)
-    top = channels.max(axis=2)
-    spread = top - channels.min(axis=2)
+    # Elementwise maximum/minimum of uint8 planes is exact and much cheaper than a reduction over
+    # a length-3 channel axis.
+    red8, green8, blue8 = planar[:, 0], planar[:, 1], planar[:, 2]
+    top = np.maximum(np.maximum(red8, green8), blue8)
+    spread = top - np.minimum(np.minimum(red8, green8), blue8)
     saturation = np.divide(spread, top, out=np.zeros(spread.shape, dtype=np.float32), where=top > 0)
-    out[:, col["saturation_mean"]] = saturation.mean(axis=1)
-    coloured = (spread > _GREY_SPREAD_LEVELS).mean(axis=1)
+    out[:, col["saturation_mean"]] = saturation.reshape(n, -1).mean(axis=1)
+    coloured = _share(spread > _GREY_SPREAD_LEVELS)
     out[:, col["is_grayscale"]] = (coloured <= _GREY_MAX_COLOURED_SHARE).astype(np.float64)
 
-    # Hue of a pixel whose maximum is green is 60° * (2 + (B - R) / spread); 75°..165° <=> |B - R| <= 0.75 spread.
-    green_is_top = channels[:, :, 1] == top
+    # A pixel whose maximum is green has hue 60° * (2 + (B - R) / spread); 75°..165° <=> |B - R| <= 0.75 spread.
     spread16 = spread.astype(np.int16)
-    hue_green = 4 * np.abs(channels[:, :, 2].astype(np.int16) - channels[:, :, 0]) <= 3 * spread16
-    saturated = 5 * spread16 >= top  # saturation >= 0.2
-    bright_enough = top >= 26  # value >= 0.1
-    out[:, col["green_fraction"]] = (green_is_top & hue_green & saturated & bright_enough).mean(axis=1)
+    green_hue = 4 * np.abs(blue8.astype(np.int16) - red8) <= 3 * spread16
+    green_hue &= green8 == top
+    green_hue &= 5 * spread16 >= top  # saturation >= 0.2
+    green_hue &= top >= 26  # value >= 0.1
+    out[:, col["green_fraction"]] = _share(green_hue)
 
 
 def _histogram_columns(out: np.ndarray, grey_levels: np.ndarray) -> None:
@@ -328,7 +340,7 @@ def _histogram_columns(out: np.ndarray, grey_levels: np.ndarray) -> None:
     out[:, col["contrast"]] = np.divide(high - low, total, out=np.zeros(n), where=total > 0)
     out[:, col["dynamic_range"]] = (high - low) / 255
     out[:, col["dark_fraction"]] = cumulative[:, _DARK_LEVEL]
-    out[:, col["bright_fraction"]] = 1.0 - cumulative[:, _BRIGHT_LEVEL - 1]
+    out[:, col["bright_fraction"]] = np.maximum(1.0 - cumulative[:, _BRIGHT_LEVEL - 1], 0.0)
 
 
 def _gradient_columns(out: np.ndarray, grey: np.ndarray) -> None:
@@ -350,7 +362,7 @@ def _gradient_columns(out: np.ndarray, grey: np.ndarray) -> None:
     gradient_y = horizontal_smooth[:, 2:, :] - horizontal_smooth[:, :-2, :]
     magnitude_squared = np.square(gradient_x, out=gradient_x)
     magnitude_squared += np.square(gradient_y, out=gradient_y)
-    out[:, col["edge_density"]] = (magnitude_squared > _EDGE_THRESHOLD_SQUARED).reshape(n, -1).mean(axis=1)
+    out[:, col["edge_density"]] = _share(magnitude_squared > _EDGE_THRESHOLD_SQUARED)
 
 
 def border_width(height: int, width: int) -> int:
@@ -372,7 +384,7 @@ def _ring_slices(height: int, width: int) -> list[tuple[slice, slice]]:
     return slices
 
 
-def _layout_columns(out: np.ndarray, batch: np.ndarray, planes: np.ndarray | None, grey: np.ndarray) -> None:
+def _layout_columns(out: np.ndarray, planes: np.ndarray | None, grey: np.ndarray) -> None:
     """Border ring colour/uniformity and centre brightness."""
     col = COLUMN_INDEX
     n, height, width = grey.shape
@@ -412,7 +424,12 @@ def _phash_from_grey(grey: np.ndarray) -> np.ndarray:
     n, height, width = grey.shape
     rows = _area_weights(height, _HASH_SIZE)
     cols = _area_weights(width, _HASH_SIZE)
-    small = np.matmul(np.matmul(rows, grey), cols.T)
+    # Two plain 2-D products over the whole stack (not n small batched ones): resample the width,
+    # then swap axes and resample the height. The result is transposed, which the DCT does not mind
+    # as long as the 8x8 block is read back in the same orientation.
+    narrow = (grey.reshape(n * height, width) @ cols.T).reshape(n, height, _HASH_SIZE)
+    small = (np.ascontiguousarray(narrow.transpose(0, 2, 1)).reshape(n * _HASH_SIZE, height) @ rows.T)
+    small = small.reshape(n, _HASH_SIZE, _HASH_SIZE).transpose(0, 2, 1)
     coefficients = fft.dctn(small, type=2, axes=(1, 2), norm="ortho")[:, :_HASH_BITS, :_HASH_BITS]
     coefficients = coefficients.reshape(n, _HASH_BITS * _HASH_BITS)
     median = np.median(coefficients[:, 1:], axis=1, keepdims=True)

@@ -188,7 +188,7 @@ class FeatureStore:
         _atomic_save(folder / f"hashes-{generation}.npy", hashes[keep])
         _atomic_save(folder / f"ids-{generation}.npy", ids[keep])
         full_meta = {**meta, "name": name, "generation": generation, "dim": int(vectors.shape[1]),
-                     "dtype": dtype, "count": int(len(keep))}
+                     "dtype": dtype, "count": len(keep)}
         _atomic_json(folder / "meta.json", full_meta)
         for stale in folder.glob("*.npy"):
             if not stale.stem.endswith(f"-{generation}"):

@@ -77,7 +77,8 @@ def read_source(source: str | Path, *, format: str | None = None, images_root: s
     else:
         records = readers.read_coco(path, Path(images_root) if images_root else None)
     if not records:
-        what = "image files (" + ", ".join(sorted(readers.IMAGE_SUFFIXES)) + ")" if chosen == "imagefolder" else "samples"
+        suffixes = ", ".join(sorted(readers.IMAGE_SUFFIXES))
+        what = f"image files ({suffixes})" if chosen == "imagefolder" else "samples"
         raise InputError(f"{path}: no {what} found; point at the folder or file that holds the dataset")
     return chosen, records
 
