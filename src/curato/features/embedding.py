@@ -7,7 +7,7 @@ loses at most one chunk; running the same command again resumes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -49,13 +49,11 @@ def choose_embedder_name(workspace: Workspace) -> str:
     return default_embedder_name(modality, median_side)
 
 
-def _decoded(uris: Sequence[str], pool: ThreadPoolExecutor) -> Iterator[tuple[np.ndarray | None, str | None]]:
-    def load(uri: str) -> tuple[np.ndarray | None, str | None]:
-        try:
-            return load_rgb(uri), None
-        except UnreadableImageError as error:
-            return None, str(error)
-    yield from pool.map(load, uris)
+def _load(uri: str) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return load_rgb(uri), None
+    except UnreadableImageError as error:
+        return None, str(error)
 
 
 def compute_embeddings(
@@ -127,13 +125,19 @@ def _embed_missing(workspace: Workspace, embedder: Embedder, name: str, todo: li
                    ) -> list[tuple[str, str]]:
     failed: list[tuple[str, str]] = []
     batch = max(1, int(embedder.batch_size))
+    chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
+
+        def submit(chunk: list[int]) -> Iterator[tuple[Any, str | None]]:
             if embedder.modality == "text":
-                loaded = [(str(items[i] or ""), None) for i in chunk]
-            else:
-                loaded = list(_decoded([items[i] for i in chunk], pool))
+                return iter([(str(items[i] or ""), None) for i in chunk])
+            return pool.map(_load, [items[i] for i in chunk])  # decoding starts now, in the background
+
+        pending = submit(chunks[0]) if chunks else iter(())
+        for number, chunk in enumerate(chunks):
+            loaded = list(pending)
+            if number + 1 < len(chunks):
+                pending = submit(chunks[number + 1])  # decode the next chunk while this one is embedded
             keep = [j for j, (value, _) in enumerate(loaded) if value is not None]
             failed += [(ids[chunk[j]], error or "") for j, (value, error) in enumerate(loaded) if value is None]
             vectors = []
