@@ -5,7 +5,9 @@ are stacked and every property is computed for the whole stack in a handful of N
 cost per image is a few passes over its pixels, not Python loops.
 
 Units and definitions of :data:`PROPERTY_COLUMNS` (``grey`` is Rec. 601 luma,
-``0.299 R + 0.587 G + 0.114 B``; all "[0, 1]" values are fractions of the 0..255 range):
+``0.299 R + 0.587 G + 0.114 B``, in float32; the histogram-based columns (contrast, dynamic_range,
+entropy, dark_fraction, bright_fraction) use grey rounded to 8-bit levels; all "[0, 1]" values are
+fractions of the 0..255 range):
 
 =====================  ==================================================================================
 width, height          pixels of the original image (see ``original_sizes``)
@@ -50,7 +52,8 @@ bright_fraction        share of pixels with grey >= 235 (near-white), [0, 1]
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy import fft
@@ -98,8 +101,10 @@ _GREY_SPREAD_LEVELS = 12
 _GREY_MAX_COLOURED_SHARE = 0.005
 # Sobel responses are 8x the per-pixel derivative; 0.1 of the 0..255 range per pixel, squared.
 _EDGE_THRESHOLD_SQUARED = (0.1 * 255 * 8) ** 2
-# Bound the float32 temporaries of one stacked batch (about 4 Mpixel -> ~16 MB per plane).
-_BATCH_PIXELS = 1 << 22
+# Pixels per stacked batch: 256 K pixels keeps each float32 temporary near 1 MB, small enough to be
+# recycled by the allocator instead of page-faulted in afresh (faults were half the cost at 16 MB),
+# and still stacks ~330 Fashion-MNIST-sized images per NumPy call.
+_BATCH_PIXELS = 1 << 18
 _HASH_SIZE = 32
 _HASH_BITS = 8
 
@@ -136,10 +141,15 @@ def estimate_jpeg_quality(quantization_tables: Mapping[int, Sequence[int]] | Non
     """
     if not quantization_tables or 0 not in quantization_tables:
         return float("nan")
-    table = np.asarray(list(quantization_tables[0]), dtype=np.int64)
-    if table.size != 64:
+    return _quality_of_table(tuple(int(value) for value in quantization_tables[0]))
+
+
+@lru_cache(maxsize=256)
+def _quality_of_table(table: tuple[int, ...]) -> float:
+    # Cached: a dataset's JPEGs come from a handful of encoders and settings.
+    if len(table) != 64:
         return float("nan")
-    error = np.abs(_IJG_TABLES - table[None, :]).sum(axis=1)
+    error = np.abs(_IJG_TABLES - np.asarray(table, dtype=np.int64)[None, :]).sum(axis=1)
     best = np.flatnonzero(error == error.min()) + 1
     return float(np.median(best))
 
@@ -220,7 +230,7 @@ def _as_uint8_image(image: np.ndarray, index: int) -> np.ndarray:
     return array
 
 
-def _batches(images: Sequence[np.ndarray]):
+def _batches(images: Sequence[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (row indices, stacked uint8 batch) for groups of same-shaped images, bounded in size."""
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     arrays = [_as_uint8_image(image, i) for i, image in enumerate(images)]
@@ -255,27 +265,41 @@ def _batch_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         planar = _planar(batch)
         planes = planar.astype(np.float32)
         grey = _luma(planes)
+        # grey <= 255 (+ float rounding), so adding 0.5 and truncating rounds without overflow.
+        grey_levels = (grey + 0.5).astype(np.uint8)
         _colour_columns(out, planar, planes)
-        grey_levels = np.minimum(grey + 0.5, 255).astype(np.uint8)
     else:
         grey = batch.astype(np.float32)
         planes = None
         grey_levels = batch
-        means = grey.reshape(n, -1).mean(axis=1) / 255
+
+    mean, std = _mean_and_std(grey.reshape(n, -1))
+    out[:, col["brightness_mean"]] = mean / 255
+    out[:, col["brightness_std"]] = std / 255
+    if planes is None:  # a grey image: every channel is the grey plane, and there is no colour
         for name in ("red_mean", "green_mean", "blue_mean"):
-            out[:, col[name]] = means
+            out[:, col[name]] = mean / 255
         for name in ("saturation_mean", "colourfulness", "green_fraction"):
             out[:, col[name]] = 0.0
         out[:, col["is_grayscale"]] = 1.0
-
-    flat = grey.reshape(n, -1)
-    out[:, col["brightness_mean"]] = flat.mean(axis=1) / 255
-    out[:, col["brightness_std"]] = flat.std(axis=1) / 255
     _histogram_columns(out, grey_levels)
     if height >= 3 and width >= 3:
         _gradient_columns(out, grey)
     _layout_columns(out, planes, grey)
     return out, _phash_from_grey(grey)
+
+
+def _mean_and_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean and standard deviation of an (n, m) float32 array, as float64.
+
+    Two passes (sum, then the centred sum of squares as a dot product) instead of np.std's four,
+    and centring keeps the precision for near-constant rows (a flat background must give ~0).
+    """
+    count = values.shape[1]
+    mean = values.sum(axis=1) / count
+    centred = values - mean[:, None].astype(np.float32)
+    variance = np.einsum("ij,ij->i", centred, centred, dtype=np.float32) / count
+    return mean.astype(np.float64), np.sqrt(np.maximum(variance, 0.0)).astype(np.float64)
 
 
 def _share(mask: np.ndarray) -> np.ndarray:
@@ -285,22 +309,26 @@ def _share(mask: np.ndarray) -> np.ndarray:
 
 
 def _colour_columns(out: np.ndarray, planar: np.ndarray, planes: np.ndarray) -> None:
-    """Channel means, colourfulness, saturation, grey test and green share from (n, 3, H, W) planes."""
+    """Channel means, colourfulness, saturation, grey test and green share from (n, 3, H, W) planes
+    (``planar`` uint8, ``planes`` the same as float32)."""
     col = COLUMN_INDEX
     n = planar.shape[0]
     flat = planes.reshape(n, 3, -1)
-    channel_means = flat.mean(axis=2) / 255
+    channel_means = flat.sum(axis=2) / (flat.shape[2] * 255)
     out[:, col["red_mean"]] = channel_means[:, 0]
     out[:, col["green_mean"]] = channel_means[:, 1]
     out[:, col["blue_mean"]] = channel_means[:, 2]
 
+    # Hasler–Süsstrunk opponent channels rg = R - G and yb = (R + G) / 2 - B.
     red, green, blue = flat[:, 0], flat[:, 1], flat[:, 2]
     red_green = red - green
     yellow_blue = red + green
     yellow_blue *= 0.5
     yellow_blue -= blue
-    sigma = np.sqrt(red_green.var(axis=1) + yellow_blue.var(axis=1))
-    mu = np.sqrt(red_green.mean(axis=1) ** 2 + yellow_blue.mean(axis=1) ** 2)
+    red_green_mean, red_green_std = _mean_and_std(red_green)
+    yellow_blue_mean, yellow_blue_std = _mean_and_std(yellow_blue)
+    sigma = np.hypot(red_green_std, yellow_blue_std)
+    mu = np.hypot(red_green_mean, yellow_blue_mean)
     out[:, col["colourfulness"]] = sigma + 0.3 * mu
 
     # Elementwise maximum/minimum of uint8 planes is exact and much cheaper than a reduction over
@@ -308,16 +336,21 @@ def _colour_columns(out: np.ndarray, planar: np.ndarray, planes: np.ndarray) -> 
     red8, green8, blue8 = planar[:, 0], planar[:, 1], planar[:, 2]
     top = np.maximum(np.maximum(red8, green8), blue8)
     spread = top - np.minimum(np.minimum(red8, green8), blue8)
-    saturation = np.divide(spread, top, out=np.zeros(spread.shape, dtype=np.float32), where=top > 0)
-    out[:, col["saturation_mean"]] = saturation.reshape(n, -1).mean(axis=1)
+    # spread is 0 wherever top is 0, so dividing by max(top, 1) gives saturation 0 there without a mask.
+    # (Operands share a dtype throughout: mixed-dtype ufuncs go through slow buffered casts.)
+    saturation = spread.astype(np.float32)
+    saturation /= np.maximum(top, 1).astype(np.float32)
+    out[:, col["saturation_mean"]] = saturation.reshape(n, -1).sum(axis=1) / saturation[0].size
     coloured = _share(spread > _GREY_SPREAD_LEVELS)
     out[:, col["is_grayscale"]] = (coloured <= _GREY_MAX_COLOURED_SHARE).astype(np.float64)
 
     # A pixel whose maximum is green has hue 60° * (2 + (B - R) / spread); 75°..165° <=> |B - R| <= 0.75 spread.
-    spread16 = spread.astype(np.int16)
-    green_hue = 4 * np.abs(blue8.astype(np.int16) - red8) <= 3 * spread16
+    spread16, top16 = spread.astype(np.int16), top.astype(np.int16)
+    blue_minus_red = blue8.astype(np.int16)
+    blue_minus_red -= red8.astype(np.int16)
+    green_hue = 4 * np.abs(blue_minus_red) <= 3 * spread16
     green_hue &= green8 == top
-    green_hue &= 5 * spread16 >= top  # saturation >= 0.2
+    green_hue &= 5 * spread16 >= top16  # saturation >= 0.2
     green_hue &= top >= 26  # value >= 0.1
     out[:, col["green_fraction"]] = _share(green_hue)
 
@@ -327,10 +360,12 @@ def _histogram_columns(out: np.ndarray, grey_levels: np.ndarray) -> None:
     col = COLUMN_INDEX
     n = grey_levels.shape[0]
     pixels = grey_levels[0].size
-    # One bincount for the whole batch: image i's levels are shifted into bins [256 i, 256 i + 256).
-    offsets = (np.arange(n, dtype=np.intp) * 256)[:, None]
-    shifted = grey_levels.reshape(n, -1) + offsets
-    histogram = np.bincount(shifted.ravel(), minlength=256 * n).reshape(n, 256) / pixels
+    if pixels >= 16384:  # large images: a bincount per image avoids an int64 copy of the whole stack
+        counts = np.stack([np.bincount(levels.ravel(), minlength=256) for levels in grey_levels])
+    else:  # small images: one bincount, image i's levels shifted into bins [256 i, 256 i + 256)
+        shifted = grey_levels.reshape(n, -1) + (np.arange(n, dtype=np.intp) * 256)[:, None]
+        counts = np.bincount(shifted.ravel(), minlength=256 * n).reshape(n, 256)
+    histogram = counts / pixels
     with np.errstate(divide="ignore", invalid="ignore"):
         out[:, col["entropy"]] = -np.where(histogram > 0, histogram * np.log2(histogram), 0.0).sum(axis=1)
     cumulative = np.cumsum(histogram, axis=1)
@@ -352,7 +387,7 @@ def _gradient_columns(out: np.ndarray, grey: np.ndarray) -> None:
     laplacian += grey[:, 1:-1, :-2]
     laplacian += grey[:, 1:-1, 2:]
     laplacian -= 4 * centre
-    out[:, col["sharpness"]] = laplacian.reshape(n, -1).var(axis=1)
+    out[:, col["sharpness"]] = _mean_and_std(laplacian.reshape(n, -1))[1] ** 2
 
     vertical_smooth = grey[:, :-2, :] + grey[:, 2:, :]
     vertical_smooth += 2 * grey[:, 1:-1, :]
@@ -389,52 +424,66 @@ def _layout_columns(out: np.ndarray, planes: np.ndarray | None, grey: np.ndarray
     col = COLUMN_INDEX
     n, height, width = grey.shape
     slices = _ring_slices(height, width)
-    count = sum(len(range(height)[rows]) * len(range(width)[cols]) for rows, cols in slices)
-    grey_sum = sum(grey[:, rows, cols].sum(axis=(1, 2), dtype=np.float64) for rows, cols in slices)
-    grey_squares = sum(
-        np.square(grey[:, rows, cols], dtype=np.float64).sum(axis=(1, 2)) for rows, cols in slices
-    )
-    grey_mean = grey_sum / count
-    out[:, col["border_brightness"]] = grey_mean / 255
-    out[:, col["border_std"]] = np.sqrt(np.maximum(grey_squares / count - grey_mean**2, 0.0)) / 255
+    # Gather the ring once into a contiguous (n, ring pixels) array and reuse the row statistics.
+    ring = np.concatenate([grey[:, rows, cols].reshape(n, -1) for rows, cols in slices], axis=1)
+    ring_mean, ring_std = _mean_and_std(ring)
+    out[:, col["border_brightness"]] = ring_mean / 255
+    out[:, col["border_std"]] = ring_std / 255
     if planes is None:
         for name in ("border_red", "border_green", "border_blue"):
-            out[:, col[name]] = grey_mean / 255
+            out[:, col[name]] = ring_mean / 255
     else:
-        channel_sum = sum(planes[:, :, rows, cols].sum(axis=(2, 3), dtype=np.float64) for rows, cols in slices)
-        channel_mean = channel_sum / count / 255
+        channel_sum = sum(planes[:, :, rows, cols].sum(axis=(2, 3)) for rows, cols in slices)
+        channel_mean = channel_sum.astype(np.float64) / (ring.shape[1] * 255)
         out[:, col["border_red"]] = channel_mean[:, 0]
         out[:, col["border_green"]] = channel_mean[:, 1]
         out[:, col["border_blue"]] = channel_mean[:, 2]
     centre = grey[:, height // 4: height - height // 4, width // 4: width - width // 4]
-    out[:, col["centre_brightness"]] = centre.mean(axis=(1, 2), dtype=np.float64) / 255
+    out[:, col["centre_brightness"]] = centre.sum(axis=(1, 2)).astype(np.float64) / (centre[0].size * 255)
 
 
+@lru_cache(maxsize=64)
 def _area_weights(source: int, target: int) -> np.ndarray:
-    """(target, source) matrix averaging the source cells each target cell overlaps (area resampling)."""
+    """(target, source) matrix averaging the source cells each target cell overlaps (area resampling).
+
+    Cached per size pair (read-only), as batches of one image size recur throughout a dataset.
+    """
     edges = np.arange(target + 1) * (source / target)
     starts, ends = edges[:-1, None], edges[1:, None]
     cells = np.arange(source)[None, :]
     overlap = np.clip(np.minimum(ends, cells + 1) - np.maximum(starts, cells), 0.0, None)
-    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+    weights = (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+    weights.flags.writeable = False
+    return weights
+
+
+@lru_cache(maxsize=64)
+def _dct_projection(source: int) -> np.ndarray:
+    """(8, source) float32: area-resample to 32 points, then the 8 lowest orthonormal DCT-II terms.
+
+    Folding the resampling into the DCT basis (taken from scipy.fft applied to the identity) makes
+    the hash two small matrix products per stack instead of a resize, a 32x32 DCT and a crop.
+    """
+    dct_basis = fft.dct(np.eye(_HASH_SIZE), type=2, norm="ortho", axis=0)[:_HASH_BITS]
+    projection = (dct_basis @ _area_weights(source, _HASH_SIZE).astype(np.float64)).astype(np.float32)
+    projection.flags.writeable = False
+    return projection
 
 
 def _phash_from_grey(grey: np.ndarray) -> np.ndarray:
     """uint64 DCT hash of each (n, H, W) float32 grey image on the 0..255 scale."""
     n, height, width = grey.shape
-    rows = _area_weights(height, _HASH_SIZE)
-    cols = _area_weights(width, _HASH_SIZE)
-    # Two plain 2-D products over the whole stack (not n small batched ones): resample the width,
-    # then swap axes and resample the height. The result is transposed, which the DCT does not mind
-    # as long as the 8x8 block is read back in the same orientation.
-    narrow = (grey.reshape(n * height, width) @ cols.T).reshape(n, height, _HASH_SIZE)
-    small = (np.ascontiguousarray(narrow.transpose(0, 2, 1)).reshape(n * _HASH_SIZE, height) @ rows.T)
-    small = small.reshape(n, _HASH_SIZE, _HASH_SIZE).transpose(0, 2, 1)
-    coefficients = fft.dctn(small, type=2, axes=(1, 2), norm="ortho")[:, :_HASH_BITS, :_HASH_BITS]
+    rows, cols = _dct_projection(height), _dct_projection(width)
+    # Two plain 2-D products over the whole stack (not n small batched ones): project the width,
+    # then swap axes and project the height; the last transpose restores (row frequency, column frequency).
+    across = (grey.reshape(n * height, width) @ cols.T).reshape(n, height, _HASH_BITS)
+    across = np.ascontiguousarray(across.transpose(0, 2, 1)).reshape(n * _HASH_BITS, height)
+    coefficients = (across @ rows.T).reshape(n, _HASH_BITS, _HASH_BITS).transpose(0, 2, 1)
     coefficients = coefficients.reshape(n, _HASH_BITS * _HASH_BITS)
     median = np.median(coefficients[:, 1:], axis=1, keepdims=True)
     bits = coefficients > median
-    bits[:, 0] = small.reshape(n, -1).mean(axis=1) > 127.5
+    # The orthonormal DC term of a 32x32 block is 32 x its mean grey.
+    bits[:, 0] = coefficients[:, 0] > 127.5 * _HASH_SIZE
     # Bit k of the hash is coefficient k in row-major order of the 8x8 block.
     packed = np.packbits(bits, axis=1, bitorder="little")
     return packed.view("<u8").reshape(n).astype(np.uint64)
