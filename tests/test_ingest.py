@@ -177,3 +177,32 @@ def test_missing_and_empty_sources(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no image files"):
         ingest(ws, tmp_path / "empty")
+
+
+class _InterruptScanAfter:
+    """Progress that presses Ctrl-C once ``limit`` images have been scanned."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.seen, self.scanning = limit, 0, False
+
+    def stage(self, description: str, total: int) -> None:
+        self.scanning = description.startswith("scanning")
+
+    def advance(self, amount: int = 1) -> None:
+        if self.scanning:
+            self.seen += amount
+            if self.seen >= self.limit:
+                raise KeyboardInterrupt
+
+
+def test_interrupted_ingest_resumes_where_it_stopped(tmp_path, image_folder):
+    ws = Workspace.create(tmp_path / "ws")
+    with pytest.raises(KeyboardInterrupt):
+        ingest(ws, image_folder, workers=1, chunk_size=20, progress=_InterruptScanAfter(30))
+    assert ws.catalog.runs("ingest")[-1]["status"] == "interrupted"
+    committed = {sid for sid, (_, digest, _) in ws.catalog.known_samples().items() if digest}
+    assert len(committed) >= 20  # finished chunks are in the catalog
+    resumed = ingest(ws, image_folder, workers=1, chunk_size=20)
+    assert resumed.scanned == resumed.samples - len(committed)
+    properties = ws.features.load(PROPERTIES)
+    assert len(properties) == resumed.samples and ws.features.pending_parts(PROPERTIES) == []
