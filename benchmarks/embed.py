@@ -1,0 +1,163 @@
+# Run from the repository root:
+#   PYTHONPATH=src .venv/bin/python benchmarks/embed.py            (add --json for machine-readable output)
+# (PYTHONPATH is not needed once curato is installed, e.g. by `make install`.)
+"""Throughput of curato's default image embedder against plain eager PyTorch of the same model.
+
+Both sides embed the same uint8 arrays and both include the same preprocessing, so the ratio
+measures the runtime, not a cheaper resize:
+
+* eager: ``curato...efficientnet.resize_batch`` (antialiased bilinear stretch to size x size),
+  ``(x/255 - 0.5)/0.5``, then ``model.eval(); with torch.no_grad(): model.extract_features(x).mean((2, 3))``
+  with all CPU threads, at its best batch size among 8/16/32/64.
+* curato: ``get_embedder(name).embed(images)`` in calls of the embedder's ``batch_size``; the one-off
+  graph build / cache load happens before timing.
+
+Two workloads: 512 Fashion-MNIST test images (28 px, grey repeated to RGB) through
+``efficientnet-lite0-112``, and 256 random crops of skimage's bundled photos (roughly 150-500 px)
+through ``efficientnet-lite0``. Rounds alternate eager and curato so that load from other
+processes hits both; each configuration reports its best round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from curato.features.embedders import get_embedder
+from curato.features.embedders.efficientnet import load_torch_model, resize_batch
+from curato.imageio import read_idx
+
+FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "rocket")
+EAGER_BATCHES = (8, 16, 32, 64)
+
+
+def fashion_images(count: int) -> list[np.ndarray]:
+    """The first ``count`` Fashion-MNIST test images as 28x28x3 uint8."""
+    grey = read_idx(FASHION)[:count]
+    return [np.repeat(image[:, :, None], 3, axis=2) for image in grey]
+
+
+def photo_crops(count: int, seed: int = 0) -> list[np.ndarray]:
+    """``count`` random crops (a third to all of each side) of skimage's bundled colour photos."""
+    import skimage.data
+
+    photos = [getattr(skimage.data, name)() for name in PHOTOS]
+    rng = np.random.default_rng(seed)
+    crops = []
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        height, width = photo.shape[:2]
+        crop_h, crop_w = rng.integers(height // 3, height + 1), rng.integers(width // 3, width + 1)
+        top, left = rng.integers(0, height - crop_h + 1), rng.integers(0, width - crop_w + 1)
+        crops.append(np.ascontiguousarray(photo[top:top + crop_h, left:left + crop_w]))
+    return crops
+
+
+def eager_embed(model: Any, images: list[np.ndarray], size: int, batch: int) -> np.ndarray:
+    """The straightforward PyTorch loop, with curato's resize so both sides see the same pixels."""
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            pixels = torch.from_numpy(resize_batch(images[start:start + batch], size))
+            x = (pixels.permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+            outputs.append(model.extract_features(x).mean((2, 3)))
+    return torch.cat(outputs).numpy()
+
+
+def curato_embed(embedder: Any, images: list[np.ndarray]) -> np.ndarray:
+    """curato's embedder, fed in the batches its callers use."""
+    step = embedder.batch_size
+    batches = [images[start:start + step] for start in range(0, len(images), step)]
+    return np.concatenate([embedder.embed(batch) for batch in batches])
+
+
+def timed(function: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    result = function()
+    return time.perf_counter() - start, result
+
+
+def run_workload(name: str, images: list[np.ndarray], size: int, model: Any, rounds: int) -> dict[str, Any]:
+    """Best-of-``rounds`` throughput of eager (each batch size) and curato on one image set."""
+    embedder = get_embedder(name)
+    curato_embed(embedder, images[:16])  # builds or loads the graph; not part of the timing
+    eager_embed(model, images[:16], size, 8)  # first-call allocations, likewise
+    eager_best = dict.fromkeys(EAGER_BATCHES, 0.0)
+    curato_best = 0.0
+    resize_best = 0.0
+    eager_out: dict[int, np.ndarray] = {}
+    curato_out = np.zeros(0)
+    for _ in range(rounds):
+        for batch in EAGER_BATCHES:
+            seconds, eager_out[batch] = timed(lambda batch=batch: eager_embed(model, images, size, batch))
+            eager_best[batch] = max(eager_best[batch], len(images) / seconds)
+        seconds, curato_out = timed(lambda: curato_embed(embedder, images))
+        curato_best = max(curato_best, len(images) / seconds)
+        seconds, _ = timed(lambda: resize_batch(images, size))
+        resize_best = max(resize_best, len(images) / seconds)
+    best_batch = max(eager_best, key=eager_best.__getitem__)
+    reference = eager_out[best_batch]
+    cosine = (reference * curato_out).sum(1) / (
+        np.linalg.norm(reference, axis=1) * np.linalg.norm(curato_out, axis=1)
+    )
+    return {
+        "embedder": name,
+        "settings": embedder.settings(),
+        "images": len(images),
+        "input_size": size,
+        "eager_img_per_s": {str(batch): round(rate, 1) for batch, rate in eager_best.items()},
+        "eager_best_batch": best_batch,
+        "eager_best_img_per_s": round(eager_best[best_batch], 1),
+        "curato_img_per_s": round(curato_best, 1),
+        "ratio": round(curato_best / eager_best[best_batch], 2),
+        "cosine_min": float(cosine.min()),
+        "cosine_mean": float(cosine.mean()),
+        "resize_only_img_per_s": round(resize_best, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; best round is reported")
+    parser.add_argument("--fashion", type=int, default=512, help="Fashion-MNIST images at 112 px")
+    parser.add_argument("--photos", type=int, default=256, help="photo crops at 224 px")
+    args = parser.parse_args()
+
+    threads = len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    model = load_torch_model()
+    results = [
+        run_workload("efficientnet-lite0-112", fashion_images(args.fashion), 112, model, args.rounds),
+        run_workload("efficientnet-lite0", photo_crops(args.photos), 224, model, args.rounds),
+    ]
+    report = {"cpu_threads": threads, "torch": torch.__version__, "rounds": args.rounds, "workloads": results}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{threads} CPU threads, torch {torch.__version__}, best of {args.rounds} alternating rounds")
+    for result in results:
+        eager = ", ".join(f"b{batch}={rate}" for batch, rate in result["eager_img_per_s"].items())
+        print(
+            f"{result['embedder']} ({result['images']} images at {result['input_size']} px, "
+            f"runtime {result['settings']['runtime']}):\n"
+            f"  eager torch   {result['eager_best_img_per_s']:7.1f} img/s "
+            f"(batch {result['eager_best_batch']}; {eager})\n"
+            f"  curato        {result['curato_img_per_s']:7.1f} img/s  -> {result['ratio']:.2f}x\n"
+            f"  cosine vs eager: min {result['cosine_min']:.7f}, mean {result['cosine_mean']:.7f}\n"
+            f"  (resize alone: {result['resize_only_img_per_s']:.0f} img/s; included on both sides)"
+        )
+
+
+if __name__ == "__main__":
+    main()

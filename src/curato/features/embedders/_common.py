@@ -1,0 +1,160 @@
+"""Helpers shared by the embedders: input checks, optional-dependency checks, the user cache
+directory, file hashing, and the torchvision import shim.
+
+Nothing here imports torch at module import time: ``import curato.features.embedders`` must stay
+cheap and must work on an install without the ``torch`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curato.errors import CuratoError, InputError
+
+_tv_lock = threading.Lock()
+# The stub operator library must stay referenced for the life of the process: torch removes the
+# operators a ``torch.library.Library`` defined when that object is garbage-collected.
+_tv_stub_library: Any = None
+
+
+def require(modules: Sequence[str], extra: str, what: str) -> None:
+    """Raise a one-line CuratoError naming the pip extra when any of ``modules`` is not installed.
+
+    Uses ``find_spec`` so that checking costs no import of the (heavy) modules themselves.
+    """
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise CuratoError(
+            f"{what} needs {', '.join(missing)}, which {verb} not installed; "
+            f"install with: pip install 'curato[{extra}]'"
+        )
+
+
+def cache_dir() -> Path:
+    """The directory for derived files curato can rebuild (exported models): ``$CURATO_CACHE``,
+    else ``$XDG_CACHE_HOME/curato``, else ``~/.cache/curato``. Not created here."""
+    if os.environ.get("CURATO_CACHE"):
+        return Path(os.environ["CURATO_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "curato"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's contents, memoised per (path, size, mtime) for this process."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _sha256_cached(str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def as_rgb_uint8(item: Any, index: int, embedder: str) -> np.ndarray:
+    """Check one image handed to an embedder and return it as a contiguous HxWx3 uint8 array.
+
+    Grey images (HxW or HxWx1) are repeated to three channels because several sources (IDX files,
+    medical scans) hold them that way; anything else that is not HxWx3 uint8 is refused rather than
+    guessed at, since a silently mis-read image would produce a plausible but wrong vector.
+    """
+    array = np.asarray(item)
+    if array.dtype != np.uint8:
+        raise InputError(
+            f"{embedder}: image {index} has dtype {array.dtype}; expected uint8 RGB pixels "
+            "(decode images with curato.imageio.load_rgb)"
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise InputError(
+            f"{embedder}: image {index} has shape {array.shape}; expected HxWx3 RGB "
+            "(convert RGBA/palette images with curato.imageio.to_rgb_array)"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"{embedder}: image {index} is empty (shape {array.shape})")
+    return np.ascontiguousarray(array)
+
+
+def check_texts(items: Sequence[Any], embedder: str) -> list[str]:
+    """The items as a list of str; raises InputError naming the first item that is not text."""
+    texts = list(items)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"{embedder}: item {index} is {type(text).__name__}, expected str")
+    return texts
+
+
+def prepare_torchvision_import() -> None:
+    """Make ``import torchvision`` (and so timm, open_clip, transformers) work with a torchvision
+    whose compiled operators cannot load.
+
+    A torchvision wheel built for CUDA, installed next to a CPU-only torch, fails to load its
+    ``_C`` extension; its Python code then dies at import with "operator torchvision::nms does not
+    exist" because it registers fake kernels for ``nms``/``qnms``. Those two schemas are all it
+    needs to import; image transforms do not use the compiled operators. When the extension
+    does load (a matching torchvision), nothing is changed. Call before importing any of those
+    libraries; it is idempotent and thread-safe.
+    """
+    global _tv_stub_library
+    if "torchvision" in sys.modules or _tv_stub_library is not None:
+        return
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None:
+        return
+    with _tv_lock:
+        if _tv_stub_library is not None:
+            return
+        import torch
+
+        package_dir = Path(spec.origin).parent
+        for extension in sorted(package_dir.glob("_C*.so")) + sorted(package_dir.glob("_C*.pyd")):
+            try:
+                torch.ops.load_library(str(extension))
+                return  # the real operators are registered; torchvision imports normally
+            except (OSError, RuntimeError):
+                break
+        library = torch.library.Library("torchvision", "DEF")
+        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _tv_stub_library = library
+
+
+def l2_normalise(vectors: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Rows scaled to unit length; all-zero rows stay zero instead of becoming NaN."""
+    norms = np.linalg.norm(vectors, axis=axis, keepdims=True)
+    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Load transformers models without their progress bars on stderr (curato reports its own
+    progress); the previous setting is restored afterwards. Import transformers only after
+    ``prepare_torchvision_import``."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
