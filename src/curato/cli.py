@@ -142,6 +142,72 @@ def info(workspace: WorkspaceOption) -> None:
         console.print("  annotations: " + ", ".join(f"{k}: {v}" for k, v in overview["annotations"].items()))
 
 
+SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "none": "green"}
+
+
+@app.command()
+@_friendly
+def audit(
+    workspace: WorkspaceOption,
+    checks: Annotated[str | None, typer.Option(help="Comma-separated checks (default: all).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the findings as JSON here.")] = None,
+    fail_on: Annotated[str | None, typer.Option(help="Exit 1 if a finding is at least this severe "
+                                                     "(low|medium|high).")] = None,
+    embedder: Annotated[str | None, typer.Option(help="Embeddings to use (default: chosen for the data).")] = None,
+) -> None:
+    """Find label errors, duplicates and leaks, outliers, unusable images, imbalance."""
+    from curato.checks.findings import SEVERITIES
+    from curato.checks.runner import run_audit
+    from curato.errors import InputError
+    from curato.progress import RichProgress
+    from curato.report.writer import write_audit_outputs
+    from curato.workspace import Workspace
+
+    if fail_on is not None and fail_on not in SEVERITIES[1:]:
+        raise InputError(f"--fail-on {fail_on!r}: use one of {', '.join(SEVERITIES[1:])}")
+    ws = Workspace.open(workspace)
+    names = [name.strip() for name in checks.split(",") if name.strip()] if checks else None
+    with RichProgress() as progress:
+        result = run_audit(ws, names, embedder=embedder, progress=progress)
+    paths = write_audit_outputs(ws, result, report=report, json_path=json_out)
+    table = Table(title="audit")
+    for column in ("check", "severity", "flagged", "what it means"):
+        table.add_column(column, justify="right" if column == "flagged" else "left")
+    for finding in result.findings:
+        style = SEVERITY_STYLE[finding.severity]
+        table.add_row(finding.check, f"[{style}]{finding.severity}[/]", str(finding.count), finding.message)
+    console.print(table)
+    for label, path in paths.items():
+        console.print(f"{label}: {path}")
+    if fail_on is not None:
+        limit = SEVERITIES.index(fail_on)
+        failing = [f.check for f in result.findings if f.rank >= limit]
+        if failing:
+            errors.print(f"[bold red]failed[/]: {', '.join(failing)} at or above --fail-on {fail_on}")
+            raise typer.Exit(1)
+
+
+@app.command()
+@_friendly
+def export(
+    out: Annotated[Path, typer.Argument(help="Output CSV file or folder.")],
+    workspace: WorkspaceOption,
+    format: Annotated[str, typer.Option("--format", help="csv | imagefolder")] = "csv",
+    drop_duplicates: Annotated[bool, typer.Option(help="Keep one sample of each duplicate group "
+                                                       "(the test/val copy if any).")] = False,
+    relabel: Annotated[bool, typer.Option(help="Use the suggested label of suspected label errors.")] = False,
+    keep_unreadable: Annotated[bool, typer.Option(help="Keep samples whose file cannot be read.")] = False,
+) -> None:
+    """Write a cleaned dataset (from the latest audit); source files are never touched."""
+    from curato.export import export as run_export
+    from curato.workspace import Workspace
+
+    path, count = run_export(Workspace.open(workspace), out, format=format, drop_duplicates=drop_duplicates,
+                             relabel=relabel, drop_unreadable=not keep_unreadable)
+    console.print(f"wrote {count} samples to {path}")
+
+
 @app.command()
 @_friendly
 def demo(

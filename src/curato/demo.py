@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from curato.checks.runner import run_checks
-from curato.features.embedding import compute_embeddings
+from curato.checks.runner import run_audit
 from curato.imageio import read_idx
 from curato.ingest import ingest
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.progress import SILENT, Progress
-from curato.report.html import write_html_report
+from curato.report.writer import write_audit_outputs
 from curato.summary import workspace_overview
 from curato.workspace import Workspace
 
@@ -107,9 +106,7 @@ def run_demo(workspace_dir: str | Path = "curato-demo", *, n_train: int = 3000, 
     dataset = write_demo_images(data, n_train=n_train, n_test=max(1, n_train // 3))
     workspace = Workspace.create(root)
     ingest(workspace, data, format="imagefolder", source_name=dataset, progress=progress)
-    compute_embeddings(workspace, progress=progress)
-    findings = run_checks(workspace)
-    report = write_html_report(workspace, findings, workspace.reports_dir / "report.html",
-                               title=f"{dataset} demo")
-    return DemoResult(workspace=workspace.root, report_path=report, headlines=headlines(workspace, findings),
-                      dataset=dataset)
+    result = run_audit(workspace, progress=progress)
+    written = write_audit_outputs(workspace, result, title=f"{dataset} demo")
+    return DemoResult(workspace=workspace.root, report_path=written["report"],
+                      headlines=headlines(workspace, result.findings), dataset=dataset)

@@ -59,14 +59,14 @@ class Finding:
         for i in self.flagged_order():
             sample_id = str(self.sample_ids[i])
             rows.append({"sample_id": sample_id, "score": round(float(self.scores[i]), 6),
-                         **self.details.get(sample_id, {})})
+                         **_jsonable(self.details.get(sample_id, {}))})
         return rows
 
     def to_json(self) -> dict[str, Any]:
         """The documented JSON form (see docs/findings.md)."""
         return {"check": self.check, "severity": self.severity, "message": self.message,
                 "summary": {**self.summary, "flagged": self.count, "total": len(self.sample_ids)},
-                "issues": self.issues()}
+                "evidence": _jsonable(self.evidence), "issues": self.issues()}
 
 
 def severity_from_share(share: float, *, low: float, medium: float, high: float) -> str:
@@ -78,3 +78,16 @@ def severity_from_share(share: float, *, low: float, medium: float, high: float)
     if share >= low:
         return "low"
     return "none"
+
+
+def _jsonable(value: Any) -> Any:
+    """Evidence as plain JSON types (NumPy arrays and scalars converted)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

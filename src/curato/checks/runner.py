@@ -1,21 +1,35 @@
-"""Feed the checks from a workspace. Each check is a pure function; this is the thin shell."""
+"""Feed the checks from a workspace. Each check is a pure function over arrays; this is the thin shell.
+
+``curato audit`` = ``run_audit``: load arrays, compute what is missing (embeddings, out-of-fold
+probabilities — both cached in the feature store), run the chosen checks, return Findings.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from curato import __version__
+from curato.checks.balance import class_imbalance_finding, split_health_finding
 from curato.checks.findings import Finding
+from curato.checks.image_quality import image_quality_findings
 from curato.checks.integrity import unreadable_files
 from curato.errors import InputError
+from curato.features.store import FeatureSet
+from curato.ingest.pipeline import PROPERTIES
+from curato.progress import SILENT, Progress
 from curato.workspace import Workspace
+
+OOF_PREFIX = "oof-probs"
 
 
 @dataclass
 class AuditData:
-    """Everything a check may read, aligned by row with ``sample_ids``."""
+    """Everything a check may read, aligned by row with ``sample_ids`` (all samples, sorted by id)."""
 
     sample_ids: np.ndarray
     uris: np.ndarray
@@ -24,29 +38,116 @@ class AuditData:
     sources: np.ndarray
     readable: np.ndarray
     errors: np.ndarray
+    content_hashes: np.ndarray
+    phashes: np.ndarray  # uint64; 0 where unknown
+    kinds: np.ndarray
+    properties: np.ndarray | None = None  # (n, p), NaN rows where missing
+    property_columns: list[str] = field(default_factory=list)
+    embeddings: np.ndarray | None = None  # (n, d) float32, zero rows where missing
+    has_embedding: np.ndarray | None = None
+    embedder: str | None = None
+    pred_probs: np.ndarray | None = None  # (n, k) for labeled rows with embeddings, NaN elsewhere
+    class_names: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_workspace(cls, workspace: Workspace) -> AuditData:
-        """Load the catalog columns the checks need."""
-        table = workspace.catalog.samples(("sample_id", "uri", "split", "source", "readable", "error"))
+    def from_workspace(cls, workspace: Workspace, features: FeatureSet | None = None) -> AuditData:
+        """Load the catalog columns, the image properties and (optionally) one embedding set."""
+        table = workspace.catalog.samples(
+            ("sample_id", "uri", "split", "source", "readable", "error", "content_hash", "phash", "kind"))
         current = workspace.catalog.current_labels()
-        return cls(
-            sample_ids=table["sample_id"], uris=table["uri"],
-            labels=np.array([current.get(sid) for sid in table["sample_id"].tolist()], dtype=object),
+        ids = table["sample_id"]
+        data = cls(
+            sample_ids=ids, uris=table["uri"],
+            labels=np.array([current.get(sid) for sid in ids.tolist()], dtype=object),
             splits=table["split"], sources=table["source"],
             readable=np.array([bool(v) for v in table["readable"]], dtype=bool), errors=table["error"],
+            content_hashes=table["content_hash"],
+            phashes=np.array([int(h, 16) if h else 0 for h in table["phash"].tolist()], dtype=np.uint64),
+            kinds=table["kind"],
         )
+        if workspace.features.has(PROPERTIES):
+            stored = workspace.features.load(PROPERTIES)
+            vectors, found = stored.align(ids.tolist())
+            properties = np.asarray(vectors, dtype=np.float64)
+            properties[~found] = np.nan
+            data.properties, data.property_columns = properties, list(stored.meta["columns"])
+        if features is not None:
+            vectors, found = features.align(ids.tolist())
+            data.embeddings, data.has_embedding, data.embedder = np.asarray(vectors, np.float32), found, features.name
+        return data
+
+    def labeled_rows(self) -> np.ndarray:
+        """Indices of rows with a label and an embedding (what label-aware checks use)."""
+        mask = np.array([label is not None for label in self.labels], dtype=bool)
+        if self.has_embedding is not None:
+            mask &= self.has_embedding
+        return np.flatnonzero(mask)
+
+
+def _need_embeddings(data: AuditData, check: str) -> np.ndarray:
+    if data.embeddings is None or data.has_embedding is None or not data.has_embedding.any():
+        raise InputError(f"--checks {check}: needs embeddings; run `curato embed` first")
+    return np.flatnonzero(data.has_embedding)
+
+
+def _unreadable(data: AuditData) -> list[Finding]:
+    return [unreadable_files(data.sample_ids, data.readable, data.errors.tolist())]
+
+
+def _image_quality(data: AuditData) -> list[Finding]:
+    if data.properties is None:
+        return []
+    rows = np.flatnonzero(np.isfinite(data.properties).any(axis=1))
+    return image_quality_findings(data.sample_ids[rows], data.properties[rows], data.property_columns)
+
+
+def _balance(data: AuditData) -> list[Finding]:
+    return [class_imbalance_finding(data.sample_ids, data.labels),
+            split_health_finding(data.sample_ids, data.labels, data.splits.tolist())]
+
+
+def _label_issues(data: AuditData) -> list[Finding]:
+    from curato.checks.label_issues import label_issue_finding
+
+    if data.pred_probs is None:
+        return []
+    rows = data.labeled_rows()
+    index = {name: i for i, name in enumerate(data.class_names)}
+    labels = np.array([index[str(label)] for label in data.labels[rows]], dtype=np.int64)
+    return [label_issue_finding(data.sample_ids[rows], labels, data.pred_probs[rows], data.class_names)]
+
+
+def _duplicates(data: AuditData) -> list[Finding]:
+    from curato.checks.duplicates import duplicate_findings
+
+    rows = _need_embeddings(data, "duplicates")
+    return duplicate_findings(
+        data.sample_ids[rows], embeddings=data.embeddings[rows], content_hashes=data.content_hashes[rows],
+        phashes=data.phashes[rows], splits=data.splits[rows], labels=data.labels[rows])
+
+
+def _outliers(data: AuditData) -> list[Finding]:
+    from curato.checks.outliers import outlier_findings
+
+    rows = _need_embeddings(data, "outliers")
+    return outlier_findings(data.sample_ids[rows], data.embeddings[rows], data.labels[rows])
 
 
 CheckFunction = Callable[[AuditData], list[Finding]]
 
 CHECKS: dict[str, CheckFunction] = {
-    "unreadable": lambda data: [unreadable_files(data.sample_ids, data.readable, data.errors.tolist())],
+    "unreadable": _unreadable,
+    "image_quality": _image_quality,
+    "imbalance": _balance,
+    "label_issues": _label_issues,
+    "duplicates": _duplicates,
+    "outliers": _outliers,
 }
+NEEDS_EMBEDDINGS = {"label_issues", "duplicates", "outliers"}
 
 
-def run_checks(workspace: Workspace, names: Sequence[str] | None = None) -> list[Finding]:
-    """Run the named checks (default: all) and return their findings, most severe first.
+def run_checks(data: AuditData, names: Sequence[str] | None = None) -> list[Finding]:
+    """Run the named checks (default: all) on loaded data; findings most severe first.
 
     A check that fails raises: an audit is never silently partial.
     """
@@ -54,6 +155,85 @@ def run_checks(workspace: Workspace, names: Sequence[str] | None = None) -> list
     unknown = [name for name in chosen if name not in CHECKS]
     if unknown:
         raise InputError(f"--checks: unknown check {unknown[0]!r}; known: {', '.join(CHECKS)}")
-    data = AuditData.from_workspace(workspace)
     findings = [finding for name in chosen for finding in CHECKS[name](data)]
     return sorted(findings, key=lambda f: -f.rank)
+
+
+def _labels_digest(ids: np.ndarray, labels: np.ndarray) -> str:
+    payload = "\n".join(f"{sid}\t{label}" for sid, label in zip(ids.tolist(), labels.tolist(), strict=True))
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+def attach_pred_probs(workspace: Workspace, data: AuditData, *, n_folds: int = 5, seed: int = 0,
+                      progress: Progress = SILENT) -> None:
+    """Out-of-fold probabilities for labeled rows, from the feature store or computed and cached there."""
+    from curato.models.oof import oof_settings, out_of_fold_probabilities
+
+    rows = data.labeled_rows()
+    class_names = sorted({str(label) for label in data.labels[rows]})
+    if len(class_names) < 2 or len(rows) < 2 * n_folds:
+        return
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.array([index[str(label)] for label in data.labels[rows]], dtype=np.int64)
+    settings = {**oof_settings(n_folds=n_folds, seed=seed), "embedder": data.embedder,
+                "labels": _labels_digest(data.sample_ids[rows], labels), "classes": class_names}
+    name = f"{OOF_PREFIX}-{data.embedder}"
+    meta = {"settings": settings, "columns": class_names, "modality": "any"}
+    store = workspace.features
+    probs: np.ndarray | None = None
+    if store.has(name):
+        cached = store.load(name)
+        if cached.meta.get("settings") == settings:
+            vectors, found = cached.align(data.sample_ids[rows].tolist())
+            probs = np.asarray(vectors, dtype=np.float64) if found.all() else None
+    if probs is None:
+        progress.stage("out-of-fold probabilities", n_folds)
+        probs = out_of_fold_probabilities(data.embeddings[rows], labels, n_folds=n_folds, seed=seed,
+                                          progress=progress.advance)
+        store.discard_parts(name)
+        store.save(name, data.sample_ids[rows].tolist(), data.content_hashes[rows].tolist(), probs, meta)
+    full = np.full((len(data.sample_ids), len(class_names)), np.nan)
+    full[rows] = probs
+    data.pred_probs, data.class_names = full, class_names
+
+
+@dataclass
+class AuditResult:
+    """Findings of one audit and what they were computed from."""
+
+    findings: list[Finding]
+    embedder: str | None
+    checks: list[str]
+
+
+def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embedder: str | None = None,
+              progress: Progress = SILENT) -> AuditResult:
+    """Run an audit over the workspace, computing embeddings and out-of-fold probabilities if missing."""
+    from curato.features.embedding import choose_embedder_name, compute_embeddings
+
+    chosen = list(checks) if checks else list(CHECKS)
+    unknown = [name for name in chosen if name not in CHECKS]
+    if unknown:
+        raise InputError(f"--checks: unknown check {unknown[0]!r}; known: {', '.join(CHECKS)}")
+    run_id = workspace.catalog.start_run("audit", ",".join(chosen), {"embedder": embedder})
+    try:
+        features = None
+        if NEEDS_EMBEDDINGS & set(chosen):
+            name = embedder or choose_embedder_name(workspace)
+            features, _ = compute_embeddings(workspace, name, progress=progress)
+        data = AuditData.from_workspace(workspace, features)
+        if "label_issues" in chosen and features is not None:
+            attach_pred_probs(workspace, data, progress=progress)
+        findings = run_checks(data, chosen)
+    except BaseException as error:
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        workspace.catalog.finish_run(run_id, status, {"error": str(error)})
+        raise
+    workspace.catalog.finish_run(run_id, "done", {f.check: f.count for f in findings})
+    return AuditResult(findings=findings, embedder=features.name if features is not None else None, checks=chosen)
+
+
+def audit_json(workspace: Workspace, result: AuditResult) -> dict[str, Any]:
+    """The documented ``audit --json`` document (schema: curato/schemas/audit.schema.json)."""
+    return {"version": __version__, "workspace": str(workspace.root), "embedder": result.embedder,
+            "checks": [finding.to_json() for finding in result.findings]}

@@ -37,3 +37,36 @@ def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float]], 
                          f'{value:g}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def heatmap(matrix: Sequence[Sequence[float]], row_labels: Sequence[str], column_labels: Sequence[str], *,
+            cell: int = 30, title: str = "", row_title: str = "", column_title: str = "") -> str:
+    """A matrix as coloured cells with values (e.g. a noise matrix); darker = larger."""
+    rows, columns = len(row_labels), len(column_labels)
+    left, top = 120, 110
+    width, height = left + columns * cell + 10, top + rows * cell + 10
+    flat = [float(v) for row in matrix for v in row]
+    peak = max(flat) if flat else 1.0
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{escape(title)}" class="chart heatmap">',
+             f'<text x="{left}" y="12" font-size="11" font-weight="600">{escape(column_title)}</text>',
+             f'<text x="4" y="{top - 6}" font-size="11" font-weight="600">{escape(row_title)}</text>']
+    for j, name in enumerate(column_labels):
+        x = left + j * cell + cell / 2
+        parts.append(f'<text x="{x}" y="{top - 6}" font-size="10" transform="rotate(-55 {x} {top - 6})">'
+                     f'{escape(str(name))}</text>')
+    for i, name in enumerate(row_labels):
+        y = top + i * cell
+        parts.append(f'<text x="{left - 4}" y="{y + cell / 2 + 3}" font-size="10" text-anchor="end">'
+                     f'{escape(str(name))}</text>')
+        for j in range(columns):
+            value = float(matrix[i][j])
+            shade = 0.0 if peak <= 0 else min(1.0, value / peak) ** 0.5
+            fill = f"rgb({int(255 - 196 * shade)},{int(255 - 145 * shade)},{int(255 - 87 * shade)})"
+            text_colour = "#fff" if shade > 0.6 else "#1d232b"
+            parts.append(f'<rect x="{left + j * cell}" y="{y}" width="{cell - 1}" height="{cell - 1}" fill="{fill}">'
+                         f'<title>{escape(str(name))} / {escape(str(column_labels[j]))}: {value:.3f}</title></rect>'
+                         f'<text x="{left + j * cell + cell / 2}" y="{y + cell / 2 + 3}" font-size="8" '
+                         f'text-anchor="middle" fill="{text_colour}">{value:.2f}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

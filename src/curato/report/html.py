@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from curato import __version__
 from curato.checks.findings import Finding
 from curato.ingest.pipeline import PROPERTIES
-from curato.report.charts import grouped_bars
+from curato.report.charts import grouped_bars, heatmap
 from curato.report.thumbnails import thumbnail_data_uri
 from curato.summary import workspace_overview
 from curato.workspace import Workspace
@@ -24,6 +24,8 @@ REPORT_PROPERTIES = ("brightness_mean", "contrast", "colourfulness", "sharpness"
                      "edge_density", "width", "height", "jpeg_quality")
 EXAMPLES_PER_CLASS = 8
 GALLERY_SIZE = 24
+GROUPS_SHOWN = 12
+GROUP_MEMBERS_SHOWN = 8
 
 
 def _environment() -> Environment:
@@ -59,19 +61,46 @@ def _property_table(workspace: Workspace) -> dict[str, Any] | None:
     return {"columns": shown, "rows": rows} if rows else None
 
 
-def _galleries(workspace: Workspace, findings: Sequence[Finding]) -> dict[str, list[dict[str, Any]]]:
+def _note(row: dict[str, Any]) -> str:
+    """What a gallery caption says about one flagged sample, from the fields its check provides."""
+    if row.get("suggested_label") is not None:
+        return f"labeled {row.get('label')} → likely {row['suggested_label']}"
+    if row.get("splits"):
+        return "in splits " + ", ".join(map(str, row["splits"]))
+    for key in ("error", "note"):
+        if row.get(key):
+            return str(row[key])
+    if row.get("members"):
+        return f"group of {len(row['members'])}"
+    return ""
+
+
+def _galleries(workspace: Workspace, findings: Sequence[Finding]) -> dict[str, dict[str, Any]]:
     table = workspace.catalog.samples(("sample_id", "uri"))
     uris = dict(zip(table["sample_id"].tolist(), table["uri"].tolist(), strict=True))
     labels = workspace.catalog.current_labels()
-    galleries = {}
+
+    def item(sample_id: str, score: float, note: str) -> dict[str, Any]:
+        uri = uris.get(sample_id)
+        return {"sample_id": sample_id, "score": score, "label": labels.get(sample_id),
+                "src": thumbnail_data_uri(uri) if uri else None, "note": note[:160]}
+
+    galleries: dict[str, dict[str, Any]] = {}
     for finding in findings:
-        items = []
-        for row in finding.issues()[:GALLERY_SIZE]:
-            uri = uris.get(row["sample_id"])
-            note = row.get("error") or row.get("note") or ""
-            items.append({"sample_id": row["sample_id"], "score": row["score"], "label": labels.get(row["sample_id"]),
-                          "src": thumbnail_data_uri(uri) if uri else None, "note": str(note)[:160]})
-        galleries[finding.check] = items
+        groups = finding.evidence.get("groups") if isinstance(finding.evidence, dict) else None
+        entry: dict[str, Any] = {"items": [], "groups": [], "chart": ""}
+        if groups:
+            for members in groups[:GROUPS_SHOWN]:
+                entry["groups"].append([item(str(sid), 1.0, "") for sid in list(members)[:GROUP_MEMBERS_SHOWN]])
+        else:
+            entry["items"] = [item(row["sample_id"], row["score"], _note(row))
+                              for row in finding.issues()[:GALLERY_SIZE]]
+        matrix = finding.evidence.get("noise_matrix") if isinstance(finding.evidence, dict) else None
+        if matrix is not None:
+            names = finding.evidence.get("class_names", [])
+            entry["chart"] = heatmap(matrix, names, names, title="estimated noise matrix",
+                                     row_title="given label", column_title="true label")
+        galleries[finding.check] = entry
     return galleries
 
 

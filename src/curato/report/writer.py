@@ -1,0 +1,33 @@
+"""Write an audit's outputs: the latest JSON (kept for ``curato export``), optional JSON copy, HTML."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from curato.checks.runner import AuditResult, audit_json
+from curato.export import LATEST_AUDIT
+from curato.report.html import write_html_report
+from curato.workspace import Workspace
+
+
+def _write_json(path: Path, document: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=1, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def write_audit_outputs(workspace: Workspace, result: AuditResult, *, report: Path | None = None,
+                        json_path: Path | None = None, title: str | None = None) -> dict[str, Path]:
+    """Write the JSON document and the HTML report; returns what was written, by kind."""
+    document = audit_json(workspace, result)
+    _write_json(workspace.reports_dir / LATEST_AUDIT, document)
+    written: dict[str, Path] = {}
+    if json_path is not None:
+        _write_json(Path(json_path), document)
+        written["json"] = Path(json_path)
+    html_path = Path(report) if report is not None else workspace.reports_dir / "report.html"
+    written["report"] = write_html_report(workspace, result.findings, html_path, title=title)
+    return written
