@@ -4,10 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system demo test lint bench clean
+.PHONY: install system system-test demo test clean
 
 system:
 	bash scripts/install-system.sh
+
+system-test:
+	bash scripts/install-system.sh test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +24,7 @@ install: system $(STAMP)
 demo: install
 	$(BIN)/curato demo
 
-test: install
+test: system-test $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages curato's demo and tests use. Needs root (or sudo); skips what is installed.
+# Debian packages curato's demo (and, with the argument "test", its tests) use.
+# Needs root (or sudo); skips what is installed.
 set -euo pipefail
 packages=(dataset-fashion-mnist)
+if [ "${1:-}" = "test" ]; then
+    packages+=(chromium)  # the HTML report and the labeling app are tested in a real browser
+fi
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -12,7 +16,8 @@ fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null; then SUDO="sudo"; else
-        echo "install-system: need root to install ${missing[*]} (apt-get); the demo falls back to scikit-learn digits" >&2
+        echo "install-system: need root to install ${missing[*]} (apt-get); install them, or the demo falls back" \
+             "to scikit-learn digits and browser tests fail" >&2
         exit 0
     fi
 fi

@@ -1,0 +1,101 @@
+"""`curato audit` end to end on real images with planted problems: JSON schema, gating, report, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from importlib import resources
+
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.browser import chromium_page
+from tests.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory, fashion_mnist):
+    """An image folder with an exact duplicate, a train->test leak, a truncated file and a black frame."""
+    images, labels = fashion_mnist
+    root = tmp_path_factory.mktemp("audit") / "data"
+    names = {0: "top", 1: "trouser", 7: "sneaker", 9: "boot"}
+    for split, start, per_class in (("train", 0, 40), ("test", 1000, 12)):
+        for klass, name in names.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in np.flatnonzero(labels[start:] == klass)[:per_class] + start:
+                Image.fromarray(images[index]).save(folder / f"{index:05d}.png")
+    train_boot = sorted((root / "train" / "boot").iterdir())
+    shutil.copy(train_boot[0], root / "train" / "boot" / "copy-of-first.png")  # exact duplicate
+    leaked = Image.open(train_boot[1]).resize((32, 32)).resize((28, 28))
+    leaked.save(root / "test" / "boot" / "leaked.png")  # near-identical copy in the test split
+    data = (train_boot[2]).read_bytes()
+    (root / "train" / "boot" / "truncated.png").write_bytes(data[: len(data) // 2])
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(root / "train" / "top" / "black.png")
+    workspace = root.parent / "ws"
+    result = run("ingest", root, "-w", workspace)
+    assert result.returncode == 0, result.stderr
+    out = root.parent
+    audit = run("audit", "-w", workspace, "--json", out / "audit.json", "--report", out / "report.html")
+    return workspace, out, audit
+
+
+def _checks(document):
+    return {finding["check"]: finding for finding in document["checks"]}
+
+
+def test_audit_json_validates_and_finds_planted_problems(audited):
+    _, out, audit = audited
+    assert audit.returncode == 0, audit.stderr
+    document = json.loads((out / "audit.json").read_text())
+    schema = json.loads(resources.files("curato").joinpath("schemas/audit.schema.json").read_text())
+    jsonschema.validate(document, schema)
+    checks = _checks(document)
+    assert [i["sample_id"] for i in checks["unreadable"]["issues"]] == ["train/boot/truncated.png"]
+    exact = {i["sample_id"] for i in checks["exact_duplicates"]["issues"]}
+    assert "train/boot/copy-of-first.png" in exact
+    leak_ids = {i["sample_id"] for i in checks["split_leakage"]["issues"]}
+    assert "test/boot/leaked.png" in leak_ids and checks["split_leakage"]["severity"] == "high"
+    assert "train/top/black.png" in {i["sample_id"] for i in checks["dark"]["issues"]}
+    assert {"label_issues", "outliers", "class_imbalance", "split_health"} <= set(checks)
+
+
+def test_fail_on_gates_with_exit_code(audited):
+    workspace, _, _ = audited
+    gated = run("audit", "-w", workspace, "--checks", "unreadable", "--fail-on", "high")
+    assert gated.returncode == 1 and "unreadable" in gated.stderr
+    passing = run("audit", "-w", workspace, "--checks", "imbalance", "--fail-on", "high")
+    assert passing.returncode == 0, passing.stderr
+    wrong = run("audit", "-w", workspace, "--checks", "nonsense")
+    assert wrong.returncode == 2 and "unknown check 'nonsense'" in wrong.stderr
+
+
+def test_report_renders_in_chromium(audited):
+    _, out, _ = audited
+    with chromium_page() as page:
+        page.goto((out / "report.html").as_uri())
+        rows = page.locator("#findings-table tr").count()
+        assert rows >= 10  # header + one row per finding
+        assert page.locator("#check-split_leakage .sev-high").count() == 1
+        broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+        assert broken == 0 and page.evaluate("document.images.length") > 40
+
+
+def test_export_cleaned_manifest(audited, tmp_path):
+    workspace, _, _ = audited
+    run("audit", "-w", workspace)  # the latest full audit is what export reads
+    plain = run("export", tmp_path / "all.csv", "-w", workspace)
+    cleaned = run("export", tmp_path / "clean.csv", "-w", workspace, "--drop-duplicates")
+    assert plain.returncode == 0 and cleaned.returncode == 0, cleaned.stderr
+    with (tmp_path / "all.csv").open() as handle:
+        everything = {row["id"]: row for row in csv.DictReader(handle)}
+    with (tmp_path / "clean.csv").open() as handle:
+        kept = {row["id"] for row in csv.DictReader(handle)}
+    assert "train/boot/truncated.png" not in everything  # unreadable files are dropped by default
+    assert "test/boot/leaked.png" in kept  # the test copy of a leak is kept, the train copy dropped
+    assert len(kept) < len(everything)
+    original = "train/boot/" + min(p.name for p in (workspace.parent / "data" / "train" / "boot").glob("0*.png"))
+    assert (original in kept) != ("train/boot/copy-of-first.png" in kept)  # one of the exact pair survives
