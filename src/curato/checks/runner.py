@@ -7,6 +7,7 @@ probabilities — both cached in the feature store), run the chosen checks, retu
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,16 +147,22 @@ CHECKS: dict[str, CheckFunction] = {
 NEEDS_EMBEDDINGS = {"label_issues", "duplicates", "outliers"}
 
 
-def run_checks(data: AuditData, names: Sequence[str] | None = None) -> list[Finding]:
+def run_checks(data: AuditData, names: Sequence[str] | None = None,
+               timings: dict[str, float] | None = None) -> list[Finding]:
     """Run the named checks (default: all) on loaded data; findings most severe first.
 
-    A check that fails raises: an audit is never silently partial.
+    A check that fails raises: an audit is never silently partial. Seconds per check go to ``timings``.
     """
     chosen = list(names) if names else list(CHECKS)
     unknown = [name for name in chosen if name not in CHECKS]
     if unknown:
         raise InputError(f"--checks: unknown check {unknown[0]!r}; known: {', '.join(CHECKS)}")
-    findings = [finding for name in chosen for finding in CHECKS[name](data)]
+    findings = []
+    for name in chosen:
+        started = time.perf_counter()
+        findings += CHECKS[name](data)
+        if timings is not None:
+            timings[name] = time.perf_counter() - started
     return sorted(findings, key=lambda f: -f.rank)
 
 
@@ -204,6 +211,7 @@ class AuditResult:
     findings: list[Finding]
     embedder: str | None
     checks: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embedder: str | None = None,
@@ -216,24 +224,33 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
     if unknown:
         raise InputError(f"--checks: unknown check {unknown[0]!r}; known: {', '.join(CHECKS)}")
     run_id = workspace.catalog.start_run("audit", ",".join(chosen), {"embedder": embedder})
+    timings: dict[str, float] = {}
     try:
         features = None
+        started = time.perf_counter()
         if NEEDS_EMBEDDINGS & set(chosen):
             name = embedder or choose_embedder_name(workspace)
             features, _ = compute_embeddings(workspace, name, progress=progress)
+        timings["embeddings"] = time.perf_counter() - started
+        started = time.perf_counter()
         data = AuditData.from_workspace(workspace, features)
+        timings["load"] = time.perf_counter() - started
         if "label_issues" in chosen and features is not None:
+            started = time.perf_counter()
             attach_pred_probs(workspace, data, progress=progress)
-        findings = run_checks(data, chosen)
+            timings["out_of_fold"] = time.perf_counter() - started
+        findings = run_checks(data, chosen, timings)
     except BaseException as error:
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         workspace.catalog.finish_run(run_id, status, {"error": str(error)})
         raise
     workspace.catalog.finish_run(run_id, "done", {f.check: f.count for f in findings})
-    return AuditResult(findings=findings, embedder=features.name if features is not None else None, checks=chosen)
+    return AuditResult(findings=findings, embedder=features.name if features is not None else None, checks=chosen,
+                       timings=timings)
 
 
 def audit_json(workspace: Workspace, result: AuditResult) -> dict[str, Any]:
     """The documented ``audit --json`` document (schema: curato/schemas/audit.schema.json)."""
     return {"version": __version__, "workspace": str(workspace.root), "embedder": result.embedder,
+            "seconds": {name: round(value, 3) for name, value in result.timings.items()},
             "checks": [finding.to_json() for finding in result.findings]}
