@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from curato.errors import UnreadableImageError
-from curato.imageio import read_raw
+from curato.imageio import IDX_SCHEME, read_raw
 
 HASH_DIGEST_SIZE = 20
 
@@ -34,7 +34,8 @@ def hash_uris(uris: Sequence[str], *, workers: int = 8) -> list[str | None]:
 
     Threads suffice: file reads and blake2b on large buffers release the GIL.
     """
-    if len(uris) < 256 or workers <= 1:
+    # IDX images are already in memory: a thread hop costs more than hashing 784 bytes
+    if len(uris) < 256 or workers <= 1 or all(uri.startswith(IDX_SCHEME) for uri in uris[:64]):
         return [_hash_uri(uri) for uri in uris]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_hash_uri, uris, chunksize=256))

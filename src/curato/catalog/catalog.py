@@ -100,15 +100,15 @@ class Catalog:
             return
         insert = _dialect_insert(conn)
         now = utcnow()
+        # executemany with one cached statement: compiling a multi-row VALUES clause per chunk is far slower
+        columns = list(rows[0])
+        statement = insert(samples)
+        statement = statement.on_conflict_do_update(
+            index_elements=["sample_id"],
+            set_={name: statement.excluded[name] for name in [*columns, "updated_at"] if name != "sample_id"},
+        )
         for chunk in _chunks(rows):
-            values = [{**row, "created_at": now, "updated_at": now} for row in chunk]
-            statement = insert(samples).values(values)
-            updatable = {
-                name: statement.excluded[name]
-                for name in values[0]
-                if name not in ("sample_id", "created_at")
-            }
-            conn.execute(statement.on_conflict_do_update(index_elements=["sample_id"], set_=updatable))
+            conn.execute(statement, [{**row, "created_at": now, "updated_at": now} for row in chunk])
 
     def samples(
         self, columns: Sequence[str] = ("sample_id", "uri", "split", "source"), *, kind: str | None = None

@@ -205,6 +205,7 @@ def read_idx_source(source: Path) -> list[SampleRecord]:
         split = SPLIT_NAMES.get(stem.lower(), stem or None)
         prefix = split or stem or images_path.stem
         width = len(str(len(images) - 1))
+        uri_prefix = idx_uri(images_path, 0)[:-1]  # resolve the path once, not per image
         for index in range(len(images)):
             label = None
             if labels is not None:
@@ -212,7 +213,7 @@ def read_idx_source(source: Path) -> list[SampleRecord]:
                 label = FASHION_MNIST_CLASSES[value] if fashion and value < 10 else str(value)
             records.append(
                 SampleRecord(
-                    sample_id=f"{prefix}/{index:0{width}d}", uri=idx_uri(images_path, index), split=split, label=label
+                    sample_id=f"{prefix}/{index:0{width}d}", uri=f"{uri_prefix}{index}", split=split, label=label
                 )
             )
     return records
