@@ -88,12 +88,12 @@ def _galleries(workspace: Workspace, findings: Sequence[Finding]) -> dict[str, d
     galleries: dict[str, dict[str, Any]] = {}
     for finding in findings:
         groups = finding.evidence.get("groups") if isinstance(finding.evidence, dict) else None
-        entry: dict[str, Any] = {"items": [], "groups": [], "chart": ""}
+        entry: dict[str, Any] = {"samples": [], "groups": [], "chart": ""}
         if groups:
             for members in groups[:GROUPS_SHOWN]:
                 entry["groups"].append([item(str(sid), 1.0, "") for sid in list(members)[:GROUP_MEMBERS_SHOWN]])
         else:
-            entry["items"] = [item(row["sample_id"], row["score"], _note(row))
+            entry["samples"] = [item(row["sample_id"], row["score"], _note(row))
                               for row in finding.issues()[:GALLERY_SIZE]]
         matrix = finding.evidence.get("noise_matrix") if isinstance(finding.evidence, dict) else None
         if matrix is not None:

@@ -1,0 +1,467 @@
+"""Duplicates: byte-identical files, near-identical pictures, copies across splits, copies with different labels.
+
+:func:`duplicate_findings` is a pure function over aligned arrays and returns four Findings:
+
+``exact_duplicates``
+    Samples whose stored bytes hash identically (``content_hashes``). Every member of a group is flagged.
+``near_duplicates``
+    Groups of the same picture stored differently (resized, re-compressed, slightly cropped or
+    shifted, brightened). Pairs come from the embedding kNN graph (:mod:`curato.neighbors`, cosine)
+    and are accepted by the rule below; groups are the connected components of accepted pairs
+    together with exact-duplicate pairs (scipy.sparse.csgraph), so a group may chain A~B~C. A group
+    whose members are all byte-identical is reported under ``exact_duplicates`` only.
+``split_leakage``
+    Any group (exact or near) with members in two or more splits: high severity, every member
+    listed with its split.
+``conflicting_duplicates``
+    Any group (exact or near) whose members carry two or more different labels (``None`` = unlabeled
+    is ignored).
+
+The near-duplicate rule
+-----------------------
+Distances are cosine distances ``d = 1 - cos`` between L2-normalised embeddings. Their scale depends
+on the embedder and on the data, so the cuts are relative to ``D``, the median over samples of the
+distance to the nearest neighbour (samples whose nearest neighbour is at distance ~0, i.e. exact
+copies, are left out of the median so that a duplicate-heavy dataset does not shrink its own scale).
+A candidate pair is a near duplicate when any of these holds:
+
+1. embeddings alone: ``d <= 0.2 * D`` (or ``cos >= near_threshold`` when that is given);
+2. perceptual hash confirms: Hamming distance ``<= 2`` of 64 bits and ``d <= 0.7 * D``;
+3. a distinct pair: ``d <= 1.5 * D``, the two are at most half as far from each other as either is
+   from its next nearest other sample (``d <= 0.5 * min(d2_a, d2_b)``), and -- where perceptual
+   hashes exist -- they do not contradict (Hamming ``<= 16``; unrelated images differ in ~32 bits).
+
+Without embeddings, the perceptual hash alone decides: Hamming distance ``<= 2`` (less precise:
+simple pictures such as product silhouettes on a plain background share hashes).
+
+How the defaults were chosen (Fashion-MNIST, 12,000 images + 600 planted copies, EfficientNet-Lite0
+112 px embeddings; ``benchmarks/near_duplicates.py``): ``D`` is 0.14 there, and distinct Fashion-MNIST
+images closer than ``0.2 * D`` are about 1 in 1,000 (mostly the dataset's own genuine duplicates), so
+rule 1 is nearly free of false pairs; 2 bits of 64 is the 97th percentile of the Hamming distance of
+resized / re-compressed / brightened copies, while only ~1% of distinct nearest-neighbour pairs are
+that close *and* within ``0.7 * D``; the ratio test of rule 3 recovers shifted and cropped copies,
+which move the embedding a lot but stay much closer to their source than to anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import faiss
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from curato.checks.findings import Finding, severity_from_share
+from curato.errors import InputError
+from curato.features.properties import hamming_distance
+from curato.neighbors import EXACT_LIMIT, knn, pairs_above, set_threads, unit_rows
+
+ALONE_RATIO = 0.2
+PHASH_CONFIRM_BITS = 2
+PHASH_CONFIRM_RATIO = 0.7
+DISTINCT_RATIO = 1.5
+DISTINCT_GAP = 0.5
+DISTINCT_MAX_BITS = 16
+PHASH_ONLY_BITS = 2
+DEFAULT_K = 10
+MAX_EVIDENCE_GROUPS = 200
+MAX_LISTED_MEMBERS = 1_000
+_ZERO_DISTANCE = 1e-6
+
+
+def duplicate_findings(
+    sample_ids: Sequence[str] | np.ndarray,
+    *,
+    embeddings: np.ndarray | None = None,
+    content_hashes: Sequence[str | None] | np.ndarray | None = None,
+    phashes: np.ndarray | None = None,
+    splits: Sequence[str | None] | np.ndarray | None = None,
+    labels: Sequence[Any] | np.ndarray | None = None,
+    near_threshold: float | None = None,
+    valid: np.ndarray | None = None,
+    k: int = DEFAULT_K,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    exact_limit: int = EXACT_LIMIT,
+    max_evidence_groups: int = MAX_EVIDENCE_GROUPS,
+) -> list[Finding]:
+    """Exact duplicates, near duplicates, split leakage and conflicting labels among duplicates.
+
+    Every array is aligned with ``sample_ids``. ``embeddings`` (n, d) drive near-duplicate search
+    (all-zero rows are skipped); ``content_hashes`` (``""``/``None`` = unknown) give exact
+    duplicates; ``phashes`` (uint64) confirm near duplicates, or find them alone when there are no
+    embeddings; ``splits`` and ``labels`` (``None`` = unknown) feed leakage and conflicts.
+    ``near_threshold`` replaces the embeddings-alone cut (rule 1 of the module docstring) by a fixed
+    cosine similarity. ``valid`` (bool) excludes samples, e.g. unreadable files, from every group.
+    ``neighbours`` reuses a kNN graph ``(similarities, indices)`` from :func:`curato.neighbors.knn`
+    over all rows of ``embeddings`` (k >= 2). Returns Findings for ``exact_duplicates``,
+    ``near_duplicates``, ``split_leakage`` and ``conflicting_duplicates``, in that order.
+    """
+    ids = np.asarray(sample_ids, dtype=object)
+    n = len(ids)
+    usable = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    _check_length("valid", usable, n)
+    if near_threshold is not None and not -1.0 <= near_threshold <= 1.0:
+        raise InputError(f"near_threshold is a cosine similarity in [-1, 1], not {near_threshold}")
+    hashes = None if phashes is None else np.asarray(phashes, dtype=np.uint64)
+    if hashes is not None:
+        _check_length("phashes", hashes, n)
+
+    exact_first, exact_second, exact_groups = _exact_pairs(content_hashes, usable, n)
+    near = _NearPairs.empty()
+    if embeddings is not None:
+        near = _near_pairs_from_embeddings(embeddings, hashes, usable, near_threshold, k, neighbours, exact_limit)
+    elif hashes is not None:
+        near = _near_pairs_from_phashes(hashes, usable, k)
+
+    first = np.concatenate([exact_first, near.first])
+    second = np.concatenate([exact_second, near.second])
+    similarity = np.concatenate([np.ones(exact_first.size), near.similarity])
+    graph = coo_matrix((np.ones(first.size, dtype=np.int8), (first, second)), shape=(n, n)).tocsr()
+    _, component = connected_components(graph, directed=False)
+    best = np.zeros(n)
+    np.maximum.at(best, first, similarity)
+    np.maximum.at(best, second, similarity)
+    closest_bits = None
+    if hashes is not None and near.first.size:
+        closest_bits = np.full(n, 64, dtype=np.int64)
+        bits = hamming_distance(hashes[near.first], hashes[near.second])
+        np.minimum.at(closest_bits, near.first, bits)
+        np.minimum.at(closest_bits, near.second, bits)
+
+    groups = _Groups(ids, component, first.size > 0)
+    near_group = np.zeros(groups.count, dtype=bool)
+    if near.first.size:
+        near_group[groups.index_of_component[component[near.first]]] = True
+    return [
+        _exact_finding(ids, exact_groups, content_hashes, max_evidence_groups),
+        _near_finding(ids, groups, near_group, best, closest_bits, near.scale, max_evidence_groups),
+        _leakage_finding(ids, groups, splits, best, max_evidence_groups),
+        _conflict_finding(ids, groups, labels, best, max_evidence_groups),
+    ]
+
+
+class _NearPairs:
+    """Accepted near-duplicate pairs (row indices, i < j) with their similarity and the distance scale D."""
+
+    def __init__(self, first: np.ndarray, second: np.ndarray, similarity: np.ndarray, scale: float | None) -> None:
+        self.first, self.second, self.similarity, self.scale = first, second, similarity, scale
+
+    @classmethod
+    def empty(cls) -> _NearPairs:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), None)
+
+
+def _check_length(name: str, values: np.ndarray | Sequence[Any], n: int) -> None:
+    if len(values) != n:
+        raise InputError(f"{name} has {len(values)} entries but there are {n} samples")
+
+
+def _exact_pairs(
+    content_hashes: Sequence[str | None] | np.ndarray | None, usable: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Edges linking every member of a content-hash group to its first member, and the groups themselves."""
+    empty = np.empty(0, dtype=np.int64)
+    if content_hashes is None:
+        return empty, empty, []
+    _check_length("content_hashes", content_hashes, n)
+    values = np.array(["" if h is None else str(h) for h in content_hashes], dtype=object)
+    rows = np.flatnonzero(usable & (values != ""))
+    if rows.size < 2:
+        return empty, empty, []
+    _, code, counts = np.unique(values[rows].astype(str), return_inverse=True, return_counts=True)
+    order = np.argsort(code, kind="stable")
+    sorted_rows, sorted_code = rows[order], code[order]
+    starts = np.flatnonzero(np.r_[True, sorted_code[1:] != sorted_code[:-1]])
+    sizes = counts[sorted_code[starts]]
+    head = np.repeat(sorted_rows[starts], sizes)
+    is_member = sorted_rows != head
+    groups = [sorted_rows[s:s + size] for s, size in zip(starts, sizes, strict=True) if size > 1]
+    return head[is_member], sorted_rows[is_member], groups
+
+
+def _near_pairs_from_embeddings(
+    embeddings: np.ndarray,
+    hashes: np.ndarray | None,
+    usable: np.ndarray,
+    near_threshold: float | None,
+    k: int,
+    neighbours: tuple[np.ndarray, np.ndarray] | None,
+    exact_limit: int,
+) -> _NearPairs:
+    """Candidate pairs from the kNN graph, accepted by the three rules of the module docstring."""
+    vectors = unit_rows(embeddings)
+    _check_length("embeddings", vectors, len(usable))
+    rows = np.flatnonzero(usable & (np.abs(vectors).max(axis=1) > 0))
+    if rows.size < 2:
+        return _NearPairs.empty()
+    if neighbours is None:
+        sims, local = knn(vectors[rows], max(2, k), exact_limit=exact_limit)
+        sims, idx = sims, rows[local]
+    else:
+        sims, idx = (np.asarray(a) for a in neighbours)
+        if sims.shape != idx.shape or sims.shape[0] != len(usable) or sims.shape[1] < 2:
+            raise InputError("neighbours must be knn() output over all rows of embeddings, with k >= 2")
+        sims, idx = sims[rows], idx[rows]
+        # Neighbours that are excluded samples must not take part.
+        sims = np.where(usable[idx], sims, -np.inf).astype(np.float32)
+    nearest = 1.0 - sims[:, 0]
+    spread = nearest[nearest > _ZERO_DISTANCE]
+    scale = float(np.median(spread)) if spread.size else 1.0
+    alone = ALONE_RATIO * scale if near_threshold is None else 1.0 - near_threshold
+    widest = max(alone, PHASH_CONFIRM_RATIO * scale, DISTINCT_RATIO * scale)
+    pairs, pair_sims = pairs_above(vectors, 1.0 - widest, neighbours=(sims, idx), row_ids=rows)
+    if pairs.size == 0:
+        return _NearPairs(pairs[:, 0], pairs[:, 1], pair_sims.astype(float), scale)
+    a, b = pairs[:, 0], pairs[:, 1]
+    distance = 1.0 - pair_sims.astype(np.float64)
+    # Distance from each end to its nearest sample other than the partner: the ratio test of rule 3.
+    position = np.full(len(usable), -1, dtype=np.int64)
+    position[rows] = np.arange(rows.size)
+    gap = distance / np.maximum(np.minimum(_next_other(sims, idx, position[a], b),
+                                           _next_other(sims, idx, position[b], a)), _ZERO_DISTANCE)
+    accept = distance <= alone
+    distinct = (distance <= DISTINCT_RATIO * scale) & (gap <= DISTINCT_GAP)
+    if hashes is not None:
+        bits = hamming_distance(hashes[a], hashes[b])
+        accept |= (bits <= PHASH_CONFIRM_BITS) & (distance <= PHASH_CONFIRM_RATIO * scale)
+        distinct &= bits <= DISTINCT_MAX_BITS
+    accept |= distinct
+    return _NearPairs(a[accept], b[accept], np.clip(pair_sims[accept], 0.0, 1.0).astype(float), scale)
+
+
+def _next_other(sims: np.ndarray, idx: np.ndarray, at: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """Distance from the sample at kNN row ``at`` to its nearest neighbour other than ``partner``.
+
+    When the partner is not the first neighbour, that is the first one; otherwise the second.
+    """
+    first_is_partner = idx[at, 0] == partner
+    return np.where(first_is_partner, 1.0 - sims[at, 1], 1.0 - sims[at, 0]).astype(np.float64)
+
+
+def _near_pairs_from_phashes(hashes: np.ndarray, usable: np.ndarray, k: int) -> _NearPairs:
+    """Without embeddings: pairs among each hash's k nearest hashes (faiss binary index) within the bit limit."""
+    rows = np.flatnonzero(usable)
+    if rows.size < 2:
+        return _NearPairs.empty()
+    set_threads()
+    # faiss reads a 64-bit code as 8 bytes; little-endian order keeps Hamming distances intact.
+    codes = np.ascontiguousarray(hashes[rows].astype("<u8")).view(np.uint8).reshape(-1, 8)
+    index = faiss.IndexBinaryFlat(64)
+    index.add(codes)
+    search_k = min(k + 1, rows.size)
+    first, second = [], []
+    for start in range(0, rows.size, 65_536):
+        bits, local = index.search(codes[start:start + 65_536], search_k)
+        query = np.broadcast_to(np.arange(start, start + local.shape[0])[:, None], local.shape)
+        keep = (bits <= PHASH_ONLY_BITS) & (local != query) & (local >= 0)
+        first.append(query[keep])
+        second.append(local[keep])
+    a, b = rows[np.concatenate(first)], rows[np.concatenate(second)]
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    pairs = np.unique(np.stack([low, high], axis=1), axis=0) if low.size else np.empty((0, 2), dtype=np.int64)
+    bits = hamming_distance(hashes[pairs[:, 0]], hashes[pairs[:, 1]])
+    return _NearPairs(pairs[:, 0], pairs[:, 1], 1.0 - bits / 64.0, None)
+
+
+class _Groups:
+    """Connected components of two or more samples, numbered largest first."""
+
+    def __init__(self, ids: np.ndarray, component: np.ndarray, any_edges: bool) -> None:
+        self.ids = ids
+        sizes = np.bincount(component)
+        grouped = np.flatnonzero(sizes > 1) if any_edges else np.empty(0, dtype=np.int64)
+        order = grouped[np.lexsort((grouped, -sizes[grouped]))]
+        self.count = order.size
+        self.index_of_component = np.full(sizes.size, -1, dtype=np.int64)
+        self.index_of_component[order] = np.arange(order.size)
+        self.group_of = self.index_of_component[component]
+        members = np.flatnonzero(self.group_of >= 0)
+        members = members[np.argsort(self.group_of[members], kind="stable")]
+        bounds = np.r_[0, np.cumsum(sizes[order])]
+        self.members = [members[bounds[g]:bounds[g + 1]] for g in range(self.count)]
+
+    def id_lists(self, chosen: np.ndarray) -> dict[int, list[str]]:
+        """Member ids of the chosen groups (capped at MAX_LISTED_MEMBERS each)."""
+        return {int(g): [str(s) for s in self.ids[self.members[g][:MAX_LISTED_MEMBERS]]] for g in chosen}
+
+
+def _member_details(groups: _Groups, chosen: np.ndarray, lists: dict[int, list[str]]) -> dict[str, dict[str, Any]]:
+    """Group number, size and members for every member of the chosen groups."""
+    details = {}
+    for g in chosen:
+        size = int(groups.members[g].size)
+        base = {"group": int(g), "group_size": size, "members": lists[int(g)]}
+        if size > MAX_LISTED_MEMBERS:
+            base["members_truncated"] = True
+        for row in groups.members[g]:
+            details[str(groups.ids[row])] = dict(base)
+    return details
+
+
+def _evidence(lists: dict[int, list[str]], chosen: np.ndarray, cap: int) -> dict[str, Any]:
+    """``groups``: member id lists of the largest ``cap`` groups; ``groups_total``: how many there are."""
+    return {"groups": [lists[int(g)] for g in chosen[:cap]], "groups_total": int(chosen.size)}
+
+
+def _flags(n: int, groups: _Groups, chosen: np.ndarray) -> np.ndarray:
+    flagged = np.zeros(n, dtype=bool)
+    if chosen.size:
+        flagged[np.concatenate([groups.members[g] for g in chosen])] = True
+    return flagged
+
+
+def _exact_finding(
+    ids: np.ndarray, exact_groups: list[np.ndarray], content_hashes: Any, cap: int
+) -> Finding:
+    n = len(ids)
+    flagged = np.zeros(n, dtype=bool)
+    exact_groups = sorted(exact_groups, key=lambda members: (-members.size, members[0]))
+    lists = []
+    details: dict[str, dict[str, Any]] = {}
+    for number, members in enumerate(exact_groups):
+        flagged[members] = True
+        listed = [str(s) for s in ids[members[:MAX_LISTED_MEMBERS]]]
+        lists.append(listed)
+        base = {"group": number, "group_size": int(members.size), "members": listed,
+                "content_hash": str(content_hashes[members[0]])}
+        if members.size > MAX_LISTED_MEMBERS:
+            base["members_truncated"] = True
+        for row in members:
+            details[str(ids[row])] = dict(base)
+    redundant = int(flagged.sum()) - len(exact_groups)
+    severity = severity_from_share(redundant / max(n, 1), low=1e-12, medium=0.01, high=0.05)
+    if content_hashes is None:
+        message = "no content hashes: exact duplicates were not checked"
+    elif exact_groups:
+        message = (f"{redundant} file(s) are byte-identical copies of another file ({len(exact_groups)} group(s)); "
+                   "keep one file of each group")
+    else:
+        message = "no two files are byte-identical"
+    return Finding(check="exact_duplicates", severity=severity, message=message, sample_ids=ids, flagged=flagged,
+                   scores=flagged.astype(float),
+                   summary={"groups": len(exact_groups), "samples": int(flagged.sum()), "redundant": redundant},
+                   evidence={"groups": lists[:cap], "groups_total": len(exact_groups)}, details=details)
+
+
+def _near_finding(
+    ids: np.ndarray, groups: _Groups, near_group: np.ndarray, best: np.ndarray, closest_bits: np.ndarray | None,
+    scale: float | None, cap: int,
+) -> Finding:
+    n = len(ids)
+    chosen = np.flatnonzero(near_group)
+    lists = groups.id_lists(chosen)
+    details = _member_details(groups, chosen, lists)
+    flagged = _flags(n, groups, chosen)
+    for row in np.flatnonzero(flagged):
+        extra = details[str(ids[row])]
+        extra["similarity"] = round(float(best[row]), 6)
+        if closest_bits is not None and closest_bits[row] < 64:
+            extra["phash_bits"] = int(closest_bits[row])
+    redundant = int(flagged.sum()) - int(chosen.size)
+    severity = severity_from_share(redundant / max(n, 1), low=1e-12, medium=0.02, high=0.10)
+    if chosen.size:
+        message = (f"{int(flagged.sum())} samples form {chosen.size} group(s) of near-identical pictures "
+                   f"(resized, re-compressed, slightly cropped or edited copies); {redundant} are redundant")
+    else:
+        message = "no near-identical pictures found"
+    summary: dict[str, Any] = {"groups": int(chosen.size), "samples": int(flagged.sum()), "redundant": redundant}
+    if scale is not None:
+        summary["distance_scale"] = round(scale, 6)
+        summary["rule"] = (f"cosine distance <= {ALONE_RATIO} x {scale:.4f}; or phash <= {PHASH_CONFIRM_BITS} bits "
+                           f"and <= {PHASH_CONFIRM_RATIO} x scale; or <= {DISTINCT_RATIO} x scale and at most "
+                           f"{DISTINCT_GAP} x the distance to any other neighbour")
+    return Finding(check="near_duplicates", severity=severity, message=message, sample_ids=ids, flagged=flagged,
+                   scores=np.where(flagged, best, 0.0), summary=summary,
+                   evidence=_evidence(lists, chosen, cap), details=details)
+
+
+def _codes(values: Sequence[Any] | np.ndarray, n: int, name: str) -> tuple[np.ndarray, list[Any]]:
+    """Integer code per sample (-1 = unknown: None or empty) and the distinct values."""
+    _check_length(name, values, n)
+    known = [v.item() if isinstance(v, np.generic) else v for v in values]
+    distinct: dict[Any, int] = {}
+    codes = np.full(n, -1, dtype=np.int64)
+    for row, value in enumerate(known):
+        if value is None or value == "":
+            continue
+        codes[row] = distinct.setdefault(value, len(distinct))
+    return codes, list(distinct)
+
+
+def _groups_with_several(groups: _Groups, codes: np.ndarray) -> np.ndarray:
+    """Groups whose members carry two or more different known codes."""
+    if groups.count == 0:
+        return np.empty(0, dtype=np.int64)
+    member_rows = np.flatnonzero((groups.group_of >= 0) & (codes >= 0))
+    pairs = np.unique(np.stack([groups.group_of[member_rows], codes[member_rows]], axis=1), axis=0)
+    distinct = np.bincount(pairs[:, 0], minlength=groups.count) if pairs.size else np.zeros(groups.count, int)
+    return np.flatnonzero(distinct >= 2)
+
+
+def _leakage_finding(ids: np.ndarray, groups: _Groups, splits: Any, best: np.ndarray, cap: int) -> Finding:
+    n = len(ids)
+    if splits is None:
+        return Finding(check="split_leakage", severity="none", message="no split information: leakage not checked",
+                       sample_ids=ids, flagged=np.zeros(n, bool), scores=np.zeros(n), summary={"groups": 0})
+    codes, names = _codes(splits, n, "splits")
+    chosen = _groups_with_several(groups, codes)
+    lists = groups.id_lists(chosen)
+    details = _member_details(groups, chosen, lists)
+    flagged = _flags(n, groups, chosen)
+    split_pairs: dict[str, int] = {}
+    group_splits = []
+    for g in chosen:
+        members = groups.members[g][:MAX_LISTED_MEMBERS]
+        member_splits = {str(ids[r]): (names[codes[r]] if codes[r] >= 0 else None) for r in members}
+        present = sorted({str(names[c]) for c in codes[groups.members[g]] if c >= 0})
+        key = "~".join(present)
+        split_pairs[key] = split_pairs.get(key, 0) + 1
+        group_splits.append(present)
+        for row in groups.members[g]:
+            extra = details[str(ids[row])]
+            extra.update(split=names[codes[row]] if codes[row] >= 0 else None, splits=present,
+                         member_splits=member_splits, similarity=round(float(best[row]), 6))
+    if chosen.size:
+        message = (f"{chosen.size} group(s) of identical or near-identical samples span several splits "
+                   f"({int(flagged.sum())} samples): evaluation on these copies measures memory, not generalisation; "
+                   "keep each group in one split")
+    else:
+        message = "no duplicate crosses a split boundary"
+    evidence = _evidence(lists, chosen, cap)
+    evidence["group_splits"] = group_splits[:cap]
+    return Finding(check="split_leakage", severity="high" if chosen.size else "none", message=message,
+                   sample_ids=ids, flagged=flagged, scores=np.where(flagged, best, 0.0),
+                   summary={"groups": int(chosen.size), "samples": int(flagged.sum()), "by_splits": split_pairs},
+                   evidence=evidence, details=details)
+
+
+def _conflict_finding(ids: np.ndarray, groups: _Groups, labels: Any, best: np.ndarray, cap: int) -> Finding:
+    n = len(ids)
+    if labels is None:
+        return Finding(check="conflicting_duplicates", severity="none",
+                       message="no labels: conflicting duplicates not checked",
+                       sample_ids=ids, flagged=np.zeros(n, bool), scores=np.zeros(n), summary={"groups": 0})
+    codes, names = _codes(labels, n, "labels")
+    chosen = _groups_with_several(groups, codes)
+    lists = groups.id_lists(chosen)
+    details = _member_details(groups, chosen, lists)
+    flagged = _flags(n, groups, chosen)
+    for g in chosen:
+        members = groups.members[g][:MAX_LISTED_MEMBERS]
+        member_labels = {str(ids[r]): (names[codes[r]] if codes[r] >= 0 else None) for r in members}
+        for row in groups.members[g]:
+            details[str(ids[row])].update(label=names[codes[row]] if codes[row] >= 0 else None,
+                                          member_labels=member_labels, similarity=round(float(best[row]), 6))
+    severity = "none" if not chosen.size else severity_from_share(
+        flagged.sum() / max(n, 1), low=0.0, medium=0.001, high=0.01)
+    if chosen.size:
+        message = (f"{chosen.size} group(s) of identical or near-identical samples carry different labels "
+                   f"({int(flagged.sum())} samples): at most one label per group can be right")
+    else:
+        message = "duplicates agree on their labels"
+    return Finding(check="conflicting_duplicates", severity=severity, message=message, sample_ids=ids,
+                   flagged=flagged, scores=np.where(flagged, best, 0.0),
+                   summary={"groups": int(chosen.size), "samples": int(flagged.sum())},
+                   evidence=_evidence(lists, chosen, cap), details=details)

@@ -1,0 +1,149 @@
+"""Duplicate checks on real pictures: exact copies, edited copies, train/test leakage, conflicting labels."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curato.checks.duplicates import duplicate_findings
+from curato.errors import InputError
+from curato.features.embedders import get_embedder
+from curato.features.properties import perceptual_hash
+from curato.hashing import content_hash
+from tests.conftest import photo
+
+
+def encoded(image: np.ndarray, kind: str = "PNG", quality: int = 95) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=kind, quality=quality)
+    return buffer.getvalue()
+
+
+def decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+@pytest.fixture(scope="module")
+def dataset(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """60 distinct Fashion-MNIST images (50 train, 10 test), two photos, and planted copies of some of them."""
+    images, labels = fashion_mnist
+    ids, pictures, stored, splits, given = [], [], [], [], []
+
+    def add(sample_id: str, picture: np.ndarray, data: bytes, split: str, label: object) -> None:
+        ids.append(sample_id)
+        pictures.append(picture)
+        stored.append(data)
+        splits.append(split)
+        given.append(label)
+
+    for i in range(60):
+        split = "train" if i < 50 else "test"
+        add(f"{split}/{i}", rgb(images[i]), encoded(images[i]), split, int(labels[i]))
+    cat = photo("chelsea")
+    add("train/cat", cat, encoded(cat, "JPEG", 90), "train", None)
+    coffee = photo("coffee")
+    add("train/coffee", coffee, encoded(coffee, "JPEG", 90), "train", None)
+
+    add("train/exact-of-0", rgb(images[0]), encoded(images[0]), "train", int(labels[0]))
+    bigger = np.asarray(Image.fromarray(images[1]).resize((56, 56), Image.BILINEAR))
+    add("train/resized-of-1", rgb(bigger), encoded(bigger), "train", int(labels[1]))
+    jpeg = encoded(images[2], "JPEG", 90)
+    add("train/jpeg-of-2", decoded(jpeg), jpeg, "train", int(labels[2]))
+    leak = encoded(images[3], "JPEG", 95)
+    add("test/leak-of-3", decoded(leak), leak, "test", int(labels[3]))
+    relabelled = np.asarray(Image.fromarray(images[4]).resize((42, 42), Image.BILINEAR))
+    add("train/relabelled-of-4", rgb(relabelled), encoded(relabelled), "train", (int(labels[4]) + 1) % 10)
+    small_cat = np.asarray(Image.fromarray(cat).resize((cat.shape[1] // 2, cat.shape[0] // 2), Image.BILINEAR))
+    small_cat_jpeg = encoded(small_cat, "JPEG", 85)
+    add("train/cat-small", decoded(small_cat_jpeg), small_cat_jpeg, "train", None)
+
+    return {
+        "ids": np.array(ids, dtype=object), "splits": np.array(splits, dtype=object),
+        "labels": np.array(given, dtype=object), "content_hashes": np.array([content_hash(d) for d in stored]),
+        "phashes": perceptual_hash(pictures), "embeddings": get_embedder("efficientnet-lite0-112").embed(pictures),
+    }
+
+
+PLANTED = [{"train/0", "train/exact-of-0"}, {"train/1", "train/resized-of-1"}, {"train/2", "train/jpeg-of-2"},
+           {"train/3", "test/leak-of-3"}, {"train/4", "train/relabelled-of-4"}, {"train/cat", "train/cat-small"}]
+
+
+def groups_of(finding) -> list[set[str]]:
+    return [set(members) for members in finding.evidence["groups"]]
+
+
+@pytest.fixture(scope="module")
+def findings(dataset: dict[str, np.ndarray]) -> dict[str, object]:
+    result = duplicate_findings(dataset["ids"], embeddings=dataset["embeddings"],
+                                content_hashes=dataset["content_hashes"], phashes=dataset["phashes"],
+                                splits=dataset["splits"], labels=dataset["labels"])
+    assert [f.check for f in result] == ["exact_duplicates", "near_duplicates", "split_leakage",
+                                         "conflicting_duplicates"]
+    return {f.check: f for f in result}
+
+
+def test_exact_copies_are_grouped(findings: dict[str, object]) -> None:
+    exact = findings["exact_duplicates"]
+    assert groups_of(exact) == [{"train/0", "train/exact-of-0"}]
+    assert exact.severity != "none" and exact.summary["redundant"] == 1
+    assert exact.details["train/exact-of-0"]["members"] == ["train/0", "train/exact-of-0"]
+
+
+def test_edited_copies_are_near_duplicates_and_nothing_else(findings: dict[str, object]) -> None:
+    near = findings["near_duplicates"]
+    groups = groups_of(near)
+    for pair in PLANTED[1:]:
+        assert pair in groups, f"{pair} not grouped: {groups}"
+    assert len(groups) == len(PLANTED) - 1  # no distinct originals grouped together
+    assert near.details["train/resized-of-1"]["members"] == ["train/1", "train/resized-of-1"]
+    assert 0.5 < near.scores[list(near.sample_ids).index("train/jpeg-of-2")] <= 1.0
+    assert near.summary["distance_scale"] > 0
+
+
+def test_train_test_copy_is_reported_as_leakage_with_both_ids(findings: dict[str, object]) -> None:
+    leakage = findings["split_leakage"]
+    assert leakage.severity == "high"
+    assert groups_of(leakage) == [{"train/3", "test/leak-of-3"}]
+    detail = leakage.details["test/leak-of-3"]
+    assert detail["member_splits"] == {"train/3": "train", "test/leak-of-3": "test"}
+    assert detail["split"] == "test" and detail["splits"] == ["test", "train"]
+    assert set(leakage.sample_ids[leakage.flagged]) == {"train/3", "test/leak-of-3"}
+
+
+def test_copies_with_different_labels_conflict(findings: dict[str, object], dataset: dict[str, np.ndarray]) -> None:
+    conflict = findings["conflicting_duplicates"]
+    assert groups_of(conflict) == [{"train/4", "train/relabelled-of-4"}]
+    labels = conflict.details["train/4"]["member_labels"]
+    assert labels["train/4"] != labels["train/relabelled-of-4"]
+    # the photo pair is unlabeled: None never conflicts with anything
+    assert not conflict.flagged[list(dataset["ids"]).index("train/cat-small")]
+
+
+def test_findings_are_json_ready(findings: dict[str, object]) -> None:
+    for finding in findings.values():
+        text = json.dumps(finding.to_json())
+        assert finding.check in text
+
+
+def test_perceptual_hash_alone_finds_resized_and_recompressed_copies(dataset: dict[str, np.ndarray]) -> None:
+    near = duplicate_findings(dataset["ids"], phashes=dataset["phashes"], splits=dataset["splits"])[1]
+    groups = groups_of(near)
+    for pair in ({"train/1", "train/resized-of-1"}, {"train/2", "train/jpeg-of-2"}, {"train/3", "test/leak-of-3"}):
+        assert any(pair <= group for group in groups)
+
+
+def test_fixed_cosine_threshold_and_bad_input(dataset: dict[str, np.ndarray]) -> None:
+    strict = duplicate_findings(dataset["ids"], embeddings=dataset["embeddings"], near_threshold=0.99999)[1]
+    assert groups_of(strict) == [{"train/0", "train/exact-of-0"}]  # only the identical pixels pass
+    with pytest.raises(InputError, match="splits"):
+        duplicate_findings(dataset["ids"], embeddings=dataset["embeddings"], splits=["train"])
+    with pytest.raises(InputError, match="near_threshold"):
+        duplicate_findings(dataset["ids"], embeddings=dataset["embeddings"], near_threshold=2.0)
