@@ -18,7 +18,7 @@ def test_demo_end_to_end_and_rerun(tmp_path, fashion_mnist):
     assert len(result.headlines) == 3 and all(result.headlines)
     ws = Workspace.open(result.workspace)
     assert ws.catalog.group_counts("split") == {"test": 40, "train": 120}
-    assert set(ws.features.names()) == {"efficientnet-lite0-112", "properties"}
+    assert set(ws.features.names()) == {"efficientnet-lite0-112", "properties", "oof-probs-efficientnet-lite0-112"}
     again = run_demo(tmp_path / "demo", n_train=120)
     assert again.report_path == result.report_path
     ingests = ws.catalog.runs("ingest")
