@@ -1,4 +1,4 @@
-# Run from the repository root (takes ~25 min at both sizes; cleanlab at 200k alone ~12-20 min):
+# Run from the repository root (~25-40 min at both sizes, almost all of it cleanlab at 200k):
 #   .venv/bin/python benchmarks/audit_scale.py --sizes 50000,200000            (add --json for JSON output)
 # Needs cleanlab in its own virtualenv (not a curato dependency):
 #   python3 -m venv .bench/cleanlab-venv
@@ -9,7 +9,7 @@ Data (synthetic, 512-d, seed 0): 10 classes as anisotropic Gaussian clusters in 
 mapped into 512-d by a random orthonormal map, on top of a shared positive mean vector (so cosine
 similarities look like those of real CNN features: ~0.5 between unrelated samples) plus isotropic
 noise in all 512 dimensions. Class centres are close enough that classes overlap (out-of-fold
-accuracy ~0.93). Planted issues:
+accuracy ~0.95). Planted issues:
 
 * near duplicates: 1% of the samples are copies of other (random, non-outlier) samples plus noise
   of 5-30% of the typical nearest-neighbour (Euclidean) distance; truth = every copy and every copied

@@ -69,15 +69,15 @@ np.savez_compressed(sys.argv[2], **out)
 """
 
 
-def embeddings(subset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and true labels of training images ``subset*10k .. (subset+1)*10k`` (cached)."""
+def embeddings(subset: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and true labels of images ``subset*10k .. (subset+1)*10k`` of ``split`` (cached)."""
     start, stop = subset * SUBSET_SIZE, (subset + 1) * SUBSET_SIZE
-    labels = read_idx(FASHION / "train-labels-idx1-ubyte.gz")[start:stop].astype(np.int64)
-    path = CACHE / f"fmnist-train-{start}-{stop}-{EMBEDDER}.npy"
+    labels = read_idx(FASHION / f"{split}-labels-idx1-ubyte.gz")[start:stop].astype(np.int64)
+    path = CACHE / f"fmnist-{split}-{start}-{stop}-{EMBEDDER}.npy"
     if not path.exists():
         from curato.features.embedders import get_embedder
 
-        images = read_idx(FASHION / "train-images-idx3-ubyte.gz")[start:stop]
+        images = read_idx(FASHION / f"{split}-images-idx3-ubyte.gz")[start:stop]
         embedder = get_embedder(EMBEDDER)
         vectors = np.concatenate([embedder.embed([np.repeat(im[..., None], 3, axis=2) for im in images[i:i + 512]])
                                   for i in range(0, len(images), 512)])
@@ -145,19 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table (and write JSON when asked)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--subset", type=int, default=0, help="which block of 10k training images (0..5)")
+    parser.add_argument("--subset", type=int, default=0, help="which block of 10k images (train: 0..5, t10k: 0)")
+    parser.add_argument("--split", choices=("train", "t10k"), default="train",
+                        help="Fashion-MNIST file to draw from (t10k: a held-out check of the method)")
     parser.add_argument("--cleanlab-python", default=str(REPO / ".bench" / "cleanlab-venv" / "bin" / "python"))
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
-    vectors, truth_labels = embeddings(args.subset)
+    vectors, truth_labels = embeddings(args.subset, args.split)
     cases: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     settings: list[tuple[str, float, int, str]] = []
     oof_seconds = []
     for noise in NOISES:
         for rate in RATES:
             for seed in args.seeds:
-                tag = f"s{args.subset}-{noise}-{int(rate * 100)}-seed{seed}"
+                tag = f"{args.split}{args.subset}-{noise}-{int(rate * 100)}-seed{seed}"
                 noisy = inject_noise(truth_labels, noise, rate, seed)
                 probs, seconds = oof_probs(vectors, noisy, tag)
                 oof_seconds.append(seconds)
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     print_table(rows)
     if args.json:
-        args.json.write_text(json.dumps({"subset": args.subset, "seeds": args.seeds, "rows": rows,
+        args.json.write_text(json.dumps({"split": args.split, "subset": args.subset, "seeds": args.seeds, "rows": rows,
                                          "oof_seconds_mean": float(np.mean(oof_seconds))}, indent=1))
     return 0
 

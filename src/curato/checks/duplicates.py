@@ -25,12 +25,13 @@ distance to the nearest neighbour (samples whose nearest neighbour is at distanc
 copies, are left out of the median so that a duplicate-heavy dataset does not shrink its own scale).
 A candidate pair is a near duplicate when any of these holds:
 
-1. embeddings alone: ``d <= 0.2 * D`` (or ``cos >= near_threshold`` when that is given);
+1. embeddings alone: ``d <= 0.2 * D``;
 2. perceptual hash confirms: Hamming distance ``<= 2`` of 64 bits and ``d <= 0.7 * D``;
 3. a distinct pair: ``d <= 1.5 * D``, the two are at most half as far from each other as either is
    from its next nearest other sample (``d <= 0.5 * min(d2_a, d2_b)``), and -- where perceptual
    hashes exist -- they do not contradict (Hamming ``<= 16``; unrelated images differ in ~32 bits).
 
+A fixed ``near_threshold`` (cosine similarity) replaces all three: pairs with ``cos >= near_threshold``.
 Without embeddings, the perceptual hash alone decides: Hamming distance ``<= 2`` (less precise:
 simple pictures such as product silhouettes on a plain background share hashes).
 
@@ -92,8 +93,8 @@ def duplicate_findings(
     (all-zero rows are skipped); ``content_hashes`` (``""``/``None`` = unknown) give exact
     duplicates; ``phashes`` (uint64) confirm near duplicates, or find them alone when there are no
     embeddings; ``splits`` and ``labels`` (``None`` = unknown) feed leakage and conflicts.
-    ``near_threshold`` replaces the embeddings-alone cut (rule 1 of the module docstring) by a fixed
-    cosine similarity. ``valid`` (bool) excludes samples, e.g. unreadable files, from every group.
+    ``near_threshold`` replaces the data-relative rule of the module docstring by a fixed cosine
+    similarity cut. ``valid`` (bool) excludes samples, e.g. unreadable files, from every group.
     ``neighbours`` reuses a kNN graph ``(similarities, indices)`` from :func:`curato.neighbors.knn`
     over all rows of ``embeddings`` (k >= 2). Returns Findings for ``exact_duplicates``,
     ``near_duplicates``, ``split_leakage`` and ``conflicting_duplicates``, in that order.
@@ -115,6 +116,12 @@ def duplicate_findings(
     elif hashes is not None:
         near = _near_pairs_from_phashes(hashes, usable, k)
 
+    if near.first.size and content_hashes is not None:
+        # A pair of byte-identical files is an exact duplicate already; it must not make its group "near".
+        known = np.array(["" if h is None else str(h) for h in content_hashes], dtype=object)
+        same_bytes = (known[near.first] == known[near.second]) & (known[near.first] != "")
+        near = _NearPairs(near.first[~same_bytes], near.second[~same_bytes], near.similarity[~same_bytes],
+                          near.scale)
     first = np.concatenate([exact_first, near.first])
     second = np.concatenate([exact_second, near.second])
     similarity = np.concatenate([np.ones(exact_first.size), near.similarity])
@@ -210,7 +217,7 @@ def _near_pairs_from_embeddings(
     spread = nearest[nearest > _ZERO_DISTANCE]
     scale = float(np.median(spread)) if spread.size else 1.0
     alone = ALONE_RATIO * scale if near_threshold is None else 1.0 - near_threshold
-    widest = max(alone, PHASH_CONFIRM_RATIO * scale, DISTINCT_RATIO * scale)
+    widest = alone if near_threshold is not None else max(alone, PHASH_CONFIRM_RATIO * scale, DISTINCT_RATIO * scale)
     pairs, pair_sims = pairs_above(vectors, 1.0 - widest, neighbours=(sims, idx), row_ids=rows)
     if pairs.size == 0:
         return _NearPairs(pairs[:, 0], pairs[:, 1], pair_sims.astype(float), scale)
@@ -222,6 +229,9 @@ def _near_pairs_from_embeddings(
     gap = distance / np.maximum(np.minimum(_next_other(sims, idx, position[a], b),
                                            _next_other(sims, idx, position[b], a)), _ZERO_DISTANCE)
     accept = distance <= alone
+    if near_threshold is not None:
+        # A fixed threshold is the whole rule: the user asked for exactly this cut.
+        return _NearPairs(a[accept], b[accept], np.clip(pair_sims[accept], 0.0, 1.0).astype(float), scale)
     distinct = (distance <= DISTINCT_RATIO * scale) & (gap <= DISTINCT_GAP)
     if hashes is not None:
         bits = hamming_distance(hashes[a], hashes[b])

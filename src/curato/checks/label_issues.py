@@ -25,11 +25,19 @@ so ``q(x) = T @ p(y | x)``. The default rule ("noise-posterior", what ``method="
 3. *Posterior per sample.* ``p(y | x)`` is recovered from ``q = T p`` by a few EM (multiplicative)
    steps that stay on the simplex, then ``P(y = j | x, s) ∝ T[s, j] p_j(x)``. The label quality is
    ``P(y = s | x, s)``, the probability that the given label is right.
-4. *Cut.* Flag the top-``m`` samples by ``1 - quality`` for the ``m`` that maximises the expected F1
+4. *Count.* The expected number of wrong labels is the sum of the error probabilities. Those inherit
+   the classifier's calibration in the tails: a softly regularised linear head gives a mislabelled
+   "3" a few percent on label "8" for looking like an 8, which the noise model reads as evidence that
+   it might be an 8 (on scikit-learn digits the sum falls 25-35% short). The anchors' implied noise
+   rate, ``1 - sum_j T[j, j] P(y = j)``, does not depend on that calibration; when the median class has
+   at least ``MIN_ANCHORS_FOR_COUNT`` anchors it sets the count, by shifting every error probability by
+   one constant in log-odds (``recalibrate``). With fewer anchors (classes under ~150 samples) the
+   implied rate is dominated by impure anchors and the confident-learning prior and runs high, so the
+   posteriors' sum is kept.
+5. *Cut.* Flag the top-``m`` samples by ``1 - quality`` for the ``m`` that maximises the expected F1
    (``2 * sum of the top-m error probabilities / (m + sum of all)``), among samples at least
-   ``MIN_FLAG_PROBABILITY`` likely wrong. The expected number of wrong labels is the sum of the error
-   probabilities, so the flag count follows the estimated noise level, and at high noise it flags
-   somewhat more than the expected count, which is what F1 rewards.
+   ``MIN_FLAG_PROBABILITY`` likely wrong. The flag count follows the estimated noise level, and at
+   high noise it flags somewhat more than the expected count, which is what F1 rewards.
 
 The confident-learning rule (Northcutt et al., 2021: per-class thresholds, confident joint, calibration,
 prune by noise rate) is implemented too (``method="confident-learning"``) and is the cross-check in the
@@ -48,7 +56,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import gammaln
+from scipy.optimize import brentq
+from scipy.special import expit, gammaln, logit
 
 from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
@@ -59,6 +68,9 @@ CL_PRIOR_ANCHORS = 10.0
 POSTERIOR_ITERATIONS = 30
 MIN_FLAG_PROBABILITY = 0.25
 MIN_CLASS_SIZE = 5
+# Median anchors per class from which their implied noise rate sets the expected count (a 10% rate is
+# then known to about +-5 points); below, the posteriors' own sum is used.
+MIN_ANCHORS_FOR_COUNT = 30
 # Dirichlet prior strengths tried by the empirical-Bayes smoothing (pseudo-counts per column).
 PRIOR_STRENGTHS = np.logspace(-1, 4, 101)
 # Severity from the estimated share of wrong labels: 1% is about what curated benchmark test sets hold
@@ -126,6 +138,11 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, method: str
     posterior = label_posterior(labels, probs, noise_matrix)
     error = 1.0 - posterior[rows, labels]
     error[too_small] = 0.0
+    anchors_per_class = float(np.median(np.ceil(ANCHOR_FRACTION * label_counts[label_counts > 0])))
+    if anchors_per_class >= MIN_ANCHORS_FOR_COUNT:
+        # Enough anchors to trust their count over the posteriors' own sum (see the module docstring).
+        implied = 1.0 - float(np.sum(np.diag(noise_matrix) * posterior.mean(axis=0)))
+        error = recalibrate(error, implied, keep_zero=too_small)
 
     chosen = "noise-posterior" if method == "auto" else method
     if chosen == "noise-posterior":
@@ -229,6 +246,25 @@ def label_posterior(labels: np.ndarray, probs: np.ndarray, noise_matrix: np.ndar
         clean /= clean.sum(axis=1, keepdims=True)
     joint = noise_matrix[labels, :] * clean
     return joint / np.maximum(joint.sum(axis=1, keepdims=True), 1e-300)
+
+
+def recalibrate(error: np.ndarray, target: float, *, keep_zero: np.ndarray | None = None) -> np.ndarray:
+    """Shift every error probability by one constant in log-odds so that their mean is ``target``.
+
+    One constant keeps the ranking and moves all samples' odds by the same factor, i.e. it corrects a
+    classifier that is uniformly too soft (or too sharp) in the tails. ``keep_zero`` rows stay at 0.
+    """
+    fixed = np.zeros(len(error), dtype=bool) if keep_zero is None else np.asarray(keep_zero, dtype=bool)
+    free = ~fixed
+    if not free.any():
+        return error
+    # The fixed rows count as 0 in the mean: the free rows carry the whole target.
+    goal = float(np.clip(target * len(error) / free.sum(), 1e-9, 1.0 - 1e-9))
+    odds = logit(np.clip(error[free], 1e-9, 1.0 - 1e-9))
+    shift = brentq(lambda c: float(np.mean(expit(odds + c))) - goal, -50.0, 50.0, xtol=1e-6)
+    out = np.zeros(len(error))
+    out[free] = expit(odds + shift)
+    return out
 
 
 def expected_f1_cut(error: np.ndarray, *, min_probability: float = MIN_FLAG_PROBABILITY) -> np.ndarray:
