@@ -1,7 +1,11 @@
-# Run from the repository root (embeds the 10k images on first use, ~40 s; creates nothing else outside .bench/):
+# Run from the repository root. Once: a separate virtualenv for cleanlab (no torch, no change to .venv):
 #   .venv/bin/python -m venv .bench/cleanlab-venv && \
-#       .bench/cleanlab-venv/bin/pip install cleanlab==2.9.0 -c constraints.txt      (once)
+#       .bench/cleanlab-venv/bin/pip install cleanlab==2.9.0 -c constraints.txt
+# Then (embeds the 10k images on first use, ~40 s; OOF probabilities are cached under .bench/label_issues/):
 #   .venv/bin/python benchmarks/label_issues.py --seeds 0 1 --json .bench/label_issues.json
+# Held-out checks of the method (other images, other seeds):
+#   .venv/bin/python benchmarks/label_issues.py --subset 1 --seeds 2 3
+#   .venv/bin/python benchmarks/label_issues.py --split t10k --seeds 0 1
 """Label-error detection F1 of curato's ``find_label_issues`` against cleanlab 2.9.0 and "argmax != label".
 
 Data: 10,000 Fashion-MNIST training images (``--subset`` picks which block of 10k of the 60k), embedded
@@ -213,6 +217,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{best:>7.3f} | {est:>5.3f} {acc:>6.3f} | {'yes' if ok else 'NO'}"
               f"{'' if per_seed else ' (not every seed)'}")
     print(f"curato >= cleanlab and argmax (mean F1 over seeds) in {wins}/{len(groups)} settings")
+    print("\nper seed F1, curato / cleanlab / argmax:")
+    for (noise, rate), members in groups.items():
+        cells = "   ".join(f"seed {m['seed']}: {m['curato']['f1']:.3f} / {m['cleanlab']['f1']:.3f} / "
+                           f"{m['argmax']['f1']:.3f}" for m in members)
+        print(f"{noise:<18}{rate:>5.2f} | {cells}")
     sys.stdout.flush()
 
 
