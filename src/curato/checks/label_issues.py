@@ -29,7 +29,7 @@ against cleanlab 2.9.0 and "argmax != label" by ``benchmarks/label_issues.py``):
 4. *Count.* The expected number of wrong labels is the sum of the error probabilities. Those inherit
    the classifier's calibration in the tails: a softly regularised linear head gives a mislabelled
    "3" a few percent on label "8" for looking like an 8, which the noise model reads as evidence that
-   it might be an 8 (on scikit-learn digits the sum falls 10-35% short). The anchors' implied noise
+   it might be an 8 (on scikit-learn digits the sum falls 8-30% short). The anchors' implied noise
    rate, ``1 - sum_j T[j, j] P(y = j)``, does not depend on that calibration; when the median class has
    at least ``MIN_ANCHORS_FOR_COUNT`` anchors it sets the count, by shifting every error probability by
    one constant in log-odds (``recalibrate``). With fewer anchors (classes under ~150 samples) the
