@@ -42,8 +42,11 @@ def class_imbalance_finding(sample_ids: Sequence[str], labels: Sequence[object |
     scores[np.flatnonzero(mask)] = np.clip(1 - counts[inverse] / balanced, 0, 1)
     severity = "high" if ratio >= 10 else "medium" if ratio >= 3 else "low" if ratio >= 1.5 else "none"
     largest, smallest = names[counts.argmax()], names[counts.argmin()]
-    message = (f"largest/smallest class = {ratio:.1f} ({largest}: {counts.max()}, {smallest}: {counts.min()})"
-               + (f"; {int(rare.sum())} class(es) under half a balanced share" if rare.any() else ""))
+    if counts.max() == counts.min():
+        message = f"{len(names)} classes of {counts.max()} samples each"
+    else:
+        message = (f"largest/smallest class = {ratio:.1f} ({largest}: {counts.max()}, {smallest}: {counts.min()})"
+                   + (f"; {int(rare.sum())} class(es) under half a balanced share" if rare.any() else ""))
     return Finding("class_imbalance", severity, message, ids, flagged, scores,
                    summary={"imbalance_ratio": ratio, "classes": len(names),
                             "counts": {str(n): int(c) for n, c in zip(names, counts, strict=True)}})
