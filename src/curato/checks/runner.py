@@ -26,6 +26,7 @@ from curato.progress import SILENT, Progress
 from curato.workspace import Workspace
 
 OOF_PREFIX = "oof-probs"
+NEIGHBOURS = 10  # k of the shared k-NN graph (duplicates and outliers)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class AuditData:
     embedder: str | None = None
     pred_probs: np.ndarray | None = None  # (n, k) for labeled rows with embeddings, NaN elsewhere
     class_names: list[str] = field(default_factory=list)
+    _neighbours: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_workspace(cls, workspace: Workspace, features: FeatureSet | None = None) -> AuditData:
@@ -91,6 +93,15 @@ def _need_embeddings(data: AuditData, check: str) -> np.ndarray:
     return np.flatnonzero(data.has_embedding)
 
 
+def _neighbour_graph(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The k-NN graph over the embedded rows, built once and shared by the duplicate and outlier checks."""
+    from curato.neighbors import knn, unit_rows
+
+    if data._neighbours is None:
+        data._neighbours = knn(unit_rows(data.embeddings[rows]), NEIGHBOURS)
+    return data._neighbours
+
+
 def _unreadable(data: AuditData) -> list[Finding]:
     return [unreadable_files(data.sample_ids, data.readable, data.errors.tolist())]
 
@@ -124,14 +135,16 @@ def _duplicates(data: AuditData) -> list[Finding]:
     rows = _need_embeddings(data, "duplicates")
     return duplicate_findings(
         data.sample_ids[rows], embeddings=data.embeddings[rows], content_hashes=data.content_hashes[rows],
-        phashes=data.phashes[rows], splits=data.splits[rows], labels=data.labels[rows])
+        phashes=data.phashes[rows], splits=data.splits[rows], labels=data.labels[rows], k=NEIGHBOURS,
+        neighbours=_neighbour_graph(data, rows))
 
 
 def _outliers(data: AuditData) -> list[Finding]:
     from curato.checks.outliers import outlier_findings
 
     rows = _need_embeddings(data, "outliers")
-    return outlier_findings(data.sample_ids[rows], data.embeddings[rows], data.labels[rows])
+    return outlier_findings(data.sample_ids[rows], data.embeddings[rows], data.labels[rows], k=NEIGHBOURS,
+                            neighbours=_neighbour_graph(data, rows))
 
 
 CheckFunction = Callable[[AuditData], list[Finding]]
