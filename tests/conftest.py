@@ -56,3 +56,19 @@ def image_folder(tmp_path: Path, fashion_mnist: tuple[np.ndarray, np.ndarray]) -
 def postgres_url() -> str | None:
     """A PostgreSQL URL from CURATO_TEST_POSTGRES_URL (CI starts a server); None runs SQLite only."""
     return os.environ.get("CURATO_TEST_POSTGRES_URL")
+
+
+class InterruptAfter:
+    """A Progress that presses Ctrl-C once ``limit`` units of the stage starting with ``prefix`` are done."""
+
+    def __init__(self, prefix: str, limit: int) -> None:
+        self.prefix, self.limit, self.seen, self.active = prefix, limit, 0, False
+
+    def stage(self, description: str, total: int) -> None:
+        self.active = description.startswith(self.prefix)
+
+    def advance(self, amount: int = 1) -> None:
+        if self.active:
+            self.seen += amount
+            if self.seen >= self.limit:
+                raise KeyboardInterrupt

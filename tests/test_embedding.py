@@ -12,23 +12,7 @@ from curato.features.embedding import choose_embedder_name, compute_embeddings
 from curato.imageio import load_rgb
 from curato.ingest import ingest
 from curato.workspace import Workspace
-from tests.conftest import photo
-
-
-class InterruptAfter:
-    """Progress that presses Ctrl-C once ``limit`` embedded items have been reported."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.seen, self.embedding = limit, 0, False
-
-    def stage(self, description: str, total: int) -> None:
-        self.embedding = description.startswith("embedding")
-
-    def advance(self, amount: int = 1) -> None:
-        if self.embedding:
-            self.seen += amount
-            if self.seen >= self.limit:
-                raise KeyboardInterrupt
+from tests.conftest import InterruptAfter, photo
 
 
 @pytest.fixture()
@@ -50,7 +34,7 @@ def test_embed_all_then_reuse(workspace):
 def test_interrupted_embedding_resumes_without_redoing_chunks(workspace):
     n = workspace.catalog.sample_count()
     with pytest.raises(KeyboardInterrupt):
-        compute_embeddings(workspace, "classic", chunk_size=16, progress=InterruptAfter(40))
+        compute_embeddings(workspace, "classic", chunk_size=16, progress=InterruptAfter("embedding", 40))
     assert workspace.catalog.runs("embed")[-1]["status"] == "interrupted"
     assert not workspace.features.has("classic")  # nothing half-written is visible
     features, summary = compute_embeddings(workspace, "classic", chunk_size=16)

@@ -16,7 +16,7 @@ from curato.ingest import ingest
 from curato.ingest.pipeline import PROPERTIES
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.workspace import Workspace
-from tests.conftest import photo
+from tests.conftest import InterruptAfter, photo
 
 
 def test_imagefolder_with_splits(tmp_path, image_folder):
@@ -179,26 +179,10 @@ def test_missing_and_empty_sources(tmp_path):
         ingest(ws, tmp_path / "empty")
 
 
-class _InterruptScanAfter:
-    """Progress that presses Ctrl-C once ``limit`` images have been scanned."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.seen, self.scanning = limit, 0, False
-
-    def stage(self, description: str, total: int) -> None:
-        self.scanning = description.startswith("scanning")
-
-    def advance(self, amount: int = 1) -> None:
-        if self.scanning:
-            self.seen += amount
-            if self.seen >= self.limit:
-                raise KeyboardInterrupt
-
-
 def test_interrupted_ingest_resumes_where_it_stopped(tmp_path, image_folder):
     ws = Workspace.create(tmp_path / "ws")
     with pytest.raises(KeyboardInterrupt):
-        ingest(ws, image_folder, workers=1, chunk_size=20, progress=_InterruptScanAfter(30))
+        ingest(ws, image_folder, workers=1, chunk_size=20, progress=InterruptAfter("scanning", 30))
     assert ws.catalog.runs("ingest")[-1]["status"] == "interrupted"
     committed = {sid for sid, (_, digest, _) in ws.catalog.known_samples().items() if digest}
     assert len(committed) >= 20  # finished chunks are in the catalog
