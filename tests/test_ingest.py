@@ -67,6 +67,9 @@ def test_unreadable_images_are_recorded_not_fatal(tmp_path, image_folder):
     errors = dict(ws.catalog.unreadable())
     assert set(errors) == {"train/Trouser/broken.jpg", "train/Trouser/notes.png"}
     assert all(errors.values())
+    clean = tmp_path / "clean.csv"
+    clean.write_text(f"id,path\nok,{image_folder / 'train' / 'Trouser' / 'cat.jpg'}\n")
+    assert ingest(ws, clean, workers=1).unreadable == 0  # counts this source's files, not the workspace's
 
 
 def test_manifest_csv_and_jsonl_keep_metadata(tmp_path, image_folder):

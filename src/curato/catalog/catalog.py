@@ -133,15 +133,6 @@ class Catalog:
             rows = conn.execute(select(samples.c.kind, func.count()).group_by(samples.c.kind))
             return {row[0]: int(row[1]) for row in rows}
 
-    def set_image_columns(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        """Write scanned image facts (hash, size, format, readability) for existing samples."""
-        for row in rows:
-            conn.execute(
-                update(samples)
-                .where(samples.c.sample_id == row["sample_id"])
-                .values({k: v for k, v in row.items() if k != "sample_id"} | {"updated_at": utcnow()})
-            )
-
     # ---- labels ----------------------------------------------------------------------------
     def sync_imported_labels(self, conn: Connection, new_labels: dict[str, str]) -> int:
         """Record imported labels that differ from the latest imported one; returns rows added."""

@@ -227,7 +227,8 @@ def _ingest_images(workspace: Workspace, images: list[SampleRecord], known: dict
                              table.content_hash[readable].tolist(), table.properties[readable])
         with catalog.transaction() as conn:
             catalog.upsert_samples(conn, _scanned_rows(chunk, table))
-    summary.unreadable = len(catalog.unreadable())
+    in_source = {record.sample_id for record in images}
+    summary.unreadable = sum(1 for sample_id, _ in catalog.unreadable() if sample_id in in_source)
     readable_ids = [sid for sid, (_, _, ok) in catalog.known_samples().items() if ok]
     if store.pending_parts(PROPERTIES):
         store.finalize(PROPERTIES, meta, keep_ids=readable_ids)
