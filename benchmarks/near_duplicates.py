@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 from curato.checks.duplicates import duplicate_findings
-from curato.features.properties import perceptual_hash
+from curato.features.properties import image_features
 from curato.hashing import content_hash
 from curato.imageio import read_idx
 
@@ -254,10 +254,11 @@ def run(seed: int) -> dict[str, Any]:
     """Plant, embed (cached), hash and check one dataset; returns the measurements."""
     data = plant(seed=seed)
     embeddings = cached_embeddings(data)
-    phashes = perceptual_hash(as_rgb(data["images"]))
+    _, phashes, thumbnails = image_features(as_rgb(data["images"]))
     start = time.perf_counter()
     findings = duplicate_findings(data["ids"], embeddings=embeddings, content_hashes=data["content_hashes"],
-                                  phashes=phashes, splits=data["splits"], labels=data["labels"])
+                                  phashes=phashes, thumbnails=thumbnails, splits=data["splits"],
+                                  labels=data["labels"])
     elapsed = time.perf_counter() - start
     by_check = {f.check: f for f in findings}
     result = evaluate(data, by_check)

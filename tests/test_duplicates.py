@@ -12,7 +12,7 @@ from PIL import Image
 from curato.checks.duplicates import duplicate_findings
 from curato.errors import InputError
 from curato.features.embedders import get_embedder
-from curato.features.properties import perceptual_hash
+from curato.features.properties import image_features
 from curato.hashing import content_hash
 from tests.conftest import photo
 
@@ -64,16 +64,24 @@ def dataset(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarra
     small_cat = np.asarray(Image.fromarray(cat).resize((cat.shape[1] // 2, cat.shape[0] // 2), Image.BILINEAR))
     small_cat_jpeg = encoded(small_cat, "JPEG", 85)
     add("train/cat-small", decoded(small_cat_jpeg), small_cat_jpeg, "train", None)
+    shifted = np.zeros_like(images[5])
+    shifted[:, 1:] = images[5][:, :-1]
+    add("train/shifted-of-5", rgb(shifted), encoded(shifted), "train", int(labels[5]))
+    cropped = np.asarray(Image.fromarray(images[6][:, 1:-1]).resize((28, 28), Image.BILINEAR))
+    add("train/cropped-of-6", rgb(cropped), encoded(cropped), "train", int(labels[6]))
 
+    _, phashes, thumbnails = image_features(pictures)
     return {
         "ids": np.array(ids, dtype=object), "splits": np.array(splits, dtype=object),
         "labels": np.array(given, dtype=object), "content_hashes": np.array([content_hash(d) for d in stored]),
-        "phashes": perceptual_hash(pictures), "embeddings": get_embedder("efficientnet-lite0-112").embed(pictures),
+        "phashes": phashes, "thumbnails": thumbnails,
+        "embeddings": get_embedder("efficientnet-lite0-112").embed(pictures),
     }
 
 
 PLANTED = [{"train/0", "train/exact-of-0"}, {"train/1", "train/resized-of-1"}, {"train/2", "train/jpeg-of-2"},
-           {"train/3", "test/leak-of-3"}, {"train/4", "train/relabelled-of-4"}, {"train/cat", "train/cat-small"}]
+           {"train/3", "test/leak-of-3"}, {"train/4", "train/relabelled-of-4"}, {"train/cat", "train/cat-small"},
+           {"train/5", "train/shifted-of-5"}, {"train/6", "train/cropped-of-6"}]
 
 
 def groups_of(finding) -> list[set[str]]:
@@ -84,7 +92,7 @@ def groups_of(finding) -> list[set[str]]:
 def findings(dataset: dict[str, np.ndarray]) -> dict[str, object]:
     result = duplicate_findings(dataset["ids"], embeddings=dataset["embeddings"],
                                 content_hashes=dataset["content_hashes"], phashes=dataset["phashes"],
-                                splits=dataset["splits"], labels=dataset["labels"])
+                                thumbnails=dataset["thumbnails"], splits=dataset["splits"], labels=dataset["labels"])
     assert [f.check for f in result] == ["exact_duplicates", "near_duplicates", "split_leakage",
                                          "conflicting_duplicates"]
     return {f.check: f for f in result}

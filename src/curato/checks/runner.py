@@ -21,7 +21,7 @@ from curato.checks.image_quality import image_quality_findings
 from curato.checks.integrity import unreadable_files
 from curato.errors import InputError
 from curato.features.store import FeatureSet
-from curato.ingest.pipeline import PROPERTIES
+from curato.ingest.pipeline import PROPERTIES, THUMBNAILS
 from curato.progress import SILENT, Progress
 from curato.workspace import Workspace
 
@@ -45,6 +45,7 @@ class AuditData:
     kinds: np.ndarray
     properties: np.ndarray | None = None  # (n, p), NaN rows where missing
     property_columns: list[str] = field(default_factory=list)
+    thumbnails: np.ndarray | None = None  # (n, THUMBNAIL_COLUMNS) uint8, zero rows where missing
     embeddings: np.ndarray | None = None  # (n, d) float32, zero rows where missing
     has_embedding: np.ndarray | None = None
     embedder: str | None = None
@@ -74,6 +75,8 @@ class AuditData:
             properties = np.asarray(vectors, dtype=np.float64)
             properties[~found] = np.nan
             data.properties, data.property_columns = properties, list(stored.meta["columns"])
+        if workspace.features.has(THUMBNAILS):
+            data.thumbnails, _ = workspace.features.load(THUMBNAILS).align(ids.tolist())
         if features is not None:
             vectors, found = features.align(ids.tolist())
             data.embeddings, data.has_embedding, data.embedder = np.asarray(vectors, np.float32), found, features.name
@@ -135,7 +138,8 @@ def _duplicates(data: AuditData) -> list[Finding]:
     rows = _need_embeddings(data, "duplicates")
     return duplicate_findings(
         data.sample_ids[rows], embeddings=data.embeddings[rows], content_hashes=data.content_hashes[rows],
-        phashes=data.phashes[rows], splits=data.splits[rows], labels=data.labels[rows], k=NEIGHBOURS,
+        phashes=data.phashes[rows], splits=data.splits[rows],
+        thumbnails=None if data.thumbnails is None else data.thumbnails[rows], labels=data.labels[rows], k=NEIGHBOURS,
         neighbours=_neighbour_graph(data, rows))
 
 

@@ -106,6 +106,10 @@ _EDGE_THRESHOLD_SQUARED = (0.1 * 255 * 8) ** 2
 # and still stacks ~330 Fashion-MNIST-sized images per NumPy call.
 _BATCH_PIXELS = 1 << 18
 _HASH_SIZE = 32
+# Thumbnails kept from the scan (layout documented in curato.features.thumbnails).
+COLOUR_SIDE = 8
+GREY_SIDE = 24
+THUMBNAIL_COLUMNS = COLOUR_SIDE * COLOUR_SIDE * 3 + GREY_SIDE * GREY_SIDE
 _HASH_BITS = 8
 
 # Standard luminance quantisation table of the JPEG specification (Annex K), natural (row) order.
@@ -208,13 +212,27 @@ def image_properties_and_hashes(
     original_sizes: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`image_properties` and :func:`perceptual_hash` in one pass (the grey plane is shared)."""
+    properties, hashes, _ = image_features(images, file_bytes=file_bytes, jpeg_quality=jpeg_quality,
+                                           original_sizes=original_sizes)
+    return properties, hashes
+
+
+def image_features(
+    images: Sequence[np.ndarray],
+    *,
+    file_bytes: Sequence[float] | np.ndarray | None = None,
+    jpeg_quality: Sequence[float] | np.ndarray | None = None,
+    original_sizes: Sequence[tuple[int, int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Properties, perceptual hashes and thumbnail rows (see :mod:`curato.features.thumbnails`) in one pass."""
     n = len(images)
     out = np.full((n, len(PROPERTY_COLUMNS)), np.nan, dtype=np.float64)
     hashes = np.zeros(n, dtype=np.uint64)
+    thumbnails = np.zeros((n, THUMBNAIL_COLUMNS), dtype=np.uint8)
     for rows, batch in _batches(images):
-        out[rows], hashes[rows] = _batch_features(batch)
+        out[rows], hashes[rows], thumbnails[rows] = _batch_features(batch)
     _fill_size_columns(out, images, file_bytes, jpeg_quality, original_sizes)
-    return out.astype(np.float32), hashes
+    return out.astype(np.float32), hashes, thumbnails
 
 
 def _as_uint8_image(image: np.ndarray, index: int) -> np.ndarray:
@@ -256,8 +274,8 @@ def _luma(planes: np.ndarray) -> np.ndarray:
     return grey
 
 
-def _batch_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Property rows (n, columns; size columns left NaN) and phashes for one same-shaped stack."""
+def _batch_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Property rows (n, columns; size columns left NaN), phashes and thumbnail rows for one same-shaped stack."""
     n, height, width = batch.shape[:3]
     out = np.full((n, len(PROPERTY_COLUMNS)), np.nan, dtype=np.float64)
     col = COLUMN_INDEX
@@ -286,7 +304,26 @@ def _batch_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if height >= 3 and width >= 3:
         _gradient_columns(out, grey)
     _layout_columns(out, planes, grey)
-    return out, _phash_from_grey(grey)
+    return out, _phash_from_grey(grey), _thumbnail_rows(grey, planes)
+
+
+def _resample(stack: np.ndarray, side: int) -> np.ndarray:
+    """Area-resample the last two axes of a float32 stack (..., H, W) to (..., side, side)."""
+    rows = _area_weights(stack.shape[-2], side)
+    cols = _area_weights(stack.shape[-1], side)
+    return rows @ stack @ cols.T
+
+
+def _thumbnail_rows(grey: np.ndarray, planes: np.ndarray | None) -> np.ndarray:
+    """uint8 rows: the colour thumbnail (COLOUR_SIDE^2 x RGB, pixel-interleaved) then the grey one (GREY_SIDE^2)."""
+    n = grey.shape[0]
+    if planes is None:
+        colour = np.repeat(_resample(grey, COLOUR_SIDE)[:, None], 3, axis=1)
+    else:
+        colour = _resample(planes, COLOUR_SIDE)
+    colour = colour.transpose(0, 2, 3, 1).reshape(n, -1)
+    fine = _resample(grey, GREY_SIDE).reshape(n, -1)
+    return (np.clip(np.concatenate([colour, fine], axis=1), 0, 255) + 0.5).astype(np.uint8)
 
 
 def _mean_and_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

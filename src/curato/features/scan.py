@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from curato.errors import CuratoError, UnreadableImageError
-from curato.features.properties import PROPERTY_COLUMNS, estimate_jpeg_quality, image_properties_and_hashes
+from curato.features.properties import PROPERTY_COLUMNS, THUMBNAIL_COLUMNS, estimate_jpeg_quality, image_features
 from curato.hashing import content_hash
 from curato.imageio import RawImage, open_pil, read_raw, to_rgb_array
 
@@ -54,7 +54,8 @@ class ScanTable:
     ``readable`` (bool); ``error`` (object: one-line str naming the uri, or None); ``width``/``height``
     (int64, 0 when unreadable); ``format`` (str, lower-case PIL format or "idx", "" when unreadable);
     ``file_bytes`` (int64); ``phash`` (uint64, 0 when unreadable); ``properties`` (float32
-    (n, len(PROPERTY_COLUMNS)), NaN rows when unreadable).
+    (n, len(PROPERTY_COLUMNS)), NaN rows when unreadable); ``thumbnails`` (uint8 (n, THUMBNAIL_COLUMNS),
+    zero rows when unreadable; layout in :mod:`curato.features.thumbnails`).
     """
 
     content_hash: np.ndarray
@@ -66,6 +67,7 @@ class ScanTable:
     file_bytes: np.ndarray
     phash: np.ndarray
     properties: np.ndarray
+    thumbnails: np.ndarray
 
     def __len__(self) -> int:
         return len(self.readable)
@@ -85,6 +87,7 @@ class ScanTable:
             file_bytes=np.concatenate([t.file_bytes for t in tables]),
             phash=np.concatenate([t.phash for t in tables]),
             properties=np.concatenate([t.properties for t in tables]),
+            thumbnails=np.concatenate([t.thumbnails for t in tables]),
         )
 
 
@@ -99,6 +102,7 @@ def _empty_table() -> ScanTable:
         file_bytes=np.array([], dtype=np.int64),
         phash=np.array([], dtype=np.uint64),
         properties=np.empty((0, len(PROPERTY_COLUMNS)), dtype=np.float32),
+        thumbnails=np.empty((0, THUMBNAIL_COLUMNS), dtype=np.uint8),
     )
 
 
@@ -280,9 +284,10 @@ def _scan_chunk(uris: Sequence[str]) -> ScanTable:
 
     properties = np.full((n, len(PROPERTY_COLUMNS)), np.nan, dtype=np.float32)
     phash = np.zeros(n, dtype=np.uint64)
+    thumbnails = np.zeros((n, THUMBNAIL_COLUMNS), dtype=np.uint8)
     if pixels:
         rows = np.flatnonzero(readable)
-        properties[rows], phash[rows] = image_properties_and_hashes(
+        properties[rows], phash[rows], thumbnails[rows] = image_features(
             pixels,
             file_bytes=file_bytes[rows],
             jpeg_quality=quality[rows],
@@ -298,6 +303,7 @@ def _scan_chunk(uris: Sequence[str]) -> ScanTable:
         file_bytes=file_bytes,
         phash=phash,
         properties=properties,
+        thumbnails=thumbnails,
     )
 
 

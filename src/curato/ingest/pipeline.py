@@ -21,6 +21,7 @@ from curato.catalog import SampleRecord
 from curato.errors import InputError
 from curato.features.properties import PROPERTY_COLUMNS
 from curato.features.scan import ScanTable, scan_images
+from curato.features.thumbnails import THUMBNAIL_LAYOUT
 from curato.hashing import hash_uris, text_hash
 from curato.ingest import readers
 from curato.progress import SILENT, Progress
@@ -29,12 +30,18 @@ from curato.workspace import Workspace
 FORMATS = ("imagefolder", "manifest", "coco", "idx", "text")
 PROPERTIES = "properties"
 PROPERTIES_VERSION = 1
+THUMBNAILS = "thumbnails"
 
 
 def properties_meta() -> dict[str, Any]:
     """Feature-store settings of the image-properties table (a change invalidates stored rows)."""
     return {"settings": {"columns": list(PROPERTY_COLUMNS), "version": PROPERTIES_VERSION},
             "columns": list(PROPERTY_COLUMNS)}
+
+
+def thumbnails_meta() -> dict[str, Any]:
+    """Feature-store settings of the scan's thumbnails (uint8 rows; layout in curato.features.thumbnails)."""
+    return {"settings": {"layout": THUMBNAIL_LAYOUT, "version": 1}, "layout": THUMBNAIL_LAYOUT}
 
 
 @dataclass
@@ -204,13 +211,15 @@ def _ingest_images(workspace: Workspace, images: list[SampleRecord], known: dict
         digests += hash_uris([r.uri for r in chunk])
         progress.advance(len(chunk))
     stored = store.done_hashes(PROPERTIES, meta=meta)
+    thumbs = store.done_hashes(THUMBNAILS, meta=thumbnails_meta())
     todo: list[int] = []
     untouched: list[dict[str, Any]] = []
     for index, (record, digest) in enumerate(zip(images, digests, strict=True)):
         previous = known.get(record.sample_id)
         _count_change(summary, previous, digest)
         fresh = previous is not None and previous[1] == digest and digest is not None
-        if fresh and (stored.get(record.sample_id) == digest or not previous[2]):
+        done = stored.get(record.sample_id) == digest and thumbs.get(record.sample_id) == digest
+        if fresh and (done or not previous[2]):
             untouched.append(_base_row(record))
         else:
             todo.append(index)
@@ -223,8 +232,11 @@ def _ingest_images(workspace: Workspace, images: list[SampleRecord], known: dict
         table = scan_images([r.uri for r in chunk], workers=workers, progress=progress.advance)
         readable = np.flatnonzero(table.readable)
         if len(readable):
-            store.write_part(PROPERTIES, [chunk[i].sample_id for i in readable],
-                             table.content_hash[readable].tolist(), table.properties[readable])
+            chunk_ids = [chunk[i].sample_id for i in readable]
+            store.write_part(PROPERTIES, chunk_ids, table.content_hash[readable].tolist(),
+                             table.properties[readable])
+            store.write_part(THUMBNAILS, chunk_ids, table.content_hash[readable].tolist(),
+                             table.thumbnails[readable])
         with catalog.transaction() as conn:
             catalog.upsert_samples(conn, _scanned_rows(chunk, table))
     in_source = {record.sample_id for record in images}
@@ -232,6 +244,8 @@ def _ingest_images(workspace: Workspace, images: list[SampleRecord], known: dict
     readable_ids = [sid for sid, (_, _, ok) in catalog.known_samples().items() if ok]
     if store.pending_parts(PROPERTIES):
         store.finalize(PROPERTIES, meta, keep_ids=readable_ids)
+    if store.pending_parts(THUMBNAILS):
+        store.finalize(THUMBNAILS, thumbnails_meta(), keep_ids=readable_ids, dtype="uint8")
 
 
 def _scanned_rows(chunk: list[SampleRecord], table: ScanTable) -> list[dict[str, Any]]:

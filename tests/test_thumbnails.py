@@ -1,0 +1,85 @@
+"""Scan thumbnails and the registered similarity the near-duplicate check uses, on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.ndimage import map_coordinates
+
+from curato.errors import InputError
+from curato.features.properties import image_features
+from curato.features.thumbnails import (
+    REGISTRATION_MARGIN,
+    REGISTRATION_SCALES,
+    REGISTRATION_SHIFTS,
+    THUMBNAIL_COLUMNS,
+    colour_thumbnails,
+    grey_thumbnails,
+    registered_similarity,
+)
+from tests.conftest import photo
+
+
+def test_thumbnail_rows_hold_the_colour_and_grey_pictures() -> None:
+    red = np.zeros((40, 60, 3), dtype=np.uint8)
+    red[..., 0] = 200
+    chelsea = photo("chelsea")
+    _, _, rows = image_features([red, chelsea, chelsea[:, :, 0]])
+    assert rows.shape == (3, THUMBNAIL_COLUMNS) and rows.dtype == np.uint8
+    colour = colour_thumbnails(rows)
+    assert colour.shape == (3, 8, 8, 3)
+    np.testing.assert_allclose(colour[0], np.broadcast_to([200, 0, 0], (8, 8, 3)), atol=0.5)
+    # 4x4 is the mean of 2x2 blocks of the 8x8 one; the 1x1 is the mean colour of the photo.
+    np.testing.assert_allclose(colour_thumbnails(rows, 4)[1, 0, 0], colour[1, :2, :2].mean(axis=(0, 1)), rtol=1e-6)
+    np.testing.assert_allclose(colour_thumbnails(rows, 1)[1, 0, 0], chelsea.reshape(-1, 3).mean(axis=0), atol=1.0)
+    grey = grey_thumbnails(rows)
+    assert grey.shape == (3, 24, 24)
+    # A grey image's colour thumbnail repeats its grey level in every channel.
+    assert np.ptp(colour_thumbnails(rows)[2], axis=2).max() == 0
+    with pytest.raises(InputError, match="thumbnails"):
+        grey_thumbnails(rows[:, :10])
+    with pytest.raises(InputError, match="divisor"):
+        colour_thumbnails(rows, 3)
+
+
+def slow_registered_similarity(grey: np.ndarray, first: int, second: int) -> float:
+    """The definition, one placement at a time: resample, correlate, keep the best."""
+    side = grey.shape[1]
+    core = np.arange(REGISTRATION_MARGIN, side - REGISTRATION_MARGIN)
+    centre = (side - 1) / 2
+    window = grey[first][REGISTRATION_MARGIN:side - REGISTRATION_MARGIN, REGISTRATION_MARGIN:side - REGISTRATION_MARGIN]
+    best = -1.0
+    for scale_y in REGISTRATION_SCALES:
+        for shift_y in REGISTRATION_SHIFTS:
+            for scale_x in REGISTRATION_SCALES:
+                for shift_x in REGISTRATION_SHIFTS:
+                    ys = np.clip(centre + scale_y * (core - centre) + shift_y, 0, side - 1)
+                    xs = np.clip(centre + scale_x * (core - centre) + shift_x, 0, side - 1)
+                    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+                    placed = map_coordinates(grey[second].astype(np.float64), [yy, xx], order=1)
+                    best = max(best, float(np.corrcoef(window.ravel(), placed.ravel())[0, 1]))
+    return best
+
+
+def test_registered_similarity_finds_shifted_and_cropped_copies(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = fashion_mnist
+    trousers = np.flatnonzero(labels == 1)[:40]  # one class: many near-identical silhouettes
+    source = images[trousers[0]]
+    shifted = np.zeros_like(source)
+    shifted[1:, :] = source[:-1, :]
+    cropped = np.asarray(Image.fromarray(source[:, 1:-1]).resize((28, 28), Image.BILINEAR))
+    darker = (source * 0.85).astype(np.uint8)
+    pictures = [source, shifted, cropped, darker, *images[trousers[1:]]]
+    grey = grey_thumbnails(image_features(pictures)[2])
+    n = len(pictures)
+    copies = registered_similarity(grey, np.zeros(3, int), np.arange(1, 4))
+    others = registered_similarity(grey, np.zeros(n - 4, int), np.arange(4, n))
+    assert copies.min() > 0.98
+    assert 1 - copies.max() < 0.25 * (1 - others.max())  # far closer than the closest other trouser
+    # The fast algebra equals the definition.
+    pairs = [(0, 2), (2, 0), (0, 5), (7, 9)]
+    fast = registered_similarity(grey, np.array([a for a, _ in pairs]), np.array([b for _, b in pairs]))
+    np.testing.assert_allclose(fast, [slow_registered_similarity(grey, a, b) for a, b in pairs], atol=1e-4)
+    with pytest.raises(InputError, match="thumbnails"):
+        registered_similarity(grey[:, :5, :5], np.array([0]), np.array([1]))
