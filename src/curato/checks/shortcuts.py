@@ -1,0 +1,447 @@
+"""Shortcuts: can the label be predicted from something that is not the object?
+
+A network learns the simplest rule that fits the labels. If one class is photographed on grass and
+another indoors, "count the green pixels" fits; if one class is stored as small JPEGs, "look at the
+compression" fits. :func:`shortcut_finding` measures, for every image property and every group of
+properties (colour, brightness/contrast, geometry and size, file format/compression,
+background/border, texture/frequency, object size), how well the label can be predicted from that
+cue ALONE, and flags cues that carry a large share of the label signal.
+
+The cue model
+-------------
+Each cue column is cut into ``BINS`` quantile bins (missing values get a bin of their own; a
+categorical column such as the file format keeps its categories), and a naive-Bayes model over the
+binned columns predicts the class with the highest likelihood (a uniform class prior, which is what
+balanced accuracy rewards). It is cross-validated over stratified folds and fully vectorised
+(counting with ``np.bincount``), so hundreds of refits cost seconds. For one column it is the best
+rule of the form "value in this range -> this class"; for a group it adds the columns' evidence.
+
+Per cue the check reports the cross-validated balanced accuracy, the chance level ``1 / K``, the
+mutual information between the binned cue and the label (bits), and the **share of label signal**:
+``(cue - chance) / (reference - chance)`` where the reference is the balanced accuracy of the
+out-of-fold embedding model (what a network can get from the whole picture).
+
+When is a cue flagged?
+----------------------
+1. It is significant: a permutation test (labels shuffled ``PERMUTATIONS`` times, every cue refitted
+   each time) compares the cue's balanced accuracy with the *largest* balanced accuracy any cue
+   reaches on shuffled labels. Taking the maximum over cues controls the family-wise false-alarm
+   rate at ``alpha`` (default 0.01) however many cues are tested.
+2. It is large: its share of the label signal is at least ``SHARE_FLAG`` (0.6). Natural,
+   object-borne cues -- a sandal has fewer bright pixels than a coat -- are significant on any real
+   dataset; the share separates them from a cue that alone rivals the picture. (Chosen on
+   ``benchmarks/shortcuts_planted.py``: clean Fashion-MNIST's strongest natural cue reaches a share of
+   about 0.5; planted cues at a cue-label correlation of 0.7 reach more.)
+
+The other tests
+---------------
+* Object size: the object's area fraction and extent (longer box side over the image side) -- from
+  box / mask annotations where they exist, otherwise from a foreground proxy (thumbnail cells that differ from the border's typical
+  grey, :func:`foreground_proxy`) -- are the ``object_size`` cue group.
+* Thumbnail test: out-of-fold accuracy of the embedding head on 4x4 and 8x8 colour thumbnails
+  (reported; a label visible in 16 pixels is a warning sign, not a verdict).
+* Background-only test: out-of-fold accuracy on embeddings of the image with the object(s) blanked
+  out (boxes, or the proxy box), against the same head on the full images of the same samples.
+  Flagged like a cue (a binomial test against chance at ``alpha``, and the share rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import balanced_accuracy_score
+
+from curato.checks.findings import Finding
+from curato.errors import InputError
+from curato.models.oof import out_of_fold_probabilities, stratified_folds
+
+CUE_GROUPS: dict[str, tuple[str, ...]] = {
+    "colour": ("red_mean", "green_mean", "blue_mean", "saturation_mean", "colourfulness", "green_fraction",
+               "is_grayscale"),
+    "brightness_contrast": ("brightness_mean", "brightness_std", "contrast", "dynamic_range", "dark_fraction",
+                            "bright_fraction", "centre_brightness"),
+    "geometry_size": ("width", "height", "aspect", "megapixels"),
+    "format_compression": ("format", "file_bytes", "bits_per_pixel", "jpeg_quality"),
+    "background_border": ("border_red", "border_green", "border_blue", "border_brightness", "border_std"),
+    "texture_frequency": ("sharpness", "entropy", "edge_density"),
+    "object_size": ("object_area", "object_extent"),
+}
+CATEGORICAL = frozenset({"format"})
+BINS = 16
+SMOOTHING = 1.0
+N_FOLDS = 5
+PERMUTATIONS = 100
+ALPHA = 0.01
+SHARE_FLAG = 0.5
+SHARE_HIGH = 0.85
+MAX_SAMPLES = 20_000
+EXAMPLES_PER_CLASS = 6
+# Foreground proxy: a thumbnail cell is foreground when its grey differs from the border's median by
+# more than this many grey levels, or by 3 robust spreads of the border, whichever is larger.
+FOREGROUND_LEVELS = 24.0
+
+
+def foreground_proxy(grey: np.ndarray) -> np.ndarray:
+    """(n, 2) object area fraction and extent (the box's longer side as a fraction) from grey thumbnails.
+
+    ``grey``: (n, s, s) on the 0..255 scale. The background is the median grey of the outer ring;
+    foreground cells differ from it by more than ``max(FOREGROUND_LEVELS, 3 x MAD of the ring)``. The
+    extent is the longer side of the foreground's bounding box over the thumbnail side -- how large
+    the object appears, independent of its shape. An image without foreground gets zeros.
+    """
+    grey = np.asarray(grey, dtype=np.float32)
+    if grey.ndim != 3:
+        raise InputError(f"grey thumbnails must be (n, side, side), got shape {grey.shape}")
+    _, height, width = grey.shape
+    ring = np.ones((height, width), dtype=bool)
+    ring[1:-1, 1:-1] = False
+    border = grey[:, ring]
+    level = np.median(border, axis=1)
+    spread = np.median(np.abs(border - level[:, None]), axis=1)
+    cut = np.maximum(FOREGROUND_LEVELS, 3.0 * spread)
+    foreground = np.abs(grey - level[:, None, None]) > cut[:, None, None]
+
+    def extent(mask: np.ndarray, size: int) -> np.ndarray:
+        seen = mask.any(axis=1)
+        first = np.where(seen, mask.argmax(axis=1), 0)
+        last = np.where(seen, size - 1 - mask[:, ::-1].argmax(axis=1), -1)
+        return (last - first + 1) / size
+
+    longest = np.maximum(extent(foreground.any(axis=1), width), extent(foreground.any(axis=2), height))
+    return np.stack([foreground.mean(axis=(1, 2)), longest], axis=1)
+
+
+def cue_table(
+    properties: np.ndarray,
+    property_columns: Sequence[str],
+    *,
+    formats: Sequence[str | None] | None = None,
+    thumbnails: np.ndarray | None = None,
+    object_size: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """The cue columns the check tests: image properties, the file format and the object size.
+
+    ``properties``: (n, p) scan properties named by ``property_columns``; ``formats``: the stored file
+    format per sample (a category); ``object_size``: (n, 2) area fraction and extent (longer box side
+    over the image side) from annotations (NaN rows where a sample has none) -- missing rows are
+    filled from the foreground proxy of the grey ``thumbnails`` (scan thumbnail rows) when given.
+    """
+    values = [np.asarray(properties, dtype=np.float64)]
+    names = list(property_columns)
+    n = values[0].shape[0]
+    if formats is not None:
+        known = [f or "" for f in formats]
+        lookup = {name: i for i, name in enumerate(sorted(set(known) - {""}))}
+        values.append(np.array([[lookup[f]] if f else [np.nan] for f in known], dtype=np.float64).reshape(n, 1))
+        names.append("format")
+    size = np.full((n, 2), np.nan) if object_size is None else np.asarray(object_size, dtype=np.float64).copy()
+    if thumbnails is not None:
+        from curato.features.thumbnails import grey_thumbnails
+
+        rows = np.asarray(thumbnails)
+        missing = ~np.isfinite(size).all(axis=1) & rows.any(axis=1)
+        if missing.any():
+            size[missing] = foreground_proxy(grey_thumbnails(rows[missing]))
+    if np.isfinite(size).any():
+        values.append(size)
+        names += ["object_area", "object_extent"]
+    return np.concatenate(values, axis=1), names
+
+
+def bin_columns(values: np.ndarray, columns: Sequence[str], *, bins: int = BINS) -> np.ndarray:
+    """(n, c) int codes: quantile bins per numeric column, categories for categorical ones; NaN -> last code."""
+    values = np.asarray(values, dtype=np.float64)
+    codes = np.zeros(values.shape, dtype=np.int64)
+    for j, name in enumerate(columns):
+        column = values[:, j]
+        known = np.isfinite(column)
+        if name in CATEGORICAL:
+            _, inverse = np.unique(column[known], return_inverse=True)
+            codes[known, j] = inverse
+        elif known.any():
+            edges = np.unique(np.quantile(column[known], np.linspace(0, 1, bins + 1)[1:-1]))
+            codes[known, j] = np.searchsorted(edges, column[known], side="right")
+        codes[~known, j] = codes[:, j].max() + 1 if known.any() else 0
+    return codes
+
+
+def _naive_bayes_predictions(codes: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int,
+                             n_folds: int) -> np.ndarray:
+    """Cross-validated naive-Bayes class predictions over binned columns (uniform class prior).
+
+    ``labels`` is (n,) or (r, n) -- r labelings at once (the permutations): every count is one
+    ``np.bincount`` over all of them. Returns predictions of the same shape as ``labels``.
+    """
+    stacked = np.atleast_2d(labels)
+    repeats = stacked.shape[0]
+    n, width = codes.shape
+    levels = int(codes.max()) + 1
+    cell = (np.arange(width)[None, :] * n_folds + folds[:, None]) * levels + codes  # (n, width)
+    cells = width * n_folds * levels
+    key = (np.arange(repeats)[:, None, None] * cells + cell[None]) * n_classes + stacked[:, :, None]
+    counts = np.bincount(key.ravel(), minlength=repeats * cells * n_classes)
+    counts = counts.reshape(repeats, width, n_folds, levels, n_classes).astype(np.float64)
+    train = counts.sum(axis=2, keepdims=True) - counts  # every fold's model leaves that fold out
+    class_totals = train.sum(axis=3, keepdims=True)
+    log_likelihood = np.log(train + SMOOTHING) - np.log(class_totals + SMOOTHING * levels)
+    scores = np.zeros((repeats, n, n_classes))
+    for column in range(width):
+        scores += log_likelihood[:, column, folds, codes[:, column]]
+    predictions = scores.argmax(axis=2)
+    return predictions if np.ndim(labels) == 2 else predictions[0]
+
+
+def _balanced_accuracy(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
+    """Balanced accuracy of each row of (r, n) predictions against (r, n) labels (classes present only)."""
+    repeats = labels.shape[0]
+    offset = np.arange(repeats)[:, None] * n_classes
+    support = np.bincount((offset + labels).ravel(), minlength=repeats * n_classes).reshape(repeats, n_classes)
+    hits = np.bincount((offset + labels)[labels == predictions], minlength=repeats * n_classes)
+    recall = hits.reshape(repeats, n_classes) / np.maximum(support, 1)
+    return recall.sum(axis=1) / np.maximum((support > 0).sum(axis=1), 1)
+
+
+def _mutual_information(codes: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
+    """Plug-in mutual information (bits) between one binned column and the label."""
+    levels = int(codes.max()) + 1
+    joint = np.bincount(codes * n_classes + labels, minlength=levels * n_classes).reshape(levels, n_classes)
+    joint = joint / joint.sum()
+    outer = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
+    nonzero = joint > 0
+    return float((joint[nonzero] * np.log2(joint[nonzero] / outer[nonzero])).sum())
+
+
+def _class_interval(codes: np.ndarray, values: np.ndarray, labels: np.ndarray, klass: int) -> dict[str, float]:
+    """The range of bins that best separates one class from the others: shares inside it and its bounds."""
+    levels = int(codes.max()) + 1
+    inside = np.bincount(codes[labels == klass], minlength=levels) / max(int((labels == klass).sum()), 1)
+    outside = np.bincount(codes[labels != klass], minlength=levels) / max(int((labels != klass).sum()), 1)
+    gain = np.concatenate([[0.0], np.cumsum(inside - outside)])
+    # The contiguous range [lo, hi) of bins with the largest (share inside - share outside).
+    lo_grid, hi_grid = np.triu_indices(levels + 1, k=1)
+    best = int(np.argmax(gain[hi_grid] - gain[lo_grid]))
+    lo, hi = int(lo_grid[best]), int(hi_grid[best])
+    member = (codes >= lo) & (codes < hi)
+    in_range = values[member & np.isfinite(values)]
+    return {"share_of_class": float(inside[lo:hi].sum()), "share_of_others": float(outside[lo:hi].sum()),
+            "low": float(in_range.min()) if in_range.size else float("nan"),
+            "high": float(in_range.max()) if in_range.size else float("nan"), "bins": (lo, hi)}
+
+
+def shortcut_finding(
+    sample_ids: Sequence[str] | np.ndarray,
+    labels: np.ndarray,
+    cues: np.ndarray,
+    cue_columns: Sequence[str],
+    *,
+    class_names: Sequence[str] | None = None,
+    reference_probs: np.ndarray | None = None,
+    thumbnails: Mapping[str, np.ndarray] | None = None,
+    background: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    alpha: float = ALPHA,
+    permutations: int = PERMUTATIONS,
+    max_samples: int = MAX_SAMPLES,
+    seed: int = 0,
+) -> Finding:
+    """The ``shortcuts`` Finding: which non-object cues predict the label, and how strongly.
+
+    ``labels``: int codes 0..K-1 (n,); ``cues``: (n, c) float values of ``cue_columns`` (property
+    names, ``format`` as a category code, ``object_area``/``object_extent``; NaN =
+    unknown); ``reference_probs``: (n, K) out-of-fold probabilities of the embedding model (the
+    share-of-signal reference). ``thumbnails``: name -> (n, f) pixel features for the thumbnail test
+    (e.g. ``{"4x4": ..., "8x8": ...}``). ``background``: ``(rows, background_embeddings,
+    full_embeddings)`` for the background-only test on a subsample (``rows`` index the samples).
+    Samples are stratified-subsampled to ``max_samples`` for the cue models and the permutations.
+    """
+    ids = np.asarray(sample_ids, dtype=object)
+    labels = np.asarray(labels)
+    cues = np.asarray(cues, dtype=np.float64)
+    n = len(ids)
+    if labels.shape != (n,) or cues.ndim != 2 or cues.shape[0] != n or cues.shape[1] != len(cue_columns):
+        raise InputError(f"shortcuts: labels {labels.shape} and cues {cues.shape} must have one row per sample "
+                         f"({n}) and cues one column per name ({len(cue_columns)})")
+    if n and (labels.min() < 0 or not np.issubdtype(labels.dtype, np.integer)):
+        raise InputError("shortcuts: labels must be integer class codes 0..K-1")
+    n_classes = int(labels.max()) + 1 if n else 0
+    names = [str(c) for c in class_names] if class_names is not None else [str(k) for k in range(n_classes)]
+    present = np.bincount(labels, minlength=n_classes) if n else np.zeros(0, int)
+    if n_classes < 2 or (present > 0).sum() < 2 or present[present > 0].min() < N_FOLDS:
+        return Finding(check="shortcuts", severity="none", sample_ids=ids, flagged=np.zeros(n, bool),
+                       scores=np.zeros(n), message="shortcuts not checked: needs two or more classes with at least "
+                       f"{N_FOLDS} labeled samples each", summary={"cues_flagged": 0})
+    rng = np.random.default_rng(seed)
+    rows = _stratified_subsample(labels, max_samples, rng)
+    y = labels[rows]
+    folds = stratified_folds(y, N_FOLDS, rng)
+    chance = 1.0 / int((present > 0).sum())
+    codes = bin_columns(cues[rows], cue_columns)
+    informative = np.array([np.unique(codes[:, j]).size > 1 for j in range(codes.shape[1])])
+    column_index = {name: j for j, name in enumerate(cue_columns)}
+    tested: dict[str, list[int]] = {}
+    for group, members in CUE_GROUPS.items():
+        usable = [column_index[m] for m in members if m in column_index and informative[column_index[m]]]
+        for j in usable:
+            tested.setdefault(cue_columns[j], [j])
+        if len(usable) > 1:
+            tested[f"group:{group}"] = usable
+
+    # Row 0: the real labels; rows 1..: shuffled ones. Every cue is refitted on every row.
+    targets = np.stack([y] + [rng.permutation(y) for _ in range(permutations)])
+    accuracy = np.array([_balanced_accuracy(targets, _naive_bayes_predictions(
+        codes[:, cols], targets, folds, n_classes, N_FOLDS), n_classes) for cols in tested.values()])
+    observed = accuracy[:, 0]
+    null_max = accuracy[:, 1:].max(axis=0, initial=chance)
+    p_values = (1 + (null_max[None, :] >= observed[:, None] - 1e-12).sum(axis=1)) / (1 + permutations)
+    reference = None
+    if reference_probs is not None:
+        probs = np.asarray(reference_probs, dtype=np.float64)[rows]
+        known = np.isfinite(probs).all(axis=1)
+        if known.sum() >= 2:
+            reference = float(balanced_accuracy_score(y[known], probs[known].argmax(axis=1)))
+    cue_rows = []
+    for (name, cols), accuracy, p_value in zip(tested.items(), observed, p_values, strict=True):
+        share = None if reference is None else (accuracy - chance) / max(reference - chance, 1e-9)
+        group = name.removeprefix("group:") if name.startswith("group:") else _group_of(name)
+        row: dict[str, Any] = {"cue": name, "group": group, "columns": [cue_columns[j] for j in cols],
+                               "balanced_accuracy": round(float(accuracy), 4), "p_value": round(float(p_value), 4),
+                               "share_of_signal": None if share is None else round(float(share), 4)}
+        if len(cols) == 1:
+            row["mutual_information_bits"] = round(_mutual_information(codes[:, cols[0]], y, n_classes), 4)
+        row["flagged"] = bool(p_value <= alpha and share is not None and share >= SHARE_FLAG)
+        cue_rows.append(row)
+    cue_rows.sort(key=lambda r: -r["balanced_accuracy"])
+    tests = {"thumbnails": _thumbnail_test(thumbnails, labels, rows, y, chance, reference, seed)}
+    if background is not None:
+        tests["background_only"] = _background_test(background, labels, chance, alpha, seed)
+    return _finding(ids, labels, cues, cue_columns, rows, y, codes, cue_rows, tests, names, chance, reference,
+                    alpha, permutations)
+
+
+def _group_of(column: str) -> str:
+    return next((group for group, members in CUE_GROUPS.items() if column in members), "other")
+
+
+def _stratified_subsample(labels: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    order = np.lexsort((rng.random(len(labels)), labels))
+    return np.sort(order[np.linspace(0, len(labels) - 1, limit).astype(np.int64)])
+
+
+def _head_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    """Balanced accuracy of the out-of-fold embedding head (curato.models.oof) on these features."""
+    _, codes = np.unique(labels, return_inverse=True)
+    probs = out_of_fold_probabilities(np.asarray(features, dtype=np.float32), codes, n_folds=N_FOLDS, seed=seed)
+    return float(balanced_accuracy_score(codes, probs.argmax(axis=1)))
+
+
+def _thumbnail_test(thumbnails: Mapping[str, np.ndarray] | None, labels: np.ndarray, rows: np.ndarray,
+                    y: np.ndarray, chance: float, reference: float | None, seed: int) -> dict[str, Any]:
+    if not thumbnails:
+        return {"ran": False, "why": "no thumbnails stored; re-run `curato ingest` to compute them"}
+    result: dict[str, Any] = {"ran": True, "chance": round(chance, 4), "full_image": reference}
+    for name, features in thumbnails.items():
+        result[name] = round(_head_accuracy(np.asarray(features)[rows], y, seed), 4)
+    return result
+
+
+def _background_test(background: tuple[np.ndarray, np.ndarray, np.ndarray], labels: np.ndarray, chance: float,
+                     alpha: float, seed: int) -> dict[str, Any]:
+    rows, blanked, full = (np.asarray(a) for a in background)
+    y = labels[rows]
+    if len(rows) < 2 * N_FOLDS or np.unique(y).size < 2:
+        return {"ran": False, "why": "too few labeled samples for the background-only test"}
+    background_accuracy = _head_accuracy(blanked, y, seed)
+    full_accuracy = _head_accuracy(full, y, seed)
+    share = (background_accuracy - chance) / max(full_accuracy - chance, 1e-9)
+    # Balanced accuracy is a mean of per-class recalls; with near-balanced classes the count of hits
+    # behaves like a binomial around chance, which is what the test assumes.
+    hits = round(background_accuracy * len(rows))
+    p_value = float(stats.binomtest(hits, len(rows), chance, alternative="greater").pvalue)
+    return {"ran": True, "samples": len(rows), "background_only": round(background_accuracy, 4),
+            "full_image": round(full_accuracy, 4), "chance": round(chance, 4), "share_of_signal": round(share, 4),
+            "p_value": p_value, "flagged": bool(p_value <= alpha and share >= SHARE_FLAG)}
+
+
+def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns: Sequence[str], rows: np.ndarray,
+             y: np.ndarray, codes: np.ndarray, cue_rows: list[dict[str, Any]], tests: dict[str, Any],
+             names: list[str], chance: float, reference: float | None, alpha: float, permutations: int) -> Finding:
+    n = len(ids)
+    flagged_cues = [r for r in cue_rows if r["flagged"]]
+    background_flag = bool(tests.get("background_only", {}).get("flagged"))
+    flagged = np.zeros(n, dtype=bool)
+    scores = np.zeros(n)
+    breakdown: list[dict[str, Any]] = []
+    examples: dict[str, dict[str, list[str]]] = {}
+    column_index = {name: j for j, name in enumerate(cue_columns)}
+    # Explain each flagged cue by its strongest single column (a group's best member).
+    explained = []
+    for row in flagged_cues:
+        column = max(row["columns"], key=lambda c: next((r["balanced_accuracy"] for r in cue_rows
+                                                         if r["cue"] == c), 0.0))
+        if column not in explained:
+            explained.append(column)
+    for column in explained[:3]:
+        j = column_index[column]
+        per_class = []
+        for klass in np.unique(y):
+            interval = _class_interval(codes[:, j], cues[rows, j], y, int(klass))
+            per_class.append({"class": names[klass], "column": column, **{k: v for k, v in interval.items()
+                                                                         if k != "bins"}})
+            members = labels == klass
+            values = cues[:, j]
+            inside = members & (values >= interval["low"]) & (values <= interval["high"])
+            if interval["share_of_class"] - interval["share_of_others"] >= 0.3:
+                flagged |= inside
+                scores = np.maximum(scores, np.where(inside, interval["share_of_class"], 0.0))
+        per_class.sort(key=lambda r: -(r["share_of_class"] - r["share_of_others"]))
+        breakdown += per_class
+        examples[column] = _examples_by_cue(ids, labels, cues[:, j], names)
+    if flagged_cues or background_flag:
+        shares = [r["share_of_signal"] for r in flagged_cues]
+        if background_flag:
+            shares.append(tests["background_only"]["share_of_signal"])
+        strongest = max(shares)
+        severity = "high" if strongest >= SHARE_HIGH else "medium"
+        parts = [f"{r['cue'].removeprefix('group:')} predicts the label with balanced accuracy "
+                 f"{r['balanced_accuracy']:.2f} (chance {chance:.2f}, whole picture {reference:.2f})"
+                 for r in flagged_cues[:3]]
+        if background_flag:
+            b = tests["background_only"]
+            parts.append(f"the background alone predicts it with {b['background_only']:.2f} (whole picture "
+                         f"{b['full_image']:.2f})")
+        message = "possible shortcut: " + "; ".join(parts)
+        if breakdown:
+            top = breakdown[0]
+            message += (f". {top['share_of_class']:.0%} of '{top['class']}' images have {top['column']} in "
+                        f"[{top['low']:.3g}, {top['high']:.3g}], vs {top['share_of_others']:.0%} of the others")
+    else:
+        severity = "none"
+        best = cue_rows[0] if cue_rows else None
+        message = "no cue outside the object carries a large share of the label signal"
+        if best is not None:
+            message += (f" (strongest: {best['cue'].removeprefix('group:')}, balanced accuracy "
+                        f"{best['balanced_accuracy']:.2f}, chance {chance:.2f})")
+    summary = {"cues_tested": len(cue_rows), "cues_flagged": len(flagged_cues), "chance": round(chance, 4),
+               "reference_balanced_accuracy": None if reference is None else round(reference, 4),
+               "samples_used": len(rows), "permutations": permutations, "alpha": alpha,
+               "share_flag": SHARE_FLAG}
+    evidence = {"cues": cue_rows, "per_class": breakdown, "examples": examples, "tests": tests}
+    return Finding(check="shortcuts", severity=severity, message=message, sample_ids=ids, flagged=flagged,
+                   scores=scores, summary=summary, evidence=evidence)
+
+
+def _examples_by_cue(ids: np.ndarray, labels: np.ndarray, values: np.ndarray, names: list[str]) -> dict[str, list]:
+    """Per class, ``EXAMPLES_PER_CLASS`` sample ids spread from the lowest to the highest cue value."""
+    result = {}
+    for klass in np.unique(labels):
+        members = np.flatnonzero((labels == klass) & np.isfinite(values))
+        if not members.size:
+            continue
+        ordered = members[np.argsort(values[members], kind="stable")]
+        picks = ordered[np.unique(np.linspace(0, ordered.size - 1, EXAMPLES_PER_CLASS).astype(int))]
+        result[names[klass]] = [[str(ids[i]), round(float(values[i]), 4)] for i in picks]
+    return result
