@@ -57,10 +57,7 @@ import numpy as np
 def load_npz(path):
     z = np.load(path)
     labels = np.asarray(z["labels"]).astype(np.int64)
-    if "images" in z.files:
-        images = list(z["images"])
-    else:
-        images = [z[f"images_{i}"] for i in range(int(z["count"]))]
+    images = list(z["images"]) if "images" in z.files else [z[f"images_{i}"] for i in range(int(z["count"]))]
     if len(images) != len(labels):
         raise SystemExit(f"{len(images)} images but {len(labels)} labels")
     return images, labels
@@ -96,9 +93,9 @@ def main(argv):
     try:
         info = lab.get_info("spurious_correlations")
     except ValueError as e:
-        raise SystemExit(f"cleanlab stored no spurious-correlation scores: {e}")
+        raise SystemExit(f"cleanlab stored no spurious-correlation scores: {e}") from e
     df, threshold = info["correlations_df"], float(info["threshold"])
-    scores = {str(p).removesuffix("_score"): float(s) for p, s in zip(df["property"], df["score"])}
+    scores = {str(p).removesuffix("_score"): float(s) for p, s in zip(df["property"], df["score"], strict=False)}
     flagged = sorted(p for p, s in scores.items() if s < threshold)
     out = {
         "scores": scores,
@@ -106,8 +103,8 @@ def main(argv):
         "flagged": flagged,
         "seconds": round(seconds, 3),
         "seconds_build_dataset": round(t_build, 3),
-        "n": int(len(labels)),
-        "n_classes": int(len(np.unique(labels))),
+        "n": len(labels),
+        "n_classes": len(np.unique(labels)),
         "issue_types": issue_types,
         "versions": {"cleanlab": cleanlab.__version__, "cleanvision": cleanvision.__version__,
                      "datasets": datasets.__version__},

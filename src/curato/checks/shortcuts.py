@@ -36,8 +36,8 @@ When is a cue flagged?
 The other tests
 ---------------
 * Object size: the object's area fraction and extent (longer box side over the image side) -- from
-  box / mask annotations where they exist, otherwise from a foreground proxy (thumbnail cells that differ from the border's typical
-  grey, :func:`foreground_proxy`) -- are the ``object_size`` cue group.
+  box / mask annotations where they exist, otherwise from a foreground proxy (thumbnail cells that
+  differ from the border's typical grey, :func:`foreground_proxy`) -- are the ``object_size`` group.
 * Thumbnail test: out-of-fold accuracy of the embedding head on 4x4 and 8x8 colour thumbnails
   (reported; a label visible in 16 pixels is a warning sign, not a verdict).
 * Background-only test: out-of-fold accuracy on embeddings of the image with the object(s) blanked
