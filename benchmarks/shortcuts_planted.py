@@ -128,7 +128,7 @@ def curato_cues(data: dict[str, Any]) -> tuple[np.ndarray, list[str], dict[str, 
                         for b, f in zip(data["stored"], data["formats"], strict=True)])
     properties, _, thumbnails = image_features(data["pictures"], file_bytes=[len(b) for b in data["stored"]],
                                                jpeg_quality=quality, original_sizes=sizes)
-    cues, columns = cue_table(properties, list(PROPERTY_COLUMNS), formats=data["formats"], thumbnails=thumbnails)
+    cues, columns, _ = cue_table(properties, list(PROPERTY_COLUMNS), formats=data["formats"], thumbnails=thumbnails)
     pixels = {"4x4": colour_thumbnails(thumbnails, 4).reshape(len(thumbnails), -1),
               "8x8": colour_thumbnails(thumbnails, 8).reshape(len(thumbnails), -1)}
     return cues, columns, pixels

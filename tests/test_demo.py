@@ -18,7 +18,11 @@ def test_demo_end_to_end_and_rerun(tmp_path, fashion_mnist):
     assert len(result.headlines) == 3 and all(result.headlines)
     ws = Workspace.open(result.workspace)
     assert ws.catalog.group_counts("split") == {"test": 40, "train": 120}
-    assert set(ws.features.names()) == {"efficientnet-lite0-112", "properties", "oof-probs-efficientnet-lite0-112"}
+    assert set(ws.features.names()) == {"efficientnet-lite0-112", "properties", "thumbnails",
+                                        "oof-probs-efficientnet-lite0-112"}
+    # The planted shortcut (Bag images mostly JPEG) is caught and leads the headlines.
+    assert result.headlines[0].startswith("shortcuts:") and "'Bag'" in result.headlines[0]
+    assert "format" in result.headlines[0]
     again = run_demo(tmp_path / "demo", n_train=120)
     assert again.report_path == result.report_path
     ingests = ws.catalog.runs("ingest")

@@ -1,7 +1,8 @@
 """``curato demo``: a real dataset, subsampled to run in about a minute, through the whole pipeline.
 
 Fashion-MNIST (Debian's ``dataset-fashion-mnist``) when installed, else scikit-learn's digits.
-The subsample is written as PNG class folders so the demo also exercises file ingest.
+The subsample is written as image class folders so the demo also exercises file ingest, with one
+planted shortcut (one class mostly stored as JPEG, see :func:`write_demo_images`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from curato.workspace import Workspace
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 SEED = 0
+# The planted shortcut (see write_demo_images): this class is mostly stored as JPEG.
+SHORTCUT_CLASSES = frozenset({"Bag", "8"})
+SHORTCUT_SHARE = 0.9
+SHORTCUT_JPEG_QUALITY = 80
 
 
 @dataclass
@@ -59,6 +64,9 @@ def _digits() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]
 def write_demo_images(root: Path, n_train: int, n_test: int) -> str:
     """Write a stratified subsample as ``root/{train,test}/<class>/<index>.png``; returns the dataset name.
 
+    One realistic shortcut is planted, and the audit must catch it: the images of one class (Bag,
+    or digit 8) "came from a second supplier" whose pipeline saves JPEG (quality 80), so nine in ten
+    of them are ``.jpg`` files while every other class is PNG. A network could learn "JPEG -> Bag".
     Files that exist are left alone, so a second run re-ingests nothing.
     """
     loaded = _fashion_mnist()
@@ -70,18 +78,24 @@ def write_demo_images(root: Path, n_train: int, n_test: int) -> str:
     for split, wanted in (("train", n_train), ("test", n_test)):
         images, labels = splits[split]
         chosen = np.sort(rng.choice(len(images), size=min(wanted, len(images)), replace=False))
-        for index in chosen:
-            folder = root / split / class_names[int(labels[index])].replace("/", "-")
-            path = folder / f"{split}-{index:05d}.png"
+        second_supplier = rng.random(len(chosen)) < SHORTCUT_SHARE
+        for index, supplied in zip(chosen, second_supplier, strict=True):
+            klass = class_names[int(labels[index])]
+            folder = root / split / klass.replace("/", "-")
+            jpeg = supplied and klass in SHORTCUT_CLASSES
+            path = folder / f"{split}-{index:05d}.{'jpg' if jpeg else 'png'}"
             if not path.exists():
                 folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(images[index]).save(path)
+                options = {"quality": SHORTCUT_JPEG_QUALITY} if jpeg else {}
+                Image.fromarray(images[index]).save(path, **options)
     return name
 
 
 def headlines(workspace: Workspace, findings: list) -> list[str]:
     """The three most important things to tell the user, in plain words."""
-    lines = [f"{f.check}: {f.message}" for f in findings if f.severity != "none"][:3]
+    # A shortcut is what a network would learn instead of the object: it leads when found.
+    ordered = sorted(findings, key=lambda f: (f.check != "shortcuts", -f.rank))
+    lines = [f"{f.check}: {f.message}" for f in ordered if f.severity != "none"][:3]
     overview = workspace_overview(workspace)
     rows = overview["class_split"]["rows"]
     if len(lines) < 3 and rows:

@@ -205,6 +205,22 @@ class Catalog:
         for chunk in _chunks(list(rows)):
             conn.execute(annotations.insert(), [{**row, "origin": "imported", "created_at": now} for row in chunk])
 
+    def object_boxes(self) -> dict[str, dict[str, Any]]:
+        """Per annotated sample: total bbox ``area`` (pixels) and the union ``box`` [x0, y0, x1, y1] of its bboxes."""
+        result: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(annotations.c.sample_id, annotations.c.kind, annotations.c.data,
+                                       annotations.c.area))
+            for sample_id, kind, data, area in rows:
+                entry = result.setdefault(sample_id, {"area": 0.0, "box": None})
+                if kind == "bbox":  # masks of the same object repeat its area; count each object once
+                    entry["area"] += float(area or 0.0)
+                    x, y, w, h = (float(v) for v in (data or {}).get("bbox", (0, 0, 0, 0)))
+                    box = entry["box"]
+                    entry["box"] = [x, y, x + w, y + h] if box is None else [
+                        min(box[0], x), min(box[1], y), max(box[2], x + w), max(box[3], y + h)]
+        return result
+
     def annotation_count(self) -> dict[str, int]:
         """Number of annotations per kind."""
         with self.engine.connect() as conn:

@@ -26,7 +26,7 @@ from curato.progress import SILENT, Progress
 from curato.workspace import Workspace
 
 OOF_PREFIX = "oof-probs"
-NEIGHBOURS = 10  # k of the shared k-NN graph (duplicates and outliers)
+NEIGHBOURS = 10  # k of the shared k-NN graph (duplicates, outliers, diversity)
 
 
 @dataclass
@@ -46,6 +46,9 @@ class AuditData:
     properties: np.ndarray | None = None  # (n, p), NaN rows where missing
     property_columns: list[str] = field(default_factory=list)
     thumbnails: np.ndarray | None = None  # (n, THUMBNAIL_COLUMNS) uint8, zero rows where missing
+    formats: np.ndarray | None = None  # stored file format per sample ("" where unknown)
+    sizes: np.ndarray | None = None  # (n, 2) width, height (0 where unknown)
+    object_boxes: dict[str, dict[str, Any]] | None = None  # annotated objects (catalog.object_boxes)
     embeddings: np.ndarray | None = None  # (n, d) float32, zero rows where missing
     has_embedding: np.ndarray | None = None
     embedder: str | None = None
@@ -57,7 +60,8 @@ class AuditData:
     def from_workspace(cls, workspace: Workspace, features: FeatureSet | None = None) -> AuditData:
         """Load the catalog columns, the image properties and (optionally) one embedding set."""
         table = workspace.catalog.samples(
-            ("sample_id", "uri", "split", "source", "readable", "error", "content_hash", "phash", "kind"))
+            ("sample_id", "uri", "split", "source", "readable", "error", "content_hash", "phash", "kind", "format",
+             "width", "height"))
         current = workspace.catalog.current_labels()
         ids = table["sample_id"]
         data = cls(
@@ -68,6 +72,10 @@ class AuditData:
             content_hashes=table["content_hash"],
             phashes=np.array([int(h, 16) if h else 0 for h in table["phash"].tolist()], dtype=np.uint64),
             kinds=table["kind"],
+            formats=np.array([f or "" for f in table["format"].tolist()], dtype=object),
+            sizes=np.array([(w or 0, h or 0) for w, h in zip(table["width"].tolist(), table["height"].tolist(),
+                                                              strict=True)], dtype=np.int64).reshape(-1, 2),
+            object_boxes=workspace.catalog.object_boxes(),
         )
         if workspace.features.has(PROPERTIES):
             stored = workspace.features.load(PROPERTIES)
@@ -97,7 +105,7 @@ def _need_embeddings(data: AuditData, check: str) -> np.ndarray:
 
 
 def _neighbour_graph(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The k-NN graph over the embedded rows, built once and shared by the duplicate and outlier checks."""
+    """The k-NN graph over the embedded rows, built once and shared by the duplicate, outlier and diversity checks."""
     from curato.neighbors import knn, unit_rows
 
     if data._neighbours is None:
@@ -151,6 +159,99 @@ def _outliers(data: AuditData) -> list[Finding]:
                             neighbours=_neighbour_graph(data, rows))
 
 
+def _diversity(data: AuditData) -> list[Finding]:
+    from curato.checks.diversity import diversity_findings
+
+    rows = _need_embeddings(data, "diversity")
+    return diversity_findings(
+        data.sample_ids[rows], data.embeddings[rows], data.labels[rows], splits=data.splits[rows],
+        properties=None if data.properties is None else data.properties[rows],
+        property_columns=data.property_columns, neighbours=_neighbour_graph(data, rows))
+
+
+def _class_codes(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    names = sorted({str(label) for label in data.labels[rows]})
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[str(label)] for label in data.labels[rows]], dtype=np.int64), names
+
+
+def _shortcuts(data: AuditData) -> list[Finding]:
+    from curato.checks.shortcuts import shortcut_finding
+    from curato.features.thumbnails import colour_thumbnails
+
+    if data.properties is None:
+        return []
+    labeled = np.array([label is not None for label in data.labels], dtype=bool)
+    rows = np.flatnonzero(labeled & np.isfinite(data.properties).any(axis=1))
+    labels, names = _class_codes(data, rows)
+    cues, columns, categories = _cue_table(data, rows)
+    reference = None
+    if data.pred_probs is not None and data.class_names == names:
+        reference = data.pred_probs[rows]
+    pixels = None
+    if data.thumbnails is not None:
+        stored = data.thumbnails[rows]
+        pixels = {f"{side}x{side}": colour_thumbnails(stored, side).reshape(len(rows), -1) for side in (4, 8)}
+    return [shortcut_finding(data.sample_ids[rows], labels, cues, columns, class_names=names,
+                             reference_probs=reference, thumbnails=pixels, background=_background_views(data, rows),
+                             categories=categories)]
+
+
+def _cue_table(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
+    from curato.checks.shortcuts import cue_table
+
+    object_size = None
+    if data.object_boxes:
+        object_size = np.full((len(rows), 2), np.nan)
+        for position, row in enumerate(rows):
+            entry = data.object_boxes.get(str(data.sample_ids[row]))
+            width, height = data.sizes[row]
+            if entry and entry["box"] and width and height:
+                x0, y0, x1, y1 = entry["box"]
+                object_size[position] = (min(1.0, entry["area"] / (width * height)),
+                                         max((x1 - x0) / width, (y1 - y0) / height))
+    return cue_table(data.properties[rows], data.property_columns, formats=data.formats[rows].tolist(),
+                     thumbnails=None if data.thumbnails is None else data.thumbnails[rows], object_size=object_size)
+
+
+BACKGROUND_SAMPLES = 1_000
+
+
+def _background_views(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Embeddings of up to BACKGROUND_SAMPLES images with their object(s) blanked out, for the background-only test.
+
+    The object is the union of its annotated boxes, or else the foreground proxy's box.
+    """
+    from curato.checks.shortcuts import blank_box, foreground_boxes
+    from curato.features.embedders import get_embedder
+    from curato.features.thumbnails import grey_thumbnails
+    from curato.imageio import load_rgb
+
+    if data.embedder is None or data.embedder.startswith("precomputed:") or data.has_embedding is None:
+        return None
+    candidates = rows[data.has_embedding[rows]]
+    if candidates.size < 20:
+        return None
+    rng = np.random.default_rng(0)
+    chosen = np.sort(rng.choice(candidates, size=min(BACKGROUND_SAMPLES, candidates.size), replace=False))
+    boxes = np.full((chosen.size, 4), np.nan)
+    for position, row in enumerate(chosen):
+        entry = (data.object_boxes or {}).get(str(data.sample_ids[row]))
+        width, height = data.sizes[row]
+        if entry and entry["box"] and width and height:
+            x0, y0, x1, y1 = entry["box"]
+            boxes[position] = (y0 / height, x0 / width, y1 / height, x1 / width)
+    missing = ~np.isfinite(boxes).all(axis=1)
+    if missing.any():
+        if data.thumbnails is None:
+            return None
+        boxes[missing] = foreground_boxes(grey_thumbnails(data.thumbnails[chosen[missing]]))[1]
+    blanked = [blank_box(load_rgb(str(data.uris[row])), box) for row, box in zip(chosen, boxes, strict=True)]
+    vectors = get_embedder(data.embedder).embed(blanked)
+    position_in_rows = np.searchsorted(rows, chosen)
+    return position_in_rows, vectors, data.embeddings[chosen]
+
+
 CheckFunction = Callable[[AuditData], list[Finding]]
 
 CHECKS: dict[str, CheckFunction] = {
@@ -160,8 +261,11 @@ CHECKS: dict[str, CheckFunction] = {
     "label_issues": _label_issues,
     "duplicates": _duplicates,
     "outliers": _outliers,
+    "shortcuts": _shortcuts,
+    "diversity": _diversity,
 }
-NEEDS_EMBEDDINGS = {"label_issues", "duplicates", "outliers"}
+NEEDS_EMBEDDINGS = {"label_issues", "duplicates", "outliers", "diversity", "shortcuts"}
+NEEDS_PRED_PROBS = {"label_issues", "shortcuts"}
 
 
 def run_checks(data: AuditData, names: Sequence[str] | None = None,
@@ -252,7 +356,7 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
         started = time.perf_counter()
         data = AuditData.from_workspace(workspace, features)
         timings["load"] = time.perf_counter() - started
-        if "label_issues" in chosen and features is not None:
+        if NEEDS_PRED_PROBS & set(chosen) and features is not None:
             started = time.perf_counter()
             attach_pred_probs(workspace, data, progress=progress)
             timings["out_of_fold"] = time.perf_counter() - started

@@ -79,18 +79,23 @@ SHARE_FLAG = 0.5
 SHARE_HIGH = 0.85
 MAX_SAMPLES = 20_000
 EXAMPLES_PER_CLASS = 6
+# Cues that never depend on what the picture shows: the file format, the JPEG quality setting and the
+# stored size. (File bytes do: a plain PNG compresses better than a busy one.) One class singled out by
+# them ("90% of 'Bag' images are JPEG, 0% of the others") is flagged even when the cue says nothing
+# about the other classes, once that class's share inside its range exceeds the others' by CLASS_GAIN_FLAG.
+CONTEXT_COLUMNS = frozenset({"format", "jpeg_quality", "width", "height", "aspect", "megapixels"})
+CLASS_GAIN_FLAG = 0.5
 # Foreground proxy: a thumbnail cell is foreground when its grey differs from the border's median by
 # more than this many grey levels, or by 3 robust spreads of the border, whichever is larger.
 FOREGROUND_LEVELS = 24.0
 
 
-def foreground_proxy(grey: np.ndarray) -> np.ndarray:
-    """(n, 2) object area fraction and extent (the box's longer side as a fraction) from grey thumbnails.
+def foreground_boxes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground proxy from grey thumbnails: (area fraction (n,), box (n, 4) as fractions top, left, bottom, right).
 
     ``grey``: (n, s, s) on the 0..255 scale. The background is the median grey of the outer ring;
-    foreground cells differ from it by more than ``max(FOREGROUND_LEVELS, 3 x MAD of the ring)``. The
-    extent is the longer side of the foreground's bounding box over the thumbnail side -- how large
-    the object appears, independent of its shape. An image without foreground gets zeros.
+    foreground cells differ from it by more than ``max(FOREGROUND_LEVELS, 3 x MAD of the ring)``. An
+    image without foreground gets area 0 and an empty box (0, 0, 0, 0).
     """
     grey = np.asarray(grey, dtype=np.float32)
     if grey.ndim != 3:
@@ -104,14 +109,36 @@ def foreground_proxy(grey: np.ndarray) -> np.ndarray:
     cut = np.maximum(FOREGROUND_LEVELS, 3.0 * spread)
     foreground = np.abs(grey - level[:, None, None]) > cut[:, None, None]
 
-    def extent(mask: np.ndarray, size: int) -> np.ndarray:
+    def span(mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         seen = mask.any(axis=1)
         first = np.where(seen, mask.argmax(axis=1), 0)
-        last = np.where(seen, size - 1 - mask[:, ::-1].argmax(axis=1), -1)
-        return (last - first + 1) / size
+        end = np.where(seen, size - mask[:, ::-1].argmax(axis=1), 0)
+        return first / size, end / size
 
-    longest = np.maximum(extent(foreground.any(axis=1), width), extent(foreground.any(axis=2), height))
-    return np.stack([foreground.mean(axis=(1, 2)), longest], axis=1)
+    top, bottom = span(foreground.any(axis=2), height)
+    left, right = span(foreground.any(axis=1), width)
+    return foreground.mean(axis=(1, 2)), np.stack([top, left, bottom, right], axis=1)
+
+
+def foreground_proxy(grey: np.ndarray) -> np.ndarray:
+    """(n, 2) object area fraction and extent -- the foreground box's longer side as a fraction of the side."""
+    area, box = foreground_boxes(grey)
+    extent = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
+    return np.stack([area, extent], axis=1)
+
+
+def blank_box(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """A copy of an HxWx3 image with the box (fractions top, left, bottom, right) filled by the border's median colour.
+
+    What is left is the background: the input of the background-only test.
+    """
+    height, width = image.shape[:2]
+    top, left, bottom, right = (round(f * size) for f, size in zip(box, (height, width, height, width),
+                                                                          strict=True))
+    ring = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    out = image.copy()
+    out[top:bottom, left:right] = np.median(ring, axis=0).astype(image.dtype)
+    return out
 
 
 def cue_table(
@@ -121,8 +148,9 @@ def cue_table(
     formats: Sequence[str | None] | None = None,
     thumbnails: np.ndarray | None = None,
     object_size: np.ndarray | None = None,
-) -> tuple[np.ndarray, list[str]]:
-    """The cue columns the check tests: image properties, the file format and the object size.
+) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
+    """The cue columns the check tests (image properties, file format, object size), their names, and
+    the category names of categorical columns.
 
     ``properties``: (n, p) scan properties named by ``property_columns``; ``formats``: the stored file
     format per sample (a category); ``object_size``: (n, 2) area fraction and extent (longer box side
@@ -131,10 +159,12 @@ def cue_table(
     """
     values = [np.asarray(properties, dtype=np.float64)]
     names = list(property_columns)
+    categories: dict[str, list[str]] = {}
     n = values[0].shape[0]
     if formats is not None:
         known = [f or "" for f in formats]
-        lookup = {name: i for i, name in enumerate(sorted(set(known) - {""}))}
+        categories["format"] = sorted(set(known) - {""})
+        lookup = {name: i for i, name in enumerate(categories["format"])}
         values.append(np.array([[lookup[f]] if f else [np.nan] for f in known], dtype=np.float64).reshape(n, 1))
         names.append("format")
     size = np.full((n, 2), np.nan) if object_size is None else np.asarray(object_size, dtype=np.float64).copy()
@@ -148,7 +178,7 @@ def cue_table(
     if np.isfinite(size).any():
         values.append(size)
         names += ["object_area", "object_extent"]
-    return np.concatenate(values, axis=1), names
+    return np.concatenate(values, axis=1), names, categories
 
 
 def bin_columns(values: np.ndarray, columns: Sequence[str], *, bins: int = BINS) -> np.ndarray:
@@ -214,21 +244,50 @@ def _mutual_information(codes: np.ndarray, labels: np.ndarray, n_classes: int) -
     return float((joint[nonzero] * np.log2(joint[nonzero] / outer[nonzero])).sum())
 
 
-def _class_interval(codes: np.ndarray, values: np.ndarray, labels: np.ndarray, klass: int) -> dict[str, float]:
-    """The range of bins that best separates one class from the others: shares inside it and its bounds."""
+def _interval_gains(codes: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per class, the largest (share of the class - share of the others) over contiguous bin ranges: (K,)."""
+    levels = int(codes.max()) + 1
+    hist = np.bincount(labels * levels + codes, minlength=n_classes * levels).reshape(n_classes, levels)
+    others = hist.sum(axis=0, keepdims=True) - hist
+    inside = hist / np.maximum(hist.sum(axis=1, keepdims=True), 1)
+    outside = others / np.maximum(others.sum(axis=1, keepdims=True), 1)
+    gain = np.concatenate([np.zeros((n_classes, 1)), np.cumsum(inside - outside, axis=1)], axis=1)
+    low, high = np.triu_indices(levels + 1, k=1)
+    return (gain[:, high] - gain[:, low]).max(axis=1)
+
+
+def _class_interval(codes: np.ndarray, values: np.ndarray, labels: np.ndarray, klass: int, column: str,
+                    categories: Sequence[str] | None = None) -> dict[str, Any]:
+    """The range of bins that best separates one class from the others, in words and numbers.
+
+    ``low``/``high`` bound the known values inside the range (None when it holds none); ``missing``
+    says whether "value unknown" (NaN) is part of it; ``text`` describes it ("format = jpeg",
+    "border_brightness in [0.91, 1]").
+    """
     levels = int(codes.max()) + 1
     inside = np.bincount(codes[labels == klass], minlength=levels) / max(int((labels == klass).sum()), 1)
     outside = np.bincount(codes[labels != klass], minlength=levels) / max(int((labels != klass).sum()), 1)
     gain = np.concatenate([[0.0], np.cumsum(inside - outside)])
-    # The contiguous range [lo, hi) of bins with the largest (share inside - share outside).
     lo_grid, hi_grid = np.triu_indices(levels + 1, k=1)
     best = int(np.argmax(gain[hi_grid] - gain[lo_grid]))
     lo, hi = int(lo_grid[best]), int(hi_grid[best])
     member = (codes >= lo) & (codes < hi)
-    in_range = values[member & np.isfinite(values)]
+    known = np.isfinite(values)
+    in_range = values[member & known]
+    missing = bool((member & ~known).any())
+    low = float(in_range.min()) if in_range.size else None
+    high = float(in_range.max()) if in_range.size else None
+    if low is None:
+        text = f"{column} unknown"
+    elif categories is not None:
+        shown = sorted({categories[int(v)] for v in np.unique(in_range)})
+        text = f"{column} = {' or '.join(shown)}"
+    else:
+        text = f"{column} in [{low:.3g}, {high:.3g}]" if low != high else f"{column} = {low:.3g}"
+    if missing and low is not None:
+        text += " (or unknown)"
     return {"share_of_class": float(inside[lo:hi].sum()), "share_of_others": float(outside[lo:hi].sum()),
-            "low": float(in_range.min()) if in_range.size else float("nan"),
-            "high": float(in_range.max()) if in_range.size else float("nan"), "bins": (lo, hi)}
+            "low": low, "high": high, "missing": missing, "text": text}
 
 
 def shortcut_finding(
@@ -241,6 +300,7 @@ def shortcut_finding(
     reference_probs: np.ndarray | None = None,
     thumbnails: Mapping[str, np.ndarray] | None = None,
     background: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    categories: Mapping[str, Sequence[str]] | None = None,
     alpha: float = ALPHA,
     permutations: int = PERMUTATIONS,
     max_samples: int = MAX_SAMPLES,
@@ -254,6 +314,7 @@ def shortcut_finding(
     share-of-signal reference). ``thumbnails``: name -> (n, f) pixel features for the thumbnail test
     (e.g. ``{"4x4": ..., "8x8": ...}``). ``background``: ``(rows, background_embeddings,
     full_embeddings)`` for the background-only test on a subsample (``rows`` index the samples).
+    ``categories``: names of the codes of categorical columns (``cue_table`` returns them).
     Samples are stratified-subsampled to ``max_samples`` for the cue models and the permutations.
     """
     ids = np.asarray(sample_ids, dtype=object)
@@ -301,6 +362,7 @@ def shortcut_finding(
         known = np.isfinite(probs).all(axis=1)
         if known.sum() >= 2:
             reference = float(balanced_accuracy_score(y[known], probs[known].argmax(axis=1)))
+    per_class = _per_class_context_cues(codes, cue_columns, informative, targets, n_classes, names)
     cue_rows = []
     for (name, cols), accuracy, p_value in zip(tested.items(), observed, p_values, strict=True):
         share = None if reference is None else (accuracy - chance) / max(reference - chance, 1e-9)
@@ -311,13 +373,40 @@ def shortcut_finding(
         if len(cols) == 1:
             row["mutual_information_bits"] = round(_mutual_information(codes[:, cols[0]], y, n_classes), 4)
         row["flagged"] = bool(p_value <= alpha and share is not None and share >= SHARE_FLAG)
+        if len(cols) == 1 and cue_columns[cols[0]] in per_class:
+            found = per_class[cue_columns[cols[0]]]
+            row["class_p_value"] = round(found["p_value"], 4)
+            row["classes"] = [c for c in found["classes"] if c["gain"] >= CLASS_GAIN_FLAG]
+            row["flagged"] |= bool(found["p_value"] <= alpha and row["classes"])
         cue_rows.append(row)
     cue_rows.sort(key=lambda r: -r["balanced_accuracy"])
     tests = {"thumbnails": _thumbnail_test(thumbnails, labels, rows, y, chance, reference, seed)}
     if background is not None:
         tests["background_only"] = _background_test(background, labels, chance, alpha, seed)
     return _finding(ids, labels, cues, cue_columns, rows, y, codes, cue_rows, tests, names, chance, reference,
-                    alpha, permutations)
+                    alpha, permutations, categories)
+
+
+def _per_class_context_cues(codes: np.ndarray, cue_columns: Sequence[str], informative: np.ndarray,
+                            targets: np.ndarray, n_classes: int, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Context cues (file format, stored size) that single out one class: per column, the per-class gains.
+
+    Row 0 of ``targets`` is the real labeling, the rest are the permutations: the p-value compares the
+    largest gain of any class in any context column with the largest gain on shuffled labels.
+    """
+    columns = [j for j, name in enumerate(cue_columns) if informative[j] and name in CONTEXT_COLUMNS]
+    if not columns:
+        return {}
+    gains = np.array([[_interval_gains(codes[:, j], target, n_classes) for j in columns] for target in targets])
+    null_max = gains[1:].max(axis=(1, 2))
+    result = {}
+    for position, j in enumerate(columns):
+        observed = gains[0, position]
+        p_value = (1 + (null_max >= observed.max() - 1e-12).sum()) / (1 + len(null_max))
+        classes = [{"class": names[k], "gain": round(float(observed[k]), 4)} for k in np.argsort(-observed)
+                   if observed[k] > 0]
+        result[cue_columns[j]] = {"p_value": float(p_value), "classes": classes}
+    return result
 
 
 def _group_of(column: str) -> str:
@@ -368,7 +457,8 @@ def _background_test(background: tuple[np.ndarray, np.ndarray, np.ndarray], labe
 
 def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns: Sequence[str], rows: np.ndarray,
              y: np.ndarray, codes: np.ndarray, cue_rows: list[dict[str, Any]], tests: dict[str, Any],
-             names: list[str], chance: float, reference: float | None, alpha: float, permutations: int) -> Finding:
+             names: list[str], chance: float, reference: float | None, alpha: float, permutations: int,
+             categories: Mapping[str, Sequence[str]] | None) -> Finding:
     n = len(ids)
     flagged_cues = [r for r in cue_rows if r["flagged"]]
     background_flag = bool(tests.get("background_only", {}).get("flagged"))
@@ -388,12 +478,14 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
         j = column_index[column]
         per_class = []
         for klass in np.unique(y):
-            interval = _class_interval(codes[:, j], cues[rows, j], y, int(klass))
-            per_class.append({"class": names[klass], "column": column, **{k: v for k, v in interval.items()
-                                                                         if k != "bins"}})
-            members = labels == klass
+            interval = _class_interval(codes[:, j], cues[rows, j], y, int(klass), column,
+                                       (categories or {}).get(column))
+            per_class.append({"class": names[klass], "column": column, **interval})
             values = cues[:, j]
-            inside = members & (values >= interval["low"]) & (values <= interval["high"])
+            inside = np.isnan(values) if interval["missing"] else np.zeros(n, dtype=bool)
+            if interval["low"] is not None:
+                inside |= (values >= interval["low"]) & (values <= interval["high"])
+            inside &= labels == klass
             if interval["share_of_class"] - interval["share_of_others"] >= 0.3:
                 flagged |= inside
                 scores = np.maximum(scores, np.where(inside, interval["share_of_class"], 0.0))
@@ -401,14 +493,13 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
         breakdown += per_class
         examples[column] = _examples_by_cue(ids, labels, cues[:, j], names)
     if flagged_cues or background_flag:
-        shares = [r["share_of_signal"] for r in flagged_cues]
+        shares = [max(r["share_of_signal"] or 0.0, max((c["gain"] for c in r.get("classes", [])), default=0.0))
+                  for r in flagged_cues]
         if background_flag:
             shares.append(tests["background_only"]["share_of_signal"])
         strongest = max(shares)
         severity = "high" if strongest >= SHARE_HIGH else "medium"
-        parts = [f"{r['cue'].removeprefix('group:')} predicts the label with balanced accuracy "
-                 f"{r['balanced_accuracy']:.2f} (chance {chance:.2f}, whole picture {reference:.2f})"
-                 for r in flagged_cues[:3]]
+        parts = [_cue_sentence(r, chance, reference) for r in flagged_cues[:3]]
         if background_flag:
             b = tests["background_only"]
             parts.append(f"the background alone predicts it with {b['background_only']:.2f} (whole picture "
@@ -416,8 +507,8 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
         message = "possible shortcut: " + "; ".join(parts)
         if breakdown:
             top = breakdown[0]
-            message += (f". {top['share_of_class']:.0%} of '{top['class']}' images have {top['column']} in "
-                        f"[{top['low']:.3g}, {top['high']:.3g}], vs {top['share_of_others']:.0%} of the others")
+            message += (f". {top['share_of_class']:.0%} of '{top['class']}' images have {top['text']}, "
+                        f"vs {top['share_of_others']:.0%} of the others")
     else:
         severity = "none"
         best = cue_rows[0] if cue_rows else None
@@ -432,6 +523,16 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
     evidence = {"cues": cue_rows, "per_class": breakdown, "examples": examples, "tests": tests}
     return Finding(check="shortcuts", severity=severity, message=message, sample_ids=ids, flagged=flagged,
                    scores=scores, summary=summary, evidence=evidence)
+
+
+def _cue_sentence(row: dict[str, Any], chance: float, reference: float | None) -> str:
+    name = row["cue"].removeprefix("group:")
+    if row.get("classes"):
+        classes = ", ".join(f"'{c['class']}'" for c in row["classes"][:3])
+        return f"{name} singles out {classes}"
+    whole = "" if reference is None else f", whole picture {reference:.2f}"
+    accuracy = row["balanced_accuracy"]
+    return f"{name} predicts the label with balanced accuracy {accuracy:.2f} (chance {chance:.2f}{whole})"
 
 
 def _examples_by_cue(ids: np.ndarray, labels: np.ndarray, values: np.ndarray, names: list[str]) -> dict[str, list]:
