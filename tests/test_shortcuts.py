@@ -1,0 +1,127 @@
+"""The shortcut check on real Fashion-MNIST pictures with planted cues, and clean controls."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curato.checks.shortcuts import blank_box, cue_table, foreground_boxes, foreground_proxy, shortcut_finding
+from curato.errors import InputError
+from curato.features.properties import PROPERTY_COLUMNS, image_features
+from curato.features.thumbnails import grey_thumbnails
+from curato.models.oof import out_of_fold_probabilities
+
+SAMPLES = 1500
+
+
+@pytest.fixture(scope="module")
+def data(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    images, labels = fashion_mnist
+    images, labels = images[:SAMPLES], labels[:SAMPLES].astype(np.int64)
+    # The share-of-signal reference: an out-of-fold head on the raw pixels (what the whole picture gives).
+    reference = out_of_fold_probabilities(images.reshape(len(images), -1).astype(np.float32), labels)
+    return {"images": images, "labels": labels, "reference": reference}
+
+
+def rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def check(pictures: list[np.ndarray], data: dict[str, np.ndarray], *, formats: list[str] | None = None,
+          seed: int = 0, labels: np.ndarray | None = None):
+    properties, _, thumbnails = image_features(pictures)
+    cues, columns, categories = cue_table(properties, list(PROPERTY_COLUMNS), formats=formats, thumbnails=thumbnails)
+    labels = data["labels"] if labels is None else labels
+    return shortcut_finding(np.arange(len(pictures)).astype(str), labels, cues, columns,
+                            reference_probs=data["reference"], categories=categories, seed=seed)
+
+
+def test_clean_images_raise_no_alarm(data: dict[str, np.ndarray]) -> None:
+    finding = check([rgb(image) for image in data["images"]], data)
+    assert finding.severity == "none" and finding.count == 0
+    cues = finding.evidence["cues"]
+    # Natural cues are significant (a sandal is darker than a coat) but carry a small share of the signal.
+    assert cues[0]["p_value"] <= 0.01 and cues[0]["share_of_signal"] < 0.5
+    assert finding.summary["cues_tested"] >= 20
+
+
+def test_a_planted_border_shortcut_is_found_and_explained(data: dict[str, np.ndarray]) -> None:
+    rng = np.random.default_rng(1)
+    levels = np.where(rng.random(SAMPLES) < 0.9, data["labels"], rng.integers(0, 10, SAMPLES))
+    pictures = []
+    for image, level in zip(data["images"], levels, strict=True):
+        framed = image.copy()
+        value = 40 + 20 * int(level)
+        framed[:3, :], framed[-3:, :], framed[:, :3], framed[:, -3:] = value, value, value, value
+        pictures.append(rgb(framed))
+    finding = check(pictures, data)
+    flagged = [row for row in finding.evidence["cues"] if row["flagged"]]
+    assert finding.severity in ("medium", "high")
+    assert "background_border" in {row["group"] for row in flagged}
+    assert "border" in finding.message
+    breakdown = finding.evidence["per_class"][0]
+    assert breakdown["share_of_class"] - breakdown["share_of_others"] > 0.6
+    # The report can show each class's images sorted by the cue.
+    examples = finding.evidence["examples"][breakdown["column"]]
+    assert len(examples) == 10 and all(len(ids) >= 3 for ids in examples.values())
+    assert finding.count > 0.5 * SAMPLES
+
+
+def test_one_class_stored_as_jpeg_is_singled_out(data: dict[str, np.ndarray]) -> None:
+    bag = 8
+    pictures, formats = [], []
+    for image, label in zip(data["images"], data["labels"], strict=True):
+        if label == bag:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="JPEG", quality=80)
+            pictures.append(rgb(np.asarray(Image.open(buffer))))
+            formats.append("jpeg")
+        else:
+            pictures.append(rgb(image))
+            formats.append("png")
+    finding = check(pictures, data, formats=formats, labels=data["labels"])
+    format_row = next(row for row in finding.evidence["cues"] if row["cue"] == "format")
+    assert format_row["flagged"] and format_row["classes"][0] == {"class": "8", "gain": 1.0}
+    assert "format = jpeg" in finding.message
+    # Every flagged sample is a JPEG bag.
+    assert set(data["labels"][finding.flagged]) == {bag}
+
+
+def test_shuffled_labels_are_not_flagged(data: dict[str, np.ndarray]) -> None:
+    # The cue is real but unrelated to these labels: the permutation test must stay quiet.
+    rng = np.random.default_rng(3)
+    pictures = [rgb((image * (0.45 + 0.05 * (i % 10))).astype(np.uint8)) for i, image in enumerate(data["images"])]
+    finding = check(pictures, data, labels=rng.permutation(data["labels"]))
+    assert finding.count == 0 and finding.severity == "none"
+    assert all(not row["flagged"] for row in finding.evidence["cues"])
+
+
+def test_foreground_proxy_sees_a_smaller_object_and_blanking_leaves_the_background(
+        fashion_mnist: tuple[np.ndarray, np.ndarray]) -> None:
+    images, _ = fashion_mnist
+    coat = images[np.flatnonzero(fashion_mnist[1] == 4)[0]]
+    small = np.zeros_like(coat)
+    small[7:21, 7:21] = np.asarray(Image.fromarray(coat).resize((14, 14), Image.BILINEAR))
+    _, _, thumbnails = image_features([rgb(coat), rgb(small)])
+    grey = grey_thumbnails(thumbnails)
+    size = foreground_proxy(grey)
+    assert size[1, 0] < 0.5 * size[0, 0] and size[1, 1] < 0.7 * size[0, 1]
+    _, boxes = foreground_boxes(grey)
+    top, left, bottom, right = boxes[1]
+    assert top >= 0.2 and bottom <= 0.8 and 0.2 <= left < right <= 0.8 and bottom - top > 0.4
+    framed = rgb(small)
+    framed[:2], framed[-2:], framed[:, :2], framed[:, -2:] = 200, 200, 200, 200
+    blanked = blank_box(framed, (0.1, 0.1, 0.9, 0.9))
+    assert (blanked[3:25, 3:25] == 200).all() and (blanked[0] == 200).all()
+
+
+def test_bad_input_is_named(data: dict[str, np.ndarray]) -> None:
+    with pytest.raises(InputError, match="one row per sample"):
+        shortcut_finding(["a", "b"], np.array([0, 1]), np.zeros((3, 1)), ["brightness_mean"])
+    with pytest.raises(InputError, match="integer class codes"):
+        shortcut_finding(["a", "b"], np.array([0.5, 1.0]), np.zeros((2, 1)), ["brightness_mean"])
+    few = shortcut_finding(["a", "b"], np.array([0, 1]), np.zeros((2, 1)), ["brightness_mean"])
+    assert few.severity == "none" and "not checked" in few.message
