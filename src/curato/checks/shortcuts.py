@@ -379,7 +379,7 @@ def shortcut_finding(
             row["classes"] = [c for c in found["classes"] if c["gain"] >= CLASS_GAIN_FLAG]
             row["flagged"] |= bool(found["p_value"] <= alpha and row["classes"])
         cue_rows.append(row)
-    cue_rows.sort(key=lambda r: -r["balanced_accuracy"])
+    cue_rows.sort(key=lambda r: (not r["flagged"], -r["balanced_accuracy"]))
     tests = {"thumbnails": _thumbnail_test(thumbnails, labels, rows, y, chance, reference, seed)}
     if background is not None:
         tests["background_only"] = _background_test(background, labels, chance, alpha, seed)

@@ -25,6 +25,7 @@ REPORT_PROPERTIES = ("brightness_mean", "contrast", "colourfulness", "sharpness"
 EXAMPLES_PER_CLASS = 8
 GALLERY_SIZE = 24
 GROUPS_SHOWN = 12
+CUES_SHOWN = 15
 GROUP_MEMBERS_SHOWN = 8
 
 
@@ -88,7 +89,7 @@ def _galleries(workspace: Workspace, findings: Sequence[Finding]) -> dict[str, d
     galleries: dict[str, dict[str, Any]] = {}
     for finding in findings:
         groups = finding.evidence.get("groups") if isinstance(finding.evidence, dict) else None
-        entry: dict[str, Any] = {"samples": [], "groups": [], "chart": ""}
+        entry: dict[str, Any] = {"samples": [], "groups": [], "chart": "", "tables": [], "strips": []}
         if groups:
             for members in groups[:GROUPS_SHOWN]:
                 entry["groups"].append([item(str(sid), 1.0, "") for sid in list(members)[:GROUP_MEMBERS_SHOWN]])
@@ -100,8 +101,41 @@ def _galleries(workspace: Workspace, findings: Sequence[Finding]) -> dict[str, d
             names = finding.evidence.get("class_names", [])
             entry["chart"] = heatmap(matrix, names, names, title="estimated noise matrix",
                                      row_title="given label", column_title="true label")
+        if finding.check == "shortcuts" and finding.evidence.get("cues"):
+            entry["tables"] = [_cue_table_view(finding.evidence)]
+            entry["strips"] = [
+                {"title": f"{column}: each class's images from the lowest to the highest value",
+                 "rows": [{"name": name, "items": [item(sid, value, f"{column} = {value:.3g}") for sid, value in picks]}
+                          for name, picks in per_class.items()]}
+                for column, per_class in finding.evidence.get("examples", {}).items()]
         galleries[finding.check] = entry
     return galleries
+
+
+def _cue_table_view(evidence: dict[str, Any]) -> dict[str, Any]:
+    """The shortcut cues as a table: strongest first, flagged ones marked."""
+    rows = []
+    for cue in evidence["cues"][:CUES_SHOWN]:
+        share = cue.get("share_of_signal")
+        classes = ", ".join(f"{c['class']} ({c['gain']:.2f})" for c in cue.get("classes", []))
+        rows.append([cue["cue"].replace("group:", "group: "), cue["group"], f"{cue['balanced_accuracy']:.3f}",
+                     "–" if share is None else f"{share:.2f}", f"{cue['p_value']:.3f}", classes,
+                     "yes" if cue["flagged"] else ""])
+    tests = evidence.get("tests", {})
+    notes = []
+    thumbnails = tests.get("thumbnails", {})
+    if thumbnails.get("ran"):
+        notes.append(f"thumbnail test: a 4x4 colour picture predicts the label with balanced accuracy "
+                     f"{thumbnails.get('4x4', 0):.2f}, an 8x8 one with {thumbnails.get('8x8', 0):.2f} "
+                     f"(chance {thumbnails['chance']:.2f})")
+    background = tests.get("background_only", {})
+    if background.get("ran"):
+        notes.append(f"background-only test ({background['samples']} images, objects blanked out): balanced accuracy "
+                     f"{background['background_only']:.2f} vs {background['full_image']:.2f} on the full images "
+                     f"(chance {background['chance']:.2f})")
+    return {"title": "cues, strongest first (balanced accuracy of a model that sees only this cue)",
+            "columns": ["cue", "group", "balanced acc.", "share of signal", "p (permutation)",
+                        "classes singled out", "flagged"], "rows": rows, "notes": notes}
 
 
 def write_html_report(workspace: Workspace, findings: Sequence[Finding], path: str | Path, *,
