@@ -474,41 +474,58 @@ def _groups_with_several(groups: _Groups, codes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(distinct >= 2)
 
 
+class _Spanning:
+    """Duplicate groups whose members carry two or more different known values of one column (split or label)."""
+
+    def __init__(self, ids: np.ndarray, groups: _Groups, values: Any, name: str, field: str, best: np.ndarray,
+                 cap: int) -> None:
+        n = len(ids)
+        self.codes, self.names = _codes(values, n, name)
+        self.chosen = _groups_with_several(groups, self.codes)
+        lists = groups.id_lists(self.chosen)
+        self.details = _member_details(groups, self.chosen, lists)
+        self.flagged = _flags(n, groups, self.chosen)
+        self.evidence = _evidence(lists, self.chosen, cap)
+        self.scores = np.where(self.flagged, best, 0.0)
+        self.member_values: list[dict[str, Any]] = []
+        for g in self.chosen:
+            listed = {str(ids[r]): self.value(r) for r in groups.members[g][:MAX_LISTED_MEMBERS]}
+            self.member_values.append(listed)
+            for row in groups.members[g]:
+                self.details[str(ids[row])].update({field: self.value(row), f"member_{field}s": listed,
+                                                    "similarity": round(float(best[row]), 6)})
+
+    def value(self, row: int) -> Any:
+        return self.names[self.codes[row]] if self.codes[row] >= 0 else None
+
+
 def _leakage_finding(ids: np.ndarray, groups: _Groups, splits: Any, best: np.ndarray, cap: int) -> Finding:
     n = len(ids)
     if splits is None:
         return Finding(check="split_leakage", severity="none", message="no split information: leakage not checked",
                        sample_ids=ids, flagged=np.zeros(n, bool), scores=np.zeros(n), summary={"groups": 0})
-    codes, names = _codes(splits, n, "splits")
-    chosen = _groups_with_several(groups, codes)
-    lists = groups.id_lists(chosen)
-    details = _member_details(groups, chosen, lists)
-    flagged = _flags(n, groups, chosen)
+    spanning = _Spanning(ids, groups, splits, "splits", "split", best, cap)
     split_pairs: dict[str, int] = {}
     group_splits = []
-    for g in chosen:
-        members = groups.members[g][:MAX_LISTED_MEMBERS]
-        member_splits = {str(ids[r]): (names[codes[r]] if codes[r] >= 0 else None) for r in members}
-        present = sorted({str(names[c]) for c in codes[groups.members[g]] if c >= 0})
+    for g in spanning.chosen:
+        present = sorted({str(spanning.names[c]) for c in spanning.codes[groups.members[g]] if c >= 0})
         key = "~".join(present)
         split_pairs[key] = split_pairs.get(key, 0) + 1
         group_splits.append(present)
         for row in groups.members[g]:
-            extra = details[str(ids[row])]
-            extra.update(split=names[codes[row]] if codes[row] >= 0 else None, splits=present,
-                         member_splits=member_splits, similarity=round(float(best[row]), 6))
-    if chosen.size:
-        message = (f"{chosen.size} group(s) of identical or near-identical samples span several splits "
-                   f"({int(flagged.sum())} samples): evaluation on these copies measures memory, not generalisation; "
+            spanning.details[str(ids[row])]["splits"] = present
+    count = int(spanning.flagged.sum())
+    if spanning.chosen.size:
+        message = (f"{spanning.chosen.size} group(s) of identical or near-identical samples span several splits "
+                   f"({count} samples): evaluation on these copies measures memory, not generalisation; "
                    "keep each group in one split")
     else:
         message = "no duplicate crosses a split boundary"
-    evidence = _evidence(lists, chosen, cap)
-    evidence["group_splits"] = group_splits[:cap]
-    return Finding(check="split_leakage", severity="high" if chosen.size else "none", message=message,
-                   sample_ids=ids, flagged=flagged, scores=np.where(flagged, best, 0.0),
-                   summary={"groups": int(chosen.size), "samples": int(flagged.sum()), "by_splits": split_pairs},
-                   evidence=evidence, details=details)
+    spanning.evidence["group_splits"] = group_splits[:cap]
+    return Finding(check="split_leakage", severity="high" if spanning.chosen.size else "none", message=message,
+                   sample_ids=ids, flagged=spanning.flagged, scores=spanning.scores,
+                   summary={"groups": int(spanning.chosen.size), "samples": count, "by_splits": split_pairs},
+                   evidence=spanning.evidence, details=spanning.details)
 
 
 def _conflict_finding(ids: np.ndarray, groups: _Groups, labels: Any, best: np.ndarray, cap: int) -> Finding:
@@ -517,25 +534,16 @@ def _conflict_finding(ids: np.ndarray, groups: _Groups, labels: Any, best: np.nd
         return Finding(check="conflicting_duplicates", severity="none",
                        message="no labels: conflicting duplicates not checked",
                        sample_ids=ids, flagged=np.zeros(n, bool), scores=np.zeros(n), summary={"groups": 0})
-    codes, names = _codes(labels, n, "labels")
-    chosen = _groups_with_several(groups, codes)
-    lists = groups.id_lists(chosen)
-    details = _member_details(groups, chosen, lists)
-    flagged = _flags(n, groups, chosen)
-    for g in chosen:
-        members = groups.members[g][:MAX_LISTED_MEMBERS]
-        member_labels = {str(ids[r]): (names[codes[r]] if codes[r] >= 0 else None) for r in members}
-        for row in groups.members[g]:
-            details[str(ids[row])].update(label=names[codes[row]] if codes[row] >= 0 else None,
-                                          member_labels=member_labels, similarity=round(float(best[row]), 6))
-    severity = "none" if not chosen.size else severity_from_share(
-        flagged.sum() / max(n, 1), low=0.0, medium=0.001, high=0.01)
-    if chosen.size:
-        message = (f"{chosen.size} group(s) of identical or near-identical samples carry different labels "
-                   f"({int(flagged.sum())} samples): at most one label per group can be right")
+    spanning = _Spanning(ids, groups, labels, "labels", "label", best, cap)
+    count = int(spanning.flagged.sum())
+    severity = "none" if not spanning.chosen.size else severity_from_share(
+        count / max(n, 1), low=0.0, medium=0.001, high=0.01)
+    if spanning.chosen.size:
+        message = (f"{spanning.chosen.size} group(s) of identical or near-identical samples carry different labels "
+                   f"({count} samples): at most one label per group can be right")
     else:
         message = "duplicates agree on their labels"
     return Finding(check="conflicting_duplicates", severity=severity, message=message, sample_ids=ids,
-                   flagged=flagged, scores=np.where(flagged, best, 0.0),
-                   summary={"groups": int(chosen.size), "samples": int(flagged.sum())},
-                   evidence=_evidence(lists, chosen, cap), details=details)
+                   flagged=spanning.flagged, scores=spanning.scores,
+                   summary={"groups": int(spanning.chosen.size), "samples": count},
+                   evidence=spanning.evidence, details=spanning.details)
