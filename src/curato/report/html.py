@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ EXAMPLES_PER_CLASS = 8
 GALLERY_SIZE = 24
 GROUPS_SHOWN = 12
 CUES_SHOWN = 15
+TYPICAL_SHOWN = 8
+PROPERTIES_SHOWN = 8
 GROUP_MEMBERS_SHOWN = 8
 
 
@@ -138,6 +141,50 @@ def _cue_table_view(evidence: dict[str, Any]) -> dict[str, Any]:
                         "classes singled out", "flagged"], "rows": rows, "notes": notes}
 
 
+def _thumbnail_lookup(workspace: Workspace) -> Any:
+    """A template helper: sample id -> inline thumbnail (None when the sample or file is gone)."""
+    table = workspace.catalog.samples(("sample_id", "uri"))
+    uris = dict(zip(table["sample_id"].tolist(), table["uri"].tolist(), strict=True))
+
+    def lookup(sample_id: str) -> str | None:
+        uri = uris.get(sample_id)
+        return thumbnail_data_uri(uri) if uri else None
+
+    return lookup
+
+
+def _latest(workspace: Workspace, name: str) -> dict[str, Any] | None:
+    """A ``reports/<name>`` document written by ``curato bias`` / ``curato transfer``, if there is one."""
+    path = workspace.reports_dir / name
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _bias_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the report shows of the latest ``curato bias`` run."""
+    if not document:
+        return None
+    cross = document.get("cross_dataset") or {}
+    chart = ""
+    groups = cross.get("groups") or []
+    if groups and cross.get("accuracy"):
+        matrix = [[float("nan") if v is None else v for v in row] for row in cross["accuracy"]]
+        chart = heatmap(matrix, groups, groups, title="label accuracy: trained on row, tested on column",
+                        row_title="trained on", column_title="tested on")
+    typical = {group: [row["sample_id"] for row in rows[:TYPICAL_SHOWN]]
+               for group, rows in (document.get("typical") or {}).items()}
+    return {"by": document.get("by"), "message": document.get("message", ""), "verdict": document.get("verdict"),
+            "accuracy": document.get("accuracy"), "chance": document.get("chance"),
+            "interval": document.get("interval"), "chance_interval": document.get("chance_interval"),
+            "pairs": (document.get("pairwise") or {}).get("pairs", []),
+            "properties": (document.get("property_differences") or [])[:PROPERTIES_SHOWN],
+            "cross_pairs": cross.get("pairs", []), "chart": chart, "typical": typical}
+
+
 def write_html_report(workspace: Workspace, findings: Sequence[Finding], path: str | Path, *,
                       title: str | None = None) -> Path:
     """Render the report to ``path`` (atomically) and return it."""
@@ -150,7 +197,8 @@ def write_html_report(workspace: Workspace, findings: Sequence[Finding], path: s
         title=title or workspace.root.name, overview=overview, findings=findings, version=__version__,
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), class_chart=chart,
         examples=_examples(workspace, EXAMPLES_PER_CLASS), property_table=_property_table(workspace),
-        galleries=_galleries(workspace, findings),
+        galleries=_galleries(workspace, findings), bias=_bias_view(_latest(workspace, "bias-latest.json")),
+        transfer=_latest(workspace, "transfer-latest.json"), thumbnail=_thumbnail_lookup(workspace),
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
