@@ -33,9 +33,15 @@ import torch
 from curato.features.embedders import get_embedder
 from curato.features.embedders.efficientnet import load_torch_model, resize_batch
 from curato.imageio import read_idx
+from curato.sample_data import photo_crops as sample_photo_crops
 
 FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "rocket")
+
+
+def photo_crops(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Random crops of the bundled photos, in this benchmark's photo order."""
+    return sample_photo_crops(count, seed, PHOTOS)
 EAGER_BATCHES = (8, 16, 32, 64)
 
 
@@ -43,22 +49,6 @@ def fashion_images(count: int) -> list[np.ndarray]:
     """The first ``count`` Fashion-MNIST test images as 28x28x3 uint8."""
     grey = read_idx(FASHION)[:count]
     return [np.repeat(image[:, :, None], 3, axis=2) for image in grey]
-
-
-def photo_crops(count: int, seed: int = 0) -> list[np.ndarray]:
-    """``count`` random crops (a third to all of each side) of skimage's bundled colour photos."""
-    import skimage.data
-
-    photos = [getattr(skimage.data, name)() for name in PHOTOS]
-    rng = np.random.default_rng(seed)
-    crops = []
-    for index in range(count):
-        photo = photos[index % len(photos)]
-        height, width = photo.shape[:2]
-        crop_h, crop_w = rng.integers(height // 3, height + 1), rng.integers(width // 3, width + 1)
-        top, left = rng.integers(0, height - crop_h + 1), rng.integers(0, width - crop_w + 1)
-        crops.append(np.ascontiguousarray(photo[top:top + crop_h, left:left + crop_w]))
-    return crops
 
 
 def eager_embed(model: Any, images: list[np.ndarray], size: int, batch: int) -> np.ndarray:

@@ -28,24 +28,7 @@ from curato.features.embedders import (
     get_embedder,
 )
 from curato.features.embedders.base import Embedder, PrecomputedEmbedder
-
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
-
-
-def photo_crops(count: int, seed: int = 0) -> list[np.ndarray]:
-    """Random crops (a third to all of each side) of scikit-image's bundled colour photos."""
-    import skimage.data
-
-    photos = [getattr(skimage.data, name)() for name in PHOTOS]
-    rng = np.random.default_rng(seed)
-    crops = []
-    for index in range(count):
-        photo = photos[index % len(photos)]
-        height, width = photo.shape[:2]
-        crop_h, crop_w = rng.integers(height // 3, height + 1), rng.integers(width // 3, width + 1)
-        top, left = rng.integers(0, height - crop_h + 1), rng.integers(0, width - crop_w + 1)
-        crops.append(np.ascontiguousarray(photo[top:top + crop_h, left:left + crop_w]))
-    return crops
+from curato.sample_data import photo_crops
 
 
 def as_rgb(grey: np.ndarray) -> list[np.ndarray]:
@@ -73,7 +56,7 @@ def fashion_300(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> tuple[list[np.n
 
 
 def test_registry_lists_names_and_builds_each():
-    assert available_embedders() == ["classic", "efficientnet-lite0", "efficientnet-lite0-112", "minilm"]
+    assert available_embedders() == ["classic", "efficientnet-lite0", "efficientnet-lite0-112", "minilm", "pixels"]
     for name in available_embedders():
         embedder = get_embedder(name)
         assert isinstance(embedder, Embedder)

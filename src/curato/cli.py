@@ -156,7 +156,7 @@ def audit(
                                                      "(low|medium|high).")] = None,
     embedder: Annotated[str | None, typer.Option(help="Embeddings to use (default: chosen for the data).")] = None,
 ) -> None:
-    """Find label errors, duplicates and leaks, outliers, unusable images, imbalance."""
+    """Find label errors, duplicates and leaks, outliers, unusable images, imbalance, shortcuts, low diversity."""
     from curato.checks.findings import SEVERITIES
     from curato.checks.runner import run_audit
     from curato.errors import InputError
@@ -186,6 +186,111 @@ def audit(
         if failing:
             errors.print(f"[bold red]failed[/]: {', '.join(failing)} at or above --fail-on {fail_on}")
             raise typer.Exit(1)
+
+
+VERDICT_STYLE = {"distinguishable": "bold red", "negligible": "yellow", "not distinguishable": "green"}
+
+
+@app.command()
+@_friendly
+def bias(
+    workspace: WorkspaceOption,
+    by: Annotated[str, typer.Option(help="Compare samples grouped by: source | split.")] = "source",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here.")] = None,
+    embedder: Annotated[str | None, typer.Option(help="Embeddings to use (default: chosen for the data).")] = None,
+) -> None:
+    """Can a classifier tell your sources (or splits) apart? Does a model trained on one work on another?"""
+    from curato.checks.bias import LATEST_BIAS, run_bias
+    from curato.progress import RichProgress
+    from curato.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    with RichProgress() as progress:
+        document = run_bias(ws, by, embedder=embedder, progress=progress, json_path=json_out)
+    style = VERDICT_STYLE[document["verdict"]]
+    console.print(f"[{style}]{document['verdict']}[/]: {document['message']}", highlight=False)
+    table = Table(title=f"name that {by} ({document['alpha']:.0%} level)")
+    for column in ("groups", "samples", "accuracy", "interval", "chance", "chance interval", "verdict"):
+        table.add_column(column, justify="left" if column in ("groups", "verdict") else "right")
+    pairs = document["pairwise"]["pairs"]
+    rows = ([{**document, "groups": [g["name"] for g in document["groups"]], "n": document["n_samples"]}]
+            + (pairs if len(pairs) > 1 else []))
+    for row in rows:
+        table.add_row(" vs ".join(row["groups"]), str(row["n"]), f"{row['accuracy']:.3f}",
+                      "{:.3f}-{:.3f}".format(*row["interval"]), f"{row['chance']:.3f}",
+                      "{:.3f}-{:.3f}".format(*row["chance_interval"]),
+                      f"[{VERDICT_STYLE[row['verdict']]}]{row['verdict']}[/]")
+    console.print(table)
+    cross = document["cross_dataset"]
+    if cross["pairs"]:
+        console.print("label accuracy, trained on the row's group and tested on the column's "
+                      "(diagonal: cross-validated within the group):")
+        matrix = Table()
+        matrix.add_column("train \\ test")
+        for name in cross["groups"]:
+            matrix.add_column(name, justify="right")
+        for name, values in zip(cross["groups"], cross["accuracy"], strict=True):
+            matrix.add_row(name, *("-" if value is None else f"{value:.3f}" for value in values))
+        console.print(matrix)
+        for pair in cross["pairs"]:
+            console.print(f"  {pair['train']} -> {pair['test']}: {pair['accuracy']:.3f} vs "
+                          f"{pair['in_source_accuracy']:.3f} in {pair['train']} (drop {pair['drop']:+.3f}, "
+                          f"{len(pair['classes'])} shared classes)",
+                          highlight=False)
+    for skipped in cross["skipped"]:
+        console.print(f"  [yellow]skipped[/] {skipped['train']} -> {skipped['test']}: {skipped['reason']}",
+                      highlight=False)
+    if document["property_differences"]:
+        console.print("properties that differ most (Cliff's delta: +1 = always larger in the group, -1 = always "
+                      "smaller):")
+        for row in document["property_differences"][:5]:
+            console.print(f"  {row['property']}: {row['group']} vs {row['versus']} {row['cliffs_delta']:+.2f} "
+                          f"(median {row['group_median']:.4g} vs {row['rest_median']:.4g})", highlight=False)
+    for name, typical in document["typical"].items():
+        console.print(f"most {name}-typical: " + ", ".join(row["sample_id"] for row in typical[:3]), highlight=False)
+    for group in document["skipped_groups"]:
+        console.print(f"[yellow]left out[/] {by} {group['name']!r}: {group['reason']}", highlight=False)
+    console.print(f"json: {json_out or ws.reports_dir / LATEST_BIAS}")
+
+
+@app.command()
+@_friendly
+def transfer(
+    workspace: WorkspaceOption,
+    embedders: Annotated[str, typer.Option(help="Comma-separated embedders to compare, e.g. "
+                                                "efficientnet-lite0,classic,pixels.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the ranking as JSON here.")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="Score a stratified random subset of this many "
+                                                         "labelled samples (faster).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the subset and of the probe folds.")] = 0,
+) -> None:
+    """Which pretrained backbone fits this task? LogME, kNN and linear-probe accuracy per embedder."""
+    from curato.progress import RichProgress
+    from curato.transfer.runner import LATEST_TRANSFER, run_transfer
+    from curato.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    with RichProgress() as progress:
+        document = run_transfer(ws, embedders.split(","), max_samples=max_samples, seed=seed,
+                                json_path=json_out, progress=progress)
+    table = Table(title=f"transferability: {document['n_samples']} samples, {document['n_classes']} classes "
+                        "(ranked by LogME)")
+    for column in ("rank", "embedder", "dim", "LogME", "kNN acc", "linear probe acc", "probe rank",
+                   "LogME s", "probe s"):
+        table.add_column(column, justify="left" if column == "embedder" else "right")
+    for entry in document["embedders"]:
+        table.add_row(str(entry["rank"]), entry["name"], str(entry["dim"]), f"{entry['logme']:.4f}",
+                      f"{entry['knn_accuracy']:.3f}", f"{entry['linear_probe_accuracy']:.3f}",
+                      str(entry["rank_linear_probe"]), f"{entry['seconds']['logme']:.2f}",
+                      f"{entry['seconds']['linear_probe']:.2f}")
+    console.print(table)
+    agreement = document["agreement"]
+    if agreement["kendall_tau"] is not None:
+        verdict = "agree" if agreement["same_order"] else "[yellow]disagree[/]"
+        console.print(f"LogME and linear-probe rankings {verdict} (Kendall tau {agreement['kendall_tau']:.2f})"
+                      + (f"; the linear probe took {agreement['time_ratio']:.1f}x LogME's time"
+                         if agreement["time_ratio"] else ""), highlight=False)
+    console.print(f"json: {json_out or ws.reports_dir / LATEST_TRANSFER}")
 
 
 @app.command()

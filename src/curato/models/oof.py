@@ -144,9 +144,18 @@ def whitened_pca(x: np.ndarray, components: int, rng: np.random.Generator) -> np
     scale = np.sqrt(np.einsum("ij,ij->j", centered, centered, dtype=np.float64) / len(sample))
     scale[scale < 1e-12] = 1.0  # constant dimensions carry nothing; they stay at 0 after centering
     standardized = centered / scale.astype(np.float32)
-    covariance = (standardized.T @ standardized).astype(np.float64) / len(sample)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
+    if len(sample) < x.shape[1]:
+        # Fewer rows than dimensions (e.g. 3,072 raw pixels): the covariance's nonzero eigenpairs follow from
+        # the smaller (rows x rows) Gram matrix, X^T X v = l v with v = X^T u / sqrt(rows * l).
+        gram = (standardized @ standardized.T).astype(np.float64) / len(sample)
+        eigenvalues, left = np.linalg.eigh(gram)
+        eigenvalues, left = eigenvalues[::-1], left[:, ::-1]
+        norms = np.sqrt(np.maximum(eigenvalues, 1e-300) * len(sample))
+        eigenvectors = (standardized.T.astype(np.float64) @ left) / norms
+    else:
+        covariance = (standardized.T @ standardized).astype(np.float64) / len(sample)
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
     # Drop axes with (numerically) no variance: whitening them would blow up rounding noise.
     keep = max(1, int(min(components, np.sum(eigenvalues > 1e-6 * max(eigenvalues[0], 1e-12)))))
     basis = eigenvectors[:, :keep] / np.sqrt(eigenvalues[:keep]) / scale[:, None]

@@ -12,7 +12,7 @@ from curato.report.html import write_html_report
 from curato.workspace import Workspace
 
 
-def _write_json(path: Path, document: dict) -> None:
+def write_json(path: Path, document: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(document, indent=1, allow_nan=False))
@@ -23,10 +23,10 @@ def write_audit_outputs(workspace: Workspace, result: AuditResult, *, report: Pa
                         json_path: Path | None = None, title: str | None = None) -> dict[str, Path]:
     """Write the JSON document and the HTML report; returns what was written, by kind."""
     document = audit_json(workspace, result)
-    _write_json(workspace.reports_dir / LATEST_AUDIT, document)
+    write_json(workspace.reports_dir / LATEST_AUDIT, document)
     written: dict[str, Path] = {}
     if json_path is not None:
-        _write_json(Path(json_path), document)
+        write_json(Path(json_path), document)
         written["json"] = Path(json_path)
     html_path = Path(report) if report is not None else workspace.reports_dir / "report.html"
     written["report"] = write_html_report(workspace, result.findings, html_path, title=title)

