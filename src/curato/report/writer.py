@@ -13,6 +13,7 @@ from curato.workspace import Workspace
 
 
 def write_json(path: Path, document: dict) -> None:
+    """Write a JSON document atomically (temporary file, then rename); NaN is refused, not written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(document, indent=1, allow_nan=False))
