@@ -125,3 +125,45 @@ def test_bad_input_is_named(data: dict[str, np.ndarray]) -> None:
         shortcut_finding(["a", "b"], np.array([0.5, 1.0]), np.zeros((2, 1)), ["brightness_mean"])
     few = shortcut_finding(["a", "b"], np.array([0, 1]), np.zeros((2, 1)), ["brightness_mean"])
     assert few.severity == "none" and "not checked" in few.message
+
+
+def test_object_size_from_coco_boxes_is_a_caught_shortcut(tmp_path, fashion_mnist) -> None:
+    """Two classes of the same garment that differ only in how large it is pictured (COCO boxes)."""
+    import json
+
+    from curato.checks.runner import run_audit
+    from curato.ingest import ingest
+    from curato.workspace import Workspace
+    from tests.conftest import photo
+
+    images, labels = fashion_mnist
+    shirts = images[np.flatnonzero(labels == 0)[:60]]
+    backdrop = np.asarray(Image.fromarray(photo("coffee")).resize((64, 64)))
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    entries, annotations = [], []
+    for number, shirt in enumerate(shirts):
+        near = number % 2 == 0  # "near" shirts are pictured large, "far" ones small, nine times in ten
+        large = near if rng.random() < 0.9 else not near
+        side = 52 if large else 22
+        top, left = rng.integers(0, 64 - side + 1, size=2)
+        canvas = backdrop.copy()
+        canvas[top:top + side, left:left + side] = rgb(np.asarray(Image.fromarray(shirt).resize((side, side))))
+        Image.fromarray(canvas).save(folder / f"{number}.png")
+        entries.append({"id": number, "file_name": f"{number}.png", "width": 64, "height": 64})
+        annotations.append({"id": number, "image_id": number, "category_id": 1 if near else 2,
+                            "bbox": [int(left), int(top), side, side], "area": side * side})
+    coco = {"images": entries, "annotations": annotations,
+            "categories": [{"id": 1, "name": "near"}, {"id": 2, "name": "far"}]}
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    ws = Workspace.create(tmp_path / "ws")
+    ingest(ws, tmp_path / "instances.json", workers=1)
+    finding = run_audit(ws, ["shortcuts"], embedder="classic").findings[0]
+    flagged = {row["cue"] for row in finding.evidence["cues"] if row["flagged"]}
+    assert {"object_area", "object_extent"} & flagged, finding.evidence["cues"][:4]
+    assert finding.severity in ("medium", "high")
+    area = next(row for row in finding.evidence["per_class"] if row["column"] in ("object_area", "object_extent"))
+    assert area["share_of_class"] >= 0.8 and area["share_of_others"] <= 0.2
+    background = finding.evidence["tests"]["background_only"]
+    assert background["ran"] and background["samples"] == 60
