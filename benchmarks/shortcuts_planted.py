@@ -124,7 +124,7 @@ def build(cue: str | None, strength: float, samples: int, seed: int, pool: dict[
 def curato_cues(data: dict[str, Any]) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
     """The cue table the audit builds from a scan, for in-memory pictures."""
     sizes = np.array([(p.shape[1], p.shape[0]) for p in data["pictures"]])
-    quality = np.array([estimate_jpeg_quality(Image.open(io.BytesIO(b))) if f == "jpeg" else np.nan
+    quality = np.array([estimate_jpeg_quality(Image.open(io.BytesIO(b)).quantization) if f == "jpeg" else np.nan
                         for b, f in zip(data["stored"], data["formats"], strict=True)])
     properties, _, thumbnails = image_features(data["pictures"], file_bytes=[len(b) for b in data["stored"]],
                                                jpeg_quality=quality, original_sizes=sizes)
@@ -210,12 +210,10 @@ def main() -> None:
     for cue in [c for c in args.cues.split(",") if c]:
         for strength in [float(s) for s in args.strengths.split(",")] + [0.0]:
             runs.append(run_one(cue, strength, 100 + len(runs), args.samples, pool, reference, cleanlab))
-            if not args.json:
-                print(_line(runs[-1]), flush=True)
+            print(_line(runs[-1]), file=sys.stderr if args.json else sys.stdout, flush=True)
     for control in range(args.clean_controls):
         runs.append(run_one(None, 0.0, 1000 + control, args.samples, pool, reference, cleanlab and control < 5))
-        if not args.json:
-            print(_line(runs[-1]), flush=True)
+        print(_line(runs[-1]), file=sys.stderr if args.json else sys.stdout, flush=True)
     summary = _summary(runs)
     if args.json:
         print(json.dumps({"samples": args.samples, "runs": runs, "summary": summary}, indent=2))
