@@ -262,6 +262,12 @@ def test_transfer_command_end_to_end(tmp_path, image_folder):
     assert all(entry["linear_probe_accuracy"] > 0.8 for entry in document["embedders"])
     latest = workspace / "reports" / "transfer-latest.json"
     assert json.loads(latest.read_text()) == document
+    from curato.report.html import write_html_report
+
+    html = write_html_report(Workspace.open(workspace), [], tmp_path / "report.html").read_text()
+    section = html[html.index('<section id="transfer"'):]
+    section = section[:section.index("</section>")]
+    assert "<td>classic</td>" in section and "<td>pixels</td>" in section and "LogME" in section
 
     subset = run("transfer", "-w", workspace, "--embedders", "pixels,classic", "--max-samples", "30")
     assert subset.returncode == 0, subset.stderr
