@@ -77,7 +77,7 @@ PERMUTATIONS = 100
 ALPHA = 0.01
 SHARE_FLAG = 0.5
 SHARE_HIGH = 0.85
-MAX_SAMPLES = 20_000
+MAX_SAMPLES = 10_000
 EXAMPLES_PER_CLASS = 6
 # Cues that never depend on what the picture shows: the file format, the JPEG quality setting and the
 # stored size. (File bytes do: a plain PNG compresses better than a busy one.) One class singled out by
