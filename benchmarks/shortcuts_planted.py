@@ -227,7 +227,7 @@ def _line(run: dict[str, Any]) -> str:
     text += " top: " + ", ".join(
         f"{t['cue']} {t['balanced_accuracy']:.2f}/{t['share_of_signal']:.2f}/p{t['p_value']:.2f}" for t in run["top"])
     if "cleanlab" in run:
-        text += f" | cleanlab {run['cleanlab']['flagged']}"
+        text += f" | cleanlab {run['cleanlab']['flagged']} ({run['cleanlab']['seconds']} s)"
         if run["cleanlab"].get("error"):
             text += f" error: {run['cleanlab']['error']}"
     return text

@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 
 from curato.errors import InputError, UnknownEmbedderError
 from curato.features.embedders import available_embedders, get_embedder
-from curato.models.oof import whitened_pca
+from curato.models.oof import stratified_subsample, whitened_pca
 from curato.transfer import (
     knn_accuracy,
     linear_probe_accuracy,
@@ -25,7 +25,7 @@ from curato.transfer import (
     rank_agreement,
     rank_embedders,
 )
-from curato.transfer.runner import run_transfer, stratified_subsample
+from curato.transfer.runner import run_transfer
 from curato.workspace import Workspace
 from tests.conftest import photo
 from tests.test_cli import run

@@ -135,8 +135,7 @@ def _label_issues(data: AuditData) -> list[Finding]:
     if data.pred_probs is None:
         return []
     rows = data.labeled_rows()
-    index = {name: i for i, name in enumerate(data.class_names)}
-    labels = np.array([index[str(label)] for label in data.labels[rows]], dtype=np.int64)
+    labels, _ = _class_codes(data, rows)
     return [label_issue_finding(data.sample_ids[rows], labels, data.pred_probs[rows], data.class_names)]
 
 
@@ -170,6 +169,7 @@ def _diversity(data: AuditData) -> list[Finding]:
 
 
 def _class_codes(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Integer codes of the labels of ``rows`` (classes in sorted order) and the class names."""
     names = sorted({str(label) for label in data.labels[rows]})
     index = {name: i for i, name in enumerate(names)}
     return np.array([index[str(label)] for label in data.labels[rows]], dtype=np.int64), names
@@ -298,11 +298,9 @@ def attach_pred_probs(workspace: Workspace, data: AuditData, *, n_folds: int = 5
     from curato.models.oof import oof_settings, out_of_fold_probabilities
 
     rows = data.labeled_rows()
-    class_names = sorted({str(label) for label in data.labels[rows]})
+    labels, class_names = _class_codes(data, rows)
     if len(class_names) < 2 or len(rows) < 2 * n_folds:
         return
-    index = {name: i for i, name in enumerate(class_names)}
-    labels = np.array([index[str(label)] for label in data.labels[rows]], dtype=np.int64)
     settings = {**oof_settings(n_folds=n_folds, seed=seed), "embedder": data.embedder,
                 "labels": _labels_digest(data.sample_ids[rows], labels), "classes": class_names}
     name = f"{OOF_PREFIX}-{data.embedder}"

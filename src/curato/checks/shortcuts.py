@@ -56,7 +56,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from curato.checks.findings import Finding
 from curato.errors import InputError
-from curato.models.oof import out_of_fold_probabilities, stratified_folds
+from curato.models.oof import stratified_folds, stratified_subsample
 
 CUE_GROUPS: dict[str, tuple[str, ...]] = {
     "colour": ("red_mean", "green_mean", "blue_mean", "saturation_mean", "colourfulness", "green_fraction",
@@ -334,7 +334,7 @@ def shortcut_finding(
                        scores=np.zeros(n), message="shortcuts not checked: needs two or more classes with at least "
                        f"{N_FOLDS} labeled samples each", summary={"cues_flagged": 0})
     rng = np.random.default_rng(seed)
-    rows = _stratified_subsample(labels, max_samples, rng)
+    rows = stratified_subsample(labels, max_samples, seed=seed)
     y = labels[rows]
     folds = stratified_folds(y, N_FOLDS, rng)
     chance = 1.0 / int((present > 0).sum())
@@ -413,18 +413,12 @@ def _group_of(column: str) -> str:
     return next((group for group, members in CUE_GROUPS.items() if column in members), "other")
 
 
-def _stratified_subsample(labels: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
-    if len(labels) <= limit:
-        return np.arange(len(labels))
-    order = np.lexsort((rng.random(len(labels)), labels))
-    return np.sort(order[np.linspace(0, len(labels) - 1, limit).astype(np.int64)])
-
-
 def _head_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
-    """Balanced accuracy of the out-of-fold embedding head (curato.models.oof) on these features."""
-    _, codes = np.unique(labels, return_inverse=True)
-    probs = out_of_fold_probabilities(np.asarray(features, dtype=np.float32), codes, n_folds=N_FOLDS, seed=seed)
-    return float(balanced_accuracy_score(codes, probs.argmax(axis=1)))
+    """Balanced accuracy of the out-of-fold embedding head (a linear probe) on these features."""
+    from curato.transfer.probes import linear_probe_accuracy
+
+    return linear_probe_accuracy(np.asarray(features, dtype=np.float32), labels, n_folds=N_FOLDS,
+                                 seed=seed).balanced_accuracy
 
 
 def _thumbnail_test(thumbnails: Mapping[str, np.ndarray] | None, labels: np.ndarray, rows: np.ndarray,

@@ -131,6 +131,31 @@ def stratified_folds(labels: np.ndarray, n_folds: int, rng: np.random.Generator)
     return folds
 
 
+def stratified_subsample(labels: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``size`` rows whose class shares match those of ``labels`` as closely as rounding
+    allows (every class keeps ``floor`` or ``ceil`` of its proportional share), chosen at random within
+    each class.
+
+    Each row gets the key ``(position within its class, in random order, + 1/2) / class size``: the
+    ``size`` smallest keys take the same fraction of every class.
+    """
+    y = np.asarray(labels)
+    if size < 1:
+        raise InputError(f"subsample size must be at least 1, not {size}")
+    if size >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    _, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
+    order = np.lexsort((rng.random(len(y)), codes))
+    first_of_class = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.empty(len(y), dtype=np.float64)
+    position[order] = np.arange(len(y)) - first_of_class[codes[order]]
+    key = (position + 0.5) / counts[codes]
+    # Ties (equal fractions in classes of equal size) are broken at random, not by class order.
+    chosen = np.lexsort((rng.random(len(y)), key))[:size]
+    return np.sort(chosen)
+
+
 def whitened_pca(x: np.ndarray, components: int, rng: np.random.Generator) -> np.ndarray:
     """Standardise, project onto the top principal axes and scale each to unit variance (float32).
 

@@ -12,37 +12,13 @@ import numpy as np
 
 from curato import __version__
 from curato.errors import InputError
+from curato.models.oof import stratified_subsample
 from curato.progress import SILENT, Progress
 from curato.transfer.probes import KNN_NEIGHBOURS
 from curato.transfer.rank import rank_agreement, rank_embedders
 from curato.workspace import Workspace
 
 LATEST_TRANSFER = "transfer-latest.json"
-
-
-def stratified_subsample(labels: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:
-    """Sorted indices of ``size`` rows whose class shares match those of ``labels`` as closely as rounding
-    allows (every class keeps ``floor`` or ``ceil`` of its proportional share), chosen at random within
-    each class.
-
-    Each row gets the key ``(position within its class, in random order, + 1/2) / class size``: the
-    ``size`` smallest keys take the same fraction of every class.
-    """
-    y = np.asarray(labels)
-    if size < 1:
-        raise InputError(f"--max-samples must be at least 1, not {size}")
-    if size >= len(y):
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    _, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
-    order = np.lexsort((rng.random(len(y)), codes))
-    first_of_class = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    position = np.empty(len(y), dtype=np.float64)
-    position[order] = np.arange(len(y)) - first_of_class[codes[order]]
-    key = (position + 0.5) / counts[codes]
-    # Ties (equal fractions in classes of equal size) are broken at random, not by class order.
-    chosen = np.lexsort((rng.random(len(y)), key))[:size]
-    return np.sort(chosen)
 
 
 def run_transfer(workspace: Workspace, embedders: Sequence[str], *, max_samples: int | None = None, seed: int = 0,
