@@ -16,7 +16,13 @@ from curato.checks.label_issues import (
     label_issue_finding,
 )
 from curato.errors import InputError
-from curato.models.oof import OOF_SETTINGS_VERSION, oof_settings, out_of_fold_probabilities, stratified_folds
+from curato.models.oof import (
+    OOF_SETTINGS_VERSION,
+    fit_predict_probabilities,
+    oof_settings,
+    out_of_fold_probabilities,
+    stratified_folds,
+)
 
 DIGIT_NAMES = [f"digit-{d}" for d in range(10)]
 # Systematic confusions for the class-conditional case: each digit is mislabelled as one look-alike.
@@ -151,6 +157,28 @@ def test_oof_rejects_bad_input(digits: tuple[np.ndarray, np.ndarray]) -> None:
         out_of_fold_probabilities(x[:3], y[:3], n_folds=5)
     with pytest.raises(InputError, match="every index"):
         out_of_fold_probabilities(x, y, folds=np.zeros(len(y), dtype=int))
+
+
+def test_fit_predict_heads_learn_from_weighted_rows_only(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = digits
+    train = np.random.default_rng(0).random(len(y)) < 0.5
+    hidden = np.where(train, y, -1)  # unlabelled rows are only predicted
+    probs = fit_predict_probabilities(x, hidden, train.astype(float), n_classes=10)
+    assert probs.shape == (len(y), 10) and np.allclose(probs.sum(axis=1), 1)
+    assert (probs[~train].argmax(axis=1) == y[~train]).mean() > 0.9
+    # a label on a zero-weight row changes nothing: the head never saw it
+    scrambled = np.where(train, y, (y + 3) % 10)
+    assert np.allclose(fit_predict_probabilities(x, scrambled, train.astype(float), n_classes=10), probs, atol=1e-6)
+    # several heads at once (bootstrap counts): each differs, each is accurate
+    counts = np.random.default_rng(1).poisson(1.0, (len(y), 3)) * train[:, None]
+    ensemble = fit_predict_probabilities(x, hidden, counts, n_classes=10)
+    assert ensemble.shape == (3, len(y), 10)
+    assert all((head[~train].argmax(axis=1) == y[~train]).mean() > 0.85 for head in ensemble)
+    assert not np.allclose(ensemble[0], ensemble[1], atol=1e-3)
+    with pytest.raises(InputError, match="positive weight"):
+        fit_predict_probabilities(x, hidden, np.zeros(len(y)))
+    with pytest.raises(InputError, match="train_weights"):
+        fit_predict_probabilities(x, hidden, train[:-1].astype(float))
 
 
 # --- label issues ------------------------------------------------------------------------------------

@@ -98,7 +98,9 @@ def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, *, n_f
     folds = stratified_folds(y, n_folds, rng) if folds is None else _validated_folds(folds, len(y), n_folds)
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
         features = whitened_pca(x, pca_components(len(x)), rng)
-        weights, bias = _fit_joint_softmax(features, y, k, folds, n_folds)
+        # Fold f's head trains on the rows outside fold f, each counted once.
+        trains = (folds[:, None] != np.arange(n_folds)[None, :]).astype(np.float32)
+        weights, bias = _fit_joint_softmax(features, y, k, trains)
     probs = np.empty((len(y), k), dtype=np.float64)
     for fold in range(n_folds):
         rows = folds == fold
@@ -108,6 +110,47 @@ def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, *, n_f
         if progress is not None:
             progress(1)
     return probs
+
+
+def fit_predict_probabilities(embeddings: np.ndarray, labels: np.ndarray, train_weights: np.ndarray, *,
+                              n_classes: int | None = None, seed: int = 0) -> np.ndarray:
+    """``P(class | embedding)`` for every row from softmax heads trained on weighted rows; the same head
+    as ``out_of_fold_probabilities`` (standardise, whitened PCA, L2 softmax regression).
+
+    ``train_weights`` is ``(n,)`` for one head or ``(n, heads)`` for several fitted together (e.g.
+    bootstrap counts of an ensemble); row ``i`` counts ``train_weights[i, h]`` times in head ``h``'s loss,
+    and rows weighted 0 in every head are only predicted (their ``labels`` are ignored and may be -1).
+    The PCA basis uses every row's embedding (no labels: transductive, like any unsupervised
+    preprocessing) and keeps ``pca_components`` of the *training* rows. Returns ``(n, k)`` for a 1-D
+    ``train_weights``, else ``(heads, n, k)``. Raises ``InputError`` on malformed input.
+    """
+    weights = np.asarray(train_weights, dtype=np.float64)
+    single = weights.ndim == 1
+    weights = weights[:, None] if single else weights
+    x = np.asarray(embeddings)
+    y = np.asarray(labels)
+    if weights.ndim != 2 or weights.shape[0] != len(x) or weights.shape[1] < 1:
+        raise InputError(f"softmax head: train_weights must have shape ({len(x)},) or ({len(x)}, heads), "
+                         f"got {np.shape(train_weights)}")
+    if not np.all(np.isfinite(weights)) or weights.min() < 0:
+        raise InputError("softmax head: train_weights must be finite and non-negative")
+    if np.any(weights.sum(axis=0) <= 0):
+        raise InputError("softmax head: every head needs at least one training row with positive weight")
+    used = weights.sum(axis=1) > 0
+    if y.shape != (len(x),):
+        raise InputError(f"softmax head: labels must have shape ({len(x)},), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise InputError("softmax head: labels must be integer class indices 0..k-1 (-1 for unlabelled rows)")
+    x_all, codes, k = _validated(x, np.where(used, y, 0), 2, n_classes)
+    train_y = codes[used]
+    rng = np.random.default_rng(seed)
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        features = whitened_pca(x_all, pca_components(int(used.sum())), rng)
+        coef, bias = _fit_joint_softmax(features[used], train_y, k, weights[used].astype(np.float32))
+        logits = features.astype(np.float64) @ coef + bias
+    heads = weights.shape[1]
+    probs = np.exp(log_softmax(logits.reshape(len(x_all), heads, k), axis=2)).transpose(1, 0, 2)
+    return probs[0] if single else probs
 
 
 def pca_components(n_samples: int) -> int:
@@ -189,33 +232,34 @@ def whitened_pca(x: np.ndarray, components: int, rng: np.random.Generator) -> np
     return projected
 
 
-def _fit_joint_softmax(features: np.ndarray, labels: np.ndarray, k: int, folds: np.ndarray,
-                       n_folds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Weights ``(d, n_folds * k)`` and biases of one softmax head per fold, fitted in one L-BFGS run.
+def _fit_joint_softmax(features: np.ndarray, labels: np.ndarray, k: int,
+                       row_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``(d, heads * k)`` and biases of one softmax head per column of ``row_weights``, fitted in
+    one L-BFGS run.
 
+    ``row_weights[i, h]`` >= 0 is how much row ``i`` counts in head ``h``'s loss (1/0 for the folds of a
+    cross-validation, bootstrap counts for an ensemble); each head's loss is its weighted mean log-loss
+    plus ``||W_h||^2 / (2 C n_h)`` with ``n_h`` the head's total weight (sklearn's convention for ``C``).
     The objective runs in float32 (logits, softmax, both products) and sums in float64: the products
     dominate the cost and float32 halves it; the gradient's rounding (~1e-7 relative) is far below the
     stopping tolerance.
     """
     n, d = features.shape
-    width = n_folds * k
+    n_heads = row_weights.shape[1]
+    width = n_heads * k
     rows = np.arange(n)
-    # row_weight[i, f]: 1 / |train(f)| if row i is in fold f's training set, else 0 (each fold's loss is
-    # a mean over its own training rows; held-out rows contribute nothing to that fold's head).
-    trains = folds[:, None] != np.arange(n_folds)[None, :]
-    train_sizes = trains.sum(axis=0)
-    row_weight = (trains / train_sizes).astype(np.float32)
-    # sklearn's convention: sum-loss + ||W||^2 / (2C), i.e. mean-loss + ||W||^2 / (2 C n_train).
-    penalty_cols = np.repeat(1.0 / (REGULARIZATION_C * train_sizes), k)[None, :]  # (1, width)
+    head_sizes = row_weights.sum(axis=0, dtype=np.float64)
+    row_weight = (row_weights / head_sizes).astype(np.float32)
+    penalty_cols = np.repeat(1.0 / (REGULARIZATION_C * head_sizes), k)[None, :]  # (1, width)
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         weights = theta[: d * width].reshape(d, width)
         bias = theta[d * width:]
         logits = features @ weights.astype(np.float32)
         logits += bias.astype(np.float32)
-        cube = logits.reshape(n, n_folds, k)
+        cube = logits.reshape(n, n_heads, k)
         cube -= cube.max(axis=2, keepdims=True)
-        true_logit = cube[rows, :, labels]  # (n, n_folds), shifted logit of the given label
+        true_logit = cube[rows, :, labels]  # (n, n_heads), shifted logit of the given label
         np.exp(cube, out=cube)
         total = cube.sum(axis=2, keepdims=True)
         loss = float(np.sum(row_weight * (np.log(total[:, :, 0]) - true_logit), dtype=np.float64))
@@ -231,7 +275,7 @@ def _fit_joint_softmax(features: np.ndarray, labels: np.ndarray, k: int, folds: 
     result = minimize(objective, start, jac=True, method="L-BFGS-B",
                       options={"maxiter": MAX_ITER, "ftol": TOLERANCE, "gtol": 1e-6, "maxcor": MAXCOR})
     if not np.all(np.isfinite(result.x)):
-        raise FloatingPointError("out-of-fold softmax fit diverged (non-finite weights)")
+        raise FloatingPointError("softmax fit diverged (non-finite weights)")
     return result.x[: d * width].reshape(d, width), result.x[d * width:]
 
 
