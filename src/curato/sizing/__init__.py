@@ -1,0 +1,54 @@
+"""Sizing: how many labels reach a target metric, and what augmentation or pseudo-labels are worth in labels.
+
+Pure functions over arrays: ``curve_sizes`` / ``nested_subset`` (the subsets), ``measure_curve`` with
+``head_scorer`` or ``hook_scorer`` (the measured points), ``select_fits`` (curve families weighted by
+extrapolation error), ``forecast`` / ``backtest`` / ``labels_worth`` (the answers, with bootstrap intervals).
+``curato.sizing.runner.run_size`` is the workspace shell behind ``curato size`` (re-exported as ``run_size``).
+"""
+
+from typing import Any
+
+from curato.sizing.curves import FAMILIES, FamilyFit, FittedCurve, fit_curve, select_fits, weighted_metric
+from curato.sizing.forecast import backtest, forecast, labels_needed, labels_worth, per_class_answers
+from curato.sizing.measure import (
+    METRICS,
+    classification_scores,
+    curve_values,
+    head_scorer,
+    hook_scorer,
+    measure_curve,
+    train_and_score_head,
+)
+from curato.sizing.subsets import curve_sizes, nested_subset
+
+
+def run_size(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``curato.sizing.runner.run_size`` (see there); imported lazily, it needs the workspace stack."""
+    from curato.sizing.runner import run_size as run
+
+    return run(*args, **kwargs)
+
+
+__all__ = [
+    "FAMILIES",
+    "METRICS",
+    "FamilyFit",
+    "FittedCurve",
+    "backtest",
+    "classification_scores",
+    "curve_sizes",
+    "curve_values",
+    "fit_curve",
+    "forecast",
+    "head_scorer",
+    "hook_scorer",
+    "labels_needed",
+    "labels_worth",
+    "measure_curve",
+    "nested_subset",
+    "per_class_answers",
+    "run_size",
+    "select_fits",
+    "train_and_score_head",
+    "weighted_metric",
+]

@@ -1,0 +1,260 @@
+# Run from the repository root. Once: a separate virtualenv for dataeval (torch CPU wheel from constraints.txt):
+#   python3 -m venv .bench/dataeval-venv && .bench/dataeval-venv/bin/pip install -c constraints.txt torch==2.13.0 \
+#       && .bench/dataeval-venv/bin/pip install -c constraints.txt dataeval==1.1.4
+# Then (Fashion-MNIST embeddings are read from .bench/fmnist-{train,t10k}-efficientnet-lite0-112.npy, written by
+# benchmarks/shortcuts_planted.py / label_issues.py):
+#   .venv/bin/python benchmarks/sizing_backtest.py --json .bench/sizing_backtest.json
+#   .venv/bin/python benchmarks/sizing_backtest.py --datasets digits --runs 3        # seconds
+#   .venv/bin/python benchmarks/sizing_backtest.py --datasets fashion --strategies    # + augmentation, pseudo-labels
+"""Backtest of ``curato size``'s forecast against dataeval 1.1.4 ``Sufficiency`` on the same measured curves.
+
+For each dataset the training pool's learning curve is measured with curato's cheap head
+(``fit_predict_probabilities`` on embeddings; nested stratified subsets, ``--seeds`` per size) at
+log-spaced sizes up to 25% of the pool, and at 100%. Both tools then see ONLY the points <= 25%:
+
+* curato: ``curato.sizing.forecast.backtest`` (five families weighted by held-back extrapolation error,
+  bootstrap interval) predicts the metric at 100% and the labels needed to reach the metric measured at 100%;
+* dataeval: ``SufficiencyOutput(steps, measures)`` built from the same points (runs = seeds), then
+  ``project(N)`` and ``inv_project(target)`` (one power law ``c n^-m + c0``), run by the python of
+  ``--dataeval-python`` on a JSON file, so dataeval stays out of curato's virtualenv.
+
+Goals (issue 5): |error at 100%| <= 1.5 points; labels needed within +-25% of the true 100%; curato's error
+lower than dataeval's. Datasets: Fashion-MNIST (60k training pool, evaluated on the 10k test set, EfficientNet-
+Lite0-112 embeddings) and scikit-learn digits (raw 8x8 pixels, a fixed stratified 25% held out per run).
+``--strategies``: augmentation (flips, crops, jitter, re-embedded) and pseudo-labels on Fashion-MNIST at a few
+small sizes, priced in labels against the baseline curve, with the measured points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curato.imageio import read_idx
+from curato.models.oof import stratified_subsample
+from curato.sizing.curves import select_fits
+from curato.sizing.forecast import backtest, labels_worth
+from curato.sizing.measure import curve_values, head_scorer, measure_curve
+from curato.sizing.strategies import augmentation_scores, augmented_images, pseudo_label_scores
+from curato.sizing.subsets import nested_subset
+
+REPO = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+TRAIN_EMBEDDINGS = REPO / ".bench" / "fmnist-train-efficientnet-lite0-112.npy"
+TEST_EMBEDDINGS = REPO / ".bench" / "fmnist-t10k-efficientnet-lite0-112.npy"
+EMBEDDER = "efficientnet-lite0-112"
+FRACTION = 0.25
+
+DATAEVAL_CHILD = """
+import json, sys
+import numpy as np
+from dataeval.performance._output import SufficiencyOutput
+cases = json.load(open(sys.argv[1]))
+out = []
+for case in cases:
+    result = SufficiencyOutput(steps=np.array(case["steps"]), measures={"metric": np.array(case["measures"])})
+    projected = result.project(case["predict_at"]).to_dict(as_series=False)["metric"][0]
+    needed = result.inv_project({"metric": [case["target"]]}).to_dict(as_series=False)["metric"][0]
+    out.append({"predicted": float(projected), "samples_needed": None if needed is None or needed < 0 else int(needed),
+                "params": [float(v) for v in result.params["metric"]]})
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
+def fashion() -> dict[str, Any]:
+    """EfficientNet-Lite0-112 embeddings of the 60k training and 10k test images, with labels."""
+    if not TRAIN_EMBEDDINGS.exists() or not TEST_EMBEDDINGS.exists():
+        sys.exit(f"{TRAIN_EMBEDDINGS} or {TEST_EMBEDDINGS} missing: run benchmarks/label_issues.py first")
+    train = np.load(TRAIN_EMBEDDINGS, mmap_mode="r")
+    test = np.load(TEST_EMBEDDINGS, mmap_mode="r")
+    labels = np.concatenate([read_idx(FASHION / "train-labels-idx1-ubyte.gz"),
+                             read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")]).astype(np.int64)
+    x = np.concatenate([np.asarray(train, np.float32), np.asarray(test, np.float32)])
+    return {"x": x, "y": labels, "pool": np.arange(len(train)), "eval": np.arange(len(train), len(x))}
+
+
+def digits(run: int) -> dict[str, Any]:
+    """scikit-learn digits as raw pixels; a fixed stratified 25% (seeded by ``run``) is the evaluation set."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    y = data.target.astype(np.int64)
+    held = stratified_subsample(y, len(y) // 4, seed=100 + run)
+    return {"x": data.data.astype(np.float32), "y": y, "pool": np.setdiff1d(np.arange(len(y)), held), "eval": held}
+
+
+def measure(data: dict[str, Any], sizes: list[int], seeds: list[int]) -> dict[tuple[int, int], dict]:
+    scorer = head_scorer(data["x"], data["y"], data["pool"], data["eval"], n_classes=10)
+    return measure_curve(data["y"][data["pool"]], sizes, seeds, scorer)
+
+
+def run_dataeval(python: str, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "cases.json", Path(folder) / "out.json"
+        source.write_text(json.dumps(cases))
+        subprocess.run([python, "-c", DATAEVAL_CHILD, str(source), str(target)], check=True)
+        return json.loads(target.read_text())
+
+
+def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray], python: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    ours = backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=run)
+    seconds = time.perf_counter() - started
+    keep = sizes <= sizes[-1] * FRACTION + 1e-9
+    theirs = run_dataeval(python, [{"steps": sizes[keep].tolist(), "predict_at": int(sizes[-1]),
+                                    "target": ours["measured"],
+                                    "measures": np.array([values[i] for i in np.flatnonzero(keep)]).T.tolist()}])[0]
+    truth = int(sizes[-1])
+    return {"dataset": name, "run": run, "fit_up_to": ours["fit_up_to"], "predict_at": truth,
+            "measured": ours["measured"], "curato_predicted": ours["predicted"], "curato_error": ours["error"],
+            "curato_interval": ours["interval"], "curato_covered": ours["covered"],
+            "curato_needed": ours["samples_needed_predicted"],
+            "curato_needed_error": None if ours["samples_needed_predicted"] is None
+            else ours["samples_needed_predicted"] / truth - 1,
+            "dataeval_predicted": theirs["predicted"], "dataeval_error": theirs["predicted"] - ours["measured"],
+            "dataeval_needed": theirs["samples_needed"],
+            "dataeval_needed_error": None if theirs["samples_needed"] is None else theirs["samples_needed"] / truth - 1,
+            "weights": {f["family"]: round(f["weight"], 3) for f in ours["fits"]}, "curato_seconds": seconds,
+            "curve": [{"size": int(s), "mean": float(np.mean(v)), "values": [float(x) for x in v]}
+                      for s, v in zip(sizes, values, strict=True)]}
+
+
+def strategies(data: dict[str, Any], sizes: list[int], seeds: list[int], baseline: tuple[np.ndarray, list]) -> list:
+    """Augmentation and pseudo-labels on Fashion-MNIST at small sizes, priced against the baseline curve."""
+    from curato.features.embedders import get_embedder
+
+    images = read_idx(FASHION / "train-images-idx3-ubyte.gz")
+    embedder = get_embedder(EMBEDDER)
+    base_sizes, base_values = baseline
+    means = np.array([np.mean(v) for v in base_values])
+    fits = select_fits(base_sizes, means, chance=0.9)
+    x, y, pool, evaluation = data["x"], data["y"], data["pool"], data["eval"]
+    rng = np.random.default_rng(0)
+    unlabelled_pool = np.sort(rng.choice(pool, size=20_000, replace=False))
+    rows_needed = np.unique(np.concatenate([pool[nested_subset(y[pool], max(sizes), seed=s)] for s in seeds]))
+    started = time.perf_counter()
+    augmented = {}
+    for start in range(0, len(rows_needed), 256):
+        chunk = rows_needed[start:start + 256]
+        grey = [np.repeat(images[row][..., None], 3, axis=2) for row in chunk]
+        copies = augmented_images(grey, seed=int(chunk[0]))
+        augmented.update(zip(chunk.tolist(), np.asarray(embedder.embed(copies), np.float32), strict=True))
+    embed_seconds = time.perf_counter() - started
+    out = []
+    for size in sizes:
+        row: dict[str, Any] = {"size": size}
+        for name in ("augmentation", "pseudo-labels"):
+            values, extra = [], []
+            for seed in seeds:
+                train = pool[nested_subset(y[pool], size, seed=seed)]
+                if name == "augmentation":
+                    scores = augmentation_scores(x, y, train, evaluation, np.stack([augmented[r] for r in train]),
+                                                 n_classes=10, seed=seed)
+                else:
+                    unlabelled = np.setdiff1d(unlabelled_pool, train)
+                    scores = pseudo_label_scores(x, y, train, unlabelled, evaluation, n_classes=10, seed=seed)
+                    extra.append((scores["pseudo_labeled"], scores["pseudo_label_accuracy"]))
+                values.append(scores["accuracy"])
+            value = float(np.mean(values))
+            worth = labels_worth(base_sizes, means, fits, size=size, value=value)
+            row[name] = {"values": values, "mean": value, "worth_labels": None if not np.isfinite(worth) else
+                         round(worth), "worth_ratio": None if not np.isfinite(worth) else (size + worth) / size}
+            if extra:
+                row[name]["pseudo_labeled"] = [e[0] for e in extra]
+                row[name]["pseudo_label_accuracy"] = [e[1] for e in extra]
+        index = list(base_sizes).index(size) if size in base_sizes else None
+        row["baseline"] = None if index is None else {"values": base_values[index].tolist(),
+                                                      "mean": float(means[index])}
+        out.append(row)
+    return [{"embed_seconds": embed_seconds, "augmented_images": len(rows_needed)}, *out]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="digits,fashion")
+    parser.add_argument("--runs", type=int, default=2, help="independent curves per dataset (each with --seeds)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--sizes", type=int, default=10, help="log-spaced sizes up to 25%% of the pool")
+    parser.add_argument("--strategies", action="store_true")
+    parser.add_argument("--dataeval-python", default=str(REPO / ".bench" / "dataeval-venv" / "bin" / "python"))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    rows, strategy_rows = [], None
+    for name in args.datasets.split(","):
+        for run in range(args.runs):
+            data = fashion() if name == "fashion" else digits(run)
+            n = len(data["pool"])
+            smallest = 5 * 10
+            sizes = sorted({*np.round(np.geomspace(smallest, n * FRACTION, args.sizes)).astype(int).tolist(), n})
+            seeds = list(range(run * args.seeds, (run + 1) * args.seeds))
+            started = time.perf_counter()
+            points = measure(data, sizes, seeds)
+            measure_seconds = time.perf_counter() - started
+            curve_sizes_, values = curve_values(points, "accuracy")
+            row = one_backtest(name, run, curve_sizes_, values, args.dataeval_python)
+            row["measure_seconds"] = measure_seconds
+            rows.append(row)
+            print(_line(row), flush=True)
+            if name == "fashion" and args.strategies and run == 0:
+                chosen = [s for s in sizes if 90 <= s <= 1000][-3:]
+                strategy_rows = strategies(data, chosen, seeds, (curve_sizes_, values))
+                for entry in strategy_rows[1:]:
+                    print(_strategy_line(entry), flush=True)
+                print(f"  augmentation: {strategy_rows[0]['augmented_images']} images augmented and embedded in "
+                      f"{strategy_rows[0]['embed_seconds']:.1f} s", flush=True)
+    _summary(rows)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "strategies": strategy_rows}, indent=2))
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "never" if value is None else f"{value:+.0%}"
+
+
+def _line(row: dict[str, Any]) -> str:
+    interval = row["curato_interval"]
+    return (f"{row['dataset']:8s} run {row['run']}: fit <= {row['fit_up_to']:,}, predict {row['predict_at']:,}: "
+            f"measured {row['measured']:.4f} | curato {row['curato_predicted']:.4f} "
+            f"(error {100 * row['curato_error']:+.2f} pts, 90% [{interval[0]:.3f}, {interval[1]:.3f}]"
+            f"{' covers' if row['curato_covered'] else ' misses'}; labels needed {row['curato_needed']} "
+            f"= {_pct(row['curato_needed_error'])}) | dataeval {row['dataeval_predicted']:.4f} "
+            f"(error {100 * row['dataeval_error']:+.2f} pts; labels needed {row['dataeval_needed']} "
+            f"= {_pct(row['dataeval_needed_error'])}) | weights {row['weights']} | "
+            f"measure {row['measure_seconds']:.0f} s, fit {row['curato_seconds']:.1f} s")
+
+
+def _strategy_line(entry: dict[str, Any]) -> str:
+    base = entry["baseline"]
+    parts = [f"  size {entry['size']:,}: baseline {base['mean']:.4f} {np.round(base['values'], 4).tolist()}"]
+    for name in ("augmentation", "pseudo-labels"):
+        value = entry[name]
+        worth, ratio = value["worth_labels"], value["worth_ratio"]
+        priced = "beyond the curve" if worth is None else f"{worth:+,} labels (x{ratio:.2f} the labels)"
+        parts.append(f"{name} {value['mean']:.4f} {np.round(value['values'], 4).tolist()} = worth {priced}")
+    return "; ".join(parts)
+
+
+def _summary(rows: list[dict[str, Any]]) -> None:
+    for name in sorted({row["dataset"] for row in rows}):
+        group = [row for row in rows if row["dataset"] == name]
+        ours = np.mean([abs(row["curato_error"]) for row in group]) * 100
+        theirs = np.mean([abs(row["dataeval_error"]) for row in group]) * 100
+        ours_n = [abs(row["curato_needed_error"]) for row in group if row["curato_needed_error"] is not None]
+        theirs_n = [abs(row["dataeval_needed_error"]) for row in group if row["dataeval_needed_error"] is not None]
+        print(f"{name}: mean |error at 100%| curato {ours:.2f} pts vs dataeval {theirs:.2f} pts; mean |labels-needed "
+              f"error| curato {np.mean(ours_n) if ours_n else float('nan'):.0%} ({len(ours_n)}/{len(group)} found) vs "
+              f"dataeval {np.mean(theirs_n) if theirs_n else float('nan'):.0%} ({len(theirs_n)}/{len(group)} found)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

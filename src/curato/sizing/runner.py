@@ -1,0 +1,344 @@
+"""``curato size`` = ``run_size``: measure the workspace's learning curve (resumably), forecast, write JSON.
+
+Every (curve, size, seed) result is stored in the catalog's ``curve_points`` table, keyed by a digest of
+everything that determines it (model, embedder, labels, evaluation rows), as soon as it finishes; a re-run
+with the same settings skips what is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curato import __version__
+from curato.errors import InputError
+from curato.models.oof import OOF_SETTINGS_VERSION, stratified_subsample
+from curato.progress import SILENT, Progress
+from curato.sizing.forecast import BOOTSTRAP, backtest, forecast, labels_worth, per_class_answers
+from curato.sizing.measure import (
+    METRICS,
+    curve_plan,
+    curve_values,
+    head_scorer,
+    hook_scorer,
+    measure_curve,
+)
+from curato.sizing.subsets import DEFAULT_SIZES, curve_sizes, nested_subset
+from curato.workspace import Workspace
+
+LATEST_SIZE = "size-latest.json"
+SIZING_VERSION = 1  # bump when a stored curve point would come out different for the same settings
+EVAL_SPLITS = ("test", "val", "validation", "valid", "t10k")
+HELD_OUT_SHARE = 0.2
+STRATEGY_SIZES = 3  # strategies are measured at this many of the largest allowed curve sizes
+AUGMENT_MAX_SIZE = 2000
+AUGMENT_CHUNK = 256
+TrainAndScore = Callable[[list[str], list[str]], float]
+
+
+def load_hook(path: str) -> TrainAndScore:
+    """Import ``module:function`` (e.g. ``my_training:train_and_score``) for ``--model``."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise InputError(f"--model {path!r}: write it as module:function, e.g. my_training:train_and_score")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise InputError(f"--model {path!r}: cannot import {module_name!r} ({error}); put it on PYTHONPATH") from error
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise InputError(f"--model {path!r}: {module_name} has no function {attribute!r}")
+    return function
+
+
+def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", embedder: str | None = None,
+             eval_split: str | None = None, seeds: int = 3, n_sizes: int = DEFAULT_SIZES, run_backtest: bool = False,
+             augmentation: bool = False, pseudo_labels: bool = False, augment_max_size: int = AUGMENT_MAX_SIZE,
+             train_and_score: TrainAndScore | None = None, n_bootstrap: int = BOOTSTRAP,
+             json_path: Path | None = None, progress: Progress = SILENT) -> dict[str, Any]:
+    """How many labels reach ``target``? Returns the ``size --json`` document (``schemas/size.schema.json``).
+
+    The model is the softmax head on the workspace's embeddings (``embedder``, computed and cached when
+    missing) unless ``train_and_score(train_ids, eval_ids) -> float`` is given: then that function trains
+    the user's own model on the sample ids and returns its metric on the evaluation ids. The evaluation
+    rows are the labelled samples of ``eval_split`` (default: a split named test/val/validation/valid/t10k
+    when one holds labelled samples), else a fixed stratified 20% of the labelled samples.
+    """
+    from curato.report.writer import write_json
+
+    if not 0.0 < target <= 1.0:
+        raise InputError(f"--target {target}: must lie in (0, 1], e.g. 0.95")
+    if metric not in METRICS:
+        raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
+    if seeds < 1:
+        raise InputError(f"--seeds {seeds}: use at least 1 (3 or more give intervals)")
+    if train_and_score is not None and (augmentation or pseudo_labels):
+        raise InputError("--augmentation / --pseudo-labels use the built-in head; drop them or drop --model")
+    if train_and_score is None and embedder is None:
+        from curato.features.embedding import choose_embedder_name
+
+        embedder = choose_embedder_name(workspace)
+    data = _labelled_data(workspace, embedder=embedder if train_and_score is None else None, eval_split=eval_split,
+                          progress=progress)
+    pool, evaluation, codes, classes = data["pool"], data["eval"], data["codes"], data["classes"]
+    k = len(classes)
+    sizes = curve_sizes(len(pool), k, n_sizes=n_sizes)
+    if run_backtest and len(pool) // 4 >= 2 * sizes[0]:
+        # The backtest fits on sizes up to 25% only: give it as many sizes there as the curve has in all.
+        sizes = np.union1d(sizes, curve_sizes(len(pool) // 4, k, n_sizes=max(4, n_sizes - 2)))
+    hook_name = None if train_and_score is None else f"{train_and_score.__module__}.{train_and_score.__qualname__}"
+    settings = {"sizing_version": SIZING_VERSION, "model": hook_name or f"softmax-head-v{OOF_SETTINGS_VERSION}",
+                "embedder": data["embedder"], "labels": data["labels_digest"], "evaluation": data["eval_digest"]}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    options = {"target": target, "metric": metric, "seeds": seeds, "sizes": n_sizes, "backtest": run_backtest,
+               "augmentation": augmentation, "pseudo_labels": pseudo_labels, "model": settings["model"]}
+    run_id = workspace.catalog.start_run("size", metric, options)
+    try:
+        stored = _stored_points(workspace, digest)
+        ids = data["ids"]
+        if train_and_score is None:
+            scorer = head_scorer(data["embeddings"], codes, pool, evaluation, n_classes=k)
+        else:
+            scorer = hook_scorer(train_and_score, ids[pool].tolist(), ids[evaluation].tolist())
+        points = _measure(workspace, digest, "baseline", codes[pool], sizes, list(range(seeds)), scorer, stored,
+                          progress, "learning curve")
+        key = "score" if train_and_score is not None else metric
+        measured_sizes, values = curve_values(points, key)
+        chance = 1.0 - 1.0 / k
+        progress.stage("fitting curves", 1)
+        answers = forecast(measured_sizes, values, target=target, chance=chance, today=len(pool),
+                           n_bootstrap=n_bootstrap, per_class_multiple=k)
+        progress.advance(1)
+        shares = np.bincount(codes[pool], minlength=k) / len(pool)
+        needed = answers["samples_needed"]
+        needed["per_class"] = None if needed["total"] is None else {
+            name: math.ceil(needed["total"] * share) for name, share in zip(classes, shares, strict=True)}
+        document: dict[str, Any] = {
+            "version": __version__, "workspace": str(workspace.root), "target": target,
+            "metric": metric if train_and_score is None else "custom",
+            "model": settings["model"], "embedder": data["embedder"], "n_train": len(pool),
+            "n_classes": k, "classes": classes, "evaluation": data["evaluation"], "settings": options,
+            "curve": [_curve_entry(size, vals) for size, vals in zip(measured_sizes, values, strict=True)],
+            **answers,
+        }
+        if train_and_score is None:
+            from curato.sizing.curves import FamilyFit, FittedCurve
+
+            fits = [FamilyFit(f["family"], None if f["params"] is None else
+                              FittedCurve(f["family"], np.array(f["params"]), max(chance, 1e-3), 0.0, 0.0),
+                              f["backtest_rmse"] or math.inf, f["drop_first"], f["weight"]) for f in answers["fits"]]
+            recalls = [np.array([[np.nan if r is None else r for r in points[(int(s), seed)]["recall"]]
+                                 for seed in range(seeds) if (int(s), seed) in points]) for s in measured_sizes]
+            document["per_class"] = per_class_answers(measured_sizes, recalls, shares, fits, target=target,
+                                                      chance=chance, today=len(pool), class_names=classes)
+        else:
+            document["per_class"] = None
+        if run_backtest:
+            document["backtest"] = backtest(measured_sizes, values, chance=chance, n_bootstrap=n_bootstrap)
+        if augmentation or pseudo_labels:
+            document["strategies"] = _strategies(workspace, data, digest, sizes, seeds, metric, stored, measured_sizes,
+                                                 values, answers, augmentation=augmentation,
+                                                 pseudo_labels=pseudo_labels, augment_max_size=augment_max_size,
+                                                 progress=progress)
+    except BaseException as error:
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        workspace.catalog.finish_run(run_id, status, {"error": str(error)})
+        raise
+    write_json(workspace.reports_dir / LATEST_SIZE, document)
+    if json_path is not None:
+        write_json(Path(json_path), document)
+    workspace.catalog.finish_run(run_id, "done", {"samples_needed": document["samples_needed"]["total"],
+                                                  "points": len(points)})
+    return document
+
+
+def _curve_entry(size: int, values: np.ndarray) -> dict[str, Any]:
+    return {"size": int(size), "mean": float(np.mean(values)), "std": float(np.std(values)),
+            "min": float(np.min(values)), "max": float(np.max(values)), "values": [float(v) for v in values]}
+
+
+def _stored_points(workspace: Workspace, digest: str) -> dict[str, dict[tuple[int, int], dict[str, Any]]]:
+    stored: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
+    for row in workspace.catalog.curve_points(digest):
+        stored.setdefault(row["curve"], {})[(row["size"], row["seed"])] = row["scores"]
+    return stored
+
+
+def _measure(workspace: Workspace, digest: str, curve: str, pool_labels: np.ndarray, sizes: Any, seeds: list[int],
+             scorer: Any, stored: dict[str, dict[tuple[int, int], dict[str, Any]]], progress: Progress,
+             description: str) -> dict[tuple[int, int], dict[str, Any]]:
+    plan = curve_plan(len(pool_labels), sizes, seeds)
+    known = {key: value for key, value in stored.get(curve, {}).items() if key in set(plan)}
+    progress.stage(description, len(plan))
+    progress.advance(len(known))
+
+    def store(size: int, seed: int, scores: dict[str, Any]) -> None:
+        workspace.catalog.add_curve_point(digest, curve, size, seed, scores)
+        progress.advance(1)
+
+    return measure_curve(pool_labels, [s for s, _ in plan], seeds, scorer, known=known, on_point=store)
+
+
+def _labelled_data(workspace: Workspace, *, embedder: str | None, eval_split: str | None,
+                   progress: Progress) -> dict[str, Any]:
+    """Labelled rows split into the training pool and the evaluation rows, with codes and (for the head)
+    embeddings; also the unlabelled embedded rows (pseudo-labels)."""
+    table = workspace.catalog.samples(("sample_id", "uri", "split", "content_hash", "kind", "readable"))
+    current = workspace.catalog.current_labels()
+    ids = table["sample_id"].astype(str)
+    usable = np.array([bool(r) for r in table["readable"]], dtype=bool)
+    data: dict[str, Any] = {"ids": ids, "uris": table["uri"], "hashes": table["content_hash"], "kinds": table["kind"]}
+    labels = np.array([current.get(sid) for sid in ids.tolist()], dtype=object)
+    labelled = usable & np.array([label is not None for label in labels], dtype=bool)
+    data["embedder"] = None
+    if embedder is not None:
+        from curato.features.embedding import compute_embeddings
+
+        features, _ = compute_embeddings(workspace, embedder, progress=progress)
+        embeddings, found = features.align(ids.tolist())
+        usable &= found
+        labelled &= found
+        data["embeddings"], data["embedder"] = np.asarray(embeddings, dtype=np.float32), features.name
+    classes = sorted({str(label) for label in labels[labelled]})
+    if len(classes) < 2:
+        raise InputError(f"{workspace.root}: sizing needs labelled samples of at least two classes, found "
+                         f"{len(classes)}; ingest labelled data first")
+    code_of = {name: i for i, name in enumerate(classes)}
+    codes = np.array([code_of.get(str(label), -1) if label is not None else -1 for label in labels], dtype=np.int64)
+    splits = np.array([str(s) if s is not None else "" for s in table["split"].tolist()], dtype=object)
+    chosen_split = eval_split
+    if chosen_split is None:
+        present = set(splits[labelled].tolist())
+        chosen_split = next((s for s in EVAL_SPLITS if s in present), None)
+    if chosen_split is not None:
+        evaluation = np.flatnonzero(labelled & (splits == chosen_split))
+        if evaluation.size == 0:
+            raise InputError(f"--eval-split {chosen_split!r}: no labelled samples in that split; "
+                             f"splits with labels: {', '.join(sorted(set(splits[labelled].tolist())))}")
+        pool = np.flatnonzero(labelled & (splits != chosen_split))
+        data["evaluation"] = {"kind": "split", "split": chosen_split, "n": int(evaluation.size)}
+    else:
+        rows = np.flatnonzero(labelled)
+        held = rows[stratified_subsample(codes[rows], max(len(classes), int(len(rows) * HELD_OUT_SHARE)), seed=0)]
+        evaluation = held
+        pool = np.setdiff1d(rows, held)
+        data["evaluation"] = {"kind": "held-out", "split": None, "n": int(evaluation.size),
+                              "note": f"no test split: a fixed stratified {HELD_OUT_SHARE:.0%} of the labelled "
+                                      "samples is held out for evaluation and never trained on"}
+    data.update(pool=pool, eval=evaluation, codes=codes, classes=classes,
+                unlabelled=np.flatnonzero(usable & ~labelled & (splits != (chosen_split or ""))),
+                labels_digest=_digest(ids[pool], np.array(classes, dtype=object)[codes[pool]]),
+                eval_digest=_digest(ids[evaluation], np.array(classes, dtype=object)[codes[evaluation]]))
+    return data
+
+
+def _digest(ids: np.ndarray, labels: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for sid, label in zip(ids.tolist(), labels.tolist(), strict=True):
+        digest.update(f"{sid}\t{label}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def _strategies(workspace: Workspace, data: dict[str, Any], digest: str, sizes: np.ndarray, seeds: int, metric: str,
+                stored: dict[str, dict[tuple[int, int], dict[str, Any]]], measured_sizes: np.ndarray,
+                values: list[np.ndarray], answers: dict[str, Any], *, augmentation: bool, pseudo_labels: bool,
+                augment_max_size: int, progress: Progress) -> list[dict[str, Any]]:
+    """Measure augmentation and/or pseudo-labels at the largest few allowed curve sizes and price them in labels."""
+    from curato.sizing.curves import FamilyFit, FittedCurve
+    from curato.sizing.strategies import augmentation_scores, pseudo_label_scores
+
+    pool, evaluation, codes, k = data["pool"], data["eval"], data["codes"], len(data["classes"])
+    embeddings = data["embeddings"]
+    chance = 1.0 - 1.0 / k
+    fits = [FamilyFit(f["family"], None if f["params"] is None else
+                      FittedCurve(f["family"], np.array(f["params"]), max(chance, 1e-3), 0.0, 0.0),
+                      f["backtest_rmse"] or math.inf, f["drop_first"], f["weight"]) for f in answers["fits"]]
+    means = np.array([np.mean(v) for v in values])
+    seed_list = list(range(seeds))
+    results = []
+    plans: list[tuple[str, np.ndarray]] = []
+    if augmentation:
+        allowed = sizes[sizes <= augment_max_size]
+        if allowed.size == 0:
+            raise InputError(f"--augment-max-size {augment_max_size}: smaller than the smallest curve size "
+                             f"{int(sizes[0])}; raise it")
+        plans.append(("augmentation", allowed[-STRATEGY_SIZES:]))
+    if pseudo_labels:
+        truly_unlabelled = data["unlabelled"]
+        allowed = sizes if truly_unlabelled.size else sizes[sizes <= len(pool) // 2]
+        plans.append(("pseudo-labels", allowed[-STRATEGY_SIZES:]))
+    for curve, chosen in plans:
+        if curve == "augmentation":
+            augmented = _augmented_embeddings(workspace, data, chosen, seed_list, progress)
+
+            def score(subset: np.ndarray, seed: int, augmented: dict[str, np.ndarray] = augmented) -> dict[str, Any]:
+                rows = pool[subset]
+                copies = np.stack([augmented[sid] for sid in data["ids"][rows].tolist()])
+                return augmentation_scores(embeddings, codes, rows, evaluation, copies, n_classes=k, seed=seed)
+        else:
+            def score(subset: np.ndarray, seed: int) -> dict[str, Any]:
+                rows = pool[subset]
+                hidden = np.setdiff1d(pool, rows)
+                unlabelled = data["unlabelled"] if data["unlabelled"].size else hidden
+                return pseudo_label_scores(embeddings, codes, rows, unlabelled, evaluation, n_classes=k, seed=seed)
+        points = _measure(workspace, digest, curve, codes[pool], chosen, seed_list, score, stored, progress, curve)
+        strategy_sizes, strategy_values = curve_values(points, metric)
+        entries = []
+        for size, vals in zip(strategy_sizes, strategy_values, strict=True):
+            value = float(np.mean(vals))
+            worth = labels_worth(measured_sizes, means, fits, size=int(size), value=value)
+            baseline = float(means[list(measured_sizes).index(size)]) if size in measured_sizes else None
+            entries.append({**_curve_entry(int(size), vals), "baseline": baseline,
+                            "worth_labels": None if not math.isfinite(worth) else round(worth),
+                            "worth_ratio": None if not math.isfinite(worth) else float((size + worth) / size)})
+        last = entries[-1]
+        results.append({"strategy": curve, "points": entries, "at_size": last["size"],
+                        "at_today": last["size"] == len(pool), "worth_labels": last["worth_labels"],
+                        "worth_ratio": last["worth_ratio"]})
+    return results
+
+
+def _augmented_embeddings(workspace: Workspace, data: dict[str, Any], sizes: np.ndarray, seeds: list[int],
+                          progress: Progress) -> dict[str, np.ndarray]:
+    """One augmented copy per training image of the chosen subsets, embedded with the workspace's embedder and
+    cached in the feature store as ``augment-<embedder>`` (resumable, chunk by chunk)."""
+    from curato.features.embedders import get_embedder
+    from curato.imageio import load_rgb
+    from curato.sizing.strategies import augmented_images
+
+    name = data["embedder"]
+    if name is None or name.startswith("precomputed"):
+        raise InputError("--augmentation re-embeds augmented images: use an image embedder (--embedder), "
+                         "not precomputed vectors")
+    pool, codes = data["pool"], data["codes"]
+    rows = np.unique(np.concatenate([pool[nested_subset(codes[pool], int(sizes.max()), seed=seed)] for seed in seeds]))
+    if any(kind != "image" for kind in data["kinds"][rows].tolist()):
+        raise InputError("--augmentation works on images; this workspace's training samples are not all images")
+    store, feature_name = workspace.features, f"augment-{name}"
+    embedder = get_embedder(name)
+    meta = {"settings": {"embedder": embedder.settings(), "augmentation": "flip+crop(0.8-1)+jitter(0.2) v1"},
+            "embedder": name}
+    done = store.done_hashes(feature_name, meta=meta)
+    ids, hashes = data["ids"], data["hashes"]
+    todo = [row for row in rows.tolist() if done.get(ids[row]) != hashes[row]]
+    progress.stage("augmenting and embedding", len(todo))
+    for start in range(0, len(todo), AUGMENT_CHUNK):
+        chunk = todo[start:start + AUGMENT_CHUNK]
+        images = [augmented_images([load_rgb(str(data["uris"][row]))], seed=zlib.crc32(ids[row].encode()))[0]
+                  for row in chunk]
+        vectors = np.asarray(embedder.embed(images), dtype=np.float32)
+        store.write_part(feature_name, [ids[row] for row in chunk], [hashes[row] for row in chunk], vectors)
+        progress.advance(len(chunk))
+    if store.pending_parts(feature_name) or not store.has(feature_name):
+        store.finalize(feature_name, meta)
+    features = store.load(feature_name)
+    vectors, found = features.align(ids[rows].tolist())
+    return {sid: vectors[i] for i, sid in enumerate(ids[rows].tolist()) if found[i]}

@@ -1,0 +1,214 @@
+"""Sizing: curve families and their selection, nested subsets, the forecast and backtest on real data
+(scikit-learn digits), augmentation, ``curato size`` end to end with JSON, resumption and bad input."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import jsonschema
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from curato.errors import InputError
+from curato.models.oof import stratified_subsample
+from curato.sizing import (
+    backtest,
+    curve_sizes,
+    curve_values,
+    fit_curve,
+    forecast,
+    head_scorer,
+    labels_worth,
+    measure_curve,
+    nested_subset,
+    select_fits,
+)
+from curato.sizing.curves import FAMILIES
+from curato.sizing.runner import load_hook, run_size
+from curato.sizing.strategies import augment_image
+from curato.workspace import Workspace
+from tests.conftest import photo
+from tests.test_cli import run
+
+SIZES = np.geomspace(40, 5120, 8)
+CHANCE = 0.9
+
+
+def test_power_law_and_m4_recover_known_parameters():
+    error = 0.04 + 3.0 * SIZES ** -0.45
+    fit = fit_curve("power_law", SIZES, 1 - error, chance=CHANCE)
+    assert fit.params[1] == pytest.approx(0.45, abs=1e-3) and fit.params[2] == pytest.approx(0.04, abs=1e-3)
+    assert fit.ceiling == pytest.approx(0.96, abs=1e-3)
+    # m4 with alpha = 1: (e - 0.03) / (0.9 - e) = 4 n^-0.5, solved for e in closed form.
+    scale = 4.0 * SIZES ** -0.5
+    m4_error = (0.03 + scale * CHANCE) / (1 + scale)
+    fit = fit_curve("m4", SIZES, 1 - m4_error, chance=CHANCE)
+    assert fit.params[0] == pytest.approx(0.03, abs=5e-3) and fit.params[3] == pytest.approx(1.0, abs=0.2)
+    assert np.abs(fit.metric(SIZES) - (1 - m4_error)).max() < 1e-3
+
+
+def test_piecewise_arctan_and_logarithmic_reproduce_their_own_curves():
+    for family, params in {"piecewise_power_law": np.array([np.log(0.1), 0.4, 0.3, np.log(500)]),
+                           "arctan": np.array([0.97, np.log(0.004), 0.5]),
+                           "logarithmic": np.array([0.3, 0.07, 20.0])}.items():
+        truth = 1 - FAMILIES[family].error(params, SIZES, CHANCE)
+        fit = fit_curve(family, SIZES, truth, chance=CHANCE)
+        assert np.abs(fit.metric(SIZES) - truth).max() < 2e-3, family
+    # The piecewise curve stays monotone below its break (the quadratic is held flat).
+    far_left = np.geomspace(1, 500, 50)
+    assert np.all(np.diff(FAMILIES["piecewise_power_law"].error(np.array([np.log(0.1), 0.4, 0.3, np.log(500)]),
+                                                                 far_left, CHANCE)) <= 1e-12)
+
+
+def test_selection_weights_the_generating_family_over_an_unbounded_one():
+    rng = np.random.default_rng(0)
+    sizes = np.geomspace(50, 12800, 10)
+    metric = 1 - (0.08 + 2.0 * sizes ** -0.5) + rng.normal(0, 0.001, len(sizes))
+    fits = select_fits(sizes, metric, chance=CHANCE)
+    weight = {entry.family: entry.weight for entry in fits}
+    assert abs(sum(weight.values()) - 1) < 1e-9
+    assert weight["power_law"] + weight["m4"] > 0.6
+    assert weight["logarithmic"] < 0.1  # no ceiling: it overshoots the held-back sizes
+    assert fits[0].family in ("power_law", "m4")
+
+
+def test_nested_subsets_are_nested_and_stratified():
+    labels = np.repeat(np.arange(4), [400, 200, 100, 100])
+    sizes = curve_sizes(len(labels), 4, n_sizes=6)
+    assert sizes[0] == 20 and sizes[-1] == 800 and np.all(np.diff(sizes) > 0)
+    for seed in (0, 1):
+        previous = None
+        for size in sizes:
+            subset = nested_subset(labels, int(size), seed=seed)
+            assert len(subset) == size
+            counts = np.bincount(labels[subset], minlength=4)
+            assert np.all(np.abs(counts - size * np.array([0.5, 0.25, 0.125, 0.125])) <= 1)
+            if previous is not None:
+                assert set(previous) <= set(subset)
+            previous = subset
+    assert not np.array_equal(nested_subset(labels, 100, seed=0), nested_subset(labels, 100, seed=1))
+
+
+def test_backtest_error_is_predicted_minus_measured():
+    sizes = 40.0 * 2 ** np.arange(9)
+    truth = 1 - (0.05 + 2.5 * sizes ** -0.5)
+    values = [np.array([v - 0.002, v + 0.002]) for v in truth]
+    result = backtest(sizes, values, chance=CHANCE, n_bootstrap=20)
+    assert result["fit_up_to"] == 2560 and result["predict_at"] == 10240
+    assert result["measured"] == pytest.approx(truth[-1])
+    assert result["error"] == pytest.approx(result["predicted"] - result["measured"])
+    assert abs(result["error"]) < 0.005
+    assert result["samples_needed_ratio"] == pytest.approx(1.0, abs=0.25)
+
+
+@pytest.fixture(scope="module")
+def digits_curve() -> tuple[np.ndarray, list[np.ndarray], int]:
+    data = load_digits()
+    x, y = data.data.astype(np.float32), data.target.astype(np.int64)
+    held = stratified_subsample(y, 450, seed=102)
+    pool = np.setdiff1d(np.arange(len(y)), held)
+    sizes = sorted({*np.round(np.geomspace(50, len(pool) / 4, 8)).astype(int).tolist(), len(pool)})
+    points = measure_curve(y[pool], sizes, [0, 1, 2], head_scorer(x, y, pool, held, n_classes=10))
+    measured_sizes, values = curve_values(points, "accuracy")
+    return measured_sizes, values, len(pool)
+
+
+def test_digits_forecast_from_a_quarter_is_within_a_few_points(digits_curve):
+    sizes, values, n_pool = digits_curve
+    assert len(values[-1]) == 1 and all(len(v) == 3 for v in values[:-1])  # one seed at the full pool
+    result = backtest(sizes, values, chance=CHANCE, n_bootstrap=30)
+    assert result["predict_at"] == n_pool and result["fit_up_to"] <= n_pool / 4
+    assert abs(result["error"]) < 0.04
+    assert result["interval"][0] < result["predicted"] < result["interval"][1]
+
+
+def test_forecast_answers_and_warnings(digits_curve):
+    sizes, values, n_pool = digits_curve
+    answers = forecast(sizes, values, target=0.97, chance=CHANCE, n_bootstrap=15, per_class_multiple=10)
+    predictions = [entry["metric"] for entry in answers["predictions"]]
+    assert predictions == sorted(predictions) and predictions[0] >= np.mean(values[-1]) - 0.01
+    assert answers["samples_needed"]["total"] is not None and answers["samples_needed"]["total"] > n_pool
+    low, high = answers["samples_needed"]["interval"]
+    assert low <= answers["samples_needed"]["total"] and (high is None or high >= answers["samples_needed"]["total"])
+    assert answers["marginal"]["gain"] > 0 and answers["marginal"]["labels"] == 10_000
+    unreachable = forecast(sizes, values, target=1.0, chance=CHANCE, n_bootstrap=0)
+    assert unreachable["samples_needed"]["total"] is None and unreachable["warnings"]
+    means = np.array([np.mean(v) for v in values])
+    fits = select_fits(sizes, means, chance=CHANCE)
+    # A strategy that scores what the baseline scores at a size is worth nothing there; a better one is worth more.
+    assert labels_worth(sizes, means, fits, size=int(sizes[4]), value=float(means[4])) == pytest.approx(0, abs=1)
+    assert labels_worth(sizes, means, fits, size=int(sizes[4]), value=float(means[6])) > sizes[6] - sizes[4] - 1
+
+
+def test_augment_image_keeps_shape_and_changes_pixels():
+    image = photo("astronaut")[::4, ::4]
+    rng = np.random.default_rng(0)
+    copies = [augment_image(image, rng) for _ in range(4)]
+    assert all(c.shape == image.shape and c.dtype == np.uint8 for c in copies)
+    assert all(np.abs(c.astype(int) - image).mean() > 1 for c in copies)
+
+
+@pytest.fixture()
+def sizing_workspace(tmp_path, image_folder):
+    ws = tmp_path / "ws"
+    assert run("ingest", image_folder, "-w", ws).returncode == 0
+    return ws
+
+
+def test_cli_writes_valid_json_and_report(sizing_workspace, tmp_path):
+    out = tmp_path / "size.json"
+    result = run("size", "-w", sizing_workspace, "--target", "0.99", "--embedder", "classic", "--sizes", "6",
+                 "--pseudo-labels", "--json", out)
+    assert result.returncode == 0, result.stderr
+    assert "labelled samples for accuracy 0.99" in result.stdout
+    document = json.loads(out.read_text())
+    schema = json.loads(resources.files("curato").joinpath("schemas/size.schema.json").read_text())
+    jsonschema.validate(document, schema)
+    assert document["evaluation"] == {"kind": "split", "split": "test", "n": 18}
+    assert document["n_train"] == 62 and document["curve"][-1]["size"] == 62
+    assert abs(sum(f["weight"] for f in document["fits"]) - 1) < 1e-6
+    assert document["strategies"][0]["strategy"] == "pseudo-labels"
+    report = run("audit", "-w", sizing_workspace, "--checks", "imbalance", "--report", tmp_path / "r.html")
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert 'id="sizing"' in html and "line-chart" in html
+
+
+def test_hook_run_resumes_after_interruption(sizing_workspace):
+    workspace = Workspace.open(sizing_workspace)
+    calls: list[int] = []
+
+    def flaky(train_ids: list[str], eval_ids: list[str]) -> float:
+        calls.append(len(train_ids))
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return min(1.0, 0.4 + 0.1 * np.log(len(train_ids)))
+
+    def steady(train_ids: list[str], eval_ids: list[str]) -> float:
+        calls.append(len(train_ids))
+        return min(1.0, 0.4 + 0.1 * np.log(len(train_ids)))
+
+    steady.__qualname__ = flaky.__qualname__  # the same recipe, resumed
+    with pytest.raises(KeyboardInterrupt):
+        run_size(workspace, target=0.9, train_and_score=flaky, seeds=2, n_sizes=5, n_bootstrap=0)
+    assert workspace.catalog.runs("size")[-1]["status"] == "interrupted"
+    calls.clear()
+    document = run_size(workspace, target=0.9, train_and_score=steady, seeds=2, n_sizes=5, n_bootstrap=0)
+    planned = 2 * (len(document["curve"]) - 1) + 1
+    assert len(calls) == planned - 4  # the four points stored before the interruption are not recomputed
+    assert document["metric"] == "custom" and document["per_class"] is None
+
+
+def test_bad_input_gives_one_clear_line(sizing_workspace, tmp_path):
+    result = run("size", "-w", sizing_workspace, "--embedder", "classic", "--target", "1.5")
+    assert result.returncode == 2 and "--target 1.5: must lie in (0, 1]" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    workspace = Workspace.open(sizing_workspace)
+    with pytest.raises(InputError, match="--metric 'top5': use one of accuracy"):
+        run_size(workspace, target=0.9, metric="top5")
+    with pytest.raises(InputError, match="cannot import 'nowhere_module'"):
+        load_hook("nowhere_module:fn")
+    with pytest.raises(InputError, match="too few"):
+        curve_sizes(30, 10)
