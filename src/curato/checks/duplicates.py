@@ -40,7 +40,9 @@ A candidate pair is a near duplicate when any of these holds:
    ``t = 1 - correlation``, a pair within ``2 * D`` in the embedding is accepted when ``t <= 0.025``
    and ``t`` is at most 0.25 x the ``t`` from either end to its other compared neighbours; a pair
    within ``4 * D`` when ``t <= 0.003`` and at most 0.35 x the others (an exact match of the pictures
-   outweighs a drifted embedding, e.g. after a strong down-scale).
+   outweighs a drifted embedding, e.g. after a strong down-scale); and a pair within ``2 * D`` when
+   ``t <= 0.08`` and at most 0.12 x the others (a distinctive picture whose copy was cropped and
+   re-compressed: nothing else comes close).
 
 Where thumbnails exist they also overrule rules 2 and 3: a pair those rules accept is dropped when
 its refined registration, in the better of the two directions, is worse than ``t = 0.03`` (the
@@ -101,6 +103,8 @@ VETO_ABOVE = 0.03
 REGISTERED_TIGHT = 0.003
 REGISTERED_TIGHT_GAP = 0.35
 REGISTERED_WIDE_RATIO = 4.0
+REGISTERED_LOOSE = 0.08
+REGISTERED_LOOSE_GAP = 0.12
 PHASH_ONLY_BITS = 2
 DEFAULT_K = 10
 MAX_EVIDENCE_GROUPS = 200
@@ -361,6 +365,8 @@ def _registered_accept(t: np.ndarray, neighbour: np.ndarray, rows: np.ndarray, p
               & (embedding <= REGISTERED_RATIO * scale))
     accept |= ((distance <= REGISTERED_TIGHT) & (distance <= REGISTERED_TIGHT_GAP * other)
                & (embedding <= REGISTERED_WIDE_RATIO * scale))
+    accept |= ((distance <= REGISTERED_LOOSE) & (distance <= REGISTERED_LOOSE_GAP * other)
+               & (embedding <= REGISTERED_RATIO * scale))
     return accept
 
 
@@ -504,8 +510,10 @@ def _near_finding(
         summary["distance_scale"] = round(scale, 6)
         summary["rule"] = (f"cosine distance <= {ALONE_RATIO} x {scale:.4f}; or phash <= {PHASH_CONFIRM_BITS} bits "
                            f"and <= {PHASH_CONFIRM_RATIO} x scale; or <= {DISTINCT_RATIO} x scale and at most "
-                           f"{DISTINCT_GAP} x the distance to any other neighbour; or registered thumbnails within "
-                           f"{REGISTERED_MAX} and {REGISTERED_GAP} x their distance to other neighbours")
+                           f"{DISTINCT_GAP} x the distance to any other neighbour (the last two unless registered "
+                           f"thumbnails differ by more than {VETO_ABOVE}); or registered thumbnails within "
+                           f"{REGISTERED_MAX} and {REGISTERED_GAP} x their distance to other neighbours (within "
+                           f"{REGISTERED_TIGHT} and {REGISTERED_TIGHT_GAP} x up to {REGISTERED_WIDE_RATIO} x scale)")
     return Finding(check="near_duplicates", severity=severity, message=message, sample_ids=ids, flagged=flagged,
                    scores=np.where(flagged, best, 0.0), summary=summary,
                    evidence=_evidence(lists, chosen, cap), details=details)
