@@ -295,6 +295,196 @@ def transfer(
 
 @app.command()
 @_friendly
+def select(
+    workspace: WorkspaceOption,
+    budget: Annotated[int, typer.Option(help="How many samples to pick for labelling.")],
+    strategy: Annotated[str, typer.Option(help="Query strategy: auto, random, margin, entropy, least-confidence, "
+                                               "badge, coreset, typiclust, probcover, cluster-margin, ... "
+                                               "(see docs/active.md).")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Write the batch here (.csv or .json).")] = None,
+    embedder: Annotated[str | None, typer.Option(help="Embeddings to use (default: chosen for the data).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random draws and clustering.")] = 0,
+) -> None:
+    """Which samples should people label next? Picks a batch, queues it for the labelling app, writes it out."""
+    from curato.active.runner import LATEST_SELECT, run_select
+    from curato.progress import RichProgress
+    from curato.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    with RichProgress() as progress:
+        document = run_select(ws, budget=budget, strategy=strategy, embedder=embedder, out=out, seed=seed,
+                              progress=progress)
+    table = Table(title=f"{len(document['batch'])} samples queued by {strategy} ({document['n_labeled']} labelled, "
+                        f"{document['n_unlabeled']} unlabelled)")
+    for column in ("rank", "sample_id", "predicted", "reason"):
+        table.add_column(column, justify="right" if column == "rank" else "left")
+    for row in document["batch"][:10]:
+        table.add_row(str(row["rank"]), row["sample_id"], row["predicted_label"] or "–", row["reason"])
+    console.print(table)
+    console.print(f"queued as run {document['run_id']}; batch: {out or ws.reports_dir / LATEST_SELECT}")
+
+
+@app.command()
+@_friendly
+def route(
+    workspace: WorkspaceOption,
+    precision: Annotated[float, typer.Option(help="Precision the accepted model labels must reach.")] = 0.99,
+    calibration: Annotated[str, typer.Option(help="temperature or isotonic.")] = "temperature",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the routing as JSON here.")] = None,
+    embedder: Annotated[str | None, typer.Option(help="Embeddings to use (default: chosen for the data).")] = None,
+    undo: Annotated[int | None, typer.Option(help="Remove the model labels of this routing run id instead.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the cross-fitting folds.")] = 0,
+) -> None:
+    """Accept the model's labels where calibrated confidence reaches the requested precision (origin=model)."""
+    from curato.active.runner import LATEST_ROUTE, run_route, undo_route
+    from curato.progress import RichProgress
+    from curato.workspace import Workspace
+
+    ws = Workspace.open(workspace)
+    if undo is not None:
+        removed = undo_route(ws, undo)
+        console.print(f"removed {removed} model labels of routing run {undo}")
+        return
+    with RichProgress() as progress:
+        document = run_route(ws, precision=precision, calibration=calibration, embedder=embedder,
+                             json_path=json_out, seed=seed, progress=progress)
+    console.print(f"auto-labelled {document['auto_labelled']} of {document['n_unlabeled']} unlabelled samples "
+                  f"({document['share_auto_labelled']:.1%}) at requested precision {precision:g}; expected wrong "
+                  f"auto-labels: {document['expected_wrong']:.1f} (conservative bound "
+                  f"{document['expected_wrong_bound']:.1f})", highlight=False)
+    console.print(f"stored as model labels of run {document['run_id']}; undo with "
+                  f"`curato route -w {workspace} --undo {document['run_id']}`", highlight=False)
+    console.print(f"json: {json_out or ws.reports_dir / LATEST_ROUTE}")
+
+
+@app.command()
+@_friendly
+def simulate(
+    workspace: WorkspaceOption,
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategies, e.g. random,margin,auto.")],
+    budget: Annotated[int, typer.Option(help="Labels at the last round.")],
+    rounds: Annotated[int, typer.Option(help="Rounds, on a geometric schedule ending at --budget.")] = 6,
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0, 1, ...).")] = 3,
+    start: Annotated[int | None, typer.Option(help="Labels at the first round (default: budget / 2^(rounds-1)).")
+                                 ] = None,
+    precision: Annotated[str, typer.Option(help="Comma-separated routing precisions to check.")] = "0.98,0.99",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the curves as JSON here.")] = None,
+    embedder: Annotated[str | None, typer.Option(help="Embeddings to use (default: chosen for the data).")] = None,
+) -> None:
+    """How much does active learning save here? Accuracy-vs-labels curves per strategy, known labels as oracle."""
+    from curato.active.runner import LATEST_SIMULATE, run_simulate
+    from curato.errors import InputError
+    from curato.progress import RichProgress
+    from curato.workspace import Workspace
+
+    try:
+        precisions = [float(value) for value in precision.split(",") if value.strip()]
+    except ValueError:
+        raise InputError(f"--precision {precision!r}: give numbers like 0.98,0.99") from None
+    if seeds < 1:
+        raise InputError(f"--seeds {seeds}: run at least one seed")
+    ws = Workspace.open(workspace)
+    with RichProgress() as progress:
+        document = run_simulate(ws, strategies=strategies.split(","), budget=budget, rounds=rounds,
+                                seeds=range(seeds), start=start, embedder=embedder, precisions=precisions,
+                                json_path=json_out, progress=progress)
+    table = Table(title=f"active learning, {document['n_pool']} pool / {document['n_test']} test samples; "
+                        f"accuracy on {document['test_set']}")
+    labels = document["settings"]["schedule"]
+    table.add_column("strategy")
+    for count in labels:
+        table.add_column(str(count), justify="right")
+    table.add_column("AUC", justify="right")
+    table.add_column("x random (last)", justify="right")
+    for name, curve in document["strategies"].items():
+        last = curve["label_efficiency"][-1]["efficiency"] if curve["label_efficiency"] else None
+        table.add_row(name, *[f"{a:.3f}" for a in curve["accuracy"]], f"{curve['auc']:.3f}",
+                      "–" if last is None else f"{last:.2f}")
+    console.print(table)
+    for result in document["routing"]["results"]:
+        measured = result["measured_precision"]
+        console.print(f"routing seed {result['seed']} at {result['requested_precision']:g}: "
+                      f"{result['share_auto_labelled']:.1%} auto-labelled, measured precision "
+                      f"{'–' if measured is None else f'{measured:.4f}'}", highlight=False)
+    console.print(f"json: {json_out or ws.reports_dir / LATEST_SIMULATE}")
+
+
+@app.command()
+@_friendly
+def size(
+    workspace: WorkspaceOption,
+    target: Annotated[float, typer.Option(help="Target metric in (0, 1], e.g. 0.95.")],
+    metric: Annotated[str, typer.Option(help="accuracy | balanced_accuracy | macro_f1")] = "accuracy",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the forecast as JSON here.")] = None,
+    backtest: Annotated[bool, typer.Option("--backtest", help="Also fit on the sizes up to 25% of the data only "
+                                                              "and report the error at 100%.")] = False,
+    augmentation: Annotated[bool, typer.Option("--augmentation", help="Price image augmentation (flips, crops, "
+                                                                      "jitter, re-embedded) in labels.")] = False,
+    pseudo_labels: Annotated[bool, typer.Option("--pseudo-labels", help="Price pseudo-labelling of unlabelled "
+                                                                        "samples in labels.")] = False,
+    model: Annotated[str | None, typer.Option(help="Your own training recipe: module:function taking "
+                                                   "(train_ids, eval_ids) and returning the metric.")] = None,
+    embedder: Annotated[str | None, typer.Option(help="Embeddings for the built-in head (default: chosen "
+                                                      "for the data).")] = None,
+    eval_split: Annotated[str | None, typer.Option(help="Split to evaluate on (default: test/val if present, "
+                                                        "else a held-out 20%).")] = None,
+    seeds: Annotated[int, typer.Option(help="Random subsets per size.")] = 3,
+    sizes: Annotated[int, typer.Option(help="Training-set sizes on the curve (log-spaced).")] = 10,
+    augment_max_size: Annotated[int, typer.Option(help="Largest training-set size augmented (cost cap).")] = 2000,
+) -> None:
+    """How many labels reach the target? Learning curve, forecasts with intervals, strategy value in labels."""
+    from curato.progress import RichProgress
+    from curato.sizing.runner import LATEST_SIZE, load_hook, run_size
+    from curato.workspace import Workspace
+
+    hook = load_hook(model) if model else None
+    ws = Workspace.open(workspace)
+    with RichProgress() as progress:
+        document = run_size(ws, target=target, metric=metric, embedder=embedder, eval_split=eval_split, seeds=seeds,
+                            n_sizes=sizes, run_backtest=backtest, augmentation=augmentation,
+                            pseudo_labels=pseudo_labels, augment_max_size=augment_max_size, train_and_score=hook,
+                            json_path=json_out, progress=progress)
+    name = document["metric"]
+    table = Table(title=f"sizing: {name} with {document['n_train']:,} labelled training samples "
+                        f"({document['evaluation']['n']:,} evaluated, {document['evaluation']['kind']})")
+    table.add_column("question")
+    table.add_column("answer", justify="right")
+    table.add_column("90% interval", justify="right")
+
+    def span(values: list | None, form: str) -> str:
+        if not values:
+            return "-"
+        return " - ".join("beyond" if v is None else format(v, form) for v in values)
+
+    needed = document["samples_needed"]
+    table.add_row(f"labelled samples for {name} {document['target']:g}",
+                  "not reached" if needed["total"] is None else f"{needed['total']:,}", span(needed["interval"], ","))
+    for entry in document["predictions"]:
+        table.add_row(f"{name} at {entry['multiple']}x today ({entry['size']:,})", f"{entry['metric']:.3f}",
+                      span(entry["interval"], ".3f"))
+    marginal = document["marginal"]
+    table.add_row(f"gain from the next {marginal['labels_per_class']:,} labels per class", f"{marginal['gain']:+.3f}",
+                  span(marginal["interval"], "+.3f"))
+    table.add_row("estimated ceiling", f"{document['ceiling']:.3f}", "")
+    backtest_result = document.get("backtest")
+    if backtest_result:
+        table.add_row(f"backtest: {backtest_result['fit_up_to']:,} -> {backtest_result['predict_at']:,} error",
+                      f"{backtest_result['error']:+.3f}", span(backtest_result["interval"], ".3f"))
+    for strategy in document.get("strategies") or []:
+        worth = strategy["worth_labels"]
+        table.add_row(f"{strategy['strategy']} at {strategy['at_size']:,} samples is worth",
+                      "beyond the curve" if worth is None else f"{worth:+,} labels", "")
+    console.print(table)
+    best = max(document["fits"], key=lambda fit: fit["weight"])
+    console.print(f"curve families weighted by extrapolation error; heaviest: {best['family']} "
+                  f"({best['weight']:.0%})", highlight=False)
+    for warning in document["warnings"]:
+        errors.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    console.print(f"json: {json_out or ws.reports_dir / LATEST_SIZE}")
+
+
+@app.command()
+@_friendly
 def export(
     out: Annotated[Path, typer.Argument(help="Output CSV file or folder.")],
     workspace: WorkspaceOption,

@@ -274,6 +274,72 @@ class Catalog:
             )
             return [(row[0], row[1]) for row in rows]
 
+    # ---- active learning queue and model labels (curato.active) --------------------------------
+    def queue_batch(self, conn: Connection, run_id: int, strategy: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Queue a batch for labelling (``rows``: sample_id, rank, score, reason), inside ``conn``."""
+        now = utcnow()
+        entries = [{"sample_id": row["sample_id"], "run_id": run_id, "strategy": strategy, "rank": int(row["rank"]),
+                    "score": row.get("score"), "reason": row.get("reason"), "status": "queued", "created_at": now}
+                   for row in rows]
+        for chunk in _chunks(entries):
+            conn.execute(schema.queue.insert(), list(chunk))
+        return len(entries)
+
+    def queued(self, status: str | None = "queued") -> list[dict[str, Any]]:
+        """Queue entries (all when ``status`` is None), oldest batch first, by rank."""
+        query = select(schema.queue).order_by(schema.queue.c.run_id, schema.queue.c.rank)
+        if status is not None:
+            query = query.where(schema.queue.c.status == status)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def set_queue_status(self, conn: Connection, sample_ids: Iterable[str], status: str) -> int:
+        """Mark the queued entries of ``sample_ids`` labelled or skipped; returns entries changed."""
+        if status not in schema.QUEUE_STATUSES:
+            raise ValueError(f"status must be one of {schema.QUEUE_STATUSES}, not {status!r}")
+        changed = 0
+        for chunk in _chunks(list(sample_ids), 900):
+            result = conn.execute(update(schema.queue).where(schema.queue.c.sample_id.in_(chunk),
+                                                              schema.queue.c.status == "queued").values(status=status))
+            changed += int(result.rowcount or 0)
+        return changed
+
+    def delete_model_labels(self, conn: Connection, annotator: str) -> int:
+        """Remove the model labels one routing run stored (reversal of ``curato route``); returns rows removed."""
+        result = conn.execute(delete(labels).where(labels.c.origin == "model", labels.c.annotator == annotator))
+        return int(result.rowcount or 0)
+
+    def labeled_sample_ids(self, origins: Sequence[str]) -> set[str]:
+        """Samples holding at least one label of the given origins (e.g. human and imported)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(labels.c.sample_id).where(labels.c.origin.in_(list(origins))).distinct())
+            return {row[0] for row in rows}
+
+    def label_counts_by_annotator(self, origin: str) -> dict[str | None, int]:
+        """Number of stored labels of one origin per annotator (e.g. model labels per routing run)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(labels.c.annotator, func.count()).where(labels.c.origin == origin)
+                                .group_by(labels.c.annotator))
+            return {row[0]: int(row[1]) for row in rows}
+
+
+    # ---- sizing curve points (curato.sizing) ---------------------------------------------------
+    def curve_points(self, settings_digest: str) -> list[dict[str, Any]]:
+        """Stored learning-curve points of one settings digest: curve, size, seed, scores."""
+        table = schema.curve_points
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(table.c.curve, table.c.size, table.c.seed, table.c.scores)
+                                .where(table.c.settings_digest == settings_digest).order_by(table.c.id))
+            return [{"curve": row[0], "size": int(row[1]), "seed": int(row[2]), "scores": row[3]} for row in rows]
+
+    def add_curve_point(self, settings_digest: str, curve: str, size: int, seed: int, scores: dict[str, Any]) -> None:
+        """Store one finished learning-curve point in its own transaction (a re-run skips it)."""
+        table = schema.curve_points
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.settings_digest == settings_digest, table.c.curve == curve,
+                                             table.c.size == int(size), table.c.seed == int(seed)))
+            conn.execute(table.insert().values(settings_digest=settings_digest, curve=curve, size=int(size),
+                                               seed=int(seed), scores=scores, created_at=utcnow()))
 
 def _latest_labels(conn: Connection, *, origin: str) -> dict[str, str]:
     rows = conn.execute(

@@ -99,3 +99,39 @@ runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
 )
+
+# Active learning: the batches `curato select` queues for the labelling app (curato.active).
+QUEUE_STATUSES = ("queued", "labelled", "skipped")
+queue = Table(
+    "queue",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sample_id", String, ForeignKey("samples.sample_id", ondelete="CASCADE"), nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),  # the `select` run that queued it
+    Column("strategy", String(64), nullable=False),
+    Column("rank", Integer, nullable=False),  # 1 = label first
+    Column("score", Float),
+    Column("reason", Text),
+    Column("status", String(16), nullable=False),  # queued | labelled | skipped
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_queue_status", queue.c.status)
+Index("ix_queue_run", queue.c.run_id)
+
+# ---- sizing (curato size) ----
+# One measured learning-curve point: the scores of a model trained on the nested subset of ``size``
+# labelled samples drawn with ``seed``, for the run settings whose digest is ``settings_digest``.
+# ``curve`` is baseline | augmentation | pseudo-labels. Stored as each point finishes (resumable).
+curve_points = Table(
+    "curve_points",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("settings_digest", String(64), nullable=False),
+    Column("curve", String(32), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("scores", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_curve_points_key", curve_points.c.settings_digest, curve_points.c.curve, curve_points.c.size,
+      curve_points.c.seed, unique=True)

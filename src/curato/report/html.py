@@ -185,6 +185,52 @@ def _bias_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
             "cross_pairs": cross.get("pairs", []), "chart": chart, "typical": typical}
 
 
+def _simulate_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the report shows of the latest ``curato simulate`` run: the curves (seed bands, log x) and a table."""
+    if not document or not document.get("strategies"):
+        return None
+    from curato.report.charts import line_chart
+
+    series = {name: {"x": curve["labels"], "y": curve["accuracy"], "low": curve["low"], "high": curve["high"]}
+              for name, curve in document["strategies"].items()}
+    chart = line_chart(series, log_x=True, title="test accuracy vs labels (band: min..max over seeds)",
+                       x_title="labels", y_title="accuracy")
+    rows = []
+    for name, curve in document["strategies"].items():
+        efficiency = [entry["efficiency"] for entry in curve["label_efficiency"]]
+        shown = ", ".join("–" if e is None else f"{e:.2f}" for e in efficiency)
+        needed = curve["labels_to_reach_random_final"]
+        rows.append([name, f"{curve['auc']:.3f}", f"{curve['accuracy'][-1]:.3f}",
+                     "–" if needed is None else f"{needed:.0f}", shown])
+    return {"chart": chart, "rows": rows, "document": document, "routing": document["routing"]["results"]}
+
+
+def _size_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the report shows of the latest ``curato size`` run: measured points, each fit, the weighted forecast
+    with its interval band, the target line; the answers in words; the backtest and strategy values."""
+    if not document or not document.get("curve"):
+        return None
+    from curato.report.charts import line_chart
+
+    curve, grid = document["curve"], document["grid"]
+    series: dict[str, dict[str, Any]] = {
+        "measured (mean of seeds)": {"x": [p["size"] for p in curve], "y": [p["mean"] for p in curve],
+                                     "low": [p["min"] for p in curve], "high": [p["max"] for p in curve],
+                                     "points": True}}
+    shown = [i for i, size in enumerate(grid["size"]) if size <= curve[-1]["size"] * 20]
+    for family, values in grid["fits"].items():
+        weight = next((f["weight"] for f in document["fits"] if f["family"] == family), 0.0)
+        series[f"{family} ({weight:.0%})"] = {"x": [grid["size"][i] for i in shown], "y": [values[i] for i in shown]}
+    forecast = {"x": [grid["size"][i] for i in shown], "y": [grid["metric"][i] for i in shown]}
+    if grid.get("low"):
+        forecast.update(low=[grid["low"][i] for i in shown], high=[grid["high"][i] for i in shown])
+    series["weighted forecast (90% band)"] = forecast
+    metric = document["metric"]
+    chart = line_chart(series, log_x=True, title=f"{metric} vs labelled training samples", x_title="training samples",
+                       y_title=metric, hlines={f"target {document['target']:g}": document["target"]})
+    return {"chart": chart, "document": document}
+
+
 def write_html_report(workspace: Workspace, findings: Sequence[Finding], path: str | Path, *,
                       title: str | None = None) -> Path:
     """Render the report to ``path`` (atomically) and return it."""
@@ -199,6 +245,9 @@ def write_html_report(workspace: Workspace, findings: Sequence[Finding], path: s
         examples=_examples(workspace, EXAMPLES_PER_CLASS), property_table=_property_table(workspace),
         galleries=_galleries(workspace, findings), bias=_bias_view(_latest(workspace, "bias-latest.json")),
         transfer=_latest(workspace, "transfer-latest.json"), thumbnail=_thumbnail_lookup(workspace),
+        simulate=_simulate_view(_latest(workspace, "simulate-latest.json")),
+        route=_latest(workspace, "route-latest.json"),
+        sizing=_size_view(_latest(workspace, "size-latest.json")),
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

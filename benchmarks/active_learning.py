@@ -1,0 +1,250 @@
+# Run from the repository root. Once: a separate virtualenv for modAL (the reference implementation):
+#   python3 -m venv .bench/modal-venv && .bench/modal-venv/bin/pip install -c constraints.txt torch==2.13.0 \
+#       scikit-learn numpy scipy && .bench/modal-venv/bin/pip install --no-deps modAL-python==0.4.2.1
+# Then, in two invocations of < 10 min each on 2 cores (finished (strategy, seed, round) results are cached
+# under .bench/active_learning/, so the second invocation reports every strategy run so far):
+#   .venv/bin/python benchmarks/active_learning.py --strategies random margin entropy auto --modal
+#   .venv/bin/python benchmarks/active_learning.py --strategies typiclust probcover badge coreset cluster-margin \
+#       --json .bench/active_learning.json
+"""Label efficiency of curato's query strategies on Fashion-MNIST embeddings, and auto-label routing.
+
+Data: EfficientNet-Lite0-112 embeddings (``.bench/fmnist-*-efficientnet-lite0-112.npy``). The pool is a
+stratified ``--pool`` (20,000) of the 60k training images; accuracy is measured on a stratified ``--test``
+(5,000) of the t10k test images (never selectable). Known labels are the oracle.
+
+Loop (:func:`curato.active.simulate.simulate_active_learning`): labels after each round 100, 200, 400, 800,
+1,600, 3,200, 5,000; head = curato's softmax head (standardise, whitened PCA, L2 softmax regression,
+``fit_predict_probabilities``) on the labelled rows; seeds 0, 1, 2. Strategies that need a head take the
+first 100 at random (the same draw as ``random``). Diversity strategies work on ``diversity_features``
+(64-d PCA of the unit embeddings).
+
+Label efficiency at budget b = b / (labels the strategy needs to reach random's accuracy at b),
+log-linear interpolation between rounds, on seed-mean curves (``summarize_curves``).
+
+Routing: with random's final 5,000 labels as the human-labelled calibration set (out-of-fold, temperature
+scaling), the pool's other 15,000 rows are auto-labelled at requested precision 0.98 and 0.99; the
+measured precision uses their true labels.
+
+modAL reference (``--modal``): modAL 0.4.2.1's ``ActiveLearner`` with ``margin_sampling`` and an sklearn
+``LogisticRegression(C=0.05)`` on a fixed 64-d whitened PCA of the embeddings, run by ``.bench/modal-venv``
+on the same pool, test rows, seeds, first random batch and schedule; curato's ``margin`` runs the same loop
+with exactly that learner (``head=``), so the accuracy curves must match and the times compare the loops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curato.active import strategies as strategy_module
+from curato.active.runner import _append_checkpoint, _read_checkpoint
+from curato.active.simulate import simulate_active_learning, simulate_routing, summarize_curves
+from curato.active.strategies import diversity_features, select_batch
+from curato.imageio import read_idx
+from curato.models.oof import stratified_subsample, whitened_pca
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+EMBEDDINGS = {"train": Path(".bench/fmnist-train-efficientnet-lite0-112.npy"),
+              "t10k": Path(".bench/fmnist-t10k-efficientnet-lite0-112.npy")}
+CACHE = Path(".bench/active_learning")
+SCHEDULE = [100, 200, 400, 800, 1600, 3200, 5000]
+MODAL_PYTHON = Path(".bench/modal-venv/bin/python")
+LR_C = 0.05
+
+MODAL_SCRIPT = r'''
+import json, sys, time
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from modAL.models import ActiveLearner
+from modAL.uncertainty import margin_sampling
+
+data = np.load(sys.argv[1])
+x, y, test, schedule = data["x"], data["y"], data["test"], data["schedule"].tolist()
+out = {}
+for seed, initial in zip(data["seeds"].tolist(), data["initial"]):
+    started = time.perf_counter()
+    pool = np.flatnonzero(~test)
+    remaining = np.setdiff1d(pool, initial)
+    learner = ActiveLearner(estimator=LogisticRegression(C=float(data["C"]), max_iter=1000),
+                            query_strategy=margin_sampling, X_training=x[initial], y_training=y[initial])
+    accuracy = [float(learner.score(x[test], y[test]))]
+    labelled = len(initial)
+    for target in schedule[1:]:
+        query, _ = learner.query(x[remaining], n_instances=int(target - labelled))
+        picked = remaining[query]
+        learner.teach(x[picked], y[picked])
+        remaining = np.setdiff1d(remaining, picked)
+        labelled = target
+        accuracy.append(float(learner.score(x[test], y[test])))
+    out[str(seed)] = {"accuracy": accuracy, "seconds": time.perf_counter() - started}
+print(json.dumps(out))
+'''
+
+
+def load(split: str, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified ``size`` of ``split``'s embeddings and labels (row order of the IDX file)."""
+    labels = read_idx(FASHION / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
+    rows = stratified_subsample(labels, size, seed=seed)
+    return np.asarray(np.load(EMBEDDINGS[split], mmap_mode="r")[rows], dtype=np.float32), labels[rows]
+
+
+def strategy_constants(*, auto: bool) -> dict[str, Any]:
+    """The module constants of curato.active.strategies (``auto``: only AUTO_*, else all others): cache keys."""
+    return {name: getattr(strategy_module, name) for name in dir(strategy_module)
+            if name.isupper() and isinstance(getattr(strategy_module, name), int | float | str)
+            and name.startswith("AUTO_") == auto}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--strategies", nargs="+", default=["random", "margin", "entropy", "auto"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--pool", type=int, default=20_000)
+    parser.add_argument("--test", type=int, default=5_000)
+    parser.add_argument("--modal", action="store_true", help="also run modAL's margin sampling (reference)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    pool_x, pool_y = load("train", args.pool)
+    test_x, test_y = load("t10k", args.test)
+    x = np.concatenate([pool_x, test_x])
+    y = np.concatenate([pool_y, test_y])
+    test = np.concatenate([np.zeros(len(pool_y), bool), np.ones(len(test_y), bool)])
+    started = time.perf_counter()
+    features = diversity_features(x)
+    print(f"pool {len(pool_y)} (train), test {len(test_y)} (t10k); diversity features "
+          f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+    # Results are cached per strategy under a digest of the data, the schedule and the strategy constants
+    # (auto's own rule constants only for auto, so changing the rule re-runs auto alone).
+    base = {"pool": args.pool, "test": args.test, "schedule": SCHEDULE, "constants": strategy_constants(auto=False)}
+    digests = {False: _digest(base), True: _digest({**base, "auto": strategy_constants(auto=True)})}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    checkpoint = CACHE / "records.jsonl"
+
+    def cached() -> dict[tuple[str, int, int], dict[str, Any]]:
+        found = {key: r for key, r in _read_checkpoint(checkpoint, digests[False]).items() if key[0] != "auto"}
+        found.update({key: r for key, r in _read_checkpoint(checkpoint, digests[True]).items() if key[0] == "auto"})
+        return found
+
+    completed = cached()
+    wanted = list(dict.fromkeys(["random", *args.strategies]))
+
+    class Lines:
+        def stage(self, description: str, total: int) -> None:
+            self.total, self.done, self.started = total, 0, time.perf_counter()
+
+        def advance(self, amount: int = 1) -> None:
+            self.done += amount
+            print(f"  {self.done}/{self.total} rounds, {time.perf_counter() - self.started:.0f} s", file=sys.stderr)
+
+    simulate_active_learning(x, y, test=test, strategies=wanted, schedule=SCHEDULE, seeds=args.seeds,
+                             features=features, n_classes=10, completed=completed,
+                             on_result=lambda record: _append_checkpoint(
+                                 checkpoint, digests[record["strategy"] == "auto"], record),
+                             progress=Lines())
+    every = cached()
+    names = sorted({key[0] for key in every if all((key[0], s, r) in every for s in args.seeds
+                                                    for r in range(len(SCHEDULE)))},
+                   key=lambda name: (name != "random", name))
+    records = [every[(name, seed, r)] for name in names for seed in args.seeds for r in range(len(SCHEDULE))]
+    curves = summarize_curves(records, strategies=names, schedule=SCHEDULE, seeds=args.seeds)
+    select_seconds = {name: float(np.mean([sum(r["select_seconds"] for r in records
+                                              if r["strategy"] == name and r["seed"] == s) for s in args.seeds]))
+                      for name in names}
+    print_curves(curves, select_seconds)
+
+    routing = []
+    for seed in args.seeds:
+        labeled = np.zeros(len(y), bool)
+        for r in range(len(SCHEDULE)):
+            labeled[np.asarray(every[("random", seed, r)]["picked"])] = True
+        routing += simulate_routing(x, y, labeled, ~test, precisions=[0.98, 0.99], n_classes=10, seed=seed)
+    print_routing(routing)
+
+    modal = run_modal(x, y, test, args.seeds) if args.modal else None
+    if args.json:
+        args.json.write_text(json.dumps({"pool": args.pool, "test": args.test, "schedule": SCHEDULE,
+                                         "seeds": args.seeds, "curves": curves, "select_seconds": select_seconds,
+                                         "routing": routing, "modal": modal}, indent=1))
+    return 0
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_modal(x: np.ndarray, y: np.ndarray, test: np.ndarray, seeds: list[int]) -> dict[str, Any]:
+    """modAL margin sampling vs curato margin with the same LogisticRegression on the same features."""
+    from sklearn.linear_model import LogisticRegression
+
+    features = whitened_pca(x, 64, np.random.default_rng(0))
+    initial = np.stack([select_batch("random", budget=SCHEDULE[0], labeled=test, seed=seed * 1_000).indices
+                        for seed in seeds])
+
+    def logistic(mask: np.ndarray, seed: int) -> np.ndarray:
+        model = LogisticRegression(C=LR_C, max_iter=1000).fit(features[mask], y[mask])
+        return model.predict_proba(features)
+
+    curato = {}
+    for seed in seeds:
+        started = time.perf_counter()
+        records = simulate_active_learning(features, y, test=test, strategies=["margin"], schedule=SCHEDULE,
+                                           seeds=[seed], n_classes=10, head=logistic)
+        curato[str(seed)] = {"accuracy": [r["accuracy"] for r in records], "seconds": time.perf_counter() - started}
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "data.npz"
+        np.savez(data, x=features, y=y, test=test, schedule=np.array(SCHEDULE), seeds=np.array(seeds),
+                 initial=initial, C=LR_C)
+        script = Path(folder) / "modal_run.py"
+        script.write_text(MODAL_SCRIPT)
+        done = subprocess.run([str(MODAL_PYTHON), str(script), str(data)], capture_output=True, text=True, check=True)
+    modal = json.loads(done.stdout.strip().splitlines()[-1])
+    print("\nmargin sampling, same learner (LogisticRegression C=0.05 on 64-d whitened PCA), same first batch:")
+    print(f"  {'labels':>8} " + " ".join(f"{n:>6}" for n in SCHEDULE) + "   seconds/seed")
+    for name, result in (("curato", curato), ("modAL", modal)):
+        mean = np.mean([result[str(s)]["accuracy"] for s in seeds], axis=0)
+        seconds = np.mean([result[str(s)]["seconds"] for s in seeds])
+        print(f"  {name:>8} " + " ".join(f"{a:6.3f}" for a in mean) + f"   {seconds:8.1f}")
+    gap = np.max(np.abs(np.array([curato[str(s)]["accuracy"] for s in seeds])
+                        - np.array([modal[str(s)]["accuracy"] for s in seeds])))
+    print(f"  largest per-seed accuracy difference: {gap:.4f}")
+    return {"curato": curato, "modal": modal, "max_abs_difference": float(gap)}
+
+
+def print_curves(curves: dict[str, dict[str, Any]], select_seconds: dict[str, float]) -> None:
+    print("\ntest accuracy (mean of seeds ± half the min..max band) after each round, labels:")
+    print(f"  {'strategy':<16}" + "".join(f"{n:>15}" for n in SCHEDULE) + "     AUC  select s/seed")
+    for name, curve in curves.items():
+        cells = "".join(f"{a:>9.3f}±{(hi - lo) / 2:.3f}"
+                        for a, lo, hi in zip(curve["accuracy"], curve["low"], curve["high"], strict=True))
+        print(f"  {name:<16}{cells}   {curve['auc']:.3f}  {select_seconds[name]:8.1f}")
+    print("\nlabel efficiency vs random (labels random needs / labels the strategy needs for random's accuracy):")
+    print(f"  {'strategy':<16}" + "".join(f"{n:>8}" for n in SCHEDULE) + "   labels to reach random's final")
+    for name, curve in curves.items():
+        cells = "".join(f"{'>' if e['status'] == 'at_least' else ''}{e['efficiency']:.2f}".rjust(8)
+                        if e["efficiency"] is not None else "      <1" for e in curve["label_efficiency"])
+        needed = curve["labels_to_reach_random_final"]
+        print(f"  {name:<16}{cells}   {'not reached' if needed is None else f'{needed:.0f}'}")
+
+
+def print_routing(routing: list[dict[str, Any]]) -> None:
+    print("\nauto-label routing (calibrated on random's 5,000 labels, temperature scaling; pool = the other 15,000):")
+    for result in routing:
+        measured = result["measured_precision"]
+        print(f"  seed {result['seed']} requested {result['requested_precision']:.2f}: auto-labelled "
+              f"{result['auto_labelled']:>6} ({result['share_auto_labelled']:.1%}), measured precision "
+              f"{'-' if measured is None else f'{measured:.4f}'}, wrong {result['wrong']} "
+              f"(expected {result['expected_wrong']:.1f}, bound {result['expected_wrong_bound']:.1f})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

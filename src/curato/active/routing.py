@@ -1,0 +1,163 @@
+"""Auto-label routing: accept the model's label where it is right often enough, send the rest to people.
+
+1. Calibrate: the head's confidences on human-labelled rows it did not train on (out-of-fold) fit a
+   temperature (scipy, minimum log-loss) or an isotonic map from top-1 confidence to P(correct).
+2. Per predicted class, a threshold on calibrated confidence: thresholds on a fixed grid are tested from the
+   highest down (fixed-sequence testing); at each one the Clopper-Pearson lower bound (one-sided, level
+   ``alpha``) of the precision of the calibration rows above it must reach the requested precision, and
+   the first failure stops the descent. The last threshold that passed is the class's; a class whose
+   calibration rows never pass gets none (nothing of it is auto-labelled).
+3. Unlabelled rows whose predicted class has a threshold and whose calibrated confidence reaches it are
+   accepted. Expected wrong auto-labels = the sum of ``1 - calibrated confidence`` over them; the
+   conservative figure uses each class's Clopper-Pearson bound instead.
+
+The guarantee holds for pool rows exchangeable with the calibration rows (e.g. a random labelled set); an
+actively chosen labelled set is harder than the pool, which makes the thresholds stricter, not looser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from scipy.stats import beta
+
+from curato.errors import InputError
+
+CALIBRATION_METHODS = ("temperature", "isotonic")
+CONFIDENCE_LEVEL = 0.95
+# Calibrated-confidence thresholds tried, highest first: 1 - 10^-4 ... 0.5, evenly on a log scale of the error.
+THRESHOLD_GRID = 1.0 - np.geomspace(1e-4, 0.5, 48)
+
+
+@dataclass
+class Calibration:
+    """A fitted confidence calibration; :meth:`confidence` maps probabilities to (predicted class, confidence)."""
+
+    method: str
+    temperature: float | None = None
+    isotonic: object | None = None
+
+    def confidence(self, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted class and calibrated probability that it is right, per row."""
+        probs = np.asarray(pred_probs, dtype=np.float64)
+        predicted = probs.argmax(axis=1)
+        if self.method == "temperature":
+            scaled = log_softmax(np.log(np.clip(probs, 1e-300, 1.0)) / self.temperature, axis=1)
+            return predicted, np.exp(scaled.max(axis=1))
+        return predicted, np.asarray(self.isotonic.predict(probs.max(axis=1)), dtype=np.float64)
+
+
+def fit_calibration(pred_probs: np.ndarray, labels: np.ndarray, *, method: str = "temperature") -> Calibration:
+    """Fit ``method`` (temperature | isotonic) on held-out probabilities of labelled rows and their labels."""
+    probs, y = _validated(pred_probs, labels)
+    if method == "temperature":
+        log_probs = np.log(np.clip(probs, 1e-300, 1.0))
+
+        def log_loss(log_temperature: float) -> float:
+            scaled = log_softmax(log_probs / np.exp(log_temperature), axis=1)
+            return float(-scaled[np.arange(len(y)), y].mean())
+
+        found = minimize_scalar(log_loss, bounds=(-3.0, 3.0), method="bounded")
+        return Calibration("temperature", temperature=float(np.exp(found.x)))
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        correct = (probs.argmax(axis=1) == y).astype(np.float64)
+        fitted = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(probs.max(axis=1), correct)
+        return Calibration("isotonic", isotonic=fitted)
+    raise InputError(f"--calibration {method!r} is unknown; choose one of {', '.join(CALIBRATION_METHODS)}")
+
+
+def clopper_pearson_lower(successes: np.ndarray, trials: np.ndarray, *, level: float = CONFIDENCE_LEVEL) -> np.ndarray:
+    """One-sided Clopper-Pearson lower bound of a binomial proportion (0 where there are no successes)."""
+    successes = np.asarray(successes, dtype=np.float64)
+    trials = np.asarray(trials, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bound = beta.ppf(1.0 - level, successes, trials - successes + 1.0)
+    return np.where(successes > 0, np.nan_to_num(bound, nan=0.0), 0.0)
+
+
+def class_thresholds(confidence: np.ndarray, predicted: np.ndarray, labels: np.ndarray, *, precision: float,
+                     n_classes: int, level: float = CONFIDENCE_LEVEL) -> list[dict]:
+    """Per predicted class: the lowest grid threshold reached by fixed-sequence testing (see the module
+    docstring), with its calibration support. ``threshold`` is None when no threshold passes."""
+    if not 0.5 <= precision < 1.0:
+        raise InputError(f"--precision {precision}: ask for a precision in [0.5, 1), e.g. 0.99")
+    correct = predicted == labels
+    out = []
+    for klass in range(n_classes):
+        rows = predicted == klass
+        ordered = np.sort(confidence[rows])
+        hits = np.sort(confidence[rows & correct])
+        trials = len(ordered) - np.searchsorted(ordered, THRESHOLD_GRID, side="left")
+        successes = len(hits) - np.searchsorted(hits, THRESHOLD_GRID, side="left")
+        bounds = clopper_pearson_lower(successes, trials, level=level)
+        # A threshold with so few rows that even a perfect record could not pass is skipped, not failed:
+        # the descent starts where a verdict is possible (this depends on the confidences, not on correctness).
+        possible = clopper_pearson_lower(trials, trials, level=level) >= precision
+        chosen = None
+        for index in np.flatnonzero(possible):
+            if bounds[index] < precision:
+                break
+            chosen = index
+        out.append({"class": klass, "threshold": None if chosen is None else float(THRESHOLD_GRID[chosen]),
+                    "calibration_rows": int(rows.sum()),
+                    "calibration_accepted": 0 if chosen is None else int(trials[chosen]),
+                    "calibration_correct": 0 if chosen is None else int(successes[chosen]),
+                    "precision_lower_bound": None if chosen is None else float(bounds[chosen])})
+    return out
+
+
+@dataclass
+class Routing:
+    """Which unlabelled rows get the model's label, and what that is expected to cost."""
+
+    accepted: np.ndarray  # indices into the pool rows
+    predicted: np.ndarray  # predicted class per pool row
+    confidence: np.ndarray  # calibrated confidence per pool row
+    thresholds: list[dict]
+    calibration: Calibration
+    precision: float
+    expected_wrong: float
+    expected_wrong_bound: float
+
+
+def route_auto_labels(calibration_probs: np.ndarray, calibration_labels: np.ndarray, pool_probs: np.ndarray, *,
+                      precision: float, method: str = "temperature",
+                      level: float = CONFIDENCE_LEVEL) -> Routing:
+    """Calibrate on ``calibration_probs`` (held-out probabilities of human-labelled rows) and accept the pool
+    rows whose calibrated confidence reaches their predicted class's threshold for ``precision``."""
+    probs, y = _validated(calibration_probs, calibration_labels)
+    pool = np.asarray(pool_probs, dtype=np.float64)
+    if pool.ndim != 2 or pool.shape[1] != probs.shape[1]:
+        raise InputError(f"pool_probs must have {probs.shape[1]} columns like calibration_probs, got {pool.shape}")
+    calibration = fit_calibration(probs, y, method=method)
+    cal_predicted, cal_confidence = calibration.confidence(probs)
+    thresholds = class_thresholds(cal_confidence, cal_predicted, y, precision=precision, n_classes=probs.shape[1],
+                                  level=level)
+    predicted, confidence = calibration.confidence(pool)
+    cutoff = np.array([np.inf if t["threshold"] is None else t["threshold"] for t in thresholds])
+    accepted = np.flatnonzero(confidence >= cutoff[predicted])
+    bound = np.array([0.0 if t["precision_lower_bound"] is None else t["precision_lower_bound"] for t in thresholds])
+    per_class = np.bincount(predicted[accepted], minlength=probs.shape[1])
+    for entry, count in zip(thresholds, per_class, strict=True):
+        entry["accepted"] = int(count)
+    return Routing(accepted=accepted, predicted=predicted, confidence=confidence, thresholds=thresholds,
+                   calibration=calibration, precision=float(precision),
+                   expected_wrong=float(np.sum(1.0 - confidence[accepted])),
+                   expected_wrong_bound=float(np.sum(per_class * (1.0 - bound))))
+
+
+def _validated(pred_probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.asarray(pred_probs, dtype=np.float64)
+    y = np.asarray(labels)
+    if probs.ndim != 2 or y.shape != (len(probs),):
+        raise InputError(f"calibration: pred_probs (n, k) and labels (n,) must match, got {probs.shape} and {y.shape}")
+    if len(y) == 0:
+        raise InputError("calibration: no human-labelled rows to calibrate on; label some samples first")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= probs.shape[1]:
+        raise InputError(f"calibration: labels must be class indices 0..{probs.shape[1] - 1}")
+    return probs, y.astype(np.int64)

@@ -1,0 +1,507 @@
+"""Query strategies: which unlabelled rows should people label next?
+
+Every strategy is a pure function over arrays. :func:`select_batch` validates the inputs and dispatches
+by name (``STRATEGIES``); it returns a :class:`Selection`: row indices in pick order, a score per pick
+(higher = wanted more, comparable within one strategy) and a one-line reason per pick.
+
+Inputs (keyword-only, all row-aligned, ``n`` rows):
+
+* ``labeled``: boolean mask of rows that already have a label (never picked again);
+* ``pred_probs``: ``(n, k)`` class probabilities of the current head (uncertainty strategies, BADGE);
+* ``ensemble_probs``: ``(heads, n, k)`` from a bootstrap ensemble (vote entropy, mean KL) or MC-dropout
+  samples (BALD), see :mod:`curato.active.heads`;
+* ``features``: ``(n, d)`` vectors for the diversity and cold-start strategies, e.g.
+  :func:`diversity_features` of the embeddings.
+
+Strategies (see docs/active.md for the sources):
+
+* uncertainty: ``least-confidence``, ``margin``, ``entropy``; class-balanced variants
+  (``margin-balanced`` ...) deal the picks round-robin over the predicted classes;
+* ensemble disagreement: ``vote-entropy``, ``mean-kl``; ``bald`` (mutual information of MC-dropout samples);
+* diversity: ``coreset`` (k-center greedy), ``badge`` (k-means++ seeding over gradient embeddings),
+  ``cluster-margin`` (lowest-margin pool dealt round-robin over k-means clusters, smallest first);
+* cold start: ``typiclust`` (most typical row of the largest uncovered k-means clusters), ``probcover``
+  (greedy max coverage of balls whose radius keeps 95% of balls pure);
+* ``random``, and ``auto``: the cold-start strategy ``AUTO_COLD_STRATEGY`` while the labelled set is small
+  (fewer than ``AUTO_SWITCH_PER_CLASS`` labels per class), then uncertainty with diversity
+  (``AUTO_WARM_STRATEGY``); both chosen by measurement (see the constants).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from curato.errors import InputError
+from curato.neighbors import knn, set_threads, unit_rows
+
+DIVERSITY_DIMENSIONS = 64
+PCA_FIT_ROWS = 20_000
+KMEANS_ITERATIONS = 15
+# TypiClust (Hacohen et al. 2022): K = labelled + budget clusters, at most 500; typicality from 20 neighbours;
+# clusters smaller than 5 rows come last.
+TYPICLUST_MAX_CLUSTERS = 500
+TYPICLUST_NEIGHBOURS = 20
+TYPICLUST_MIN_CLUSTER = 5
+# ProbCover (Yehuda et al. 2022): the ball radius is the largest one that keeps this share of balls pure
+# (every row inside belongs to the centre's k-means cluster); balls are read from this many neighbours.
+# The paper's 0.95 assumes self-supervised features; on generic embeddings it makes balls so small that the
+# greedy cover piles up in the densest class (digits, 10 picks: 6.6 classes at 0.95, 8.8 at 0.8, random 6.8).
+PROBCOVER_PURITY = 0.8
+PROBCOVER_NEIGHBOURS = 50
+# Cluster-margin (Citovsky et al. 2021): the lowest-margin POOL_FACTOR x budget rows, dealt over clusters.
+CLUSTER_MARGIN_POOL_FACTOR = 10
+CLUSTER_MARGIN_MAX_CLUSTERS = 500
+CLUSTER_MARGIN_ROWS_PER_CLUSTER = 20
+# auto: COLD below this many labels per class, then WARM. Measured on Fashion-MNIST / EfficientNet-Lite0-112
+# with curato's softmax head (benchmarks/active_learning.py, 3 seeds, 20k pool): typiclust beat random and
+# probcover at 100 and 200 labels (0.666 / 0.744 vs random 0.626 / 0.728, probcover 0.614 / 0.736) and fell
+# behind from 400; cluster-margin and BADGE led random from 800-1,600 labels on (cluster-margin x1.06 at 800,
+# x1.98 at 5,000; BADGE x0.94, x1.90). So: typiclust until 20 labels per class, then cluster-margin.
+AUTO_SWITCH_PER_CLASS = 20
+AUTO_COLD_STRATEGY = "typiclust"
+AUTO_WARM_STRATEGY = "cluster-margin"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The rows picked by one strategy, in pick order, with a score and a reason per pick."""
+
+    strategy: str
+    indices: np.ndarray
+    scores: np.ndarray
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Inputs:
+    budget: int
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    rng: np.random.Generator
+    seed: int
+    pred_probs: np.ndarray | None
+    ensemble_probs: np.ndarray | None
+    features: np.ndarray | None
+    n_classes: int | None
+
+    def probs(self, strategy: str) -> np.ndarray:
+        if self.pred_probs is None:
+            raise InputError(f"strategy {strategy!r} needs pred_probs (a head trained on labelled rows); label a "
+                             "first batch with a cold-start strategy (typiclust, probcover, random) first")
+        return self.pred_probs
+
+    def ensemble(self, strategy: str) -> np.ndarray:
+        if self.ensemble_probs is None:
+            raise InputError(f"strategy {strategy!r} needs ensemble_probs (heads, n, k) from "
+                             "curato.active.heads; pass them or choose another strategy")
+        return self.ensemble_probs
+
+    def vectors(self, strategy: str) -> np.ndarray:
+        if self.features is None:
+            raise InputError(f"strategy {strategy!r} needs features (n, d), e.g. diversity_features(embeddings)")
+        return self.features
+
+
+Picks = tuple[np.ndarray, np.ndarray, list[str]]
+
+
+def select_batch(strategy: str, *, budget: int, labeled: np.ndarray, pred_probs: np.ndarray | None = None,
+                 ensemble_probs: np.ndarray | None = None, features: np.ndarray | None = None,
+                 n_classes: int | None = None, seed: int = 0, selectable: np.ndarray | None = None) -> Selection:
+    """Pick ``budget`` distinct unlabelled rows with ``strategy`` (a name in ``STRATEGIES``).
+
+    ``selectable`` (default: every unlabelled row) restricts the picks further, e.g. to keep test rows out of
+    a simulation; rows that are neither labelled nor selectable count as neither covered nor pickable.
+
+    Raises ``InputError`` naming the argument at fault: unknown strategy, a budget larger than the
+    unlabelled rows, shapes that do not match, or an input the strategy needs but did not get.
+    """
+    if strategy not in STRATEGIES:
+        raise InputError(f"--strategy {strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
+    mask = np.asarray(labeled)
+    if mask.ndim != 1 or mask.dtype != bool:
+        raise InputError(f"labeled must be a 1-D boolean mask, got {mask.dtype} of shape {mask.shape}")
+    n = len(mask)
+    allowed = ~mask if selectable is None else np.asarray(selectable, dtype=bool) & ~mask
+    if allowed.shape != mask.shape:
+        raise InputError(f"selectable must have shape {mask.shape} like labeled, got {allowed.shape}")
+    unlabeled = np.flatnonzero(allowed)
+    if int(budget) < 1:
+        raise InputError(f"--budget must be at least 1, not {budget}")
+    if int(budget) > len(unlabeled):
+        raise InputError(f"--budget {budget}: only {len(unlabeled)} unlabelled samples are left; lower the budget")
+    probs = _checked(pred_probs, "pred_probs", (n, None))
+    ensemble = None if ensemble_probs is None else np.asarray(ensemble_probs, dtype=np.float64)
+    if ensemble is not None and (ensemble.ndim != 3 or ensemble.shape[1] != n):
+        raise InputError(f"ensemble_probs must have shape (heads, {n}, k), got {ensemble.shape}")
+    vectors = _checked(features, "features", (n, None))
+    if n_classes is None:
+        n_classes = probs.shape[1] if probs is not None else ensemble.shape[2] if ensemble is not None else None
+    inputs = _Inputs(budget=int(budget), labeled=mask, unlabeled=unlabeled, rng=np.random.default_rng(seed),
+                     seed=seed, pred_probs=probs, ensemble_probs=ensemble,
+                     features=None if vectors is None else vectors.astype(np.float32), n_classes=n_classes)
+    indices, scores, reasons = STRATEGIES[strategy](inputs)
+    return Selection(strategy, np.asarray(indices, dtype=np.int64), np.asarray(scores, dtype=np.float64), reasons)
+
+
+def _checked(array: np.ndarray | None, name: str, shape: tuple[int, int | None]) -> np.ndarray | None:
+    if array is None:
+        return None
+    values = np.asarray(array, dtype=np.float64 if name == "pred_probs" else np.float32)
+    if values.ndim != 2 or values.shape[0] != shape[0]:
+        raise InputError(f"{name} must have shape ({shape[0]}, ...) like labeled, got {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{name} contains NaN or infinite values")
+    return values
+
+
+# -- scores -----------------------------------------------------------------------------------------
+
+
+def margin_scores(pred_probs: np.ndarray) -> np.ndarray:
+    """``1 - (p_top1 - p_top2)`` per row: 1 when the two likeliest classes tie."""
+    top_two = np.partition(pred_probs, -2, axis=1)[:, -2:]
+    return 1.0 - (top_two[:, 1] - top_two[:, 0])
+
+
+def least_confidence_scores(pred_probs: np.ndarray) -> np.ndarray:
+    """``1 - p_top1`` per row."""
+    return 1.0 - pred_probs.max(axis=1)
+
+
+def entropy_scores(pred_probs: np.ndarray) -> np.ndarray:
+    """Entropy of the predicted distribution divided by ``log k`` (0..1)."""
+    p = np.clip(pred_probs, 1e-12, 1.0)
+    return -(p * np.log(p)).sum(axis=1) / np.log(max(pred_probs.shape[1], 2))
+
+
+def vote_entropy_scores(ensemble_probs: np.ndarray) -> np.ndarray:
+    """Entropy of the heads' top-1 votes divided by ``log k`` (0 when all heads agree)."""
+    heads, n, k = ensemble_probs.shape
+    votes = ensemble_probs.argmax(axis=2)  # (heads, n)
+    counts = np.zeros((n, k))
+    np.add.at(counts, (np.broadcast_to(np.arange(n), votes.shape), votes), 1.0)
+    return entropy_scores(counts / heads)
+
+
+def mean_kl_scores(ensemble_probs: np.ndarray) -> np.ndarray:
+    """Mean over heads of ``KL(p_head || p_mean)`` (McCallum & Nigam's KL-to-the-mean disagreement)."""
+    p = np.clip(ensemble_probs, 1e-12, 1.0)
+    mean = p.mean(axis=0)
+    return (p * (np.log(p) - np.log(mean)[None])).sum(axis=2).mean(axis=0)
+
+
+def bald_scores(sampled_probs: np.ndarray) -> np.ndarray:
+    """Mutual information between the label and the weights (Houlsby et al. 2011): entropy of the mean
+    prediction minus the mean entropy of the samples (MC-dropout passes or ensemble heads), in nats."""
+    p = np.clip(sampled_probs, 1e-12, 1.0)
+    mean = p.mean(axis=0)
+    return -(mean * np.log(mean)).sum(axis=1) + (p * np.log(p)).sum(axis=2).mean(axis=0)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def top_scores(candidates: np.ndarray, scores: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``budget`` candidates with the highest scores, best first; ties broken at random."""
+    if budget < len(candidates):
+        # argpartition keeps this linear for a million rows; the random tie-break only reorders equals.
+        cut = np.partition(scores, len(scores) - budget)[len(scores) - budget]
+        keep = np.flatnonzero(scores >= cut)
+        candidates, scores = candidates[keep], scores[keep]
+    order = np.lexsort((rng.random(len(candidates)), -scores))[:budget]
+    return candidates[order]
+
+
+def round_robin(candidates: np.ndarray, groups: np.ndarray, priority: np.ndarray, budget: int,
+                group_rank: np.ndarray | None = None) -> np.ndarray:
+    """Deal ``budget`` picks over groups: the best of every group (highest ``priority``), then the second
+    best, and so on; within one pass groups come in ``group_rank`` order (ascending; default group id)."""
+    order = np.lexsort((-priority, groups))
+    sorted_groups = groups[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    starts = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+    depth = np.arange(len(order)) - starts
+    rank = sorted_groups if group_rank is None else group_rank[sorted_groups]
+    dealt = np.lexsort((rank, depth))[:budget]
+    return candidates[order[dealt]]
+
+
+def kmeans_assign(features: np.ndarray, n_clusters: int, *, seed: int) -> np.ndarray:
+    """faiss k-means cluster id per row (Euclidean, ``KMEANS_ITERATIONS`` iterations)."""
+    n_clusters = int(max(1, min(n_clusters, len(features))))
+    if n_clusters == 1:
+        return np.zeros(len(features), dtype=np.int64)
+    set_threads()
+    data = np.ascontiguousarray(features, dtype=np.float32)
+    kmeans = faiss.Kmeans(data.shape[1], n_clusters, niter=KMEANS_ITERATIONS, seed=seed, min_points_per_centroid=1,
+                          max_points_per_centroid=256)
+    kmeans.train(data)
+    return kmeans.index.search(data, 1)[1][:, 0].astype(np.int64)
+
+
+def diversity_features(embeddings: np.ndarray, *, dimensions: int = DIVERSITY_DIMENSIONS, seed: int = 0) -> np.ndarray:
+    """Unit-length embeddings projected on their top ``dimensions`` principal axes (float32): the space
+    where the diversity and cold-start strategies measure distances (cheap, and it drops noise axes)."""
+    from sklearn.decomposition import PCA
+
+    x = unit_rows(embeddings)
+    if x.shape[1] <= dimensions:
+        return x - x.mean(axis=0)
+    rng = np.random.default_rng(seed)
+    sample = x if len(x) <= PCA_FIT_ROWS else x[np.sort(rng.choice(len(x), PCA_FIT_ROWS, replace=False))]
+    pca = PCA(n_components=min(dimensions, len(sample)), svd_solver="randomized", random_state=seed).fit(sample)
+    return pca.transform(x).astype(np.float32)
+
+
+def k_center_greedy(features: np.ndarray, centers: np.ndarray, budget: int, *, rng: np.random.Generator,
+                    candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Core-set selection (Sener & Savarese 2018): repeatedly pick the row farthest from every centre so far.
+
+    ``centers`` is a boolean mask of rows that are centres already (labelled); with none, the first pick is
+    random; ``candidates`` (default: every non-centre) are the rows that may be picked. Returns the picks
+    and each pick's squared distance to its nearest earlier centre. One
+    ``(n, d) @ (d,)`` product per pick updates every row's distance.
+    """
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    squared = np.einsum("ij,ij->i", x, x)
+    if centers.any():
+        set_threads()
+        index = faiss.IndexFlatL2(x.shape[1])
+        index.add(x[centers])
+        nearest = index.search(x, 1)[0][:, 0].astype(np.float32)
+        nearest[centers] = -1.0
+    else:
+        nearest = np.full(len(x), np.inf, dtype=np.float32)
+    if candidates is not None:
+        nearest[~candidates] = -1.0  # never picked: min() keeps them at -1
+    pickable = np.flatnonzero(~centers if candidates is None else candidates)
+    picks = np.empty(budget, dtype=np.int64)
+    distances = np.empty(budget)
+    for step in range(budget):
+        pick = int(rng.choice(pickable)) if step == 0 and not centers.any() else int(np.argmax(nearest))
+        picks[step], distances[step] = pick, nearest[pick]
+        to_pick = squared + squared[pick] - 2.0 * (x @ x[pick])
+        np.minimum(nearest, np.maximum(to_pick, 0.0), out=nearest)
+        nearest[pick] = -1.0
+    return picks, distances
+
+
+# -- strategies -------------------------------------------------------------------------------------
+
+
+def _random(inputs: _Inputs) -> Picks:
+    picks = inputs.rng.choice(inputs.unlabeled, size=inputs.budget, replace=False)
+    return picks, np.zeros(len(picks)), ["random draw"] * len(picks)
+
+
+def _uncertainty(score: Callable[[np.ndarray], np.ndarray], what: str, *, balanced: bool = False,
+                 name: str = "") -> Callable[[_Inputs], Picks]:
+    def strategy(inputs: _Inputs) -> Picks:
+        probs = inputs.probs(name)[inputs.unlabeled]
+        scores = score(probs)
+        if balanced:
+            local = round_robin(np.arange(len(scores)), probs.argmax(axis=1), scores + 1e-9 * inputs.rng.random(
+                len(scores)), inputs.budget)
+        else:
+            local = top_scores(np.arange(len(scores)), scores, inputs.budget, inputs.rng)
+        predicted = probs[local].argmax(axis=1)
+        suffix = ", classes dealt evenly" if balanced else ""
+        shown = 1.0 - scores[local] if what == "margin" else scores[local]
+        reasons = [f"{what} {s:.3f} (predicted class {c}){suffix}" for s, c in zip(shown, predicted, strict=True)]
+        return inputs.unlabeled[local], scores[local], reasons
+    return strategy
+
+
+def _ensemble(score: Callable[[np.ndarray], np.ndarray], what: str, name: str) -> Callable[[_Inputs], Picks]:
+    def strategy(inputs: _Inputs) -> Picks:
+        scores = score(inputs.ensemble(name)[:, inputs.unlabeled])
+        local = top_scores(np.arange(len(scores)), scores, inputs.budget, inputs.rng)
+        return inputs.unlabeled[local], scores[local], [f"{what} {s:.3f}" for s in scores[local]]
+    return strategy
+
+
+def _coreset(inputs: _Inputs) -> Picks:
+    candidates = np.zeros(len(inputs.labeled), dtype=bool)
+    candidates[inputs.unlabeled] = True
+    picks, distances = k_center_greedy(inputs.vectors("coreset"), inputs.labeled, inputs.budget, rng=inputs.rng,
+                                       candidates=candidates)
+    scores = np.sqrt(np.maximum(distances, 0.0))
+    reasons = [("first centre (random)" if not np.isfinite(s) else f"farthest from every labelled sample "
+                f"(distance {s:.3f})") for s in scores]
+    return picks, np.where(np.isfinite(scores), scores, 0.0), reasons
+
+
+def _badge(inputs: _Inputs) -> Picks:
+    """BADGE (Ash et al. 2020): k-means++ seeding over g_i = (p_i - onehot(argmax p_i)) (x) x_i.
+
+    The outer products are never formed: ||g_i - g_j||^2 = |a_i|^2 |x_i|^2 + |a_j|^2 |x_j|^2 - 2 (a_i.a_j)(x_i.x_j).
+    """
+    probs = inputs.probs("badge")[inputs.unlabeled]
+    x = inputs.vectors("badge")[inputs.unlabeled].astype(np.float64)
+    a = probs.copy()
+    a[np.arange(len(a)), probs.argmax(axis=1)] -= 1.0
+    norms = np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", x, x)
+    picks = np.empty(inputs.budget, dtype=np.int64)
+    scores = np.empty(inputs.budget)
+    nearest = np.full(len(a), np.inf)
+    chosen = np.zeros(len(a), dtype=bool)
+    for step in range(inputs.budget):
+        if step == 0:
+            pick = int(np.argmax(norms))
+            scores[step] = np.sqrt(norms[pick])
+        else:
+            weights = np.where(chosen, 0.0, nearest)
+            total = weights.sum()
+            if total <= 0:  # every gradient coincides with a centre: draw among the rest at random
+                pick = int(inputs.rng.choice(np.flatnonzero(~chosen)))
+            else:
+                pick = int(np.searchsorted(np.cumsum(weights), inputs.rng.random() * total, side="right"))
+                pick = min(pick, len(a) - 1)
+            scores[step] = np.sqrt(max(nearest[pick], 0.0))
+        picks[step] = pick
+        chosen[pick] = True
+        distance = norms + norms[pick] - 2.0 * (a @ a[pick]) * (x @ x[pick])
+        np.minimum(nearest, np.maximum(distance, 0.0), out=nearest)
+    predicted = probs[picks].argmax(axis=1)
+    reasons = [f"gradient embedding {s:.3f} from the batch so far (predicted class {c})"
+               for s, c in zip(scores, predicted, strict=True)]
+    reasons[0] = f"largest gradient embedding {scores[0]:.3f} (predicted class {predicted[0]})"
+    return inputs.unlabeled[picks], scores, reasons
+
+
+def _typiclust(inputs: _Inputs) -> Picks:
+    """TypiClust (Hacohen et al. 2022): k-means into labelled + budget clusters (at most 500); the most typical
+    row (inverse mean distance to its 20 nearest neighbours) of each cluster without labels, largest first."""
+    x = inputs.vectors("typiclust")
+    n_clusters = min(TYPICLUST_MAX_CLUSTERS, int(inputs.labeled.sum()) + inputs.budget, len(x))
+    clusters = kmeans_assign(x, n_clusters, seed=inputs.seed)
+    sims, _ = knn(x, TYPICLUST_NEIGHBOURS, seed=inputs.seed)
+    distances = np.sqrt(np.maximum(2.0 - 2.0 * sims.astype(np.float64), 0.0))
+    typicality = 1.0 / (distances.mean(axis=1) + 1e-9)
+    sizes = np.bincount(clusters, minlength=n_clusters)
+    covered = np.bincount(clusters[inputs.labeled], minlength=n_clusters)
+    # Clusters without labels first, then by the labels they hold; large before small; tiny ones last.
+    group_rank = np.empty(n_clusters, dtype=np.int64)
+    group_rank[np.lexsort((-sizes, covered, sizes < TYPICLUST_MIN_CLUSTER))] = np.arange(n_clusters)
+    candidates = inputs.unlabeled
+    picks = round_robin(candidates, clusters[candidates], typicality[candidates], inputs.budget, group_rank)
+    reasons = [f"most typical unlabelled sample of cluster {c} ({sizes[c]} samples, {covered[c]} labelled)"
+               for c in clusters[picks]]
+    return picks, typicality[picks], reasons
+
+
+def _probcover(inputs: _Inputs) -> Picks:
+    """ProbCover (Yehuda et al. 2022): greedy max coverage of delta-balls on the kNN graph.
+
+    delta is the largest radius at which ``PROBCOVER_PURITY`` of the balls are pure: a row's ball is pure
+    while it holds no row of another k-means cluster (k = the number of classes), so the radius is a
+    quantile of each row's similarity to its nearest row of another cluster.
+    """
+    x = inputs.vectors("probcover")
+    n = len(x)
+    sims, idx = knn(x, PROBCOVER_NEIGHBOURS, seed=inputs.seed)
+    clusters = kmeans_assign(x, inputs.n_classes or 10, seed=inputs.seed)
+    foreign = np.where(clusters[idx] != clusters[:, None], sims, -np.inf).max(axis=1)
+    # Pure at similarity threshold s when the nearest foreign row is below s; keep PURITY of rows pure.
+    threshold = float(np.quantile(np.where(np.isfinite(foreign), foreign, -1.0), PROBCOVER_PURITY)) + 1e-6
+    inside = (sims >= threshold) & (idx >= 0)
+    source = np.concatenate([np.repeat(np.arange(n), inside.sum(axis=1)), idx[inside], np.arange(n)])
+    target = np.concatenate([idx[inside], np.repeat(np.arange(n), inside.sum(axis=1)), np.arange(n)])
+    edges = np.unique(source * n + target)
+    source, target = edges // n, edges % n
+    covered = np.zeros(n, dtype=bool)
+    covered[target[inputs.labeled[source]]] = True
+    live = ~covered[target]
+    source, target = source[live], target[live]
+    available = np.zeros(n, dtype=bool)
+    available[inputs.unlabeled] = True
+    picks, scores, reasons = [], [], []
+    for _ in range(inputs.budget):
+        degree = np.bincount(source, minlength=n).astype(np.float64)
+        degree[~available] = -1.0
+        pick = int(np.argmax(degree))
+        if degree[pick] <= 0:
+            break
+        picks.append(pick)
+        scores.append(degree[pick])
+        reasons.append(f"covers {int(degree[pick])} samples no labelled sample covers (ball radius "
+                       f"{np.sqrt(max(2 - 2 * threshold, 0)):.3f})")
+        available[pick] = False
+        covered[target[source == pick]] = True
+        live = ~covered[target]
+        source, target = source[live], target[live]
+    if len(picks) < inputs.budget:  # every row is covered: the rest at random
+        rest = inputs.rng.choice(np.flatnonzero(available), size=inputs.budget - len(picks), replace=False)
+        picks.extend(rest.tolist())
+        scores.extend([0.0] * len(rest))
+        reasons.extend(["every sample is covered; random draw"] * len(rest))
+    return np.array(picks, dtype=np.int64), np.array(scores), reasons
+
+
+def _cluster_margin(inputs: _Inputs) -> Picks:
+    """Cluster-margin (Citovsky et al. 2021): the lowest-margin ``10 x budget`` unlabelled rows, dealt
+    round-robin over k-means clusters of all rows, clusters with fewest pool members first."""
+    probs = inputs.probs("cluster-margin")
+    x = inputs.vectors("cluster-margin")
+    n_clusters = min(CLUSTER_MARGIN_MAX_CLUSTERS, max(2, len(x) // CLUSTER_MARGIN_ROWS_PER_CLUSTER))
+    clusters = kmeans_assign(x, n_clusters, seed=inputs.seed)
+    scores = margin_scores(probs[inputs.unlabeled])
+    pool_size = min(len(scores), CLUSTER_MARGIN_POOL_FACTOR * inputs.budget)
+    pool = top_scores(np.arange(len(scores)), scores, pool_size, inputs.rng)
+    pool_clusters = clusters[inputs.unlabeled[pool]]
+    members = np.bincount(pool_clusters, minlength=n_clusters)
+    group_rank = np.empty(n_clusters, dtype=np.int64)
+    group_rank[np.lexsort((inputs.rng.random(n_clusters), members))] = np.arange(n_clusters)
+    local = round_robin(pool, pool_clusters, scores[pool], inputs.budget, group_rank)
+    reasons = [f"margin {1 - s:.3f}, one of the lowest in cluster {c}" for s, c in zip(
+        scores[local], clusters[inputs.unlabeled[local]], strict=True)]
+    return inputs.unlabeled[local], scores[local], reasons
+
+
+def auto_strategy(n_labeled: int, n_classes: int | None) -> str:
+    """The strategy ``auto`` uses: cold start while there are fewer than ``AUTO_SWITCH_PER_CLASS`` labels
+    per class (or no head yet), then uncertainty with diversity."""
+    if n_classes is None or n_labeled < AUTO_SWITCH_PER_CLASS * n_classes:
+        return AUTO_COLD_STRATEGY
+    return AUTO_WARM_STRATEGY
+
+
+def _auto(inputs: _Inputs) -> Picks:
+    name = auto_strategy(int(inputs.labeled.sum()), inputs.n_classes if inputs.pred_probs is not None else None)
+    picks, scores, reasons = STRATEGIES[name](inputs)
+    return picks, scores, [f"auto -> {name}: {reason}" for reason in reasons]
+
+
+STRATEGIES: dict[str, Callable[[_Inputs], Picks]] = {
+    "auto": _auto,
+    "random": _random,
+    "least-confidence": _uncertainty(least_confidence_scores, "confidence gap", name="least-confidence"),
+    "margin": _uncertainty(margin_scores, "margin", name="margin"),
+    "entropy": _uncertainty(entropy_scores, "entropy", name="entropy"),
+    "least-confidence-balanced": _uncertainty(least_confidence_scores, "confidence gap", balanced=True,
+                                              name="least-confidence-balanced"),
+    "margin-balanced": _uncertainty(margin_scores, "margin", balanced=True, name="margin-balanced"),
+    "entropy-balanced": _uncertainty(entropy_scores, "entropy", balanced=True, name="entropy-balanced"),
+    "vote-entropy": _ensemble(vote_entropy_scores, "vote entropy of the ensemble", "vote-entropy"),
+    "mean-kl": _ensemble(mean_kl_scores, "mean KL of the heads from their consensus", "mean-kl"),
+    "bald": _ensemble(bald_scores, "BALD mutual information", "bald"),
+    "coreset": _coreset,
+    "badge": _badge,
+    "typiclust": _typiclust,
+    "probcover": _probcover,
+    "cluster-margin": _cluster_margin,
+}
+ENSEMBLE_STRATEGIES = ("vote-entropy", "mean-kl")
+MC_DROPOUT_STRATEGIES = ("bald",)
+COLD_START_STRATEGIES = ("random", "typiclust", "probcover", "coreset")
+
+
+def available_strategies() -> list[str]:
+    """Names accepted by :func:`select_batch`."""
+    return list(STRATEGIES)

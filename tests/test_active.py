@@ -1,0 +1,328 @@
+"""Active learning and auto-labelling: query strategies against their definitions, routing precision, and
+``curato select`` / ``route`` / ``simulate`` end to end, on scikit-learn's digits and real Fashion-MNIST."""
+
+from __future__ import annotations
+
+import csv
+import json
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.special import softmax
+from sklearn.datasets import load_digits
+
+from curato.active.heads import (
+    bootstrap_ensemble_probabilities,
+    cross_fitted_probabilities,
+    head_probabilities,
+    mc_dropout_probabilities,
+)
+from curato.active.routing import fit_calibration, route_auto_labels
+from curato.active.runner import SIMULATE_CHECKPOINT, run_route, run_select, run_simulate
+from curato.active.simulate import label_schedule, summarize_curves
+from curato.active.strategies import (
+    STRATEGIES,
+    diversity_features,
+    k_center_greedy,
+    margin_scores,
+    select_batch,
+)
+from curato.errors import InputError
+from curato.ingest.readers import FASHION_MNIST_CLASSES
+from curato.workspace import Workspace
+from tests.conftest import InterruptAfter
+from tests.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, np.ndarray]:
+    """Digits with 60 random rows labelled, and every input a strategy may need."""
+    data = load_digits()
+    x, y = data.data.astype(np.float32), data.target.astype(np.int64)
+    labeled = np.zeros(len(y), dtype=bool)
+    labeled[np.random.default_rng(0).choice(len(y), 60, replace=False)] = True
+    return {"x": x, "y": y, "labeled": labeled, "features": diversity_features(x),
+            "probs": head_probabilities(x, y, labeled, n_classes=10),
+            "ensemble": bootstrap_ensemble_probabilities(x, y, labeled, n_classes=10),
+            "mc": mc_dropout_probabilities(x, y, labeled, n_classes=10, samples=10)}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_every_strategy_picks_distinct_unlabelled_rows_of_the_budget_size(digits, strategy):
+    selection = select_batch(strategy, budget=25, labeled=digits["labeled"], pred_probs=digits["probs"],
+                             ensemble_probs=digits["mc"] if strategy == "bald" else digits["ensemble"],
+                             features=digits["features"], n_classes=10, seed=3,
+                             selectable=np.arange(len(digits["y"])) >= 200)  # e.g. test rows in a simulation
+    assert selection.indices.shape == (25,) and len(np.unique(selection.indices)) == 25
+    assert not digits["labeled"][selection.indices].any() and selection.indices.min() >= 200
+    assert selection.indices.min() >= 0 and selection.indices.max() < len(digits["y"])
+    assert len(selection.reasons) == 25 and all(selection.reasons) and np.isfinite(selection.scores).all()
+
+
+def test_uncertainty_strategies_pick_what_the_definitions_say(digits):
+    probs, labeled = digits["probs"], digits["labeled"]
+    unlabeled = np.flatnonzero(~labeled)
+    ordered = np.sort(probs, axis=1)
+    brute_margin = ordered[:, -1] - ordered[:, -2]
+    picked = select_batch("margin", budget=30, labeled=labeled, pred_probs=probs).indices
+    worst = np.sort(brute_margin[unlabeled])[29]
+    assert np.all(brute_margin[picked] <= worst + 1e-12)
+    np.testing.assert_allclose(margin_scores(probs), 1 - brute_margin)
+    picked = select_batch("least-confidence", budget=30, labeled=labeled, pred_probs=probs).indices
+    assert np.all(ordered[picked, -1] <= np.sort(ordered[unlabeled, -1])[29] + 1e-12)
+    entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(axis=1)
+    picked = select_batch("entropy", budget=30, labeled=labeled, pred_probs=probs).indices
+    assert np.all(entropy[picked] >= np.sort(entropy[unlabeled])[::-1][29] - 1e-9)
+    # The class-balanced variant spreads over the predicted classes; plain margin need not.
+    balanced = select_batch("margin-balanced", budget=30, labeled=labeled, pred_probs=probs).indices
+    counts = np.bincount(probs[balanced].argmax(axis=1), minlength=10)
+    assert counts.max() - counts[counts > 0].min() <= 1 and (counts > 0).sum() >= 9
+    # Ensemble disagreement: rows where every head votes alike have vote entropy 0 and are not picked first.
+    votes = digits["ensemble"].argmax(axis=2)
+    unanimous = (votes == votes[0]).all(axis=0)
+    picked = select_batch("vote-entropy", budget=20, labeled=labeled, ensemble_probs=digits["ensemble"]).indices
+    assert (~unanimous[unlabeled]).sum() >= 20 and not unanimous[picked].any()
+
+
+def test_k_center_greedy_matches_a_slow_reference(digits):
+    features = digits["features"][:300]
+    centers = np.zeros(300, dtype=bool)
+    centers[[5, 50, 150]] = True
+    picks, distances = k_center_greedy(features, centers, 15, rng=np.random.default_rng(0))
+    chosen = list(np.flatnonzero(centers))
+    expected = []
+    for _ in range(15):
+        gaps = [min(float(np.sum((features[i].astype(np.float64) - features[c]) ** 2)) for c in chosen)
+                for i in range(300)]
+        best = int(np.argmax(gaps))
+        expected.append(best)
+        chosen.append(best)
+    assert picks.tolist() == expected
+    assert np.all(np.diff(distances) <= 1e-4)  # the farthest-first distances never grow
+
+
+def test_diverse_and_cold_start_strategies_cover_more_classes_than_random_at_a_tiny_budget(digits):
+    y, features = digits["y"], digits["features"]
+    nothing = np.zeros(len(y), dtype=bool)
+
+    def classes_covered(strategy: str, seed: int, **inputs) -> int:
+        picks = select_batch(strategy, budget=10, labeled=nothing, features=features, n_classes=10, seed=seed,
+                             **inputs).indices
+        return len(np.unique(y[picks]))
+
+    seeds = range(5)
+    random = np.mean([classes_covered("random", s) for s in seeds])
+    typiclust = np.mean([classes_covered("typiclust", s) for s in seeds])
+    probcover = np.mean([classes_covered("probcover", s) for s in seeds])
+    assert typiclust >= random + 1 and probcover >= random + 0.5, (random, typiclust, probcover)
+    # BADGE with a head trained on one example of each of two classes spreads the batch out more than plain
+    # margin sampling (which piles into the few regions the head is unsure about), about as much as random.
+    two = np.zeros(len(y), dtype=bool)
+    two[[np.flatnonzero(y == 0)[0], np.flatnonzero(y == 1)[0]]] = True
+    probs = head_probabilities(digits["x"], y, two, n_classes=10)
+    badge = np.mean([classes_covered("badge", s, pred_probs=probs) for s in seeds])
+    margin = np.mean([classes_covered("margin", s, pred_probs=probs) for s in seeds])
+    assert badge > margin and badge >= random - 1, (badge, margin, random)
+
+
+def test_bad_strategy_inputs_are_one_clear_line(digits):
+    labeled = digits["labeled"]
+    with pytest.raises(InputError, match="'nonsense' is unknown"):
+        select_batch("nonsense", budget=5, labeled=labeled)
+    with pytest.raises(InputError, match="only 1737 unlabelled samples"):
+        select_batch("random", budget=5000, labeled=labeled)
+    with pytest.raises(InputError, match="needs pred_probs"):
+        select_batch("margin", budget=5, labeled=labeled)
+    with pytest.raises(InputError, match="pred_probs must have shape"):
+        select_batch("margin", budget=5, labeled=labeled, pred_probs=digits["probs"][:10])
+    with pytest.raises(InputError, match="needs features"):
+        select_batch("coreset", budget=5, labeled=labeled)
+
+
+# -- routing -----------------------------------------------------------------------------------------
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=2.0, size=(4000, 5))
+    labels = np.array([rng.choice(5, p=p) for p in softmax(logits, axis=1)])
+    overconfident = softmax(3.0 * logits, axis=1)
+    assert fit_calibration(overconfident, labels, method="temperature").temperature == pytest.approx(3.0, rel=0.1)
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic"])
+def test_routing_reaches_the_requested_precision_on_held_out_digits(digits, method):
+    x, y = digits["x"], digits["y"]
+    rng = np.random.default_rng(1)
+    calibration = np.zeros(len(y), dtype=bool)
+    calibration[rng.choice(len(y), 1100, replace=False)] = True
+    probs = cross_fitted_probabilities(x, y, calibration, n_classes=10)
+    held_out = np.flatnonzero(~calibration)
+    for precision in (0.9, 0.95):
+        routing = route_auto_labels(probs[calibration], y[calibration], probs[held_out], precision=precision,
+                                    method=method)
+        accepted = routing.accepted
+        assert len(accepted) > 0.5 * len(held_out), len(accepted)
+        assert np.mean(routing.predicted[accepted] == y[held_out][accepted]) >= precision
+        wrong = int(np.sum(routing.predicted[accepted] != y[held_out][accepted]))
+        assert routing.expected_wrong <= routing.expected_wrong_bound and wrong <= routing.expected_wrong_bound
+    # Asking for more than 110 rows per class can prove leaves those classes to people.
+    strict = route_auto_labels(probs[calibration], y[calibration], probs[held_out], precision=0.99, method=method)
+    assert len(strict.accepted) < len(accepted)
+    with pytest.raises(InputError, match=r"--precision 1\.2"):
+        route_auto_labels(probs[calibration], y[calibration], probs[held_out], precision=1.2)
+
+
+# -- simulation curves -----------------------------------------------------------------------------
+
+
+def test_label_schedule_and_efficiency():
+    assert label_schedule(800, 4) == [100, 200, 400, 800]
+    assert label_schedule(5000, 7, start=100)[0] == 100 and label_schedule(5000, 7, start=100)[-1] == 5000
+    with pytest.raises(InputError, match="--rounds 50"):
+        label_schedule(10, 50)
+    schedule = [100, 200, 400]
+    records = [{"strategy": name, "seed": 0, "round": r, "accuracy": acc}
+               for name, accs in {"random": [0.5, 0.6, 0.7], "better": [0.5, 0.7, 0.8]}.items()
+               for r, acc in enumerate(accs)]
+    curves = summarize_curves(records, strategies=["random", "better"], schedule=schedule, seeds=[0])
+    efficiency = curves["better"]["label_efficiency"]
+    assert efficiency[0]["efficiency"] == pytest.approx(1.0)
+    assert efficiency[1]["efficiency"] == pytest.approx(200 / 141.42, rel=1e-3)  # 0.6 halfway (log) to 200
+    assert efficiency[2]["efficiency"] == pytest.approx(2.0)  # random's 0.7 at 400 is reached at 200
+    assert curves["better"]["labels_to_reach_random_final"] == pytest.approx(200)
+    assert curves["random"]["auc"] == pytest.approx(0.6) and curves["better"]["auc"] > curves["random"]["auc"]
+
+
+# -- the commands ----------------------------------------------------------------------------------
+
+
+def _manifest(root: Path, fashion_mnist, classes: tuple[int, ...], per_class: int, labelled: int,
+              test_per_class: int = 0) -> Path:
+    """Real Fashion-MNIST PNGs and a manifest; the first ``labelled`` train rows per class carry their label."""
+    images, labels = fashion_mnist
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for klass in classes:
+        members = np.flatnonzero(labels == klass)
+        for position, index in enumerate(members[:per_class + test_per_class]):
+            Image.fromarray(images[index]).save(root / f"{index:05d}.png")
+            split = "test" if position >= per_class else "train"
+            label = FASHION_MNIST_CLASSES[klass] if position < labelled or split == "test" else ""
+            rows.append({"id": f"img{index:05d}", "path": f"{index:05d}.png", "label": label, "split": split})
+    path = root / "manifest.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "path", "label", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _embedded_workspace(root: Path, manifest: Path) -> Path:
+    """Ingest the manifest and embed it with ``classic`` (in-process: the commands are tested elsewhere)."""
+    from curato.features.embedding import compute_embeddings
+    from curato.ingest import ingest
+
+    workspace = Workspace.create(root)
+    ingest(workspace, manifest)
+    compute_embeddings(workspace, "classic")
+    return root
+
+
+def _schema(name: str) -> dict:
+    return json.loads(resources.files("curato").joinpath(f"schemas/{name}.schema.json").read_text())
+
+
+def test_select_and_route_commands(tmp_path, fashion_mnist):
+    manifest = _manifest(tmp_path / "data", fashion_mnist, (1, 7, 8), per_class=150, labelled=100)
+    workspace = _embedded_workspace(tmp_path / "ws", manifest)
+    out = tmp_path / "batch.csv"
+    result = run("select", "-w", workspace, "--budget", "12", "--strategy", "margin", "--out", out,
+                 "--embedder", "classic")
+    assert result.returncode == 0, result.stderr
+    with out.open() as handle:
+        batch = list(csv.DictReader(handle))
+    assert len(batch) == 12 and [int(row["rank"]) for row in batch] == list(range(1, 13))
+    assert set(batch[0]) >= {"sample_id", "rank", "score", "reason", "predicted_label", "confidence"}
+    opened = Workspace.open(workspace)
+    labels = opened.catalog.current_labels()
+    assert not any(row["sample_id"] in labels for row in batch)
+    queued = opened.catalog.queued()
+    assert [entry["sample_id"] for entry in queued] == [row["sample_id"] for row in batch]
+    assert all(entry["reason"] and entry["strategy"] == "margin" for entry in queued)
+    jsonschema.validate(json.loads((workspace / "reports" / "select-latest.json").read_text()), _schema("select"))
+    # A second batch (JSON) skips what is already queued.
+    second = run_select(opened, budget=10, strategy="auto", embedder="classic", out=tmp_path / "batch.json")
+    assert not {row["sample_id"] for row in second["batch"]} & {row["sample_id"] for row in batch}
+    assert json.loads((tmp_path / "batch.json").read_text())["batch"] == second["batch"]
+
+    routed = tmp_path / "route.json"
+    result = run("route", "-w", workspace, "--precision", "0.9", "--embedder", "classic", "--json", routed)
+    assert result.returncode == 0, result.stderr
+    assert "expected wrong auto-labels" in result.stdout
+    document = json.loads(routed.read_text())
+    jsonschema.validate(document, _schema("route"))
+    assert document["auto_labelled"] > 0
+    truth = {f"img{i:05d}": FASHION_MNIST_CLASSES[int(label)] for i, label in enumerate(fashion_mnist[1])}
+    right = np.mean([truth[row["sample_id"]] == row["label"] for row in document["labels"]])
+    assert right >= 0.9
+    after = Workspace.open(workspace).catalog.current_labels()
+    assert len(after) == len(labels) + document["auto_labelled"]
+    from curato.report.html import write_html_report
+
+    html = write_html_report(Workspace.open(workspace), [], tmp_path / "report.html").read_text()
+    section = html[html.index('<section id="route"'):]
+    assert "Expected wrong auto-labels" in section[:section.index("</section>")]
+    result = run("route", "-w", workspace, "--undo", str(document["run_id"]))
+    assert result.returncode == 0 and f"removed {document['auto_labelled']} model labels" in result.stdout
+    assert Workspace.open(workspace).catalog.current_labels() == labels
+    with pytest.raises(InputError, match="--budget must be at least 1"):
+        run_select(opened, budget=0, embedder="classic")
+    with pytest.raises(InputError, match="--calibration 'platt'"):
+        run_route(opened, precision=0.9, calibration="platt")
+    with pytest.raises(InputError, match="--out"):
+        run_select(opened, budget=3, out=tmp_path / "batch.txt")
+
+
+def test_simulate_command_writes_valid_json_and_resumes(tmp_path, fashion_mnist):
+    manifest = _manifest(tmp_path / "data", fashion_mnist, (0, 1, 2, 7, 8), per_class=80, labelled=80,
+                         test_per_class=20)
+    workspace = _embedded_workspace(tmp_path / "ws", manifest)
+    opened = Workspace.open(workspace)
+    options = {"strategies": ["random", "margin", "auto"], "budget": 80, "rounds": 3, "seeds": [0, 1],
+               "embedder": "classic", "precisions": [0.9]}
+    with pytest.raises(KeyboardInterrupt):
+        run_simulate(opened, progress=InterruptAfter("simulate", 4), **options)
+    checkpoint = workspace / "reports" / SIMULATE_CHECKPOINT
+    assert len(checkpoint.read_text().splitlines()) == 4
+    with checkpoint.open("a") as handle:
+        handle.write('{"digest": "torn')  # a crash mid-line is ignored
+    out = tmp_path / "simulate.json"
+    result = run("simulate", "-w", workspace, "--strategies", "random,margin,auto", "--budget", "80", "--rounds",
+                 "3", "--seeds", "2", "--precision", "0.9", "--embedder", "classic", "--json", out)
+    assert result.returncode == 0, result.stderr
+    assert len(checkpoint.read_text().splitlines()) == 3 * 2 * 3 + 1  # four kept, the torn line, fourteen new
+    document = json.loads(out.read_text())
+    jsonschema.validate(document, _schema("simulate"))
+    assert document["test_set"].startswith("split 'test'") and document["n_test"] == 100
+    assert document["settings"]["schedule"] == [20, 40, 80]
+    for curve in document["strategies"].values():
+        assert len(curve["accuracy"]) == 3 and curve["accuracy"][-1] > 0.6
+        assert all(lo <= acc <= hi for lo, acc, hi in zip(curve["low"], curve["accuracy"], curve["high"], strict=True))
+    assert all(entry["efficiency"] == pytest.approx(1.0) or entry["random_accuracy"] == pytest.approx(
+        max(document["strategies"]["random"]["accuracy"][:index + 1]))
+        for index, entry in enumerate(document["strategies"]["random"]["label_efficiency"]))
+    assert len(document["routing"]["results"]) == 2
+    from curato.report.html import write_html_report
+
+    html = write_html_report(Workspace.open(workspace), [], tmp_path / "report.html").read_text()
+    section = html[html.index('<section id="simulate"'):]
+    assert "<svg" in section[:section.index("</section>")] and "auto" in section
+    failed = run("simulate", "-w", workspace, "--strategies", "random,bogus", "--budget", "80")
+    assert failed.returncode == 2 and "bogus" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+    with pytest.raises(InputError, match="--budget 5000"):
+        run_simulate(opened, strategies=["random"], budget=5000, rounds=2, embedder="classic")
