@@ -95,6 +95,7 @@ DISTINCT_GAP = 0.5
 DISTINCT_MAX_BITS = 16
 REGISTERED_RANKS = 3
 THUMBNAIL_RANKS = 3
+THUMBNAIL_SEARCH_FACTOR = 2
 REGISTERED_RATIO = 2.0
 REGISTERED_MAX = 0.025
 REGISTERED_GAP = 0.25
@@ -316,7 +317,12 @@ def _registered_pairs(grey: np.ndarray, sims: np.ndarray, idx: np.ndarray, rows:
     embedding scattered, and give the ratio test more of the look-alikes to compare with.)
     """
     ranks = min(REGISTERED_RANKS, idx.shape[1])
-    flat = grey[rows].reshape(rows.size, -1)
+    # Thumbnail neighbours are searched at half resolution (2x2 means): a quarter of the dimensions, and
+    # only candidates come from it -- every candidate is then compared at full resolution.
+    side = grey.shape[1] // THUMBNAIL_SEARCH_FACTOR * THUMBNAIL_SEARCH_FACTOR
+    small = grey[rows][:, :side, :side].reshape(rows.size, side // THUMBNAIL_SEARCH_FACTOR, THUMBNAIL_SEARCH_FACTOR,
+                                                side // THUMBNAIL_SEARCH_FACTOR, THUMBNAIL_SEARCH_FACTOR)
+    flat = small.mean(axis=(2, 4)).reshape(rows.size, -1)
     flat = unit_rows(flat - flat.mean(axis=1, keepdims=True))
     _, extra = knn(flat, THUMBNAIL_RANKS)
     neighbour = np.concatenate([idx[:, :ranks], rows[extra]], axis=1)

@@ -16,10 +16,12 @@ Both ignore the aspect ratio: an image of any shape becomes a square.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from curato.errors import InputError
 from curato.features.properties import COLOUR_SIDE, GREY_SIDE, THUMBNAIL_COLUMNS
@@ -31,12 +33,13 @@ REGISTRATION_SCALES = (0.93, 1.0, 1.07)
 REGISTRATION_SHIFTS = (-1.0, 0.0, 1.0)
 # Per axis, the (scale, shift) variants tried: every scale with every shift.
 REGISTRATION_GRID = tuple((scale, shift) for scale in REGISTRATION_SCALES for shift in REGISTRATION_SHIFTS)
+# Threads sharing the registration work (chunks of pairs are independent).
+REGISTRATION_THREADS = 2
 # Pixels left out at each side of the first picture, so every shifted/scaled sample stays inside.
 REGISTRATION_MARGIN = 3
 # Continuous refinement of the best grid placement (refined_similarity): Gauss-Newton steps, and the
 # range the per-axis scale and shift may take.
 REFINE_ITERATIONS = 5
-REFINE_THREADS = 2
 REFINE_SCALE_RANGE = (0.85, 1.15)
 REFINE_SHIFT_RANGE = (-2.5, 2.5)
 
@@ -130,16 +133,20 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
     gram = np.einsum("uch,ucg->uhg", matrices, matrices)
     row_weights = matrices.sum(axis=1)  # (u, side): how much each source row adds to a placement's sum
     count = (side - 2 * REGISTRATION_MARGIN) ** 2
-    for start in range(0, pictures.size, chunk):
+
+    def spread_of(start: int) -> None:
         b = grey[pictures[start:start + chunk]]
         right = np.einsum("vkw,mhw->mvhk", matrices, b, optimize=True)
         squares = np.einsum("uhg,mvhg->muv", gram, np.matmul(right, right.transpose(0, 1, 3, 2)), optimize=True)
         total = np.einsum("uh,mvh->muv", row_weights, right.sum(axis=3), optimize=True)
         variance = np.maximum(squares - total ** 2 / count, 0.0)
         spread[start:start + len(b)] = np.sqrt(variance).reshape(len(b), placements)
+
+    _in_parallel(spread_of, pictures.size, chunk)
     out = np.empty(first.size, dtype=np.float64)
     best = np.empty(first.size, dtype=np.int64)
-    for start in range(0, first.size, chunk):
+
+    def correlate(start: int) -> None:
         a = grey[first[start:start + chunk]][:, inner, inner]
         a = a - a.mean(axis=(1, 2), keepdims=True)
         a /= np.linalg.norm(a.reshape(len(a), -1), axis=1)[:, None, None] + 1e-6
@@ -150,6 +157,8 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
         correlation = numerator / (spread[position[start:start + chunk]] + 1e-6)
         out[start:start + chunk] = correlation.max(axis=1)
         best[start:start + chunk] = correlation.argmax(axis=1)
+
+    _in_parallel(correlate, first.size, chunk)
     out = np.clip(out, -1.0, 1.0)
     return (out, best) if return_placement else out
 
@@ -189,10 +198,26 @@ def refined_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarray, 
         refined = _gauss_newton_registration(window, grey[second[block]], params[block].copy(), iterations)
         out[block] = np.maximum(out[block], refined)
 
-    # NumPy releases the GIL inside its loops, so the independent chunks share the cores.
-    with ThreadPoolExecutor(max_workers=max(1, min(REFINE_THREADS, os.cpu_count() or 1))) as pool:
-        list(pool.map(refine, range(0, first.size, chunk)))
+    _in_parallel(refine, first.size, chunk)
     return np.clip(out, -1.0, 1.0)
+
+
+def _in_parallel(work: Callable[[int], None], total: int, chunk: int) -> None:
+    """Run ``work(start)`` for every chunk of ``range(total)`` on ``REGISTRATION_THREADS`` threads.
+
+    NumPy releases the GIL inside its loops and the chunks write disjoint slices, so they share the
+    cores; BLAS is held to one thread meanwhile.
+    """
+    starts = range(0, total, chunk)
+    workers = max(1, min(REGISTRATION_THREADS, os.cpu_count() or 1, len(starts)))
+    # The products are small: multi-threaded BLAS on them costs more than it gains (2x slower measured).
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers == 1:
+            for start in starts:
+                work(start)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(work, starts))
 
 
 def _linear_sampling(scale: np.ndarray, shift: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
