@@ -25,10 +25,15 @@ from curato.active.routing import fit_calibration, route_auto_labels
 from curato.active.runner import SIMULATE_CHECKPOINT, run_route, run_select, run_simulate
 from curato.active.simulate import label_schedule, summarize_curves
 from curato.active.strategies import (
+    AUTO_COLD_STRATEGY,
+    AUTO_SWITCH_PER_CLASS,
+    AUTO_WARM_STRATEGY,
     STRATEGIES,
     diversity_features,
     k_center_greedy,
+    kmeans_assign,
     margin_scores,
+    pool_clusters,
     select_batch,
 )
 from curato.errors import InputError
@@ -127,6 +132,40 @@ def test_diverse_and_cold_start_strategies_cover_more_classes_than_random_at_a_t
     badge = np.mean([classes_covered("badge", s, pred_probs=probs) for s in seeds])
     margin = np.mean([classes_covered("margin", s, pred_probs=probs) for s in seeds])
     assert badge > margin and badge >= random - 1, (badge, margin, random)
+
+
+def test_pool_clusters_are_reused_per_feature_matrix_and_seed_and_never_stale(digits):
+    features = digits["features"]
+    first = pool_clusters(features, 12, seed=4)
+    assert pool_clusters(features, 12, seed=4) is first  # the second call reuses the first one's k-means
+    assert np.array_equal(first, kmeans_assign(features, 12, seed=4)) and not first.flags.writeable
+    assert np.array_equal(pool_clusters(features, 13, seed=4), kmeans_assign(features, 13, seed=4))
+    edited = features.copy()
+    edited[:, 0] = -edited[:, 0]  # same shape, other contents: must not hit the cached entry
+    assert np.array_equal(pool_clusters(edited, 12, seed=4), kmeans_assign(edited, 12, seed=4))
+    # typiclust's picks depend on the cluster structure's seed, not on the draw's seed alone
+    nothing = np.zeros(len(digits["y"]), dtype=bool)
+    picks = [select_batch("typiclust", budget=10, labeled=nothing, features=features, seed=seed,
+                          structure_seed=7).indices for seed in (0, 1)]
+    assert np.array_equal(picks[0], picks[1])
+
+
+def test_auto_switches_from_cold_start_to_uncertainty_at_the_per_class_threshold(digits):
+    y, features, probs = digits["y"], digits["features"], digits["probs"]
+    order = np.random.default_rng(1).permutation(len(y))
+    for labelled_count, expected in ((AUTO_SWITCH_PER_CLASS * 10 - 1, AUTO_COLD_STRATEGY),
+                                     (AUTO_SWITCH_PER_CLASS * 10, AUTO_WARM_STRATEGY)):
+        labeled = np.zeros(len(y), dtype=bool)
+        labeled[order[:labelled_count]] = True
+        selection = select_batch("auto", budget=20, labeled=labeled, pred_probs=probs, features=features,
+                                 n_classes=10, seed=0)
+        assert all(reason.startswith(f"auto -> {expected}:") for reason in selection.reasons)
+        assert not labeled[selection.indices].any()
+    # without a head, auto stays cold however many rows are labelled
+    labeled = np.zeros(len(y), dtype=bool)
+    labeled[order[:500]] = True
+    selection = select_batch("auto", budget=5, labeled=labeled, features=features, seed=0)
+    assert selection.reasons[0].startswith(f"auto -> {AUTO_COLD_STRATEGY}:")
 
 
 def test_bad_strategy_inputs_are_one_clear_line(digits):

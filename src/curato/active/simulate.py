@@ -113,7 +113,7 @@ def simulate_active_learning(embeddings: np.ndarray, labels: np.ndarray, *, test
                 selection = select_batch(name, budget=int(target - labeled.sum()), labeled=labeled,
                                          selectable=~test_mask,
                                          pred_probs=probs, features=features, n_classes=k,
-                                         seed=_round_seed(seed, round_index), **extra)
+                                         seed=_round_seed(seed, round_index), structure_seed=int(seed), **extra)
                 select_seconds = time.perf_counter() - started
                 labeled[selection.indices] = True
                 started = time.perf_counter()

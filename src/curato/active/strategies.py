@@ -29,6 +29,8 @@ Strategies (see docs/active.md for the sources):
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +43,10 @@ from curato.neighbors import knn, set_threads, unit_rows
 DIVERSITY_DIMENSIONS = 64
 PCA_FIT_ROWS = 20_000
 KMEANS_ITERATIONS = 15
+# k-means clusters and kNN lists depend only on the feature matrix and ``structure_seed`` (not on the labels
+# or the round), so the last POOL_CACHE_ENTRIES of them are kept: a selection loop over one pool clusters it
+# once per cluster count instead of once per round (TypiClust's 7 rounds on 25k rows: 62 s -> 8 s per seed).
+POOL_CACHE_ENTRIES = 8
 # TypiClust (Hacohen et al. 2022): K = labelled + budget clusters, at most 500; typicality from 20 neighbours;
 # clusters smaller than 5 rows come last.
 TYPICLUST_MAX_CLUSTERS = 500
@@ -56,12 +62,15 @@ PROBCOVER_NEIGHBOURS = 50
 CLUSTER_MARGIN_POOL_FACTOR = 10
 CLUSTER_MARGIN_MAX_CLUSTERS = 500
 CLUSTER_MARGIN_ROWS_PER_CLUSTER = 20
-# auto: COLD below this many labels per class, then WARM. Measured on Fashion-MNIST / EfficientNet-Lite0-112
-# with curato's softmax head (benchmarks/active_learning.py, 3 seeds, 20k pool): typiclust beat random and
-# probcover at 100 and 200 labels (0.666 / 0.744 vs random 0.626 / 0.728, probcover 0.614 / 0.736) and fell
-# behind from 400; cluster-margin and BADGE led random from 800-1,600 labels on (cluster-margin x1.06 at 800,
-# x1.98 at 5,000; BADGE x0.94, x1.90). So: typiclust until 20 labels per class, then cluster-margin.
-AUTO_SWITCH_PER_CLASS = 20
+# auto: COLD below this many labels per class, then WARM. Chosen on a development split of Fashion-MNIST /
+# EfficientNet-Lite0-112 with curato's softmax head (a 20k pool and 5k test rows disjoint from the ones
+# benchmarks/active_learning.py reports; 3 seeds; labels 100..1,600). Efficiency vs random at 200 / 400 / 800 /
+# 1,600 labels: typiclust then cluster-margin from 10 per class 0.89 / 0.88 / 1.06 / 1.30; from 20 per class
+# 0.85 / 0.87 / 0.98 / 1.22; from 40 per class 0.83 / 0.85 / 1.01 / 1.28; typiclust then margin-balanced 0.86 /
+# 0.95 / 1.05 / 1.23, then BADGE 0.84 / 0.87 / 1.04 / 1.23, then margin 0.85 / 0.89 / 0.98 / 1.18; margin
+# weighted by typicality (alone, in TypiClust's clusters or in cluster-margin's pool) 0.42-1.05. No rule reached
+# 1.5x at 200-1,600 labels there: with this linear head the middle budgets gain little from any strategy.
+AUTO_SWITCH_PER_CLASS = 10
 AUTO_COLD_STRATEGY = "typiclust"
 AUTO_WARM_STRATEGY = "cluster-margin"
 
@@ -83,6 +92,7 @@ class _Inputs:
     unlabeled: np.ndarray
     rng: np.random.Generator
     seed: int
+    structure_seed: int
     pred_probs: np.ndarray | None
     ensemble_probs: np.ndarray | None
     features: np.ndarray | None
@@ -111,11 +121,15 @@ Picks = tuple[np.ndarray, np.ndarray, list[str]]
 
 def select_batch(strategy: str, *, budget: int, labeled: np.ndarray, pred_probs: np.ndarray | None = None,
                  ensemble_probs: np.ndarray | None = None, features: np.ndarray | None = None,
-                 n_classes: int | None = None, seed: int = 0, selectable: np.ndarray | None = None) -> Selection:
+                 n_classes: int | None = None, seed: int = 0, selectable: np.ndarray | None = None,
+                 structure_seed: int | None = None) -> Selection:
     """Pick ``budget`` distinct unlabelled rows with ``strategy`` (a name in ``STRATEGIES``).
 
     ``selectable`` (default: every unlabelled row) restricts the picks further, e.g. to keep test rows out of
     a simulation; rows that are neither labelled nor selectable count as neither covered nor pickable.
+    ``seed`` drives the random draws and tie-breaks; ``structure_seed`` (default ``seed``) the k-means clusters
+    and kNN lists of the features, which are cached per feature matrix: a loop that keeps ``structure_seed``
+    fixed over its rounds reuses them.
 
     Raises ``InputError`` naming the argument at fault: unknown strategy, a budget larger than the
     unlabelled rows, shapes that do not match, or an input the strategy needs but did not get.
@@ -142,7 +156,8 @@ def select_batch(strategy: str, *, budget: int, labeled: np.ndarray, pred_probs:
     if n_classes is None:
         n_classes = probs.shape[1] if probs is not None else ensemble.shape[2] if ensemble is not None else None
     inputs = _Inputs(budget=int(budget), labeled=mask, unlabeled=unlabeled, rng=np.random.default_rng(seed),
-                     seed=seed, pred_probs=probs, ensemble_probs=ensemble,
+                     seed=seed, structure_seed=seed if structure_seed is None else int(structure_seed),
+                     pred_probs=probs, ensemble_probs=ensemble,
                      features=None if vectors is None else vectors.astype(np.float32), n_classes=n_classes)
     indices, scores, reasons = STRATEGIES[strategy](inputs)
     return Selection(strategy, np.asarray(indices, dtype=np.int64), np.asarray(scores, dtype=np.float64), reasons)
@@ -243,6 +258,40 @@ def kmeans_assign(features: np.ndarray, n_clusters: int, *, seed: int) -> np.nda
                           max_points_per_centroid=256)
     kmeans.train(data)
     return kmeans.index.search(data, 1)[1][:, 0].astype(np.int64)
+
+
+_POOL_CACHE: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
+
+
+def _pool_cached(kind: str, features: np.ndarray, parameters: tuple[int, int],
+                 compute: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``compute()`` once per (kind, feature matrix, parameter); the matrix is keyed by a digest of its bytes,
+    so an edited matrix never reuses a stale result."""
+    data = np.ascontiguousarray(features, dtype=np.float32)
+    key = (kind, data.shape, hashlib.blake2b(data.view(np.uint8), digest_size=16).hexdigest(), parameters)
+    if key in _POOL_CACHE:
+        _POOL_CACHE.move_to_end(key)
+        return _POOL_CACHE[key]
+    value = tuple(np.asarray(array) for array in compute())
+    for array in value:
+        array.setflags(write=False)
+    _POOL_CACHE[key] = value
+    while len(_POOL_CACHE) > POOL_CACHE_ENTRIES:
+        _POOL_CACHE.popitem(last=False)
+    return value
+
+
+def pool_clusters(features: np.ndarray, n_clusters: int, *, seed: int) -> np.ndarray:
+    """:func:`kmeans_assign`, cached per feature matrix, cluster count and seed (read-only result)."""
+    return _pool_cached("kmeans", features, (n_clusters, seed),
+                        lambda: (kmeans_assign(features, n_clusters, seed=seed),))[0]
+
+
+def pool_neighbours(features: np.ndarray, k: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`curato.neighbors.knn` of every row (similarities, indices), cached per feature matrix, ``k`` and
+    seed (read-only results)."""
+    sims, idx = _pool_cached("knn", features, (k, seed), lambda: knn(features, k, seed=seed))
+    return sims, idx
 
 
 def diversity_features(embeddings: np.ndarray, *, dimensions: int = DIVERSITY_DIMENSIONS, seed: int = 0) -> np.ndarray:
@@ -380,8 +429,8 @@ def _typiclust(inputs: _Inputs) -> Picks:
     row (inverse mean distance to its 20 nearest neighbours) of each cluster without labels, largest first."""
     x = inputs.vectors("typiclust")
     n_clusters = min(TYPICLUST_MAX_CLUSTERS, int(inputs.labeled.sum()) + inputs.budget, len(x))
-    clusters = kmeans_assign(x, n_clusters, seed=inputs.seed)
-    sims, _ = knn(x, TYPICLUST_NEIGHBOURS, seed=inputs.seed)
+    clusters = pool_clusters(x, n_clusters, seed=inputs.structure_seed)
+    sims, _ = pool_neighbours(x, TYPICLUST_NEIGHBOURS, seed=inputs.structure_seed)
     distances = np.sqrt(np.maximum(2.0 - 2.0 * sims.astype(np.float64), 0.0))
     typicality = 1.0 / (distances.mean(axis=1) + 1e-9)
     sizes = np.bincount(clusters, minlength=n_clusters)
@@ -405,8 +454,8 @@ def _probcover(inputs: _Inputs) -> Picks:
     """
     x = inputs.vectors("probcover")
     n = len(x)
-    sims, idx = knn(x, PROBCOVER_NEIGHBOURS, seed=inputs.seed)
-    clusters = kmeans_assign(x, inputs.n_classes or 10, seed=inputs.seed)
+    sims, idx = pool_neighbours(x, PROBCOVER_NEIGHBOURS, seed=inputs.structure_seed)
+    clusters = pool_clusters(x, inputs.n_classes or 10, seed=inputs.structure_seed)
     foreign = np.where(clusters[idx] != clusters[:, None], sims, -np.inf).max(axis=1)
     # Pure at similarity threshold s when the nearest foreign row is below s; keep PURITY of rows pure.
     threshold = float(np.quantile(np.where(np.isfinite(foreign), foreign, -1.0), PROBCOVER_PURITY)) + 1e-6
@@ -450,15 +499,15 @@ def _cluster_margin(inputs: _Inputs) -> Picks:
     probs = inputs.probs("cluster-margin")
     x = inputs.vectors("cluster-margin")
     n_clusters = min(CLUSTER_MARGIN_MAX_CLUSTERS, max(2, len(x) // CLUSTER_MARGIN_ROWS_PER_CLUSTER))
-    clusters = kmeans_assign(x, n_clusters, seed=inputs.seed)
+    clusters = pool_clusters(x, n_clusters, seed=inputs.structure_seed)
     scores = margin_scores(probs[inputs.unlabeled])
     pool_size = min(len(scores), CLUSTER_MARGIN_POOL_FACTOR * inputs.budget)
     pool = top_scores(np.arange(len(scores)), scores, pool_size, inputs.rng)
-    pool_clusters = clusters[inputs.unlabeled[pool]]
-    members = np.bincount(pool_clusters, minlength=n_clusters)
+    candidate_clusters = clusters[inputs.unlabeled[pool]]
+    members = np.bincount(candidate_clusters, minlength=n_clusters)
     group_rank = np.empty(n_clusters, dtype=np.int64)
     group_rank[np.lexsort((inputs.rng.random(n_clusters), members))] = np.arange(n_clusters)
-    local = round_robin(pool, pool_clusters, scores[pool], inputs.budget, group_rank)
+    local = round_robin(pool, candidate_clusters, scores[pool], inputs.budget, group_rank)
     reasons = [f"margin {1 - s:.3f}, one of the lowest in cluster {c}" for s, c in zip(
         scores[local], clusters[inputs.unlabeled[local]], strict=True)]
     return inputs.unlabeled[local], scores[local], reasons
