@@ -16,7 +16,11 @@
     the class size. Samples already flagged as global outliers are not flagged again here; what
     remains are samples that sit in populated regions but far from their own class (often
     mislabeled, or an unusual view of the class). Unlabeled samples (``None``) and classes with fewer
-    than 5 members are skipped.
+    than 5 members are skipped. A sample whose ``k`` nearest neighbours in the whole dataset all share
+    its label has them as its nearest class members too, so its distance is read off the shared graph
+    (an IVF search above 10,000 rows, like the global check's); only the other samples are searched
+    again within their class (on 60k Fashion-MNIST: 15 s -> 9 s, 2% of the flags differ because the
+    IVF graph misses a few true neighbours).
 
 Scores: ``1 - 0.5 ** (z / threshold)`` for ``z > 0`` (0 otherwise), so the flag cut maps to 0.5 and
 the score grows towards 1 with the distance.
@@ -108,7 +112,11 @@ def outlier_findings(
         summary={"k": k, "z_threshold": z_threshold, "median_distance": None if typical is None else round(typical, 6)},
         evidence={"mean_distance_percentiles": _percentiles(distance[rows])}, details=details,
     )
-    return [outliers, _class_outliers(ids, vectors, labels, usable, flagged, k, class_z_threshold, exact_limit)]
+    graph = None if rows.size <= 1 else (np.full((n, sims.shape[1]), np.nan, dtype=np.float32), neighbour_ids)
+    if graph is not None:
+        graph[0][rows] = sims
+    return [outliers, _class_outliers(ids, vectors, labels, usable, flagged, k, class_z_threshold, exact_limit,
+                                      graph)]
 
 
 def flag_threshold(n: int) -> float:
@@ -146,6 +154,7 @@ def z_score_to_unit(z: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
 def _class_outliers(
     ids: np.ndarray, vectors: np.ndarray, labels: Sequence[Any] | np.ndarray | None, usable: np.ndarray,
     global_flag: np.ndarray, k: int, threshold: float | None, exact_limit: int,
+    graph: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Finding:
     n = len(ids)
     flagged = np.zeros(n, dtype=bool)
@@ -169,8 +178,8 @@ def _class_outliers(
         if members.size < MIN_CLASS_SIZE:
             continue
         checked += 1
-        sims, _ = knn(vectors[members], min(k, members.size - 1), exact_limit=exact_limit)
-        distance[members] = np.mean(1.0 - sims, axis=1)
+        distance[members] = _class_mean_distance(vectors, members, codes, code, min(k, members.size - 1),
+                                                 exact_limit, graph)
         z[members] = robust_z(distance[members])
         cut[members] = flag_threshold(members.size) if threshold is None else threshold
     flagged = np.nan_to_num(z, nan=-np.inf) >= cut
@@ -185,6 +194,33 @@ def _class_outliers(
         summary={"classes": checked, "k": k, "z_threshold": "per class" if threshold is None else threshold},
         details=details,
     )
+
+
+def _class_mean_distance(vectors: np.ndarray, members: np.ndarray, codes: np.ndarray, code: int, k: int,
+                         exact_limit: int, graph: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Mean cosine distance of each member to its ``k`` nearest members of its own class.
+
+    A member whose ``k`` nearest neighbours in the whole dataset (``graph``) all belong to its class has
+    them as its nearest class members too: its distance is read off the graph. Only the others are
+    searched again, against their class alone.
+    """
+    result = np.empty(members.size)
+    search = np.ones(members.size, dtype=bool)
+    if graph is not None and graph[1].shape[1] >= k:
+        sims, idx = graph[0][members, :k], graph[1][members, :k]
+        inside = np.all((idx >= 0) & (codes[np.maximum(idx, 0)] == code), axis=1) & np.all(np.isfinite(sims), axis=1)
+        result[inside] = np.mean(1.0 - sims[inside], axis=1)
+        search = ~inside
+    if search.any():
+        sims, idx = knn(vectors[members], k + 1, queries=vectors[members[search]], exclude_self=False,
+                        exact_limit=exact_limit)
+        # Drop each query's own row (exact copies may tie with it; if it fell out, drop the last neighbour).
+        own = idx == np.flatnonzero(search)[:, None]
+        drop = np.where(own.any(axis=1), own.argmax(axis=1), idx.shape[1] - 1)
+        keep = np.ones(idx.shape, dtype=bool)
+        keep[np.arange(len(idx)), drop] = False
+        result[search] = np.mean(1.0 - sims[keep].reshape(len(idx), -1), axis=1)
+    return result
 
 
 def _severity(count: int, total: int) -> str:
