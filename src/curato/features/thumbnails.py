@@ -41,6 +41,11 @@ REGISTRATION_MARGIN = 3
 # range the per-axis scale and shift may take.
 REFINE_ITERATIONS = 5
 REFINE_SCALE_RANGE = (0.85, 1.15)
+# A pair stops refining when its step moves scale by < 0.002 and shift by < 0.02 thumbnail pixels, or
+# when it still mismatches by t = 1 - correlation > 0.3 after a step (no duplicate rule looks that far).
+REFINE_SETTLED_SCALE = 0.002
+REFINE_SETTLED_SHIFT = 0.02
+REFINE_HOPELESS = 0.3
 REFINE_SHIFT_RANGE = (-2.5, 2.5)
 
 __all__ = [
@@ -322,4 +327,11 @@ def _gauss_newton_registration(window: np.ndarray, pictures: np.ndarray, params:
         step = np.linalg.solve(system, gradient[:, :, None])[:, :, 0]
         step = np.clip(step, [-0.05, -1.0, -0.05, -1.0], [0.05, 1.0, 0.05, 1.0])
         params[todo] = np.clip(best_params[todo] + step, lower_bound, upper_bound)
+        # Pairs stop once their step is negligible (converged) or their match is hopeless for a duplicate.
+        settled = (np.abs(step[:, [0, 2]]).max(axis=1) < REFINE_SETTLED_SCALE) & (
+            np.abs(step[:, [1, 3]]).max(axis=1) < REFINE_SETTLED_SHIFT)
+        hopeless = best[todo] < 1.0 - REFINE_HOPELESS
+        todo = todo[~(settled | hopeless)]
+        if todo.size == 0:
+            break
     return best
