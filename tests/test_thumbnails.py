@@ -136,3 +136,7 @@ def test_refined_similarity_recovers_sub_pixel_registration(fashion_mnist: tuple
     # given the grid's result it skips the grid and returns the same
     start = registered_similarity(grey, first, second, return_placement=True)
     np.testing.assert_allclose(refined_similarity(grey, first, second, start=start), refined)
+    # the parabolic peak predicted from the grid lies above the grid's best and nearer the refined optimum
+    _, _, peak = registered_similarity(grey, first, second, return_peak=True)
+    assert np.all(peak >= grid - 1e-9)
+    assert np.median(np.abs(peak - refined)) < 0.5 * np.median(np.abs(grid - refined))

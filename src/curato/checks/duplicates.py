@@ -34,7 +34,8 @@ A candidate pair is a near duplicate when any of these holds:
    embedding neighbours and 3 nearest thumbnail neighbours (faiss over the centred grey thumbnails)
    are compared after registering one 24 px grey thumbnail onto the other: a 3-scale x 3-shift grid
    per axis (:func:`curato.features.thumbnails.registered_similarity`), then, for every pair within
-   ``t <= 0.4`` of matching, a continuous Gauss-Newton refinement of scale and shift per axis
+   ``t <= 0.4`` whose grid correlations predict a peak within ``t <= 0.1`` (parabolas through the best
+   placement and its neighbours), a continuous Gauss-Newton refinement of scale and shift per axis
    (:func:`~curato.features.thumbnails.refined_similarity`; the grid leaves up to half a thumbnail
    pixel of misregistration, which costs a copy cropped by one pixel most of its correlation). With
    ``t = 1 - correlation``, a pair within ``2 * D`` in the embedding is accepted when ``t <= 0.025``
@@ -100,6 +101,7 @@ REGISTERED_RATIO = 2.0
 REGISTERED_MAX = 0.025
 REGISTERED_GAP = 0.25
 REFINE_BELOW = 0.4
+REFINE_PREDICTED = 0.1
 VETO_ABOVE = 0.03
 REGISTERED_TIGHT = 0.003
 REGISTERED_TIGHT_GAP = 0.35
@@ -341,10 +343,10 @@ def _registered_pairs(grey: np.ndarray, sims: np.ndarray, idx: np.ndarray, rows:
              & pictured[neighbour])
     local, rank = np.nonzero(valid)
     t = np.full((rows.size, ranks), np.inf)
-    coarse, placement = registered_similarity(grey, rows[local], neighbour[local, rank], return_placement=True)
+    coarse, placement, peak = registered_similarity(grey, rows[local], neighbour[local, rank], return_peak=True)
     # The grid leaves up to half a thumbnail pixel of misregistration, which costs textured pictures much of
     # their correlation; every pair the grid finds close enough to matter is refined continuously.
-    close = np.flatnonzero(1.0 - coarse <= REFINE_BELOW)
+    close = np.flatnonzero((1.0 - coarse <= REFINE_BELOW) & (1.0 - peak <= REFINE_PREDICTED))
     coarse[close] = refined_similarity(grey, rows[local[close]], neighbour[local[close], rank[close]],
                                        start=(coarse[close], placement[close]))
     t[local, rank] = 1.0 - coarse

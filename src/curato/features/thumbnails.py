@@ -103,7 +103,7 @@ def _sampling_matrices(side: int, grid: tuple[tuple[float, float], ...]) -> np.n
 
 def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarray, *,
                           chunk: int = 1024, return_placement: bool = False,
-                          grid: tuple[tuple[float, float], ...] | None = None) -> Any:
+                          grid: tuple[tuple[float, float], ...] | None = None, return_peak: bool = False) -> Any:
     """Best correlation of picture ``first[i]`` with picture ``second[i]`` over a small registration grid.
 
     ``grey``: (n, side, side) grey thumbnails (:func:`grey_thumbnails`). The central window of the
@@ -150,6 +150,7 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
     _in_parallel(spread_of, pictures.size, chunk)
     out = np.empty(first.size, dtype=np.float64)
     best = np.empty(first.size, dtype=np.int64)
+    peak = np.empty(first.size, dtype=np.float64) if return_peak else None
 
     def correlate(start: int) -> None:
         a = grey[first[start:start + chunk]][:, inner, inner]
@@ -162,10 +163,43 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
         correlation = numerator / (spread[position[start:start + chunk]] + 1e-6)
         out[start:start + chunk] = correlation.max(axis=1)
         best[start:start + chunk] = correlation.argmax(axis=1)
+        if peak is not None:
+            peak[start:start + chunk] = _peak_estimate(correlation, best[start:start + chunk], len(grid))
 
     _in_parallel(correlate, first.size, chunk)
     out = np.clip(out, -1.0, 1.0)
+    if return_peak:
+        return out, best, np.clip(peak, -1.0, 1.0)
     return (out, best) if return_placement else out
+
+
+def _peak_estimate(correlation: np.ndarray, best: np.ndarray, variants: int) -> np.ndarray:
+    """Where the grid's best placement is not the true optimum, roughly how high the optimum is.
+
+    Along each of the four axes (vertical/horizontal scale and shift) through the best placement, a
+    parabola through it and its two grid neighbours predicts the peak (gain ``(a - c)^2 / (8 (2b - a - c))``);
+    the gains are added. A best placement on the grid's edge along an axis has its optimum beyond the
+    grid: that axis adds the last step's rise again. Used to pick the pairs worth a continuous refinement.
+    """
+    m = len(correlation)
+    scales, shifts = len(REGISTRATION_SCALES), len(REGISTRATION_SHIFTS)
+    if variants != scales * shifts:
+        return correlation.max(axis=1)
+    cube = correlation.reshape(m, scales, shifts, scales, shifts)
+    position = np.stack(np.unravel_index(best, (scales, shifts, scales, shifts)), axis=1)  # (m, 4)
+    centre = cube[np.arange(m), position[:, 0], position[:, 1], position[:, 2], position[:, 3]]
+    gain = np.zeros(m)
+    for axis, size in enumerate((scales, shifts, scales, shifts)):
+        values = []
+        for delta in (-1, 1):
+            moved = position.copy()
+            moved[:, axis] = np.clip(moved[:, axis] + delta, 0, size - 1)
+            values.append(cube[np.arange(m), moved[:, 0], moved[:, 1], moved[:, 2], moved[:, 3]])
+        low, high = values
+        inside = (position[:, axis] > 0) & (position[:, axis] < size - 1)
+        curvature = np.maximum(2 * centre - low - high, 1e-9)
+        gain += np.where(inside, (low - high) ** 2 / (8 * curvature), centre - np.minimum(low, high))
+    return centre + gain
 
 
 def refined_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarray, *,
