@@ -6,21 +6,27 @@
 #   .venv/bin/python benchmarks/sizing_backtest.py --json .bench/sizing_backtest.json
 #   .venv/bin/python benchmarks/sizing_backtest.py --datasets digits --runs 3        # seconds
 #   .venv/bin/python benchmarks/sizing_backtest.py --datasets fashion --strategies    # + augmentation, pseudo-labels
+#   .venv/bin/python benchmarks/sizing_backtest.py --datasets digits --runs 30 --head-width grows   # the old head
 """Backtest of ``curato size``'s forecast against dataeval 1.1.4 ``Sufficiency`` on the same measured curves.
 
 For each dataset the training pool's learning curve is measured with curato's cheap head
-(``fit_predict_probabilities`` on embeddings; nested stratified subsets, ``--seeds`` per size) at
-log-spaced sizes up to 25% of the pool, and at 100%. Both tools then see ONLY the points <= 25%:
+(``fit_predict_probabilities`` on embeddings with the whitened-PCA width of the whole pool at every size, as
+``curato size`` does; nested stratified subsets, ``--seeds`` per size) at the sizes ``curato size`` would use
+up to 25% of the pool (``curve_sizes``: log-spaced, the upper half twice as dense), at 50% and at 100%. Both
+tools then see ONLY the points <= 25%:
 
 * curato: ``curato.sizing.forecast.backtest`` (five families weighted by held-back extrapolation error,
   bootstrap interval) predicts the metric at 100% and the labels needed to reach the metric measured at 100%;
+  ``forecast`` gives the labels needed for the metric measured at 50% (a target reached by 100% whose
+  answer is better conditioned: the curve is steeper there);
 * dataeval: ``SufficiencyOutput(steps, measures)`` built from the same points (runs = seeds), then
   ``project(N)`` and ``inv_project(target)`` (one power law ``c n^-m + c0``), run by the python of
   ``--dataeval-python`` on a JSON file, so dataeval stays out of curato's virtualenv.
 
-Goals (issue 5): |error at 100%| <= 1.5 points; labels needed within +-25% of the true 100%; curato's error
-lower than dataeval's. Datasets: Fashion-MNIST (60k training pool, evaluated on the 10k test set, EfficientNet-
-Lite0-112 embeddings) and scikit-learn digits (raw 8x8 pixels, a fixed stratified 25% held out per run).
+Goals (issue 5): |error at 100%| <= 1.5 points; labels needed within +-25% of the truth (100% for the metric
+measured at 100%, 50% for the one measured at 50%); curato's error lower than dataeval's. Datasets:
+Fashion-MNIST (60k training pool, evaluated on the 10k test set, EfficientNet-Lite0-112 embeddings) and
+scikit-learn digits (raw 8x8 pixels, a fixed stratified 25% held out per run).
 ``--strategies``: augmentation (flips, crops, jitter, re-embedded) and pseudo-labels on Fashion-MNIST at a few
 small sizes, priced in labels against the baseline curve, with the measured points.
 """
@@ -41,10 +47,10 @@ import numpy as np
 from curato.imageio import read_idx
 from curato.models.oof import stratified_subsample
 from curato.sizing.curves import select_fits
-from curato.sizing.forecast import backtest, labels_worth
-from curato.sizing.measure import curve_values, head_scorer, measure_curve
+from curato.sizing.forecast import backtest, forecast, labels_worth
+from curato.sizing.measure import curve_components, curve_values, measure_curve, train_and_score_head
 from curato.sizing.strategies import augmentation_scores, augmented_images, pseudo_label_scores
-from curato.sizing.subsets import nested_subset
+from curato.sizing.subsets import curve_sizes, nested_subset
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -52,6 +58,7 @@ TRAIN_EMBEDDINGS = REPO / ".bench" / "fmnist-train-efficientnet-lite0-112.npy"
 TEST_EMBEDDINGS = REPO / ".bench" / "fmnist-t10k-efficientnet-lite0-112.npy"
 EMBEDDER = "efficientnet-lite0-112"
 FRACTION = 0.25
+MIDDLE = 0.5
 
 DATAEVAL_CHILD = """
 import json, sys
@@ -62,8 +69,9 @@ out = []
 for case in cases:
     result = SufficiencyOutput(steps=np.array(case["steps"]), measures={"metric": np.array(case["measures"])})
     projected = result.project(case["predict_at"]).to_dict(as_series=False)["metric"][0]
-    needed = result.inv_project({"metric": [case["target"]]}).to_dict(as_series=False)["metric"][0]
-    out.append({"predicted": float(projected), "samples_needed": None if needed is None or needed < 0 else int(needed),
+    needed = result.inv_project({"metric": case["targets"]}).to_dict(as_series=False)["metric"]
+    out.append({"predicted": float(projected),
+                "samples_needed": [None if n is None or n < 0 else int(n) for n in needed],
                 "params": [float(v) for v in result.params["metric"]]})
 json.dump(out, open(sys.argv[2], "w"))
 """
@@ -91,9 +99,17 @@ def digits(run: int) -> dict[str, Any]:
     return {"x": data.data.astype(np.float32), "y": y, "pool": np.setdiff1d(np.arange(len(y)), held), "eval": held}
 
 
-def measure(data: dict[str, Any], sizes: list[int], seeds: list[int]) -> dict[tuple[int, int], dict]:
-    scorer = head_scorer(data["x"], data["y"], data["pool"], data["eval"], n_classes=10)
-    return measure_curve(data["y"][data["pool"]], sizes, seeds, scorer)
+def measure(data: dict[str, Any], sizes: list[int], seeds: list[int], *,
+            head_width: str = "pool") -> dict[tuple[int, int], dict]:
+    """The curve's points; ``head_width`` "pool": the head's width fixed at the pool's (``curato size``),
+    "grows": the default head's width, one whitened dimension per 16 training rows (the earlier curve)."""
+    x, y, pool, evaluation = data["x"], data["y"], data["pool"], data["eval"]
+    width = curve_components(len(pool)) if head_width == "pool" else None
+
+    def scorer(subset: np.ndarray, seed: int) -> dict[str, Any]:
+        return train_and_score_head(x, y, pool[subset], evaluation, n_classes=10, seed=seed, components=width)
+
+    return measure_curve(y[pool], sizes, seeds, scorer)
 
 
 def run_dataeval(python: str, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -105,23 +121,38 @@ def run_dataeval(python: str, cases: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray], python: str) -> dict[str, Any]:
+    """Both tools fitted on the points <= 25% of ``sizes``: the metric at 100%, and the labels needed for the metric
+    measured at 100% and at 50% (``sizes`` holds both)."""
     started = time.perf_counter()
     ours = backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=run)
     seconds = time.perf_counter() - started
     keep = sizes <= sizes[-1] * FRACTION + 1e-9
-    theirs = run_dataeval(python, [{"steps": sizes[keep].tolist(), "predict_at": int(sizes[-1]),
-                                    "target": ours["measured"],
-                                    "measures": np.array([values[i] for i in np.flatnonzero(keep)]).T.tolist()}])[0]
     truth = int(sizes[-1])
+    middle = int(np.argmin(np.abs(sizes - sizes[-1] * MIDDLE)))
+    middle_target = float(np.mean(values[middle]))
+    early = forecast(sizes[keep], [values[i] for i in np.flatnonzero(keep)], target=middle_target, chance=0.9,
+                     today=int(sizes[keep][-1]), n_bootstrap=0)
+    ours_middle = early["samples_needed"]["total"]
+    theirs = run_dataeval(python, [{"steps": sizes[keep].tolist(), "predict_at": truth,
+                                    "targets": [ours["measured"], middle_target],
+                                    "measures": np.array([values[i] for i in np.flatnonzero(keep)]).T.tolist()}])[0]
+    their_needed, their_middle = theirs["samples_needed"]
+
+    def relative(needed: int | None, actual: int) -> float | None:
+        return None if needed is None else needed / actual - 1
+
     return {"dataset": name, "run": run, "fit_up_to": ours["fit_up_to"], "predict_at": truth,
             "measured": ours["measured"], "curato_predicted": ours["predicted"], "curato_error": ours["error"],
             "curato_interval": ours["interval"], "curato_covered": ours["covered"],
             "curato_needed": ours["samples_needed_predicted"],
-            "curato_needed_error": None if ours["samples_needed_predicted"] is None
-            else ours["samples_needed_predicted"] / truth - 1,
+            "curato_needed_interval": ours["samples_needed_interval"],
+            "curato_needed_error": relative(ours["samples_needed_predicted"], truth),
             "dataeval_predicted": theirs["predicted"], "dataeval_error": theirs["predicted"] - ours["measured"],
-            "dataeval_needed": theirs["samples_needed"],
-            "dataeval_needed_error": None if theirs["samples_needed"] is None else theirs["samples_needed"] / truth - 1,
+            "dataeval_needed": their_needed, "dataeval_needed_error": relative(their_needed, truth),
+            "middle_size": int(sizes[middle]), "middle_measured": middle_target, "curato_middle_needed": ours_middle,
+            "curato_middle_needed_error": relative(ours_middle, int(sizes[middle])),
+            "dataeval_middle_needed": their_middle,
+            "dataeval_middle_needed_error": relative(their_middle, int(sizes[middle])),
             "weights": {f["family"]: round(f["weight"], 3) for f in ours["fits"]}, "curato_seconds": seconds,
             "curve": [{"size": int(s), "mean": float(np.mean(v)), "values": [float(x) for x in v]}
                       for s, v in zip(sizes, values, strict=True)]}
@@ -137,6 +168,7 @@ def strategies(data: dict[str, Any], sizes: list[int], seeds: list[int], baselin
     means = np.array([np.mean(v) for v in base_values])
     fits = select_fits(base_sizes, means, chance=0.9)
     x, y, pool, evaluation = data["x"], data["y"], data["pool"], data["eval"]
+    width = curve_components(len(pool))  # the baseline curve's head width
     rng = np.random.default_rng(0)
     unlabelled_pool = np.sort(rng.choice(pool, size=20_000, replace=False))
     rows_needed = np.unique(np.concatenate([pool[nested_subset(y[pool], max(sizes), seed=s)] for s in seeds]))
@@ -157,10 +189,11 @@ def strategies(data: dict[str, Any], sizes: list[int], seeds: list[int], baselin
                 train = pool[nested_subset(y[pool], size, seed=seed)]
                 if name == "augmentation":
                     scores = augmentation_scores(x, y, train, evaluation, np.stack([augmented[r] for r in train]),
-                                                 n_classes=10, seed=seed)
+                                                 n_classes=10, seed=seed, components=width)
                 else:
                     unlabelled = np.setdiff1d(unlabelled_pool, train)
-                    scores = pseudo_label_scores(x, y, train, unlabelled, evaluation, n_classes=10, seed=seed)
+                    scores = pseudo_label_scores(x, y, train, unlabelled, evaluation, n_classes=10, seed=seed,
+                                                 components=width)
                     extra.append((scores["pseudo_labeled"], scores["pseudo_label_accuracy"]))
                 values.append(scores["accuracy"])
             value = float(np.mean(values))
@@ -181,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="digits,fashion")
     parser.add_argument("--runs", type=int, default=2, help="independent curves per dataset (each with --seeds)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--sizes", type=int, default=10, help="log-spaced sizes up to 25%% of the pool")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--sizes", type=int, default=10, help="log-spaced sizes up to 25%% of the pool (the upper "
+                                                               "half also gets each step's midpoint)")
+    parser.add_argument("--head-width", choices=("pool", "grows"), default="pool",
+                        help="pool: the head's width fixed at the pool's (curato size); grows: n // 16 (the old curve)")
     parser.add_argument("--strategies", action="store_true")
     parser.add_argument("--dataeval-python", default=str(REPO / ".bench" / "dataeval-venv" / "bin" / "python"))
     parser.add_argument("--json", type=Path)
@@ -192,11 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(args.runs):
             data = fashion() if name == "fashion" else digits(run)
             n = len(data["pool"])
-            smallest = 5 * 10
-            sizes = sorted({*np.round(np.geomspace(smallest, n * FRACTION, args.sizes)).astype(int).tolist(), n})
+            sizes = sorted({*curve_sizes(int(n * FRACTION), 10, n_sizes=args.sizes).tolist(), round(n * MIDDLE), n})
             seeds = list(range(run * args.seeds, (run + 1) * args.seeds))
             started = time.perf_counter()
-            points = measure(data, sizes, seeds)
+            points = measure(data, sizes, seeds, head_width=args.head_width)
             measure_seconds = time.perf_counter() - started
             curve_sizes_, values = curve_values(points, "accuracy")
             row = one_backtest(name, run, curve_sizes_, values, args.dataeval_python)
@@ -229,7 +264,10 @@ def _line(row: dict[str, Any]) -> str:
             f"{' covers' if row['curato_covered'] else ' misses'}; labels needed {row['curato_needed']} "
             f"= {_pct(row['curato_needed_error'])}) | dataeval {row['dataeval_predicted']:.4f} "
             f"(error {100 * row['dataeval_error']:+.2f} pts; labels needed {row['dataeval_needed']} "
-            f"= {_pct(row['dataeval_needed_error'])}) | weights {row['weights']} | "
+            f"= {_pct(row['dataeval_needed_error'])}) | target {row['middle_measured']:.4f} measured at "
+            f"{row['middle_size']:,}: labels needed curato {row['curato_middle_needed']} "
+            f"= {_pct(row['curato_middle_needed_error'])}, dataeval {row['dataeval_middle_needed']} "
+            f"= {_pct(row['dataeval_middle_needed_error'])} | weights {row['weights']} | "
             f"measure {row['measure_seconds']:.0f} s, fit {row['curato_seconds']:.1f} s")
 
 
@@ -247,13 +285,20 @@ def _strategy_line(entry: dict[str, Any]) -> str:
 def _summary(rows: list[dict[str, Any]]) -> None:
     for name in sorted({row["dataset"] for row in rows}):
         group = [row for row in rows if row["dataset"] == name]
-        ours = np.mean([abs(row["curato_error"]) for row in group]) * 100
-        theirs = np.mean([abs(row["dataeval_error"]) for row in group]) * 100
-        ours_n = [abs(row["curato_needed_error"]) for row in group if row["curato_needed_error"] is not None]
-        theirs_n = [abs(row["dataeval_needed_error"]) for row in group if row["dataeval_needed_error"] is not None]
-        print(f"{name}: mean |error at 100%| curato {ours:.2f} pts vs dataeval {theirs:.2f} pts; mean |labels-needed "
-              f"error| curato {np.mean(ours_n) if ours_n else float('nan'):.0%} ({len(ours_n)}/{len(group)} found) vs "
-              f"dataeval {np.mean(theirs_n) if theirs_n else float('nan'):.0%} ({len(theirs_n)}/{len(group)} found)")
+        print(f"{name} ({len(group)} runs):")
+        for tool in ("curato", "dataeval"):
+            errors = np.array([row[f"{tool}_error"] for row in group]) * 100
+            parts = [f"  {tool:8s} error at 100%: mean |e| {np.mean(np.abs(errors)):.2f} pts (mean "
+                     f"{np.mean(errors):+.2f}), {np.sum(np.abs(errors) <= 1.5)}/{len(group)} runs within 1.5 pts"]
+            if tool == "curato":
+                parts.append(f"interval covers {sum(bool(row['curato_covered']) for row in group)}/{len(group)}")
+            for key, label in (("needed_error", "100%"), ("middle_needed_error", "50%")):
+                found = [abs(row[f"{tool}_{key}"]) for row in group if row[f"{tool}_{key}"] is not None]
+                inside = sum(value <= 0.25 for value in found)
+                median = f"median |error| {np.median(found):.0%}" if found else "never reached"
+                parts.append(f"labels needed for the metric at {label}: {median}, {inside}/{len(group)} within 25%"
+                             f"{'' if len(found) == len(group) else f' ({len(group) - len(found)} never)'}")
+            print("; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,24 @@
 """Sizing: curve families and their selection, nested subsets, the forecast and backtest on real data
-(scikit-learn digits), augmentation, ``curato size`` end to end with JSON, resumption and bad input."""
+(scikit-learn digits), augmentation, ``curato size`` end to end with JSON (also ``--backtest`` on 1,000
+Fashion-MNIST images), resumption and bad input. The CLI runs in-process (typer's CliRunner)."""
 
 from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
+from click.testing import Result
+from PIL import Image
 from sklearn.datasets import load_digits
+from typer.testing import CliRunner
 
+from curato import cli
 from curato.errors import InputError
+from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.models.oof import stratified_subsample
 from curato.sizing import (
     backtest,
@@ -26,14 +33,21 @@ from curato.sizing import (
     select_fits,
 )
 from curato.sizing.curves import FAMILIES
+from curato.sizing.measure import curve_components, train_and_score_head
 from curato.sizing.runner import load_hook, run_size
 from curato.sizing.strategies import augment_image
 from curato.workspace import Workspace
 from tests.conftest import photo
-from tests.test_cli import run
 
 SIZES = np.geomspace(40, 5120, 8)
 CHANCE = 0.9
+SCHEMA = json.loads(resources.files("curato").joinpath("schemas/size.schema.json").read_text())
+
+
+def run(*args: object) -> Result:
+    """``curato ARGS`` in-process; the result has ``exit_code``, ``stdout`` and ``stderr``."""
+    cli.console.width = 200  # one table row per line, whatever the terminal
+    return CliRunner().invoke(cli.app, [str(arg) for arg in args], catch_exceptions=False)
 
 
 def test_power_law_and_m4_recover_known_parameters():
@@ -153,27 +167,82 @@ def test_augment_image_keeps_shape_and_changes_pixels():
 @pytest.fixture()
 def sizing_workspace(tmp_path, image_folder):
     ws = tmp_path / "ws"
-    assert run("ingest", image_folder, "-w", ws).returncode == 0
+    assert run("ingest", image_folder, "-w", ws).exit_code == 0
     return ws
 
 
 def test_cli_writes_valid_json_and_report(sizing_workspace, tmp_path):
     out = tmp_path / "size.json"
     result = run("size", "-w", sizing_workspace, "--target", "0.99", "--embedder", "classic", "--sizes", "6",
-                 "--pseudo-labels", "--json", out)
-    assert result.returncode == 0, result.stderr
+                 "--pseudo-labels", "--bootstrap", "10", "--json", out)
+    assert result.exit_code == 0, result.stderr
     assert "labelled samples for accuracy 0.99" in result.stdout
     document = json.loads(out.read_text())
-    schema = json.loads(resources.files("curato").joinpath("schemas/size.schema.json").read_text())
-    jsonschema.validate(document, schema)
+    jsonschema.validate(document, SCHEMA)
+    assert document["model"] == f"softmax-head-v2-pca{curve_components(62)}"
+    assert all(len(point["values"]) == 5 for point in document["curve"][:-1])  # five seeds by default
     assert document["evaluation"] == {"kind": "split", "split": "test", "n": 18}
     assert document["n_train"] == 62 and document["curve"][-1]["size"] == 62
     assert abs(sum(f["weight"] for f in document["fits"]) - 1) < 1e-6
     assert document["strategies"][0]["strategy"] == "pseudo-labels"
     report = run("audit", "-w", sizing_workspace, "--checks", "imbalance", "--report", tmp_path / "r.html")
-    assert report.returncode == 0, report.stderr
+    assert report.exit_code == 0, report.stderr
     html = (tmp_path / "r.html").read_text()
     assert 'id="sizing"' in html and "line-chart" in html
+
+
+@pytest.fixture(scope="module")
+def fashion_workspace(tmp_path_factory, fashion_mnist) -> Path:
+    """A workspace of 800 training + 200 test Fashion-MNIST images (80 + 20 per class), ingested from PNGs."""
+    images, labels = fashion_mnist
+    root = tmp_path_factory.mktemp("fashion") / "folder"
+    for split, start, per_class in (("train", 0, 80), ("test", 1500, 20)):
+        for klass in range(10):
+            folder = root / split / FASHION_MNIST_CLASSES[klass].replace("/", "-")
+            folder.mkdir(parents=True)
+            for index in np.flatnonzero(labels[start:] == klass)[:per_class] + start:
+                Image.fromarray(images[index]).save(folder / f"{index:05d}.png")
+    workspace = root.parent / "ws"
+    assert run("ingest", root, "-w", workspace).exit_code == 0
+    return workspace
+
+
+def test_cli_backtest_reports_predicted_minus_measured_at_the_full_pool(fashion_workspace, tmp_path):
+    out = tmp_path / "size.json"
+    result = run("size", "-w", fashion_workspace, "--target", "0.8", "--embedder", "classic", "--backtest",
+                 "--seeds", "2", "--sizes", "6", "--bootstrap", "10", "--json", out)
+    assert result.exit_code == 0, result.stderr
+    assert "backtest: " in result.stdout
+    document = json.loads(out.read_text())
+    jsonschema.validate(document, SCHEMA)
+    assert document["n_train"] == 800 and document["evaluation"]["n"] == 200
+    test = document["backtest"]
+    curve = {point["size"]: point["mean"] for point in document["curve"]}
+    assert test["predict_at"] == 800 and test["fit_up_to"] <= 200
+    assert len([size for size in curve if size <= 200]) >= 4  # the extra sizes measured for the backtest
+    assert test["measured"] == pytest.approx(curve[800])
+    assert test["error"] == pytest.approx(test["predicted"] - test["measured"], abs=1e-12)
+    assert 0.4 < test["measured"] < 0.95 and abs(test["error"]) < 0.1  # a real curve, forecast to a few points
+    low, high = test["interval"]
+    assert low <= test["predicted"] <= high and test["covered"] == (low <= test["measured"] <= high)
+    if test["samples_needed_predicted"] is not None:
+        assert test["samples_needed_ratio"] == pytest.approx(test["samples_needed_predicted"] / 800)
+
+
+def test_the_curve_head_keeps_one_width_at_every_size():
+    data = load_digits()
+    x, y = data.data.astype(np.float32), data.target.astype(np.int64)
+    evaluation = np.arange(1500, 1797)
+    small = stratified_subsample(y[:1500], 160, seed=0)
+    width = curve_components(1500)
+    assert width == 93  # one dimension per 16 pool rows, not per 16 training rows (which would give 10)
+    default = train_and_score_head(x, y, small, evaluation, n_classes=10)
+    fixed = train_and_score_head(x, y, small, evaluation, n_classes=10, components=width)
+    same = train_and_score_head(x, y, small, evaluation, n_classes=10, components=160 // 16)
+    assert same == default and fixed != default
+    assert fixed["accuracy"] > 0.7  # a working head (chance: 0.1)
+    with pytest.raises(InputError, match="components must be at least 1"):
+        train_and_score_head(x, y, small, evaluation, n_classes=10, components=0)
 
 
 def test_hook_run_resumes_after_interruption(sizing_workspace):
@@ -203,7 +272,7 @@ def test_hook_run_resumes_after_interruption(sizing_workspace):
 
 def test_bad_input_gives_one_clear_line(sizing_workspace, tmp_path):
     result = run("size", "-w", sizing_workspace, "--embedder", "classic", "--target", "1.5")
-    assert result.returncode == 2 and "--target 1.5: must lie in (0, 1]" in result.stderr, result.stderr
+    assert result.exit_code == 2 and "--target 1.5: must lie in (0, 1]" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     workspace = Workspace.open(sizing_workspace)
     with pytest.raises(InputError, match="--metric 'top5': use one of accuracy"):

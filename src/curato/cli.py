@@ -428,9 +428,11 @@ def size(
                                                       "for the data).")] = None,
     eval_split: Annotated[str | None, typer.Option(help="Split to evaluate on (default: test/val if present, "
                                                         "else a held-out 20%).")] = None,
-    seeds: Annotated[int, typer.Option(help="Random subsets per size.")] = 3,
-    sizes: Annotated[int, typer.Option(help="Training-set sizes on the curve (log-spaced).")] = 10,
+    seeds: Annotated[int, typer.Option(help="Random subsets per size.")] = 5,
+    sizes: Annotated[int, typer.Option(help="Training-set sizes on the curve (log-spaced; the upper half also "
+                                            "gets the midpoint of each step).")] = 10,
     augment_max_size: Annotated[int, typer.Option(help="Largest training-set size augmented (cost cap).")] = 2000,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates behind the intervals (0: no intervals).")] = 100,
 ) -> None:
     """How many labels reach the target? Learning curve, forecasts with intervals, strategy value in labels."""
     from curato.progress import RichProgress
@@ -443,6 +445,7 @@ def size(
         document = run_size(ws, target=target, metric=metric, embedder=embedder, eval_split=eval_split, seeds=seeds,
                             n_sizes=sizes, run_backtest=backtest, augmentation=augmentation,
                             pseudo_labels=pseudo_labels, augment_max_size=augment_max_size, train_and_score=hook,
+                            n_bootstrap=bootstrap,
                             json_path=json_out, progress=progress)
     name = document["metric"]
     table = Table(title=f"sizing: {name} with {document['n_train']:,} labelled training samples "

@@ -113,7 +113,8 @@ def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, *, n_f
 
 
 def fit_predict_probabilities(embeddings: np.ndarray, labels: np.ndarray, train_weights: np.ndarray, *,
-                              n_classes: int | None = None, seed: int = 0) -> np.ndarray:
+                              n_classes: int | None = None, seed: int = 0,
+                              components: int | None = None) -> np.ndarray:
     """``P(class | embedding)`` for every row from softmax heads trained on weighted rows; the same head
     as ``out_of_fold_probabilities`` (standardise, whitened PCA, L2 softmax regression).
 
@@ -121,8 +122,10 @@ def fit_predict_probabilities(embeddings: np.ndarray, labels: np.ndarray, train_
     bootstrap counts of an ensemble); row ``i`` counts ``train_weights[i, h]`` times in head ``h``'s loss,
     and rows weighted 0 in every head are only predicted (their ``labels`` are ignored and may be -1).
     The PCA basis uses every row's embedding (no labels: transductive, like any unsupervised
-    preprocessing) and keeps ``pca_components`` of the *training* rows. Returns ``(n, k)`` for a 1-D
-    ``train_weights``, else ``(heads, n, k)``. Raises ``InputError`` on malformed input.
+    preprocessing) and keeps ``pca_components`` of the *training* rows, or exactly ``components`` whitened
+    dimensions when given (a head whose width does not change with the training-set size, e.g. for a
+    learning curve). Returns ``(n, k)`` for a 1-D ``train_weights``, else ``(heads, n, k)``. Raises
+    ``InputError`` on malformed input.
     """
     weights = np.asarray(train_weights, dtype=np.float64)
     single = weights.ndim == 1
@@ -136,6 +139,8 @@ def fit_predict_probabilities(embeddings: np.ndarray, labels: np.ndarray, train_
         raise InputError("softmax head: train_weights must be finite and non-negative")
     if np.any(weights.sum(axis=0) <= 0):
         raise InputError("softmax head: every head needs at least one training row with positive weight")
+    if components is not None and components < 1:
+        raise InputError(f"softmax head: components must be at least 1, got {components}")
     used = weights.sum(axis=1) > 0
     if y.shape != (len(x),):
         raise InputError(f"softmax head: labels must have shape ({len(x)},), got {y.shape}")
@@ -145,7 +150,8 @@ def fit_predict_probabilities(embeddings: np.ndarray, labels: np.ndarray, train_
     train_y = codes[used]
     rng = np.random.default_rng(seed)
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
-        features = whitened_pca(x_all, pca_components(int(used.sum())), rng)
+        width = pca_components(int(used.sum())) if components is None else int(components)
+        features = whitened_pca(x_all, width, rng)
         coef, bias = _fit_joint_softmax(features[used], train_y, k, weights[used].astype(np.float32))
         logits = features.astype(np.float64) @ coef + bias
     heads = weights.shape[1]

@@ -1,8 +1,9 @@
 """Sizing: how many labels reach a target metric, and what augmentation or pseudo-labels are worth in labels.
 
 Pure functions over arrays: ``curve_sizes`` / ``nested_subset`` (the subsets), ``measure_curve`` with
-``head_scorer`` or ``hook_scorer`` (the measured points), ``select_fits`` (curve families weighted by
-extrapolation error), ``forecast`` / ``backtest`` / ``labels_worth`` (the answers, with bootstrap intervals).
+``head_scorer`` (one head width, ``curve_components``, for the whole curve) or ``hook_scorer`` (the measured
+points), ``select_fits`` (curve families weighted by extrapolation error), ``forecast`` / ``backtest`` /
+``labels_worth`` (the answers, with bootstrap intervals).
 ``curato.sizing.runner.run_size`` is the workspace shell behind ``curato size`` (re-exported as ``run_size``).
 """
 
@@ -13,6 +14,7 @@ from curato.sizing.forecast import backtest, forecast, labels_needed, labels_wor
 from curato.sizing.measure import (
     METRICS,
     classification_scores,
+    curve_components,
     curve_values,
     head_scorer,
     hook_scorer,
@@ -36,6 +38,7 @@ __all__ = [
     "FittedCurve",
     "backtest",
     "classification_scores",
+    "curve_components",
     "curve_sizes",
     "curve_values",
     "fit_curve",

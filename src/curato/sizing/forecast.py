@@ -175,7 +175,8 @@ def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float
              n_bootstrap: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
     """Fit on the sizes up to ``fraction`` of the largest and predict the largest: the metric there and the
     labels needed to reach what was measured there. ``error`` is predicted minus measured (metric units);
-    ``samples_needed_ratio`` is predicted / actual labels needed."""
+    ``samples_needed_ratio`` is predicted / actual labels needed, ``samples_needed_interval`` its bootstrap
+    interval (None inside it: not reached within the horizon)."""
     n = np.asarray(sizes, dtype=np.float64)
     largest = n[-1]
     keep = n <= largest * fraction + 1e-9
@@ -196,6 +197,7 @@ def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float
             "error": predicted - measured, "interval": interval,
             "covered": None if interval is None else bool(interval[0] <= measured <= interval[1]),
             "samples_needed_predicted": needed, "samples_needed_actual": int(largest),
+            "samples_needed_interval": early["samples_needed"]["interval"],
             "samples_needed_ratio": None if needed is None else needed / largest,
             "fits": early["fits"]}
 

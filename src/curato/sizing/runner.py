@@ -25,17 +25,18 @@ from curato.progress import SILENT, Progress
 from curato.sizing.forecast import BOOTSTRAP, backtest, forecast, labels_worth, per_class_answers
 from curato.sizing.measure import (
     METRICS,
+    curve_components,
     curve_plan,
     curve_values,
     head_scorer,
     hook_scorer,
     measure_curve,
 )
-from curato.sizing.subsets import DEFAULT_SIZES, curve_sizes, nested_subset
+from curato.sizing.subsets import DEFAULT_SEEDS, DEFAULT_SIZES, curve_sizes, nested_subset
 from curato.workspace import Workspace
 
 LATEST_SIZE = "size-latest.json"
-SIZING_VERSION = 1  # bump when a stored curve point would come out different for the same settings
+SIZING_VERSION = 2  # bump when a stored curve point would come out different for the same settings
 EVAL_SPLITS = ("test", "val", "validation", "valid", "t10k")
 HELD_OUT_SHARE = 0.2
 STRATEGY_SIZES = 3  # strategies are measured at this many of the largest allowed curve sizes
@@ -60,8 +61,9 @@ def load_hook(path: str) -> TrainAndScore:
 
 
 def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", embedder: str | None = None,
-             eval_split: str | None = None, seeds: int = 3, n_sizes: int = DEFAULT_SIZES, run_backtest: bool = False,
-             augmentation: bool = False, pseudo_labels: bool = False, augment_max_size: int = AUGMENT_MAX_SIZE,
+             eval_split: str | None = None, seeds: int = DEFAULT_SEEDS, n_sizes: int = DEFAULT_SIZES,
+             run_backtest: bool = False, augmentation: bool = False, pseudo_labels: bool = False,
+             augment_max_size: int = AUGMENT_MAX_SIZE,
              train_and_score: TrainAndScore | None = None, n_bootstrap: int = BOOTSTRAP,
              json_path: Path | None = None, progress: Progress = SILENT) -> dict[str, Any]:
     """How many labels reach ``target``? Returns the ``size --json`` document (``schemas/size.schema.json``).
@@ -80,6 +82,8 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
         raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
     if seeds < 1:
         raise InputError(f"--seeds {seeds}: use at least 1 (3 or more give intervals)")
+    if n_bootstrap < 0:
+        raise InputError(f"--bootstrap {n_bootstrap}: use 0 (no intervals) or more replicates, e.g. 100")
     if train_and_score is not None and (augmentation or pseudo_labels):
         raise InputError("--augmentation / --pseudo-labels use the built-in head; drop them or drop --model")
     if train_and_score is None and embedder is None:
@@ -95,7 +99,9 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
         # The backtest fits on sizes up to 25% only: give it as many sizes there as the curve has in all.
         sizes = np.union1d(sizes, curve_sizes(len(pool) // 4, k, n_sizes=max(4, n_sizes - 2)))
     hook_name = None if train_and_score is None else f"{train_and_score.__module__}.{train_and_score.__qualname__}"
-    settings = {"sizing_version": SIZING_VERSION, "model": hook_name or f"softmax-head-v{OOF_SETTINGS_VERSION}",
+    width = curve_components(len(pool))
+    settings = {"sizing_version": SIZING_VERSION,
+                "model": hook_name or f"softmax-head-v{OOF_SETTINGS_VERSION}-pca{width}",
                 "embedder": data["embedder"], "labels": data["labels_digest"], "evaluation": data["eval_digest"]}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     options = {"target": target, "metric": metric, "seeds": seeds, "sizes": n_sizes, "backtest": run_backtest,
@@ -105,7 +111,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
         stored = _stored_points(workspace, digest)
         ids = data["ids"]
         if train_and_score is None:
-            scorer = head_scorer(data["embeddings"], codes, pool, evaluation, n_classes=k)
+            scorer = head_scorer(data["embeddings"], codes, pool, evaluation, n_classes=k, components=width)
         else:
             scorer = hook_scorer(train_and_score, ids[pool].tolist(), ids[evaluation].tolist())
         points = _measure(workspace, digest, "baseline", codes[pool], sizes, list(range(seeds)), scorer, stored,
@@ -258,6 +264,7 @@ def _strategies(workspace: Workspace, data: dict[str, Any], digest: str, sizes: 
     pool, evaluation, codes, k = data["pool"], data["eval"], data["codes"], len(data["classes"])
     embeddings = data["embeddings"]
     chance = 1.0 - 1.0 / k
+    width = curve_components(len(pool))  # the baseline curve's head width
     fits = [FamilyFit(f["family"], None if f["params"] is None else
                       FittedCurve(f["family"], np.array(f["params"]), max(chance, 1e-3), 0.0, 0.0),
                       f["backtest_rmse"] or math.inf, f["drop_first"], f["weight"]) for f in answers["fits"]]
@@ -282,13 +289,15 @@ def _strategies(workspace: Workspace, data: dict[str, Any], digest: str, sizes: 
             def score(subset: np.ndarray, seed: int, augmented: dict[str, np.ndarray] = augmented) -> dict[str, Any]:
                 rows = pool[subset]
                 copies = np.stack([augmented[sid] for sid in data["ids"][rows].tolist()])
-                return augmentation_scores(embeddings, codes, rows, evaluation, copies, n_classes=k, seed=seed)
+                return augmentation_scores(embeddings, codes, rows, evaluation, copies, n_classes=k, seed=seed,
+                                           components=width)
         else:
             def score(subset: np.ndarray, seed: int) -> dict[str, Any]:
                 rows = pool[subset]
                 hidden = np.setdiff1d(pool, rows)
                 unlabelled = data["unlabelled"] if data["unlabelled"].size else hidden
-                return pseudo_label_scores(embeddings, codes, rows, unlabelled, evaluation, n_classes=k, seed=seed)
+                return pseudo_label_scores(embeddings, codes, rows, unlabelled, evaluation, n_classes=k, seed=seed,
+                                           components=width)
         points = _measure(workspace, digest, curve, codes[pool], chosen, seed_list, score, stored, progress, curve)
         strategy_sizes, strategy_values = curve_values(points, metric)
         entries = []

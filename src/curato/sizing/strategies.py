@@ -51,29 +51,35 @@ def augmented_images(images: list[np.ndarray], *, seed: int, copies: int = 1) ->
 
 
 def augmentation_scores(embeddings: np.ndarray, labels: np.ndarray, train_rows: np.ndarray, eval_rows: np.ndarray,
-                        augmented: np.ndarray, *, n_classes: int, seed: int = 0) -> dict[str, Any]:
+                        augmented: np.ndarray, *, n_classes: int, seed: int = 0,
+                        components: int | None = None) -> dict[str, Any]:
     """Scores of the head trained on ``train_rows`` plus their augmented embeddings ``augmented``
-    (``(len(train_rows) * copies, d)``, each row's copies consecutive)."""
+    (``(len(train_rows) * copies, d)``, each row's copies consecutive); ``components``: the head's width, as
+    for the baseline curve (``measure.curve_components``)."""
     copies = len(augmented) // max(len(train_rows), 1)
     return train_and_score_head(embeddings, labels, train_rows, eval_rows, n_classes=n_classes, seed=seed,
-                                extra_embeddings=augmented, extra_labels=np.repeat(labels[train_rows], copies))
+                                extra_embeddings=augmented, extra_labels=np.repeat(labels[train_rows], copies),
+                                components=components)
 
 
 def pseudo_label_scores(embeddings: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
                         unlabeled_rows: np.ndarray, eval_rows: np.ndarray, *, n_classes: int,
-                        threshold: float = PSEUDO_THRESHOLD, seed: int = 0) -> dict[str, Any]:
+                        threshold: float = PSEUDO_THRESHOLD, seed: int = 0,
+                        components: int | None = None) -> dict[str, Any]:
     """Scores of the head refitted on ``train_rows`` plus the unlabelled rows it labels with confidence
     >= ``threshold``; adds ``pseudo_labeled`` (how many joined) and, when ``labels`` holds their hidden
-    true labels (>= 0), ``pseudo_label_accuracy``."""
+    true labels (>= 0), ``pseudo_label_accuracy``. ``components``: both heads' width, as for the baseline curve."""
     x = np.concatenate([embeddings[train_rows], embeddings[unlabeled_rows]]).astype(np.float32, copy=False)
     y = np.concatenate([labels[train_rows], np.full(len(unlabeled_rows), -1)]).astype(np.int64)
     weights = np.zeros(len(x))
     weights[:len(train_rows)] = 1.0
-    probs = fit_predict_probabilities(x, y, weights, n_classes=n_classes, seed=seed)[len(train_rows):]
+    probs = fit_predict_probabilities(x, y, weights, n_classes=n_classes, seed=seed,
+                                      components=components)[len(train_rows):]
     confident = probs.max(axis=1) >= threshold
     guessed = probs.argmax(axis=1)[confident]
     scores = train_and_score_head(embeddings, labels, train_rows, eval_rows, n_classes=n_classes, seed=seed,
-                                  extra_embeddings=embeddings[unlabeled_rows[confident]], extra_labels=guessed)
+                                  extra_embeddings=embeddings[unlabeled_rows[confident]], extra_labels=guessed,
+                                  components=components)
     hidden = labels[unlabeled_rows[confident]]
     known = hidden >= 0
     scores["pseudo_labeled"] = int(confident.sum())
