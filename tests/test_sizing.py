@@ -123,7 +123,7 @@ def digits_curve() -> tuple[np.ndarray, list[np.ndarray], int]:
     x, y = data.data.astype(np.float32), data.target.astype(np.int64)
     held = stratified_subsample(y, 450, seed=102)
     pool = np.setdiff1d(np.arange(len(y)), held)
-    sizes = sorted({*np.round(np.geomspace(50, len(pool) / 4, 8)).astype(int).tolist(), len(pool)})
+    sizes = sorted({*np.round(np.geomspace(50, len(pool) / 4, 6)).astype(int).tolist(), len(pool)})
     points = measure_curve(y[pool], sizes, [0, 1, 2], head_scorer(x, y, pool, held, n_classes=10))
     measured_sizes, values = curve_values(points, "accuracy")
     return measured_sizes, values, len(pool)
@@ -210,7 +210,7 @@ def fashion_workspace(tmp_path_factory, fashion_mnist) -> Path:
 def test_cli_backtest_reports_predicted_minus_measured_at_the_full_pool(fashion_workspace, tmp_path):
     out = tmp_path / "size.json"
     result = run("size", "-w", fashion_workspace, "--target", "0.8", "--embedder", "classic", "--backtest",
-                 "--seeds", "2", "--sizes", "6", "--bootstrap", "10", "--json", out)
+                 "--seeds", "2", "--sizes", "5", "--bootstrap", "10", "--json", out)
     assert result.exit_code == 0, result.stderr
     assert "backtest: " in result.stdout
     document = json.loads(out.read_text())
