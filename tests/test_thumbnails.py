@@ -15,6 +15,7 @@ from curato.features.thumbnails import (
     REGISTRATION_SHIFTS,
     THUMBNAIL_COLUMNS,
     colour_thumbnails,
+    fourier_descriptors,
     grey_thumbnails,
     refined_similarity,
     registered_similarity,
@@ -140,3 +141,25 @@ def test_refined_similarity_recovers_sub_pixel_registration(fashion_mnist: tuple
     _, _, peak = registered_similarity(grey, first, second, return_peak=True)
     assert np.all(peak >= grid - 1e-9)
     assert np.median(np.abs(peak - refined)) < 0.5 * np.median(np.abs(grid - refined))
+
+
+def test_fourier_descriptors_keep_shifted_copies_next_to_their_original(
+        fashion_mnist: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = fashion_mnist
+    originals = images[labels == 6][:200]  # shirts: textured, and many look-alikes
+    n = len(originals)
+    shifted = np.zeros_like(originals)
+    shifted[:, :, 2:] = originals[:, :, :-2]  # two pixels right: raw pixels move, magnitudes do not
+    grey = grey_thumbnails(image_features([*originals, *shifted])[2])
+    vectors = fourier_descriptors(grey)
+    assert vectors.shape[0] == 2 * n and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+    def nearest_is_own_copy(features: np.ndarray) -> float:
+        similarity = features[n:] @ features[:n].T
+        return float(np.mean(similarity.argmax(axis=1) == np.arange(n)))
+
+    raw = grey.reshape(2 * n, -1) - grey.reshape(2 * n, -1).mean(axis=1, keepdims=True)
+    raw /= np.linalg.norm(raw, axis=1, keepdims=True)
+    by_fourier, by_pixels = nearest_is_own_copy(vectors), nearest_is_own_copy(raw)
+    assert by_fourier >= 0.95
+    assert by_fourier > by_pixels + 0.1
