@@ -74,6 +74,19 @@ def test_runs_are_recorded(catalog):
     assert record["finished_at"] >= record["started_at"]
 
 
+
+def test_recorded_run_marks_the_outcome_of_its_block(catalog):
+    with catalog.recorded_run("size", "accuracy", {"seeds": 5}) as run:
+        run.summary = {"points": 12}
+    with pytest.raises(ValueError, match="bad curve"), catalog.recorded_run("size", "accuracy") as run:
+        raise ValueError("bad curve")
+    with pytest.raises(KeyboardInterrupt), catalog.recorded_run("size", "accuracy"):
+        raise KeyboardInterrupt
+    done, failed, interrupted = catalog.runs("size")
+    assert (done["status"], done["params"], done["summary"]) == ("done", {"seeds": 5}, {"points": 12})
+    assert (failed["status"], failed["summary"]) == ("failed", {"error": "bad curve"})
+    assert interrupted["status"] == "interrupted" and interrupted["finished_at"] is not None
+
 def test_sqlite_uses_wal(tmp_path):
     cat = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
     cat.create()

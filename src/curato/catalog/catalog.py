@@ -45,6 +45,14 @@ def _chunks(items: Sequence[Any], size: int = 5000) -> Iterator[Sequence[Any]]:
         yield items[start:start + size]
 
 
+@dataclass
+class RecordedRun:
+    """The run row of a block of work (:meth:`Catalog.recorded_run`); set ``summary`` before the block ends."""
+
+    id: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
 class Catalog:
     """Samples, labels, annotations and runs of one workspace.
 
@@ -238,6 +246,20 @@ class Catalog:
                 )
             )
             return int(result.inserted_primary_key[0])
+
+    @contextmanager
+    def recorded_run(self, kind: str, name: str | None = None,
+                     params: dict[str, Any] | None = None) -> Iterator[RecordedRun]:
+        """Record the work inside the ``with`` block as one run: ``done`` with ``run.summary`` when the block
+        ends, ``failed`` or ``interrupted`` (with the error) when it raises -- the error is re-raised."""
+        run = RecordedRun(self.start_run(kind, name, params))
+        try:
+            yield run
+        except BaseException as error:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            self.finish_run(run.id, status, {"error": str(error)})
+            raise
+        self.finish_run(run.id, "done", run.summary)
 
     def finish_run(self, run_id: int, status: str = "done", summary: dict[str, Any] | None = None) -> None:
         """Mark a run done, failed or interrupted, with a summary of what it produced."""

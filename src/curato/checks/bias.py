@@ -565,7 +565,7 @@ def run_bias(workspace: Workspace, by: str = "source", *, embedder: str | None =
     from curato import __version__
     from curato.checks.runner import AuditData
     from curato.features.embedding import choose_embedder_name, compute_embeddings
-    from curato.report.writer import write_json
+    from curato.report.writer import write_documents
 
     if by not in GROUPINGS:
         raise InputError(f"--by {by!r}: use one of {', '.join(GROUPINGS)}")
@@ -573,8 +573,7 @@ def run_bias(workspace: Workspace, by: str = "source", *, embedder: str | None =
     if len(present) == 1:
         raise InputError(f"all samples have {by} {present.pop()!r}; ingest another {by} with --{by} NAME")
     name = embedder or choose_embedder_name(workspace)
-    run_id = workspace.catalog.start_run("bias", by, {"embedder": name, **options})
-    try:
+    with workspace.catalog.recorded_run("bias", by, {"embedder": name, **options}) as run:
         features, _ = compute_embeddings(workspace, name, progress=progress)
         data = AuditData.from_workspace(workspace, features)
         rows = np.flatnonzero(data.has_embedding)
@@ -584,12 +583,6 @@ def run_bias(workspace: Workspace, by: str = "source", *, embedder: str | None =
                                    properties=properties, property_columns=data.property_columns, by=by,
                                    progress=progress, **options)
         document = {"version": __version__, "workspace": str(workspace.root), "embedder": features.name, **analysis}
-        write_json(workspace.reports_dir / LATEST_BIAS, document)
-        if json_path is not None:
-            write_json(Path(json_path), document)
-    except BaseException as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        workspace.catalog.finish_run(run_id, status, {"error": str(error)})
-        raise
-    workspace.catalog.finish_run(run_id, "done", {"verdict": document["verdict"], "accuracy": document["accuracy"]})
+        write_documents(workspace, LATEST_BIAS, document, json_path)
+        run.summary = {"verdict": document["verdict"], "accuracy": document["accuracy"]}
     return document

@@ -342,9 +342,8 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
     unknown = [name for name in chosen if name not in CHECKS]
     if unknown:
         raise InputError(f"--checks: unknown check {unknown[0]!r}; known: {', '.join(CHECKS)}")
-    run_id = workspace.catalog.start_run("audit", ",".join(chosen), {"embedder": embedder})
     timings: dict[str, float] = {}
-    try:
+    with workspace.catalog.recorded_run("audit", ",".join(chosen), {"embedder": embedder}) as run:
         features = None
         started = time.perf_counter()
         if NEEDS_EMBEDDINGS & set(chosen):
@@ -359,11 +358,7 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
             attach_pred_probs(workspace, data, progress=progress)
             timings["out_of_fold"] = time.perf_counter() - started
         findings = run_checks(data, chosen, timings)
-    except BaseException as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        workspace.catalog.finish_run(run_id, status, {"error": str(error)})
-        raise
-    workspace.catalog.finish_run(run_id, "done", {f.check: f.count for f in findings})
+        run.summary = {f.check: f.count for f in findings}
     return AuditResult(findings=findings, embedder=features.name if features is not None else None, checks=chosen,
                        timings=timings)
 

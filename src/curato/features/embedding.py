@@ -82,9 +82,8 @@ def compute_embeddings(
     meta = {"settings": embedder.settings(), "embedder": name, "modality": modality}
     done = store.done_hashes(name, meta=meta)
     todo = [i for i, (sid, digest) in enumerate(zip(ids, hashes, strict=True)) if done.get(sid) != digest]
-    run_id = catalog.start_run("embed", name, meta["settings"])
     failed: list[tuple[str, str]] = []
-    try:
+    with catalog.recorded_run("embed", name, meta["settings"]) as run:
         progress.stage(f"embedding with {name}", len(todo))
         if isinstance(embedder, PrecomputedEmbedder):
             _store_precomputed(workspace, embedder, name, [ids[i] for i in todo], [hashes[i] for i in todo])
@@ -94,15 +93,11 @@ def compute_embeddings(
             failed = _embed_missing(workspace, embedder, name, todo, ids, hashes, items, chunk_size, progress)
         if store.pending_parts(name) or not store.has(name):
             store.finalize(name, meta, keep_ids=ids, dtype="float32")
-    except BaseException as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        catalog.finish_run(run_id, status, {"error": str(error)})
-        raise
-    features = store.load(name)
-    summary = EmbedSummary(embedder=name, dim=int(features.vectors.shape[1]), total=len(ids),
-                           computed=len(todo) - len(failed), reused=len(ids) - len(todo), failed=failed)
-    catalog.finish_run(run_id, "done", {"computed": summary.computed, "reused": summary.reused,
-                                        "failed": len(failed), "dim": summary.dim})
+        features = store.load(name)
+        summary = EmbedSummary(embedder=name, dim=int(features.vectors.shape[1]), total=len(ids),
+                               computed=len(todo) - len(failed), reused=len(ids) - len(todo), failed=failed)
+        run.summary = {"computed": summary.computed, "reused": summary.reused, "failed": len(failed),
+                       "dim": summary.dim}
     return features, summary
 
 

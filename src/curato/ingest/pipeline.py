@@ -142,9 +142,8 @@ def ingest(
         if record.source is None:
             record.source = origin
     catalog = workspace.catalog
-    run_id = catalog.start_run("ingest", str(path), {"format": chosen, "split": split, "source": origin})
     summary = IngestSummary(source=str(path), format=chosen, samples=len(records))
-    try:
+    with catalog.recorded_run("ingest", str(path), {"format": chosen, "split": split, "source": origin}) as run:
         known = catalog.known_samples()
         images = [r for r in records if r.kind == "image"]
         texts = [r for r in records if r.kind == "text"]
@@ -163,11 +162,7 @@ def ingest(
         in_source = {r.sample_id for r in records}
         summary.not_in_source = sum(1 for sid in known if sid not in in_source)
         summary.label_counts = dict(Counter(r.label for r in records if r.label is not None).most_common())
-    except BaseException as error:
-        catalog.finish_run(run_id, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
-                           {"error": str(error)})
-        raise
-    catalog.finish_run(run_id, "done", {k: v for k, v in summary.__dict__.items() if k != "label_counts"})
+        run.summary = {k: v for k, v in summary.__dict__.items() if k != "label_counts"}
     return summary
 
 

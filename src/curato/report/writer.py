@@ -20,15 +20,20 @@ def write_json(path: Path, document: dict) -> None:
     os.replace(tmp, path)
 
 
+def write_documents(workspace: Workspace, latest: str, document: dict, json_path: Path | None = None) -> None:
+    """Write a command's JSON document as the workspace's latest of its kind (what the HTML report and later
+    commands read) and, when the user asked for one, a copy at ``json_path``."""
+    write_json(workspace.reports_dir / latest, document)
+    if json_path is not None:
+        write_json(Path(json_path), document)
+
+
 def write_audit_outputs(workspace: Workspace, result: AuditResult, *, report: Path | None = None,
                         json_path: Path | None = None, title: str | None = None) -> dict[str, Path]:
     """Write the JSON document and the HTML report; returns what was written, by kind."""
     document = audit_json(workspace, result)
-    write_json(workspace.reports_dir / LATEST_AUDIT, document)
-    written: dict[str, Path] = {}
-    if json_path is not None:
-        write_json(Path(json_path), document)
-        written["json"] = Path(json_path)
+    write_documents(workspace, LATEST_AUDIT, document, json_path)
+    written: dict[str, Path] = {} if json_path is None else {"json": Path(json_path)}
     html_path = Path(report) if report is not None else workspace.reports_dir / "report.html"
     written["report"] = write_html_report(workspace, result.findings, html_path, title=title)
     return written

@@ -32,15 +32,14 @@ def run_transfer(workspace: Workspace, embedders: Sequence[str], *, max_samples:
     given, ``json_path`` (each atomically). Schema: ``curato/schemas/transfer.schema.json``.
     """
     from curato.features.embedding import compute_embeddings
-    from curato.report.writer import write_json
+    from curato.report.writer import write_documents
 
     names = _embedder_names(embedders)
     if max_samples is not None and max_samples < 2 * n_folds:
         raise InputError(f"--max-samples {max_samples}: need at least {2 * n_folds} samples for "
                          f"{n_folds}-fold probes")
     settings = {"embedders": names, "max_samples": max_samples, "seed": seed, "knn_k": knn_k, "n_folds": n_folds}
-    run_id = workspace.catalog.start_run("transfer", ",".join(names), settings)
-    try:
+    with workspace.catalog.recorded_run("transfer", ",".join(names), settings) as run:
         started = time.perf_counter()
         feature_sets = {name: compute_embeddings(workspace, name, progress=progress)[0] for name in names}
         embedding_seconds = time.perf_counter() - started
@@ -75,15 +74,8 @@ def run_transfer(workspace: Workspace, embedders: Sequence[str], *, max_samples:
             "ranking": [entry["name"] for entry in entries],
             "agreement": rank_agreement(entries),
         }
-    except BaseException as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        workspace.catalog.finish_run(run_id, status, {"error": str(error)})
-        raise
-    write_json(workspace.reports_dir / LATEST_TRANSFER, document)
-    if json_path is not None:
-        write_json(Path(json_path), document)
-    workspace.catalog.finish_run(run_id, "done", {"ranking": document["ranking"],
-                                                  "kendall_tau": document["agreement"]["kendall_tau"]})
+        write_documents(workspace, LATEST_TRANSFER, document, json_path)
+        run.summary = {"ranking": document["ranking"], "kendall_tau": document["agreement"]["kendall_tau"]}
     return document
 
 
