@@ -19,8 +19,8 @@
     than 5 members are skipped. A sample whose ``k`` nearest neighbours in the whole dataset all share
     its label has them as its nearest class members too, so its distance is read off the shared graph
     (an IVF search above 10,000 rows, like the global check's); only the other samples are searched
-    again within their class (on 60k Fashion-MNIST: 15 s -> 9 s, 2% of the flags differ because the
-    IVF graph misses a few true neighbours).
+    again within their class (fewer searches; a few flags can differ from an exact per-class search
+    where the IVF graph misses a true neighbour).
 
 Scores: ``1 - 0.5 ** (z / threshold)`` for ``z > 0`` (0 otherwise), so the flag cut maps to 0.5 and
 the score grows towards 1 with the distance.

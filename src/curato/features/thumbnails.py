@@ -271,7 +271,7 @@ def _in_parallel(work: Callable[[int], None], total: int, chunk: int) -> None:
     """
     starts = range(0, total, chunk)
     workers = max(1, min(REGISTRATION_THREADS, os.cpu_count() or 1, len(starts)))
-    # The products are small: multi-threaded BLAS on them costs more than it gains (2x slower measured).
+    # The products are small: multi-threaded BLAS on them costs more in coordination than it gains.
     with threadpool_limits(limits=1, user_api="blas"):
         if workers == 1:
             for start in starts:
