@@ -87,6 +87,23 @@ def test_recorded_run_marks_the_outcome_of_its_block(catalog):
     assert (failed["status"], failed["summary"]) == ("failed", {"error": "bad curve"})
     assert interrupted["status"] == "interrupted" and interrupted["finished_at"] is not None
 
+
+def test_labels_close_open_queue_entries_except_model_labels(catalog):
+    run = catalog.start_run("select", "margin")
+    with catalog.transaction() as conn:
+        catalog.upsert_samples(conn, [_row(f"s{i}") for i in range(4)])
+        catalog.queue_batch(conn, run, "margin", [{"sample_id": f"s{i}", "rank": i} for i in range(4)])
+    with catalog.transaction() as conn:
+        catalog.add_labels(conn, {"s0": "cat"}, origin="human", annotator="ann")
+        catalog.add_labels(conn, {"s1": "dog"}, origin="model", annotator="route-1")
+        catalog.sync_imported_labels(conn, {"s2": "cat"})
+    status = {entry["sample_id"]: entry["status"] for entry in catalog.queued(None)}
+    assert status == {"s0": "labelled", "s1": "queued", "s2": "labelled", "s3": "queued"}
+    with catalog.transaction() as conn:
+        assert catalog.set_queue_status(conn, ["s3"], "skipped") == 1
+        assert catalog.set_queue_status(conn, ["s0"], "skipped") == 0  # only open entries change
+    assert [entry["sample_id"] for entry in catalog.queued()] == ["s1"]
+
 def test_sqlite_uses_wal(tmp_path):
     cat = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
     cat.create()

@@ -153,6 +153,7 @@ class Catalog:
         ]
         for chunk in _chunks(rows):
             conn.execute(labels.insert(), list(chunk))
+        self.set_queue_status(conn, new_labels, "labelled")  # labelled elsewhere and re-imported: the loop closes
         return len(rows)
 
     def add_labels(
@@ -164,7 +165,8 @@ class Catalog:
         annotator: str | None = None,
         confidence: dict[str, float] | None = None,
     ) -> int:
-        """Append labels of one origin (human or model); history is kept, the latest one counts."""
+        """Append labels of one origin (human or model); history is kept, the latest one counts. Human labels
+        close the samples' open queue entries (``labelled``); model labels leave them for a person."""
         if origin not in schema.LABEL_ORIGINS:
             raise ValueError(f"origin must be one of {schema.LABEL_ORIGINS}, not {origin!r}")
         now = utcnow()
@@ -181,6 +183,8 @@ class Catalog:
         ]
         for chunk in _chunks(rows):
             conn.execute(labels.insert(), list(chunk))
+        if origin == "human":
+            self.set_queue_status(conn, new_labels, "labelled")
         return len(rows)
 
     def current_labels(self) -> dict[str, str]:
