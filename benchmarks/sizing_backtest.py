@@ -7,6 +7,8 @@
 #   .venv/bin/python benchmarks/sizing_backtest.py --datasets digits --runs 3        # seconds
 #   .venv/bin/python benchmarks/sizing_backtest.py --datasets fashion --strategies    # + augmentation, pseudo-labels
 #   .venv/bin/python benchmarks/sizing_backtest.py --datasets digits --runs 30 --head-width grows   # the old head
+#   .venv/bin/python benchmarks/sizing_backtest.py --datasets fashion --runs 2 --reuse-curves .bench/OLD.json
+#       # forecasts again on curves measured by an earlier --json run (Fashion-MNIST's take minutes to measure)
 """Backtest of ``curato size``'s forecast against dataeval 1.1.4 ``Sufficiency`` on the same measured curves.
 
 For each dataset the training pool's learning curve is measured with curato's cheap head
@@ -120,11 +122,13 @@ def run_dataeval(python: str, cases: list[dict[str, Any]]) -> list[dict[str, Any
         return json.loads(target.read_text())
 
 
-def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray], python: str) -> dict[str, Any]:
+def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray], python: str,
+                 eval_counts: np.ndarray) -> dict[str, Any]:
     """Both tools fitted on the points <= 25% of ``sizes``: the metric at 100%, and the labels needed for the metric
-    measured at 100% and at 50% (``sizes`` holds both)."""
+    measured at 100% and at 50% (``sizes`` holds both). ``eval_counts``: evaluation rows per class (the
+    evaluation-set noise in curato's intervals)."""
     started = time.perf_counter()
-    ours = backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=run)
+    ours = backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=run, eval_class_counts=eval_counts)
     seconds = time.perf_counter() - started
     keep = sizes <= sizes[-1] * FRACTION + 1e-9
     truth = int(sizes[-1])
@@ -132,6 +136,9 @@ def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray
     middle_target = float(np.mean(values[middle]))
     early = forecast(sizes[keep], [values[i] for i in np.flatnonzero(keep)], target=middle_target, chance=0.9,
                      today=int(sizes[keep][-1]), n_bootstrap=0)
+    # How precise the metric must be for labels needed at 100% to land within +-25%: the measured curve's rise
+    # per unit of log size between 50% and 100%, times log(1.25).
+    slope = (float(np.mean(values[-1])) - middle_target) / np.log(sizes[-1] / sizes[middle])
     ours_middle = early["samples_needed"]["total"]
     theirs = run_dataeval(python, [{"steps": sizes[keep].tolist(), "predict_at": truth,
                                     "targets": [ours["measured"], middle_target],
@@ -144,8 +151,13 @@ def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray
     return {"dataset": name, "run": run, "fit_up_to": ours["fit_up_to"], "predict_at": truth,
             "measured": ours["measured"], "curato_predicted": ours["predicted"], "curato_error": ours["error"],
             "curato_interval": ours["interval"], "curato_covered": ours["covered"],
+            "curato_interval_width": ours["interval"][1] - ours["interval"][0],
+            "curato_uncertainty": ours["uncertainty"],
             "curato_needed": ours["samples_needed_predicted"],
             "curato_needed_interval": ours["samples_needed_interval"],
+            "curato_needed_covered": ours["samples_needed_covered"],
+            "curato_needed_within_noise": ours["samples_needed_within_noise"],
+            "tolerance_25": slope * np.log(1.25),
             "curato_needed_error": relative(ours["samples_needed_predicted"], truth),
             "dataeval_predicted": theirs["predicted"], "dataeval_error": theirs["predicted"] - ours["measured"],
             "dataeval_needed": their_needed, "dataeval_needed_error": relative(their_needed, truth),
@@ -222,7 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", action="store_true")
     parser.add_argument("--dataeval-python", default=str(REPO / ".bench" / "dataeval-venv" / "bin" / "python"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--reuse-curves", type=Path, help="take each (dataset, run)'s measured curve from this earlier "
+                                                           "--json output instead of measuring it again (same seeds "
+                                                           "and sizes; the forecasts are recomputed)")
     args = parser.parse_args(argv)
+    reused = {} if args.reuse_curves is None else {
+        (row["dataset"], row["run"]): row for row in json.loads(args.reuse_curves.read_text())["rows"]}
     rows, strategy_rows = [], None
     for name in args.datasets.split(","):
         for run in range(args.runs):
@@ -230,11 +247,21 @@ def main(argv: list[str] | None = None) -> int:
             n = len(data["pool"])
             sizes = sorted({*curve_sizes(int(n * FRACTION), 10, n_sizes=args.sizes).tolist(), round(n * MIDDLE), n})
             seeds = list(range(run * args.seeds, (run + 1) * args.seeds))
-            started = time.perf_counter()
-            points = measure(data, sizes, seeds, head_width=args.head_width)
-            measure_seconds = time.perf_counter() - started
-            curve_sizes_, values = curve_values(points, "accuracy")
-            row = one_backtest(name, run, curve_sizes_, values, args.dataeval_python)
+            earlier = reused.get((name, run))
+            if earlier is not None:
+                curve_sizes_ = np.array([point["size"] for point in earlier["curve"]], dtype=np.int64)
+                values = [np.array(point["values"]) for point in earlier["curve"]]
+                if curve_sizes_.tolist() != sizes or any(len(v) != min(len(seeds), 1 if s == n else len(seeds))
+                                                         for s, v in zip(sizes, values, strict=True)):
+                    sys.exit(f"--reuse-curves: {name} run {run} was measured at other sizes or seeds")
+                measure_seconds = earlier["measure_seconds"]
+            else:
+                started = time.perf_counter()
+                points = measure(data, sizes, seeds, head_width=args.head_width)
+                measure_seconds = time.perf_counter() - started
+                curve_sizes_, values = curve_values(points, "accuracy")
+            eval_counts = np.bincount(data["y"][data["eval"]], minlength=10)
+            row = one_backtest(name, run, curve_sizes_, values, args.dataeval_python, eval_counts)
             row["measure_seconds"] = measure_seconds
             rows.append(row)
             print(_line(row), flush=True)
@@ -256,13 +283,22 @@ def _pct(value: float | None) -> str:
     return "never" if value is None else f"{value:+.0%}"
 
 
+def _count(value: int | None) -> str:
+    return "beyond" if value is None else f"{value:,}"
+
+
 def _line(row: dict[str, Any]) -> str:
-    interval = row["curato_interval"]
+    interval, needed_interval, noise = row["curato_interval"], row["curato_needed_interval"], row["curato_uncertainty"]
     return (f"{row['dataset']:8s} run {row['run']}: fit <= {row['fit_up_to']:,}, predict {row['predict_at']:,}: "
             f"measured {row['measured']:.4f} | curato {row['curato_predicted']:.4f} "
-            f"(error {100 * row['curato_error']:+.2f} pts, 90% [{interval[0]:.3f}, {interval[1]:.3f}]"
-            f"{' covers' if row['curato_covered'] else ' misses'}; labels needed {row['curato_needed']} "
-            f"= {_pct(row['curato_needed_error'])}) | dataeval {row['dataeval_predicted']:.4f} "
+            f"(error {100 * row['curato_error']:+.2f} pts, 90% [{interval[0]:.4f}, {interval[1]:.4f}]"
+            f"{' covers' if row['curato_covered'] else ' misses'}, width {100 * row['curato_interval_width']:.2f} "
+            f"pts; sd: evaluation {100 * noise['evaluation_sd_today']:.2f}, seed {100 * noise['seed_sd']:.2f}, "
+            f"extrapolation {100 * noise['extrapolation_sd_per_log_size']:.2f} per log size; labels needed "
+            f"{row['curato_needed']} = {_pct(row['curato_needed_error'])}, 90% [{_count(needed_interval[0])}, "
+            f"{_count(needed_interval[1])}]{' covers' if row['curato_needed_covered'] else ' misses'}"
+            f"{', target inside the plateau noise' if row['curato_needed_within_noise'] else ''}; +-25% labels = "
+            f"+-{100 * row['tolerance_25']:.2f} pts) | dataeval {row['dataeval_predicted']:.4f} "
             f"(error {100 * row['dataeval_error']:+.2f} pts; labels needed {row['dataeval_needed']} "
             f"= {_pct(row['dataeval_needed_error'])}) | target {row['middle_measured']:.4f} measured at "
             f"{row['middle_size']:,}: labels needed curato {row['curato_middle_needed']} "
@@ -291,7 +327,14 @@ def _summary(rows: list[dict[str, Any]]) -> None:
             parts = [f"  {tool:8s} error at 100%: mean |e| {np.mean(np.abs(errors)):.2f} pts (mean "
                      f"{np.mean(errors):+.2f}), {np.sum(np.abs(errors) <= 1.5)}/{len(group)} runs within 1.5 pts"]
             if tool == "curato":
-                parts.append(f"interval covers {sum(bool(row['curato_covered']) for row in group)}/{len(group)}")
+                widths = np.array([row["curato_interval_width"] for row in group]) * 100
+                needed_covers = sum(bool(row["curato_needed_covered"]) for row in group)
+                noisy = sum(bool(row["curato_needed_within_noise"]) for row in group)
+                tolerance = np.median([row["tolerance_25"] for row in group]) * 100
+                parts.append(f"90% interval covers {sum(bool(row['curato_covered']) for row in group)}/{len(group)}, "
+                             f"width mean {np.mean(widths):.2f} pts (median {np.median(widths):.2f}); labels-needed "
+                             f"interval covers {needed_covers}/{len(group)}, target inside the plateau noise "
+                             f"{noisy}/{len(group)}; +-25% labels = +-{tolerance:.2f} pts (median)")
             for key, label in (("needed_error", "100%"), ("middle_needed_error", "50%")):
                 found = [abs(row[f"{tool}_{key}"]) for row in group if row[f"{tool}_{key}"] is not None]
                 inside = sum(value <= 0.25 for value in found)

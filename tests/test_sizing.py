@@ -4,6 +4,7 @@ Fashion-MNIST images), resumption and bad input. The CLI runs in-process (typer'
 
 from __future__ import annotations
 
+import itertools
 import json
 from importlib import resources
 from pathlib import Path
@@ -21,18 +22,21 @@ from curato.errors import InputError
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.models.oof import stratified_subsample
 from curato.sizing import (
+    FamilyFit,
     backtest,
     curve_sizes,
     curve_values,
     fit_curve,
     forecast,
     head_scorer,
+    labels_needed,
     labels_worth,
     measure_curve,
     nested_subset,
     select_fits,
 )
 from curato.sizing.curves import FAMILIES
+from curato.sizing.forecast import evaluation_sd, extrapolation_scale, noisy_curves, plateau_noise
 from curato.sizing.measure import curve_components, train_and_score_head
 from curato.sizing.runner import load_hook, run_size
 from curato.sizing.strategies import augment_image
@@ -117,6 +121,93 @@ def test_backtest_error_is_predicted_minus_measured():
     assert result["samples_needed_ratio"] == pytest.approx(1.0, abs=0.25)
 
 
+def test_evaluation_noise_follows_the_binomial_and_counts_small_classes():
+    balanced = np.full(10, 100)
+    assert evaluation_sd(0.9, balanced) == pytest.approx(np.sqrt(0.9 * 0.1 / 1000))
+    # Balanced accuracy on balanced classes is a mean of binomial recalls: the same spread as accuracy.
+    assert evaluation_sd(0.9, balanced, kind="balanced_accuracy") == pytest.approx(evaluation_sd(0.9, balanced))
+    skewed = np.array([910, 10, 10, 10, 10, 10, 10, 10, 10, 10])  # same 1,000 rows, nine tiny classes
+    assert evaluation_sd(0.9, skewed, kind="balanced_accuracy") > 2.5 * evaluation_sd(0.9, skewed)
+    assert evaluation_sd(0.9, None) == 0.0 and evaluation_sd(1.0, balanced) == 0.0
+
+
+def synthetic_curve(rng: np.random.Generator, eval_rows: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A power-law learning curve measured as a real one is: 5 seeds per size whose spread shrinks as 1/sqrt(n),
+    one run at the largest size, every value scored on ``eval_rows`` evaluation rows (binomial noise; the same
+    rows for the whole curve, so each model's score also carries a shared offset of the evaluation set)."""
+    sizes = np.append(np.round(np.geomspace(50, 1600, 7)), 6400.0)
+    truth = 1 - (0.06 + 2.0 * sizes ** -0.5)
+    shared = rng.normal(0, 0.5)
+    values = []
+    for i, (size, value) in enumerate(zip(sizes, truth, strict=True)):
+        seeds = 1 if i == len(sizes) - 1 else 5
+        model = value + rng.normal(0, 0.2 / np.sqrt(size), seeds)
+        scored = rng.binomial(eval_rows, np.clip(model, 0, 1)) / eval_rows
+        values.append(np.clip(scored + shared * np.sqrt(value * (1 - value) / eval_rows), 0, 1))
+    return sizes, values
+
+
+def test_interval_widens_as_the_evaluation_set_shrinks():
+    grid = np.geomspace(100, 100_000, 50)
+    replicates = 0.95 - 2.0 * grid[None] ** -0.5 + np.random.default_rng(0).normal(0, 0.002, (30, 1))
+    widths = []
+    for rows in (None, 20_000, 2_000, 200):
+        curves = noisy_curves(replicates, grid, last_measured=1000, extrapolation=0.004, seed_spread=0.003,
+                              class_counts=None if rows is None else np.full(10, rows // 10))
+        low, high = np.percentile(curves, [5, 95], axis=0)
+        widths.append(high - low)
+    for narrower, wider in itertools.pairwise(widths):
+        assert np.all(wider >= narrower - 1e-3) and np.mean(wider - narrower) > 0
+    # 200 rows: the binomial alone is +-2.5 points at 0.93, so the band is at least that wide everywhere.
+    assert np.all(widths[-1] > 2 * 1.645 * np.sqrt(0.93 * 0.07 / 200) - 2e-3)
+    # Beyond the measured sizes the extrapolation term makes the band grow with the distance.
+    assert widths[0][-1] > 2 * widths[0][np.searchsorted(grid, 1000)]
+
+
+def test_interval_covers_a_noisy_curve_at_about_its_nominal_rate():
+    covered, widths = [], []
+    for seed in range(5):
+        sizes, values = synthetic_curve(np.random.default_rng(100 + seed), 400)
+        result = backtest(sizes, values, chance=CHANCE, n_bootstrap=10, eval_class_counts=np.full(10, 40))
+        covered.append(result["covered"])
+        widths.append(result["interval"][1] - result["interval"][0])
+        binomial = np.sqrt(result["measured"] * (1 - result["measured"]) / 400)
+        assert result["uncertainty"]["evaluation_rows"] == 400
+        assert widths[-1] > 2 * 1.645 * binomial  # at least the evaluation set's own noise
+    assert sum(covered) >= 4  # nominal 90% of 5: 4.5
+    assert np.median(widths) < 0.08  # ... and still useful: under 8 points on a curve at ~0.9
+
+
+def test_plateau_noise_flags_a_target_the_curve_cannot_resolve():
+    grid = np.geomspace(100, 1e6, 400)
+    central = 0.9 - 0.5 * grid ** -0.5  # flat top: 0.885 at 1,000, 0.8995 at 1e6
+    counts = np.full(10, 45)  # 450 evaluation rows: +-2.4 points (90%) at 0.89
+    for target, inside in ((0.80, False), (0.885, True), (0.899, True)):
+        needed = labels_needed(grid, central, target)
+        noise, within = plateau_noise(grid, central, target=target, needed=needed, last_measured=1000,
+                                      seed_spread=0.004, class_counts=counts)
+        assert within == inside, target
+        assert noise > 1.645 * np.sqrt(target * (1 - target) / 450)
+    # A 100x larger evaluation set resolves 0.885: ten times its labels lift the curve by more than the noise.
+    noise, within = plateau_noise(grid, central, target=0.885, needed=labels_needed(grid, central, 0.885),
+                                  last_measured=1000, seed_spread=0.0, class_counts=counts * 100)
+    assert not within and noise < 0.005
+
+
+def test_extrapolation_scale_recovers_errors_that_grow_with_distance():
+    sizes = np.geomspace(50, 3200, 10)
+    distance = {cut: np.log(sizes[cut:] / sizes[cut - 1]) for cut in range(4, 10)}
+    # Two families whose held-back errors grow as 0.01 and 0.03 per unit of log distance; weights 3:1.
+    fits = [FamilyFit("power_law", None, 0.01, 0, weight=0.75, cut_errors={c: 0.01 * h for c, h in distance.items()}),
+            FamilyFit("m4", None, 0.03, 0, weight=0.25, cut_errors={c: 0.03 * h for c, h in distance.items()})]
+    assert extrapolation_scale(fits, sizes) == pytest.approx(0.75 * 0.01 + 0.25 * 0.03)
+    # Errors of both signs that cancel in the weighted forecast carry no extrapolation error.
+    fits[1].cut_errors = {c: -0.03 * h for c, h in distance.items()}
+    fits[1].weight = fits[0].weight = 0.5
+    fits[0].cut_errors = {c: 0.03 * h for c, h in distance.items()}
+    assert extrapolation_scale(fits, sizes) == pytest.approx(0.0, abs=1e-12)
+
+
 @pytest.fixture(scope="module")
 def digits_curve() -> tuple[np.ndarray, list[np.ndarray], int]:
     data = load_digits()
@@ -132,10 +223,14 @@ def digits_curve() -> tuple[np.ndarray, list[np.ndarray], int]:
 def test_digits_forecast_from_a_quarter_is_within_a_few_points(digits_curve):
     sizes, values, n_pool = digits_curve
     assert len(values[-1]) == 1 and all(len(v) == 3 for v in values[:-1])  # one seed at the full pool
-    result = backtest(sizes, values, chance=CHANCE, n_bootstrap=30)
+    result = backtest(sizes, values, chance=CHANCE, n_bootstrap=30, eval_class_counts=np.full(10, 45))
     assert result["predict_at"] == n_pool and result["fit_up_to"] <= n_pool / 4
     assert abs(result["error"]) < 0.04
-    assert result["interval"][0] < result["predicted"] < result["interval"][1]
+    low, high = result["interval"]
+    assert low < result["predicted"] < high
+    # 450 evaluation images: the interval is at least as wide as the binomial noise of one accuracy on them.
+    assert high - low > 2 * 1.645 * np.sqrt(result["measured"] * (1 - result["measured"]) / 450)
+    assert result["uncertainty"]["evaluation_rows"] == 450 and result["uncertainty"]["seed_sd"] > 0
 
 
 def test_forecast_answers_and_warnings(digits_curve):

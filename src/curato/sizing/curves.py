@@ -190,6 +190,33 @@ class FamilyFit:
     drop_first: int
     weight: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # cut index j -> errors (fit on sizes[drop_first:j] minus measured) at the held-back sizes[j:]
+    cut_errors: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def held_back_errors(family: str, sizes: np.ndarray, metric: np.ndarray, *, chance: float, drop_first: int = 0,
+                     min_points: int = MIN_FIT_POINTS) -> dict[int, np.ndarray]:
+    """For every cut ``j`` that leaves ``min_points`` points to fit: ``family`` fitted on ``sizes[drop_first:j]``
+    minus the measured metric at the held-back sizes ``sizes[j:]`` (metric units; cuts whose fit fails are left
+    out)."""
+    n, m = np.asarray(sizes, dtype=np.float64), np.asarray(metric, dtype=np.float64)
+    errors = {}
+    for cut in range(drop_first + min_points, len(n)):
+        fit = fit_curve(family, n[drop_first:cut], m[drop_first:cut], chance=chance)
+        if fit is not None:
+            errors[cut] = fit.metric(n[cut:]) - m[cut:]
+    return errors
+
+
+def horizon_weighted_rmse(sizes: np.ndarray, cut_errors: dict[int, np.ndarray]) -> float:
+    """RMS of held-back errors, each squared error weighted by ``log(sizes[i] / sizes[j - 1])``, how far it
+    extrapolates from its cut ``j``; inf without cuts."""
+    if not cut_errors:
+        return math.inf
+    n = np.asarray(sizes, dtype=np.float64)
+    weights = np.concatenate([np.log(n[cut:] / n[cut - 1]) for cut in cut_errors])
+    errors = np.concatenate(list(cut_errors.values()))
+    return float(np.sqrt(np.sum(weights * errors ** 2) / np.sum(weights)))
 
 
 def backtest_rmse(family: str, sizes: np.ndarray, metric: np.ndarray, *, chance: float, drop_first: int = 0,
@@ -203,18 +230,8 @@ def backtest_rmse(family: str, sizes: np.ndarray, metric: np.ndarray, *, chance:
     with equal weights: neither tells well which family will err least at 4x on a given curve.) Returns inf
     when no cut qualifies.
     """
-    n, m = np.asarray(sizes, dtype=np.float64), np.asarray(metric, dtype=np.float64)
-    errors, horizons = [], []
-    for cut in range(drop_first + min_points, len(n)):
-        fit = fit_curve(family, n[drop_first:cut], m[drop_first:cut], chance=chance)
-        if fit is None:
-            continue
-        errors.append(fit.metric(n[cut:]) - m[cut:])
-        horizons.append(np.log(n[cut:] / n[cut - 1]))
-    if not errors:
-        return math.inf
-    weights = np.concatenate(horizons)
-    return float(np.sqrt(np.sum(weights * np.concatenate(errors) ** 2) / np.sum(weights)))
+    errors = held_back_errors(family, sizes, metric, chance=chance, drop_first=drop_first, min_points=min_points)
+    return horizon_weighted_rmse(sizes, errors)
 
 
 def select_fits(sizes: np.ndarray, metric: np.ndarray, *, chance: float,
@@ -233,12 +250,15 @@ def select_fits(sizes: np.ndarray, metric: np.ndarray, *, chance: float,
         raise InputError(f"curve family {unknown[0]!r} is unknown; known: {', '.join(FAMILIES)}")
     results = []
     for name in names:
-        scored = [(backtest_rmse(name, n, m, chance=chance, drop_first=drop, min_points=min_points), drop)
-                  for drop in DROP_FIRST if len(n) - drop >= min_points + 1]
-        rmse, drop = min(scored, default=(math.inf, 0))
+        scored = []
+        for drop in DROP_FIRST:
+            if len(n) - drop >= min_points + 1:
+                errors = held_back_errors(name, n, m, chance=chance, drop_first=drop, min_points=min_points)
+                scored.append((horizon_weighted_rmse(n, errors), drop, errors))
+        rmse, drop, cut_errors = min(scored, key=lambda item: (item[0], item[1]), default=(math.inf, 0, {}))
         drop = drop if math.isfinite(rmse) else 0
         fit = fit_curve(name, n[drop:], m[drop:], chance=chance)
-        results.append(FamilyFit(name, fit, rmse, drop))
+        results.append(FamilyFit(name, fit, rmse, drop, cut_errors=cut_errors))
     usable = [r for r in results if r.fit is not None]
     if not usable:
         raise InputError("learning curve: no curve family could be fitted; measure more sizes")

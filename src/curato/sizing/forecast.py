@@ -1,10 +1,25 @@
 """Answers from a measured learning curve: labels needed for a target, the metric at 2x/5x/10x today's data,
-the value of the next labels, with bootstrap intervals; the backtest; strategy value in labels.
+the value of the next labels, with 90% intervals; the backtest; strategy value in labels.
 
-Intervals: each bootstrap replicate resamples, at every size, the seeds (each seed is its own random
-subset) with replacement, draws one curve family with probability equal to its weight, refits it
-(warm-started from the full fit) and reads off the answers; the interval is the 5th-95th percentile
-over replicates, so it carries both the subset-to-subset spread and the disagreement between families.
+Intervals carry four sources of error, each a separate term:
+
+1. *subset noise and family disagreement*: each bootstrap replicate resamples, at every size, the seeds (each
+   seed is its own random subset) with replacement, draws one curve family with probability equal to its
+   weight and refits it (warm-started from the full fit);
+2. *evaluation-set noise*: the metric is scored on ``m`` evaluation rows, so even a perfect forecast of the
+   model would meet a measured value off by the binomial sampling error ``sqrt(p (1 - p) / m)`` (for balanced
+   accuracy and macro F1 the per-class version, ``evaluation_sd``);
+3. *seed noise*: a single training run at a size scatters around the mean of runs that the curve fits by the
+   seed-to-seed spread measured at the curve's top (``seed_sd``);
+4. *extrapolation error* that grows with the distance beyond the measured sizes: how wrong the weighted
+   forecast was on the curve itself, fitted on each leading part of the measured sizes and asked for the
+   larger ones, per unit of log distance (``extrapolation_scale``, less the noise of the measured means it was
+   checked against), times ``log(n / largest measured size)``; the replicates' own spread is part of that
+   error, so only the excess over it is added.
+
+Terms 2-4 are drawn as independent normal offsets of each replicate curve (one offset per curve, so every
+noisy curve stays a curve); intervals are the 5th-95th percentiles of the noisy curves at each size, and
+labels needed is read off where that band crosses the target.
 """
 
 from __future__ import annotations
@@ -18,6 +33,8 @@ import numpy as np
 from curato.errors import InputError
 from curato.sizing.curves import FamilyFit, fit_curve, select_fits, weighted_ceiling, weighted_metric
 
+Z90 = 1.6448536269514722  # the standard normal's 95th percentile: a central 90% interval is +-Z90 sd
+
 MULTIPLES = (2, 5, 10)
 HORIZON = 1000.0  # labels-needed searches up to this many times today's data
 GRID_POINTS = 600
@@ -25,6 +42,9 @@ BOOTSTRAP = 100
 INTERVAL = (5.0, 95.0)
 MARGINAL_PER_CLASS = 1000
 POOR_BACKTEST = 0.02  # backtest RMSE (metric units) above which the forecast is called unreliable
+NOISE_DRAWS = 20  # noisy curves (evaluation, seed and extrapolation offsets) drawn per bootstrap replicate
+SEED_SD_SIZES = 3  # the seed spread is pooled over this many of the largest sizes measured with several seeds
+PROPORTION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "custom")
 
 
 def labels_needed(sizes: np.ndarray, metric: np.ndarray, target: float) -> float:
@@ -41,15 +61,143 @@ def labels_needed(sizes: np.ndarray, metric: np.ndarray, target: float) -> float
     return float(np.exp(np.log(sizes[i - 1]) + fraction * (np.log(sizes[i]) - np.log(sizes[i - 1]))))
 
 
+def evaluation_sd(metric: np.ndarray | float, class_counts: np.ndarray | Sequence[int] | None, *,
+                  kind: str = "accuracy") -> np.ndarray:
+    """Sampling standard deviation of a metric with value ``metric`` scored on evaluation rows with
+    ``class_counts`` rows per class (zeros for absent classes); 0 where ``class_counts`` is None.
+
+    ``accuracy`` (and ``custom``, read as a proportion): binomial, ``p (1 - p) / m`` over all ``m`` rows.
+    ``balanced_accuracy`` is the mean of per-class recalls, each binomial over its class's rows:
+    ``(1 / k^2) sum_c r_c (1 - r_c) / m_c``, taken with every recall equal to the metric (per-class recalls at
+    an unmeasured size are unknown); for balanced classes that equals the accuracy formula, for imbalanced ones
+    it is larger (the small classes weigh 1/k each). ``macro_f1`` uses the balanced-accuracy formula too: an
+    approximation (F1 also depends on precision, whose rows are the predicted ones), documented as such.
+    """
+    value = np.clip(np.asarray(metric, dtype=np.float64), 0.0, 1.0)
+    if class_counts is None:
+        return np.zeros(value.shape)
+    if kind not in PROPORTION_METRICS:
+        raise InputError(f"metric {kind!r}: use one of {', '.join(PROPORTION_METRICS)}")
+    counts = np.asarray(class_counts, dtype=np.float64)
+    counts = counts[counts > 0]
+    if counts.size == 0:
+        return np.zeros(value.shape)
+    if kind in ("accuracy", "custom"):
+        inverse_rows = 1.0 / counts.sum()
+    else:
+        inverse_rows = float(np.sum(1.0 / counts)) / counts.size ** 2
+    return np.sqrt(value * (1.0 - value) * inverse_rows)
+
+
+def seed_sd(values: Sequence[np.ndarray], *, top: int = SEED_SD_SIZES) -> float:
+    """The spread of single runs around their mean at the curve's top: the standard deviation over seeds
+    (ddof 1), pooled over the ``top`` largest sizes measured with at least two seeds; 0 without any."""
+    spreads = [np.var(np.asarray(v, dtype=np.float64), ddof=1) for v in values if len(v) > 1][-top:]
+    return float(np.sqrt(np.mean(spreads))) if spreads else 0.0
+
+
+def ensemble_held_back_errors(fits: Sequence[FamilyFit],
+                              sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The weighted forecast's own backtest on the measured curve: for every cut ``j`` of the families' held-back
+    fits (``FamilyFit.cut_errors``), the weight-averaged error at each held-back size ``sizes[i]``, ``i >= j``, its
+    extrapolation distance ``log(sizes[i] / sizes[j - 1])`` and the index ``i``. Cuts where the families that
+    could be cut there carry under half of the weight are left out (early cuts of families that drop the first
+    sizes)."""
+    n = np.asarray(sizes, dtype=np.float64)
+    used = [entry for entry in fits if entry.weight > 0 and entry.cut_errors]
+    total = sum(entry.weight for entry in used)
+    errors, horizons, held = [], [], []
+    for cut in sorted({cut for entry in used for cut in entry.cut_errors}):
+        having = [entry for entry in used if cut in entry.cut_errors]
+        weight = sum(entry.weight for entry in having)
+        if weight < 0.5 * total:
+            continue
+        errors.append(sum(entry.weight * entry.cut_errors[cut] for entry in having) / weight)
+        horizons.append(np.log(n[cut:] / n[cut - 1]))
+        held.append(np.arange(cut, len(n)))
+    if not errors:
+        return np.empty(0), np.empty(0), np.empty(0, dtype=np.int64)
+    return np.concatenate(errors), np.concatenate(horizons), np.concatenate(held)
+
+
+def extrapolation_scale(fits: Sequence[FamilyFit], sizes: np.ndarray,
+                        values: Sequence[np.ndarray] | None = None) -> float:
+    """Standard deviation of the forecast's extrapolation error per unit of log distance beyond the measured
+    sizes, from the weighted forecast's held-back errors on the curve itself (``ensemble_held_back_errors``):
+    ``sqrt(sum (e^2 - v) / sum h^2)`` over every held-back error ``e`` at distance ``h``, the least-squares scale
+    of errors that grow in proportion to the distance. ``v`` is the variance of the measured mean that ``e`` was
+    taken against (``values``: the seeds per size; seed variance / seeds), noise that does not grow with the
+    distance and that the intervals carry separately. 0 when the curve is too short to cut."""
+    errors, horizons, held = ensemble_held_back_errors(fits, sizes)
+    if errors.size == 0:
+        return 0.0
+    if values is None:
+        noise = np.zeros(len(sizes))
+    else:
+        noise = np.array([np.var(v, ddof=1) / len(v) if len(v) > 1 else 0.0 for v in values])
+    return float(np.sqrt(max(float(np.sum(errors ** 2 - noise[held])), 0.0) / np.sum(horizons ** 2)))
+
+
+def noisy_curves(replicates: np.ndarray, grid: np.ndarray, *, last_measured: float, extrapolation: float,
+                 seed_spread: float, class_counts: np.ndarray | Sequence[int] | None, kind: str = "accuracy",
+                 draws: int = NOISE_DRAWS, seed: int = 0) -> np.ndarray:
+    """Each bootstrap replicate curve (rows of ``replicates`` over ``grid``) plus ``draws`` independent normal
+    offsets, one of each kind per noisy curve (so every noisy curve stays a smooth curve), clipped to [0, 1];
+    shape (replicates x draws, grid):
+
+    * evaluation-set noise: ``evaluation_sd`` at the curve's value;
+    * seed noise: ``seed_spread`` (measured at ``last_measured``) shrinking as ``sqrt(last_measured / n)``
+      beyond it: a model's variance from its random training subset falls about as 1/n (on the curves of
+      docs/benchmarks.md the spread over seeds halves from 25% to 100% of Fashion-MNIST);
+    * extrapolation error: the calibrated total ``extrapolation x log(n / last_measured)`` beyond the measured
+      sizes, less what the replicates' own spread already carries there (the bootstrap refits are part of the
+      same extrapolation error), never below 0.
+    """
+    if len(replicates) == 0:
+        return np.empty((0, len(grid)))
+    rng = np.random.default_rng(seed)
+    sizes = np.asarray(grid, dtype=np.float64)
+    z = rng.standard_normal((3, len(replicates), draws, 1))
+    distance = np.maximum(np.log(sizes / last_measured), 0.0)
+    base = np.asarray(replicates, dtype=np.float64)
+    extra = np.sqrt(np.maximum((extrapolation * distance) ** 2 - np.var(base, axis=0), 0.0))
+    seed_part = seed_spread * np.sqrt(np.minimum(last_measured / sizes, 1.0))
+    base = base[:, None, :]
+    noisy = base + z[0] * evaluation_sd(base, class_counts, kind=kind) + z[1] * seed_part + z[2] * extra
+    return np.clip(noisy, 0.0, 1.0).reshape(-1, len(grid))
+
+
+def plateau_noise(grid: np.ndarray, central: np.ndarray, *, target: float, needed: float, last_measured: float,
+                  seed_spread: float, class_counts: np.ndarray | Sequence[int] | None,
+                  kind: str = "accuracy") -> tuple[float, bool]:
+    """The measurement noise of the metric at the target (90% half-width: evaluation set and training seed, the
+    latter at the labels needed as in ``noisy_curves``) and whether the target lies inside the noise of the
+    forecast's plateau: ten times the labels needed (capped at the grid's end) lifts the forecast less than that
+    noise above the target, or, where the target is never reached, the forecast ends within the noise below it.
+    Then how many labels "reach" the target is decided by noise, not by the curve."""
+    at = min(needed, float(grid[-1])) if math.isfinite(needed) else float(grid[-1])
+    seed_part = seed_spread * math.sqrt(min(last_measured / at, 1.0))
+    noise = Z90 * math.sqrt(float(evaluation_sd(target, class_counts, kind=kind)) ** 2 + seed_part ** 2)
+    if noise == 0:
+        return 0.0, False
+    if math.isfinite(needed):
+        later = float(np.interp(np.log(min(10 * needed, grid[-1])), np.log(grid), central))
+        return noise, later < target + noise
+    return noise, float(central[-1]) >= target - noise
+
+
 def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, chance: float,
              today: int | None = None, n_bootstrap: int = BOOTSTRAP, seed: int = 0,
-             per_class_multiple: int | None = None) -> dict[str, Any]:
+             per_class_multiple: int | None = None, eval_class_counts: np.ndarray | Sequence[int] | None = None,
+             metric: str = "accuracy") -> dict[str, Any]:
     """Fit the curve families to measured points and answer the sizing questions.
 
     ``sizes``: ascending training-set sizes; ``values[i]``: the metric over the seeds at ``sizes[i]``;
     ``today``: the labelled data available now (default: the largest size); ``chance``: the error of
     guessing (``1 - 1/k``); ``per_class_multiple``: the number of classes, to price the next
-    ``MARGINAL_PER_CLASS`` labels *per class*. Returns a JSON-ready dict (see ``size.schema.json``).
+    ``MARGINAL_PER_CLASS`` labels *per class*; ``eval_class_counts``: evaluation rows per class, for the
+    evaluation-set noise of ``metric`` in the intervals (None: left out, the intervals then ignore that the
+    metric is measured on a finite set). Returns a JSON-ready dict (see ``size.schema.json``).
     """
     if not 0.0 < target <= 1.0:
         raise InputError(f"--target {target}: must lie in (0, 1], e.g. 0.95")
@@ -62,47 +210,69 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     multiples = [today * m for m in MULTIPLES]
     classes = per_class_multiple or 1
     marginal_at = today + MARGINAL_PER_CLASS * classes
+    spread, scale = seed_sd(values), extrapolation_scale(fits, n, values)
     replicates = _bootstrap(n, values, fits, chance=chance, grid=grid, n_bootstrap=n_bootstrap, seed=seed)
-    needed_draws = np.array([labels_needed(grid, curve, target) for curve in replicates]) if len(replicates) else None
+    curves = noisy_curves(replicates, grid, last_measured=float(n[-1]), extrapolation=scale, seed_spread=spread,
+                          class_counts=eval_class_counts, kind=metric, seed=seed + 1)
     needed = labels_needed(grid, central, target)
     ceiling = weighted_ceiling(fits)
+    low_band = high_band = None
+    if len(curves):
+        # Running maxima: a band of the metric reachable with *up to* n labels (the curves are non-decreasing).
+        low_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[0], axis=0))
+        high_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[1], axis=0))
 
-    def at(points: Sequence[float], curves: np.ndarray) -> np.ndarray:
-        return np.array([np.interp(np.log(points), np.log(grid), curve) for curve in curves])
+    def at(points: Sequence[float], rows: np.ndarray) -> np.ndarray:
+        return np.array([np.interp(np.log(points), np.log(grid), row) for row in rows])
 
-    point_values = at([*multiples, marginal_at, today], central[None])[0]
-    draws = at([*multiples, marginal_at, today], replicates) if len(replicates) else None
+    points = [*multiples, marginal_at, today]
+    point_values = at(points, central[None])[0]
+    bands = None if low_band is None else at(points, np.stack([low_band, high_band]))
 
     def interval(column: int) -> list[float] | None:
-        return None if draws is None else [float(v) for v in np.percentile(draws[:, column], INTERVAL)]
+        return None if bands is None else [float(bands[0, column]), float(bands[1, column])]
 
     predictions = [{"multiple": m, "size": int(size), "metric": float(point_values[i]), "interval": interval(i)}
                    for i, (m, size) in enumerate(zip(MULTIPLES, multiples, strict=True))]
-    gain_draws = None if draws is None else draws[:, len(MULTIPLES)] - draws[:, len(MULTIPLES) + 1]
+    gain_draws = None if not len(curves) else np.diff(at([today, marginal_at], curves), axis=1)[:, 0]
     needed_interval = None
-    if needed_draws is not None:
-        low, high = np.percentile(needed_draws, INTERVAL, method="nearest")  # inf = never reached
-        needed_interval = [_count(low), _count(high)]
+    if low_band is not None:
+        # Where the band crosses the target: its upper edge first, its lower edge last (inf = beyond the horizon).
+        needed_interval = [_count(labels_needed(grid, high_band, target)),
+                           _count(labels_needed(grid, low_band, target))]
+    noise, within_noise = plateau_noise(grid, central, target=target, needed=needed, last_measured=float(n[-1]),
+                                        seed_spread=spread, class_counts=eval_class_counts, kind=metric)
     result = {
         "fits": [_fit_entry(entry) for entry in fits],
         "ceiling": ceiling,
         "samples_needed": {"total": _count(needed), "interval": needed_interval, "reachable": math.isfinite(needed),
                            "horizon": int(today * HORIZON),
-                           "share_reaching": None if needed_draws is None else
-                           float(np.mean(np.isfinite(needed_draws)))},
+                           "share_reaching": None if not len(curves) else
+                           float(np.mean(curves.max(axis=1) >= target)),
+                           "noise": noise, "within_noise": within_noise,
+                           "determined": needed_interval is not None and None not in needed_interval},
         "predictions": predictions,
         "marginal": {"labels_per_class": MARGINAL_PER_CLASS, "labels": int(marginal_at - today),
                      "gain": float(point_values[len(MULTIPLES)] - point_values[-1]),
                      "interval": None if gain_draws is None else
                      [float(v) for v in np.percentile(gain_draws, INTERVAL)]},
+        "uncertainty": {"evaluation_rows": None if eval_class_counts is None else int(np.sum(eval_class_counts)),
+                        "evaluation_sd_today": float(evaluation_sd(means[-1], eval_class_counts, kind=metric)),
+                        "seed_sd": spread, "extrapolation_sd_per_log_size": scale,
+                        "bootstrap_replicates": len(replicates), "noise_draws": NOISE_DRAWS},
         "grid": {"size": [float(v) for v in grid], "metric": [float(v) for v in central],
-                 "low": None if not len(replicates) else [float(v) for v in np.percentile(replicates, INTERVAL[0], 0)],
-                 "high": None if not len(replicates) else [float(v) for v in np.percentile(replicates, INTERVAL[1], 0)],
+                 "low": None if low_band is None else [float(v) for v in low_band],
+                 "high": None if high_band is None else [float(v) for v in high_band],
                  "fits": {entry.family: [float(v) for v in entry.fit.metric(grid)]
                           for entry in fits if entry.fit is not None}},
     }
     result["warnings"] = curve_warnings(n, values, fits, target=target, needed=needed, ceiling=ceiling,
-                                        today=today, measured_today=float(means[-1]) if n[-1] == today else None)
+                                        today=today, measured_today=float(means[-1]) if n[-1] == today else None,
+                                        noise=noise if within_noise else None)
+    if math.isfinite(needed) and needed_interval is not None and needed_interval[1] is None and not within_noise:
+        result["warnings"].append(f"the 90% interval of the labels needed for {target:g} runs past the horizon "
+                                  f"({int(today * HORIZON):,} samples): from today's curve the number cannot be "
+                                  "pinned down; read the point estimate as a rough guide")
     return result
 
 
@@ -139,8 +309,10 @@ def _bootstrap(n: np.ndarray, values: Sequence[np.ndarray], fits: Sequence[Famil
 
 
 def curve_warnings(sizes: np.ndarray, values: Sequence[np.ndarray], fits: Sequence[FamilyFit], *, target: float,
-                   needed: float, ceiling: float, today: int, measured_today: float | None) -> list[str]:
-    """Plain sentences about an ill-behaved curve or an unreachable target."""
+                   needed: float, ceiling: float, today: int, measured_today: float | None,
+                   noise: float | None = None) -> list[str]:
+    """Plain sentences about an ill-behaved curve or an unreachable target; ``noise``: the measurement noise
+    (90% half-width) when the target lies within it of the forecast's plateau."""
     means = np.array([np.mean(v) for v in values])
     spread = np.array([np.std(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in values])
     warnings = []
@@ -168,15 +340,24 @@ def curve_warnings(sizes: np.ndarray, values: Sequence[np.ndarray], fits: Sequen
         else:
             warnings.append(f"the target {target:g} is not reached within {HORIZON:,.0f}x today's data "
                             f"({int(today * HORIZON):,} samples)")
+    if noise is not None and not (measured_today is not None and measured_today >= target):
+        warnings.append(f"the target {target:g} lies inside the noise of the curve's plateau: near it, ten times "
+                        f"the labels move the forecast less than the measurement noise (+-{noise:.3f}: evaluation "
+                        "set and training seed), so the labels needed cannot be pinned down; read the interval, "
+                        "evaluate on more rows, or aim lower")
     return warnings
 
 
 def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float = 0.25, chance: float,
-             n_bootstrap: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
+             n_bootstrap: int = BOOTSTRAP, seed: int = 0, eval_class_counts: np.ndarray | Sequence[int] | None = None,
+             metric: str = "accuracy") -> dict[str, Any]:
     """Fit on the sizes up to ``fraction`` of the largest and predict the largest: the metric there and the
-    labels needed to reach what was measured there. ``error`` is predicted minus measured (metric units);
-    ``samples_needed_ratio`` is predicted / actual labels needed, ``samples_needed_interval`` its bootstrap
-    interval (None inside it: not reached within the horizon)."""
+    labels needed to reach what was measured there. ``error`` is predicted minus measured (metric units),
+    ``interval`` the 90% interval at the largest size and ``covered`` whether it holds the measured value;
+    ``samples_needed_ratio`` is predicted / actual labels needed, ``samples_needed_interval`` its interval
+    (None at an end: beyond the horizon) and ``samples_needed_covered`` whether it holds the actual size;
+    ``samples_needed_within_noise``: the measured value lies inside the noise of the early forecast's plateau.
+    ``eval_class_counts`` / ``metric``: as for ``forecast`` (the evaluation-set noise)."""
     n = np.asarray(sizes, dtype=np.float64)
     largest = n[-1]
     keep = n <= largest * fraction + 1e-9
@@ -185,7 +366,8 @@ def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float
                          f"{int(keep.sum())}; measure more sizes (--sizes)")
     measured = float(np.mean(values[-1]))
     early = forecast(n[keep], [values[i] for i in np.flatnonzero(keep)], target=measured, chance=chance,
-                     today=int(n[keep][-1]), n_bootstrap=n_bootstrap, seed=seed)
+                     today=int(n[keep][-1]), n_bootstrap=n_bootstrap, seed=seed, eval_class_counts=eval_class_counts,
+                     metric=metric)
     grid = np.array(early["grid"]["size"])
     predicted = float(np.interp(np.log(largest), np.log(grid), early["grid"]["metric"]))
     low = early["grid"]["low"]
@@ -193,13 +375,19 @@ def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float
     interval = None if low is None else [float(np.interp(np.log(largest), np.log(grid), low)),
                                          float(np.interp(np.log(largest), np.log(grid), high))]
     needed = early["samples_needed"]["total"]
+    needed_interval = early["samples_needed"]["interval"]
+    needed_covered = None
+    if needed_interval is not None:
+        needed_covered = bool((needed_interval[0] is None or needed_interval[0] <= largest)
+                              and (needed_interval[1] is None or largest <= needed_interval[1]))
     return {"fit_up_to": int(n[keep][-1]), "predict_at": int(largest), "predicted": predicted, "measured": measured,
             "error": predicted - measured, "interval": interval,
             "covered": None if interval is None else bool(interval[0] <= measured <= interval[1]),
             "samples_needed_predicted": needed, "samples_needed_actual": int(largest),
-            "samples_needed_interval": early["samples_needed"]["interval"],
+            "samples_needed_interval": needed_interval, "samples_needed_covered": needed_covered,
+            "samples_needed_within_noise": early["samples_needed"]["within_noise"],
             "samples_needed_ratio": None if needed is None else needed / largest,
-            "fits": early["fits"]}
+            "uncertainty": early["uncertainty"], "fits": early["fits"]}
 
 
 def labels_worth(sizes: np.ndarray, means: np.ndarray, fits: Sequence[FamilyFit], *, size: int,

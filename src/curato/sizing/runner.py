@@ -120,8 +120,12 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
         measured_sizes, values = curve_values(points, key)
         chance = 1.0 - 1.0 / k
         progress.stage("fitting curves", 1)
+        # Evaluation rows per class: the intervals carry the sampling noise of a metric scored on them.
+        eval_counts = np.bincount(codes[evaluation], minlength=k)
+        noise_metric = metric if train_and_score is None else "custom"
         answers = forecast(measured_sizes, values, target=target, chance=chance, today=len(pool),
-                           n_bootstrap=n_bootstrap, per_class_multiple=k)
+                           n_bootstrap=n_bootstrap, per_class_multiple=k, eval_class_counts=eval_counts,
+                           metric=noise_metric)
         progress.advance(1)
         shares = np.bincount(codes[pool], minlength=k) / len(pool)
         needed = answers["samples_needed"]
@@ -148,7 +152,8 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
         else:
             document["per_class"] = None
         if run_backtest:
-            document["backtest"] = backtest(measured_sizes, values, chance=chance, n_bootstrap=n_bootstrap)
+            document["backtest"] = backtest(measured_sizes, values, chance=chance, n_bootstrap=n_bootstrap,
+                                            eval_class_counts=eval_counts, metric=noise_metric)
         if augmentation or pseudo_labels:
             document["strategies"] = _strategies(workspace, data, digest, sizes, seeds, metric, stored, measured_sizes,
                                                  values, answers, augmentation=augmentation,
