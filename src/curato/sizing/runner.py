@@ -74,7 +74,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
     rows are the labelled samples of ``eval_split`` (default: a split named test/val/validation/valid/t10k
     when one holds labelled samples), else a fixed stratified 20% of the labelled samples.
     """
-    from curato.report.writer import write_json
+    from curato.report.writer import write_documents
 
     if not 0.0 < target <= 1.0:
         raise InputError(f"--target {target}: must lie in (0, 1], e.g. 0.95")
@@ -106,8 +106,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     options = {"target": target, "metric": metric, "seeds": seeds, "sizes": n_sizes, "backtest": run_backtest,
                "augmentation": augmentation, "pseudo_labels": pseudo_labels, "model": settings["model"]}
-    run_id = workspace.catalog.start_run("size", metric, options)
-    try:
+    with workspace.catalog.recorded_run("size", metric, options) as run:
         stored = _stored_points(workspace, digest)
         ids = data["ids"]
         if train_and_score is None:
@@ -159,15 +158,8 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
                                                  values, answers, augmentation=augmentation,
                                                  pseudo_labels=pseudo_labels, augment_max_size=augment_max_size,
                                                  progress=progress)
-    except BaseException as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        workspace.catalog.finish_run(run_id, status, {"error": str(error)})
-        raise
-    write_json(workspace.reports_dir / LATEST_SIZE, document)
-    if json_path is not None:
-        write_json(Path(json_path), document)
-    workspace.catalog.finish_run(run_id, "done", {"samples_needed": document["samples_needed"]["total"],
-                                                  "points": len(points)})
+        write_documents(workspace, LATEST_SIZE, document, json_path)
+        run.summary = {"samples_needed": document["samples_needed"]["total"], "points": len(points)}
     return document
 
 
