@@ -5,7 +5,7 @@
 # under .bench/active_learning/, so the second invocation reports every strategy run so far):
 #   .venv/bin/python benchmarks/active_learning.py --strategies random margin entropy auto --modal
 #   .venv/bin/python benchmarks/active_learning.py --strategies typiclust probcover badge coreset cluster-margin \
-#       --json .bench/active_learning.json
+#       --ceiling --json .bench/active_learning.json
 """Label efficiency of curato's query strategies on Fashion-MNIST embeddings, and auto-label routing.
 
 Data: EfficientNet-Lite0-112 embeddings (``.bench/fmnist-*-efficientnet-lite0-112.npy``). The pool is a
@@ -16,7 +16,8 @@ Loop (:func:`curato.active.simulate.simulate_active_learning`): labels after eac
 1,600, 3,200, 5,000; head = curato's softmax head (standardise, whitened PCA, L2 softmax regression,
 ``fit_predict_probabilities``) on the labelled rows; seeds 0, 1, 2. Strategies that need a head take the
 first 100 at random (the same draw as ``random``). Diversity strategies work on ``diversity_features``
-(64-d PCA of the unit embeddings).
+(64-d PCA of the unit embeddings). ``auto`` ranks its margins from 40 labels per class by a wider selection
+head (``selection_head_components``); the head that is trained and measured is the same for every strategy.
 
 Label efficiency at budget b = b / (labels the strategy needs to reach random's accuracy at b),
 log-linear interpolation between rounds, on seed-mean curves (``summarize_curves``).
@@ -24,6 +25,9 @@ log-linear interpolation between rounds, on seed-mean curves (``summarize_curves
 Routing: with random's final 5,000 labels as the human-labelled calibration set (out-of-fold, temperature
 scaling), the pool's other 15,000 rows are auto-labelled at requested precision 0.98 and 0.99; the
 measured precision uses their true labels.
+
+Ceiling (``--ceiling``): the evaluation head fitted on all 20,000 pool labels at the width and L2 penalty it has
+at each budget; the accuracy a labelled set of that size chosen perfectly could roughly reach with this learner.
 
 modAL reference (``--modal``): modAL 0.4.2.1's ``ActiveLearner`` with ``margin_sampling`` and an sklearn
 ``LogisticRegression(C=0.05)`` on a fixed 64-d whitened PCA of the embeddings, run by ``.bench/modal-venv``
@@ -50,7 +54,7 @@ from curato.active.runner import _append_checkpoint, _read_checkpoint
 from curato.active.simulate import simulate_active_learning, simulate_routing, summarize_curves
 from curato.active.strategies import diversity_features, select_batch
 from curato.imageio import read_idx
-from curato.models.oof import stratified_subsample, whitened_pca
+from curato.models.oof import fit_predict_probabilities, pca_components, stratified_subsample, whitened_pca
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 EMBEDDINGS = {"train": Path(".bench/fmnist-train-efficientnet-lite0-112.npy"),
@@ -111,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", type=int, default=20_000)
     parser.add_argument("--test", type=int, default=5_000)
     parser.add_argument("--modal", action="store_true", help="also run modAL's margin sampling (reference)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also fit the evaluation head on the whole pool at each budget's width and penalty")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -170,12 +176,30 @@ def main(argv: list[str] | None = None) -> int:
         routing += simulate_routing(x, y, labeled, ~test, precisions=[0.98, 0.99], n_classes=10, seed=seed)
     print_routing(routing)
 
+    ceiling = head_ceiling(x, y, test) if args.ceiling else None
     modal = run_modal(x, y, test, args.seeds) if args.modal else None
     if args.json:
         args.json.write_text(json.dumps({"pool": args.pool, "test": args.test, "schedule": SCHEDULE,
                                          "seeds": args.seeds, "curves": curves, "select_seconds": select_seconds,
-                                         "routing": routing, "modal": modal}, indent=1))
+                                         "routing": routing, "modal": modal, "ceiling": ceiling}, indent=1))
     return 0
+
+
+def head_ceiling(x: np.ndarray, y: np.ndarray, test: np.ndarray) -> list[dict[str, Any]]:
+    """Test accuracy of the evaluation head trained on every pool row, at the whitened-PCA width it has at each
+    budget and with the L2 penalty of that many rows (the penalty is ``||W||^2 / (2 C n)``: row weights
+    ``budget / pool`` keep it): what a perfectly chosen labelled set of that size could roughly reach."""
+    pool = ~test
+    out = []
+    print("\nevaluation head on the whole pool, at each budget's width and penalty (test accuracy):")
+    for budget in SCHEDULE:
+        width = pca_components(budget)
+        probs = fit_predict_probabilities(x, np.where(pool, y, -1), pool * (budget / pool.sum()), n_classes=10,
+                                          components=width)
+        accuracy = float(np.mean(probs[test].argmax(axis=1) == y[test]))
+        out.append({"labels": budget, "components": width, "accuracy": accuracy})
+        print(f"  {budget:>6} labels ({width:>3} dims): {accuracy:.3f}")
+    return out
 
 
 def _digest(settings: dict[str, Any]) -> str:

@@ -23,9 +23,11 @@ from curato.active.heads import (
 )
 from curato.active.routing import fit_calibration, route_auto_labels
 from curato.active.runner import SIMULATE_CHECKPOINT, run_route, run_select, run_simulate
-from curato.active.simulate import label_schedule, summarize_curves
+from curato.active.simulate import label_schedule, simulate_active_learning, summarize_curves
 from curato.active.strategies import (
     AUTO_COLD_STRATEGY,
+    AUTO_HEAD_MIN_COMPONENTS,
+    AUTO_HEAD_PER_CLASS,
     AUTO_SWITCH_PER_CLASS,
     AUTO_WARM_STRATEGY,
     STRATEGIES,
@@ -35,9 +37,11 @@ from curato.active.strategies import (
     margin_scores,
     pool_clusters,
     select_batch,
+    selection_head_components,
 )
 from curato.errors import InputError
 from curato.ingest.readers import FASHION_MNIST_CLASSES
+from curato.models.oof import pca_components
 from curato.workspace import Workspace
 from tests.conftest import InterruptAfter
 from tests.test_cli import run
@@ -166,6 +170,36 @@ def test_auto_switches_from_cold_start_to_uncertainty_at_the_per_class_threshold
     labeled[order[:500]] = True
     selection = select_batch("auto", budget=5, labeled=labeled, features=features, seed=0)
     assert selection.reasons[0].startswith(f"auto -> {AUTO_COLD_STRATEGY}:")
+
+
+def test_auto_ranks_its_warm_picks_by_a_wider_selection_head(digits):
+    warm, wide = AUTO_SWITCH_PER_CLASS * 10, AUTO_HEAD_PER_CLASS * 10
+    assert selection_head_components("auto", warm - 1, 10) is None  # cold: TypiClust needs no head
+    assert selection_head_components("auto", wide - 1, 10) is None  # warm, but too few labels for a wide head
+    assert selection_head_components("auto", 5 * wide, None) is None  # no head yet
+    assert selection_head_components("cluster-margin", 5 * wide, 10) is None  # other strategies: the default head
+    assert selection_head_components("auto", wide, 10) == max(AUTO_HEAD_MIN_COMPONENTS, pca_components(wide))
+    assert selection_head_components("auto", 4_000, 10) == pca_components(4_000) > AUTO_HEAD_MIN_COMPONENTS
+    # The simulation hands auto's wide warm round that head, and measures the default head: replay round 1 by hand.
+    x, y, features = digits["x"], digits["y"], digits["features"]
+    test = np.zeros(len(y), dtype=bool)
+    test[np.random.default_rng(3).choice(len(y), 300, replace=False)] = True
+    records = simulate_active_learning(x, y, test=test, strategies=["auto"], schedule=[wide, wide + 60], seeds=[0],
+                                       features=features, n_classes=10)
+    labeled = np.zeros(len(y), dtype=bool)
+    labeled[records[0]["picked"]] = True
+
+    def picks(probs: np.ndarray) -> list[int]:
+        return select_batch("auto", budget=60, labeled=labeled, selectable=~test, pred_probs=probs, features=features,
+                            n_classes=10, seed=1, structure_seed=0).indices.tolist()
+
+    by_wide_head = picks(head_probabilities(x, y, labeled, n_classes=10, seed=0,
+                                            components=selection_head_components("auto", wide, 10)))
+    assert records[1]["picked"] == by_wide_head
+    assert by_wide_head != picks(head_probabilities(x, y, labeled, n_classes=10, seed=0))  # the width matters
+    labeled[by_wide_head] = True
+    measured = head_probabilities(x, y, labeled, n_classes=10, seed=0)
+    assert records[1]["accuracy"] == pytest.approx(np.mean(measured[test].argmax(axis=1) == y[test]))
 
 
 def test_bad_strategy_inputs_are_one_clear_line(digits):
@@ -297,6 +331,9 @@ def test_select_and_route_commands(tmp_path, fashion_mnist):
     # A second batch (JSON) skips what is already queued.
     second = run_select(opened, budget=10, strategy="auto", embedder="classic", out=tmp_path / "batch.json")
     assert not {row["sample_id"] for row in second["batch"]} & {row["sample_id"] for row in batch}
+    # 100 labels in each of 3 classes: auto is warm and past AUTO_HEAD_PER_CLASS, so the wide selection head ranks
+    assert all(row["reason"].startswith(f"auto -> {AUTO_WARM_STRATEGY}:") for row in second["batch"])
+    assert selection_head_components("auto", 300, 3) is not None
     assert json.loads((tmp_path / "batch.json").read_text())["batch"] == second["batch"]
 
     routed = tmp_path / "route.json"

@@ -27,10 +27,15 @@ def _training_labels(labels: np.ndarray, labeled: np.ndarray) -> tuple[np.ndarra
 
 
 def head_probabilities(embeddings: np.ndarray, labels: np.ndarray, labeled: np.ndarray, *,
-                       n_classes: int | None = None, seed: int = 0) -> np.ndarray:
-    """``(n, k)`` probabilities for every row from the softmax head trained on the labelled rows."""
+                       n_classes: int | None = None, seed: int = 0, components: int | None = None) -> np.ndarray:
+    """``(n, k)`` probabilities for every row from the softmax head trained on the labelled rows.
+
+    ``components``: the head's whitened PCA width (default ``pca_components`` of the labelled rows), e.g. the
+    wider selection head of ``auto`` (:func:`curato.active.strategies.selection_head_components`).
+    """
     y, mask = _training_labels(labels, labeled)
-    return fit_predict_probabilities(embeddings, y, mask.astype(np.float64), n_classes=n_classes, seed=seed)
+    return fit_predict_probabilities(embeddings, y, mask.astype(np.float64), n_classes=n_classes, seed=seed,
+                                     components=components)
 
 
 def bootstrap_ensemble_probabilities(embeddings: np.ndarray, labels: np.ndarray, labeled: np.ndarray, *,

@@ -25,6 +25,7 @@ from curato.active.strategies import (
     STRATEGIES,
     diversity_features,
     select_batch,
+    selection_head_components,
 )
 from curato.errors import InputError
 from curato.models.oof import stratified_subsample
@@ -101,6 +102,12 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
                              "--strategy typiclust")
         make = mc_dropout_probabilities if strategy in MC_DROPOUT_STRATEGIES else bootstrap_ensemble_probabilities
         extra["ensemble_probs"] = make(rows.embeddings, codes, labeled, n_classes=len(classes), seed=seed)
+    # auto ranks its warm picks by a wider selection head once the labels (not the queue) can support one; the
+    # batch's predicted_label / confidence then come from that head.
+    width = selection_head_components(strategy, int(labeled.sum()), None if probs is None else len(classes))
+    if width is not None:
+        probs = head_probabilities(rows.embeddings, codes, labeled, n_classes=len(classes), seed=seed,
+                                   components=width)
     progress.stage(f"select ({strategy})", 1)
     selection = select_batch(strategy, budget=budget, labeled=taken, pred_probs=probs,
                              features=diversity_features(rows.embeddings, seed=seed),
