@@ -81,7 +81,7 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
     Unlabelled = no current label and not already queued. The head (for strategies that need one) is the
     softmax head on the labelled samples' embeddings.
     """
-    from curato.report.writer import write_json
+    from curato.report.writer import write_documents
 
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy {strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
@@ -121,17 +121,17 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
         batch.append({"sample_id": str(rows.ids[index]), "rank": rank, "score": round(float(score), 6),
                       "reason": reason, "predicted_label": predicted, "confidence": confidence})
     settings = {"budget": budget, "strategy": strategy, "embedder": rows.embedder, "seed": seed}
-    run_id = workspace.catalog.start_run("select", strategy, settings)
-    with workspace.catalog.transaction() as conn:
-        workspace.catalog.queue_batch(conn, run_id, strategy, batch)
-    document = {"version": __version__, "workspace": str(workspace.root), "run_id": run_id, "strategy": strategy,
-                "embedder": rows.embedder, "n_labeled": int(labeled.sum()),
-                "n_unlabeled": int((~taken).sum()), "n_already_queued": int((taken & ~labeled).sum()),
-                "batch": batch}
-    write_json(workspace.reports_dir / LATEST_SELECT, document)
-    if out is not None:
-        _write_batch(Path(out), document)
-    workspace.catalog.finish_run(run_id, "done", {"queued": len(batch)})
+    with workspace.catalog.recorded_run("select", strategy, settings) as run:
+        with workspace.catalog.transaction() as conn:
+            workspace.catalog.queue_batch(conn, run.id, strategy, batch)
+        document = {"version": __version__, "workspace": str(workspace.root), "run_id": run.id, "strategy": strategy,
+                    "embedder": rows.embedder, "n_labeled": int(labeled.sum()),
+                    "n_unlabeled": int((~taken).sum()), "n_already_queued": int((taken & ~labeled).sum()),
+                    "batch": batch}
+        write_documents(workspace, LATEST_SELECT, document)
+        if out is not None:
+            _write_batch(Path(out), document)
+        run.summary = {"queued": len(batch)}
     return document
 
 
@@ -161,7 +161,7 @@ def run_route(workspace: Workspace, *, precision: float = 0.99, calibration: str
     annotator ``curato-route:<run id>`` (undo with :func:`undo_route`). Calibration uses the human and
     imported labels only."""
     from curato.active.heads import cross_fitted_probabilities
-    from curato.report.writer import write_json
+    from curato.report.writer import write_documents
 
     if calibration not in CALIBRATION_METHODS:
         raise InputError(f"--calibration {calibration!r} is unknown; choose one of {', '.join(CALIBRATION_METHODS)}")
@@ -183,34 +183,31 @@ def run_route(workspace: Workspace, *, precision: float = 0.99, calibration: str
     routing = route_auto_labels(probs[people], codes[people], probs[targets], precision=precision, method=calibration)
     progress.advance(1)
     settings = {"precision": precision, "calibration": calibration, "embedder": rows.embedder, "seed": seed}
-    run_id = workspace.catalog.start_run("route", calibration, settings)
-    annotator = ROUTE_ANNOTATOR.format(run_id=run_id)
-    accepted_rows = targets[routing.accepted]
-    new_labels = {str(rows.ids[i]): classes[int(routing.predicted[j])]
-                  for i, j in zip(accepted_rows, routing.accepted, strict=True)}
-    confidences = {str(rows.ids[i]): float(routing.confidence[j])
-                   for i, j in zip(accepted_rows, routing.accepted, strict=True)}
-    with workspace.catalog.transaction() as conn:
-        workspace.catalog.add_labels(conn, new_labels, origin="model", annotator=annotator, confidence=confidences)
-    thresholds = [{**entry, "class": classes[entry["class"]]} for entry in routing.thresholds]
-    document = {
-        "version": __version__, "workspace": str(workspace.root), "run_id": run_id, "annotator": annotator,
-        "embedder": rows.embedder, "requested_precision": precision,
-        "calibration": {"method": calibration, "temperature": routing.calibration.temperature,
-                        "labels": int(people.sum())},
-        "n_unlabeled": len(targets), "auto_labelled": len(new_labels),
-        "share_auto_labelled": len(new_labels) / len(targets),
-        "expected_wrong": round(routing.expected_wrong, 3),
-        "expected_wrong_bound": round(routing.expected_wrong_bound, 3),
-        "thresholds": thresholds, "undone": False,
-        "labels": [{"sample_id": sid, "label": label, "confidence": round(confidences[sid], 6)}
-                   for sid, label in new_labels.items()],
-    }
-    write_json(workspace.reports_dir / LATEST_ROUTE, document)
-    if json_path is not None:
-        write_json(Path(json_path), document)
-    workspace.catalog.finish_run(run_id, "done", {"auto_labelled": len(new_labels),
-                                                  "expected_wrong": document["expected_wrong"]})
+    with workspace.catalog.recorded_run("route", calibration, settings) as run:
+        annotator = ROUTE_ANNOTATOR.format(run_id=run.id)
+        accepted_rows = targets[routing.accepted]
+        new_labels = {str(rows.ids[i]): classes[int(routing.predicted[j])]
+                      for i, j in zip(accepted_rows, routing.accepted, strict=True)}
+        confidences = {str(rows.ids[i]): float(routing.confidence[j])
+                       for i, j in zip(accepted_rows, routing.accepted, strict=True)}
+        with workspace.catalog.transaction() as conn:
+            workspace.catalog.add_labels(conn, new_labels, origin="model", annotator=annotator, confidence=confidences)
+        thresholds = [{**entry, "class": classes[entry["class"]]} for entry in routing.thresholds]
+        document = {
+            "version": __version__, "workspace": str(workspace.root), "run_id": run.id, "annotator": annotator,
+            "embedder": rows.embedder, "requested_precision": precision,
+            "calibration": {"method": calibration, "temperature": routing.calibration.temperature,
+                            "labels": int(people.sum())},
+            "n_unlabeled": len(targets), "auto_labelled": len(new_labels),
+            "share_auto_labelled": len(new_labels) / len(targets),
+            "expected_wrong": round(routing.expected_wrong, 3),
+            "expected_wrong_bound": round(routing.expected_wrong_bound, 3),
+            "thresholds": thresholds, "undone": False,
+            "labels": [{"sample_id": sid, "label": label, "confidence": round(confidences[sid], 6)}
+                       for sid, label in new_labels.items()],
+        }
+        write_documents(workspace, LATEST_ROUTE, document, json_path)
+        run.summary = {"auto_labelled": len(new_labels), "expected_wrong": document["expected_wrong"]}
     return document
 
 
@@ -247,7 +244,7 @@ def run_simulate(workspace: Workspace, *, strategies: Sequence[str], budget: int
     appended to ``reports/simulate-progress.jsonl`` under a digest of the settings, so running the same
     command again after an interruption resumes.
     """
-    from curato.report.writer import write_json
+    from curato.report.writer import write_documents
 
     names = [name.strip() for name in strategies if name.strip()]
     unknown = [name for name in names if name not in STRATEGIES]
@@ -278,8 +275,7 @@ def run_simulate(workspace: Workspace, *, strategies: Sequence[str], budget: int
     digest = _settings_digest(settings, rows.ids[known], codes, test)
     checkpoint = workspace.reports_dir / SIMULATE_CHECKPOINT
     completed = _read_checkpoint(checkpoint, digest)
-    run_id = workspace.catalog.start_run("simulate", ",".join(names), settings)
-    try:
+    with workspace.catalog.recorded_run("simulate", ",".join(names), settings) as run:
         features = diversity_features(x)
         records = simulate_active_learning(
             x, codes, test=test, strategies=names, schedule=schedule, seeds=seeds, features=features,
@@ -298,25 +294,19 @@ def run_simulate(workspace: Workspace, *, strategies: Sequence[str], budget: int
                 routing += simulate_routing(x, codes, labeled, ~test, precisions=precisions, method=calibration,
                                             n_classes=len(classes), seed=int(seed))
                 progress.advance(1)
-    except BaseException as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        workspace.catalog.finish_run(run_id, status, {"error": str(error)})
-        raise
-    others = [name for name in names if name != "random"]
-    best = max(others, key=lambda name: curves[name]["auc"]) if others else None
-    document = {
-        "version": __version__, "workspace": str(workspace.root), "embedder": rows.embedder,
-        "n_samples": len(codes), "n_pool": int((~test).sum()), "n_test": int(test.sum()), "test_set": test_set,
-        "classes": classes, "settings": settings, "best_strategy": best,
-        "strategies": {name: _rounded_curve(curve) for name, curve in curves.items()},
-        "seconds": {name: round(sum(r["select_seconds"] for r in records if r["strategy"] == name), 3)
-                    for name in names},
-        "routing": {"labelled_by": routed_by, "results": routing},
-    }
-    write_json(workspace.reports_dir / LATEST_SIMULATE, document)
-    if json_path is not None:
-        write_json(Path(json_path), document)
-    workspace.catalog.finish_run(run_id, "done", {"best_strategy": best})
+        others = [name for name in names if name != "random"]
+        best = max(others, key=lambda name: curves[name]["auc"]) if others else None
+        document = {
+            "version": __version__, "workspace": str(workspace.root), "embedder": rows.embedder,
+            "n_samples": len(codes), "n_pool": int((~test).sum()), "n_test": int(test.sum()), "test_set": test_set,
+            "classes": classes, "settings": settings, "best_strategy": best,
+            "strategies": {name: _rounded_curve(curve) for name, curve in curves.items()},
+            "seconds": {name: round(sum(r["select_seconds"] for r in records if r["strategy"] == name), 3)
+                        for name in names},
+            "routing": {"labelled_by": routed_by, "results": routing},
+        }
+        write_documents(workspace, LATEST_SIMULATE, document, json_path)
+        run.summary = {"best_strategy": best}
     return document
 
 
