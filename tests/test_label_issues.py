@@ -179,6 +179,12 @@ def test_fit_predict_heads_learn_from_weighted_rows_only(digits: tuple[np.ndarra
         fit_predict_probabilities(x, hidden, np.zeros(len(y)))
     with pytest.raises(InputError, match="train_weights"):
         fit_predict_probabilities(x, hidden, train[:-1].astype(float))
+    broken = x.copy()
+    broken[3, 0] = np.nan
+    with pytest.raises(InputError, match=r"^softmax head: embeddings contain NaN"):
+        fit_predict_probabilities(broken, hidden, train.astype(float))
+    with pytest.raises(InputError, match=r"^softmax head: labels must lie in 0\.\.9"):
+        fit_predict_probabilities(x, np.where(train, y + 5, -1), train.astype(float), n_classes=10)
 
 
 # --- label issues ------------------------------------------------------------------------------------

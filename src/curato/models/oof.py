@@ -146,7 +146,7 @@ def fit_predict_probabilities(embeddings: np.ndarray, labels: np.ndarray, train_
         raise InputError(f"softmax head: labels must have shape ({len(x)},), got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise InputError("softmax head: labels must be integer class indices 0..k-1 (-1 for unlabelled rows)")
-    x_all, codes, k = _validated(x, np.where(used, y, 0), 2, n_classes)
+    x_all, codes, k = _validated(x, np.where(used, y, 0), None, n_classes, context="softmax head")
     train_y = codes[used]
     rng = np.random.default_rng(seed)
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
@@ -294,24 +294,25 @@ def _validated_folds(folds: np.ndarray, n: int, n_folds: int) -> np.ndarray:
     return folds.astype(np.int64)
 
 
-def _validated(embeddings: np.ndarray, labels: np.ndarray, n_folds: int,
-               n_classes: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+def _validated(embeddings: np.ndarray, labels: np.ndarray, n_folds: int | None, n_classes: int | None, *,
+               context: str = "out-of-fold probabilities") -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked ``(embeddings, integer labels, k)``; errors name ``context``. ``n_folds`` None: no folds to check."""
     x = np.asarray(embeddings)
     y = np.asarray(labels)
     if x.ndim != 2 or len(x) == 0:
-        raise InputError(f"out-of-fold probabilities: embeddings must be a non-empty 2-D array, got shape {x.shape}")
+        raise InputError(f"{context}: embeddings must be a non-empty 2-D array, got shape {x.shape}")
     if y.shape != (len(x),):
-        raise InputError(f"out-of-fold probabilities: labels must have shape ({len(x)},), got {y.shape}")
+        raise InputError(f"{context}: labels must have shape ({len(x)},), got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
-        raise InputError("out-of-fold probabilities: labels must be integer class indices 0..k-1")
-    if n_folds < 2 or len(x) < n_folds:
-        raise InputError(f"out-of-fold probabilities: need 2 <= n_folds <= samples, got n_folds={n_folds}, "
+        raise InputError(f"{context}: labels must be integer class indices 0..k-1")
+    if n_folds is not None and (n_folds < 2 or len(x) < n_folds):
+        raise InputError(f"{context}: need 2 <= n_folds <= samples, got n_folds={n_folds}, "
                          f"{len(x)} samples")
     if not np.all(np.isfinite(x)):
-        raise InputError("out-of-fold probabilities: embeddings contain NaN or infinite values")
+        raise InputError(f"{context}: embeddings contain NaN or infinite values")
     k = int(y.max()) + 1 if n_classes is None else int(n_classes)
     if y.min() < 0 or y.max() >= k:
-        raise InputError(f"out-of-fold probabilities: labels must lie in 0..{k - 1}")
+        raise InputError(f"{context}: labels must lie in 0..{k - 1}")
     if k < 2:
-        raise InputError("out-of-fold probabilities: need at least two classes")
+        raise InputError(f"{context}: need at least two classes")
     return x, y.astype(np.int64), k
