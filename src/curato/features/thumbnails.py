@@ -356,10 +356,12 @@ def _gauss_newton_registration(window: np.ndarray, pictures: np.ndarray, params:
         target = window[moved]
         slope_y, slope_x, unit, correlation, norm = (slope_y[improved], slope_x[improved], unit[improved],
                                                      correlation[improved], norm[improved])
-        rows_y = np.stack([slope_y.sum(2), (slope_y * slope_y).sum(2), (slope_y * target).sum(2),
-                           (slope_y * unit).sum(2)])  # (4, m', c): sums over columns, per row
-        cols_x = np.stack([slope_x.sum(1), (slope_x * slope_x).sum(1), (slope_x * target).sum(1),
-                           (slope_x * unit).sum(1)])  # sums over rows, per column
+        rows_y = np.stack([slope_y.sum(2), np.einsum("mij,mij->mi", slope_y, slope_y),
+                           np.einsum("mij,mij->mi", slope_y, target),
+                           np.einsum("mij,mij->mi", slope_y, unit)])  # (4, m', c): sums over columns, per row
+        cols_x = np.stack([slope_x.sum(1), np.einsum("mij,mij->mj", slope_x, slope_x),
+                           np.einsum("mij,mij->mj", slope_x, target),
+                           np.einsum("mij,mij->mj", slope_x, unit)])  # sums over rows, per column
         both = slope_y * slope_x
         mean = np.concatenate([rows_y[0] @ weights.T, cols_x[0] @ weights.T], axis=1) / count  # (m', 4)
         along = np.concatenate([rows_y[3] @ weights.T, cols_x[3] @ weights.T], axis=1)
