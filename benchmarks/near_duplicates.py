@@ -40,10 +40,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curato.checks.duplicates import duplicate_findings
+from curato.checks.duplicates import REGISTERED_RANKS, THUMBNAIL_RANKS, duplicate_findings
 from curato.features.properties import image_features
+from curato.features.thumbnails import fourier_descriptors, grey_thumbnails
 from curato.hashing import content_hash
 from curato.imageio import read_idx
+from curato.neighbors import knn, unit_rows
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CACHE = Path(".bench/near_duplicates")
@@ -250,6 +252,28 @@ def contact_sheet(data: dict[str, Any], false_pairs: list[tuple[str, str]], path
     Image.fromarray(grid).save(path)
 
 
+def candidate_coverage(data: dict[str, Any], embeddings: np.ndarray, thumbnails: np.ndarray) -> dict[str, float]:
+    """Share of the planted (not byte-identical) pairs that rule 4 gets to compare at all: the copy among its
+    source's nearest embedding or thumbnail neighbours, or the other way round -- with the thumbnail neighbours
+    searched by Fourier magnitudes (what the check does) or by raw centred grey pixels (what it did before)."""
+    grey = grey_thumbnails(thumbnails)
+    flat = grey.reshape(len(grey), -1)
+    raw = unit_rows(flat - flat.mean(axis=1, keepdims=True))
+    by_embedding = knn(unit_rows(embeddings), REGISTERED_RANKS)[1]
+    position = {sid: i for i, sid in enumerate(data["ids"])}
+    pairs = np.array([(position[p["source"]], position[p["copy"]]) for p in data["planted"] if not p["exact"]])
+
+    def covered(lists: list[np.ndarray]) -> float:
+        hit = np.zeros(len(pairs), dtype=bool)
+        for neighbours in lists:
+            hit |= (neighbours[pairs[:, 0]] == pairs[:, 1:2]).any(axis=1)
+            hit |= (neighbours[pairs[:, 1]] == pairs[:, :1]).any(axis=1)
+        return round(float(hit.mean()), 4)
+
+    return {"embedding_or_fourier": covered([by_embedding, knn(fourier_descriptors(grey), THUMBNAIL_RANKS)[1]]),
+            "embedding_or_raw_pixels": covered([by_embedding, knn(raw, THUMBNAIL_RANKS)[1]])}
+
+
 def run(seed: int) -> dict[str, Any]:
     """Plant, embed (cached), hash and check one dataset; returns the measurements."""
     data = plant(seed=seed)
@@ -264,6 +288,7 @@ def run(seed: int) -> dict[str, Any]:
     result = evaluate(data, by_check)
     contact_sheet(data, result["false_pair_examples"], CACHE / f"false_pairs-seed{seed}.png")
     result.update(seed=seed, images=len(data["ids"]), check_seconds=round(elapsed, 2),
+                  candidate_coverage=candidate_coverage(data, embeddings, thumbnails),
                   distance_scale=by_check["near_duplicates"].summary.get("distance_scale"),
                   findings={f.check: {"severity": f.severity, "flagged": f.count, **f.summary} for f in findings})
     return result
@@ -285,6 +310,10 @@ def main() -> None:
               f"{r['reported_pairs']}, {r['genuine_fashion_mnist_pairs']} genuine Fashion-MNIST pairs), "
               f"recall {r['recall']:.3f} ({r['planted_found']}/{r['planted_pairs']})")
         print("  recall by edit: " + ", ".join(f"{k} {v:.2f}" for k, v in r["recall_by_edit"].items()))
+        coverage = r["candidate_coverage"]
+        print(f"  planted pairs compared by rule 4 (embedding or thumbnail neighbours): "
+              f"{coverage['embedding_or_fourier']:.3f} with Fourier-magnitude thumbnail neighbours, "
+              f"{coverage['embedding_or_raw_pixels']:.3f} with raw-pixel ones")
         print(f"  train/test leakage pairs reported by split_leakage: {r['leakage_pairs_reported']}/"
               f"{r['leakage_pairs']}")
         for check, summary in r["findings"].items():
