@@ -376,3 +376,14 @@ def test_bad_input_gives_one_clear_line(sizing_workspace, tmp_path):
         load_hook("nowhere_module:fn")
     with pytest.raises(InputError, match="too few"):
         curve_sizes(30, 10)
+
+
+def test_backtest_interval_wholly_past_the_horizon_does_not_cover_the_actual_size() -> None:
+    # A curve flat on the fitted quarter that jumps at the end: the forecast never reaches the measured value.
+    sizes = np.array([50, 80, 125, 200, 320, 500, 800, 1300, 2000, 8000])
+    rng = np.random.default_rng(0)
+    values = [np.full(3, 0.60) + rng.normal(0, 0.002, 3) for _ in sizes[:-1]] + [np.full(3, 0.95)]
+    result = backtest(sizes, values, chance=0.9, n_bootstrap=30)
+    assert result["samples_needed_predicted"] is None
+    assert result["samples_needed_interval"] is not None and result["samples_needed_interval"][0] is None
+    assert result["samples_needed_covered"] is False

@@ -378,7 +378,8 @@ def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float
     needed_interval = early["samples_needed"]["interval"]
     needed_covered = None
     if needed_interval is not None:
-        needed_covered = bool((needed_interval[0] is None or needed_interval[0] <= largest)
+        # None is "beyond the horizon": a lower end there means the whole interval lies past the actual size.
+        needed_covered = bool(needed_interval[0] is not None and needed_interval[0] <= largest
                               and (needed_interval[1] is None or largest <= needed_interval[1]))
     return {"fit_up_to": int(n[keep][-1]), "predict_at": int(largest), "predicted": predicted, "measured": measured,
             "error": predicted - measured, "interval": interval,
