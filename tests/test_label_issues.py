@@ -183,6 +183,8 @@ def test_fit_predict_heads_learn_from_weighted_rows_only(digits: tuple[np.ndarra
     broken[3, 0] = np.nan
     with pytest.raises(InputError, match=r"^softmax head: embeddings contain NaN"):
         fit_predict_probabilities(broken, hidden, train.astype(float))
+    with pytest.raises(InputError, match="at least 2 rows"):
+        fit_predict_probabilities(x[:1], y[:1], np.ones(1), n_classes=10)
     with pytest.raises(InputError, match=r"^softmax head: labels must lie in 0\.\.9"):
         fit_predict_probabilities(x, np.where(train, y + 5, -1), train.astype(float), n_classes=10)
 

@@ -23,6 +23,7 @@ from curato.active.strategies import (
     ENSEMBLE_STRATEGIES,
     MC_DROPOUT_STRATEGIES,
     STRATEGIES,
+    STRATEGIES_VERSION,
     diversity_features,
     select_batch,
     selection_head_components,
@@ -94,7 +95,11 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
     taken = labeled | np.isin(rows.ids, list(queued))
     probs = None
     if labeled.sum() >= 2 and len(classes) >= 2:
-        probs = head_probabilities(rows.embeddings, codes, labeled, n_classes=len(classes), seed=seed)
+        # auto ranks its warm picks by a wider selection head once the labels (not the queue) can support one;
+        # the batch's predicted_label / confidence then come from that head.
+        width = selection_head_components(strategy, int(labeled.sum()), len(classes))
+        probs = head_probabilities(rows.embeddings, codes, labeled, n_classes=len(classes), seed=seed,
+                                   components=width)
     extra: dict[str, Any] = {}
     if strategy in ENSEMBLE_STRATEGIES + MC_DROPOUT_STRATEGIES:
         if probs is None:
@@ -102,12 +107,6 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
                              "--strategy typiclust")
         make = mc_dropout_probabilities if strategy in MC_DROPOUT_STRATEGIES else bootstrap_ensemble_probabilities
         extra["ensemble_probs"] = make(rows.embeddings, codes, labeled, n_classes=len(classes), seed=seed)
-    # auto ranks its warm picks by a wider selection head once the labels (not the queue) can support one; the
-    # batch's predicted_label / confidence then come from that head.
-    width = selection_head_components(strategy, int(labeled.sum()), None if probs is None else len(classes))
-    if width is not None:
-        probs = head_probabilities(rows.embeddings, codes, labeled, n_classes=len(classes), seed=seed,
-                                   components=width)
     progress.stage(f"select ({strategy})", 1)
     selection = select_batch(strategy, budget=budget, labeled=taken, pred_probs=probs,
                              features=diversity_features(rows.embeddings, seed=seed),
@@ -122,15 +121,16 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
                       "reason": reason, "predicted_label": predicted, "confidence": confidence})
     settings = {"budget": budget, "strategy": strategy, "embedder": rows.embedder, "seed": seed}
     with workspace.catalog.recorded_run("select", strategy, settings) as run:
-        with workspace.catalog.transaction() as conn:
-            workspace.catalog.queue_batch(conn, run.id, strategy, batch)
         document = {"version": __version__, "workspace": str(workspace.root), "run_id": run.id, "strategy": strategy,
                     "embedder": rows.embedder, "n_labeled": int(labeled.sum()),
                     "n_unlabeled": int((~taken).sum()), "n_already_queued": int((taken & ~labeled).sum()),
                     "batch": batch}
-        write_documents(workspace, LATEST_SELECT, document)
-        if out is not None:
-            _write_batch(Path(out), document)
+        # The files are written before the queue commits: a batch nobody received is never queued.
+        with workspace.catalog.transaction() as conn:
+            workspace.catalog.queue_batch(conn, run.id, strategy, batch)
+            write_documents(workspace, LATEST_SELECT, document)
+            if out is not None:
+                _write_batch(Path(out), document)
         run.summary = {"queued": len(batch)}
     return document
 
@@ -190,8 +190,6 @@ def run_route(workspace: Workspace, *, precision: float = 0.99, calibration: str
                       for i, j in zip(accepted_rows, routing.accepted, strict=True)}
         confidences = {str(rows.ids[i]): float(routing.confidence[j])
                        for i, j in zip(accepted_rows, routing.accepted, strict=True)}
-        with workspace.catalog.transaction() as conn:
-            workspace.catalog.add_labels(conn, new_labels, origin="model", annotator=annotator, confidence=confidences)
         thresholds = [{**entry, "class": classes[entry["class"]]} for entry in routing.thresholds]
         document = {
             "version": __version__, "workspace": str(workspace.root), "run_id": run.id, "annotator": annotator,
@@ -206,7 +204,10 @@ def run_route(workspace: Workspace, *, precision: float = 0.99, calibration: str
             "labels": [{"sample_id": sid, "label": label, "confidence": round(confidences[sid], 6)}
                        for sid, label in new_labels.items()],
         }
-        write_documents(workspace, LATEST_ROUTE, document, json_path)
+        # The record (what was accepted, and how to undo it) is written before the labels commit.
+        with workspace.catalog.transaction() as conn:
+            workspace.catalog.add_labels(conn, new_labels, origin="model", annotator=annotator, confidence=confidences)
+            write_documents(workspace, LATEST_ROUTE, document, json_path)
         run.summary = {"auto_labelled": len(new_labels), "expected_wrong": document["expected_wrong"]}
     return document
 
@@ -321,6 +322,8 @@ def _rounded_curve(curve: dict[str, Any]) -> dict[str, Any]:
 
 def _settings_digest(settings: dict[str, Any], ids: np.ndarray, codes: np.ndarray, test: np.ndarray) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    # A resumed simulation must not mix rounds picked under older selection rules with newer ones.
+    digest.update(f"rules {STRATEGIES_VERSION}".encode())
     digest.update("\n".join(map(str, ids.tolist())).encode())
     digest.update(codes.tobytes())
     digest.update(test.tobytes())

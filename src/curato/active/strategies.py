@@ -43,6 +43,8 @@ from curato.errors import InputError
 from curato.models.oof import pca_components
 from curato.neighbors import knn, set_threads, unit_rows
 
+# Bump when a strategy picks differently for the same input: resumed simulations do not mix rule versions.
+STRATEGIES_VERSION = 2
 DIVERSITY_DIMENSIONS = 64
 PCA_FIT_ROWS = 20_000
 KMEANS_ITERATIONS = 15
@@ -540,14 +542,16 @@ def selection_head_components(strategy: str, n_labeled: int, n_classes: int | No
     set of ``n_labeled`` rows, or None for the default head (the one that is evaluated).
 
     ``auto`` with at least ``AUTO_HEAD_PER_CLASS`` labels per class ranks by a head of
-    ``max(AUTO_HEAD_MIN_COMPONENTS, pca_components(n_labeled))`` dimensions; every other strategy, and ``auto``
-    below that (or with ``n_classes`` None: no head yet), uses the default head.
+    ``max(AUTO_HEAD_MIN_COMPONENTS, pca_components(n_labeled))`` dimensions; every other strategy, ``auto``
+    below that (or with ``n_classes`` None: no head yet), and ``auto`` once the default head is that wide
+    already, use the default head (None: callers reuse its probabilities instead of fitting it twice).
     """
     if strategy != "auto" or n_classes is None or auto_strategy(n_labeled, n_classes) != AUTO_WARM_STRATEGY:
         return None
     if n_labeled < AUTO_HEAD_PER_CLASS * n_classes:
         return None
-    return max(AUTO_HEAD_MIN_COMPONENTS, pca_components(n_labeled))
+    default = pca_components(n_labeled)
+    return None if default >= AUTO_HEAD_MIN_COMPONENTS else AUTO_HEAD_MIN_COMPONENTS
 
 
 def _auto(inputs: _Inputs) -> Picks:

@@ -308,6 +308,8 @@ def _validated(embeddings: np.ndarray, labels: np.ndarray, n_folds: int | None, 
     if n_folds is not None and (n_folds < 2 or len(x) < n_folds):
         raise InputError(f"{context}: need 2 <= n_folds <= samples, got n_folds={n_folds}, "
                          f"{len(x)} samples")
+    if len(x) < 2:
+        raise InputError(f"{context}: need at least 2 rows, got {len(x)}")
     if not np.all(np.isfinite(x)):
         raise InputError(f"{context}: embeddings contain NaN or infinite values")
     k = int(y.max()) + 1 if n_classes is None else int(n_classes)
