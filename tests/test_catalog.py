@@ -74,7 +74,6 @@ def test_runs_are_recorded(catalog):
     assert record["finished_at"] >= record["started_at"]
 
 
-
 def test_recorded_run_marks_the_outcome_of_its_block(catalog):
     with catalog.recorded_run("size", "accuracy", {"seeds": 5}) as run:
         run.summary = {"points": 12}
@@ -103,6 +102,7 @@ def test_labels_close_open_queue_entries_except_model_labels(catalog):
         assert catalog.set_queue_status(conn, ["s3"], "skipped") == 1
         assert catalog.set_queue_status(conn, ["s0"], "skipped") == 0  # only open entries change
     assert [entry["sample_id"] for entry in catalog.queued()] == ["s1"]
+
 
 def test_sqlite_uses_wal(tmp_path):
     cat = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")

@@ -163,3 +163,6 @@ def test_fourier_descriptors_keep_shifted_copies_next_to_their_original(
     by_fourier, by_pixels = nearest_is_own_copy(vectors), nearest_is_own_copy(raw)
     assert by_fourier >= 0.95
     assert by_fourier > by_pixels + 0.1
+    assert fourier_descriptors(grey[:0]).shape == (0, vectors.shape[1])
+    with pytest.raises(InputError, match="side > 12"):
+        fourier_descriptors(grey[:, :10, :10])

@@ -80,7 +80,10 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
     write them to ``out`` (CSV, or JSON when it ends in ``.json``) and ``reports/select-latest.json``.
 
     Unlabelled = no current label and not already queued. The head (for strategies that need one) is the
-    softmax head on the labelled samples' embeddings.
+    softmax head on the labelled samples' embeddings -- for ``auto`` past ``AUTO_HEAD_PER_CLASS`` labels per
+    class the wider selection head of :func:`~curato.active.strategies.selection_head_components`, which then
+    also gives the batch's ``predicted_label`` and ``confidence``. The files are written inside the queue's
+    transaction: when a write fails, nothing is queued.
     """
     from curato.report.writer import write_documents
 

@@ -153,7 +153,8 @@ class Catalog:
         ]
         for chunk in _chunks(rows):
             conn.execute(labels.insert(), list(chunk))
-        self.set_queue_status(conn, new_labels, "labelled")  # labelled elsewhere and re-imported: the loop closes
+        # Labelled elsewhere and re-imported: the loop closes.
+        self.set_queue_status(conn, [row["sample_id"] for row in rows], "labelled")
         return len(rows)
 
     def add_labels(
@@ -165,8 +166,9 @@ class Catalog:
         annotator: str | None = None,
         confidence: dict[str, float] | None = None,
     ) -> int:
-        """Append labels of one origin (human or model); history is kept, the latest one counts. Human labels
-        close the samples' open queue entries (``labelled``); model labels leave them for a person."""
+        """Append labels of one origin (``schema.LABEL_ORIGINS``); history is kept, the latest one counts. Human
+        and imported labels close the samples' open queue entries (``labelled``); model labels leave them for a
+        person."""
         if origin not in schema.LABEL_ORIGINS:
             raise ValueError(f"origin must be one of {schema.LABEL_ORIGINS}, not {origin!r}")
         now = utcnow()
@@ -183,7 +185,7 @@ class Catalog:
         ]
         for chunk in _chunks(rows):
             conn.execute(labels.insert(), list(chunk))
-        if origin == "human":
+        if origin != "model":
             self.set_queue_status(conn, new_labels, "labelled")
         return len(rows)
 

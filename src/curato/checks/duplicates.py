@@ -320,10 +320,13 @@ def _registered_pairs(grey: np.ndarray, sims: np.ndarray, idx: np.ndarray, rows:
 
     Each row's ``REGISTERED_RANKS`` nearest embedding neighbours and ``THUMBNAIL_RANKS`` nearest
     thumbnail neighbours are compared through :func:`curato.features.thumbnails.registered_similarity`
-    (distance ``t = 1 - correlation``); a pair within ``REGISTERED_RATIO x D`` in the embedding is
-    accepted when ``t <= REGISTERED_MAX`` and ``t`` is at most ``REGISTERED_GAP`` times the smallest
-    ``t`` from either end to its other compared neighbours. (The thumbnail neighbours find copies the
-    embedding scattered, and give the ratio test more of the look-alikes to compare with.)
+    and, where the grid comes close, :func:`~curato.features.thumbnails.refined_similarity` (distance
+    ``t = 1 - correlation``; a pair listed from both ends counts its better direction). The cuts are in
+    :func:`_registered_accept` (``REGISTERED_MAX`` / ``_GAP``, ``REGISTERED_LOOSE`` / ``_GAP`` within
+    ``REGISTERED_RATIO x D`` in the embedding, ``REGISTERED_TIGHT`` / ``_GAP`` within ``REGISTERED_WIDE_RATIO
+    x D``), each a ratio test against the smallest ``t`` from either end to its other compared neighbours.
+    (The thumbnail neighbours, found by Fourier magnitudes, catch copies the embedding scattered, and give the
+    ratio test more of the look-alikes to compare with.)
     """
     ranks = min(REGISTERED_RANKS, idx.shape[1])
     # Thumbnail neighbours are searched by Fourier magnitudes, which a shift or a one-pixel crop leaves nearly

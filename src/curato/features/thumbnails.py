@@ -114,10 +114,12 @@ def fourier_descriptors(grey: np.ndarray, *, keep: int = FOURIER_KEEP) -> np.nda
     neighbours; ``benchmarks/near_duplicates.py`` prints how many planted copies each way finds).
     """
     grey = np.asarray(grey, dtype=np.float32)
+    if grey.ndim != 3 or not 0 < 2 * keep < min(grey.shape[1:]):
+        raise InputError(f"grey thumbnails must be (n, side, side) with side > {2 * keep}, got {grey.shape}")
     centred = grey - grey.mean(axis=(1, 2), keepdims=True)
     spectrum = np.abs(np.fft.rfft2(centred))  # (n, side, side // 2 + 1): the other half mirrors it
     low = np.concatenate([spectrum[:, :keep + 1, :keep + 1], spectrum[:, -keep:, :keep + 1]], axis=1)
-    flat = np.sqrt(low.reshape(len(grey), -1))
+    flat = np.sqrt(low.reshape(low.shape[0], low.shape[1] * low.shape[2]))
     norms = np.linalg.norm(flat, axis=1, keepdims=True)
     return (flat / np.maximum(norms, 1e-12)).astype(np.float32)
 

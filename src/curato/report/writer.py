@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from curato.checks.runner import AuditResult, audit_json
 from curato.export import LATEST_AUDIT
@@ -20,7 +21,8 @@ def write_json(path: Path, document: dict) -> None:
     os.replace(tmp, path)
 
 
-def write_documents(workspace: Workspace, latest: str, document: dict, json_path: Path | None = None) -> None:
+def write_documents(workspace: Workspace, latest: str, document: dict[str, Any],
+                    json_path: Path | str | None = None) -> None:
     """Write a command's JSON document as the workspace's latest of its kind (what the HTML report and later
     commands read) and, when the user asked for one, a copy at ``json_path``."""
     write_json(workspace.reports_dir / latest, document)

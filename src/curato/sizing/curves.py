@@ -200,7 +200,7 @@ def held_back_errors(family: str, sizes: np.ndarray, metric: np.ndarray, *, chan
     minus the measured metric at the held-back sizes ``sizes[j:]`` (metric units; cuts whose fit fails are left
     out)."""
     n, m = np.asarray(sizes, dtype=np.float64), np.asarray(metric, dtype=np.float64)
-    errors = {}
+    errors: dict[int, np.ndarray] = {}
     for cut in range(drop_first + min_points, len(n)):
         fit = fit_curve(family, n[drop_first:cut], m[drop_first:cut], chance=chance)
         if fit is not None:
