@@ -99,3 +99,16 @@ def test_export_cleaned_manifest(audited, tmp_path):
     assert len(kept) < len(everything)
     original = "train/boot/" + min(p.name for p in (workspace.parent / "data" / "train" / "boot").glob("0*.png"))
     assert (original in kept) != ("train/boot/copy-of-first.png" in kept)  # one of the exact pair survives
+
+
+def test_a_report_that_cannot_be_written_fails_the_audit_run(audited, tmp_path):
+    workspace, _, _ = audited
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the report's folder should be")
+    result = run("audit", "-w", workspace, "--checks", "imbalance", "--report", blocker / "report.html")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "not-a-folder" in result.stderr
+    from curato.workspace import Workspace
+
+    last = Workspace.open(workspace).catalog.runs("audit")[-1]
+    assert last["name"] == "imbalance" and last["status"] == "failed"

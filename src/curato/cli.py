@@ -32,6 +32,11 @@ def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
         except CuratoError as error:
             errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
+        except OSError as error:  # a path the system refuses: say which, and what to check, in one line
+            where = f" {error.filename}" if error.filename else ""
+            errors.print(f"[bold red]error:[/]{where}: {error.strerror or error}; check that the path exists, is the "
+                         "right kind (file or folder) and is writable", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             errors.print("[yellow]interrupted[/]: finished work is saved; run the same command again to resume")
             raise typer.Exit(130) from None
@@ -168,9 +173,11 @@ def audit(
         raise InputError(f"--fail-on {fail_on!r}: use one of {', '.join(SEVERITIES[1:])}")
     ws = Workspace.open(workspace)
     names = [name.strip() for name in checks.split(",") if name.strip()] if checks else None
+    paths: dict[str, Path] = {}
     with RichProgress() as progress:
-        result = run_audit(ws, names, embedder=embedder, progress=progress)
-    paths = write_audit_outputs(ws, result, report=report, json_path=json_out)
+        result = run_audit(ws, names, embedder=embedder, progress=progress,
+                           on_result=lambda done: paths.update(write_audit_outputs(ws, done, report=report,
+                                                                                   json_path=json_out)))
     table = Table(title="audit")
     for column in ("check", "severity", "flagged", "what it means"):
         table.add_column(column, justify="right" if column == "flagged" else "left")

@@ -120,7 +120,8 @@ def run_demo(workspace_dir: str | Path = "curato-demo", *, n_train: int = 3000, 
     dataset = write_demo_images(data, n_train=n_train, n_test=max(1, n_train // 3))
     workspace = Workspace.create(root)
     ingest(workspace, data, format="imagefolder", source_name=dataset, progress=progress)
-    result = run_audit(workspace, progress=progress)
-    written = write_audit_outputs(workspace, result, title=f"{dataset} demo")
+    written: dict[str, Path] = {}
+    result = run_audit(workspace, progress=progress, on_result=lambda done: written.update(
+        write_audit_outputs(workspace, done, title=f"{dataset} demo")))
     return DemoResult(workspace=workspace.root, report_path=written["report"],
                       headlines=headlines(workspace, result.findings), dataset=dataset)

@@ -334,8 +334,12 @@ class AuditResult:
 
 
 def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embedder: str | None = None,
-              progress: Progress = SILENT) -> AuditResult:
-    """Run an audit over the workspace, computing embeddings and out-of-fold probabilities if missing."""
+              progress: Progress = SILENT, on_result: Callable[[AuditResult], Any] | None = None) -> AuditResult:
+    """Run an audit over the workspace, computing embeddings and out-of-fold probabilities if missing.
+
+    ``on_result(result)`` runs inside the recorded run, e.g. to write the reports: when it fails, the run is
+    recorded as failed, not done.
+    """
     from curato.features.embedding import choose_embedder_name, compute_embeddings
 
     chosen = list(checks) if checks else list(CHECKS)
@@ -358,9 +362,12 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
             attach_pred_probs(workspace, data, progress=progress)
             timings["out_of_fold"] = time.perf_counter() - started
         findings = run_checks(data, chosen, timings)
+        result = AuditResult(findings=findings, embedder=features.name if features is not None else None,
+                             checks=chosen, timings=timings)
+        if on_result is not None:
+            on_result(result)
         run.summary = {f.check: f.count for f in findings}
-    return AuditResult(findings=findings, embedder=features.name if features is not None else None, checks=chosen,
-                       timings=timings)
+    return result
 
 
 def audit_json(workspace: Workspace, result: AuditResult) -> dict[str, Any]:
