@@ -22,7 +22,7 @@ from curato.active.heads import (
     mc_dropout_probabilities,
 )
 from curato.active.routing import fit_calibration, route_auto_labels
-from curato.active.runner import SIMULATE_CHECKPOINT, run_route, run_select, run_simulate
+from curato.active.runner import SIMULATE_CHECKPOINT, _class_codes, _rows, run_route, run_select, run_simulate
 from curato.active.simulate import label_schedule, simulate_active_learning, summarize_curves
 from curato.active.strategies import (
     AUTO_COLD_STRATEGY,
@@ -42,6 +42,7 @@ from curato.active.strategies import (
 from curato.errors import InputError
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.models.oof import pca_components
+from curato.progress import SILENT
 from curato.workspace import Workspace
 from tests.conftest import InterruptAfter
 from tests.test_cli import run
@@ -334,7 +335,18 @@ def test_select_and_route_commands(tmp_path, fashion_mnist):
     assert not {row["sample_id"] for row in second["batch"]} & {row["sample_id"] for row in batch}
     # 100 labels in each of 3 classes: auto is warm and past AUTO_HEAD_PER_CLASS, so the wide selection head ranks
     assert all(row["reason"].startswith(f"auto -> {AUTO_WARM_STRATEGY}:") for row in second["batch"])
-    assert selection_head_components("auto", 300, 3) is not None
+    width = selection_head_components("auto", 300, 3)
+    assert width is not None
+    # ... and the batch's confidences are that wide head's, not the default head's
+    rows = _rows(opened, "classic", SILENT)
+    _, codes = _class_codes(rows.labels)
+    position = {sid: i for i, sid in enumerate(rows.ids.tolist())}
+    picked = [position[row["sample_id"]] for row in second["batch"]]
+    wide = head_probabilities(rows.embeddings, codes, codes >= 0, n_classes=3, seed=0, components=width)
+    narrow = head_probabilities(rows.embeddings, codes, codes >= 0, n_classes=3, seed=0)
+    confidences = np.array([row["confidence"] for row in second["batch"]])
+    np.testing.assert_allclose(confidences, wide[picked].max(axis=1), atol=2e-6)
+    assert not np.allclose(confidences, narrow[picked].max(axis=1), atol=1e-4)
     assert json.loads((tmp_path / "batch.json").read_text())["batch"] == second["batch"]
 
     routed = tmp_path / "route.json"
