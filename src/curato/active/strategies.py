@@ -50,7 +50,8 @@ PCA_FIT_ROWS = 20_000
 KMEANS_ITERATIONS = 15
 # k-means clusters and kNN lists depend only on the feature matrix and ``structure_seed`` (not on the labels
 # or the round), so the last POOL_CACHE_ENTRIES of them are kept: a selection loop over one pool clusters it
-# once per cluster count instead of once per round (TypiClust's 7 rounds on 25k rows: 62 s -> 8 s per seed).
+# once per cluster count instead of once per round (benchmarks/active_learning.py: TypiClust's selection
+# time per seed 62.6 s -> 12.3 s, docs/benchmarks.md).
 POOL_CACHE_ENTRIES = 8
 # TypiClust (Hacohen et al. 2022): K = labelled + budget clusters, at most 500; typicality from 20 neighbours;
 # clusters smaller than 5 rows come last.
@@ -541,10 +542,10 @@ def selection_head_components(strategy: str, n_labeled: int, n_classes: int | No
     """Whitened PCA width of the head whose probabilities ``strategy`` should get as ``pred_probs`` for a labelled
     set of ``n_labeled`` rows, or None for the default head (the one that is evaluated).
 
-    ``auto`` with at least ``AUTO_HEAD_PER_CLASS`` labels per class ranks by a head of
-    ``max(AUTO_HEAD_MIN_COMPONENTS, pca_components(n_labeled))`` dimensions; every other strategy, ``auto``
-    below that (or with ``n_classes`` None: no head yet), and ``auto`` once the default head is that wide
-    already, use the default head (None: callers reuse its probabilities instead of fitting it twice).
+    ``auto`` with at least ``AUTO_HEAD_PER_CLASS`` labels per class ranks by a head ``AUTO_HEAD_MIN_COMPONENTS``
+    dimensions wide while the default head (``pca_components(n_labeled)``) is narrower; every other strategy,
+    ``auto`` below that (or with ``n_classes`` None: no head yet), and ``auto`` once the default head is that
+    wide, use the default head (None: callers reuse its probabilities instead of fitting it twice).
     """
     if strategy != "auto" or n_classes is None or auto_strategy(n_labeled, n_classes) != AUTO_WARM_STRATEGY:
         return None

@@ -210,7 +210,13 @@ def held_back_errors(family: str, sizes: np.ndarray, metric: np.ndarray, *, chan
 
 def horizon_weighted_rmse(sizes: np.ndarray, cut_errors: dict[int, np.ndarray]) -> float:
     """RMS of held-back errors, each squared error weighted by ``log(sizes[i] / sizes[j - 1])``, how far it
-    extrapolates from its cut ``j``; inf without cuts."""
+    extrapolates from its cut ``j``; inf without cuts.
+
+    A forecast is asked for 2x to 1000x today's data, so the long extrapolations the curve can check should
+    count most. (On the curves of docs/benchmarks.md this moved the mean error at 4x by at most 0.05 points
+    against the last four cuts with equal weights: neither tells well which family will err least at 4x on a
+    given curve.)
+    """
     if not cut_errors:
         return math.inf
     n = np.asarray(sizes, dtype=np.float64)
@@ -219,24 +225,10 @@ def horizon_weighted_rmse(sizes: np.ndarray, cut_errors: dict[int, np.ndarray]) 
     return float(np.sqrt(np.sum(weights * errors ** 2) / np.sum(weights)))
 
 
-def backtest_rmse(family: str, sizes: np.ndarray, metric: np.ndarray, *, chance: float, drop_first: int = 0,
-                  min_points: int = MIN_FIT_POINTS) -> float:
-    """Horizon-weighted RMS error (metric units) of ``family`` fitted on ``sizes[drop_first:j]`` predicting every
-    held-back size ``sizes[i]``, ``i >= j``, over every cut ``j`` that leaves ``min_points`` points to fit.
-
-    Each squared error is weighted by ``log(sizes[i] / sizes[j - 1])``, how far it extrapolates: a forecast is
-    asked for 2x to 1000x today's data, so the long extrapolations the curve can check should count most. (On the
-    curves of docs/benchmarks.md this moved the mean error at 4x by at most 0.05 points against the last four cuts
-    with equal weights: neither tells well which family will err least at 4x on a given curve.) Returns inf
-    when no cut qualifies.
-    """
-    errors = held_back_errors(family, sizes, metric, chance=chance, drop_first=drop_first, min_points=min_points)
-    return horizon_weighted_rmse(sizes, errors)
-
-
 def select_fits(sizes: np.ndarray, metric: np.ndarray, *, chance: float,
                 families: Sequence[str] | None = None, min_points: int = MIN_FIT_POINTS) -> list[FamilyFit]:
-    """Fit each family to the whole curve and weight it by its backtest error (see ``backtest_rmse``).
+    """Fit each family to the whole curve and weight it by its backtest error
+    (``held_back_errors`` over every cut, ``horizon_weighted_rmse``).
 
     Each family leaves out the number of leading sizes (``DROP_FIRST``) that gives it the lowest backtest
     error. Weights are proportional to ``1 / rmse^2`` (floored at 0.001 so an exact fit does not take

@@ -96,6 +96,13 @@ def seed_sd(values: Sequence[np.ndarray], *, top: int = SEED_SD_SIZES) -> float:
     return float(np.sqrt(np.mean(spreads))) if spreads else 0.0
 
 
+def seed_noise(sizes: np.ndarray | float, *, last_measured: float, seed_spread: float) -> np.ndarray:
+    """The seed-to-seed spread of single runs at ``sizes``: ``seed_spread`` (measured at ``last_measured``),
+    shrinking as ``sqrt(last_measured / n)`` beyond it (a model's variance from its random training subset
+    falls about as 1/n)."""
+    return seed_spread * np.sqrt(np.minimum(last_measured / np.asarray(sizes, dtype=np.float64), 1.0))
+
+
 def ensemble_held_back_errors(fits: Sequence[FamilyFit],
                               sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The weighted forecast's own backtest on the measured curve: for every cut ``j`` of the families' held-back
@@ -161,7 +168,7 @@ def noisy_curves(replicates: np.ndarray, grid: np.ndarray, *, last_measured: flo
     distance = np.maximum(np.log(sizes / last_measured), 0.0)
     base = np.asarray(replicates, dtype=np.float64)
     extra = np.sqrt(np.maximum((extrapolation * distance) ** 2 - np.var(base, axis=0), 0.0))
-    seed_part = seed_spread * np.sqrt(np.minimum(last_measured / sizes, 1.0))
+    seed_part = seed_noise(sizes, last_measured=last_measured, seed_spread=seed_spread)
     base = base[:, None, :]
     noisy = base + z[0] * evaluation_sd(base, class_counts, kind=kind) + z[1] * seed_part + z[2] * extra
     return np.clip(noisy, 0.0, 1.0).reshape(-1, len(grid))
@@ -176,7 +183,7 @@ def plateau_noise(grid: np.ndarray, central: np.ndarray, *, target: float, neede
     noise above the target, or, where the target is never reached, the forecast ends within the noise below it.
     Then how many labels "reach" the target is decided by noise, not by the curve."""
     at = min(needed, float(grid[-1])) if math.isfinite(needed) else float(grid[-1])
-    seed_part = seed_spread * math.sqrt(min(last_measured / at, 1.0))
+    seed_part = float(seed_noise(at, last_measured=last_measured, seed_spread=seed_spread))
     noise = Z90 * math.sqrt(float(evaluation_sd(target, class_counts, kind=kind)) ** 2 + seed_part ** 2)
     if noise == 0:
         return 0.0, False
