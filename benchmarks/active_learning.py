@@ -6,6 +6,9 @@
 #   .venv/bin/python benchmarks/active_learning.py --strategies random margin entropy auto --modal
 #   .venv/bin/python benchmarks/active_learning.py --strategies typiclust probcover badge coreset cluster-margin \
 #       --ceiling --json .bench/active_learning.json
+# Rules are chosen on the development split (disjoint pool and test rows), 10 seeds:
+#   .venv/bin/python benchmarks/active_learning.py --split dev --strategies random margin auto --seeds 10 11 12 \
+#       13 14 15 16 17 18 19
 """Label efficiency of curato's query strategies on Fashion-MNIST embeddings, and auto-label routing.
 
 Data: EfficientNet-Lite0-112 embeddings (``.bench/fmnist-*-efficientnet-lite0-112.npy``). The pool is a
@@ -13,11 +16,14 @@ stratified ``--pool`` (20,000) of the 60k training images; accuracy is measured 
 (5,000) of the t10k test images (never selectable). Known labels are the oracle.
 
 Loop (:func:`curato.active.simulate.simulate_active_learning`): labels after each round 100, 200, 400, 800,
-1,600, 3,200, 5,000; head = curato's softmax head (standardise, whitened PCA, L2 softmax regression,
-``fit_predict_probabilities``) on the labelled rows; seeds 0, 1, 2. Strategies that need a head take the
-first 100 at random (the same draw as ``random``). Diversity strategies work on ``diversity_features``
-(64-d PCA of the unit embeddings). ``auto`` ranks its margins from 40 labels per class by a wider selection
-head (``selection_head_components``); the head that is trained and measured is the same for every strategy.
+1,600, 3,200, 5,000; head = curato's active-learning head (``curato.active.heads.head_probabilities``:
+standardise, whitened PCA of at least 64 dimensions, L2 softmax regression) on the labelled rows, the same for
+every strategy, which also ranks by it; seeds 0, 1, 2. Strategies that need a head take the first 100 at random
+(the same draw as ``random``). Diversity strategies work on ``diversity_features`` (64-d PCA of the unit
+embeddings).
+
+``--split dev``: a pool of 20,000 training images outside the reported pool and the 5,000 test images outside
+the reported test rows, for choosing rules (docs/active.md) without touching the reported split.
 
 Label efficiency at budget b = b / (labels the strategy needs to reach random's accuracy at b),
 log-linear interpolation between rounds, on seed-mean curves (``summarize_curves``).
@@ -49,12 +55,13 @@ from typing import Any
 
 import numpy as np
 
+from curato.active import heads as head_module
 from curato.active import strategies as strategy_module
 from curato.active.runner import _append_checkpoint, _read_checkpoint
 from curato.active.simulate import simulate_active_learning, simulate_routing, summarize_curves
 from curato.active.strategies import diversity_features, select_batch
 from curato.imageio import read_idx
-from curato.models.oof import fit_predict_probabilities, pca_components, stratified_subsample, whitened_pca
+from curato.models.oof import fit_predict_probabilities, stratified_subsample, whitened_pca
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 EMBEDDINGS = {"train": Path(".bench/fmnist-train-efficientnet-lite0-112.npy"),
@@ -63,6 +70,7 @@ CACHE = Path(".bench/active_learning")
 SCHEDULE = [100, 200, 400, 800, 1600, 3200, 5000]
 MODAL_PYTHON = Path(".bench/modal-venv/bin/python")
 LR_C = 0.05
+DEVELOPMENT_SEED = 5
 
 MODAL_SCRIPT = r'''
 import json, sys, time
@@ -94,17 +102,25 @@ print(json.dumps(out))
 '''
 
 
-def load(split: str, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified ``size`` of ``split``'s embeddings and labels (row order of the IDX file)."""
+def load(split: str, size: int, *, development: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified ``size`` of ``split``'s embeddings and labels (row order of the IDX file).
+
+    ``development``: a stratified ``size`` of the rows *outside* the reported stratified ``size`` instead (all of
+    them when fewer remain), so rules tuned there are reported on rows they never saw."""
     labels = read_idx(FASHION / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
-    rows = stratified_subsample(labels, size, seed=seed)
+    rows = stratified_subsample(labels, size, seed=0)
+    if development:
+        rest = np.setdiff1d(np.arange(len(labels)), rows)
+        rows = rest if size >= len(rest) else rest[stratified_subsample(labels[rest], size, seed=DEVELOPMENT_SEED)]
     return np.asarray(np.load(EMBEDDINGS[split], mmap_mode="r")[rows], dtype=np.float32), labels[rows]
 
 
 def strategy_constants(*, auto: bool) -> dict[str, Any]:
-    """The module constants of curato.active.strategies (``auto``: only AUTO_*, else all others): cache keys."""
-    return {name: getattr(strategy_module, name) for name in dir(strategy_module)
-            if name.isupper() and isinstance(getattr(strategy_module, name), int | float | str)
+    """The module constants of curato.active.strategies and .heads (``auto``: only AUTO_*, else all others):
+    cache keys."""
+    return {f"{module.__name__}.{name}": getattr(module, name) for module in (strategy_module, head_module)
+            for name in dir(module)
+            if name.isupper() and isinstance(getattr(module, name), int | float | str)
             and name.startswith("AUTO_") == auto}
 
 
@@ -117,21 +133,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modal", action="store_true", help="also run modAL's margin sampling (reference)")
     parser.add_argument("--ceiling", action="store_true",
                         help="also fit the evaluation head on the whole pool at each budget's width and penalty")
+    parser.add_argument("--split", choices=("report", "dev"), default="report",
+                        help="dev: pool and test rows disjoint from the reported ones (for choosing rules)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
-    pool_x, pool_y = load("train", args.pool)
-    test_x, test_y = load("t10k", args.test)
+    development = args.split == "dev"
+    pool_x, pool_y = load("train", args.pool, development=development)
+    test_x, test_y = load("t10k", args.test, development=development)
     x = np.concatenate([pool_x, test_x])
     y = np.concatenate([pool_y, test_y])
     test = np.concatenate([np.zeros(len(pool_y), bool), np.ones(len(test_y), bool)])
     started = time.perf_counter()
     features = diversity_features(x)
-    print(f"pool {len(pool_y)} (train), test {len(test_y)} (t10k); diversity features "
+    print(f"{args.split} split: pool {len(pool_y)} (train), test {len(test_y)} (t10k); diversity features "
           f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
     # Results are cached per strategy under a digest of the data, the schedule and the strategy constants
     # (auto's own rule constants only for auto, so changing the rule re-runs auto alone).
-    base = {"pool": args.pool, "test": args.test, "schedule": SCHEDULE, "constants": strategy_constants(auto=False)}
+    base = {"pool": args.pool, "test": args.test, "schedule": SCHEDULE, "constants": strategy_constants(auto=False),
+            **({"split": "dev"} if development else {})}
     digests = {False: _digest(base), True: _digest({**base, "auto": strategy_constants(auto=True)})}
     CACHE.mkdir(parents=True, exist_ok=True)
     checkpoint = CACHE / "records.jsonl"
@@ -193,7 +213,7 @@ def head_ceiling(x: np.ndarray, y: np.ndarray, test: np.ndarray) -> list[dict[st
     out = []
     print("\nevaluation head on the whole pool, at each budget's width and penalty (test accuracy):")
     for budget in SCHEDULE:
-        width = pca_components(budget)
+        width = head_module.head_components(budget)
         probs = fit_predict_probabilities(x, np.where(pool, y, -1), pool * (budget / pool.sum()), n_classes=10,
                                           components=width)
         accuracy = float(np.mean(probs[test].argmax(axis=1) == y[test]))

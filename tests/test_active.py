@@ -16,8 +16,10 @@ from scipy.special import softmax
 from sklearn.datasets import load_digits
 
 from curato.active.heads import (
+    HEAD_MIN_COMPONENTS,
     bootstrap_ensemble_probabilities,
     cross_fitted_probabilities,
+    head_components,
     head_probabilities,
     mc_dropout_probabilities,
 )
@@ -26,8 +28,6 @@ from curato.active.runner import SIMULATE_CHECKPOINT, _class_codes, _rows, run_r
 from curato.active.simulate import label_schedule, simulate_active_learning, summarize_curves
 from curato.active.strategies import (
     AUTO_COLD_STRATEGY,
-    AUTO_HEAD_MIN_COMPONENTS,
-    AUTO_HEAD_PER_CLASS,
     AUTO_SWITCH_PER_CLASS,
     AUTO_WARM_STRATEGY,
     STRATEGIES,
@@ -37,11 +37,10 @@ from curato.active.strategies import (
     margin_scores,
     pool_clusters,
     select_batch,
-    selection_head_components,
 )
 from curato.errors import InputError
 from curato.ingest.readers import FASHION_MNIST_CLASSES
-from curato.models.oof import pca_components
+from curato.models.oof import fit_predict_probabilities, pca_components
 from curato.progress import SILENT
 from curato.workspace import Workspace
 from tests.conftest import InterruptAfter
@@ -173,33 +172,26 @@ def test_auto_switches_from_cold_start_to_uncertainty_at_the_per_class_threshold
     assert selection.reasons[0].startswith(f"auto -> {AUTO_COLD_STRATEGY}:")
 
 
-def test_auto_ranks_its_warm_picks_by_a_wider_selection_head(digits):
-    warm, wide = AUTO_SWITCH_PER_CLASS * 10, AUTO_HEAD_PER_CLASS * 10
-    assert selection_head_components("auto", warm - 1, 10) is None  # cold: TypiClust needs no head
-    assert selection_head_components("auto", wide - 1, 10) is None  # warm, but too few labels for a wide head
-    assert selection_head_components("auto", 5 * wide, None) is None  # no head yet
-    assert selection_head_components("cluster-margin", 5 * wide, 10) is None  # other strategies: the default head
-    assert selection_head_components("auto", wide, 10) == max(AUTO_HEAD_MIN_COMPONENTS, pca_components(wide))
-    # once the default head is that wide already it is reused (None), not fitted twice
-    assert selection_head_components("auto", 4_000, 10) is None and pca_components(4_000) > AUTO_HEAD_MIN_COMPONENTS
-    # The simulation hands auto's wide warm round that head, and measures the default head: replay round 1 by hand.
+def test_the_active_learning_head_has_a_width_floor_and_is_what_strategies_rank_by(digits):
+    assert head_components(100) == HEAD_MIN_COMPONENTS > pca_components(100)
+    assert head_components(10_000) == pca_components(10_000) > HEAD_MIN_COMPONENTS
+    # The simulation ranks by and measures that head: replay its second round by hand.
     x, y, features = digits["x"], digits["y"], digits["features"]
     test = np.zeros(len(y), dtype=bool)
     test[np.random.default_rng(3).choice(len(y), 300, replace=False)] = True
-    records = simulate_active_learning(x, y, test=test, strategies=["auto"], schedule=[wide, wide + 60], seeds=[0],
+    records = simulate_active_learning(x, y, test=test, strategies=["margin"], schedule=[100, 160], seeds=[0],
                                        features=features, n_classes=10)
     labeled = np.zeros(len(y), dtype=bool)
     labeled[records[0]["picked"]] = True
-
-    def picks(probs: np.ndarray) -> list[int]:
-        return select_batch("auto", budget=60, labeled=labeled, selectable=~test, pred_probs=probs, features=features,
-                            n_classes=10, seed=1, structure_seed=0).indices.tolist()
-
-    by_wide_head = picks(head_probabilities(x, y, labeled, n_classes=10, seed=0,
-                                            components=selection_head_components("auto", wide, 10)))
-    assert records[1]["picked"] == by_wide_head
-    assert by_wide_head != picks(head_probabilities(x, y, labeled, n_classes=10, seed=0))  # the width matters
-    labeled[by_wide_head] = True
+    probs = head_probabilities(x, y, labeled, n_classes=10, seed=0)
+    np.testing.assert_allclose(probs, fit_predict_probabilities(x, np.where(labeled, y, -1), labeled.astype(float),
+                                                                n_classes=10, components=HEAD_MIN_COMPONENTS))
+    assert not np.allclose(probs, fit_predict_probabilities(x, np.where(labeled, y, -1), labeled.astype(float),
+                                                            n_classes=10), atol=1e-3)  # the floor matters
+    picks = select_batch("margin", budget=60, labeled=labeled, selectable=~test, pred_probs=probs, features=features,
+                         n_classes=10, seed=1, structure_seed=0).indices
+    assert records[1]["picked"] == picks.tolist()
+    labeled[picks] = True
     measured = head_probabilities(x, y, labeled, n_classes=10, seed=0)
     assert records[1]["accuracy"] == pytest.approx(np.mean(measured[test].argmax(axis=1) == y[test]))
 
@@ -333,19 +325,18 @@ def test_select_and_route_commands(tmp_path, fashion_mnist):
     # A second batch (JSON) skips what is already queued.
     second = run_select(opened, budget=10, strategy="auto", embedder="classic", out=tmp_path / "batch.json")
     assert not {row["sample_id"] for row in second["batch"]} & {row["sample_id"] for row in batch}
-    # 100 labels in each of 3 classes: auto is warm and past AUTO_HEAD_PER_CLASS, so the wide selection head ranks
+    # 100 labels in each of 3 classes: auto is warm, and the batch's confidences are the active-learning head's
+    # (at least HEAD_MIN_COMPONENTS wide), not the narrower out-of-fold width's
     assert all(row["reason"].startswith(f"auto -> {AUTO_WARM_STRATEGY}:") for row in second["batch"])
-    width = selection_head_components("auto", 300, 3)
-    assert width is not None
-    # ... and the batch's confidences are that wide head's, not the default head's
     rows = _rows(opened, "classic", SILENT)
     _, codes = _class_codes(rows.labels)
     position = {sid: i for i, sid in enumerate(rows.ids.tolist())}
     picked = [position[row["sample_id"]] for row in second["batch"]]
-    wide = head_probabilities(rows.embeddings, codes, codes >= 0, n_classes=3, seed=0, components=width)
-    narrow = head_probabilities(rows.embeddings, codes, codes >= 0, n_classes=3, seed=0)
+    head = head_probabilities(rows.embeddings, codes, codes >= 0, n_classes=3, seed=0)
+    narrow = head_probabilities(rows.embeddings, codes, codes >= 0, n_classes=3, seed=0,
+                                components=pca_components(int((codes >= 0).sum())))
     confidences = np.array([row["confidence"] for row in second["batch"]])
-    np.testing.assert_allclose(confidences, wide[picked].max(axis=1), atol=2e-6)
+    np.testing.assert_allclose(confidences, head[picked].max(axis=1), atol=2e-6)
     assert not np.allclose(confidences, narrow[picked].max(axis=1), atol=1e-4)
     assert json.loads((tmp_path / "batch.json").read_text())["batch"] == second["batch"]
 

@@ -8,6 +8,10 @@ import numpy as np
 from curato.errors import InputError
 from curato.models.oof import fit_predict_probabilities, pca_components, whitened_pca
 
+# The active-learning head's whitened PCA width never drops below this: the default rule (one dimension per 16
+# labelled rows, ``pca_components``) suits out-of-fold estimates on a whole dataset, but at the few hundred labels
+# of an active-learning loop 8-50 axes underfit Fashion-MNIST's embeddings (docs/active.md).
+HEAD_MIN_COMPONENTS = 64
 ENSEMBLE_HEADS = 5
 MC_SAMPLES = 20
 MC_HIDDEN = 256
@@ -26,16 +30,22 @@ def _training_labels(labels: np.ndarray, labeled: np.ndarray) -> tuple[np.ndarra
     return np.where(mask, y, -1).astype(np.int64), mask
 
 
+def head_components(n_labeled: int) -> int:
+    """Whitened PCA width of the active-learning head for ``n_labeled`` labelled rows: ``pca_components``, but at
+    least ``HEAD_MIN_COMPONENTS`` (the PCA keeps fewer when the embeddings have fewer informative axes)."""
+    return max(HEAD_MIN_COMPONENTS, pca_components(n_labeled))
+
+
 def head_probabilities(embeddings: np.ndarray, labels: np.ndarray, labeled: np.ndarray, *,
                        n_classes: int | None = None, seed: int = 0, components: int | None = None) -> np.ndarray:
     """``(n, k)`` probabilities for every row from the softmax head trained on the labelled rows.
 
-    ``components``: the head's whitened PCA width (default ``pca_components`` of the labelled rows), e.g. the
-    wider selection head of ``auto`` (:func:`curato.active.strategies.selection_head_components`).
+    ``components``: the head's whitened PCA width (default ``head_components`` of the labelled rows).
     """
     y, mask = _training_labels(labels, labeled)
+    width = head_components(int(mask.sum())) if components is None else components
     return fit_predict_probabilities(embeddings, y, mask.astype(np.float64), n_classes=n_classes, seed=seed,
-                                     components=components)
+                                     components=width)
 
 
 def bootstrap_ensemble_probabilities(embeddings: np.ndarray, labels: np.ndarray, labeled: np.ndarray, *,
@@ -50,7 +60,8 @@ def bootstrap_ensemble_probabilities(embeddings: np.ndarray, labels: np.ndarray,
     counts[0, empty] = 1.0  # a head with no rows at all (tiny labelled sets) keeps one
     weights = np.zeros((len(mask), heads))
     weights[mask] = counts
-    return fit_predict_probabilities(embeddings, y, weights, n_classes=n_classes, seed=seed)
+    return fit_predict_probabilities(embeddings, y, weights, n_classes=n_classes, seed=seed,
+                                     components=head_components(int(mask.sum())))
 
 
 def mc_dropout_probabilities(embeddings: np.ndarray, labels: np.ndarray, labeled: np.ndarray, *,
@@ -64,7 +75,7 @@ def mc_dropout_probabilities(embeddings: np.ndarray, labels: np.ndarray, labeled
     y, mask = _training_labels(labels, labeled)
     k = int(n_classes or y.max() + 1)
     rng = np.random.default_rng(seed)
-    features = whitened_pca(np.asarray(embeddings), pca_components(int(mask.sum())), rng)
+    features = whitened_pca(np.asarray(embeddings), head_components(int(mask.sum())), rng)
     threads = torch.get_num_threads()
     # Tiny products: with more than one intra-op thread torch spent 10-30x longer waiting than computing
     # on two contended cores.
@@ -113,5 +124,6 @@ def cross_fitted_probabilities(embeddings: np.ndarray, labels: np.ndarray, label
     folds[mask] = stratified_folds(y[mask], n_folds, rng)
     folds[~mask] = rng.integers(n_folds, size=int((~mask).sum()))
     weights = (mask[:, None] & (folds[:, None] != np.arange(n_folds)[None, :])).astype(np.float64)
-    every = fit_predict_probabilities(embeddings, y, weights, n_classes=n_classes, seed=seed)
+    every = fit_predict_probabilities(embeddings, y, weights, n_classes=n_classes, seed=seed,
+                                      components=head_components(int(mask.sum())))
     return every[folds, np.arange(len(mask))]

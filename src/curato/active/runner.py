@@ -26,7 +26,6 @@ from curato.active.strategies import (
     STRATEGIES_VERSION,
     diversity_features,
     select_batch,
-    selection_head_components,
 )
 from curato.errors import InputError
 from curato.models.oof import stratified_subsample
@@ -79,10 +78,9 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
     """Pick ``budget`` unlabelled samples with ``strategy``, queue them in the catalog (one transaction) and
     write them to ``out`` (CSV, or JSON when it ends in ``.json``) and ``reports/select-latest.json``.
 
-    Unlabelled = no current label and not already queued. The head (for strategies that need one) is the
-    softmax head on the labelled samples' embeddings -- for ``auto`` past ``AUTO_HEAD_PER_CLASS`` labels per
-    class the wider selection head of :func:`~curato.active.strategies.selection_head_components`, which then
-    also gives the batch's ``predicted_label`` and ``confidence``. The files are written inside the queue's
+    Unlabelled = no current label and not already queued. The head (for strategies that need one, and for the
+    batch's ``predicted_label`` and ``confidence``) is the active-learning head on the labelled samples'
+    embeddings (:func:`~curato.active.heads.head_probabilities`). The files are written inside the queue's
     transaction: when a write fails, nothing is queued.
     """
     from curato.report.writer import write_documents
@@ -98,11 +96,7 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
     taken = labeled | np.isin(rows.ids, list(queued))
     probs = None
     if labeled.sum() >= 2 and len(classes) >= 2:
-        # auto ranks its warm picks by a wider selection head once the labels (not the queue) can support one;
-        # the batch's predicted_label / confidence then come from that head.
-        width = selection_head_components(strategy, int(labeled.sum()), len(classes))
-        probs = head_probabilities(rows.embeddings, codes, labeled, n_classes=len(classes), seed=seed,
-                                   components=width)
+        probs = head_probabilities(rows.embeddings, codes, labeled, n_classes=len(classes), seed=seed)
     extra: dict[str, Any] = {}
     if strategy in ENSEMBLE_STRATEGIES + MC_DROPOUT_STRATEGIES:
         if probs is None:

@@ -32,7 +32,6 @@ from curato.active.strategies import (
     MC_DROPOUT_STRATEGIES,
     STRATEGIES,
     select_batch,
-    selection_head_components,
 )
 from curato.errors import InputError
 from curato.progress import SILENT, Progress
@@ -65,10 +64,9 @@ def simulate_active_learning(embeddings: np.ndarray, labels: np.ndarray, *, test
     """Run every (strategy, seed) loop; returns one record per (strategy, seed, round) with ``labels``,
     ``accuracy`` (on the ``test`` rows), ``picked`` (row indices) and timings.
 
-    ``head(labeled_mask, seed)`` -> ``(n, k)`` probabilities replaces the default softmax head (e.g. to compare
-    with another library on exactly the same learner); it then also replaces the wider selection head of
-    ``auto`` (:func:`curato.active.strategies.selection_head_components`), which otherwise ranks ``auto``'s warm
-    picks while the default head is the one trained and measured.
+    ``head(labeled_mask, seed)`` -> ``(n, k)`` probabilities replaces the active-learning head
+    (:func:`curato.active.heads.head_probabilities`), e.g. to compare with another library on exactly the same
+    learner; the head that is measured is also the one the strategies rank by.
     """
     y = np.asarray(labels, dtype=np.int64)
     test_mask = np.asarray(test, dtype=bool)
@@ -108,10 +106,6 @@ def simulate_active_learning(embeddings: np.ndarray, labels: np.ndarray, *, test
                 if probs is None and strategy not in COLD_START_STRATEGIES and strategy != "auto":
                     name = "random"
                 extra: dict[str, Any] = {}
-                select_probs = probs
-                width = selection_head_components(name, int(labeled.sum()), None if probs is None else k)
-                if width is not None and head is None:
-                    select_probs = head_probabilities(embeddings, y, labeled, n_classes=k, seed=seed, components=width)
                 if name in ENSEMBLE_STRATEGIES:
                     extra["ensemble_probs"] = bootstrap_ensemble_probabilities(embeddings, y, labeled, n_classes=k,
                                                                                seed=seed)
@@ -119,7 +113,7 @@ def simulate_active_learning(embeddings: np.ndarray, labels: np.ndarray, *, test
                     extra["ensemble_probs"] = mc_dropout_probabilities(embeddings, y, labeled, n_classes=k, seed=seed)
                 selection = select_batch(name, budget=int(target - labeled.sum()), labeled=labeled,
                                          selectable=~test_mask,
-                                         pred_probs=select_probs, features=features, n_classes=k,
+                                         pred_probs=probs, features=features, n_classes=k,
                                          seed=_round_seed(seed, round_index), structure_seed=int(seed), **extra)
                 select_seconds = time.perf_counter() - started
                 labeled[selection.indices] = True

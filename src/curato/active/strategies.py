@@ -21,12 +21,13 @@ Strategies (see docs/active.md for the sources):
 * diversity: ``coreset`` (k-center greedy), ``badge`` (k-means++ seeding over gradient embeddings),
   ``cluster-margin`` (lowest-margin pool dealt round-robin over k-means clusters, smallest first);
 * cold start: ``typiclust`` (most typical row of the largest uncovered k-means clusters), ``probcover``
-  (greedy max coverage of balls whose radius keeps 95% of balls pure);
+  (greedy max coverage of balls whose radius keeps ``PROBCOVER_PURITY`` of balls pure);
 * ``random``, and ``auto``: the cold-start strategy ``AUTO_COLD_STRATEGY`` while the labelled set is small
   (fewer than ``AUTO_SWITCH_PER_CLASS`` labels per class), then uncertainty with diversity
-  (``AUTO_WARM_STRATEGY``), from ``AUTO_HEAD_PER_CLASS`` labels per class on the probabilities of a selection
-  head at least ``AUTO_HEAD_MIN_COMPONENTS`` wide (:func:`selection_head_components`: callers fit it and pass
-  it as ``pred_probs``); all chosen by measurement (see the constants).
+  (``AUTO_WARM_STRATEGY``); chosen by measurement (see the constants).
+
+Strategies that need a head take its probabilities as ``pred_probs``; callers fit the active-learning head
+(:func:`curato.active.heads.head_probabilities`).
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ import faiss
 import numpy as np
 
 from curato.errors import InputError
-from curato.models.oof import pca_components
 from curato.neighbors import knn, set_threads, unit_rows
 
-# Bump when a strategy picks differently for the same input: resumed simulations do not mix rule versions.
-STRATEGIES_VERSION = 2
+# Bump when a strategy picks differently for the same input, or the active-learning head changes: resumed
+# simulations do not mix rule versions.
+STRATEGIES_VERSION = 3
 DIVERSITY_DIMENSIONS = 64
 PCA_FIT_ROWS = 20_000
 KMEANS_ITERATIONS = 15
@@ -79,17 +80,6 @@ CLUSTER_MARGIN_ROWS_PER_CLUSTER = 20
 AUTO_SWITCH_PER_CLASS = 10
 AUTO_COLD_STRATEGY = "typiclust"
 AUTO_WARM_STRATEGY = "cluster-margin"
-# From AUTO_HEAD_PER_CLASS labels per class, auto's warm phase ranks margins by a *selection* head at least
-# AUTO_HEAD_MIN_COMPONENTS wide (whitened PCA dimensions) instead of the evaluation head, whose width is one per 16
-# labelled rows (25 at 400 labels, 50 at 800): margins from so few axes rank the pool coarsely once the labels can
-# support more. The learner that is trained and measured stays the default head. Same development split, 10 seeds,
-# efficiency vs random at 200 / 400 / 800 / 1,600 / 3,200 / 5,000 labels: cluster-margin on the evaluation head
-# 1.00 / 1.06 / 1.03 / 1.23 / 1.53 / 1.58; on the selection head from 40 per class 1.00 / 1.06 / 1.06 / 1.33 /
-# 1.73 / 1.67 (accuracy +0.002 / +0.003 / +0.001 / +0.001 from 800 on, standard errors 0.001-0.002); from 10 per
-# class 0.92 / 0.97 / 1.12 / 1.48 at 200..1,600 (a 64-d head fitted on 100-200 labels ranks worse). A 4x weaker
-# penalty, 128 dims, label propagation and typical-and-uncertain medoids did not do better (docs/active.md).
-AUTO_HEAD_PER_CLASS = 40
-AUTO_HEAD_MIN_COMPONENTS = 64
 
 
 @dataclass(frozen=True)
@@ -536,23 +526,6 @@ def auto_strategy(n_labeled: int, n_classes: int | None) -> str:
     if n_classes is None or n_labeled < AUTO_SWITCH_PER_CLASS * n_classes:
         return AUTO_COLD_STRATEGY
     return AUTO_WARM_STRATEGY
-
-
-def selection_head_components(strategy: str, n_labeled: int, n_classes: int | None) -> int | None:
-    """Whitened PCA width of the head whose probabilities ``strategy`` should get as ``pred_probs`` for a labelled
-    set of ``n_labeled`` rows, or None for the default head (the one that is evaluated).
-
-    ``auto`` with at least ``AUTO_HEAD_PER_CLASS`` labels per class ranks by a head ``AUTO_HEAD_MIN_COMPONENTS``
-    dimensions wide while the default head (``pca_components(n_labeled)``) is narrower; every other strategy,
-    ``auto`` below that (or with ``n_classes`` None: no head yet), and ``auto`` once the default head is that
-    wide, use the default head (None: callers reuse its probabilities instead of fitting it twice).
-    """
-    if strategy != "auto" or n_classes is None or auto_strategy(n_labeled, n_classes) != AUTO_WARM_STRATEGY:
-        return None
-    if n_labeled < AUTO_HEAD_PER_CLASS * n_classes:
-        return None
-    default = pca_components(n_labeled)
-    return None if default >= AUTO_HEAD_MIN_COMPONENTS else AUTO_HEAD_MIN_COMPONENTS
 
 
 def _auto(inputs: _Inputs) -> Picks:
