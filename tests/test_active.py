@@ -28,6 +28,8 @@ from curato.active.runner import SIMULATE_CHECKPOINT, _class_codes, _rows, run_r
 from curato.active.simulate import label_schedule, simulate_active_learning, summarize_curves
 from curato.active.strategies import (
     AUTO_COLD_STRATEGY,
+    AUTO_DIVERSE_PER_CLASS,
+    AUTO_DIVERSE_STRATEGY,
     AUTO_SWITCH_PER_CLASS,
     AUTO_WARM_STRATEGY,
     STRATEGIES,
@@ -154,11 +156,14 @@ def test_pool_clusters_are_reused_per_feature_matrix_and_seed_and_never_stale(di
     assert np.array_equal(picks[0], picks[1])
 
 
-def test_auto_switches_from_cold_start_to_uncertainty_at_the_per_class_threshold(digits):
+def test_auto_switches_from_cold_start_to_uncertainty_to_diversity_at_the_per_class_thresholds(digits):
     y, features, probs = digits["y"], digits["features"], digits["probs"]
     order = np.random.default_rng(1).permutation(len(y))
+    assert AUTO_SWITCH_PER_CLASS < AUTO_DIVERSE_PER_CLASS and AUTO_WARM_STRATEGY != AUTO_DIVERSE_STRATEGY
     for labelled_count, expected in ((AUTO_SWITCH_PER_CLASS * 10 - 1, AUTO_COLD_STRATEGY),
-                                     (AUTO_SWITCH_PER_CLASS * 10, AUTO_WARM_STRATEGY)):
+                                     (AUTO_SWITCH_PER_CLASS * 10, AUTO_WARM_STRATEGY),
+                                     (AUTO_DIVERSE_PER_CLASS * 10 - 1, AUTO_WARM_STRATEGY),
+                                     (AUTO_DIVERSE_PER_CLASS * 10, AUTO_DIVERSE_STRATEGY)):
         labeled = np.zeros(len(y), dtype=bool)
         labeled[order[:labelled_count]] = True
         selection = select_batch("auto", budget=20, labeled=labeled, pred_probs=probs, features=features,
@@ -325,9 +330,9 @@ def test_select_and_route_commands(tmp_path, fashion_mnist):
     # A second batch (JSON) skips what is already queued.
     second = run_select(opened, budget=10, strategy="auto", embedder="classic", out=tmp_path / "batch.json")
     assert not {row["sample_id"] for row in second["batch"]} & {row["sample_id"] for row in batch}
-    # 100 labels in each of 3 classes: auto is warm, and the batch's confidences are the active-learning head's
-    # (at least HEAD_MIN_COMPONENTS wide), not the narrower out-of-fold width's
-    assert all(row["reason"].startswith(f"auto -> {AUTO_WARM_STRATEGY}:") for row in second["batch"])
+    # 100 labels in each of 3 classes: auto is past its uncertainty phase, and the batch's confidences are the
+    # active-learning head's (at least HEAD_MIN_COMPONENTS wide), not the narrower out-of-fold width's
+    assert all(row["reason"].startswith(f"auto -> {AUTO_DIVERSE_STRATEGY}:") for row in second["batch"])
     rows = _rows(opened, "classic", SILENT)
     _, codes = _class_codes(rows.labels)
     position = {sid: i for i, sid in enumerate(rows.ids.tolist())}
