@@ -9,6 +9,11 @@
 #   .venv/bin/python benchmarks/sizing_backtest.py --datasets digits --runs 30 --head-width grows   # the old head
 #   .venv/bin/python benchmarks/sizing_backtest.py --datasets fashion --runs 2 --reuse-curves .bench/OLD.json
 #       # forecasts again on curves measured by an earlier --json run (Fashion-MNIST's take minutes to measure)
+# The tuning curve sets that chose the interval's terms (docs/benchmarks.md, "Intervals (90%)"):
+#   .venv/bin/python benchmarks/sizing_backtest.py --datasets digits --runs 20 --first-run 10 \
+#       --json .bench/sizing_tuning-digits.json                                 # held-out seeds 110-129, seeds 50-149
+#   .venv/bin/python benchmarks/sizing_backtest.py --datasets fashion-12k --runs 3 \
+#       --json .bench/sizing_tuning-fashion12k.json                             # 3 disjoint 12k pools, minutes each
 """Backtest of ``curato size``'s forecast against dataeval 1.1.4 ``Sufficiency`` on the same measured curves.
 
 For each dataset the training pool's learning curve is measured with curato's cheap head
@@ -28,7 +33,12 @@ tools then see ONLY the points <= 25%:
 Goals (issue 5): |error at 100%| <= 1.5 points; labels needed within +-25% of the truth (100% for the metric
 measured at 100%, 50% for the one measured at 50%); curato's error lower than dataeval's. Datasets:
 Fashion-MNIST (60k training pool, evaluated on the 10k test set, EfficientNet-Lite0-112 embeddings) and
-scikit-learn digits (raw 8x8 pixels, a fixed stratified 25% held out per run).
+scikit-learn digits (raw 8x8 pixels, a fixed stratified 25% held out per run). ``fashion-12k``: run ``r``
+forecasts a 12,000-row stratified pool of the 60k training set, disjoint from the pools of runs ``0 .. r - 1``,
+from 3k to 12k, on the same 10k test set and embeddings (the tuning curves of docs/benchmarks.md). Run ``r``
+uses seeds ``5r .. 5r + 4`` (``--seeds`` 5) and, on digits, held-out seed ``100 + r``; ``--first-run`` starts
+past the reported runs. Every run's 90% interval is also printed from the bootstrap replicates alone
+(``bootstrap_only_interval``): the intervals before the evaluation, seed and extrapolation terms.
 ``--strategies``: augmentation (flips, crops, jitter, re-embedded) and pseudo-labels on Fashion-MNIST at a few
 small sizes, priced in labels against the baseline curve, with the measured points.
 """
@@ -41,8 +51,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -61,6 +74,10 @@ TEST_EMBEDDINGS = REPO / ".bench" / "fmnist-t10k-efficientnet-lite0-112.npy"
 EMBEDDER = "efficientnet-lite0-112"
 FRACTION = 0.25
 MIDDLE = 0.5
+# The module, not the function ``curato.sizing.forecast`` that the package exports under the same name.
+FORECAST_MODULE = import_module("curato.sizing.forecast")
+TUNING_POOL = 12_000  # rows per Fashion-MNIST pool of --datasets fashion-12k
+POOL_SEED = 300  # pool r of fashion-12k is drawn with seed POOL_SEED + r
 
 DATAEVAL_CHILD = """
 import json, sys
@@ -91,6 +108,31 @@ def fashion() -> dict[str, Any]:
     return {"x": x, "y": labels, "pool": np.arange(len(train)), "eval": np.arange(len(train), len(x))}
 
 
+def fashion_pool(run: int, *, pool_size: int = TUNING_POOL) -> dict[str, Any]:
+    """``fashion()`` with the training pool cut to ``pool_size`` stratified rows of the 60k, disjoint from the pools
+    of runs ``0 .. run - 1`` (each drawn from the rows the earlier ones left, seed ``POOL_SEED + r``); the
+    evaluation set stays the 10k test set."""
+    data = fashion()
+    available = data["pool"]
+    for earlier in range(run + 1):
+        if len(available) < pool_size:
+            sys.exit(f"fashion-12k run {run}: only {len(available)} training rows left for a pool of {pool_size:,}")
+        chosen = available[stratified_subsample(data["y"][available], pool_size, seed=POOL_SEED + earlier)]
+        available = np.setdiff1d(available, chosen)
+    return {**data, "pool": chosen}
+
+
+def load_run(name: str, run: int) -> dict[str, Any]:
+    """The data of one run of dataset ``name`` (digits, fashion or fashion-12k)."""
+    if name == "digits":
+        return digits(run)
+    if name == "fashion":
+        return fashion()
+    if name == "fashion-12k":
+        return fashion_pool(run)
+    sys.exit(f"--datasets: unknown dataset {name!r} (digits, fashion, fashion-12k)")
+
+
 def digits(run: int) -> dict[str, Any]:
     """scikit-learn digits as raw pixels; a fixed stratified 25% (seeded by ``run``) is the evaluation set."""
     from sklearn.datasets import load_digits
@@ -115,11 +157,27 @@ def measure(data: dict[str, Any], sizes: list[int], seeds: list[int], *,
 
 
 def run_dataeval(python: str, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """dataeval's ``SufficiencyOutput`` projections of ``cases``, run by ``python`` (dataeval's own virtualenv)."""
     with tempfile.TemporaryDirectory() as folder:
         source, target = Path(folder) / "cases.json", Path(folder) / "out.json"
         source.write_text(json.dumps(cases))
         subprocess.run([python, "-c", DATAEVAL_CHILD, str(source), str(target)], check=True)
         return json.loads(target.read_text())
+
+
+def bootstrap_only_interval(sizes: np.ndarray, values: Sequence[np.ndarray], *, seed: int) -> list[float] | None:
+    """The backtest's 90% interval at the largest size from the bootstrap replicates alone (subset noise and family
+    disagreement), as the intervals were before the evaluation-set, seed and extrapolation terms: ``backtest``
+    itself (same fits, same replicates for the same ``seed``), with ``noisy_curves`` called with those three
+    terms at zero, one draw per replicate."""
+    with_noise = FORECAST_MODULE.noisy_curves
+
+    def replicates_only(replicates: np.ndarray, grid: np.ndarray, **terms: Any) -> np.ndarray:
+        return with_noise(replicates, grid, last_measured=terms["last_measured"], extrapolation=0.0,
+                          seed_spread=0.0, class_counts=None, draws=1)
+
+    with mock.patch.object(FORECAST_MODULE, "noisy_curves", replicates_only):
+        return backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=seed)["interval"]
 
 
 def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray], python: str,
@@ -130,6 +188,7 @@ def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray
     started = time.perf_counter()
     ours = backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=run, eval_class_counts=eval_counts)
     seconds = time.perf_counter() - started
+    bootstrap_interval = bootstrap_only_interval(sizes, values, seed=run)
     keep = sizes <= sizes[-1] * FRACTION + 1e-9
     truth = int(sizes[-1])
     middle = int(np.argmin(np.abs(sizes - sizes[-1] * MIDDLE)))
@@ -153,6 +212,11 @@ def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray
             "curato_interval": ours["interval"], "curato_covered": ours["covered"],
             "curato_interval_width": ours["interval"][1] - ours["interval"][0],
             "curato_uncertainty": ours["uncertainty"],
+            "curato_bootstrap_interval": bootstrap_interval,
+            "curato_bootstrap_covered": None if bootstrap_interval is None else
+            bool(bootstrap_interval[0] <= ours["measured"] <= bootstrap_interval[1]),
+            "curato_bootstrap_width": None if bootstrap_interval is None else
+            bootstrap_interval[1] - bootstrap_interval[0],
             "curato_needed": ours["samples_needed_predicted"],
             "curato_needed_interval": ours["samples_needed_interval"],
             "curato_needed_covered": ours["samples_needed_covered"],
@@ -224,8 +288,12 @@ def strategies(data: dict[str, Any], sizes: list[int], seeds: list[int], baselin
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="digits,fashion")
+    parser.add_argument("--datasets", default="digits,fashion", help="comma-separated: digits, fashion (60k pool), "
+                                                                     "fashion-12k (disjoint 12k pools)")
     parser.add_argument("--runs", type=int, default=2, help="independent curves per dataset (each with --seeds)")
+    parser.add_argument("--first-run", type=int, default=0, help="index of the first run: run r uses seeds "
+                                                                  "r*seeds .. (r+1)*seeds-1 (digits: held-out seed "
+                                                                  "100+r; fashion-12k: the r-th disjoint pool)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--sizes", type=int, default=10, help="log-spaced sizes up to 25%% of the pool (the upper "
                                                                "half also gets each step's midpoint)")
@@ -238,12 +306,14 @@ def main(argv: list[str] | None = None) -> int:
                                                            "--json output instead of measuring it again (same seeds "
                                                            "and sizes; the forecasts are recomputed)")
     args = parser.parse_args(argv)
+    if args.first_run < 0:
+        parser.error(f"--first-run {args.first_run}: must be 0 or more")
     reused = {} if args.reuse_curves is None else {
         (row["dataset"], row["run"]): row for row in json.loads(args.reuse_curves.read_text())["rows"]}
     rows, strategy_rows = [], None
     for name in args.datasets.split(","):
-        for run in range(args.runs):
-            data = fashion() if name == "fashion" else digits(run)
+        for run in range(args.first_run, args.first_run + args.runs):
+            data = load_run(name, run)
             n = len(data["pool"])
             sizes = sorted({*curve_sizes(int(n * FRACTION), 10, n_sizes=args.sizes).tolist(), round(n * MIDDLE), n})
             seeds = list(range(run * args.seeds, (run + 1) * args.seeds))
@@ -293,7 +363,8 @@ def _line(row: dict[str, Any]) -> str:
             f"measured {row['measured']:.4f} | curato {row['curato_predicted']:.4f} "
             f"(error {100 * row['curato_error']:+.2f} pts, 90% [{interval[0]:.4f}, {interval[1]:.4f}]"
             f"{' covers' if row['curato_covered'] else ' misses'}, width {100 * row['curato_interval_width']:.2f} "
-            f"pts; sd: evaluation {100 * noise['evaluation_sd_today']:.2f}, seed {100 * noise['seed_sd']:.2f}, "
+            f"pts{_bootstrap_part(row)}; sd: evaluation {100 * noise['evaluation_sd_today']:.2f}, "
+            f"seed {100 * noise['seed_sd']:.2f}, "
             f"extrapolation {100 * noise['extrapolation_sd_per_log_size']:.2f} per log size; labels needed "
             f"{row['curato_needed']} = {_pct(row['curato_needed_error'])}, 90% [{_count(needed_interval[0])}, "
             f"{_count(needed_interval[1])}]{' covers' if row['curato_needed_covered'] else ' misses'}"
@@ -305,6 +376,40 @@ def _line(row: dict[str, Any]) -> str:
             f"= {_pct(row['curato_middle_needed_error'])}, dataeval {row['dataeval_middle_needed']} "
             f"= {_pct(row['dataeval_middle_needed_error'])} | weights {row['weights']} | "
             f"measure {row['measure_seconds']:.0f} s, fit {row['curato_seconds']:.1f} s")
+
+
+def _bootstrap_part(row: dict[str, Any]) -> str:
+    """The bootstrap-only interval of one run, for ``_line`` (empty for rows of an earlier --json without it)."""
+    interval = row.get("curato_bootstrap_interval")
+    if interval is None:
+        return ""
+    return (f"; bootstrap only [{interval[0]:.4f}, {interval[1]:.4f}]"
+            f"{' covers' if row['curato_bootstrap_covered'] else ' misses'}, width "
+            f"{100 * row['curato_bootstrap_width']:.2f} pts")
+
+
+def _interval_summary(group: list[dict[str, Any]]) -> str:
+    """The columns of docs/benchmarks.md's "Intervals (90%)" table for a set of runs: 90% intervals covering
+    (with the forecast errors of the runs they miss), their mean (median) width, the same for the bootstrap
+    replicates alone, labels-needed intervals covering, and targets inside the plateau noise."""
+    runs = len(group)
+    widths = np.array([row["curato_interval_width"] for row in group]) * 100
+    misses = ", ".join(f"{100 * row['curato_error']:+.2f} pts (run {row['run']})" for row in group
+                       if not row["curato_covered"])
+    needed_covers = sum(bool(row["curato_needed_covered"]) for row in group)
+    noisy = sum(bool(row["curato_needed_within_noise"]) for row in group)
+    tolerance = np.median([row["tolerance_25"] for row in group]) * 100
+    text = (f"90% interval covers {sum(bool(row['curato_covered']) for row in group)}/{runs}"
+            f"{f' (misses {misses})' if misses else ''}, width mean {np.mean(widths):.2f} pts "
+            f"(median {np.median(widths):.2f})")
+    bootstrap = [row for row in group if row.get("curato_bootstrap_interval") is not None]
+    if bootstrap:
+        bootstrap_widths = np.array([row["curato_bootstrap_width"] for row in bootstrap]) * 100
+        text += (f"; bootstrap only: covers {sum(bool(row['curato_bootstrap_covered']) for row in bootstrap)}/"
+                 f"{len(bootstrap)}, width mean {np.mean(bootstrap_widths):.2f} pts (median "
+                 f"{np.median(bootstrap_widths):.2f})")
+    return (f"{text}; labels-needed interval covers {needed_covers}/{runs}, target inside the plateau noise "
+            f"{noisy}/{runs}; +-25% labels = +-{tolerance:.2f} pts (median)")
 
 
 def _strategy_line(entry: dict[str, Any]) -> str:
@@ -321,20 +426,13 @@ def _strategy_line(entry: dict[str, Any]) -> str:
 def _summary(rows: list[dict[str, Any]]) -> None:
     for name in sorted({row["dataset"] for row in rows}):
         group = [row for row in rows if row["dataset"] == name]
-        print(f"{name} ({len(group)} runs):")
+        print(f"{name} ({len(group)} runs, runs {group[0]['run']}-{group[-1]['run']}):")
         for tool in ("curato", "dataeval"):
             errors = np.array([row[f"{tool}_error"] for row in group]) * 100
             parts = [f"  {tool:8s} error at 100%: mean |e| {np.mean(np.abs(errors)):.2f} pts (mean "
                      f"{np.mean(errors):+.2f}), {np.sum(np.abs(errors) <= 1.5)}/{len(group)} runs within 1.5 pts"]
             if tool == "curato":
-                widths = np.array([row["curato_interval_width"] for row in group]) * 100
-                needed_covers = sum(bool(row["curato_needed_covered"]) for row in group)
-                noisy = sum(bool(row["curato_needed_within_noise"]) for row in group)
-                tolerance = np.median([row["tolerance_25"] for row in group]) * 100
-                parts.append(f"90% interval covers {sum(bool(row['curato_covered']) for row in group)}/{len(group)}, "
-                             f"width mean {np.mean(widths):.2f} pts (median {np.median(widths):.2f}); labels-needed "
-                             f"interval covers {needed_covers}/{len(group)}, target inside the plateau noise "
-                             f"{noisy}/{len(group)}; +-25% labels = +-{tolerance:.2f} pts (median)")
+                parts.append(_interval_summary(group))
             for key, label in (("needed_error", "100%"), ("middle_needed_error", "50%")):
                 found = [abs(row[f"{tool}_{key}"]) for row in group if row[f"{tool}_{key}"] is not None]
                 inside = sum(value <= 0.25 for value in found)
