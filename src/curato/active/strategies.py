@@ -77,9 +77,10 @@ CLUSTER_MARGIN_ROWS_PER_CLUSTER = 20
 # cluster-margin 1.47 / 1.27 / 1.23 / 1.46 / 1.68 / 1.62; the same with typiclust below 10 per class 1.40 / 1.21 /
 # 1.23 / 1.48 / 1.72 / 1.56, below 40 (no margin phase) 1.47 / 1.22 / 1.22 / 1.46 / 1.64 / 1.61; typiclust below 10
 # then cluster-margin throughout 1.38 / 1.04 / 1.22 / 1.65 / 1.85 / 1.73, margin throughout 1.40 / 1.21 / 1.22 /
-# 1.41 / 1.52 / 1.46, margin-balanced throughout 1.40 / 1.19 / 1.21 / 1.44 / 1.67 / 1.60. From 1,600 labels
-# random's curve is so flat that 0.001 accuracy moves these ratios by 0.1-0.2. Earlier rounds, with the
-# narrower head, are in docs/active.md.
+# 1.41 / 1.52 / 1.46, margin-balanced throughout 1.40 / 1.19 / 1.21 / 1.44 / 1.67 / 1.60; BADGE instead of
+# cluster-margin from 40 per class 1.47 / 1.27 / 1.20 / 1.40 / 1.59 / 1.53. From 1,600 labels random's curve is
+# so flat that 0.001 accuracy moves these ratios by 0.1-0.2. Earlier rounds, with the narrower head, are in
+# docs/active.md (each variant: benchmarks/active_learning.py --split dev --auto-rule ...).
 AUTO_SWITCH_PER_CLASS = 20
 AUTO_COLD_STRATEGY = "typiclust"
 AUTO_WARM_STRATEGY = "margin"
