@@ -135,17 +135,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="also fit the evaluation head on the whole pool at each budget's width and penalty")
     parser.add_argument("--split", choices=("report", "dev"), default="report",
                         help="dev: pool and test rows disjoint from the reported ones (for choosing rules)")
-    parser.add_argument("--auto-rule", nargs="+", default=[], metavar="NAME=VALUE",
-                        help="override auto's constants of curato.active.strategies for this run, e.g. "
-                             "AUTO_SWITCH_PER_CLASS=10 AUTO_WARM_STRATEGY=cluster-margin (rule variants; cached apart)")
+    parser.add_argument("--rule", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="override constants of curato.active.strategies for this run, e.g. "
+                             "AUTO_SWITCH_PER_CLASS=10 AUTO_WARM_STRATEGY=cluster-margin CLUSTER_MARGIN_POOL_FACTOR=2 "
+                             "(rule variants; cached apart)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    for assignment in args.auto_rule:
+    tunable = strategy_constants(auto=True) | strategy_constants(auto=False)
+    for assignment in args.rule:
         name, _, value = assignment.partition("=")
-        if not name.startswith("AUTO_") or not hasattr(strategy_module, name) or not value:
-            parser.error(f"--auto-rule {assignment}: expected AUTO_NAME=VALUE with one of auto's constants")
-        current = getattr(strategy_module, name)
-        setattr(strategy_module, name, type(current)(value))
+        if f"{strategy_module.__name__}.{name}" not in tunable or not value:
+            parser.error(f"--rule {assignment}: expected NAME=VALUE with a constant of curato.active.strategies")
+        setattr(strategy_module, name, type(getattr(strategy_module, name))(value))
 
     development = args.split == "dev"
     pool_x, pool_y = load("train", args.pool, development=development)

@@ -84,7 +84,7 @@ CLUSTER_MARGIN_ROWS_PER_CLUSTER = 20
 # 1.41 / 1.52 / 1.46, margin-balanced throughout 1.40 / 1.19 / 1.21 / 1.44 / 1.67 / 1.60; BADGE instead of
 # cluster-margin from 40 per class 1.47 / 1.27 / 1.20 / 1.40 / 1.59 / 1.53. From 1,600 labels random's curve is
 # so flat that 0.001 accuracy moves these ratios by 0.1-0.2. Earlier rounds, with the narrower head, are in
-# docs/active.md (each variant: benchmarks/active_learning.py --split dev --auto-rule ...).
+# docs/active.md (each variant: benchmarks/active_learning.py --split dev --rule ...).
 AUTO_SWITCH_PER_CLASS = 20
 AUTO_COLD_STRATEGY = "typiclust"
 AUTO_WARM_STRATEGY = "margin"
