@@ -15,6 +15,7 @@ from PIL import Image
 from scipy.special import softmax
 from sklearn.datasets import load_digits
 
+from curato.active import strategies as strategy_module
 from curato.active.heads import (
     HEAD_MIN_COMPONENTS,
     bootstrap_ensemble_probabilities,
@@ -28,11 +29,11 @@ from curato.active.runner import SIMULATE_CHECKPOINT, _class_codes, _rows, run_r
 from curato.active.simulate import label_schedule, simulate_active_learning, summarize_curves
 from curato.active.strategies import (
     AUTO_COLD_STRATEGY,
-    AUTO_DIVERSE_PER_CLASS,
     AUTO_DIVERSE_STRATEGY,
     AUTO_SWITCH_PER_CLASS,
     AUTO_WARM_STRATEGY,
     STRATEGIES,
+    auto_strategy,
     diversity_features,
     k_center_greedy,
     kmeans_assign,
@@ -156,14 +157,19 @@ def test_pool_clusters_are_reused_per_feature_matrix_and_seed_and_never_stale(di
     assert np.array_equal(picks[0], picks[1])
 
 
-def test_auto_switches_from_cold_start_to_uncertainty_to_diversity_at_the_per_class_thresholds(digits):
+def test_auto_switches_from_cold_start_to_uncertainty_to_diversity_at_the_per_class_thresholds(digits, monkeypatch):
     y, features, probs = digits["y"], digits["features"], digits["probs"]
     order = np.random.default_rng(1).permutation(len(y))
-    assert AUTO_SWITCH_PER_CLASS < AUTO_DIVERSE_PER_CLASS and AUTO_WARM_STRATEGY != AUTO_DIVERSE_STRATEGY
-    for labelled_count, expected in ((AUTO_SWITCH_PER_CLASS * 10 - 1, AUTO_COLD_STRATEGY),
-                                     (AUTO_SWITCH_PER_CLASS * 10, AUTO_WARM_STRATEGY),
-                                     (AUTO_DIVERSE_PER_CLASS * 10 - 1, AUTO_WARM_STRATEGY),
-                                     (AUTO_DIVERSE_PER_CLASS * 10, AUTO_DIVERSE_STRATEGY)):
+    # the default rule has no uncertainty-only phase: straight from cold start to uncertainty with diversity
+    assert auto_strategy(AUTO_SWITCH_PER_CLASS * 10 - 1, 10) == AUTO_COLD_STRATEGY
+    assert auto_strategy(AUTO_SWITCH_PER_CLASS * 10, 10) == AUTO_DIVERSE_STRATEGY == auto_strategy(10_000, 10)
+    # with the thresholds apart (a rule variant), the middle phase appears between them
+    switch, diverse = 5, 15
+    monkeypatch.setattr(strategy_module, "AUTO_SWITCH_PER_CLASS", switch)
+    monkeypatch.setattr(strategy_module, "AUTO_DIVERSE_PER_CLASS", diverse)
+    assert AUTO_WARM_STRATEGY != AUTO_DIVERSE_STRATEGY
+    for labelled_count, expected in ((switch * 10 - 1, AUTO_COLD_STRATEGY), (switch * 10, AUTO_WARM_STRATEGY),
+                                     (diverse * 10 - 1, AUTO_WARM_STRATEGY), (diverse * 10, AUTO_DIVERSE_STRATEGY)):
         labeled = np.zeros(len(y), dtype=bool)
         labeled[order[:labelled_count]] = True
         selection = select_batch("auto", budget=20, labeled=labeled, pred_probs=probs, features=features,

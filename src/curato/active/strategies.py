@@ -23,9 +23,9 @@ Strategies (see docs/active.md for the sources):
 * cold start: ``typiclust`` (most typical row of the largest uncovered k-means clusters), ``probcover``
   (greedy max coverage of balls whose radius keeps ``PROBCOVER_PURITY`` of balls pure);
 * ``random``, and ``auto``: the cold-start strategy ``AUTO_COLD_STRATEGY`` while the labelled set is small
-  (fewer than ``AUTO_SWITCH_PER_CLASS`` labels per class), then uncertainty (``AUTO_WARM_STRATEGY``), and from
-  ``AUTO_DIVERSE_PER_CLASS`` labels per class uncertainty with diversity (``AUTO_DIVERSE_STRATEGY``); chosen by
-  measurement (see the constants).
+  (fewer than ``AUTO_SWITCH_PER_CLASS`` labels per class), then uncertainty (``AUTO_WARM_STRATEGY``) below
+  ``AUTO_DIVERSE_PER_CLASS`` labels per class (by default no such phase: the two are equal), then uncertainty
+  with diversity (``AUTO_DIVERSE_STRATEGY``); chosen by measurement (see the constants).
 
 Strategies that need a head take its probabilities as ``pred_probs``; callers fit the active-learning head
 (:func:`curato.active.heads.head_probabilities`).
@@ -73,22 +73,24 @@ PROBCOVER_NEIGHBOURS = 50
 CLUSTER_MARGIN_POOL_FACTOR = 4
 CLUSTER_MARGIN_MAX_CLUSTERS = 500
 CLUSTER_MARGIN_ROWS_PER_CLUSTER = 20
-# auto: COLD below AUTO_SWITCH_PER_CLASS labels per class, WARM below AUTO_DIVERSE_PER_CLASS, then DIVERSE.
-# Chosen on the development split of benchmarks/active_learning.py (--split dev: a 20k pool and 5k test rows
-# disjoint from the reported ones; seeds 10-19; the active-learning head of curato.active.heads). Efficiency vs
-# random at 200 / 400 / 800 / 1,600 / 3,200 / 5,000 labels: typiclust below 20 per class, margin below 40, then
-# cluster-margin 1.47 / 1.27 / 1.23 / 1.46 / 1.68 / 1.62 (with cluster-margin's pool of 10x the budget; 4x since,
-# below); the same with typiclust below 10 per class 1.40 / 1.21 /
-# 1.23 / 1.48 / 1.72 / 1.56, below 40 (no margin phase) 1.47 / 1.22 / 1.22 / 1.46 / 1.64 / 1.61; typiclust below 10
-# then cluster-margin throughout 1.38 / 1.04 / 1.22 / 1.65 / 1.85 / 1.73, margin throughout 1.40 / 1.21 / 1.22 /
-# 1.41 / 1.52 / 1.46, margin-balanced throughout 1.40 / 1.19 / 1.21 / 1.44 / 1.67 / 1.60; BADGE instead of
-# cluster-margin from 40 per class 1.47 / 1.27 / 1.20 / 1.40 / 1.59 / 1.53. From 1,600 labels random's curve is
-# so flat that 0.001 accuracy moves these ratios by 0.1-0.2. Earlier rounds, with the narrower head, are in
-# docs/active.md (each variant: benchmarks/active_learning.py --split dev --rule ...).
+# auto: COLD below AUTO_SWITCH_PER_CLASS labels per class, WARM below AUTO_DIVERSE_PER_CLASS (no WARM phase when
+# the two are equal, as now), then DIVERSE. Chosen on the development split of benchmarks/active_learning.py
+# (--split dev: a 20k pool and 5k test rows disjoint from the reported ones; seeds 10-19; the active-learning head
+# of curato.active.heads; each variant: --split dev --rule NAME=VALUE ...). Efficiency vs random at 200 / 400 /
+# 800 / 1,600 / 3,200 / 5,000 labels, with cluster-margin's pool at 4x the budget: typiclust below 20 per class,
+# then cluster-margin 1.47 / 1.33 / 1.30 / 1.53 / 1.85 / 1.78; with a margin phase from 20 to 40 per class 1.47 /
+# 1.27 / 1.26 / 1.54 / 1.85 / 1.70; typiclust below 40 1.47 / 1.22 / 1.21 / 1.44 / 1.63 / 1.61. With the pool at
+# 10x: typiclust below 20, margin below 40, then cluster-margin 1.47 / 1.27 / 1.23 / 1.46 / 1.68 / 1.62; the same
+# with typiclust below 10 1.40 / 1.21 / 1.23 / 1.48 / 1.72 / 1.56, with BADGE instead of cluster-margin 1.47 /
+# 1.27 / 1.20 / 1.40 / 1.59 / 1.53; typiclust below 40 then cluster-margin 1.47 / 1.22 / 1.22 / 1.46 / 1.64 /
+# 1.61; typiclust below 10 then cluster-margin 1.38 / 1.04 / 1.22 / 1.65 / 1.85 / 1.73, then margin 1.40 / 1.21 /
+# 1.22 / 1.41 / 1.52 / 1.46, then margin-balanced 1.40 / 1.19 / 1.21 / 1.44 / 1.67 / 1.60. From 1,600 labels
+# random's curve is so flat that 0.001 accuracy moves these ratios by 0.1-0.2. Earlier rounds, with the narrower
+# head, are in docs/active.md.
 AUTO_SWITCH_PER_CLASS = 20
 AUTO_COLD_STRATEGY = "typiclust"
 AUTO_WARM_STRATEGY = "margin"
-AUTO_DIVERSE_PER_CLASS = 40
+AUTO_DIVERSE_PER_CLASS = 20
 AUTO_DIVERSE_STRATEGY = "cluster-margin"
 
 
