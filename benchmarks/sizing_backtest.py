@@ -52,10 +52,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from importlib import import_module
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 
@@ -74,8 +72,6 @@ TEST_EMBEDDINGS = REPO / ".bench" / "fmnist-t10k-efficientnet-lite0-112.npy"
 EMBEDDER = "efficientnet-lite0-112"
 FRACTION = 0.25
 MIDDLE = 0.5
-# The module, not the function ``curato.sizing.forecast`` that the package exports under the same name.
-FORECAST_MODULE = import_module("curato.sizing.forecast")
 TUNING_POOL = 12_000  # rows per Fashion-MNIST pool of --datasets fashion-12k
 POOL_SEED = 300  # pool r of fashion-12k is drawn with seed POOL_SEED + r
 
@@ -168,16 +164,8 @@ def run_dataeval(python: str, cases: list[dict[str, Any]]) -> list[dict[str, Any
 def bootstrap_only_interval(sizes: np.ndarray, values: Sequence[np.ndarray], *, seed: int) -> list[float] | None:
     """The backtest's 90% interval at the largest size from the bootstrap replicates alone (subset noise and family
     disagreement), as the intervals were before the evaluation-set, seed and extrapolation terms: ``backtest``
-    itself (same fits, same replicates for the same ``seed``), with ``noisy_curves`` called with those three
-    terms at zero, one draw per replicate."""
-    with_noise = FORECAST_MODULE.noisy_curves
-
-    def replicates_only(replicates: np.ndarray, grid: np.ndarray, **terms: Any) -> np.ndarray:
-        return with_noise(replicates, grid, last_measured=terms["last_measured"], extrapolation=0.0,
-                          seed_spread=0.0, class_counts=None, draws=1)
-
-    with mock.patch.object(FORECAST_MODULE, "noisy_curves", replicates_only):
-        return backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=seed)["interval"]
+    itself (same fits, same replicates for the same ``seed``) with ``interval_noise=False``."""
+    return backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=seed, interval_noise=False)["interval"]
 
 
 def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray], python: str,

@@ -231,6 +231,12 @@ def test_digits_forecast_from_a_quarter_is_within_a_few_points(digits_curve):
     # 450 evaluation images: the interval is at least as wide as the binomial noise of one accuracy on them.
     assert high - low > 2 * 1.645 * np.sqrt(result["measured"] * (1 - result["measured"]) / 450)
     assert result["uncertainty"]["evaluation_rows"] == 450 and result["uncertainty"]["seed_sd"] > 0
+    # Without the evaluation, seed and extrapolation terms: same fits and point forecast, a narrower interval
+    # from the bootstrap replicates alone.
+    bare = backtest(sizes, values, chance=CHANCE, n_bootstrap=30, eval_class_counts=np.full(10, 45),
+                    interval_noise=False)
+    assert bare["predicted"] == result["predicted"] and bare["fits"] == result["fits"]
+    assert bare["interval"][1] - bare["interval"][0] < high - low
 
 
 def test_forecast_answers_and_warnings(digits_curve):

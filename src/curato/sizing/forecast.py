@@ -196,7 +196,7 @@ def plateau_noise(grid: np.ndarray, central: np.ndarray, *, target: float, neede
 def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, chance: float,
              today: int | None = None, n_bootstrap: int = BOOTSTRAP, seed: int = 0,
              per_class_multiple: int | None = None, eval_class_counts: np.ndarray | Sequence[int] | None = None,
-             metric: str = "accuracy") -> dict[str, Any]:
+             metric: str = "accuracy", interval_noise: bool = True) -> dict[str, Any]:
     """Fit the curve families to measured points and answer the sizing questions.
 
     ``sizes``: ascending training-set sizes; ``values[i]``: the metric over the seeds at ``sizes[i]``;
@@ -204,7 +204,9 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     guessing (``1 - 1/k``); ``per_class_multiple``: the number of classes, to price the next
     ``MARGINAL_PER_CLASS`` labels *per class*; ``eval_class_counts``: evaluation rows per class, for the
     evaluation-set noise of ``metric`` in the intervals (None: left out, the intervals then ignore that the
-    metric is measured on a finite set). Returns a JSON-ready dict (see ``size.schema.json``).
+    metric is measured on a finite set); ``interval_noise`` False: intervals from the bootstrap replicates alone
+    (subset noise and family disagreement, without the evaluation, seed and extrapolation terms -- how they were
+    before those terms, for comparison). Returns a JSON-ready dict (see ``size.schema.json``).
     """
     if not 0.0 < target <= 1.0:
         raise InputError(f"--target {target}: must lie in (0, 1], e.g. 0.95")
@@ -219,8 +221,9 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     marginal_at = today + MARGINAL_PER_CLASS * classes
     spread, scale = seed_sd(values), extrapolation_scale(fits, n, values)
     replicates = _bootstrap(n, values, fits, chance=chance, grid=grid, n_bootstrap=n_bootstrap, seed=seed)
-    curves = noisy_curves(replicates, grid, last_measured=float(n[-1]), extrapolation=scale, seed_spread=spread,
-                          class_counts=eval_class_counts, kind=metric, seed=seed + 1)
+    curves = (noisy_curves(replicates, grid, last_measured=float(n[-1]), extrapolation=scale, seed_spread=spread,
+                           class_counts=eval_class_counts, kind=metric, seed=seed + 1) if interval_noise
+              else np.clip(np.asarray(replicates, dtype=np.float64).reshape(-1, len(grid)), 0.0, 1.0))
     needed = labels_needed(grid, central, target)
     ceiling = weighted_ceiling(fits)
     low_band = high_band = None
@@ -357,14 +360,14 @@ def curve_warnings(sizes: np.ndarray, values: Sequence[np.ndarray], fits: Sequen
 
 def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float = 0.25, chance: float,
              n_bootstrap: int = BOOTSTRAP, seed: int = 0, eval_class_counts: np.ndarray | Sequence[int] | None = None,
-             metric: str = "accuracy") -> dict[str, Any]:
+             metric: str = "accuracy", interval_noise: bool = True) -> dict[str, Any]:
     """Fit on the sizes up to ``fraction`` of the largest and predict the largest: the metric there and the
     labels needed to reach what was measured there. ``error`` is predicted minus measured (metric units),
     ``interval`` the 90% interval at the largest size and ``covered`` whether it holds the measured value;
     ``samples_needed_ratio`` is predicted / actual labels needed, ``samples_needed_interval`` its interval
     (None at an end: beyond the horizon) and ``samples_needed_covered`` whether it holds the actual size;
     ``samples_needed_within_noise``: the measured value lies inside the noise of the early forecast's plateau.
-    ``eval_class_counts`` / ``metric``: as for ``forecast`` (the evaluation-set noise)."""
+    ``eval_class_counts`` / ``metric`` / ``interval_noise``: as for ``forecast``."""
     n = np.asarray(sizes, dtype=np.float64)
     largest = n[-1]
     keep = n <= largest * fraction + 1e-9
@@ -374,7 +377,7 @@ def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float
     measured = float(np.mean(values[-1]))
     early = forecast(n[keep], [values[i] for i in np.flatnonzero(keep)], target=measured, chance=chance,
                      today=int(n[keep][-1]), n_bootstrap=n_bootstrap, seed=seed, eval_class_counts=eval_class_counts,
-                     metric=metric)
+                     metric=metric, interval_noise=interval_noise)
     grid = np.array(early["grid"]["size"])
     predicted = float(np.interp(np.log(largest), np.log(grid), early["grid"]["metric"]))
     low = early["grid"]["low"]
