@@ -139,8 +139,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="override constants of curato.active.strategies for this run, e.g. "
                              "AUTO_SWITCH_PER_CLASS=10 AUTO_WARM_STRATEGY=cluster-margin CLUSTER_MARGIN_POOL_FACTOR=2 "
                              "(rule variants; cached apart)")
+    parser.add_argument("--schedule", type=int, nargs="+", default=SCHEDULE, metavar="LABELS",
+                        help="labels after each round (default: 100 200 400 800 1600 3200 5000)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    schedule = args.schedule
+    if np.any(np.diff(schedule) <= 0) or schedule[0] < 1:
+        parser.error("--schedule: labels must be positive and strictly increasing")
     tunable = strategy_constants(auto=True) | strategy_constants(auto=False)
     for assignment in args.rule:
         name, _, value = assignment.partition("=")
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
     # Results are cached per strategy under a digest of the data, the schedule and the strategy constants
     # (auto's own rule constants only for auto, so changing the rule re-runs auto alone).
-    base = {"pool": args.pool, "test": args.test, "schedule": SCHEDULE, "constants": strategy_constants(auto=False),
+    base = {"pool": args.pool, "test": args.test, "schedule": schedule, "constants": strategy_constants(auto=False),
             **({"split": "dev"} if development else {})}
     digests = {False: _digest(base), True: _digest({**base, "auto": strategy_constants(auto=True)})}
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -182,47 +187,47 @@ def main(argv: list[str] | None = None) -> int:
             self.done += amount
             print(f"  {self.done}/{self.total} rounds, {time.perf_counter() - self.started:.0f} s", file=sys.stderr)
 
-    simulate_active_learning(x, y, test=test, strategies=wanted, schedule=SCHEDULE, seeds=args.seeds,
+    simulate_active_learning(x, y, test=test, strategies=wanted, schedule=schedule, seeds=args.seeds,
                              features=features, n_classes=10, completed=completed,
                              on_result=lambda record: _append_checkpoint(
                                  checkpoint, digests[record["strategy"] == "auto"], record),
                              progress=Lines())
     every = cached()
     names = sorted({key[0] for key in every if all((key[0], s, r) in every for s in args.seeds
-                                                    for r in range(len(SCHEDULE)))},
+                                                    for r in range(len(schedule)))},
                    key=lambda name: (name != "random", name))
-    records = [every[(name, seed, r)] for name in names for seed in args.seeds for r in range(len(SCHEDULE))]
-    curves = summarize_curves(records, strategies=names, schedule=SCHEDULE, seeds=args.seeds)
+    records = [every[(name, seed, r)] for name in names for seed in args.seeds for r in range(len(schedule))]
+    curves = summarize_curves(records, strategies=names, schedule=schedule, seeds=args.seeds)
     select_seconds = {name: float(np.mean([sum(r["select_seconds"] for r in records
                                               if r["strategy"] == name and r["seed"] == s) for s in args.seeds]))
                       for name in names}
-    print_curves(curves, select_seconds)
+    print_curves(curves, select_seconds, schedule)
 
     routing = []
     for seed in args.seeds:
         labeled = np.zeros(len(y), bool)
-        for r in range(len(SCHEDULE)):
+        for r in range(len(schedule)):
             labeled[np.asarray(every[("random", seed, r)]["picked"])] = True
         routing += simulate_routing(x, y, labeled, ~test, precisions=[0.98, 0.99], n_classes=10, seed=seed)
     print_routing(routing)
 
-    ceiling = head_ceiling(x, y, test) if args.ceiling else None
-    modal = run_modal(x, y, test, args.seeds) if args.modal else None
+    ceiling = head_ceiling(x, y, test, schedule) if args.ceiling else None
+    modal = run_modal(x, y, test, args.seeds, schedule) if args.modal else None
     if args.json:
-        args.json.write_text(json.dumps({"pool": args.pool, "test": args.test, "schedule": SCHEDULE,
+        args.json.write_text(json.dumps({"pool": args.pool, "test": args.test, "schedule": schedule,
                                          "seeds": args.seeds, "curves": curves, "select_seconds": select_seconds,
                                          "routing": routing, "modal": modal, "ceiling": ceiling}, indent=1))
     return 0
 
 
-def head_ceiling(x: np.ndarray, y: np.ndarray, test: np.ndarray) -> list[dict[str, Any]]:
+def head_ceiling(x: np.ndarray, y: np.ndarray, test: np.ndarray, schedule: list[int]) -> list[dict[str, Any]]:
     """Test accuracy of the evaluation head trained on every pool row, at the whitened-PCA width it has at each
     budget and with the L2 penalty of that many rows (the penalty is ``||W||^2 / (2 C n)``: row weights
     ``budget / pool`` keep it): what a perfectly chosen labelled set of that size could roughly reach."""
     pool = ~test
     out = []
     print("\nevaluation head on the whole pool, at each budget's width and penalty (test accuracy):")
-    for budget in SCHEDULE:
+    for budget in schedule:
         width = head_module.head_components(budget)
         probs = fit_predict_probabilities(x, np.where(pool, y, -1), pool * (budget / pool.sum()), n_classes=10,
                                           components=width)
@@ -236,12 +241,12 @@ def _digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_modal(x: np.ndarray, y: np.ndarray, test: np.ndarray, seeds: list[int]) -> dict[str, Any]:
+def run_modal(x: np.ndarray, y: np.ndarray, test: np.ndarray, seeds: list[int], schedule: list[int]) -> dict[str, Any]:
     """modAL margin sampling vs curato margin with the same LogisticRegression on the same features."""
     from sklearn.linear_model import LogisticRegression
 
     features = whitened_pca(x, 64, np.random.default_rng(0))
-    initial = np.stack([select_batch("random", budget=SCHEDULE[0], labeled=test, seed=seed * 1_000).indices
+    initial = np.stack([select_batch("random", budget=schedule[0], labeled=test, seed=seed * 1_000).indices
                         for seed in seeds])
 
     def logistic(mask: np.ndarray, seed: int) -> np.ndarray:
@@ -251,19 +256,19 @@ def run_modal(x: np.ndarray, y: np.ndarray, test: np.ndarray, seeds: list[int]) 
     curato = {}
     for seed in seeds:
         started = time.perf_counter()
-        records = simulate_active_learning(features, y, test=test, strategies=["margin"], schedule=SCHEDULE,
+        records = simulate_active_learning(features, y, test=test, strategies=["margin"], schedule=schedule,
                                            seeds=[seed], n_classes=10, head=logistic)
         curato[str(seed)] = {"accuracy": [r["accuracy"] for r in records], "seconds": time.perf_counter() - started}
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "data.npz"
-        np.savez(data, x=features, y=y, test=test, schedule=np.array(SCHEDULE), seeds=np.array(seeds),
+        np.savez(data, x=features, y=y, test=test, schedule=np.array(schedule), seeds=np.array(seeds),
                  initial=initial, C=LR_C)
         script = Path(folder) / "modal_run.py"
         script.write_text(MODAL_SCRIPT)
         done = subprocess.run([str(MODAL_PYTHON), str(script), str(data)], capture_output=True, text=True, check=True)
     modal = json.loads(done.stdout.strip().splitlines()[-1])
     print("\nmargin sampling, same learner (LogisticRegression C=0.05 on 64-d whitened PCA), same first batch:")
-    print(f"  {'labels':>8} " + " ".join(f"{n:>6}" for n in SCHEDULE) + "   seconds/seed")
+    print(f"  {'labels':>8} " + " ".join(f"{n:>6}" for n in schedule) + "   seconds/seed")
     for name, result in (("curato", curato), ("modAL", modal)):
         mean = np.mean([result[str(s)]["accuracy"] for s in seeds], axis=0)
         seconds = np.mean([result[str(s)]["seconds"] for s in seeds])
@@ -274,15 +279,15 @@ def run_modal(x: np.ndarray, y: np.ndarray, test: np.ndarray, seeds: list[int]) 
     return {"curato": curato, "modal": modal, "max_abs_difference": float(gap)}
 
 
-def print_curves(curves: dict[str, dict[str, Any]], select_seconds: dict[str, float]) -> None:
+def print_curves(curves: dict[str, dict[str, Any]], select_seconds: dict[str, float], schedule: list[int]) -> None:
     print("\ntest accuracy (mean of seeds ± half the min..max band) after each round, labels:")
-    print(f"  {'strategy':<16}" + "".join(f"{n:>15}" for n in SCHEDULE) + "     AUC  select s/seed")
+    print(f"  {'strategy':<16}" + "".join(f"{n:>15}" for n in schedule) + "     AUC  select s/seed")
     for name, curve in curves.items():
         cells = "".join(f"{a:>9.3f}±{(hi - lo) / 2:.3f}"
                         for a, lo, hi in zip(curve["accuracy"], curve["low"], curve["high"], strict=True))
         print(f"  {name:<16}{cells}   {curve['auc']:.3f}  {select_seconds[name]:8.1f}")
     print("\nlabel efficiency vs random (labels random needs / labels the strategy needs for random's accuracy):")
-    print(f"  {'strategy':<16}" + "".join(f"{n:>8}" for n in SCHEDULE) + "   labels to reach random's final")
+    print(f"  {'strategy':<16}" + "".join(f"{n:>8}" for n in schedule) + "   labels to reach random's final")
     for name, curve in curves.items():
         cells = "".join(f"{'>' if e['status'] == 'at_least' else ''}{e['efficiency']:.2f}".rjust(8)
                         if e["efficiency"] is not None else "      <1" for e in curve["label_efficiency"])
