@@ -248,11 +248,43 @@ def test_routing_reaches_the_requested_precision_on_held_out_digits(digits, meth
         assert np.mean(routing.predicted[accepted] == y[held_out][accepted]) >= precision
         wrong = int(np.sum(routing.predicted[accepted] != y[held_out][accepted]))
         assert routing.expected_wrong <= routing.expected_wrong_bound and wrong <= routing.expected_wrong_bound
+        for entry in routing.thresholds:
+            if entry["threshold"] is not None:
+                assert entry["threshold"] >= entry["calibration_threshold"]
+                rows = (routing.predicted == entry["class"]) & (routing.confidence >= entry["threshold"])
+                assert rows.sum() == entry["accepted"]
+                if entry["accepted"]:
+                    assert entry["expected_precision"] == pytest.approx(routing.confidence[rows].mean())
+                    assert entry["expected_precision"] >= precision
     # Asking for more than 110 rows per class can prove leaves those classes to people.
     strict = route_auto_labels(probs[calibration], y[calibration], probs[held_out], precision=0.99, method=method)
     assert len(strict.accepted) < len(accepted)
     with pytest.raises(InputError, match=r"--precision 1\.2"):
         route_auto_labels(probs[calibration], y[calibration], probs[held_out], precision=1.2)
+
+
+def test_routing_raises_a_threshold_the_model_itself_does_not_trust():
+    """A class whose calibration rows are all right at confidences the calibrated model calls ~0.9 passes the
+    Clopper-Pearson test, but the pool rows at those confidences are expected to be 10% wrong: the threshold is
+    raised to where the model's own estimate reaches the requested precision, and the rows below are left."""
+    rng = np.random.default_rng(0)
+
+    def rows(n: int, top: np.ndarray, klass: int) -> np.ndarray:
+        probs = np.full((n, 2), 0.0)
+        probs[:, klass], probs[:, 1 - klass] = top, 1.0 - top
+        return probs
+
+    # class 0: 600 calibration rows at 0.9, every one right; class 1: 3,000 rows at 0.9, 10% wrong, so the
+    # fitted temperature keeps 0.9 meaning 0.9 overall. Pool: class 0 at 0.9 and at 0.9999.
+    calibration = np.vstack([rows(600, np.full(600, 0.9), 0), rows(3000, np.full(3000, 0.9), 1)])
+    labels = np.r_[np.zeros(600, int), np.where(rng.random(3000) < 0.1, 0, 1)]
+    pool = np.vstack([rows(500, np.full(500, 0.9), 0), rows(500, np.full(500, 0.9999), 0)])
+    routing = route_auto_labels(calibration, labels, pool, precision=0.99)
+    class0 = routing.thresholds[0]
+    assert class0["calibration_accepted"] == 600 and class0["precision_lower_bound"] >= 0.99
+    assert class0["calibration_threshold"] < 0.9 < class0["threshold"]
+    assert np.array_equal(routing.accepted, np.arange(500, 1000))
+    assert class0["expected_precision"] >= 0.99 and routing.thresholds[1]["threshold"] is None
 
 
 # -- simulation curves -----------------------------------------------------------------------------

@@ -5,11 +5,16 @@
 2. Per predicted class, a threshold on calibrated confidence: thresholds on a fixed grid are tested from the
    highest down (fixed-sequence testing); at each one the Clopper-Pearson lower bound (one-sided, level
    ``alpha``) of the precision of the calibration rows above it must reach the requested precision, and
-   the first failure stops the descent. The last threshold that passed is the class's; a class whose
-   calibration rows never pass gets none (nothing of it is auto-labelled).
+   the first failure stops the descent; a class whose calibration rows never pass gets no threshold
+   (nothing of it is auto-labelled). The class's threshold is then the lowest one, at or above the last
+   that passed, at which the calibrated model itself also expects the requested precision of the rows it
+   would accept (the mean calibrated confidence of the unlabelled rows of that class above it). This guards
+   against a class whose few hundred calibration rows happen to hold none of a confusable cluster
+   (Fashion-MNIST: long dresses taken for trousers): its record is perfect down to confidences the model
+   itself calls 0.6-0.9, and the pool, which holds that cluster, falls short (docs/active.md).
 3. Unlabelled rows whose predicted class has a threshold and whose calibrated confidence reaches it are
    accepted. Expected wrong auto-labels = the sum of ``1 - calibrated confidence`` over them; the
-   conservative figure uses each class's Clopper-Pearson bound instead.
+   conservative figure uses, per class, the lower of its Clopper-Pearson bound and its expected precision.
 
 The guarantee holds for pool rows exchangeable with the calibration rows (e.g. a random labelled set); an
 actively chosen labelled set is harder than the pool, which makes the thresholds stricter, not looser.
@@ -81,11 +86,19 @@ def clopper_pearson_lower(successes: np.ndarray, trials: np.ndarray, *, level: f
 
 
 def class_thresholds(confidence: np.ndarray, predicted: np.ndarray, labels: np.ndarray, *, precision: float,
-                     n_classes: int, level: float = CONFIDENCE_LEVEL) -> list[dict]:
-    """Per predicted class: the lowest grid threshold reached by fixed-sequence testing (see the module
-    docstring), with its calibration support. ``threshold`` is None when no threshold passes."""
+                     n_classes: int, level: float = CONFIDENCE_LEVEL,
+                     pool_confidence: np.ndarray | None = None,
+                     pool_predicted: np.ndarray | None = None) -> list[dict]:
+    """Per predicted class: ``calibration_threshold``, the lowest grid threshold reached by fixed-sequence testing
+    on the calibration rows (see the module docstring), with its calibration support; and ``threshold``, the
+    lowest grid threshold at or above it at which, when ``pool_confidence`` / ``pool_predicted`` (calibrated
+    confidence and predicted class of the rows to be routed) are given, the mean calibrated confidence of that
+    class's pool rows above it (``expected_precision``) also reaches ``precision``. Both are None when no
+    threshold passes the calibration test."""
     if not 0.5 <= precision < 1.0:
         raise InputError(f"--precision {precision}: ask for a precision in [0.5, 1), e.g. 0.99")
+    if (pool_confidence is None) != (pool_predicted is None):
+        raise InputError("class thresholds: pass both pool_confidence and pool_predicted, or neither")
     correct = predicted == labels
     out = []
     for klass in range(n_classes):
@@ -98,17 +111,37 @@ def class_thresholds(confidence: np.ndarray, predicted: np.ndarray, labels: np.n
         # A threshold with so few rows that even a perfect record could not pass is skipped, not failed:
         # the descent starts where a verdict is possible (this depends on the confidences, not on correctness).
         possible = clopper_pearson_lower(trials, trials, level=level) >= precision
-        chosen = None
+        proven = None
         for index in np.flatnonzero(possible):
             if bounds[index] < precision:
                 break
-            chosen = index
-        out.append({"class": klass, "threshold": None if chosen is None else float(THRESHOLD_GRID[chosen]),
+            proven = index
+        final = proven
+        expected = np.full(len(THRESHOLD_GRID), np.nan)
+        if proven is not None and pool_confidence is not None:
+            expected = _mean_above(np.asarray(pool_confidence)[np.asarray(pool_predicted) == klass])
+            # The grid runs from the highest threshold down: the lowest one at or above the proven threshold
+            # whose pool rows the model expects to be right often enough (none above, nan: accepts nothing).
+            final = int(np.flatnonzero(~(expected[: proven + 1] < precision))[-1])
+        out.append({"class": klass, "threshold": None if final is None else float(THRESHOLD_GRID[final]),
+                    "calibration_threshold": None if proven is None else float(THRESHOLD_GRID[proven]),
                     "calibration_rows": int(rows.sum()),
-                    "calibration_accepted": 0 if chosen is None else int(trials[chosen]),
-                    "calibration_correct": 0 if chosen is None else int(successes[chosen]),
-                    "precision_lower_bound": None if chosen is None else float(bounds[chosen])})
+                    "calibration_accepted": 0 if proven is None else int(trials[proven]),
+                    "calibration_correct": 0 if proven is None else int(successes[proven]),
+                    "precision_lower_bound": None if proven is None else float(bounds[proven]),
+                    "expected_precision": None if final is None or np.isnan(expected[final])
+                    else float(expected[final])})
     return out
+
+
+def _mean_above(values: np.ndarray) -> np.ndarray:
+    """Mean of the ``values`` at or above each ``THRESHOLD_GRID`` entry (nan where there are none)."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    start = np.searchsorted(ordered, THRESHOLD_GRID, side="left")
+    tail_sums = np.concatenate([np.cumsum(ordered[::-1])[::-1], [0.0]])
+    counts = len(ordered) - start
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, tail_sums[start] / counts, np.nan)
 
 
 @dataclass
@@ -136,12 +169,14 @@ def route_auto_labels(calibration_probs: np.ndarray, calibration_labels: np.ndar
         raise InputError(f"pool_probs must have {probs.shape[1]} columns like calibration_probs, got {pool.shape}")
     calibration = fit_calibration(probs, y, method=method)
     cal_predicted, cal_confidence = calibration.confidence(probs)
-    thresholds = class_thresholds(cal_confidence, cal_predicted, y, precision=precision, n_classes=probs.shape[1],
-                                  level=level)
     predicted, confidence = calibration.confidence(pool)
+    thresholds = class_thresholds(cal_confidence, cal_predicted, y, precision=precision, n_classes=probs.shape[1],
+                                  level=level, pool_confidence=confidence, pool_predicted=predicted)
     cutoff = np.array([np.inf if t["threshold"] is None else t["threshold"] for t in thresholds])
     accepted = np.flatnonzero(confidence >= cutoff[predicted])
-    bound = np.array([0.0 if t["precision_lower_bound"] is None else t["precision_lower_bound"] for t in thresholds])
+    # The conservative figure takes, per class, the lower of the calibration bound and the model's own estimate.
+    bound = np.array([0.0 if t["precision_lower_bound"] is None
+                      else min(t["precision_lower_bound"], t["expected_precision"] or 1.0) for t in thresholds])
     per_class = np.bincount(predicted[accepted], minlength=probs.shape[1])
     for entry, count in zip(thresholds, per_class, strict=True):
         entry["accepted"] = int(count)
