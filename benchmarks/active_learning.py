@@ -5,7 +5,7 @@
 # under .bench/active_learning/, so the second invocation reports every strategy run so far):
 #   .venv/bin/python benchmarks/active_learning.py --strategies random margin entropy auto --modal
 #   .venv/bin/python benchmarks/active_learning.py --strategies typiclust probcover badge coreset cluster-margin \
-#       --ceiling --json .bench/active_learning.json
+#       --ceiling --routing-draws 20 --json .bench/active_learning.json
 # Rules are chosen on the development split (disjoint pool and test rows), 10 seeds:
 #   .venv/bin/python benchmarks/active_learning.py --split dev --strategies random margin auto --seeds 10 11 12 \
 #       13 14 15 16 17 18 19
@@ -18,9 +18,9 @@ stratified ``--pool`` (20,000) of the 60k training images; accuracy is measured 
 Loop (:func:`curato.active.simulate.simulate_active_learning`): labels after each round 100, 200, 400, 800,
 1,600, 3,200, 5,000; head = curato's active-learning head (``curato.active.heads.head_probabilities``:
 standardise, whitened PCA of at least 64 dimensions, L2 softmax regression) on the labelled rows, the same for
-every strategy, which also ranks by it; seeds 0, 1, 2. Strategies that need a head take the first 100 at random
-(the same draw as ``random``). Diversity strategies work on ``diversity_features`` (64-d PCA of the unit
-embeddings).
+every strategy, which also ranks by it; seeds 0..9 (3 seeds moved the per-budget ratios by 0.1-0.3).
+Strategies that need a head take the first 100 at random (the same draw as ``random``). Diversity strategies
+work on ``diversity_features`` (64-d PCA of the unit embeddings).
 
 ``--split dev``: a pool of 20,000 training images outside the reported pool and the 5,000 test images outside
 the reported test rows, for choosing rules (docs/active.md) without touching the reported split.
@@ -130,7 +130,7 @@ def strategy_constants(*, auto: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--strategies", nargs="+", default=["random", "margin", "entropy", "auto"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--pool", type=int, default=20_000)
     parser.add_argument("--test", type=int, default=5_000)
     parser.add_argument("--modal", action="store_true", help="also run modAL's margin sampling (reference)")
