@@ -24,7 +24,7 @@ from curato.active.heads import (
     head_probabilities,
     mc_dropout_probabilities,
 )
-from curato.active.routing import fit_calibration, route_auto_labels
+from curato.active.routing import class_thresholds, fit_calibration, route_auto_labels
 from curato.active.runner import SIMULATE_CHECKPOINT, _class_codes, _rows, run_route, run_select, run_simulate
 from curato.active.simulate import label_schedule, simulate_active_learning, summarize_curves
 from curato.active.strategies import (
@@ -285,6 +285,12 @@ def test_routing_raises_a_threshold_the_model_itself_does_not_trust():
     assert class0["calibration_threshold"] < 0.9 < class0["threshold"]
     assert np.array_equal(routing.accepted, np.arange(500, 1000))
     assert class0["expected_precision"] >= 0.99 and routing.thresholds[1]["threshold"] is None
+    # Proven at the grid's top (70,000 calibration rows, all right) but expected below the request there:
+    # the class is left to people.
+    top = class_thresholds(np.full(70_000, 0.99999), np.zeros(70_000, int), np.zeros(70_000, int),
+                           precision=0.99995, n_classes=1, pool_confidence=np.full(10, 0.99992),
+                           pool_predicted=np.zeros(10, int))
+    assert top[0]["calibration_threshold"] is not None and top[0]["threshold"] is None
 
 
 # -- simulation curves -----------------------------------------------------------------------------

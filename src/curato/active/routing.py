@@ -122,7 +122,8 @@ def class_thresholds(confidence: np.ndarray, predicted: np.ndarray, labels: np.n
             expected = _mean_above(np.asarray(pool_confidence)[np.asarray(pool_predicted) == klass])
             # The grid runs from the highest threshold down: the lowest one at or above the proven threshold
             # whose pool rows the model expects to be right often enough (none above, nan: accepts nothing).
-            final = int(np.flatnonzero(~(expected[: proven + 1] < precision))[-1])
+            trusted = np.flatnonzero(~(expected[: proven + 1] < precision))
+            final = int(trusted[-1]) if trusted.size else None  # e.g. a request above the grid's top, 1 - 1e-4
         out.append({"class": klass, "threshold": None if final is None else float(THRESHOLD_GRID[final]),
                     "calibration_threshold": None if proven is None else float(THRESHOLD_GRID[proven]),
                     "calibration_rows": int(rows.sum()),
