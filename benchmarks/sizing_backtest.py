@@ -61,7 +61,7 @@ from curato.imageio import read_idx
 from curato.models.oof import stratified_subsample
 from curato.sizing.curves import select_fits
 from curato.sizing.forecast import backtest, forecast, labels_worth
-from curato.sizing.measure import curve_components, curve_values, measure_curve, train_and_score_head
+from curato.sizing.measure import curve_components, curve_values, head_scorer, measure_curve
 from curato.sizing.strategies import augmentation_scores, augmented_images, pseudo_label_scores
 from curato.sizing.subsets import curve_sizes, nested_subset
 
@@ -144,11 +144,7 @@ def measure(data: dict[str, Any], sizes: list[int], seeds: list[int], *,
     """The curve's points; ``head_width`` "pool": the head's width fixed at the pool's (``curato size``),
     "grows": the default head's width, one whitened dimension per 16 training rows (the earlier curve)."""
     x, y, pool, evaluation = data["x"], data["y"], data["pool"], data["eval"]
-    width = curve_components(len(pool)) if head_width == "pool" else None
-
-    def scorer(subset: np.ndarray, seed: int) -> dict[str, Any]:
-        return train_and_score_head(x, y, pool[subset], evaluation, n_classes=10, seed=seed, components=width)
-
+    scorer = head_scorer(x, y, pool, evaluation, n_classes=10, width_grows=head_width == "grows")
     return measure_curve(y[pool], sizes, seeds, scorer)
 
 

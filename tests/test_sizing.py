@@ -220,6 +220,25 @@ def digits_curve() -> tuple[np.ndarray, list[np.ndarray], int]:
     return measured_sizes, values, len(pool)
 
 
+def test_head_scorer_width_fixed_or_growing():
+    data = load_digits()
+    x, y = data.data.astype(np.float32), data.target.astype(np.int64)
+    held = stratified_subsample(y, 450, seed=102)
+    pool = np.setdiff1d(np.arange(len(y)), held)
+    subset = nested_subset(y[pool], 160, seed=0)
+    fixed = head_scorer(x, y, pool, held, n_classes=10)(subset, 0)
+    grows = head_scorer(x, y, pool, held, n_classes=10, width_grows=True)(subset, 0)
+    # 160 rows: the growing head has pca_components(160) = 10 whitened dimensions, the fixed one the pool's
+    # curve_components (84, so all 64 of digits' axes); the same rows score differently, and each matches the
+    # head called directly.
+    assert grows == train_and_score_head(x, y, pool[subset], held, n_classes=10, seed=0, components=None)
+    assert fixed == train_and_score_head(x, y, pool[subset], held, n_classes=10, seed=0,
+                                         components=curve_components(len(pool)))
+    assert fixed["accuracy"] != grows["accuracy"]
+    with pytest.raises(InputError, match="not both"):
+        head_scorer(x, y, pool, held, n_classes=10, components=8, width_grows=True)
+
+
 def test_digits_forecast_from_a_quarter_is_within_a_few_points(digits_curve):
     sizes, values, n_pool = digits_curve
     assert len(values[-1]) == 1 and all(len(v) == 3 for v in values[:-1])  # one seed at the full pool

@@ -68,10 +68,13 @@ def train_and_score_head(embeddings: np.ndarray, labels: np.ndarray, train_rows:
 
 
 def head_scorer(embeddings: np.ndarray, labels: np.ndarray, pool_rows: np.ndarray, eval_rows: np.ndarray, *,
-                n_classes: int, components: int | None = None) -> Scorer:
+                n_classes: int, components: int | None = None, width_grows: bool = False) -> Scorer:
     """A scorer training the softmax head on ``pool_rows[subset]`` and scoring ``eval_rows``; the head's width
-    is ``components``, by default ``curve_components(len(pool_rows))`` at every size."""
-    width = curve_components(len(pool_rows)) if components is None else int(components)
+    is ``components``, by default ``curve_components(len(pool_rows))`` at every size; ``width_grows``: the
+    default head's own width at each size instead (one whitened dimension per 16 training rows)."""
+    if width_grows and components is not None:
+        raise InputError("head scorer: pass components or width_grows, not both")
+    width = None if width_grows else curve_components(len(pool_rows)) if components is None else int(components)
 
     def score(subset: np.ndarray, seed: int) -> dict[str, Any]:
         return train_and_score_head(embeddings, labels, pool_rows[subset], eval_rows, n_classes=n_classes, seed=seed,
