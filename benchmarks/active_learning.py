@@ -263,6 +263,10 @@ def route_random_draws(x: np.ndarray, y: np.ndarray, test: np.ndarray, draws: in
         print(f"  requested {precision:.2f}: below it in {below} of {len(results)} draws, lowest measured "
               f"{min(measured) if measured else float('nan'):.4f}; share auto-labelled mean {np.mean(shares):.1%} "
               f"(lowest {min(shares):.1%}, {sum(s == 0 for s in shares)} draws none)")
+        for result in results:
+            if result["measured_precision"] is not None and result["measured_precision"] < precision:
+                print(f"   draw {result['seed']}: measured {result['measured_precision']:.4f}")
+                print_classes_below(result)
     return out
 
 
@@ -332,6 +336,21 @@ def print_routing(routing: list[dict[str, Any]]) -> None:
               f"{result['auto_labelled']:>6} ({result['share_auto_labelled']:.1%}), measured precision "
               f"{'-' if measured is None else f'{measured:.4f}'}, wrong {result['wrong']} "
               f"(expected {result['expected_wrong']:.1f}, bound {result['expected_wrong_bound']:.1f})")
+        print_classes_below(result)
+
+
+def print_classes_below(result: dict[str, Any]) -> None:
+    """The classes whose auto-labels fell below the requested precision: thresholds, calibration support, rows."""
+    requested = result["requested_precision"]
+    for entry in result.get("classes", []):
+        if entry["measured_precision"] is None or entry["measured_precision"] >= requested:
+            continue
+        expected = entry.get("expected_precision")
+        print(f"    class {entry['class']}: threshold {entry['threshold']} (calibration rows prove "
+              f"{entry.get('calibration_threshold', entry['threshold'])}: {entry.get('calibration_correct')}/"
+              f"{entry.get('calibration_accepted')} right, bound {entry.get('precision_lower_bound') or 0:.4f}; "
+              f"expected precision {'-' if expected is None else f'{expected:.4f}'}); accepted "
+              f"{entry['accepted']}, wrong {entry['wrong']} ({entry['measured_precision']:.4f})")
 
 
 if __name__ == "__main__":

@@ -446,6 +446,12 @@ def test_simulate_command_writes_valid_json_and_resumes(tmp_path, fashion_mnist)
         max(document["strategies"]["random"]["accuracy"][:index + 1]))
         for index, entry in enumerate(document["strategies"]["random"]["label_efficiency"]))
     assert len(document["routing"]["results"]) == 2
+    for entry in document["routing"]["results"]:
+        # The per-class rows add up to the routing's totals.
+        assert len(entry["classes"]) == len(document["classes"])  # indices into the document's class list
+        assert sum(c["accepted"] for c in entry["classes"]) == entry["auto_labelled"]
+        assert sum(c["wrong"] for c in entry["classes"]) == entry["wrong"]
+        assert all(c["threshold"] is not None or c["accepted"] == 0 for c in entry["classes"])
     from curato.report.html import write_html_report
 
     html = write_html_report(Workspace.open(workspace), [], tmp_path / "report.html").read_text()

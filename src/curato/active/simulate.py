@@ -199,7 +199,9 @@ def simulate_routing(embeddings: np.ndarray, labels: np.ndarray, labeled: np.nda
                      precisions: Sequence[float], method: str = "temperature", n_classes: int | None = None,
                      seed: int = 0) -> list[dict[str, Any]]:
     """Auto-label routing with ``labeled`` rows as the human-labelled calibration set, measured on the
-    ``pool`` rows that are not labelled (their known labels are the truth)."""
+    ``pool`` rows that are not labelled (their known labels are the truth). One dict per requested precision;
+    its ``classes`` holds each predicted class's thresholds and calibration support (as
+    :func:`curato.active.routing.class_thresholds` gives them), rows accepted, wrong and measured precision."""
     y = np.asarray(labels, dtype=np.int64)
     k = int(n_classes or y.max() + 1)
     probs = cross_fitted_probabilities(embeddings, y, labeled, n_classes=k, seed=seed)
@@ -208,11 +210,16 @@ def simulate_routing(embeddings: np.ndarray, labels: np.ndarray, labeled: np.nda
     for precision in precisions:
         routing = route_auto_labels(probs[labeled], y[labeled], probs[targets], precision=precision, method=method)
         accepted = routing.accepted
-        correct = int(np.sum(routing.predicted[accepted] == y[targets][accepted]))
+        right = routing.predicted[accepted] == y[targets][accepted]
+        correct = int(np.sum(right))
+        wrong_per_class = np.bincount(routing.predicted[accepted][~right], minlength=k)
+        classes = [{**entry, "wrong": int(wrong_per_class[entry["class"]]),
+                    "measured_precision": None if entry["accepted"] == 0
+                    else 1.0 - wrong_per_class[entry["class"]] / entry["accepted"]} for entry in routing.thresholds]
         out.append({"seed": int(seed), "requested_precision": float(precision), "calibration": method,
                     "calibration_labels": int(labeled.sum()), "pool": len(targets),
                     "auto_labelled": len(accepted), "share_auto_labelled": len(accepted) / max(len(targets), 1),
                     "measured_precision": None if len(accepted) == 0 else correct / len(accepted),
                     "wrong": int(len(accepted) - correct), "expected_wrong": routing.expected_wrong,
-                    "expected_wrong_bound": routing.expected_wrong_bound})
+                    "expected_wrong_bound": routing.expected_wrong_bound, "classes": classes})
     return out
