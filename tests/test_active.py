@@ -33,12 +33,15 @@ from curato.active.strategies import (
     AUTO_SWITCH_PER_CLASS,
     AUTO_WARM_STRATEGY,
     STRATEGIES,
+    UHERDING_BANDWIDTH,
+    UHERDING_NEIGHBOURS,
     auto_strategy,
     diversity_features,
     k_center_greedy,
     kmeans_assign,
     margin_scores,
     pool_clusters,
+    pool_neighbours,
     select_batch,
 )
 from curato.errors import InputError
@@ -117,6 +120,35 @@ def test_k_center_greedy_matches_a_slow_reference(digits):
     assert np.all(np.diff(distances) <= 1e-4)  # the farthest-first distances never grow
 
 
+def test_uncertainty_herding_is_the_plain_greedy_of_uncertainty_weighted_coverage(digits):
+    n, budget = 400, 12
+    features, labeled, probs = digits["features"][:n], digits["labeled"][:n], digits["probs"][:n]
+    for head in (probs, None):
+        picked = select_batch("uncertainty-herding", budget=budget, labeled=labeled, pred_probs=head,
+                              features=features, n_classes=10, seed=0).indices
+        # Reference: the truncated kernel as a dense matrix, every gain recomputed at every step.
+        k = min(UHERDING_NEIGHBOURS, n - 1)
+        sims, idx = pool_neighbours(features, k, seed=0)
+        distance = np.sqrt(np.maximum(2.0 - 2.0 * sims.astype(np.float64), 0.0))
+        share = int(np.clip(n // (labeled.sum() + budget), 1, k))
+        bandwidth = UHERDING_BANDWIDTH * np.median(distance[:, share - 1])
+        kernel = np.zeros((n, n))
+        kernel[np.repeat(np.arange(n), k), idx.ravel()] = np.exp(-distance.ravel() ** 2 / (2 * bandwidth ** 2))
+        kernel[np.arange(n), np.arange(n)] = 1.0
+        weight = np.ones(n) if head is None else margin_scores(probs)
+        coverage = kernel[labeled].max(axis=0)
+        taken = labeled.copy()
+        expected = []
+        for _ in range(budget):
+            gains = (weight[None, :] * np.maximum(kernel - coverage[None, :], 0.0)).sum(axis=1)
+            gains[taken] = -np.inf
+            best = int(np.argmax(gains))
+            expected.append(best)
+            taken[best] = True
+            coverage = np.maximum(coverage, kernel[best])
+        assert picked.tolist() == expected
+
+
 def test_diverse_and_cold_start_strategies_cover_more_classes_than_random_at_a_tiny_budget(digits):
     y, features = digits["y"], digits["features"]
     nothing = np.zeros(len(y), dtype=bool)
@@ -130,7 +162,9 @@ def test_diverse_and_cold_start_strategies_cover_more_classes_than_random_at_a_t
     random = np.mean([classes_covered("random", s) for s in seeds])
     typiclust = np.mean([classes_covered("typiclust", s) for s in seeds])
     probcover = np.mean([classes_covered("probcover", s) for s in seeds])
-    assert typiclust >= random + 1 and probcover >= random + 0.5, (random, typiclust, probcover)
+    herding = np.mean([classes_covered("uncertainty-herding", s) for s in seeds])
+    assert typiclust >= random + 1 and probcover >= random + 0.5 and herding >= random + 1, (
+        random, typiclust, probcover, herding)
     # BADGE with a head trained on one example of each of two classes spreads the batch out more than plain
     # margin sampling (which piles into the few regions the head is unsure about), about as much as random.
     two = np.zeros(len(y), dtype=bool)
