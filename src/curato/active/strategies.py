@@ -74,14 +74,14 @@ PROBCOVER_NEIGHBOURS = 50
 # class (development split, seeds 10-19) reached 1.23 / 1.46 / 1.68 / 1.62 efficiency at 800 / 1,600 / 3,200 /
 # 5,000 labels with 10x, 1.26 / 1.54 / 1.85 / 1.70 with 4x, 1.26 / 1.52 / 1.79 / 1.78 with 2x.
 CLUSTER_MARGIN_POOL_FACTOR = 4
+CLUSTER_MARGIN_MAX_CLUSTERS = 500
+CLUSTER_MARGIN_ROWS_PER_CLUSTER = 20
 # Uncertainty herding (Bae, Oliveira & Sutherland 2025): greedy maximisation of the uncertainty-weighted kernel
 # coverage sum_x U(x) max_{s in labelled + picks} k(x, s), k Gaussian on the diversity features, truncated to each
 # row's UHERDING_NEIGHBOURS nearest rows. The bandwidth is the median distance to the m-th nearest row, m = the
 # pool rows per labelled-or-picked row (capped by the neighbour lists): the radius a pick must cover.
 UHERDING_NEIGHBOURS = 100
 UHERDING_BANDWIDTH = 1.0
-CLUSTER_MARGIN_MAX_CLUSTERS = 500
-CLUSTER_MARGIN_ROWS_PER_CLUSTER = 20
 # auto: COLD below AUTO_SWITCH_PER_CLASS labels per class (or without a head), WARM below AUTO_DIVERSE_PER_CLASS (no
 # WARM phase when the two are equal, as now), then DIVERSE. Chosen on the development split of
 # benchmarks/active_learning.py (--split dev: a 20k pool and 5k test rows disjoint from the reported ones; seeds
@@ -594,9 +594,9 @@ def _uncertainty_herding(inputs: _Inputs) -> Picks:
 
 
 def auto_strategy(n_labeled: int, n_classes: int | None) -> str:
-    """The strategy ``auto`` uses: cold start while there are fewer than ``AUTO_SWITCH_PER_CLASS`` labels
-    per class (or no head yet), then uncertainty, from ``AUTO_DIVERSE_PER_CLASS`` per class uncertainty with
-    diversity."""
+    """The strategy ``auto`` uses: ``AUTO_COLD_STRATEGY`` while there are fewer than ``AUTO_SWITCH_PER_CLASS``
+    labels per class (or no head yet), then ``AUTO_WARM_STRATEGY``, from ``AUTO_DIVERSE_PER_CLASS`` per class
+    ``AUTO_DIVERSE_STRATEGY`` (by default uncertainty herding throughout)."""
     if n_classes is None or n_labeled < AUTO_SWITCH_PER_CLASS * n_classes:
         return AUTO_COLD_STRATEGY
     if n_labeled < AUTO_DIVERSE_PER_CLASS * n_classes:
