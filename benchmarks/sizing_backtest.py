@@ -11,7 +11,7 @@
 #       # forecasts again on curves measured by an earlier --json run (Fashion-MNIST's take minutes to measure)
 # The tuning curve sets that chose the interval's terms (docs/benchmarks.md, "Intervals (90%)"):
 #   .venv/bin/python benchmarks/sizing_backtest.py --datasets digits --runs 20 --first-run 10 \
-#       --json .bench/sizing_tuning-digits.json                                 # held-out seeds 110-129, seeds 50-149
+#       --json .bench/sizing_tuning-digits.json                                 # fold seeds 110-129, seeds 50-149
 #   .venv/bin/python benchmarks/sizing_backtest.py --datasets fashion-12k --runs 3 \
 #       --json .bench/sizing_tuning-fashion12k.json                             # 3 disjoint 12k pools, minutes each
 """Backtest of ``curato size``'s forecast against dataeval 1.1.4 ``Sufficiency`` on the same measured curves.
@@ -33,12 +33,14 @@ tools then see ONLY the points <= 25%:
 Goals (issue 5): |error at 100%| <= 1.5 points; labels needed within +-25% of the truth (100% for the metric
 measured at 100%, 50% for the one measured at 50%); curato's error lower than dataeval's. Datasets:
 Fashion-MNIST (60k training pool, evaluated on the 10k test set, EfficientNet-Lite0-112 embeddings) and
-scikit-learn digits (raw 8x8 pixels, a fixed stratified 25% held out per run). ``fashion-12k``: run ``r``
-forecasts a 12,000-row stratified pool of the 60k training set, disjoint from the pools of runs ``0 .. r - 1``,
-from 3k to 12k, on the same 10k test set and embeddings (the tuning curves of docs/benchmarks.md). Run ``r``
-uses seeds ``5r .. 5r + 4`` (``--seeds`` 5) and, on digits, held-out seed ``100 + r``; ``--first-run`` starts
-past the reported runs. Every run's 90% interval is also printed from the bootstrap replicates alone
-(``bootstrap_only_interval``): the intervals before the evaluation, seed and extrapolation terms.
+scikit-learn digits (raw 8x8 pixels, cross-fitted as ``curato size`` does without an evaluation split: 5
+stratified folds, seed ``s`` scored on fold ``s mod 5``; ``--digits-evaluation held-out``: a fixed 25% per run).
+``fashion-12k``: run ``r`` forecasts a 12,000-row stratified pool of the 60k training set, disjoint from the pools
+of runs ``0 .. r - 1``, from 3k to 12k, on the same 10k test set and embeddings (the tuning curves of
+docs/benchmarks.md). Run ``r`` uses seeds ``5r .. 5r + 4`` (``--seeds`` 5) and, on digits, fold (or held-out)
+seed ``100 + r``; ``--first-run`` starts past the reported runs. Every run's 90% interval is also printed from the
+bootstrap replicates alone (``bootstrap_only_interval``): the intervals before the evaluation, seed and
+extrapolation terms.
 ``--strategies``: augmentation (flips, crops, jitter, re-embedded) and pseudo-labels on Fashion-MNIST at a few
 small sizes, priced in labels against the baseline curve, with the measured points.
 """
@@ -63,7 +65,7 @@ from curato.sizing.curves import select_fits
 from curato.sizing.forecast import backtest, forecast, labels_worth
 from curato.sizing.measure import curve_components, curve_values, head_scorer, measure_curve
 from curato.sizing.strategies import augmentation_scores, augmented_images, pseudo_label_scores
-from curato.sizing.subsets import curve_sizes, nested_subset
+from curato.sizing.subsets import CurveFolds, curve_sizes, nested_subset
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -101,7 +103,7 @@ def fashion() -> dict[str, Any]:
     labels = np.concatenate([read_idx(FASHION / "train-labels-idx1-ubyte.gz"),
                              read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")]).astype(np.int64)
     x = np.concatenate([np.asarray(train, np.float32), np.asarray(test, np.float32)])
-    return {"x": x, "y": labels, "pool": np.arange(len(train)), "eval": np.arange(len(train), len(x))}
+    return {"x": x, "y": labels, "folds": CurveFolds.fixed(np.arange(len(train)), np.arange(len(train), len(x)))}
 
 
 def fashion_pool(run: int, *, pool_size: int = TUNING_POOL) -> dict[str, Any]:
@@ -109,19 +111,19 @@ def fashion_pool(run: int, *, pool_size: int = TUNING_POOL) -> dict[str, Any]:
     of runs ``0 .. run - 1`` (each drawn from the rows the earlier ones left, seed ``POOL_SEED + r``); the
     evaluation set stays the 10k test set."""
     data = fashion()
-    available = data["pool"]
+    available = data["folds"].pools[0]
     for earlier in range(run + 1):
         if len(available) < pool_size:
             sys.exit(f"fashion-12k run {run}: only {len(available)} training rows left for a pool of {pool_size:,}")
         chosen = available[stratified_subsample(data["y"][available], pool_size, seed=POOL_SEED + earlier)]
         available = np.setdiff1d(available, chosen)
-    return {**data, "pool": chosen}
+    return {**data, "folds": CurveFolds.fixed(chosen, data["folds"].evaluations[0])}
 
 
-def load_run(name: str, run: int) -> dict[str, Any]:
-    """The data of one run of dataset ``name`` (digits, fashion or fashion-12k)."""
+def load_run(name: str, run: int, *, evaluation: str = "cross-fitted") -> dict[str, Any]:
+    """The data of one run of dataset ``name`` (digits, fashion or fashion-12k); ``evaluation``: digits'."""
     if name == "digits":
-        return digits(run)
+        return digits(run, evaluation=evaluation)
     if name == "fashion":
         return fashion()
     if name == "fashion-12k":
@@ -129,23 +131,29 @@ def load_run(name: str, run: int) -> dict[str, Any]:
     sys.exit(f"--datasets: unknown dataset {name!r} (digits, fashion, fashion-12k)")
 
 
-def digits(run: int) -> dict[str, Any]:
-    """scikit-learn digits as raw pixels; a fixed stratified 25% (seeded by ``run``) is the evaluation set."""
+def digits(run: int, *, evaluation: str = "cross-fitted") -> dict[str, Any]:
+    """scikit-learn digits as raw pixels, as ``curato size`` measures a dataset without an evaluation split:
+    cross-fitted over 5 stratified folds (fold assignment seeded by ``100 + run``; seed s scored on fold s mod 5).
+    ``evaluation`` "held-out": a fixed stratified 25% (seeded by ``100 + run``) instead, as in the first runs."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
     y = data.target.astype(np.int64)
-    held = stratified_subsample(y, len(y) // 4, seed=100 + run)
-    return {"x": data.data.astype(np.float32), "y": y, "pool": np.setdiff1d(np.arange(len(y)), held), "eval": held}
+    if evaluation == "held-out":
+        held = stratified_subsample(y, len(y) // 4, seed=100 + run)
+        folds = CurveFolds.fixed(np.setdiff1d(np.arange(len(y)), held), held)
+    else:
+        folds = CurveFolds.cross_fitted(np.arange(len(y)), y, seed=100 + run)
+    return {"x": data.data.astype(np.float32), "y": y, "folds": folds}
 
 
 def measure(data: dict[str, Any], sizes: list[int], seeds: list[int], *,
             head_width: str = "pool") -> dict[tuple[int, int], dict]:
     """The curve's points; ``head_width`` "pool": the head's width fixed at the pool's (``curato size``),
     "grows": the default head's width, one whitened dimension per 16 training rows (the earlier curve)."""
-    x, y, pool, evaluation = data["x"], data["y"], data["pool"], data["eval"]
-    scorer = head_scorer(x, y, pool, evaluation, n_classes=10, width_grows=head_width == "grows")
-    return measure_curve(y[pool], sizes, seeds, scorer)
+    x, y, folds = data["x"], data["y"], data["folds"]
+    scorer = head_scorer(x, y, folds, n_classes=10, width_grows=head_width == "grows")
+    return measure_curve(y, folds, sizes, seeds, scorer)
 
 
 def run_dataeval(python: str, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -227,7 +235,8 @@ def strategies(data: dict[str, Any], sizes: list[int], seeds: list[int], baselin
     base_sizes, base_values = baseline
     means = np.array([np.mean(v) for v in base_values])
     fits = select_fits(base_sizes, means, chance=0.9)
-    x, y, pool, evaluation = data["x"], data["y"], data["pool"], data["eval"]
+    x, y = data["x"], data["y"]
+    pool, evaluation = data["folds"].pools[0], data["folds"].evaluations[0]  # Fashion-MNIST: one fixed split
     width = curve_components(len(pool))  # the baseline curve's head width
     rng = np.random.default_rng(0)
     unlabelled_pool = np.sort(rng.choice(pool, size=20_000, replace=False))
@@ -276,13 +285,16 @@ def main(argv: list[str] | None = None) -> int:
                                                                      "fashion-12k (disjoint 12k pools)")
     parser.add_argument("--runs", type=int, default=2, help="independent curves per dataset (each with --seeds)")
     parser.add_argument("--first-run", type=int, default=0, help="index of the first run: run r uses seeds "
-                                                                  "r*seeds .. (r+1)*seeds-1 (digits: held-out seed "
+                                                                  "r*seeds .. (r+1)*seeds-1 (digits: fold seed "
                                                                   "100+r; fashion-12k: the r-th disjoint pool)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--sizes", type=int, default=10, help="log-spaced sizes up to 25%% of the pool (the upper "
                                                                "half also gets each step's midpoint)")
     parser.add_argument("--head-width", choices=("pool", "grows"), default="pool",
                         help="pool: the head's width fixed at the pool's (curato size); grows: n // 16 (the old curve)")
+    parser.add_argument("--digits-evaluation", choices=("cross-fitted", "held-out"), default="cross-fitted",
+                        help="digits: cross-fitted over 5 folds (curato size without an evaluation split) or a fixed "
+                             "25%% held out (the first runs)")
     parser.add_argument("--strategies", action="store_true")
     parser.add_argument("--dataeval-python", default=str(REPO / ".bench" / "dataeval-venv" / "bin" / "python"))
     parser.add_argument("--json", type=Path)
@@ -297,15 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     rows, strategy_rows = [], None
     for name in args.datasets.split(","):
         for run in range(args.first_run, args.first_run + args.runs):
-            data = load_run(name, run)
-            n = len(data["pool"])
+            data = load_run(name, run, evaluation=args.digits_evaluation)
+            n = data["folds"].pool_size
             sizes = sorted({*curve_sizes(int(n * FRACTION), 10, n_sizes=args.sizes).tolist(), round(n * MIDDLE), n})
             seeds = list(range(run * args.seeds, (run + 1) * args.seeds))
             earlier = reused.get((name, run))
             if earlier is not None:
                 curve_sizes_ = np.array([point["size"] for point in earlier["curve"]], dtype=np.int64)
                 values = [np.array(point["values"]) for point in earlier["curve"]]
-                if curve_sizes_.tolist() != sizes or any(len(v) != min(len(seeds), 1 if s == n else len(seeds))
+                full_seeds = len(seeds) if data["folds"].rotating else 1
+                if curve_sizes_.tolist() != sizes or any(len(v) != (full_seeds if s == n else len(seeds))
                                                          for s, v in zip(sizes, values, strict=True)):
                     sys.exit(f"--reuse-curves: {name} run {run} was measured at other sizes or seeds")
                 measure_seconds = earlier["measure_seconds"]
@@ -314,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 points = measure(data, sizes, seeds, head_width=args.head_width)
                 measure_seconds = time.perf_counter() - started
                 curve_sizes_, values = curve_values(points, "accuracy")
-            eval_counts = np.bincount(data["y"][data["eval"]], minlength=10)
+            eval_counts = np.bincount(data["y"][data["folds"].evaluated(seeds)], minlength=10)
             row = one_backtest(name, run, curve_sizes_, values, args.dataeval_python, eval_counts)
             row["measure_seconds"] = measure_seconds
             rows.append(row)

@@ -22,6 +22,7 @@ from curato.errors import InputError
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.models.oof import stratified_subsample
 from curato.sizing import (
+    CurveFolds,
     FamilyFit,
     backtest,
     curve_sizes,
@@ -29,11 +30,13 @@ from curato.sizing import (
     fit_curve,
     forecast,
     head_scorer,
+    hook_scorer,
     labels_needed,
     labels_worth,
     measure_curve,
     nested_subset,
     select_fits,
+    stratified_folds,
 )
 from curato.sizing.curves import FAMILIES
 from curato.sizing.forecast import evaluation_sd, extrapolation_scale, noisy_curves, plateau_noise
@@ -107,6 +110,42 @@ def test_nested_subsets_are_nested_and_stratified():
                 assert set(previous) <= set(subset)
             previous = subset
     assert not np.array_equal(nested_subset(labels, 100, seed=0), nested_subset(labels, 100, seed=1))
+
+
+def test_stratified_folds_deal_every_class_evenly():
+    labels = np.repeat(np.arange(4), [403, 200, 101, 3])
+    fold = stratified_folds(labels, 5, seed=7)
+    assert fold.shape == labels.shape and set(fold.tolist()) == set(range(5))
+    counts = np.array([np.bincount(fold[labels == c], minlength=5) for c in range(4)])
+    assert np.all(counts.max(axis=1) - counts.min(axis=1) <= 1)  # floor or ceil of each class's fifth
+    assert np.array_equal(fold, stratified_folds(labels, 5, seed=7))
+    assert not np.array_equal(fold, stratified_folds(labels, 5, seed=8))
+    with pytest.raises(InputError, match="at least 2 folds"):
+        stratified_folds(labels, 1)
+
+
+def test_cross_fitted_curve_scores_every_row_once_per_size_and_never_its_own_training_rows():
+    y = load_digits().target.astype(np.int64)[:500]
+    ids = [f"img{i:04d}" for i in range(len(y))]
+    folds = CurveFolds.cross_fitted(np.arange(len(y)), y, seed=3)
+    assert folds.rotating and folds.pool_size == min(len(p) for p in folds.pools) and 395 <= folds.pool_size <= 400
+    calls: list[tuple[list[str], list[str]]] = []
+
+    def recipe(train_ids: list[str], eval_ids: list[str]) -> float:
+        calls.append((train_ids, eval_ids))
+        return len(train_ids) / 1000
+
+    sizes = [50, 200, folds.pool_size]
+    points = measure_curve(y, folds, sizes, range(5), hook_scorer(recipe, ids, folds))
+    assert sorted(points) == [(size, seed) for size in sizes for seed in range(5)]  # every seed at the full pool too
+    for train_ids, eval_ids in calls:
+        assert not set(train_ids) & set(eval_ids)
+    for size in sizes:
+        scored = [eval_ids for train_ids, eval_ids in calls if len(train_ids) == size]
+        assert sorted(itertools.chain.from_iterable(scored)) == ids  # the five seeds score each row exactly once
+    assert np.array_equal(folds.evaluated(range(5)), np.arange(len(y)))
+    fixed = CurveFolds.fixed(np.arange(400), np.arange(400, 500))
+    assert not fixed.rotating and len(measure_curve(y, fixed, [50, 400], range(3), lambda s, seed: {"n": len(s)})) == 4
 
 
 def test_backtest_error_is_predicted_minus_measured():
@@ -215,7 +254,8 @@ def digits_curve() -> tuple[np.ndarray, list[np.ndarray], int]:
     held = stratified_subsample(y, 450, seed=102)
     pool = np.setdiff1d(np.arange(len(y)), held)
     sizes = sorted({*np.round(np.geomspace(50, len(pool) / 4, 6)).astype(int).tolist(), len(pool)})
-    points = measure_curve(y[pool], sizes, [0, 1, 2], head_scorer(x, y, pool, held, n_classes=10))
+    folds = CurveFolds.fixed(pool, held)
+    points = measure_curve(y, folds, sizes, [0, 1, 2], head_scorer(x, y, folds, n_classes=10))
     measured_sizes, values = curve_values(points, "accuracy")
     return measured_sizes, values, len(pool)
 
@@ -226,8 +266,9 @@ def test_head_scorer_width_fixed_or_growing():
     held = stratified_subsample(y, 450, seed=102)
     pool = np.setdiff1d(np.arange(len(y)), held)
     subset = nested_subset(y[pool], 160, seed=0)
-    fixed = head_scorer(x, y, pool, held, n_classes=10)(subset, 0)
-    grows = head_scorer(x, y, pool, held, n_classes=10, width_grows=True)(subset, 0)
+    folds = CurveFolds.fixed(pool, held)
+    fixed = head_scorer(x, y, folds, n_classes=10)(subset, 0)
+    grows = head_scorer(x, y, folds, n_classes=10, width_grows=True)(subset, 0)
     # 160 rows: the growing head has pca_components(160) = 10 whitened dimensions, the fixed one the pool's
     # curve_components (84, so all 64 of digits' axes); the same rows score differently, and each matches the
     # head called directly.
@@ -236,7 +277,7 @@ def test_head_scorer_width_fixed_or_growing():
                                          components=curve_components(len(pool)))
     assert fixed["accuracy"] != grows["accuracy"]
     with pytest.raises(InputError, match="not both"):
-        head_scorer(x, y, pool, held, n_classes=10, components=8, width_grows=True)
+        head_scorer(x, y, folds, n_classes=10, components=8, width_grows=True)
 
 
 def test_digits_forecast_from_a_quarter_is_within_a_few_points(digits_curve):
@@ -347,6 +388,30 @@ def test_cli_backtest_reports_predicted_minus_measured_at_the_full_pool(fashion_
     assert low <= test["predicted"] <= high and test["covered"] == (low <= test["measured"] <= high)
     if test["samples_needed_predicted"] is not None:
         assert test["samples_needed_ratio"] == pytest.approx(test["samples_needed_predicted"] / 800)
+
+
+def test_without_an_evaluation_split_the_curve_is_cross_fitted(fashion_workspace, tmp_path):
+    # Only the 800 training images, no test split: five stratified folds of 160, seed s scored on fold s.
+    workspace = tmp_path / "ws"
+    assert run("ingest", fashion_workspace.parent / "folder" / "train", "-w", workspace).exit_code == 0
+    out = tmp_path / "size.json"
+    result = run("size", "-w", workspace, "--target", "0.8", "--embedder", "classic", "--sizes", "5",
+                 "--bootstrap", "10", "--json", out)
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(out.read_text())
+    jsonschema.validate(document, SCHEMA)
+    evaluation = document["evaluation"]
+    assert evaluation["kind"] == "cross-fitted" and evaluation["folds"] == 5 and evaluation["n"] == 800
+    assert document["n_train"] == 640 and document["curve"][-1]["size"] == 640
+    assert all(len(point["values"]) == 5 for point in document["curve"])  # five folds at the full pool as well
+    assert document["uncertainty"]["evaluation_rows"] == 800
+    assert 0.4 < document["curve"][-1]["mean"] < 0.95  # a real curve (chance 0.1)
+    rerun = run("size", "-w", workspace, "--target", "0.8", "--embedder", "classic", "--sizes", "5",
+                "--bootstrap", "10", "--seeds", "3", "--json", out)
+    assert rerun.exit_code == 0, rerun.stderr
+    fewer = json.loads(out.read_text())
+    assert fewer["evaluation"]["n"] == 480  # three seeds: three of the five folds scored
+    assert [point["values"][:3] for point in fewer["curve"]] == [point["values"][:3] for point in document["curve"]]
 
 
 def test_the_curve_head_keeps_one_width_at_every_size():

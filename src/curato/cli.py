@@ -434,7 +434,8 @@ def size(
     embedder: Annotated[str | None, typer.Option(help="Embeddings for the built-in head (default: chosen "
                                                       "for the data).")] = None,
     eval_split: Annotated[str | None, typer.Option(help="Split to evaluate on (default: test/val if present, "
-                                                        "else a held-out 20%).")] = None,
+                                                        "else cross-fitting: 5 stratified folds, seed s "
+                                                        "scored on fold s mod 5).")] = None,
     seeds: Annotated[int, typer.Option(help="Random subsets per size.")] = 5,
     sizes: Annotated[int, typer.Option(help="Training-set sizes on the curve (log-spaced; the upper half also "
                                             "gets the midpoint of each step).")] = 10,

@@ -180,6 +180,18 @@ def stratified_folds(labels: np.ndarray, n_folds: int, rng: np.random.Generator)
     return folds
 
 
+def shuffled_class_positions(labels: np.ndarray,
+                             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's class code, the class sizes, and each row's position (0, 1, ...) within its class in a random
+    order drawn from ``rng``: the shared step of stratified subsampling and stratified folds."""
+    _, codes, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
+    order = np.lexsort((rng.random(len(codes)), codes))
+    first_of_class = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.empty(len(codes), dtype=np.int64)
+    position[order] = np.arange(len(codes)) - first_of_class[codes[order]]
+    return codes, counts, position
+
+
 def stratified_subsample(labels: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:
     """Sorted indices of ``size`` rows whose class shares match those of ``labels`` as closely as rounding
     allows (every class keeps ``floor`` or ``ceil`` of its proportional share), chosen at random within
@@ -194,11 +206,7 @@ def stratified_subsample(labels: np.ndarray, size: int, *, seed: int = 0) -> np.
     if size >= len(y):
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
-    _, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
-    order = np.lexsort((rng.random(len(y)), codes))
-    first_of_class = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    position = np.empty(len(y), dtype=np.float64)
-    position[order] = np.arange(len(y)) - first_of_class[codes[order]]
+    codes, counts, position = shuffled_class_positions(y, rng)
     key = (position + 0.5) / counts[codes]
     # Ties (equal fractions in classes of equal size) are broken at random, not by class order.
     chosen = np.lexsort((rng.random(len(y)), key))[:size]

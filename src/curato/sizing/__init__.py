@@ -1,6 +1,7 @@
 """Sizing: how many labels reach a target metric, and what augmentation or pseudo-labels are worth in labels.
 
-Pure functions over arrays: ``curve_sizes`` / ``nested_subset`` (the subsets), ``measure_curve`` with
+Pure functions over arrays: ``curve_sizes`` / ``nested_subset`` (the subsets), ``CurveFolds`` (what each seed trains
+on and is scored on: an evaluation split, or cross-fitting over stratified folds), ``measure_curve`` with
 ``head_scorer`` (one head width, ``curve_components``, for the whole curve) or ``hook_scorer`` (the measured
 points), ``select_fits`` (curve families weighted by extrapolation error), ``forecast`` / ``backtest`` /
 ``labels_worth`` (the answers, with bootstrap intervals).
@@ -21,7 +22,7 @@ from curato.sizing.measure import (
     measure_curve,
     train_and_score_head,
 )
-from curato.sizing.subsets import curve_sizes, nested_subset
+from curato.sizing.subsets import CurveFolds, curve_sizes, nested_subset, stratified_folds
 
 
 def run_size(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -34,6 +35,7 @@ def run_size(*args: Any, **kwargs: Any) -> dict[str, Any]:
 __all__ = [
     "FAMILIES",
     "METRICS",
+    "CurveFolds",
     "FamilyFit",
     "FittedCurve",
     "backtest",
@@ -52,6 +54,7 @@ __all__ = [
     "per_class_answers",
     "run_size",
     "select_fits",
+    "stratified_folds",
     "train_and_score_head",
     "weighted_metric",
 ]

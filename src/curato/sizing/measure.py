@@ -1,4 +1,5 @@
-"""Measuring a learning curve: train on each (size, seed) subset of the labelled pool, score on held-out rows.
+"""Measuring a learning curve: train on each (size, seed) subset of the seed's pool, score on rows it never saw
+(``CurveFolds``: an evaluation split, or cross-fitting).
 
 The cheap model is ``curato.models.oof.fit_predict_probabilities`` (the audit's softmax head) on
 embeddings, with a whitened-PCA width fixed for the whole curve (``curve_components``);
@@ -15,7 +16,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from curato.errors import InputError
 from curato.models.oof import fit_predict_probabilities, pca_components
-from curato.sizing.subsets import nested_subset
+from curato.sizing.subsets import CurveFolds, nested_subset
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 # A scorer maps (pool positions of the training subset, seed) to {"accuracy": ..., "recall": [...], ...}.
@@ -67,30 +68,31 @@ def train_and_score_head(embeddings: np.ndarray, labels: np.ndarray, train_rows:
     return classification_scores(labels[eval_rows], probs[n_train:].argmax(axis=1), n_classes)
 
 
-def head_scorer(embeddings: np.ndarray, labels: np.ndarray, pool_rows: np.ndarray, eval_rows: np.ndarray, *,
-                n_classes: int, components: int | None = None, width_grows: bool = False) -> Scorer:
-    """A scorer training the softmax head on ``pool_rows[subset]`` and scoring ``eval_rows``; the head's width
-    is ``components``, by default ``curve_components(len(pool_rows))`` at every size; ``width_grows``: the
-    default head's own width at each size instead (one whitened dimension per 16 training rows)."""
+def head_scorer(embeddings: np.ndarray, labels: np.ndarray, folds: CurveFolds, *, n_classes: int,
+                components: int | None = None, width_grows: bool = False) -> Scorer:
+    """A scorer training the softmax head on ``folds.pool(seed)[subset]`` and scoring ``folds.evaluation(seed)``;
+    the head's width is ``components``, by default ``curve_components(folds.pool_size)`` at every size;
+    ``width_grows``: the default head's own width at each size instead (one whitened dimension per 16 training
+    rows)."""
     if width_grows and components is not None:
         raise InputError("head scorer: pass components or width_grows, not both")
-    width = None if width_grows else curve_components(len(pool_rows)) if components is None else int(components)
+    width = None if width_grows else curve_components(folds.pool_size) if components is None else int(components)
 
     def score(subset: np.ndarray, seed: int) -> dict[str, Any]:
-        return train_and_score_head(embeddings, labels, pool_rows[subset], eval_rows, n_classes=n_classes, seed=seed,
-                                    components=width)
+        return train_and_score_head(embeddings, labels, folds.pool(seed)[subset], folds.evaluation(seed),
+                                    n_classes=n_classes, seed=seed, components=width)
 
     return score
 
 
-def hook_scorer(train_and_score: Callable[[list[str], list[str]], float], pool_ids: Sequence[str],
-                eval_ids: Sequence[str]) -> Scorer:
-    """A scorer calling the user's ``train_and_score(train_ids, eval_ids) -> float`` (a metric in [0, 1])."""
-    pool = list(pool_ids)
-    evaluation = list(eval_ids)
+def hook_scorer(train_and_score: Callable[[list[str], list[str]], float], ids: Sequence[str],
+                folds: CurveFolds) -> Scorer:
+    """A scorer calling the user's ``train_and_score(train_ids, eval_ids) -> float`` (a metric in [0, 1]) with the
+    ids (``ids``: every row's) of ``folds.pool(seed)[subset]`` and of ``folds.evaluation(seed)``."""
+    names = np.asarray(ids, dtype=object)
 
     def score(subset: np.ndarray, seed: int) -> dict[str, Any]:
-        value = train_and_score([pool[i] for i in subset.tolist()], evaluation)
+        value = train_and_score(names[folds.pool(seed)[subset]].tolist(), names[folds.evaluation(seed)].tolist())
         try:
             value = float(value)
         except (TypeError, ValueError) as error:
@@ -102,32 +104,35 @@ def hook_scorer(train_and_score: Callable[[list[str], list[str]], float], pool_i
     return score
 
 
-def measure_curve(pool_labels: np.ndarray, sizes: Iterable[int], seeds: Iterable[int], score: Scorer, *,
-                  known: dict[tuple[int, int], dict[str, Any]] | None = None,
+def measure_curve(labels: np.ndarray, folds: CurveFolds, sizes: Iterable[int], seeds: Iterable[int], score: Scorer,
+                  *, known: dict[tuple[int, int], dict[str, Any]] | None = None,
                   on_point: Callable[[int, int, dict[str, Any]], None] | None = None) -> dict[tuple[int, int], dict]:
-    """Scores of every (size, seed): the nested stratified subset of ``pool_labels`` of that size and seed.
+    """Scores of every (size, seed): the nested stratified subset, of that size and seed, of seed's pool
+    ``folds.pool(seed)`` (``labels``: every row's class).
 
     Points in ``known`` are not recomputed (a resumed run); each new one is passed to ``on_point(size,
-    seed, scores)`` as soon as it is done (e.g. to store it). At the full pool size every seed draws the
-    same subset, so only the first seed is measured there.
+    seed, scores)`` as soon as it is done (e.g. to store it). With one fold every seed draws the same subset at
+    the full pool size, so only the first seed is measured there.
     """
-    labels = np.asarray(pool_labels)
+    labels = np.asarray(labels)
     seeds = list(seeds)
     results = dict(known or {})
-    for size, seed in curve_plan(len(labels), sizes, seeds):
+    for size, seed in curve_plan(folds, sizes, seeds):
         if (size, seed) in results:
             continue
-        scores = score(nested_subset(labels, size, seed=seed), seed)
+        scores = score(nested_subset(labels[folds.pool(seed)], size, seed=seed), seed)
         results[(size, seed)] = scores
         if on_point is not None:
             on_point(size, seed, scores)
     return results
 
 
-def curve_plan(n_pool: int, sizes: Iterable[int], seeds: Sequence[int]) -> list[tuple[int, int]]:
-    """The (size, seed) pairs a curve measures, smallest sizes first (one seed at the full pool size)."""
+def curve_plan(folds: CurveFolds, sizes: Iterable[int], seeds: Sequence[int]) -> list[tuple[int, int]]:
+    """The (size, seed) pairs a curve measures, smallest sizes first (one seed at the full pool size, unless the
+    seeds' pools differ: cross-fitting)."""
+    full = folds.pool_size
     return [(int(size), int(seed)) for size in sorted(set(int(s) for s in sizes))
-            for seed in (seeds[:1] if size >= n_pool else seeds)]
+            for seed in (seeds[:1] if size >= full and not folds.rotating else seeds)]
 
 
 def curve_values(points: dict[tuple[int, int], dict[str, Any]], metric: str) -> tuple[np.ndarray, list[np.ndarray]]:

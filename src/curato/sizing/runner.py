@@ -20,7 +20,7 @@ import numpy as np
 
 from curato import __version__
 from curato.errors import InputError
-from curato.models.oof import OOF_SETTINGS_VERSION, stratified_subsample
+from curato.models.oof import OOF_SETTINGS_VERSION
 from curato.progress import SILENT, Progress
 from curato.sizing.forecast import BOOTSTRAP, backtest, forecast, labels_worth, per_class_answers
 from curato.sizing.measure import (
@@ -32,13 +32,12 @@ from curato.sizing.measure import (
     hook_scorer,
     measure_curve,
 )
-from curato.sizing.subsets import DEFAULT_SEEDS, DEFAULT_SIZES, curve_sizes, nested_subset
+from curato.sizing.subsets import CROSS_FIT_FOLDS, DEFAULT_SEEDS, DEFAULT_SIZES, CurveFolds, curve_sizes, nested_subset
 from curato.workspace import Workspace
 
 LATEST_SIZE = "size-latest.json"
 SIZING_VERSION = 2  # bump when a stored curve point would come out different for the same settings
 EVAL_SPLITS = ("test", "val", "validation", "valid", "t10k")
-HELD_OUT_SHARE = 0.2
 STRATEGY_SIZES = 3  # strategies are measured at this many of the largest allowed curve sizes
 AUGMENT_MAX_SIZE = 2000
 AUGMENT_CHUNK = 256
@@ -72,7 +71,9 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
     missing) unless ``train_and_score(train_ids, eval_ids) -> float`` is given: then that function trains
     the user's own model on the sample ids and returns its metric on the evaluation ids. The evaluation
     rows are the labelled samples of ``eval_split`` (default: a split named test/val/validation/valid/t10k
-    when one holds labelled samples), else a fixed stratified 20% of the labelled samples.
+    when one holds labelled samples); without one the curve is cross-fitted: the labelled samples are cut into
+    ``CROSS_FIT_FOLDS`` stratified folds and seed ``s`` trains on subsets of the other folds and is scored on fold
+    ``s mod CROSS_FIT_FOLDS``, so the default five seeds score every labelled sample once per size.
     """
     from curato.report.writer import write_documents
 
@@ -92,14 +93,15 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
         embedder = choose_embedder_name(workspace)
     data = _labelled_data(workspace, embedder=embedder if train_and_score is None else None, eval_split=eval_split,
                           progress=progress)
-    pool, evaluation, codes, classes = data["pool"], data["eval"], data["codes"], data["classes"]
+    folds, codes, classes = data["folds"], data["codes"], data["classes"]
     k = len(classes)
-    sizes = curve_sizes(len(pool), k, n_sizes=n_sizes)
-    if run_backtest and len(pool) // 4 >= 2 * sizes[0]:
+    today = folds.pool_size
+    sizes = curve_sizes(today, k, n_sizes=n_sizes)
+    if run_backtest and today // 4 >= 2 * sizes[0]:
         # The backtest fits on sizes up to 25% only: give it as many sizes there as the curve has in all.
-        sizes = np.union1d(sizes, curve_sizes(len(pool) // 4, k, n_sizes=max(4, n_sizes - 2)))
+        sizes = np.union1d(sizes, curve_sizes(today // 4, k, n_sizes=max(4, n_sizes - 2)))
     hook_name = None if train_and_score is None else f"{train_and_score.__module__}.{train_and_score.__qualname__}"
-    width = curve_components(len(pool))
+    width = curve_components(today)
     settings = {"sizing_version": SIZING_VERSION,
                 "model": hook_name or f"softmax-head-v{OOF_SETTINGS_VERSION}-pca{width}",
                 "embedder": data["embedder"], "labels": data["labels_digest"], "evaluation": data["eval_digest"]}
@@ -110,31 +112,35 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
         stored = _stored_points(workspace, digest)
         ids = data["ids"]
         if train_and_score is None:
-            scorer = head_scorer(data["embeddings"], codes, pool, evaluation, n_classes=k, components=width)
+            scorer = head_scorer(data["embeddings"], codes, folds, n_classes=k, components=width)
         else:
-            scorer = hook_scorer(train_and_score, ids[pool].tolist(), ids[evaluation].tolist())
-        points = _measure(workspace, digest, "baseline", codes[pool], sizes, list(range(seeds)), scorer, stored,
+            scorer = hook_scorer(train_and_score, ids, folds)
+        points = _measure(workspace, digest, "baseline", codes, folds, sizes, list(range(seeds)), scorer, stored,
                           progress, "learning curve")
         key = "score" if train_and_score is not None else metric
         measured_sizes, values = curve_values(points, key)
         chance = 1.0 - 1.0 / k
         progress.stage("fitting curves", 1)
-        # Evaluation rows per class: the intervals carry the sampling noise of a metric scored on them.
-        eval_counts = np.bincount(codes[evaluation], minlength=k)
+        # Evaluation rows per class (all the seeds' folds): the intervals carry the sampling noise of the mean
+        # curve scored on them.
+        eval_counts = np.bincount(codes[folds.evaluated(range(seeds))], minlength=k)
         noise_metric = metric if train_and_score is None else "custom"
-        answers = forecast(measured_sizes, values, target=target, chance=chance, today=len(pool),
+        answers = forecast(measured_sizes, values, target=target, chance=chance, today=today,
                            n_bootstrap=n_bootstrap, per_class_multiple=k, eval_class_counts=eval_counts,
                            metric=noise_metric)
         progress.advance(1)
-        shares = np.bincount(codes[pool], minlength=k) / len(pool)
+        labelled = np.union1d(folds.pools[0], folds.evaluations[0])
+        shares = np.bincount(codes[labelled], minlength=k) / len(labelled)
         needed = answers["samples_needed"]
         needed["per_class"] = None if needed["total"] is None else {
             name: math.ceil(needed["total"] * share) for name, share in zip(classes, shares, strict=True)}
         document: dict[str, Any] = {
             "version": __version__, "workspace": str(workspace.root), "target": target,
             "metric": metric if train_and_score is None else "custom",
-            "model": settings["model"], "embedder": data["embedder"], "n_train": len(pool),
-            "n_classes": k, "classes": classes, "evaluation": data["evaluation"], "settings": options,
+            "model": settings["model"], "embedder": data["embedder"], "n_train": today,
+            "n_classes": k, "classes": classes, "settings": options,
+            # n: the rows the seeds are scored on (cross-fitted with fewer seeds than folds: not every row).
+            "evaluation": {**data["evaluation"], "n": int(eval_counts.sum())},
             "curve": [_curve_entry(size, vals) for size, vals in zip(measured_sizes, values, strict=True)],
             **answers,
         }
@@ -147,7 +153,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
             recalls = [np.array([[np.nan if r is None else r for r in points[(int(s), seed)]["recall"]]
                                  for seed in range(seeds) if (int(s), seed) in points]) for s in measured_sizes]
             document["per_class"] = per_class_answers(measured_sizes, recalls, shares, fits, target=target,
-                                                      chance=chance, today=len(pool), class_names=classes)
+                                                      chance=chance, today=today, class_names=classes)
         else:
             document["per_class"] = None
         if run_backtest:
@@ -175,10 +181,10 @@ def _stored_points(workspace: Workspace, digest: str) -> dict[str, dict[tuple[in
     return stored
 
 
-def _measure(workspace: Workspace, digest: str, curve: str, pool_labels: np.ndarray, sizes: Any, seeds: list[int],
-             scorer: Any, stored: dict[str, dict[tuple[int, int], dict[str, Any]]], progress: Progress,
-             description: str) -> dict[tuple[int, int], dict[str, Any]]:
-    plan = curve_plan(len(pool_labels), sizes, seeds)
+def _measure(workspace: Workspace, digest: str, curve: str, labels: np.ndarray, folds: CurveFolds, sizes: Any,
+             seeds: list[int], scorer: Any, stored: dict[str, dict[tuple[int, int], dict[str, Any]]],
+             progress: Progress, description: str) -> dict[tuple[int, int], dict[str, Any]]:
+    plan = curve_plan(folds, sizes, seeds)
     known = {key: value for key, value in stored.get(curve, {}).items() if key in set(plan)}
     progress.stage(description, len(plan))
     progress.advance(len(known))
@@ -187,12 +193,12 @@ def _measure(workspace: Workspace, digest: str, curve: str, pool_labels: np.ndar
         workspace.catalog.add_curve_point(digest, curve, size, seed, scores)
         progress.advance(1)
 
-    return measure_curve(pool_labels, [s for s, _ in plan], seeds, scorer, known=known, on_point=store)
+    return measure_curve(labels, folds, [s for s, _ in plan], seeds, scorer, known=known, on_point=store)
 
 
 def _labelled_data(workspace: Workspace, *, embedder: str | None, eval_split: str | None,
                    progress: Progress) -> dict[str, Any]:
-    """Labelled rows split into the training pool and the evaluation rows, with codes and (for the head)
+    """Labelled rows as ``CurveFolds`` (an evaluation split, else cross-fitting), with codes and (for the head)
     embeddings; also the unlabelled embedded rows (pseudo-labels)."""
     table = workspace.catalog.samples(("sample_id", "uri", "split", "content_hash", "kind", "readable"))
     current = workspace.catalog.current_labels()
@@ -228,18 +234,27 @@ def _labelled_data(workspace: Workspace, *, embedder: str | None, eval_split: st
                              f"splits with labels: {', '.join(sorted(set(splits[labelled].tolist())))}")
         pool = np.flatnonzero(labelled & (splits != chosen_split))
         data["evaluation"] = {"kind": "split", "split": chosen_split, "n": int(evaluation.size)}
+        folds = CurveFolds.fixed(pool, evaluation)
+        fold_names = np.full(len(ids), "evaluation", dtype=object)  # what each evaluated row belongs to
     else:
         rows = np.flatnonzero(labelled)
-        held = rows[stratified_subsample(codes[rows], max(len(classes), int(len(rows) * HELD_OUT_SHARE)), seed=0)]
-        evaluation = held
-        pool = np.setdiff1d(rows, held)
-        data["evaluation"] = {"kind": "held-out", "split": None, "n": int(evaluation.size),
-                              "note": f"no test split: a fixed stratified {HELD_OUT_SHARE:.0%} of the labelled "
-                                      "samples is held out for evaluation and never trained on"}
-    data.update(pool=pool, eval=evaluation, codes=codes, classes=classes,
+        if len(rows) < 2 * CROSS_FIT_FOLDS:
+            raise InputError(f"{workspace.root}: {len(rows)} labelled samples and no evaluation split; sizing needs "
+                             f"at least {2 * CROSS_FIT_FOLDS} (or name a split with --eval-split)")
+        folds = CurveFolds.cross_fitted(rows, codes, seed=0)
+        fold_names = np.empty(len(ids), dtype=object)
+        for number, held in enumerate(folds.evaluations):
+            fold_names[held] = f"fold {number}"
+        evaluation = rows
+        data["evaluation"] = {"kind": "cross-fitted", "split": None, "n": int(rows.size), "folds": CROSS_FIT_FOLDS,
+                              "note": f"no test split: the labelled samples are cut into {CROSS_FIT_FOLDS} stratified "
+                                      f"folds; seed s trains on subsets of the other folds and is scored on fold "
+                                      f"s mod {CROSS_FIT_FOLDS}, never on rows it trained on"}
+    rows = np.flatnonzero(labelled)
+    data.update(folds=folds, codes=codes, classes=classes,
                 unlabelled=np.flatnonzero(usable & ~labelled & (splits != (chosen_split or ""))),
-                labels_digest=_digest(ids[pool], np.array(classes, dtype=object)[codes[pool]]),
-                eval_digest=_digest(ids[evaluation], np.array(classes, dtype=object)[codes[evaluation]]))
+                labels_digest=_digest(ids[rows], np.array(classes, dtype=object)[codes[rows]]),
+                eval_digest=_digest(ids[evaluation], fold_names[evaluation]))
     return data
 
 
@@ -258,10 +273,11 @@ def _strategies(workspace: Workspace, data: dict[str, Any], digest: str, sizes: 
     from curato.sizing.curves import FamilyFit, FittedCurve
     from curato.sizing.strategies import augmentation_scores, pseudo_label_scores
 
-    pool, evaluation, codes, k = data["pool"], data["eval"], data["codes"], len(data["classes"])
+    folds, codes, k = data["folds"], data["codes"], len(data["classes"])
     embeddings = data["embeddings"]
     chance = 1.0 - 1.0 / k
-    width = curve_components(len(pool))  # the baseline curve's head width
+    today = folds.pool_size
+    width = curve_components(today)  # the baseline curve's head width
     fits = [FamilyFit(f["family"], None if f["params"] is None else
                       FittedCurve(f["family"], np.array(f["params"]), max(chance, 1e-3), 0.0, 0.0),
                       f["backtest_rmse"] or math.inf, f["drop_first"], f["weight"]) for f in answers["fits"]]
@@ -277,25 +293,26 @@ def _strategies(workspace: Workspace, data: dict[str, Any], digest: str, sizes: 
         plans.append(("augmentation", allowed[-STRATEGY_SIZES:]))
     if pseudo_labels:
         truly_unlabelled = data["unlabelled"]
-        allowed = sizes if truly_unlabelled.size else sizes[sizes <= len(pool) // 2]
+        allowed = sizes if truly_unlabelled.size else sizes[sizes <= today // 2]
         plans.append(("pseudo-labels", allowed[-STRATEGY_SIZES:]))
     for curve, chosen in plans:
         if curve == "augmentation":
             augmented = _augmented_embeddings(workspace, data, chosen, seed_list, progress)
 
             def score(subset: np.ndarray, seed: int, augmented: dict[str, np.ndarray] = augmented) -> dict[str, Any]:
-                rows = pool[subset]
+                rows = folds.pool(seed)[subset]
                 copies = np.stack([augmented[sid] for sid in data["ids"][rows].tolist()])
-                return augmentation_scores(embeddings, codes, rows, evaluation, copies, n_classes=k, seed=seed,
-                                           components=width)
+                return augmentation_scores(embeddings, codes, rows, folds.evaluation(seed), copies, n_classes=k,
+                                           seed=seed, components=width)
         else:
             def score(subset: np.ndarray, seed: int) -> dict[str, Any]:
+                pool = folds.pool(seed)
                 rows = pool[subset]
-                hidden = np.setdiff1d(pool, rows)
-                unlabelled = data["unlabelled"] if data["unlabelled"].size else hidden
-                return pseudo_label_scores(embeddings, codes, rows, unlabelled, evaluation, n_classes=k, seed=seed,
-                                           components=width)
-        points = _measure(workspace, digest, curve, codes[pool], chosen, seed_list, score, stored, progress, curve)
+                # Without unlabelled samples, the pool rows this subset leaves out (never the evaluation fold).
+                unlabelled = data["unlabelled"] if data["unlabelled"].size else np.setdiff1d(pool, rows)
+                return pseudo_label_scores(embeddings, codes, rows, unlabelled, folds.evaluation(seed), n_classes=k,
+                                           seed=seed, components=width)
+        points = _measure(workspace, digest, curve, codes, folds, chosen, seed_list, score, stored, progress, curve)
         strategy_sizes, strategy_values = curve_values(points, metric)
         entries = []
         for size, vals in zip(strategy_sizes, strategy_values, strict=True):
@@ -307,7 +324,7 @@ def _strategies(workspace: Workspace, data: dict[str, Any], digest: str, sizes: 
                             "worth_ratio": None if not math.isfinite(worth) else float((size + worth) / size)})
         last = entries[-1]
         results.append({"strategy": curve, "points": entries, "at_size": last["size"],
-                        "at_today": last["size"] == len(pool), "worth_labels": last["worth_labels"],
+                        "at_today": last["size"] == today, "worth_labels": last["worth_labels"],
                         "worth_ratio": last["worth_ratio"]})
     return results
 
@@ -324,8 +341,9 @@ def _augmented_embeddings(workspace: Workspace, data: dict[str, Any], sizes: np.
     if name is None or name.startswith("precomputed"):
         raise InputError("--augmentation re-embeds augmented images: use an image embedder (--embedder), "
                          "not precomputed vectors")
-    pool, codes = data["pool"], data["codes"]
-    rows = np.unique(np.concatenate([pool[nested_subset(codes[pool], int(sizes.max()), seed=seed)] for seed in seeds]))
+    folds, codes = data["folds"], data["codes"]
+    rows = np.unique(np.concatenate([folds.pool(seed)[nested_subset(codes[folds.pool(seed)], int(sizes.max()),
+                                                                    seed=seed)] for seed in seeds]))
     if any(kind != "image" for kind in data["kinds"][rows].tolist()):
         raise InputError("--augmentation works on images; this workspace's training samples are not all images")
     store, feature_name = workspace.features, f"augment-{name}"
