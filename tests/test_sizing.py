@@ -412,6 +412,9 @@ def test_without_an_evaluation_split_the_curve_is_cross_fitted(fashion_workspace
     fewer = json.loads(out.read_text())
     assert fewer["evaluation"]["n"] == 480  # three seeds: three of the five folds scored
     assert [point["values"][:3] for point in fewer["curve"]] == [point["values"][:3] for point in document["curve"]]
+    report = run("audit", "-w", workspace, "--checks", "imbalance", "--report", tmp_path / "r.html")
+    assert report.exit_code == 0, report.stderr
+    assert "evaluated on 480 samples (cross-fitted: 5 folds" in (tmp_path / "r.html").read_text()
 
 
 def test_the_curve_head_keeps_one_width_at_every_size():

@@ -129,8 +129,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
                            n_bootstrap=n_bootstrap, per_class_multiple=k, eval_class_counts=eval_counts,
                            metric=noise_metric)
         progress.advance(1)
-        labelled = np.union1d(folds.pools[0], folds.evaluations[0])
-        shares = np.bincount(codes[labelled], minlength=k) / len(labelled)
+        shares = np.bincount(codes[folds.pools[0]], minlength=k) / len(folds.pools[0])
         needed = answers["samples_needed"]
         needed["per_class"] = None if needed["total"] is None else {
             name: math.ceil(needed["total"] * share) for name, share in zip(classes, shares, strict=True)}
