@@ -155,3 +155,35 @@ def test_fixed_cosine_threshold_and_bad_input(dataset: dict[str, np.ndarray]) ->
         duplicate_findings(dataset["ids"], embeddings=dataset["embeddings"], splits=["train"])
     with pytest.raises(InputError, match="near_threshold"):
         duplicate_findings(dataset["ids"], embeddings=dataset["embeddings"], near_threshold=2.0)
+
+
+def test_fine_residual_rule_adds_cropped_recompressed_copies_among_look_alikes(
+        fashion_mnist: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 5 on tops, shirts, pullovers and coats (many look-alikes): 120 copies cropped by a pixel and JPEG'd."""
+    images, labels = fashion_mnist
+    originals = np.flatnonzero(np.isin(labels, [0, 2, 4, 6]))
+    sources = np.random.default_rng(0).choice(originals, 120, replace=False)
+    copies = []
+    for k, index in enumerate(sources):
+        picture = images[index]
+        cropped = Image.fromarray([picture[1:, :], picture[:, 1:], picture[:-1, :], picture[:, :-1]][k % 4])
+        if k % 2:
+            cropped = cropped.resize((28, 28), Image.BILINEAR)
+        copies.append(decoded(encoded(np.asarray(cropped), "JPEG", [60, 70, 80][k % 3])))
+    pictures = [rgb(images[i]) for i in originals] + copies
+    ids = np.array([f"original/{i}" for i in originals] + [f"copy/{k}" for k in range(len(sources))], dtype=object)
+    embeddings = get_embedder("efficientnet-lite0-112").embed(pictures)
+    _, phashes, thumbnails = image_features(pictures)
+    planted = {frozenset((f"original/{i}", f"copy/{k}")) for k, i in enumerate(sources)}
+
+    def pairs() -> set[frozenset[str]]:
+        near = duplicate_findings(ids, embeddings=embeddings, phashes=phashes, thumbnails=thumbnails)[1]
+        return {frozenset((a, b)) for group in groups_of(near) for a in group for b in group if a < b}
+
+    with_rule = pairs()
+    monkeypatch.setattr("curato.checks.duplicates.STRUCTURE_MAX_SHARE", -1.0)  # no residual is below: rule 5 off
+    without_rule = pairs()
+    assert without_rule <= with_rule
+    assert len(with_rule & planted) > len(without_rule & planted)  # it finds copies rules 1-4 miss
+    assert with_rule - planted == without_rule - planted  # and adds no other pair
+    assert len(with_rule & planted) >= 0.95 * len(planted)

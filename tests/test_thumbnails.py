@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.ndimage import map_coordinates
+from scipy.ndimage import gaussian_filter, map_coordinates
 
 from curato.errors import InputError
 from curato.features.properties import image_features
@@ -19,6 +21,7 @@ from curato.features.thumbnails import (
     grey_thumbnails,
     refined_similarity,
     registered_similarity,
+    residual_low_share,
 )
 from tests.conftest import photo
 
@@ -166,3 +169,49 @@ def test_fourier_descriptors_keep_shifted_copies_next_to_their_original(
     assert fourier_descriptors(grey[:0]).shape == (0, vectors.shape[1])
     with pytest.raises(InputError, match="side > 12"):
         fourier_descriptors(grey[:, :10, :10])
+
+
+def test_residual_low_share_tells_recompressed_copies_from_look_alikes(
+        fashion_mnist: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = fashion_mnist
+    shirts = np.flatnonzero(labels == 6)  # textured, and many look-alikes of one cut
+    sources, others = shirts[:30], shirts[30:230]
+    copies = []
+    for index in sources:
+        # one source pixel cropped and stretched back, then JPEG-compressed: the copy's residual is fine noise
+        stretched = Image.fromarray(images[index][1:, :]).resize((28, 28), Image.BILINEAR)
+        buffer = io.BytesIO()
+        stretched.save(buffer, format="JPEG", quality=70)
+        copies.append(np.asarray(Image.open(buffer).convert("L")))
+    pictures = [*images[sources], *copies, *images[others]]
+    grey = grey_thumbnails(image_features(pictures)[2])
+    n = len(sources)
+    own = np.arange(n)
+    _, params = refined_similarity(grey, own, own + n, return_params=True)
+    copy_share = residual_low_share(grey, own, own + n, params)
+    # each source's closest look-alike among 200 other shirts, registered the same way
+    first = np.repeat(own, len(others))
+    second = np.tile(np.arange(2 * n, len(pictures)), n)
+    similarity = refined_similarity(grey, first, second).reshape(n, len(others))
+    nearest = 2 * n + similarity.argmax(axis=1)
+    _, look_alike_params = refined_similarity(grey, own, nearest, return_params=True)
+    look_alike_share = residual_low_share(grey, own, nearest, look_alike_params)
+    assert np.all((copy_share >= 0) & (copy_share <= 1)) and np.all(look_alike_share <= 1)
+    assert np.median(copy_share) < 0.15 < np.median(look_alike_share)
+    assert np.percentile(copy_share, 80) < np.percentile(look_alike_share, 20)
+    # the definition, one pair at a time: warp with scipy, unit residual, blurred energy over energy
+    side = grey.shape[1]
+    core = np.arange(REGISTRATION_MARGIN, side - REGISTRATION_MARGIN, dtype=np.float64)
+    centre = (side - 1) / 2
+    for pair in range(3):
+        sy, ty, sx, tx = params[pair]
+        yy, xx = np.meshgrid(np.clip(centre + sy * (core - centre) + ty, 0, side - 1),
+                             np.clip(centre + sx * (core - centre) + tx, 0, side - 1), indexing="ij")
+        warped = map_coordinates(grey[pair + n].astype(np.float64), [yy, xx], order=1)
+        window = grey[pair][REGISTRATION_MARGIN:side - REGISTRATION_MARGIN,
+                            REGISTRATION_MARGIN:side - REGISTRATION_MARGIN].astype(np.float64)
+        unit = [(x - x.mean()) / np.linalg.norm(x - x.mean()) for x in (window, warped)]
+        residual = unit[0] - unit[1]
+        expected = (gaussian_filter(residual, 1.0) ** 2).sum() / (residual ** 2).sum()
+        assert copy_share[pair] == pytest.approx(expected, abs=1e-3)
+    assert residual_low_share(grey, own[:0], own[:0], params[:0]).shape == (0,)

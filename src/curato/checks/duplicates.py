@@ -46,12 +46,23 @@ A candidate pair is a near duplicate when any of these holds:
    nothing else comes close); a pair within ``4 * D`` when ``t <= 0.003`` and at most 0.35 x the
    others (an exact match of the pictures outweighs a drifted embedding, e.g. after a strong
    down-scale).
+5. the residual is fine noise (where thumbnails are given): a compared pair rule 4 turns down for its
+   ratio alone -- within ``3 * D`` in the embedding, ``t <= 0.04`` and at most 0.5 x the others -- is
+   accepted when what is left of the difference after registering it (the better direction, both pictures
+   centred and scaled to unit length) is fine-grained: at most 12% of the residual's energy survives a
+   Gaussian blur of one thumbnail pixel (:func:`curato.features.thumbnails.residual_low_share`).
+   Re-compression, resampling and a pixel's crop leave noise from pixel to pixel, which the blur averages
+   away; a different product of the same cut leaves coarse differences -- a longer sleeve, another
+   collar, a print -- that survive it. Among the pairs rule 4 turned down at ``t <= 0.04`` on the
+   benchmark below, copies had a median share of 0.10-0.12, look-alike products 0.28 (their 10th
+   percentile 0.195); Fashion-MNIST's look-alikes lie within 1.5-3x of a copy's registered distance,
+   which is what the ratio tests of rule 4 cannot resolve.
 
 Where thumbnails exist they also overrule rules 2 and 3: a pair those rules accept is dropped when
 its refined registration, in the better of the two directions, is worse than ``t = 0.03`` (the
 embedding or the hash saw two look-alikes, the pixels say different pictures).
 
-A fixed ``near_threshold`` (cosine similarity) replaces all four: pairs with ``cos >= near_threshold``.
+A fixed ``near_threshold`` (cosine similarity) replaces all five: pairs with ``cos >= near_threshold``.
 Without embeddings, the perceptual hash alone decides: Hamming distance ``<= 2`` (less precise:
 simple pictures such as product silhouettes on a plain background share hashes).
 
@@ -66,13 +77,14 @@ of rule 3 recovers the ones that stay much closer to their source than to anythi
 the ones whose pixels still line up after a small shift or rescale (distinct products of one cut
 correlate up to 0.99 as well, hence its own ratio test). The cuts were picked on one planting seed
 as the highest recall at >= 0.93 pair precision and checked on a second seed (rule 4's, later, as
-the highest smallest recall over seeds 0-2 at >= 0.95 precision on each).
+the highest smallest recall over seeds 0-2 at >= 0.95 precision on each; rule 5's, later, as the most
+planted pairs added on seeds 0-2 with no pair added that is not the same picture, then checked on seeds 3-4).
 
-Limits: on 28 px Fashion-MNIST (8 planting seeds), recall 0.940-0.965 (at least 0.95 on 7 of 8) at
-pair precision 0.955-0.963 (before the refinement: 0.83-0.85 at 0.95; rules 1-3 alone: 0.63-0.66 at
-0.94); the rule-4 cuts were chosen on seeds 0-2, seeds 5-7 were never looked at before the final
-measurement. Copies cropped by a pixel or two stay the weakest edit (recall 0.82-0.91), and 187-196
-of 200 planted train/test leaks are reported.
+Limits: on 28 px Fashion-MNIST (11 planting seeds), recall 0.953-0.987 at pair precision 0.956-0.965
+(without rule 5: 0.940-0.965 at 0.955-0.963 on 8 seeds; before the refinement: 0.83-0.85 at 0.95; rules
+1-3 alone: 0.63-0.66 at 0.94); rule 5's cuts were chosen on seeds 0-2, seeds 5-10 were not looked at
+before its final measurement (8-10 were planted for it). Copies cropped by a pixel stay the weakest edit
+(recall 0.86-0.96), and 191-200 of 200 planted train/test leaks are reported.
 """
 
 from __future__ import annotations
@@ -93,6 +105,7 @@ from curato.features.thumbnails import (
     grey_thumbnails,
     refined_similarity,
     registered_similarity,
+    residual_low_share,
 )
 from curato.neighbors import EXACT_LIMIT, knn, pairs_above, set_threads, unit_rows
 
@@ -115,6 +128,9 @@ REGISTERED_TIGHT_GAP = 0.35
 REGISTERED_WIDE_RATIO = 4.0
 REGISTERED_LOOSE = 0.08
 REGISTERED_LOOSE_GAP = 0.1
+STRUCTURE_MAX = 0.04
+STRUCTURE_GAP = 0.5
+STRUCTURE_MAX_SHARE = 0.12
 PHASH_ONLY_BITS = 2
 DEFAULT_K = 10
 MAX_EVIDENCE_GROUPS = 200
@@ -366,30 +382,51 @@ def _registered_pairs(grey: np.ndarray, sims: np.ndarray, idx: np.ndarray, rows:
     both = np.flatnonzero(back.any(axis=1))
     reverse = t[at[both], back[both].argmax(axis=1)]
     t[local[both], rank[both]] = np.minimum(t[local[both], rank[both]], reverse)
-    accept = _registered_accept(t, neighbour, rows, position, local, rank, 1.0 - sims[local, rank], scale)
+    other = _other_registered(t, neighbour, rows, position, local, rank)
+    distance, embedding = t[local, rank], 1.0 - sims[local, rank]
+    accept = _registered_accept(distance, other, embedding, scale)
+    # Rule 5: a pair that is closer than anything else compared, but not by enough, is accepted when its
+    # residual after registration is fine noise rather than another object's coarse structure.
+    unsure = np.flatnonzero(~accept & (distance <= STRUCTURE_MAX) & (distance <= STRUCTURE_GAP * other)
+                            & (embedding <= REGISTERED_RATIO * scale))
+    if unsure.size:
+        accept[unsure] = _fine_residual_accept(grey, rows[local[unsure]], neighbour[local[unsure], rank[unsure]])
     return rows[local[accept]], neighbour[local, rank][accept]
 
 
-def _registered_accept(t: np.ndarray, neighbour: np.ndarray, rows: np.ndarray, position: np.ndarray,
-                       local: np.ndarray, rank: np.ndarray, embedding: np.ndarray, scale: float) -> np.ndarray:
-    """Which compared pairs ``(local, rank)`` rule 4 accepts, given registered distances ``t`` per compared
-    pair and the pairs' embedding distances: close in registration, and far closer to each other than either
-    end is to its other compared samples."""
+def _registered_accept(t: np.ndarray, other: np.ndarray, embedding: np.ndarray, scale: float) -> np.ndarray:
+    """Which compared pairs rule 4 accepts, given their registered distances ``t``, the smallest ``t`` from
+    either end to its other compared samples (:func:`_other_registered`) and their embedding distances:
+    close in registration, and far closer to each other than either end is to anything else compared."""
+    accept = ((t <= REGISTERED_MAX) & (t <= REGISTERED_GAP * other) & (embedding <= REGISTERED_RATIO * scale))
+    accept |= ((t <= REGISTERED_TIGHT) & (t <= REGISTERED_TIGHT_GAP * other)
+               & (embedding <= REGISTERED_WIDE_RATIO * scale))
+    accept |= ((t <= REGISTERED_LOOSE) & (t <= REGISTERED_LOOSE_GAP * other) & (embedding <= REGISTERED_RATIO * scale))
+    return accept
+
+
+def _other_registered(t: np.ndarray, neighbour: np.ndarray, rows: np.ndarray, position: np.ndarray,
+                      local: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Per compared pair ``(local, rank)``: the smallest registered distance from either end to its other
+    compared samples (``inf`` where there is none)."""
     partner = neighbour[local, rank]
     own_other = np.where(neighbour[local] == partner[:, None], np.inf, t[local]).min(axis=1)
     at = position[partner]
     known = at >= 0
     their_other = np.full(local.size, np.inf)
     their_other[known] = np.where(neighbour[at[known]] == rows[local[known], None], np.inf, t[at[known]]).min(axis=1)
-    other = np.minimum(own_other, their_other)
-    distance = t[local, rank]
-    accept = ((distance <= REGISTERED_MAX) & (distance <= REGISTERED_GAP * other)
-              & (embedding <= REGISTERED_RATIO * scale))
-    accept |= ((distance <= REGISTERED_TIGHT) & (distance <= REGISTERED_TIGHT_GAP * other)
-               & (embedding <= REGISTERED_WIDE_RATIO * scale))
-    accept |= ((distance <= REGISTERED_LOOSE) & (distance <= REGISTERED_LOOSE_GAP * other)
-               & (embedding <= REGISTERED_RATIO * scale))
-    return accept
+    return np.minimum(own_other, their_other)
+
+
+def _fine_residual_accept(grey: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Rule 5's last test: registered in the better of the two directions, is what is left of the pair's
+    difference fine noise (re-compression, resampling) rather than coarse structure (another object)?"""
+    both, params = refined_similarity(grey, np.r_[first, second], np.r_[second, first], return_params=True)
+    m = first.size
+    forward = both[:m] >= both[m:]
+    params = np.where(forward[:, None], params[:m], params[m:])
+    share = residual_low_share(grey, np.where(forward, first, second), np.where(forward, second, first), params)
+    return share <= STRUCTURE_MAX_SHARE
 
 
 def _next_other(sims: np.ndarray, idx: np.ndarray, at: np.ndarray, partner: np.ndarray) -> np.ndarray:
@@ -537,7 +574,8 @@ def _near_finding(
                            f"{REGISTERED_MAX} and {REGISTERED_GAP} x their distance to other neighbours, or within "
                            f"{REGISTERED_LOOSE} and {REGISTERED_LOOSE_GAP} x (both up to {REGISTERED_RATIO} x scale), "
                            f"or within {REGISTERED_TIGHT} and {REGISTERED_TIGHT_GAP} x up to {REGISTERED_WIDE_RATIO} "
-                           f"x scale")
+                           f"x scale; or within {STRUCTURE_MAX} and {STRUCTURE_GAP} x (up to {REGISTERED_RATIO} x "
+                           f"scale) with at most {STRUCTURE_MAX_SHARE} of the registration residual surviving a blur")
     return Finding(check="near_duplicates", severity=severity, message=message, sample_ids=ids, flagged=flagged,
                    scores=np.where(flagged, best, 0.0), summary=summary,
                    evidence=_evidence(lists, chosen, cap), details=details)

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from curato.errors import InputError
@@ -49,6 +50,9 @@ REFINE_SETTLED_SCALE = 0.002
 REFINE_SETTLED_SHIFT = 0.02
 REFINE_HOPELESS = 0.3
 REFINE_SHIFT_RANGE = (-2.5, 2.5)
+# Gaussian blur (thumbnail pixels) that separates a registration residual's coarse structure from its fine
+# noise (residual_low_share).
+RESIDUAL_BLUR = 1.0
 
 __all__ = [
     "COLOUR_SIDE",
@@ -60,6 +64,7 @@ __all__ = [
     "grey_thumbnails",
     "refined_similarity",
     "registered_similarity",
+    "residual_low_share",
 ]
 
 
@@ -227,7 +232,7 @@ def _peak_estimate(correlation: np.ndarray, best: np.ndarray, variants: int) -> 
 
 def refined_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarray, *,
                        iterations: int = REFINE_ITERATIONS, chunk: int = 512,
-                       start: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                       start: tuple[np.ndarray, np.ndarray] | None = None, return_params: bool = False) -> Any:
     """:func:`registered_similarity` with the best grid placement refined continuously.
 
     The grid's steps (7% in scale, one thumbnail pixel in shift) leave up to half a pixel of
@@ -239,29 +244,62 @@ def refined_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarray, 
     interpolation, differentiated analytically), vectorised over pairs. Returns the best correlation
     seen (never below the grid's), in [-1, 1]. ``start``: the ``(similarity, placement)`` that
     ``registered_similarity(..., return_placement=True)`` returned for these pairs, to skip the grid.
+    With ``return_params`` it returns ``(similarity, params)``: the placement reached, (m, 4) columns
+    ``sy, ty, sx, tx`` (scale and shift, vertical then horizontal), for :func:`residual_low_share`.
     """
     grey = np.asarray(grey, dtype=np.float32)
     first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
     coarse, placement = (registered_similarity(grey, first, second, return_placement=True) if start is None
                          else (np.asarray(start[0], dtype=np.float64), np.asarray(start[1], dtype=np.int64)))
-    side = grey.shape[1]
     variants = len(REGISTRATION_GRID)
     scales, shifts = (np.array(values, dtype=np.float64) for values in zip(*REGISTRATION_GRID, strict=True))
     vertical, horizontal = placement // variants, placement % variants
     params = np.stack([scales[vertical], shifts[vertical], scales[horizontal], shifts[horizontal]], axis=1)
     out = coarse.copy()
-    inner = slice(REGISTRATION_MARGIN, side - REGISTRATION_MARGIN)
 
     def refine(begin: int) -> None:
         block = slice(begin, begin + chunk)
-        window = grey[first[block]][:, inner, inner].astype(np.float32)
-        window -= window.mean(axis=(1, 2), keepdims=True)
-        window /= np.linalg.norm(window.reshape(len(window), -1), axis=1)[:, None, None] + 1e-9
-        refined = _gauss_newton_registration(window, grey[second[block]], params[block].copy(), iterations)
-        out[block] = np.maximum(out[block], refined)
+        window = _unit_window(grey[first[block]])
+        refined, reached = _gauss_newton_registration(window, grey[second[block]], params[block].copy(), iterations)
+        improved = refined > out[block]
+        out[block] = np.where(improved, refined, out[block])
+        params[block] = np.where(improved[:, None], reached, params[block])
 
     _in_parallel(refine, first.size, chunk)
-    return np.clip(out, -1.0, 1.0)
+    out = np.clip(out, -1.0, 1.0)
+    return (out, params) if return_params else out
+
+
+def residual_low_share(grey: np.ndarray, first: np.ndarray, second: np.ndarray, params: np.ndarray, *,
+                       sigma: float = RESIDUAL_BLUR) -> np.ndarray:
+    """Share of what is left after registration that is coarse structure rather than fine noise, in [0, 1].
+
+    The first picture's central window and the second picture warped by ``params`` (from
+    ``refined_similarity(..., return_params=True)``) are centred and scaled to unit length; their
+    difference is the residual. Returned: the energy of the residual blurred by a Gaussian of ``sigma``
+    thumbnail pixels over the residual's energy. Re-compression, resampling and a pixel's crop leave a
+    fine-grained residual (small share: blurring averages it away); a different object of the same cut
+    leaves a coarse one -- a longer sleeve, another collar, a print -- that survives the blur.
+    """
+    grey = np.asarray(grey, dtype=np.float32)
+    first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+    if first.size == 0:
+        return np.zeros(0)
+    window = _unit_window(grey[first])
+    warped = _bilinear_warp(grey[second], np.asarray(params, dtype=np.float64))[0]
+    residual = window - _unit_window(warped, margin=0)
+    coarse = gaussian_filter(residual, sigma=(0, sigma, sigma))
+    energy = np.einsum("mij,mij->m", residual, residual)
+    return np.clip(np.einsum("mij,mij->m", coarse, coarse) / np.maximum(energy, 1e-12), 0.0, 1.0)
+
+
+def _unit_window(pictures: np.ndarray, margin: int = REGISTRATION_MARGIN) -> np.ndarray:
+    """The pictures' central windows (``margin`` left out at each side), centred and scaled to unit length."""
+    side = pictures.shape[1]
+    window = pictures[:, margin:side - margin, margin:side - margin].astype(np.float32)
+    window -= window.mean(axis=(1, 2), keepdims=True)
+    window /= np.linalg.norm(window.reshape(len(window), -1), axis=1)[:, None, None] + 1e-9
+    return window
 
 
 def _in_parallel(work: Callable[[int], None], total: int, chunk: int) -> None:
@@ -320,8 +358,9 @@ def _bilinear_warp(pictures: np.ndarray, params: np.ndarray) -> tuple[np.ndarray
 
 
 def _gauss_newton_registration(window: np.ndarray, pictures: np.ndarray, params: np.ndarray,
-                               iterations: int) -> np.ndarray:
-    """Best correlation reached by damped Gauss-Newton steps on ``|| window - unit(centred warp(p)) ||^2``.
+                               iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best correlation reached, and the parameters reaching it, by damped Gauss-Newton steps on
+    ``|| window - unit(centred warp(p)) ||^2``.
 
     With ``w`` the unit centred warp, ``D_p`` the warp's derivative in parameter ``p``, ``n`` the centred
     warp's norm and ``a_p = <w, D_p>``, the Gauss-Newton system is ``H = (<D_p, D_q> - N mean(D_p) mean(D_q)
@@ -394,4 +433,4 @@ def _gauss_newton_registration(window: np.ndarray, pictures: np.ndarray, params:
         todo = todo[~(settled | hopeless)]
         if todo.size == 0:
             break
-    return best
+    return best, best_params
