@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import softmax
 
-from curato.active.strategies import select_batch
+from curato.active.strategies import _POOL_CACHE, select_batch
 
 GOALS = {"margin 1M": 5.0, "coreset 100k": 30.0, "badge 100k": 60.0}
 
@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     results["cluster-margin 100k"] = timed("cluster-margin 100k", "cluster-margin", args.repeats, **inputs)
     results["typiclust 100k"] = timed("typiclust 100k", "typiclust", 1, **inputs)
     results["probcover 100k"] = timed("probcover 100k", "probcover", 1, **inputs)
+    # auto's default strategy: cold (its 100-NN graph of the pool built first), then with the graph cached, as
+    # in a selection loop over one pool
+    _POOL_CACHE.clear()
+    results["uncertainty-herding 100k cold"] = timed("uherding 100k, cold", "uncertainty-herding", 1, **inputs)
+    results["uncertainty-herding 100k"] = timed("uherding 100k, cached", "uncertainty-herding", args.repeats,
+                                                **inputs)
     if args.json:
         args.json.write_text(json.dumps({"dim": args.dim, "seconds": results, "goals": GOALS}, indent=1))
     return 0
