@@ -46,8 +46,8 @@ A candidate pair is a near duplicate when any of these holds:
    nothing else comes close); a pair within ``4 * D`` when ``t <= 0.003`` and at most 0.35 x the
    others (an exact match of the pictures outweighs a drifted embedding, e.g. after a strong
    down-scale).
-5. the residual is fine noise (where thumbnails are given): a compared pair rule 4 turns down for its
-   ratio alone -- within ``3 * D`` in the embedding, ``t <= 0.04`` and at most 0.5 x the others -- is
+5. the residual is fine noise (where thumbnails are given): a compared pair rule 4 turns down that is
+   still within ``3 * D`` in the embedding, ``t <= 0.04`` and at most 0.5 x the others, is
    accepted when what is left of the difference after registering it (the better direction, both pictures
    centred and scaled to unit length) is fine-grained: at most 12% of the residual's energy survives a
    Gaussian blur of one thumbnail pixel (:func:`curato.features.thumbnails.residual_low_share`).
@@ -340,9 +340,11 @@ def _registered_pairs(grey: np.ndarray, sims: np.ndarray, idx: np.ndarray, rows:
     ``t = 1 - correlation``; a pair listed from both ends counts its better direction). The cuts are in
     :func:`_registered_accept` (``REGISTERED_MAX`` / ``_GAP``, ``REGISTERED_LOOSE`` / ``_GAP`` within
     ``REGISTERED_RATIO x D`` in the embedding, ``REGISTERED_TIGHT`` / ``_GAP`` within ``REGISTERED_WIDE_RATIO
-    x D``), each a ratio test against the smallest ``t`` from either end to its other compared neighbours.
-    (The thumbnail neighbours, found by Fourier magnitudes, catch copies the embedding scattered, and give the
-    ratio test more of the look-alikes to compare with.)
+    x D``), each a ratio test against the smallest ``t`` from either end to its other compared neighbours; rule 5
+    (``STRUCTURE_MAX`` / ``_GAP`` / ``_MAX_SHARE``) takes the pairs still within ``t <= 0.04`` and 0.5 x whose
+    residual after registration is fine noise (:func:`_fine_residual_accept`). (The thumbnail neighbours, found
+    by Fourier magnitudes, catch copies the embedding scattered, and give the ratio test more of the look-alikes
+    to compare with.)
     """
     ranks = min(REGISTERED_RANKS, idx.shape[1])
     # Thumbnail neighbours are searched by Fourier magnitudes, which a shift or a one-pixel crop leaves nearly
