@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curato.checks.duplicates import REGISTERED_RANKS, THUMBNAIL_RANKS, duplicate_findings
-from curato.features.properties import image_features
+from curato.checks.duplicates import REGISTERED_RANKS, THUMBNAIL_RANKS, duplicate_findings, second_look_side
+from curato.features.properties import grey_squares, image_features
 from curato.features.thumbnails import fourier_descriptors, grey_thumbnails
 from curato.hashing import content_hash
 from curato.imageio import read_idx
@@ -280,9 +280,14 @@ def run(seed: int) -> dict[str, Any]:
     embeddings = cached_embeddings(data)
     _, phashes, thumbnails = image_features(as_rgb(data["images"]))
     start = time.perf_counter()
+    side = second_look_side(np.array([image.shape[::-1] for image in data["images"]]))
+
+    def second_look(rows: np.ndarray) -> np.ndarray:  # what `curato audit` decodes from the files
+        return grey_squares([data["images"][row] for row in rows], side)
+
     findings = duplicate_findings(data["ids"], embeddings=embeddings, content_hashes=data["content_hashes"],
                                   phashes=phashes, thumbnails=thumbnails, splits=data["splits"],
-                                  labels=data["labels"])
+                                  labels=data["labels"], second_look=None if side is None else second_look)
     elapsed = time.perf_counter() - start
     by_check = {f.check: f for f in findings}
     result = evaluate(data, by_check)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curato.checks.duplicates import duplicate_findings
+from curato.checks.duplicates import duplicate_findings, second_look_side
 from curato.errors import InputError
 from curato.features.embedders import get_embedder
-from curato.features.properties import image_features
+from curato.features.properties import grey_squares, image_features
 from curato.hashing import content_hash
 from tests.conftest import photo
 
@@ -187,3 +187,31 @@ def test_fine_residual_rule_adds_cropped_recompressed_copies_among_look_alikes(
     assert len(with_rule & planted) > len(without_rule & planted)  # it finds copies rules 1-4 miss
     assert with_rule - planted == without_rule - planted  # and adds no other pair
     assert len(with_rule & planted) >= 0.95 * len(planted)
+    monkeypatch.undo()
+
+    # Rule 6: the same pictures looked at again at their own 28 px (the thumbnails are 24 px).
+    side = second_look_side(np.array([picture.shape[1::-1] for picture in pictures]))
+    assert side == 28
+    loaded: list[int] = []
+
+    def second_look(rows: np.ndarray) -> np.ndarray:
+        loaded.append(rows.size)
+        return grey_squares([pictures[row] for row in rows], side)
+
+    closer = duplicate_findings(ids, embeddings=embeddings, phashes=phashes, thumbnails=thumbnails,
+                                second_look=second_look)[1]
+    with_second_look = {frozenset((a, b)) for group in groups_of(closer) for a in group for b in group if a < b}
+    assert loaded and loaded[0] < len(pictures)  # only the doubtful pairs' pictures are loaded
+    assert with_rule <= with_second_look
+    assert len(with_second_look & planted) > len(with_rule & planted)
+    assert with_second_look - planted == with_rule - planted
+    with pytest.raises(InputError, match="second_look"):
+        duplicate_findings(ids, embeddings=embeddings, thumbnails=thumbnails,
+                           second_look=lambda rows: np.zeros((rows.size, 5, 5), np.float32))
+
+
+def test_second_look_side_is_the_images_own_size_when_finer_than_the_thumbnail() -> None:
+    assert second_look_side(np.array([[28, 28], [56, 56], [28, 28], [0, 0]])) == 28
+    assert second_look_side(np.array([[640, 480], [800, 600]])) == 64  # capped
+    assert second_look_side(np.array([[20, 20], [24, 30]])) is None  # no finer than the 24 px thumbnail
+    assert second_look_side(np.zeros((3, 2))) is None and second_look_side(np.zeros((0, 2))) is None

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from curato.errors import InputError
-from curato.features.properties import image_features
+from curato.features.properties import grey_squares, image_features
 from curato.features.thumbnails import (
     REGISTRATION_MARGIN,
     REGISTRATION_SCALES,
@@ -46,6 +46,19 @@ def test_thumbnail_rows_hold_the_colour_and_grey_pictures() -> None:
         grey_thumbnails(rows[:, :10])
     with pytest.raises(InputError, match="divisor"):
         colour_thumbnails(rows, 3)
+
+
+def test_grey_squares_are_the_grey_thumbnail_at_any_side() -> None:
+    chelsea = photo("chelsea")
+    pictures = [chelsea, chelsea[:, :, 0], chelsea[:200, :150]]
+    thumbnails = grey_thumbnails(image_features(pictures)[2])
+    squares = grey_squares(pictures, 24)
+    assert squares.shape == (3, 24, 24) and squares.dtype == np.float32
+    np.testing.assert_allclose(squares, thumbnails, atol=0.51)  # the thumbnail is rounded to uint8
+    finer = grey_squares(pictures, 64)
+    assert finer.shape == (3, 64, 64)
+    # area resampling keeps the mean grey level at any side
+    np.testing.assert_allclose(finer.mean(axis=(1, 2)), squares.mean(axis=(1, 2)), rtol=1e-3)
 
 
 def slow_registered_similarity(grey: np.ndarray, first: int, second: int) -> float:

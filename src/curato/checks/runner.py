@@ -140,14 +140,25 @@ def _label_issues(data: AuditData) -> list[Finding]:
 
 
 def _duplicates(data: AuditData) -> list[Finding]:
-    from curato.checks.duplicates import duplicate_findings
+    from curato.checks.duplicates import duplicate_findings, second_look_side
 
     rows = _need_embeddings(data, "duplicates")
+    second_look = None
+    side = None if data.sizes is None or data.thumbnails is None else second_look_side(data.sizes[rows])
+    if side is not None:
+        from curato.features.properties import grey_squares
+        from curato.imageio import load_rgb
+
+        uris = data.uris[rows]
+
+        def second_look(local: np.ndarray) -> np.ndarray:
+            return grey_squares([load_rgb(str(uri)) for uri in uris[local]], side)
+
     return duplicate_findings(
         data.sample_ids[rows], embeddings=data.embeddings[rows], content_hashes=data.content_hashes[rows],
         phashes=data.phashes[rows], splits=data.splits[rows],
         thumbnails=None if data.thumbnails is None else data.thumbnails[rows], labels=data.labels[rows], k=NEIGHBOURS,
-        neighbours=_neighbour_graph(data, rows))
+        neighbours=_neighbour_graph(data, rows), second_look=second_look)
 
 
 def _outliers(data: AuditData) -> list[Finding]:

@@ -307,6 +307,18 @@ def _batch_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return out, _phash_from_grey(grey), _thumbnail_rows(grey, planes)
 
 
+def grey_squares(images: Sequence[np.ndarray], side: int) -> np.ndarray:
+    """(m, side, side) float32 grey pictures (Rec. 601 luma, 0..255) of the images, area-resampled to a square
+    like the scan's grey thumbnail (aspect ignored) but at any ``side`` -- e.g. the images' own size, for a
+    closer look than the thumbnail's. Accepts (H, W) grey and (H, W, 3) RGB arrays."""
+    out = np.empty((len(images), side, side), dtype=np.float32)
+    for position, image in enumerate(images):
+        array = np.asarray(image, dtype=np.float32)
+        grey = array if array.ndim == 2 else array[..., :3] @ _LUMA
+        out[position] = _resample(grey, side)
+    return out
+
+
 def _resample(stack: np.ndarray, side: int) -> np.ndarray:
     """Area-resample the last two axes of a float32 stack (..., H, W) to (..., side, side)."""
     rows = _area_weights(stack.shape[-2], side)
