@@ -60,14 +60,15 @@ A candidate pair is a near duplicate when any of these holds:
 6. a second look at a finer side (where the caller passes ``second_look``: ``curato audit`` decodes the
    files at their own size, at most 64 px, when that is finer than the 24 px thumbnail --
    :func:`second_look_side`): a compared pair still turned down, within ``3 * D``, ``t <= 0.04`` and no
-   farther than the others, is registered again on the finer pictures together with the closest other
-   pair either end was compared with, each in its better direction; it is accepted when it is at most
-   0.1 x as far apart as that other pair. The 24 px thumbnail resamples a 28 px picture by 6/7, so a copy
-   shifted or cropped by a whole source pixel registers only approximately there; at its own size it
-   lines up exactly, while a look-alike product stays as far as it was. On the benchmark below the
-   finer registration put the copies among these pairs at a median 0.01-0.22 x their look-alike's
-   distance (pairs of different pictures: 1st percentile 0.29); on pictures upsampled to 32 px instead the
-   gain vanished (the exact pixel grid is what helps).
+   farther than the others, is registered again on the finer pictures (its better direction) and accepted
+   when that distance is at most 0.1 x the thumbnails' distance to the closest other compared pair (the
+   look-alike's thumbnail distance stands in for its finer one: registering the look-alike again as well
+   doubled the cost and found 0-2 more copies per seed on the benchmark, at the same precision). The 24 px
+   thumbnail resamples a 28 px picture by 6/7, so a copy shifted or cropped by a whole source pixel
+   registers only approximately there; at its own size it lines up exactly. On the benchmark below the finer
+   registration put the copies among these pairs at a median 0.01-0.22 x their look-alike's distance (pairs
+   of different pictures: 1st percentile 0.29); on pictures upsampled to 32 px instead the gain vanished
+   (the exact pixel grid is what helps).
 
 Where thumbnails exist they also overrule rules 2 and 3: a pair those rules accept is dropped when
 its refined registration, in the better of the two directions, is worse than ``t = 0.03`` (the
@@ -418,7 +419,7 @@ def _registered_pairs(grey: np.ndarray, sims: np.ndarray, idx: np.ndarray, rows:
     both = np.flatnonzero(back.any(axis=1))
     reverse = t[at[both], back[both].argmax(axis=1)]
     t[local[both], rank[both]] = np.minimum(t[local[both], rank[both]], reverse)
-    other, other_first, other_second = _other_registered(t, neighbour, rows, position, local, rank)
+    other = _other_registered(t, neighbour, rows, position, local, rank)
     distance, embedding = t[local, rank], 1.0 - sims[local, rank]
     accept = _registered_accept(distance, other, embedding, scale)
     # Rule 5: a pair that is closer than anything else compared, but not by enough, is accepted when its
@@ -429,13 +430,12 @@ def _registered_pairs(grey: np.ndarray, sims: np.ndarray, idx: np.ndarray, rows:
         accept[unsure] = _fine_residual_accept(grey, rows[local[unsure]], neighbour[local[unsure], rank[unsure]])
     if second_look is not None:
         # Rule 6: a pair still closer than anything else compared, but not by enough, is looked at again at a finer
-        # side, together with the look-alike that stood in its way.
+        # side.
         doubtful = np.flatnonzero(~accept & (distance <= SECOND_LOOK_MAX) & (distance <= other)
-                                  & (embedding <= REGISTERED_RATIO * scale) & (other_second >= 0))
+                                  & (embedding <= REGISTERED_RATIO * scale) & np.isfinite(other))
         if doubtful.size:
             accept[doubtful] = _second_look_accept(
-                second_look, rows[local[doubtful]], neighbour[local[doubtful], rank[doubtful]],
-                other_first[doubtful], other_second[doubtful])
+                second_look, rows[local[doubtful]], neighbour[local[doubtful], rank[doubtful]], other[doubtful])
     return rows[local[accept]], neighbour[local, rank][accept]
 
 
@@ -451,27 +451,16 @@ def _registered_accept(t: np.ndarray, other: np.ndarray, embedding: np.ndarray, 
 
 
 def _other_registered(t: np.ndarray, neighbour: np.ndarray, rows: np.ndarray, position: np.ndarray,
-                      local: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      local: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """Per compared pair ``(local, rank)``: the smallest registered distance from either end to its other
-    compared samples (``inf`` where there is none), and that other pair's two rows (-1 where there is none)."""
-    m = local.size
+    compared samples (``inf`` where there is none)."""
     partner = neighbour[local, rank]
-    own = np.where(neighbour[local] == partner[:, None], np.inf, t[local])
-    own_rank = own.argmin(axis=1)
-    own_other = own[np.arange(m), own_rank]
+    own_other = np.where(neighbour[local] == partner[:, None], np.inf, t[local]).min(axis=1)
     at = position[partner]
-    known = np.flatnonzero(at >= 0)
-    their_other = np.full(m, np.inf)
-    their_row = np.full(m, -1, dtype=np.int64)
-    theirs = np.where(neighbour[at[known]] == rows[local[known], None], np.inf, t[at[known]])
-    their_rank = theirs.argmin(axis=1)
-    their_other[known] = theirs[np.arange(known.size), their_rank]
-    their_row[known] = neighbour[at[known], their_rank]
-    mine = own_other <= their_other
-    other = np.minimum(own_other, their_other)
-    first = np.where(mine, rows[local], partner)
-    second = np.where(mine, neighbour[local, own_rank], their_row)
-    return other, first, np.where(np.isfinite(other), second, -1)
+    known = at >= 0
+    their_other = np.full(local.size, np.inf)
+    their_other[known] = np.where(neighbour[at[known]] == rows[local[known], None], np.inf, t[at[known]]).min(axis=1)
+    return np.minimum(own_other, their_other)
 
 
 def _fine_residual_accept(grey: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -486,21 +475,23 @@ def _fine_residual_accept(grey: np.ndarray, first: np.ndarray, second: np.ndarra
 
 
 def _second_look_accept(second_look: Callable[[np.ndarray], np.ndarray], first: np.ndarray, second: np.ndarray,
-                        other_first: np.ndarray, other_second: np.ndarray) -> np.ndarray:
-    """Rule 6: registered again on finer pictures (``second_look``), each in its better direction, is the pair at
-    most ``SECOND_LOOK_GAP`` x as far apart as the closest other pair either end was compared with?"""
-    wanted, inverse = np.unique(np.concatenate([first, second, other_first, other_second]), return_inverse=True)
+                        other: np.ndarray) -> np.ndarray:
+    """Rule 6: registered again on finer pictures (``second_look``), in its better direction, is the pair at most
+    ``SECOND_LOOK_GAP`` x as far apart as the closest other pair either end was compared with (``other``, the
+    thumbnails' distance, standing in for that pair's finer one)?"""
+    # Each unordered pair once (a pair listed from both ends recurs).
+    pairs, which = np.unique(np.sort(np.stack([first, second], axis=1), axis=1), axis=0, return_inverse=True)
+    wanted, inverse = np.unique(pairs, return_inverse=True)
     pictures = np.asarray(second_look(wanted), dtype=np.float32)
     side = REGISTRATION_MARGIN * 2 + 2
     if pictures.ndim != 3 or pictures.shape[0] != wanted.size or pictures.shape[1] != pictures.shape[2] \
             or pictures.shape[1] < side:
         raise InputError(f"second_look must return ({wanted.size}, side, side) grey pictures with side >= {side}, "
                          f"got shape {pictures.shape}")
-    a, b, c, d = inverse.reshape(4, first.size)
-    both = refined_similarity(pictures, np.r_[a, b, c, d], np.r_[b, a, d, c]).reshape(4, first.size)
-    pair = 1.0 - np.maximum(both[0], both[1])
-    other = 1.0 - np.maximum(both[2], both[3])
-    return pair <= SECOND_LOOK_GAP * other
+    low, high = inverse.reshape(pairs.shape).T
+    both = refined_similarity(pictures, np.r_[low, high], np.r_[high, low])
+    distance = 1.0 - np.maximum(both[:low.size], both[low.size:])
+    return distance[which.reshape(-1)] <= SECOND_LOOK_GAP * other
 
 
 def _next_other(sims: np.ndarray, idx: np.ndarray, at: np.ndarray, partner: np.ndarray) -> np.ndarray:
@@ -650,8 +641,8 @@ def _near_finding(
                            f"or within {REGISTERED_TIGHT} and {REGISTERED_TIGHT_GAP} x up to {REGISTERED_WIDE_RATIO} "
                            f"x scale; or within {STRUCTURE_MAX} and {STRUCTURE_GAP} x (up to {REGISTERED_RATIO} x "
                            f"scale) with at most {STRUCTURE_MAX_SHARE} of the registration residual surviving a blur; "
-                           f"or, looked at again at the images' own size, at most {SECOND_LOOK_GAP} x as far apart "
-                           f"as the closest other pair")
+                           f"or, looked at again at the images' own size, at most {SECOND_LOOK_GAP} x the "
+                           f"thumbnails' distance to the closest other pair")
     return Finding(check="near_duplicates", severity=severity, message=message, sample_ids=ids, flagged=flagged,
                    scores=np.where(flagged, best, 0.0), summary=summary,
                    evidence=_evidence(lists, chosen, cap), details=details)
