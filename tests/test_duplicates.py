@@ -205,6 +205,10 @@ def test_fine_residual_rule_adds_cropped_recompressed_copies_among_look_alikes(
     assert with_rule <= with_second_look
     assert len(with_second_look & planted) > len(with_rule & planted)
     assert with_second_look - planted == with_rule - planted
+    monkeypatch.setattr("curato.checks.duplicates.SECOND_LOOK_BLOCK", 5)  # many small blocks: the same answer
+    blocked = duplicate_findings(ids, embeddings=embeddings, phashes=phashes, thumbnails=thumbnails,
+                                 second_look=second_look)[1]
+    assert groups_of(blocked) == groups_of(closer) and max(loaded[1:]) <= 10
     with pytest.raises(InputError, match="second_look"):
         duplicate_findings(ids, embeddings=embeddings, thumbnails=thumbnails,
                            second_look=lambda rows: np.zeros((rows.size, 5, 5), np.float32))

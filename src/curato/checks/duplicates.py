@@ -149,6 +149,7 @@ STRUCTURE_MAX_SHARE = 0.12
 SECOND_LOOK_MAX = 0.04
 SECOND_LOOK_GAP = 0.1
 SECOND_LOOK_LARGEST_SIDE = 64
+SECOND_LOOK_BLOCK = 8192  # pairs whose pictures are held at once (at most 2 x 8192 x 64 x 64 float32: 256 MB)
 PHASH_ONLY_BITS = 2
 DEFAULT_K = 10
 MAX_EVIDENCE_GROUPS = 200
@@ -481,16 +482,19 @@ def _second_look_accept(second_look: Callable[[np.ndarray], np.ndarray], first: 
     thumbnails' distance, standing in for that pair's finer one)?"""
     # Each unordered pair once (a pair listed from both ends recurs).
     pairs, which = np.unique(np.sort(np.stack([first, second], axis=1), axis=1), axis=0, return_inverse=True)
-    wanted, inverse = np.unique(pairs, return_inverse=True)
-    pictures = np.asarray(second_look(wanted), dtype=np.float32)
-    side = REGISTRATION_MARGIN * 2 + 2
-    if pictures.ndim != 3 or pictures.shape[0] != wanted.size or pictures.shape[1] != pictures.shape[2] \
-            or pictures.shape[1] < side:
-        raise InputError(f"second_look must return ({wanted.size}, side, side) grey pictures with side >= {side}, "
-                         f"got shape {pictures.shape}")
-    low, high = inverse.reshape(pairs.shape).T
-    both = refined_similarity(pictures, np.r_[low, high], np.r_[high, low])
-    distance = 1.0 - np.maximum(both[:low.size], both[low.size:])
+    distance = np.empty(len(pairs))
+    smallest = REGISTRATION_MARGIN * 2 + 2
+    for start in range(0, len(pairs), SECOND_LOOK_BLOCK):  # bounded memory: one block of pictures at a time
+        block = pairs[start:start + SECOND_LOOK_BLOCK]
+        wanted, inverse = np.unique(block, return_inverse=True)
+        pictures = np.asarray(second_look(wanted), dtype=np.float32)
+        if pictures.ndim != 3 or pictures.shape[0] != wanted.size or pictures.shape[1] != pictures.shape[2] \
+                or pictures.shape[1] < smallest:
+            raise InputError(f"second_look must return ({wanted.size}, side, side) grey pictures with side >= "
+                             f"{smallest}, got shape {pictures.shape}")
+        low, high = inverse.reshape(block.shape).T
+        both = refined_similarity(pictures, np.r_[low, high], np.r_[high, low])
+        distance[start:start + len(block)] = 1.0 - np.maximum(both[:low.size], both[low.size:])
     return distance[which.reshape(-1)] <= SECOND_LOOK_GAP * other
 
 
