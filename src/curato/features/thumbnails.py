@@ -155,7 +155,6 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
         raise InputError(f"grey thumbnails must be (n, side, side) with side > {2 * REGISTRATION_MARGIN + 1}, "
                          f"got {grey.shape}")
     side = grey.shape[1]
-    inner = slice(REGISTRATION_MARGIN, side - REGISTRATION_MARGIN)
     grid = REGISTRATION_GRID if grid is None else tuple(grid)
     matrices = _sampling_matrices(side, grid)  # (v, c, side)
     placements = matrices.shape[0] ** 2
@@ -181,9 +180,7 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
     peak = np.empty(first.size, dtype=np.float64) if return_peak else None
 
     def correlate(start: int) -> None:
-        a = grey[first[start:start + chunk]][:, inner, inner]
-        a = a - a.mean(axis=(1, 2), keepdims=True)
-        a /= np.linalg.norm(a.reshape(len(a), -1), axis=1)[:, None, None] + 1e-6
+        a = _unit_window(grey[first[start:start + chunk]])
         b = grey[second[start:start + chunk]]
         left = np.einsum("uch,mck->muhk", matrices, a, optimize=True)  # (m, u, side, c)
         right = np.einsum("vkw,mhw->mvhk", matrices, b, optimize=True)  # (m, v, side, c)
