@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image, ImageFilter
 
-from curato.checks.balance import class_imbalance_finding, split_health_finding
-from curato.checks.image_quality import image_quality_findings
+from curato.checks.balance import BalanceParams, class_imbalance_finding, split_health_finding
+from curato.checks.image_quality import ImageQualityParams, image_quality_findings
+from curato.errors import InputError
 from curato.features.properties import PROPERTY_COLUMNS, image_properties
 from tests.conftest import photo
 
@@ -79,3 +81,58 @@ def test_imbalance_and_split_health(fashion_mnist):
     skew = split_health_finding(ids, names, shifted)
     pair = skew.evidence["pairs"][0]
     assert pair["p_value"] < 1e-3 and pair["cramers_v"] > 0.1
+
+
+def test_image_quality_thresholds_are_parameters(fashion_mnist):
+    images, _ = fashion_mnist
+    properties = image_properties(list(images[:500]))
+    ids = [str(i) for i in range(500)]
+
+    def counts(params=None):
+        return {f.check: (f.count, f.severity)
+                for f in image_quality_findings(ids, properties, PROPERTY_COLUMNS, params=params)}
+
+    default = counts()
+    assert counts(ImageQualityParams()) == default
+    # A lower robust-z limit flags more blurry items, a higher one fewer.
+    assert (counts(ImageQualityParams(z_limit=6.0))["blurry"][0] < default["blurry"][0]
+            < counts(ImageQualityParams(z_limit=2.0))["blurry"][0])
+    # Fashion-MNIST's mean brightness runs from 0.03 (median 0.26): a higher absolute limit calls some dark.
+    assert default["dark"][0] == 0 < counts(ImageQualityParams(absolute_dark=0.15))["dark"][0]
+    # The same flags read as more severe under lower severity cut-offs.
+    severe = counts(ImageQualityParams(severity_medium=0.001, severity_high=0.005))
+    assert default["blurry"][1] == "low" and severe["blurry"] == (default["blurry"][0], "high")
+
+
+def test_imbalance_thresholds_are_parameters(fashion_mnist):
+    _, labels = fashion_mnist
+    names = np.array([f"c{v}" for v in labels[:1200]], dtype=object)
+    keep = (names != "c3") | (np.arange(1200) % 3 == 0)  # class c3 down to a third: ratio ~3.7
+    ids = np.array([f"s{i}" for i in range(1200)])[keep]
+    names = names[keep]
+    default = class_imbalance_finding(ids, names)
+    assert default.severity == "medium" and set(names[default.flagged]) == {"c3"}
+    strict = class_imbalance_finding(ids, names, params=BalanceParams(ratio_medium=5.0, rare_share=0.2))
+    assert strict.severity == "low" and strict.count == 0
+    splits = np.where(np.arange(len(ids)) % 4 == 0, "test", "train").astype(object)
+    splits[(names == "c1") & (np.arange(len(ids)) % 3 == 0)] = "test"  # c1 somewhat over-represented in test
+    v = split_health_finding(ids, names, splits).evidence["pairs"][0]["cramers_v"]
+    assert split_health_finding(ids, names, splits, params=BalanceParams(split_v_medium=v + 0.01,
+                                                                          split_v_high=v + 0.02)).severity == "none"
+    assert split_health_finding(ids, names, splits, params=BalanceParams(split_v_medium=v - 0.01,
+                                                                          split_v_high=v + 0.02)).severity == "medium"
+
+
+@pytest.mark.parametrize(("make", "prefix"), [
+    (lambda: ImageQualityParams(z_limit=0), "image_quality.z_limit: "),
+    (lambda: ImageQualityParams(absolute_dark=1.5), "image_quality.absolute_dark: "),
+    (lambda: ImageQualityParams(size_class_min_group=2.5), "image_quality.size_class_min_group: "),
+    (lambda: ImageQualityParams(severity_medium=0.1), "image_quality.severity_high: "),
+    (lambda: BalanceParams(rare_share=0.0), "imbalance.rare_share: "),
+    (lambda: BalanceParams(ratio_high=2.0), "imbalance.ratio_high: "),
+    (lambda: BalanceParams(split_alpha="0.01"), "imbalance.split_alpha: "),
+])
+def test_params_reject_bad_values_naming_the_field(make, prefix):
+    with pytest.raises(InputError) as error:
+        make()
+    assert str(error.value).startswith(prefix) and "\n" not in str(error.value)

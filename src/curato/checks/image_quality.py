@@ -2,25 +2,69 @@
 
 Thresholds are relative to the dataset's own distribution (robust z-scores: median and MAD), so
 a dataset of dark X-rays is not "all dark", with a few absolute limits for images that are unusable
-anywhere (an all-black frame). Corrupt and truncated files are the ``unreadable`` check's.
+anywhere (an all-black frame). Sharpness is compared among images of about the same size, since it
+depends on resolution. Every threshold is a field of :class:`ImageQualityParams`. Corrupt and truncated
+files are the ``unreadable`` check's.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
 from curato.checks.findings import Finding, severity_from_share
+from curato.errors import InputError
 
-# |robust z| beyond which a value is flagged as far outside the dataset's own range
-Z_LIMIT = 3.0
-# Size and aspect are compared on a log scale; a wider limit because sizes vary legitimately.
-SIZE_Z_LIMIT = 4.0
-ABSOLUTE_DARK = 0.02  # mean grey below 2% of full scale: a black frame
-ABSOLUTE_LIGHT = 0.97
-ABSOLUTE_LOW_ENTROPY = 1.0  # bits: at most ~2 effective grey levels
-MIN_DYNAMIC_RANGE = 0.05
+
+@dataclass(frozen=True)
+class ImageQualityParams:
+    """Thresholds of the ``image_quality`` check (defaults: the tuned values)."""
+
+    z_limit: float = 3.0  # |robust z| of brightness, sharpness or entropy beyond which an image is flagged
+    size_z_limit: float = 4.0  # the same for log area and log aspect (wider: sizes vary legitimately)
+    dark_brightness: float = 0.3  # a dark outlier must also have a mean brightness below this
+    light_brightness: float = 0.7  # an overexposed outlier must also have a mean brightness above this
+    absolute_dark: float = 0.02  # mean brightness below this is dark in any dataset (a black frame)
+    absolute_light: float = 0.97  # mean brightness above this is overexposed in any dataset
+    white_fraction: float = 0.95  # share of pure-white pixels above which an image is overexposed
+    absolute_low_entropy: float = 1.0  # grey entropy (bits) below this is low information (~2 grey levels)
+    min_dynamic_range: float = 0.05  # 1-99% grey range below this is low information
+    size_class_min_group: int = 30  # sharpness is compared within a size class of at least this many images
+    grayscale_majority: float = 0.5  # grayscale share from which the dataset is grayscale (nothing flagged)
+    severity_medium: float = 0.01  # share flagged from which a finding is medium (any flag is low)
+    severity_high: float = 0.05  # share flagged from which a finding is high
+
+    def __post_init__(self) -> None:
+        for name in ("z_limit", "size_z_limit"):
+            _check_field("image_quality", self, name, low=0.0, strict=True)
+        for name in ("dark_brightness", "light_brightness", "absolute_dark", "absolute_light", "white_fraction",
+                     "min_dynamic_range", "grayscale_majority", "severity_medium", "severity_high"):
+            _check_field("image_quality", self, name, low=0.0, high=1.0)
+        _check_field("image_quality", self, "absolute_low_entropy", low=0.0)
+        _check_field("image_quality", self, "size_class_min_group", integer=True, low=1)
+        if self.severity_high < self.severity_medium:
+            raise InputError(f"image_quality.severity_high: must be >= severity_medium ({self.severity_medium}), "
+                             f"got {self.severity_high!r}")
+
+
+def _check_field(check: str, params: Any, name: str, *, integer: bool = False, low: float = -math.inf,
+                 high: float = math.inf, strict: bool = False) -> None:
+    """Raise ``InputError("<check>.<name>: must be ...")`` unless the field is a finite number (an integer if
+    asked) from ``low`` (excluded when ``strict``) to ``high``."""
+    value = getattr(params, name)
+    kind = "an integer" if integer else "a number"
+    if high < math.inf:
+        need = f"{kind} in {'(' if strict else '['}{low:g}, {high:g}]"
+    else:
+        need = f"{kind} {'>' if strict else '>='} {low:g}"
+    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or value > high or (strict and value == low):
+        raise InputError(f"{check}.{name}: must be {need}, got {value!r}")
 
 
 def robust_z(values: np.ndarray, *, floor: float) -> np.ndarray:
@@ -33,7 +77,7 @@ def robust_z(values: np.ndarray, *, floor: float) -> np.ndarray:
     return np.nan_to_num((values - median) / spread)
 
 
-def _grouped_robust_z(values: np.ndarray, groups: np.ndarray, *, floor: float, min_group: int = 30) -> np.ndarray:
+def _grouped_robust_z(values: np.ndarray, groups: np.ndarray, *, floor: float, min_group: int) -> np.ndarray:
     """Robust z within each group (e.g. image-size class); small groups use the whole dataset."""
     z = robust_z(values, floor=floor)
     names, counts = np.unique(groups, return_counts=True)
@@ -49,7 +93,7 @@ def _score(z: np.ndarray, limit: float) -> np.ndarray:
 
 
 def _finding(check: str, sample_ids: np.ndarray, flagged: np.ndarray, scores: np.ndarray, what: str,
-             notes: np.ndarray | None = None, summary: dict | None = None) -> Finding:
+             params: ImageQualityParams, notes: np.ndarray | None = None, summary: dict | None = None) -> Finding:
     count = int(flagged.sum())
     share = count / max(1, len(flagged))
     message = (f"{count} image(s) ({share:.1%}) {what}" if count else f"no image {what}")
@@ -57,68 +101,74 @@ def _finding(check: str, sample_ids: np.ndarray, flagged: np.ndarray, scores: np
     if notes is not None:
         details = {str(sid): {"note": str(note)} for sid, note, bad in zip(sample_ids, notes, flagged, strict=True)
                    if bad}
-    return Finding(check=check, severity=severity_from_share(share, low=1e-9, medium=0.01, high=0.05),
-                   message=message, sample_ids=sample_ids, flagged=flagged, scores=np.where(flagged, scores, 0.0),
-                   summary=summary or {}, details=details)
+    severity = severity_from_share(share, low=1e-9, medium=params.severity_medium, high=params.severity_high)
+    return Finding(check=check, severity=severity, message=message, sample_ids=sample_ids, flagged=flagged,
+                   scores=np.where(flagged, scores, 0.0), summary=summary or {}, details=details)
 
 
-def image_quality_findings(sample_ids: Sequence[str], properties: np.ndarray, columns: Sequence[str]) -> list[Finding]:
+def image_quality_findings(sample_ids: Sequence[str], properties: np.ndarray, columns: Sequence[str], *,
+                           params: ImageQualityParams | None = None) -> list[Finding]:
     """Findings ``dark``, ``overexposed``, ``blurry``, ``low_information``, ``grayscale``, ``odd_size``.
 
-    ``properties`` is the (n, p) property table of readable images (see docs/properties.md).
+    ``properties`` is the (n, p) property table of readable images (see docs/properties.md); ``params``
+    the thresholds (default: :class:`ImageQualityParams`).
     """
+    p = ImageQualityParams() if params is None else params
     ids = np.asarray(sample_ids, dtype=object)
     column = {name: np.asarray(properties[:, list(columns).index(name)], dtype=np.float64) for name in columns}
     brightness = column["brightness_mean"]
     findings = []
 
     z = robust_z(brightness, floor=0.02)
-    dark = ((z < -Z_LIMIT) & (brightness < 0.3)) | (brightness < ABSOLUTE_DARK)
+    dark = ((z < -p.z_limit) & (brightness < p.dark_brightness)) | (brightness < p.absolute_dark)
     notes = np.array([f"mean brightness {b:.2f}" for b in brightness], dtype=object)
-    findings.append(_finding("dark", ids, dark, np.where(brightness < ABSOLUTE_DARK, 1.0, _score(z, Z_LIMIT)),
-                             "are far darker than the rest of the dataset", notes,
+    findings.append(_finding("dark", ids, dark, np.where(brightness < p.absolute_dark, 1.0, _score(z, p.z_limit)),
+                             "are far darker than the rest of the dataset", p, notes,
                              {"median_brightness": float(np.nanmedian(brightness))}))
 
-    light = ((z > Z_LIMIT) & (brightness > 0.7)) | (brightness > ABSOLUTE_LIGHT) | (column["bright_fraction"] > 0.95)
+    light = (((z > p.z_limit) & (brightness > p.light_brightness)) | (brightness > p.absolute_light)
+             | (column["bright_fraction"] > p.white_fraction))
     findings.append(_finding("overexposed", ids, light,
-                             np.where(brightness > ABSOLUTE_LIGHT, 1.0, _score(z, Z_LIMIT)),
-                             "are overexposed (far brighter than the rest, or mostly pure white)", notes))
+                             np.where(brightness > p.absolute_light, 1.0, _score(z, p.z_limit)),
+                             "are overexposed (far brighter than the rest, or mostly pure white)", p, notes))
 
     # Sharpness depends on resolution: compare an image with others of about its size.
     side = np.minimum(column["width"], column["height"])
     size_class = np.round(np.log2(np.maximum(side, 1)))
     log_sharpness = np.log10(np.maximum(column["sharpness"], 1e-3))
-    z = _grouped_robust_z(log_sharpness, size_class, floor=0.05)
-    blurry = (z < -Z_LIMIT) & np.isfinite(column["sharpness"])
-    findings.append(_finding("blurry", ids, blurry, _score(z, Z_LIMIT),
-                             "are much blurrier than images of similar size",
+    z = _grouped_robust_z(log_sharpness, size_class, floor=0.05, min_group=p.size_class_min_group)
+    blurry = (z < -p.z_limit) & np.isfinite(column["sharpness"])
+    findings.append(_finding("blurry", ids, blurry, _score(z, p.z_limit),
+                             "are much blurrier than images of similar size", p,
                              np.array([f"sharpness {s:.3g}" for s in column["sharpness"]], dtype=object)))
 
     entropy = column["entropy"]
     z = robust_z(entropy, floor=0.1)
-    low_info = (z < -Z_LIMIT) | (entropy < ABSOLUTE_LOW_ENTROPY) | (column["dynamic_range"] < MIN_DYNAMIC_RANGE)
+    low_info = ((z < -p.z_limit) | (entropy < p.absolute_low_entropy)
+                | (column["dynamic_range"] < p.min_dynamic_range))
     findings.append(_finding("low_information", ids, low_info,
-                             np.where(entropy < ABSOLUTE_LOW_ENTROPY, 1.0, _score(z, Z_LIMIT)),
-                             "carry little information (nearly flat or very few grey levels)",
+                             np.where(entropy < p.absolute_low_entropy, 1.0, _score(z, p.z_limit)),
+                             "carry little information (nearly flat or very few grey levels)", p,
                              np.array([f"entropy {e:.2f} bits" for e in entropy], dtype=object)))
 
     grey = column["is_grayscale"] > 0.5
     grey_share = float(grey.mean()) if len(grey) else 0.0
-    stray_grey = grey if grey_share < 0.5 else np.zeros_like(grey)
-    what = "are grayscale in a mostly colour dataset" if grey_share < 0.5 else "(the dataset is grayscale)"
-    findings.append(_finding("grayscale", ids, stray_grey, stray_grey.astype(float), what,
+    mostly_colour = grey_share < p.grayscale_majority
+    stray_grey = grey if mostly_colour else np.zeros_like(grey)
+    what = "are grayscale in a mostly colour dataset" if mostly_colour else "(the dataset is grayscale)"
+    findings.append(_finding("grayscale", ids, stray_grey, stray_grey.astype(float), what, p,
                              summary={"grayscale_share": grey_share}))
 
     log_area = np.log(np.maximum(column["width"] * column["height"], 1))
     log_aspect = np.log(np.maximum(column["aspect"], 1e-6))
     z_area = robust_z(log_area, floor=0.15)
     z_aspect = robust_z(log_aspect, floor=0.1)
-    odd = (np.abs(z_area) > SIZE_Z_LIMIT) | (np.abs(z_aspect) > SIZE_Z_LIMIT)
+    odd = (np.abs(z_area) > p.size_z_limit) | (np.abs(z_aspect) > p.size_z_limit)
     notes = np.array([f"{int(w)}x{int(h)}" for w, h in zip(column["width"], column["height"], strict=True)],
                      dtype=object)
-    size_score = np.maximum(_score(z_area, SIZE_Z_LIMIT), _score(z_aspect, SIZE_Z_LIMIT))
+    size_score = np.maximum(_score(z_area, p.size_z_limit), _score(z_aspect, p.size_z_limit))
     findings.append(_finding("odd_size", ids, odd, size_score,
-                             "have a size or aspect ratio far from the rest", notes,
+                             "have a size or aspect ratio far from the rest", p, notes,
                              {"median_width": float(np.nanmedian(column["width"])),
                               "median_height": float(np.nanmedian(column["height"]))}))
     return findings
