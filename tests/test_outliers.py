@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from curato.checks.outliers import outlier_findings, robust_z, z_score_to_unit
+from curato.checks.outliers import OutlierParams, outlier_findings, robust_z, z_score_to_unit
 from curato.errors import InputError
 from curato.features.embedders import get_embedder
 from tests.conftest import photo
@@ -69,3 +69,39 @@ def test_robust_z_and_score_mapping() -> None:
     scores = z_score_to_unit(np.array([-1.0, 0.0, 4.0, 8.0, np.inf, np.nan]), 4.0)
     np.testing.assert_allclose(scores, [0.0, 0.0, 0.5, 0.75, 1.0, 0.0])
     assert robust_z(np.array([1.0, 1.0, 1.0, 5.0]))[3] == np.inf
+
+
+def test_outlier_thresholds_are_parameters(clothes_and_photo: dict[str, np.ndarray]) -> None:
+    data = clothes_and_photo
+    args = (data["ids"], data["embeddings"], data["labels"])
+    outliers, class_outliers = outlier_findings(*args)
+    assert outlier_findings(*args, params=OutlierParams())[0].flagged.tolist() == outliers.flagged.tolist()
+    # A lower floor of the flag cut (3.29 = Phi^-1(1 - 1/2001) instead of 3.5) flags more, a higher one fewer.
+    lower, lower_class = outlier_findings(*args, params=OutlierParams(min_z_threshold=3.0))
+    assert set(outliers.sample_ids[outliers.flagged]) < set(lower.sample_ids[lower.flagged])
+    assert lower.summary["z_threshold"] < outliers.summary["z_threshold"] and lower_class.count > class_outliers.count
+    higher, higher_class = outlier_findings(*args, params=OutlierParams(min_z_threshold=5.0))
+    assert set(higher.sample_ids[higher.flagged]) == {"photo/chelsea"} and higher_class.count < class_outliers.count
+    # Keyword arguments override the parameters' fields.
+    fixed, _ = outlier_findings(*args, z_threshold=3.0, params=OutlierParams(z_threshold=5.0))
+    assert fixed.summary["z_threshold"] == 3.0 and fixed.count > outliers.count
+    # Classes under min_class_size are skipped; nearest_listed caps the neighbours named.
+    few, no_classes = outlier_findings(*args, params=OutlierParams(min_class_size=250, nearest_listed=1))
+    assert no_classes.summary["classes"] == 0 and no_classes.count == 0
+    assert len(few.details["photo/chelsea"]["nearest"]) == 1
+    with pytest.raises(InputError, match=r"^outliers\.k: "):  # an override is validated like a field
+        outlier_findings(*args, k=0)
+
+
+@pytest.mark.parametrize(("changes", "prefix"), [
+    ({"k": 0}, "outliers.k: must be an integer >= 1, got 0"),
+    ({"k": 2.5}, "outliers.k: "),
+    ({"min_z_threshold": -1.0}, "outliers.min_z_threshold: "),
+    ({"class_z_threshold": 0.0}, "outliers.class_z_threshold: "),
+    ({"min_class_size": 1}, "outliers.min_class_size: "),
+    ({"severity_medium": 0.5}, "outliers.severity_high: "),
+])
+def test_outlier_params_reject_bad_values(changes: dict, prefix: str) -> None:
+    with pytest.raises(InputError) as error:
+        OutlierParams(**changes)
+    assert str(error.value).startswith(prefix)

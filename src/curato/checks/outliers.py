@@ -11,44 +11,81 @@
     relative to the data (no embedder-specific distance), and grows with ``n`` like the bulk's own
     largest values do.
 ``class_outliers``
-    The same measure inside each class: the ``k`` nearest neighbours among the samples of the same
-    label, the z-score against that class's own median and MAD, flagged above ``flag_threshold`` of
-    the class size. Samples already flagged as global outliers are not flagged again here; what
-    remains are samples that sit in populated regions but far from their own class (often
-    mislabeled, or an unusual view of the class). Unlabeled samples (``None``) and classes with fewer
-    than 5 members are skipped. A sample whose ``k`` nearest neighbours in the whole dataset all share
-    its label has them as its nearest class members too, so its distance is read off the shared graph
-    (an IVF search above 10,000 rows, like the global check's); only the other samples are searched
-    again within their class (fewer searches; a few flags can differ from an exact per-class search
-    where the IVF graph misses a true neighbour).
+    The same measure inside each class (``k`` nearest neighbours of the same label, z against the
+    class's own median and MAD, cut at ``flag_threshold`` of the class size), for samples not already
+    global outliers: what remains sits in populated regions but far from its own class (often
+    mislabeled, or an unusual view of the class). Unlabeled samples and classes under
+    ``min_class_size`` (5) members are skipped. A sample whose ``k`` nearest neighbours in the whole
+    dataset all share its label reads its distance off the shared graph; only the others are searched
+    again within their class (a few flags can differ from an exact per-class search where an IVF graph
+    misses a true neighbour).
 
 Scores: ``1 - 0.5 ** (z / threshold)`` for ``z > 0`` (0 otherwise), so the flag cut maps to 0.5 and
-the score grows towards 1 with the distance.
-
-How the rule was chosen: on the synthetic benchmark (``benchmarks/audit_scale.py``, 1% planted
-far-away points) the planted points reach z >= 7 while the largest inlier z is ~5 at 50k; on
-Fashion-MNIST with EfficientNet-Lite0 (112 px) embeddings real photos mixed in reach z 3.6-7.4, but
-so do 0.1-0.3% of the clothes (these embeddings spread Fashion-MNIST widely), and the log of the
-distance (tried first) separated the photos worse. The z-score of the plain distance with the
-``n``-dependent cut was the one rule that held on both.
+the score grows towards 1 with the distance. Every threshold is a field of :class:`OutlierParams`;
+how the rule was chosen: docs/benchmarks.md, "Outliers: how the rule was chosen".
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 from scipy.stats import norm
 
+from curato.arrays import encode_values
 from curato.checks.findings import Finding
 from curato.errors import InputError
 from curato.neighbors import EXACT_LIMIT, knn, unit_rows
 
-DEFAULT_K = 10
-MIN_Z_THRESHOLD = 3.5
-MIN_CLASS_SIZE = 5
 _MAD_TO_SIGMA = 1.4826
+
+
+@dataclass(frozen=True)
+class OutlierParams:
+    """Thresholds of the ``outliers`` check (defaults: the tuned values)."""
+
+    k: int = 10  # nearest neighbours whose mean cosine distance is a sample's outlier distance
+    min_z_threshold: float = 3.5  # floor of the n-dependent flag cut max(floor, Phi^-1(1 - 1/n))
+    z_threshold: float | None = None  # a fixed flag cut for global outliers (None: the n-dependent one)
+    class_z_threshold: float | None = None  # a fixed flag cut within classes (None: per class size)
+    min_class_size: int = 5  # classes with fewer members are not checked for class outliers
+    nearest_listed: int = 3  # nearest neighbours named in each flagged sample's details
+    severity_medium: float = 0.02  # share flagged from which a finding is medium (any flag is low)
+    severity_high: float = 0.05  # share flagged from which a finding is high
+
+    def __post_init__(self) -> None:
+        _check_field("outliers", self, "k", integer=True, low=1)
+        _check_field("outliers", self, "min_z_threshold", low=0.0, strict=True)
+        for name in ("z_threshold", "class_z_threshold"):
+            if getattr(self, name) is not None:
+                _check_field("outliers", self, name, low=0.0, strict=True)
+        _check_field("outliers", self, "min_class_size", integer=True, low=2)
+        _check_field("outliers", self, "nearest_listed", integer=True, low=0)
+        for name in ("severity_medium", "severity_high"):
+            _check_field("outliers", self, name, low=0.0, high=1.0)
+        if self.severity_high < self.severity_medium:
+            raise InputError(f"outliers.severity_high: must be >= severity_medium ({self.severity_medium}), "
+                             f"got {self.severity_high!r}")
+
+
+def _check_field(check: str, params: Any, name: str, *, integer: bool = False, low: float = -math.inf,
+                 high: float = math.inf, strict: bool = False) -> None:
+    """Raise ``InputError("<check>.<name>: must be ...")`` unless the field is a finite number (an integer if
+    asked) from ``low`` (excluded when ``strict``) to ``high``."""
+    value = getattr(params, name)
+    kind = "an integer" if integer else "a number"
+    if high < math.inf:
+        need = f"{kind} in {'(' if strict else '['}{low:g}, {high:g}]"
+    else:
+        need = f"{kind} {'>' if strict else '>='} {low:g}"
+    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or value > high or (strict and value == low):
+        raise InputError(f"{check}.{name}: must be {need}, got {value!r}")
 
 
 def outlier_findings(
@@ -56,29 +93,33 @@ def outlier_findings(
     embeddings: np.ndarray,
     labels: Sequence[Any] | np.ndarray | None = None,
     *,
-    k: int = DEFAULT_K,
+    k: int | None = None,
     z_threshold: float | None = None,
     class_z_threshold: float | None = None,
     valid: np.ndarray | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     exact_limit: int = EXACT_LIMIT,
+    params: OutlierParams | None = None,
 ) -> list[Finding]:
     """Global outliers and class outliers (see the module docstring for the rules).
 
     ``embeddings`` (n, d) are aligned with ``sample_ids``; all-zero rows and rows where ``valid`` is
     False take no part. ``labels`` (``None`` = unlabeled) feed ``class_outliers``; without labels that
     finding is empty. ``neighbours`` reuses a kNN graph ``(similarities, indices)`` from
-    :func:`curato.neighbors.knn` over all rows (its first ``k`` columns are used). ``z_threshold`` /
-    ``class_z_threshold`` fix the flag cut; by default it is :func:`flag_threshold` of the number of
-    samples compared. Returns ``[outliers, class_outliers]``.
+    :func:`curato.neighbors.knn` over all rows (its first ``k`` columns are used). ``params`` holds the
+    thresholds (default: :class:`OutlierParams`); ``k``, ``z_threshold`` and ``class_z_threshold``, when
+    given, override its fields. A fixed ``z_threshold`` / ``class_z_threshold`` replaces the default cut,
+    :func:`flag_threshold` of the number of samples compared. Returns ``[outliers, class_outliers]``.
     """
+    overrides = {"k": k, "z_threshold": z_threshold, "class_z_threshold": class_z_threshold}
+    p = dataclasses.replace(OutlierParams() if params is None else params,
+                            **{name: value for name, value in overrides.items() if value is not None})
+    k = p.k
     ids = np.asarray(sample_ids, dtype=object)
     n = len(ids)
     vectors = unit_rows(embeddings)
     if len(vectors) != n:
         raise InputError(f"embeddings have {len(vectors)} rows but there are {n} samples")
-    if k < 1:
-        raise InputError(f"outliers: k must be at least 1, not {k}")
     usable = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     usable &= np.abs(vectors).max(axis=1) > 0
     rows = np.flatnonzero(usable)
@@ -97,17 +138,17 @@ def outlier_findings(
         neighbour_ids = np.full((n, idx.shape[1]), -1, dtype=np.int64)
         neighbour_ids[rows] = idx
     z = robust_z(distance)
-    z_threshold = flag_threshold(rows.size) if z_threshold is None else z_threshold
+    z_threshold = flag_threshold(rows.size, floor=p.min_z_threshold) if p.z_threshold is None else p.z_threshold
     flagged = usable & (z >= z_threshold)
     scores = z_score_to_unit(z, z_threshold)
     details = {}
     for row in np.flatnonzero(flagged):
-        nearest = [str(ids[j]) for j in neighbour_ids[row, :3] if j >= 0]
+        nearest = [str(ids[j]) for j in neighbour_ids[row, :p.nearest_listed] if j >= 0]
         details[str(ids[row])] = {"mean_distance": round(float(distance[row]), 6), "z": round(float(z[row]), 3),
                                   "nearest": nearest}
     typical = float(np.nanmedian(distance)) if rows.size > 1 else None
     outliers = Finding(
-        check="outliers", severity=_severity(flagged.sum(), rows.size), message=_message(int(flagged.sum()), False),
+        check="outliers", severity=_severity(flagged.sum(), rows.size, p), message=_message(int(flagged.sum()), False),
         sample_ids=ids, flagged=flagged, scores=scores,
         summary={"k": k, "z_threshold": z_threshold, "median_distance": None if typical is None else round(typical, 6)},
         evidence={"mean_distance_percentiles": _percentiles(distance[rows])}, details=details,
@@ -115,18 +156,18 @@ def outlier_findings(
     graph = None if rows.size <= 1 else (np.full((n, sims.shape[1]), np.nan, dtype=np.float32), neighbour_ids)
     if graph is not None:
         graph[0][rows] = sims
-    return [outliers, _class_outliers(ids, vectors, labels, usable, flagged, k, class_z_threshold, exact_limit,
-                                      graph)]
+    return [outliers, _class_outliers(ids, vectors, labels, usable, flagged, p, exact_limit, graph)]
 
 
-def flag_threshold(n: int) -> float:
-    """The z-score a sample must reach among ``n``: ``max(3.5, Phi^-1(1 - 1/n))``.
+def flag_threshold(n: int, *, floor: float | None = None) -> float:
+    """The z-score a sample must reach among ``n``: ``max(floor, Phi^-1(1 - 1/n))``.
 
     Beyond that point a normal bulk of ``n`` samples would put less than one sample by chance, so
-    what is flagged is out of the bulk's reach rather than its ordinary tail; the floor of 3.5 keeps
-    small datasets from flagging their ordinary tail too.
+    what is flagged is out of the bulk's reach rather than its ordinary tail; the floor (default
+    ``OutlierParams.min_z_threshold``, 3.5) keeps small datasets from flagging their ordinary tail too.
     """
-    return max(MIN_Z_THRESHOLD, float(norm.isf(1.0 / max(n, 2))))
+    floor = OutlierParams().min_z_threshold if floor is None else floor
+    return max(floor, float(norm.isf(1.0 / max(n, 2))))
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -153,9 +194,10 @@ def z_score_to_unit(z: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
 
 def _class_outliers(
     ids: np.ndarray, vectors: np.ndarray, labels: Sequence[Any] | np.ndarray | None, usable: np.ndarray,
-    global_flag: np.ndarray, k: int, threshold: float | None, exact_limit: int,
+    global_flag: np.ndarray, params: OutlierParams, exact_limit: int,
     graph: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Finding:
+    k, threshold = params.k, params.class_z_threshold
     n = len(ids)
     flagged = np.zeros(n, dtype=bool)
     z = np.full(n, np.nan)
@@ -164,32 +206,26 @@ def _class_outliers(
     if labels is None:
         return Finding(check="class_outliers", severity="none", message="no labels: class outliers not checked",
                        sample_ids=ids, flagged=flagged, scores=np.zeros(n), summary={"classes": 0})
-    if len(labels) != n:
-        raise InputError(f"labels have {len(labels)} entries but there are {n} samples")
-    values = [v.item() if isinstance(v, np.generic) else v for v in labels]
-    known = np.array([v is not None and v != "" for v in values]) & usable
-    codes = np.full(n, -1, dtype=np.int64)
-    names: dict[Any, int] = {}
-    for row in np.flatnonzero(known):
-        codes[row] = names.setdefault(values[row], len(names))
+    codes, names = encode_values(labels, name="labels", n=n)
+    codes[~usable] = -1
+    known = codes >= 0
     checked = 0
     for code in range(len(names)):
         members = np.flatnonzero(codes == code)
-        if members.size < MIN_CLASS_SIZE:
+        if members.size < params.min_class_size:
             continue
         checked += 1
         distance[members] = _class_mean_distance(vectors, members, codes, code, min(k, members.size - 1),
                                                  exact_limit, graph)
         z[members] = robust_z(distance[members])
-        cut[members] = flag_threshold(members.size) if threshold is None else threshold
+        cut[members] = flag_threshold(members.size, floor=params.min_z_threshold) if threshold is None else threshold
     flagged = np.nan_to_num(z, nan=-np.inf) >= cut
     flagged &= ~global_flag
-    name_of = {code: name for name, code in names.items()}
-    details = {str(ids[row]): {"label": name_of[codes[row]], "class_mean_distance": round(float(distance[row]), 6),
+    details = {str(ids[row]): {"label": names[codes[row]], "class_mean_distance": round(float(distance[row]), 6),
                                "z": round(float(z[row]), 3)} for row in np.flatnonzero(flagged)}
     count = int(flagged.sum())
     return Finding(
-        check="class_outliers", severity=_severity(count, int(known.sum())), message=_message(count, True),
+        check="class_outliers", severity=_severity(count, int(known.sum()), params), message=_message(count, True),
         sample_ids=ids, flagged=flagged, scores=np.where(global_flag, 0.0, z_score_to_unit(z, cut)),
         summary={"classes": checked, "k": k, "z_threshold": "per class" if threshold is None else threshold},
         details=details,
@@ -223,12 +259,12 @@ def _class_mean_distance(vectors: np.ndarray, members: np.ndarray, codes: np.nda
     return result
 
 
-def _severity(count: int, total: int) -> str:
+def _severity(count: int, total: int, params: OutlierParams) -> str:
     """A few outliers are normal in any real collection; many suggest mixed sources or broken files."""
     if count == 0 or total == 0:
         return "none"
     share = count / total
-    return "high" if share >= 0.05 else "medium" if share >= 0.02 else "low"
+    return "high" if share >= params.severity_high else "medium" if share >= params.severity_medium else "low"
 
 
 def _message(count: int, per_class: bool) -> str:
