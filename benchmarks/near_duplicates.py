@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curato.checks.duplicates import REGISTERED_RANKS, THUMBNAIL_RANKS, duplicate_findings, second_look_side
+from curato.checks.duplicates import DuplicateParams, duplicate_findings, second_look_side
 from curato.features.properties import grey_squares, image_features
 from curato.features.thumbnails import fourier_descriptors, grey_thumbnails
 from curato.hashing import content_hash
@@ -259,7 +259,8 @@ def candidate_coverage(data: dict[str, Any], embeddings: np.ndarray, thumbnails:
     grey = grey_thumbnails(thumbnails)
     flat = grey.reshape(len(grey), -1)
     raw = unit_rows(flat - flat.mean(axis=1, keepdims=True))
-    by_embedding = knn(unit_rows(embeddings), REGISTERED_RANKS)[1]
+    params = DuplicateParams()
+    by_embedding = knn(unit_rows(embeddings), params.registered_ranks)[1]
     position = {sid: i for i, sid in enumerate(data["ids"])}
     pairs = np.array([(position[p["source"]], position[p["copy"]]) for p in data["planted"] if not p["exact"]])
 
@@ -270,8 +271,9 @@ def candidate_coverage(data: dict[str, Any], embeddings: np.ndarray, thumbnails:
             hit |= (neighbours[pairs[:, 1]] == pairs[:, :1]).any(axis=1)
         return round(float(hit.mean()), 4)
 
-    return {"embedding_or_fourier": covered([by_embedding, knn(fourier_descriptors(grey), THUMBNAIL_RANKS)[1]]),
-            "embedding_or_raw_pixels": covered([by_embedding, knn(raw, THUMBNAIL_RANKS)[1]])}
+    ranks = params.thumbnail_ranks
+    return {"embedding_or_fourier": covered([by_embedding, knn(fourier_descriptors(grey), ranks)[1]]),
+            "embedding_or_raw_pixels": covered([by_embedding, knn(raw, ranks)[1]])}
 
 
 def run(seed: int) -> dict[str, Any]:

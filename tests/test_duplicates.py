@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curato.checks.duplicates import duplicate_findings, second_look_side
+from curato.checks.duplicates import DuplicateParams, duplicate_findings, second_look_side
 from curato.errors import InputError
 from curato.features.embedders import get_embedder
 from curato.features.properties import grey_squares, image_features
@@ -158,7 +158,7 @@ def test_fixed_cosine_threshold_and_bad_input(dataset: dict[str, np.ndarray]) ->
 
 
 def test_fine_residual_rule_adds_cropped_recompressed_copies_among_look_alikes(
-        fashion_mnist: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+        fashion_mnist: tuple[np.ndarray, np.ndarray]) -> None:
     """Rule 5 on tops, shirts, pullovers and coats (many look-alikes): 120 copies cropped by a pixel and JPEG'd."""
     images, labels = fashion_mnist
     originals = np.flatnonzero(np.isin(labels, [0, 2, 4, 6]))
@@ -176,18 +176,17 @@ def test_fine_residual_rule_adds_cropped_recompressed_copies_among_look_alikes(
     _, phashes, thumbnails = image_features(pictures)
     planted = {frozenset((f"original/{i}", f"copy/{k}")) for k, i in enumerate(sources)}
 
-    def pairs() -> set[frozenset[str]]:
-        near = duplicate_findings(ids, embeddings=embeddings, phashes=phashes, thumbnails=thumbnails)[1]
+    def pairs(params: DuplicateParams | None = None) -> set[frozenset[str]]:
+        near = duplicate_findings(ids, embeddings=embeddings, phashes=phashes, thumbnails=thumbnails,
+                                  params=params)[1]
         return {frozenset((a, b)) for group in groups_of(near) for a in group for b in group if a < b}
 
     with_rule = pairs()
-    monkeypatch.setattr("curato.checks.duplicates.STRUCTURE_MAX_SHARE", -1.0)  # no residual is below: rule 5 off
-    without_rule = pairs()
+    without_rule = pairs(DuplicateParams(structure_max_share=0.0))  # no residual is that fine: rule 5 off
     assert without_rule <= with_rule
     assert len(with_rule & planted) > len(without_rule & planted)  # it finds copies rules 1-4 miss
     assert with_rule - planted == without_rule - planted  # and adds no other pair
     assert len(with_rule & planted) >= 0.95 * len(planted)
-    monkeypatch.undo()
 
     # Rule 6: the same pictures looked at again at their own 28 px (the thumbnails are 24 px).
     side = second_look_side(np.array([picture.shape[1::-1] for picture in pictures]))
@@ -205,9 +204,9 @@ def test_fine_residual_rule_adds_cropped_recompressed_copies_among_look_alikes(
     assert with_rule <= with_second_look
     assert len(with_second_look & planted) > len(with_rule & planted)
     assert with_second_look - planted == with_rule - planted
-    monkeypatch.setattr("curato.checks.duplicates.SECOND_LOOK_BLOCK", 5)  # many small blocks: the same answer
     blocked = duplicate_findings(ids, embeddings=embeddings, phashes=phashes, thumbnails=thumbnails,
-                                 second_look=second_look)[1]
+                                 second_look=second_look,
+                                 params=DuplicateParams(second_look_block=5))[1]  # many small blocks: same answer
     assert groups_of(blocked) == groups_of(closer) and max(loaded[1:]) <= 10
     with pytest.raises(InputError, match="second_look"):
         duplicate_findings(ids, embeddings=embeddings, thumbnails=thumbnails,

@@ -87,7 +87,7 @@ import faiss
 import numpy as np
 from scipy import sparse
 
-from curato.checks.duplicates import _codes
+from curato.arrays import encode_values
 from curato.checks.findings import SEVERITIES, Finding, severity_from_share
 from curato.checks.outliers import robust_z, z_score_to_unit
 from curato.errors import InputError
@@ -245,8 +245,10 @@ def diversity_findings(
     if len(vectors) != n:
         raise InputError(f"embeddings have {len(vectors)} rows but there are {n} samples")
     usable = np.einsum("ij,ij->i", vectors, vectors) > 0  # all-zero rows (no embedding) take no part
-    class_codes, class_names = _codes(labels, n, "labels") if labels is not None else (np.full(n, -1), [])
-    split_codes, split_names = _codes(splits, n, "splits") if splits is not None else (np.full(n, -1), [])
+    class_codes, class_names = (encode_values(labels, name="labels", n=n) if labels is not None
+                                else (np.full(n, -1), []))
+    split_codes, split_names = (encode_values(splits, name="splits", n=n) if splits is not None
+                                else (np.full(n, -1), []))
     class_codes = np.where(usable, class_codes, -1)
     columns = _check_properties(properties, property_columns, n)
     properties = None if properties is None else np.asarray(properties, dtype=np.float64)

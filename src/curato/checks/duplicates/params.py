@@ -1,0 +1,133 @@
+"""Every threshold of the duplicate checks, as one frozen dataclass (defaults = the tuned values).
+
+Distances: ``d`` is the cosine distance between L2-normalised embeddings and ``D`` the dataset's distance scale
+(median nearest-neighbour distance); ``t = 1 - correlation`` of two registered grey pictures. Why each default is
+what it is: docs/benchmarks.md, "Near duplicates: how the rules were tuned".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+from curato.errors import InputError
+
+
+@dataclass(frozen=True)
+class DuplicateParams:
+    """Thresholds of :func:`curato.checks.duplicates.duplicate_findings`; invalid values raise ``InputError``."""
+
+    # The scale D
+    zero_distance: float = 1e-6  # nearest-neighbour distances at or below this are copies, left out of D's median
+    # embedding_alone (rule 1)
+    alone_ratio: float = 0.2  # accept at d <= alone_ratio x D
+    # phash_confirmed (rule 2)
+    phash_confirm_bits: int = 2  # perceptual hashes within this many of 64 bits ...
+    phash_confirm_ratio: float = 0.7  # ... and d <= phash_confirm_ratio x D
+    # distinct_pair (rule 3)
+    distinct_ratio: float = 1.5  # d <= distinct_ratio x D ...
+    distinct_gap: float = 0.5  # ... and d <= distinct_gap x either end's distance to its next nearest other sample
+    distinct_max_bits: int = 16  # ... and the hashes differ by at most this many bits (unrelated: ~32)
+    # The registration veto on rules 2 and 3
+    veto_above: float = 0.03  # drop a rule 2/3 pair whose refined registration is worse than t = veto_above
+    # Which pairs are registered (rules 4-6)
+    registered_ranks: int = 3  # each sample's nearest embedding neighbours compared ...
+    thumbnail_ranks: int = 3  # ... and nearest thumbnail (Fourier-magnitude) neighbours
+    refine_below: float = 0.4  # grid placements within t <= refine_below ...
+    refine_predicted: float = 0.1  # ... whose parabola-predicted peak is within this are refined continuously
+    # registered, registered_tight, registered_loose (rule 4); ``other`` = t from either end to anything else
+    registered_ratio: float = 3.0  # rules 4-6 consider pairs within d <= registered_ratio x D
+    registered_max: float = 0.02  # registered: t <= registered_max ...
+    registered_gap: float = 0.25  # ... and t <= registered_gap x other
+    registered_tight: float = 0.003  # registered_tight: t <= registered_tight ...
+    registered_tight_gap: float = 0.35  # ... and t <= registered_tight_gap x other ...
+    registered_wide_ratio: float = 4.0  # ... within d <= registered_wide_ratio x D
+    registered_loose: float = 0.08  # registered_loose: t <= registered_loose ...
+    registered_loose_gap: float = 0.1  # ... and t <= registered_loose_gap x other
+    # fine_residual (rule 5)
+    structure_max: float = 0.04  # pairs rule 4 turns down within t <= structure_max ...
+    structure_gap: float = 0.5  # ... and t <= structure_gap x other ...
+    structure_max_share: float = 0.12  # ... accepted when at most this share of the residual survives a blur
+    # second_look (rule 6)
+    second_look_max: float = 0.04  # pairs still turned down within t <= second_look_max and t <= other ...
+    second_look_gap: float = 0.1  # ... accepted at a finer t <= second_look_gap x other
+    second_look_largest_side: int = 64  # the finer pictures' side is at most this many pixels
+    second_look_block: int = 8192  # pairs whose finer pictures are held in memory at once
+    # phash_only (no embeddings)
+    phash_only_bits: int = 2  # perceptual hashes within this many bits
+    # The findings
+    max_listed_members: int = 1_000  # members (and accepted pairs) listed per group
+    exact_medium_share: float = 0.01  # exact_duplicates: redundant share for medium severity (any copy: low)
+    exact_high_share: float = 0.05  # ... and for high
+    near_medium_share: float = 0.02  # near_duplicates: redundant share for medium severity (any copy: low)
+    near_high_share: float = 0.10  # ... and for high
+    conflict_medium_share: float = 0.001  # conflicting_duplicates: flagged share for medium severity (any: low)
+    conflict_high_share: float = 0.01  # ... and for high
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            check = _CHECKS[field.name]
+            check(field.name, getattr(self, field.name))
+        for medium, high in (("exact_medium_share", "exact_high_share"), ("near_medium_share", "near_high_share"),
+                             ("conflict_medium_share", "conflict_high_share")):
+            if getattr(self, high) < getattr(self, medium):
+                _fail(high, f"must be >= {medium} ({getattr(self, medium)})", getattr(self, high))
+
+
+def _fail(name: str, rule: str, value: Any) -> None:
+    raise InputError(f"duplicates.{name}: {rule}, got {value!r}")
+
+
+def _number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        _fail(name, "must be a number", value)
+
+
+def _positive(name: str, value: Any) -> None:
+    _number(name, value)
+    if not value > 0:
+        _fail(name, "must be > 0", value)
+
+
+def _non_negative(name: str, value: Any) -> None:
+    _number(name, value)
+    if not value >= 0:
+        _fail(name, "must be >= 0", value)
+
+
+def _share(name: str, value: Any) -> None:
+    _number(name, value)
+    if not 0 <= value <= 1:
+        _fail(name, "must lie in [0, 1]", value)
+
+
+def _bits(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value <= 64:
+        _fail(name, "must be a whole number of bits in 0..64", value)
+
+
+def _count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        _fail(name, "must be a whole number >= 1", value)
+
+
+_CHECKS = {
+    "zero_distance": _non_negative,
+    "alone_ratio": _positive, "phash_confirm_bits": _bits, "phash_confirm_ratio": _positive,
+    "distinct_ratio": _positive, "distinct_gap": _positive, "distinct_max_bits": _bits,
+    "veto_above": _non_negative,
+    "registered_ranks": _count, "thumbnail_ranks": _count, "refine_below": _non_negative,
+    "refine_predicted": _non_negative,
+    "registered_ratio": _positive, "registered_max": _non_negative, "registered_gap": _positive,
+    "registered_tight": _non_negative, "registered_tight_gap": _positive, "registered_wide_ratio": _positive,
+    "registered_loose": _non_negative, "registered_loose_gap": _positive,
+    "structure_max": _non_negative, "structure_gap": _positive, "structure_max_share": _share,
+    "second_look_max": _non_negative, "second_look_gap": _positive, "second_look_largest_side": _count,
+    "second_look_block": _count,
+    "phash_only_bits": _bits,
+    "max_listed_members": _count,
+    "exact_medium_share": _share, "exact_high_share": _share, "near_medium_share": _share,
+    "near_high_share": _share, "conflict_medium_share": _share, "conflict_high_share": _share,
+}

@@ -1,0 +1,154 @@
+"""The acceptance rules: which candidate pairs are near duplicates, one named function per rule.
+
+Each rule takes the numbers :mod:`.candidates` and :mod:`.registration` measured (arrays aligned per pair)
+and the :class:`~.params.DuplicateParams`, and returns a boolean mask of the pairs it accepts. A pair is a
+near duplicate when any rule accepts it; it is recorded under the first rule of :data:`RULES` that does.
+Distances: ``d`` = cosine distance of the embeddings, ``D`` = the dataset's scale (median nearest-neighbour
+distance), ``t`` = 1 - correlation of the registered grey pictures, ``other`` = the smallest ``t`` from either
+end of the pair to anything else it was compared with. docs/findings.md lists the rule names; why each cut is
+where it is: docs/benchmarks.md, "Near duplicates: how the rules were tuned".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from curato.checks.duplicates.params import DuplicateParams
+
+# Every name a pair can be accepted under, in the order they are tried.
+RULES = ("identical_bytes", "embedding_alone", "phash_confirmed", "distinct_pair", "registered",
+         "registered_tight", "registered_loose", "fine_residual", "second_look", "fixed_threshold", "phash_only")
+
+
+def embedding_alone(distance: np.ndarray, scale: float, params: DuplicateParams) -> np.ndarray:
+    """Rule 1: the embeddings alone, ``d <= alone_ratio x D``.
+
+    So close that distinct pictures almost never get there: in the 10-NN graph of 12,000 Fashion-MNIST
+    originals only 2 distinct pairs are closer than 0.2 D. Copies that were barely touched land here.
+    """
+    return distance <= params.alone_ratio * scale
+
+
+def phash_confirmed(distance: np.ndarray, bits: np.ndarray, scale: float, params: DuplicateParams) -> np.ndarray:
+    """Rule 2: the perceptual hash confirms, Hamming ``<= phash_confirm_bits`` and ``d <= phash_confirm_ratio x D``.
+
+    Resized, re-compressed and brightened copies keep their hash (94% within 2 bits) but may move far in the
+    embedding; together the two are rare among distinct neighbours (0.02% of them).
+    """
+    return (bits <= params.phash_confirm_bits) & (distance <= params.phash_confirm_ratio * scale)
+
+
+def distinct_pair(distance: np.ndarray, gap: np.ndarray, bits: np.ndarray | None, scale: float,
+                  params: DuplicateParams) -> np.ndarray:
+    """Rule 3: a mutually distinct pair, ``d <= distinct_ratio x D`` and ``d <= distinct_gap x`` either end's
+    distance to its next nearest other sample, and (with hashes) Hamming ``<= distinct_max_bits``.
+
+    Shifted and cropped copies change the hash and move about half of D, as far as look-alike products; the
+    ones that stay much closer to their source than to anything else are recovered by the ratio test. The
+    bit limit only rules out contradictions (unrelated pictures differ in ~32 bits).
+    """
+    accept = (distance <= params.distinct_ratio * scale) & (gap <= params.distinct_gap)
+    if bits is not None:
+        accept &= bits <= params.distinct_max_bits
+    return accept
+
+
+def registration_veto(t: np.ndarray, params: DuplicateParams) -> np.ndarray:
+    """Not an acceptance rule: the pairs rules 2 and 3 accepted that the pixels overrule, ``t > veto_above``.
+
+    The embedding or the hash saw two look-alikes; registered thumbnails that still differ say they are
+    different pictures.
+    """
+    return t > params.veto_above
+
+
+def registered(t: np.ndarray, other: np.ndarray, distance: np.ndarray, scale: float,
+               params: DuplicateParams) -> np.ndarray:
+    """Rule 4: registered thumbnails agree, ``t <= registered_max`` and ``t <= registered_gap x other``, within
+    ``d <= registered_ratio x D``.
+
+    Copies shifted, cropped or rescaled a little line up again after registration. Distinct products of one cut
+    correlate up to 0.99 as well, hence the ratio test against everything else compared.
+    """
+    return ((t <= params.registered_max) & (t <= params.registered_gap * other)
+            & (distance <= params.registered_ratio * scale))
+
+
+def registered_tight(t: np.ndarray, other: np.ndarray, distance: np.ndarray, scale: float,
+                     params: DuplicateParams) -> np.ndarray:
+    """Rule 4, exact match: ``t <= registered_tight`` and ``t <= registered_tight_gap x other``, within the wider
+    ``d <= registered_wide_ratio x D``.
+
+    An exact match of the pictures outweighs an embedding that drifted, e.g. after a strong down-scale.
+    """
+    return ((t <= params.registered_tight) & (t <= params.registered_tight_gap * other)
+            & (distance <= params.registered_wide_ratio * scale))
+
+
+def registered_loose(t: np.ndarray, other: np.ndarray, distance: np.ndarray, scale: float,
+                     params: DuplicateParams) -> np.ndarray:
+    """Rule 4, distinctive picture: ``t <= registered_loose`` and ``t <= registered_loose_gap x other``, within
+    ``d <= registered_ratio x D``.
+
+    A distinctive picture whose copy was cropped and re-compressed: the match is looser, but nothing else comes
+    anywhere close.
+    """
+    return ((t <= params.registered_loose) & (t <= params.registered_loose_gap * other)
+            & (distance <= params.registered_ratio * scale))
+
+
+def fine_residual_candidates(t: np.ndarray, other: np.ndarray, distance: np.ndarray, scale: float,
+                             params: DuplicateParams) -> np.ndarray:
+    """The pairs rule 5 examines (among those rule 4 turned down): ``t <= structure_max``, ``t <= structure_gap x
+    other``, within ``d <= registered_ratio x D`` -- closer than anything else compared, but not by enough."""
+    return ((t <= params.structure_max) & (t <= params.structure_gap * other)
+            & (distance <= params.registered_ratio * scale))
+
+
+def fine_residual(share: np.ndarray, params: DuplicateParams) -> np.ndarray:
+    """Rule 5: of a pair :func:`fine_residual_candidates` chose, at most ``structure_max_share`` of the registration
+    residual's energy survives a blur of one thumbnail pixel.
+
+    Re-compression, resampling and a pixel's crop leave noise from pixel to pixel, which the blur averages away;
+    a different product of the same cut leaves coarse differences (a longer sleeve, another collar, a print)
+    that survive it. This separates look-alikes that lie within 1.5-3x of a copy's ``t``, which the ratio tests
+    of rule 4 cannot resolve.
+    """
+    return share <= params.structure_max_share
+
+
+def second_look_candidates(t: np.ndarray, other: np.ndarray, distance: np.ndarray, scale: float,
+                           params: DuplicateParams) -> np.ndarray:
+    """The pairs rule 6 examines (among those still turned down): ``t <= second_look_max``, no farther than
+    ``other``, within ``d <= registered_ratio x D``, and something else was compared (``other`` finite)."""
+    return ((t <= params.second_look_max) & (t <= other) & (distance <= params.registered_ratio * scale)
+            & np.isfinite(other))
+
+
+def second_look(finer_t: np.ndarray, other: np.ndarray, params: DuplicateParams) -> np.ndarray:
+    """Rule 6: registered again on finer pictures (the images' own size, at most ``second_look_largest_side``),
+    ``finer_t <= second_look_gap x other``, where ``other`` is the thumbnails' distance to the closest look-alike.
+
+    The 24 px thumbnail resamples a 28 px picture by 6/7, so a copy shifted or cropped by a whole source pixel
+    registers only approximately there; at its own size it lines up exactly. The look-alike's thumbnail
+    distance stands in for its finer one (registering it again doubled the cost for 0-2 more copies per seed).
+    """
+    return finer_t <= params.second_look_gap * other
+
+
+def fixed_threshold(distance: np.ndarray, threshold: float) -> np.ndarray:
+    """With ``near_threshold`` given, the whole rule: cosine similarity ``>= near_threshold``, i.e.
+    ``d <= 1 - near_threshold``.
+
+    The caller asked for exactly this cut, so no other rule and no veto applies.
+    """
+    return distance <= 1.0 - threshold
+
+
+def phash_only(bits: np.ndarray, params: DuplicateParams) -> np.ndarray:
+    """Without embeddings: perceptual hashes within ``phash_only_bits`` bits.
+
+    Less precise than the rules above: simple pictures such as product silhouettes on a plain background share
+    hashes.
+    """
+    return bits <= params.phash_only_bits
