@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
 from curato.checks.label_issues import (
+    LabelIssueParams,
     confident_joint,
     expected_f1_cut,
     find_label_issues,
@@ -320,3 +321,53 @@ def test_find_label_issues_rejects_bad_input(planted: dict[str, tuple[np.ndarray
         find_label_issues(noisy, probs, method="vote")
     with pytest.raises(InputError, match="class names"):
         label_issue_finding([str(i) for i in range(len(noisy))], noisy, probs, DIGIT_NAMES[:9])
+
+
+def test_label_issue_thresholds_are_parameters(digits: tuple[np.ndarray, np.ndarray],
+                                               planted: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    _, y = digits
+    noisy, probs = planted["uniform"]
+    truth = noisy != y
+    default = find_label_issues(noisy, probs)
+    np.testing.assert_array_equal(find_label_issues(noisy, probs, params=LabelIssueParams()).is_issue,
+                                  default.is_issue)
+    # A higher bar on the error probability flags fewer samples (a subset: the cut takes the top of one
+    # ranking), and a larger share of those it keeps are planted errors.
+    strict = find_label_issues(noisy, probs, params=LabelIssueParams(min_flag_probability=0.9)).is_issue
+    assert strict.sum() < default.is_issue.sum() and not (strict & ~default.is_issue).any()
+    assert np.mean(truth[strict]) > np.mean(truth[default.is_issue])
+    # Classes under min_class_size are never flagged: 200 is more than any digit has (~180); the keyword wins.
+    assert not find_label_issues(noisy, probs, params=LabelIssueParams(min_class_size=200)).is_issue.any()
+    overridden = find_label_issues(noisy, probs, min_class_size=200, params=LabelIssueParams(min_class_size=1))
+    assert not overridden.is_issue.any()
+    # ~36 anchors per digit: asking for 100 before trusting them alone blends the count.
+    blended = find_label_issues(noisy, probs, params=LabelIssueParams(min_anchors_for_count=100))
+    assert default.method.endswith("anchor-count") and blended.method.endswith("blended-count")
+    # Severity cut-offs and the number of confusions named in the message.
+    ids = [str(i) for i in range(len(noisy))]
+    finding = label_issue_finding(ids, noisy, probs, DIGIT_NAMES)
+    custom = label_issue_finding(ids, noisy, probs, DIGIT_NAMES, params=LabelIssueParams(
+        severity_medium=0.2, severity_high=0.3, confusions_listed=1))
+    assert (finding.severity, custom.severity) == ("medium", "low") and custom.count == finding.count
+    assert finding.message.count("→") == 1 + 3 and custom.message.count("→") == 1 + 1  # "(label→likely)" + pairs
+
+
+@pytest.mark.parametrize(("changes", "prefix"), [
+    ({"anchor_fraction": 0.0}, "label_issues.anchor_fraction: "),
+    ({"posterior_iterations": -1}, "label_issues.posterior_iterations: "),
+    ({"min_flag_probability": 1.5}, "label_issues.min_flag_probability: "),
+    ({"prior_strength_max": 0.01}, "label_issues.prior_strength_max: "),
+    ({"min_class_size": 2.5}, "label_issues.min_class_size: "),
+    ({"severity_low": 0.1}, "label_issues.severity_medium: "),
+    ({"note_min_accuracy": float("nan")}, "label_issues.note_min_accuracy: "),
+])
+def test_label_issue_params_reject_bad_values(changes: dict, prefix: str) -> None:
+    with pytest.raises(InputError) as error:
+        LabelIssueParams(**changes)
+    assert str(error.value).startswith(prefix)
+
+
+def test_label_issue_keyword_overrides_are_validated(planted: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    noisy, probs = planted["uniform"]
+    with pytest.raises(InputError, match=r"^label_issues\.min_class_size: must be an integer >= 0, got -1$"):
+        find_label_issues(noisy, probs, min_class_size=-1)

@@ -1,84 +1,114 @@
 """Label issues: samples whose given label is probably wrong, from out-of-fold class probabilities.
 
-Inputs are the given labels (``0 .. k-1``) and out-of-fold ``pred_probs`` (``curato.models.oof``): row
-``i`` estimates ``q(x_i) = P(given label | x_i)`` from a model that never saw sample ``i``.
+Inputs: the given labels (``0 .. k-1``) and out-of-fold ``pred_probs`` (``curato.models.oof``), row ``i``
+estimating ``q(x_i) = P(given label | x_i)`` from a model that never saw sample ``i``. Noise model: the
+given label ``s`` is the true label ``y`` passed through ``T[i, j] = P(s = i | y = j)``, which does not look
+at the image beyond its class, so ``q(x) = T p(y | x)``. The default rule (``method="auto"``):
 
-Noise model. A given label ``s`` is the true label ``y`` passed through a noise matrix
-``T[i, j] = P(s = i | y = j)`` (columns sum to 1) that does not depend on the image beyond its class,
-so ``q(x) = T @ p(y | x)``. The default rule ("noise-posterior", what ``method="auto"`` uses, measured
-against cleanlab 2.9.0 and "argmax != label" by ``benchmarks/label_issues.py``):
+1. *Anchors.* Each class's ``anchor_fraction`` most confident samples (highest ``q_j``) are almost surely
+   truly ``j``; their given labels estimate column ``T[:, j]``. Unlike confident learning's confident
+   joint, this does not count the model's own confusion between look-alike classes as label noise.
+2. *Smoothing.* Off-diagonal counts are shrunk toward uniform by a Dirichlet prior whose strength is fitted
+   by maximum marginal likelihood (strong for random relabelling, weak for systematic confusions); each
+   column is blended with confident learning's noise matrix, worth ``cl_prior_anchors`` anchors.
+3. *Posterior.* ``p(y | x)`` is recovered from ``q = T p`` by EM steps that stay on the simplex; the label
+   quality ``P(y = s | x, s)`` is the probability that the given label is right.
+4. *Count.* The expected number of wrong labels comes from the anchors' implied noise rate
+   ``1 - sum_j T[j, j] P(y = j)``, which does not inherit the classifier's soft tails: every error
+   probability is shifted by one log-odds constant to match it (``recalibrate``). Below
+   ``min_anchors_for_count`` anchors in the median class it is blended with the posteriors' own sum.
+5. *Cut.* Flag the top ``m`` by error probability for the ``m`` with the highest expected F1, among
+   samples at least ``min_flag_probability`` likely wrong.
 
-1. *Noise matrix from anchors.* For each class ``j`` take the ``ANCHOR_FRACTION`` share (of the
-   class's label count) of samples with the highest ``q_j``: they are almost surely truly ``j``, and
-   since the noise does not look at the image, the histogram of their given labels estimates column
-   ``T[:, j]``. Unlike confident learning's confident joint, this does not count the model's own
-   confusion between look-alike classes (an ambiguous Shirt/T-shirt image) as label noise, which is
-   why confident learning over-estimates low noise rates (about 12% found at 5% injected on
-   Fashion-MNIST).
-2. *Empirical-Bayes smoothing.* The off-diagonal counts of each column are shrunk toward uniform with a
-   Dirichlet prior whose strength is fitted by maximum marginal likelihood over all columns: when the
-   confusions look uniform (random relabelling) the prior is strong and a cell that happened to
-   receive no anchor still gets its share; when they concentrate on a few cells (systematic
-   confusions) the prior is weak and the structure is kept. Each column is then blended with
-   confident learning's noise matrix, worth ``CL_PRIOR_ANCHORS`` anchors: a class of 1,000 samples
-   (200 anchors) barely moves, a class of 30 (6 anchors) mostly follows confident learning, which
-   uses every sample.
-3. *Posterior per sample.* ``p(y | x)`` is recovered from ``q = T p`` by a few EM (multiplicative)
-   steps that stay on the simplex, then ``P(y = j | x, s) ∝ T[s, j] p_j(x)``. The label quality is
-   ``P(y = s | x, s)``, the probability that the given label is right.
-4. *Count.* The expected number of wrong labels is the sum of the error probabilities. Those inherit
-   the classifier's calibration in the tails: a softly regularised linear head gives a mislabelled
-   "3" a few percent on label "8" for looking like an 8, which the noise model reads as evidence that
-   it might be an 8 (on scikit-learn digits the sum falls 8-30% short). The anchors' implied noise
-   rate, ``1 - sum_j T[j, j] P(y = j)``, does not depend on that calibration; when the median class has
-   at least ``MIN_ANCHORS_FOR_COUNT`` anchors it sets the count, by shifting every error probability by
-   one constant in log-odds (``recalibrate``). With fewer anchors (classes under ~150 samples) the
-   implied rate leans on impure anchors and the confident-learning prior and can run high (300
-   Fashion-MNIST images: +10 points), so it gets weight ``anchors / MIN_ANCHORS_FOR_COUNT`` and the
-   posteriors' sum the rest.
-5. *Cut.* Flag the top-``m`` samples by ``1 - quality`` for the ``m`` that maximises the expected F1
-   (``2 * sum of the top-m error probabilities / (m + sum of all)``), among samples at least
-   ``MIN_FLAG_PROBABILITY`` likely wrong. The flag count follows the estimated noise level, and at
-   high noise it flags somewhat more than the expected count, which is what F1 rewards.
-
-The confident-learning rule (Northcutt et al., 2021: per-class thresholds, confident joint, calibration,
-prune by noise rate) is implemented too (``method="confident-learning"``) and is the cross-check in the
-confidence note; ``method="argmax"`` flags ``argmax(q) != label``.
-
-Limits. Errors that depend on the image (ambiguous images mislabelled more often than clear ones) are
-seen by the anchors only through the clear images, so such noise is under-counted; confident learning,
-which counts every confusion, then reads much higher and the confidence note says so.
-Classes with fewer than ``MIN_CLASS_SIZE`` samples are never flagged (their out-of-fold probabilities
-come from models that saw almost none of them).
+``method="confident-learning"`` (Northcutt et al., 2021) is the cross-check in the confidence note;
+``method="argmax"`` flags ``argmax(q) != label``. Noise that depends on the image (ambiguous images
+mislabelled more often) is under-counted; the confidence note says so when confident learning reads much
+higher. Classes under ``min_class_size`` samples are never flagged. Every threshold is a field of
+:class:`LabelIssueParams`; measurements and tuning history: docs/benchmarks.md, "Label issues".
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
 from scipy.special import expit, gammaln, logit
 
+from curato.arrays import as_matrix, check_length
 from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
 
 METHODS = ("auto", "noise-posterior", "confident-learning", "argmax")
-ANCHOR_FRACTION = 0.2
-CL_PRIOR_ANCHORS = 10.0
-POSTERIOR_ITERATIONS = 30
-MIN_FLAG_PROBABILITY = 0.25
-MIN_CLASS_SIZE = 5
-# Median anchors per class from which their implied noise rate alone sets the expected count (a 10% rate
-# is then known to about +-5 points); below, it is blended with the posteriors' own sum.
-MIN_ANCHORS_FOR_COUNT = 30
-# Dirichlet prior strengths tried by the empirical-Bayes smoothing (pseudo-counts per column).
-PRIOR_STRENGTHS = np.logspace(-1, 4, 101)
-# Severity from the estimated share of wrong labels: 1% is about what curated benchmark test sets hold
-# (MNIST 0.15%, CIFAR-10 0.5%); 5% (CIFAR-100 / ImageNet val, ~6%) measurably hurts training and
-# evaluation; 15% and up needs relabelling before anything else.
-SEVERITY_CUTS = {"low": 0.01, "medium": 0.05, "high": 0.15}
+
+
+@dataclass(frozen=True)
+class LabelIssueParams:
+    """Thresholds of the ``label_issues`` check (defaults: the tuned values)."""
+
+    anchor_fraction: float = 0.2  # share of each class's label count taken as its anchors (its most confident)
+    cl_prior_anchors: float = 10.0  # weight of confident learning's noise matrix per column, in anchors
+    prior_strength_min: float = 0.1  # weakest Dirichlet prior (pseudo-counts per column) the smoothing tries
+    prior_strength_max: float = 10_000.0  # strongest one
+    prior_strength_steps: int = 101  # prior strengths tried, log-spaced from the weakest to the strongest
+    posterior_iterations: int = 30  # EM steps recovering p(y | x) from q = T p
+    min_anchors_for_count: int = 30  # median anchors per class from which their implied rate alone sets the count
+    min_flag_probability: float = 0.25  # error probability a sample needs to be flagged at all
+    min_class_size: int = 5  # samples of smaller classes are never flagged
+    severity_low: float = 0.01  # estimated share of wrong labels from which the finding is low
+    severity_medium: float = 0.05  # ... medium
+    severity_high: float = 0.15  # ... high
+    confusions_listed: int = 3  # label -> likely label pairs named in the message
+    note_min_accuracy: float = 0.7  # confidence note: an OOF classifier less accurate than this is weak
+    note_max_noise: float = 0.4  # ... an estimated noise rate above this makes the classes hard to pin down
+    note_min_class: int = 50  # ... a smallest class under this many samples is mentioned
+    note_cl_gap_low: float = -0.05  # ... confident learning's estimate minus ours below this: it disagrees
+    note_cl_gap_high: float = 0.15  # ... or above this (it normally reads 0-15 points higher)
+
+    def __post_init__(self) -> None:
+        check = "label_issues"
+        _check_field(check, self, "anchor_fraction", low=0.0, high=1.0, strict=True)
+        for name in ("cl_prior_anchors", "prior_strength_min"):
+            _check_field(check, self, name, low=0.0, strict=True)
+        _check_field(check, self, "prior_strength_max", low=self.prior_strength_min)
+        for name, low in (("prior_strength_steps", 1), ("posterior_iterations", 0), ("min_anchors_for_count", 1),
+                          ("min_class_size", 0), ("confusions_listed", 1), ("note_min_class", 0)):
+            _check_field(check, self, name, integer=True, low=low)
+        for name in ("min_flag_probability", "severity_low", "severity_medium", "severity_high",
+                     "note_min_accuracy", "note_max_noise"):
+            _check_field(check, self, name, low=0.0, high=1.0)
+        for name in ("note_cl_gap_low", "note_cl_gap_high"):
+            _check_field(check, self, name, low=-1.0, high=1.0)
+        for lower, upper in (("severity_low", "severity_medium"), ("severity_medium", "severity_high"),
+                             ("note_cl_gap_low", "note_cl_gap_high")):
+            if getattr(self, upper) < getattr(self, lower):
+                raise InputError(f"{check}.{upper}: must be >= {lower} ({getattr(self, lower)}), "
+                                 f"got {getattr(self, upper)!r}")
+
+    def prior_strengths(self) -> np.ndarray:
+        """The Dirichlet prior strengths the smoothing tries, log-spaced."""
+        return np.logspace(math.log10(self.prior_strength_min), math.log10(self.prior_strength_max),
+                           self.prior_strength_steps)
+
+
+def _check_field(check: str, params: Any, name: str, *, integer: bool = False, low: float = -math.inf,
+                 high: float = math.inf, strict: bool = False) -> None:
+    """Raise ``InputError("<check>.<name>: must be ...")`` unless the field is a finite number (an integer if
+    asked) from ``low`` (excluded when ``strict``) to ``high``."""
+    value = getattr(params, name)
+    kind = "an integer" if integer else "a number"
+    if high < math.inf:
+        need = f"{kind} in {'(' if strict else '['}{low:g}, {high:g}]"
+    else:
+        need = f"{kind} {'>' if strict else '>='} {low:g}"
+    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or value > high or (strict and value == low):
+        raise InputError(f"{check}.{name}: must be {need}, got {value!r}")
 
 
 @dataclass
@@ -120,34 +150,38 @@ class ConfidentJoint:
 
 
 def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, method: str = "auto",
-                      min_class_size: int = MIN_CLASS_SIZE) -> LabelIssueResult:
+                      min_class_size: int | None = None, params: LabelIssueParams | None = None) -> LabelIssueResult:
     """Find samples whose given label is probably wrong (see the module docstring for the rules).
 
     ``labels``: ``(n,)`` ints ``0 .. k-1``; ``pred_probs``: ``(n, k)`` out-of-fold probabilities.
     ``method``: ``"auto"`` (= ``"noise-posterior"``), ``"noise-posterior"``, ``"confident-learning"`` or
     ``"argmax"``. The result's ``method`` names the rule applied; for the noise posterior also where the
     expected count came from: ``"noise-posterior:anchor-count"`` (median class has at least
-    ``MIN_ANCHORS_FOR_COUNT`` anchors) or ``"noise-posterior:blended-count"``. ``label_quality`` is the
-    noise-posterior probability that the label is right whatever the rule. Raises ``InputError`` on bad
-    input.
+    ``min_anchors_for_count`` anchors) or ``"noise-posterior:blended-count"``. ``label_quality`` is the
+    noise-posterior probability that the label is right whatever the rule. ``params``: the thresholds
+    (default: :class:`LabelIssueParams`); ``min_class_size``, when given, overrides its field. Raises
+    ``InputError`` on bad input.
     """
+    p = LabelIssueParams() if params is None else params
+    if min_class_size is not None:
+        p = dataclasses.replace(p, min_class_size=min_class_size)
     labels, probs = _validated(labels, pred_probs)
     if method not in METHODS:
         raise InputError(f"label issues: unknown method {method!r}; known: {', '.join(METHODS)}")
     n, k = probs.shape
     rows = np.arange(n)
     label_counts = np.bincount(labels, minlength=k)
-    too_small = label_counts[labels] < min_class_size
+    too_small = label_counts[labels] < p.min_class_size
 
     cj = confident_joint(labels, probs)
-    noise_matrix = anchor_noise_matrix(labels, probs, prior=cj.noise_matrix)
-    posterior = label_posterior(labels, probs, noise_matrix)
+    noise_matrix = anchor_noise_matrix(labels, probs, prior=cj.noise_matrix, params=p)
+    posterior = label_posterior(labels, probs, noise_matrix, iterations=p.posterior_iterations)
     error = 1.0 - posterior[rows, labels]
     error[too_small] = 0.0
-    # Expected count: the anchors' implied noise rate, trusted fully from MIN_ANCHORS_FOR_COUNT anchors
+    # Expected count: the anchors' implied noise rate, trusted fully from min_anchors_for_count anchors
     # per class (median class) and in proportion below, the rest from the posteriors' own sum.
-    anchors_per_class = float(np.median(np.ceil(ANCHOR_FRACTION * label_counts[label_counts > 0])))
-    trust = min(1.0, anchors_per_class / MIN_ANCHORS_FOR_COUNT)
+    anchors_per_class = float(np.median(np.ceil(p.anchor_fraction * label_counts[label_counts > 0])))
+    trust = min(1.0, anchors_per_class / p.min_anchors_for_count)
     implied = 1.0 - float(np.sum(np.diag(noise_matrix) * posterior.mean(axis=0)))
     error = recalibrate(error, trust * implied + (1.0 - trust) * float(error.mean()), keep_zero=too_small)
     count_source = "anchor-count" if trust >= 1.0 else "blended-count"
@@ -155,7 +189,7 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, method: str
     chosen = "noise-posterior" if method == "auto" else method
     if chosen == "noise-posterior":
         chosen = f"noise-posterior:{count_source}"
-        is_issue = expected_f1_cut(error)
+        is_issue = expected_f1_cut(error, min_probability=p.min_flag_probability)
         estimated = float(error.mean())
         class_noise = np.bincount(labels, weights=error, minlength=k) / np.maximum(label_counts, 1)
     elif chosen == "confident-learning":
@@ -171,22 +205,24 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, method: str
     others = posterior.copy()
     others[rows[is_issue], labels[is_issue]] = -1.0
     suggested = others.argmax(axis=1)
-    note = confidence_note(labels, posterior, probs, estimated, cj.noise_rate)
+    note = confidence_note(labels, posterior, probs, estimated, cj.noise_rate, params=p)
     return LabelIssueResult(is_issue=is_issue, label_quality=np.clip(1.0 - error, 0.0, 1.0),
                             suggested_label=suggested, noise_matrix=noise_matrix,
                             class_noise_rate=np.clip(class_noise, 0.0, 1.0), estimated_noise_rate=estimated,
                             method=chosen, confidence_note=note)
 
 
-def anchor_noise_matrix(labels: np.ndarray, probs: np.ndarray, *, anchor_fraction: float = ANCHOR_FRACTION,
-                        prior: np.ndarray | None = None) -> np.ndarray:
+def anchor_noise_matrix(labels: np.ndarray, probs: np.ndarray, *, anchor_fraction: float | None = None,
+                        prior: np.ndarray | None = None, params: LabelIssueParams | None = None) -> np.ndarray:
     """``T[i, j] = P(given = i | true = j)`` from the given labels of each class's most confident samples.
 
     The anchors of class ``j`` are the ``ceil(anchor_fraction * count_j)`` samples with the highest
     ``q_j`` (``count_j``: samples given label ``j``). Their label histogram is smoothed by
     ``smooth_confusions`` and blended with ``prior`` (default: confident learning's noise matrix) worth
-    ``CL_PRIOR_ANCHORS`` anchors per column.
+    ``cl_prior_anchors`` anchors per column. ``anchor_fraction``, when given, overrides ``params``'.
     """
+    p = LabelIssueParams() if params is None else params
+    anchor_fraction = p.anchor_fraction if anchor_fraction is None else anchor_fraction
     n, k = probs.shape
     label_counts = np.bincount(labels, minlength=k)
     counts = np.zeros((k, k))
@@ -197,23 +233,23 @@ def anchor_noise_matrix(labels: np.ndarray, probs: np.ndarray, *, anchor_fractio
         m = min(m, n)
         anchors = np.argpartition(-probs[:, j], m - 1)[:m]
         counts[:, j] = np.bincount(labels[anchors], minlength=k)
-    anchored = smooth_confusions(counts)
+    anchored = smooth_confusions(counts, params=p)
     # Small classes have few anchors: fall back smoothly on confident learning's estimate, worth
-    # CL_PRIOR_ANCHORS anchors per class (a 200-anchor class barely moves; a 6-anchor class mostly
+    # cl_prior_anchors anchors per class (a 200-anchor class barely moves; a 6-anchor class mostly
     # follows confident learning, which uses every sample).
     weight = counts.sum(axis=0)[None, :]
     if prior is None:
         prior = confident_joint(labels, probs).noise_matrix
-    return (anchored * weight + prior * CL_PRIOR_ANCHORS) / (weight + CL_PRIOR_ANCHORS)
+    return (anchored * weight + prior * p.cl_prior_anchors) / (weight + p.cl_prior_anchors)
 
 
-def smooth_confusions(counts: np.ndarray) -> np.ndarray:
+def smooth_confusions(counts: np.ndarray, *, params: LabelIssueParams | None = None) -> np.ndarray:
     """Column-stochastic noise matrix from anchor label counts, off-diagonals shrunk toward uniform.
 
     Per column ``j`` the off-diagonal share ``r_j`` is the observed share of anchors with another label;
     how it splits over the ``k - 1`` other labels is the posterior mean under a symmetric Dirichlet
     prior of total strength ``b``, with ``b`` chosen by maximum marginal (Dirichlet-multinomial)
-    likelihood over all columns.
+    likelihood over all columns among ``params.prior_strengths()``.
     """
     k = len(counts)
     totals = counts.sum(axis=0)
@@ -226,11 +262,12 @@ def smooth_confusions(counts: np.ndarray) -> np.ndarray:
             shares[:, off_totals == 0] = 1.0 / (k - 1)
     else:
         cells = off[~np.eye(k, dtype=bool)]
+        strengths = (LabelIssueParams() if params is None else params).prior_strengths()
         # Dirichlet-multinomial log-likelihood of all columns per prior strength b (per-cell b / (k-1));
         # the grid loop keeps memory at O(k^2) for any number of classes.
         loglik = [k * gammaln(b) - gammaln(off_totals + b).sum()
-                  + (gammaln(cells + b / (k - 1)) - gammaln(b / (k - 1))).sum() for b in PRIOR_STRENGTHS]
-        strength = PRIOR_STRENGTHS[int(np.argmax(loglik))]
+                  + (gammaln(cells + b / (k - 1)) - gammaln(b / (k - 1))).sum() for b in strengths]
+        strength = strengths[int(np.argmax(loglik))]
         shares = (off + strength / (k - 1)) / (off_totals + strength)[None, :]
     np.fill_diagonal(shares, 0.0)
     rate = np.divide(off_totals, totals, out=np.zeros(k), where=totals > 0)
@@ -240,13 +277,14 @@ def smooth_confusions(counts: np.ndarray) -> np.ndarray:
 
 
 def label_posterior(labels: np.ndarray, probs: np.ndarray, noise_matrix: np.ndarray, *,
-                    iterations: int = POSTERIOR_ITERATIONS) -> np.ndarray:
+                    iterations: int | None = None) -> np.ndarray:
     """``P(true = j | x, given label)`` per sample, ``(n, k)``, under ``q(x) = T p(y | x)``.
 
     ``p(y | x)`` is the maximum-likelihood deconvolution of ``q`` by EM (multiplicative updates that keep
     it a distribution; started at ``q``, a fixed number of steps, which also keeps it smooth), then
-    ``P(y = j | x, s) ∝ T[s, j] p_j(x)``.
+    ``P(y = j | x, s) ∝ T[s, j] p_j(x)``. ``iterations`` defaults to ``LabelIssueParams.posterior_iterations``.
     """
+    iterations = LabelIssueParams().posterior_iterations if iterations is None else iterations
     q = np.clip(probs, 1e-12, None)
     q = q / q.sum(axis=1, keepdims=True)
     clean = q.copy()
@@ -276,13 +314,15 @@ def recalibrate(error: np.ndarray, target: float, *, keep_zero: np.ndarray | Non
     return out
 
 
-def expected_f1_cut(error: np.ndarray, *, min_probability: float = MIN_FLAG_PROBABILITY) -> np.ndarray:
+def expected_f1_cut(error: np.ndarray, *, min_probability: float | None = None) -> np.ndarray:
     """Flag the top-``m`` by error probability for the ``m`` with the highest expected F1.
 
     With calibrated error probabilities ``e``, flagging the top ``m`` has expected F1 about
     ``2 * sum(e[:m]) / (m + sum(e))``; only samples with ``e >= min_probability`` are candidates, so a
-    clean dataset with uniformly tiny error probabilities flags nothing.
+    clean dataset with uniformly tiny error probabilities flags nothing (default:
+    ``LabelIssueParams.min_flag_probability``).
     """
+    min_probability = LabelIssueParams().min_flag_probability if min_probability is None else min_probability
     flagged = np.zeros(len(error), dtype=bool)
     total = float(error.sum())
     order = np.argsort(-error, kind="stable")
@@ -339,15 +379,16 @@ def prune_by_noise_rate(labels: np.ndarray, probs: np.ndarray, joint: np.ndarray
 
 
 def confidence_note(labels: np.ndarray, posterior: np.ndarray, probs: np.ndarray, estimated: float,
-                    cl_estimate: float) -> str:
+                    cl_estimate: float, *, params: LabelIssueParams | None = None) -> str:
     """One plain sentence on how far to trust the estimate.
 
     Weighs: how accurate the out-of-fold classifier is against the *corrected* labels (a weak
     classifier's own mistakes look like label errors), the noise level (above ~40% the classes
     themselves get hard to pin down), the smallest class (anchors need a few dozen samples), and
     whether confident learning lands in its usual range (it counts look-alike confusions as noise, so
-    it normally reads 0-15 points higher).
+    it normally reads 0-15 points higher). The cut-offs are ``params``' ``note_*`` fields.
     """
+    p = LabelIssueParams() if params is None else params
     k = probs.shape[1]
     rows = np.arange(len(labels))
     accuracy = float(np.mean(posterior[rows, probs.argmax(axis=1)]))
@@ -355,14 +396,14 @@ def confidence_note(labels: np.ndarray, posterior: np.ndarray, probs: np.ndarray
     smallest = int(counts[counts > 0].min())
     gap = cl_estimate - estimated
     reasons = []
-    if accuracy < 0.7:
+    if accuracy < p.note_min_accuracy:
         reasons.append(f"the classifier is weak (about {accuracy:.0%} accurate even against the corrected labels), "
                        "so some of its own mistakes may be counted as label errors")
-    if estimated > 0.4:
+    if estimated > p.note_max_noise:
         reasons.append("with this much noise the classes themselves are hard to pin down")
-    if smallest < 50:
+    if smallest < p.note_min_class:
         reasons.append(f"the smallest class has only {smallest} samples")
-    if gap < -0.05 or gap > 0.15:
+    if gap < p.note_cl_gap_low or gap > p.note_cl_gap_high:
         reasons.append(f"confident learning disagrees ({cl_estimate:.1%})")
     if not reasons:
         return (f"Reliable estimate: the classifier is about {accuracy:.0%} accurate against the corrected labels, "
@@ -373,28 +414,31 @@ def confidence_note(labels: np.ndarray, posterior: np.ndarray, probs: np.ndarray
 
 
 def label_issue_finding(sample_ids: Sequence[str] | np.ndarray, labels: np.ndarray, pred_probs: np.ndarray,
-                        class_names: Sequence[str], *, method: str = "auto") -> Finding:
+                        class_names: Sequence[str], *, method: str = "auto",
+                        params: LabelIssueParams | None = None) -> Finding:
     """The ``label_issues`` Finding: flags, scores (``1 - label_quality``), summary and evidence.
 
-    Severity from the estimated share of wrong labels (``SEVERITY_CUTS``: low >= 1%, medium >= 5%,
-    high >= 15%), and "none" when nothing is flagged.
+    Severity from the estimated share of wrong labels (``params.severity_*``: low >= 1%, medium >= 5%,
+    high >= 15% by default), and "none" when nothing is flagged.
     """
+    p = LabelIssueParams() if params is None else params
     labels, probs = _validated(labels, pred_probs)
     names = [str(name) for name in class_names]
     if len(names) != probs.shape[1]:
         raise InputError(f"label issues: {len(names)} class names for {probs.shape[1]} probability columns")
     ids = np.asarray(sample_ids, dtype=object)
-    if len(ids) != len(labels):
-        raise InputError(f"label issues: {len(ids)} sample ids for {len(labels)} labels")
-    result = find_label_issues(labels, probs, method=method)
+    check_length("label issues: sample_ids", ids, len(labels))
+    result = find_label_issues(labels, probs, method=method, params=p)
     flagged = result.is_issue
     count = int(flagged.sum())
     share = result.estimated_noise_rate
-    severity = severity_from_share(share, **SEVERITY_CUTS) if count else "none"
+    severity = (severity_from_share(share, low=p.severity_low, medium=p.severity_medium, high=p.severity_high)
+                if count else "none")
     pairs = np.zeros((len(names), len(names)), dtype=np.int64)
     np.add.at(pairs, (labels[flagged], result.suggested_label[flagged]), 1)
     top = [(int(i), int(j)) for i, j in zip(*np.unravel_index(np.argsort(-pairs, axis=None, kind="stable"),
-                                                              pairs.shape), strict=True) if pairs[i, j] > 0][:3]
+                                                              pairs.shape), strict=True)
+           if pairs[i, j] > 0][:p.confusions_listed]
     if count:
         confusions = ", ".join(f"{names[i]}→{names[j]} {pairs[i, j]}" for i, j in top)
         message = (f"≈{share:.1%} of labels look wrong ({count} samples flagged); most confusions "
@@ -428,9 +472,9 @@ def _normalize_columns(matrix: np.ndarray) -> np.ndarray:
 
 
 def _validated(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probs = np.asarray(pred_probs, dtype=np.float64)
+    probs = as_matrix("label issues: pred_probs", pred_probs, finite=False)
     y = np.asarray(labels)
-    if probs.ndim != 2 or probs.shape[1] < 2:
+    if probs.shape[1] < 2:
         raise InputError(f"label issues: pred_probs must be (n, k>=2), got shape {probs.shape}")
     if y.shape != (len(probs),):
         raise InputError(f"label issues: labels must have shape ({len(probs)},), got {y.shape}")
