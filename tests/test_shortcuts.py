@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curato.checks.shortcuts import blank_box, cue_table, foreground_boxes, foreground_proxy, shortcut_finding
+from curato.checks.shortcuts import (
+    ShortcutParams,
+    blank_box,
+    cue_table,
+    foreground_boxes,
+    foreground_proxy,
+    shortcut_finding,
+)
 from curato.errors import InputError
 from curato.features.properties import PROPERTY_COLUMNS, image_features
 from curato.features.thumbnails import grey_thumbnails
@@ -31,12 +38,12 @@ def rgb(grey: np.ndarray) -> np.ndarray:
 
 
 def check(pictures: list[np.ndarray], data: dict[str, np.ndarray], *, formats: list[str] | None = None,
-          seed: int = 0, labels: np.ndarray | None = None):
+          seed: int = 0, labels: np.ndarray | None = None, params: ShortcutParams | None = None):
     properties, _, thumbnails = image_features(pictures)
     cues, columns, categories = cue_table(properties, list(PROPERTY_COLUMNS), formats=formats, thumbnails=thumbnails)
     labels = data["labels"] if labels is None else labels
     return shortcut_finding(np.arange(len(pictures)).astype(str), labels, cues, columns,
-                            reference_probs=data["reference"], categories=categories, seed=seed)
+                            reference_probs=data["reference"], categories=categories, seed=seed, params=params)
 
 
 def test_clean_images_raise_no_alarm(data: dict[str, np.ndarray]) -> None:
@@ -46,6 +53,31 @@ def test_clean_images_raise_no_alarm(data: dict[str, np.ndarray]) -> None:
     # Natural cues are significant (a sandal is darker than a coat) but carry a small share of the signal.
     assert cues[0]["p_value"] <= 0.01 and cues[0]["share_of_signal"] < 0.5
     assert finding.summary["cues_tested"] >= 20
+
+
+def test_shortcut_thresholds_are_parameters(data: dict[str, np.ndarray]) -> None:
+    """On clean pictures the natural cues are significant but carry a share of ~0.3 of the label signal:
+    a lower share cut flags them, and fewer shuffles at the same alpha cannot reach significance."""
+    pictures = [rgb(image) for image in data["images"]]
+    low_cut = check(pictures, data, params=ShortcutParams(share_flag=0.2, permutations=20, alpha=0.05))
+    flagged = [row for row in low_cut.evidence["cues"] if row["flagged"]]
+    assert flagged and low_cut.severity == "medium" and low_cut.summary["share_flag"] == 0.2
+    assert all(0.2 <= row["share_of_signal"] < 0.5 for row in flagged)
+    few_shuffles = check(pictures, data, params=ShortcutParams(share_flag=0.2, permutations=20))
+    assert few_shuffles.count == 0 and few_shuffles.summary["permutations"] == 20  # p >= 1/21 > 0.01
+
+
+@pytest.mark.parametrize(("changes", "prefix"), [
+    ({"bins": 1}, "shortcuts.bins: must be an integer >= 2, got 1"),
+    ({"alpha": 0.0}, "shortcuts.alpha: "),
+    ({"share_flag": -0.5}, "shortcuts.share_flag: "),
+    ({"max_samples": 100.0}, "shortcuts.max_samples: "),
+    ({"foreground_levels": float("inf")}, "shortcuts.foreground_levels: "),
+])
+def test_shortcut_params_reject_bad_values(changes: dict, prefix: str) -> None:
+    with pytest.raises(InputError) as error:
+        ShortcutParams(**changes)
+    assert str(error.value).startswith(prefix)
 
 
 def test_a_planted_border_shortcut_is_found_and_explained(data: dict[str, np.ndarray]) -> None:
@@ -125,6 +157,8 @@ def test_bad_input_is_named(data: dict[str, np.ndarray]) -> None:
         shortcut_finding(["a", "b"], np.array([0.5, 1.0]), np.zeros((2, 1)), ["brightness_mean"])
     few = shortcut_finding(["a", "b"], np.array([0, 1]), np.zeros((2, 1)), ["brightness_mean"])
     assert few.severity == "none" and "not checked" in few.message
+    with pytest.raises(InputError, match=r"^shortcuts\.permutations: "):  # keyword overrides are validated too
+        shortcut_finding(["a", "b"], np.array([0, 1]), np.zeros((2, 1)), ["brightness_mean"], permutations=0)
 
 
 def test_object_size_from_coco_boxes_is_a_caught_shortcut(tmp_path, fashion_mnist) -> None:

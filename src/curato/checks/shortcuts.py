@@ -1,53 +1,40 @@
 """Shortcuts: can the label be predicted from something that is not the object?
 
-A network learns the simplest rule that fits the labels. If one class is photographed on grass and
-another indoors, "count the green pixels" fits; if one class is stored as small JPEGs, "look at the
-compression" fits. :func:`shortcut_finding` measures, for every image property and every group of
-properties (colour, brightness/contrast, geometry and size, file format/compression,
-background/border, texture/frequency, object size), how well the label can be predicted from that
-cue ALONE, and flags cues that carry a large share of the label signal.
+A network learns the simplest rule that fits the labels: if one class is photographed on grass, "count the
+green pixels" fits; if one class is stored as small JPEGs, "look at the compression" fits.
+:func:`shortcut_finding` measures how well the label can be predicted from each image property and each
+group of properties (``CUE_GROUPS``: colour, brightness/contrast, geometry and size, file
+format/compression, background/border, texture/frequency, object size) ALONE, and flags cues that carry
+a large share of the label signal.
 
-The cue model
--------------
-Each cue column is cut into ``BINS`` quantile bins (missing values get a bin of their own; a
-categorical column such as the file format keeps its categories), and a naive-Bayes model over the
-binned columns predicts the class with the highest likelihood (a uniform class prior, which is what
-balanced accuracy rewards). It is cross-validated over stratified folds and fully vectorised
-(counting with ``np.bincount``), so hundreds of refits cost seconds. For one column it is the best
-rule of the form "value in this range -> this class"; for a group it adds the columns' evidence.
+The cue model: each column is cut into quantile bins (missing values get a bin of their own, categories
+stay categories) and a naive-Bayes model over the binned columns (uniform class prior) is cross-validated
+over stratified folds, fully vectorised with ``np.bincount``, so hundreds of refits cost seconds. Per cue:
+its balanced accuracy, the chance level ``1 / K``, its mutual information with the label (bits), and its
+share of the label signal ``(cue - chance) / (reference - chance)``, the reference being the balanced
+accuracy of the out-of-fold embedding model (what a network gets from the whole picture).
 
-Per cue the check reports the cross-validated balanced accuracy, the chance level ``1 / K``, the
-mutual information between the binned cue and the label (bits), and the **share of label signal**:
-``(cue - chance) / (reference - chance)`` where the reference is the balanced accuracy of the
-out-of-fold embedding model (what a network can get from the whole picture).
+A cue is flagged when it is significant -- a permutation test refits every cue on shuffled labels and
+compares with the largest accuracy any cue reaches there, which keeps the family-wise false-alarm rate
+at ``alpha`` however many cues are tested -- and large: its share reaches ``share_flag``. Natural,
+object-borne cues (a sandal has fewer bright pixels than a coat) are significant on any real dataset;
+the share separates them from a cue that alone rivals the picture. Context cues that never depend on the
+picture (``CONTEXT_COLUMNS``: file format, JPEG quality, stored size) are flagged too when they single
+out one class (its share inside a range exceeds the others' by ``class_gain_flag``).
 
-When is a cue flagged?
-----------------------
-1. It is significant: a permutation test (labels shuffled ``PERMUTATIONS`` times, every cue refitted
-   each time) compares the cue's balanced accuracy with the *largest* balanced accuracy any cue
-   reaches on shuffled labels. Taking the maximum over cues controls the family-wise false-alarm
-   rate at ``alpha`` (default 0.01) however many cues are tested.
-2. It is large: its share of the label signal is at least ``SHARE_FLAG`` (0.6). Natural,
-   object-borne cues -- a sandal has fewer bright pixels than a coat -- are significant on any real
-   dataset; the share separates them from a cue that alone rivals the picture. (Chosen on
-   ``benchmarks/shortcuts_planted.py``: clean Fashion-MNIST's strongest natural cue reaches a share of
-   about 0.5; planted cues at a cue-label correlation of 0.7 reach more.)
-
-The other tests
----------------
-* Object size: the object's area fraction and extent (longer box side over the image side) -- from
-  box / mask annotations where they exist, otherwise from a foreground proxy (thumbnail cells that
-  differ from the border's typical grey, :func:`foreground_proxy`) -- are the ``object_size`` group.
-* Thumbnail test: out-of-fold accuracy of the embedding head on 4x4 and 8x8 colour thumbnails
-  (reported; a label visible in 16 pixels is a warning sign, not a verdict).
-* Background-only test: out-of-fold accuracy on embeddings of the image with the object(s) blanked
-  out (boxes, or the proxy box), against the same head on the full images of the same samples.
-  Flagged like a cue (a binomial test against chance at ``alpha``, and the share rule).
+Also tested: the object size (annotated boxes, else :func:`foreground_proxy` of the thumbnails) as a cue
+group; a thumbnail test (the embedding head on 4x4 and 8x8 colour thumbnails, reported); a background-only
+test (the head on embeddings of the images with the object blanked out, flagged like a cue). Every
+threshold is a field of :class:`ShortcutParams`; how they were chosen: docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -70,33 +57,71 @@ CUE_GROUPS: dict[str, tuple[str, ...]] = {
     "object_size": ("object_area", "object_extent"),
 }
 CATEGORICAL = frozenset({"format"})
-BINS = 16
-SMOOTHING = 1.0
-N_FOLDS = 5
-PERMUTATIONS = 100
-ALPHA = 0.01
-SHARE_FLAG = 0.5
-SHARE_HIGH = 0.85
-MAX_SAMPLES = 10_000
-EXAMPLES_PER_CLASS = 6
 # Cues that never depend on what the picture shows: the file format, the JPEG quality setting and the
 # stored size. (File bytes do: a plain PNG compresses better than a busy one.) One class singled out by
 # them ("90% of 'Bag' images are JPEG, 0% of the others") is flagged even when the cue says nothing
-# about the other classes, once that class's share inside its range exceeds the others' by CLASS_GAIN_FLAG.
+# about the other classes, once that class's share inside its range exceeds the others' by class_gain_flag.
 CONTEXT_COLUMNS = frozenset({"format", "jpeg_quality", "width", "height", "aspect", "megapixels"})
-CLASS_GAIN_FLAG = 0.5
-# Foreground proxy: a thumbnail cell is foreground when its grey differs from the border's median by
-# more than this many grey levels, or by 3 robust spreads of the border, whichever is larger.
-FOREGROUND_LEVELS = 24.0
 
 
-def foreground_boxes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class ShortcutParams:
+    """Thresholds of the ``shortcuts`` check (defaults: the tuned values)."""
+
+    bins: int = 16  # quantile bins per numeric cue column
+    smoothing: float = 1.0  # pseudo-count added to every cell of the naive-Bayes cue model
+    n_folds: int = 5  # cross-validation folds of every model; each class needs this many samples
+    permutations: int = 100  # label shuffles of the permutation test
+    alpha: float = 0.01  # family-wise false-alarm rate of the permutation test (and the background test)
+    share_flag: float = 0.5  # share of the label signal from which a significant cue is flagged
+    share_high: float = 0.85  # strongest flagged share (or class gain) from which the finding is high
+    class_gain_flag: float = 0.5  # a context cue flags a class whose share inside a range exceeds the others' by this
+    range_flag: float = 0.3  # a class's samples inside its range of a flagged cue are flagged if it separates by this
+    max_samples: int = 10_000  # samples (a stratified subsample) the cue models and the permutations use
+    cues_explained: int = 3  # flagged cues explained class by class (per-class ranges, examples, flagged samples)
+    named_in_message: int = 3  # flagged cues, and classes per cue, named in the message
+    examples_per_class: int = 6  # example samples per class and explained cue, lowest to highest value
+    foreground_levels: float = 24.0  # foreground proxy: grey levels a cell must differ from the border's median
+    foreground_spreads: float = 3.0  # ... or this many robust spreads of the border, whichever is larger
+
+    def __post_init__(self) -> None:
+        check = "shortcuts"
+        for name, low in (("bins", 2), ("n_folds", 2), ("permutations", 1), ("max_samples", 1),
+                          ("cues_explained", 0), ("named_in_message", 1), ("examples_per_class", 1)):
+            _check_field(check, self, name, integer=True, low=low)
+        for name in ("smoothing", "share_flag", "share_high"):
+            _check_field(check, self, name, low=0.0, strict=True)
+        for name in ("alpha", "class_gain_flag"):
+            _check_field(check, self, name, low=0.0, high=1.0, strict=True)
+        _check_field(check, self, "range_flag", low=0.0, high=1.0)
+        for name in ("foreground_levels", "foreground_spreads"):
+            _check_field(check, self, name, low=0.0)
+
+
+def _check_field(check: str, params: Any, name: str, *, integer: bool = False, low: float = -math.inf,
+                 high: float = math.inf, strict: bool = False) -> None:
+    """Raise ``InputError("<check>.<name>: must be ...")`` unless the field is a finite number (an integer if
+    asked) from ``low`` (excluded when ``strict``) to ``high``."""
+    value = getattr(params, name)
+    kind = "an integer" if integer else "a number"
+    if high < math.inf:
+        need = f"{kind} in {'(' if strict else '['}{low:g}, {high:g}]"
+    else:
+        need = f"{kind} {'>' if strict else '>='} {low:g}"
+    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or value > high or (strict and value == low):
+        raise InputError(f"{check}.{name}: must be {need}, got {value!r}")
+
+
+def foreground_boxes(grey: np.ndarray, *, params: ShortcutParams | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Foreground proxy from grey thumbnails: (area fraction (n,), box (n, 4) as fractions top, left, bottom, right).
 
     ``grey``: (n, s, s) on the 0..255 scale. The background is the median grey of the outer ring;
-    foreground cells differ from it by more than ``max(FOREGROUND_LEVELS, 3 x MAD of the ring)``. An
-    image without foreground gets area 0 and an empty box (0, 0, 0, 0).
+    foreground cells differ from it by more than ``max(foreground_levels, foreground_spreads x MAD of the
+    ring)`` (``params``, default :class:`ShortcutParams`). An image without foreground gets area 0 and an
+    empty box (0, 0, 0, 0).
     """
+    p = ShortcutParams() if params is None else params
     grey = np.asarray(grey, dtype=np.float32)
     if grey.ndim != 3:
         raise InputError(f"grey thumbnails must be (n, side, side), got shape {grey.shape}")
@@ -106,7 +131,7 @@ def foreground_boxes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     border = grey[:, ring]
     level = np.median(border, axis=1)
     spread = np.median(np.abs(border - level[:, None]), axis=1)
-    cut = np.maximum(FOREGROUND_LEVELS, 3.0 * spread)
+    cut = np.maximum(p.foreground_levels, p.foreground_spreads * spread)
     foreground = np.abs(grey - level[:, None, None]) > cut[:, None, None]
 
     def span(mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,9 +145,9 @@ def foreground_boxes(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return foreground.mean(axis=(1, 2)), np.stack([top, left, bottom, right], axis=1)
 
 
-def foreground_proxy(grey: np.ndarray) -> np.ndarray:
+def foreground_proxy(grey: np.ndarray, *, params: ShortcutParams | None = None) -> np.ndarray:
     """(n, 2) object area fraction and extent -- the foreground box's longer side as a fraction of the side."""
-    area, box = foreground_boxes(grey)
+    area, box = foreground_boxes(grey, params=params)
     extent = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
     return np.stack([area, extent], axis=1)
 
@@ -148,6 +173,7 @@ def cue_table(
     formats: Sequence[str | None] | None = None,
     thumbnails: np.ndarray | None = None,
     object_size: np.ndarray | None = None,
+    params: ShortcutParams | None = None,
 ) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
     """The cue columns the check tests (image properties, file format, object size), their names, and
     the category names of categorical columns.
@@ -155,7 +181,8 @@ def cue_table(
     ``properties``: (n, p) scan properties named by ``property_columns``; ``formats``: the stored file
     format per sample (a category); ``object_size``: (n, 2) area fraction and extent (longer box side
     over the image side) from annotations (NaN rows where a sample has none) -- missing rows are
-    filled from the foreground proxy of the grey ``thumbnails`` (scan thumbnail rows) when given.
+    filled from the foreground proxy of the grey ``thumbnails`` (scan thumbnail rows) when given, with
+    ``params``' ``foreground_*`` thresholds.
     """
     values = [np.asarray(properties, dtype=np.float64)]
     names = list(property_columns)
@@ -174,15 +201,19 @@ def cue_table(
         rows = np.asarray(thumbnails)
         missing = ~np.isfinite(size).all(axis=1) & rows.any(axis=1)
         if missing.any():
-            size[missing] = foreground_proxy(grey_thumbnails(rows[missing]))
+            size[missing] = foreground_proxy(grey_thumbnails(rows[missing]), params=params)
     if np.isfinite(size).any():
         values.append(size)
         names += ["object_area", "object_extent"]
     return np.concatenate(values, axis=1), names, categories
 
 
-def bin_columns(values: np.ndarray, columns: Sequence[str], *, bins: int = BINS) -> np.ndarray:
-    """(n, c) int codes: quantile bins per numeric column, categories for categorical ones; NaN -> last code."""
+def bin_columns(values: np.ndarray, columns: Sequence[str], *, bins: int | None = None) -> np.ndarray:
+    """(n, c) int codes: quantile bins per numeric column, categories for categorical ones; NaN -> last code.
+
+    ``bins`` defaults to ``ShortcutParams.bins``.
+    """
+    bins = ShortcutParams().bins if bins is None else bins
     values = np.asarray(values, dtype=np.float64)
     codes = np.zeros(values.shape, dtype=np.int64)
     for j, name in enumerate(columns):
@@ -199,7 +230,7 @@ def bin_columns(values: np.ndarray, columns: Sequence[str], *, bins: int = BINS)
 
 
 def _naive_bayes_predictions(codes: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int,
-                             n_folds: int) -> np.ndarray:
+                             n_folds: int, smoothing: float) -> np.ndarray:
     """Cross-validated naive-Bayes class predictions over binned columns (uniform class prior).
 
     ``labels`` is (n,) or (r, n) -- r labelings at once (the permutations): every count is one
@@ -216,7 +247,7 @@ def _naive_bayes_predictions(codes: np.ndarray, labels: np.ndarray, folds: np.nd
     counts = counts.reshape(repeats, width, n_folds, levels, n_classes).astype(np.float64)
     train = counts.sum(axis=2, keepdims=True) - counts  # every fold's model leaves that fold out
     class_totals = train.sum(axis=3, keepdims=True)
-    log_likelihood = np.log(train + SMOOTHING) - np.log(class_totals + SMOOTHING * levels)
+    log_likelihood = np.log(train + smoothing) - np.log(class_totals + smoothing * levels)
     scores = np.zeros((repeats, n, n_classes))
     for column in range(width):
         scores += log_likelihood[:, column, folds, codes[:, column]]
@@ -301,10 +332,11 @@ def shortcut_finding(
     thumbnails: Mapping[str, np.ndarray] | None = None,
     background: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     categories: Mapping[str, Sequence[str]] | None = None,
-    alpha: float = ALPHA,
-    permutations: int = PERMUTATIONS,
-    max_samples: int = MAX_SAMPLES,
+    alpha: float | None = None,
+    permutations: int | None = None,
+    max_samples: int | None = None,
     seed: int = 0,
+    params: ShortcutParams | None = None,
 ) -> Finding:
     """The ``shortcuts`` Finding: which non-object cues predict the label, and how strongly.
 
@@ -316,7 +348,12 @@ def shortcut_finding(
     full_embeddings)`` for the background-only test on a subsample (``rows`` index the samples).
     ``categories``: names of the codes of categorical columns (``cue_table`` returns them).
     Samples are stratified-subsampled to ``max_samples`` for the cue models and the permutations.
+    ``params``: the thresholds (default: :class:`ShortcutParams`); ``alpha``, ``permutations`` and
+    ``max_samples``, when given, override its fields.
     """
+    overrides = {"alpha": alpha, "permutations": permutations, "max_samples": max_samples}
+    p = dataclasses.replace(ShortcutParams() if params is None else params,
+                            **{name: value for name, value in overrides.items() if value is not None})
     ids = np.asarray(sample_ids, dtype=object)
     labels = np.asarray(labels)
     cues = np.asarray(cues, dtype=np.float64)
@@ -329,16 +366,16 @@ def shortcut_finding(
     n_classes = int(labels.max()) + 1 if n else 0
     names = [str(c) for c in class_names] if class_names is not None else [str(k) for k in range(n_classes)]
     present = np.bincount(labels, minlength=n_classes) if n else np.zeros(0, int)
-    if n_classes < 2 or (present > 0).sum() < 2 or present[present > 0].min() < N_FOLDS:
+    if n_classes < 2 or (present > 0).sum() < 2 or present[present > 0].min() < p.n_folds:
         return Finding(check="shortcuts", severity="none", sample_ids=ids, flagged=np.zeros(n, bool),
                        scores=np.zeros(n), message="shortcuts not checked: needs two or more classes with at least "
-                       f"{N_FOLDS} labeled samples each", summary={"cues_flagged": 0})
+                       f"{p.n_folds} labeled samples each", summary={"cues_flagged": 0})
     rng = np.random.default_rng(seed)
-    rows = stratified_subsample(labels, max_samples, seed=seed)
+    rows = stratified_subsample(labels, p.max_samples, seed=seed)
     y = labels[rows]
-    folds = stratified_folds(y, N_FOLDS, rng)
+    folds = stratified_folds(y, p.n_folds, rng)
     chance = 1.0 / int((present > 0).sum())
-    codes = bin_columns(cues[rows], cue_columns)
+    codes = bin_columns(cues[rows], cue_columns, bins=p.bins)
     informative = np.array([np.unique(codes[:, j]).size > 1 for j in range(codes.shape[1])])
     column_index = {name: j for j, name in enumerate(cue_columns)}
     tested: dict[str, list[int]] = {}
@@ -350,12 +387,12 @@ def shortcut_finding(
             tested[f"group:{group}"] = usable
 
     # Row 0: the real labels; rows 1..: shuffled ones. Every cue is refitted on every row.
-    targets = np.stack([y] + [rng.permutation(y) for _ in range(permutations)])
+    targets = np.stack([y] + [rng.permutation(y) for _ in range(p.permutations)])
     accuracy = np.array([_balanced_accuracy(targets, _naive_bayes_predictions(
-        codes[:, cols], targets, folds, n_classes, N_FOLDS), n_classes) for cols in tested.values()])
+        codes[:, cols], targets, folds, n_classes, p.n_folds, p.smoothing), n_classes) for cols in tested.values()])
     observed = accuracy[:, 0]
     null_max = accuracy[:, 1:].max(axis=0, initial=chance)
-    p_values = (1 + (null_max[None, :] >= observed[:, None] - 1e-12).sum(axis=1)) / (1 + permutations)
+    p_values = (1 + (null_max[None, :] >= observed[:, None] - 1e-12).sum(axis=1)) / (1 + p.permutations)
     reference = None
     if reference_probs is not None:
         probs = np.asarray(reference_probs, dtype=np.float64)[rows]
@@ -372,19 +409,19 @@ def shortcut_finding(
                                "share_of_signal": None if share is None else round(float(share), 4)}
         if len(cols) == 1:
             row["mutual_information_bits"] = round(_mutual_information(codes[:, cols[0]], y, n_classes), 4)
-        row["flagged"] = bool(p_value <= alpha and share is not None and share >= SHARE_FLAG)
+        row["flagged"] = bool(p_value <= p.alpha and share is not None and share >= p.share_flag)
         if len(cols) == 1 and cue_columns[cols[0]] in per_class:
             found = per_class[cue_columns[cols[0]]]
             row["class_p_value"] = round(found["p_value"], 4)
-            row["classes"] = [c for c in found["classes"] if c["gain"] >= CLASS_GAIN_FLAG]
-            row["flagged"] |= bool(found["p_value"] <= alpha and row["classes"])
+            row["classes"] = [c for c in found["classes"] if c["gain"] >= p.class_gain_flag]
+            row["flagged"] |= bool(found["p_value"] <= p.alpha and row["classes"])
         cue_rows.append(row)
     cue_rows.sort(key=lambda r: (not r["flagged"], -r["balanced_accuracy"]))
-    tests = {"thumbnails": _thumbnail_test(thumbnails, labels, rows, y, chance, reference, seed)}
+    tests = {"thumbnails": _thumbnail_test(thumbnails, labels, rows, y, chance, reference, seed, p)}
     if background is not None:
-        tests["background_only"] = _background_test(background, labels, chance, alpha, seed)
-    return _finding(ids, labels, cues, cue_columns, rows, y, codes, cue_rows, tests, names, chance, reference,
-                    alpha, permutations, categories)
+        tests["background_only"] = _background_test(background, labels, chance, seed, p)
+    return _finding(ids, labels, cues, cue_columns, rows, y, codes, cue_rows, tests, names, chance, reference, p,
+                    categories)
 
 
 def _per_class_context_cues(codes: np.ndarray, cue_columns: Sequence[str], informative: np.ndarray,
@@ -413,32 +450,33 @@ def _group_of(column: str) -> str:
     return next((group for group, members in CUE_GROUPS.items() if column in members), "other")
 
 
-def _head_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
+def _head_accuracy(features: np.ndarray, labels: np.ndarray, seed: int, n_folds: int) -> float:
     """Balanced accuracy of the out-of-fold embedding head (a linear probe) on these features."""
     from curato.transfer.probes import linear_probe_accuracy
 
-    return linear_probe_accuracy(np.asarray(features, dtype=np.float32), labels, n_folds=N_FOLDS,
+    return linear_probe_accuracy(np.asarray(features, dtype=np.float32), labels, n_folds=n_folds,
                                  seed=seed).balanced_accuracy
 
 
 def _thumbnail_test(thumbnails: Mapping[str, np.ndarray] | None, labels: np.ndarray, rows: np.ndarray,
-                    y: np.ndarray, chance: float, reference: float | None, seed: int) -> dict[str, Any]:
+                    y: np.ndarray, chance: float, reference: float | None, seed: int,
+                    params: ShortcutParams) -> dict[str, Any]:
     if not thumbnails:
         return {"ran": False, "why": "no thumbnails stored; re-run `curato ingest` to compute them"}
     result: dict[str, Any] = {"ran": True, "chance": round(chance, 4), "full_image": reference}
     for name, features in thumbnails.items():
-        result[name] = round(_head_accuracy(np.asarray(features)[rows], y, seed), 4)
+        result[name] = round(_head_accuracy(np.asarray(features)[rows], y, seed, params.n_folds), 4)
     return result
 
 
 def _background_test(background: tuple[np.ndarray, np.ndarray, np.ndarray], labels: np.ndarray, chance: float,
-                     alpha: float, seed: int) -> dict[str, Any]:
+                     seed: int, params: ShortcutParams) -> dict[str, Any]:
     rows, blanked, full = (np.asarray(a) for a in background)
     y = labels[rows]
-    if len(rows) < 2 * N_FOLDS or np.unique(y).size < 2:
+    if len(rows) < 2 * params.n_folds or np.unique(y).size < 2:
         return {"ran": False, "why": "too few labeled samples for the background-only test"}
-    background_accuracy = _head_accuracy(blanked, y, seed)
-    full_accuracy = _head_accuracy(full, y, seed)
+    background_accuracy = _head_accuracy(blanked, y, seed, params.n_folds)
+    full_accuracy = _head_accuracy(full, y, seed, params.n_folds)
     share = (background_accuracy - chance) / max(full_accuracy - chance, 1e-9)
     # Balanced accuracy is a mean of per-class recalls; with near-balanced classes the count of hits
     # behaves like a binomial around chance, which is what the test assumes.
@@ -446,12 +484,12 @@ def _background_test(background: tuple[np.ndarray, np.ndarray, np.ndarray], labe
     p_value = float(stats.binomtest(hits, len(rows), chance, alternative="greater").pvalue)
     return {"ran": True, "samples": len(rows), "background_only": round(background_accuracy, 4),
             "full_image": round(full_accuracy, 4), "chance": round(chance, 4), "share_of_signal": round(share, 4),
-            "p_value": p_value, "flagged": bool(p_value <= alpha and share >= SHARE_FLAG)}
+            "p_value": p_value, "flagged": bool(p_value <= params.alpha and share >= params.share_flag)}
 
 
 def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns: Sequence[str], rows: np.ndarray,
              y: np.ndarray, codes: np.ndarray, cue_rows: list[dict[str, Any]], tests: dict[str, Any],
-             names: list[str], chance: float, reference: float | None, alpha: float, permutations: int,
+             names: list[str], chance: float, reference: float | None, params: ShortcutParams,
              categories: Mapping[str, Sequence[str]] | None) -> Finding:
     n = len(ids)
     flagged_cues = [r for r in cue_rows if r["flagged"]]
@@ -468,7 +506,7 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
                                                          if r["cue"] == c), 0.0))
         if column not in explained:
             explained.append(column)
-    for column in explained[:3]:
+    for column in explained[:params.cues_explained]:
         j = column_index[column]
         per_class = []
         for klass in np.unique(y):
@@ -480,20 +518,21 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
             if interval["low"] is not None:
                 inside |= (values >= interval["low"]) & (values <= interval["high"])
             inside &= labels == klass
-            if interval["share_of_class"] - interval["share_of_others"] >= 0.3:
+            if interval["share_of_class"] - interval["share_of_others"] >= params.range_flag:
                 flagged |= inside
                 scores = np.maximum(scores, np.where(inside, interval["share_of_class"], 0.0))
         per_class.sort(key=lambda r: -(r["share_of_class"] - r["share_of_others"]))
         breakdown += per_class
-        examples[column] = _examples_by_cue(ids, labels, cues[:, j], names)
+        examples[column] = _examples_by_cue(ids, labels, cues[:, j], names, params.examples_per_class)
     if flagged_cues or background_flag:
         shares = [max(r["share_of_signal"] or 0.0, max((c["gain"] for c in r.get("classes", [])), default=0.0))
                   for r in flagged_cues]
         if background_flag:
             shares.append(tests["background_only"]["share_of_signal"])
         strongest = max(shares)
-        severity = "high" if strongest >= SHARE_HIGH else "medium"
-        parts = [_cue_sentence(r, chance, reference) for r in flagged_cues[:3]]
+        severity = "high" if strongest >= params.share_high else "medium"
+        parts = [_cue_sentence(r, chance, reference, params.named_in_message)
+                 for r in flagged_cues[:params.named_in_message]]
         if background_flag:
             b = tests["background_only"]
             parts.append(f"the background alone predicts it with {b['background_only']:.2f} (whole picture "
@@ -512,31 +551,32 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
                         f"{best['balanced_accuracy']:.2f}, chance {chance:.2f})")
     summary = {"cues_tested": len(cue_rows), "cues_flagged": len(flagged_cues), "chance": round(chance, 4),
                "reference_balanced_accuracy": None if reference is None else round(reference, 4),
-               "samples_used": len(rows), "permutations": permutations, "alpha": alpha,
-               "share_flag": SHARE_FLAG}
+               "samples_used": len(rows), "permutations": params.permutations, "alpha": params.alpha,
+               "share_flag": params.share_flag}
     evidence = {"cues": cue_rows, "per_class": breakdown, "examples": examples, "tests": tests}
     return Finding(check="shortcuts", severity=severity, message=message, sample_ids=ids, flagged=flagged,
                    scores=scores, summary=summary, evidence=evidence)
 
 
-def _cue_sentence(row: dict[str, Any], chance: float, reference: float | None) -> str:
+def _cue_sentence(row: dict[str, Any], chance: float, reference: float | None, named: int) -> str:
     name = row["cue"].removeprefix("group:")
     if row.get("classes"):
-        classes = ", ".join(f"'{c['class']}'" for c in row["classes"][:3])
+        classes = ", ".join(f"'{c['class']}'" for c in row["classes"][:named])
         return f"{name} singles out {classes}"
     whole = "" if reference is None else f", whole picture {reference:.2f}"
     accuracy = row["balanced_accuracy"]
     return f"{name} predicts the label with balanced accuracy {accuracy:.2f} (chance {chance:.2f}{whole})"
 
 
-def _examples_by_cue(ids: np.ndarray, labels: np.ndarray, values: np.ndarray, names: list[str]) -> dict[str, list]:
-    """Per class, ``EXAMPLES_PER_CLASS`` sample ids spread from the lowest to the highest cue value."""
+def _examples_by_cue(ids: np.ndarray, labels: np.ndarray, values: np.ndarray, names: list[str],
+                     per_class: int) -> dict[str, list]:
+    """Per class, ``per_class`` sample ids spread from the lowest to the highest cue value."""
     result = {}
     for klass in np.unique(labels):
         members = np.flatnonzero((labels == klass) & np.isfinite(values))
         if not members.size:
             continue
         ordered = members[np.argsort(values[members], kind="stable")]
-        picks = ordered[np.unique(np.linspace(0, ordered.size - 1, EXAMPLES_PER_CLASS).astype(int))]
+        picks = ordered[np.unique(np.linspace(0, ordered.size - 1, per_class).astype(int))]
         result[names[klass]] = [[str(ids[i]), round(float(values[i]), 4)] for i in picks]
     return result
