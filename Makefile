@@ -26,6 +26,7 @@ demo: install
 
 test: system-test $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 clean:

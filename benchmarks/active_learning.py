@@ -60,11 +60,12 @@ import numpy as np
 
 from curato.active import heads as head_module
 from curato.active import strategies as strategy_module
-from curato.active.runner import _append_checkpoint, _read_checkpoint
 from curato.active.simulate import simulate_active_learning, simulate_routing, summarize_curves
 from curato.active.strategies import diversity_features, select_batch
+from curato.arrays import stratified_subsample
+from curato.commands.active import _append_checkpoint, _read_checkpoint
 from curato.imageio import read_idx
-from curato.models.oof import fit_predict_probabilities, stratified_subsample, whitened_pca
+from curato.models.oof import fit_predict_probabilities, whitened_pca
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 EMBEDDINGS = {"train": Path(".bench/fmnist-train-efficientnet-lite0-112.npy"),

@@ -14,9 +14,9 @@ import shutil
 import time
 from pathlib import Path
 
-from curato.checks.runner import run_audit
-from curato.features.embedding import compute_embeddings
-from curato.ingest import ingest
+from curato.commands.audit import run_audit
+from curato.commands.embed import compute_embeddings
+from curato.commands.ingest import ingest
 from curato.workspace import Workspace
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -59,8 +59,8 @@ from typing import Any
 
 import numpy as np
 
+from curato.arrays import stratified_subsample
 from curato.imageio import read_idx
-from curato.models.oof import stratified_subsample
 from curato.sizing.curves import select_fits
 from curato.sizing.forecast import backtest, forecast, labels_worth
 from curato.sizing.measure import curve_components, curve_values, head_scorer, measure_curve

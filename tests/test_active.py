@@ -25,17 +25,16 @@ from curato.active.heads import (
     mc_dropout_probabilities,
 )
 from curato.active.routing import class_thresholds, fit_calibration, route_auto_labels
-from curato.active.runner import SIMULATE_CHECKPOINT, _class_codes, _rows, run_route, run_select, run_simulate
 from curato.active.simulate import label_schedule, simulate_active_learning, summarize_curves
 from curato.active.strategies import (
     AUTO_COLD_STRATEGY,
     AUTO_DIVERSE_STRATEGY,
     AUTO_SWITCH_PER_CLASS,
     AUTO_WARM_STRATEGY,
-    STRATEGIES,
     UHERDING_BANDWIDTH,
     UHERDING_NEIGHBOURS,
     auto_strategy,
+    available_strategies,
     diversity_features,
     k_center_greedy,
     kmeans_assign,
@@ -44,10 +43,11 @@ from curato.active.strategies import (
     pool_neighbours,
     select_batch,
 )
+from curato.commands.active import SIMULATE_CHECKPOINT, run_route, run_select, run_simulate
+from curato.commands.rows import embedded_rows
 from curato.errors import InputError
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.models.oof import fit_predict_probabilities, pca_components
-from curato.progress import SILENT
 from curato.workspace import Workspace
 from tests.conftest import InterruptAfter
 from tests.test_cli import run
@@ -66,7 +66,7 @@ def digits() -> dict[str, np.ndarray]:
             "mc": mc_dropout_probabilities(x, y, labeled, n_classes=10, samples=10)}
 
 
-@pytest.mark.parametrize("strategy", list(STRATEGIES))
+@pytest.mark.parametrize("strategy", available_strategies())
 def test_every_strategy_picks_distinct_unlabelled_rows_of_the_budget_size(digits, strategy):
     selection = select_batch(strategy, budget=25, labeled=digits["labeled"], pred_probs=digits["probs"],
                              ensemble_probs=digits["mc"] if strategy == "bald" else digits["ensemble"],
@@ -374,8 +374,8 @@ def _manifest(root: Path, fashion_mnist, classes: tuple[int, ...], per_class: in
 
 def _embedded_workspace(root: Path, manifest: Path) -> Path:
     """Ingest the manifest and embed it with ``classic`` (in-process: the commands are tested elsewhere)."""
-    from curato.features.embedding import compute_embeddings
-    from curato.ingest import ingest
+    from curato.commands.embed import compute_embeddings
+    from curato.commands.ingest import ingest
 
     workspace = Workspace.create(root)
     ingest(workspace, manifest)
@@ -411,8 +411,8 @@ def test_select_and_route_commands(tmp_path, fashion_mnist):
     # 100 labels in each of 3 classes: auto is past its uncertainty phase, and the batch's confidences are the
     # active-learning head's (at least HEAD_MIN_COMPONENTS wide), not the narrower out-of-fold width's
     assert all(row["reason"].startswith(f"auto -> {AUTO_DIVERSE_STRATEGY}:") for row in second["batch"])
-    rows = _rows(opened, "classic", SILENT)
-    _, codes = _class_codes(rows.labels)
+    rows = embedded_rows(opened, "classic")
+    codes = rows.codes
     position = {sid: i for i, sid in enumerate(rows.ids.tolist())}
     picked = [position[row["sample_id"]] for row in second["batch"]]
     head = head_probabilities(rows.embeddings, codes, codes >= 0, n_classes=3, seed=0)
@@ -435,9 +435,9 @@ def test_select_and_route_commands(tmp_path, fashion_mnist):
     assert right >= 0.9
     after = Workspace.open(workspace).catalog.current_labels()
     assert len(after) == len(labels) + document["auto_labelled"]
-    from curato.report.html import write_html_report
+    from curato.commands.info import write_report
 
-    html = write_html_report(Workspace.open(workspace), [], tmp_path / "report.html").read_text()
+    html = write_report(Workspace.open(workspace), [], tmp_path / "report.html").read_text()
     section = html[html.index('<section id="route"'):]
     assert "Expected wrong auto-labels" in section[:section.index("</section>")]
     result = run("route", "-w", workspace, "--undo", str(document["run_id"]))
@@ -486,9 +486,9 @@ def test_simulate_command_writes_valid_json_and_resumes(tmp_path, fashion_mnist)
         assert sum(c["accepted"] for c in entry["classes"]) == entry["auto_labelled"]
         assert sum(c["wrong"] for c in entry["classes"]) == entry["wrong"]
         assert all(c["threshold"] is not None or c["accepted"] == 0 for c in entry["classes"])
-    from curato.report.html import write_html_report
+    from curato.commands.info import write_report
 
-    html = write_html_report(Workspace.open(workspace), [], tmp_path / "report.html").read_text()
+    html = write_report(Workspace.open(workspace), [], tmp_path / "report.html").read_text()
     section = html[html.index('<section id="simulate"'):]
     assert "<svg" in section[:section.index("</section>")] and "auto" in section
     failed = run("simulate", "-w", workspace, "--strategies", "random,bogus", "--budget", "80")

@@ -271,10 +271,10 @@ def test_cli_end_to_end_with_schema(two_source_workspace):
                                                                  "bits_per_pixel"}
     assert "distinguishable" in result.stdout and "name that source" in result.stdout
     # The audit report shows the latest bias run, with the group-typical pictures inline.
-    from curato.report.html import write_html_report
+    from curato.commands.info import write_report
     from curato.workspace import Workspace
 
-    html = write_html_report(Workspace.open(workspace), [], root / "report.html").read_text()
+    html = write_report(Workspace.open(workspace), [], root / "report.html").read_text()
     section = html[html.index('<section id="bias"'):]
     section = section[:section.index("</section>")]
     assert "Dataset bias (by source)" in section and "distinguishable" in section and "most A-typical" in section

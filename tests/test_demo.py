@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from curato.demo import run_demo
+from curato.commands.demo import run_demo
 from curato.workspace import Workspace
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from curato.commands.embed import choose_embedder_name, compute_embeddings
+from curato.commands.ingest import ingest
 from curato.errors import UnknownEmbedderError, WorkspaceError
 from curato.features.embedders import get_embedder
-from curato.features.embedding import choose_embedder_name, compute_embeddings
 from curato.imageio import load_rgb
-from curato.ingest import ingest
 from curato.workspace import Workspace
 from tests.conftest import InterruptAfter, photo
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from curato.commands.ingest import ingest
 from curato.errors import InputError
 from curato.features.properties import PROPERTY_COLUMNS
-from curato.ingest import ingest
-from curato.ingest.pipeline import PROPERTIES
+from curato.featurestore import PROPERTIES
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.workspace import Workspace
 from tests.conftest import InterruptAfter, photo

@@ -165,8 +165,8 @@ def test_object_size_from_coco_boxes_is_a_caught_shortcut(tmp_path, fashion_mnis
     """Two classes of the same garment that differ only in how large it is pictured (COCO boxes)."""
     import json
 
-    from curato.checks.runner import run_audit
-    from curato.ingest import ingest
+    from curato.commands.audit import run_audit
+    from curato.commands.ingest import ingest
     from curato.workspace import Workspace
     from tests.conftest import photo
 

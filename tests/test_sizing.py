@@ -18,9 +18,10 @@ from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from curato import cli
+from curato.arrays import stratified_folds, stratified_subsample
+from curato.commands.size import load_hook, run_size
 from curato.errors import InputError
 from curato.ingest.readers import FASHION_MNIST_CLASSES
-from curato.models.oof import stratified_subsample
 from curato.sizing import (
     CurveFolds,
     FamilyFit,
@@ -36,12 +37,10 @@ from curato.sizing import (
     measure_curve,
     nested_subset,
     select_fits,
-    stratified_folds,
 )
 from curato.sizing.curves import FAMILIES
 from curato.sizing.forecast import evaluation_sd, extrapolation_scale, noisy_curves, plateau_noise
 from curato.sizing.measure import curve_components, train_and_score_head
-from curato.sizing.runner import load_hook, run_size
 from curato.sizing.strategies import augment_image
 from curato.workspace import Workspace
 from tests.conftest import photo
@@ -120,7 +119,7 @@ def test_stratified_folds_deal_every_class_evenly():
     assert np.all(counts.max(axis=1) - counts.min(axis=1) <= 1)  # floor or ceil of each class's fifth
     assert np.array_equal(fold, stratified_folds(labels, 5, seed=7))
     assert not np.array_equal(fold, stratified_folds(labels, 5, seed=8))
-    with pytest.raises(InputError, match="at least 2 folds"):
+    with pytest.raises(InputError, match="need at least 2"):
         stratified_folds(labels, 1)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from curato.errors import WorkspaceError
-from curato.features.store import FeatureStore
+from curato.featurestore import FeatureStore
 
 
 def _meta(version: int = 1) -> dict:

@@ -14,9 +14,11 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.stats import ortho_group
 from sklearn.datasets import load_digits
 
+from curato.arrays import stratified_subsample
+from curato.commands.transfer import run_transfer
 from curato.errors import InputError, UnknownEmbedderError
 from curato.features.embedders import available_embedders, get_embedder
-from curato.models.oof import stratified_subsample, whitened_pca
+from curato.models.oof import whitened_pca
 from curato.transfer import (
     knn_accuracy,
     linear_probe_accuracy,
@@ -25,7 +27,6 @@ from curato.transfer import (
     rank_agreement,
     rank_embedders,
 )
-from curato.transfer.runner import run_transfer
 from curato.workspace import Workspace
 from tests.conftest import photo
 from tests.test_cli import run
@@ -262,9 +263,9 @@ def test_transfer_command_end_to_end(tmp_path, image_folder):
     assert all(entry["linear_probe_accuracy"] > 0.8 for entry in document["embedders"])
     latest = workspace / "reports" / "transfer-latest.json"
     assert json.loads(latest.read_text()) == document
-    from curato.report.html import write_html_report
+    from curato.commands.info import write_report
 
-    html = write_html_report(Workspace.open(workspace), [], tmp_path / "report.html").read_text()
+    html = write_report(Workspace.open(workspace), [], tmp_path / "report.html").read_text()
     section = html[html.index('<section id="transfer"'):]
     section = section[:section.index("</section>")]
     assert "<td>classic</td>" in section and "<td>pixels</td>" in section and "LogME" in section

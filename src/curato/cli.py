@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from curato import __version__
 from curato.errors import CuratoError
+from curato.version import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="curato: is your training data good enough? Diverse, clean, unbiased, big enough.")
@@ -71,14 +71,13 @@ def ingest(
     workers: Annotated[int | None, typer.Option(help="Processes for scanning images (default: all cores).")] = None,
 ) -> None:
     """Add a dataset to the workspace: catalog, hashes, image properties."""
-    from curato.ingest import ingest as run_ingest
+    from curato.api import Workspace
     from curato.progress import RichProgress
-    from curato.workspace import Workspace
 
     ws = Workspace.create(workspace, db_url=db)
     with RichProgress() as progress:
-        summary = run_ingest(ws, source, format=format, split=split, source_name=source_name,
-                             images_root=images, workers=workers, progress=progress)
+        summary = ws.ingest(source, format=format, split=split, source_name=source_name, images=images,
+                            workers=workers, progress=progress)
     console.print(
         f"ingested [bold]{summary.samples}[/] samples ({summary.format}) from {summary.source}: "
         f"{summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged; "
@@ -99,14 +98,12 @@ def embed(
     batch_size: Annotated[int | None, typer.Option(help="Items per forward pass.")] = None,
 ) -> None:
     """Compute embeddings (resumable; only new or changed samples are computed)."""
-    from curato.features.embedding import compute_embeddings
+    from curato.api import Workspace
     from curato.progress import RichProgress
-    from curato.workspace import Workspace
 
     ws = Workspace.open(workspace)
-    options = {"batch_size": batch_size} if batch_size else {}
     with RichProgress() as progress:
-        _, summary = compute_embeddings(ws, embedder, progress=progress, **options)
+        summary = ws.embed(embedder, batch_size=batch_size, progress=progress)
     console.print(
         f"[bold]{summary.embedder}[/]: {summary.total} samples, {summary.dim}-d; "
         f"{summary.computed} computed, {summary.reused} reused"
@@ -118,10 +115,9 @@ def embed(
 @_friendly
 def info(workspace: WorkspaceOption) -> None:
     """What the workspace holds: counts per class, split and source; what has been computed."""
-    from curato.summary import workspace_overview
-    from curato.workspace import Workspace
+    from curato.api import Workspace
 
-    overview = workspace_overview(Workspace.open(workspace))
+    overview = Workspace.open(workspace).info()
     console.print(f"[bold]{overview['root']}[/]: {overview['samples']} samples "
                   f"({', '.join(f'{n} {k}' for k, n in overview['kinds'].items())})")
     for title, counts in (("split", overview["splits"]), ("source", overview["sources"]),
@@ -154,30 +150,33 @@ SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "none":
 @_friendly
 def audit(
     workspace: WorkspaceOption,
-    checks: Annotated[str | None, typer.Option(help="Comma-separated checks (default: all).")] = None,
+    checks: Annotated[str | None, typer.Option(help="Comma-separated checks (default: all; `curato checks` "
+                                                  "lists them).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the findings as JSON here.")] = None,
     fail_on: Annotated[str | None, typer.Option(help="Exit 1 if a finding is at least this severe "
                                                      "(low|medium|high).")] = None,
     embedder: Annotated[str | None, typer.Option(help="Embeddings to use (default: chosen for the data).")] = None,
+    set_params: Annotated[list[str] | None, typer.Option(
+        "--set", help="A check parameter, CHECK.FIELD=VALUE (repeatable), e.g. --set outliers.k=15; over the "
+                      "workspace's curato.toml. `curato checks` lists them.")] = None,
 ) -> None:
     """Find label errors, duplicates and leaks, outliers, unusable images, imbalance, shortcuts, low diversity."""
+    from curato.api import Workspace
     from curato.checks.findings import SEVERITIES
-    from curato.checks.runner import run_audit
+    from curato.checks.registry import parse_assignments
     from curato.errors import InputError
     from curato.progress import RichProgress
-    from curato.report.writer import write_audit_outputs
-    from curato.workspace import Workspace
 
     if fail_on is not None and fail_on not in SEVERITIES[1:]:
         raise InputError(f"--fail-on {fail_on!r}: use one of {', '.join(SEVERITIES[1:])}")
+    params = parse_assignments(set_params or [])
     ws = Workspace.open(workspace)
     names = [name.strip() for name in checks.split(",") if name.strip()] if checks else None
-    paths: dict[str, Path] = {}
+    report_path = report or ws.reports_dir / "report.html"
     with RichProgress() as progress:
-        result = run_audit(ws, names, embedder=embedder, progress=progress,
-                           on_result=lambda done: paths.update(write_audit_outputs(ws, done, report=report,
-                                                                                   json_path=json_out)))
+        result = ws.audit(names, params=params, embedder=embedder, report=report_path, json=json_out,
+                          progress=progress)
     table = Table(title="audit")
     for column in ("check", "severity", "flagged", "what it means"):
         table.add_column(column, justify="right" if column == "flagged" else "left")
@@ -185,14 +184,32 @@ def audit(
         style = SEVERITY_STYLE[finding.severity]
         table.add_row(finding.check, f"[{style}]{finding.severity}[/]", str(finding.count), finding.message)
     console.print(table)
-    for label, path in paths.items():
-        console.print(f"{label}: {path}")
+    if json_out is not None:
+        console.print(f"json: {json_out}")
+    console.print(f"report: {report_path}")
     if fail_on is not None:
         limit = SEVERITIES.index(fail_on)
         failing = [f.check for f in result.findings if f.rank >= limit]
         if failing:
             errors.print(f"[bold red]failed[/]: {', '.join(failing)} at or above --fail-on {fail_on}")
             raise typer.Exit(1)
+
+
+@app.command(name="checks")
+@_friendly
+def list_checks() -> None:
+    """The registered checks (built in and from installed packages), what they need, and their parameters."""
+    import dataclasses
+
+    from curato.checks.registry import registered_checks
+
+    for name, spec in registered_checks().items():
+        needs = ", ".join(sorted(spec.needs)) or "nothing"
+        console.print(f"[bold]{name}[/]: {spec.description} (needs {needs}; findings: {', '.join(spec.findings)})",
+                      highlight=False)
+        if spec.params is not None:
+            for field in dataclasses.fields(spec.params):
+                console.print(f"  --set {name}.{field.name}={field.default!r}", highlight=False)
 
 
 VERDICT_STYLE = {"distinguishable": "bold red", "negligible": "yellow", "not distinguishable": "green"}
@@ -207,13 +224,12 @@ def bias(
     embedder: Annotated[str | None, typer.Option(help="Embeddings to use (default: chosen for the data).")] = None,
 ) -> None:
     """Can a classifier tell your sources (or splits) apart? Does a model trained on one work on another?"""
-    from curato.checks.bias import LATEST_BIAS, run_bias
+    from curato.api import Workspace
     from curato.progress import RichProgress
-    from curato.workspace import Workspace
 
     ws = Workspace.open(workspace)
     with RichProgress() as progress:
-        document = run_bias(ws, by, embedder=embedder, progress=progress, json_path=json_out)
+        document = ws.bias(by, embedder=embedder, json=json_out, progress=progress).document
     style = VERDICT_STYLE[document["verdict"]]
     console.print(f"[{style}]{document['verdict']}[/]: {document['message']}", highlight=False)
     table = Table(title=f"name that {by} ({document['alpha']:.0%} level)")
@@ -257,7 +273,7 @@ def bias(
         console.print(f"most {name}-typical: " + ", ".join(row["sample_id"] for row in typical[:3]), highlight=False)
     for group in document["skipped_groups"]:
         console.print(f"[yellow]left out[/] {by} {group['name']!r}: {group['reason']}", highlight=False)
-    console.print(f"json: {json_out or ws.reports_dir / LATEST_BIAS}")
+    console.print(f"json: {json_out or ws.latest_path('bias')}")
 
 
 @app.command()
@@ -272,14 +288,13 @@ def transfer(
     seed: Annotated[int, typer.Option(help="Seed of the subset and of the probe folds.")] = 0,
 ) -> None:
     """Which pretrained backbone fits this task? LogME, kNN and linear-probe accuracy per embedder."""
+    from curato.api import Workspace
     from curato.progress import RichProgress
-    from curato.transfer.runner import LATEST_TRANSFER, run_transfer
-    from curato.workspace import Workspace
 
     ws = Workspace.open(workspace)
     with RichProgress() as progress:
-        document = run_transfer(ws, embedders.split(","), max_samples=max_samples, seed=seed,
-                                json_path=json_out, progress=progress)
+        document = ws.transfer(embedders.split(","), max_samples=max_samples, seed=seed, json=json_out,
+                               progress=progress).document
     table = Table(title=f"transferability: {document['n_samples']} samples, {document['n_classes']} classes "
                         "(ranked by LogME)")
     for column in ("rank", "embedder", "dim", "LogME", "kNN acc", "linear probe acc", "probe rank",
@@ -297,7 +312,7 @@ def transfer(
         console.print(f"LogME and linear-probe rankings {verdict} (Kendall tau {agreement['kendall_tau']:.2f})"
                       + (f"; the linear probe took {agreement['time_ratio']:.1f}x LogME's time"
                          if agreement["time_ratio"] else ""), highlight=False)
-    console.print(f"json: {json_out or ws.reports_dir / LATEST_TRANSFER}")
+    console.print(f"json: {json_out or ws.latest_path('transfer')}")
 
 
 @app.command()
@@ -313,14 +328,13 @@ def select(
     seed: Annotated[int, typer.Option(help="Seed of random draws and clustering.")] = 0,
 ) -> None:
     """Which samples should people label next? Picks a batch, queues it for the labelling app, writes it out."""
-    from curato.active.runner import LATEST_SELECT, run_select
+    from curato.api import Workspace
     from curato.progress import RichProgress
-    from curato.workspace import Workspace
 
     ws = Workspace.open(workspace)
     with RichProgress() as progress:
-        document = run_select(ws, budget=budget, strategy=strategy, embedder=embedder, out=out, seed=seed,
-                              progress=progress)
+        document = ws.select(budget, strategy=strategy, embedder=embedder, out=out, seed=seed,
+                             progress=progress).document
     table = Table(title=f"{len(document['batch'])} samples queued by {strategy} ({document['n_labeled']} labelled, "
                         f"{document['n_unlabeled']} unlabelled)")
     for column in ("rank", "sample_id", "predicted", "reason"):
@@ -328,7 +342,7 @@ def select(
     for row in document["batch"][:10]:
         table.add_row(str(row["rank"]), row["sample_id"], row["predicted_label"] or "–", row["reason"])
     console.print(table)
-    console.print(f"queued as run {document['run_id']}; batch: {out or ws.reports_dir / LATEST_SELECT}")
+    console.print(f"queued as run {document['run_id']}; batch: {out or ws.latest_path('select')}")
 
 
 @app.command()
@@ -343,25 +357,24 @@ def route(
     seed: Annotated[int, typer.Option(help="Seed of the cross-fitting folds.")] = 0,
 ) -> None:
     """Accept the model's labels where calibrated confidence reaches the requested precision (origin=model)."""
-    from curato.active.runner import LATEST_ROUTE, run_route, undo_route
+    from curato.api import Workspace
     from curato.progress import RichProgress
-    from curato.workspace import Workspace
 
     ws = Workspace.open(workspace)
     if undo is not None:
-        removed = undo_route(ws, undo)
+        removed = ws.undo_route(undo)
         console.print(f"removed {removed} model labels of routing run {undo}")
         return
     with RichProgress() as progress:
-        document = run_route(ws, precision=precision, calibration=calibration, embedder=embedder,
-                             json_path=json_out, seed=seed, progress=progress)
+        document = ws.route(precision, calibration=calibration, embedder=embedder, json=json_out, seed=seed,
+                            progress=progress).document
     console.print(f"auto-labelled {document['auto_labelled']} of {document['n_unlabeled']} unlabelled samples "
                   f"({document['share_auto_labelled']:.1%}) at requested precision {precision:g}; expected wrong "
                   f"auto-labels: {document['expected_wrong']:.1f} (conservative bound "
                   f"{document['expected_wrong_bound']:.1f})", highlight=False)
     console.print(f"stored as model labels of run {document['run_id']}; undo with "
                   f"`curato route -w {workspace} --undo {document['run_id']}`", highlight=False)
-    console.print(f"json: {json_out or ws.reports_dir / LATEST_ROUTE}")
+    console.print(f"json: {json_out or ws.latest_path('route')}")
 
 
 @app.command()
@@ -379,22 +392,18 @@ def simulate(
     embedder: Annotated[str | None, typer.Option(help="Embeddings to use (default: chosen for the data).")] = None,
 ) -> None:
     """How much does active learning save here? Accuracy-vs-labels curves per strategy, known labels as oracle."""
-    from curato.active.runner import LATEST_SIMULATE, run_simulate
+    from curato.api import Workspace
     from curato.errors import InputError
     from curato.progress import RichProgress
-    from curato.workspace import Workspace
 
     try:
         precisions = [float(value) for value in precision.split(",") if value.strip()]
     except ValueError:
         raise InputError(f"--precision {precision!r}: give numbers like 0.98,0.99") from None
-    if seeds < 1:
-        raise InputError(f"--seeds {seeds}: run at least one seed")
     ws = Workspace.open(workspace)
     with RichProgress() as progress:
-        document = run_simulate(ws, strategies=strategies.split(","), budget=budget, rounds=rounds,
-                                seeds=range(seeds), start=start, embedder=embedder, precisions=precisions,
-                                json_path=json_out, progress=progress)
+        document = ws.simulate(strategies.split(","), budget, rounds, seeds=seeds, start=start, embedder=embedder,
+                               precisions=precisions, json=json_out, progress=progress).document
     table = Table(title=f"active learning, {document['n_pool']} pool / {document['n_test']} test samples; "
                         f"accuracy on {document['test_set']}")
     labels = document["settings"]["schedule"]
@@ -413,7 +422,7 @@ def simulate(
         console.print(f"routing seed {result['seed']} at {result['requested_precision']:g}: "
                       f"{result['share_auto_labelled']:.1%} auto-labelled, measured precision "
                       f"{'–' if measured is None else f'{measured:.4f}'}", highlight=False)
-    console.print(f"json: {json_out or ws.reports_dir / LATEST_SIMULATE}")
+    console.print(f"json: {json_out or ws.latest_path('simulate')}")
 
 
 @app.command()
@@ -443,18 +452,15 @@ def size(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates behind the intervals (0: no intervals).")] = 100,
 ) -> None:
     """How many labels reach the target? Learning curve, forecasts with intervals, strategy value in labels."""
+    from curato.api import Workspace
     from curato.progress import RichProgress
-    from curato.sizing.runner import LATEST_SIZE, load_hook, run_size
-    from curato.workspace import Workspace
 
-    hook = load_hook(model) if model else None
     ws = Workspace.open(workspace)
     with RichProgress() as progress:
-        document = run_size(ws, target=target, metric=metric, embedder=embedder, eval_split=eval_split, seeds=seeds,
-                            n_sizes=sizes, run_backtest=backtest, augmentation=augmentation,
-                            pseudo_labels=pseudo_labels, augment_max_size=augment_max_size, train_and_score=hook,
-                            n_bootstrap=bootstrap,
-                            json_path=json_out, progress=progress)
+        document = ws.size(target, metric=metric, embedder=embedder, eval_split=eval_split, seeds=seeds,
+                           n_sizes=sizes, run_backtest=backtest, augmentation=augmentation,
+                           pseudo_labels=pseudo_labels, augment_max_size=augment_max_size, model=model,
+                           n_bootstrap=bootstrap, json=json_out, progress=progress).document
     name = document["metric"]
     table = Table(title=f"sizing: {name} with {document['n_train']:,} labelled training samples "
                         f"({document['evaluation']['n']:,} evaluated, {document['evaluation']['kind']})")
@@ -491,7 +497,7 @@ def size(
                   f"({best['weight']:.0%})", highlight=False)
     for warning in document["warnings"]:
         errors.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    console.print(f"json: {json_out or ws.reports_dir / LATEST_SIZE}")
+    console.print(f"json: {json_out or ws.latest_path('size')}")
 
 
 @app.command()
@@ -506,12 +512,11 @@ def export(
     keep_unreadable: Annotated[bool, typer.Option(help="Keep samples whose file cannot be read.")] = False,
 ) -> None:
     """Write a cleaned dataset (from the latest audit); source files are never touched."""
-    from curato.export import export as run_export
-    from curato.workspace import Workspace
+    from curato.api import Workspace
 
-    path, count = run_export(Workspace.open(workspace), out, format=format, drop_duplicates=drop_duplicates,
-                             relabel=relabel, drop_unreadable=not keep_unreadable)
-    console.print(f"wrote {count} samples to {path}")
+    result = Workspace.open(workspace).export(out, format=format, drop_duplicates=drop_duplicates, relabel=relabel,
+                                              keep_unreadable=keep_unreadable)
+    console.print(f"wrote {result.count} samples to {result.path}")
 
 
 @app.command()
@@ -522,11 +527,11 @@ def demo(
     samples: Annotated[int, typer.Option(help="Training images to subsample.")] = 3000,
 ) -> None:
     """Build a workspace from a real dataset, run every check, write the HTML report."""
-    from curato.demo import run_demo
+    from curato.api import demo as run_demo
     from curato.progress import RichProgress
 
     with RichProgress() as progress:
-        result = run_demo(workspace, n_train=samples, progress=progress)
+        result = run_demo(workspace, samples=samples, progress=progress)
     console.print(f"\n[bold]report:[/] {result.report_path}")
     for number, line in enumerate(result.headlines, start=1):
         console.print(f"  {number}. {line}", highlight=False)

@@ -33,7 +33,7 @@ import faiss
 import numpy as np
 
 from curato.errors import InputError
-from curato.features.embedders.efficientnet import _available_cpus
+from curato.system import available_cpus
 
 EXACT_LIMIT = 10_000
 QUERY_BLOCK = 2_048
@@ -78,7 +78,7 @@ def ivf_parameters(n: int) -> tuple[int, int]:
 
 def set_threads() -> int:
     """Let faiss use every CPU this process may use; returns that number."""
-    threads = _available_cpus()
+    threads = available_cpus()
     faiss.omp_set_num_threads(threads)
     return threads
 

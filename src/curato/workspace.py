@@ -3,23 +3,40 @@
 ```
 <workspace>/
   catalog.sqlite      samples, labels, annotations, runs (unless a --db URL points elsewhere)
-  features/<name>/    feature store: embeddings and image properties (see curato.features.store)
-  reports/            HTML and JSON reports
+  features/<name>/    feature store: embeddings and image properties (see curato.featurestore)
+  reports/            HTML and JSON reports; <command>-latest.json is each command's last document
   workspace.json      format version and the catalog URL
+  curato.toml         optional: check parameters for this workspace (see docs/api.md)
 ```
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 from curato.catalog import Catalog
 from curato.errors import WorkspaceError
-from curato.features.store import FeatureStore
+from curato.featurestore import FeatureStore
 
 WORKSPACE_FORMAT = 1
 _MARKER = "workspace.json"
+SETTINGS_FILE = "curato.toml"
+# Each command's latest JSON document, read back by the HTML report and by later commands (export reads audit's).
+LATEST_DOCUMENTS = {kind: f"{kind}-latest.json"
+                    for kind in ("audit", "bias", "transfer", "size", "select", "route", "simulate")}
+
+
+def write_json(path: str | Path, document: Any) -> Path:
+    """Write a JSON document atomically (temporary file, then rename); NaN is refused, not written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=1, allow_nan=False))
+    os.replace(tmp, path)
+    return path
 
 
 class Workspace:
@@ -35,6 +52,34 @@ class Workspace:
         """Where reports are written by default."""
         path = self.root / "reports"
         path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def settings_path(self) -> Path:
+        """The workspace's optional ``curato.toml`` (check parameters)."""
+        return self.root / SETTINGS_FILE
+
+    def latest_path(self, kind: str) -> Path:
+        """Where the latest document of command ``kind`` (audit, bias, size, ...) lives."""
+        if kind not in LATEST_DOCUMENTS:
+            raise ValueError(f"no latest document for {kind!r}; known: {', '.join(LATEST_DOCUMENTS)}")
+        return self.reports_dir / LATEST_DOCUMENTS[kind]
+
+    def read_latest(self, kind: str) -> dict[str, Any] | None:
+        """The latest document of command ``kind``, or None when it never ran (or its file is unreadable)."""
+        path = self.latest_path(kind)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_latest(self, kind: str, document: dict[str, Any], copy_to: str | Path | None = None) -> Path:
+        """Store ``document`` as the latest of ``kind`` and, when the user asked for one, a copy at ``copy_to``."""
+        path = write_json(self.latest_path(kind), document)
+        if copy_to is not None:
+            write_json(copy_to, document)
         return path
 
     @classmethod

@@ -86,6 +86,17 @@ def mc_dropout_probabilities(embeddings: np.ndarray, labels: np.ndarray, labeled
         torch.set_num_threads(threads)
 
 
+def ensemble_probabilities(kind: str, embeddings: np.ndarray, labels: np.ndarray, labeled: np.ndarray, *,
+                           n_classes: int, seed: int = 0) -> np.ndarray:
+    """(heads, n, k) probabilities of the ensemble a strategy asks for: ``"bootstrap"`` heads or
+    ``"mc-dropout"`` samples (see ``StrategySpec.ensemble``)."""
+    if kind == "bootstrap":
+        return bootstrap_ensemble_probabilities(embeddings, labels, labeled, n_classes=n_classes, seed=seed)
+    if kind == "mc-dropout":
+        return mc_dropout_probabilities(embeddings, labels, labeled, n_classes=n_classes, seed=seed)
+    raise ValueError(f"unknown ensemble kind {kind!r}; expected 'bootstrap' or 'mc-dropout'")
+
+
 def _mc_dropout(torch, features: np.ndarray, y: np.ndarray, mask: np.ndarray, k: int, *, samples: int,
                 seed: int) -> np.ndarray:
     torch.manual_seed(seed)

@@ -20,19 +20,12 @@ from typing import Any
 import numpy as np
 
 from curato.active.heads import (
-    bootstrap_ensemble_probabilities,
     cross_fitted_probabilities,
+    ensemble_probabilities,
     head_probabilities,
-    mc_dropout_probabilities,
 )
 from curato.active.routing import route_auto_labels
-from curato.active.strategies import (
-    COLD_START_STRATEGIES,
-    ENSEMBLE_STRATEGIES,
-    MC_DROPOUT_STRATEGIES,
-    STRATEGIES,
-    select_batch,
-)
+from curato.active.strategies import available_strategies, select_batch, strategy_spec
 from curato.errors import InputError
 from curato.progress import SILENT, Progress
 
@@ -72,9 +65,10 @@ def simulate_active_learning(embeddings: np.ndarray, labels: np.ndarray, *, test
     test_mask = np.asarray(test, dtype=bool)
     if test_mask.shape != y.shape or not test_mask.any():
         raise InputError("simulation needs a non-empty test mask with one entry per row")
-    unknown = [name for name in strategies if name not in STRATEGIES]
+    known = available_strategies()
+    unknown = [name for name in strategies if name not in known]
     if unknown:
-        raise InputError(f"--strategies: {', '.join(unknown)} unknown; choose from {', '.join(STRATEGIES)}")
+        raise InputError(f"--strategies: {', '.join(unknown)} unknown; choose from {', '.join(known)}")
     pool_size = int((~test_mask).sum())
     if schedule[-1] > pool_size:
         raise InputError(f"--budget {schedule[-1]}: the pool has only {pool_size} samples outside the test rows")
@@ -103,14 +97,13 @@ def simulate_active_learning(embeddings: np.ndarray, labels: np.ndarray, *, test
                     probs = fit(labeled, seed)
                 started = time.perf_counter()
                 name = strategy
-                if probs is None and strategy not in COLD_START_STRATEGIES and strategy != "auto":
+                if probs is None and not strategy_spec(strategy).cold_start:
                     name = "random"
                 extra: dict[str, Any] = {}
-                if name in ENSEMBLE_STRATEGIES:
-                    extra["ensemble_probs"] = bootstrap_ensemble_probabilities(embeddings, y, labeled, n_classes=k,
-                                                                               seed=seed)
-                elif name in MC_DROPOUT_STRATEGIES:
-                    extra["ensemble_probs"] = mc_dropout_probabilities(embeddings, y, labeled, n_classes=k, seed=seed)
+                kind = strategy_spec(name).ensemble
+                if kind is not None:
+                    extra["ensemble_probs"] = ensemble_probabilities(kind, embeddings, y, labeled, n_classes=k,
+                                                                     seed=seed)
                 selection = select_batch(name, budget=int(target - labeled.sum()), labeled=labeled,
                                          selectable=~test_mask,
                                          pred_probs=probs, features=features, n_classes=k,

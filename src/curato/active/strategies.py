@@ -1,8 +1,9 @@
 """Query strategies: which unlabelled rows should people label next?
 
 Every strategy is a pure function over arrays. :func:`select_batch` validates the inputs and dispatches
-by name (``STRATEGIES``); it returns a :class:`Selection`: row indices in pick order, a score per pick
-(higher = wanted more, comparable within one strategy) and a one-line reason per pick.
+by name (the registry: ``register_strategy``, ``available_strategies``, the ``curato.strategies`` entry
+points); it returns a :class:`Selection`: row indices in pick order, a score per pick (higher = wanted more,
+comparable within one strategy) and a one-line reason per pick.
 
 Inputs (keyword-only, all row-aligned, ``n`` rows):
 
@@ -40,6 +41,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 
 import faiss
 import numpy as np
@@ -111,7 +113,11 @@ class Selection:
 
 
 @dataclass
-class _Inputs:
+class StrategyInputs:
+    """What a query strategy sees: the budget, which rows are labelled and which may be picked, a generator
+    for random draws, and the optional head probabilities / ensemble / diversity features (None when the
+    caller has none: a strategy that needs one raises through ``probs`` / ``ensemble`` / ``vectors``)."""
+
     budget: int
     labeled: np.ndarray
     unlabeled: np.ndarray
@@ -148,7 +154,7 @@ def select_batch(strategy: str, *, budget: int, labeled: np.ndarray, pred_probs:
                  ensemble_probs: np.ndarray | None = None, features: np.ndarray | None = None,
                  n_classes: int | None = None, seed: int = 0, selectable: np.ndarray | None = None,
                  structure_seed: int | None = None) -> Selection:
-    """Pick ``budget`` distinct unlabelled rows with ``strategy`` (a name in ``STRATEGIES``).
+    """Pick ``budget`` distinct unlabelled rows with ``strategy`` (a registered name, see ``available_strategies``).
 
     ``selectable`` (default: every unlabelled row) restricts the picks further, e.g. to keep test rows out of
     a simulation; rows that are neither labelled nor selectable count as neither covered nor pickable.
@@ -159,8 +165,7 @@ def select_batch(strategy: str, *, budget: int, labeled: np.ndarray, pred_probs:
     Raises ``InputError`` naming the argument at fault: unknown strategy, a budget larger than the
     unlabelled rows, shapes that do not match, or an input the strategy needs but did not get.
     """
-    if strategy not in STRATEGIES:
-        raise InputError(f"--strategy {strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
+    spec = strategy_spec(strategy)
     mask = np.asarray(labeled)
     if mask.ndim != 1 or mask.dtype != bool:
         raise InputError(f"labeled must be a 1-D boolean mask, got {mask.dtype} of shape {mask.shape}")
@@ -180,11 +185,11 @@ def select_batch(strategy: str, *, budget: int, labeled: np.ndarray, pred_probs:
     vectors = _checked(features, "features", (n, None))
     if n_classes is None:
         n_classes = probs.shape[1] if probs is not None else ensemble.shape[2] if ensemble is not None else None
-    inputs = _Inputs(budget=int(budget), labeled=mask, unlabeled=unlabeled, rng=np.random.default_rng(seed),
+    inputs = StrategyInputs(budget=int(budget), labeled=mask, unlabeled=unlabeled, rng=np.random.default_rng(seed),
                      seed=seed, structure_seed=seed if structure_seed is None else int(structure_seed),
                      pred_probs=probs, ensemble_probs=ensemble,
                      features=None if vectors is None else vectors.astype(np.float32), n_classes=n_classes)
-    indices, scores, reasons = STRATEGIES[strategy](inputs)
+    indices, scores, reasons = spec.pick(inputs)
     return Selection(strategy, np.asarray(indices, dtype=np.int64), np.asarray(scores, dtype=np.float64), reasons)
 
 
@@ -369,14 +374,14 @@ def k_center_greedy(features: np.ndarray, centers: np.ndarray, budget: int, *, r
 # -- strategies -------------------------------------------------------------------------------------
 
 
-def _random(inputs: _Inputs) -> Picks:
+def _random(inputs: StrategyInputs) -> Picks:
     picks = inputs.rng.choice(inputs.unlabeled, size=inputs.budget, replace=False)
     return picks, np.zeros(len(picks)), ["random draw"] * len(picks)
 
 
 def _uncertainty(score: Callable[[np.ndarray], np.ndarray], what: str, *, balanced: bool = False,
-                 name: str = "") -> Callable[[_Inputs], Picks]:
-    def strategy(inputs: _Inputs) -> Picks:
+                 name: str = "") -> Callable[[StrategyInputs], Picks]:
+    def strategy(inputs: StrategyInputs) -> Picks:
         probs = inputs.probs(name)[inputs.unlabeled]
         scores = score(probs)
         if balanced:
@@ -392,15 +397,15 @@ def _uncertainty(score: Callable[[np.ndarray], np.ndarray], what: str, *, balanc
     return strategy
 
 
-def _ensemble(score: Callable[[np.ndarray], np.ndarray], what: str, name: str) -> Callable[[_Inputs], Picks]:
-    def strategy(inputs: _Inputs) -> Picks:
+def _ensemble(score: Callable[[np.ndarray], np.ndarray], what: str, name: str) -> Callable[[StrategyInputs], Picks]:
+    def strategy(inputs: StrategyInputs) -> Picks:
         scores = score(inputs.ensemble(name)[:, inputs.unlabeled])
         local = top_scores(np.arange(len(scores)), scores, inputs.budget, inputs.rng)
         return inputs.unlabeled[local], scores[local], [f"{what} {s:.3f}" for s in scores[local]]
     return strategy
 
 
-def _coreset(inputs: _Inputs) -> Picks:
+def _coreset(inputs: StrategyInputs) -> Picks:
     candidates = np.zeros(len(inputs.labeled), dtype=bool)
     candidates[inputs.unlabeled] = True
     picks, distances = k_center_greedy(inputs.vectors("coreset"), inputs.labeled, inputs.budget, rng=inputs.rng,
@@ -411,7 +416,7 @@ def _coreset(inputs: _Inputs) -> Picks:
     return picks, np.where(np.isfinite(scores), scores, 0.0), reasons
 
 
-def _badge(inputs: _Inputs) -> Picks:
+def _badge(inputs: StrategyInputs) -> Picks:
     """BADGE (Ash et al. 2020): k-means++ seeding over g_i = (p_i - onehot(argmax p_i)) (x) x_i.
 
     The outer products are never formed: ||g_i - g_j||^2 = |a_i|^2 |x_i|^2 + |a_j|^2 |x_j|^2 - 2 (a_i.a_j)(x_i.x_j).
@@ -449,7 +454,7 @@ def _badge(inputs: _Inputs) -> Picks:
     return inputs.unlabeled[picks], scores, reasons
 
 
-def _typiclust(inputs: _Inputs) -> Picks:
+def _typiclust(inputs: StrategyInputs) -> Picks:
     """TypiClust (Hacohen et al. 2022): k-means into labelled + budget clusters (at most 500); the most typical
     row (inverse mean distance to its 20 nearest neighbours) of each cluster without labels, largest first."""
     x = inputs.vectors("typiclust")
@@ -470,7 +475,7 @@ def _typiclust(inputs: _Inputs) -> Picks:
     return picks, typicality[picks], reasons
 
 
-def _probcover(inputs: _Inputs) -> Picks:
+def _probcover(inputs: StrategyInputs) -> Picks:
     """ProbCover (Yehuda et al. 2022): greedy max coverage of delta-balls on the kNN graph.
 
     delta is the largest radius at which ``PROBCOVER_PURITY`` of the balls are pure: a row's ball is pure
@@ -518,7 +523,7 @@ def _probcover(inputs: _Inputs) -> Picks:
     return np.array(picks, dtype=np.int64), np.array(scores), reasons
 
 
-def _cluster_margin(inputs: _Inputs) -> Picks:
+def _cluster_margin(inputs: StrategyInputs) -> Picks:
     """Cluster-margin (Citovsky et al. 2021): the lowest-margin ``CLUSTER_MARGIN_POOL_FACTOR x budget`` unlabelled
     rows, dealt round-robin over k-means clusters of all rows, clusters with fewest pool members first."""
     probs = inputs.probs("cluster-margin")
@@ -538,7 +543,7 @@ def _cluster_margin(inputs: _Inputs) -> Picks:
     return inputs.unlabeled[local], scores[local], reasons
 
 
-def _uncertainty_herding(inputs: _Inputs) -> Picks:
+def _uncertainty_herding(inputs: StrategyInputs) -> Picks:
     """Uncertainty herding: the pick that adds most uncertainty-weighted kernel coverage, one at a time.
 
     Coverage of row x is ``max k(x, s)`` over labelled and picked rows s (0 when none is among its neighbours);
@@ -617,37 +622,86 @@ def auto_strategy(n_labeled: int, n_classes: int | None) -> str:
     return AUTO_DIVERSE_STRATEGY
 
 
-def _auto(inputs: _Inputs) -> Picks:
+def _auto(inputs: StrategyInputs) -> Picks:
     name = auto_strategy(int(inputs.labeled.sum()), inputs.n_classes if inputs.pred_probs is not None else None)
-    picks, scores, reasons = STRATEGIES[name](inputs)
+    picks, scores, reasons = strategy_spec(name).pick(inputs)
     return picks, scores, [f"auto -> {name}: {reason}" for reason in reasons]
 
 
-STRATEGIES: dict[str, Callable[[_Inputs], Picks]] = {
-    "auto": _auto,
-    "random": _random,
-    "least-confidence": _uncertainty(least_confidence_scores, "confidence gap", name="least-confidence"),
-    "margin": _uncertainty(margin_scores, "margin", name="margin"),
-    "entropy": _uncertainty(entropy_scores, "entropy", name="entropy"),
-    "least-confidence-balanced": _uncertainty(least_confidence_scores, "confidence gap", balanced=True,
-                                              name="least-confidence-balanced"),
-    "margin-balanced": _uncertainty(margin_scores, "margin", balanced=True, name="margin-balanced"),
-    "entropy-balanced": _uncertainty(entropy_scores, "entropy", balanced=True, name="entropy-balanced"),
-    "vote-entropy": _ensemble(vote_entropy_scores, "vote entropy of the ensemble", "vote-entropy"),
-    "mean-kl": _ensemble(mean_kl_scores, "mean KL of the heads from their consensus", "mean-kl"),
-    "bald": _ensemble(bald_scores, "BALD mutual information", "bald"),
-    "coreset": _coreset,
-    "badge": _badge,
-    "typiclust": _typiclust,
-    "probcover": _probcover,
-    "cluster-margin": _cluster_margin,
-    "uncertainty-herding": _uncertainty_herding,
-}
-ENSEMBLE_STRATEGIES = ("vote-entropy", "mean-kl")
-MC_DROPOUT_STRATEGIES = ("bald",)
-COLD_START_STRATEGIES = ("random", "typiclust", "probcover", "coreset", "uncertainty-herding")
+ENTRY_POINT_GROUP = "curato.strategies"
+ENSEMBLE_KINDS = ("bootstrap", "mc-dropout")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A query strategy: its pick function and what the caller must provide for it."""
+
+    name: str
+    pick: Callable[[StrategyInputs], Picks]  # -> (row indices in pick order, a score per pick, a reason per pick)
+    ensemble: str | None = None  # "bootstrap" or "mc-dropout": the caller passes ensemble_probs built that way
+    cold_start: bool = False  # works without a head (no labels yet)
+    description: str = ""
+
+
+_REGISTRY: dict[str, StrategySpec] = {}
+_LOADED = False
+
+
+def register_strategy(name: str, pick: Callable[[StrategyInputs], Picks], *, ensemble: str | None = None,
+                      cold_start: bool = False, description: str = "", replace: bool = False) -> StrategySpec:
+    """Make ``select_batch(name, ...)``, ``curato select --strategy NAME`` and ``simulate`` use ``pick``."""
+    if ensemble is not None and ensemble not in ENSEMBLE_KINDS:
+        raise ValueError(f"strategy {name}: ensemble must be one of {ENSEMBLE_KINDS} or None")
+    if name in _REGISTRY and not replace and _REGISTRY[name].pick is not pick:
+        raise ValueError(f"a strategy named {name!r} is registered already; pass replace=True to override it")
+    spec = StrategySpec(name, pick, ensemble, cold_start, description)
+    _REGISTRY[name] = spec
+    return spec
+
+
+def _registry() -> dict[str, StrategySpec]:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            loaded = entry.load()
+            if isinstance(loaded, StrategySpec):
+                _REGISTRY[loaded.name] = loaded
+            elif callable(loaded):
+                loaded()
+    return _REGISTRY
+
+
+def strategy_spec(name: str) -> StrategySpec:
+    """The registered strategy ``name``; unknown names raise ``InputError`` listing the known ones."""
+    known = _registry()
+    if name not in known:
+        raise InputError(f"--strategy {name!r} is unknown; choose one of {', '.join(known)}")
+    return known[name]
+
+
+register_strategy("auto", _auto, cold_start=True)
+register_strategy("random", _random, cold_start=True)
+register_strategy("least-confidence", _uncertainty(least_confidence_scores, "confidence gap", name="least-confidence"))
+register_strategy("margin", _uncertainty(margin_scores, "margin", name="margin"))
+register_strategy("entropy", _uncertainty(entropy_scores, "entropy", name="entropy"))
+register_strategy("least-confidence-balanced", _uncertainty(least_confidence_scores, "confidence gap", balanced=True,
+                                                           name="least-confidence-balanced"))
+register_strategy("margin-balanced", _uncertainty(margin_scores, "margin", balanced=True, name="margin-balanced"))
+register_strategy("entropy-balanced", _uncertainty(entropy_scores, "entropy", balanced=True, name="entropy-balanced"))
+register_strategy("vote-entropy", _ensemble(vote_entropy_scores, "vote entropy of the ensemble", "vote-entropy"),
+                  ensemble="bootstrap")
+register_strategy("mean-kl", _ensemble(mean_kl_scores, "mean KL of the heads from their consensus", "mean-kl"),
+                  ensemble="bootstrap")
+register_strategy("bald", _ensemble(bald_scores, "BALD mutual information", "bald"), ensemble="mc-dropout")
+register_strategy("coreset", _coreset, cold_start=True)
+register_strategy("badge", _badge)
+register_strategy("typiclust", _typiclust, cold_start=True)
+register_strategy("probcover", _probcover, cold_start=True)
+register_strategy("cluster-margin", _cluster_margin)
+register_strategy("uncertainty-herding", _uncertainty_herding, cold_start=True)
 
 
 def available_strategies() -> list[str]:
-    """Names accepted by :func:`select_batch`."""
-    return list(STRATEGIES)
+    """Names accepted by :func:`select_batch`, built-ins first."""
+    return list(_registry())

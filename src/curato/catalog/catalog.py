@@ -12,10 +12,10 @@ import numpy as np
 from sqlalchemy import Connection, create_engine, delete, event, func, inspect, select, update
 from sqlalchemy.engine import Engine
 
-from curato import __version__
 from curato.catalog import schema
 from curato.catalog.schema import annotations, info, labels, runs, samples
 from curato.errors import WorkspaceError
+from curato.version import __version__
 
 _LABEL_PRIORITY = {"human": 0, "imported": 1, "model": 2}
 

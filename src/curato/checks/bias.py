@@ -80,7 +80,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,10 +91,8 @@ from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
 from curato.models.oof import BLAS_THREADS, out_of_fold_probabilities, pca_components, whitened_pca
 from curato.progress import SILENT, Progress
-from curato.workspace import Workspace
 
 CHECK_NAME = "dataset_bias"
-LATEST_BIAS = "bias-latest.json"
 GROUPINGS = ("source", "split")
 DEFAULT_ALPHA = 0.01
 # Least share of chance's errors the group head must avoid to call groups distinguishable.
@@ -552,37 +549,3 @@ def analyse_bias(sample_ids: Sequence[str] | np.ndarray, embeddings: np.ndarray,
         "finding": finding.to_json(),
     }
     return document, finding
-
-
-def run_bias(workspace: Workspace, by: str = "source", *, embedder: str | None = None, progress: Progress = SILENT,
-             json_path: str | Path | None = None, **options: Any) -> dict[str, Any]:
-    """``curato bias``: compute (or reuse) embeddings, run :func:`analyse_bias` over the workspace's groups.
-
-    ``by``: ``"source"`` or ``"split"``. Writes ``<workspace>/reports/bias-latest.json`` (and
-    ``json_path`` when given) atomically and returns the same document. ``options`` go to
-    :func:`analyse_bias` (``alpha``, ``min_effect``, ``n_folds``, ``seed``, ...).
-    """
-    from curato import __version__
-    from curato.checks.runner import AuditData
-    from curato.features.embedding import choose_embedder_name, compute_embeddings
-    from curato.report.writer import write_documents
-
-    if by not in GROUPINGS:
-        raise InputError(f"--by {by!r}: use one of {', '.join(GROUPINGS)}")
-    present = {NO_GROUP if value is None else str(value) for value in workspace.catalog.samples((by,))[by]}
-    if len(present) == 1:
-        raise InputError(f"all samples have {by} {present.pop()!r}; ingest another {by} with --{by} NAME")
-    name = embedder or choose_embedder_name(workspace)
-    with workspace.catalog.recorded_run("bias", by, {"embedder": name, **options}) as run:
-        features, _ = compute_embeddings(workspace, name, progress=progress)
-        data = AuditData.from_workspace(workspace, features)
-        rows = np.flatnonzero(data.has_embedding)
-        groups = (data.sources if by == "source" else data.splits)[rows]
-        properties = None if data.properties is None else data.properties[rows]
-        analysis, _ = analyse_bias(data.sample_ids[rows], data.embeddings[rows], groups, labels=data.labels[rows],
-                                   properties=properties, property_columns=data.property_columns, by=by,
-                                   progress=progress, **options)
-        document = {"version": __version__, "workspace": str(workspace.root), "embedder": features.name, **analysis}
-        write_documents(workspace, LATEST_BIAS, document, json_path)
-        run.summary = {"verdict": document["verdict"], "accuracy": document["accuracy"]}
-    return document

@@ -28,6 +28,7 @@ class Finding:
     summary: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    produced_by: str = ""  # the registered check that returned it (one check may return several findings)
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:

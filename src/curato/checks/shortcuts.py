@@ -41,9 +41,9 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import balanced_accuracy_score
 
+from curato.arrays import stratified_folds, stratified_subsample
 from curato.checks.findings import Finding
 from curato.errors import InputError
-from curato.models.oof import stratified_folds, stratified_subsample
 
 CUE_GROUPS: dict[str, tuple[str, ...]] = {
     "colour": ("red_mean", "green_mean", "blue_mean", "saturation_mean", "colourfulness", "green_fraction",
@@ -452,7 +452,7 @@ def _group_of(column: str) -> str:
 
 def _head_accuracy(features: np.ndarray, labels: np.ndarray, seed: int, n_folds: int) -> float:
     """Balanced accuracy of the out-of-fold embedding head (a linear probe) on these features."""
-    from curato.transfer.probes import linear_probe_accuracy
+    from curato.models.probes import linear_probe_accuracy
 
     return linear_probe_accuracy(np.asarray(features, dtype=np.float32), labels, n_folds=n_folds,
                                  seed=seed).balanced_accuracy

@@ -1,5 +1,4 @@
-"""Ingest: read a dataset, scan its files once (hash, size, properties), record it in the catalog."""
+"""Ingest: readers of dataset formats (image folders, manifests, COCO, IDX, text, Label Studio) into records.
 
-from curato.ingest.pipeline import IngestSummary, ingest, read_source
-
-__all__ = ["IngestSummary", "ingest", "read_source"]
+``curato.commands.ingest`` records what they read in a workspace.
+"""

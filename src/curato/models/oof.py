@@ -40,6 +40,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
+from curato.arrays import stratified_folds
 from curato.errors import InputError
 
 # Bump when anything below changes the probabilities for the same inputs (cache key for callers).
@@ -166,51 +167,6 @@ def pca_components(n_samples: int) -> int:
     components only add variance (300 Fashion-MNIST rows: 34% OOF accuracy at 256 dimensions, 75% at 18).
     """
     return min(PCA_COMPONENTS, max(MIN_PCA_COMPONENTS, n_samples // SAMPLES_PER_COMPONENT))
-
-
-def stratified_folds(labels: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
-    """Fold index per row: rows shuffled within class, classes laid end to end, folds dealt round-robin.
-
-    Each class is spread as evenly as possible over the folds, and the remainders of consecutive
-    classes fall into different folds, so fold sizes differ by at most one.
-    """
-    order = np.lexsort((rng.random(len(labels)), labels))
-    folds = np.empty(len(labels), dtype=np.int64)
-    folds[order] = np.arange(len(labels)) % n_folds
-    return folds
-
-
-def shuffled_class_positions(labels: np.ndarray,
-                             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row's class code, the class sizes, and each row's position (0, 1, ...) within its class in a random
-    order drawn from ``rng``: the shared step of stratified subsampling and stratified folds."""
-    _, codes, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
-    order = np.lexsort((rng.random(len(codes)), codes))
-    first_of_class = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    position = np.empty(len(codes), dtype=np.int64)
-    position[order] = np.arange(len(codes)) - first_of_class[codes[order]]
-    return codes, counts, position
-
-
-def stratified_subsample(labels: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:
-    """Sorted indices of ``size`` rows whose class shares match those of ``labels`` as closely as rounding
-    allows (every class keeps ``floor`` or ``ceil`` of its proportional share), chosen at random within
-    each class.
-
-    Each row gets the key ``(position within its class, in random order, + 1/2) / class size``: the
-    ``size`` smallest keys take the same fraction of every class.
-    """
-    y = np.asarray(labels)
-    if size < 1:
-        raise InputError(f"subsample size must be at least 1, not {size}")
-    if size >= len(y):
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    codes, counts, position = shuffled_class_positions(y, rng)
-    key = (position + 0.5) / counts[codes]
-    # Ties (equal fractions in classes of equal size) are broken at random, not by class order.
-    chosen = np.lexsort((rng.random(len(y)), key))[:size]
-    return np.sort(chosen)
 
 
 def whitened_pca(x: np.ndarray, components: int, rng: np.random.Generator) -> np.ndarray:

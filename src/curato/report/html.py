@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from curato import __version__
 from curato.checks.findings import Finding
-from curato.ingest.pipeline import PROPERTIES
+from curato.featurestore import PROPERTIES
 from curato.report.charts import grouped_bars, heatmap
 from curato.report.thumbnails import thumbnail_data_uri
-from curato.summary import workspace_overview
+from curato.version import __version__
 from curato.workspace import Workspace
 
 REPORT_PROPERTIES = ("brightness_mean", "contrast", "colourfulness", "sharpness", "border_brightness",
@@ -79,7 +77,11 @@ def _note(row: dict[str, Any]) -> str:
     return ""
 
 
-def _galleries(workspace: Workspace, findings: Sequence[Finding]) -> dict[str, dict[str, Any]]:
+Renderer = Callable[[Finding], list[dict[str, Any]]]
+
+
+def _galleries(workspace: Workspace, findings: Sequence[Finding],
+               renderers: dict[str, Renderer]) -> dict[str, dict[str, Any]]:
     table = workspace.catalog.samples(("sample_id", "uri"))
     uris = dict(zip(table["sample_id"].tolist(), table["uri"].tolist(), strict=True))
     labels = workspace.catalog.current_labels()
@@ -104,8 +106,10 @@ def _galleries(workspace: Workspace, findings: Sequence[Finding]) -> dict[str, d
             names = finding.evidence.get("class_names", [])
             entry["chart"] = heatmap(matrix, names, names, title="estimated noise matrix",
                                      row_title="given label", column_title="true label")
+        render = renderers.get(finding.check)
+        if render is not None:
+            entry["tables"] = render(finding)
         if finding.check == "shortcuts" and finding.evidence.get("cues"):
-            entry["tables"] = [_cue_table_view(finding.evidence)]
             entry["strips"] = [
                 {"title": f"{column}: each class's images from the lowest to the highest value",
                  "rows": [{"name": name, "items": [item(sid, value, f"{column} = {value:.3g}") for sid, value in picks]}
@@ -113,32 +117,6 @@ def _galleries(workspace: Workspace, findings: Sequence[Finding]) -> dict[str, d
                 for column, per_class in finding.evidence.get("examples", {}).items()]
         galleries[finding.check] = entry
     return galleries
-
-
-def _cue_table_view(evidence: dict[str, Any]) -> dict[str, Any]:
-    """The shortcut cues as a table: strongest first, flagged ones marked."""
-    rows = []
-    for cue in evidence["cues"][:CUES_SHOWN]:
-        share = cue.get("share_of_signal")
-        classes = ", ".join(f"{c['class']} ({c['gain']:.2f})" for c in cue.get("classes", []))
-        rows.append([cue["cue"].replace("group:", "group: "), cue["group"], f"{cue['balanced_accuracy']:.3f}",
-                     "–" if share is None else f"{share:.2f}", f"{cue['p_value']:.3f}", classes,
-                     "yes" if cue["flagged"] else ""])
-    tests = evidence.get("tests", {})
-    notes = []
-    thumbnails = tests.get("thumbnails", {})
-    if thumbnails.get("ran"):
-        notes.append(f"thumbnail test: a 4x4 colour picture predicts the label with balanced accuracy "
-                     f"{thumbnails.get('4x4', 0):.2f}, an 8x8 one with {thumbnails.get('8x8', 0):.2f} "
-                     f"(chance {thumbnails['chance']:.2f})")
-    background = tests.get("background_only", {})
-    if background.get("ran"):
-        notes.append(f"background-only test ({background['samples']} images, objects blanked out): balanced accuracy "
-                     f"{background['background_only']:.2f} vs {background['full_image']:.2f} on the full images "
-                     f"(chance {background['chance']:.2f})")
-    return {"title": "cues, strongest first (balanced accuracy of a model that sees only this cue)",
-            "columns": ["cue", "group", "balanced acc.", "share of signal", "p (permutation)",
-                        "classes singled out", "flagged"], "rows": rows, "notes": notes}
 
 
 def _thumbnail_lookup(workspace: Workspace) -> Any:
@@ -151,17 +129,6 @@ def _thumbnail_lookup(workspace: Workspace) -> Any:
         return thumbnail_data_uri(uri) if uri else None
 
     return lookup
-
-
-def _latest(workspace: Workspace, name: str) -> dict[str, Any] | None:
-    """A ``reports/<name>`` document written by ``curato bias`` / ``curato transfer``, if there is one."""
-    path = workspace.reports_dir / name
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _bias_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -232,9 +199,14 @@ def _size_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def write_html_report(workspace: Workspace, findings: Sequence[Finding], path: str | Path, *,
+                      overview: dict[str, Any], renderers: dict[str, Renderer] | None = None,
                       title: str | None = None) -> Path:
-    """Render the report to ``path`` (atomically) and return it."""
-    overview = workspace_overview(workspace)
+    """Render the report to ``path`` (atomically) and return it.
+
+    ``overview``: the workspace's counts (``curato.commands.info.workspace_overview``). ``renderers``: per finding
+    name, a function turning that finding's evidence into tables (``{"title", "columns", "rows", "notes"}``),
+    as registered with the check.
+    """
     rows = overview["class_split"]["rows"]
     splits = overview["class_split"]["splits"]
     chart = grouped_bars(list(rows), {str(s or "-"): [rows[label].get(s, 0) for label in rows] for s in splits},
@@ -243,11 +215,10 @@ def write_html_report(workspace: Workspace, findings: Sequence[Finding], path: s
         title=title or workspace.root.name, overview=overview, findings=findings, version=__version__,
         generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), class_chart=chart,
         examples=_examples(workspace, EXAMPLES_PER_CLASS), property_table=_property_table(workspace),
-        galleries=_galleries(workspace, findings), bias=_bias_view(_latest(workspace, "bias-latest.json")),
-        transfer=_latest(workspace, "transfer-latest.json"), thumbnail=_thumbnail_lookup(workspace),
-        simulate=_simulate_view(_latest(workspace, "simulate-latest.json")),
-        route=_latest(workspace, "route-latest.json"),
-        sizing=_size_view(_latest(workspace, "size-latest.json")),
+        galleries=_galleries(workspace, findings, renderers or {}),
+        bias=_bias_view(workspace.read_latest("bias")), transfer=workspace.read_latest("transfer"),
+        thumbnail=_thumbnail_lookup(workspace), simulate=_simulate_view(workspace.read_latest("simulate")),
+        route=workspace.read_latest("route"), sizing=_size_view(workspace.read_latest("size")),
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

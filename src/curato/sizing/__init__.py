@@ -5,10 +5,9 @@ on and is scored on: an evaluation split, or cross-fitting over stratified folds
 ``head_scorer`` (one head width, ``curve_components``, for the whole curve) or ``hook_scorer`` (the measured
 points), ``select_fits`` (curve families weighted by extrapolation error), ``forecast`` / ``backtest`` /
 ``labels_worth`` (the answers, with bootstrap intervals).
-``curato.sizing.runner.run_size`` is the workspace shell behind ``curato size`` (re-exported as ``run_size``).
+``curato.commands.size.run_size`` is the workspace shell behind ``curato size``; the folds come from
+``curato.arrays.stratified_folds``.
 """
-
-from typing import Any
 
 from curato.sizing.curves import FAMILIES, FamilyFit, FittedCurve, fit_curve, select_fits, weighted_metric
 from curato.sizing.forecast import backtest, forecast, labels_needed, labels_worth, per_class_answers
@@ -22,15 +21,7 @@ from curato.sizing.measure import (
     measure_curve,
     train_and_score_head,
 )
-from curato.sizing.subsets import CurveFolds, curve_sizes, nested_subset, stratified_folds
-
-
-def run_size(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """``curato.sizing.runner.run_size`` (see there); imported lazily, it needs the workspace stack."""
-    from curato.sizing.runner import run_size as run
-
-    return run(*args, **kwargs)
-
+from curato.sizing.subsets import CurveFolds, curve_sizes, nested_subset
 
 __all__ = [
     "FAMILIES",
@@ -52,9 +43,7 @@ __all__ = [
     "measure_curve",
     "nested_subset",
     "per_class_answers",
-    "run_size",
     "select_fits",
-    "stratified_folds",
     "train_and_score_head",
     "weighted_metric",
 ]

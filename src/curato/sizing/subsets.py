@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curato.arrays import stratified_folds, stratified_subsample
 from curato.errors import InputError
-from curato.models.oof import shuffled_class_positions, stratified_subsample
 
 MIN_PER_CLASS = 5
 DEFAULT_SIZES = 10
@@ -107,18 +107,3 @@ class CurveFolds:
     def evaluated(self, seeds: Iterable[int]) -> np.ndarray:
         """Every row that ``seeds`` are scored on, sorted (what the mean over those seeds is measured on)."""
         return np.unique(np.concatenate([self.evaluation(seed) for seed in seeds]))
-
-
-def stratified_folds(labels: np.ndarray, folds: int, *, seed: int = 0) -> np.ndarray:
-    """Fold number (0 .. ``folds - 1``) of every row: each class dealt round-robin, in random order and from a
-    random first fold, so every fold holds ``floor`` or ``ceil`` of each class's share. A class with fewer rows
-    than folds leaves some folds without it (their evaluation simply lacks that class)."""
-    if folds < 2:
-        raise InputError(f"cross-fitting needs at least 2 folds, not {folds}")
-    y = np.asarray(labels)
-    if len(y) < folds:
-        raise InputError(f"learning curve: {len(y)} labelled samples cannot be cut into {folds} folds")
-    rng = np.random.default_rng(seed)
-    codes, counts, position = shuffled_class_positions(y, rng)
-    start = rng.integers(folds, size=len(counts))
-    return (position + start[codes]) % folds

@@ -2,11 +2,11 @@
 
 ``logme_score`` (LogME evidence), ``knn_accuracy`` and ``linear_probe_accuracy`` (probes), and
 ``rank_embedders`` / ``rank_agreement`` over several feature sets are pure functions over arrays;
-``curato.transfer.runner.run_transfer`` is the workspace shell behind ``curato transfer``.
+``curato.commands.transfer.run_transfer`` is the workspace shell behind ``curato transfer``.
 """
 
+from curato.models.probes import ProbeAccuracy, knn_accuracy, linear_probe_accuracy
 from curato.transfer.logme import LogMEFit, logme_fit, logme_score
-from curato.transfer.probes import ProbeAccuracy, knn_accuracy, linear_probe_accuracy
 from curato.transfer.rank import rank_agreement, rank_embedders
 
 __all__ = [

@@ -17,8 +17,8 @@ import numpy as np
 from scipy.stats import kendalltau, rankdata
 
 from curato.errors import InputError
+from curato.models.probes import KNN_NEIGHBOURS, knn_accuracy, linear_probe_accuracy
 from curato.transfer.logme import logme_score
-from curato.transfer.probes import KNN_NEIGHBOURS, knn_accuracy, linear_probe_accuracy
 
 
 def rank_embedders(feature_sets: Mapping[str, np.ndarray], labels: np.ndarray, *, knn_k: int = KNN_NEIGHBOURS,

@@ -13,13 +13,16 @@ Names:
 * ``precomputed:PATH``: the user's own vectors from a ``.npy`` (+ ``.ids.txt``) or ``.npz``.
 
 Importing this package is cheap: torch, onnxruntime, transformers and the rest are imported by an
-embedder when it first needs them.
+embedder when it first needs them. Other packages add names with ``register_embedder`` or through the
+``curato.embedders`` entry-point group (an entry point names a factory taking keyword options, or a function
+that registers); the built-ins use the same registry.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Any
 
 from curato.errors import InputError, UnknownEmbedderError
@@ -31,7 +34,9 @@ __all__ = [
     "available_embedders",
     "default_embedder_name",
     "get_embedder",
+    "register_embedder",
 ]
+ENTRY_POINT_GROUP = "curato.embedders"
 
 # Images whose median long side is at most this are embedded at 112 px: upsampling a 28-64 px
 # image to 224 px adds no detail and costs four times as much.
@@ -71,19 +76,51 @@ def _minilm(**options: Any) -> Embedder:
     return MiniLMEmbedder(**options)
 
 
-_NAMED: dict[str, Callable[..., Embedder]] = {
-    "efficientnet-lite0": _efficientnet(224),
-    "efficientnet-lite0-112": _efficientnet(112),
-    "classic": _classic,
-    "pixels": _pixels,
-    "minilm": _minilm,
-}
+_REGISTRY: dict[str, Callable[..., Embedder]] = {}
+_LOADED = False
+
+
+def register_embedder(name: str, factory: Callable[..., Embedder], *, replace: bool = False) -> None:
+    """Make ``get_embedder(name, **options)`` (and ``curato embed --embedder NAME``) build ``factory(**options)``.
+
+    The factory returns an :class:`Embedder`; its ``settings()`` must change whenever its vectors would, since
+    the feature store keys stored vectors by them. Names with ``:`` are reserved for the prefix forms.
+    """
+    if not name or ":" in name or name != name.strip():
+        raise ValueError(f"embedder name {name!r}: use a plain name without ':' or surrounding spaces")
+    if name in _REGISTRY and not replace and _REGISTRY[name] is not factory:
+        raise ValueError(f"an embedder named {name!r} is registered already; pass replace=True to override it")
+    _REGISTRY[name] = factory
+
+
+def _registry() -> dict[str, Callable[..., Embedder]]:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            loaded = entry.load()
+            if isinstance(loaded, type) and issubclass(loaded, Embedder):
+                register_embedder(entry.name, loaded, replace=True)
+            elif callable(loaded):
+                # a function taking no arguments registers by itself; any other callable is a factory
+                if inspect.signature(loaded).parameters:
+                    register_embedder(entry.name, loaded, replace=True)
+                else:
+                    loaded()
+    return _REGISTRY
+
+
+register_embedder("efficientnet-lite0", _efficientnet(224))
+register_embedder("efficientnet-lite0-112", _efficientnet(112))
+register_embedder("classic", _classic)
+register_embedder("pixels", _pixels)
+register_embedder("minilm", _minilm)
 
 
 def available_embedders() -> list[str]:
-    """The fixed embedder names; ``timm:``, ``open_clip:``, ``hf:`` and ``precomputed:`` forms
+    """The registered embedder names; ``timm:``, ``open_clip:``, ``hf:`` and ``precomputed:`` forms
     (see ``PREFIX_FORMS``) are accepted by ``get_embedder`` as well."""
-    return sorted(_NAMED)
+    return sorted(_registry())
 
 
 def get_embedder(name: str, **options: Any) -> Embedder | PrecomputedEmbedder:
@@ -96,8 +133,9 @@ def get_embedder(name: str, **options: Any) -> Embedder | PrecomputedEmbedder:
     when the embedder's libraries are not installed.
     """
     name = name.strip()
-    if name in _NAMED:
-        return _NAMED[name](**options)
+    named = _registry()
+    if name in named:
+        return named[name](**options)
     prefix, _, rest = name.partition(":")
     if rest:
         if prefix == "precomputed":

@@ -51,6 +51,7 @@ import numpy as np
 from curato.errors import CuratoError, InputError
 from curato.features.embedders._common import as_rgb_uint8, cache_dir, file_sha256, require
 from curato.features.embedders.base import Embedder
+from curato.system import available_cpus
 
 MODEL_NAME = "efficientnet-lite0"
 DIM = 1280
@@ -226,38 +227,6 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
 
 
-def _available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota.
-
-    Containers limited with ``--cpus`` still see every host CPU in the affinity mask; starting
-    one worker per host CPU there would oversubscribe the quota many times over.
-    """
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        count = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    return max(1, min(count, quota) if quota else count)
-
-
-def _cgroup_cpu_quota() -> int | None:
-    """The CPU quota (rounded up) from cgroup v2 ``cpu.max`` or v1 ``cfs_quota_us``; None if unlimited."""
-    try:
-        fields = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if len(fields) == 2 and fields[0] != "max":
-            return -(-int(fields[0]) // int(fields[1]))
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            return -(-quota // period)
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 class EfficientNetLite0Embedder(Embedder):
     """EfficientNet-Lite0 ImageNet features, 1280-d float32, from HxWx3 uint8 images of any size."""
 
@@ -277,7 +246,7 @@ class EfficientNetLite0Embedder(Embedder):
         self.image_size = int(image_size)
         self.name = MODEL_NAME if self.image_size == 224 else f"{MODEL_NAME}-{self.image_size}"
         self.runtime: Runtime = _resolve_runtime(runtime)
-        self.threads = int(threads) if threads else _available_cpus()
+        self.threads = int(threads) if threads else available_cpus()
         if self.threads < 1:
             raise InputError(f"{self.name}: threads must be at least 1, got {threads}")
         # Parallel single-threaded sessions scale better than intra-op threads for this network;

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from curato.checks.findings import Finding
 from curato.workspace import Workspace
 
 
@@ -55,3 +58,14 @@ def workspace_overview(workspace: Workspace) -> dict[str, Any]:
         "features": features,
         "annotations": catalog.annotation_count(),
     }
+
+
+def write_report(workspace: Workspace, findings: Sequence[Finding], path: str | Path, *,
+                 title: str | None = None) -> Path:
+    """The workspace's HTML report: its overview, the given findings (rendered as their checks registered),
+    and the latest bias, transfer, size, simulate and route documents."""
+    from curato.checks.registry import renderers_for
+    from curato.report.html import write_html_report
+
+    return write_html_report(workspace, findings, path, overview=workspace_overview(workspace),
+                             renderers=renderers_for(findings), title=title)

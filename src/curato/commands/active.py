@@ -9,65 +9,32 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from curato import __version__
-from curato.active.heads import bootstrap_ensemble_probabilities, head_probabilities, mc_dropout_probabilities
+from curato.active.heads import ensemble_probabilities, head_probabilities
 from curato.active.routing import CALIBRATION_METHODS, route_auto_labels
 from curato.active.simulate import label_schedule, simulate_active_learning, simulate_routing, summarize_curves
 from curato.active.strategies import (
-    ENSEMBLE_STRATEGIES,
-    MC_DROPOUT_STRATEGIES,
-    STRATEGIES,
     STRATEGIES_VERSION,
+    available_strategies,
     diversity_features,
     select_batch,
+    strategy_spec,
 )
+from curato.arrays import encode_labels, stratified_subsample
+from curato.commands.rows import embedded_rows
 from curato.errors import InputError
-from curato.models.oof import stratified_subsample
 from curato.progress import SILENT, Progress
-from curato.workspace import Workspace
+from curato.version import __version__
+from curato.workspace import Workspace, write_json
 
-LATEST_SELECT = "select-latest.json"
-LATEST_ROUTE = "route-latest.json"
-LATEST_SIMULATE = "simulate-latest.json"
 SIMULATE_CHECKPOINT = "simulate-progress.jsonl"
 ROUTE_ANNOTATOR = "curato-route:{run_id}"
 HELD_OUT_SHARE = 0.2
 HELD_OUT_MAX = 10_000
-
-
-@dataclass
-class _Rows:
-    ids: np.ndarray  # sample ids with an embedding, sorted
-    embeddings: np.ndarray
-    labels: np.ndarray  # current label or None
-    splits: np.ndarray
-    embedder: str
-
-
-def _rows(workspace: Workspace, embedder: str | None, progress: Progress) -> _Rows:
-    from curato.features.embedding import compute_embeddings
-
-    features, summary = compute_embeddings(workspace, embedder, progress=progress)
-    table = workspace.catalog.samples(("sample_id", "split"))
-    vectors, found = features.align(table["sample_id"].tolist())
-    current = workspace.catalog.current_labels()
-    ids = table["sample_id"][found]
-    return _Rows(ids=ids, embeddings=np.asarray(vectors, dtype=np.float32)[found],
-                 labels=np.array([current.get(sid) for sid in ids.tolist()], dtype=object),
-                 splits=table["split"][found], embedder=summary.embedder)
-
-
-def _class_codes(labels: np.ndarray) -> tuple[list[str], np.ndarray]:
-    known = labels != None  # noqa: E711 - elementwise on an object array
-    classes = sorted({str(v) for v in labels[known]})
-    lookup = {name: i for i, name in enumerate(classes)}
-    return classes, np.array([lookup[str(v)] if v is not None else -1 for v in labels], dtype=np.int64)
 
 
 # -- select ------------------------------------------------------------------------------------------
@@ -83,14 +50,12 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
     embeddings (:func:`~curato.active.heads.head_probabilities`). The files are written inside the queue's
     transaction: when a write fails, nothing is queued.
     """
-    from curato.report.writer import write_documents
 
-    if strategy not in STRATEGIES:
-        raise InputError(f"--strategy {strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
+    spec = strategy_spec(strategy)
     if out is not None and Path(out).suffix.lower() not in (".csv", ".json"):
         raise InputError(f"--out {out}: write the batch to a .csv or .json file")
-    rows = _rows(workspace, embedder, progress)
-    classes, codes = _class_codes(rows.labels)
+    rows = embedded_rows(workspace, embedder, progress=progress)
+    classes, codes = rows.classes, rows.codes
     queued = {entry["sample_id"] for entry in workspace.catalog.queued("queued")}
     labeled = codes >= 0
     taken = labeled | np.isin(rows.ids, list(queued))
@@ -98,12 +63,12 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
     if labeled.sum() >= 2 and len(classes) >= 2:
         probs = head_probabilities(rows.embeddings, codes, labeled, n_classes=len(classes), seed=seed)
     extra: dict[str, Any] = {}
-    if strategy in ENSEMBLE_STRATEGIES + MC_DROPOUT_STRATEGIES:
+    if spec.ensemble is not None:
         if probs is None:
             raise InputError(f"--strategy {strategy}: needs labelled samples of at least two classes; start with "
                              "--strategy typiclust")
-        make = mc_dropout_probabilities if strategy in MC_DROPOUT_STRATEGIES else bootstrap_ensemble_probabilities
-        extra["ensemble_probs"] = make(rows.embeddings, codes, labeled, n_classes=len(classes), seed=seed)
+        extra["ensemble_probs"] = ensemble_probabilities(spec.ensemble, rows.embeddings, codes, labeled,
+                                                         n_classes=len(classes), seed=seed)
     progress.stage(f"select ({strategy})", 1)
     selection = select_batch(strategy, budget=budget, labeled=taken, pred_probs=probs,
                              features=diversity_features(rows.embeddings, seed=seed),
@@ -125,7 +90,7 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
         # The files are written before the queue commits: a batch nobody received is never queued.
         with workspace.catalog.transaction() as conn:
             workspace.catalog.queue_batch(conn, run.id, strategy, batch)
-            write_documents(workspace, LATEST_SELECT, document)
+            workspace.write_latest("select", document)
             if out is not None:
                 _write_batch(Path(out), document)
         run.summary = {"queued": len(batch)}
@@ -133,7 +98,6 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
 
 
 def _write_batch(path: Path, document: dict[str, Any]) -> None:
-    from curato.report.writer import write_json
 
     if path.suffix.lower() == ".json":
         write_json(path, document)
@@ -158,17 +122,15 @@ def run_route(workspace: Workspace, *, precision: float = 0.99, calibration: str
     annotator ``curato-route:<run id>`` (undo with :func:`undo_route`). Calibration uses the human and
     imported labels only."""
     from curato.active.heads import cross_fitted_probabilities
-    from curato.report.writer import write_documents
 
     if calibration not in CALIBRATION_METHODS:
         raise InputError(f"--calibration {calibration!r} is unknown; choose one of {', '.join(CALIBRATION_METHODS)}")
     if not 0.5 <= precision < 1.0:
         raise InputError(f"--precision {precision}: ask for a precision in [0.5, 1), e.g. 0.99")
-    rows = _rows(workspace, embedder, progress)
+    rows = embedded_rows(workspace, embedder, progress=progress)
     trusted = workspace.catalog.labeled_sample_ids(("human", "imported"))
     people = np.isin(rows.ids, list(trusted))
-    known = np.where(people, rows.labels, None)
-    classes, codes = _class_codes(known)
+    codes, classes = encode_labels(np.where(people, rows.labels, None))
     unlabeled = rows.labels == None  # noqa: E711
     if len(classes) < 2:
         raise InputError(f"{workspace.root}: routing needs human or imported labels of at least two classes")
@@ -204,14 +166,13 @@ def run_route(workspace: Workspace, *, precision: float = 0.99, calibration: str
         # The record (what was accepted, and how to undo it) is written before the labels commit.
         with workspace.catalog.transaction() as conn:
             workspace.catalog.add_labels(conn, new_labels, origin="model", annotator=annotator, confidence=confidences)
-            write_documents(workspace, LATEST_ROUTE, document, json_path)
+            workspace.write_latest("route", document, json_path)
         run.summary = {"auto_labelled": len(new_labels), "expected_wrong": document["expected_wrong"]}
     return document
 
 
 def undo_route(workspace: Workspace, run_id: int) -> int:
     """Delete the model labels routing run ``run_id`` stored; returns how many. Raises when there are none."""
-    from curato.report.writer import write_json
 
     known = {run["id"] for run in workspace.catalog.runs("route")}
     if run_id not in known:
@@ -219,7 +180,7 @@ def undo_route(workspace: Workspace, run_id: int) -> int:
                          f"{', '.join(map(str, sorted(known))) or 'none'}")
     with workspace.catalog.transaction() as conn:
         removed = workspace.catalog.delete_model_labels(conn, ROUTE_ANNOTATOR.format(run_id=run_id))
-    latest_path = workspace.reports_dir / LATEST_ROUTE
+    latest_path = workspace.latest_path("route")
     if latest_path.exists():
         latest = json.loads(latest_path.read_text())
         if latest.get("run_id") == run_id:
@@ -242,20 +203,21 @@ def run_simulate(workspace: Workspace, *, strategies: Sequence[str], budget: int
     appended to ``reports/simulate-progress.jsonl`` under a digest of the settings, so running the same
     command again after an interruption resumes.
     """
-    from curato.report.writer import write_documents
 
     names = [name.strip() for name in strategies if name.strip()]
-    unknown = [name for name in names if name not in STRATEGIES]
+    known_strategies = available_strategies()
+    unknown = [name for name in names if name not in known_strategies]
     if not names or unknown:
-        raise InputError(f"--strategies: {', '.join(unknown) or 'none given'}; choose from {', '.join(STRATEGIES)}")
+        raise InputError(f"--strategies: {', '.join(unknown) or 'none given'}; choose from "
+                         f"{', '.join(known_strategies)}")
     if len(set(names)) != len(names):
         raise InputError("--strategies: name each strategy once")
     if calibration not in CALIBRATION_METHODS:
         raise InputError(f"--calibration {calibration!r} is unknown; choose one of {', '.join(CALIBRATION_METHODS)}")
     schedule = label_schedule(budget, rounds, start=start)
-    rows = _rows(workspace, embedder, progress)
-    known = rows.labels != None  # noqa: E711
-    classes, codes = _class_codes(rows.labels[known])
+    rows = embedded_rows(workspace, embedder, progress=progress)
+    known = rows.labeled
+    classes, codes = rows.classes, rows.codes[known]
     x, splits = rows.embeddings[known], rows.splits[known]
     if len(classes) < 2:
         raise InputError(f"{workspace.root}: simulation needs labelled samples of at least two classes")
@@ -303,7 +265,7 @@ def run_simulate(workspace: Workspace, *, strategies: Sequence[str], budget: int
                         for name in names},
             "routing": {"labelled_by": routed_by, "results": routing},
         }
-        write_documents(workspace, LATEST_SIMULATE, document, json_path)
+        workspace.write_latest("simulate", document, json_path)
         run.summary = {"best_strategy": best}
     return document
 

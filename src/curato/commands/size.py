@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from curato import __version__
+from curato.arrays import encode_labels
+from curato.commands.rows import load_samples
 from curato.errors import InputError
 from curato.models.oof import OOF_SETTINGS_VERSION
 from curato.progress import SILENT, Progress
@@ -33,10 +34,10 @@ from curato.sizing.measure import (
     measure_curve,
 )
 from curato.sizing.subsets import CROSS_FIT_FOLDS, DEFAULT_SEEDS, DEFAULT_SIZES, CurveFolds, curve_sizes, nested_subset
+from curato.version import __version__
 from curato.workspace import Workspace
 
-LATEST_SIZE = "size-latest.json"
-SIZING_VERSION = 2  # bump when a stored curve point would come out different for the same settings
+SIZING_VERSION = 3  # bump when a stored curve point would come out different for the same settings
 EVAL_SPLITS = ("test", "val", "validation", "valid", "t10k")
 STRATEGY_SIZES = 3  # strategies are measured at this many of the largest allowed curve sizes
 AUGMENT_MAX_SIZE = 2000
@@ -75,7 +76,6 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
     ``CROSS_FIT_FOLDS`` stratified folds and seed ``s`` trains on subsets of the other folds and is scored on fold
     ``s mod CROSS_FIT_FOLDS``, so the default five seeds score every labelled sample once per size.
     """
-    from curato.report.writer import write_documents
 
     if not 0.0 < target <= 1.0:
         raise InputError(f"--target {target}: must lie in (0, 1], e.g. 0.95")
@@ -88,7 +88,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
     if train_and_score is not None and (augmentation or pseudo_labels):
         raise InputError("--augmentation / --pseudo-labels use the built-in head; drop them or drop --model")
     if train_and_score is None and embedder is None:
-        from curato.features.embedding import choose_embedder_name
+        from curato.commands.embed import choose_embedder_name
 
         embedder = choose_embedder_name(workspace)
     data = _labelled_data(workspace, embedder=embedder if train_and_score is None else None, eval_split=eval_split,
@@ -163,7 +163,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
                                                  values, answers, augmentation=augmentation,
                                                  pseudo_labels=pseudo_labels, augment_max_size=augment_max_size,
                                                  progress=progress)
-        write_documents(workspace, LATEST_SIZE, document, json_path)
+        workspace.write_latest("size", document, json_path)
         run.summary = {"samples_needed": document["samples_needed"]["total"], "points": len(points)}
     return document
 
@@ -199,28 +199,31 @@ def _labelled_data(workspace: Workspace, *, embedder: str | None, eval_split: st
                    progress: Progress) -> dict[str, Any]:
     """Labelled rows as ``CurveFolds`` (an evaluation split, else cross-fitting), with codes and (for the head)
     embeddings; also the unlabelled embedded rows (pseudo-labels)."""
-    table = workspace.catalog.samples(("sample_id", "uri", "split", "content_hash", "kind", "readable"))
-    current = workspace.catalog.current_labels()
-    ids = table["sample_id"].astype(str)
-    usable = np.array([bool(r) for r in table["readable"]], dtype=bool)
-    data: dict[str, Any] = {"ids": ids, "uris": table["uri"], "hashes": table["content_hash"], "kinds": table["kind"]}
-    labels = np.array([current.get(sid) for sid in ids.tolist()], dtype=object)
-    labelled = usable & np.array([label is not None for label in labels], dtype=bool)
-    data["embedder"] = None
+    features = None
     if embedder is not None:
-        from curato.features.embedding import compute_embeddings
+        from curato.commands.embed import compute_embeddings
 
         features, _ = compute_embeddings(workspace, embedder, progress=progress)
-        embeddings, found = features.align(ids.tolist())
-        usable &= found
-        labelled &= found
-        data["embeddings"], data["embedder"] = np.asarray(embeddings, dtype=np.float32), features.name
-    classes = sorted({str(label) for label in labels[labelled]})
+    samples = load_samples(workspace, features, pixels=False)
+    ids = samples.sample_ids.astype(str)
+    usable = samples.readable.copy()
+    data: dict[str, Any] = {"ids": ids, "uris": samples.uris, "hashes": samples.content_hashes, "kinds": samples.kinds}
+    labels = samples.labels
+    labelled = usable & np.array([label is not None for label in labels], dtype=bool)
+    data["embedder"] = None
+    if features is not None:
+        usable &= samples.has_embedding
+        labelled &= samples.has_embedding
+        data["embeddings"], data["embedder"] = samples.embeddings, features.name
+    _, classes = encode_labels(labels[labelled])
     if len(classes) < 2:
         raise InputError(f"{workspace.root}: sizing needs labelled samples of at least two classes, found "
                          f"{len(classes)}; ingest labelled data first")
-    code_of = {name: i for i, name in enumerate(classes)}
-    codes = np.array([code_of.get(str(label), -1) if label is not None else -1 for label in labels], dtype=np.int64)
+    # every row whose label is one of the classes gets its code, also rows left out for want of an embedding
+    of_a_class = np.isin(np.array([str(label) for label in labels], dtype=object), classes) & (labels != None)  # noqa: E711
+    codes = np.full(len(ids), -1, dtype=np.int64)
+    codes[of_a_class] = encode_labels(labels[of_a_class], classes=classes)[0]
+    table = {"split": samples.splits}
     splits = np.array([str(s) if s is not None else "" for s in table["split"].tolist()], dtype=object)
     chosen_split = eval_split
     if chosen_split is None:

@@ -28,6 +28,9 @@ import numpy as np
 from curato.errors import WorkspaceError
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+PROPERTIES = "properties"  # image properties (columns: curato.features.properties.PROPERTY_COLUMNS)
+THUMBNAILS = "thumbnails"  # small colour thumbnails (layout: curato.features.thumbnails.THUMBNAIL_LAYOUT)
+OOF_PREFIX = "oof-probs"  # out-of-fold class probabilities, one set per embedder: "oof-probs-<embedder>"
 
 
 def store_key(name: str) -> str:

@@ -7,7 +7,6 @@ user's, applied to the latest audit's findings (``reports/audit-latest.json``).
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 from curato.errors import InputError, WorkspaceError
 from curato.workspace import Workspace
 
-LATEST_AUDIT = "audit-latest.json"
 EXPORT_FORMATS = ("csv", "imagefolder")
 _SPLIT_PRIORITY = {"test": 0, "val": 1}
 _DUPLICATE_CHECKS = ("exact_duplicates", "near_duplicates", "split_leakage")
@@ -24,10 +22,11 @@ _DUPLICATE_CHECKS = ("exact_duplicates", "near_duplicates", "split_leakage")
 
 def latest_audit(workspace: Workspace) -> dict[str, Any]:
     """The JSON document of the last ``curato audit`` on this workspace."""
-    path = workspace.reports_dir / LATEST_AUDIT
-    if not path.exists():
-        raise WorkspaceError(f"{path}: no audit yet; run `curato audit -w {workspace.root}` before a cleaned export")
-    return json.loads(path.read_text())
+    document = workspace.read_latest("audit")
+    if document is None:
+        raise WorkspaceError(f"{workspace.latest_path('audit')}: no audit yet; run `curato audit -w "
+                             f"{workspace.root}` before a cleaned export")
+    return document
 
 
 def _duplicate_drops(audit: dict[str, Any], splits: dict[str, str | None]) -> set[str]:

@@ -22,15 +22,14 @@ from curato.errors import InputError
 from curato.features.properties import PROPERTY_COLUMNS
 from curato.features.scan import ScanTable, scan_images
 from curato.features.thumbnails import THUMBNAIL_LAYOUT
+from curato.featurestore import PROPERTIES, THUMBNAILS
 from curato.hashing import hash_uris, text_hash
 from curato.ingest import readers
 from curato.progress import SILENT, Progress
 from curato.workspace import Workspace
 
 FORMATS = ("imagefolder", "manifest", "coco", "idx", "text")
-PROPERTIES = "properties"
 PROPERTIES_VERSION = 1
-THUMBNAILS = "thumbnails"
 
 
 def properties_meta() -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 from curato.errors import InputError, UnreadableImageError, WorkspaceError
 from curato.features.embedders import default_embedder_name, get_embedder
 from curato.features.embedders.base import Embedder, PrecomputedEmbedder
-from curato.features.store import FeatureSet
+from curato.featurestore import FeatureSet
 from curato.imageio import load_rgb
 from curato.progress import SILENT, Progress
 from curato.workspace import Workspace
@@ -58,7 +58,7 @@ def _load(uri: str) -> tuple[np.ndarray | None, str | None]:
 
 def compute_embeddings(
     workspace: Workspace,
-    embedder_name: str | None = None,
+    embedder_name: str | Embedder | PrecomputedEmbedder | None = None,
     *,
     chunk_size: int = 1024,
     progress: Progress = SILENT,
@@ -66,10 +66,19 @@ def compute_embeddings(
 ) -> tuple[FeatureSet, EmbedSummary]:
     """Embed every readable sample of the embedder's modality and store the vectors.
 
-    Returns the complete feature set and a summary (rows computed vs reused, failures).
+    ``embedder_name``: a registered name, an embedder instance (stored under its ``name`` attribute, or its
+    class name), or None for the default. Returns the complete feature set and a summary (rows computed vs
+    reused, failures).
     """
-    name = embedder_name or choose_embedder_name(workspace)
-    embedder = get_embedder(name, **options)
+    if isinstance(embedder_name, Embedder | PrecomputedEmbedder):
+        if options:
+            raise InputError(f"embed: options {', '.join(sorted(options))} apply to embedders named by string; "
+                             "configure the instance instead")
+        embedder = embedder_name
+        name = str(getattr(embedder, "name", "") or type(embedder).__name__)
+    else:
+        name = embedder_name or choose_embedder_name(workspace)
+        embedder = get_embedder(name, **options)
     catalog, store = workspace.catalog, workspace.features
     modality = getattr(embedder, "modality", "image")
     kind = None if modality == "any" else modality

@@ -10,15 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from curato import __version__
+from curato.arrays import stratified_subsample
 from curato.errors import InputError
-from curato.models.oof import stratified_subsample
+from curato.models.probes import KNN_NEIGHBOURS
 from curato.progress import SILENT, Progress
-from curato.transfer.probes import KNN_NEIGHBOURS
 from curato.transfer.rank import rank_agreement, rank_embedders
+from curato.version import __version__
 from curato.workspace import Workspace
-
-LATEST_TRANSFER = "transfer-latest.json"
 
 
 def run_transfer(workspace: Workspace, embedders: Sequence[str], *, max_samples: int | None = None, seed: int = 0,
@@ -31,8 +29,7 @@ def run_transfer(workspace: Workspace, embedders: Sequence[str], *, max_samples:
     random subset of them (``seed``). Writes ``<workspace>/reports/transfer-latest.json`` and, when
     given, ``json_path`` (each atomically). Schema: ``curato/schemas/transfer.schema.json``.
     """
-    from curato.features.embedding import compute_embeddings
-    from curato.report.writer import write_documents
+    from curato.commands.embed import compute_embeddings
 
     names = _embedder_names(embedders)
     if max_samples is not None and max_samples < 2 * n_folds:
@@ -74,7 +71,7 @@ def run_transfer(workspace: Workspace, embedders: Sequence[str], *, max_samples:
             "ranking": [entry["name"] for entry in entries],
             "agreement": rank_agreement(entries),
         }
-        write_documents(workspace, LATEST_TRANSFER, document, json_path)
+        workspace.write_latest("transfer", document, json_path)
         run.summary = {"ranking": document["ranking"], "kendall_tau": document["agreement"]["kendall_tau"]}
     return document
 

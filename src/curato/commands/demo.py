@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from curato.checks.runner import run_audit
+from curato.commands.audit import run_audit, write_audit_outputs
+from curato.commands.info import workspace_overview
+from curato.commands.ingest import ingest
 from curato.imageio import read_idx
-from curato.ingest import ingest
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.progress import SILENT, Progress
-from curato.report.writer import write_audit_outputs
-from curato.summary import workspace_overview
 from curato.workspace import Workspace
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

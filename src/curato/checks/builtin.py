@@ -1,0 +1,213 @@
+"""The built-in checks, registered under their names: thin adapters from ``AuditData`` to the pure functions.
+
+Each adapter picks the rows a check applies to (labelled, embedded, with properties), calls the check's
+pure function with its parameters, and returns its findings. The order here is the order an audit runs
+and reports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from curato.checks.balance import class_imbalance_finding, split_health_finding
+from curato.checks.data import AuditData
+from curato.checks.findings import Finding
+from curato.checks.image_quality import image_quality_findings
+from curato.checks.integrity import unreadable_files
+from curato.checks.registry import register_check
+
+CUES_SHOWN = 15
+BACKGROUND_SAMPLES = 1_000
+
+
+def _at(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    """``values[rows]``, or None for data the audit does not have."""
+    return None if values is None else values[rows]
+
+
+def _unreadable(data: AuditData, params: None) -> list[Finding]:
+    return [unreadable_files(data.sample_ids, data.readable, data.errors.tolist())]
+
+
+def _image_quality(data: AuditData, params: Any) -> list[Finding]:
+    if data.properties is None:
+        return []
+    rows = np.flatnonzero(np.isfinite(data.properties).any(axis=1))
+    return image_quality_findings(data.sample_ids[rows], data.properties[rows], data.property_columns)
+
+
+def _balance(data: AuditData, params: Any) -> list[Finding]:
+    return [class_imbalance_finding(data.sample_ids, data.labels),
+            split_health_finding(data.sample_ids, data.labels, data.splits.tolist())]
+
+
+def _label_issues(data: AuditData, params: Any) -> list[Finding]:
+    from curato.checks.label_issues import label_issue_finding
+
+    if data.pred_probs is None:
+        return []
+    rows = data.labeled_rows()
+    labels, _ = data.class_codes(rows)
+    return [label_issue_finding(data.sample_ids[rows], labels, data.pred_probs[rows], data.class_names)]
+
+
+def _duplicates(data: AuditData, params: Any) -> list[Finding]:
+    from curato.checks.duplicates import duplicate_findings, second_look_side
+
+    rows = data.embedded_rows("duplicates")
+    second_look = None
+    side = None
+    if data.sizes is not None and data.thumbnails is not None and data.load_image is not None:
+        side = second_look_side(data.sizes[rows])
+    if side is not None:
+        from curato.features.properties import grey_squares
+
+        def second_look(local: np.ndarray) -> np.ndarray:
+            return grey_squares([data.load_image(row) for row in rows[local]], side)
+
+    return duplicate_findings(
+        data.sample_ids[rows], embeddings=data.embeddings[rows], content_hashes=_at(data.content_hashes, rows),
+        phashes=_at(data.phashes, rows), splits=data.splits[rows],
+        thumbnails=_at(data.thumbnails, rows), labels=data.labels[rows],
+        k=data.neighbours, neighbours=data.neighbour_graph(rows), second_look=second_look)
+
+
+def _outliers(data: AuditData, params: Any) -> list[Finding]:
+    from curato.checks.outliers import outlier_findings
+
+    rows = data.embedded_rows("outliers")
+    return outlier_findings(data.sample_ids[rows], data.embeddings[rows], data.labels[rows], k=data.neighbours,
+                            neighbours=data.neighbour_graph(rows))
+
+
+def _diversity(data: AuditData, params: Any) -> list[Finding]:
+    from curato.checks.diversity import diversity_findings
+
+    rows = data.embedded_rows("diversity")
+    return diversity_findings(
+        data.sample_ids[rows], data.embeddings[rows], data.labels[rows], splits=data.splits[rows],
+        properties=_at(data.properties, rows),
+        property_columns=data.property_columns, neighbours=data.neighbour_graph(rows))
+
+
+def _shortcuts(data: AuditData, params: Any) -> list[Finding]:
+    from curato.checks.shortcuts import shortcut_finding
+    from curato.features.thumbnails import colour_thumbnails
+
+    if data.properties is None:
+        return []
+    labeled = np.array([label is not None for label in data.labels], dtype=bool)
+    rows = np.flatnonzero(labeled & np.isfinite(data.properties).any(axis=1))
+    labels, names = data.class_codes(rows)
+    cues, columns, categories = _cue_table(data, rows)
+    reference = None
+    if data.pred_probs is not None and data.class_names == names:
+        reference = data.pred_probs[rows]
+    pixels = None
+    if data.thumbnails is not None:
+        stored = data.thumbnails[rows]
+        pixels = {f"{side}x{side}": colour_thumbnails(stored, side).reshape(len(rows), -1) for side in (4, 8)}
+    return [shortcut_finding(data.sample_ids[rows], labels, cues, columns, class_names=names,
+                             reference_probs=reference, thumbnails=pixels, background=_background_views(data, rows),
+                             categories=categories)]
+
+
+def _cue_table(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
+    from curato.checks.shortcuts import cue_table
+
+    object_size = None
+    if data.object_boxes:
+        object_size = np.full((len(rows), 2), np.nan)
+        for position, row in enumerate(rows):
+            entry = data.object_boxes.get(str(data.sample_ids[row]))
+            width, height = data.sizes[row]
+            if entry and entry["box"] and width and height:
+                x0, y0, x1, y1 = entry["box"]
+                object_size[position] = (min(1.0, entry["area"] / (width * height)),
+                                         max((x1 - x0) / width, (y1 - y0) / height))
+    formats = None if data.formats is None else data.formats[rows].tolist()
+    return cue_table(data.properties[rows], data.property_columns, formats=formats,
+                     thumbnails=_at(data.thumbnails, rows), object_size=object_size)
+
+
+def _background_views(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Embeddings of up to BACKGROUND_SAMPLES images with their object(s) blanked out, for the background-only test.
+
+    The object is the union of its annotated boxes, or else the foreground proxy's box.
+    """
+    from curato.checks.shortcuts import blank_box, foreground_boxes
+    from curato.features.embedders import get_embedder
+    from curato.features.thumbnails import grey_thumbnails
+    if (data.embedder is None or data.embedder.startswith("precomputed:") or data.has_embedding is None
+            or data.load_image is None):
+        return None
+    candidates = rows[data.has_embedding[rows]]
+    if candidates.size < 20:
+        return None
+    rng = np.random.default_rng(0)
+    chosen = np.sort(rng.choice(candidates, size=min(BACKGROUND_SAMPLES, candidates.size), replace=False))
+    boxes = np.full((chosen.size, 4), np.nan)
+    for position, row in enumerate(chosen):
+        entry = (data.object_boxes or {}).get(str(data.sample_ids[row]))
+        width, height = data.sizes[row] if data.sizes is not None else (0, 0)
+        if entry and entry["box"] and width and height:
+            x0, y0, x1, y1 = entry["box"]
+            boxes[position] = (y0 / height, x0 / width, y1 / height, x1 / width)
+    missing = ~np.isfinite(boxes).all(axis=1)
+    if missing.any():
+        if data.thumbnails is None:
+            return None
+        boxes[missing] = foreground_boxes(grey_thumbnails(data.thumbnails[chosen[missing]]))[1]
+    blanked = [blank_box(data.load_image(row), box) for row, box in zip(chosen, boxes, strict=True)]
+    vectors = get_embedder(data.embedder).embed(blanked)
+    position_in_rows = np.searchsorted(rows, chosen)
+    return position_in_rows, vectors, data.embeddings[chosen]
+
+
+def _shortcut_tables(finding: Finding) -> list[dict[str, Any]]:
+    return [_cue_table_view(finding.evidence)] if finding.evidence.get("cues") else []
+
+
+def _cue_table_view(evidence: dict[str, Any]) -> dict[str, Any]:
+    """The shortcut cues as a table: strongest first, flagged ones marked."""
+    rows = []
+    for cue in evidence["cues"][:CUES_SHOWN]:
+        share = cue.get("share_of_signal")
+        classes = ", ".join(f"{c['class']} ({c['gain']:.2f})" for c in cue.get("classes", []))
+        rows.append([cue["cue"].replace("group:", "group: "), cue["group"], f"{cue['balanced_accuracy']:.3f}",
+                     "–" if share is None else f"{share:.2f}", f"{cue['p_value']:.3f}", classes,
+                     "yes" if cue["flagged"] else ""])
+    tests = evidence.get("tests", {})
+    notes = []
+    thumbnails = tests.get("thumbnails", {})
+    if thumbnails.get("ran"):
+        notes.append(f"thumbnail test: a 4x4 colour picture predicts the label with balanced accuracy "
+                     f"{thumbnails.get('4x4', 0):.2f}, an 8x8 one with {thumbnails.get('8x8', 0):.2f} "
+                     f"(chance {thumbnails['chance']:.2f})")
+    background = tests.get("background_only", {})
+    if background.get("ran"):
+        notes.append(f"background-only test ({background['samples']} images, objects blanked out): balanced accuracy "
+                     f"{background['background_only']:.2f} vs {background['full_image']:.2f} on the full images "
+                     f"(chance {background['chance']:.2f})")
+    return {"title": "cues, strongest first (balanced accuracy of a model that sees only this cue)",
+            "columns": ["cue", "group", "balanced acc.", "share of signal", "p (permutation)",
+                        "classes singled out", "flagged"], "rows": rows, "notes": notes}
+
+
+register_check("unreadable", _unreadable, description="files that cannot be decoded", findings=("unreadable",))
+register_check("image_quality", _image_quality, needs=("properties",),
+               description="dark, bright, blurry, low-information, odd-sized, grayscale images")
+register_check("imbalance", _balance, description="class imbalance and classes missing from a split",
+               findings=("class_imbalance", "split_health"))
+register_check("label_issues", _label_issues, needs=("embeddings", "pred_probs", "labels"),
+               description="samples whose label disagrees with out-of-fold predictions")
+register_check("duplicates", _duplicates, needs=("embeddings",),
+               description="exact and near duplicates, train/test leaks, copies with conflicting labels",
+               findings=("exact_duplicates", "near_duplicates", "split_leakage", "conflicting_duplicates"))
+register_check("outliers", _outliers, needs=("embeddings",), description="samples far from everything else")
+register_check("shortcuts", _shortcuts, needs=("embeddings", "pred_probs", "properties", "labels"),
+               description="cues other than the object that predict the label", render=_shortcut_tables)
+register_check("diversity", _diversity, needs=("embeddings",),
+               description="classes seen in few contexts; test samples train does not cover")

@@ -1,0 +1,91 @@
+"""What a check reads: the samples' arrays, aligned by row, loaded once per audit and shared by every check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from curato.arrays import encode_labels
+from curato.errors import InputError
+
+
+@dataclass
+class AuditData:
+    """Everything a check may read, aligned by row with ``sample_ids``.
+
+    Built by ``curato.commands.audit.load_audit_data`` from a workspace, or by ``curato.find_issues`` from arrays.
+    Optional fields are None when the audit has no such data (e.g. text has no thumbnails).
+    """
+
+    sample_ids: np.ndarray
+    labels: np.ndarray  # object array; None where unlabeled
+    uris: np.ndarray | None = None
+    splits: np.ndarray | None = None
+    sources: np.ndarray | None = None
+    readable: np.ndarray | None = None
+    errors: np.ndarray | None = None
+    content_hashes: np.ndarray | None = None
+    phashes: np.ndarray | None = None  # uint64; 0 where unknown
+    kinds: np.ndarray | None = None
+    properties: np.ndarray | None = None  # (n, p), NaN rows where missing
+    property_columns: list[str] = field(default_factory=list)
+    thumbnails: np.ndarray | None = None  # (n, THUMBNAIL_COLUMNS) uint8, zero rows where missing
+    formats: np.ndarray | None = None  # stored file format per sample ("" where unknown)
+    sizes: np.ndarray | None = None  # (n, 2) width, height (0 where unknown)
+    object_boxes: dict[str, dict[str, Any]] | None = None  # annotated objects (catalog.object_boxes)
+    embeddings: np.ndarray | None = None  # (n, d) float32, zero rows where missing
+    has_embedding: np.ndarray | None = None
+    embedder: str | None = None
+    pred_probs: np.ndarray | None = None  # (n, k) for labeled rows with embeddings, NaN elsewhere
+    class_names: list[str] = field(default_factory=list)
+    load_image: Any = None  # sample row -> HxWx3 uint8 image, for checks that look at pixels again
+    neighbours: int = 10  # k of the shared k-NN graph (duplicates, outliers, diversity)
+    _graph: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.sample_ids)
+        self.sample_ids = np.asarray(self.sample_ids, dtype=object)
+        self.labels = np.asarray(self.labels, dtype=object)
+        if self.splits is None:
+            self.splits = np.full(n, None, dtype=object)
+        if self.sources is None:
+            self.sources = np.full(n, None, dtype=object)
+        if self.readable is None:
+            self.readable = np.ones(n, dtype=bool)
+        if self.errors is None:
+            self.errors = np.full(n, None, dtype=object)
+        for name in ("labels", "splits", "sources", "readable", "errors"):
+            if len(getattr(self, name)) != n:
+                raise InputError(f"{name} has {len(getattr(self, name))} entries but there are {n} samples")
+
+    @property
+    def size(self) -> int:
+        """Number of samples."""
+        return len(self.sample_ids)
+
+    def labeled_rows(self) -> np.ndarray:
+        """Indices of rows with a label and an embedding (what label-aware checks use)."""
+        mask = np.array([label is not None for label in self.labels], dtype=bool)
+        if self.has_embedding is not None:
+            mask &= self.has_embedding
+        return np.flatnonzero(mask)
+
+    def embedded_rows(self, check: str) -> np.ndarray:
+        """Indices of rows with an embedding; raises a clear error naming ``check`` when there are none."""
+        if self.embeddings is None or self.has_embedding is None or not self.has_embedding.any():
+            raise InputError(f"--checks {check}: needs embeddings; run `curato embed` first (or pass features=)")
+        return np.flatnonzero(self.has_embedding)
+
+    def class_codes(self, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Integer codes of the labels of ``rows`` (classes sorted as strings) and the class names."""
+        return encode_labels(self.labels[rows])
+
+    def neighbour_graph(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The k-NN graph over the embedded ``rows``, built once and shared by the checks that use it."""
+        from curato.neighbors import knn, unit_rows
+
+        if self._graph is None:
+            self._graph = knn(unit_rows(self.embeddings[rows]), self.neighbours)
+        return self._graph

@@ -1,0 +1,237 @@
+"""The check registry: every check, built in or from another package, is a ``CheckSpec`` found by name.
+
+A check declares what it needs (embeddings, out-of-fold probabilities, ...), a frozen parameter dataclass
+whose fields are its thresholds (defaults = the tuned values), the function that runs it over
+:class:`~curato.checks.data.AuditData`, and optionally how its evidence renders in the HTML report.
+Packages add checks with ``register_check`` or through the ``curato.checks`` entry-point group (an entry
+point names a ``CheckSpec`` or a function that registers one); docs/extending.md walks through it.
+
+Parameters are resolved in one place (``resolve_params``): defaults, then the workspace's ``curato.toml``,
+then the caller's overrides (``--set check.field=value`` or ``params={...}``); each step is validated by
+the dataclass itself and the result is recorded in the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from curato.checks.data import AuditData
+from curato.checks.findings import Finding
+from curato.errors import InputError
+
+NEEDS = frozenset({"embeddings", "pred_probs", "properties", "thumbnails", "labels"})
+ENTRY_POINT_GROUP = "curato.checks"
+
+CheckRun = Callable[[AuditData, Any], list[Finding]]
+Renderer = Callable[[Finding], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One check: its name, what it needs, its parameters, how it runs and how its evidence renders."""
+
+    name: str
+    run: CheckRun  # (data, params) -> findings; params is an instance of ``params`` (or None without one)
+    params: type | None = None  # a frozen dataclass whose fields all have defaults
+    needs: frozenset[str] = frozenset()
+    description: str = ""
+    render: Renderer | None = None  # finding -> tables ({"title", "columns", "rows", "notes"}) for the report
+    findings: tuple[str, ...] = ()  # the names of the findings it returns (default: its own name)
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"check name {self.name!r}: use letters, digits, '_' or '-'")
+        unknown = set(self.needs) - NEEDS
+        if unknown:
+            raise ValueError(f"check {self.name}: unknown needs {sorted(unknown)}; known: {sorted(NEEDS)}")
+        if self.params is not None and not (dataclasses.is_dataclass(self.params) and isinstance(self.params, type)):
+            raise ValueError(f"check {self.name}: params must be a dataclass type")
+        object.__setattr__(self, "needs", frozenset(self.needs))
+
+    def default_params(self) -> Any:
+        """The parameters with their defaults (None for a check without parameters)."""
+        return None if self.params is None else self.params()
+
+
+_REGISTRY: dict[str, CheckSpec] = {}
+_LOADED = False
+
+
+def register_check(name: str, run: CheckRun, *, params: type | None = None, needs: Iterable[str] = (),
+                   description: str = "", render: Renderer | None = None, findings: Sequence[str] = (),
+                   replace: bool = False) -> CheckSpec:
+    """Add a check under ``name``; ``replace=True`` overrides an existing one (else a name clash raises)."""
+    spec = CheckSpec(name, run, params, frozenset(needs), description, render, tuple(findings) or (name,))
+    return add_check(spec, replace=replace)
+
+
+def add_check(spec: CheckSpec, *, replace: bool = False) -> CheckSpec:
+    """Register a ready ``CheckSpec`` (what an entry point may name)."""
+    if spec.name in _REGISTRY and not replace and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"a check named {spec.name!r} is registered already; pass replace=True to override it")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def registered_checks() -> dict[str, CheckSpec]:
+    """Every known check by name: the built-ins, then those of installed packages (entry points)."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        import curato.checks.builtin  # noqa: F401 - registers the built-in checks
+
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            loaded = entry.load()
+            if isinstance(loaded, CheckSpec):
+                add_check(loaded, replace=True)
+            elif callable(loaded):
+                loaded()
+    return dict(_REGISTRY)
+
+
+def check_names(names: Sequence[str] | None) -> list[str]:
+    """The checks to run (default: all), validated: an unknown name is an error listing the known ones."""
+    known = registered_checks()
+    chosen = list(dict.fromkeys(names)) if names else list(known)
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise InputError(f"--checks: unknown check {unknown[0]!r}; known: {', '.join(known)}")
+    return chosen
+
+
+def parse_assignments(assignments: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``["duplicates.max_distance=0.05", ...]`` -> ``{"duplicates": {"max_distance": "0.05"}}``."""
+    parsed: dict[str, dict[str, str]] = {}
+    for text in assignments:
+        key, sep, value = text.partition("=")
+        check, dot, name = key.strip().partition(".")
+        if not sep or not dot or not check or not name:
+            raise InputError(f"--set {text!r}: write it as CHECK.FIELD=VALUE, e.g. outliers.k=15")
+        parsed.setdefault(check, {})[name.strip()] = value.strip()
+    return parsed
+
+
+def resolve_params(chosen: Sequence[str], *layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Parameters of each chosen check: its defaults, overridden by each layer in turn.
+
+    A layer maps check name -> a dict of field values (strings are converted to the field's type) or a ready
+    parameter instance. Unknown checks or fields, and values the dataclass rejects, raise ``InputError``.
+    """
+    known = registered_checks()
+    resolved = {name: known[name].default_params() for name in chosen}
+    for layer in layers:
+        for check, values in (layer or {}).items():
+            if check not in known:
+                raise InputError(f"{check}: no such check; known: {', '.join(known)}")
+            spec = known[check]
+            if check not in resolved or values is None:
+                continue  # settings for a check this run does not include, or nothing to change
+            if spec.params is None:
+                raise InputError(f"{check}: this check has no parameters")
+            if isinstance(values, spec.params):
+                resolved[check] = values
+                continue
+            if not isinstance(values, Mapping):
+                raise InputError(f"{check}: give its parameters as a mapping of field to value or a "
+                                 f"{spec.params.__name__}")
+            resolved[check] = _replaced(spec, resolved[check], values)
+    return resolved
+
+
+def _replaced(spec: CheckSpec, current: Any, values: Mapping[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(current)}
+    hints = typing.get_type_hints(spec.params)
+    changes = {}
+    for name, value in values.items():
+        if name not in fields:
+            raise InputError(f"{spec.name}.{name}: no such parameter; {spec.name} has {', '.join(fields) or 'none'}")
+        changes[name] = _converted(f"{spec.name}.{name}", value, hints.get(name, Any), getattr(current, name))
+    try:
+        return dataclasses.replace(current, **changes)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{spec.name}: {error}") from None
+
+
+def _converted(where: str, value: Any, hint: Any, default: Any) -> Any:
+    """``value`` as the field's type (from its annotation, else from its default's type)."""
+    if not isinstance(value, str):
+        return value
+    kind = hint if isinstance(hint, type) else type(default) if default is not None else str
+    text = value.strip()
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind in (tuple, list):
+            return kind(part.strip() for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"{where}: {value!r} is not a valid {kind.__name__}") from None
+    return text
+
+
+def params_record(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters as plain JSON values, for the run record and the audit JSON."""
+    return {name: None if value is None else _jsonable(dataclasses.asdict(value)) for name, value in params.items()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | frozenset | set):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def run_checks(data: AuditData, names: Sequence[str] | None = None, *, params: Mapping[str, Any] | None = None,
+               timings: dict[str, float] | None = None) -> list[Finding]:
+    """Run the named checks (default: all) on loaded data; findings most severe first.
+
+    A check that fails raises: an audit is never silently partial. Seconds per check go to ``timings``.
+    """
+    chosen = check_names(names)
+    resolved = resolve_params(chosen, params)
+    known = registered_checks()
+    findings: list[Finding] = []
+    for name in chosen:
+        started = time.perf_counter()
+        produced = known[name].run(data, resolved[name])
+        for finding in produced:
+            finding.produced_by = name
+        findings += produced
+        if timings is not None:
+            timings[name] = time.perf_counter() - started
+    return sorted(findings, key=lambda f: -f.rank)
+
+
+def renderers_for(findings: Sequence[Finding]) -> dict[str, Renderer]:
+    """Finding name -> the render function of the check that produced it (for the HTML report)."""
+    known = registered_checks()
+    chosen = {}
+    for finding in findings:
+        spec = known.get(finding.produced_by or finding.check)
+        if spec is not None and spec.render is not None:
+            chosen[finding.check] = spec.render
+    return chosen
+
+
+def needs_of(names: Sequence[str]) -> frozenset[str]:
+    """Everything the named checks need together."""
+    known = registered_checks()
+    return frozenset().union(*(known[name].needs for name in names)) if names else frozenset()
+
+
+__all__ = ["CheckSpec", "add_check", "check_names", "needs_of", "parse_assignments", "register_check",
+           "registered_checks", "renderers_for", "resolve_params", "run_checks"]

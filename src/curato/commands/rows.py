@@ -1,0 +1,92 @@
+"""The one typed row loader: a workspace's samples as :class:`~curato.checks.data.AuditData`, and the
+embedded, labelled view the model-based commands (bias, transfer, select, route, simulate, size) start from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from curato.arrays import encode_labels
+from curato.checks.data import AuditData
+from curato.featurestore import PROPERTIES, THUMBNAILS, FeatureSet
+from curato.progress import SILENT, Progress
+from curato.workspace import Workspace
+
+
+def load_samples(workspace: Workspace, features: FeatureSet | None = None, *, pixels: bool = True) -> AuditData:
+    """Every sample of the workspace (sorted by id) with its catalog columns, current label, image properties,
+    thumbnails and (when ``features`` is given) embeddings: the one typed row loader every command uses.
+
+    ``pixels=False`` skips the image properties, thumbnails and annotated boxes (commands that only need
+    labels and embeddings)."""
+    from curato.imageio import load_rgb
+
+    table = workspace.catalog.samples(
+        ("sample_id", "uri", "split", "source", "readable", "error", "content_hash", "phash", "kind", "format",
+         "width", "height"))
+    current = workspace.catalog.current_labels()
+    ids = table["sample_id"]
+    uris = table["uri"]
+    data = AuditData(
+        sample_ids=ids, uris=uris,
+        labels=np.array([current.get(sid) for sid in ids.tolist()], dtype=object),
+        splits=table["split"], sources=table["source"],
+        readable=np.array([bool(v) for v in table["readable"]], dtype=bool), errors=table["error"],
+        content_hashes=table["content_hash"],
+        phashes=np.array([int(h, 16) if h else 0 for h in table["phash"].tolist()], dtype=np.uint64),
+        kinds=table["kind"],
+        formats=np.array([f or "" for f in table["format"].tolist()], dtype=object),
+        sizes=np.array([(w or 0, h or 0) for w, h in zip(table["width"].tolist(), table["height"].tolist(),
+                                                          strict=True)], dtype=np.int64).reshape(-1, 2),
+        object_boxes=workspace.catalog.object_boxes() if pixels else None,
+        load_image=lambda row: load_rgb(str(uris[row])),
+    )
+    if pixels and workspace.features.has(PROPERTIES):
+        stored = workspace.features.load(PROPERTIES)
+        vectors, found = stored.align(ids.tolist())
+        properties = np.asarray(vectors, dtype=np.float64)
+        properties[~found] = np.nan
+        data.properties, data.property_columns = properties, list(stored.meta["columns"])
+    if pixels and workspace.features.has(THUMBNAILS):
+        data.thumbnails, _ = workspace.features.load(THUMBNAILS).align(ids.tolist())
+    if features is not None:
+        vectors, found = features.align(ids.tolist())
+        data.embeddings, data.has_embedding, data.embedder = np.asarray(vectors, np.float32), found, features.name
+    return data
+
+
+@dataclass
+class EmbeddedRows:
+    """The samples with an embedding (sorted by id): their vectors, current labels as codes, splits, sources."""
+
+    ids: np.ndarray
+    embeddings: np.ndarray  # (n, d) float32
+    labels: np.ndarray  # current label or None
+    codes: np.ndarray  # label code per row, -1 where unlabelled
+    classes: list[str]  # names of the codes
+    splits: np.ndarray
+    sources: np.ndarray
+    embedder: str
+    data: AuditData  # every sample, for what else a command needs
+
+    @property
+    def labeled(self) -> np.ndarray:
+        """Rows with a current label."""
+        return self.codes >= 0
+
+
+def embedded_rows(workspace: Workspace, embedder: str | None = None, *, pixels: bool = False,
+                  progress: Progress = SILENT) -> EmbeddedRows:
+    """Compute (or reuse) the embeddings of ``embedder`` (default: chosen for the data) and return the embedded
+    samples with their labels encoded one way (:func:`curato.arrays.encode_labels`)."""
+    from curato.commands.embed import compute_embeddings
+
+    features, summary = compute_embeddings(workspace, embedder, progress=progress)
+    data = load_samples(workspace, features, pixels=pixels)
+    found = np.flatnonzero(data.has_embedding)
+    labels = data.labels[found]
+    codes, classes = encode_labels(labels)
+    return EmbeddedRows(ids=data.sample_ids[found], embeddings=data.embeddings[found], labels=labels, codes=codes,
+                        classes=classes, splits=data.splits[found], sources=data.sources[found],
+                        embedder=summary.embedder, data=data)
