@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from curato.checks.duplicates import DuplicateParams, duplicate_findings, second_look_side
+from curato.checks.duplicates import RULES, DuplicateParams, duplicate_findings, second_look_side
 from curato.errors import InputError
 from curato.features.embedders import get_embedder
 from curato.features.properties import grey_squares, image_features
@@ -141,11 +142,81 @@ def test_findings_are_json_ready(findings: dict[str, object]) -> None:
         assert finding.check in text
 
 
+def documented_rules() -> set[str]:
+    """The rule names in the table of docs/findings.md (first column, in backticks)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "findings.md").read_text()
+    start = text.index("### Near-duplicate rules")
+    section = text[start:text.index("\n## ", start)]
+    return {line.split("`")[1] for line in section.splitlines()[1:] if line.startswith("| `")}
+
+
+def test_every_near_duplicate_names_the_documented_rule_that_accepted_it(findings: dict[str, object]) -> None:
+    assert documented_rules() == set(RULES)
+    near = findings["near_duplicates"]
+    rows = near.to_json()["issues"]
+    assert rows and len(rows) == near.count
+    ids = list(near.sample_ids)
+    for row in rows:
+        assert row["rule"] in RULES, row
+        assert row["partner"] in row["members"] and row["partner"] != row["sample_id"]
+        assert isinstance(row["rule_distances"], dict)
+    assert {row["rule"] for row in rows} - {"identical_bytes"}  # edited copies come through the near rules
+    # the evidence lists the accepted pairs of every listed group, each with its rule and the rule's distances
+    pairs, groups = near.evidence["pairs"], near.evidence["groups"]
+    assert len(pairs) == len(groups)
+    for members, accepted in zip(groups, pairs, strict=True):
+        assert accepted and all(pair["a"] in members and pair["b"] in members for pair in accepted)
+        for pair in accepted:
+            assert pair["rule"] in RULES and 0.0 <= pair["similarity"] <= 1.0
+            if pair["rule"] not in ("identical_bytes", "phash_only"):
+                assert pair["distance"] >= 0
+    row = next(r for r in rows if r["sample_id"] == "train/resized-of-1")
+    assert row["partner"] == "train/1"
+    assert near.scores[ids.index("train/resized-of-1")] == pytest.approx(row["similarity"])
+    assert sum(near.evidence["pairs_by_rule"].values()) >= len(PLANTED) - 1
+    leak = findings["split_leakage"].details["test/leak-of-3"]
+    assert leak["rule"] in RULES and leak["partner"] == "train/3"
+
+
+def test_stricter_thresholds_flag_fewer_near_duplicates(dataset: dict[str, np.ndarray],
+                                                        findings: dict[str, object]) -> None:
+    strict = DuplicateParams(alone_ratio=0.05, phash_confirm_ratio=0.1, distinct_ratio=0.1, registered_max=0.0005,
+                             registered_loose=0.0005, registered_tight=0.0001, structure_max_share=0.0)
+    fewer = duplicate_findings(dataset["ids"], embeddings=dataset["embeddings"],
+                               content_hashes=dataset["content_hashes"], phashes=dataset["phashes"],
+                               thumbnails=dataset["thumbnails"], splits=dataset["splits"], labels=dataset["labels"],
+                               params=strict)[1]
+    default = findings["near_duplicates"]
+    assert set(fewer.sample_ids[fewer.flagged]) < set(default.sample_ids[default.flagged])
+    assert fewer.summary["rule"].startswith("cosine distance <= 0.05 x")  # the message reads the params
+    looser = DuplicateParams(alone_ratio=1.0, near_high_share=1.0)
+    more = duplicate_findings(dataset["ids"], embeddings=dataset["embeddings"], params=looser)[1]
+    plain = duplicate_findings(dataset["ids"], embeddings=dataset["embeddings"])[1]
+    assert set(plain.sample_ids[plain.flagged]) <= set(more.sample_ids[more.flagged])
+    assert more.count > plain.count and more.severity != "high"
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"alone_ratio": -1}, "duplicates.alone_ratio: must be > 0, got -1"),
+    ({"structure_max_share": 1.5}, "duplicates.structure_max_share: must lie in [0, 1], got 1.5"),
+    ({"phash_confirm_bits": 65}, "duplicates.phash_confirm_bits: must be a whole number of bits in 0..64, got 65"),
+    ({"second_look_block": 0}, "duplicates.second_look_block: must be a whole number >= 1, got 0"),
+    ({"registered_max": "0.02"}, "duplicates.registered_max: must be a number, got '0.02'"),
+    ({"veto_above": float("nan")}, "duplicates.veto_above: must be >= 0, got nan"),
+    ({"near_medium_share": 0.2}, "duplicates.near_high_share: must be >= near_medium_share (0.2), got 0.1"),
+])
+def test_params_are_validated_naming_the_field(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        DuplicateParams(**changes)
+    assert str(caught.value) == message
+
+
 def test_perceptual_hash_alone_finds_resized_and_recompressed_copies(dataset: dict[str, np.ndarray]) -> None:
     near = duplicate_findings(dataset["ids"], phashes=dataset["phashes"], splits=dataset["splits"])[1]
     groups = groups_of(near)
     for pair in ({"train/1", "train/resized-of-1"}, {"train/2", "train/jpeg-of-2"}, {"train/3", "test/leak-of-3"}):
         assert any(pair <= group for group in groups)
+    assert {row["rule"] for row in near.issues()} == {"phash_only"}
 
 
 def test_fixed_cosine_threshold_and_bad_input(dataset: dict[str, np.ndarray]) -> None:

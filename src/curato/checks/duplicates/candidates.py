@@ -9,7 +9,7 @@ distance to its next nearest other sample.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -23,12 +23,16 @@ _HASH_BLOCK = 65_536  # hashes searched at once
 
 @dataclass
 class NearPairs:
-    """Accepted near-duplicate pairs (row indices, first < second) with their similarity and the scale D."""
+    """Accepted near-duplicate pairs (row indices, first < second) with their similarity and the scale D; per
+    pair the rule that accepted it (an index into :data:`.rules.RULES`) and the distances measured on the way
+    (``measures``: name -> one value per pair, NaN where not measured)."""
 
     first: np.ndarray
     second: np.ndarray
     similarity: np.ndarray
     scale: float | None
+    rule: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    measures: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> NearPairs:
@@ -36,7 +40,8 @@ class NearPairs:
 
     def select(self, keep: np.ndarray) -> NearPairs:
         """The pairs where ``keep`` is true."""
-        return NearPairs(self.first[keep], self.second[keep], self.similarity[keep], self.scale)
+        return NearPairs(self.first[keep], self.second[keep], self.similarity[keep], self.scale, self.rule[keep],
+                         {name: values[keep] for name, values in self.measures.items()})
 
 
 def exact_pairs(

@@ -4,6 +4,11 @@
 groups, the connected components of those pairs (scipy.sparse.csgraph), so a group may chain A~B~C. A group
 whose members are all byte-identical is reported under ``exact_duplicates`` only. Every member of a reported
 group is flagged and lists the group's other members; the evidence lists the largest groups.
+
+Every pair records the rule that accepted it (:data:`.rules.RULES`; ``identical_bytes`` for a content-hash
+pair) and the distances that rule read. A grouped sample's details name its most similar pair (``rule``,
+``partner``, ``rule_distances``); the ``near_duplicates`` evidence lists each listed group's ``pairs`` and
+counts ``pairs_by_rule``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from curato.arrays import check_length, encode_values
 from curato.checks.duplicates.candidates import NearPairs, exact_pairs
 from curato.checks.duplicates.near import near_pairs_from_embeddings, near_pairs_from_phashes
 from curato.checks.duplicates.params import DuplicateParams
+from curato.checks.duplicates.rules import MEASURES, RULES, rule_code
 from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
 from curato.features.properties import hamming_distance
@@ -92,14 +98,13 @@ def duplicate_findings(
         known = np.array(["" if h is None else str(h) for h in content_hashes], dtype=object)
         same_bytes = (known[near.first] == known[near.second]) & (known[near.first] != "")
         near = near.select(~same_bytes)
-    first = np.concatenate([exact_first, near.first])
-    second = np.concatenate([exact_second, near.second])
-    similarity = np.concatenate([np.ones(exact_first.size), near.similarity])
+    links = Links(ids, exact_first, exact_second, near, params.max_listed_members)
+    first, second = links.first, links.second
     graph = coo_matrix((np.ones(first.size, dtype=np.int8), (first, second)), shape=(n, n)).tocsr()
     _, component = connected_components(graph, directed=False)
     best = np.zeros(n)
-    np.maximum.at(best, first, similarity)
-    np.maximum.at(best, second, similarity)
+    np.maximum.at(best, first, links.similarity)
+    np.maximum.at(best, second, links.similarity)
     closest_bits = None
     if hashes is not None and near.first.size:
         closest_bits = np.full(n, 64, dtype=np.int64)
@@ -114,10 +119,71 @@ def duplicate_findings(
     cap = max_evidence_groups
     return [
         _exact_finding(ids, exact_groups, content_hashes, cap, params),
-        _near_finding(ids, groups, near_group, best, closest_bits, near.scale, cap, params),
-        _leakage_finding(ids, groups, splits, best, cap),
-        _conflict_finding(ids, groups, labels, best, cap, params),
+        _near_finding(ids, groups, links, near_group, best, closest_bits, near.scale, cap, params),
+        _leakage_finding(ids, groups, links, splits, best, cap),
+        _conflict_finding(ids, groups, links, labels, best, cap, params),
     ]
+
+
+class Links:
+    """Every pair that joins samples into groups -- content-hash pairs (rule ``identical_bytes``), then accepted
+    near-duplicate pairs -- with its rule and distances, and per sample the pair that joined it: its most
+    similar one (the similarity its details report)."""
+
+    def __init__(self, ids: np.ndarray, exact_first: np.ndarray, exact_second: np.ndarray, near: NearPairs,
+                 max_listed: int) -> None:
+        self.ids, self.max_listed = ids, max_listed
+        self.first = np.concatenate([exact_first, near.first])
+        self.second = np.concatenate([exact_second, near.second])
+        self.similarity = np.concatenate([np.ones(exact_first.size), near.similarity])
+        self.near_rule = near.rule
+        self.rule = np.concatenate([np.full(exact_first.size, rule_code("identical_bytes")), near.rule])
+        self.measures = {name: np.concatenate([np.full(exact_first.size, np.nan), values])
+                         for name, values in near.measures.items()}
+        pairs = np.arange(self.first.size)
+        ends, pair = np.r_[self.first, self.second], np.r_[pairs, pairs]
+        order = np.lexsort((pair, -np.r_[self.similarity, self.similarity], ends))
+        head = np.ones(order.size, dtype=bool)
+        head[1:] = ends[order][1:] != ends[order][:-1]
+        self.joined_by = np.full(len(ids), -1, dtype=np.int64)
+        self.joined_by[ends[order][head]] = pair[order][head]
+
+    def distances(self, pair: int) -> dict[str, Any]:
+        """What the pair's rule read (``None`` for an infinite ``other_registered_distance``: nothing else
+        compared)."""
+        values: dict[str, Any] = {}
+        for name in MEASURES[RULES[self.rule[pair]]]:
+            value = float(self.measures[name][pair]) if name in self.measures else np.nan
+            if np.isnan(value):
+                continue
+            values[name] = int(value) if name == "phash_bits" else round(value, 6) if np.isfinite(value) else None
+        return values
+
+    def describe(self, pair: int) -> dict[str, Any]:
+        """The pair as evidence: both ids, its rule, its similarity and the rule's distances."""
+        return {"a": str(self.ids[self.first[pair]]), "b": str(self.ids[self.second[pair]]),
+                "rule": RULES[self.rule[pair]], "similarity": round(float(self.similarity[pair]), 6),
+                **self.distances(pair)}
+
+    def sample(self, row: int) -> dict[str, Any]:
+        """For a grouped sample's details: the rule of the pair that joined it, its partner and the distances."""
+        pair = self.joined_by[row]
+        partner = self.second[pair] if self.first[pair] == row else self.first[pair]
+        return {"rule": RULES[self.rule[pair]], "partner": str(self.ids[partner]),
+                "rule_distances": self.distances(pair)}
+
+    def in_groups(self, groups: Groups, chosen: np.ndarray) -> list[list[dict[str, Any]]]:
+        """The pairs inside each chosen group (at most ``max_listed`` each), in the groups' order."""
+        group = groups.group_of[self.first] if self.first.size else np.empty(0, dtype=np.int64)
+        order = np.argsort(group, kind="stable")
+        start, stop = np.searchsorted(group[order], chosen), np.searchsorted(group[order], chosen, side="right")
+        return [[self.describe(pair) for pair in order[begin:min(end, begin + self.max_listed)]]
+                for begin, end in zip(start, stop, strict=True)]
+
+    def near_counts(self) -> dict[str, int]:
+        """How many accepted near-duplicate pairs each rule accepted."""
+        counts = np.bincount(self.near_rule, minlength=len(RULES)) if self.near_rule.size else np.zeros(len(RULES))
+        return {name: int(count) for name, count in zip(RULES, counts, strict=True) if count}
 
 
 class Groups:
@@ -201,8 +267,8 @@ def _exact_finding(ids: np.ndarray, exact_groups: list[np.ndarray], content_hash
 
 
 def _near_finding(
-    ids: np.ndarray, groups: Groups, near_group: np.ndarray, best: np.ndarray, closest_bits: np.ndarray | None,
-    scale: float | None, cap: int, params: DuplicateParams,
+    ids: np.ndarray, groups: Groups, links: Links, near_group: np.ndarray, best: np.ndarray,
+    closest_bits: np.ndarray | None, scale: float | None, cap: int, params: DuplicateParams,
 ) -> Finding:
     n = len(ids)
     chosen = np.flatnonzero(near_group)
@@ -214,6 +280,7 @@ def _near_finding(
         extra["similarity"] = round(float(best[row]), 6)
         if closest_bits is not None and closest_bits[row] < 64:
             extra["phash_bits"] = int(closest_bits[row])
+        extra.update(links.sample(row))
     redundant = int(flagged.sum()) - int(chosen.size)
     severity = severity_from_share(redundant / max(n, 1), low=_ANY, medium=params.near_medium_share,
                                    high=params.near_high_share)
@@ -226,9 +293,11 @@ def _near_finding(
     if scale is not None:
         summary["distance_scale"] = round(scale, 6)
         summary["rule"] = _rule_text(scale, params)
+    evidence = _evidence(lists, chosen, cap)
+    evidence["pairs"] = links.in_groups(groups, chosen[:cap])
+    evidence["pairs_by_rule"] = links.near_counts()
     return Finding(check="near_duplicates", severity=severity, message=message, sample_ids=ids, flagged=flagged,
-                   scores=np.where(flagged, best, 0.0), summary=summary,
-                   evidence=_evidence(lists, chosen, cap), details=details)
+                   scores=np.where(flagged, best, 0.0), summary=summary, evidence=evidence, details=details)
 
 
 def _rule_text(scale: float, p: DuplicateParams) -> str:
@@ -259,8 +328,8 @@ def _groups_with_several(groups: Groups, codes: np.ndarray) -> np.ndarray:
 class _Spanning:
     """Duplicate groups whose members carry two or more different known values of one column (split or label)."""
 
-    def __init__(self, ids: np.ndarray, groups: Groups, values: Any, name: str, field: str, best: np.ndarray,
-                 cap: int) -> None:
+    def __init__(self, ids: np.ndarray, groups: Groups, links: Links, values: Any, name: str, field: str,
+                 best: np.ndarray, cap: int) -> None:
         n = len(ids)
         self.codes, self.names = encode_values(values, name=name, n=n)
         self.chosen = _groups_with_several(groups, self.codes)
@@ -275,18 +344,19 @@ class _Spanning:
             self.member_values.append(listed)
             for row in groups.members[g]:
                 self.details[str(ids[row])].update({field: self.value(row), f"member_{field}s": listed,
-                                                    "similarity": round(float(best[row]), 6)})
+                                                    "similarity": round(float(best[row]), 6), **links.sample(row)})
 
     def value(self, row: int) -> Any:
         return self.names[self.codes[row]] if self.codes[row] >= 0 else None
 
 
-def _leakage_finding(ids: np.ndarray, groups: Groups, splits: Any, best: np.ndarray, cap: int) -> Finding:
+def _leakage_finding(ids: np.ndarray, groups: Groups, links: Links, splits: Any, best: np.ndarray,
+                     cap: int) -> Finding:
     n = len(ids)
     if splits is None:
         return Finding(check="split_leakage", severity="none", message="no split information: leakage not checked",
                        sample_ids=ids, flagged=np.zeros(n, bool), scores=np.zeros(n), summary={"groups": 0})
-    spanning = _Spanning(ids, groups, splits, "splits", "split", best, cap)
+    spanning = _Spanning(ids, groups, links, splits, "splits", "split", best, cap)
     split_pairs: dict[str, int] = {}
     group_splits = []
     for g in spanning.chosen:
@@ -310,14 +380,14 @@ def _leakage_finding(ids: np.ndarray, groups: Groups, splits: Any, best: np.ndar
                    evidence=spanning.evidence, details=spanning.details)
 
 
-def _conflict_finding(ids: np.ndarray, groups: Groups, labels: Any, best: np.ndarray, cap: int,
+def _conflict_finding(ids: np.ndarray, groups: Groups, links: Links, labels: Any, best: np.ndarray, cap: int,
                       params: DuplicateParams) -> Finding:
     n = len(ids)
     if labels is None:
         return Finding(check="conflicting_duplicates", severity="none",
                        message="no labels: conflicting duplicates not checked",
                        sample_ids=ids, flagged=np.zeros(n, bool), scores=np.zeros(n), summary={"groups": 0})
-    spanning = _Spanning(ids, groups, labels, "labels", "label", best, cap)
+    spanning = _Spanning(ids, groups, links, labels, "labels", "label", best, cap)
     count = int(spanning.flagged.sum())
     severity = "none" if not spanning.chosen.size else severity_from_share(
         count / max(n, 1), low=0.0, medium=params.conflict_medium_share, high=params.conflict_high_share)

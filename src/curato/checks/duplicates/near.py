@@ -61,15 +61,22 @@ def near_pairs_from_embeddings(
         return NearPairs(a, b, found.similarity.astype(float), scale)
     if near_threshold is not None:
         accept = rules.fixed_threshold(distance, near_threshold)
-        return NearPairs(a[accept], b[accept], np.clip(found.similarity[accept], 0.0, 1.0).astype(float), scale)
+        return NearPairs(a[accept], b[accept], np.clip(found.similarity[accept], 0.0, 1.0).astype(float), scale,
+                         np.full(int(accept.sum()), rules.rule_code("fixed_threshold")),
+                         {"distance": distance[accept]})
 
-    alone = rules.embedding_alone(distance, scale, params)
     bits = None if hashes is None else hamming_distance(hashes[a], hashes[b])
-    accept = alone | rules.distinct_pair(distance, found.gap, bits, scale, params)
+    alone = rules.embedding_alone(distance, scale, params)
+    confirmed = np.zeros(a.size, dtype=bool) if bits is None else rules.phash_confirmed(distance, bits, scale, params)
+    distinct = rules.distinct_pair(distance, found.gap, bits, scale, params)
+    accept = alone | confirmed | distinct
+    rule = _first_rule((alone, "embedding_alone"), (confirmed, "phash_confirmed"), (distinct, "distinct_pair"))
+    measures = {"distance": distance, "gap": found.gap, "registered_distance": np.full(a.size, np.nan)}
     if bits is not None:
-        accept |= rules.phash_confirmed(distance, bits, scale, params)
+        measures["phash_bits"] = bits.astype(np.float64)
     if grey is None:
-        return NearPairs(a[accept], b[accept], np.clip(found.similarity[accept], 0.0, 1.0).astype(float), scale)
+        return NearPairs(a[accept], b[accept], np.clip(found.similarity[accept], 0.0, 1.0).astype(float), scale,
+                         rule[accept], {name: values[accept] for name, values in measures.items()})
 
     # Rules 2 and 3 are overruled when the registered thumbnails say "different pictures".
     checked = np.flatnonzero(accept & ~alone)
@@ -77,35 +84,66 @@ def near_pairs_from_embeddings(
     checked = checked[pictured[a[checked]] & pictured[b[checked]]]
     if checked.size:
         t = better_direction_distance(grey, a[checked], b[checked])
+        measures["registered_distance"][checked] = t
         accept[checked[rules.registration_veto(t, params)]] = False
-    first, second = _registered_pairs(grey, graph, scale, second_look, params)
-    a, b = np.r_[a[accept], first], np.r_[b[accept], second]
+    registered = _registered_pairs(grey, graph, scale, second_look, params)
+    # One entry per unordered pair: the first rule (of RULES) that accepted it, with what that rule measured.
+    a, b = np.r_[a[accept], registered.first], np.r_[b[accept], registered.second]
+    rule = np.r_[rule[accept], registered.rule]
+    kept, added = int(accept.sum()), registered.first.size
+    values = {name: np.r_[measures[name][accept] if name in measures else np.full(kept, np.nan),
+                          registered.measures.get(name, np.full(added, np.nan))]
+              for name in sorted(set(measures) | set(registered.measures))}
     low, high = np.minimum(a, b), np.maximum(a, b)
-    pairs = np.unique(np.stack([low, high], axis=1), axis=0)
-    similarity = np.sum(graph.vectors[pairs[:, 0]] * graph.vectors[pairs[:, 1]], axis=1)
-    return NearPairs(pairs[:, 0], pairs[:, 1], np.clip(similarity, 0.0, 1.0).astype(float), scale)
+    order = np.lexsort((rule, high, low))
+    low, high = low[order], high[order]
+    head = np.ones(low.size, dtype=bool)
+    head[1:] = (low[1:] != low[:-1]) | (high[1:] != high[:-1])
+    chosen = order[head]
+    first, second = low[head], high[head]
+    similarity = np.sum(graph.vectors[first] * graph.vectors[second], axis=1)
+    return NearPairs(first, second, np.clip(similarity, 0.0, 1.0).astype(float), scale, rule[chosen],
+                     {name: column[chosen] for name, column in values.items()})
+
+
+def _first_rule(*tried: tuple[np.ndarray, str]) -> np.ndarray:
+    """Per pair, the code of the first rule whose mask accepts it (-1 where none does)."""
+    rule = np.full(tried[0][0].size, -1, dtype=np.int64)
+    for accepted, name in reversed(tried):
+        rule[accepted] = rules.rule_code(name)
+    return rule
 
 
 def _registered_pairs(grey: np.ndarray, graph: Graph, scale: float,
                       second_look: Callable[[np.ndarray], np.ndarray] | None,
-                      params: DuplicateParams) -> tuple[np.ndarray, np.ndarray]:
-    """Rules 4-6 over every sample's compared neighbours: the accepted entries' sample indices."""
+                      params: DuplicateParams) -> NearPairs:
+    """Rules 4-6 over every sample's compared neighbours: the accepted entries (a pair compared from both ends may
+    appear twice), with their rule and distances (similarity and scale are not filled in)."""
     compared = compare_neighbours(grey, graph, params)
     t, other, distance = compared.t, compared.other, compared.distance
-    accept = (rules.registered(t, other, distance, scale, params)
-              | rules.registered_tight(t, other, distance, scale, params)
-              | rules.registered_loose(t, other, distance, scale, params))
+    close = rules.registered(t, other, distance, scale, params)
+    tight = rules.registered_tight(t, other, distance, scale, params)
+    loose = rules.registered_loose(t, other, distance, scale, params)
+    accept = close | tight | loose
+    rule = _first_rule((close, "registered"), (tight, "registered_tight"), (loose, "registered_loose"))
+    measures = {"distance": distance, "registered_distance": t, "other_registered_distance": other,
+                "residual_low_share": np.full(t.size, np.nan), "second_look_distance": np.full(t.size, np.nan)}
     unsure = np.flatnonzero(~accept & rules.fine_residual_candidates(t, other, distance, scale, params))
     if unsure.size:
         share = residual_shares(grey, compared.first[unsure], compared.second[unsure])
+        measures["residual_low_share"][unsure] = share
         accept[unsure] = rules.fine_residual(share, params)
+        rule[unsure[accept[unsure]]] = rules.rule_code("fine_residual")
     if second_look is not None:
         doubtful = np.flatnonzero(~accept & rules.second_look_candidates(t, other, distance, scale, params))
         if doubtful.size:
             finer = second_look_distances(second_look, compared.first[doubtful], compared.second[doubtful],
                                           params.second_look_block)
+            measures["second_look_distance"][doubtful] = finer
             accept[doubtful] = rules.second_look(finer, other[doubtful], params)
-    return compared.first[accept], compared.second[accept]
+            rule[doubtful[accept[doubtful]]] = rules.rule_code("second_look")
+    return NearPairs(compared.first[accept], compared.second[accept], np.empty(0), scale, rule[accept],
+                     {name: values[accept] for name, values in measures.items()})
 
 
 def near_pairs_from_phashes(hashes: np.ndarray, usable: np.ndarray, k: int, params: DuplicateParams) -> NearPairs:
@@ -113,4 +151,6 @@ def near_pairs_from_phashes(hashes: np.ndarray, usable: np.ndarray, k: int, para
     pairs = hash_neighbour_pairs(hashes, usable, k)
     bits = hamming_distance(hashes[pairs[:, 0]], hashes[pairs[:, 1]])
     keep = rules.phash_only(bits, params)
-    return NearPairs(pairs[keep, 0], pairs[keep, 1], 1.0 - bits[keep] / 64.0, None)
+    return NearPairs(pairs[keep, 0], pairs[keep, 1], 1.0 - bits[keep] / 64.0, None,
+                     np.full(int(keep.sum()), rules.rule_code("phash_only")),
+                     {"phash_bits": bits[keep].astype(np.float64)})

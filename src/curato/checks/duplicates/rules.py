@@ -15,9 +15,33 @@ import numpy as np
 
 from curato.checks.duplicates.params import DuplicateParams
 
-# Every name a pair can be accepted under, in the order they are tried.
+# Every name a pair can be accepted under, in the order they are tried (``identical_bytes``: same content hash).
 RULES = ("identical_bytes", "embedding_alone", "phash_confirmed", "distinct_pair", "registered",
          "registered_tight", "registered_loose", "fine_residual", "second_look", "fixed_threshold", "phash_only")
+
+_REGISTERED = ("distance", "registered_distance", "other_registered_distance")
+# What each rule read, recorded with every pair it accepts: ``distance`` = d; ``gap`` = d over either end's
+# distance to its next nearest other sample; ``phash_bits``; ``registered_distance`` = t (for rules 2 and 3: the
+# veto's t, where thumbnails exist); ``other_registered_distance`` = other; ``residual_low_share`` (rule 5);
+# ``second_look_distance`` = t on the finer pictures (rule 6).
+MEASURES: dict[str, tuple[str, ...]] = {
+    "identical_bytes": (),
+    "embedding_alone": ("distance",),
+    "phash_confirmed": ("distance", "phash_bits", "registered_distance"),
+    "distinct_pair": ("distance", "gap", "phash_bits", "registered_distance"),
+    "registered": _REGISTERED,
+    "registered_tight": _REGISTERED,
+    "registered_loose": _REGISTERED,
+    "fine_residual": (*_REGISTERED, "residual_low_share"),
+    "second_look": (*_REGISTERED, "second_look_distance"),
+    "fixed_threshold": ("distance",),
+    "phash_only": ("phash_bits",),
+}
+
+
+def rule_code(name: str) -> int:
+    """The index of a rule in :data:`RULES` (lower = tried first)."""
+    return RULES.index(name)
 
 
 def embedding_alone(distance: np.ndarray, scale: float, params: DuplicateParams) -> np.ndarray:
