@@ -197,12 +197,13 @@ def test_stricter_thresholds_flag_fewer_near_duplicates(dataset: dict[str, np.nd
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"alone_ratio": -1}, "duplicates.alone_ratio: must be > 0, got -1"),
-    ({"structure_max_share": 1.5}, "duplicates.structure_max_share: must lie in [0, 1], got 1.5"),
-    ({"phash_confirm_bits": 65}, "duplicates.phash_confirm_bits: must be a whole number of bits in 0..64, got 65"),
-    ({"second_look_block": 0}, "duplicates.second_look_block: must be a whole number >= 1, got 0"),
-    ({"registered_max": "0.02"}, "duplicates.registered_max: must be a number, got '0.02'"),
-    ({"veto_above": float("nan")}, "duplicates.veto_above: must be >= 0, got nan"),
+    ({"alone_ratio": -1}, "duplicates.alone_ratio: must be a number > 0, got -1"),
+    ({"structure_max_share": 1.5}, "duplicates.structure_max_share: must be a number in [0, 1], got 1.5"),
+    ({"phash_confirm_bits": 65}, "duplicates.phash_confirm_bits: must be an integer in [0, 64], got 65"),
+    ({"second_look_block": 0}, "duplicates.second_look_block: must be an integer >= 1, got 0"),
+    ({"registered_ranks": 2.5}, "duplicates.registered_ranks: must be an integer >= 1, got 2.5"),
+    ({"registered_max": "0.02"}, "duplicates.registered_max: must be a number >= 0, got '0.02'"),
+    ({"veto_above": float("nan")}, "duplicates.veto_above: must be a number >= 0, got nan"),
     ({"near_medium_share": 0.2}, "duplicates.near_high_share: must be >= near_medium_share (0.2), got 0.1"),
 ])
 def test_params_are_validated_naming_the_field(changes: dict[str, object], message: str) -> None:

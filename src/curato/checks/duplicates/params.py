@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from numbers import Integral, Real
-from typing import Any
 
+from curato.arrays import check_field
 from curato.errors import InputError
 
 
@@ -68,66 +67,34 @@ class DuplicateParams:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            check = _CHECKS[field.name]
-            check(field.name, getattr(self, field.name))
+            check_field("duplicates", self, field.name, **_LIMITS[field.name])
         for medium, high in (("exact_medium_share", "exact_high_share"), ("near_medium_share", "near_high_share"),
                              ("conflict_medium_share", "conflict_high_share")):
             if getattr(self, high) < getattr(self, medium):
-                _fail(high, f"must be >= {medium} ({getattr(self, medium)})", getattr(self, high))
+                raise InputError(f"duplicates.{high}: must be >= {medium} ({getattr(self, medium)}), "
+                                 f"got {getattr(self, high)!r}")
 
 
-def _fail(name: str, rule: str, value: Any) -> None:
-    raise InputError(f"duplicates.{name}: {rule}, got {value!r}")
-
-
-def _number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        _fail(name, "must be a number", value)
-
-
-def _positive(name: str, value: Any) -> None:
-    _number(name, value)
-    if not value > 0:
-        _fail(name, "must be > 0", value)
-
-
-def _non_negative(name: str, value: Any) -> None:
-    _number(name, value)
-    if not value >= 0:
-        _fail(name, "must be >= 0", value)
-
-
-def _share(name: str, value: Any) -> None:
-    _number(name, value)
-    if not 0 <= value <= 1:
-        _fail(name, "must lie in [0, 1]", value)
-
-
-def _bits(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value <= 64:
-        _fail(name, "must be a whole number of bits in 0..64", value)
-
-
-def _count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        _fail(name, "must be a whole number >= 1", value)
-
-
-_CHECKS = {
-    "zero_distance": _non_negative,
-    "alone_ratio": _positive, "phash_confirm_bits": _bits, "phash_confirm_ratio": _positive,
-    "distinct_ratio": _positive, "distinct_gap": _positive, "distinct_max_bits": _bits,
-    "veto_above": _non_negative,
-    "registered_ranks": _count, "thumbnail_ranks": _count, "refine_below": _non_negative,
-    "refine_predicted": _non_negative,
-    "registered_ratio": _positive, "registered_max": _non_negative, "registered_gap": _positive,
-    "registered_tight": _non_negative, "registered_tight_gap": _positive, "registered_wide_ratio": _positive,
-    "registered_loose": _non_negative, "registered_loose_gap": _positive,
-    "structure_max": _non_negative, "structure_gap": _positive, "structure_max_share": _share,
-    "second_look_max": _non_negative, "second_look_gap": _positive, "second_look_largest_side": _count,
-    "second_look_block": _count,
-    "phash_only_bits": _bits,
-    "max_listed_members": _count,
-    "exact_medium_share": _share, "exact_high_share": _share, "near_medium_share": _share,
-    "near_high_share": _share, "conflict_medium_share": _share, "conflict_high_share": _share,
+_POSITIVE = {"low": 0.0, "strict": True}
+_NON_NEGATIVE = {"low": 0.0}
+_SHARE = {"low": 0.0, "high": 1.0}
+_BITS = {"integer": True, "low": 0, "high": 64}
+_COUNT = {"integer": True, "low": 1}
+_LIMITS = {
+    "zero_distance": _NON_NEGATIVE,
+    "alone_ratio": _POSITIVE, "phash_confirm_bits": _BITS, "phash_confirm_ratio": _POSITIVE,
+    "distinct_ratio": _POSITIVE, "distinct_gap": _POSITIVE, "distinct_max_bits": _BITS,
+    "veto_above": _NON_NEGATIVE,
+    "registered_ranks": _COUNT, "thumbnail_ranks": _COUNT, "refine_below": _NON_NEGATIVE,
+    "refine_predicted": _NON_NEGATIVE,
+    "registered_ratio": _POSITIVE, "registered_max": _NON_NEGATIVE, "registered_gap": _POSITIVE,
+    "registered_tight": _NON_NEGATIVE, "registered_tight_gap": _POSITIVE, "registered_wide_ratio": _POSITIVE,
+    "registered_loose": _NON_NEGATIVE, "registered_loose_gap": _POSITIVE,
+    "structure_max": _NON_NEGATIVE, "structure_gap": _POSITIVE, "structure_max_share": _SHARE,
+    "second_look_max": _NON_NEGATIVE, "second_look_gap": _POSITIVE, "second_look_largest_side": _COUNT,
+    "second_look_block": _COUNT,
+    "phash_only_bits": _BITS,
+    "max_listed_members": _COUNT,
+    "exact_medium_share": _SHARE, "exact_high_share": _SHARE, "near_medium_share": _SHARE,
+    "near_high_share": _SHARE, "conflict_medium_share": _SHARE, "conflict_high_share": _SHARE,
 }
