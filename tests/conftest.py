@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,23 @@ from curato.imageio import read_idx
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def run(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``curato ARGS`` in this process (typer's CliRunner): exit code, stdout and stderr as a user sees them.
+
+    Fast enough for every CLI test; tests/test_cli.py keeps a few real-process smoke tests.
+    """
+    from typer.testing import CliRunner
+
+    from curato import cli
+
+    cli.console.width = cli.errors.width = 200  # one table row per line, whatever the terminal
+    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        result = CliRunner().invoke(cli.app, [str(arg) for arg in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a crash is a failing test, not an exit code to compare
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="session")

@@ -49,8 +49,7 @@ from curato.errors import InputError
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.models.oof import fit_predict_probabilities, pca_components
 from curato.workspace import Workspace
-from tests.conftest import InterruptAfter
-from tests.test_cli import run
+from tests.conftest import InterruptAfter, run
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.browser import chromium_page
-from tests.test_cli import run
+from tests.conftest import run
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 from importlib import resources
 
 import jsonschema
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from curato.checks.bias import (
     accuracy_interval,
@@ -23,19 +21,12 @@ from curato.checks.bias import (
     overdispersion,
     property_differences,
 )
-from curato.cli import app
 from curato.errors import InputError
 from curato.features.embedders import get_embedder
 from curato.features.properties import PROPERTY_COLUMNS, image_properties
-from tests.test_cli import run
+from tests.conftest import run
 
 PER_SOURCE = 600
-
-
-def invoke(*args: object) -> subprocess.CompletedProcess:
-    """The CLI in this process (typer's CliRunner), for quick error paths; answers like ``run``."""
-    result = CliRunner().invoke(app, [str(arg) for arg in args])
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def recaptured(image: np.ndarray, quality: int = 60) -> bytes:
@@ -248,7 +239,7 @@ def two_source_workspace(tmp_path_factory, fashion_mnist):
     workspace = root / "ws"
     first = run("ingest", root / "A", "-w", workspace, "--source", "A")
     assert first.returncode == 0, first.stderr
-    alone = invoke("bias", "-w", workspace, "--by", "source", "--embedder", "classic")
+    alone = run("bias", "-w", workspace, "--by", "source", "--embedder", "classic")
     second = run("ingest", root / "B", "-w", workspace, "--source", "B")
     assert second.returncode == 0, second.stderr
     return workspace, root, alone
@@ -285,7 +276,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(two_source_workspace):
     workspace, _, alone = two_source_workspace
     assert alone.returncode == 2 and len(alone.stderr.strip().splitlines()) == 1
     assert "all samples have source 'A'; ingest another source with --source NAME" in alone.stderr
-    no_splits = invoke("bias", "-w", workspace, "--by", "split", "--embedder", "classic")
+    no_splits = run("bias", "-w", workspace, "--by", "split", "--embedder", "classic")
     assert no_splits.returncode == 2 and "all samples have split '-'" in no_splits.stderr
-    wrong = invoke("bias", "-w", workspace, "--by", "colour")
+    wrong = run("bias", "-w", workspace, "--by", "colour")
     assert wrong.returncode == 2 and "--by 'colour': use one of source, split" in wrong.stderr

@@ -12,12 +12,9 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-from click.testing import Result
 from PIL import Image
 from sklearn.datasets import load_digits
-from typer.testing import CliRunner
 
-from curato import cli
 from curato.arrays import stratified_folds, stratified_subsample
 from curato.commands.size import load_hook, run_size
 from curato.errors import InputError
@@ -43,17 +40,11 @@ from curato.sizing.forecast import evaluation_sd, extrapolation_scale, noisy_cur
 from curato.sizing.measure import curve_components, train_and_score_head
 from curato.sizing.strategies import augment_image
 from curato.workspace import Workspace
-from tests.conftest import photo
+from tests.conftest import photo, run
 
 SIZES = np.geomspace(40, 5120, 8)
 CHANCE = 0.9
 SCHEMA = json.loads(resources.files("curato").joinpath("schemas/size.schema.json").read_text())
-
-
-def run(*args: object) -> Result:
-    """``curato ARGS`` in-process; the result has ``exit_code``, ``stdout`` and ``stderr``."""
-    cli.console.width = 200  # one table row per line, whatever the terminal
-    return CliRunner().invoke(cli.app, [str(arg) for arg in args], catch_exceptions=False)
 
 
 def test_power_law_and_m4_recover_known_parameters():
@@ -327,7 +318,7 @@ def test_augment_image_keeps_shape_and_changes_pixels():
 @pytest.fixture()
 def sizing_workspace(tmp_path, image_folder):
     ws = tmp_path / "ws"
-    assert run("ingest", image_folder, "-w", ws).exit_code == 0
+    assert run("ingest", image_folder, "-w", ws).returncode == 0
     return ws
 
 
@@ -335,7 +326,7 @@ def test_cli_writes_valid_json_and_report(sizing_workspace, tmp_path):
     out = tmp_path / "size.json"
     result = run("size", "-w", sizing_workspace, "--target", "0.99", "--embedder", "classic", "--sizes", "6",
                  "--pseudo-labels", "--bootstrap", "10", "--json", out)
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert "labelled samples for accuracy 0.99" in result.stdout
     document = json.loads(out.read_text())
     jsonschema.validate(document, SCHEMA)
@@ -346,7 +337,7 @@ def test_cli_writes_valid_json_and_report(sizing_workspace, tmp_path):
     assert abs(sum(f["weight"] for f in document["fits"]) - 1) < 1e-6
     assert document["strategies"][0]["strategy"] == "pseudo-labels"
     report = run("audit", "-w", sizing_workspace, "--checks", "imbalance", "--report", tmp_path / "r.html")
-    assert report.exit_code == 0, report.stderr
+    assert report.returncode == 0, report.stderr
     html = (tmp_path / "r.html").read_text()
     assert 'id="sizing"' in html and "line-chart" in html
 
@@ -363,7 +354,7 @@ def fashion_workspace(tmp_path_factory, fashion_mnist) -> Path:
             for index in np.flatnonzero(labels[start:] == klass)[:per_class] + start:
                 Image.fromarray(images[index]).save(folder / f"{index:05d}.png")
     workspace = root.parent / "ws"
-    assert run("ingest", root, "-w", workspace).exit_code == 0
+    assert run("ingest", root, "-w", workspace).returncode == 0
     return workspace
 
 
@@ -371,7 +362,7 @@ def test_cli_backtest_reports_predicted_minus_measured_at_the_full_pool(fashion_
     out = tmp_path / "size.json"
     result = run("size", "-w", fashion_workspace, "--target", "0.8", "--embedder", "classic", "--backtest",
                  "--seeds", "2", "--sizes", "5", "--bootstrap", "10", "--json", out)
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert "backtest: " in result.stdout
     document = json.loads(out.read_text())
     jsonschema.validate(document, SCHEMA)
@@ -392,11 +383,11 @@ def test_cli_backtest_reports_predicted_minus_measured_at_the_full_pool(fashion_
 def test_without_an_evaluation_split_the_curve_is_cross_fitted(fashion_workspace, tmp_path):
     # Only the 800 training images, no test split: five stratified folds of 160, seed s scored on fold s.
     workspace = tmp_path / "ws"
-    assert run("ingest", fashion_workspace.parent / "folder" / "train", "-w", workspace).exit_code == 0
+    assert run("ingest", fashion_workspace.parent / "folder" / "train", "-w", workspace).returncode == 0
     out = tmp_path / "size.json"
     result = run("size", "-w", workspace, "--target", "0.8", "--embedder", "classic", "--sizes", "5",
                  "--bootstrap", "10", "--json", out)
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     document = json.loads(out.read_text())
     jsonschema.validate(document, SCHEMA)
     evaluation = document["evaluation"]
@@ -407,12 +398,12 @@ def test_without_an_evaluation_split_the_curve_is_cross_fitted(fashion_workspace
     assert 0.4 < document["curve"][-1]["mean"] < 0.95  # a real curve (chance 0.1)
     rerun = run("size", "-w", workspace, "--target", "0.8", "--embedder", "classic", "--sizes", "5",
                 "--bootstrap", "10", "--seeds", "3", "--json", out)
-    assert rerun.exit_code == 0, rerun.stderr
+    assert rerun.returncode == 0, rerun.stderr
     fewer = json.loads(out.read_text())
     assert fewer["evaluation"]["n"] == 480  # three seeds: three of the five folds scored
     assert [point["values"][:3] for point in fewer["curve"]] == [point["values"][:3] for point in document["curve"]]
     report = run("audit", "-w", workspace, "--checks", "imbalance", "--report", tmp_path / "r.html")
-    assert report.exit_code == 0, report.stderr
+    assert report.returncode == 0, report.stderr
     assert "evaluated on 480 samples (cross-fitted: 5 folds" in (tmp_path / "r.html").read_text()
 
 
@@ -459,7 +450,7 @@ def test_hook_run_resumes_after_interruption(sizing_workspace):
 
 def test_bad_input_gives_one_clear_line(sizing_workspace, tmp_path):
     result = run("size", "-w", sizing_workspace, "--embedder", "classic", "--target", "1.5")
-    assert result.exit_code == 2 and "--target 1.5: must lie in (0, 1]" in result.stderr, result.stderr
+    assert result.returncode == 2 and "--target 1.5: must lie in (0, 1]" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     workspace = Workspace.open(sizing_workspace)
     with pytest.raises(InputError, match="--metric 'top5': use one of accuracy"):

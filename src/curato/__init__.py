@@ -36,6 +36,7 @@ _EXPORTS = {
     "CheckSpec": "curato.checks.registry",
     "register_check": "curato.checks.registry",
     "registered_checks": "curato.checks.registry",
+    "unregister_check": "curato.checks.registry",
     "Embedder": "curato.features.embedders",
     "register_embedder": "curato.features.embedders",
     "available_embedders": "curato.features.embedders",
@@ -64,6 +65,7 @@ __all__ = [  # noqa: RUF022 - grouped as in _EXPORTS
     "CheckSpec",
     "register_check",
     "registered_checks",
+    "unregister_check",
     "Embedder",
     "register_embedder",
     "available_embedders",
@@ -80,7 +82,7 @@ if TYPE_CHECKING:
     from curato.api import Workspace, demo, find_issues
     from curato.checks.data import AuditData
     from curato.checks.findings import Finding
-    from curato.checks.registry import CheckSpec, register_check, registered_checks
+    from curato.checks.registry import CheckSpec, register_check, registered_checks, unregister_check
     from curato.commands.results import (
         AuditResult,
         BiasResult,

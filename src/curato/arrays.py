@@ -7,7 +7,9 @@ naming the argument at fault.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -152,3 +154,18 @@ def as_probabilities(name: str, values: Any, *, rows: int | None = None, columns
     if probs.size and not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
         raise InputError(f"{name}: each row must sum to 1 (these are class probabilities)")
     return probs
+
+
+def check_field(check: str, params: Any, name: str, *, integer: bool = False, low: float = -math.inf,
+                 high: float = math.inf, strict: bool = False) -> None:
+    """Raise ``InputError("<check>.<name>: must be ...")`` unless the field is a finite number (an integer if
+    asked) from ``low`` (excluded when ``strict``) to ``high``."""
+    value = getattr(params, name)
+    kind = "an integer" if integer else "a number"
+    if high < math.inf:
+        need = f"{kind} in {'(' if strict else '['}{low:g}, {high:g}]"
+    else:
+        need = f"{kind} {'>' if strict else '>='} {low:g}"
+    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or value > high or (strict and value == low):
+        raise InputError(f"{check}.{name}: must be {need}, got {value!r}")

@@ -9,17 +9,14 @@ never trained on, is a hole in the evaluation). Every threshold is a field of :c
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
 from scipy.stats import chi2_contingency
 
-from curato.arrays import check_length, encode_labels
+from curato.arrays import check_field, check_length, encode_labels
 from curato.checks.findings import Finding
 from curato.errors import InputError
 
@@ -37,32 +34,17 @@ class BalanceParams:
     split_alpha: float = 0.001  # chi-square p-value below which a difference in class mix counts
 
     def __post_init__(self) -> None:
-        _check_field("imbalance", self, "rare_share", low=0.0, high=1.0, strict=True)
+        check_field("imbalance", self, "rare_share", low=0.0, high=1.0, strict=True)
         for name in ("ratio_low", "ratio_medium", "ratio_high"):
-            _check_field("imbalance", self, name, low=1.0)
+            check_field("imbalance", self, name, low=1.0)
         for name in ("split_v_medium", "split_v_high"):
-            _check_field("imbalance", self, name, low=0.0, high=1.0)
-        _check_field("imbalance", self, "split_alpha", low=0.0, high=1.0, strict=True)
+            check_field("imbalance", self, name, low=0.0, high=1.0)
+        check_field("imbalance", self, "split_alpha", low=0.0, high=1.0, strict=True)
         for lower, upper in (("ratio_low", "ratio_medium"), ("ratio_medium", "ratio_high"),
                              ("split_v_medium", "split_v_high")):
             if getattr(self, upper) < getattr(self, lower):
                 raise InputError(f"imbalance.{upper}: must be >= {lower} ({getattr(self, lower)}), "
                                  f"got {getattr(self, upper)!r}")
-
-
-def _check_field(check: str, params: Any, name: str, *, integer: bool = False, low: float = -math.inf,
-                 high: float = math.inf, strict: bool = False) -> None:
-    """Raise ``InputError("<check>.<name>: must be ...")`` unless the field is a finite number (an integer if
-    asked) from ``low`` (excluded when ``strict``) to ``high``."""
-    value = getattr(params, name)
-    kind = "an integer" if integer else "a number"
-    if high < math.inf:
-        need = f"{kind} in {'(' if strict else '['}{low:g}, {high:g}]"
-    else:
-        need = f"{kind} {'>' if strict else '>='} {low:g}"
-    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or value > high or (strict and value == low):
-        raise InputError(f"{check}.{name}: must be {need}, got {value!r}")
 
 
 def class_imbalance_finding(sample_ids: Sequence[str], labels: Sequence[object | None], *,

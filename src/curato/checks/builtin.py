@@ -11,15 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from curato.checks.balance import class_imbalance_finding, split_health_finding
+from curato.checks.balance import BalanceParams, class_imbalance_finding, split_health_finding
 from curato.checks.data import AuditData
+from curato.checks.duplicates import DuplicateParams
 from curato.checks.findings import Finding
-from curato.checks.image_quality import image_quality_findings
+from curato.checks.image_quality import ImageQualityParams, image_quality_findings
 from curato.checks.integrity import unreadable_files
+from curato.checks.label_issues import LabelIssueParams
+from curato.checks.outliers import OutlierParams
 from curato.checks.registry import register_check
+from curato.checks.shortcuts import ShortcutParams
+from curato.errors import UnknownEmbedderError
 
 CUES_SHOWN = 15
-BACKGROUND_SAMPLES = 1_000
 
 
 def _at(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
@@ -35,12 +39,12 @@ def _image_quality(data: AuditData, params: Any) -> list[Finding]:
     if data.properties is None:
         return []
     rows = np.flatnonzero(np.isfinite(data.properties).any(axis=1))
-    return image_quality_findings(data.sample_ids[rows], data.properties[rows], data.property_columns)
+    return image_quality_findings(data.sample_ids[rows], data.properties[rows], data.property_columns, params=params)
 
 
 def _balance(data: AuditData, params: Any) -> list[Finding]:
-    return [class_imbalance_finding(data.sample_ids, data.labels),
-            split_health_finding(data.sample_ids, data.labels, data.splits.tolist())]
+    return [class_imbalance_finding(data.sample_ids, data.labels, params=params),
+            split_health_finding(data.sample_ids, data.labels, data.splits.tolist(), params=params)]
 
 
 def _label_issues(data: AuditData, params: Any) -> list[Finding]:
@@ -50,7 +54,7 @@ def _label_issues(data: AuditData, params: Any) -> list[Finding]:
         return []
     rows = data.labeled_rows()
     labels, _ = data.class_codes(rows)
-    return [label_issue_finding(data.sample_ids[rows], labels, data.pred_probs[rows], data.class_names)]
+    return [label_issue_finding(data.sample_ids[rows], labels, data.pred_probs[rows], data.class_names, params=params)]
 
 
 def _duplicates(data: AuditData, params: Any) -> list[Finding]:
@@ -71,15 +75,15 @@ def _duplicates(data: AuditData, params: Any) -> list[Finding]:
         data.sample_ids[rows], embeddings=data.embeddings[rows], content_hashes=_at(data.content_hashes, rows),
         phashes=_at(data.phashes, rows), splits=data.splits[rows],
         thumbnails=_at(data.thumbnails, rows), labels=data.labels[rows],
-        k=data.neighbours, neighbours=data.neighbour_graph(rows), second_look=second_look)
+        k=data.neighbours, neighbours=data.neighbour_graph(rows), second_look=second_look, params=params)
 
 
 def _outliers(data: AuditData, params: Any) -> list[Finding]:
     from curato.checks.outliers import outlier_findings
 
     rows = data.embedded_rows("outliers")
-    return outlier_findings(data.sample_ids[rows], data.embeddings[rows], data.labels[rows], k=data.neighbours,
-                            neighbours=data.neighbour_graph(rows))
+    return outlier_findings(data.sample_ids[rows], data.embeddings[rows], data.labels[rows],
+                            neighbours=data.neighbour_graph(rows, params.k), params=params)
 
 
 def _diversity(data: AuditData, params: Any) -> list[Finding]:
@@ -101,7 +105,7 @@ def _shortcuts(data: AuditData, params: Any) -> list[Finding]:
     labeled = np.array([label is not None for label in data.labels], dtype=bool)
     rows = np.flatnonzero(labeled & np.isfinite(data.properties).any(axis=1))
     labels, names = data.class_codes(rows)
-    cues, columns, categories = _cue_table(data, rows)
+    cues, columns, categories = _cue_table(data, rows, params)
     reference = None
     if data.pred_probs is not None and data.class_names == names:
         reference = data.pred_probs[rows]
@@ -109,12 +113,14 @@ def _shortcuts(data: AuditData, params: Any) -> list[Finding]:
     if data.thumbnails is not None:
         stored = data.thumbnails[rows]
         pixels = {f"{side}x{side}": colour_thumbnails(stored, side).reshape(len(rows), -1) for side in (4, 8)}
+    background = _background_views(data, rows, params)
     return [shortcut_finding(data.sample_ids[rows], labels, cues, columns, class_names=names,
-                             reference_probs=reference, thumbnails=pixels, background=_background_views(data, rows),
-                             categories=categories)]
+                             reference_probs=reference, thumbnails=pixels, background=background,
+                             categories=categories, params=params)]
 
 
-def _cue_table(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
+def _cue_table(data: AuditData, rows: np.ndarray, params: ShortcutParams
+               ) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
     from curato.checks.shortcuts import cue_table
 
     object_size = None
@@ -129,11 +135,13 @@ def _cue_table(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, list[str]
                                          max((x1 - x0) / width, (y1 - y0) / height))
     formats = None if data.formats is None else data.formats[rows].tolist()
     return cue_table(data.properties[rows], data.property_columns, formats=formats,
-                     thumbnails=_at(data.thumbnails, rows), object_size=object_size)
+                     thumbnails=_at(data.thumbnails, rows), object_size=object_size, params=params)
 
 
-def _background_views(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Embeddings of up to BACKGROUND_SAMPLES images with their object(s) blanked out, for the background-only test.
+def _background_views(data: AuditData, rows: np.ndarray, params: ShortcutParams
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Embeddings of up to ``params.background_samples`` images with their object(s) blanked out, for the
+    background-only test.
 
     The object is the union of its annotated boxes, or else the foreground proxy's box.
     """
@@ -147,7 +155,7 @@ def _background_views(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, np
     if candidates.size < 20:
         return None
     rng = np.random.default_rng(0)
-    chosen = np.sort(rng.choice(candidates, size=min(BACKGROUND_SAMPLES, candidates.size), replace=False))
+    chosen = np.sort(rng.choice(candidates, size=min(params.background_samples, candidates.size), replace=False))
     boxes = np.full((chosen.size, 4), np.nan)
     for position, row in enumerate(chosen):
         entry = (data.object_boxes or {}).get(str(data.sample_ids[row]))
@@ -159,9 +167,13 @@ def _background_views(data: AuditData, rows: np.ndarray) -> tuple[np.ndarray, np
     if missing.any():
         if data.thumbnails is None:
             return None
-        boxes[missing] = foreground_boxes(grey_thumbnails(data.thumbnails[chosen[missing]]))[1]
+        boxes[missing] = foreground_boxes(grey_thumbnails(data.thumbnails[chosen[missing]]), params=params)[1]
     blanked = [blank_box(data.load_image(row), box) for row, box in zip(chosen, boxes, strict=True)]
-    vectors = get_embedder(data.embedder).embed(blanked)
+    try:
+        embedder = get_embedder(data.embedder)
+    except UnknownEmbedderError:  # an embedder instance passed to embed(), not registered by name
+        return None
+    vectors = embedder.embed(blanked)
     position_in_rows = np.searchsorted(rows, chosen)
     return position_in_rows, vectors, data.embeddings[chosen]
 
@@ -197,17 +209,24 @@ def _cue_table_view(evidence: dict[str, Any]) -> dict[str, Any]:
 
 
 register_check("unreadable", _unreadable, description="files that cannot be decoded", findings=("unreadable",))
-register_check("image_quality", _image_quality, needs=("properties",),
-               description="dark, bright, blurry, low-information, odd-sized, grayscale images")
-register_check("imbalance", _balance, description="class imbalance and classes missing from a split",
+register_check("image_quality", _image_quality, params=ImageQualityParams, needs=("properties",),
+               description="dark, bright, blurry, low-information, odd-sized, grayscale images",
+               findings=("dark", "overexposed", "blurry", "low_information", "grayscale", "odd_size"))
+register_check("imbalance", _balance, params=BalanceParams,
+               description="class imbalance and classes missing from a split",
                findings=("class_imbalance", "split_health"))
-register_check("label_issues", _label_issues, needs=("embeddings", "pred_probs", "labels"),
+register_check("label_issues", _label_issues, params=LabelIssueParams,
+               needs=("embeddings", "pred_probs", "labels"),
                description="samples whose label disagrees with out-of-fold predictions")
-register_check("duplicates", _duplicates, needs=("embeddings",),
+register_check("duplicates", _duplicates, params=DuplicateParams, needs=("embeddings",),
                description="exact and near duplicates, train/test leaks, copies with conflicting labels",
                findings=("exact_duplicates", "near_duplicates", "split_leakage", "conflicting_duplicates"))
-register_check("outliers", _outliers, needs=("embeddings",), description="samples far from everything else")
-register_check("shortcuts", _shortcuts, needs=("embeddings", "pred_probs", "properties", "labels"),
+register_check("outliers", _outliers, params=OutlierParams, needs=("embeddings",),
+               description="samples far from everything else, or from the rest of their class",
+               findings=("outliers", "class_outliers"))
+register_check("shortcuts", _shortcuts, params=ShortcutParams,
+               needs=("embeddings", "pred_probs", "properties", "labels"),
                description="cues other than the object that predict the label", render=_shortcut_tables)
 register_check("diversity", _diversity, needs=("embeddings",),
-               description="classes seen in few contexts; test samples train does not cover")
+               description="classes seen in few contexts; test samples train does not cover",
+               findings=("diversity", "coverage"))

@@ -82,10 +82,12 @@ class AuditData:
         """Integer codes of the labels of ``rows`` (classes sorted as strings) and the class names."""
         return encode_labels(self.labels[rows])
 
-    def neighbour_graph(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The k-NN graph over the embedded ``rows``, built once and shared by the checks that use it."""
+    def neighbour_graph(self, rows: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k-NN graph over the embedded ``rows`` (at least ``neighbours`` wide, or ``k`` when a check's
+        parameters ask for more), built once and shared by the checks that use it; slice ``[:, :k]``."""
         from curato.neighbors import knn, unit_rows
 
-        if self._graph is None:
-            self._graph = knn(unit_rows(self.embeddings[rows]), self.neighbours)
+        width = max(self.neighbours, k or 0)
+        if self._graph is None or self._graph[1].shape[1] < min(width, len(rows) - 1):
+            self._graph = knn(unit_rows(self.embeddings[rows]), width)
         return self._graph

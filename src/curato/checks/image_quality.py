@@ -9,14 +9,12 @@ files are the ``unreadable`` check's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
 
+from curato.arrays import check_field
 from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
 
@@ -41,30 +39,15 @@ class ImageQualityParams:
 
     def __post_init__(self) -> None:
         for name in ("z_limit", "size_z_limit"):
-            _check_field("image_quality", self, name, low=0.0, strict=True)
+            check_field("image_quality", self, name, low=0.0, strict=True)
         for name in ("dark_brightness", "light_brightness", "absolute_dark", "absolute_light", "white_fraction",
                      "min_dynamic_range", "grayscale_majority", "severity_medium", "severity_high"):
-            _check_field("image_quality", self, name, low=0.0, high=1.0)
-        _check_field("image_quality", self, "absolute_low_entropy", low=0.0)
-        _check_field("image_quality", self, "size_class_min_group", integer=True, low=1)
+            check_field("image_quality", self, name, low=0.0, high=1.0)
+        check_field("image_quality", self, "absolute_low_entropy", low=0.0)
+        check_field("image_quality", self, "size_class_min_group", integer=True, low=1)
         if self.severity_high < self.severity_medium:
             raise InputError(f"image_quality.severity_high: must be >= severity_medium ({self.severity_medium}), "
                              f"got {self.severity_high!r}")
-
-
-def _check_field(check: str, params: Any, name: str, *, integer: bool = False, low: float = -math.inf,
-                 high: float = math.inf, strict: bool = False) -> None:
-    """Raise ``InputError("<check>.<name>: must be ...")`` unless the field is a finite number (an integer if
-    asked) from ``low`` (excluded when ``strict``) to ``high``."""
-    value = getattr(params, name)
-    kind = "an integer" if integer else "a number"
-    if high < math.inf:
-        need = f"{kind} in {'(' if strict else '['}{low:g}, {high:g}]"
-    else:
-        need = f"{kind} {'>' if strict else '>='} {low:g}"
-    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or value > high or (strict and value == low):
-        raise InputError(f"{check}.{name}: must be {need}, got {value!r}")
 
 
 def robust_z(values: np.ndarray, *, floor: float) -> np.ndarray:

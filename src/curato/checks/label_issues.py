@@ -33,14 +33,12 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
 from scipy.special import expit, gammaln, logit
 
-from curato.arrays import as_matrix, check_length
+from curato.arrays import as_matrix, check_field, check_length
 from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
 
@@ -72,18 +70,18 @@ class LabelIssueParams:
 
     def __post_init__(self) -> None:
         check = "label_issues"
-        _check_field(check, self, "anchor_fraction", low=0.0, high=1.0, strict=True)
+        check_field(check, self, "anchor_fraction", low=0.0, high=1.0, strict=True)
         for name in ("cl_prior_anchors", "prior_strength_min"):
-            _check_field(check, self, name, low=0.0, strict=True)
-        _check_field(check, self, "prior_strength_max", low=self.prior_strength_min)
+            check_field(check, self, name, low=0.0, strict=True)
+        check_field(check, self, "prior_strength_max", low=self.prior_strength_min)
         for name, low in (("prior_strength_steps", 1), ("posterior_iterations", 0), ("min_anchors_for_count", 1),
                           ("min_class_size", 0), ("confusions_listed", 1), ("note_min_class", 0)):
-            _check_field(check, self, name, integer=True, low=low)
+            check_field(check, self, name, integer=True, low=low)
         for name in ("min_flag_probability", "severity_low", "severity_medium", "severity_high",
                      "note_min_accuracy", "note_max_noise"):
-            _check_field(check, self, name, low=0.0, high=1.0)
+            check_field(check, self, name, low=0.0, high=1.0)
         for name in ("note_cl_gap_low", "note_cl_gap_high"):
-            _check_field(check, self, name, low=-1.0, high=1.0)
+            check_field(check, self, name, low=-1.0, high=1.0)
         for lower, upper in (("severity_low", "severity_medium"), ("severity_medium", "severity_high"),
                              ("note_cl_gap_low", "note_cl_gap_high")):
             if getattr(self, upper) < getattr(self, lower):
@@ -94,21 +92,6 @@ class LabelIssueParams:
         """The Dirichlet prior strengths the smoothing tries, log-spaced."""
         return np.logspace(math.log10(self.prior_strength_min), math.log10(self.prior_strength_max),
                            self.prior_strength_steps)
-
-
-def _check_field(check: str, params: Any, name: str, *, integer: bool = False, low: float = -math.inf,
-                 high: float = math.inf, strict: bool = False) -> None:
-    """Raise ``InputError("<check>.<name>: must be ...")`` unless the field is a finite number (an integer if
-    asked) from ``low`` (excluded when ``strict``) to ``high``."""
-    value = getattr(params, name)
-    kind = "an integer" if integer else "a number"
-    if high < math.inf:
-        need = f"{kind} in {'(' if strict else '['}{low:g}, {high:g}]"
-    else:
-        need = f"{kind} {'>' if strict else '>='} {low:g}"
-    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or value > high or (strict and value == low):
-        raise InputError(f"{check}.{name}: must be {need}, got {value!r}")
 
 
 @dataclass

@@ -28,16 +28,14 @@ how the rule was chosen: docs/benchmarks.md, "Outliers: how the rule was chosen"
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 from scipy.stats import norm
 
-from curato.arrays import encode_values
+from curato.arrays import check_field, encode_values
 from curato.checks.findings import Finding
 from curato.errors import InputError
 from curato.neighbors import EXACT_LIMIT, knn, unit_rows
@@ -59,33 +57,18 @@ class OutlierParams:
     severity_high: float = 0.05  # share flagged from which a finding is high
 
     def __post_init__(self) -> None:
-        _check_field("outliers", self, "k", integer=True, low=1)
-        _check_field("outliers", self, "min_z_threshold", low=0.0, strict=True)
+        check_field("outliers", self, "k", integer=True, low=1)
+        check_field("outliers", self, "min_z_threshold", low=0.0, strict=True)
         for name in ("z_threshold", "class_z_threshold"):
             if getattr(self, name) is not None:
-                _check_field("outliers", self, name, low=0.0, strict=True)
-        _check_field("outliers", self, "min_class_size", integer=True, low=2)
-        _check_field("outliers", self, "nearest_listed", integer=True, low=0)
+                check_field("outliers", self, name, low=0.0, strict=True)
+        check_field("outliers", self, "min_class_size", integer=True, low=2)
+        check_field("outliers", self, "nearest_listed", integer=True, low=0)
         for name in ("severity_medium", "severity_high"):
-            _check_field("outliers", self, name, low=0.0, high=1.0)
+            check_field("outliers", self, name, low=0.0, high=1.0)
         if self.severity_high < self.severity_medium:
             raise InputError(f"outliers.severity_high: must be >= severity_medium ({self.severity_medium}), "
                              f"got {self.severity_high!r}")
-
-
-def _check_field(check: str, params: Any, name: str, *, integer: bool = False, low: float = -math.inf,
-                 high: float = math.inf, strict: bool = False) -> None:
-    """Raise ``InputError("<check>.<name>: must be ...")`` unless the field is a finite number (an integer if
-    asked) from ``low`` (excluded when ``strict``) to ``high``."""
-    value = getattr(params, name)
-    kind = "an integer" if integer else "a number"
-    if high < math.inf:
-        need = f"{kind} in {'(' if strict else '['}{low:g}, {high:g}]"
-    else:
-        need = f"{kind} {'>' if strict else '>='} {low:g}"
-    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or value > high or (strict and value == low):
-        raise InputError(f"{check}.{name}: must be {need}, got {value!r}")
 
 
 def outlier_findings(

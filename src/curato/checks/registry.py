@@ -53,6 +53,7 @@ class CheckSpec:
         if self.params is not None and not (dataclasses.is_dataclass(self.params) and isinstance(self.params, type)):
             raise ValueError(f"check {self.name}: params must be a dataclass type")
         object.__setattr__(self, "needs", frozenset(self.needs))
+        object.__setattr__(self, "findings", tuple(self.findings) or (self.name,))
 
     def default_params(self) -> Any:
         """The parameters with their defaults (None for a check without parameters)."""
@@ -77,6 +78,12 @@ def add_check(spec: CheckSpec, *, replace: bool = False) -> CheckSpec:
         raise ValueError(f"a check named {spec.name!r} is registered already; pass replace=True to override it")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def unregister_check(name: str) -> None:
+    """Remove the check called ``name`` (e.g. one a notebook registered); unknown names raise ``KeyError``."""
+    registered_checks()
+    del _REGISTRY[name]
 
 
 def registered_checks() -> dict[str, CheckSpec]:
@@ -159,27 +166,41 @@ def _replaced(spec: CheckSpec, current: Any, values: Mapping[str, Any]) -> Any:
 
 
 def _converted(where: str, value: Any, hint: Any, default: Any) -> Any:
-    """``value`` as the field's type (from its annotation, else from its default's type)."""
+    """``value`` as the field's type (from its annotation, else from its default's type); ``none`` / ``null``
+    is None for a field that may be None."""
     if not isinstance(value, str):
         return value
-    kind = hint if isinstance(hint, type) else type(default) if default is not None else str
     text = value.strip()
-    try:
-        if kind is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-        if kind in (tuple, list):
-            return kind(part.strip() for part in text.split(",") if part.strip())
-    except ValueError:
-        raise InputError(f"{where}: {value!r} is not a valid {kind.__name__}") from None
-    return text
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] if typing.get_args(hint) else [hint]
+    optional = type(None) in typing.get_args(hint) or default is None
+    if optional and text.lower() in ("none", "null", ""):
+        return None
+    kinds = [k for k in kinds if isinstance(k, type)] or ([type(default)] if default is not None else [str])
+    for kind in kinds:
+        try:
+            return _parsed(text, kind)
+        except ValueError:
+            continue
+    names = " or ".join(k.__name__ for k in kinds) + (" or none" if optional else "")
+    raise InputError(f"{where}: {value!r} is not a valid {names}") from None
+
+
+def _parsed(text: str, kind: type) -> Any:
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(text)
+    if kind is int:
+        return int(text)
+    if kind is float:
+        return float(text)
+    if kind in (tuple, list):
+        return kind(part.strip() for part in text.split(",") if part.strip())
+    if kind is str:
+        return text
+    raise ValueError(text)
 
 
 def params_record(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -234,4 +255,4 @@ def needs_of(names: Sequence[str]) -> frozenset[str]:
 
 
 __all__ = ["CheckSpec", "add_check", "check_names", "needs_of", "parse_assignments", "register_check",
-           "registered_checks", "renderers_for", "resolve_params", "run_checks"]
+           "registered_checks", "renderers_for", "resolve_params", "run_checks", "unregister_check"]

@@ -31,17 +31,15 @@ threshold is a field of :class:`ShortcutParams`; how they were chosen: docs/benc
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 from scipy import stats
 from sklearn.metrics import balanced_accuracy_score
 
-from curato.arrays import stratified_folds, stratified_subsample
+from curato.arrays import check_field, stratified_folds, stratified_subsample
 from curato.checks.findings import Finding
 from curato.errors import InputError
 
@@ -78,6 +76,7 @@ class ShortcutParams:
     class_gain_flag: float = 0.5  # a context cue flags a class whose share inside a range exceeds the others' by this
     range_flag: float = 0.3  # a class's samples inside its range of a flagged cue are flagged if it separates by this
     max_samples: int = 10_000  # samples (a stratified subsample) the cue models and the permutations use
+    background_samples: int = 1_000  # images re-embedded with their object blanked out for the background test
     cues_explained: int = 3  # flagged cues explained class by class (per-class ranges, examples, flagged samples)
     named_in_message: int = 3  # flagged cues, and classes per cue, named in the message
     examples_per_class: int = 6  # example samples per class and explained cue, lowest to highest value
@@ -87,30 +86,16 @@ class ShortcutParams:
     def __post_init__(self) -> None:
         check = "shortcuts"
         for name, low in (("bins", 2), ("n_folds", 2), ("permutations", 1), ("max_samples", 1),
+                          ("background_samples", 20),
                           ("cues_explained", 0), ("named_in_message", 1), ("examples_per_class", 1)):
-            _check_field(check, self, name, integer=True, low=low)
+            check_field(check, self, name, integer=True, low=low)
         for name in ("smoothing", "share_flag", "share_high"):
-            _check_field(check, self, name, low=0.0, strict=True)
+            check_field(check, self, name, low=0.0, strict=True)
         for name in ("alpha", "class_gain_flag"):
-            _check_field(check, self, name, low=0.0, high=1.0, strict=True)
-        _check_field(check, self, "range_flag", low=0.0, high=1.0)
+            check_field(check, self, name, low=0.0, high=1.0, strict=True)
+        check_field(check, self, "range_flag", low=0.0, high=1.0)
         for name in ("foreground_levels", "foreground_spreads"):
-            _check_field(check, self, name, low=0.0)
-
-
-def _check_field(check: str, params: Any, name: str, *, integer: bool = False, low: float = -math.inf,
-                 high: float = math.inf, strict: bool = False) -> None:
-    """Raise ``InputError("<check>.<name>: must be ...")`` unless the field is a finite number (an integer if
-    asked) from ``low`` (excluded when ``strict``) to ``high``."""
-    value = getattr(params, name)
-    kind = "an integer" if integer else "a number"
-    if high < math.inf:
-        need = f"{kind} in {'(' if strict else '['}{low:g}, {high:g}]"
-    else:
-        need = f"{kind} {'>' if strict else '>='} {low:g}"
-    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or value > high or (strict and value == low):
-        raise InputError(f"{check}.{name}: must be {need}, got {value!r}")
+            check_field(check, self, name, low=0.0)
 
 
 def foreground_boxes(grey: np.ndarray, *, params: ShortcutParams | None = None) -> tuple[np.ndarray, np.ndarray]:
