@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from curato.checks.diversity import (
+    DiversityParams,
     diversity_findings,
     effective_number,
     nearest_in_group,
@@ -177,3 +178,33 @@ def test_effective_number_counts_equally_filled_bins() -> None:
     assert effective_number(np.array([20, 0, 0])) == pytest.approx(1.0)
     assert effective_number(np.array([3, 1]), bias_corrected=False) < 2 < effective_number(np.array([1, 1]))
     assert effective_number(np.array([0, 0])) == 0.0
+
+
+def test_params_move_the_cuts_in_the_expected_direction(clothes: dict[str, np.ndarray]) -> None:
+    data = clothes
+    splits = np.where(np.random.default_rng(0).random(len(data["ids"])) < 0.1, "test", "train").astype(object)
+    args = (data["ids"], data["embeddings"], data["labels"])
+    diversity, coverage = diversity_findings(*args, splits=splits)
+    assert diversity.count == 0
+    # every class below the median class counts as narrow once the cut is 1.0
+    wide, _ = diversity_findings(*args, params=DiversityParams(low_diversity=1.0))
+    assert wide.count > 0 and wide.severity == "medium" and wide.summary["low_diversity_classes"] >= 1
+    # a lower quantile of train's own nearest-neighbour distances leaves more test samples uncovered
+    _, stricter = diversity_findings(*args, splits=splits, params=DiversityParams(coverage_quantile=0.9))
+    assert stricter.summary["threshold"] < coverage.summary["threshold"]
+    assert set(coverage.sample_ids[coverage.flagged]) < set(stricter.sample_ids[stricter.flagged])
+    assert stricter.summary["quantile"] == 0.9
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"low_diversity": -0.1}, "diversity.low_diversity: must be a number >= 0, got -0.1"),
+    ({"coverage_quantile": 1.5}, "diversity.coverage_quantile: must be a number in [0, 1], got 1.5"),
+    ({"min_class_size": 0}, "diversity.min_class_size: must be an integer >= 1, got 0"),
+    ({"looks_sample": 10.5}, "diversity.looks_sample: must be an integer >= 1, got 10.5"),
+    ({"very_low_diversity": 0.6}, "diversity.low_diversity: must be >= very_low_diversity (0.6), got 0.5"),
+    ({"coverage_high_share": 0.05}, "diversity.coverage_high_share: must be >= coverage_medium_share (0.1), got 0.05"),
+])
+def test_params_are_validated_naming_the_field(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        DiversityParams(**changes)
+    assert str(caught.value) == message

@@ -1,93 +1,44 @@
 """Diversity and coverage: is every class seen in varied contexts, and does the training split cover the others?
 
-A network learns the simplest rule that fits its training data. When a class is only ever seen in one
-context (one background, one pose, one studio), that context is such a rule; and a test or deployment
-sample unlike every training sample is a case the model was never shown. :func:`diversity_findings`
-is a pure function over embeddings (cosine geometry), labels, splits and, optionally, image properties,
-and returns two Findings.
+A network learns the simplest rule that fits its training data: a class only ever seen in one context (one
+background, one pose, one studio) may be recognised by that context, and a test sample unlike every training
+sample is a case the model was never shown. :func:`diversity_findings` is a pure function over embeddings
+(cosine geometry), labels, splits and, optionally, image properties, and returns two Findings.
 
 ``diversity``
-    *Contexts.* The embeddings of the whole dataset are clustered by spherical k-means (faiss, seeded)
-    into ``k = clip(round(sqrt(n / 10)), 4 * classes, min(128, n / 10))`` contexts: at least four per
-    class, so that a class can spread over several, and at least ten samples per context. For every
-    class with at least 10 samples:
-
-    * ``contexts``: the effective number of contexts the class occupies, ``exp(H)`` of its context
-      histogram, with the Miller-Madow correction of ``H`` so that a small class is not called narrow
-      for being small;
-    * ``spread``: the mean cosine distance of its samples to the class centroid (``1 - |mean unit vector|``);
-    * ``looks``: k-means inside the class (8 sub-clusters, one per 20 samples at most; a class larger than
-      2,048 is measured on a random sample of that many) and the effective
-      number of *distinct* sub-clusters: ``exp`` of the entropy of the eigenvalues of the size-weighted
-      similarity matrix of the sub-cluster centres, similarity ``exp(-|c_i - c_j|^2 / (2 s^2))`` with
-      ``s^2`` the mean squared distance of the class's samples to their own centre (the Vendi score of
-      the sub-clusters), after removing from each squared gap the part expected from the centres'
-      sampling noise (``s_i^2 / (m_i - 1)`` for a centre of ``m_i`` samples; without it a small class
-      looks varied). Centres closer than the samples' own scatter count as one look: one Gaussian blob
-      cut in eight scores 1.1, two separate ones 2.1 (the plain entropy of the sizes would give about 8
-      for any blob);
-    * ``nn_distance``: the median cosine distance to the nearest other sample of the class (from the kNN
-      graph; a sample none of whose graph neighbours is of its class counts at the distance of the last
-      one, a lower bound that leaves the median exact while such samples lie beyond it). Reported but
-      not ranked: it shrinks as a class grows denser, so it would call the largest classes narrow.
-
-    Each ranked measure is divided by its median over the classes, and a class's ``diversity`` is the
-    geometric mean of its three ratios: a statement relative to the other classes of the same data,
-    not a constant of one embedder (a robust z-score of ``log diversity`` is reported too). A class is
-    *low-diversity* at ``diversity <= 0.5`` (medium severity; ``<= 0.25`` high); its members in its
-    dominant contexts (the fewest contexts that hold half of the class) are flagged with score
-    ``1 - diversity``. At least 3 classes are needed for a comparison.
-
-    How the cut was chosen: on Fashion-MNIST (70k, EfficientNet-Lite0 112 px) the least diverse class
-    (trousers or ankle boots, depending on the seed) scores 0.68-0.79 and nothing is flagged; on the
-    2,000-image test set with ``classic`` embeddings the bags cut down to their tightest of five
-    k-means clusters score 0.34-0.40 over four seeds while the next class stays at >= 0.62. k-means places its centres
-    differently per seed, so a class's ``contexts`` varies by about 14% between seeds (measured on the
-    70k set); ``spread`` does not, and ``looks`` little.
-
-    *Dominated contexts.* A context where one class makes up >= 90% of the labeled members and that holds
-    >= 25% of that class (while >= 10% of the class lies elsewhere: a class entirely in one context is
-    the low-diversity case) is where the class may be recognised by its surroundings. With image
-    properties, its trait is described by effect sizes (Cohen's d, pooled SD) of the context's members
-    against the rest of the same class and against all samples outside the context: among properties
-    with ``|d| >= 0.8`` (a large effect) against the rest of the class and the same sign against the
-    others, the one most different from the others (else the one most different from the rest of the
-    class). The context is *distinctive* -- the label could be read from that property -- when its
-    ``|d|`` against the others is >= 3; its members of that class are flagged with score
-    ``1 - 0.5 ** (|d| / 3)`` and the severity is at least low. The cut of 3 is set where real data does
-    not reach: every context of one class differs in *some* property from the rest of its class (contexts
-    are clusters of appearance, and properties measure appearance), so ``|d| >= 0.8`` alone flags
-    ordinary variation. On Fashion-MNIST (70k, EfficientNet-Lite0 embeddings, 84 contexts, two seeds)
-    no context reaches 2.8 against the others; a white 2-px frame drawn on 60% of one class's images
-    reaches 6.5-6.8 (classic embeddings, three seeds). Without properties dominated contexts are listed
-    in the evidence only.
-
+    The whole dataset is clustered by spherical k-means (faiss, seeded) into *contexts* (at least four per
+    class, at least ten samples each). Per class with enough samples: ``contexts`` (the effective number of
+    contexts it occupies, ``exp`` of the Miller-Madow corrected entropy of its context histogram), ``spread``
+    (mean cosine distance to the class centroid), ``looks`` (the effective number of *distinct* sub-clusters of
+    k-means inside the class: a Vendi score of the centres, corrected for their sampling noise) and, reported
+    only, ``nn_distance``. Each ranked measure is divided by its median over the classes; ``diversity`` is the
+    geometric mean of the three ratios. A class at or below ``low_diversity`` is flagged in its dominant
+    contexts. A context dominated by one class that an image property sets apart from all other samples
+    (Cohen's d at or above ``distinctive_effect``) is a *distinctive* context: the label could be read from it.
 ``coverage``
-    For every sample outside the training split, the cosine distance to its nearest *training* sample,
-    compared with the distribution of training samples' distances to their nearest other training
-    sample: beyond that distribution's 99th percentile the sample is *uncovered* (about 1% are, when
-    the splits are drawn from the same distribution). Score ``1 - 0.5 ** (d / p99)``: 0.5 at the cut.
-    Severity: from the uncovered share of all non-train samples (>= 3% low, >= 10% medium, >= 25%
-    high: three, ten and 25 times the chance rate) or of one class with at least 10 non-train samples
-    (>= 10% low, >= 25% medium, >= 50% high), whichever is worse. Without a training split or without
-    any other split the finding has severity none and says why.
+    Per sample outside the training split, the cosine distance to its nearest training sample against the
+    training samples' own nearest-neighbour distances: beyond their ``coverage_quantile`` it is *uncovered*
+    (about 1% are when the splits come from one distribution). Severity from the uncovered share overall and
+    per class.
 
-Nearest neighbours come from a shared kNN graph (``neighbours``, as :func:`curato.neighbors.knn`
-returns it; built here when not given): a row whose graph neighbours include a sample of the wanted
-group (same class; the training split) takes the nearest of them, the others are searched again
-against that group only, so every distance is to the nearest member of the group.
+Nearest neighbours come from a shared kNN graph (``neighbours``, as :func:`curato.neighbors.knn` returns it;
+built here when not given); rows whose graph lists no member of the wanted group are searched again against
+that group alone. Every threshold is a field of :class:`DiversityParams`. Definitions in full: docs/findings.md,
+"Diversity and coverage"; how the cuts were chosen: docs/benchmarks.md, "Diversity and coverage: how the cuts
+were chosen".
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
 import numpy as np
 from scipy import sparse
 
-from curato.arrays import encode_values
+from curato.arrays import check_field, encode_values
 from curato.checks.findings import SEVERITIES, Finding, severity_from_share
 from curato.checks.outliers import robust_z, z_score_to_unit
 from curato.errors import InputError
@@ -95,41 +46,83 @@ from curato.neighbors import EXACT_LIMIT, knn, set_threads, unit_rows
 
 DEFAULT_TRAIN_SPLIT = "train"
 DEFAULT_K = 10  # neighbours of the graph built when none is given
-MIN_CLASS_SIZE = 10
-MIN_CLASSES_COMPARED = 3
-SAMPLES_PER_CONTEXT = 10
-CONTEXTS_PER_CLASS = 4
-MAX_CONTEXTS = 128
-SUBCLUSTERS = 8
-SAMPLES_PER_SUBCLUSTER = 20
-LOOKS_SAMPLE = 2_048  # the looks of a larger class are measured on a random sample of this many
-KMEANS_ITERATIONS = 10
-# faiss trains k-means on a random sample of this many rows per centroid: enough to place centroids, and
-# the training cost stays bounded whatever n (at most 64 x 128 = 8,192 rows); all rows are then assigned.
-KMEANS_POINTS_PER_CENTROID = 64
-LOW_DIVERSITY = 0.5
-VERY_LOW_DIVERSITY = 0.25
-DOMINANT_SHARE = 0.5
-DOMINANCE = 0.9
-MIN_CLASS_SHARE = 0.25
-MIN_SHARE_ELSEWHERE = 0.1
-LARGE_EFFECT = 0.8
-DISTINCTIVE_EFFECT = 3.0
-COVERAGE_QUANTILE = 0.99
-COVERAGE_SHARES = (0.03, 0.10, 0.25)
-CLASS_COVERAGE_SHARES = (0.10, 0.25, 0.50)
-EXAMPLES = 8
-MAX_GROUPS = 12
-# A group search below this many query x database pairs is done exactly (brute force), above it with IVF.
-_EXACT_PAIRS = 50_000_000
-# k-means training below this many multiply-adds per iteration runs on one thread (see spherical_kmeans)
+# k-means training below this many multiply-adds per iteration runs on one thread (see spherical_kmeans): speed only
 _SERIAL_KMEANS_WORK = 100_000_000
 
 
-def context_count(n: int, n_classes: int) -> int:
-    """Number of k-means contexts for ``n`` samples of ``n_classes`` classes (see the module docstring)."""
-    wanted = max(round(np.sqrt(n / SAMPLES_PER_CONTEXT)), CONTEXTS_PER_CLASS * max(n_classes, 1))
-    return int(max(1, min(wanted, MAX_CONTEXTS, n // SAMPLES_PER_CONTEXT)))
+@dataclass(frozen=True)
+class DiversityParams:
+    """Thresholds of :func:`diversity_findings`; invalid values raise ``InputError`` naming the field."""
+
+    # Which classes are compared
+    min_class_size: int = 10  # classes with fewer embedded samples are not measured
+    min_classes_compared: int = 3  # diversity is relative: fewer measured classes than this, nothing is judged
+    # Contexts: k = clip(round(sqrt(n / samples_per_context)), contexts_per_class x classes, max_contexts)
+    samples_per_context: int = 10  # at least this many samples per context
+    contexts_per_class: int = 4  # at least this many contexts per class
+    max_contexts: int = 128  # at most this many contexts
+    # Looks: k-means inside each class
+    subclusters: int = 8  # sub-clusters per class ...
+    samples_per_subcluster: int = 20  # ... at most one per this many samples
+    looks_sample: int = 2_048  # a larger class's looks are measured on a random sample of this many
+    # k-means
+    kmeans_iterations: int = 10
+    # faiss trains on a random sample of this many rows per centroid: enough to place centroids, and the cost
+    # stays bounded whatever n (at most 64 x 128 = 8,192 rows); all rows are then assigned
+    kmeans_points_per_centroid: int = 64
+    # Low-diversity classes
+    low_diversity: float = 0.5  # diversity at or below: low-diversity class, medium severity
+    very_low_diversity: float = 0.25  # ... at or below: high severity
+    dominant_share: float = 0.5  # a class's dominant contexts: the fewest that hold this share of it
+    # Dominated and distinctive contexts
+    dominance: float = 0.9  # one class is at least this share of a context's labeled members ...
+    min_class_share: float = 0.25  # ... the context holds at least this share of that class ...
+    min_share_elsewhere: float = 0.1  # ... and at least this share of the class lies elsewhere
+    large_effect: float = 0.8  # |Cohen's d| against the rest of the class for a property to be the trait
+    distinctive_effect: float = 3.0  # |d| against all others for a distinctive context (flagged)
+    # Coverage
+    coverage_quantile: float = 0.99  # beyond this quantile of train's own nearest-neighbour distances: uncovered
+    coverage_low_share: float = 0.03  # uncovered share of all non-train samples for low severity ...
+    coverage_medium_share: float = 0.10  # ... medium
+    coverage_high_share: float = 0.25  # ... high
+    class_coverage_low_share: float = 0.10  # uncovered share of one class (>= min_class_size checked) for low ...
+    class_coverage_medium_share: float = 0.25  # ... medium
+    class_coverage_high_share: float = 0.50  # ... high
+    # Group searches
+    exact_search_pairs: int = 50_000_000  # below this many query x group pairs a search is exact, above it IVF
+    # Evidence
+    examples: int = 8  # example ids per context
+    max_groups: int = 12  # example groups in the evidence
+
+    def __post_init__(self) -> None:
+        for name in ("min_class_size", "min_classes_compared", "samples_per_context", "contexts_per_class",
+                     "max_contexts", "subclusters", "samples_per_subcluster", "looks_sample", "kmeans_iterations",
+                     "kmeans_points_per_centroid", "exact_search_pairs"):
+            check_field("diversity", self, name, integer=True, low=1)
+        for name in ("examples", "max_groups"):
+            check_field("diversity", self, name, integer=True, low=0)
+        for name in ("low_diversity", "very_low_diversity", "large_effect", "distinctive_effect"):
+            check_field("diversity", self, name, low=0.0)
+        for name in ("dominant_share", "dominance", "min_class_share", "min_share_elsewhere", "coverage_quantile",
+                     "coverage_low_share", "coverage_medium_share", "coverage_high_share",
+                     "class_coverage_low_share", "class_coverage_medium_share", "class_coverage_high_share"):
+            check_field("diversity", self, name, low=0.0, high=1.0)
+        for low, high in (("very_low_diversity", "low_diversity"), ("coverage_low_share", "coverage_medium_share"),
+                          ("coverage_medium_share", "coverage_high_share"),
+                          ("class_coverage_low_share", "class_coverage_medium_share"),
+                          ("class_coverage_medium_share", "class_coverage_high_share")):
+            if getattr(self, high) < getattr(self, low):
+                raise InputError(f"diversity.{high}: must be >= {low} ({getattr(self, low)}), "
+                                 f"got {getattr(self, high)!r}")
+
+
+def context_count(n: int, n_classes: int, params: DiversityParams | None = None) -> int:
+    """Number of k-means contexts for ``n`` samples of ``n_classes`` classes:
+    ``clip(round(sqrt(n / samples_per_context)), contexts_per_class x classes, min(max_contexts, n /
+    samples_per_context))``."""
+    p = params or DiversityParams()
+    wanted = max(round(np.sqrt(n / p.samples_per_context)), p.contexts_per_class * max(n_classes, 1))
+    return int(max(1, min(wanted, p.max_contexts, n // p.samples_per_context)))
 
 
 def effective_number(counts: np.ndarray, *, bias_corrected: bool = True) -> float:
@@ -149,13 +142,20 @@ def effective_number(counts: np.ndarray, *, bias_corrected: bool = True) -> floa
     return float(np.exp(entropy))
 
 
-def distinct_subclusters(vectors: np.ndarray, *, max_clusters: int = SUBCLUSTERS, seed: int = 0) -> float:
-    """Effective number of distinct looks among the rows of ``vectors`` (one class); see the module docstring."""
+def distinct_subclusters(vectors: np.ndarray, *, max_clusters: int | None = None, seed: int = 0,
+                         params: DiversityParams | None = None) -> float:
+    """Effective number of distinct looks among the rows of ``vectors`` (one class): k-means into ``max_clusters``
+    (default ``params.subclusters``) sub-clusters, at most one per ``samples_per_subcluster`` rows; ``exp`` of
+    the entropy of the eigenvalues of the size-weighted similarity ``exp(-|c_i - c_j|^2 / (2 s^2))`` of their
+    centres (``s^2`` the rows' mean squared distance to their own centre), each squared gap less the part
+    expected from the centres' sampling noise (``s_i^2 / (m_i - 1)``). Centres closer than the rows' own
+    scatter count as one look: one Gaussian blob cut in eight scores 1.1, two separate ones 2.1."""
+    p = params or DiversityParams()
     vectors = unit_rows(vectors)
-    clusters = min(max_clusters, len(vectors) // SAMPLES_PER_SUBCLUSTER)
+    clusters = min(p.subclusters if max_clusters is None else max_clusters, len(vectors) // p.samples_per_subcluster)
     if clusters < 2:
         return 1.0
-    assignment, _ = spherical_kmeans(vectors, clusters, seed=seed)
+    assignment, _ = spherical_kmeans(vectors, clusters, seed=seed, params=p)
     sums, sizes = _group_sums(assignment, clusters, vectors)
     used = sizes > 0
     centres, sizes = sums[used] / sizes[used, None], sizes[used]
@@ -178,8 +178,11 @@ def distinct_subclusters(vectors: np.ndarray, *, max_clusters: int = SUBCLUSTERS
     return float(np.exp(-(eigen * np.log(eigen)).sum()))
 
 
-def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster unit rows into ``k`` groups by cosine (faiss, seeded); returns ``(assignment, centroids)``."""
+def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0,
+                     params: DiversityParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster unit rows into ``k`` groups by cosine (faiss, seeded; ``kmeans_iterations`` iterations, trained on
+    at most ``kmeans_points_per_centroid`` rows per centroid); returns ``(assignment, centroids)``."""
+    p = params or DiversityParams()
     vectors = unit_rows(vectors)
     k = int(min(k, len(vectors)))
     if k <= 1:
@@ -187,11 +190,11 @@ def spherical_kmeans(vectors: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.
     threads = set_threads()
     # Each k-means iteration is a short parallel region: on a small problem the threads' start-up and
     # waiting cost more than the work (about 10x slower on a busy 2-core machine), so it runs on one thread.
-    if min(len(vectors), k * KMEANS_POINTS_PER_CENTROID) * k * vectors.shape[1] < _SERIAL_KMEANS_WORK:
+    if min(len(vectors), k * p.kmeans_points_per_centroid) * k * vectors.shape[1] < _SERIAL_KMEANS_WORK:
         faiss.omp_set_num_threads(1)
     try:
-        kmeans = faiss.Kmeans(vectors.shape[1], k, niter=KMEANS_ITERATIONS, seed=seed, spherical=True,
-                              min_points_per_centroid=1, max_points_per_centroid=KMEANS_POINTS_PER_CENTROID)
+        kmeans = faiss.Kmeans(vectors.shape[1], k, niter=p.kmeans_iterations, seed=seed, spherical=True,
+                              min_points_per_centroid=1, max_points_per_centroid=p.kmeans_points_per_centroid)
         kmeans.train(vectors)
     finally:
         faiss.omp_set_num_threads(threads)
@@ -228,6 +231,7 @@ def diversity_findings(
     seed: int = 0,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     k: int = DEFAULT_K,
+    params: DiversityParams | None = None,
 ) -> list[Finding]:
     """Class diversity and split coverage (rules in the module docstring); returns ``[diversity, coverage]``.
 
@@ -237,8 +241,9 @@ def diversity_findings(
     about a dominated context. ``contexts`` fixes the number of k-means contexts (default
     :func:`context_count`); ``seed`` makes the clustering repeatable. ``neighbours`` reuses a kNN graph
     ``(similarities, indices)`` over all rows from :func:`curato.neighbors.knn`; without it one with
-    ``k`` neighbours is built.
+    ``k`` neighbours is built. ``params`` holds every threshold (default :class:`DiversityParams`).
     """
+    params = params or DiversityParams()
     ids = np.asarray(sample_ids, dtype=object)
     n = len(ids)
     vectors = unit_rows(embeddings)
@@ -256,23 +261,25 @@ def diversity_findings(
         raise InputError(f"diversity: contexts must be at least 1, not {contexts}")
     graph = _graph(vectors, usable, neighbours, k)
     diversity = _diversity_finding(ids, vectors, usable, class_codes, class_names, properties, columns, graph,
-                                   contexts, seed)
+                                   contexts, seed, params)
     coverage = _coverage_finding(ids, vectors, usable, class_codes, class_names, split_codes, split_names,
-                                 train_split, graph, splits is not None)
+                                 train_split, graph, splits is not None, params)
     return [diversity, coverage]
 
 
 def nearest_in_group(
     vectors: np.ndarray, wanted: np.ndarray, groups: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray], *,
-    search_missing: bool = True,
+    search_missing: bool = True, params: DiversityParams | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each row ``i`` with ``wanted[i] >= 0``, the most similar other row ``j`` with ``groups[j] == wanted[i]``.
 
     ``neighbours`` is a kNN graph over all rows; rows whose graph lists no member of the wanted group
     are searched again against that group alone (unless ``search_missing`` is False). Returns
     ``(similarity, index)`` per row: NaN and -1 where nothing was wanted, nothing was found, or the
-    group has no other member.
+    group has no other member. A search of more than ``params.exact_search_pairs`` query x group pairs uses an
+    IVF index instead of brute force.
     """
+    exact_pairs = (params or DiversityParams()).exact_search_pairs
     n = len(vectors)
     similarity, index = np.full(n, np.nan), np.full(n, -1, dtype=np.int64)
     queries = np.flatnonzero(wanted >= 0)
@@ -296,7 +303,7 @@ def nearest_in_group(
         width = min(2, pool.size)
         if width == 0:
             continue
-        exact = EXACT_LIMIT if asking.size * pool.size > _EXACT_PAIRS else pool.size
+        exact = EXACT_LIMIT if asking.size * pool.size > exact_pairs else pool.size
         found_sims, local = knn(vectors[pool], width, queries=vectors[asking], exact_limit=max(exact, 1))
         rows = pool[local]
         other = rows != asking[:, None]  # a query searching its own group finds itself first
@@ -358,20 +365,21 @@ def _ratio_to_median(values: np.ndarray) -> np.ndarray:
 def _diversity_finding(
     ids: np.ndarray, vectors: np.ndarray, usable: np.ndarray, codes: np.ndarray, names: list[Any],
     properties: np.ndarray | None, columns: list[str], graph: tuple[np.ndarray, np.ndarray], contexts: int | None,
-    seed: int,
+    seed: int, params: DiversityParams,
 ) -> Finding:
     n = len(ids)
     flagged, scores = np.zeros(n, dtype=bool), np.zeros(n)
     rows = np.flatnonzero(usable)
     sizes = np.bincount(codes[codes >= 0], minlength=len(names))
-    compared = np.flatnonzero(sizes >= MIN_CLASS_SIZE)
-    if compared.size == 0 or rows.size < SAMPLES_PER_CONTEXT:
-        reason = "no labels" if not names else f"no class has {MIN_CLASS_SIZE} or more embedded samples"
+    compared = np.flatnonzero(sizes >= params.min_class_size)
+    if compared.size == 0 or rows.size < params.samples_per_context:
+        reason = "no labels" if not names else f"no class has {params.min_class_size} or more embedded samples"
         return Finding(check="diversity", severity="none", message=f"{reason}: class diversity not checked",
                        sample_ids=ids, flagged=flagged, scores=scores, summary={"classes": 0, "contexts": 0})
 
-    k = min(contexts or context_count(rows.size, compared.size), rows.size)
-    local, _ = spherical_kmeans(vectors if rows.size == n else vectors[rows], k, seed=seed)  # no copy when all count
+    k = min(contexts or context_count(rows.size, compared.size, params), rows.size)
+    local, _ = spherical_kmeans(vectors if rows.size == n else vectors[rows], k, seed=seed,
+                                params=params)  # no copy when all count
     context = np.full(n, -1, dtype=np.int64)
     context[rows] = local
     labeled = np.flatnonzero(codes >= 0)
@@ -379,7 +387,7 @@ def _diversity_finding(
 
     sums, _ = _group_sums(codes, len(names), vectors)
     nearest, _ = nearest_in_group(vectors, np.where(np.isin(codes, compared), codes, -1), codes, graph,
-                                  search_missing=graph[0].shape[1] == 0)
+                                  search_missing=graph[0].shape[1] == 0, params=params)
     if graph[0].shape[1]:  # no sample of the class among the graph's neighbours: at least as far as the last one
         nearest = np.where(np.isnan(nearest), graph[0][:, -1], nearest)
     table = []
@@ -387,11 +395,12 @@ def _diversity_finding(
     for code in compared:
         members = np.flatnonzero(codes == code)
         nn = nearest[members]
-        sample = members if members.size <= LOOKS_SAMPLE else np.sort(rng.choice(members, LOOKS_SAMPLE, replace=False))
+        sample = (members if members.size <= params.looks_sample
+                  else np.sort(rng.choice(members, params.looks_sample, replace=False)))
         table.append({
             "class": names[code], "samples": int(sizes[code]),
             "contexts": effective_number(histogram[code]),
-            "looks": distinct_subclusters(vectors[sample], seed=seed),
+            "looks": distinct_subclusters(vectors[sample], seed=seed, params=params),
             "spread": float(1.0 - np.linalg.norm(sums[code]) / sizes[code]),
             "nn_distance": float(np.median(1.0 - nn[np.isfinite(nn)])) if np.isfinite(nn).any() else None,
         })
@@ -399,30 +408,32 @@ def _diversity_finding(
     ratios = {m: _ratio_to_median(np.array([row[m] for row in table])) for m in ranked}
     diversity = np.exp(np.mean([np.log(np.maximum(ratios[m], 1e-6)) for m in ranked], axis=0))
     z = robust_z(np.log(diversity))
-    comparable = compared.size >= MIN_CLASSES_COMPARED
+    comparable = compared.size >= params.min_classes_compared
     groups: list[list[str]] = []
     reasons: dict[int, dict[str, Any]] = {}
     for i, (code, row) in enumerate(zip(compared, table, strict=True)):
         row.update({f"{m}_ratio": float(ratios[m][i]) for m in ratios})
         row.update(diversity=float(diversity[i]), z=float(z[i]) if np.isfinite(z[i]) else None,
-                   low_diversity=bool(comparable and diversity[i] <= LOW_DIVERSITY))
+                   low_diversity=bool(comparable and diversity[i] <= params.low_diversity))
         order = np.argsort(-histogram[code], kind="stable")
         cover = np.cumsum(histogram[code][order]) / sizes[code]
-        dominant = order[: int(np.searchsorted(cover, DOMINANT_SHARE)) + 1]
+        dominant = order[: int(np.searchsorted(cover, params.dominant_share)) + 1]
         row["dominant_contexts"] = [int(c) for c in dominant]
         if row["low_diversity"]:
             members = np.flatnonzero((codes == code) & np.isin(context, dominant))
             _flag(members, 1.0 - diversity[i], flagged, scores, reasons, {
                 "reason": "low_diversity_class", "note": f"class {names[code]} is seen in few contexts "
                 f"(diversity {diversity[i]:.2f} of the median class)"})
-            groups += [ids[np.flatnonzero((codes == code) & (context == c))[:EXAMPLES]].tolist() for c in dominant]
+            groups += [ids[np.flatnonzero((codes == code) & (context == c))[:params.examples]].tolist()
+                       for c in dominant]
 
-    dominated = _dominated_contexts(ids, codes, names, context, histogram, sizes, usable, properties, columns)
+    dominated = _dominated_contexts(ids, codes, names, context, histogram, sizes, usable, properties, columns,
+                                    params)
     distinctive = [entry for entry in dominated if entry["trait"] and entry["trait"]["distinctive"]]
     for entry in distinctive:
         trait = entry["trait"]
         members = np.flatnonzero((codes == names.index(entry["class"])) & (context == entry["context"]))
-        score = float(z_score_to_unit(np.array([abs(trait["effect_vs_others"])]), DISTINCTIVE_EFFECT)[0])
+        score = float(z_score_to_unit(np.array([abs(trait["effect_vs_others"])]), params.distinctive_effect)[0])
         _flag(members, score, flagged, scores, reasons, {
             "reason": "distinctive_context", "note": f"context {entry['context']} is {entry['purity']:.0%} "
             f"{entry['class']} and holds {entry['class_share']:.0%} of it; its {trait['property']} is "
@@ -433,16 +444,16 @@ def _diversity_finding(
     details = {str(ids[r]): {"label": names[codes[r]], "context": int(context[r]), **reasons[r]}
                for r in np.flatnonzero(flagged)}
     table.sort(key=lambda row: row["diversity"])
-    severity = _diversity_severity(table if comparable else [], distinctive)
+    severity = _diversity_severity(table if comparable else [], distinctive, params)
     return Finding(
         check="diversity", severity=severity,
-        message=_diversity_message(table, comparable, distinctive, dominated, bool(columns)),
+        message=_diversity_message(table, comparable, distinctive, dominated, bool(columns), params),
         sample_ids=ids, flagged=flagged, scores=scores,
         summary={"contexts": k, "classes": len(table), "low_diversity_classes": sum(r["low_diversity"] for r in table),
                  "least_diverse": str(table[0]["class"]), "min_diversity": round(table[0]["diversity"], 4),
                  "dominated_contexts": len(dominated), "distinctive_contexts": len(distinctive)},
         evidence={"classes": _rounded(table), "dominated_contexts": _rounded(dominated),
-                  "groups": groups[:MAX_GROUPS]},
+                  "groups": groups[:params.max_groups]},
         details=details,
     )
 
@@ -461,17 +472,19 @@ def _flag(members: np.ndarray, score: float, flagged: np.ndarray, scores: np.nda
 
 def _dominated_contexts(
     ids: np.ndarray, codes: np.ndarray, names: list[Any], context: np.ndarray, histogram: np.ndarray,
-    sizes: np.ndarray, usable: np.ndarray, properties: np.ndarray | None, columns: list[str],
+    sizes: np.ndarray, usable: np.ndarray, properties: np.ndarray | None, columns: list[str], params: DiversityParams,
 ) -> list[dict[str, Any]]:
-    """Contexts where one class is >= DOMINANCE of the labeled members and that hold a large share of that class."""
+    """Contexts where one class is at least ``dominance`` of the labeled members and that hold a large share of that
+    class (at least ``min_class_share``, at most ``1 - min_share_elsewhere``)."""
     labeled_in_context = histogram.sum(axis=0)
     top_class = histogram.argmax(axis=0)
     purity = np.divide(histogram.max(axis=0), labeled_in_context, out=np.zeros(histogram.shape[1]),
                        where=labeled_in_context > 0)
     class_share = np.divide(histogram.max(axis=0), sizes[top_class], out=np.zeros(histogram.shape[1]),
                             where=sizes[top_class] > 0)
-    chosen = np.flatnonzero((purity >= DOMINANCE) & (class_share >= MIN_CLASS_SHARE)
-                            & (class_share <= 1.0 - MIN_SHARE_ELSEWHERE) & (sizes[top_class] >= MIN_CLASS_SIZE))
+    chosen = np.flatnonzero((purity >= params.dominance) & (class_share >= params.min_class_share)
+                            & (class_share <= 1.0 - params.min_share_elsewhere)
+                            & (sizes[top_class] >= params.min_class_size))
     entries = []
     for c in chosen[np.argsort(-class_share[chosen], kind="stable")]:
         code = top_class[c]
@@ -479,18 +492,18 @@ def _dominated_contexts(
         rest = (codes == code) & (context != c) & (context >= 0)
         trait = None
         if properties is not None and columns:
-            trait = _trait(properties, columns, inside, rest, usable & (context != c))
+            trait = _trait(properties, columns, inside, rest, usable & (context != c), params)
         entries.append({"context": int(c), "class": names[code], "size": int(np.sum(context == c)),
                         "purity": float(purity[c]), "class_share": float(class_share[c]), "trait": trait,
-                        "examples": ids[np.flatnonzero(inside)[:EXAMPLES]].tolist()})
+                        "examples": ids[np.flatnonzero(inside)[:params.examples]].tolist()})
     return entries
 
 
 def _trait(properties: np.ndarray, columns: list[str], inside: np.ndarray, rest: np.ndarray,
-           outside: np.ndarray) -> dict[str, Any] | None:
+           outside: np.ndarray, params: DiversityParams) -> dict[str, Any] | None:
     """The property that sets a context's members apart from the rest of their class (and from the data).
 
-    Among properties that differ from the rest of the class by a large effect (|d| >= 0.8) and from all
+    Among properties that differ from the rest of the class by a large effect (|d| >= ``large_effect``) and from all
     samples outside the context in the same direction, the one most different from the latter; without
     such a property, the one most different from the rest of the class (then not distinctive).
     """
@@ -498,29 +511,29 @@ def _trait(properties: np.ndarray, columns: list[str], inside: np.ndarray, rest:
     if not np.isfinite(versus_class).any():
         return None
     versus_others = property_effect_sizes(properties[inside], properties[outside])
-    candidate = (np.abs(versus_class) >= LARGE_EFFECT) & (np.sign(versus_class) == np.sign(versus_others))
+    candidate = (np.abs(versus_class) >= params.large_effect) & (np.sign(versus_class) == np.sign(versus_others))
     if candidate.any():
         best = int(np.nanargmax(np.where(candidate, np.abs(versus_others), -np.inf)))
     else:
         best = int(np.nanargmax(np.abs(versus_class)))
-    distinctive = bool(candidate[best] and abs(versus_others[best]) >= DISTINCTIVE_EFFECT)
+    distinctive = bool(candidate[best] and abs(versus_others[best]) >= params.distinctive_effect)
     return {"property": columns[best], "effect_size": float(versus_class[best]),
             "effect_vs_others": float(versus_others[best]) if np.isfinite(versus_others[best]) else None,
             "mean_inside": float(np.nanmean(properties[inside, best])),
             "mean_rest": float(np.nanmean(properties[rest, best])), "distinctive": distinctive}
 
 
-def _diversity_severity(table: list[dict[str, Any]], distinctive: list[dict[str, Any]]) -> str:
+def _diversity_severity(table: list[dict[str, Any]], distinctive: list[dict[str, Any]], params: DiversityParams) -> str:
     lowest = min((row["diversity"] for row in table), default=1.0)
-    if lowest <= VERY_LOW_DIVERSITY:
+    if lowest <= params.very_low_diversity:
         return "high"
-    if lowest <= LOW_DIVERSITY:
+    if lowest <= params.low_diversity:
         return "medium"
     return "low" if distinctive else "none"
 
 
 def _diversity_message(table: list[dict[str, Any]], comparable: bool, distinctive: list[dict[str, Any]],
-                       dominated: list[dict[str, Any]], has_properties: bool) -> str:
+                       dominated: list[dict[str, Any]], has_properties: bool, params: DiversityParams) -> str:
     parts = []
     low = [row for row in table if row["low_diversity"]]
     if low:
@@ -535,8 +548,8 @@ def _diversity_message(table: list[dict[str, Any]], comparable: bool, distinctiv
         parts.append(f"every class is seen in varied contexts (least diverse: {table[0]['class']!s}, "
                      f"{table[0]['diversity']:.2f} of the median class)")
     else:
-        parts.append(f"fewer than {MIN_CLASSES_COMPARED} classes with {MIN_CLASS_SIZE}+ samples: diversity is "
-                     "relative to the other classes, so it is not judged")
+        parts.append(f"fewer than {params.min_classes_compared} classes with {params.min_class_size}+ samples: "
+                     "diversity is relative to the other classes, so it is not judged")
     if distinctive:
         first = distinctive[0]
         trait = first["trait"]
@@ -554,7 +567,7 @@ def _diversity_message(table: list[dict[str, Any]], comparable: bool, distinctiv
 def _coverage_finding(
     ids: np.ndarray, vectors: np.ndarray, usable: np.ndarray, class_codes: np.ndarray, class_names: list[Any],
     split_codes: np.ndarray, split_names: list[Any], train_split: str, graph: tuple[np.ndarray, np.ndarray],
-    has_splits: bool,
+    has_splits: bool, params: DiversityParams,
 ) -> Finding:
     n = len(ids)
     flagged, scores = np.zeros(n, dtype=bool), np.zeros(n)
@@ -574,9 +587,9 @@ def _coverage_finding(
         return not_checked(f"no split besides {train_split!r}")
 
     wanted = np.where(usable & (split_codes >= 0), 0, -1)
-    similarity, nearest = nearest_in_group(vectors, wanted, np.where(is_train, 0, -1), graph)
+    similarity, nearest = nearest_in_group(vectors, wanted, np.where(is_train, 0, -1), graph, params=params)
     distance = 1.0 - similarity
-    threshold = float(np.quantile(distance[is_train & np.isfinite(distance)], COVERAGE_QUANTILE))
+    threshold = float(np.quantile(distance[is_train & np.isfinite(distance)], params.coverage_quantile))
     uncovered = others & (distance > threshold)
     flagged[:] = uncovered
     scores[others] = z_score_to_unit(distance[others], max(threshold, 1e-12))
@@ -591,17 +604,20 @@ def _coverage_finding(
     by_split = _shares(split_codes, split_names, others, uncovered)
     by_class = _shares(class_codes, class_names, others, uncovered)
     share = float(uncovered.sum() / others.sum())
-    severity = severity_from_share(share, low=COVERAGE_SHARES[0], medium=COVERAGE_SHARES[1], high=COVERAGE_SHARES[2])
+    severity = severity_from_share(share, low=params.coverage_low_share, medium=params.coverage_medium_share,
+                                   high=params.coverage_high_share)
     for row in by_class:
-        if row["samples"] >= MIN_CLASS_SIZE:
-            level = severity_from_share(row["share"], low=CLASS_COVERAGE_SHARES[0], medium=CLASS_COVERAGE_SHARES[1],
-                                        high=CLASS_COVERAGE_SHARES[2])
+        if row["samples"] >= params.min_class_size:
+            level = severity_from_share(row["share"], low=params.class_coverage_low_share,
+                                        medium=params.class_coverage_medium_share,
+                                        high=params.class_coverage_high_share)
             severity = max(severity, level, key=SEVERITIES.index)
-    worst = max((row for row in by_class if row["samples"] >= MIN_CLASS_SIZE), key=lambda r: r["share"], default=None)
+    worst = max((row for row in by_class if row["samples"] >= params.min_class_size), key=lambda r: r["share"],
+                default=None)
     if uncovered.any():
         message = (f"{int(uncovered.sum())} of {int(others.sum())} samples outside {train_split!r} ({share:.1%}) are "
-                   f"farther from every training sample than {COVERAGE_QUANTILE:.0%} of training samples are from "
-                   "their nearest neighbour (about 1% expected)")
+                   f"farther from every training sample than {params.coverage_quantile:.0%} of training samples are "
+                   "from their nearest neighbour (about 1% expected)")
         if worst is not None and worst["uncovered"]:
             message += f"; most in class {worst['name']!s} ({worst['share']:.0%} of its {worst['samples']})"
         if severity != "none":
@@ -612,7 +628,7 @@ def _coverage_finding(
     other_distance = distance[others & np.isfinite(distance)]
     return Finding(
         check="coverage", severity=severity, message=message, sample_ids=ids, flagged=flagged, scores=scores,
-        summary={"train_split": train_split, "threshold": round(threshold, 6), "quantile": COVERAGE_QUANTILE,
+        summary={"train_split": train_split, "threshold": round(threshold, 6), "quantile": params.coverage_quantile,
                  "checked": int(others.sum()), "uncovered": int(uncovered.sum()), "uncovered_share": round(share, 6)},
         evidence={"by_split": by_split, "by_class": by_class,
                   "train_nn_distance_percentiles": _percentiles(train_distance),
