@@ -386,6 +386,7 @@ def _schema(name: str) -> dict:
     return json.loads(resources.files("curato").joinpath(f"schemas/{name}.schema.json").read_text())
 
 
+@pytest.mark.slow
 def test_select_and_route_commands(tmp_path, fashion_mnist):
     manifest = _manifest(tmp_path / "data", fashion_mnist, (1, 7, 8), per_class=150, labelled=100)
     workspace = _embedded_workspace(tmp_path / "ws", manifest)
@@ -450,6 +451,7 @@ def test_select_and_route_commands(tmp_path, fashion_mnist):
         run_select(opened, budget=3, out=tmp_path / "batch.txt")
 
 
+@pytest.mark.slow
 def test_simulate_command_writes_valid_json_and_resumes(tmp_path, fashion_mnist):
     manifest = _manifest(tmp_path / "data", fashion_mnist, (0, 1, 2, 7, 8), per_class=80, labelled=80,
                          test_per_class=20)

@@ -178,28 +178,46 @@ def test_embedder_by_instance_and_by_registered_name(workspace):
     summary = ws.embed(MeanColour())
     assert summary.embedder == "mean-colour" and summary.dim == 3 and summary.total == 80
     assert ws.features.load("mean-colour").vectors.shape == (80, 3)
-    curato.register_embedder("mean-colour-registered", lambda **options: MeanColour(), replace=True)
-    assert "mean-colour-registered" in curato.available_embedders()
-    assert run("embed", "-w", workspace, "--embedder", "mean-colour-registered").returncode == 0
-    assert ws.features.has("mean-colour-registered")
-    with pytest.raises(ValueError, match="registered already"):
-        curato.register_embedder("classic", lambda **options: MeanColour())
+    curato.register_embedder("mean-colour-registered", lambda **options: MeanColour())
+    try:
+        assert "mean-colour-registered" in curato.available_embedders()
+        assert run("embed", "-w", workspace, "--embedder", "mean-colour-registered").returncode == 0
+        assert ws.features.has("mean-colour-registered")
+        with pytest.raises(ValueError, match="registered already"):
+            curato.register_embedder("classic", lambda **options: MeanColour())
+    finally:
+        curato.unregister_embedder("mean-colour-registered")
+    assert "mean-colour-registered" not in curato.available_embedders()
 
 
-def test_strategy_registry_drives_select(workspace):
+def test_strategy_registry_drives_select(workspace, tmp_path, fashion_mnist):
     def darkest_first(inputs: curato.StrategyInputs):
         order = inputs.unlabeled[np.argsort(inputs.features[inputs.unlabeled, 0])][: inputs.budget]
         return order, np.linspace(1, 0.5, len(order)), ["lowest first feature"] * len(order)
 
-    curato.register_strategy("lowest-feature", darkest_first, cold_start=True, replace=True)
-    assert "lowest-feature" in curato.available_strategies()
-    features = np.arange(20, dtype=np.float32)[::-1, None]
-    labeled = np.zeros(20, dtype=bool)
-    labeled[:5] = True
-    picked = select_batch("lowest-feature", budget=3, labeled=labeled, features=features)
-    assert picked.indices.tolist() == [19, 18, 17] and picked.reasons[0] == "lowest first feature"
-    with pytest.raises(curato.InputError, match="'nope' is unknown"):
-        select_batch("nope", budget=1, labeled=labeled)
+    curato.register_strategy("lowest-feature", darkest_first, cold_start=True)
+    try:
+        assert "lowest-feature" in curato.available_strategies()
+        features = np.arange(20, dtype=np.float32)[::-1, None]
+        labeled = np.zeros(20, dtype=bool)
+        labeled[:5] = True
+        picked = select_batch("lowest-feature", budget=3, labeled=labeled, features=features)
+        assert picked.indices.tolist() == [19, 18, 17] and picked.reasons[0] == "lowest first feature"
+        with pytest.raises(curato.InputError, match="'nope' is unknown"):
+            select_batch("nope", budget=1, labeled=labeled)
+        # select on a workspace takes it from the same registry (the CLI too)
+        pool = tmp_path / "pool"
+        pool.mkdir()
+        for index, image in enumerate(fashion_mnist[0][1500:1506]):
+            Image.fromarray(image).save(pool / f"loose-{index}.png")
+        ws = curato.Workspace.open(workspace)
+        ws.ingest(pool)
+        batch = ws.select(3, strategy="lowest-feature", embedder="classic")
+        assert len(batch.batch()) == 3 and set(batch.batch()["reason"]) == {"lowest first feature"}
+        assert all(sid.startswith("loose-") for sid in batch.batch()["sample_id"])
+    finally:
+        curato.unregister_strategy("lowest-feature")
+    assert "lowest-feature" not in curato.available_strategies()
 
 
 @dataclass(frozen=True)

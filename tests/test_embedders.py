@@ -145,6 +145,7 @@ def test_default_embedder_shape_dtype_determinism(fashion_300):
     assert embedder.embed([]).shape == (0, 1280)
 
 
+@pytest.mark.slow
 def test_fast_path_matches_eager_torch(fashion_300, eager_model):
     from curato.features.embedders.efficientnet import resize_batch, torch_features
 
@@ -162,6 +163,7 @@ def test_fast_path_matches_eager_torch(fashion_300, eager_model):
         assert cosines(fallback.embed(images[:6]), reference[:6]).min() >= 0.999
 
 
+@pytest.mark.slow
 def test_embeddings_carry_class_signal(fashion_300):
     images, labels = fashion_300
     vectors = get_embedder("efficientnet-lite0-112").embed(images)
@@ -223,6 +225,7 @@ def test_grey_images_equal_their_rgb_version_and_bad_images_are_refused(fashion_
 # -- classic -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_classic_shape_norm_determinism_and_signal(fashion_300):
     images, labels = fashion_300
     embedder = get_embedder("classic")
@@ -258,6 +261,7 @@ def test_classic_blocks_equal_skimage():
 # -- minilm ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_minilm_similar_sentences_are_closer():
     embedder = get_embedder("minilm")
     assert embedder.modality == "text" and embedder.dim == 384

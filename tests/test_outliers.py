@@ -27,6 +27,7 @@ def clothes_and_photo(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> dict[str,
             "mislabelled": np.array([f"fmnist/{i}" for i in bags], dtype=object)}
 
 
+@pytest.mark.slow
 def test_photo_among_clothes_is_an_outlier(clothes_and_photo: dict[str, np.ndarray]) -> None:
     data = clothes_and_photo
     outliers, _ = outlier_findings(data["ids"], data["embeddings"], data["labels"])

@@ -193,6 +193,7 @@ def test_interval_widens_as_the_evaluation_set_shrinks():
     assert widths[0][-1] > 2 * widths[0][np.searchsorted(grid, 1000)]
 
 
+@pytest.mark.slow
 def test_interval_covers_a_noisy_curve_at_about_its_nominal_rate():
     covered, widths = [], []
     for seed in range(5):
@@ -289,6 +290,7 @@ def test_digits_forecast_from_a_quarter_is_within_a_few_points(digits_curve):
     assert bare["interval"][1] - bare["interval"][0] < high - low
 
 
+@pytest.mark.slow
 def test_forecast_answers_and_warnings(digits_curve):
     sizes, values, n_pool = digits_curve
     answers = forecast(sizes, values, target=0.97, chance=CHANCE, n_bootstrap=15, per_class_multiple=10)
@@ -322,6 +324,7 @@ def sizing_workspace(tmp_path, image_folder):
     return ws
 
 
+@pytest.mark.slow
 def test_cli_writes_valid_json_and_report(sizing_workspace, tmp_path):
     out = tmp_path / "size.json"
     result = run("size", "-w", sizing_workspace, "--target", "0.99", "--embedder", "classic", "--sizes", "6",
@@ -358,6 +361,7 @@ def fashion_workspace(tmp_path_factory, fashion_mnist) -> Path:
     return workspace
 
 
+@pytest.mark.slow
 def test_cli_backtest_reports_predicted_minus_measured_at_the_full_pool(fashion_workspace, tmp_path):
     out = tmp_path / "size.json"
     result = run("size", "-w", fashion_workspace, "--target", "0.8", "--embedder", "classic", "--backtest",
@@ -380,6 +384,7 @@ def test_cli_backtest_reports_predicted_minus_measured_at_the_full_pool(fashion_
         assert test["samples_needed_ratio"] == pytest.approx(test["samples_needed_predicted"] / 800)
 
 
+@pytest.mark.slow
 def test_without_an_evaluation_split_the_curve_is_cross_fitted(fashion_workspace, tmp_path):
     # Only the 800 training images, no test split: five stratified folds of 160, seed s scored on fold s.
     workspace = tmp_path / "ws"
@@ -461,6 +466,7 @@ def test_bad_input_gives_one_clear_line(sizing_workspace, tmp_path):
         curve_sizes(30, 10)
 
 
+@pytest.mark.slow
 def test_backtest_interval_wholly_past_the_horizon_does_not_cover_the_actual_size() -> None:
     # A curve flat on the fitted quarter that jumps at the end: the forecast never reaches the measured value.
     sizes = np.array([50, 80, 125, 200, 320, 500, 800, 1300, 2000, 8000])

@@ -247,6 +247,7 @@ def test_pixels_embedder_is_the_box_filtered_image():
 # -- the command -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_transfer_command_end_to_end(tmp_path, image_folder):
     workspace = tmp_path / "ws"
     assert run("ingest", image_folder, "-w", workspace).returncode == 0

@@ -40,9 +40,11 @@ _EXPORTS = {
     "Embedder": "curato.features.embedders",
     "register_embedder": "curato.features.embedders",
     "available_embedders": "curato.features.embedders",
+    "unregister_embedder": "curato.features.embedders",
     "StrategyInputs": "curato.active.strategies",
     "register_strategy": "curato.active.strategies",
     "available_strategies": "curato.active.strategies",
+    "unregister_strategy": "curato.active.strategies",
     "CuratoError": "curato.errors",
     "InputError": "curato.errors",
     "WorkspaceError": "curato.errors",
@@ -69,16 +71,23 @@ __all__ = [  # noqa: RUF022 - grouped as in _EXPORTS
     "Embedder",
     "register_embedder",
     "available_embedders",
+    "unregister_embedder",
     "StrategyInputs",
     "register_strategy",
     "available_strategies",
+    "unregister_strategy",
     "CuratoError",
     "InputError",
     "WorkspaceError",
 ]
 
 if TYPE_CHECKING:
-    from curato.active.strategies import StrategyInputs, available_strategies, register_strategy
+    from curato.active.strategies import (
+        StrategyInputs,
+        available_strategies,
+        register_strategy,
+        unregister_strategy,
+    )
     from curato.api import Workspace, demo, find_issues
     from curato.checks.data import AuditData
     from curato.checks.findings import Finding
@@ -94,7 +103,7 @@ if TYPE_CHECKING:
         TransferResult,
     )
     from curato.errors import CuratoError, InputError, WorkspaceError
-    from curato.features.embedders import Embedder, available_embedders, register_embedder
+    from curato.features.embedders import Embedder, available_embedders, register_embedder, unregister_embedder
 
 
 def __getattr__(name: str) -> Any:

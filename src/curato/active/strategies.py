@@ -659,6 +659,11 @@ def register_strategy(name: str, pick: Callable[[StrategyInputs], Picks], *, ens
     return spec
 
 
+def unregister_strategy(name: str) -> None:
+    """Remove the strategy called ``name`` (e.g. one a notebook registered); unknown names raise ``KeyError``."""
+    del _registry()[name]
+
+
 def _registry() -> dict[str, StrategySpec]:
     global _LOADED
     if not _LOADED:

@@ -35,6 +35,7 @@ __all__ = [
     "default_embedder_name",
     "get_embedder",
     "register_embedder",
+    "unregister_embedder",
 ]
 ENTRY_POINT_GROUP = "curato.embedders"
 
@@ -91,6 +92,11 @@ def register_embedder(name: str, factory: Callable[..., Embedder], *, replace: b
     if name in _REGISTRY and not replace and _REGISTRY[name] is not factory:
         raise ValueError(f"an embedder named {name!r} is registered already; pass replace=True to override it")
     _REGISTRY[name] = factory
+
+
+def unregister_embedder(name: str) -> None:
+    """Remove the embedder called ``name`` (e.g. one a notebook registered); unknown names raise ``KeyError``."""
+    del _registry()[name]
 
 
 def _registry() -> dict[str, Callable[..., Embedder]]:
