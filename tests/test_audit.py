@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from curato.checks.duplicates import RULES
 from tests.browser import chromium_page
 from tests.conftest import run
 
@@ -59,6 +60,13 @@ def test_audit_json_validates_and_finds_planted_problems(audited):
     assert "train/boot/copy-of-first.png" in exact
     leak_ids = {i["sample_id"] for i in checks["split_leakage"]["issues"]}
     assert "test/boot/leaked.png" in leak_ids and checks["split_leakage"]["severity"] == "high"
+    # a near-duplicate pair says which rule accepted it, in the JSON and in the report
+    leak = next(i for i in checks["split_leakage"]["issues"] if i["sample_id"] == "test/boot/leaked.png")
+    assert leak["rule"] in RULES and leak["partner"].startswith("train/boot/")
+    near_pairs = [pair for group in checks["near_duplicates"]["evidence"]["pairs"] for pair in group]
+    assert any({pair["a"], pair["b"]} == {"test/boot/leaked.png", leak["partner"]} for pair in near_pairs)
+    report = (out / "report.html").read_text()
+    assert "accepted pairs: the rule that accepted each" in report and leak["rule"] in report
     assert "train/top/black.png" in {i["sample_id"] for i in checks["dark"]["issues"]}
     assert {"label_issues", "outliers", "class_imbalance", "split_health"} <= set(checks)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from curato.checks.balance import BalanceParams, class_imbalance_finding, split_health_finding
 from curato.checks.data import AuditData
+from curato.checks.diversity import DiversityParams
 from curato.checks.duplicates import DuplicateParams
 from curato.checks.findings import Finding
 from curato.checks.image_quality import ImageQualityParams, image_quality_findings
@@ -64,7 +65,7 @@ def _duplicates(data: AuditData, params: Any) -> list[Finding]:
     second_look = None
     side = None
     if data.sizes is not None and data.thumbnails is not None and data.load_image is not None:
-        side = second_look_side(data.sizes[rows])
+        side = second_look_side(data.sizes[rows], params)
     if side is not None:
         from curato.features.properties import grey_squares
 
@@ -93,7 +94,7 @@ def _diversity(data: AuditData, params: Any) -> list[Finding]:
     return diversity_findings(
         data.sample_ids[rows], data.embeddings[rows], data.labels[rows], splits=data.splits[rows],
         properties=_at(data.properties, rows),
-        property_columns=data.property_columns, neighbours=data.neighbour_graph(rows))
+        property_columns=data.property_columns, neighbours=data.neighbour_graph(rows), params=params)
 
 
 def _shortcuts(data: AuditData, params: Any) -> list[Finding]:
@@ -178,6 +179,29 @@ def _background_views(data: AuditData, rows: np.ndarray, params: ShortcutParams
     return position_in_rows, vectors, data.embeddings[chosen]
 
 
+PAIRS_SHOWN = 40
+
+
+def _duplicate_tables(finding: Finding) -> list[dict[str, Any]]:
+    """Which rule accepted each listed near-duplicate pair, and at what distances."""
+    groups = finding.evidence.get("pairs") if isinstance(finding.evidence, dict) else None
+    if not groups:
+        return []
+    rows = []
+    for number, pairs in enumerate(groups):
+        for pair in pairs:
+            distances = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                                  for key, value in pair.items() if key not in ("a", "b", "rule", "similarity"))
+            rows.append([number, pair["a"], pair["b"], pair["rule"], f"{pair['similarity']:.4f}", distances])
+    counts = finding.evidence.get("pairs_by_rule") or {}
+    notes = ["pairs accepted per rule (all groups): " + ", ".join(f"{rule} {n}" for rule, n in counts.items())]
+    if len(rows) > PAIRS_SHOWN:
+        notes.append(f"the first {PAIRS_SHOWN} of {len(rows)} listed pairs are shown; the JSON has them all")
+    return [{"title": "accepted pairs: the rule that accepted each, and its distances (docs/findings.md names the "
+                      "rules)", "columns": ["group", "sample", "duplicate of", "rule", "similarity", "distances"],
+             "rows": rows[:PAIRS_SHOWN], "notes": notes}]
+
+
 def _shortcut_tables(finding: Finding) -> list[dict[str, Any]]:
     return [_cue_table_view(finding.evidence)] if finding.evidence.get("cues") else []
 
@@ -220,13 +244,14 @@ register_check("label_issues", _label_issues, params=LabelIssueParams,
                description="samples whose label disagrees with out-of-fold predictions")
 register_check("duplicates", _duplicates, params=DuplicateParams, needs=("embeddings",),
                description="exact and near duplicates, train/test leaks, copies with conflicting labels",
-               findings=("exact_duplicates", "near_duplicates", "split_leakage", "conflicting_duplicates"))
+               findings=("exact_duplicates", "near_duplicates", "split_leakage", "conflicting_duplicates"),
+               render=_duplicate_tables)
 register_check("outliers", _outliers, params=OutlierParams, needs=("embeddings",),
                description="samples far from everything else, or from the rest of their class",
                findings=("outliers", "class_outliers"))
 register_check("shortcuts", _shortcuts, params=ShortcutParams,
                needs=("embeddings", "pred_probs", "properties", "labels"),
                description="cues other than the object that predict the label", render=_shortcut_tables)
-register_check("diversity", _diversity, needs=("embeddings",),
+register_check("diversity", _diversity, params=DiversityParams, needs=("embeddings",),
                description="classes seen in few contexts; test samples train does not cover",
                findings=("diversity", "coverage"))
