@@ -302,3 +302,16 @@ def test_a_check_from_a_separate_package_is_found_through_its_entry_point(tmp_pa
     strict = curato_process("audit", "-w", ws, "--checks", "filename_leak", "--set",
                             "filename_leak.min_label_length=0")
     assert strict.returncode == 2 and "filename_leak.min_label_length" in strict.stderr
+    # a plug-in that cannot be imported stops the command with one line naming it, never a partial audit
+    broken = tmp_path / "curato-broken"
+    (broken / "curato_broken").mkdir(parents=True)
+    (broken / "curato_broken" / "__init__.py").write_text("import a_module_that_is_not_installed\n")
+    (broken / "pyproject.toml").write_text(files["pyproject.toml"].replace("curato-filename-leak", "curato-broken")
+                                           .replace("filename_leak = \"curato_filename_leak:CHECK\"",
+                                                    "broken = \"curato_broken:CHECK\""))
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                                "--target", str(target), str(broken)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    failed = curato_process("audit", "-w", ws, "--checks", "filename_leak")
+    assert failed.returncode == 2 and len(failed.stderr.strip().splitlines()) == 1
+    assert "plug-in 'broken' (curato.checks, from curato-broken) failed to load" in failed.stderr

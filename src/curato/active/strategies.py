@@ -41,13 +41,14 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from typing import Any
 
 import faiss
 import numpy as np
 
 from curato.errors import InputError
 from curato.neighbors import knn, set_threads, unit_rows
+from curato.plugins import load_entry_points
 
 # Bump when a strategy picks differently for the same input, or the active-learning head changes: resumed
 # simulations do not mix rule versions.
@@ -664,16 +665,18 @@ def unregister_strategy(name: str) -> None:
     del _registry()[name]
 
 
+def _add_loaded(name: str, loaded: Any) -> bool:
+    if isinstance(loaded, StrategySpec):
+        _REGISTRY[loaded.name] = loaded
+        return True
+    return False
+
+
 def _registry() -> dict[str, StrategySpec]:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        for entry in entry_points(group=ENTRY_POINT_GROUP):
-            loaded = entry.load()
-            if isinstance(loaded, StrategySpec):
-                _REGISTRY[loaded.name] = loaded
-            elif callable(loaded):
-                loaded()
+        load_entry_points(ENTRY_POINT_GROUP, _add_loaded)
     return _REGISTRY
 
 

@@ -18,12 +18,12 @@ import time
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 from curato.checks.data import AuditData
 from curato.checks.findings import Finding
 from curato.errors import InputError
+from curato.plugins import load_entry_points
 
 NEEDS = frozenset({"embeddings", "pred_probs", "properties", "thumbnails", "labels"})
 ENTRY_POINT_GROUP = "curato.checks"
@@ -93,13 +93,15 @@ def registered_checks() -> dict[str, CheckSpec]:
         _LOADED = True
         import curato.checks.builtin  # noqa: F401 - registers the built-in checks
 
-        for entry in entry_points(group=ENTRY_POINT_GROUP):
-            loaded = entry.load()
-            if isinstance(loaded, CheckSpec):
-                add_check(loaded, replace=True)
-            elif callable(loaded):
-                loaded()
+        load_entry_points(ENTRY_POINT_GROUP, _add_loaded)
     return dict(_REGISTRY)
+
+
+def _add_loaded(name: str, loaded: Any) -> bool:
+    if isinstance(loaded, CheckSpec):
+        add_check(loaded, replace=True)
+        return True
+    return False
 
 
 def check_names(names: Sequence[str] | None) -> list[str]:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
 
 from curato.errors import InputError, UnknownEmbedderError
 from curato.features.embedders.base import Embedder, PrecomputedEmbedder
+from curato.plugins import load_entry_points
 
 __all__ = [
     "Embedder",
@@ -99,20 +99,22 @@ def unregister_embedder(name: str) -> None:
     del _registry()[name]
 
 
+def _add_loaded(name: str, loaded: Any) -> bool:
+    """An ``Embedder`` class, or a factory taking keyword options, registers under the entry point's name."""
+    if isinstance(loaded, type) and issubclass(loaded, Embedder):
+        register_embedder(name, loaded, replace=True)
+        return True
+    if callable(loaded) and inspect.signature(loaded).parameters:
+        register_embedder(name, loaded, replace=True)
+        return True
+    return False
+
+
 def _registry() -> dict[str, Callable[..., Embedder]]:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        for entry in entry_points(group=ENTRY_POINT_GROUP):
-            loaded = entry.load()
-            if isinstance(loaded, type) and issubclass(loaded, Embedder):
-                register_embedder(entry.name, loaded, replace=True)
-            elif callable(loaded):
-                # a function taking no arguments registers by itself; any other callable is a factory
-                if inspect.signature(loaded).parameters:
-                    register_embedder(entry.name, loaded, replace=True)
-                else:
-                    loaded()
+        load_entry_points(ENTRY_POINT_GROUP, _add_loaded)
     return _REGISTRY
 
 
