@@ -128,6 +128,20 @@ def check_length(name: str, values: Sequence[Any] | np.ndarray, n: int) -> None:
         raise InputError(f"{name} has {len(values)} entries but there are {n} samples")
 
 
+def as_class_indices(context: str, labels: Any, *, rows: int, n_classes: int | None = None) -> tuple[np.ndarray, int]:
+    """Integer class indices ``(rows,)`` in ``0..k-1`` and ``k`` (``n_classes``, else the largest index + 1);
+    errors start with ``context``."""
+    y = np.asarray(labels)
+    if y.shape != (rows,):
+        raise InputError(f"{context}: labels must have shape ({rows},), got {y.shape}")
+    if rows and not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"{context}: labels must be integer class indices 0..k-1")
+    k = (int(y.max()) + 1 if rows else 0) if n_classes is None else int(n_classes)
+    if rows and (y.min() < 0 or y.max() >= k):
+        raise InputError(f"{context}: labels must lie in 0..{k - 1}")
+    return y.astype(np.int64), k
+
+
 def as_matrix(name: str, values: Any, *, rows: int | None = None, columns: int | None = None,
               dtype: Any = np.float64, finite: bool = True) -> np.ndarray:
     """``values`` as a 2-D array of ``dtype``, checked for shape and (by default) finite entries."""

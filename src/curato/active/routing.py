@@ -29,6 +29,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from scipy.stats import beta
 
+from curato.arrays import as_class_indices, as_matrix
 from curato.errors import InputError
 
 CALIBRATION_METHODS = ("temperature", "isotonic")
@@ -188,12 +189,8 @@ def route_auto_labels(calibration_probs: np.ndarray, calibration_labels: np.ndar
 
 
 def _validated(pred_probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probs = np.asarray(pred_probs, dtype=np.float64)
-    y = np.asarray(labels)
-    if probs.ndim != 2 or y.shape != (len(probs),):
-        raise InputError(f"calibration: pred_probs (n, k) and labels (n,) must match, got {probs.shape} and {y.shape}")
-    if len(y) == 0:
+    probs = as_matrix("calibration: pred_probs", pred_probs, finite=False)
+    if len(probs) == 0:
         raise InputError("calibration: no human-labelled rows to calibrate on; label some samples first")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= probs.shape[1]:
-        raise InputError(f"calibration: labels must be class indices 0..{probs.shape[1] - 1}")
-    return probs, y.astype(np.int64)
+    y, _ = as_class_indices("calibration", labels, rows=len(probs), n_classes=probs.shape[1])
+    return probs, y

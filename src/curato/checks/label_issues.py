@@ -38,7 +38,7 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import expit, gammaln, logit
 
-from curato.arrays import as_matrix, check_field, check_length
+from curato.arrays import as_class_indices, as_matrix, check_field, check_length
 from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
 
@@ -456,20 +456,14 @@ def _normalize_columns(matrix: np.ndarray) -> np.ndarray:
 
 def _validated(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     probs = as_matrix("label issues: pred_probs", pred_probs, finite=False)
-    y = np.asarray(labels)
     if probs.shape[1] < 2:
         raise InputError(f"label issues: pred_probs must be (n, k>=2), got shape {probs.shape}")
-    if y.shape != (len(probs),):
-        raise InputError(f"label issues: labels must have shape ({len(probs)},), got {y.shape}")
-    if len(y) == 0:
+    if len(probs) == 0:
         raise InputError("label issues: no samples")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise InputError("label issues: labels must be integer class indices")
-    if y.min() < 0 or y.max() >= probs.shape[1]:
-        raise InputError(f"label issues: labels must lie in 0..{probs.shape[1] - 1}")
+    y, _ = as_class_indices("label issues", labels, rows=len(probs), n_classes=probs.shape[1])
     if not np.all(np.isfinite(probs)) or probs.min() < 0:
         raise InputError("label issues: pred_probs must be finite and non-negative")
     sums = probs.sum(axis=1)
     if np.any(np.abs(sums - 1.0) > 1e-3):
         raise InputError("label issues: every row of pred_probs must sum to 1")
-    return y.astype(np.int64), probs / sums[:, None]
+    return y, probs / sums[:, None]

@@ -40,7 +40,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-from curato.arrays import stratified_folds
+from curato.arrays import as_class_indices, stratified_folds
 from curato.errors import InputError
 
 # Bump when anything below changes the probabilities for the same inputs (cache key for callers).
@@ -262,13 +262,8 @@ def _validated(embeddings: np.ndarray, labels: np.ndarray, n_folds: int | None, 
                context: str = "out-of-fold probabilities") -> tuple[np.ndarray, np.ndarray, int]:
     """Checked ``(embeddings, integer labels, k)``; errors name ``context``. ``n_folds`` None: no folds to check."""
     x = np.asarray(embeddings)
-    y = np.asarray(labels)
     if x.ndim != 2 or len(x) == 0:
         raise InputError(f"{context}: embeddings must be a non-empty 2-D array, got shape {x.shape}")
-    if y.shape != (len(x),):
-        raise InputError(f"{context}: labels must have shape ({len(x)},), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise InputError(f"{context}: labels must be integer class indices 0..k-1")
     if n_folds is not None and (n_folds < 2 or len(x) < n_folds):
         raise InputError(f"{context}: need 2 <= n_folds <= samples, got n_folds={n_folds}, "
                          f"{len(x)} samples")
@@ -276,9 +271,7 @@ def _validated(embeddings: np.ndarray, labels: np.ndarray, n_folds: int | None, 
         raise InputError(f"{context}: need at least 2 rows, got {len(x)}")
     if not np.all(np.isfinite(x)):
         raise InputError(f"{context}: embeddings contain NaN or infinite values")
-    k = int(y.max()) + 1 if n_classes is None else int(n_classes)
-    if y.min() < 0 or y.max() >= k:
-        raise InputError(f"{context}: labels must lie in 0..{k - 1}")
+    y, k = as_class_indices(context, labels, rows=len(x), n_classes=n_classes)
     if k < 2:
         raise InputError(f"{context}: need at least two classes")
-    return x, y.astype(np.int64), k
+    return x, y, k
