@@ -4,11 +4,15 @@ Resumable: properties are stored chunk by chunk and each chunk's catalog rows co
 transaction, so an interrupted ingest picks up where it stopped. Idempotent: a file whose content
 hash is unchanged is not scanned again; a changed file is rescanned and its stale features are
 recomputed by the next ``curato embed``.
+
+Confinement (docs/reliability.md): every file read resolves inside one root folder and is a regular file;
+every entry of the source is a sample or a reported skip; a sample never silently changes source.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +34,7 @@ from curato.workspace import Workspace
 
 FORMATS = ("imagefolder", "manifest", "coco", "idx", "text")
 PROPERTIES_VERSION = 1
+_EXAMPLES = 3
 
 
 def properties_meta() -> dict[str, Any]:
@@ -45,7 +50,14 @@ def thumbnails_meta() -> dict[str, Any]:
 
 @dataclass
 class IngestSummary:
-    """What one ingest did."""
+    """What one ingest did.
+
+    ``rows`` entries were read from the source (manifest rows, COCO images, IDX images, folder entries):
+    ``rows == samples + sum(skipped.values())``. ``skipped``: reason -> entries skipped for it;
+    ``skipped_examples``: reason -> up to three of them. ``annotations_skipped``: COCO annotations of an image
+    id not in ``images``. ``sources_changed``: samples already in the workspace whose source the manifest's
+    ``source`` column changed (a change of the ingest's own source name is refused instead).
+    """
 
     source: str
     format: str
@@ -59,38 +71,59 @@ class IngestSummary:
     annotations: int = 0
     not_in_source: int = 0
     label_counts: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_examples: dict[str, list[str]] = field(default_factory=dict)
+    annotations_skipped: int = 0
+    sources_changed: int = 0
 
 
-def read_source(source: str | Path, *, format: str | None = None, images_root: str | Path | None = None
-                ) -> tuple[str, list[SampleRecord]]:
-    """(format, records) for ``source``; raises InputError for anything unusable."""
+def read_source(source: str | Path, *, format: str | None = None, images_root: str | Path | None = None,
+                root: str | Path | None = None) -> tuple[str, readers.ReadResult]:
+    """(format, what the reader found) for ``source``; raises InputError for anything unusable.
+
+    ``root``: the folder every file of the dataset must resolve inside (default: the manifest's or COCO
+    file's folder, the ``images_root`` given, or the image/IDX folder itself)."""
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory; check the path to the dataset")
+    problem = None if path.is_dir() else readers.regular_file_error(path)
+    if problem:
+        raise InputError(f"{path}: {problem}; point at a dataset file or folder")
     chosen = format or readers.detect_format(path)
     if chosen not in FORMATS:
         raise InputError(f"--format {chosen!r} is unknown; use one of {', '.join(FORMATS)}")
     if chosen == "imagefolder":
         if not path.is_dir():
             raise InputError(f"{path}: --format imagefolder needs a directory of class folders")
-        records = readers.read_imagefolder(path)
+        found = readers.read_imagefolder(path, root)
     elif chosen == "manifest":
-        records = readers.read_manifest(path)
+        found = readers.read_manifest(path, root)
     elif chosen == "text":
-        records = readers.read_text_table(path)
+        found = readers.read_text_table(path)
     elif chosen == "idx":
-        records = readers.read_idx_source(path)
+        found = readers.read_idx_source(path, root)
     else:
-        records = readers.read_coco(path, Path(images_root) if images_root else None)
-    if not records:
+        found = readers.read_coco(path, Path(images_root) if images_root else None, root)
+    if not found.records:
         suffixes = ", ".join(sorted(readers.IMAGE_SUFFIXES))
         what = f"image files ({suffixes})" if chosen == "imagefolder" else "samples"
-        raise InputError(f"{path}: no {what} found; point at the folder or file that holds the dataset")
-    return chosen, records
+        skipped = sum(len(items) for items in found.skipped.values())
+        also = f" ({skipped} entries skipped: {'; '.join(found.skipped)})" if skipped else ""
+        raise InputError(f"{path}: no {what} found{also}; point at the folder or file that holds the dataset")
+    return chosen, found
+
+
+_UNSAFE_ID = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def validate_records(source: Path, records: Sequence[SampleRecord]) -> None:
-    """Refuse duplicate ids and labels that mix numbers with names."""
+    """Refuse ids with control characters (a line break in a file name), duplicate ids, and labels that mix
+    numbers with names. Ids are kept exactly as read (manifest readers refuse surrounding whitespace)."""
+    for record in records:
+        if _UNSAFE_ID.search(record.sample_id):
+            raise InputError(f"{source}: sample id {record.sample_id!r} has a control character; rename that "
+                             f"file or fix that id")
     counts = Counter(record.sample_id for record in records)
     duplicated = [sid for sid, n in counts.items() if n > 1]
     if duplicated:
@@ -114,6 +147,33 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def _assign_sources(workspace: Workspace, source: Path, records: Sequence[SampleRecord], origin: str) -> int:
+    """Fill each record's source (its own ``source`` column, else ``origin``) and return how many samples
+    already in the workspace the ``source`` column moves to another source. Refuses to move samples to
+    another source through ``origin`` (re-ingesting under another --source name): that rewrite is never silent."""
+    previous = dict(zip(*workspace.catalog.samples(("sample_id", "source")).values(), strict=True))
+    renamed: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    moved = 0
+    for record in records:
+        old = previous.get(record.sample_id)
+        if record.source is None:
+            record.source = origin
+            if old is not None and old != origin:
+                renamed[old] += 1
+                example.setdefault(old, record.sample_id)
+        elif old is not None and old != record.source:
+            moved += 1
+    if renamed:
+        old, count = renamed.most_common(1)[0]
+        raise InputError(
+            f"{source}: {sum(renamed.values())} sample(s) already in the workspace come from source {old!r} "
+            f"({count} of them, e.g. {example[old]!r}); ingesting them as source {origin!r} would rewrite that — "
+            f"pass --source {old} to refresh them, or ingest into another workspace"
+        )
+    return moved
+
+
 def ingest(
     workspace: Workspace,
     source: str | Path,
@@ -122,6 +182,7 @@ def ingest(
     split: str | None = None,
     source_name: str | None = None,
     images_root: str | Path | None = None,
+    root: str | Path | None = None,
     workers: int | None = None,
     chunk_size: int = 4096,
     progress: Progress = SILENT,
@@ -129,19 +190,24 @@ def ingest(
     """Add (or refresh) the samples of ``source`` in ``workspace``.
 
     ``split`` overrides the split of every sample; ``source_name`` names where the samples came from
-    (default: the source's file or folder name), used by ``curato bias --by source``.
+    (default: the source's file or folder name), used by ``curato bias --by source``; re-ingesting samples
+    under another name is refused. ``root``: the folder every file must resolve inside (default: the
+    manifest's folder, or the image folder; see :func:`read_source`).
     """
     path = Path(source)
-    chosen, records = read_source(path, format=format, images_root=images_root)
+    chosen, found = read_source(path, format=format, images_root=images_root, root=root)
+    records = found.records
     validate_records(path, records)
     origin = source_name or path.stem.split(".")[0] or path.name
     for record in records:
         if split is not None:
             record.split = split
-        if record.source is None:
-            record.source = origin
     catalog = workspace.catalog
-    summary = IngestSummary(source=str(path), format=chosen, samples=len(records))
+    summary = IngestSummary(source=str(path), format=chosen, samples=len(records), rows=found.rows,
+                            skipped={reason: len(items) for reason, items in found.skipped.items()},
+                            skipped_examples={reason: items[:_EXAMPLES] for reason, items in found.skipped.items()},
+                            annotations_skipped=len(found.skipped_annotations))
+    summary.sources_changed = _assign_sources(workspace, path, records, origin)
     with catalog.recorded_run("ingest", str(path), {"format": chosen, "split": split, "source": origin}) as run:
         known = catalog.known_samples()
         images = [r for r in records if r.kind == "image"]
