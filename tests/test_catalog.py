@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import sqlite3
 import uuid
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from curato.catalog import Catalog
 from curato.errors import WorkspaceError
@@ -118,3 +120,53 @@ def test_newer_schema_is_refused(tmp_path):
         conn.execute(text("UPDATE info SET value = '999' WHERE key = 'schema_version'"))
     with pytest.raises(WorkspaceError, match="upgrade curato"):
         cat.create()
+
+
+def test_verify_never_creates_a_catalog(tmp_path):
+    missing = Catalog(f"sqlite:///{tmp_path / 'missing.sqlite'}")
+    with pytest.raises(WorkspaceError, match="the catalog is missing"):
+        missing.verify()
+    assert not (tmp_path / "missing.sqlite").exists()
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    with pytest.raises(WorkspaceError, match=r"the catalog is empty \(0 bytes\)"):
+        Catalog(f"sqlite:///{tmp_path / 'empty.sqlite'}").verify()
+    (tmp_path / "garbage.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(WorkspaceError, match="the catalog is damaged"):
+        Catalog(f"sqlite:///{tmp_path / 'garbage.sqlite'}").verify()
+    made = Catalog(f"sqlite:///{tmp_path / 'made.sqlite'}")
+    made.create()
+    made.verify()
+
+
+def test_recording_a_failure_never_masks_it(tmp_path):
+    """The block fails, and recording that fails too (here: another process holds the database's write lock, as
+    a full disk would refuse the write): the block's error is the one raised, with a note."""
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    event.listen(cat.engine, "connect", lambda dbapi, _record: dbapi.execute("PRAGMA busy_timeout=50"))
+    cat.create()
+    blocker = sqlite3.connect(tmp_path / "c.sqlite", timeout=0.05)
+    with pytest.raises(ValueError, match="the real problem") as raised, cat.recorded_run("ingest", "src"):
+        blocker.execute("BEGIN EXCLUSIVE")
+        raise ValueError("the real problem")
+    assert "could not be marked failed" in " ".join(raised.value.__notes__)
+    blocker.rollback()
+    blocker.close()
+    assert [run["status"] for run in cat.runs()] == ["running"]
+    assert cat.interrupt_dead_runs(lambda pid: False, socket.gethostname()) == [1]
+    assert [run["status"] for run in cat.runs()] == ["interrupted"]
+
+
+def test_sample_files_inside_the_workspace_are_stored_relative_to_it(tmp_path):
+    cat = Catalog(f"sqlite:///{tmp_path / 'ws' / 'c.sqlite'}", root=tmp_path / "ws")
+    cat.create()
+    inside, outside = str(tmp_path / "ws" / "data" / "a.png"), "/data/b.png"
+    with cat.transaction() as conn:
+        cat.upsert_samples(conn, [_row("a", uri=inside), _row("b", uri=outside),
+                                  _row("c", uri=f"idx:{tmp_path / 'ws' / 'images.idx'}#3")])
+    with cat.engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT sample_id, uri FROM samples")).all())
+    assert stored == {"a": "{workspace}/data/a.png", "b": outside, "c": "idx:{workspace}/images.idx#3"}
+    moved = Catalog(f"sqlite:///{tmp_path / 'ws' / 'c.sqlite'}", root=tmp_path / "moved")
+    assert moved.samples(("sample_id", "uri"))["uri"].tolist() == [
+        str(tmp_path / "moved" / "data" / "a.png"), outside, f"idx:{tmp_path / 'moved' / 'images.idx'}#3"]
+    assert moved.known_samples()["a"][0] == str(tmp_path / "moved" / "data" / "a.png")

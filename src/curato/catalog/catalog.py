@@ -1,21 +1,37 @@
-"""Catalog queries. SQLite by default (WAL, one transaction per write step); PostgreSQL by URL."""
+"""Catalog queries. SQLite by default (WAL, one transaction per write step); PostgreSQL by URL.
+
+Opening a catalog never creates one: a SQLite file is opened in ``mode=rw`` so a deleted catalog is an error,
+not a new empty one; only :meth:`Catalog.create` (a new workspace) makes the file. Database errors the user
+can cause (disk full, read-only, damaged file, missing tables) surface as one-line WorkspaceErrors naming the
+catalog and what to do.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+import os
+import shutil
+import socket
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from sqlalchemy import Connection, create_engine, delete, event, func, inspect, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
 
 from curato.catalog import schema
 from curato.catalog.schema import annotations, info, labels, runs, samples
-from curato.errors import WorkspaceError
+from curato.errors import WorkspaceBusyError, WorkspaceError, storage_error
 from curato.version import __version__
+
+WORKSPACE_PLACEHOLDER = "{workspace}"  # stands for the workspace folder in stored sample uris
+_URI_PREFIXES = ("", "idx:")  # plain file paths and images inside IDX files (idx:<file>#<index>)
+_LOW_SPACE = 1 << 20  # bytes: less free space than this makes an I/O error a full disk
 
 _LABEL_PRIORITY = {"human": 0, "imported": 1, "model": 2}
 
@@ -56,32 +72,162 @@ class RecordedRun:
 class Catalog:
     """Samples, labels, annotations and runs of one workspace.
 
-    ``url`` is any SQLAlchemy URL; SQLite files get WAL journaling and foreign keys.
+    ``url`` is any SQLAlchemy URL (or ``URL``); SQLite files get WAL journaling and foreign keys. ``root``: the
+    workspace folder; sample files inside it are stored relative to it (``{workspace}/...``), so moving the
+    folder with its data keeps them.
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine: Engine = create_engine(url, future=True)
+    def __init__(self, url: str | URL, *, root: str | Path | None = None) -> None:
+        parsed = make_url(url) if isinstance(url, str) else url
+        self.url = url if isinstance(url, str) else parsed.render_as_string(hide_password=True)
+        self._shown = parsed.render_as_string(hide_password=True)  # for messages: never the password
+        self.root = None if root is None else str(Path(root).resolve())
+        self.path: Path | None = None  # the SQLite file, when the catalog is one
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+                and not parsed.database.startswith("file:"):
+            self.path = Path(parsed.database).resolve()
+            # mode=rw: a missing file is an error, never silently a new empty catalog
+            parsed = parsed.set(database=f"file:{quote(str(self.path))}",
+                                query={**parsed.query, "mode": "rw", "uri": "true"})
+        self.engine: Engine = create_engine(parsed)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine, "handle_error", self._translate_error)
+
+    @property
+    def where(self) -> str:
+        """The catalog as the user knows it: its file, else its URL (password hidden)."""
+        return str(self.path) if self.path is not None else self._shown
 
     # ---- lifecycle -------------------------------------------------------------------------
     def create(self) -> None:
-        """Create missing tables and record the schema version; refuse a newer schema."""
+        """Create the catalog (its file, when SQLite), missing tables and the schema version; refuse a newer
+        schema. Only for a new workspace: :meth:`verify` opens an existing one."""
+        if self.path is not None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "ab"):
+                    pass
+            except OSError as error:
+                raise storage_error(error, "cannot create the catalog") from error
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         with self.engine.begin() as conn:
             schema.metadata.create_all(conn)
-            found = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).scalar()
-            if found is None:
-                conn.execute(info.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
-            elif int(found) > schema.SCHEMA_VERSION:
-                raise WorkspaceError(
-                    f"{self.url}: catalog schema {found} is newer than this curato ({schema.SCHEMA_VERSION});"
-                    " upgrade curato"
-                )
+            self._check_version(conn)
+
+    def verify(self) -> None:
+        """Check that an existing catalog is there, holds curato's tables and is not from a newer curato.
+
+        Raises WorkspaceError naming the catalog and what to do; never creates the catalog. Tables that a
+        later curato added to the schema (e.g. ``queue``) are created when the core tables are present.
+        """
+        fix = ("restore it from a backup, or move the workspace aside and re-create it with `curato ingest SOURCE "
+               "-w NEW_DIR` (its features and reports cannot be used without their catalog)")
+        if self.path is not None:
+            if not self.path.exists():
+                raise WorkspaceError(f"{self.path}: the catalog is missing; {fix}")
+            if self.path.stat().st_size == 0:
+                raise WorkspaceError(f"{self.path}: the catalog is empty (0 bytes); {fix}")
+        present = set(inspect(self.engine).get_table_names())
+        core = {"info", "samples", "labels", "runs"}
+        if not core <= present:
+            missing = ", ".join(sorted(core - present))
+            what = "holds no curato tables" if not present & core else f"lacks table(s) {missing}"
+            raise WorkspaceError(f"{self.where}: the catalog {what}; {fix}")
+        with self.engine.begin() as conn:
+            if set(schema.metadata.tables) - present:
+                schema.metadata.create_all(conn)
+            self._check_version(conn)
+
+    def _check_version(self, conn: Connection) -> None:
+        found = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).scalar()
+        if found is None:
+            conn.execute(info.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
+            return
+        try:
+            version = int(found)
+        except ValueError:
+            raise WorkspaceError(f"{self.where}: catalog schema version {found!r} is not a number; the catalog is "
+                                 "damaged: restore it from a backup") from None
+        if version > schema.SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"{self.where}: catalog schema {found} is newer than this curato ({schema.SCHEMA_VERSION});"
+                " upgrade curato"
+            )
+
+    def integrity_problems(self) -> list[str]:
+        """What SQLite's ``PRAGMA quick_check`` finds wrong in the file (empty when sound; PostgreSQL: empty)."""
+        if self.engine.dialect.name != "sqlite":
+            return []
+        try:
+            with self.engine.connect() as conn:
+                rows = [str(row[0]) for row in conn.exec_driver_sql("PRAGMA quick_check").all()]
+        except WorkspaceError as error:
+            return [str(error)]
+        return [] if rows == ["ok"] else rows
 
     def exists(self) -> bool:
         """Whether the catalog tables are present."""
         return inspect(self.engine).has_table("samples")
+
+    def _translate_error(self, context: Any) -> None:
+        """SQLAlchemy ``handle_error`` hook: database errors a user can cause become one-line WorkspaceErrors."""
+        original = context.original_exception
+        if not isinstance(original, sqlite3.Error):
+            return
+        message = str(original).lower()
+        where = self.where
+        if "disk i/o error" in message and not self._low_on_space():
+            raise WorkspaceError(f"{where}: I/O error on the catalog ({original}): a failing disk or a dropped network"
+                                 " mount; check the disk, then run the same command again (`curato check` tells "
+                                 "whether anything was damaged)") from original
+        if "database or disk is full" in message or "disk i/o error" in message:
+            raise WorkspaceError(f"{where}: disk full while writing the catalog; free some space and run the same "
+                                 "command again (finished work is kept)") from original
+        if "readonly database" in message or "read-only" in message:
+            raise WorkspaceError(f"{where}: the catalog is read-only for this user, and SQLite writes its journal "
+                                 "beside it even to read; make the workspace folder writable by this user (or copy "
+                                 "it somewhere writable)") from original
+        if "database is locked" in message or "database is busy" in message:
+            raise WorkspaceBusyError(f"{where}: the catalog stayed locked by another process for 30 s; wait for it "
+                                     "to finish, then run the command again") from original
+        if "unable to open database file" in message:
+            state = "is missing" if self.path is not None and not self.path.exists() else "cannot be opened"
+            raise WorkspaceError(f"{where}: the catalog {state}; check that the workspace folder is there and "
+                                 "readable, or restore the catalog from a backup") from original
+        if "not a database" in message or "malformed" in message or "no such table" in message:
+            raise WorkspaceError(f"{where}: the catalog is damaged ({original}); restore it from a backup, or move "
+                                 "the workspace aside and re-create it with `curato ingest SOURCE -w NEW_DIR`") \
+                from original
+
+    def _low_on_space(self) -> bool:
+        """Whether the catalog's disk is (nearly) full: SQLite reports some failed writes as I/O errors."""
+        if self.path is None:
+            return False
+        try:
+            return shutil.disk_usage(self.path.parent).free < _LOW_SPACE
+        except OSError:
+            return False
+
+    # ---- sample uris: files inside the workspace are stored relative to it ---------------------------
+    def _stored_uri(self, uri: str | None) -> str | None:
+        if uri is None or self.root is None:
+            return uri
+        for prefix in _URI_PREFIXES:
+            head = prefix + self.root + os.sep
+            if uri.startswith(head):
+                return prefix + WORKSPACE_PLACEHOLDER + os.sep + uri[len(head):]
+        return uri
+
+    def _loaded_uri(self, uri: str | None) -> str | None:
+        if uri is None or self.root is None:
+            return uri
+        for prefix in _URI_PREFIXES:
+            head = prefix + WORKSPACE_PLACEHOLDER + os.sep
+            if uri.startswith(head):
+                return prefix + self.root + os.sep + uri[len(head):]
+        return uri
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -100,12 +246,14 @@ class Catalog:
             rows = conn.execute(
                 select(samples.c.sample_id, samples.c.uri, samples.c.content_hash, samples.c.readable)
             )
-            return {row[0]: (row[1], row[2], bool(row[3])) for row in rows}
+            return {row[0]: (self._loaded_uri(row[1]), row[2], bool(row[3])) for row in rows}
 
     def upsert_samples(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert new samples and update changed ones (keyed by sample_id), inside ``conn``."""
         if not rows:
             return
+        if self.root is not None and "uri" in rows[0]:
+            rows = [{**row, "uri": self._stored_uri(row["uri"])} for row in rows]
         insert = _dialect_insert(conn)
         now = utcnow()
         # executemany with one cached statement: compiling a multi-row VALUES clause per chunk is far slower
@@ -128,7 +276,10 @@ class Catalog:
             query = query.where(samples.c.kind == kind)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return {name: np.array([row[i] for row in rows], dtype=object) for i, name in enumerate(columns)}
+        result = {name: np.array([row[i] for row in rows], dtype=object) for i, name in enumerate(columns)}
+        if "uri" in result and self.root is not None:
+            result["uri"] = np.array([self._loaded_uri(uri) for uri in result["uri"].tolist()], dtype=object)
+        return result
 
     def sample_count(self) -> int:
         """Number of samples in the catalog."""
@@ -243,12 +394,15 @@ class Catalog:
 
     # ---- runs ------------------------------------------------------------------------------
     def start_run(self, kind: str, name: str | None = None, params: dict[str, Any] | None = None) -> int:
-        """Record that a computation started; returns its run id."""
+        """Record that a computation started; returns its run id. While it runs, its ``summary`` holds the
+        ``pid`` and ``host`` of the process, so that a later command can tell a dead run
+        (:meth:`interrupt_dead_runs`)."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 runs.insert().values(
                     kind=kind, name=name, params=params or {}, version=__version__,
-                    status="running", started_at=utcnow(),
+                    status="running", summary={"pid": os.getpid(), "host": socket.gethostname()},
+                    started_at=utcnow(),
                 )
             )
             return int(result.inserted_primary_key[0])
@@ -257,15 +411,43 @@ class Catalog:
     def recorded_run(self, kind: str, name: str | None = None,
                      params: dict[str, Any] | None = None) -> Iterator[RecordedRun]:
         """Record the work inside the ``with`` block as one run: ``done`` with ``run.summary`` when the block
-        ends, ``failed`` or ``interrupted`` (with the error) when it raises -- the error is re-raised."""
+        ends, ``failed`` or ``interrupted`` (with the error) when it raises -- the error is re-raised.
+
+        When recording the failure fails too (the disk that broke the work is still full), the original error
+        is raised with a note, and the run stays ``running`` until a later command marks it ``interrupted``.
+        """
         run = RecordedRun(self.start_run(kind, name, params))
         try:
             yield run
         except BaseException as error:
             status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-            self.finish_run(run.id, status, {"error": str(error)})
+            try:
+                self.finish_run(run.id, status, {"error": str(error)})
+            except Exception as second:  # never let the bookkeeping mask what went wrong
+                error.add_note(f"(run {run.id} could not be marked {status}: {second})")
             raise
         self.finish_run(run.id, "done", run.summary)
+
+    def interrupt_dead_runs(self, alive: Callable[[int], bool], host: str) -> list[int]:
+        """Mark ``interrupted`` every ``running`` run whose process is gone: recorded on ``host`` with a pid
+        for which ``alive`` is False, or recorded without a pid (an older curato). Returns their ids.
+
+        Call it only while holding the workspace's writer lock: then no other writer's run can be mistaken.
+        """
+        dead = []
+        for row in self.runs():
+            if row["status"] != "running":
+                continue
+            summary = row["summary"] if isinstance(row["summary"], dict) else {}
+            pid, where = summary.get("pid"), summary.get("host")
+            if isinstance(pid, int) and (where != host or alive(pid)):
+                continue
+            dead.append(int(row["id"]))
+        for run_id in dead:
+            self.finish_run(run_id, "interrupted",
+                            {"error": "the process running it ended before it finished (crash, kill or full disk); "
+                                      "run the same command again to resume"})
+        return dead
 
     def finish_run(self, run_id: int, status: str = "done", summary: dict[str, Any] | None = None) -> None:
         """Mark a run done, failed or interrupted, with a summary of what it produced."""
@@ -387,8 +569,9 @@ def _dialect_insert(conn: Connection):
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # journal_mode=WAL is set once, by Catalog.create (it stays in the file): setting it on every connection
+    # would be a write, and a read-only workspace could not even be read.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
