@@ -9,7 +9,10 @@ Layout of ``<workspace>/features/<name>/``:
 - ``parts/``         chunks written while a computation runs; a crash leaves them for the resume
 
 A new generation's arrays are written first and ``meta.json`` is renamed over the old one last, so
-a crash at any point leaves either the old or the new complete set, never a mix.
+a crash at any point leaves either the old or the new complete set, never a mix. Temporary files carry the
+writer's pid and a random token, and a part claims its number with a hard link (never by overwriting), so two
+processes cannot overwrite each other's files even without the workspace lock. A failed write (full disk,
+read-only folder) is a WorkspaceError naming the file.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from curato.errors import WorkspaceError
+from curato.errors import WorkspaceError, WorkspaceNotReadyError, storage_error
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 PROPERTIES = "properties"  # image properties (columns: curato.features.properties.PROPERTY_COLUMNS)
@@ -61,35 +66,59 @@ class FeatureSet:
         return out, found
 
 
+def temporary_name(path: Path) -> Path:
+    """A temporary file beside ``path`` that no other writer (process or thread) uses."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def write_atomically(path: Path, write: Callable[[Any], None], *, binary: bool = True) -> None:
+    """Write ``path`` through ``write(handle)`` into a temporary file, flush it to disk, rename it over ``path``.
+
+    Readers see the old file or the new one, never a part; a failure removes the temporary file.
+    """
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb" if binary else "w") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, lambda handle: np.save(handle, array))
 
 
 def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    body = json.dumps(payload, indent=2, sort_keys=True, default=str)
+    write_atomically(path, lambda handle: handle.write(body), binary=False)
+
+
+@contextmanager
+def _writing(what: str, folder: Path) -> Iterator[None]:
+    """Turn a failed write of the store's files (full disk, read-only folder) into a one-line WorkspaceError."""
+    try:
+        yield
+    except OSError as error:
+        doing = f"writing {what}" if error.filename else f"writing {what} in {folder}"
+        raise storage_error(error, doing, near=folder if folder.exists() else None) from error
 
 
 class FeatureStore:
     """All feature sets of a workspace."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root)  # created by the first write: opening a read-only workspace writes nothing
 
     def folder(self, name: str) -> Path:
         """The folder holding feature set ``name``."""
         return self.root / store_key(name)
 
     def _meta(self, name: str) -> dict[str, Any] | None:
-        path = self.folder(name) / "meta.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return _read_meta(self.folder(name) / "meta.json")
 
     def _arrays(self, name: str, meta: dict[str, Any], *, mmap: bool) -> tuple[np.ndarray, ...]:
         folder, generation = self.folder(name), meta["generation"]
@@ -99,9 +128,30 @@ class FeatureStore:
             np.load(folder / f"vectors-{generation}.npy", mmap_mode="r" if mmap else None),
         )
 
+    def _complete_arrays(self, name: str, meta: dict[str, Any], *, mmap: bool
+                         ) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:
+        """(meta, arrays) of the complete set; follows a writer that swaps in a newer generation meanwhile."""
+        for _attempt in range(5):
+            try:
+                return meta, self._arrays(name, meta, mmap=mmap)
+            except FileNotFoundError as error:
+                newer = self._meta(name)
+                if newer is None or newer.get("generation") == meta.get("generation"):
+                    raise _damaged(self.folder(name), name, f"{Path(str(error.filename)).name} is missing") \
+                        from error
+                meta = newer
+            except (ValueError, OSError, EOFError) as error:
+                raise _damaged(self.folder(name), name, f"an array file cannot be read ({error})") from error
+        raise _damaged(self.folder(name), name, "its generation kept changing while it was read")
+
     def names(self) -> list[str]:
         """Names of complete feature sets."""
-        return [json.loads(meta.read_text())["name"] for meta in sorted(self.root.glob("*/meta.json"))]
+        found = []
+        for path in sorted(self.root.glob("*/meta.json")):
+            meta = _read_meta(path)
+            if meta is not None:
+                found.append(meta["name"])
+        return found
 
     def has(self, name: str) -> bool:
         """Whether a complete feature set ``name`` exists."""
@@ -111,10 +161,13 @@ class FeatureStore:
         """Open feature set ``name`` (memory-mapped by default)."""
         meta = self._meta(name)
         if meta is None:
-            raise WorkspaceError(
+            raise WorkspaceNotReadyError(
                 f"no features named {name!r} in {self.root}; run `curato embed --embedder {name}` first"
             )
-        ids, hashes, vectors = self._arrays(name, meta, mmap=mmap)
+        meta, (ids, hashes, vectors) = self._complete_arrays(name, meta, mmap=mmap)
+        if not len(ids) == len(hashes) == len(vectors):
+            raise _damaged(self.folder(name), name, f"{len(ids)} ids, {len(hashes)} hashes and {len(vectors)} "
+                                                    "vector rows do not match")
         return FeatureSet(name=name, ids=ids, vectors=vectors, hashes=hashes, meta=meta)
 
     def pending_parts(self, name: str) -> list[Path]:
@@ -125,7 +178,7 @@ class FeatureStore:
         stored = self._meta(name)
         if stored is None or (meta is not None and stored.get("settings") != meta.get("settings")):
             return None
-        return self._arrays(name, stored, mmap=True)
+        return self._complete_arrays(name, stored, mmap=True)[1]
 
     def done_hashes(self, name: str, *, meta: dict[str, Any] | None = None) -> dict[str, str]:
         """sample_id -> content hash for rows already computed (complete set plus pending parts).
@@ -144,19 +197,51 @@ class FeatureStore:
     def write_part(self, name: str, ids: Sequence[str], hashes: Sequence[str], vectors: np.ndarray) -> Path:
         """Durably store one computed chunk; it survives a crash and is merged by ``finalize``."""
         parts = self.folder(name) / "parts"
-        parts.mkdir(parents=True, exist_ok=True)
-        existing = self.pending_parts(name)
-        number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
-        path = parts / f"part-{number:06d}.npz"
-        tmp = parts / f".part-{number:06d}.tmp.npz"
-        np.savez(tmp, ids=np.asarray(ids, dtype=str), hashes=np.asarray(hashes, dtype=str),
-                 vectors=np.asarray(vectors))
-        os.replace(tmp, path)
-        return path
+        with _writing(f"feature set {name!r}", parts):
+            parts.mkdir(parents=True, exist_ok=True)
+            tmp = temporary_name(parts / "part.npz")
+            try:
+                with open(tmp, "wb") as handle:
+                    np.savez(handle, ids=np.asarray(ids, dtype=str), hashes=np.asarray(hashes, dtype=str),
+                             vectors=np.asarray(vectors))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                existing = self.pending_parts(name)
+                number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+                for _attempt in range(1000):  # claim the next free number: a link never replaces a file
+                    path = parts / f"part-{number:06d}.npz"
+                    try:
+                        os.link(tmp, path)
+                        return path
+                    except FileExistsError:
+                        number += 1
+                raise WorkspaceError(f"{parts}: could not claim a part number; run the command again")
+            finally:
+                tmp.unlink(missing_ok=True)
 
     def discard_parts(self, name: str) -> None:
         """Forget an unfinished computation of ``name``."""
         shutil.rmtree(self.folder(name) / "parts", ignore_errors=True)
+
+    def problems(self) -> dict[str, list[str]]:
+        """Per feature-set folder, what is wrong with its files (for ``curato check``); sound folders are left out.
+
+        Folders with only ``parts/`` (an unfinished first computation) are not damage: the next run resumes.
+        """
+        found: dict[str, list[str]] = {}
+        if not self.root.is_dir():
+            return found
+        for folder in sorted(path for path in self.root.iterdir() if path.is_dir()):
+            meta_path = folder / "meta.json"
+            if not meta_path.exists():
+                continue
+            try:
+                meta = _read_meta(meta_path)
+                if meta is not None:
+                    self.load(meta["name"], mmap=True)
+            except WorkspaceError as error:
+                found[folder.name] = [str(error)]
+        return found
 
     def finalize(self, name: str, meta: dict[str, Any], *, keep_ids: Sequence[str] | None = None,
                  dtype: str = "float32") -> FeatureSet:
@@ -175,7 +260,10 @@ class FeatureStore:
             with np.load(part) as data:
                 blocks.append((data["ids"], data["hashes"], data["vectors"]))
         if not blocks:
-            raise WorkspaceError(f"nothing computed for {name!r}; cannot finalize an empty feature set")
+            workspace = self.root.parent
+            raise WorkspaceError(
+                f"nothing computed for {name!r}: no sample could be read (have the data files moved?); "
+                f"`curato check -w {workspace}` lists missing files; re-ingest the data from where it is now")
         ids = np.concatenate([b[0] for b in blocks]).astype(str)
         hashes = np.concatenate([b[1] for b in blocks]).astype(str)
         vectors = np.concatenate([np.asarray(b[2], dtype=np.float32) for b in blocks])
@@ -187,16 +275,17 @@ class FeatureStore:
         keep = keep[np.argsort(ids[keep], kind="stable")]
         previous = self._meta(name)
         generation = (previous or {}).get("generation", 0) + 1
-        _atomic_save(folder / f"vectors-{generation}.npy", vectors[keep].astype(dtype))
-        _atomic_save(folder / f"hashes-{generation}.npy", hashes[keep])
-        _atomic_save(folder / f"ids-{generation}.npy", ids[keep])
-        full_meta = {**meta, "name": name, "generation": generation, "dim": int(vectors.shape[1]),
-                     "dtype": dtype, "count": len(keep)}
-        _atomic_json(folder / "meta.json", full_meta)
-        for stale in folder.glob("*.npy"):
-            if not stale.stem.endswith(f"-{generation}"):
-                stale.unlink(missing_ok=True)
-        self.discard_parts(name)
+        with _writing(f"feature set {name!r}", folder):
+            _atomic_save(folder / f"vectors-{generation}.npy", vectors[keep].astype(dtype))
+            _atomic_save(folder / f"hashes-{generation}.npy", hashes[keep])
+            _atomic_save(folder / f"ids-{generation}.npy", ids[keep])
+            full_meta = {**meta, "name": name, "generation": generation, "dim": int(vectors.shape[1]),
+                         "dtype": dtype, "count": len(keep)}
+            _atomic_json(folder / "meta.json", full_meta)
+            for stale in folder.glob("*.npy"):
+                if not stale.stem.endswith(f"-{generation}"):
+                    stale.unlink(missing_ok=True)
+            self.discard_parts(name)
         return self.load(name)
 
     def save(self, name: str, ids: Sequence[str], hashes: Sequence[str], vectors: np.ndarray,
@@ -204,3 +293,26 @@ class FeatureStore:
         """Write rows for ``ids`` (replacing older rows of the same ids) as a new generation."""
         self.write_part(name, ids, hashes, np.asarray(vectors))
         return self.finalize(name, meta, dtype=dtype)
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """A feature set's meta.json; None when absent; WorkspaceError when unreadable or incomplete."""
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise _damaged(path.parent, path.parent.name, f"meta.json cannot be read ({error})") from error
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) \
+            or not isinstance(meta.get("generation"), int):
+        raise _damaged(path.parent, path.parent.name, "meta.json lacks its name or generation")
+    return meta
+
+
+def _damaged(folder: Path, name: str, what: str) -> WorkspaceError:
+    """The error for a feature set whose files do not fit together, with how to rebuild it."""
+    if name in (PROPERTIES, THUMBNAILS):
+        redo = "re-run `curato ingest` on the same source(s) to rebuild it"
+    else:
+        redo = f"re-run `curato embed --embedder {name}` to rebuild it"
+    return WorkspaceError(f"{folder}: feature set {name!r} is damaged: {what}; delete that folder and {redo}")
