@@ -4,13 +4,17 @@ The CLI and the labelling server call exactly these functions; docs/api.md walks
 records its run in the workspace's catalog and returns a typed result (``AuditResult``, ``BiasResult``, ...)
 whose ``to_json()`` is the documented JSON and whose DataFrame views (``issues()``, ``batch()``, ...) are
 what a notebook wants.
+
+The methods that write to the workspace hold its writer lock while they run (``@_writes``: one writing
+process at a time, WorkspaceBusyError otherwise); ``info``, ``check`` and ``export`` only read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +34,19 @@ from curato.errors import InputError
 from curato.progress import SILENT, Progress
 from curato.workspace import Workspace as WorkspaceStore
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _writes(method: _Method) -> _Method:
+    """Run ``method`` holding the workspace's writer lock; the one place where commands take it."""
+
+    @wraps(method)
+    def locked(self: WorkspaceStore, *args: Any, **kwargs: Any) -> Any:
+        with self.writing(method.__name__):
+            return method(self, *args, **kwargs)
+
+    return locked  # type: ignore[return-value]
+
 
 class Workspace(WorkspaceStore):
     """A dataset under study on disk: its catalog, feature store and reports, and every command as a method.
@@ -37,6 +54,7 @@ class Workspace(WorkspaceStore):
     ``Workspace.create(path)`` makes (or opens) one, ``Workspace.open(path)`` opens an existing one.
     """
 
+    @_writes
     def ingest(self, source: str | Path, *, format: str | None = None, split: str | None = None,
                source_name: str | None = None, images: str | Path | None = None, workers: int | None = None,
                progress: Progress = SILENT) -> Any:
@@ -47,6 +65,7 @@ class Workspace(WorkspaceStore):
         return ingest(self, source, format=format, split=split, source_name=source_name,
                       images_root=None if images is None else Path(images), workers=workers, progress=progress)
 
+    @_writes
     def embed(self, embedder: Any = None, *, batch_size: int | None = None, progress: Progress = SILENT) -> Any:
         """Compute (or reuse) embeddings with a registered embedder name, an embedder instance, or the default.
         Returns an ``EmbedSummary`` (embedder, dim, computed, reused, failed)."""
@@ -61,6 +80,15 @@ class Workspace(WorkspaceStore):
 
         return workspace_overview(self)
 
+    def check(self) -> Any:
+        """Do the catalog, feature store and latest reports agree, and are the sample files there? Returns a
+        ``CheckResult``: ``problems`` (damage; ``consistent`` is False) and ``notes``, each saying what to re-run.
+        Reads only."""
+        from curato.commands.info import check_workspace
+
+        return check_workspace(self)
+
+    @_writes
     def audit(self, checks: Sequence[str] | None = None, *, params: Mapping[str, Any] | None = None,
               embedder: str | None = None, report: str | Path | None = None, json: str | Path | None = None,
               progress: Progress = SILENT) -> AuditResult:
@@ -79,6 +107,7 @@ class Workspace(WorkspaceStore):
 
         return run_audit(self, checks, embedder=embedder, params=params, progress=progress, on_result=write)
 
+    @_writes
     def bias(self, by: str = "source", *, embedder: str | None = None, json: str | Path | None = None,
              progress: Progress = SILENT, **options: Any) -> BiasResult:
         """Can a classifier tell the groups (``by``: source or split) apart? Does a model trained on one work
@@ -87,6 +116,7 @@ class Workspace(WorkspaceStore):
 
         return BiasResult(run_bias(self, by, embedder=embedder, progress=progress, json_path=json, **options))
 
+    @_writes
     def transfer(self, embedders: Sequence[str], *, max_samples: int | None = None, seed: int = 0,
                  json: str | Path | None = None, progress: Progress = SILENT) -> TransferResult:
         """Rank pretrained backbones for this task: LogME, kNN and linear-probe accuracy per embedder."""
@@ -95,6 +125,7 @@ class Workspace(WorkspaceStore):
         return TransferResult(run_transfer(self, embedders, max_samples=max_samples, seed=seed, json_path=json,
                                            progress=progress))
 
+    @_writes
     def size(self, target: float, *, metric: str = "accuracy", model: str | None = None,
              json: str | Path | None = None, progress: Progress = SILENT, **options: Any) -> SizeResult:
         """How many labels reach ``target``? ``model``: your own training recipe as ``"module:function"`` taking
@@ -107,6 +138,7 @@ class Workspace(WorkspaceStore):
         return SizeResult(run_size(self, target=target, metric=metric, json_path=json, progress=progress,
                                    **options))
 
+    @_writes
     def select(self, budget: int, *, strategy: str = "auto", embedder: str | None = None,
                out: str | Path | None = None, seed: int = 0, progress: Progress = SILENT) -> SelectResult:
         """Pick ``budget`` samples for people to label next and queue them for the labelling app."""
@@ -115,6 +147,7 @@ class Workspace(WorkspaceStore):
         return SelectResult(run_select(self, budget=budget, strategy=strategy, embedder=embedder,
                                        out=None if out is None else Path(out), seed=seed, progress=progress))
 
+    @_writes
     def route(self, precision: float = 0.99, *, calibration: str = "temperature", embedder: str | None = None,
               json: str | Path | None = None, seed: int = 0, progress: Progress = SILENT) -> RouteResult:
         """Accept the model's labels where calibrated confidence reaches ``precision`` (origin ``model``)."""
@@ -123,12 +156,14 @@ class Workspace(WorkspaceStore):
         return RouteResult(run_route(self, precision=precision, calibration=calibration, embedder=embedder,
                                      json_path=None if json is None else Path(json), seed=seed, progress=progress))
 
+    @_writes
     def undo_route(self, run_id: int) -> int:
         """Remove the model labels of routing run ``run_id``; returns how many."""
         from curato.commands.active import undo_route
 
         return undo_route(self, run_id)
 
+    @_writes
     def simulate(self, strategies: Sequence[str], budget: int, rounds: int = 6, *, seeds: int = 3,
                  start: int | None = None, precisions: Sequence[float] = (0.98, 0.99), embedder: str | None = None,
                  json: str | Path | None = None, progress: Progress = SILENT) -> SimulateResult:
@@ -156,8 +191,10 @@ def demo(workspace: str | Path = "curato-demo", *, samples: int = 3000, progress
     """Build the demo workspace from a real dataset (Fashion-MNIST, else scikit-learn digits), run every check,
     write the report. Returns a ``DemoResult`` (workspace, report_path, headlines, dataset)."""
     from curato.commands.demo import run_demo
+    from curato.lock import WorkspaceLock
 
-    return run_demo(workspace, n_train=samples, progress=progress)
+    with WorkspaceLock(workspace).hold("demo"):
+        return run_demo(workspace, n_train=samples, progress=progress)
 
 
 def find_issues(*, labels: Sequence[Any] | np.ndarray, features: np.ndarray | None = None,

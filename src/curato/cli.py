@@ -1,7 +1,17 @@
-"""The ``curato`` command: parses, calls the library, prints. No logic lives here."""
+"""The ``curato`` command: parses, calls the library, prints. No logic lives here.
+
+Every command runs inside ``_friendly``, the one place that applies the error policy (docs/reliability.md):
+exit 0 success, 1 a ``--fail-on`` gate, 2 bad input or usage, 3 a damaged, locked, read-only or full workspace,
+4 an internal error (one line here, the traceback in a log file), 130 Ctrl-C. Whatever the user's data holds
+(labels, ids, paths) is printed escaped, never read as rich markup.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import sys
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -9,39 +19,109 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.exceptions import TyperException
 
-from curato.errors import CuratoError
+from curato.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    EXIT_WORKSPACE,
+    CuratoError,
+    describe_os_error,
+)
 from curato.version import __version__
 
+EXIT_CODES_EPILOG = (
+    "Exit codes: 0 success; 1 a --fail-on gate tripped; 2 bad input or usage; 3 the workspace is damaged, "
+    "locked by another writer, read-only or out of space (`curato check -w WS` says what to re-run); 4 an "
+    "internal error (the message names a log file with the traceback); 130 interrupted (Ctrl-C)."
+)
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="curato: is your training data good enough? Diverse, clean, unbiased, big enough.")
+                  help="curato: is your training data good enough? Diverse, clean, unbiased, big enough.",
+                  epilog=EXIT_CODES_EPILOG)
 console = Console()
 errors = Console(stderr=True)
 
 WorkspaceOption = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace directory.")]
 
 
+def _say_error(message: str) -> None:
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn curato's errors into one red line and a non-zero exit; Ctrl-C into a resume hint."""
+    """Apply the error policy: curato's errors as one red line and their exit code, a refused path as one line,
+    an internal error as one line naming the log file that holds its traceback, Ctrl-C as a resume hint."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        workspace = kwargs.get("workspace")
         try:
             return command(*args, **kwargs)
         except CuratoError as error:
-            errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            _say_error(str(error))
             raise typer.Exit(error.exit_code) from None
-        except OSError as error:  # a path the system refuses: say which, and what to check, in one line
-            where = f" {error.filename}" if error.filename else ""
-            errors.print(f"[bold red]error:[/]{where}: {error.strerror or error}; check that the path exists, is the "
-                         "right kind (file or folder) and is writable", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             errors.print("[yellow]interrupted[/]: finished work is saved; run the same command again to resume")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, TyperException):
+            raise  # typer's own exits and usage errors (exit 2) keep their meaning
+        except OSError as error:  # a path the system refuses: say which, and what to check, in one line
+            _say_error(describe_os_error(error))
+            raise typer.Exit(EXIT_WORKSPACE if _inside(error.filename, workspace) else EXIT_USAGE) from None
+        except Exception as error:
+            log = _write_log(error, workspace)
+            first = (str(error).strip().splitlines() or [""])[0][:200]
+            where = f"the traceback is in {log}" if isinstance(log, Path) else f"no log could be written ({log})"
+            _say_error(f"internal error ({type(error).__name__}: {first}); this is a bug in curato, not in your "
+                       f"data: {where}; please report it with that file")
+            raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper
+
+
+def _inside(path: Any, workspace: Any) -> bool:
+    """Whether ``path`` lies in the workspace folder (an OSError there is the workspace's problem: exit 3)."""
+    if not path or workspace is None:
+        return False
+    try:
+        return Path(os.fsdecode(path)).resolve().is_relative_to(Path(workspace).resolve())
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def log_folders(workspace: Any) -> list[Path]:
+    """Where an internal error's traceback goes, first choice first: the workspace's ``logs/`` (when it is a
+    workspace), else ``$XDG_CACHE_HOME/curato/logs`` (default ``~/.cache/curato/logs``), else the temp folder."""
+    import tempfile
+
+    folders = []
+    if workspace is not None and (Path(workspace) / "workspace.json").exists():
+        folders.append(Path(workspace).resolve() / "logs")
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folders += [Path(cache) / "curato" / "logs", Path(tempfile.gettempdir()) / "curato-logs"]
+    return folders
+
+
+def _write_log(error: BaseException, workspace: Any) -> Path | str:
+    """Write the traceback of an internal error; returns the log file, or why none could be written."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    body = (f"curato {__version__}, Python {sys.version.split()[0]}, {stamp}\n"
+            f"command: {' '.join(sys.argv)}\ncwd: {os.getcwd()}\n\n"
+            + "".join(traceback.format_exception(error)))
+    reason = "no folder to write to"
+    for folder in log_folders(workspace):
+        path = folder / f"curato-{stamp}-{os.getpid()}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(body)
+            return path
+        except OSError as failure:
+            reason = describe_os_error(failure)
+    return reason
 
 
 def _version(value: bool) -> None:
@@ -79,13 +159,14 @@ def ingest(
         summary = ws.ingest(source, format=format, split=split, source_name=source_name, images=images,
                             workers=workers, progress=progress)
     console.print(
-        f"ingested [bold]{summary.samples}[/] samples ({summary.format}) from {summary.source}: "
+        f"ingested [bold]{summary.samples}[/] samples ({summary.format}) from {escape(summary.source)}: "
         f"{summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged; "
         f"{summary.scanned} scanned, {summary.unreadable} unreadable, {summary.labels_added} labels added"
         + (f", {summary.annotations} annotations" if summary.annotations else "")
     )
     if summary.unreadable:
-        console.print(f"[yellow]{summary.unreadable} unreadable file(s)[/]: see `curato info -w {workspace}`")
+        console.print(f"[yellow]{summary.unreadable} unreadable file(s)[/]: see "
+                      f"`curato info -w {escape(str(workspace))}`", highlight=False)
     if summary.not_in_source:
         console.print(f"{summary.not_in_source} sample(s) already in the workspace are not in this source (kept)")
 
@@ -105,7 +186,7 @@ def embed(
     with RichProgress() as progress:
         summary = ws.embed(embedder, batch_size=batch_size, progress=progress)
     console.print(
-        f"[bold]{summary.embedder}[/]: {summary.total} samples, {summary.dim}-d; "
+        f"[bold]{escape(summary.embedder)}[/]: {summary.total} samples, {summary.dim}-d; "
         f"{summary.computed} computed, {summary.reused} reused"
         + (f", [yellow]{len(summary.failed)} failed to decode[/]" if summary.failed else "")
     )
@@ -118,29 +199,64 @@ def info(workspace: WorkspaceOption) -> None:
     from curato.api import Workspace
 
     overview = Workspace.open(workspace).info()
-    console.print(f"[bold]{overview['root']}[/]: {overview['samples']} samples "
-                  f"({', '.join(f'{n} {k}' for k, n in overview['kinds'].items())})")
+    console.print(f"[bold]{escape(overview['root'])}[/]: {overview['samples']} samples "
+                  f"({', '.join(f'{n} {k}' for k, n in overview['kinds'].items())})", highlight=False)
     for title, counts in (("split", overview["splits"]), ("source", overview["sources"]),
                           ("format", overview["formats"])):
-        console.print(f"  by {title}: " + ", ".join(f"{k or '-'}: {v}" for k, v in counts.items()))
+        console.print(f"  by {title}: " + ", ".join(f"{escape(str(k or '-'))}: {v}" for k, v in counts.items()),
+                      highlight=False)
     table = Table(title="labels per class and split", show_lines=False)
     table.add_column("class")
     splits = list(overview["class_split"]["splits"])
     for name in splits:
-        table.add_column(name or "-", justify="right")
+        table.add_column(escape(str(name or "-")), justify="right")
     table.add_column("total", justify="right")
     for label, row in overview["class_split"]["rows"].items():
-        table.add_row(label, *(str(row.get(s, 0)) for s in splits), str(sum(row.values())))
+        table.add_row(escape(str(label)), *(str(row.get(s, 0)) for s in splits), str(sum(row.values())))
     console.print(table)
     console.print(f"  unlabeled: {overview['unlabeled']}; unreadable: {len(overview['unreadable'])}")
     for sample_id, error in overview["unreadable"][:10]:
-        console.print(f"    [yellow]{sample_id}[/]: {error}", highlight=False)
+        console.print(f"    [yellow]{escape(str(sample_id))}[/]: {escape(str(error))}", highlight=False)
     for feature in overview["features"]:
         stale = f", [yellow]{feature['stale']} stale[/]" if feature["stale"] else ""
-        console.print(f"  features [bold]{feature['name']}[/]: {feature['count']} x {feature['dim']}"
+        console.print(f"  features [bold]{escape(feature['name'])}[/]: {feature['count']} x {feature['dim']}"
                       f" ({feature['dtype']}){stale}, missing {feature['missing']}")
     if overview["annotations"]:
-        console.print("  annotations: " + ", ".join(f"{k}: {v}" for k, v in overview["annotations"].items()))
+        counts = overview["annotations"].items()
+        console.print("  annotations: " + ", ".join(f"{escape(str(k))}: {v}" for k, v in counts), highlight=False)
+
+
+@app.command()
+@_friendly
+def check(
+    workspace: WorkspaceOption,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write what was found as JSON here.")] = None,
+) -> None:
+    """Do the catalog, feature store and reports agree, and are the sample files there? Says what to re-run.
+    Exit 0 when nothing is damaged, 3 when something is. Only reads: safe while another command writes."""
+    import json
+
+    from curato.api import Workspace
+
+    result = Workspace.open(workspace).check()
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_json(), indent=1))
+    for entry in result.problems:
+        console.print(f"[bold red]damaged:[/] {escape(entry['what'])}\n  [bold]fix:[/] {escape(entry['fix'])}",
+                      highlight=False, soft_wrap=True)
+    for entry in result.notes:
+        console.print(f"[yellow]note:[/] {escape(entry['what'])}\n  [bold]to do:[/] {escape(entry['fix'])}",
+                      highlight=False, soft_wrap=True)
+    if result.busy is not None:
+        _say_error(f"workspace busy: {result.busy} is writing to {result.root}; what it has not finished may show "
+                   "up above: run check again when it has finished")
+        raise typer.Exit(EXIT_WORKSPACE)
+    if result.consistent:
+        console.print(f"[green]consistent[/]: {escape(result.root)}", highlight=False)
+        return
+    errors.print(f"[bold red]{len(result.problems)} problem(s)[/] in {escape(result.root)}; fix them as shown above",
+                 highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_WORKSPACE)
 
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "none": "green"}
@@ -182,16 +298,17 @@ def audit(
         table.add_column(column, justify="right" if column == "flagged" else "left")
     for finding in result.findings:
         style = SEVERITY_STYLE[finding.severity]
-        table.add_row(finding.check, f"[{style}]{finding.severity}[/]", str(finding.count), finding.message)
+        table.add_row(escape(finding.check), f"[{style}]{finding.severity}[/]", str(finding.count),
+                      escape(finding.message))
     console.print(table)
     if json_out is not None:
-        console.print(f"json: {json_out}")
-    console.print(f"report: {report_path}")
+        console.print(f"json: {escape(str(json_out))}", highlight=False)
+    console.print(f"report: {escape(str(report_path))}", highlight=False)
     if fail_on is not None:
         limit = SEVERITIES.index(fail_on)
         failing = [f.check for f in result.findings if f.rank >= limit]
         if failing:
-            errors.print(f"[bold red]failed[/]: {', '.join(failing)} at or above --fail-on {fail_on}")
+            errors.print(f"[bold red]failed[/]: {escape(', '.join(failing))} at or above --fail-on {fail_on}")
             raise typer.Exit(1)
 
 
@@ -205,11 +322,12 @@ def list_checks() -> None:
 
     for name, spec in registered_checks().items():
         needs = ", ".join(sorted(spec.needs)) or "nothing"
-        console.print(f"[bold]{name}[/]: {spec.description} (needs {needs}; findings: {', '.join(spec.findings)})",
+        console.print(f"[bold]{escape(name)}[/]: {escape(spec.description)} (needs {needs}; findings: "
+                      f"{escape(', '.join(spec.findings))})",
                       highlight=False)
         if spec.params is not None:
             for field in dataclasses.fields(spec.params):
-                console.print(f"  --set {name}.{field.name}={field.default!r}", highlight=False)
+                console.print(escape(f"  --set {name}.{field.name}={field.default!r}"), highlight=False)
 
 
 VERDICT_STYLE = {"distinguishable": "bold red", "negligible": "yellow", "not distinguishable": "green"}
@@ -231,7 +349,7 @@ def bias(
     with RichProgress() as progress:
         document = ws.bias(by, embedder=embedder, json=json_out, progress=progress).document
     style = VERDICT_STYLE[document["verdict"]]
-    console.print(f"[{style}]{document['verdict']}[/]: {document['message']}", highlight=False)
+    console.print(f"[{style}]{document['verdict']}[/]: {escape(document['message'])}", highlight=False)
     table = Table(title=f"name that {by} ({document['alpha']:.0%} level)")
     for column in ("groups", "samples", "accuracy", "interval", "chance", "chance interval", "verdict"):
         table.add_column(column, justify="left" if column in ("groups", "verdict") else "right")
@@ -239,7 +357,7 @@ def bias(
     rows = ([{**document, "groups": [g["name"] for g in document["groups"]], "n": document["n_samples"]}]
             + (pairs if len(pairs) > 1 else []))
     for row in rows:
-        table.add_row(" vs ".join(row["groups"]), str(row["n"]), f"{row['accuracy']:.3f}",
+        table.add_row(escape(" vs ".join(map(str, row["groups"]))), str(row["n"]), f"{row['accuracy']:.3f}",
                       "{:.3f}-{:.3f}".format(*row["interval"]), f"{row['chance']:.3f}",
                       "{:.3f}-{:.3f}".format(*row["chance_interval"]),
                       f"[{VERDICT_STYLE[row['verdict']]}]{row['verdict']}[/]")
@@ -251,29 +369,32 @@ def bias(
         matrix = Table()
         matrix.add_column("train \\ test")
         for name in cross["groups"]:
-            matrix.add_column(name, justify="right")
+            matrix.add_column(escape(str(name)), justify="right")
         for name, values in zip(cross["groups"], cross["accuracy"], strict=True):
-            matrix.add_row(name, *("-" if value is None else f"{value:.3f}" for value in values))
+            matrix.add_row(escape(str(name)), *("-" if value is None else f"{value:.3f}" for value in values))
         console.print(matrix)
         for pair in cross["pairs"]:
-            console.print(f"  {pair['train']} -> {pair['test']}: {pair['accuracy']:.3f} vs "
-                          f"{pair['in_source_accuracy']:.3f} in {pair['train']} (drop {pair['drop']:+.3f}, "
-                          f"{len(pair['classes'])} shared classes)",
+            console.print(escape(f"  {pair['train']} -> {pair['test']}: {pair['accuracy']:.3f} vs "
+                                 f"{pair['in_source_accuracy']:.3f} in {pair['train']} (drop {pair['drop']:+.3f}, "
+                                 f"{len(pair['classes'])} shared classes)"),
                           highlight=False)
     for skipped in cross["skipped"]:
-        console.print(f"  [yellow]skipped[/] {skipped['train']} -> {skipped['test']}: {skipped['reason']}",
+        console.print(f"  [yellow]skipped[/] {escape(str(skipped['train']))} -> {escape(str(skipped['test']))}: "
+                      f"{escape(str(skipped['reason']))}",
                       highlight=False)
     if document["property_differences"]:
         console.print("properties that differ most (Cliff's delta: +1 = always larger in the group, -1 = always "
                       "smaller):")
         for row in document["property_differences"][:5]:
-            console.print(f"  {row['property']}: {row['group']} vs {row['versus']} {row['cliffs_delta']:+.2f} "
-                          f"(median {row['group_median']:.4g} vs {row['rest_median']:.4g})", highlight=False)
+            console.print(escape(f"  {row['property']}: {row['group']} vs {row['versus']} {row['cliffs_delta']:+.2f} "
+                                 f"(median {row['group_median']:.4g} vs {row['rest_median']:.4g})"), highlight=False)
     for name, typical in document["typical"].items():
-        console.print(f"most {name}-typical: " + ", ".join(row["sample_id"] for row in typical[:3]), highlight=False)
+        console.print(escape(f"most {name}-typical: " + ", ".join(row["sample_id"] for row in typical[:3])),
+                      highlight=False)
     for group in document["skipped_groups"]:
-        console.print(f"[yellow]left out[/] {by} {group['name']!r}: {group['reason']}", highlight=False)
-    console.print(f"json: {json_out or ws.latest_path('bias')}")
+        console.print(f"[yellow]left out[/] {by} {escape(repr(group['name']))}: {escape(str(group['reason']))}",
+                      highlight=False)
+    console.print(f"json: {escape(str(json_out or ws.latest_path('bias')))}", highlight=False)
 
 
 @app.command()
@@ -301,7 +422,7 @@ def transfer(
                    "LogME s", "probe s"):
         table.add_column(column, justify="left" if column == "embedder" else "right")
     for entry in document["embedders"]:
-        table.add_row(str(entry["rank"]), entry["name"], str(entry["dim"]), f"{entry['logme']:.4f}",
+        table.add_row(str(entry["rank"]), escape(entry["name"]), str(entry["dim"]), f"{entry['logme']:.4f}",
                       f"{entry['knn_accuracy']:.3f}", f"{entry['linear_probe_accuracy']:.3f}",
                       str(entry["rank_linear_probe"]), f"{entry['seconds']['logme']:.2f}",
                       f"{entry['seconds']['linear_probe']:.2f}")
@@ -312,7 +433,7 @@ def transfer(
         console.print(f"LogME and linear-probe rankings {verdict} (Kendall tau {agreement['kendall_tau']:.2f})"
                       + (f"; the linear probe took {agreement['time_ratio']:.1f}x LogME's time"
                          if agreement["time_ratio"] else ""), highlight=False)
-    console.print(f"json: {json_out or ws.latest_path('transfer')}")
+    console.print(f"json: {escape(str(json_out or ws.latest_path('transfer')))}", highlight=False)
 
 
 @app.command()
@@ -335,14 +456,16 @@ def select(
     with RichProgress() as progress:
         document = ws.select(budget, strategy=strategy, embedder=embedder, out=out, seed=seed,
                              progress=progress).document
-    table = Table(title=f"{len(document['batch'])} samples queued by {strategy} ({document['n_labeled']} labelled, "
-                        f"{document['n_unlabeled']} unlabelled)")
+    table = Table(title=f"{len(document['batch'])} samples queued by {escape(strategy)} "
+                        f"({document['n_labeled']} labelled, {document['n_unlabeled']} unlabelled)")
     for column in ("rank", "sample_id", "predicted", "reason"):
         table.add_column(column, justify="right" if column == "rank" else "left")
     for row in document["batch"][:10]:
-        table.add_row(str(row["rank"]), row["sample_id"], row["predicted_label"] or "–", row["reason"])
+        table.add_row(str(row["rank"]), escape(str(row["sample_id"])), escape(str(row["predicted_label"] or "–")),
+                      escape(str(row["reason"])))
     console.print(table)
-    console.print(f"queued as run {document['run_id']}; batch: {out or ws.latest_path('select')}")
+    console.print(f"queued as run {document['run_id']}; batch: {escape(str(out or ws.latest_path('select')))}",
+                  highlight=False)
 
 
 @app.command()
@@ -373,8 +496,8 @@ def route(
                   f"auto-labels: {document['expected_wrong']:.1f} (conservative bound "
                   f"{document['expected_wrong_bound']:.1f})", highlight=False)
     console.print(f"stored as model labels of run {document['run_id']}; undo with "
-                  f"`curato route -w {workspace} --undo {document['run_id']}`", highlight=False)
-    console.print(f"json: {json_out or ws.latest_path('route')}")
+                  f"`curato route -w {escape(str(workspace))} --undo {document['run_id']}`", highlight=False)
+    console.print(f"json: {escape(str(json_out or ws.latest_path('route')))}", highlight=False)
 
 
 @app.command()
@@ -405,7 +528,7 @@ def simulate(
         document = ws.simulate(strategies.split(","), budget, rounds, seeds=seeds, start=start, embedder=embedder,
                                precisions=precisions, json=json_out, progress=progress).document
     table = Table(title=f"active learning, {document['n_pool']} pool / {document['n_test']} test samples; "
-                        f"accuracy on {document['test_set']}")
+                        f"accuracy on {escape(str(document['test_set']))}")
     labels = document["settings"]["schedule"]
     table.add_column("strategy")
     for count in labels:
@@ -414,7 +537,7 @@ def simulate(
     table.add_column("x random (last)", justify="right")
     for name, curve in document["strategies"].items():
         last = curve["label_efficiency"][-1]["efficiency"] if curve["label_efficiency"] else None
-        table.add_row(name, *[f"{a:.3f}" for a in curve["accuracy"]], f"{curve['auc']:.3f}",
+        table.add_row(escape(name), *[f"{a:.3f}" for a in curve["accuracy"]], f"{curve['auc']:.3f}",
                       "–" if last is None else f"{last:.2f}")
     console.print(table)
     for result in document["routing"]["results"]:
@@ -422,7 +545,7 @@ def simulate(
         console.print(f"routing seed {result['seed']} at {result['requested_precision']:g}: "
                       f"{result['share_auto_labelled']:.1%} auto-labelled, measured precision "
                       f"{'–' if measured is None else f'{measured:.4f}'}", highlight=False)
-    console.print(f"json: {json_out or ws.latest_path('simulate')}")
+    console.print(f"json: {escape(str(json_out or ws.latest_path('simulate')))}", highlight=False)
 
 
 @app.command()
@@ -496,8 +619,8 @@ def size(
     console.print(f"curve families weighted by extrapolation error; heaviest: {best['family']} "
                   f"({best['weight']:.0%})", highlight=False)
     for warning in document["warnings"]:
-        errors.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    console.print(f"json: {json_out or ws.latest_path('size')}")
+        errors.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True)
+    console.print(f"json: {escape(str(json_out or ws.latest_path('size')))}", highlight=False)
 
 
 @app.command()
@@ -516,7 +639,7 @@ def export(
 
     result = Workspace.open(workspace).export(out, format=format, drop_duplicates=drop_duplicates, relabel=relabel,
                                               keep_unreadable=keep_unreadable)
-    console.print(f"wrote {result.count} samples to {result.path}")
+    console.print(f"wrote {result.count} samples to {escape(str(result.path))}", highlight=False)
 
 
 @app.command()
@@ -532,6 +655,6 @@ def demo(
 
     with RichProgress() as progress:
         result = run_demo(workspace, samples=samples, progress=progress)
-    console.print(f"\n[bold]report:[/] {result.report_path}")
+    console.print(f"\n[bold]report:[/] {escape(str(result.report_path))}", highlight=False)
     for number, line in enumerate(result.headlines, start=1):
-        console.print(f"  {number}. {line}", highlight=False)
+        console.print(f"  {number}. {escape(line)}", highlight=False)

@@ -7,19 +7,30 @@
   reports/            HTML and JSON reports; <command>-latest.json is each command's last document
   workspace.json      format version and the catalog URL
   curato.toml         optional: check parameters for this workspace (see docs/api.md)
+  curato.lock         the writer lock (see curato.lock); logs/ holds tracebacks of internal errors
 ```
+
+Opening a workspace never creates or repairs anything: a missing, empty or damaged ``workspace.json`` or
+catalog is a WorkspaceError (exit 3) that names the file and what to do. Only :meth:`Workspace.create` on a
+folder that is not yet a workspace makes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import URL
+
 from curato.catalog import Catalog
-from curato.errors import WorkspaceError
-from curato.featurestore import FeatureStore
+from curato.catalog.catalog import WORKSPACE_PLACEHOLDER
+from curato.errors import WorkspaceError, WorkspaceNotReadyError, storage_error
+from curato.featurestore import FeatureStore, write_atomically
+from curato.lock import WorkspaceLock, pid_alive, this_host
 
 WORKSPACE_FORMAT = 1
 _MARKER = "workspace.json"
@@ -29,30 +40,52 @@ LATEST_DOCUMENTS = {kind: f"{kind}-latest.json"
                     for kind in ("audit", "bias", "transfer", "size", "select", "route", "simulate")}
 
 
+DEFAULT_CATALOG = f"sqlite:///{WORKSPACE_PLACEHOLDER}/catalog.sqlite"
+
+
 def write_json(path: str | Path, document: Any) -> Path:
-    """Write a JSON document atomically (temporary file, then rename); NaN is refused, not written."""
+    """Write a JSON document atomically (a temporary file of this writer's own, flushed, then renamed); NaN is
+    refused, not written. A failed write (full disk, read-only folder) is a WorkspaceError naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1, allow_nan=False))
-    os.replace(tmp, path)
+    body = json.dumps(document, indent=1, allow_nan=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda handle: handle.write(body), binary=False)
+    except OSError as error:
+        raise storage_error(error, "writing a JSON document") from error
     return path
 
 
 class Workspace:
     """A dataset under study: its catalog, its feature store and its reports."""
 
-    def __init__(self, root: Path, catalog_url: str) -> None:
+    def __init__(self, root: Path, catalog_url: str | URL) -> None:
         self.root = Path(root)
-        self.catalog = Catalog(catalog_url)
+        self.catalog = Catalog(catalog_url, root=self.root)
         self.features = FeatureStore(self.root / "features")
+        self.lock = WorkspaceLock(self.root)
+
+    @contextmanager
+    def writing(self, command: str) -> Iterator[None]:
+        """Hold the workspace's writer lock inside the ``with`` block (WorkspaceBusyError, exit 3, when another
+        process holds it). The first writer after a crash marks the dead process's runs ``interrupted``."""
+        with self.lock.hold(command) as first:
+            if first:
+                self.catalog.interrupt_dead_runs(pid_alive, this_host())
+            yield
 
     @property
     def reports_dir(self) -> Path:
-        """Where reports are written by default."""
+        """Where reports are written by default (created when it can be; writing into it says why not)."""
         path = self.root / "reports"
-        path.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # a read-only workspace can still be read; the first write says why not
+            path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the traceback of an internal error is kept."""
+        return self.root / "logs"
 
     @property
     def settings_path(self) -> Path:
@@ -84,47 +117,103 @@ class Workspace:
 
     @classmethod
     def create(cls, root: str | Path, *, db_url: str | None = None) -> Workspace:
-        """Open the workspace at ``root``, creating it (and its catalog) when missing."""
+        """Open the workspace at ``root``, creating it (and its catalog) when ``root`` is not a workspace yet."""
         root = Path(root).resolve()
         marker = root / _MARKER
-        if marker.exists():
-            workspace = cls.open(root)
-            if db_url and db_url != workspace.catalog.url:
-                raise WorkspaceError(
-                    f"{marker}: workspace uses catalog {workspace.catalog.url}; open it without --db"
-                    " or use a new workspace directory"
-                )
-            return workspace
-        if root.exists() and not root.is_dir():
-            raise WorkspaceError(f"{root}: exists and is not a directory; choose another workspace path")
-        root.mkdir(parents=True, exist_ok=True)
-        url = db_url or f"sqlite:///{root / 'catalog.sqlite'}"
-        workspace = cls(root, url)
+        if not marker.exists():
+            if root.exists() and not root.is_dir():
+                raise WorkspaceNotReadyError(f"{root}: exists and is not a directory; choose another workspace path")
+            with WorkspaceLock(root).hold("create"):
+                if not marker.exists():  # another process may have made it while this one waited for the lock
+                    return cls._make(root, db_url)
+        workspace = cls.open(root)
+        if db_url and db_url != workspace.catalog.url:
+            raise WorkspaceNotReadyError(
+                f"{marker}: workspace uses catalog {workspace.catalog.url}; open it without --db"
+                " or use a new workspace directory"
+            )
+        return workspace
+
+    @classmethod
+    def _make(cls, root: Path, db_url: str | None) -> Workspace:
+        leftover = root / "catalog.sqlite"
+        if leftover.exists() and leftover.stat().st_size > 0 and not _empty_catalog(leftover):
+            raise WorkspaceError(
+                f"{root}: holds a catalog.sqlite but no {_MARKER}; restore {_MARKER} (for the default catalog: "
+                f'{{"format": {WORKSPACE_FORMAT}, "catalog": "{DEFAULT_CATALOG}"}}) or choose another folder')
+        stored = _portable_url(db_url, root) if db_url else DEFAULT_CATALOG
+        workspace = cls(root, _catalog_url(stored, root))
         workspace.catalog.create()
-        marker.write_text(json.dumps({"format": WORKSPACE_FORMAT, "catalog": _portable_url(url, root)}, indent=2))
+        write_json(root / _MARKER, {"format": WORKSPACE_FORMAT, "catalog": stored})
         return workspace
 
     @classmethod
     def open(cls, root: str | Path) -> Workspace:
-        """Open an existing workspace; raises WorkspaceError when ``root`` is not one."""
+        """Open an existing workspace; raises WorkspaceNotReadyError (exit 2) when ``root`` is not one and
+        WorkspaceError (exit 3) when its settings or catalog are missing, damaged or from a newer curato."""
         root = Path(root).resolve()
         marker = root / _MARKER
         if not marker.exists():
-            raise WorkspaceError(
+            raise WorkspaceNotReadyError(
                 f"{root}: not a curato workspace (no {_MARKER}); create one with `curato ingest SOURCE -w {root}`"
             )
-        try:
-            settings = json.loads(marker.read_text())
-        except json.JSONDecodeError as error:
-            raise WorkspaceError(f"{marker}: unreadable settings ({error}); restore or recreate it") from error
-        if settings.get("format", 0) > WORKSPACE_FORMAT:
-            raise WorkspaceError(f"{marker}: workspace format {settings['format']} is newer; upgrade curato")
-        url = settings["catalog"].replace("{workspace}", str(root))
-        workspace = cls(root, url)
-        workspace.catalog.create()
+        stored = read_settings(marker)["catalog"]
+        workspace = cls(root, _catalog_url(stored, root))
+        workspace.catalog.verify()
         return workspace
+
+
+def read_settings(marker: Path) -> dict[str, Any]:
+    """The validated contents of ``workspace.json``: ``format`` (an integer, at most this curato's) and
+    ``catalog`` (a URL); WorkspaceError naming the field and the expected form otherwise."""
+    expected = f'expected {{"format": {WORKSPACE_FORMAT}, "catalog": "{DEFAULT_CATALOG}"}}'
+    try:
+        settings = json.loads(marker.read_text())
+    except OSError as error:
+        raise storage_error(error, "reading the workspace settings") from error
+    except ValueError as error:
+        raise WorkspaceError(f"{marker}: unreadable settings ({error}); restore it ({expected})") from error
+    if not isinstance(settings, dict):
+        raise WorkspaceError(f"{marker}: settings must be a JSON object, found {type(settings).__name__}; "
+                             f"restore it ({expected})")
+    version = settings.get("format")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise WorkspaceError(f"{marker}: 'format' must be a positive integer, found {version!r}; restore it "
+                             f"({expected})")
+    if version > WORKSPACE_FORMAT:
+        raise WorkspaceError(f"{marker}: workspace format {version} is newer than this curato's "
+                             f"({WORKSPACE_FORMAT}); upgrade curato")
+    catalog = settings.get("catalog")
+    if not isinstance(catalog, str) or "://" not in catalog:
+        raise WorkspaceError(f"{marker}: 'catalog' must be a database URL, found {catalog!r}; restore it "
+                             f"({expected})")
+    return settings
+
+
+def _catalog_url(stored: str, root: Path) -> str | URL:
+    """The catalog URL of ``workspace.json`` for the workspace at ``root`` (``{workspace}`` is the folder).
+
+    A SQLite file inside the workspace becomes a URL object, so that folder names with ``?``, ``#`` or ``%``
+    stay a path rather than being read as URL syntax.
+    """
+    prefix = f"sqlite:///{WORKSPACE_PLACEHOLDER}/"
+    if stored.startswith(prefix):
+        return URL.create("sqlite", database=str(root / stored[len(prefix):]))
+    return stored.replace(WORKSPACE_PLACEHOLDER, str(root))
+
+
+def _empty_catalog(path: Path) -> bool:
+    """Whether ``path`` is a sound catalog without samples (left by a creation that stopped before its end)."""
+    catalog = Catalog(URL.create("sqlite", database=str(path)))
+    try:
+        catalog.verify()
+        return catalog.sample_count() == 0
+    except WorkspaceError:
+        return False
+    finally:
+        catalog.close()
 
 
 def _portable_url(url: str, root: Path) -> str:
     """Store SQLite paths inside the workspace relative to it, so the folder can be moved."""
-    return url.replace(str(root), "{workspace}") if url.startswith("sqlite:") else url
+    return url.replace(str(root), WORKSPACE_PLACEHOLDER) if url.startswith("sqlite:") else url
