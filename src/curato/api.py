@@ -56,14 +56,16 @@ class Workspace(WorkspaceStore):
 
     @_writes
     def ingest(self, source: str | Path, *, format: str | None = None, split: str | None = None,
-               source_name: str | None = None, images: str | Path | None = None, workers: int | None = None,
-               progress: Progress = SILENT) -> Any:
+               source_name: str | None = None, images: str | Path | None = None, root: str | Path | None = None,
+               workers: int | None = None, progress: Progress = SILENT) -> Any:
         """Add a dataset (image folder, manifest, COCO, IDX, text): catalog rows, hashes, image properties.
-        Returns an ``IngestSummary`` (samples, new, changed, unreadable, labels added, ...)."""
+        Every file must resolve inside ``root`` (default: the manifest's or COCO file's folder, or the image
+        folder). Returns an ``IngestSummary`` (rows, samples, new, changed, unreadable, skipped with reasons, ...)."""
         from curato.commands.ingest import ingest
 
         return ingest(self, source, format=format, split=split, source_name=source_name,
-                      images_root=None if images is None else Path(images), workers=workers, progress=progress)
+                      images_root=None if images is None else Path(images), root=root, workers=workers,
+                      progress=progress)
 
     @_writes
     def embed(self, embedder: Any = None, *, batch_size: int | None = None, progress: Progress = SILENT) -> Any:
@@ -180,11 +182,12 @@ class Workspace(WorkspaceStore):
     def export(self, out: str | Path, *, format: str = "csv", drop_duplicates: bool = False, relabel: bool = False,
                keep_unreadable: bool = False) -> ExportResult:
         """Write a cleaned dataset (manifest CSV or image-folder copy) from the latest audit; sources untouched."""
-        from curato.commands.export import export
+        from curato.commands.export import EXPORT_INDEX, export
 
         path, count = export(self, out, format=format, drop_duplicates=drop_duplicates, relabel=relabel,
                              drop_unreadable=not keep_unreadable)
-        return ExportResult(path=Path(path), count=count, format=format)
+        index = Path(path) / EXPORT_INDEX if format == "imagefolder" else None
+        return ExportResult(path=Path(path), count=count, format=format, index=index)
 
 
 def demo(workspace: str | Path = "curato-demo", *, samples: int = 3000, progress: Progress = SILENT) -> Any:

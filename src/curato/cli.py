@@ -147,6 +147,8 @@ def ingest(
     split: Annotated[str | None, typer.Option(help="Put every sample in this split (e.g. train, test).")] = None,
     source_name: Annotated[str | None, typer.Option("--source", help="Name of where the data came from.")] = None,
     images: Annotated[Path | None, typer.Option(help="COCO only: folder holding the image files.")] = None,
+    root: Annotated[Path | None, typer.Option(help="Folder every file of the dataset must be inside (default: the "
+                                                   "manifest's or COCO file's folder, or the image folder).")] = None,
     db: Annotated[str | None, typer.Option(help="Catalog database URL (default: SQLite in the workspace).")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes for scanning images (default: all cores).")] = None,
 ) -> None:
@@ -156,7 +158,7 @@ def ingest(
 
     ws = Workspace.create(workspace, db_url=db)
     with RichProgress() as progress:
-        summary = ws.ingest(source, format=format, split=split, source_name=source_name, images=images,
+        summary = ws.ingest(source, format=format, split=split, source_name=source_name, images=images, root=root,
                             workers=workers, progress=progress)
     console.print(
         f"ingested [bold]{summary.samples}[/] samples ({summary.format}) from {escape(summary.source)}: "
@@ -169,6 +171,16 @@ def ingest(
                       f"`curato info -w {escape(str(workspace))}`", highlight=False)
     if summary.not_in_source:
         console.print(f"{summary.not_in_source} sample(s) already in the workspace are not in this source (kept)")
+    for reason, count in summary.skipped.items():
+        examples = ", ".join(summary.skipped_examples.get(reason, []))
+        console.print(f"skipped {count} {escape(reason)}" + (f": e.g. {escape(examples)}" if examples else ""),
+                      highlight=False)
+    if summary.annotations_skipped:
+        console.print(f"[yellow]{summary.annotations_skipped} annotation(s)[/] name an image id not in 'images' "
+                      "(skipped)")
+    if summary.sources_changed:
+        console.print(f"{summary.sources_changed} sample(s) moved to another source by the manifest's 'source' "
+                      "column")
 
 
 @app.command()
@@ -639,7 +651,8 @@ def export(
 
     result = Workspace.open(workspace).export(out, format=format, drop_duplicates=drop_duplicates, relabel=relabel,
                                               keep_unreadable=keep_unreadable)
-    console.print(f"wrote {result.count} samples to {escape(str(result.path))}", highlight=False)
+    listing = "" if result.index is None else f" (every file written is listed in {escape(str(result.index))})"
+    console.print(f"wrote {result.count} samples to {escape(str(result.path))}{listing}", highlight=False)
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -56,7 +57,7 @@ class RichProgress:
 
     def stage(self, description: str, total: int) -> None:
         """Start a new bar."""
-        self._task = self._bar.add_task(description, total=total)
+        self._task = self._bar.add_task(escape(description), total=total)  # names may hold "[", never markup
 
     def advance(self, amount: int = 1) -> None:
         """Move the current bar."""

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from curato.errors import InputError, WorkspaceError
+from curato.errors import InputError, WorkspaceNotReadyError
 from curato.workspace import Workspace
 
 EXPORT_FORMATS = ("csv", "imagefolder")
@@ -39,7 +39,7 @@ def latest_audit(workspace: Workspace) -> dict[str, Any]:
     """The JSON document of the last ``curato audit`` on this workspace."""
     document = workspace.read_latest("audit")
     if document is None:
-        raise WorkspaceError(f"{workspace.latest_path('audit')}: no audit yet; run `curato audit -w "
+        raise WorkspaceNotReadyError(f"{workspace.latest_path('audit')}: no audit yet; run `curato audit -w "
                              f"{workspace.root}` before a cleaned export")
     return document
 

@@ -208,7 +208,8 @@ def ingest(
                             skipped_examples={reason: items[:_EXAMPLES] for reason, items in found.skipped.items()},
                             annotations_skipped=len(found.skipped_annotations))
     summary.sources_changed = _assign_sources(workspace, path, records, origin)
-    with catalog.recorded_run("ingest", str(path), {"format": chosen, "split": split, "source": origin}) as run:
+    settings = {"format": chosen, "split": split, "source": origin}
+    with catalog.recorded_run("ingest", str(Path(path).resolve()), settings) as run:
         known = catalog.known_samples()
         images = [r for r in records if r.kind == "image"]
         texts = [r for r in records if r.kind == "text"]

@@ -217,3 +217,4 @@ class ExportResult:
     path: Path
     count: int
     format: str
+    index: Path | None = None  # image-folder exports: the CSV listing every file written
