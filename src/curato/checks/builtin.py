@@ -49,12 +49,21 @@ def _balance(data: AuditData, params: Any) -> list[Finding]:
 
 
 def _label_issues(data: AuditData, params: Any) -> list[Finding]:
-    from curato.checks.label_issues import label_issue_finding
+    from curato.checks.label_issues import label_issue_finding, label_issues_not_checked
+    from curato.models.oof import varying_dimensions
 
-    if data.pred_probs is None:
-        return []
     rows = data.labeled_rows()
-    labels, _ = data.class_codes(rows)
+    labels, names = data.class_codes(rows)
+    if data.pred_probs is None:
+        reason = ("no labelled samples with embeddings" if rows.size == 0 else "fewer than two classes"
+                  if len(names) < 2 else f"only {rows.size} labelled samples with embeddings (10 or more needed)")
+        return [label_issues_not_checked(data.sample_ids[rows], reason)]
+    if data.embeddings is not None and not varying_dimensions(data.embeddings[rows]).any():
+        # The out-of-fold head then only knows the class shares: every sample of the smaller classes would look
+        # mislabelled. Say so instead of flagging them.
+        return [label_issues_not_checked(
+            data.sample_ids[rows], f"all {len(rows)} labelled samples have the same embedding (the same picture?), "
+            "so nothing tells their classes apart")]
     return [label_issue_finding(data.sample_ids[rows], labels, data.pred_probs[rows], data.class_names, params=params)]
 
 
@@ -113,7 +122,8 @@ def _shortcuts(data: AuditData, params: Any) -> list[Finding]:
     pixels = None
     if data.thumbnails is not None:
         stored = data.thumbnails[rows]
-        pixels = {f"{side}x{side}": colour_thumbnails(stored, side).reshape(len(rows), -1) for side in (4, 8)}
+        pixels = {f"{side}x{side}": colour_thumbnails(stored, side).reshape(len(rows), side * side * 3)
+                  for side in (4, 8)}
     background = _background_views(data, rows, params)
     return [shortcut_finding(data.sample_ids[rows], labels, cues, columns, class_names=names,
                              reference_probs=reference, thumbnails=pixels, background=background,

@@ -446,6 +446,14 @@ def label_issue_finding(sample_ids: Sequence[str] | np.ndarray, labels: np.ndarr
                    scores=1.0 - result.label_quality, summary=summary, evidence=evidence, details=details)
 
 
+def label_issues_not_checked(sample_ids: Sequence[str] | np.ndarray, reason: str) -> Finding:
+    """The ``label_issues`` Finding when the check cannot judge the labels: nothing flagged, ``reason`` said."""
+    ids = np.asarray(sample_ids, dtype=object)
+    return Finding(check="label_issues", severity="none", message=f"{reason}: label issues not checked",
+                   sample_ids=ids, flagged=np.zeros(len(ids), dtype=bool), scores=np.zeros(len(ids)),
+                   summary={"checked": False, "reason": reason})
+
+
 def _normalize_columns(matrix: np.ndarray) -> np.ndarray:
     totals = matrix.sum(axis=0, keepdims=True)
     out = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)

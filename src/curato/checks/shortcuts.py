@@ -374,7 +374,8 @@ def shortcut_finding(
     # Row 0: the real labels; rows 1..: shuffled ones. Every cue is refitted on every row.
     targets = np.stack([y] + [rng.permutation(y) for _ in range(p.permutations)])
     accuracy = np.array([_balanced_accuracy(targets, _naive_bayes_predictions(
-        codes[:, cols], targets, folds, n_classes, p.n_folds, p.smoothing), n_classes) for cols in tested.values()])
+        codes[:, cols], targets, folds, n_classes, p.n_folds, p.smoothing), n_classes) for cols in tested.values()]
+    ).reshape(len(tested), len(targets))  # no cue varies (e.g. every image the same picture): nothing tested
     observed = accuracy[:, 0]
     null_max = accuracy[:, 1:].max(axis=0, initial=chance)
     p_values = (1 + (null_max[None, :] >= observed[:, None] - 1e-12).sum(axis=1)) / (1 + p.permutations)

@@ -44,7 +44,7 @@ from curato.arrays import as_class_indices, stratified_folds
 from curato.errors import InputError
 
 # Bump when anything below changes the probabilities for the same inputs (cache key for callers).
-OOF_SETTINGS_VERSION = 2
+OOF_SETTINGS_VERSION = 3
 PCA_COMPONENTS = 256
 MIN_PCA_COMPONENTS = 8
 SAMPLES_PER_COMPONENT = 16
@@ -180,7 +180,13 @@ def whitened_pca(x: np.ndarray, components: int, rng: np.random.Generator) -> np
     mean = sample.mean(axis=0, dtype=np.float64)
     centered = (sample - mean.astype(np.float32)).astype(np.float32)
     scale = np.sqrt(np.einsum("ij,ij->j", centered, centered, dtype=np.float64) / len(sample))
-    scale[scale < 1e-12] = 1.0  # constant dimensions carry nothing; they stay at 0 after centering
+    constant = ~_varies(scale, mean)
+    if constant.all():
+        # Every row has the same embedding (e.g. a dataset of one picture): there is no axis to project on,
+        # and dividing by its zero variance made NaN. One all-zero feature leaves a head its bias: the priors.
+        return np.zeros((len(x), 1), dtype=np.float32)
+    scale[constant] = 1.0  # constant dimensions carry nothing; zero them so rounding noise is not whitened
+    centered[:, constant] = 0.0
     standardized = centered / scale.astype(np.float32)
     if len(sample) < x.shape[1]:
         # Fewer rows than dimensions (e.g. 3,072 raw pixels): the covariance's nonzero eigenpairs follow from
@@ -194,12 +200,34 @@ def whitened_pca(x: np.ndarray, components: int, rng: np.random.Generator) -> np
         covariance = (standardized.T @ standardized).astype(np.float64) / len(sample)
         eigenvalues, eigenvectors = np.linalg.eigh(covariance)
         eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
-    # Drop axes with (numerically) no variance: whitening them would blow up rounding noise.
+    # Drop axes with (numerically) no variance: whitening them would blow up rounding noise. At least one
+    # standardised dimension varies, so the top eigenvalue is about 1 or more and the first axis is kept.
     keep = max(1, int(min(components, np.sum(eigenvalues > 1e-6 * max(eigenvalues[0], 1e-12)))))
     basis = eigenvectors[:, :keep] / np.sqrt(eigenvalues[:keep]) / scale[:, None]
+    basis[constant] = 0.0
     projected = x @ basis.astype(np.float32)
     projected -= (mean @ basis).astype(np.float32)
     return projected
+
+
+# A dimension whose spread is below this share of its mean magnitude only holds float32 rounding (the same
+# picture embedded in two batches); standardising it would turn that noise into a unit-variance feature.
+RELATIVE_SPREAD_FLOOR = 1e-5
+
+
+def _varies(scale: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    return scale > np.maximum(1e-12, RELATIVE_SPREAD_FLOOR * np.abs(mean))
+
+
+def varying_dimensions(embeddings: np.ndarray) -> np.ndarray:
+    """Mask of the embedding dimensions that vary over the rows by more than rounding (what the head can use).
+
+    None varying means every row has the same embedding: probabilities from it are the class priors only.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2 or len(x) == 0:
+        raise InputError(f"embeddings must be a non-empty 2-D array, got shape {x.shape}")
+    return _varies(x.std(axis=0), x.mean(axis=0))
 
 
 def _fit_joint_softmax(features: np.ndarray, labels: np.ndarray, k: int,
