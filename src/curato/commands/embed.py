@@ -3,6 +3,12 @@
 Rows are computed only for samples whose content hash differs from the stored row (new, changed,
 or computed with other settings). Each finished chunk is stored durably, so Ctrl-C or a crash
 loses at most one chunk; running the same command again resumes.
+
+Images are decoded upright (EXIF orientation) and only as large as an embedder can use: a large image is
+reduced while it is decoded (JPEG at 1/2..1/8 scale in the DCT domain, other formats by an integer box
+filter) until its shortest side is under twice :data:`DECODE_MIN_SIDE`, so holding a chunk of decoded
+images costs a few MB per image whatever their stored size. Images over the pixel limit
+(:func:`curato.imageio.max_pixels`) are failures with their reason, never decoded.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,8 +26,15 @@ from curato.features.embedders import default_embedder_name, get_embedder
 from curato.features.embedders.base import Embedder, PrecomputedEmbedder
 from curato.featurestore import FeatureSet
 from curato.imageio import load_rgb
+from curato.imageio import max_pixels as resolve_max_pixels
 from curato.progress import SILENT, Progress
 from curato.workspace import Workspace
+
+# Decoded images keep a shortest side of at least this many pixels: at least twice the input of every built-in
+# image embedder (224 px, hub models up to 518 px), so reducing first changes their resize very little.
+DECODE_MIN_SIDE = 1024
+# Part of the stored settings of image embeddings: vectors made under another decode rule are recomputed.
+DECODE_SETTINGS = f"upright by EXIF orientation; reduced while decoding to a shortest side >= {DECODE_MIN_SIDE} px"
 
 
 @dataclass
@@ -49,9 +63,9 @@ def choose_embedder_name(workspace: Workspace) -> str:
     return default_embedder_name(modality, median_side)
 
 
-def _load(uri: str) -> tuple[np.ndarray | None, str | None]:
+def _load(uri: str, max_pixels: int) -> tuple[np.ndarray | None, str | None]:
     try:
-        return load_rgb(uri), None
+        return load_rgb(uri, max_pixels=max_pixels, min_side=DECODE_MIN_SIDE), None
     except UnreadableImageError as error:
         return None, str(error)
 
@@ -62,14 +76,17 @@ def compute_embeddings(
     *,
     chunk_size: int = 1024,
     progress: Progress = SILENT,
+    max_pixels: int | None = None,
     **options: Any,
 ) -> tuple[FeatureSet, EmbedSummary]:
     """Embed every readable sample of the embedder's modality and store the vectors.
 
     ``embedder_name``: a registered name, an embedder instance (stored under its ``name`` attribute, or its
-    class name), or None for the default. Returns the complete feature set and a summary (rows computed vs
-    reused, failures).
+    class name), or None for the default. ``max_pixels``: the per-image pixel limit (default
+    :func:`curato.imageio.max_pixels`); a larger image is a failure, not decoded. Returns the complete
+    feature set and a summary (rows computed vs reused, failures).
     """
+    limit = resolve_max_pixels(max_pixels)
     if isinstance(embedder_name, Embedder | PrecomputedEmbedder):
         if options:
             raise InputError(f"embed: options {', '.join(sorted(options))} apply to embedders named by string; "
@@ -88,7 +105,10 @@ def compute_embeddings(
     if not ids:
         raise WorkspaceError(f"{workspace.root}: no readable {modality} samples to embed with {name!r}")
     hashes = table["content_hash"][usable].tolist()
-    meta = {"settings": embedder.settings(), "embedder": name, "modality": modality}
+    settings = embedder.settings()
+    if modality == "image" and not isinstance(embedder, PrecomputedEmbedder):
+        settings = {**settings, "decode": DECODE_SETTINGS}
+    meta = {"settings": settings, "embedder": name, "modality": modality}
     done = store.done_hashes(name, meta=meta)
     todo = [i for i, (sid, digest) in enumerate(zip(ids, hashes, strict=True)) if done.get(sid) != digest]
     failed: list[tuple[str, str]] = []
@@ -99,7 +119,8 @@ def compute_embeddings(
             progress.advance(len(todo))
         else:
             items = table["text"][usable] if modality == "text" else table["uri"][usable]
-            failed = _embed_missing(workspace, embedder, name, todo, ids, hashes, items, chunk_size, progress)
+            failed = _embed_missing(workspace, embedder, name, todo, ids, hashes, items, chunk_size, progress,
+                                    limit)
         if store.pending_parts(name) or not store.has(name):
             store.finalize(name, meta, keep_ids=ids, dtype="float32")
         features = store.load(name)
@@ -125,8 +146,8 @@ def _store_precomputed(workspace: Workspace, embedder: PrecomputedEmbedder, name
 
 
 def _embed_missing(workspace: Workspace, embedder: Embedder, name: str, todo: list[int], ids: list[str],
-                   hashes: list[str], items: np.ndarray, chunk_size: int, progress: Progress
-                   ) -> list[tuple[str, str]]:
+                   hashes: list[str], items: np.ndarray, chunk_size: int, progress: Progress,
+                   max_pixels: int) -> list[tuple[str, str]]:
     failed: list[tuple[str, str]] = []
     batch = max(1, int(embedder.batch_size))
     chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
@@ -135,7 +156,8 @@ def _embed_missing(workspace: Workspace, embedder: Embedder, name: str, todo: li
         def submit(chunk: list[int]) -> Iterator[tuple[Any, str | None]]:
             if embedder.modality == "text":
                 return iter([(str(items[i] or ""), None) for i in chunk])
-            return pool.map(_load, [items[i] for i in chunk])  # decoding starts now, in the background
+            # Decoding starts now, in the background.
+            return pool.map(partial(_load, max_pixels=max_pixels), [items[i] for i in chunk])
 
         pending = submit(chunks[0]) if chunks else iter(())
         for number, chunk in enumerate(chunks):

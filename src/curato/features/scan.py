@@ -6,16 +6,22 @@ decoded image by image (PIL), then its pixels are handed to
 computes every property for the stack at once. Chunks run in worker processes and are put back in
 input order.
 
-Unreadable input (missing file, truncated or corrupt data, not an image) never raises: its row has
-``readable=False`` and a one-line ``error`` naming the uri and the reason.
+Unreadable input (missing file, not a regular file, truncated or corrupt data, not an image, more
+pixels than :func:`curato.imageio.max_pixels`) never raises: its row has ``readable=False`` and a
+one-line ``error`` naming the uri and the reason. The pixel limit is judged from the header, before
+decoding.
 
-Images whose longest side exceeds :data:`MAX_PROPERTY_SIDE` (512) are reduced by an integer box
-filter (factor ``ceil(longest / 512)``, so the copy's longest side is 257..512) before their pixel
-properties and phash are computed. Means and shares (brightness, colour, border, dark/bright
-fractions) agree with the full-resolution values to about 0.01; sharpness and edge_density are
-scale dependent and describe the reduced copy. width, height, file_bytes, bits_per_pixel and
-jpeg_quality always describe the stored original. JPEG draft (DCT-domain) decoding is not used: it
-would change the reduced pixels, so every JPEG is fully decoded by PIL.
+Pixels are read upright (EXIF orientation, :func:`curato.imageio.decode`); width and height are the
+displayed size. Images whose longest side exceeds :data:`MAX_PROPERTY_SIDE` (512) are reduced by an
+integer box filter (factor ``ceil(longest / 512)``, so the copy's longest side is 257..512) right
+after decoding, before their pixel properties and phash are computed. Means and shares (brightness,
+colour, border, dark/bright fractions) agree with the full-resolution values to about 0.01;
+sharpness and edge_density are scale dependent and describe the reduced copy. width, height,
+file_bytes, bits_per_pixel and jpeg_quality always describe the original. JPEG draft (DCT-domain)
+decoding is not used: it would change the reduced pixels, so every JPEG is fully decoded by PIL.
+
+Pool workers end with the process that scans, however it ends (:func:`die_with`), and are stopped at
+once when the scan is interrupted.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ import math
 import multiprocessing
 import os
 import re
+import select
+import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,7 +46,8 @@ from PIL import Image
 from curato.errors import CuratoError, UnreadableImageError
 from curato.features.properties import PROPERTY_COLUMNS, THUMBNAIL_COLUMNS, estimate_jpeg_quality, image_features
 from curato.hashing import content_hash
-from curato.imageio import RawImage, open_pil, read_raw, to_rgb_array
+from curato.imageio import RawImage, check_pixel_limit, decode, read_raw, to_rgb_array
+from curato.imageio import max_pixels as resolve_max_pixels
 
 MAX_PROPERTY_SIDE = 512
 # PIL names some JPEG variants after their container; they are JPEG files to a user (and to a
@@ -112,13 +122,16 @@ def scan_images(
     workers: int | None = None,
     chunk_size: int = 256,
     progress: Callable[[int], None] | None = None,
+    max_pixels: int | None = None,
 ) -> ScanTable:
     """Read, hash, decode and measure every image in ``uris`` (file paths or ``idx:`` uris).
 
     ``workers`` processes (default: all cores) each take chunks of at most ``chunk_size`` uris;
     ``workers <= 1``, or input that fits one chunk, runs in this process so small scans do not pay
     for starting a pool. ``progress(n)`` is called here, in the calling process, with the number of
-    uris of each chunk as it finishes. Rows come back in input order.
+    uris of each chunk as it finishes. Rows come back in input order. ``max_pixels``: the per-image pixel
+    limit (default :func:`curato.imageio.max_pixels`: 40 megapixels, or ``CURATO_MAX_PIXELS``); an image over
+    it is unreadable, judged from its header before it is decoded.
 
     Bad input is reported in the table (``readable=False``, ``error``), never raised. Each process
     that scans limits BLAS to one thread while it works and calls :func:`keep_freed_memory`.
@@ -126,18 +139,20 @@ def scan_images(
     uris = list(uris)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    limit = resolve_max_pixels(max_pixels)  # resolved here: workers may not share this process's settings
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers <= 1 or len(uris) <= chunk_size:
-        return _scan_in_process(uris, chunk_size, progress)
+        return _scan_in_process(uris, chunk_size, progress, limit)
 
     # Spread the input over all workers even when it is only a few chunks long.
     size = min(chunk_size, math.ceil(len(uris) / workers))
     chunks = [uris[start:start + size] for start in range(0, len(uris), size)]
     results: list[ScanTable | None] = [None] * len(chunks)
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(chunks)), mp_context=_pool_context(), initializer=_init_worker
+        max_workers=min(workers, len(chunks)), mp_context=_pool_context(), initializer=_init_worker,
+        initargs=(os.getpid(),),
     ) as pool:
-        futures = {pool.submit(_scan_chunk, chunk): index for index, chunk in enumerate(chunks)}
+        futures = {pool.submit(_scan_chunk, chunk, limit): index for index, chunk in enumerate(chunks)}
         try:
             for future in as_completed(futures):
                 index = futures[future]
@@ -145,19 +160,21 @@ def scan_images(
                 if progress is not None:
                     progress(len(chunks[index]))
         except BaseException:
-            # A crashed worker or Ctrl-C: do not scan the remaining chunks before reporting it.
-            pool.shutdown(wait=True, cancel_futures=True)
+            # A crashed worker, Ctrl-C or a signal turned into an exception: stop the workers now rather than
+            # let them finish their chunks (which can take minutes) before reporting it.
+            _stop_workers(pool)
             raise
     return ScanTable.concatenate([table for table in results if table is not None])
 
 
-def _scan_in_process(uris: list[str], chunk_size: int, progress: Callable[[int], None] | None) -> ScanTable:
+def _scan_in_process(uris: list[str], chunk_size: int, progress: Callable[[int], None] | None,
+                     max_pixels: int) -> ScanTable:
     tables = []
     keep_freed_memory()
     with _single_threaded_blas():
         for start in range(0, len(uris), chunk_size):
             chunk = uris[start:start + chunk_size]
-            tables.append(_scan_chunk(chunk))
+            tables.append(_scan_chunk(chunk, max_pixels))
             if progress is not None:
                 progress(len(chunk))
     return ScanTable.concatenate(tables)
@@ -186,11 +203,81 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 _worker_blas_limit: object = None
 
 
-def _init_worker() -> None:
-    """Pool initializer: workers already fill every core, so BLAS threads would only contend."""
+def _init_worker(owner: int) -> None:
+    """Pool initializer: die with the process that scans (``owner``); one BLAS thread (workers already fill
+    every core, so BLAS threads would only contend)."""
     global _worker_blas_limit
+    die_with(owner)
     _worker_blas_limit = _single_threaded_blas()  # the limit holds while the object lives
     keep_freed_memory()
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with(owner: int) -> None:
+    """End this process as soon as process ``owner`` ends, however it ends (``kill -9`` included).
+
+    A pool worker would otherwise outlive a killed ``curato ingest``: it finishes its chunk, then blocks for
+    ever on a queue nobody reads, and with the forkserver start method it also keeps the fork server and
+    the resource tracker alive. When ``owner`` is this process's parent (the ``fork`` start method) the
+    kernel sends SIGKILL on its death (Linux ``PR_SET_PDEATHSIG``). Otherwise (a fork server is the
+    parent) a daemon thread waits on a pidfd of ``owner`` (Linux 5.3+), or checks every half second where
+    there is none, and kills this process when ``owner`` is gone. An owner already gone ends it at once.
+    """
+    if owner == os.getppid() and sys.platform.startswith("linux"):
+        try:
+            if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != owner:  # the owner died before the request took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+    pidfd = None
+    if hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(owner)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:  # a kernel without pidfds
+            pidfd = None
+    elif not _alive(owner):
+        os._exit(1)
+    threading.Thread(target=_watch_owner, args=(owner, pidfd), name="curato-owner-watch", daemon=True).start()
+
+
+def _watch_owner(owner: int, pidfd: int | None) -> None:
+    if pidfd is not None:
+        select.select([pidfd], [], [])  # a pidfd becomes readable when its process ends
+    else:
+        while _alive(owner):
+            threading.Event().wait(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else (a recycled pid)
+        return True
+    return True
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end the workers now (bounded: a worker that does not end on SIGTERM
+    within 5 s is killed)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor's own record of them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
 
 
 # glibc mallopt parameters (malloc.h).
@@ -251,8 +338,9 @@ class _Decoded:
     jpeg_quality: float
 
 
-def _scan_chunk(uris: Sequence[str]) -> ScanTable:
+def _scan_chunk(uris: Sequence[str], max_pixels: int | None = None) -> ScanTable:
     """Scan ``uris`` in this process (the unit of work of a pool worker)."""
+    max_pixels = resolve_max_pixels(max_pixels)
     n = len(uris)
     hashes = [""] * n
     errors: list[str | None] = [None] * n
@@ -272,7 +360,7 @@ def _scan_chunk(uris: Sequence[str]) -> ScanTable:
         hashes[i] = content_hash(raw.data)
         file_bytes[i] = len(raw.data)
         try:
-            decoded = _decode(raw, uri)
+            decoded = _decode(raw, uri, max_pixels)
         except CuratoError as error:
             errors[i] = _one_line(uri, error)
             continue
@@ -307,28 +395,29 @@ def _scan_chunk(uris: Sequence[str]) -> ScanTable:
     )
 
 
-def _decode(raw: RawImage, uri: str) -> _Decoded:
-    """Pixels (uint8 HxW or HxWx3, longest side capped) and facts about the stored image."""
+def _decode(raw: RawImage, uri: str, max_pixels: int) -> _Decoded:
+    """Pixels (uint8 HxW or HxWx3, longest side capped, upright) and facts about the image as displayed."""
     if raw.array is not None:
         array = np.asarray(raw.array)
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
             raise UnreadableImageError(f"{uri}: unsupported IDX image shape {array.shape}")
         height, width = array.shape[:2]
+        check_pixel_limit(uri, width, height, max_pixels)
         pixels = array if array.dtype == np.uint8 else _rescale_to_uint8(array)
         return _Decoded(_cap_size(pixels, uri), width, height, raw.format_hint or "idx", float("nan"))
 
-    image = open_pil(raw, uri)
-    image_format = (image.format or "").lower()
-    image_format = _FORMAT_ALIASES.get(image_format, image_format)
-    width, height = image.size
+    # Box-reduced in PIL right after decoding (the same pixels as reducing the converted array, without
+    # holding more full-size copies); orientation applied, width/height as displayed.
+    decoded = decode(raw, uri, max_pixels=max_pixels, max_side=MAX_PROPERTY_SIDE)
+    image_format = _FORMAT_ALIASES.get(decoded.format, decoded.format)
     quality = float("nan")
     if image_format == "jpeg":
-        quality = estimate_jpeg_quality(getattr(image, "quantization", None))
+        quality = estimate_jpeg_quality(decoded.quantization)
     try:
-        pixels = _pil_pixels(image)
+        pixels = _pil_pixels(decoded.image)
     except (OSError, ValueError) as error:  # a mode PIL cannot convert
-        raise UnreadableImageError(f"{uri}: cannot convert {image.mode} pixels to RGB ({error})") from error
-    return _Decoded(_cap_size(pixels, uri), width, height, image_format, quality)
+        raise UnreadableImageError(f"{uri}: cannot convert {decoded.image.mode} pixels to RGB ({error})") from error
+    return _Decoded(_cap_size(pixels, uri), decoded.width, decoded.height, image_format, quality)
 
 
 def _pil_pixels(image: Image.Image) -> np.ndarray:

@@ -12,9 +12,12 @@ from curato.imageio import load_rgb
 
 
 def thumbnail_data_uri(uri: str, *, size: int = 96) -> str | None:
-    """A PNG (small sources) or JPEG data URI of the image at ``uri``, longest side ``size``; None if unreadable."""
+    """A PNG (small sources) or JPEG data URI of the image at ``uri``, longest side ``size``; None if unreadable.
+
+    Upright (EXIF orientation), and a large image is reduced while it is decoded (shortest side kept at
+    ``2 * size`` or more, then Lanczos)."""
     try:
-        array = load_rgb(uri)
+        array = load_rgb(uri, min_side=2 * size)
     except UnreadableImageError:
         return None
     image = Image.fromarray(array)
