@@ -64,6 +64,8 @@ def attach_pred_probs(workspace: Workspace, data: AuditData, *, n_folds: int = 5
         if cached.meta.get("settings") == settings:
             vectors, found = cached.align(data.sample_ids[rows].tolist())
             probs = np.asarray(vectors, dtype=np.float64) if found.all() else None
+            if probs is not None and not np.isfinite(probs).all():
+                probs = None  # NaN rows an older curato wrote for identical embeddings: compute them again
     if probs is None:
         progress.stage("out-of-fold probabilities", n_folds)
         probs = out_of_fold_probabilities(data.embeddings[rows], labels, n_folds=n_folds, seed=seed,

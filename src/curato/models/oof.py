@@ -44,7 +44,7 @@ from curato.arrays import as_class_indices, stratified_folds
 from curato.errors import InputError
 
 # Bump when anything below changes the probabilities for the same inputs (cache key for callers).
-OOF_SETTINGS_VERSION = 3
+OOF_SETTINGS_VERSION = 2
 PCA_COMPONENTS = 256
 MIN_PCA_COMPONENTS = 8
 SAMPLES_PER_COMPONENT = 16
