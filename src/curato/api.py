@@ -276,6 +276,7 @@ def _runnable(data: AuditData) -> list[str]:
 
 def _attach_images(data: AuditData, images: Sequence[Any]) -> None:
     """Properties, hashes, thumbnails and sizes of in-memory images or image files."""
+    from curato.commands.embed import DECODE_MIN_SIDE
     from curato.features.properties import PROPERTY_COLUMNS, image_features
     from curato.hashing import content_hash
     from curato.imageio import load_rgb
@@ -291,7 +292,7 @@ def _attach_images(data: AuditData, images: Sequence[Any]) -> None:
         data.content_hashes, data.phashes = table.content_hash, table.phash
         data.properties, data.thumbnails = table.properties.astype(np.float64), table.thumbnails
         data.formats, data.sizes = table.format.astype(object), np.stack([table.width, table.height], axis=1)
-        data.load_image = lambda row: load_rgb(uris[row])
+        data.load_image = lambda row: load_rgb(uris[row], min_side=DECODE_MIN_SIDE)
     elif not any(paths):
         arrays = [np.asarray(item) for item in images]
         properties, hashes, thumbnails = image_features(arrays)

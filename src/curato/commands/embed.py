@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from curato.errors import InputError, UnreadableImageError, WorkspaceError
+from curato.errors import InputError, UnreadableImageError, WorkspaceNotReadyError
 from curato.features.embedders import default_embedder_name, get_embedder
 from curato.features.embedders.base import Embedder, PrecomputedEmbedder
 from curato.featurestore import FeatureSet
@@ -53,7 +53,8 @@ def choose_embedder_name(workspace: Workspace) -> str:
     """The default embedder for the workspace's data (text model for text, image size-aware CNN)."""
     kinds = workspace.catalog.sample_kinds()
     if not kinds:
-        raise WorkspaceError(f"{workspace.root}: no samples yet; run `curato ingest SOURCE -w {workspace.root}` first")
+        raise WorkspaceNotReadyError(f"{workspace.root}: no samples yet; run "
+                                     f"`curato ingest SOURCE -w {workspace.root}` first")
     modality = max(kinds, key=kinds.get)
     median_side = None
     if modality == "image":
@@ -103,7 +104,7 @@ def compute_embeddings(
     usable = np.array([bool(r) for r in table["readable"]], dtype=bool)
     ids = table["sample_id"][usable].tolist()
     if not ids:
-        raise WorkspaceError(f"{workspace.root}: no readable {modality} samples to embed with {name!r}")
+        raise WorkspaceNotReadyError(f"{workspace.root}: no readable {modality} samples to embed with {name!r}")
     hashes = table["content_hash"][usable].tolist()
     settings = embedder.settings()
     if modality == "image" and not isinstance(embedder, PrecomputedEmbedder):
