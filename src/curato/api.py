@@ -204,13 +204,15 @@ def find_issues(*, labels: Sequence[Any] | np.ndarray, features: np.ndarray | No
                 pred_probs: np.ndarray | None = None, images: Sequence[Any] | None = None,
                 sample_ids: Sequence[str] | None = None, splits: Sequence[Any] | None = None,
                 class_names: Sequence[str] | None = None, checks: Sequence[str] | None = None,
-                params: Mapping[str, Any] | None = None, seed: int = 0) -> AuditResult:
+                params: Mapping[str, Any] | None = None, seed: int = 0,
+                texts: Sequence[str | None] | None = None) -> AuditResult:
     """Audit in-memory data without a workspace (like cleanlab's ``Datalab.find_issues``).
 
     ``labels``: one per sample (None: unlabelled). ``features``: (n, d) embeddings. ``pred_probs``: (n, k)
     out-of-fold probabilities, columns in the order of ``class_names`` (default: the labels' distinct values
     sorted as strings); computed 5-fold from ``features`` when omitted. ``images``: HxWx3 uint8 arrays or file
-    paths, for the image checks (quality, pixel shortcuts, exact duplicates). ``checks``: which to run
+    paths, for the image checks (quality, pixel shortcuts, exact duplicates). ``texts``: the samples' texts
+    (None for a sample that is not a text), for the text duplicate rules. ``checks``: which to run
     (default: every registered check whose inputs are given). Returns an :class:`AuditResult`;
     ``result.issues()`` is the per-sample DataFrame.
     """
@@ -232,6 +234,10 @@ def find_issues(*, labels: Sequence[Any] | np.ndarray, features: np.ndarray | No
         data.embeddings = as_matrix("features", features, rows=n, dtype=np.float32)
         data.has_embedding = np.ones(n, dtype=bool)
         data.embedder = "precomputed:features"
+    if texts is not None:
+        check_length("texts", texts, n)
+        data.texts = np.array([t if isinstance(t, str) else None for t in texts], dtype=object)
+        data.kinds = np.array(["text" if isinstance(t, str) else "image" for t in texts], dtype=object)
     if images is not None:
         check_length("images", images, n)
         _attach_images(data, images)

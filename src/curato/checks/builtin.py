@@ -83,7 +83,8 @@ def _duplicates(data: AuditData, params: Any) -> list[Finding]:
 
     return duplicate_findings(
         data.sample_ids[rows], embeddings=data.embeddings[rows], content_hashes=_at(data.content_hashes, rows),
-        phashes=_at(data.phashes, rows), splits=data.splits[rows],
+        phashes=_at(data.phashes, rows), phash_known=_at(data.has_phash, rows), texts=_at(data.texts, rows),
+        splits=data.splits[rows],
         thumbnails=_at(data.thumbnails, rows), labels=data.labels[rows],
         k=data.neighbours, neighbours=data.neighbour_graph(rows), second_look=second_look, params=params)
 

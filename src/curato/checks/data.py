@@ -27,7 +27,9 @@ class AuditData:
     readable: np.ndarray | None = None
     errors: np.ndarray | None = None
     content_hashes: np.ndarray | None = None
-    phashes: np.ndarray | None = None  # uint64; 0 where unknown
+    phashes: np.ndarray | None = None  # uint64; 0 where unknown -- read only where has_phash
+    has_phash: np.ndarray | None = None  # bool: the phash was computed (None: every non-zero one)
+    texts: np.ndarray | None = None  # object: a text sample's text, None for other samples
     kinds: np.ndarray | None = None
     properties: np.ndarray | None = None  # (n, p), NaN rows where missing
     property_columns: list[str] = field(default_factory=list)

@@ -25,7 +25,7 @@ def load_samples(workspace: Workspace, features: FeatureSet | None = None, *, pi
 
     table = workspace.catalog.samples(
         ("sample_id", "uri", "split", "source", "readable", "error", "content_hash", "phash", "kind", "format",
-         "width", "height"))
+         "width", "height", "text"))
     current = workspace.catalog.current_labels()
     ids = table["sample_id"]
     uris = table["uri"]
@@ -36,6 +36,9 @@ def load_samples(workspace: Workspace, features: FeatureSet | None = None, *, pi
         readable=np.array([bool(v) for v in table["readable"]], dtype=bool), errors=table["error"],
         content_hashes=table["content_hash"],
         phashes=np.array([int(h, 16) if h else 0 for h in table["phash"].tolist()], dtype=np.uint64),
+        has_phash=np.array([bool(h) for h in table["phash"].tolist()], dtype=bool),
+        texts=np.array([t if kind == "text" and isinstance(t, str) else None
+                        for t, kind in zip(table["text"].tolist(), table["kind"].tolist(), strict=True)], dtype=object),
         kinds=table["kind"],
         formats=np.array([f or "" for f in table["format"].tolist()], dtype=object),
         sizes=np.array([(w or 0, h or 0) for w, h in zip(table["width"].tolist(), table["height"].tolist(),

@@ -38,6 +38,19 @@ class NearPairs:
     def empty(cls) -> NearPairs:
         return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), None)
 
+    def concat(self, other: NearPairs) -> NearPairs:
+        """These pairs followed by ``other``'s (a measure one side lacks is NaN there; the scale is this one's,
+        else the other's)."""
+        m, o = self.first.size, other.first.size
+        names = sorted(set(self.measures) | set(other.measures))
+        measures = {name: np.r_[self.measures.get(name, np.full(m, np.nan)),
+                                other.measures.get(name, np.full(o, np.nan))] for name in names}
+        return NearPairs(np.r_[self.first, other.first].astype(np.int64),
+                         np.r_[self.second, other.second].astype(np.int64),
+                         np.r_[self.similarity, other.similarity].astype(float),
+                         self.scale if self.scale is not None else other.scale,
+                         np.r_[self.rule, other.rule].astype(np.int64), measures)
+
     def select(self, keep: np.ndarray) -> NearPairs:
         """The pairs where ``keep`` is true."""
         return NearPairs(self.first[keep], self.second[keep], self.similarity[keep], self.scale, self.rule[keep],

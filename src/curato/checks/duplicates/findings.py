@@ -25,6 +25,7 @@ from curato.checks.duplicates.candidates import NearPairs, exact_pairs
 from curato.checks.duplicates.near import near_pairs_from_embeddings, near_pairs_from_phashes
 from curato.checks.duplicates.params import DuplicateParams
 from curato.checks.duplicates.rules import MEASURES, RULES, rule_code
+from curato.checks.duplicates.text import near_text_pairs, normalised_keys, text_rows
 from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
 from curato.features.properties import hamming_distance
@@ -42,6 +43,8 @@ def duplicate_findings(
     embeddings: np.ndarray | None = None,
     content_hashes: Sequence[str | None] | np.ndarray | None = None,
     phashes: np.ndarray | None = None,
+    phash_known: np.ndarray | None = None,
+    texts: Sequence[str | None] | np.ndarray | None = None,
     thumbnails: np.ndarray | None = None,
     splits: Sequence[str | None] | np.ndarray | None = None,
     labels: Sequence[Any] | np.ndarray | None = None,
@@ -67,7 +70,10 @@ def duplicate_findings(
     ``second_look(rows)`` (with ``thumbnails``) returns the pictures of those rows as (m, side, side) grey
     squares at a finer side than the thumbnail's -- e.g. the images' own size through
     :func:`curato.features.properties.grey_squares` -- for rule 6. ``params`` holds every threshold (default
-    :class:`DuplicateParams`). Returns Findings for ``exact_duplicates``, ``near_duplicates``,
+    :class:`DuplicateParams`). ``phash_known`` (bool) marks the rows whose ``phashes`` were computed (default:
+    the non-zero ones); an unknown hash takes part in no rule. ``texts`` holds each text sample's text (``None``
+    for other samples): text rows are judged by the text rules only (``normalised_text``, ``text_shingles``;
+    :mod:`.text`), never by hashes or thumbnails. Returns Findings for ``exact_duplicates``, ``near_duplicates``,
     ``split_leakage`` and ``conflicting_duplicates``, in that order.
     """
     params = params or DuplicateParams()
@@ -78,27 +84,49 @@ def duplicate_findings(
     if near_threshold is not None and not -1.0 <= near_threshold <= 1.0:
         raise InputError(f"near_threshold is a cosine similarity in [-1, 1], not {near_threshold}")
     hashes = None if phashes is None else np.asarray(phashes, dtype=np.uint64)
+    if texts is not None:
+        check_length("texts", texts, n)
+    is_text = text_rows(texts, n)
     if hashes is not None:
         check_length("phashes", hashes, n)
+        known_hash = hashes != 0 if phash_known is None else np.asarray(phash_known, dtype=bool)
+        check_length("phash_known", known_hash, n)
+        known_hash = known_hash & ~is_text
+    else:
+        known_hash = np.zeros(n, dtype=bool)
 
-    exact_first, exact_second, exact_groups = exact_pairs(content_hashes, usable, n)
+    # Exact copies: the content hash, or for a text the normalised text.
+    if content_hashes is not None:
+        check_length("content_hashes", content_hashes, n)
+    keys = (np.array(["" if h is None else str(h) for h in content_hashes], dtype=object)
+            if content_hashes is not None else np.full(n, "", dtype=object))
+    if is_text.any():
+        keys[is_text] = normalised_keys(texts, is_text)[is_text]
+    exact_first, exact_second, exact_groups = exact_pairs(
+        keys if content_hashes is not None or is_text.any() else None, usable, n)
     near = NearPairs.empty()
+    pictures = usable & ~is_text
     if embeddings is not None:
         grey = None
         if thumbnails is not None:
             check_length("thumbnails", thumbnails, n)
             grey = grey_thumbnails(thumbnails)
-        near = near_pairs_from_embeddings(embeddings, hashes, usable, near_threshold, k, neighbours, exact_limit,
-                                          grey, second_look, params)
+        if pictures.any():
+            near = near_pairs_from_embeddings(embeddings, hashes, known_hash, pictures, near_threshold, k,
+                                              neighbours, exact_limit, grey, second_look, params)
+        if (usable & is_text).any():
+            near = near.concat(near_text_pairs(embeddings, texts, usable & is_text, k, neighbours, exact_limit,
+                                               params))
     elif hashes is not None:
-        near = near_pairs_from_phashes(hashes, usable, k, params)
+        near = near_pairs_from_phashes(hashes, pictures & known_hash, k, params)
 
-    if near.first.size and content_hashes is not None:
-        # A pair of byte-identical files is an exact duplicate already; it must not make its group "near".
-        known = np.array(["" if h is None else str(h) for h in content_hashes], dtype=object)
-        same_bytes = (known[near.first] == known[near.second]) & (known[near.first] != "")
+    if near.first.size:
+        # A pair of byte-identical files (or equal normalised texts) is an exact duplicate already; it must not
+        # make its group "near".
+        same_bytes = (keys[near.first] == keys[near.second]) & (keys[near.first] != "")
         near = near.select(~same_bytes)
-    links = Links(ids, exact_first, exact_second, near, params.max_listed_members)
+    exact_rule = np.where(is_text[exact_second], rule_code("normalised_text"), rule_code("identical_bytes"))
+    links = Links(ids, exact_first, exact_second, near, params.max_listed_members, exact_rule)
     first, second = links.first, links.second
     graph = coo_matrix((np.ones(first.size, dtype=np.int8), (first, second)), shape=(n, n)).tocsr()
     _, component = connected_components(graph, directed=False)
@@ -108,9 +136,11 @@ def duplicate_findings(
     closest_bits = None
     if hashes is not None and near.first.size:
         closest_bits = np.full(n, 64, dtype=np.int64)
-        bits = hamming_distance(hashes[near.first], hashes[near.second])
-        np.minimum.at(closest_bits, near.first, bits)
-        np.minimum.at(closest_bits, near.second, bits)
+        both = known_hash[near.first] & known_hash[near.second]
+        first_known, second_known = near.first[both], near.second[both]
+        bits = hamming_distance(hashes[first_known], hashes[second_known])
+        np.minimum.at(closest_bits, first_known, bits)
+        np.minimum.at(closest_bits, second_known, bits)
 
     groups = Groups(ids, component, first.size > 0, params.max_listed_members)
     near_group = np.zeros(groups.count, dtype=bool)
@@ -118,8 +148,9 @@ def duplicate_findings(
         near_group[groups.index_of_component[component[near.first]]] = True
     cap = max_evidence_groups
     return [
-        _exact_finding(ids, exact_groups, content_hashes, cap, params),
-        _near_finding(ids, groups, links, near_group, best, closest_bits, near.scale, cap, params),
+        _exact_finding(ids, exact_groups, keys, content_hashes is None and not is_text.any(), is_text, cap,
+                       params),
+        _near_finding(ids, groups, links, near_group, best, closest_bits, near.scale, cap, params, is_text),
         _leakage_finding(ids, groups, links, splits, best, cap),
         _conflict_finding(ids, groups, links, labels, best, cap, params),
     ]
@@ -131,13 +162,15 @@ class Links:
     similar one (the similarity its details report)."""
 
     def __init__(self, ids: np.ndarray, exact_first: np.ndarray, exact_second: np.ndarray, near: NearPairs,
-                 max_listed: int) -> None:
+                 max_listed: int, exact_rule: np.ndarray | None = None) -> None:
         self.ids, self.max_listed = ids, max_listed
         self.first = np.concatenate([exact_first, near.first])
         self.second = np.concatenate([exact_second, near.second])
         self.similarity = np.concatenate([np.ones(exact_first.size), near.similarity])
         self.near_rule = near.rule
-        self.rule = np.concatenate([np.full(exact_first.size, rule_code("identical_bytes")), near.rule])
+        if exact_rule is None:
+            exact_rule = np.full(exact_first.size, rule_code("identical_bytes"))
+        self.rule = np.concatenate([exact_rule, near.rule])
         self.measures = {name: np.concatenate([np.full(exact_first.size, np.nan), values])
                          for name, values in near.measures.items()}
         pairs = np.arange(self.first.size)
@@ -233,8 +266,8 @@ def _evidence(lists: dict[int, list[str]], chosen: np.ndarray, cap: int) -> dict
     return {"groups": [lists[int(g)] for g in chosen[:cap]], "groups_total": int(chosen.size)}
 
 
-def _exact_finding(ids: np.ndarray, exact_groups: list[np.ndarray], content_hashes: Any, cap: int,
-                   params: DuplicateParams) -> Finding:
+def _exact_finding(ids: np.ndarray, exact_groups: list[np.ndarray], keys: np.ndarray, unchecked: bool,
+                   is_text: np.ndarray, cap: int, params: DuplicateParams) -> Finding:
     n = len(ids)
     flagged = np.zeros(n, dtype=bool)
     exact_groups = sorted(exact_groups, key=lambda members: (-members.size, members[0]))
@@ -244,8 +277,11 @@ def _exact_finding(ids: np.ndarray, exact_groups: list[np.ndarray], content_hash
         flagged[members] = True
         listed = [str(s) for s in ids[members[:params.max_listed_members]]]
         lists.append(listed)
-        base = {"group": number, "group_size": int(members.size), "members": listed,
-                "content_hash": str(content_hashes[members[0]])}
+        base: dict[str, Any] = {"group": number, "group_size": int(members.size), "members": listed}
+        if is_text[members[0]]:
+            base["rule"] = "normalised_text"
+        else:
+            base["content_hash"] = str(keys[members[0]])
         if members.size > params.max_listed_members:
             base["members_truncated"] = True
         for row in members:
@@ -253,11 +289,20 @@ def _exact_finding(ids: np.ndarray, exact_groups: list[np.ndarray], content_hash
     redundant = int(flagged.sum()) - len(exact_groups)
     severity = severity_from_share(redundant / max(n, 1), low=_ANY, medium=params.exact_medium_share,
                                    high=params.exact_high_share)
-    if content_hashes is None:
+    text_groups = sum(1 for members in exact_groups if is_text[members[0]])
+    if unchecked:
         message = "no content hashes: exact duplicates were not checked"
+    elif exact_groups and text_groups == len(exact_groups):
+        message = (f"{redundant} text(s) are identical to another text after normalising case, punctuation and "
+                   f"whitespace ({len(exact_groups)} group(s)); keep one text of each group")
     elif exact_groups:
-        message = (f"{redundant} file(s) are byte-identical copies of another file ({len(exact_groups)} group(s)); "
+        message = (f"{redundant} sample(s) are identical copies of another ({len(exact_groups)} group(s): "
+                   f"{len(exact_groups) - text_groups} of byte-identical files, {text_groups} of texts equal "
+                   "after normalisation); keep one sample of each group" if text_groups else
+                   f"{redundant} file(s) are byte-identical copies of another file ({len(exact_groups)} group(s)); "
                    "keep one file of each group")
+    elif is_text.all():
+        message = "no two texts are identical after normalisation"
     else:
         message = "no two files are byte-identical"
     return Finding(check="exact_duplicates", severity=severity, message=message, sample_ids=ids, flagged=flagged,
@@ -268,7 +313,7 @@ def _exact_finding(ids: np.ndarray, exact_groups: list[np.ndarray], content_hash
 
 def _near_finding(
     ids: np.ndarray, groups: Groups, links: Links, near_group: np.ndarray, best: np.ndarray,
-    closest_bits: np.ndarray | None, scale: float | None, cap: int, params: DuplicateParams,
+    closest_bits: np.ndarray | None, scale: float | None, cap: int, params: DuplicateParams, is_text: np.ndarray,
 ) -> Finding:
     n = len(ids)
     chosen = np.flatnonzero(near_group)
@@ -284,15 +329,30 @@ def _near_finding(
     redundant = int(flagged.sum()) - int(chosen.size)
     severity = severity_from_share(redundant / max(n, 1), low=_ANY, medium=params.near_medium_share,
                                    high=params.near_high_share)
-    if chosen.size:
+    texts_flagged = bool((flagged & is_text).any())
+    pictures_flagged = bool((flagged & ~is_text).any())
+    if chosen.size and texts_flagged and not pictures_flagged:
+        message = (f"{int(flagged.sum())} texts form {chosen.size} group(s) of near-identical texts (case, "
+                   f"punctuation, whitespace or a word changed); {redundant} are redundant")
+    elif chosen.size and texts_flagged:
+        message = (f"{int(flagged.sum())} samples form {chosen.size} group(s) of near-identical pictures (resized, "
+                   "re-compressed, slightly cropped or edited copies) or texts (case, punctuation, whitespace or a "
+                   f"word changed); {redundant} are redundant")
+    elif chosen.size:
         message = (f"{int(flagged.sum())} samples form {chosen.size} group(s) of near-identical pictures "
                    f"(resized, re-compressed, slightly cropped or edited copies); {redundant} are redundant")
+    elif is_text.all():
+        message = "no near-identical texts found"
     else:
         message = "no near-identical pictures found"
     summary: dict[str, Any] = {"groups": int(chosen.size), "samples": int(flagged.sum()), "redundant": redundant}
     if scale is not None:
         summary["distance_scale"] = round(scale, 6)
         summary["rule"] = _rule_text(scale, params)
+    if is_text.any():
+        summary["text_rule"] = (f"texts: equal after normalising case, punctuation and whitespace (exact), or "
+                                f">= {params.text_jaccard} Jaccard of character {params.text_shingle_size}-grams "
+                                f"and cosine similarity >= {params.text_min_similarity}")
     evidence = _evidence(lists, chosen, cap)
     evidence["pairs"] = links.in_groups(groups, chosen[:cap])
     evidence["pairs_by_rule"] = links.near_counts()

@@ -36,6 +36,7 @@ from curato.features.properties import hamming_distance
 def near_pairs_from_embeddings(
     embeddings: np.ndarray,
     hashes: np.ndarray | None,
+    known_hash: np.ndarray,
     usable: np.ndarray,
     near_threshold: float | None,
     k: int,
@@ -65,15 +66,20 @@ def near_pairs_from_embeddings(
                          np.full(int(accept.sum()), rules.rule_code("fixed_threshold")),
                          {"distance": distance[accept]})
 
-    bits = None if hashes is None else hamming_distance(hashes[a], hashes[b])
+    # An unknown hash (never computed) is no value: a pair with one takes no part in the hash tests.
+    hashed = known_hash[a] & known_hash[b]
+    bits = None if hashes is None else np.where(hashed, hamming_distance(hashes[a], hashes[b]), 0)
     alone = rules.embedding_alone(distance, scale, params)
-    confirmed = np.zeros(a.size, dtype=bool) if bits is None else rules.phash_confirmed(distance, bits, scale, params)
-    distinct = rules.distinct_pair(distance, found.gap, bits, scale, params)
+    confirmed = (np.zeros(a.size, dtype=bool) if bits is None
+                 else rules.phash_confirmed(distance, bits, scale, params) & hashed)
+    distinct = rules.distinct_pair(distance, found.gap, None, scale, params)
+    if bits is not None:
+        distinct &= ~hashed | (bits <= params.distinct_max_bits)
     accept = alone | confirmed | distinct
     rule = _first_rule((alone, "embedding_alone"), (confirmed, "phash_confirmed"), (distinct, "distinct_pair"))
     measures = {"distance": distance, "gap": found.gap, "registered_distance": np.full(a.size, np.nan)}
     if bits is not None:
-        measures["phash_bits"] = bits.astype(np.float64)
+        measures["phash_bits"] = np.where(hashed, bits, np.nan).astype(np.float64)
     if grey is None:
         return NearPairs(a[accept], b[accept], np.clip(found.similarity[accept], 0.0, 1.0).astype(float), scale,
                          rule[accept], {name: values[accept] for name, values in measures.items()})
@@ -147,7 +153,8 @@ def _registered_pairs(grey: np.ndarray, graph: Graph, scale: float,
 
 
 def near_pairs_from_phashes(hashes: np.ndarray, usable: np.ndarray, k: int, params: DuplicateParams) -> NearPairs:
-    """Without embeddings: pairs among each hash's ``k`` nearest hashes that :func:`.rules.phash_only` accepts."""
+    """Without embeddings: pairs among each hash's ``k`` nearest hashes that :func:`.rules.phash_only` accepts
+    (``usable`` must leave out the rows whose hash is unknown)."""
     pairs = hash_neighbour_pairs(hashes, usable, k)
     bits = hamming_distance(hashes[pairs[:, 0]], hashes[pairs[:, 1]])
     keep = rules.phash_only(bits, params)

@@ -56,6 +56,10 @@ class DuplicateParams:
     second_look_block: int = 8192  # pairs whose finer pictures are held in memory at once
     # phash_only (no embeddings)
     phash_only_bits: int = 2  # perceptual hashes within this many bits
+    # Texts (rules normalised_text and text_shingles; the picture rules never apply to texts)
+    text_shingle_size: int = 5  # character n-grams of the normalised text
+    text_jaccard: float = 0.6  # text_shingles: Jaccard of the shingle sets at least this ...
+    text_min_similarity: float = 0.8  # ... and embedding cosine similarity at least this
     # The findings
     max_listed_members: int = 1_000  # members (and accepted pairs) listed per group
     exact_medium_share: float = 0.01  # exact_duplicates: redundant share for medium severity (any copy: low)
@@ -94,6 +98,7 @@ _LIMITS = {
     "second_look_max": _NON_NEGATIVE, "second_look_gap": _POSITIVE, "second_look_largest_side": _COUNT,
     "second_look_block": _COUNT,
     "phash_only_bits": _BITS,
+    "text_shingle_size": _COUNT, "text_jaccard": _SHARE, "text_min_similarity": {"low": -1.0, "high": 1.0},
     "max_listed_members": _COUNT,
     "exact_medium_share": _SHARE, "exact_high_share": _SHARE, "near_medium_share": _SHARE,
     "near_high_share": _SHARE, "conflict_medium_share": _SHARE, "conflict_high_share": _SHARE,

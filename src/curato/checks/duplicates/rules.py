@@ -15,9 +15,11 @@ import numpy as np
 
 from curato.checks.duplicates.params import DuplicateParams
 
-# Every name a pair can be accepted under, in the order they are tried (``identical_bytes``: same content hash).
+# Every name a pair can be accepted under, in the order they are tried (``identical_bytes``: same content hash;
+# ``normalised_text``: texts equal after normalisation; ``text_shingles``: texts sharing most character shingles).
 RULES = ("identical_bytes", "embedding_alone", "phash_confirmed", "distinct_pair", "registered",
-         "registered_tight", "registered_loose", "fine_residual", "second_look", "fixed_threshold", "phash_only")
+         "registered_tight", "registered_loose", "fine_residual", "second_look", "fixed_threshold", "phash_only",
+         "normalised_text", "text_shingles")
 
 _REGISTERED = ("distance", "registered_distance", "other_registered_distance")
 # What each rule read, recorded with every pair it accepts: ``distance`` = d; ``gap`` = d over either end's
@@ -36,6 +38,8 @@ MEASURES: dict[str, tuple[str, ...]] = {
     "second_look": (*_REGISTERED, "second_look_distance"),
     "fixed_threshold": ("distance",),
     "phash_only": ("phash_bits",),
+    "normalised_text": (),
+    "text_shingles": ("distance", "shingle_jaccard"),
 }
 
 
@@ -176,3 +180,13 @@ def phash_only(bits: np.ndarray, params: DuplicateParams) -> np.ndarray:
     hashes.
     """
     return bits <= params.phash_only_bits
+
+
+def text_shingles(jaccard: np.ndarray, distance: np.ndarray, params: DuplicateParams) -> np.ndarray:
+    """Texts only: the normalised texts share ``>= text_jaccard`` of their character shingles and the embeddings
+    agree, cosine similarity ``>= text_min_similarity``.
+
+    A changed word, a typo or re-punctuation leaves most character n-grams in place; two different texts on the
+    same topic share the embedding's neighbourhood but few n-grams.
+    """
+    return (jaccard >= params.text_jaccard) & (distance <= 1.0 - params.text_min_similarity)
