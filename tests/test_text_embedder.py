@@ -1,0 +1,132 @@
+"""The ``minilm`` text embedder's ONNX runtime, length-sorted batching and graph cache, and the text
+path of ``curato embed``, on real sentences with the real all-MiniLM-L6-v2 weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from curato.commands.embed import compute_embeddings
+from curato.commands.ingest import ingest
+from curato.features.embedders import get_embedder
+from curato.features.embedders import text as text_module
+from curato.workspace import Workspace
+
+pytestmark = pytest.mark.slow  # loads (and exports) a real transformer
+
+# Real sentences of very different lengths: news-like, proverbs, a fragment, an empty text, a long one.
+SENTENCES = [
+    "A cat is sleeping on the sofa.",
+    "A kitten naps on the couch.",
+    "The central bank raised interest rates again.",
+    "Interest rates were increased by the central bank.",
+    "",
+    "Hi",
+    "A journey of a thousand miles begins with a single step.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Premature optimization is the root of all evil, or at least most of it, in programming.",
+    "  Whitespace around a sentence does not change its meaning.  ",
+    "The film was long, slow and badly acted; I walked out after an hour and asked for a refund. " * 4,
+    "Water boils at 100 degrees Celsius at sea level.",
+    "Don't count your chickens before they hatch.",
+    "Où est la bibliothèque ?",
+]
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture()
+def onnx_minilm(cache, monkeypatch):
+    monkeypatch.setenv("CURATO_CACHE", str(cache))
+    embedder = get_embedder("minilm")
+    assert embedder.runtime == "onnxruntime"
+    return embedder
+
+
+@pytest.fixture(scope="module")
+def eager_vectors() -> np.ndarray:
+    return get_embedder("minilm", runtime="torch").embed(SENTENCES)
+
+
+def test_onnx_vectors_match_eager_sentence_transformers(onnx_minilm, eager_vectors):
+    vectors = onnx_minilm.embed(SENTENCES)
+    assert onnx_minilm.runtime == "onnxruntime"  # the first-use check passed: no fallback
+    assert vectors.shape == (len(SENTENCES), 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert cosines(vectors, eager_vectors).min() >= 0.999
+    # The torch runtime is sentence-transformers' own encode.
+    reference = onnx_minilm._load().encode(SENTENCES, normalize_embeddings=True)
+    np.testing.assert_allclose(eager_vectors, reference, atol=1e-5)
+
+
+def test_onnx_similar_sentences_are_closer(onnx_minilm):
+    vectors = onnx_minilm.embed(SENTENCES[:4])
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.3 and similarity[0, 1] > similarity[0, 3] + 0.3
+    assert similarity[2, 3] > similarity[2, 1] + 0.3
+
+
+def test_length_sorting_keeps_input_order(onnx_minilm, monkeypatch):
+    monkeypatch.setattr(text_module, "BATCH", 3)  # several batches, each padded differently
+    vectors = onnx_minilm.embed(SENTENCES)
+    permutation = np.random.default_rng(0).permutation(len(SENTENCES))
+    shuffled = onnx_minilm.embed([SENTENCES[i] for i in permutation])
+    np.testing.assert_allclose(shuffled, vectors[permutation], atol=1e-5)
+    alone = np.concatenate([onnx_minilm.embed([sentence]) for sentence in SENTENCES])
+    np.testing.assert_allclose(alone, vectors, atol=1e-5)  # padding is masked out
+
+
+def test_graph_is_cached_and_a_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATO_CACHE", str(tmp_path / "cache"))
+    first = get_embedder("minilm")
+    path = first.graph_path()
+    assert path.parent == tmp_path / "cache" and first.settings()["weights_sha256"][:16] in path.name
+    vectors = first.embed(SENTENCES)
+    assert path.is_file()
+    stamp = path.stat().st_mtime_ns
+    calls = []
+    real_export = text_module.export_onnx
+    monkeypatch.setattr(text_module, "export_onnx", lambda model: calls.append(1) or real_export(model))
+    np.testing.assert_array_equal(get_embedder("minilm").embed(SENTENCES), vectors)
+    assert path.stat().st_mtime_ns == stamp and not calls  # loaded, not rebuilt
+    path.write_bytes(b"not an onnx graph")
+    again = get_embedder("minilm")
+    np.testing.assert_array_equal(again.embed(SENTENCES), vectors)
+    assert again.runtime == "onnxruntime" and calls == [1] and path.stat().st_size > 1_000_000
+
+
+def test_a_graph_that_disagrees_falls_back_to_eager_with_one_warning(cache, monkeypatch, eager_vectors):
+    monkeypatch.setenv("CURATO_CACHE", str(cache))
+    monkeypatch.setattr(text_module, "CHECK_COSINE", 1.5)  # no graph can pass
+    embedder = get_embedder("minilm")
+    with pytest.warns(RuntimeWarning, match="disagrees with PyTorch") as caught:
+        vectors = embedder.embed(SENTENCES)
+        embedder.embed(SENTENCES[:2])
+    assert len(caught) == 1 and embedder.runtime == "torch"
+    np.testing.assert_allclose(vectors, eager_vectors, atol=1e-5)
+
+
+def test_settings_do_not_depend_on_the_runtime(onnx_minilm):
+    assert onnx_minilm.settings() == get_embedder("minilm", runtime="torch").settings()
+
+
+def test_embed_pipeline_stores_each_text_its_own_vector(onnx_minilm, tmp_path):
+    manifest = tmp_path / "texts.jsonl"
+    texts = SENTENCES * 3
+    manifest.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    workspace = Workspace.create(tmp_path / "ws")
+    ingest(workspace, manifest, workers=1)
+    features, summary = compute_embeddings(workspace, onnx_minilm, chunk_size=16)
+    assert summary.computed == len(texts)
+    row = {sample_id: i for i, sample_id in enumerate(features.ids)}
+    stored = np.asarray(features.vectors)[[row[f"t{i}"] for i in range(len(texts))]]
+    np.testing.assert_allclose(stored, onnx_minilm.embed(texts), atol=1e-5)
