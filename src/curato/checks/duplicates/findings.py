@@ -189,7 +189,8 @@ class Links:
             value = float(self.measures[name][pair]) if name in self.measures else np.nan
             if np.isnan(value):
                 continue
-            values[name] = int(value) if name == "phash_bits" else round(value, 6) if np.isfinite(value) else None
+            counted = name in ("phash_bits", "word_edits")
+            values[name] = int(value) if counted else round(value, 6) if np.isfinite(value) else None
         return values
 
     def describe(self, pair: int) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class DuplicateParams:
     text_shingle_size: int = 5  # character n-grams of the normalised text
     text_jaccard: float = 0.6  # text_shingles: Jaccard of the shingle sets at least this ...
     text_min_similarity: float = 0.8  # ... and embedding cosine similarity at least this
+    text_word_edits: int = 1  # text_word_edit: at most this many words replaced, inserted or deleted ...
+    text_word_edit_min_words: int = 6  # ... in texts of at least this many words ...
+    text_word_edit_similarity: float = 0.5  # ... and embedding cosine similarity at least this
     # The findings
     max_listed_members: int = 1_000  # members (and accepted pairs) listed per group
     exact_medium_share: float = 0.01  # exact_duplicates: redundant share for medium severity (any copy: low)
@@ -99,6 +102,8 @@ _LIMITS = {
     "second_look_block": _COUNT,
     "phash_only_bits": _BITS,
     "text_shingle_size": _COUNT, "text_jaccard": _SHARE, "text_min_similarity": {"low": -1.0, "high": 1.0},
+    "text_word_edits": {"integer": True, "low": 0}, "text_word_edit_min_words": _COUNT,
+    "text_word_edit_similarity": {"low": -1.0, "high": 1.0},
     "max_listed_members": _COUNT,
     "exact_medium_share": _SHARE, "exact_high_share": _SHARE, "near_medium_share": _SHARE,
     "near_high_share": _SHARE, "conflict_medium_share": _SHARE, "conflict_high_share": _SHARE,
