@@ -118,8 +118,8 @@ def pairs_of(findings: dict[str, object]) -> set[tuple[str, str]]:
 
     found = set()
     for name in ("exact_duplicates", "near_duplicates"):
-        for group in findings[name].evidence["groups"]:
-            found.update(combinations(sorted(group), 2))
+        for detail in findings[name].details.values():  # the evidence lists only the largest 200 groups
+            found.update(combinations(sorted(detail["members"]), 2))
     return found
 
 
