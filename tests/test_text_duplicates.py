@@ -233,3 +233,44 @@ def test_find_issues_takes_texts() -> None:
     by = {f.check: f for f in result.findings}
     assert by["exact_duplicates"].count == 2 and by["conflicting_duplicates"].count == 2
     assert by["exact_duplicates"].details["0"]["rule"] == "normalised_text"
+
+
+def test_load_samples_marks_text_rows_without_phash(tmp_path: Path) -> None:
+    """A text workspace: the catalog's NULL phash is an unknown (has_phash False), the texts come with the rows,
+    and the duplicates check groups the two spellings of one review as a normalised_text copy -- nothing else."""
+    from curato.checks.registry import run_checks
+    from curato.commands.ingest import ingest
+    from curato.commands.rows import load_samples
+    from curato.workspace import Workspace
+
+    path = tmp_path / "reviews.csv"
+    path.write_text('id,text,label\n1,"Great phone, love it!",pos\n2,great phone love it,neg\n'
+                    '3,awful battery and a dim screen,neg\n4,"arrived late, box damaged",neg\n')
+    ws = Workspace.create(tmp_path / "ws")
+    ingest(ws, path)
+    data = load_samples(ws)
+    assert data.has_phash.tolist() == [False] * 4 and (data.phashes == 0).all()
+    assert data.texts.tolist()[0] == "Great phone, love it!"
+    data.embeddings = tfidf_embeddings(data.texts, 3)
+    data.has_embedding = np.ones(4, dtype=bool)
+    by = {f.check: f for f in run_checks(data, ["duplicates"])}
+    assert by["exact_duplicates"].count == 2 and by["near_duplicates"].count == 0
+    assert by["conflicting_duplicates"].count == 2
+
+
+@needs_fortunes
+def test_outliers_and_duplicates_leave_rows_without_embeddings_out(fortunes: dict[str, object]) -> None:
+    """Rows whose embedding is unknown (zero rows, has_embedding False) are in no outlier or duplicate finding."""
+    from curato.checks.data import AuditData
+    from curato.checks.registry import run_checks
+
+    n = 600
+    embeddings = fortunes["embeddings"][:n].copy()
+    known = np.ones(n, dtype=bool)
+    known[::7] = False
+    embeddings[~known] = 0.0
+    data = AuditData(sample_ids=fortunes["ids"][:n], labels=fortunes["labels"][:n])
+    data.embeddings, data.has_embedding, data.texts = embeddings, known, fortunes["texts"][:n]
+    unknown_ids = set(fortunes["ids"][:n][~known])
+    for finding in run_checks(data, ["outliers", "duplicates"]):
+        assert not unknown_ids & set(np.asarray(finding.sample_ids).tolist()), finding.check
