@@ -151,6 +151,10 @@ def _embed_missing(workspace: Workspace, embedder: Embedder, name: str, todo: li
                    max_pixels: int) -> list[tuple[str, str]]:
     failed: list[tuple[str, str]] = []
     batch = max(1, int(embedder.batch_size))
+    if embedder.modality == "text":
+        # Texts of similar length share a call, so no call pads short texts to a long one (the embedder
+        # sorts within a call too); rows are stored keyed by id, in any order.
+        todo = sorted(todo, key=lambda i: len(items[i] or ""))
     chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
 
@@ -167,10 +171,6 @@ def _embed_missing(workspace: Workspace, embedder: Embedder, name: str, todo: li
                 pending = submit(chunks[number + 1])  # decode the next chunk while this one is embedded
             keep = [j for j, (value, _) in enumerate(loaded) if value is not None]
             failed += [(ids[chunk[j]], error or "") for j, (value, error) in enumerate(loaded) if value is None]
-            if embedder.modality == "text":
-                # Texts of similar length share a call, so no call pads short texts to a long one (the
-                # embedder sorts within a call too); rows are stored in any order, keyed by id.
-                keep.sort(key=lambda j: len(loaded[j][0]))
             vectors = []
             for b in range(0, len(keep), batch):
                 part = [loaded[j][0] for j in keep[b:b + batch]]
