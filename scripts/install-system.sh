@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(dataset-fashion-mnist)
 if [ "${1:-}" = "test" ]; then
     packages+=(chromium)  # the HTML report and the labeling app are tested in a real browser
+    packages+=(fortunes)  # real labelled short texts (category = label) for the text checks' tests
 fi
 missing=()
 for package in "${packages[@]}"; do

@@ -99,8 +99,10 @@ def fortune_dataset(n: int = 1500, seed: int = 0, copies: float = 0.1, flips: fl
             "planted": np.array(planted, dtype=np.int64), "flipped": np.array(flipped, dtype=np.int64), "how": how}
 
 
-needs_fortunes = pytest.mark.skipif(not (FORTUNES / "computers").exists(),
-                                    reason="Debian's fortunes package is not installed")
+def require_fortunes() -> None:
+    """The real texts are a test dependency (scripts/install-system.sh installs them): missing is a failure."""
+    if not (FORTUNES / "computers").exists():
+        pytest.fail("Debian's fortunes package is missing: run `make system-test` (apt-get install fortunes)")
 
 
 def tfidf_embeddings(texts: np.ndarray, dim: int = 128) -> np.ndarray:
@@ -125,8 +127,7 @@ def pairs_of(findings: dict[str, object]) -> set[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def fortunes() -> dict[str, object]:
-    if not (FORTUNES / "computers").exists():
-        pytest.skip("Debian's fortunes package is not installed")
+    require_fortunes()
     data = fortune_dataset(n=1500, seed=1)
     data["embeddings"] = tfidf_embeddings(data["texts"])
     return data
@@ -143,7 +144,6 @@ def audit_texts(data: dict[str, object], **extra: object) -> dict[str, object]:
     return {finding.check: finding for finding in findings}
 
 
-@needs_fortunes
 def test_planted_text_copies_are_found_and_nothing_else(fortunes: dict[str, object]) -> None:
     findings = audit_texts(fortunes)
     ids, planted = fortunes["ids"], fortunes["planted"]
@@ -162,7 +162,6 @@ def test_planted_text_copies_are_found_and_nothing_else(fortunes: dict[str, obje
     assert max(len(g) for g in near.evidence["groups"]) <= 3
 
 
-@needs_fortunes
 def test_conflicting_text_duplicates_are_real_duplicates_with_flipped_labels(fortunes: dict[str, object]) -> None:
     findings = audit_texts(fortunes)
     conflict = findings["conflicting_duplicates"]
@@ -179,7 +178,6 @@ def test_normalisation() -> None:
     assert normalise_text("ﬁne Straße") == "fine strasse"
 
 
-@needs_fortunes
 def test_unknown_phash_never_pairs_texts(fortunes: dict[str, object]) -> None:
     """The bug: texts' missing phash became 0 and two zeros read as identical pictures. Distinct fortunes, no
     copies planted, every phash 0 and unknown: no group at all -- with or without the rows marked as text."""
@@ -258,7 +256,6 @@ def test_load_samples_marks_text_rows_without_phash(tmp_path: Path) -> None:
     assert by["conflicting_duplicates"].count == 2
 
 
-@needs_fortunes
 def test_outliers_and_duplicates_leave_rows_without_embeddings_out(fortunes: dict[str, object]) -> None:
     """Rows whose embedding is unknown (zero rows, has_embedding False) are in no outlier or duplicate finding."""
     from curato.checks.data import AuditData
