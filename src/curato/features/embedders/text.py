@@ -78,9 +78,10 @@ class MiniLMEmbedder(Embedder):
 
     name = "minilm"
     modality = "text"
-    # How many texts a caller should hand to one ``embed`` call (progress granularity); each call
-    # sorts and batches internally.
-    batch_size = 256
+    # How many texts a caller should hand to one ``embed`` call; each call sorts and batches internally.
+    # ``curato embed`` then makes one call per 1,024-text chunk: measured on 1,000 fortunes, 256-text
+    # calls cost 13-17% over one call, 1,024-text calls -5% (within noise).
+    batch_size = 1024
 
     def __init__(self, device: str = "cpu", runtime: str = "auto", threads: int | None = None) -> None:
         """``device``: a torch device string (torch runtime); vectors do not depend on it beyond rounding.
