@@ -39,7 +39,6 @@ from the folded running statistics rules that failure out by construction.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +48,14 @@ from typing import Any, Literal
 import numpy as np
 
 from curato.errors import CuratoError, InputError
-from curato.features.embedders._common import as_rgb_uint8, cache_dir, file_sha256, require
+from curato.features.embedders._common import (
+    as_rgb_uint8,
+    cache_dir,
+    file_sha256,
+    require,
+    row_cosines,
+    write_atomically,
+)
 from curato.features.embedders.base import Embedder
 from curato.system import available_cpus
 
@@ -223,10 +229,6 @@ def build_onnx(model: Any, size: int) -> bytes:
     return onnx_model.SerializeToString()
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-
-
 class EfficientNetLite0Embedder(Embedder):
     """EfficientNet-Lite0 ImageNet features, 1280-d float32, from HxWx3 uint8 images of any size."""
 
@@ -335,7 +337,7 @@ class EfficientNetLite0Embedder(Embedder):
         graph = build_onnx(model, self.image_size)
         built = session(graph)
         self._check_graph(built, model)
-        _write_atomically(path, graph)
+        write_atomically(path, graph)
         return built
 
     def _check_graph(self, session: Any, model: Any) -> None:
@@ -343,7 +345,7 @@ class EfficientNetLite0Embedder(Embedder):
         probe = np.random.default_rng(0).integers(0, 256, (2, self.image_size, self.image_size, 3), np.uint8)
         expected = torch_features(model, probe)
         got = session.run(None, {"pixels": probe})[0]
-        worst = float(_cosines(expected, got).min())
+        worst = float(row_cosines(expected, got).min())
         if worst < _BUILD_CHECK_COSINE:
             raise CuratoError(
                 f"{self.name}: the ONNX graph disagrees with PyTorch (cosine {worst:.4f}); "
@@ -406,15 +408,3 @@ def _resolve_runtime(runtime: str) -> Runtime:
     raise InputError(f"{MODEL_NAME}: unknown runtime {runtime!r}; use 'auto', 'onnxruntime' or 'torch'")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write the cache file via a temporary name so a concurrent reader never sees half a file.
-
-    A cache that cannot be written is not an error: the graph is rebuilt next time instead.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
