@@ -80,6 +80,7 @@ def test_params_change_results_and_are_validated(noisy_digits):
     loose = curato.find_issues(labels=labels, features=features, checks=["outliers"],
                                params={"outliers": {"min_z_threshold": 2.0}})
     assert strict["outliers"].count < loose["outliers"].count
+    assert strict.data.pred_probs is None  # no chosen check reads out-of-fold probabilities: none computed
     assert loose.to_json()["params"]["outliers"]["min_z_threshold"] == 2.0
     with pytest.raises(curato.InputError, match=r"^outliers\.k: must be an integer >= 1, got 0$"):
         curato.find_issues(labels=labels, features=features, checks=["outliers"], params={"outliers": {"k": 0}})

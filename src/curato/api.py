@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from curato.checks.data import AuditData
-from curato.checks.registry import check_names, params_record, registered_checks, resolve_params, run_checks
+from curato.checks.registry import (
+    check_names,
+    needs_of,
+    params_record,
+    registered_checks,
+    resolve_params,
+    run_checks,
+)
 from curato.commands.results import (
     AuditResult,
     BiasResult,
@@ -248,7 +255,8 @@ def find_issues(*, labels: Sequence[Any] | np.ndarray, features: np.ndarray | No
         if probs.shape[1] != len(names):
             raise InputError(f"pred_probs has {probs.shape[1]} columns but there are {len(names)} classes "
                              f"({', '.join(names)}); pass class_names= in the columns' order")
-    elif features is not None and len(names) >= 2 and len(labelled) >= 10:
+    elif (features is not None and len(names) >= 2 and len(labelled) >= 10
+          and (not checks or "pred_probs" in needs_of(check_names(checks)))):  # only when a chosen check reads them
         from curato.models.oof import out_of_fold_probabilities
 
         probs = out_of_fold_probabilities(data.embeddings[labelled], codes[labelled], n_folds=5, seed=seed)

@@ -70,7 +70,7 @@ def _label_issues(data: AuditData, params: Any) -> list[Finding]:
 def _duplicates(data: AuditData, params: Any) -> list[Finding]:
     from curato.checks.duplicates import duplicate_findings, second_look_side
 
-    rows = data.embedded_rows("duplicates")
+    rows = data.require_embeddings("duplicates")
     second_look = None
     side = None
     if data.sizes is not None and data.thumbnails is not None and data.load_image is not None:
@@ -92,7 +92,7 @@ def _duplicates(data: AuditData, params: Any) -> list[Finding]:
 def _outliers(data: AuditData, params: Any) -> list[Finding]:
     from curato.checks.outliers import outlier_findings
 
-    rows = data.embedded_rows("outliers")
+    rows = data.require_embeddings("outliers")
     return outlier_findings(data.sample_ids[rows], data.embeddings[rows], data.labels[rows],
                             neighbours=data.neighbour_graph(rows, params.k), params=params)
 
@@ -100,7 +100,7 @@ def _outliers(data: AuditData, params: Any) -> list[Finding]:
 def _diversity(data: AuditData, params: Any) -> list[Finding]:
     from curato.checks.diversity import diversity_findings
 
-    rows = data.embedded_rows("diversity")
+    rows = data.require_embeddings("diversity")
     return diversity_findings(
         data.sample_ids[rows], data.embeddings[rows], data.labels[rows], splits=data.splits[rows],
         properties=_at(data.properties, rows),

@@ -15,7 +15,7 @@ from curato.errors import InputError
 class AuditData:
     """Everything a check may read, aligned by row with ``sample_ids``.
 
-    Built by ``curato.commands.audit.load_audit_data`` from a workspace, or by ``curato.find_issues`` from arrays.
+    Built by ``curato.commands.rows.load_samples`` from a workspace, or by ``curato.find_issues`` from arrays.
     Optional fields are None when the audit has no such data (e.g. text has no thumbnails).
     """
 
@@ -74,7 +74,7 @@ class AuditData:
             mask &= self.has_embedding
         return np.flatnonzero(mask)
 
-    def embedded_rows(self, check: str) -> np.ndarray:
+    def require_embeddings(self, check: str) -> np.ndarray:
         """Indices of rows with an embedding; raises a clear error naming ``check`` when there are none."""
         if self.embeddings is None or self.has_embedding is None or not self.has_embedding.any():
             raise InputError(f"--checks {check}: needs embeddings; run `curato embed` first (or pass features=)")

@@ -223,8 +223,7 @@ def _labelled_data(workspace: Workspace, *, embedder: str | None, eval_split: st
     of_a_class = np.isin(np.array([str(label) for label in labels], dtype=object), classes) & (labels != None)  # noqa: E711
     codes = np.full(len(ids), -1, dtype=np.int64)
     codes[of_a_class] = encode_labels(labels[of_a_class], classes=classes)[0]
-    table = {"split": samples.splits}
-    splits = np.array([str(s) if s is not None else "" for s in table["split"].tolist()], dtype=object)
+    splits = np.array([str(s) if s is not None else "" for s in samples.splits.tolist()], dtype=object)
     chosen_split = eval_split
     if chosen_split is None:
         present = set(splits[labelled].tolist())
