@@ -49,14 +49,18 @@ def test_upsert_is_idempotent_and_updates(catalog):
     assert known["a"][1] == "new" and known["b"][1] == "h-b"
 
 
-def test_label_precedence_human_over_imported_over_model(catalog):
+def test_label_precedence_human_over_routed_model_over_imported(catalog):
     with catalog.transaction() as conn:
         catalog.upsert_samples(conn, [_row("a"), _row("b"), _row("c")])
         assert catalog.sync_imported_labels(conn, {"a": "cat", "b": "dog"}) == 2
         assert catalog.sync_imported_labels(conn, {"a": "cat", "b": "dog"}) == 0  # re-import adds nothing
         catalog.add_labels(conn, {"a": "dog", "c": "cat"}, origin="model", confidence={"a": 0.9, "c": 0.99})
         catalog.add_labels(conn, {"b": "cat"}, origin="human", annotator="ann1")
-    assert catalog.current_labels() == {"a": "cat", "b": "cat", "c": "cat"}
+    # the curated rule (docs/labelling.md): human > routed model > imported
+    assert catalog.current_labels() == {"a": "dog", "b": "cat", "c": "cat"}
+    curated = catalog.curated_labels()
+    assert (curated["a"].origin, curated["b"].origin, curated["b"].how) == ("model", "human", "annotator")
+    assert catalog.original_labels() == {"a": "cat", "b": "dog"}
     with pytest.raises(ValueError, match="origin"), catalog.transaction() as conn:
         catalog.add_labels(conn, {"a": "x"}, origin="guess")
 

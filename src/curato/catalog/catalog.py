@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from sqlalchemy import Connection, create_engine, delete, event, func, inspect, 
 from sqlalchemy.engine import URL, Engine, make_url
 
 from curato.catalog import schema
-from curato.catalog.schema import annotations, info, labels, runs, samples
+from curato.catalog.schema import LABELLING_QUEUE, annotations, decisions, info, labels, runs, samples
 from curato.errors import WorkspaceBusyError, WorkspaceError, storage_error
 from curato.version import __version__
 
@@ -33,7 +34,6 @@ WORKSPACE_PLACEHOLDER = "{workspace}"  # stands for the workspace folder in stor
 _URI_PREFIXES = ("", "idx:")  # plain file paths and images inside IDX files (idx:<file>#<index>)
 _LOW_SPACE = 1 << 20  # bytes: less free space than this makes an I/O error a full disk
 
-_LABEL_PRIORITY = {"human": 0, "imported": 1, "model": 2}
 
 
 def utcnow() -> dt.datetime:
@@ -59,6 +59,16 @@ class SampleRecord:
 def _chunks(items: Sequence[Any], size: int = 5000) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+@dataclass(frozen=True)
+class CuratedLabel:
+    """The label that counts for one sample (:meth:`Catalog.curated_labels`): ``origin`` human | model | imported,
+    ``how`` review | aggregated | annotator | routed | imported."""
+
+    label: str
+    origin: str
+    how: str
 
 
 @dataclass
@@ -341,18 +351,78 @@ class Catalog:
         return len(rows)
 
     def current_labels(self) -> dict[str, str]:
-        """sample_id -> the label that counts: latest human, else latest imported, else latest model."""
+        """sample_id -> the curated label every downstream step uses (:meth:`curated_labels`)."""
+        return {sid: curated.label for sid, curated in self.curated_labels().items()}
+
+    def curated_labels(self) -> dict[str, CuratedLabel]:
+        """sample_id -> the label that counts and where it came from: THE rule every command uses.
+
+        1. a reviewer's decision in the app (the latest one not undone) -- a review is final;
+        2. else the human annotators' labels: one annotator's latest answer, or, when several annotators
+           labelled the sample, their aggregate (:func:`curato.crowd.aggregate_labels`: Dawid-Skene, majority
+           vote as fallback);
+        3. else the latest model label a ``curato route`` rule accepted;
+        4. else the latest imported label.
+        Retracted (undone) labels never count; the history stays in the ``labels`` table.
+        """
+        from curato.crowd import aggregate_labels
+
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(labels.c.sample_id, labels.c.label, labels.c.origin).order_by(labels.c.id)
+                select(labels.c.sample_id, labels.c.label, labels.c.origin, labels.c.annotator,
+                       labels.c.decision_id)
+                .where(labels.c.retracted_at.is_(None)).order_by(labels.c.id)
             ).all()
-        best: dict[str, tuple[int, str]] = {}
-        for sample_id, label, origin in rows:
-            rank = _LABEL_PRIORITY[origin]
-            held = best.get(sample_id)
-            if held is None or rank <= held[0]:
-                best[sample_id] = (rank, label)
-        return {sid: label for sid, (_, label) in best.items()}
+            review_decisions = {row[0] for row in conn.execute(
+                select(decisions.c.id).where(decisions.c.queue != LABELLING_QUEUE))}
+        reviewed: dict[str, str] = {}
+        answers: dict[tuple[str, str], str] = {}  # (sample, annotator) -> latest answer
+        routed: dict[str, str] = {}
+        imported: dict[str, str] = {}
+        for sample_id, label, origin, annotator, decision_id in rows:
+            if origin == "human":
+                if decision_id is not None and decision_id in review_decisions:
+                    reviewed[sample_id] = label
+                else:
+                    answers.pop((sample_id, annotator or ""), None)  # re-insert: the latest answer goes last
+                    answers[sample_id, annotator or ""] = label
+            elif origin == "model":
+                routed[sample_id] = label
+            else:
+                imported[sample_id] = label
+        result = {sid: CuratedLabel(label, "imported", "imported") for sid, label in imported.items()}
+        result.update({sid: CuratedLabel(label, "model", "routed") for sid, label in routed.items()})
+        if answers:
+            keys = list(answers)
+            per_sample = Counter(sid for sid, _ in keys)
+            aggregated = aggregate_labels([sid for sid, _ in keys], [who for _, who in keys], list(answers.values()))
+            result.update({sid: CuratedLabel(label, "human", "aggregated" if per_sample[sid] > 1 else "annotator")
+                           for sid, label in aggregated.items()})
+        result.update({sid: CuratedLabel(label, "human", "review") for sid, label in reviewed.items()})
+        return result
+
+    def original_labels(self) -> dict[str, str]:
+        """sample_id -> the first label ever imported for it (what the dataset came with)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(labels.c.sample_id, labels.c.label).where(labels.c.origin == "imported")
+                                .order_by(labels.c.id.desc())).all()
+        return {sid: label for sid, label in rows}  # descending ids: the first import is written last
+
+    def sample_states(self) -> dict[str, str]:
+        """sample_id -> ``excluded`` or ``ambiguous`` for samples people took out of the dataset in the app
+        (decisions not undone, applied in order: a later decision on the same sample wins)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(decisions.c.effects).where(decisions.c.undone_at.is_(None))
+                                .order_by(decisions.c.id)).all()
+        states: dict[str, str] = {}
+        for (effects,) in rows:
+            effects = effects if isinstance(effects, dict) else {}
+            for sid in effects.get("include", []):
+                states.pop(sid, None)
+            for state in ("excluded", "ambiguous"):
+                for sid in effects.get(state, []):
+                    states[sid] = state
+        return states
 
     # ---- annotations -----------------------------------------------------------------------
     def replace_imported_annotations(

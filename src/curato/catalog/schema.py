@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    UniqueConstraint,
     Boolean,
     Column,
     DateTime,
@@ -20,7 +21,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LABEL_ORIGINS = ("imported", "human", "model")
 SAMPLE_KINDS = ("image", "text")
 
@@ -68,6 +69,11 @@ labels = Table(
     Column("annotator", String(128)),
     Column("confidence", Float),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # schema 2: the review/labelling decision that wrote a human label, how long the person took, and when an
+    # undo retracted it (the row stays: history is never destroyed; retracted labels do not count)
+    Column("decision_id", Integer),
+    Column("duration_ms", Integer),
+    Column("retracted_at", DateTime(timezone=True)),
 )
 Index("ix_labels_sample", labels.c.sample_id)
 
@@ -101,7 +107,8 @@ runs = Table(
 )
 
 # Active learning: the batches `curato select` queues for the labelling app (curato.active).
-QUEUE_STATUSES = ("queued", "labelled", "skipped")
+# routed: a `curato route` rule accepted the model's label, so no person needs to see it.
+QUEUE_STATUSES = ("queued", "labelled", "skipped", "routed")
 queue = Table(
     "queue",
     metadata,
@@ -112,11 +119,13 @@ queue = Table(
     Column("rank", Integer, nullable=False),  # 1 = label first
     Column("score", Float),
     Column("reason", Text),
-    Column("status", String(16), nullable=False),  # queued | labelled | skipped
+    Column("status", String(16), nullable=False),  # queued | labelled | skipped | routed
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("assigned", Integer, nullable=False, default=0, server_default="0"),  # live assignments (schema 2)
 )
 Index("ix_queue_status", queue.c.status)
 Index("ix_queue_run", queue.c.run_id)
+Index("ix_queue_next", queue.c.status, queue.c.assigned, queue.c.run_id, queue.c.rank)
 
 # ---- sizing (curato size) ----
 # One measured learning-curve point: the scores of a model trained on the nested subset of ``size``
@@ -135,3 +144,84 @@ curve_points = Table(
 )
 Index("ix_curve_points_key", curve_points.c.settings_digest, curve_points.c.curve, curve_points.c.size,
       curve_points.c.seed, unique=True)
+
+
+# ---- the labelling app (curato serve), schema 2 ----
+ROLES = ("admin", "reviewer", "annotator")
+LABELLING_QUEUE = "labelling"  # decisions.queue of the labelling queue; every other value is a review queue
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),  # SHA-256 of the random token, never the token
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True)),
+)
+
+# A browser login: the cookie holds a random secret whose SHA-256 is the id; ``csrf`` must come back in the
+# X-CSRF-Token header of every state-changing request made with the cookie.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# One human decision in the app: a review of an audit finding or a label in the labelling queue. ``effects``
+# says what it changed (labels appended, samples excluded or marked ambiguous, splits moved from -> to) so that
+# an undo can reverse exactly that; an undone decision keeps its row (``undone_at``, ``undone_by``).
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("queue", String(64), nullable=False),  # a finding kind (label_issues, near_duplicates...) or labelling
+    Column("item", Text, nullable=False),  # the reviewed item's key: a sample id, or group:<members>
+    Column("action", String(32), nullable=False),
+    Column("sample_ids", JSON, nullable=False),
+    Column("effects", JSON, nullable=False),
+    Column("user", String(64), nullable=False),
+    Column("source_run", Integer),  # the audit or select run the item came from
+    Column("duration_ms", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("undone_at", DateTime(timezone=True)),
+    Column("undone_by", String(64)),
+)
+Index("ix_decisions_item", decisions.c.queue, decisions.c.item)
+
+# Who labels which queue entry. ``slot`` numbers the live assignments of one entry (0..overlap-1) and is unique
+# per entry, so two annotators never hold the same slot: the database, not a Python lock, enforces the overlap.
+# An expired or skipped assignment frees its slot (NULL).
+ASSIGNMENT_STATUSES = ("assigned", "labelled", "skipped", "unsure", "expired")
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("queue_id", Integer, ForeignKey("queue.id", ondelete="CASCADE")),  # NULL for a gold item
+    Column("sample_id", String, nullable=False),
+    Column("annotator", String(64), nullable=False),
+    Column("slot", Integer),
+    Column("gold", Boolean, nullable=False, default=False, server_default="0"),
+    Column("status", String(16), nullable=False),
+    Column("assigned_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("duration_ms", Integer),
+    Column("label", String),
+    UniqueConstraint("queue_id", "slot", name="uq_assignments_slot"),
+    UniqueConstraint("sample_id", "annotator", name="uq_assignments_annotator"),  # nobody sees an item twice
+)
+Index("ix_assignments_annotator", assignments.c.annotator, assignments.c.status)
+
+# Items with a known answer, mixed into annotators' queues to measure their accuracy.
+gold = Table(
+    "gold",
+    metadata,
+    Column("sample_id", String, ForeignKey("samples.sample_id", ondelete="CASCADE"), primary_key=True),
+    Column("label", String, nullable=False),
+    Column("created_by", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
