@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
-    UniqueConstraint,
     Boolean,
     Column,
     DateTime,
@@ -19,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 SCHEMA_VERSION = 2
