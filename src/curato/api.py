@@ -187,14 +187,18 @@ class Workspace(WorkspaceStore):
                                            progress=progress))
 
     def export(self, out: str | Path, *, format: str = "csv", drop_duplicates: bool = False, relabel: bool = False,
-               keep_unreadable: bool = False) -> ExportResult:
-        """Write a cleaned dataset (manifest CSV or image-folder copy) from the latest audit; sources untouched."""
-        from curato.commands.export import EXPORT_INDEX, export
+               keep_unreadable: bool = False, relabel_test: bool = False) -> ExportResult:
+        """Write a cleaned dataset (manifest CSV or image-folder copy) with the curated labels; sources untouched.
 
-        path, count = export(self, out, format=format, drop_duplicates=drop_duplicates, relabel=relabel,
-                             drop_unreadable=not keep_unreadable)
+        ``relabel``: take the latest audit's suggested labels, except for labels people set and, unless
+        ``relabel_test``, for evaluation splits (``EVALUATION_SPLITS``). ``changes`` counts every reason."""
+        from curato.commands.export import EXPORT_INDEX, export_with_changes
+
+        path, count, changes = export_with_changes(self, out, format=format, drop_duplicates=drop_duplicates,
+                                                   relabel=relabel, drop_unreadable=not keep_unreadable,
+                                                   relabel_test=relabel_test)
         index = Path(path) / EXPORT_INDEX if format == "imagefolder" else None
-        return ExportResult(path=Path(path), count=count, format=format, index=index)
+        return ExportResult(path=Path(path), count=count, format=format, index=index, changes=changes)
 
 
 def demo(workspace: str | Path = "curato-demo", *, samples: int = 3000, progress: Progress = SILENT) -> Any:

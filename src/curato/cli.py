@@ -643,16 +643,24 @@ def export(
     format: Annotated[str, typer.Option("--format", help="csv | imagefolder")] = "csv",
     drop_duplicates: Annotated[bool, typer.Option(help="Keep one sample of each duplicate group "
                                                        "(the test/val copy if any).")] = False,
-    relabel: Annotated[bool, typer.Option(help="Use the suggested label of suspected label errors.")] = False,
+    relabel: Annotated[bool, typer.Option(help="Use the audit's suggested label of suspected label errors (never "
+                                               "over a label people set; not in test/val splits).")] = False,
+    relabel_test: Annotated[bool, typer.Option(help="With --relabel, also relabel evaluation splits (test, val, "
+                                                    "valid, validation, eval, dev) from the model.")] = False,
     keep_unreadable: Annotated[bool, typer.Option(help="Keep samples whose file cannot be read.")] = False,
 ) -> None:
-    """Write a cleaned dataset (from the latest audit); source files are never touched."""
+    """Write a cleaned dataset with the curated labels (original_label, label, origin, changed); sources untouched."""
     from curato.api import Workspace
+    from curato.commands.export import CHANGE_REASONS
 
     result = Workspace.open(workspace).export(out, format=format, drop_duplicates=drop_duplicates, relabel=relabel,
-                                              keep_unreadable=keep_unreadable)
+                                              keep_unreadable=keep_unreadable, relabel_test=relabel_test)
     listing = "" if result.index is None else f" (every file written is listed in {escape(str(result.index))})"
-    console.print(f"wrote {result.count} samples to {escape(str(result.path))}{listing}", highlight=False)
+    console.print(f"wrote {result.count} samples to {escape(str(result.path))}{listing}; "
+                  f"{result.changed} with a label other than the original", highlight=False)
+    for reason, line in CHANGE_REASONS.items():
+        if result.changes.get(reason):
+            console.print(f"  {result.changes[reason]:>6}  {escape(line)}", highlight=False)
 
 
 @app.command()

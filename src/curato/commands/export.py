@@ -1,7 +1,9 @@
 """Export a cleaned copy of the dataset description; source files are never modified.
 
 The cleaning choices (drop duplicates, relabel suspected errors, drop unreadable files) are the
-user's, applied to the latest audit's findings (``reports/audit-latest.json``).
+user's, applied to the latest audit's findings (``reports/audit-latest.json``). Labels are the catalog's curated
+labels (:meth:`Catalog.curated_labels`); every row says its ``original_label``, ``origin`` and whether it
+``changed``, and samples people took out in the app (excluded, ambiguous) are left out.
 
 Confinement (docs/reliability.md, "Ingest and export confinement"): an image-folder export writes only
 inside its output folder, names every file and folder with :func:`path_part` (injective: two ids never
@@ -24,11 +26,33 @@ from curato.workspace import Workspace
 
 EXPORT_FORMATS = ("csv", "imagefolder")
 EXPORT_INDEX = ".curato-export.csv"
-"""The image-folder export's list of what it wrote (id, file, label, split, source); its leading '.' keeps it
-apart from every exported name (those never start with '.') and out of a later ingest of the folder."""
-REAL_COLUMNS = ("id", "path", "text", "label", "split", "source", "original_label")
+"""The image-folder export's list of what it wrote (id, file, label, split, source, original_label, origin,
+changed); its leading '.' keeps it apart from every exported name (those never start with '.') and out of a later
+ingest of the folder."""
+_INDEX_COLUMNS = ("id", "file", "label", "split", "source", "original_label", "origin", "changed")
+REAL_COLUMNS = ("id", "path", "text", "label", "split", "source", "original_label", "origin", "changed")
 """Columns an export writes from the catalog; metadata with one of these names is written as ``meta.<name>``."""
 UNLABELED = "unlabeled"
+EVALUATION_SPLITS = frozenset({"test", "val", "valid", "validation", "eval", "dev"})
+"""Splits whose labels ``--relabel`` leaves alone unless ``--relabel-test`` is given (case-insensitive): a model's
+suggestion written into the data a model is judged on would grade the model by its own answers."""
+CHANGE_REASONS: dict[str, str] = {
+    "relabelled_by_model": "relabelled with the audit's suggested label (--relabel)",
+    "relabelled_by_people": "label set by people in the labelling app",
+    "routed_model_labels": "model label accepted by a `curato route` rule",
+    "reimported_labels": "label changed by a later import",
+    "kept_test_labels": "kept: evaluation split, not relabelled from the model alone (--relabel-test to allow)",
+    "kept_human_labels": "kept: label set by people, never overwritten by --relabel",
+    "stale_suggestions": "kept: the audit judged an older label (run `curato audit` again)",
+    "excluded": "left out: excluded in the labelling app",
+    "ambiguous": "left out: marked ambiguous in the labelling app",
+    "duplicates_dropped": "left out: duplicate (--drop-duplicates)",
+    "unreadable_dropped": "left out: file cannot be read",
+}
+"""Every count an export reports (``ExportResult.changes``), with the line the CLI prints for it. The first four
+count exported rows whose ``changed`` is true, by the row's ``origin``; they sum to the changed rows."""
+_CHANGED_BY_ORIGIN = {"suggested": "relabelled_by_model", "human": "relabelled_by_people",
+                      "model": "routed_model_labels", "imported": "reimported_labels"}
 _SPLIT_PRIORITY = {"test": 0, "val": 1}
 _DUPLICATE_CHECKS = ("exact_duplicates", "near_duplicates", "split_leakage")
 _NAME_SAFE = frozenset("-_.+=,@() ")
@@ -44,16 +68,31 @@ def latest_audit(workspace: Workspace) -> dict[str, Any]:
     return document
 
 
-def _duplicate_drops(audit: dict[str, Any], splits: dict[str, str | None]) -> set[str]:
-    """From every duplicate group keep one member: the evaluation-split copy (test, then val), else the first id."""
+def _duplicate_drops(audit: dict[str, Any], splits: dict[str, str | None], left_out: set[str]) -> set[str]:
+    """From every duplicate group keep one member: the evaluation-split copy (test, then val), else the first id.
+
+    Members in ``left_out`` (taken out in the app) are not candidates, so a group never loses every copy."""
     drops: set[str] = set()
     for finding in audit["checks"]:
         if finding["check"] not in _DUPLICATE_CHECKS:
             continue
         for group in finding.get("evidence", {}).get("groups", []):
-            members = sorted(group, key=lambda sid: (_SPLIT_PRIORITY.get(splits.get(sid) or "", 2), sid))
+            members = sorted((sid for sid in group if sid not in left_out),
+                             key=lambda sid: (_SPLIT_PRIORITY.get(splits.get(sid) or "", 2), sid))
             drops.update(members[1:])
     return drops
+
+
+def is_evaluation_split(split: str | None) -> bool:
+    """Whether ``split`` is one of :data:`EVALUATION_SPLITS`."""
+    return split is not None and split.strip().lower() in EVALUATION_SPLITS
+
+
+def _suggestions(audit: dict[str, Any]) -> dict[str, tuple[str | None, str]]:
+    """sample_id -> (the label the audit judged, its suggested label) from the audit's ``label_issues``."""
+    return {row["sample_id"]: (row.get("label"), str(row["suggested_label"]))
+            for finding in audit["checks"] if finding["check"] == "label_issues"
+            for row in finding.get("issues", []) if row.get("suggested_label") is not None}
 
 
 def _with_meta(row: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, Any]:
@@ -71,34 +110,71 @@ def _with_meta(row: dict[str, Any], meta: dict[str, Any] | None) -> dict[str, An
 
 
 def cleaned_rows(workspace: Workspace, *, drop_duplicates: bool = False, relabel: bool = False,
-                 drop_unreadable: bool = True) -> list[dict[str, Any]]:
-    """Manifest rows (id, path, label, split, source, metadata as JSON values) after the chosen cleaning steps."""
-    table = workspace.catalog.samples(("sample_id", "uri", "text", "split", "source", "readable", "meta"))
-    labels = workspace.catalog.current_labels()
+                 drop_unreadable: bool = True, relabel_test: bool = False) -> list[dict[str, Any]]:
+    """Manifest rows after the chosen cleaning steps (see :func:`clean`)."""
+    return clean(workspace, drop_duplicates=drop_duplicates, relabel=relabel, drop_unreadable=drop_unreadable,
+                 relabel_test=relabel_test)[0]
+
+
+def clean(workspace: Workspace, *, drop_duplicates: bool = False, relabel: bool = False,
+          drop_unreadable: bool = True, relabel_test: bool = False) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(rows, changes): manifest rows after the chosen cleaning steps, and the count of each
+    :data:`CHANGE_REASONS` (all keys, zeros included).
+
+    Each row: id, path (or text), label (the curated label, or the audit's suggestion under ``relabel``), split,
+    source, original_label (the first imported label), origin (human | model | imported | suggested), changed
+    (label != original_label), then the metadata. Samples excluded or marked ambiguous in the app are left out.
+    ``relabel`` never overwrites a label people set, nor, without ``relabel_test``, one in an evaluation split.
+    """
+    if relabel_test and not relabel:
+        raise InputError("--relabel-test only widens --relabel; pass both to relabel evaluation splits")
+    catalog = workspace.catalog
+    table = catalog.samples(("sample_id", "uri", "text", "split", "source", "readable", "meta"))
+    curated = catalog.curated_labels()
+    originals = catalog.original_labels()
+    states = catalog.sample_states()
     splits = dict(zip(table["sample_id"].tolist(), table["split"].tolist(), strict=True))
+    changes = dict.fromkeys(CHANGE_REASONS, 0)
     drops: set[str] = set()
-    new_labels: dict[str, str] = {}
+    suggestions: dict[str, tuple[str | None, str]] = {}
     if drop_duplicates or relabel:
         audit = latest_audit(workspace)
         if drop_duplicates:
-            drops = _duplicate_drops(audit, splits)
+            drops = _duplicate_drops(audit, splits, set(states))
         if relabel:
-            for finding in audit["checks"]:
-                if finding["check"] == "label_issues":
-                    new_labels = {row["sample_id"]: row["suggested_label"] for row in finding["issues"]
-                                  if row.get("suggested_label") is not None}
+            suggestions = _suggestions(audit)
     rows = []
     for sid, uri, text, split, source, readable, meta in zip(*table.values(), strict=True):
-        if sid in drops or (drop_unreadable and not readable):
+        if sid in states:
+            changes[states[sid]] += 1
             continue
-        row = {"id": sid, "path": uri, "label": new_labels.get(sid, labels.get(sid)), "split": split,
-               "source": source}
-        if text is not None:
-            row = {"id": sid, "text": text, "label": row["label"], "split": split, "source": source}
-        if sid in new_labels:
-            row["original_label"] = labels.get(sid)
+        if sid in drops:
+            changes["duplicates_dropped"] += 1
+            continue
+        if drop_unreadable and not readable:
+            changes["unreadable_dropped"] += 1
+            continue
+        current = curated.get(sid)
+        label, origin = (current.label, current.origin) if current is not None else (None, None)
+        if sid in suggestions and suggestions[sid][1] != label:
+            judged, suggested = suggestions[sid]
+            if origin == "human":
+                changes["kept_human_labels"] += 1
+            elif judged is not None and judged != label:
+                changes["stale_suggestions"] += 1
+            elif is_evaluation_split(split) and not relabel_test:
+                changes["kept_test_labels"] += 1
+            else:
+                label, origin = suggested, "suggested"
+        original = originals.get(sid)
+        changed = label != original
+        if changed and origin is not None:
+            changes[_CHANGED_BY_ORIGIN[origin]] += 1
+        row: dict[str, Any] = {"id": sid, "path": uri} if text is None else {"id": sid, "text": text}
+        row.update({"label": label, "split": split, "source": source, "original_label": original,
+                    "origin": origin, "changed": changed})
         rows.append(_with_meta(row, meta))
-    return rows
+    return rows, changes
 
 
 def path_part(text: str) -> str:
@@ -125,10 +201,19 @@ def _cell(value: Any) -> Any:
 
 
 def export(workspace: Workspace, out: str | Path, *, format: str = "csv", drop_duplicates: bool = False,
-           relabel: bool = False, drop_unreadable: bool = True) -> tuple[Path, int]:
+           relabel: bool = False, drop_unreadable: bool = True, relabel_test: bool = False) -> tuple[Path, int]:
     """Write the cleaned dataset to ``out`` as a manifest CSV or an image-folder copy; returns (path, rows).
 
     An image-folder export also writes ``out/.curato-export.csv``: one row per file it wrote."""
+    path, count, _ = export_with_changes(workspace, out, format=format, drop_duplicates=drop_duplicates,
+                                         relabel=relabel, drop_unreadable=drop_unreadable, relabel_test=relabel_test)
+    return path, count
+
+
+def export_with_changes(workspace: Workspace, out: str | Path, *, format: str = "csv", drop_duplicates: bool = False,
+                        relabel: bool = False, drop_unreadable: bool = True,
+                        relabel_test: bool = False) -> tuple[Path, int, dict[str, int]]:
+    """:func:`export`, also returning how many rows changed or were left out, per :data:`CHANGE_REASONS`."""
     if format not in EXPORT_FORMATS:
         raise InputError(f"--format {format!r} cannot be exported yet; use one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
@@ -136,12 +221,12 @@ def export(workspace: Workspace, out: str | Path, *, format: str = "csv", drop_d
         _check_csv_target(out)
     else:
         _check_folder_target(out)
-    rows = cleaned_rows(workspace, drop_duplicates=drop_duplicates, relabel=relabel,
-                        drop_unreadable=drop_unreadable)
+    rows, changes = clean(workspace, drop_duplicates=drop_duplicates, relabel=relabel,
+                          drop_unreadable=drop_unreadable, relabel_test=relabel_test)
     if format == "csv":
         _write_csv(out, rows)
-        return out, len(rows)
-    return out, _export_imagefolder(rows, out)
+        return out, len(rows), changes
+    return out, _export_imagefolder(rows, out), changes
 
 
 def _check_csv_target(out: Path) -> None:
@@ -253,14 +338,14 @@ def _export_imagefolder(rows: list[dict[str, Any]], out: Path) -> int:
                                  f"share a name); nothing was overwritten — export --format csv") from error
             except OSError as error:
                 raise InputError(f"sample {row['id']!r}: cannot copy {row['path']} ({error.strerror})") from error
-            written.append({"id": row["id"], "file": "/".join(parts), "label": row.get("label"),
-                            "split": row.get("split"), "source": row.get("source")})
+            written.append({"id": row["id"], "file": "/".join(parts),
+                            **{column: row.get(column) for column in _INDEX_COLUMNS[2:]}})
     except InputError as error:
         raise InputError(f"{error}; the {len(written)} file(s) written before are listed in "
                          f"{base / EXPORT_INDEX}") from error
     finally:  # also after a failure: the index lists exactly what is on disk
         with (base / EXPORT_INDEX).open("x", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["id", "file", "label", "split", "source"])
+            writer = csv.DictWriter(handle, fieldnames=list(_INDEX_COLUMNS))
             writer.writeheader()
-            writer.writerows(written)
+            writer.writerows({key: _cell(value) for key, value in row.items()} for row in written)
     return len(written)

@@ -212,9 +212,17 @@ class SimulateResult(DocumentResult):
 
 @dataclass
 class ExportResult:
-    """``curato export``: where the cleaned dataset went and how many samples it holds."""
+    """``curato export``: where the cleaned dataset went, how many samples it holds, and how many rows changed or
+    were left out and why (``changes``: every key of ``curato.commands.export.CHANGE_REASONS``, zeros included)."""
 
     path: Path
     count: int
     format: str
     index: Path | None = None  # image-folder exports: the CSV listing every file written
+    changes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> int:
+        """Exported rows whose label differs from the original (imported) label."""
+        return sum(self.changes.get(key, 0) for key in ("relabelled_by_model", "relabelled_by_people",
+                                                        "routed_model_labels", "reimported_labels"))
