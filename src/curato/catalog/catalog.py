@@ -111,8 +111,11 @@ class Catalog:
 
     # ---- lifecycle -------------------------------------------------------------------------
     def create(self) -> None:
-        """Create the catalog (its file, when SQLite), missing tables and the schema version; refuse a newer
-        schema. Only for a new workspace: :meth:`verify` opens an existing one."""
+        """Create the catalog (its file, when SQLite) with every table, stamped at the newest migration and
+        schema version; refuse a newer schema. Only for a new workspace: :meth:`verify` opens an existing one
+        (a database that already holds a catalog is migrated like :meth:`verify` does, never re-created)."""
+        from curato.catalog import migrate
+
         if self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,15 +126,25 @@ class Catalog:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         with self.engine.begin() as conn:
-            schema.metadata.create_all(conn)
-            self._check_version(conn)
+            existing = inspect(conn).has_table("samples")
+            if not existing:
+                schema.metadata.create_all(conn)
+                migrate.stamp_head(conn)
+            if self._check_version(conn) is None and not existing:
+                conn.execute(info.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
+            behind = existing and migrate.needs_upgrade(conn)
+        if behind:
+            migrate.upgrade(self.engine, where=self.where)
 
     def verify(self) -> None:
         """Check that an existing catalog is there, holds curato's tables and is not from a newer curato.
 
-        Raises WorkspaceError naming the catalog and what to do; never creates the catalog. Tables that a
-        later curato added to the schema (e.g. ``queue``) are created when the core tables are present.
+        Raises WorkspaceError naming the catalog and what to do; never creates the catalog. A catalog from an
+        older curato is migrated to this schema (:func:`curato.catalog.migrate.upgrade`, which needs alembic);
+        a current one is only read, so a read-only workspace stays readable.
         """
+        from curato.catalog import migrate
+
         fix = ("restore it from a backup, or move the workspace aside and re-create it with `curato ingest SOURCE "
                "-w NEW_DIR` (its features and reports cannot be used without their catalog)")
         if self.path is not None:
@@ -145,16 +158,18 @@ class Catalog:
             missing = ", ".join(sorted(core - present))
             what = "holds no curato tables" if not present & core else f"lacks table(s) {missing}"
             raise WorkspaceError(f"{self.where}: the catalog {what}; {fix}")
-        with self.engine.begin() as conn:
-            if set(schema.metadata.tables) - present:
-                schema.metadata.create_all(conn)
+        with self.engine.connect() as conn:
             self._check_version(conn)
+            behind = migrate.needs_upgrade(conn)
+        if behind:
+            migrate.upgrade(self.engine, where=self.where)
 
-    def _check_version(self, conn: Connection) -> None:
+    def _check_version(self, conn: Connection) -> int | None:
+        """The catalog's ``info.schema_version`` (None when absent), read only; WorkspaceError when it is not a
+        number or newer than this curato's: a newer catalog is never opened, let alone migrated."""
         found = conn.execute(select(info.c.value).where(info.c.key == "schema_version")).scalar()
         if found is None:
-            conn.execute(info.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
-            return
+            return None
         try:
             version = int(found)
         except ValueError:
@@ -165,6 +180,7 @@ class Catalog:
                 f"{self.where}: catalog schema {found} is newer than this curato ({schema.SCHEMA_VERSION});"
                 " upgrade curato"
             )
+        return version
 
     def integrity_problems(self) -> list[str]:
         """What SQLite's ``PRAGMA quick_check`` finds wrong in the file (empty when sound; PostgreSQL: empty)."""

@@ -1,0 +1,170 @@
+"""Catalog schema migrations (curato.catalog.migrate) on real SQLite and PostgreSQL: a schema-1 catalog opened by
+this curato keeps its data and ends up exactly as schema.metadata says."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, inspect, text
+
+from curato.catalog import Catalog, migrate, schema
+from curato.errors import WorkspaceError
+
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+WRITES = ("INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path, postgres_url) -> Iterator[str]:
+    """A URL of an empty database: a SQLite file, or a fresh PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+        return
+    if not postgres_url:
+        pytest.skip("CURATO_TEST_POSTGRES_URL not set (CI sets it and starts PostgreSQL)")
+    name = f"m{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def _schema_1_catalog(url: str, *, drop: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> None:
+    """A catalog as curato made it at schema 1 (revision 0001, no alembic_version), with samples, labels, runs and
+    queue rows. ``drop``: schema-1 tables an early catalog lacked; ``extra``: schema-2 tables an interim curato
+    created with create_all (without the new columns)."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0001")
+        conn.execute(text("DROP TABLE alembic_version"))
+        for name in drop:
+            conn.execute(text(f"DROP TABLE {name}"))
+        for name in extra:
+            schema.metadata.tables[name].create(conn)
+        conn.execute(text("INSERT INTO info (key, value) VALUES ('schema_version', '1')"))
+        for sample_id in ("a", "b", "c"):
+            conn.execute(text("INSERT INTO samples (sample_id, kind, uri, split, readable, created_at, updated_at) "
+                              "VALUES (:id, 'image', :uri, 'train', :ok, :now, :now)"),
+                         {"id": sample_id, "uri": f"/data/{sample_id}.png", "ok": True, "now": NOW})
+        conn.execute(text("INSERT INTO labels (sample_id, label, origin, created_at) VALUES "
+                          "('a', 'cat', 'imported', :now), ('b', 'dog', 'human', :now)"), {"now": NOW})
+        conn.execute(text("INSERT INTO runs (kind, version, status, started_at) VALUES "
+                          "('select', '0.1.0', 'done', :now)"), {"now": NOW})
+        if "queue" not in drop:
+            conn.execute(text("INSERT INTO queue (sample_id, run_id, strategy, rank, status, created_at) VALUES "
+                              "('b', 1, 'margin', 1, 'queued', :now), ('c', 1, 'margin', 2, 'queued', :now)"),
+                         {"now": NOW})
+    engine.dispose()
+
+
+def _differences(catalog: Catalog) -> list:
+    """What alembic's autogenerate finds between the database and schema.metadata (empty: identical)."""
+    with catalog.engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), schema.metadata)
+
+
+def _writes_while(catalog: Catalog, action) -> list[str]:
+    """The writing SQL statements ``action`` sends to the catalog."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith(WRITES):
+            seen.append(statement)
+
+    event.listen(catalog.engine, "before_cursor_execute", record)
+    try:
+        action()
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", record)
+    return seen
+
+
+def _assert_at_head(catalog: Catalog) -> None:
+    assert migrate.current_revision(catalog.engine) == migrate.HEAD
+    with catalog.engine.connect() as conn:
+        assert conn.execute(text("SELECT value FROM info WHERE key = 'schema_version'")).scalar() == \
+            str(schema.SCHEMA_VERSION)
+    assert _differences(catalog) == []
+
+
+def test_head_constant_is_alembics_head():
+    with create_engine("sqlite://").connect() as conn:
+        assert ScriptDirectory.from_config(migrate._config(conn)).get_current_head() == migrate.HEAD
+    assert migrate.REVISION_OF_SCHEMA[schema.SCHEMA_VERSION] == migrate.HEAD
+
+
+def test_schema_1_catalog_is_migrated_and_keeps_its_data(url):
+    _schema_1_catalog(url)
+    catalog = Catalog(url)
+    catalog.verify()
+    _assert_at_head(catalog)
+    columns = inspect(catalog.engine)
+    assert {"decision_id", "duration_ms", "retracted_at"} <= {c["name"] for c in columns.get_columns("labels")}
+    assert {"users", "sessions", "decisions", "assignments", "gold"} <= set(columns.get_table_names())
+    assert "ix_queue_next" in {index["name"] for index in columns.get_indexes("queue")}
+    with catalog.engine.connect() as conn:
+        assert conn.execute(text("SELECT sample_id, assigned FROM queue ORDER BY rank")).all() == [("b", 0), ("c", 0)]
+    assert catalog.sample_count() == 3
+    assert catalog.current_labels() == {"a": "cat", "b": "dog"}
+    assert _writes_while(catalog, catalog.verify) == []  # a second open only reads
+    catalog.close()
+
+
+@pytest.mark.parametrize(("drop", "extra"), [(("queue", "curve_points"), ()), ((), ("users", "sessions", "gold"))])
+def test_unversioned_catalogs_of_other_eras_reach_head(url, drop, extra):
+    _schema_1_catalog(url, drop=drop, extra=extra)
+    catalog = Catalog(url)
+    catalog.verify()
+    _assert_at_head(catalog)
+    assert catalog.current_labels() == {"a": "cat", "b": "dog"}
+    catalog.close()
+
+
+def test_new_catalog_is_at_head_and_a_second_verify_writes_nothing(url):
+    catalog = Catalog(url)
+    catalog.create()
+    _assert_at_head(catalog)
+    assert _writes_while(catalog, catalog.verify) == []
+    assert _writes_while(catalog, catalog.create) == []  # create on an existing current catalog: nothing either
+    catalog.close()
+
+
+def test_newer_revision_is_refused(url):
+    catalog = Catalog(url)
+    catalog.create()
+    with catalog.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(WorkspaceError, match="newer than this curato; upgrade curato"):
+        catalog.verify()
+    catalog.close()
+
+
+def test_without_alembic_current_catalogs_work_and_old_ones_say_what_to_install(tmp_path, monkeypatch):
+    old_url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    _schema_1_catalog(old_url)
+    for name in [module for module in sys.modules if module == "alembic" or module.startswith("alembic.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # import alembic... -> ImportError
+    monkeypatch.setitem(sys.modules, "alembic", None)
+    new = Catalog(f"sqlite:///{tmp_path / 'new.sqlite'}")
+    new.create()  # stamped by plain SQL
+    assert migrate.current_revision(new.engine) == migrate.HEAD
+    assert _writes_while(new, new.verify) == []
+    new.close()
+    old = Catalog(old_url)
+    with pytest.raises(WorkspaceError, match=r'needs alembic: pip install "curato\[serve\]"') as caught:
+        old.verify()
+    assert "\n" not in str(caught.value) and str(old.path) in str(caught.value)
+    old.close()
