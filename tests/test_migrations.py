@@ -168,3 +168,20 @@ def test_without_alembic_current_catalogs_work_and_old_ones_say_what_to_install(
         old.verify()
     assert "\n" not in str(caught.value) and str(old.path) in str(caught.value)
     old.close()
+
+
+def test_an_interrupted_migration_is_finished_by_the_next_open(url, monkeypatch):
+    _schema_1_catalog(url)
+    catalog = Catalog(url)
+
+    def fail(conn) -> None:
+        raise KeyboardInterrupt  # Ctrl-C after the migrations ran, before the transaction commits
+
+    with monkeypatch.context() as patched:
+        patched.setattr(migrate, "_set_schema_version", fail)
+        with pytest.raises(KeyboardInterrupt):
+            catalog.verify()
+    catalog.verify()
+    _assert_at_head(catalog)
+    assert catalog.current_labels() == {"a": "cat", "b": "dog"}
+    catalog.close()
