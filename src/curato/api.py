@@ -186,6 +186,19 @@ class Workspace(WorkspaceStore):
                                            precisions=list(precisions), json_path=None if json is None else Path(json),
                                            progress=progress))
 
+    def add_user(self, name: str, role: str = "annotator") -> str:
+        """Create a user of the labelling app (role admin, reviewer or annotator); returns their token, which is
+        shown only this once (the catalog keeps its SHA-256)."""
+        from curato.commands.labelling import add_user
+
+        return add_user(self, name, role)
+
+    def users(self) -> list[dict[str, Any]]:
+        """The labelling app's users: name, role, created_at, labels and decisions made."""
+        from curato.commands.labelling import list_users
+
+        return list_users(self)
+
     def export(self, out: str | Path, *, format: str = "csv", drop_duplicates: bool = False, relabel: bool = False,
                keep_unreadable: bool = False, relabel_test: bool = False) -> ExportResult:
         """Write a cleaned dataset (manifest CSV or image-folder copy) with the curated labels; sources untouched.

@@ -679,3 +679,64 @@ def demo(
     console.print(f"\n[bold]report:[/] {escape(str(result.report_path))}", highlight=False)
     for number, line in enumerate(result.headlines, start=1):
         console.print(f"  {number}. {escape(line)}", highlight=False)
+
+
+@app.command()
+@_friendly
+def serve(
+    workspace: WorkspaceOption,
+    db: Annotated[str | None, typer.Option(help="The catalog's database URL when the workspace keeps it in "
+                                                "PostgreSQL (must be the workspace's catalog).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default; put a TLS proxy in front "
+                                           "for a team).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    no_loop: Annotated[bool, typer.Option("--no-loop", help="Do not refit the model in the background.")] = False,
+) -> None:
+    """The labelling app: review what the audit found and label what `curato select` queued (docs/labelling.md)."""
+    from curato.api import Workspace
+    from curato.label.server import serve as run_server
+
+    ws = Workspace.create(workspace, db_url=db) if db else Workspace.open(workspace)
+    users = ws.users()
+    console.print(f"curato labelling app on [bold]http://{escape(host)}:{port}/[/] (Ctrl-C stops it); "
+                  f"{len(users)} user(s)", highlight=False)
+    if not users:
+        console.print(f"no users yet: create one with `curato users add NAME --role admin -w {escape(str(workspace))}`",
+                      highlight=False)
+    run_server(ws, host=host, port=port, live_loop=not no_loop)
+
+
+users_app = typer.Typer(no_args_is_help=True, help="People who use the labelling app (curato serve).")
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+@_friendly
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name (letters, digits, . _ @ -).")],
+    workspace: WorkspaceOption,
+    role: Annotated[str, typer.Option(help="admin (everything), reviewer (audit findings and labels) or annotator "
+                                           "(labels).")] = "annotator",
+) -> None:
+    """Create a user and print their token once (the last line of the output); only its hash is stored."""
+    from curato.api import Workspace
+
+    token = Workspace.open(workspace).add_user(name, role)
+    console.print(f"user {escape(name)} ({escape(role)}) created; their token (shown once, keep it secret):",
+                  highlight=False)
+    print(token)
+
+
+@users_app.command("list")
+@_friendly
+def users_list(workspace: WorkspaceOption) -> None:
+    """The users of the labelling app with their roles and how many labels and decisions they made."""
+    from curato.api import Workspace
+
+    table = Table(title="users")
+    for column in ("name", "role", "labels", "decisions", "created"):
+        table.add_column(column)
+    for user in Workspace.open(workspace).users():
+        table.add_row(escape(user["name"]), user["role"], str(user["labels"]), str(user["decisions"]),
+                      str(user["created_at"]))
+    console.print(table)

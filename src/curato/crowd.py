@@ -13,6 +13,7 @@ items (:func:`gold_accuracy`). These keep one answer per (item, annotator): the 
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -57,7 +58,10 @@ def aggregate_labels(items: Sequence[str], annotators: Sequence[str], labels: Se
         return voted
     frame = pd.DataFrame({"task": list(items), "worker": list(annotators), "label": list(labels)})
     try:
-        fitted = DawidSkene(n_iter=n_iter).fit_predict(frame)
+        with warnings.catch_warnings():  # crowd-kit 1.4 uses pandas keywords pandas 3 deprecates
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            fitted = DawidSkene(n_iter=n_iter).fit_predict(frame)
     except (ValueError, ZeroDivisionError, FloatingPointError):
         return voted
     result = dict(voted)

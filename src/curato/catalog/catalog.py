@@ -246,7 +246,8 @@ class Catalog:
                 return prefix + WORKSPACE_PLACEHOLDER + os.sep + uri[len(head):]
         return uri
 
-    def _loaded_uri(self, uri: str | None) -> str | None:
+    def loaded_uri(self, uri: str | None) -> str | None:
+        """A stored uri as a path on this machine (``{workspace}`` replaced by the workspace folder)."""
         if uri is None or self.root is None:
             return uri
         for prefix in _URI_PREFIXES:
@@ -272,7 +273,7 @@ class Catalog:
             rows = conn.execute(
                 select(samples.c.sample_id, samples.c.uri, samples.c.content_hash, samples.c.readable)
             )
-            return {row[0]: (self._loaded_uri(row[1]), row[2], bool(row[3])) for row in rows}
+            return {row[0]: (self.loaded_uri(row[1]), row[2], bool(row[3])) for row in rows}
 
     def upsert_samples(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert new samples and update changed ones (keyed by sample_id), inside ``conn``."""
@@ -304,7 +305,7 @@ class Catalog:
             rows = conn.execute(query).all()
         result = {name: np.array([row[i] for row in rows], dtype=object) for i, name in enumerate(columns)}
         if "uri" in result and self.root is not None:
-            result["uri"] = np.array([self._loaded_uri(uri) for uri in result["uri"].tolist()], dtype=object)
+            result["uri"] = np.array([self.loaded_uri(uri) for uri in result["uri"].tolist()], dtype=object)
         return result
 
     def sample_count(self) -> int:

@@ -15,8 +15,9 @@ from curato.workspace import Workspace
 
 
 def load_samples(workspace: Workspace, features: FeatureSet | None = None, *, pixels: bool = True) -> AuditData:
-    """Every sample of the workspace (sorted by id) with its catalog columns, current label, image properties,
+    """Every sample of the workspace (sorted by id) with its catalog columns, curated label, image properties,
     thumbnails and (when ``features`` is given) embeddings: the one typed row loader every command uses.
+    Samples people excluded (or marked ambiguous) in the labelling app are left out.
 
     ``pixels=False`` skips the image properties, thumbnails and annotated boxes (commands that only need
     labels and embeddings)."""
@@ -26,6 +27,10 @@ def load_samples(workspace: Workspace, features: FeatureSet | None = None, *, pi
     table = workspace.catalog.samples(
         ("sample_id", "uri", "split", "source", "readable", "error", "content_hash", "phash", "kind", "format",
          "width", "height", "text"))
+    states = workspace.catalog.sample_states()
+    if states:  # samples people excluded (or found ambiguous) in the app are out of the dataset
+        keep = np.array([sid not in states for sid in table["sample_id"].tolist()], dtype=bool)
+        table = {column: values[keep] for column, values in table.items()}
     current = workspace.catalog.current_labels()
     ids = table["sample_id"]
     uris = table["uri"]
