@@ -49,6 +49,15 @@ function sampleImage(sampleId, className = "sample") {
   return img;
 }
 
+/** A sample as the API describes it: its image, or its text for a text dataset. */
+function sampleMedia(sample, className) {
+  if (sample.present === false) return el("div", {class: `${className} missing`, text: "no longer in the catalog"});
+  if ((sample.image === null || sample.image === undefined) && typeof sample.text === "string") {
+    return el("blockquote", {class: `${className} sample-text`, text: sample.text});
+  }
+  return sampleImage(sample.sample_id, className);
+}
+
 function toast(message, kind = "info") {
   const box = $("toast");
   box.textContent = message;
@@ -174,12 +183,11 @@ function classButtons(classes, {given, suggested, selected, onPick}) {
     const key = keyOf(index);
     const item = el("li", {class: [name === given ? "given" : "", name === suggested ? "suggested" : "",
       name === selected ? "selected" : ""].join(" ").trim() || undefined, "data-class": name});
-    const pick = el("button", {type: "button"}, el("kbd", {text: key ?? "·"}), " ", el("span", {text: name}));
+    const pick = el("button", {type: "button"}, el("kbd", {text: key ?? "·"}), el("span", {class: "name", text: name}),
+      name === given ? el("span", {class: "tag", text: "given"}) : null,
+      name === suggested ? el("span", {class: "tag tag-suggested", text: "suggested"}) : null);
     pick.addEventListener("click", () => { pick.blur(); onPick(name); });
-    const tags = [];
-    if (name === given) tags.push(el("span", {class: "tag", text: "given"}));
-    if (name === suggested) tags.push(el("span", {class: "tag tag-suggested", text: "suggested"}));
-    item.append(pick, ...tags);
+    item.append(pick);
     return item;
   }));
 }
@@ -312,7 +320,7 @@ async function reviewView(view, kind) {
       el("dl", {}, rows.map(([k, v]) => [el("dt", {text: k}), el("dd", {}, v)])),
       texts,
       neighbours.length ? [el("h4", {text: "Nearest neighbours"}), el("div", {class: "neighbours"},
-        neighbours.map((s) => el("figure", {class: "neighbour"}, sampleImage(s.sample_id, "thumb"),
+        neighbours.map((s) => el("figure", {class: "neighbour"}, sampleMedia(s, "thumb"),
           el("figcaption", {}, el("span", {class: "label", text: fmt(s.label)}), el("span", {class: "split", text: fmt(s.split)}),
             el("span", {class: "sid", text: s.sample_id})))))] : null);
   }
@@ -323,7 +331,8 @@ async function reviewView(view, kind) {
     const title = queue?.title || kind;
     const counts = queue ? `${fmt(queue.open)} open of ${fmt(queue.total)}` : "";
     const head = el("div", {class: "view-head"}, el("a", {href: "#/", class: "back", text: "← Overview"}),
-      el("h2", {text: title}), el("span", {class: "muted", id: "open-count", text: counts}));
+      el("h2", {text: title}), el("span", {class: "muted", id: "open-count", text: counts}),
+      queue?.message ? el("span", {class: "muted queue-message", text: queue.message}) : null);
     if (!item) {
       const done = offset > 0
         ? [el("p", {text: `End of the queue. You passed over ${offset} open item${offset === 1 ? "" : "s"}.`}),
@@ -358,7 +367,7 @@ async function reviewView(view, kind) {
       button("Next", "j", () => guarded(next)));
     view.root.replaceChildren(head, el("div", {class: "workbench"},
       el("section", {class: "stage", id: "item", "data-item": item.item},
-        el("figure", {class: "flagged"}, sampleImage(flagged.sample_id, "sample big"),
+        el("figure", {class: "flagged"}, sampleMedia(flagged, "sample big"),
           el("figcaption", {}, el("span", {class: "sid", text: flagged.sample_id}),
             el("span", {}, "given label: ", el("strong", {class: "given-label", text: fmt(flagged.label)})),
             el("span", {class: "split", text: fmt(flagged.split)}))),
@@ -407,7 +416,7 @@ async function reviewView(view, kind) {
       button("Not a duplicate", "k", () => guarded(() => decide("not_duplicate", {}, "not a duplicate"))),
       button("Undo", "u", () => guarded(undo), {disabled: !history.length}),
       button("Next", "j", () => guarded(next)));
-    const size = members.length <= 2 ? "big" : members.length <= 4 ? "medium" : "small";
+    const size = members.length <= 2 ? "medium" : "small";
     view.root.replaceChildren(head, el("div", {class: "workbench"},
       el("section", {class: "stage", id: "item", "data-item": item.item},
         el("div", {class: `members members-${size}`}, members.map((member, index) => {
@@ -415,7 +424,7 @@ async function reviewView(view, kind) {
           const figure = el("figure", {class: "member", "data-sample": member.sample_id},
             el("button", {type: "button", class: "keep", title: "keep this one, exclude the others"},
               el("kbd", {text: key ?? "·"}), " keep"),
-            sampleImage(member.sample_id, `sample ${size}`),
+            sampleMedia(member, `sample ${size}`),
             el("figcaption", {}, el("span", {class: "split split-badge", text: fmt(member.split)}),
               el("span", {}, "label: ", el("strong", {text: fmt(member.label)})), el("span", {class: "sid", text: member.sample_id})));
           figure.querySelector("button.keep").addEventListener("click", () => keepMember(index));
@@ -465,7 +474,7 @@ async function labelView(view) {
     const body = {assignment: current.assignment, action, duration_ms: Math.max(0, Math.round(elapsed))};
     if (label !== undefined) body.label = label;
     const answer = await api("/api/label/submit", {method: "POST", body});
-    if (action === "label") history.push(decisionId(answer.decision));
+    history.push(decisionId(answer.decision));
     toast(action === "label" ? `labelled ${label}` : action === "skip" ? "skipped" : "marked not sure");
     await loadNext();
   }
@@ -498,9 +507,10 @@ async function labelView(view) {
     const suggestion = current.suggestion ?? null;
     const classes = state.classes;
     shownAt = null;
-    const img = sampleImage(current.sample_id, "sample big");
+    const img = sampleMedia({sample_id: current.sample_id, image: current.image, text: current.text}, "sample big");
     const markShown = () => { if (shownAt === null) shownAt = performance.now(); };
-    if (img.complete && img.naturalWidth) markShown(); else img.addEventListener("load", markShown, {once: true});
+    if (!(img instanceof HTMLImageElement) || (img.complete && img.naturalWidth)) markShown();
+    else img.addEventListener("load", markShown, {once: true});
     img.addEventListener("error", markShown, {once: true});
     const accept = () => { if (suggestion !== null) guarded(() => submit("label", suggestion)); };
     view.root.replaceChildren(head, el("div", {class: "workbench"},
@@ -578,10 +588,12 @@ async function adminView(view) {
       const code = el("code", {class: "token", text: created.token});
       tokenBox.replaceChildren(el("p", {}, "Token for ", el("strong", {text: created.name}), ` (${created.role}), shown once: `),
         code, el("p", {class: "muted", text: "Give it to them privately; they sign in with it at /login."}));
-      tokenBox.hidden = false;
       nameInput.value = "";
-      const fresh = await api("/api/admin/users");
-      usersHolder.replaceChildren(usersTable(fresh));
+      try {
+        usersHolder.replaceChildren(usersTable(await api("/api/admin/users")));
+      } finally {
+        tokenBox.hidden = false;  // the token is shown whatever happens to the refresh: it is not shown again
+      }
     });
   });
 
