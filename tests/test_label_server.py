@@ -493,3 +493,29 @@ def test_kill_9_mid_labelling_loses_and_duplicates_nothing(built, tmp_path):
     assert set(acknowledged) <= ids  # nothing acknowledged was lost
     assert len({row[1] for row in stored}) == len(stored)  # one decision per assignment: nothing duplicated
     assert len({row[0] for row in human}) == len(human) == len(stored)
+
+
+def test_cli_users_add_prints_a_working_token_once_and_refuses_bad_input(built, tmp_path):
+    from tests.conftest import run
+
+    root = Path(shutil.copytree(built, tmp_path / "ws"))
+    result = run("users", "add", "ana", "--role", "reviewer", "-w", root)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    ws = Workspace.open(root)
+    assert ws.users()[0]["name"] == "ana" and ws.users()[0]["role"] == "reviewer"
+    from curato.commands.labelling import user_for_token
+
+    assert user_for_token(ws, token).name == "ana"
+    with ws.catalog.engine.connect() as conn:  # only the digest is stored
+        from curato.catalog.schema import users
+
+        assert token not in str(conn.execute(select(users)).all())
+    again = run("users", "add", "ana", "-w", root)
+    assert again.returncode == 2 and "exists already" in again.stderr
+    bad_role = run("users", "add", "bo", "--role", "root", "-w", root)
+    assert bad_role.returncode == 2 and "--role" in bad_role.stderr
+    listed = run("users", "list", "-w", root)
+    assert listed.returncode == 0 and "ana" in listed.stdout and "reviewer" in listed.stdout
+    mismatch = run("serve", "-w", root, "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert mismatch.returncode == 2 and "keeps its catalog" in mismatch.stderr

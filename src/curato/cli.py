@@ -498,7 +498,7 @@ def route(
     ws = Workspace.open(workspace)
     if undo is not None:
         removed = ws.undo_route(undo)
-        console.print(f"removed {removed} model labels of routing run {undo}")
+        console.print(f"removed {removed} model labels of routing run {undo} (kept in the label history as retracted)")
         return
     with RichProgress() as progress:
         document = ws.route(precision, calibration=calibration, embedder=embedder, json=json_out, seed=seed,
@@ -696,7 +696,12 @@ def serve(
     from curato.api import Workspace
     from curato.label.server import serve as run_server
 
-    ws = Workspace.create(workspace, db_url=db) if db else Workspace.open(workspace)
+    ws = Workspace.open(workspace)
+    if db and db != ws.catalog.url:
+        from curato.errors import InputError
+
+        raise InputError(f"--db: {workspace} keeps its catalog in {ws.catalog.where}, not in the database given; "
+                         "leave --db out, or create the workspace with `curato ingest SOURCE -w NEW --db URL`")
     users = ws.users()
     console.print(f"curato labelling app on [bold]http://{escape(host)}:{port}/[/] (Ctrl-C stops it); "
                   f"{len(users)} user(s)", highlight=False)

@@ -601,21 +601,29 @@ class Catalog:
             changed += int(result.rowcount or 0)
         return changed
 
-    def delete_model_labels(self, conn: Connection, annotator: str) -> int:
-        """Remove the model labels one routing run stored (reversal of ``curato route``); returns rows removed."""
-        result = conn.execute(delete(labels).where(labels.c.origin == "model", labels.c.annotator == annotator))
+    def retract_model_labels(self, conn: Connection, annotator: str) -> int:
+        """Retract the model labels one routing run stored (reversal of ``curato route``): the rows stay as history
+        but no longer count; their samples' ``routed`` queue entries are queued again. Returns rows retracted."""
+        retracted = select(labels.c.sample_id).where(labels.c.origin == "model", labels.c.annotator == annotator,
+                                                     labels.c.retracted_at.is_(None))
+        conn.execute(update(schema.queue).where(schema.queue.c.status == "routed",
+                                                schema.queue.c.sample_id.in_(retracted)).values(status="queued"))
+        result = conn.execute(update(labels).where(labels.c.origin == "model", labels.c.annotator == annotator,
+                                                   labels.c.retracted_at.is_(None)).values(retracted_at=utcnow()))
         return int(result.rowcount or 0)
 
     def labeled_sample_ids(self, origins: Sequence[str]) -> set[str]:
         """Samples holding at least one label of the given origins (e.g. human and imported)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(labels.c.sample_id).where(labels.c.origin.in_(list(origins))).distinct())
+            rows = conn.execute(select(labels.c.sample_id).where(labels.c.origin.in_(list(origins)),
+                                                                 labels.c.retracted_at.is_(None)).distinct())
             return {row[0] for row in rows}
 
     def label_counts_by_annotator(self, origin: str) -> dict[str | None, int]:
-        """Number of stored labels of one origin per annotator (e.g. model labels per routing run)."""
+        """Number of labels of one origin per annotator that still count (e.g. model labels per routing run)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(labels.c.annotator, func.count()).where(labels.c.origin == origin)
+            rows = conn.execute(select(labels.c.annotator, func.count())
+                                .where(labels.c.origin == origin, labels.c.retracted_at.is_(None))
                                 .group_by(labels.c.annotator))
             return {row[0]: int(row[1]) for row in rows}
 

@@ -172,14 +172,15 @@ def run_route(workspace: Workspace, *, precision: float = 0.99, calibration: str
 
 
 def undo_route(workspace: Workspace, run_id: int) -> int:
-    """Delete the model labels routing run ``run_id`` stored; returns how many. Raises when there are none."""
+    """Retract the model labels routing run ``run_id`` stored (kept as history, no longer counted); returns how
+    many. Raises when the run is unknown."""
 
     known = {run["id"] for run in workspace.catalog.runs("route")}
     if run_id not in known:
         raise InputError(f"--undo {run_id}: no routing run with that id; routing runs: "
                          f"{', '.join(map(str, sorted(known))) or 'none'}")
     with workspace.catalog.transaction() as conn:
-        removed = workspace.catalog.delete_model_labels(conn, ROUTE_ANNOTATOR.format(run_id=run_id))
+        removed = workspace.catalog.retract_model_labels(conn, ROUTE_ANNOTATOR.format(run_id=run_id))
     latest_path = workspace.latest_path("route")
     if latest_path.exists():
         latest = json.loads(latest_path.read_text())
