@@ -43,7 +43,7 @@ from curato.catalog.schema import (
     users,
 )
 from curato.errors import InputError
-from curato.featurestore import OOF_PREFIX
+from curato.featurestore import OOF_PREFIX, PROPERTIES
 from curato.workspace import Workspace
 
 SESSION_HOURS = 12
@@ -290,6 +290,9 @@ def review_source(workspace: Workspace) -> tuple[int | None, str | None, dict[st
                                    str(finding.get("message", "")), items)
     if "label_issues" in queues:
         _attach_probabilities(workspace, document.get("embedder"), queues["label_issues"].items)
+    if "shortcuts" in queues:
+        finding = next(f for f in document["checks"] if f.get("check") == "shortcuts")
+        _attach_cue_values(workspace, finding, queues["shortcuts"].items)
     audits = [run for run in workspace.catalog.runs("audit") if run["status"] == "done"]
     run_id = int(audits[-1]["id"]) if audits else None
     when = _iso(audits[-1]["finished_at"]) if audits else None
@@ -319,6 +322,33 @@ def _attach_probabilities(workspace: Workspace, embedder: Any, items: list[Revie
             column = columns.get(str(item.evidence.get(key)))
             if column is not None and np.isfinite(vector[column]):
                 item.evidence[field] = round(float(vector[column]), 4)
+
+
+def _attach_cue_values(workspace: Workspace, finding: Mapping[str, Any], items: list[ReviewItem]) -> None:
+    """Each shortcut-carrying sample's value of the flagged cues (e.g. ``format = jpeg``), next to the finding."""
+    cues = [cue for cue in (finding.get("evidence") or {}).get("cues", []) if cue.get("flagged")]
+    columns = list(dict.fromkeys(column for cue in cues for column in cue.get("columns", [])))
+    if not columns or not items:
+        return
+    ids = [item.sample_ids[0] for item in items]
+    values: dict[str, dict[str, Any]] = {sid: {} for sid in ids}
+    if "format" in columns:
+        with workspace.catalog.engine.connect() as conn:
+            for start in range(0, len(ids), 900):
+                for sid, fmt in conn.execute(select(samples.c.sample_id, samples.c.format)
+                                             .where(samples.c.sample_id.in_(ids[start:start + 900]))):
+                    values[sid]["format"] = fmt
+    if workspace.features.has(PROPERTIES):
+        stored = workspace.features.load(PROPERTIES)
+        names = [str(c) for c in stored.meta.get("columns", [])]
+        vectors, found = stored.align(ids)
+        for sid, vector, ok in zip(ids, vectors, found, strict=True):
+            if ok:
+                values[sid].update({name: round(float(vector[names.index(name)]), 4) for name in columns
+                                    if name in names and np.isfinite(vector[names.index(name)])})
+    for item in items:
+        item.evidence["cue"] = ", ".join(f"{name} = {value}" for name, value in values[item.sample_ids[0]].items())
+        item.evidence["note"] = str(finding.get("message", "")).splitlines()[0] if finding.get("message") else None
 
 
 def _single_items(issues: list[Mapping[str, Any]]) -> list[ReviewItem]:

@@ -139,7 +139,7 @@ def refit(workspace: Workspace, settings: labelling.AppSettings) -> dict[str, An
     labels still needed. Uses the embeddings of the latest ``select`` run; without them it only reports why."""
     from curato.active.heads import cross_fitted_probabilities, head_probabilities
     from curato.active.strategies import diversity_features, select_batch
-    from curato.commands.rows import embedded_rows
+    from curato.commands.rows import stored_rows
 
     selected = workspace.read_latest("select") or {}
     embedder = selected.get("embedder")
@@ -147,7 +147,7 @@ def refit(workspace: Workspace, settings: labelling.AppSettings) -> dict[str, An
         return {"note": "no embeddings of a `curato select` run: the queue keeps its order",
                 "labels_to_target": _labels_to_target(workspace, None)[0],
                 "target": _labels_to_target(workspace, None)[1]}
-    rows = embedded_rows(workspace, str(embedder))
+    rows = stored_rows(workspace, str(embedder))
     labeled = rows.codes >= 0
     result: dict[str, Any] = {"note": None}
     if labeled.sum() < 2 or len(rows.classes) < 2:

@@ -92,10 +92,21 @@ def embedded_rows(workspace: Workspace, embedder: str | None = None, *, pixels: 
     from curato.commands.embed import compute_embeddings
 
     features, summary = compute_embeddings(workspace, embedder, progress=progress)
+    return rows_of(workspace, features, summary.embedder, pixels=pixels)
+
+
+def stored_rows(workspace: Workspace, embedder: str) -> EmbeddedRows:
+    """Like :func:`embedded_rows` from the embeddings already stored, computing nothing and recording no run
+    (for readers that must not write, e.g. the labelling server's background refit)."""
+    return rows_of(workspace, workspace.features.load(embedder), embedder)
+
+
+def rows_of(workspace: Workspace, features: FeatureSet, embedder: str, *, pixels: bool = False) -> EmbeddedRows:
+    """The embedded samples of ``features`` with their curated labels encoded one way."""
     data = load_samples(workspace, features, pixels=pixels)
     found = np.flatnonzero(data.has_embedding)
     labels = data.labels[found]
     codes, classes = encode_labels(labels)
     return EmbeddedRows(ids=data.sample_ids[found], embeddings=data.embeddings[found], labels=labels, codes=codes,
                         classes=classes, splits=data.splits[found], sources=data.sources[found],
-                        embedder=summary.embedder, data=data)
+                        embedder=embedder, data=data)
