@@ -218,6 +218,8 @@ async function overviewView(view) {
       fmt(loop.labels_to_target)]);
   }
   if (loop.routed !== undefined) loopRows.push(["auto-labelled", fmt(loop.routed)]);
+  if (loop.note) loopRows.push(["note", String(loop.note)]);
+  if (loop.error) loopRows.push(["error", String(loop.error)]);
   const start = el("a", {class: "button primary big", href: "#/label"}, el("kbd", {text: "l"}), " Label");
   const parts = [
     el("div", {class: "overview-head"}, el("h2", {text: "Overview"}), start),
