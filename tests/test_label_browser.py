@@ -190,6 +190,14 @@ def test_login_and_overview(server):
         page.wait_for_selector("#new-token:not([hidden])")
         assert len(page.text_content("#new-token code").strip()) >= 20  # the token, shown once
         page.wait_for_function("() => document.querySelector('#users').innerText.includes('bea')")
+        page.fill("#setting-refit_every", "25")
+        page.click("#settings button[type=submit]")
+        page.wait_for_selector("#toast:has-text('settings saved')")
+        assert server.api("/api/admin/settings")["refit_every"] == 25
+        page.fill("#gold-sample", server.copy_of)
+        page.select_option("#gold-label", "Sneaker")
+        page.click("#add-gold button[type=submit]")
+        page.wait_for_selector("#toast:has-text('gold items: 1')")
         _no_injection(page, dialogs, errors)
 
 

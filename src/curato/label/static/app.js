@@ -604,9 +604,11 @@ async function adminView(view) {
   const usersHolder = el("div", {id: "users"}, usersTable(users));
 
   const fields = [["overlap", "annotators per item"], ["gold_every", "a gold item every N items (0: none)"],
-    ["refit_every", "refit the model every N labels"]];
-  const inputs = Object.fromEntries(fields.map(([key]) => [key,
-    el("input", {id: `setting-${key}`, name: key, type: "number", min: "0", step: "1", value: fmt(settings[key])})]));
+    ["refit_every", "refit the model every N labels"], ["lease_minutes", "an unanswered item goes to someone else after"],
+    ["route_precision", "auto-accept the model's labels at this precision (empty: off)"]];
+  const inputs = Object.fromEntries(fields.map(([key]) => [key, el("input", {id: `setting-${key}`, name: key,
+    type: "number", min: "0", step: key === "route_precision" ? "0.01" : "1",
+    value: settings[key] === null || settings[key] === undefined ? "" : String(settings[key])})]));
   const settingsForm = el("form", {class: "settings-form", id: "settings"},
     fields.map(([key, help]) => el("label", {}, el("span", {class: "setting-name", text: key}), inputs[key],
       el("span", {class: "muted", text: help}))),
@@ -615,10 +617,31 @@ async function adminView(view) {
     event.preventDefault();
     guarded(async () => {
       const body = {};
-      for (const [key] of fields) if (inputs[key].value !== "") body[key] = Number(inputs[key].value);
+      for (const [key] of fields) {
+        if (inputs[key].value !== "") body[key] = Number(inputs[key].value);
+        else if (key === "route_precision") body[key] = null;
+      }
       const saved = await api("/api/admin/settings", {method: "POST", body});
-      for (const [key] of fields) if (saved && saved[key] !== undefined) inputs[key].value = fmt(saved[key]);
+      for (const [key] of fields) {
+        if (saved && key in saved) inputs[key].value = saved[key] === null ? "" : String(saved[key]);
+      }
       toast("settings saved");
+    });
+  });
+
+  const goldSample = el("input", {id: "gold-sample", name: "sample_id", required: true, placeholder: "sample id",
+    autocomplete: "off"});
+  const goldLabel = el("select", {id: "gold-label", name: "label"},
+    state.classes.map((name) => el("option", {value: name, text: name})));
+  const goldForm = el("form", {class: "inline-form", id: "add-gold"}, goldSample, goldLabel,
+    el("button", {type: "submit", text: "Add gold item"}));
+  goldForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(async () => {
+      const answer = await api("/api/admin/gold", {method: "POST",
+        body: {items: [{sample_id: goldSample.value.trim(), label: goldLabel.value}]}});
+      goldSample.value = "";
+      toast(`gold items: ${fmt(answer.gold)}`);
     });
   });
 
@@ -641,7 +664,10 @@ async function adminView(view) {
     el("div", {class: "view-head"}, el("h2", {text: "Admin"})),
     el("div", {class: "admin-grid"},
       el("section", {class: "card"}, el("h3", {text: "Users"}), usersHolder, addForm, tokenBox),
-      el("section", {class: "card"}, el("h3", {text: "Settings"}), settingsForm),
+      el("section", {class: "card"}, el("h3", {text: "Settings"}), settingsForm,
+        el("h3", {class: "gold-title", text: "Gold items"}),
+        el("p", {class: "muted", text: "A sample with a known answer; annotators get one every gold_every items."}),
+        goldForm),
       el("section", {class: "card wide", id: "agreement"}, el("h3", {text: "Agreement"}), agreementPart)));
   setLegend([]);
 }
