@@ -468,7 +468,8 @@ def main() -> int:
         if "durability" in result:
             d = result["durability"]
             met = "met" if d["lost"] == 0 and d["duplicated"] == 0 else "NOT met"
-            print(f"  {result['backend']}: kill -9 lost {d['lost']}, duplicated {d['duplicated']}: {met}")
+            what = "kill -9" if "kill" in result else "no kill (consistency only)"
+            print(f"  {result['backend']}: {what}: lost {d['lost']}, duplicated {d['duplicated']}: {met}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
