@@ -603,50 +603,60 @@ class Suggestions:
 
 def next_item(workspace: Workspace, user: User, settings: AppSettings,
               suggestions: Mapping[str, tuple[str, float]] | None = None) -> dict[str, Any]:
-    """The user's next item: their unfinished one first, a gold item when one is due, else the best-ranked
-    queued item that still has a free slot and that this user never had. The assignment commits before the
-    answer (a crash after it leaves the item with this user, who gets it again on the next call)."""
-    for _ in range(20):  # another annotator can take the same candidate between the read and the write
-        with workspace.catalog.transaction() as conn:
-            own = conn.execute(select(assignments.c.id, assignments.c.sample_id).where(
-                assignments.c.annotator == user.name, assignments.c.status == "assigned")
-                .order_by(assignments.c.id).limit(1)).first()
-            if own is not None:
-                return _assignment_view(workspace, conn, int(own[0]), own[1], settings, suggestions)
-            gold_item = _due_gold(conn, user, settings)
-            if gold_item is not None:
-                result = conn.execute(assignments.insert().values(
-                    queue_id=None, sample_id=gold_item, annotator=user.name, slot=None, gold=True,
-                    status="assigned", assigned_at=utcnow()))
-                return _assignment_view(workspace, conn, int(result.inserted_primary_key[0]), gold_item, settings,
-                                        suggestions)
-            seen = exists().where(and_(assignments.c.sample_id == queue.c.sample_id,
-                                       assignments.c.annotator == user.name))
-            candidate = conn.execute(
-                select(queue.c.id, queue.c.sample_id)
-                .where(queue.c.status == "queued", queue.c.assigned < settings.overlap, ~seen)
-                .order_by(queue.c.run_id, queue.c.rank).limit(1)).first()
-        if candidate is None:
-            return {"assignment": None, "remaining": 0}
-        queue_id, sample_id = int(candidate[0]), candidate[1]
+    """The user's next item: their unfinished one first, a gold item when one is due, else a queued item that
+    still has a free slot and that this user never had -- items others already started first (overlap > 1:
+    they complete), then by batch and rank. The assignment commits before the answer (a crash after it leaves
+    the item with this user, who gets it again on the next call)."""
+    with workspace.catalog.engine.connect() as conn:  # reads only: no write lock is held while looking
+        own = conn.execute(select(assignments.c.id, assignments.c.sample_id).where(
+            assignments.c.annotator == user.name, assignments.c.status == "assigned")
+            .order_by(assignments.c.id).limit(1)).first()
+        if own is not None:
+            return _assignment_view(workspace, conn, int(own[0]), own[1], settings, suggestions)
+        gold_item = _due_gold(conn, user, settings)
+    for _ in range(20):  # a unique constraint refused a race (another request of the same user); try again
         try:
             with workspace.catalog.transaction() as conn:
-                taken = conn.execute(update(queue).where(queue.c.id == queue_id, queue.c.status == "queued",
-                                                         queue.c.assigned < settings.overlap)
-                                     .values(assigned=queue.c.assigned + 1))
-                if not taken.rowcount:
-                    continue
-                used = {s for (s,) in conn.execute(select(assignments.c.slot).where(
-                    assignments.c.queue_id == queue_id, assignments.c.slot.is_not(None)))}
-                slot = next(s for s in range(settings.overlap + len(used)) if s not in used)
+                if gold_item is not None:
+                    queue_id, sample_id, slot = None, gold_item, None
+                else:
+                    claimed = _claim(conn, user, settings)
+                    if claimed is None:
+                        return {"assignment": None, "remaining": 0}
+                    queue_id, sample_id = claimed
+                    used = {s for (s,) in conn.execute(select(assignments.c.slot).where(
+                        assignments.c.queue_id == queue_id, assignments.c.slot.is_not(None)))}
+                    slot = next(s for s in range(settings.overlap + len(used)) if s not in used)
                 result = conn.execute(assignments.insert().values(
-                    queue_id=queue_id, sample_id=sample_id, annotator=user.name, slot=slot, gold=False,
-                    status="assigned", assigned_at=utcnow()))
+                    queue_id=queue_id, sample_id=sample_id, annotator=user.name, slot=slot,
+                    gold=gold_item is not None, status="assigned", assigned_at=utcnow()))
                 return _assignment_view(workspace, conn, int(result.inserted_primary_key[0]), sample_id, settings,
                                         suggestions)
         except IntegrityError:
+            gold_item = None
             continue
     raise ConflictError("the queue is busy; ask for the next item again")
+
+
+def _claim(conn: Connection, user: User, settings: AppSettings) -> tuple[int, str] | None:
+    """Take one slot of the best queued item this user never had, in ONE statement: an UPDATE whose row comes
+    from a subquery (PostgreSQL skips rows other transactions are claiming; SQLite runs one writer at a time),
+    so concurrent annotators never race for the same row. One statement per number of annotators the item
+    already has keeps every lookup on the ``ix_queue_next`` index."""
+    candidate = queue.alias("candidate")
+    seen = exists().where(and_(assignments.c.sample_id == candidate.c.sample_id,
+                               assignments.c.annotator == user.name))
+    for level in range(settings.overlap - 1, -1, -1):
+        pick = (select(candidate.c.id)
+                .where(candidate.c.status == "queued", candidate.c.assigned == level, ~seen)
+                .order_by(candidate.c.run_id, candidate.c.rank).limit(1)
+                .with_for_update(skip_locked=True).scalar_subquery())
+        row = conn.execute(update(queue).where(queue.c.id == pick, queue.c.assigned == level)
+                           .values(assigned=queue.c.assigned + 1)
+                           .returning(queue.c.id, queue.c.sample_id)).first()
+        if row is not None:
+            return int(row[0]), str(row[1])
+    return None
 
 
 def _due_gold(conn: Connection, user: User, settings: AppSettings) -> str | None:
@@ -660,10 +670,21 @@ def _due_gold(conn: Connection, user: User, settings: AppSettings) -> str | None
     return conn.execute(select(gold.c.sample_id).where(~seen).order_by(gold.c.sample_id).limit(1)).scalar()
 
 
+_remaining_cache: dict[tuple[str, int], tuple[float, int]] = {}
+REMAINING_SECONDS = 2.0
+
+
 def remaining_items(conn: Connection, settings: AppSettings) -> int:
-    """Queued items that still need an annotator."""
-    return int(conn.execute(select(func.count()).select_from(queue).where(
+    """Queued items that still need an annotator (counted at most every :data:`REMAINING_SECONDS` per catalog:
+    a count over a 100k-item queue on every request would cost more than the request)."""
+    key = (str(conn.engine.url), settings.overlap)
+    cached = _remaining_cache.get(key)
+    if cached is not None and time.monotonic() - cached[0] < REMAINING_SECONDS:
+        return cached[1]
+    count = int(conn.execute(select(func.count()).select_from(queue).where(
         queue.c.status == "queued", queue.c.assigned < settings.overlap)).scalar() or 0)
+    _remaining_cache[key] = (time.monotonic(), count)
+    return count
 
 
 def _assignment_view(workspace: Workspace, conn: Connection, assignment_id: int, sample_id: str,
