@@ -64,15 +64,17 @@ class Workspace(WorkspaceStore):
     @_writes
     def ingest(self, source: str | Path, *, format: str | None = None, split: str | None = None,
                source_name: str | None = None, images: str | Path | None = None, root: str | Path | None = None,
-               workers: int | None = None, progress: Progress = SILENT) -> Any:
+               masks: str | Path | None = None, workers: int | None = None, progress: Progress = SILENT) -> Any:
         """Add a dataset (image folder, manifest, COCO, IDX, text): catalog rows, hashes, image properties.
         Every file must resolve inside ``root`` (default: the manifest's or COCO file's folder, or the image
-        folder). Returns an ``IngestSummary`` (rows, samples, new, changed, unreadable, skipped with reasons, ...)."""
+        folder). ``masks``: a folder of indexed-PNG masks named by the images' file stems (0 = background, 1..K =
+        classes, names in its classes.txt). Returns an ``IngestSummary`` (rows, samples, new, changed, unreadable,
+        skipped with reasons, masks, ...)."""
         from curato.commands.ingest import ingest
 
         return ingest(self, source, format=format, split=split, source_name=source_name,
-                      images_root=None if images is None else Path(images), root=root, workers=workers,
-                      progress=progress)
+                      images_root=None if images is None else Path(images), root=root, masks=masks,
+                      workers=workers, progress=progress)
 
     @_writes
     def embed(self, embedder: Any = None, *, batch_size: int | None = None, progress: Progress = SILENT) -> Any:

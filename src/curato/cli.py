@@ -151,6 +151,8 @@ def ingest(
                                                    "manifest's or COCO file's folder, or the image folder).")] = None,
     db: Annotated[str | None, typer.Option(help="Catalog database URL (default: SQLite in the workspace).")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes for scanning images (default: all cores).")] = None,
+    masks: Annotated[Path | None, typer.Option(help="Folder of indexed-PNG masks named by the images' file stems "
+                                                    "(0 = background, 1..K = classes; names in classes.txt).")] = None,
 ) -> None:
     """Add a dataset to the workspace: catalog, hashes, image properties."""
     from curato.api import Workspace
@@ -159,13 +161,17 @@ def ingest(
     ws = Workspace.create(workspace, db_url=db)
     with RichProgress() as progress:
         summary = ws.ingest(source, format=format, split=split, source_name=source_name, images=images, root=root,
-                            workers=workers, progress=progress)
+                            masks=masks, workers=workers, progress=progress)
     console.print(
         f"ingested [bold]{summary.samples}[/] samples ({summary.format}) from {escape(summary.source)}: "
         f"{summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged; "
         f"{summary.scanned} scanned, {summary.unreadable} unreadable, {summary.labels_added} labels added"
         + (f", {summary.annotations} annotations" if summary.annotations else "")
     )
+    if masks is not None:
+        console.print(f"{summary.masks} mask(s) of {len(summary.mask_classes)} class(es)"
+                      + (f"; {len(summary.masks_unmatched)} mask file(s) match no image (e.g. "
+                         f"{escape(summary.masks_unmatched[0])})" if summary.masks_unmatched else ""), highlight=False)
     if summary.unreadable:
         console.print(f"[yellow]{summary.unreadable} unreadable file(s)[/]: see "
                       f"`curato info -w {escape(str(workspace))}`", highlight=False)

@@ -28,11 +28,13 @@ from sqlalchemy.engine import URL, Engine, make_url
 from curato.catalog import schema
 from curato.catalog.schema import LABELLING_QUEUE, annotations, decisions, info, labels, runs, samples
 from curato.errors import WorkspaceBusyError, WorkspaceError, storage_error
+from curato.masks import encode_rle, mask_bbox, merge_masks, segmentation_mask, split_label_map
 from curato.version import __version__
 
 WORKSPACE_PLACEHOLDER = "{workspace}"  # stands for the workspace folder in stored sample uris
 _URI_PREFIXES = ("", "idx:")  # plain file paths and images inside IDX files (idx:<file>#<index>)
 _LOW_SPACE = 1 << 20  # bytes: less free space than this makes an I/O error a full disk
+MASK_KINDS = ("rle", "polygon")  # annotation kinds that are pixel masks
 
 
 
@@ -479,6 +481,97 @@ class Catalog:
             rows = conn.execute(select(annotations.c.kind, func.count()).group_by(annotations.c.kind))
             return {row[0]: int(row[1]) for row in rows}
 
+    # ---- pixel masks (curato.masks; docs/workspace.md "Masks") --------------------------------------
+    def masks(self, sample_id: str) -> list[dict[str, Any]]:
+        """Every mask row (kind rle or polygon) of one sample, oldest first, superseded ones included (their
+        ``data`` holds ``superseded_by``)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(annotations).where(annotations.c.sample_id == sample_id,
+                                                          annotations.c.kind.in_(MASK_KINDS))
+                                .order_by(annotations.c.id))
+            return [dict(row._mapping) for row in rows]
+
+    def mask_classes(self) -> list[str]:
+        """The class names of the workspace's semantic masks, by the class index they were stored with (the
+        ingested ``classes.txt`` order), then by name; label map value i + 1 is class i."""
+        order: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(annotations.c.category, annotations.c.data)
+                                .where(annotations.c.kind == "rle", annotations.c.category.is_not(None)))
+            for category, data in rows:
+                if isinstance(data, dict) and data.get("semantic"):
+                    index = data.get("index")
+                    index = int(index) if isinstance(index, int) else 1 << 30
+                    order[category] = min(order.get(category, 1 << 30), index)
+        return sorted(order, key=lambda name: (order[name], name))
+
+    def mask_sample_ids(self) -> list[str]:
+        """Samples holding at least one mask (semantic or instance), sorted."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(annotations.c.sample_id).where(annotations.c.kind.in_(MASK_KINDS))
+                                .distinct().order_by(annotations.c.sample_id))
+            return [row[0] for row in rows]
+
+    def semantic_mask(self, sample_id: str, classes: Sequence[str] | None = None
+                      ) -> tuple[np.ndarray, list[str]] | None:
+        """(label map, class names) of a sample's current semantic mask, or None without masks.
+
+        The current mask is the newest set of rows of the first origin that has one: human, then model, then
+        imported (superseded rows never count). A sample with only instance masks (COCO) gets them merged into
+        a label map (later instances over earlier ones). Label value i + 1 is ``class_names[i]``: ``classes``
+        when given (names the sample uses beyond them are appended), else :meth:`mask_classes`."""
+        rows = [row for row in self.masks(sample_id) if not (row["data"] or {}).get("superseded_by")]
+        semantic = [row for row in rows if row["kind"] == "rle" and (row["data"] or {}).get("semantic")]
+        chosen = next(([row for row in semantic if row["origin"] == origin] for origin in ("human", "model",
+                                                                                             "imported")
+                       if any(row["origin"] == origin for row in semantic)), [])
+        if not chosen:
+            chosen = [row for row in rows if row["origin"] == "imported" and row["category"] is not None]
+        if not chosen:
+            return None
+        names = list(classes) if classes is not None else self.mask_classes()
+        for row in chosen:
+            if row["category"] is not None and row["category"] not in names:
+                names.append(row["category"])
+        shape = self._mask_shape(sample_id, chosen)
+        binaries = [segmentation_mask(row["data"]["segmentation"], shape) for row in chosen]
+        keep = [i for i, row in enumerate(chosen) if row["category"] is not None]
+        label_map = merge_masks([binaries[i] for i in keep], [names.index(chosen[i]["category"]) + 1 for i in keep],
+                                shape)
+        return label_map, names
+
+    def _mask_shape(self, sample_id: str, rows: Sequence[dict[str, Any]]) -> tuple[int, int] | None:
+        for row in rows:
+            segmentation = (row["data"] or {}).get("segmentation")
+            if isinstance(segmentation, dict) and "size" in segmentation:
+                return int(segmentation["size"][0]), int(segmentation["size"][1])
+        with self.engine.connect() as conn:
+            found = conn.execute(select(samples.c.height, samples.c.width)
+                                 .where(samples.c.sample_id == sample_id)).first()
+        return None if found is None or not found[0] else (int(found[0]), int(found[1]))
+
+    def save_semantic_mask(self, conn: Connection, sample_id: str, label_map: np.ndarray,
+                           class_names: Sequence[str], origin: str = "human",
+                           annotator: str | None = None) -> list[int]:
+        """Append a sample's semantic mask inside ``conn``: one ``rle`` row per class present (compressed counts,
+        ``index`` = its label value), or one row with no category for an all-background mask. Earlier current
+        rows of the same origin stay as history with ``superseded_by`` (the first new row's id) in their data.
+        Returns the new rows' ids."""
+        if origin not in schema.LABEL_ORIGINS:
+            raise ValueError(f"origin must be one of {schema.LABEL_ORIGINS}, not {origin!r}")
+        rows = mask_rows(sample_id, label_map, class_names)
+        now = utcnow()
+        previous = conn.execute(select(annotations.c.id, annotations.c.data).where(
+            annotations.c.sample_id == sample_id, annotations.c.kind == "rle", annotations.c.origin == origin)).all()
+        ids = [int(conn.execute(annotations.insert().values(**row, origin=origin, annotator=annotator,
+                                                            created_at=now)).inserted_primary_key[0])
+               for row in rows]
+        for row_id, data in previous:
+            if isinstance(data, dict) and data.get("semantic") and not data.get("superseded_by"):
+                conn.execute(update(annotations).where(annotations.c.id == row_id)
+                             .values(data={**data, "superseded_by": ids[0]}))
+        return ids
+
     # ---- runs ------------------------------------------------------------------------------
     def start_run(self, kind: str, name: str | None = None, params: dict[str, Any] | None = None) -> int:
         """Record that a computation started; returns its run id. While it runs, its ``summary`` holds the
@@ -645,6 +738,24 @@ class Catalog:
                                              table.c.size == int(size), table.c.seed == int(seed)))
             conn.execute(table.insert().values(settings_digest=settings_digest, curve=curve, size=int(size),
                                                seed=int(seed), scores=scores, created_at=utcnow()))
+
+def mask_rows(sample_id: str, label_map: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Annotation rows (no origin) of a semantic label map: one ``rle`` row per class present, data
+    ``{"segmentation": {"size", "counts"}, "semantic": true, "index": value, "bbox": [x, y, w, h]}``, or one
+    row without a category for an all-background map (so an empty mask is kept, not lost)."""
+    present, binaries = split_label_map(label_map)
+    if present.size and int(present.max()) > len(class_names):
+        raise ValueError(f"{sample_id}: label value {int(present.max())} but only {len(class_names)} class names")
+    if not present.size:
+        empty = np.zeros(np.shape(label_map), dtype=bool)
+        return [{"sample_id": sample_id, "kind": "rle", "category": None, "area": 0.0,
+                 "data": {"segmentation": encode_rle(empty), "semantic": True, "index": 0}}]
+    return [{"sample_id": sample_id, "kind": "rle", "category": str(class_names[int(value) - 1]),
+             "area": float(np.count_nonzero(binary)),
+             "data": {"segmentation": encode_rle(binary), "semantic": True, "index": int(value),
+                      "bbox": mask_bbox(binary)}}
+            for value, binary in zip(present.tolist(), binaries, strict=True)]
+
 
 def _latest_labels(conn: Connection, *, origin: str) -> dict[str, str]:
     rows = conn.execute(

@@ -76,6 +76,9 @@ class IngestSummary:
     skipped_examples: dict[str, list[str]] = field(default_factory=dict)
     annotations_skipped: int = 0
     sources_changed: int = 0
+    masks: int = 0  # samples given a mask by --masks
+    mask_classes: list[str] = field(default_factory=list)
+    masks_unmatched: list[str] = field(default_factory=list)  # --masks files named after no sample
 
 
 def read_source(source: str | Path, *, format: str | None = None, images_root: str | Path | None = None,
@@ -183,6 +186,7 @@ def ingest(
     source_name: str | None = None,
     images_root: str | Path | None = None,
     root: str | Path | None = None,
+    masks: str | Path | None = None,
     workers: int | None = None,
     chunk_size: int = 4096,
     progress: Progress = SILENT,
@@ -192,12 +196,15 @@ def ingest(
     ``split`` overrides the split of every sample; ``source_name`` names where the samples came from
     (default: the source's file or folder name), used by ``curato bias --by source``; re-ingesting samples
     under another name is refused. ``root``: the folder every file must resolve inside (default: the
-    manifest's folder, or the image folder; see :func:`read_source`).
+    manifest's folder, or the image folder; see :func:`read_source`). ``masks``: a folder of indexed-PNG label
+    maps named by the images' file stems (:func:`curato.ingest.readers.read_mask_folder`), stored as imported
+    semantic masks.
     """
     path = Path(source)
     chosen, found = read_source(path, format=format, images_root=images_root, root=root)
     records = found.records
     validate_records(path, records)
+    mask_found = None if masks is None else readers.read_mask_folder(Path(masks), records)
     origin = source_name or path.stem.split(".")[0] or path.name
     for record in records:
         if split is not None:
@@ -208,7 +215,11 @@ def ingest(
                             skipped_examples={reason: items[:_EXAMPLES] for reason, items in found.skipped.items()},
                             annotations_skipped=len(found.skipped_annotations))
     summary.sources_changed = _assign_sources(workspace, path, records, origin)
-    settings = {"format": chosen, "split": split, "source": origin}
+    if mask_found is not None:
+        summary.masks, summary.mask_classes = len(mask_found.matched), mask_found.classes
+        summary.masks_unmatched = mask_found.unmatched
+    settings = {"format": chosen, "split": split, "source": origin,
+                **({} if masks is None else {"masks": str(Path(masks).resolve())})}
     with catalog.recorded_run("ingest", str(Path(path).resolve()), settings) as run:
         known = catalog.known_samples()
         images = [r for r in records if r.kind == "image"]
@@ -221,7 +232,7 @@ def ingest(
                 conn, {r.sample_id: r.label for r in records if r.label is not None}
             )
             annotated = [r for r in records if r.annotations]
-            if annotated or chosen == "coco":
+            if annotated or chosen == "coco" or masks is not None:
                 rows = [a for r in records for a in r.annotations]
                 catalog.replace_imported_annotations(conn, [r.sample_id for r in records], rows)
                 summary.annotations = len(rows)

@@ -1,4 +1,5 @@
-"""Readers: turn a dataset on disk into SampleRecords. No scanning of pixels happens here.
+"""Readers: turn a dataset on disk into SampleRecords. No scanning of pixels happens here (except the mask
+PNGs of ``--masks``, which are annotations, read by :func:`read_mask_folder`).
 
 Every reader raises InputError with one line naming the file (and line) or field at fault and the fix.
 Confinement (docs/reliability.md, "Ingest and export confinement"): every file a reader hands on resolves
@@ -620,3 +621,106 @@ def detect_format(source: Path) -> str:
     raise InputError(
         f"{source}: cannot tell the format; pass --format imagefolder|manifest|coco|idx|text"
     )
+
+
+# ---- pixel masks ---------------------------------------------------------------------------------------------
+
+MASK_CLASSES_FILE = "classes.txt"
+_BACKGROUND_NAMES = frozenset({"background", "_background_", "__background__"})
+
+
+@dataclass
+class MaskReadResult:
+    """What :func:`read_mask_folder` found: annotation rows (one per class present per mask; no origin), the
+    class names (label value i + 1 is ``classes[i]``), the samples that got a mask, and mask files that match no
+    sample."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    matched: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+
+
+def read_mask_classes(folder: Path) -> list[str] | None:
+    """Class names from ``folder/classes.txt`` (line i = label value i; a first line naming the background is
+    value 0 and left out), or None without the file."""
+    path = folder / MASK_CLASSES_FILE
+    if not path.is_file():
+        return None
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot be read as UTF-8 text ({error}); write one class name a line") from error
+    if names and names[0].lower() in _BACKGROUND_NAMES:
+        names = names[1:]
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise InputError(f"{path}: class {repeated[0]!r} is listed twice; each line must name a different class")
+    return names
+
+
+def read_mask_folder(folder: Path, records: list[SampleRecord]) -> MaskReadResult:
+    """Indexed-PNG label maps (0 = background, 1..K = classes) for ``records``: the mask of a sample is
+    ``folder/<its id's folders>/<file stem>.png``, else ``folder/<file stem>.png``. Class names come from
+    ``folder/classes.txt`` when present, else ``class_1``, ``class_2``, ... A mask whose size differs from its
+    image's is refused; every mask file must resolve inside ``folder``. Reads each PNG's pixels (the one reader
+    that does: masks are their own data)."""
+    from curato.catalog.catalog import mask_rows
+    from curato.masks import read_label_png
+
+    if not folder.is_dir():
+        raise InputError(f"--masks {folder}: not a folder; name the folder holding one PNG mask per image")
+    confined = Confiner(folder.resolve())
+    available = {}
+    for entry in folder.rglob("*"):
+        relative = entry.relative_to(folder)
+        if entry.suffix.lower() == ".png" and not any(part.startswith(".") for part in relative.parts):
+            available[relative.with_suffix("").as_posix()] = entry
+    stems = Counter(Path(record.sample_id).stem for record in records)
+    classes = read_mask_classes(folder)
+    found = MaskReadResult()
+    used: set[str] = set()
+    maps: list[tuple[SampleRecord, Any]] = []
+    for record in records:
+        own = Path(record.sample_id).with_suffix("").as_posix()
+        stem = Path(record.sample_id).stem
+        key = own if own in available else stem if stem in available else None
+        if key is None:
+            continue
+        if key == stem and key != own and stems[stem] > 1:
+            raise InputError(f"{available[key]}: {stems[stem]} images share the file stem {stem!r}; put masks in "
+                             f"folders mirroring the images' (e.g. {own}.png)")
+        path = confined(available[key], f"--masks: {available[key]}")
+        label_map = read_label_png(path)
+        _check_mask_size(path, label_map.shape, record)
+        used.add(key)
+        maps.append((record, label_map))
+    top = max((int(label_map.max()) for _, label_map in maps if label_map.size), default=0)
+    if classes is None:
+        classes = [f"class_{value}" for value in range(1, top + 1)]
+    elif top > len(classes):
+        raise InputError(f"{folder / MASK_CLASSES_FILE}: names {len(classes)} classes but a mask holds label value "
+                         f"{top}; add the missing class names (line i names value i)")
+    for record, label_map in maps:
+        rows = mask_rows(record.sample_id, label_map, classes)
+        found.rows += rows
+        record.annotations += rows
+        found.matched.append(record.sample_id)
+    found.classes = list(classes)
+    found.unmatched = sorted(key for key in available if key not in used)
+    return found
+
+
+def _check_mask_size(path: Path, shape: tuple[int, ...], record: SampleRecord) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    if record.uri is None or record.uri.startswith("idx:"):
+        return
+    try:
+        with Image.open(record.uri) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError):
+        return  # an unreadable image is the scan's to report
+    if (height, width) != tuple(shape):
+        raise InputError(f"{path}: the mask is {shape[1]}x{shape[0]} but its image {record.sample_id!r} is "
+                         f"{width}x{height}; a mask must have its image's size")
