@@ -646,7 +646,8 @@ def size(
 def export(
     out: Annotated[Path, typer.Argument(help="Output CSV file or folder.")],
     workspace: WorkspaceOption,
-    format: Annotated[str, typer.Option("--format", help="csv | imagefolder")] = "csv",
+    format: Annotated[str, typer.Option("--format", help="csv | imagefolder | masks (indexed PNG folder + "
+                                                         "classes.txt) | coco (JSON, RLE masks)")] = "csv",
     drop_duplicates: Annotated[bool, typer.Option(help="Keep one sample of each duplicate group "
                                                        "(the test/val copy if any).")] = False,
     relabel: Annotated[bool, typer.Option(help="Use the audit's suggested label of suspected label errors (never "

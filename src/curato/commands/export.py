@@ -24,7 +24,7 @@ from typing import Any
 from curato.errors import InputError, WorkspaceNotReadyError
 from curato.workspace import Workspace
 
-EXPORT_FORMATS = ("csv", "imagefolder")
+EXPORT_FORMATS = ("csv", "imagefolder", "masks", "coco")
 EXPORT_INDEX = ".curato-export.csv"
 """The image-folder export's list of what it wrote (id, file, label, split, source, original_label, origin,
 changed); its leading '.' keeps it apart from every exported name (those never start with '.') and out of a later
@@ -219,6 +219,8 @@ def export_with_changes(workspace: Workspace, out: str | Path, *, format: str = 
     out = Path(out)
     if format == "csv":
         _check_csv_target(out)
+    elif format == "coco":
+        _check_json_target(out)
     else:
         _check_folder_target(out)
     rows, changes = clean(workspace, drop_duplicates=drop_duplicates, relabel=relabel,
@@ -226,6 +228,10 @@ def export_with_changes(workspace: Workspace, out: str | Path, *, format: str = 
     if format == "csv":
         _write_csv(out, rows)
         return out, len(rows), changes
+    if format == "masks":
+        return out, export_mask_folder(workspace, rows, out), changes
+    if format == "coco":
+        return out, export_coco(workspace, rows, out), changes
     return out, _export_imagefolder(rows, out), changes
 
 
@@ -349,3 +355,87 @@ def _export_imagefolder(rows: list[dict[str, Any]], out: Path) -> int:
             writer.writeheader()
             writer.writerows({key: _cell(value) for key, value in row.items()} for row in written)
     return len(written)
+
+
+# ---- masks (curato.masks; docs/workspace.md "Masks") ----------------------------------------------------------
+
+
+def _current_masks(workspace: Workspace, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, Any]]]:
+    """(the workspace's mask classes, [(sample id, label map)]) of the exported rows that have a mask; label value
+    i + 1 is class i in every map."""
+    catalog = workspace.catalog
+    with_masks = set(catalog.mask_sample_ids())
+    classes = catalog.mask_classes()
+    maps = []
+    for row in rows:
+        if row["id"] not in with_masks:
+            continue
+        found = catalog.semantic_mask(row["id"], classes)
+        if found is not None:
+            maps.append((row["id"], found[0]))
+            classes = found[1]  # instance categories beyond the semantic classes are appended
+    if len(classes) > 255:
+        raise InputError(f"{len(classes)} mask classes do not fit an indexed PNG (at most 255); export --format coco")
+    return classes, maps
+
+
+def export_mask_folder(workspace: Workspace, rows: list[dict[str, Any]], out: Path) -> int:
+    """Write each exported sample's current semantic mask as an indexed PNG at ``out/<its id without the
+    suffix>.png`` (folders kept, names made safe by :func:`path_part`) and the class names to ``out/classes.txt``
+    (line 0 ``background``, line i class i) -- the layout ``curato ingest --masks`` reads. Returns masks written."""
+    from curato.masks import write_label_png
+
+    classes, maps = _current_masks(workspace, rows)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{out}: cannot create this folder ({error.strerror}); choose another") from error
+    base = out.resolve()
+    for sample_id, label_map in maps:
+        parts = [path_part(part) for part in Path(sample_id).with_suffix("").parts]
+        target = base.joinpath(*parts[:-1], parts[-1] + ".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent.resolve() != target.parent or not target.is_relative_to(base) or target.exists():
+            raise InputError(f"{target}: exists or would be written outside {base}; export into a new folder")
+        write_label_png(target, label_map)
+    (base / "classes.txt").write_text("".join(f"{name}\n" for name in ["background", *classes]), encoding="utf-8")
+    return len(maps)
+
+
+def export_coco(workspace: Workspace, rows: list[dict[str, Any]], out: Path) -> int:
+    """Write a COCO JSON of the exported samples' current masks: ``categories`` (id i = class i), ``images``
+    (``file_name`` = the sample id, width, height), and one ``annotations`` entry per (image, class) with a
+    compressed RLE ``segmentation``, its ``area`` and ``bbox`` (iscrowd 0, as COCO-Stuff writes semantic
+    masks). Returns the number of images written."""
+    from curato.masks import encode_rle, mask_bbox, split_label_map
+
+    classes, maps = _current_masks(workspace, rows)
+    images, annotations = [], []
+    for number, (sample_id, label_map) in enumerate(maps, start=1):
+        images.append({"id": number, "file_name": sample_id, "height": int(label_map.shape[0]),
+                       "width": int(label_map.shape[1])})
+        present, binaries = split_label_map(label_map)
+        for value, binary in zip(present.tolist(), binaries, strict=True):
+            annotations.append({"id": len(annotations) + 1, "image_id": number, "category_id": int(value),
+                                "segmentation": encode_rle(binary), "area": int(binary.sum()),
+                                "bbox": mask_bbox(binary), "iscrowd": 0})
+    document = {"info": {"description": "curato export --format coco: semantic masks, one RLE per image and class"},
+                "categories": [{"id": index, "name": name} for index, name in enumerate(classes, start=1)],
+                "images": images, "annotations": annotations}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(document, handle)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(images)
+
+
+def _check_json_target(out: Path) -> None:
+    if out.suffix.lower() != ".json":
+        raise InputError(f"{out}: --format coco writes one COCO JSON file; name it *.json")
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; name a .json file")
