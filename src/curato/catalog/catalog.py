@@ -14,7 +14,7 @@ import shutil
 import socket
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -512,6 +512,15 @@ class Catalog:
                                 .distinct().order_by(annotations.c.sample_id))
             return [row[0] for row in rows]
 
+    def semantic_masks(self) -> SemanticMasks:
+        """Every sample's current mask, read lazily: a Mapping sample_id -> :meth:`semantic_mask` with the
+        workspace's :meth:`mask_classes`, then the other mask categories (COCO instances) by name."""
+        classes = self.mask_classes()
+        with self.engine.connect() as conn:
+            others = {row[0] for row in conn.execute(select(annotations.c.category).where(
+                annotations.c.kind.in_(MASK_KINDS), annotations.c.category.is_not(None)).distinct())}
+        return SemanticMasks(self, self.mask_sample_ids(), classes + sorted(others - set(classes)))
+
     def semantic_mask(self, sample_id: str, classes: Sequence[str] | None = None
                       ) -> tuple[np.ndarray, list[str]] | None:
         """(label map, class names) of a sample's current semantic mask, or None without masks.
@@ -738,6 +747,30 @@ class Catalog:
                                              table.c.size == int(size), table.c.seed == int(seed)))
             conn.execute(table.insert().values(settings_digest=settings_digest, curve=curve, size=int(size),
                                                seed=int(seed), scores=scores, created_at=utcnow()))
+
+class SemanticMasks(Mapping[str, tuple[np.ndarray, list[str]]]):
+    """sample_id -> (label map, class names) of the samples with masks, each decoded when asked for
+    (:meth:`Catalog.semantic_masks`)."""
+
+    def __init__(self, catalog: Catalog, sample_ids: Sequence[str], classes: Sequence[str]) -> None:
+        self._catalog, self._ids, self.classes = catalog, list(sample_ids), list(classes)
+        self._known = set(self._ids)
+
+    def __getitem__(self, sample_id: str) -> tuple[np.ndarray, list[str]]:
+        found = self._catalog.semantic_mask(sample_id, self.classes) if sample_id in self._known else None
+        if found is None:
+            raise KeyError(sample_id)
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, sample_id: object) -> bool:
+        return sample_id in self._known
+
 
 def mask_rows(sample_id: str, label_map: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
     """Annotation rows (no origin) of a semantic label map: one ``rle`` row per class present, data

@@ -19,6 +19,7 @@ from curato.checks.findings import Finding
 from curato.checks.image_quality import ImageQualityParams, image_quality_findings
 from curato.checks.integrity import unreadable_files
 from curato.checks.label_issues import LabelIssueParams
+from curato.checks.masks import MASK_FINDINGS, MaskParams
 from curato.checks.outliers import OutlierParams
 from curato.checks.registry import register_check
 from curato.checks.shortcuts import ShortcutParams
@@ -190,6 +191,23 @@ def _background_views(data: AuditData, rows: np.ndarray, params: ShortcutParams
     return position_in_rows, vectors, data.embeddings[chosen]
 
 
+def _masks(data: AuditData, params: Any) -> list[Finding]:
+    from curato.checks.masks import mask_findings
+
+    if not data.masks:
+        return []  # no masks in this workspace: nothing to check
+    rows = np.array([row for row, sid in enumerate(data.sample_ids.tolist()) if sid in data.masks], dtype=np.int64)
+    if rows.size == 0:
+        return []
+    ids = data.sample_ids[rows]
+    classes = getattr(data.masks, "classes", None)
+    if classes is None:  # a plain mapping: its names of the first mask
+        classes = data.masks[ids[0]][1]
+    maps = (data.masks[sid][0] for sid in ids.tolist())  # decoded one at a time, never all at once
+    return mask_findings(ids, maps, classes, image_labels=data.labels[rows],
+                         predicted=data.mask_predictions, params=params)
+
+
 PAIRS_SHOWN = 40
 
 
@@ -263,6 +281,9 @@ register_check("outliers", _outliers, params=OutlierParams, needs=("embeddings",
 register_check("shortcuts", _shortcuts, params=ShortcutParams,
                needs=("embeddings", "pred_probs", "properties", "labels"),
                description="cues other than the object that predict the label", render=_shortcut_tables)
+register_check("masks", _masks, params=MaskParams, needs=("masks",),
+               description="empty, speckled or holed masks; classes the image label names but the mask lacks",
+               findings=MASK_FINDINGS)
 register_check("diversity", _diversity, params=DiversityParams, needs=("embeddings",),
                description="classes seen in few contexts; test samples train does not cover",
                findings=("diversity", "coverage"))

@@ -43,6 +43,8 @@ class AuditData:
     pred_probs: np.ndarray | None = None  # (n, k) for labeled rows with embeddings, NaN elsewhere
     class_names: list[str] = field(default_factory=list)
     load_image: Any = None  # sample row -> HxWx3 uint8 image, for checks that look at pixels again
+    masks: Any = None  # Mapping sample_id -> (label map, class names): samples with masks (Catalog.semantic_masks)
+    mask_predictions: Any = None  # Mapping sample_id -> the pre-label model's label map (same class values)
     neighbours: int = 10  # k of the shared k-NN graph (duplicates, outliers, diversity)
     _graph: tuple[np.ndarray, np.ndarray] | None = None
 

@@ -25,7 +25,7 @@ from curato.checks.findings import Finding
 from curato.errors import InputError
 from curato.plugins import load_entry_points
 
-NEEDS = frozenset({"embeddings", "pred_probs", "properties", "thumbnails", "labels"})
+NEEDS = frozenset({"embeddings", "pred_probs", "properties", "thumbnails", "labels", "masks"})
 ENTRY_POINT_GROUP = "curato.checks"
 
 CheckRun = Callable[[AuditData, Any], list[Finding]]

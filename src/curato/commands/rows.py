@@ -49,6 +49,7 @@ def load_samples(workspace: Workspace, features: FeatureSet | None = None, *, pi
         sizes=np.array([(w or 0, h or 0) for w, h in zip(table["width"].tolist(), table["height"].tolist(),
                                                           strict=True)], dtype=np.int64).reshape(-1, 2),
         object_boxes=workspace.catalog.object_boxes() if pixels else None,
+        masks=workspace.catalog.semantic_masks() if pixels else None,
         load_image=lambda row: load_rgb(str(uris[row]), min_side=DECODE_MIN_SIDE),
     )
     if pixels and workspace.features.has(PROPERTIES):
