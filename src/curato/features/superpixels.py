@@ -174,7 +174,7 @@ def boundary_recall(superpixel_map: np.ndarray, reference: np.ndarray, *, tolera
 def superpixel_cache(workspace_root: str | Path, content_hash: str, level: str) -> Path:
     """Where the superpixel map of this content at this level is cached (the file may not exist)."""
     safe = "".join(c for c in str(content_hash) if c.isalnum() or c in "-_")
-    if not safe or level not in LEVEL_AREAS:
+    if not safe or safe != str(content_hash) or level not in LEVEL_AREAS:
         raise InputError(f"bad superpixel cache key: hash {content_hash!r}, level {level!r}")
     return Path(workspace_root) / "cache" / "superpixels" / f"{safe}-{level}.npz"
 

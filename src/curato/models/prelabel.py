@@ -154,13 +154,17 @@ def fit_prelabel_model(
     *,
     cnn: bool = False,
     classifier: str = "hgb",
+    features: Sequence[np.ndarray] | None = None,
 ) -> PrelabelModel:
-    """Fit the per-superpixel classifier on saved masks (``label_maps``: (H, W) class ids per image)."""
+    """Fit the per-superpixel classifier on saved masks (``label_maps``: (H, W) class ids per image).
+
+    ``features``: the images' ``superpixel_features`` when the caller already has them (same ``cnn``).
+    """
     if not (len(images) == len(label_maps) == len(superpixel_maps)) or not images:
         raise InputError("fit_prelabel_model needs one label map and one superpixel map per image, and an image")
     rows, targets, weights = [], [], []
-    for image, label_map, superpixel_map in zip(images, label_maps, superpixel_maps, strict=True):
-        rows.append(superpixel_features(image, superpixel_map, cnn=cnn))
+    for index, (image, label_map, superpixel_map) in enumerate(zip(images, label_maps, superpixel_maps, strict=True)):
+        rows.append(features[index] if features is not None else superpixel_features(image, superpixel_map, cnn=cnn))
         majority, _ = majority_labels(label_map, superpixel_map)
         targets.append(majority)
         weights.append(np.bincount(np.asarray(superpixel_map).ravel(), minlength=len(majority)).astype(np.float64))
@@ -185,12 +189,14 @@ def fit_prelabel_model(
                          info={"classifier": classifier})
 
 
-def propose_mask(model: PrelabelModel, image: np.ndarray, superpixel_map: np.ndarray) -> np.ndarray:
+def propose_mask(
+    model: PrelabelModel, image: np.ndarray, superpixel_map: np.ndarray, *, features: np.ndarray | None = None
+) -> np.ndarray:
     """(H, W) int32 proposed class per pixel: each superpixel painted with its predicted class."""
     image, segments = _check(image, superpixel_map)
     if model.constant is not None:
         return np.full(segments.shape, model.constant, dtype=np.int32)
-    x = superpixel_features(image, segments, cnn=model.cnn)
+    x = features if features is not None else superpixel_features(image, segments, cnn=model.cnn)
     if model.cnn:
         base = x.shape[1] - 1280
         x = np.concatenate([x[:, :base], model.cnn_projection.transform(x[:, base:])], axis=1)

@@ -1,0 +1,149 @@
+"""Superpixels, their cache, and the per-superpixel pre-label model (issue 21, part B)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curato.errors import InputError
+from curato.features import superpixels as sp
+from curato.models.prelabel import (
+    fit_prelabel_model,
+    majority_labels,
+    proposal_overlap,
+    propose_mask,
+    superpixel_features,
+)
+
+
+def _photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = getattr(skimage.data, name)()
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
+
+
+def _coins() -> tuple[np.ndarray, np.ndarray]:
+    """The scikit-image coins photo and its Otsu foreground mask (coins = 1), holes filled."""
+    from scipy.ndimage import binary_fill_holes
+    from skimage.filters import gaussian, threshold_otsu
+
+    image = _photo("coins")
+    grey = gaussian(image[:, :, 0] / 255.0, sigma=1)
+    mask = binary_fill_holes(grey > threshold_otsu(grey))
+    return image, mask.astype(np.int32)
+
+
+@pytest.mark.parametrize("method", [sp.DEFAULT_METHOD, "slic"])
+def test_counts_near_requested_and_labels_contiguous(method: str) -> None:
+    image = _photo("coffee")
+    for requested in (50, 200, 800):
+        labels = sp.superpixels(image, n_segments=requested, method=method)
+        assert labels.shape == image.shape[:2] and labels.dtype == np.int32
+        count = int(labels.max()) + 1
+        assert 0.5 * requested <= count <= 1.5 * requested, (requested, count)
+        assert labels.min() == 0 and len(np.unique(labels)) == count  # 0..S-1, every label used
+        assert int(sp.contiguous(labels).max()) + 1 == count  # each label is one 4-connected piece
+
+
+def test_deterministic_and_levels_scale_with_area() -> None:
+    image = _photo("chelsea")
+    assert np.array_equal(sp.superpixels(image, n_segments=300), sp.superpixels(image, n_segments=300))
+    levels = sp.superpixel_levels(image)
+    counts = {level: int(labels.max()) + 1 for level, labels in levels.items()}
+    assert counts["coarse"] < counts["medium"] < counts["fine"]
+    assert sp.level_counts((480, 640))["medium"] == 400
+    assert sp.level_counts((960, 1280))["medium"] == 1600
+
+
+def test_bad_input_raises() -> None:
+    with pytest.raises(InputError):
+        sp.superpixels(np.zeros((10, 10, 3), np.uint8), n_segments=4, method="nope")
+    with pytest.raises(InputError):
+        sp.superpixels(np.zeros((10,), np.uint8), n_segments=4)
+    with pytest.raises(InputError):
+        sp.superpixel_cache("/tmp", "../etc", "coarse")
+
+
+def test_cache_loads_and_invalidates_on_hash_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = _photo("coins")
+    first = sp.cached_superpixels(tmp_path, "aaa111", image, "coarse")
+    path = sp.superpixel_cache(tmp_path, "aaa111", "coarse")
+    assert path.exists() and path.parent == tmp_path / "cache" / "superpixels"
+    calls: list[int] = []
+    real = sp.superpixels
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sp, "superpixels", counting)
+    assert np.array_equal(sp.cached_superpixels(tmp_path, "aaa111", image, "coarse"), first)
+    assert calls == []  # loaded, not recomputed
+    changed = image.copy()
+    changed[:, : image.shape[1] // 2] = 0
+    second = sp.cached_superpixels(tmp_path, "bbb222", changed, "coarse", stale_hash="aaa111")
+    assert calls == [1] and not path.exists()  # new content: recomputed, the stale file removed
+    assert not np.array_equal(first, second)
+    damaged = sp.superpixel_cache(tmp_path, "bbb222", "coarse")
+    damaged.write_bytes(b"not an npz")
+    assert np.array_equal(sp.cached_superpixels(tmp_path, "bbb222", changed, "coarse"), second)
+    assert calls == [1, 1]
+
+
+def _equal_count_recall(image: np.ndarray, mask: np.ndarray, method: str, target: int) -> float:
+    requested, best = target, None
+    for _ in range(4):  # steer the requested count until the ACTUAL count is close to the target
+        labels = sp.superpixels(image, n_segments=requested, method=method)
+        actual = int(labels.max()) + 1
+        if best is None or abs(actual - target) < abs(int(best.max()) + 1 - target):
+            best = labels
+        requested = max(2, round(requested * target / actual))
+    assert abs(int(best.max()) + 1 - target) <= 0.2 * target
+    return sp.boundary_recall(best, mask)
+
+
+def test_default_boundary_recall_at_least_slic_defaults_on_coins() -> None:
+    image, mask = _coins()
+    for target in (100, 400):
+        default = _equal_count_recall(image, mask, sp.DEFAULT_METHOD, target)
+        reference = _equal_count_recall(image, mask, "slic", target)
+        assert default >= reference - 0.01, (target, default, reference)
+        assert default > 0.6
+
+
+def test_prelabel_beats_majority_class_on_held_out_images() -> None:
+    image, mask = _coins()
+    height, width = mask.shape
+    tiles = [(slice(0, height // 2), slice(0, width // 2)), (slice(0, height // 2), slice(width // 2, width)),
+             (slice(height // 2, height), slice(0, width // 2)), (slice(height // 2, height), slice(width // 2, width))]
+    images = [np.ascontiguousarray(image[t]) for t in tiles]
+    masks = [np.ascontiguousarray(mask[t]) for t in tiles]
+    maps = [sp.superpixels(tile, n_segments=200) for tile in images]
+    for held_out in range(4):
+        rest = [i for i in range(4) if i != held_out]
+        model = fit_prelabel_model([images[i] for i in rest], [masks[i] for i in rest], [maps[i] for i in rest])
+        proposal = propose_mask(model, images[held_out], maps[held_out])
+        majority = np.bincount(np.concatenate([masks[i].ravel() for i in rest])).argmax()
+        baseline = float((masks[held_out] == majority).mean())
+        accuracy = proposal_overlap(proposal, masks[held_out])
+        assert accuracy > baseline + 0.1 and accuracy > 0.85, (held_out, accuracy, baseline)
+
+
+def test_prelabel_helpers() -> None:
+    label_map = np.array([[0, 0, 1], [1, 1, 1]])
+    segments = np.array([[0, 0, 0], [1, 1, 1]])
+    majority, share = majority_labels(label_map, segments)
+    assert majority.tolist() == [0, 1] and share.tolist() == pytest.approx([2 / 3, 1.0])
+    image = np.zeros((2, 3, 3), np.uint8)
+    assert superpixel_features(image, segments).shape[0] == 2
+    constant = fit_prelabel_model([image], [np.ones((2, 3), int)], [segments])
+    assert np.array_equal(propose_mask(constant, image, segments), np.ones((2, 3)))
+    assert proposal_overlap(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])) == 0.75
+    with pytest.raises(InputError):
+        proposal_overlap(np.zeros(3), np.zeros(4))
