@@ -292,7 +292,7 @@ def recall_at_equal_counts(pairs: list[tuple[str, np.ndarray, np.ndarray]], meth
 
 def prelabel_accuracy(pairs: list, maps: list[dict[str, np.ndarray]], use_cnn: bool) -> dict[str, Any]:
     """Leave-one-out pixel accuracy of the proposal per classifier (and CNN features), vs the majority class."""
-    variants = [("hgb", False), ("logreg", False)] + ([("hgb", True), ("logreg", True)] if use_cnn else [])
+    variants = [("logreg", False)] + ([("logreg", True)] if use_cnn else [])
     features = {cnn: [superpixel_features(img, m["medium"], cnn=cnn)
                       for (_, img, _), m in zip(pairs, maps, strict=True)]
                 for cnn in {v[1] for v in variants}}

@@ -15,8 +15,10 @@ Features per superpixel (``superpixel_features``):
   dimensions by a PCA fitted on the training rows. Off by default: it costs a forward pass per image
   and needs torch; docs/benchmarks.md says what it bought on the benchmark.
 
-The classifier is scikit-learn's HistGradientBoostingClassifier, rows weighted by superpixel area so
-it optimises pixel accuracy; chosen over LogisticRegression by measurement (docs/benchmarks.md).
+The classifier is a standardised LogisticRegression (``classifier="hgb"``: HistGradientBoosting), rows
+weighted by superpixel area so it optimises pixel accuracy. Chosen by measurement: HistGradientBoosting
+took 5-9 s per fit of 160 rows on the 2-core machines (OpenMP overhead), too slow to refit as masks
+are saved; LogisticRegression fits in well under a second (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def fit_prelabel_model(
     superpixel_maps: Sequence[np.ndarray],
     *,
     cnn: bool = False,
-    classifier: str = "hgb",
+    classifier: str = "logreg",
     features: Sequence[np.ndarray] | None = None,
 ) -> PrelabelModel:
     """Fit the per-superpixel classifier on saved masks (``label_maps``: (H, W) class ids per image).
@@ -179,12 +181,17 @@ def fit_prelabel_model(
         base = x.shape[1] - 1280
         projection = PCA(n_components=min(CNN_COMPONENTS, len(x)), random_state=0).fit(x[:, base:])
         x = np.concatenate([x[:, :base], projection.transform(x[:, base:])], axis=1)
+    from threadpoolctl import threadpool_limits
+
     model = _make_classifier(classifier)
     fit_weights = w / w.mean()
-    if classifier == "hgb":
-        model.fit(x, y, sample_weight=fit_weights)
-    else:
-        model.fit(x, y, logisticregression__sample_weight=fit_weights)
+    # One thread: the tables are small, and OpenMP threads spin-waiting on busy cores made one fit
+    # take 13 s instead of 0.2 s when another process shared the machine.
+    with threadpool_limits(1):
+        if classifier == "hgb":
+            model.fit(x, y, sample_weight=fit_weights)
+        else:
+            model.fit(x, y, logisticregression__sample_weight=fit_weights)
     return PrelabelModel(classes=classes, classifier=model, cnn=cnn, cnn_projection=projection, n_rows=len(y),
                          info={"classifier": classifier})
 
@@ -200,7 +207,10 @@ def propose_mask(
     if model.cnn:
         base = x.shape[1] - 1280
         x = np.concatenate([x[:, :base], model.cnn_projection.transform(x[:, base:])], axis=1)
-    predicted = np.asarray(model.classifier.predict(x)).astype(np.int32)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        predicted = np.asarray(model.classifier.predict(x)).astype(np.int32)
     return predicted[segments]
 
 
