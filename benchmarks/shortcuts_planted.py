@@ -1,6 +1,9 @@
 # Run from the repository root:
-#   .venv/bin/python benchmarks/shortcuts_planted.py                 (add --json for machine-readable output)
+#   .venv/bin/python benchmarks/shortcuts_planted.py                 (all-class plantings; --json [OUT] for JSON)
 #   .venv/bin/python benchmarks/shortcuts_planted.py --no-cleanlab   (curato only)
+#   .venv/bin/python benchmarks/shortcuts_planted.py --one-class --json .bench/shortcuts_planted/one_class.json
+#       (one-class plantings + clean and no-correlation controls on Fashion-MNIST, digits and LFW, then the
+#        all-class plantings; --quick for a smaller grid, --reference planted to embed the planted pictures)
 # cleanlab runs in its own venv (.bench/cleanlab-venv, see benchmarks/cleanlab_spurious.py).
 """Planted shortcuts on real Fashion-MNIST images: does the shortcut check find them, and only them?
 
@@ -27,6 +30,31 @@ alarm is ANY flagged cue.
 
 cleanlab: Datalab ``spurious_correlations`` on the same images and labels
 (benchmarks/cleanlab_spurious.py); found when a property it flags maps to the planted group.
+
+``--one-class`` (issue 20): the cue singles out ONE class, as in the tank, husky and watermark stories.
+The cue is planted in a fraction P(cue | class) in {0.6, 0.8, 1.0} of one class's images and a fraction
+P(cue | others) in {0, 0.1} of the other classes' images (exact counts, images drawn at random), on:
+
+* ``fmnist`` -- Fashion-MNIST training images (28x28 grey clothing), 2,000 drawn per run from the first
+  10,000; K = 10 (all classes) and K = 2 (two classes, the pair rotating across runs);
+* ``digits`` -- scikit-learn's ``load_digits()`` (1,797 handwritten digits, 8x8 at 17 grey levels),
+  upscaled to 32x32 with bilinear interpolation; K = 10 and K = 2 (about 360 images);
+* ``lfw``    -- scikit-image's ``lfw_subset()`` (100 faces vs 100 non-face crops, 25x25 grey photographs,
+  kept at 25x25); K = 2 only.
+
+K = 100 is not run: no 100-class image dataset is available offline here, and none is faked.
+The class that carries the cue rotates across runs. Cues (sizes scale with the side ``s``, given at 28 px):
+``tint`` 0.6*image + 0.4*colour; ``brightness`` +60 grey levels, clipped; ``frame`` a 3-px coloured frame;
+``corner`` a white patch of side s/6 in the top-right corner (watermark-like); ``scale`` the object drawn at
+half size, centred on a canvas filled with the image's background (median of its outer ring); ``blur``
+Gaussian, sigma 1.2 px; ``jpeg`` stored as JPEG quality 30 (others PNG); ``format`` JPEG quality 95 vs PNG;
+``size`` stored at twice the side. Found: a flagged cue in the planted cue's expected group(s)
+(``found_group``) and, stricter, one whose per-class list names the planted class (``found_class``).
+Controls: clean subsamples of each dataset (K = 2 and 10, nothing planted; a false alarm is ANY flagged cue)
+and every cue planted at P(cue | class) = P(cue | others) = 0.5 (no correlation).
+Reference: the out-of-fold EfficientNet-Lite0 head on the CLEAN pictures (embeddings cached under
+.bench/), or with ``--reference planted`` on the planted pictures themselves (what a user's audit sees;
+every run embeds its pictures, slower).
 """
 
 from __future__ import annotations
@@ -185,40 +213,405 @@ def load_pool(pool_size: int) -> dict[str, np.ndarray]:
     return {"images": images, "labels": labels}
 
 
+def embed_greys(greys: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """EfficientNet-Lite0 (112 px) embeddings of grey or RGB uint8 pictures, in batches of 256."""
+    from curato.features.embedders import get_embedder
+
+    embedder = get_embedder(EMBEDDER)
+    rgb = [g if g.ndim == 3 else np.repeat(g[..., None], 3, axis=2) for g in greys]
+    return np.concatenate([embedder.embed(rgb[i:i + 256]) for i in range(0, len(rgb), 256)]).astype(np.float32)
+
+
+def cached_embeddings(path: Path, greys: np.ndarray) -> np.ndarray:
+    """Embeddings of the clean pictures, computed once and cached at ``path``."""
+    if path.exists():
+        cached = np.load(path, mmap_mode="r")
+        if len(cached) >= len(greys):
+            return np.asarray(cached[:len(greys)], dtype=np.float32)
+    started = time.perf_counter()
+    print(f"embedding {len(greys)} clean pictures into {path} ...", file=sys.stderr, flush=True)
+    vectors = embed_greys(greys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    print(f"  {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    return vectors
+
+
 def reference_probabilities(pool: dict[str, np.ndarray]) -> np.ndarray:
     """Out-of-fold EfficientNet-Lite0 head probabilities on the clean pool (the object's own signal)."""
-    if not EMBEDDINGS.exists():
-        sys.exit(f"{EMBEDDINGS} missing: run benchmarks/label_issues.py once (it caches the embeddings)")
-    embeddings = np.load(EMBEDDINGS, mmap_mode="r")[:len(pool["labels"])]
-    return out_of_fold_probabilities(np.asarray(embeddings, dtype=np.float32), pool["labels"].astype(np.int64))
+    embeddings = cached_embeddings(EMBEDDINGS, pool["images"])
+    return out_of_fold_probabilities(embeddings, pool["labels"].astype(np.int64))
+
+
+# --------------------------------------------------------------------------------------------------
+# One-class plantings (issue 20)
+
+EMBEDDER = "efficientnet-lite0-112"
+CACHE = Path(".bench/shortcuts_planted")
+DATASETS = ("fmnist", "digits", "lfw")
+ONE_CLASS_CUES = ("tint", "brightness", "frame", "corner", "scale", "blur", "jpeg", "format", "size")
+ONE_CLASS_EXPECTED = {
+    "tint": ("colour", "background_border"), "brightness": ("brightness_contrast", "background_border"),
+    "frame": ("background_border",), "corner": ("background_border", "brightness_contrast"),
+    "scale": ("object_size",), "blur": ("texture_frequency",), "jpeg": ("format_compression",),
+    "format": ("format_compression",), "size": ("geometry_size",)}
+P_CLASS = (0.6, 0.8, 1.0)
+P_OTHERS = (0.0, 0.1)
+CONTROL_P = 0.5  # no-correlation controls: P(cue | class) = P(cue | others) = 0.5
+PALETTE = np.array([[230, 60, 30], [40, 190, 70], [50, 90, 230], [240, 200, 30]], dtype=np.float32)
+FASHION_NAMES = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def load_dataset(name: str, fmnist_pool: int = 10_000) -> dict[str, Any]:
+    """Grey uint8 pictures (n, s, s), labels, class names and the clean-picture embeddings of one dataset."""
+    if name == "fmnist":
+        pool = load_pool(fmnist_pool)
+        images, labels, names = pool["images"], pool["labels"].astype(np.int64), list(FASHION_NAMES)
+        path = EMBEDDINGS
+    elif name == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = np.stack([np.asarray(Image.fromarray(np.clip(x * 255 / 16, 0, 255).round().astype(np.uint8))
+                                      .resize((32, 32), Image.BILINEAR)) for x in digits.images])
+        labels, names = digits.target.astype(np.int64), [str(k) for k in range(10)]
+        path = CACHE / f"digits-clean-{EMBEDDER}.npy"
+    elif name == "lfw":
+        from skimage.data import lfw_subset
+
+        images = (lfw_subset() * 255).round().astype(np.uint8)
+        labels, names = np.repeat([0, 1], 100).astype(np.int64), ["face", "non-face"]
+        path = CACHE / f"lfw-clean-{EMBEDDER}.npy"
+    else:
+        raise SystemExit(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}")
+    return {"name": name, "images": images, "labels": labels, "names": names,
+            "embeddings": cached_embeddings(path, images)}
+
+
+def one_class_image(grey: np.ndarray, cue: str | None, colour: np.ndarray) -> tuple[np.ndarray, bytes, str]:
+    """(RGB pixels as decoded, stored bytes, format) of one picture, carrying ``cue`` (None: clean PNG)."""
+    side = grey.shape[0]
+    unit = side / 28
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    fmt, quality = "PNG", 95
+    if cue == "tint":
+        rgb = np.clip(0.6 * rgb.astype(np.float32) + 0.4 * colour, 0, 255).round().astype(np.uint8)
+    elif cue == "brightness":
+        rgb = np.clip(rgb.astype(np.int16) + 60, 0, 255).astype(np.uint8)
+    elif cue == "frame":
+        width = max(1, round(3 * unit))
+        rgb = rgb.copy()
+        rgb[:width], rgb[-width:], rgb[:, :width], rgb[:, -width:] = colour, colour, colour, colour
+    elif cue == "corner":
+        patch = max(2, round(side / 6))
+        rgb = rgb.copy()
+        rgb[:patch, -patch:] = 255
+    elif cue == "scale":
+        ring = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+        half = max(2, round(side / 2))
+        canvas = np.full_like(grey, int(np.median(ring)))
+        top = (side - half) // 2
+        canvas[top:top + half, top:top + half] = np.asarray(Image.fromarray(grey).resize((half, half), Image.BILINEAR))
+        rgb = np.repeat(canvas[:, :, None], 3, axis=2)
+    elif cue == "blur":
+        from scipy.ndimage import gaussian_filter
+
+        blurred = gaussian_filter(grey.astype(np.float32), sigma=1.2 * unit)
+        rgb = np.repeat(np.clip(blurred, 0, 255).round().astype(np.uint8)[:, :, None], 3, axis=2)
+    elif cue == "jpeg":
+        fmt, quality = "JPEG", 30
+    elif cue == "format":
+        fmt, quality = "JPEG", 95
+    elif cue == "size":
+        rgb = np.asarray(Image.fromarray(rgb).resize((2 * side, 2 * side), Image.BILINEAR))
+    elif cue is not None:
+        raise SystemExit(f"unknown one-class cue {cue!r}: choose from {', '.join(ONE_CLASS_CUES)}")
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format=fmt, quality=quality)
+    stored = buffer.getvalue()
+    decoded = np.asarray(Image.open(io.BytesIO(stored)).convert("RGB")) if fmt == "JPEG" else rgb
+    return decoded, stored, fmt.lower()
+
+
+def one_class_build(dataset: dict[str, Any], k: int, cue: str | None, p_class: float, p_others: float,
+                    rotation: int, seed: int, samples: int) -> dict[str, Any]:
+    """One planted dataset: K classes (rotating), the cue in ``p_class`` of one class and ``p_others`` of the rest."""
+    rng = np.random.default_rng(seed)
+    n_classes = len(dataset["names"])
+    if k >= n_classes:
+        classes = list(range(n_classes))
+        carrier = rotation % n_classes
+    else:  # K = 2: the pair and the carrier rotate (a, a+1+r//C ...), never the same class twice in a pair
+        first = rotation % n_classes
+        second = (first + 1 + (rotation // n_classes) % (n_classes - 1)) % n_classes
+        classes = [first, second][:k]
+        carrier = first
+    pool_rows = np.flatnonzero(np.isin(dataset["labels"], classes))
+    rows = np.sort(rng.choice(pool_rows, size=min(samples, pool_rows.size), replace=False))
+    original = dataset["labels"][rows]
+    labels = np.searchsorted(np.array(sorted(classes)), original).astype(np.int64)
+    names = [dataset["names"][c] for c in sorted(classes)]
+    carries = np.zeros(rows.size, dtype=bool)
+    if cue is not None:
+        for mask, share in ((original == carrier, p_class), (original != carrier, p_others)):
+            members = np.flatnonzero(mask)
+            carries[rng.choice(members, size=round(share * members.size), replace=False)] = True
+    colour = PALETTE[seed % len(PALETTE)]
+    pictures, stored, formats = [], [], []
+    for grey, flag in zip(dataset["images"][rows], carries, strict=True):
+        picture, data, fmt = one_class_image(grey, cue if flag else None, colour)
+        pictures.append(picture)
+        stored.append(data)
+        formats.append(fmt)
+    return {"rows": rows, "labels": labels, "names": names, "carrier": dataset["names"][carrier],
+            "carries": carries, "pictures": pictures, "stored": stored, "formats": formats}
+
+
+def one_class_reference(dataset: dict[str, Any], data: dict[str, Any], mode: str,
+                        seed: int) -> tuple[np.ndarray, float]:
+    """Out-of-fold head probabilities for this run's samples, and the seconds spent embedding (planted mode)."""
+    seconds = 0.0
+    if mode == "planted" and data["carries"].any():
+        started = time.perf_counter()
+        embeddings = embed_greys(data["pictures"])
+        seconds = time.perf_counter() - started
+    else:  # clean pictures (or nothing planted: the planted pictures are the clean ones)
+        embeddings = dataset["embeddings"][data["rows"]]
+    return out_of_fold_probabilities(embeddings, data["labels"], seed=seed), seconds
+
+
+def one_class_run(dataset: dict[str, Any], k: int, cue: str | None, p_class: float, p_others: float,
+                  rotation: int, seed: int, samples: int, reference_mode: str, cleanlab: bool,
+                  kind: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    data = one_class_build(dataset, k, cue, p_class, p_others, rotation, seed, samples)
+    reference, embed_seconds = one_class_reference(dataset, data, reference_mode, seed)
+    cues, columns, pixels = curato_cues(data)
+    finding = shortcut_finding(np.arange(len(data["labels"])).astype(str), data["labels"], cues, columns,
+                               class_names=data["names"], reference_probs=reference, thumbnails=pixels, seed=seed)
+    seconds = time.perf_counter() - started
+    flagged = [r for r in finding.evidence["cues"] if r["flagged"]]
+    result: dict[str, Any] = {
+        "kind": kind, "dataset": dataset["name"], "k": len(data["names"]), "n": len(data["labels"]),
+        "cue": cue or "clean", "p_class": p_class, "p_others": p_others,
+        "class": data["carrier"] if cue is not None else None, "seed": seed,
+        "seconds": round(seconds, 2), "embed_seconds": round(embed_seconds, 2),
+        "flagged": [r["cue"] for r in flagged], "flagged_groups": sorted({r["group"] for r in flagged}),
+        "flagged_classes": {r["cue"]: _named_classes(r) for r in flagged if _named_classes(r)},
+        "severity": finding.severity, "message": finding.message,
+        "top": [{key: r.get(key) for key in ("cue", "balanced_accuracy", "share_of_signal", "p_value",
+                                              "class_p_value")} for r in finding.evidence["cues"][:3]],
+        "reference_balanced_accuracy": finding.summary.get("reference_balanced_accuracy"),
+        "thumbnails": finding.evidence["tests"]["thumbnails"],
+    }
+    if kind == "planted":
+        expected = ONE_CLASS_EXPECTED[cue]
+        in_group = [r for r in flagged if r["group"] in expected]
+        result["expected_groups"] = list(expected)
+        result["found_group"] = bool(in_group)
+        result["found_class"] = any(data["carrier"] in _named_classes(r) for r in in_group)
+        per_class = finding.evidence.get("per_class") or []
+        result["per_class_top"] = [{key: r.get(key) for key in ("class", "column", "share_of_class",
+                                                                 "share_of_others", "text")} for r in per_class[:3]]
+    if cleanlab:
+        outcome = run_cleanlab(data)
+        groups = sorted({CLEANLAB_GROUP.get(name, name) for name in outcome.get("flagged", [])})
+        result["cleanlab"] = {"flagged": outcome.get("flagged", []), "groups": groups,
+                              "seconds": outcome.get("seconds"), "error": outcome.get("error")}
+        if kind == "planted":
+            result["cleanlab"]["found"] = bool(set(groups) & set(ONE_CLASS_EXPECTED[cue]))
+    return result
+
+
+def _named_classes(row: dict[str, Any]) -> list[str]:
+    """Class names a cue row singles out (``classes`` list of {"class", ...}; also a plain ``class`` field)."""
+    named = [str(c["class"]) for c in row.get("classes") or [] if isinstance(c, dict) and "class" in c]
+    named += [str(c) for c in row.get("classes") or [] if isinstance(c, str)]
+    if row.get("class") is not None:
+        named.append(str(row["class"]))
+    return named
+
+
+def one_class_plan(args: argparse.Namespace, datasets: dict[str, dict[str, Any]]) -> list[tuple]:
+    """(dataset, K, cue, P_class, P_others, rotation, seed, kind) of every one-class run and control."""
+    cues = [c for c in args.cues.split(",") if c in ONE_CLASS_CUES]
+    ks = [int(k) for k in args.k.split(",") if k]
+    p_class = (0.8, 1.0) if args.quick else P_CLASS
+    p_others = P_OTHERS
+    plan: list[tuple] = []
+    combos = [(name, k) for name in datasets for k in ks if k <= len(datasets[name]["names"])]
+    seed = 20_000
+    for name, k in combos:
+        rotation = 0
+        for cue in cues:
+            for pc in p_class:
+                for po in p_others:
+                    if args.quick and pc < 1.0 and po > 0.0:
+                        continue
+                    plan.append((name, k, cue, pc, po, rotation, seed, "planted"))
+                    rotation, seed = rotation + 1, seed + 1
+        if not args.quick or k == ks[0]:
+            for cue in cues:
+                plan.append((name, k, cue, CONTROL_P, CONTROL_P, rotation, seed, "no_correlation"))
+                rotation, seed = rotation + 1, seed + 1
+    # Clean controls: round-robin over the (dataset, K) combinations until there are enough.
+    for index in range(args.clean_controls_one_class):
+        name, k = combos[index % len(combos)]
+        plan.append((name, k, None, 0.0, 0.0, index, 30_000 + index, "clean"))
+    return plan
+
+
+def one_class_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    planted = [r for r in runs if r["kind"] == "planted"]
+    table: dict[str, dict[str, Any]] = {}
+    for r in planted:
+        row = table.setdefault(f"{r['cue']} P_class={r['p_class']:.1f} P_others={r['p_others']:.1f}",
+                               {"runs": 0, "found_group": 0, "found_class": 0, "cleanlab_found": 0, "cases": []})
+        row["runs"] += 1
+        row["found_group"] += r["found_group"]
+        row["found_class"] += r["found_class"]
+        row["cleanlab_found"] += bool(r.get("cleanlab", {}).get("found"))
+        row["cases"].append(f"{r['dataset']} K={r['k']} '{r['class']}': "
+                            f"{'class' if r['found_class'] else 'group' if r['found_group'] else 'missed'}")
+    goal = [r for r in planted if r["p_class"] >= 0.8 and r["p_others"] <= 0.1]
+
+    def controls(kind: str) -> dict[str, Any]:
+        members = [r for r in runs if r["kind"] == kind]
+        alarms = [r for r in members if r["flagged"]]
+        cues: dict[str, int] = {}
+        for r in alarms:
+            for cue in r["flagged"]:
+                cues[cue] = cues.get(cue, 0) + 1
+        with_cleanlab = [r for r in members if "cleanlab" in r]
+        return {"runs": len(members), "datasets": sorted({f"{r['dataset']} K={r['k']}" for r in members}),
+                "curato_false_alarms": len(alarms), "flagged_cues": cues,
+                "alarms": [f"{r['dataset']} K={r['k']} {r['cue']} seed {r['seed']}: {r['flagged']}" for r in alarms],
+                "cleanlab_runs": len(with_cleanlab),
+                "cleanlab_false_alarms": sum(bool(r["cleanlab"]["flagged"]) for r in with_cleanlab),
+                "cleanlab_flagged": sorted({p for r in with_cleanlab for p in r["cleanlab"]["flagged"]})}
+
+    by_cue = {}
+    for cue in ONE_CLASS_CUES:
+        members = [r for r in goal if r["cue"] == cue]
+        if members:
+            by_cue[cue] = {"runs": len(members), "found_group": sum(r["found_group"] for r in members),
+                           "found_class": sum(r["found_class"] for r in members),
+                           "cleanlab_found": sum(bool(r.get("cleanlab", {}).get("found")) for r in members)}
+    return {
+        "detection": table,
+        "goal_cases": {"definition": "P_class >= 0.8 and P_others <= 0.1", "runs": len(goal),
+                       "found_group": sum(r["found_group"] for r in goal),
+                       "found_class": sum(r["found_class"] for r in goal),
+                       "cleanlab_runs": sum("cleanlab" in r for r in goal),
+                       "cleanlab_found": sum(bool(r.get("cleanlab", {}).get("found")) for r in goal),
+                       "by_cue": by_cue},
+        "all_planted": {"runs": len(planted), "found_group": sum(r["found_group"] for r in planted),
+                        "found_class": sum(r["found_class"] for r in planted)},
+        "clean_controls": controls("clean"),
+        "no_correlation_controls": controls("no_correlation"),
+        "not_run": "K = 100: no 100-class image dataset is available offline here (none faked); "
+                   "lfw has 2 classes (K = 2 only)",
+        "seconds": round(sum(r["seconds"] for r in runs), 1),
+        "embed_seconds": round(sum(r["embed_seconds"] for r in runs), 1),
+    }
+
+
+def _one_class_line(run: dict[str, Any]) -> str:
+    if run["kind"] == "planted":
+        found = "CLASS" if run["found_class"] else "group" if run["found_group"] else "missed"
+    else:
+        found = "ALARM" if run["flagged"] else "quiet"
+    text = (f"{run['kind'][:8]:>8} {run['dataset']:>6} K={run['k']:<2} {run['cue']:>10} P_class={run['p_class']:.1f} "
+            f"P_others={run['p_others']:.1f} class={run['class']!s:>10} {found:>6} flagged={run['flagged']}")
+    if run["flagged_classes"]:
+        text += f" classes={run['flagged_classes']}"
+    text += f" ({run['seconds']} s"
+    text += f", embedding {run['embed_seconds']} s)" if run["embed_seconds"] else ")"
+    if "cleanlab" in run:
+        text += f" | cleanlab {run['cleanlab']['flagged']} ({run['cleanlab']['seconds']} s)"
+        if run["cleanlab"].get("error"):
+            text += f" error: {run['cleanlab']['error']}"
+    return text
+
+
+def run_one_class(args: argparse.Namespace, cleanlab: bool, out: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    names = [d for d in args.datasets.split(",") if d]
+    datasets = {name: load_dataset(name, args.pool) for name in names}
+    plan = one_class_plan(args, datasets)
+    print(f"one-class: {len(plan)} runs ({sum(p[-1] == 'planted' for p in plan)} planted), "
+          f"reference on the {args.reference} pictures", file=out, flush=True)
+    runs = []
+    for name, k, cue, pc, po, rotation, seed, kind in plan:
+        with_cleanlab = cleanlab and (kind != "clean" or args.cleanlab_controls or rotation < 8)
+        runs.append(one_class_run(datasets[name], k, cue, pc, po, rotation, seed, args.one_class_samples,
+                                  args.reference, with_cleanlab, kind))
+        print(_one_class_line(runs[-1]), file=out, flush=True)
+    return runs, one_class_summary(runs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=3000)
-    parser.add_argument("--pool", type=int, default=10_000)
+    parser.add_argument("--samples", type=int, default=3000, help="images per all-class run")
+    parser.add_argument("--pool", type=int, default=10_000, help="Fashion-MNIST training images drawn from")
     parser.add_argument("--strengths", default="0.5,0.7,0.9,1.0")
-    parser.add_argument("--cues", default=",".join(CUES))
-    parser.add_argument("--clean-controls", type=int, default=20)
+    parser.add_argument("--cues", default=",".join(dict.fromkeys(CUES + ONE_CLASS_CUES)),
+                        help="cues to plant (all-class: tint,brightness,scale,border,jpeg,size; one-class: "
+                             "tint,brightness,frame,corner,scale,blur,jpeg,format,size)")
+    parser.add_argument("--clean-controls", type=int, default=20, help="clean Fashion-MNIST controls (all-class)")
+    parser.add_argument("--one-class", action="store_true", help="run the one-class plantings and controls too")
+    parser.add_argument("--skip-all-class", action="store_true", help="with --one-class: skip the all-class runs")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="one-class datasets: fmnist,digits,lfw")
+    parser.add_argument("--k", default="2,10", help="one-class numbers of classes (K = 100: no such data here)")
+    parser.add_argument("--one-class-samples", type=int, default=2000, help="images per one-class run (at most)")
+    parser.add_argument("--clean-controls-one-class", type=int, default=32)
+    parser.add_argument("--reference", choices=("clean", "planted"), default="clean",
+                        help="embed the clean pictures (cached) or the planted ones for the reference head")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller grid: P_class 0.8/1.0, no-correlation controls for the first K only, "
+                             "all-class strengths 0.7,1.0 with 6 clean controls")
+    parser.add_argument("--cleanlab-controls", action="store_true",
+                        help="run cleanlab on every clean one-class control too (default: planted and "
+                             "no-correlation runs plus the first 8 clean controls)")
     parser.add_argument("--no-cleanlab", action="store_true")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
+                        help="write everything as JSON to OUT (no OUT or '-': stdout, lines go to stderr)")
     args = parser.parse_args()
-    pool = load_pool(args.pool)
-    reference = reference_probabilities(pool)
+    started = time.perf_counter()
+    out = sys.stderr if args.json == "-" else sys.stdout
     cleanlab = not args.no_cleanlab and CLEANLAB_PYTHON.exists()
-    runs = []
-    for cue in [c for c in args.cues.split(",") if c]:
-        for strength in [float(s) for s in args.strengths.split(",")] + [0.0]:
-            runs.append(run_one(cue, strength, 100 + len(runs), args.samples, pool, reference, cleanlab))
-            print(_line(runs[-1]), file=sys.stderr if args.json else sys.stdout, flush=True)
-    for control in range(args.clean_controls):
-        runs.append(run_one(None, 0.0, 1000 + control, args.samples, pool, reference, cleanlab and control < 5))
-        print(_line(runs[-1]), file=sys.stderr if args.json else sys.stdout, flush=True)
-    summary = _summary(runs)
-    if args.json:
-        print(json.dumps({"samples": args.samples, "runs": runs, "summary": summary}, indent=2))
+    if not args.no_cleanlab and not cleanlab:
+        print(f"cleanlab skipped: {CLEANLAB_PYTHON} missing (see benchmarks/cleanlab_spurious.py)", file=out)
+    report: dict[str, Any] = {"cleanlab": cleanlab, "reference": args.reference}
+    if args.one_class:
+        runs, summary = run_one_class(args, cleanlab, out)
+        report["one_class"] = {"runs": runs, "summary": summary}
+    if not args.one_class or not args.skip_all_class:
+        strengths = "0.7,1.0" if args.quick and args.strengths == "0.5,0.7,0.9,1.0" else args.strengths
+        controls = min(args.clean_controls, 6) if args.quick else args.clean_controls
+        pool = load_pool(args.pool)
+        reference = reference_probabilities(pool)
+        runs = []
+        for cue in [c for c in args.cues.split(",") if c in CUES]:
+            for strength in [float(s) for s in strengths.split(",")] + [0.0]:
+                runs.append(run_one(cue, strength, 100 + len(runs), args.samples, pool, reference, cleanlab))
+                print(_line(runs[-1]), file=out, flush=True)
+        for control in range(controls):
+            runs.append(run_one(None, 0.0, 1000 + control, args.samples, pool, reference, cleanlab and control < 5))
+            print(_line(runs[-1]), file=out, flush=True)
+        report["all_class"] = {"samples": args.samples, "runs": runs, "summary": _summary(runs)}
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    summaries = {key: report[key]["summary"] for key in ("one_class", "all_class") if key in report}
+    if args.one_class:
+        detection = summaries["one_class"]["detection"]
+        summaries["one_class"] = {**summaries["one_class"], "detection": {
+            key: {k: v for k, v in row.items() if k != "cases"} for key, row in detection.items()}}
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
     else:
-        print(json.dumps(summary, indent=2))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        print(json.dumps({**summaries, "seconds": report["seconds"]}, indent=2))
 
 
 def _line(run: dict[str, Any]) -> str:
