@@ -568,6 +568,10 @@ def undo_decision(workspace: Workspace, user: User, decision_id: int) -> dict[st
         assignment_id = effects.get("assignment")
         if row["queue"] == LABELLING_QUEUE and assignment_id is not None:
             _reopen_assignment(conn, int(assignment_id))
+        if row["queue"] == "masks":  # curato.commands.masking.MASK_QUEUE: the saved mask is superseded again
+            from curato.commands.masking import retract_mask
+
+            retract_mask(conn, decision_id, effects)
     return {"undone": decision_id}
 
 

@@ -26,6 +26,7 @@ from curato.commands import labelling as app_commands
 from curato.commands.labelling import ConflictError, ForbiddenError, NotFoundError, User
 from curato.commands.live import LiveLoop, select_suggestions
 from curato.errors import CuratoError, InputError, UnreadableImageError, WorkspaceBusyError, WorkspaceError
+from curato.label import masks_api as mask_routes
 from curato.workspace import Workspace
 
 STATIC = Path(__file__).parent / "static"
@@ -47,17 +48,18 @@ class BodyLimit:
     """ASGI middleware: a request body over ``limit`` bytes is answered 413 before the app sees it (a declared
     Content-Length is checked up front; a chunked body is read here, counted, and replayed to the app)."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES, paths: dict[str, int] | None = None) -> None:
+        self.app, self.limit, self.paths = app, limit, dict(paths or {})  # paths: a larger limit for exact paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = f"request body over {self.limit // 1024} KiB; send less"
+        limit = self.paths.get(scope.get("path", ""), self.limit)
+        too_big = f"request body over {limit // 1024} KiB; send less"
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
-            if not declared.isdigit() or int(declared) > self.limit:
+            if not declared.isdigit() or int(declared) > limit:
                 await _plain_error(send, 413, too_big)
                 return
             await self.app(scope, receive, send)
@@ -70,7 +72,7 @@ class BodyLimit:
             if message["type"] != "http.request":
                 break
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 await _plain_error(send, 413, too_big)
                 return
             if not message.get("more_body", False):
@@ -163,7 +165,7 @@ def create_app(workspace: Workspace, *, live_loop: bool = True) -> FastAPI:
                 loop.stop()
 
     app = FastAPI(title="curato labelling", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, paths=mask_routes.BODY_LIMITS)
     app.state.workspace = workspace
     app.state.loop = loop
 
@@ -207,6 +209,7 @@ def create_app(workspace: Workspace, *, live_loop: bool = True) -> FastAPI:
     anyone = Depends(authenticated)
     reviewer = Depends(role("reviewer", "admin"))
     admin = Depends(role("admin"))
+    mask_loop = mask_routes.include_mask_routes(app, workspace, anyone=anyone)
 
     # ---- pages ----
     @app.get("/", include_in_schema=False)
@@ -285,6 +288,7 @@ def create_app(workspace: Workspace, *, live_loop: bool = True) -> FastAPI:
         result = app_commands.undo_decision(workspace, user, decision_id)
         if loop is not None:
             loop.notify()
+        mask_loop.notify()
         return result
 
     # ---- labelling ----

@@ -1,0 +1,199 @@
+"""The mask endpoints of ``curato serve`` over real HTTP on loopback (uvicorn in a thread), on real photographs
+(scikit-image's ``chelsea`` and ``coffee``): save and read back, refused input writes nothing, undo, the
+superpixel and proposal answers, and the per-path body limit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from curato.api import Workspace
+from curato.catalog.schema import annotations, decisions
+from curato.label.masks_api import MAX_MASK_BYTES, label_png
+from tests.test_label_server import _client, serving
+
+
+def _photos(root: Path) -> Path:
+    """Two real photos (and a text sample) in a manifest; returns it."""
+    from skimage import data
+
+    root.mkdir(parents=True)
+    Image.fromarray(data.chelsea()).save(root / "chelsea.png")
+    Image.fromarray(data.coffee()).save(root / "coffee.jpg", quality=95)
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "path", "label", "split"])
+        writer.writeheader()
+        writer.writerow({"id": "chelsea", "path": "chelsea.png", "label": "cat", "split": "train"})
+        writer.writerow({"id": "coffee", "path": "coffee.jpg", "label": "cup", "split": "train"})
+    (root / "notes.csv").write_text("id,text,label\nnote1,a sentence about a cat,cat\n")
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("masks")
+    manifest = _photos(base / "data")
+    ws = Workspace.create(base / "ws")
+    ws.ingest(manifest)
+    ws.ingest(base / "data" / "notes.csv", format="text")
+    return base / "ws"
+
+
+@pytest.fixture
+def workspace(built, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(built, tmp_path / "ws"))
+
+
+def _tokens(root: Path) -> dict[str, str]:
+    ws = Workspace.open(root)
+    return {name: ws.add_user(name, role) for name, role in (("ann", "annotator"), ("bob", "annotator"),
+                                                               ("root", "admin"))}
+
+
+def _mask_rows(root: Path) -> tuple[int, int]:
+    with Workspace.open(root).catalog.engine.connect() as conn:
+        return (int(conn.execute(select(func.count()).select_from(annotations)).scalar()),
+                int(conn.execute(select(func.count()).select_from(decisions)).scalar()))
+
+
+def _read_png(content: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(content)) as image:
+        assert image.mode == "P"
+        return np.asarray(image).copy()
+
+
+def _save(client, sample_id: str, label_map: np.ndarray, classes: list[str], body: bytes | None = None):
+    return client.post("/api/mask", params={"id": sample_id, "classes": classes},
+                       content=label_png(label_map) if body is None else body,
+                       headers={"content-type": "image/png"})
+
+
+def _painted(shape: tuple[int, int], seed: int) -> np.ndarray:
+    label_map = np.zeros(shape, dtype=np.uint8)
+    h, w = shape
+    label_map[h // 4: h // 2, w // 5: w // 2] = 1
+    label_map[h // 2:, w // 2 + seed:] = 2
+    return label_map
+
+
+def test_next_superpixels_save_read_back_and_undo(workspace):
+    tokens = _tokens(workspace)
+    with serving(workspace) as base, _client(base, tokens["ann"]) as ann, _client(base, tokens["bob"]) as bob:
+        item = ann.get("/api/mask/next").json()
+        assert item["sample_id"] in ("chelsea", "coffee")
+        assert item["classes"][:2] == ["cat", "cup"] and item["proposal_available"] is False
+        assert ann.get("/api/mask/proposal", params={"id": "chelsea"}).status_code == 204
+        shape = (300, 451)
+        picture = ann.get("/api/mask/image", params={"id": "chelsea"})
+        assert picture.headers["content-type"] == "image/png"
+        from skimage import data
+
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(picture.content))), data.chelsea())
+        answer = ann.get("/api/mask/superpixels", params={"id": "chelsea", "level": "fine"})
+        assert answer.status_code == 200 and answer.headers["x-dtype"] == "uint16"
+        segments = np.frombuffer(answer.content, dtype="<u2").reshape(int(answer.headers["x-height"]),
+                                                                      int(answer.headers["x-width"]))
+        assert segments.shape == shape and int(segments.max()) + 1 == int(answer.headers["x-segments"]) > 300
+        assert ann.get("/api/mask/superpixels", params={"id": "chelsea", "level": "huge"}).status_code == 400
+        assert ann.get("/api/mask", params={"id": "chelsea"}).status_code == 404
+
+        first = _painted(shape, 0)
+        saved = _save(ann, "chelsea", first, ["cat", "cup"])
+        assert saved.status_code == 200, saved.text
+        first_decision = saved.json()["decision"]
+        assert saved.json()["from_proposal"] is None
+        back = ann.get("/api/mask", params={"id": "chelsea"})
+        assert back.status_code == 200 and json.loads(unquote(back.headers["x-mask-classes"]))[:2] == ["cat", "cup"]
+        assert np.array_equal(_read_png(back.content), first)
+        assert ann.get("/api/mask/next").json()["sample_id"] == "coffee"
+
+        second = _painted(shape, 40)
+        second_decision = _save(bob, "chelsea", second, ["cat", "cup"]).json()["decision"]
+        assert np.array_equal(_read_png(ann.get("/api/mask", params={"id": "chelsea"}).content), second)
+        # another user's decision: refused, nothing changes
+        assert ann.post(f"/api/decisions/{second_decision}/undo").status_code == 403
+        # the older mask has been saved over: undoing it first is a conflict
+        assert ann.post(f"/api/decisions/{first_decision}/undo").status_code == 409
+        assert bob.post(f"/api/decisions/{second_decision}/undo").status_code == 200
+        assert np.array_equal(_read_png(ann.get("/api/mask", params={"id": "chelsea"}).content), first)
+        assert ann.post(f"/api/decisions/{first_decision}/undo").status_code == 200
+        assert ann.get("/api/mask", params={"id": "chelsea"}).status_code == 404
+        assert ann.get("/api/mask/next").json()["sample_id"] == "chelsea"
+    ws = Workspace.open(workspace)
+    history = ws.catalog.masks("chelsea")
+    assert len(history) == 4 and all(row["data"].get("superseded_by") for row in history)  # kept, not deleted
+    assert ws.catalog.semantic_mask("chelsea") is None
+
+
+def test_refused_masks_write_nothing(workspace):
+    tokens = _tokens(workspace)
+    shape = (300, 451)
+    with serving(workspace) as base, _client(base, tokens["ann"]) as ann:
+        before = _mask_rows(workspace)
+        wrong_size = _save(ann, "chelsea", np.zeros((shape[0], shape[1] - 1), np.uint8), ["cat"])
+        assert wrong_size.status_code == 400 and "451x300" in wrong_size.json()["detail"]
+        too_high = _painted(shape, 0)
+        too_high[0, 0] = 3
+        assert _save(ann, "chelsea", too_high, ["cat", "cup"]).status_code == 400
+        assert _save(ann, "chelsea", _painted(shape, 0), ["cat", "cat"]).status_code == 400
+        assert _save(ann, "chelsea", _painted(shape, 0), ["cat", "cup"], body=b"not a png").status_code == 400
+        rgb = io.BytesIO()
+        Image.new("RGB", (shape[1], shape[0])).save(rgb, format="PNG")
+        assert _save(ann, "chelsea", _painted(shape, 0), ["cat", "cup"], body=rgb.getvalue()).status_code == 400
+        as_json = ann.post("/api/mask", params={"id": "chelsea", "classes": ["cat"]}, json={"mask": [0]})
+        assert as_json.status_code == 400
+        # not an image, or not in the catalog: 404 for every mask call
+        for path in ("/api/mask", "/api/mask/superpixels", "/api/mask/proposal", "/api/mask/image"):
+            assert ann.get(path, params={"id": "note1"}).status_code == 404, path
+            assert ann.get(path, params={"id": "nope"}).status_code == 404, path
+        assert _save(ann, "note1", np.zeros((1, 1), np.uint8), ["cat"]).status_code == 404
+        # over the mask limit: 413 before the app reads it; JSON endpoints keep their 64 KiB limit
+        huge = ann.post("/api/mask", params={"id": "chelsea", "classes": ["cat"]},
+                        content=b"\0" * (MAX_MASK_BYTES + 1), headers={"content-type": "image/png"})
+        assert huge.status_code == 413
+        big_json = ann.post("/api/label/submit", content=b"{" + b" " * 70_000 + b"}",
+                            headers={"content-type": "application/json"})
+        assert big_json.status_code == 413
+        assert _mask_rows(workspace) == before
+        # unauthenticated: refused
+        assert _client(base).get("/api/mask/next").status_code == 401
+
+
+def test_proposal_after_refit_and_from_proposal(workspace):
+    tokens = _tokens(workspace)
+    shape = (300, 451)
+    with serving(workspace) as base, _client(base, tokens["ann"]) as ann:
+        first = _painted(shape, 0)
+        assert _save(ann, "chelsea", first, ["cat", "cup"]).status_code == 200
+        deadline = time.monotonic() + 120
+        while not ann.get("/api/mask/status").json()["model"]:
+            assert time.monotonic() < deadline, ann.get("/api/mask/status").json()
+            time.sleep(0.2)
+        proposal = ann.get("/api/mask/proposal", params={"id": "coffee"})
+        assert proposal.status_code == 200, proposal.text
+        proposed = _read_png(proposal.content)
+        names = json.loads(unquote(proposal.headers["x-mask-classes"]))
+        assert proposed.shape == (400, 600) and set(np.unique(proposed)) <= set(range(len(names) + 1))
+        # keep the proposal but repaint a quarter of it: from_proposal measures what stayed
+        kept = proposed.copy()
+        kept[:100, :] = np.where(proposed[:100, :] == 1, 2, 1)
+        answer = _save(ann, "coffee", kept, names)
+        assert answer.status_code == 200, answer.text
+        share = answer.json()["from_proposal"]
+        assert share == pytest.approx(float((kept == proposed).mean()), abs=1e-6) and 0.7 <= share <= 0.8
+        with Workspace.open(workspace).catalog.engine.connect() as conn:
+            effects = conn.execute(select(decisions.c.effects).where(
+                decisions.c.id == answer.json()["decision"])).scalar()
+        assert effects["from_proposal"] == share and effects["mask"] == answer.json()["mask"]
