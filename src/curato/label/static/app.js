@@ -3,6 +3,8 @@
 // SECURITY: class names, file names, sample ids and user names are user data. They only ever reach the page
 // through textContent, attribute values set with setAttribute, or encodeURIComponent in URLs; never innerHTML.
 
+import {maskView} from "./mask.js";
+
 const state = {me: null, csrf: null, classes: [], view: null, busy: false};
 const NUMBER_KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"];
 
@@ -690,6 +692,10 @@ async function route() {
     else if (name === "review" && parts.length > 1) await reviewView(view, decodeURIComponent(parts.slice(1).join("/")));
     else if (name === "label") await labelView(view);
     else if (name === "admin") await adminView(view);
+    else if (name === "mask") {
+      await maskView(view, {el, api, toast, setLegend, guarded, state, ApiError},
+        parts.length > 1 ? decodeURIComponent(parts.slice(1).join("/")) : null);
+    }
     else view.root.replaceChildren(el("p", {}, "No such page. ", el("a", {href: "#/", text: "Overview"})));
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) return;
