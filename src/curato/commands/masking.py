@@ -158,6 +158,11 @@ def mask_item(workspace: Workspace, sample_id: str, *, queued: bool | None = Non
     """What the tool needs to open one image: its size, classes, levels and whether a mask exists."""
     image = mask_image(workspace, sample_id)
     current = workspace.catalog.semantic_mask(sample_id)
+    if remaining is None:
+        with workspace.catalog.engine.connect() as conn:
+            total = int(conn.execute(select(func.count()).select_from(samples).where(
+                samples.c.kind == "image", samples.c.readable.is_(True))).scalar() or 0)
+        remaining = max(0, total - len(human_masked(workspace)))
     return {"sample_id": sample_id, "width": image.width, "height": image.height, "queued": queued,
             "remaining": remaining, "classes": mask_class_names(workspace), "levels": list(LEVELS),
             "level": DEFAULT_LEVEL, "has_mask": current is not None}
