@@ -191,6 +191,14 @@ def test_paint_superpixels_brush_save_and_export(server, tmp_path):
             page.keyboard.press("Enter")
         body = sent.value.post_data_buffer
         page.wait_for_function("() => document.querySelector('#mask-stage').dataset.saved")
+        # reopened, the page starts from the stored mask (the server's PNG, decoded in the page): saved again
+        # unchanged, it sends the same pixels
+        page.goto(server.url + "/#/")
+        _open(page, server, "chelsea")
+        assert page.get_attribute("#mask-stage", "data-source") == "saved mask"
+        with page.expect_request(lambda r: r.method == "POST" and "/api/mask?" in r.url) as again:
+            page.keyboard.press("Enter")
+        resent = again.value.post_data_buffer
         assert errors == []
 
     with Image.open(io.BytesIO(body)) as png:
@@ -214,6 +222,7 @@ def test_paint_superpixels_brush_save_and_export(server, tmp_path):
     names = json.loads(urllib.parse.unquote(headers["x-mask-classes"]))
     assert names[:2] == CLASSES
     assert (np.asarray(Image.open(io.BytesIO(stored))) == saved).all()
+    assert (np.asarray(Image.open(io.BytesIO(resent))) == saved).all()
     # both exports, read back, pixel for pixel (by class name: the export numbers classes its own way)
     assert run("export", tmp_path / "masks", "-w", server.workspace, "--format", "masks").returncode == 0
     assert run("export", tmp_path / "coco.json", "-w", server.workspace, "--format", "coco").returncode == 0

@@ -205,7 +205,6 @@ class Changes {
 
 export async function maskView(view, ctx, requested) {
   const {el, api, toast, setLegend, guarded, state, ApiError} = ctx;
-  const $ = (id) => document.getElementById(id);
   const enc = encodeURIComponent;
   const S = {
     item: null, width: 0, height: 0, labels: null, overlay: null, overlayRgba: null, maskCanvas: null, maskContext: null,
@@ -245,6 +244,7 @@ export async function maskView(view, ctx, requested) {
   const side = el("aside", {class: "mask-side evidence"});
   const head = el("div", {class: "view-head"}, el("a", {href: "#/", class: "back", text: "← Overview"}),
     el("h2", {text: "Masks"}), el("span", {class: "muted", id: "mask-remaining"}));
+  const remaining = head.querySelector("#mask-remaining");
   view.root.replaceChildren(head, el("div", {class: "mask-bench"}, stage, side));
   view.onKey = null;  // the mask tool reads the keyboard itself (Ctrl+Z, space held for panning)
   const context = canvas.getContext("2d");
@@ -650,7 +650,7 @@ export async function maskView(view, ctx, requested) {
     Object.assign(S, {indexes: {}, edges: {}, undo: [], redo: [], stroke: null, bitmap: null, labels: null,
       width: item.width, height: item.height, paintTimes: [], frameTimes: []});
     S.classes = [...item.classes];
-    $("mask-remaining").textContent = `${item.remaining ?? "–"} without a mask`;
+    remaining.textContent = `${item.remaining ?? "–"} without a mask`;
     const picture = raw(item.image).then((r) => r.blob()).then((blob) => createImageBitmap(blob));
     const level = loadLevel(S.level);
     let start = null;
@@ -721,12 +721,18 @@ export async function maskView(view, ctx, requested) {
     toast(`mask saved${kept}`);
     stage.dataset.saved = String(answer.decision);
     if (requested) { requested = null; window.history.replaceState(null, "", "#/mask"); }
-    await loadNext();
+    background(loadNext());  // the next image loads without holding the keys (a slow proposal blocks nothing)
+  }
+
+  function background(promise) {
+    promise.catch((error) => {
+      if (!(error instanceof ApiError && error.status === 401) && view.alive) toast(error.message || String(error), "error");
+    });
   }
 
   async function skip() {
     if (S.item) S.skipped.push(S.item.sample_id);
-    await loadNext();
+    background(loadNext());
   }
 
   async function undoSave() {
