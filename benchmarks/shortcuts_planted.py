@@ -497,6 +497,13 @@ def one_class_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             by_cue[cue] = {"runs": len(members), "found_group": sum(r["found_group"] for r in members),
                            "found_class": sum(r["found_class"] for r in members),
                            "cleanlab_found": sum(bool(r.get("cleanlab", {}).get("found")) for r in members)}
+    by_dataset_k = {}
+    for key in sorted({(r["dataset"], r["k"]) for r in goal}):
+        members = [r for r in goal if (r["dataset"], r["k"]) == key]
+        by_dataset_k[f"{key[0]} K={key[1]}"] = {
+            "runs": len(members), "found_group": sum(r["found_group"] for r in members),
+            "found_class": sum(r["found_class"] for r in members),
+            "missed": sorted({r["cue"] for r in members if not r["found_group"]})}
     return {
         "detection": table,
         "goal_cases": {"definition": "P_class >= 0.8 and P_others <= 0.1", "runs": len(goal),
@@ -504,7 +511,7 @@ def one_class_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                        "found_class": sum(r["found_class"] for r in goal),
                        "cleanlab_runs": sum("cleanlab" in r for r in goal),
                        "cleanlab_found": sum(bool(r.get("cleanlab", {}).get("found")) for r in goal),
-                       "by_cue": by_cue},
+                       "by_cue": by_cue, "by_dataset_k": by_dataset_k},
         "all_planted": {"runs": len(planted), "found_group": sum(r["found_group"] for r in planted),
                         "found_class": sum(r["found_class"] for r in planted)},
         "clean_controls": controls("clean"),
