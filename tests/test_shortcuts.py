@@ -116,7 +116,8 @@ def test_one_class_stored_as_jpeg_is_singled_out(data: dict[str, np.ndarray]) ->
             formats.append("png")
     finding = check(pictures, data, formats=formats, labels=data["labels"])
     format_row = next(row for row in finding.evidence["cues"] if row["cue"] == "format")
-    assert format_row["flagged"] and format_row["classes"][0] == {"class": "8", "gain": 1.0}
+    assert format_row["flagged"] and format_row["classes"][0]["class"] == "8"
+    assert (format_row["classes"][0]["gain"], format_row["classes"][0]["share_of_others"]) == (1.0, 0.0)
     assert "format = jpeg" in finding.message
     # Every flagged sample is a JPEG bag.
     assert set(data["labels"][finding.flagged]) == {bag}
@@ -201,3 +202,66 @@ def test_object_size_from_coco_boxes_is_a_caught_shortcut(tmp_path, fashion_mnis
     assert area["share_of_class"] >= 0.8 and area["share_of_others"] <= 0.2
     background = finding.evidence["tests"]["background_only"]
     assert background["ran"] and background["samples"] == 60
+
+
+def _one_class(data: dict[str, np.ndarray], klass: int, plant, share_class: float = 0.9, share_others: float = 0.05,
+               seed: int = 3) -> list[np.ndarray]:
+    """Real pictures where ``plant`` is applied to ``share_class`` of one class and ``share_others`` of the rest."""
+    rng = np.random.default_rng(seed)
+    carries = rng.random(len(data["labels"])) < np.where(data["labels"] == klass, share_class, share_others)
+    return [plant(rgb(image)) if on else rgb(image) for image, on in zip(data["images"], carries, strict=True)]
+
+
+def _brighter(picture: np.ndarray) -> np.ndarray:
+    return np.minimum(picture.astype(np.int16) + 60, 255).astype(np.uint8)
+
+
+def _corner_patch(picture: np.ndarray) -> np.ndarray:
+    out = picture.copy()
+    out[:5, -5:] = 255
+    return out
+
+
+def _half_size(picture: np.ndarray) -> np.ndarray:
+    small = np.asarray(Image.fromarray(picture).resize((14, 14), Image.BILINEAR))
+    out = np.zeros_like(picture)
+    out[7:21, 7:21] = small
+    return out
+
+
+def _blurred(picture: np.ndarray) -> np.ndarray:
+    from PIL import ImageFilter
+
+    return np.asarray(Image.fromarray(picture).filter(ImageFilter.GaussianBlur(1.2)))
+
+
+@pytest.mark.parametrize(("plant", "column"), [(_brighter, "background_brightness"), (_corner_patch, "corner_contrast"),
+                                               (_half_size, "object_extent"), (_blurred, "edge_sharpness")])
+def test_a_cue_that_singles_out_one_class_is_found_and_named(data: dict[str, np.ndarray], plant, column: str) -> None:
+    """The classic shortcut: ONE class carries the cue (the others rarely). Before the one-class test these were
+    judged only by their share of the whole label signal, about 1/K, and went unreported."""
+    sandal = 5
+    finding = check(_one_class(data, sandal, plant), data)
+    row = next(row for row in finding.evidence["cues"] if row["cue"] == column)
+    assert row["flagged"] and row["classes"][0]["class"] == str(sandal), row
+    named = row["classes"][0]
+    assert named["share_of_class"] >= 0.8 and named["share_of_others"] <= 0.15
+    assert {str(row["classes"][0]["class"]) for row in finding.evidence["cues"] if row.get("classes")} == {"5"}
+    assert "'5'" in finding.message and finding.severity in ("medium", "high")
+    assert set(data["labels"][finding.flagged]) == {sandal}  # the flagged samples are sandals carrying the cue
+    singled = finding.evidence["one_class"][0]  # what the report shows side by side
+    assert singled["class"] == str(sandal) and "What to do" in singled["advice"]
+    assert {int(data["labels"][int(i)]) for i in singled["with_cue"] + singled["without_cue"]} == {sandal}
+    assert sandal not in {int(data["labels"][int(i)]) for i in singled["others_with_cue"]}
+
+
+def test_natural_differences_between_two_classes_stay_quiet(data: dict[str, np.ndarray]) -> None:
+    """With two classes every object-borne difference predicts the label (a trouser is narrower and darker than
+    a coat); only cues that do not describe the object may be flagged there."""
+    pair = np.isin(data["labels"], (1, 4))
+    two = {"images": data["images"][pair], "labels": (data["labels"][pair] == 4).astype(np.int64),
+           "reference": out_of_fold_probabilities(data["images"][pair].reshape(int(pair.sum()), -1)
+                                                  .astype(np.float32), (data["labels"][pair] == 4).astype(np.int64))}
+    finding = check([rgb(image) for image in two["images"]], two)
+    assert finding.severity == "none", finding.message
+    assert finding.evidence["cues"][0]["p_value"] <= 0.01  # the natural differences are there, and significant

@@ -50,8 +50,10 @@ CUE_GROUPS: dict[str, tuple[str, ...]] = {
                             "bright_fraction", "centre_brightness"),
     "geometry_size": ("width", "height", "aspect", "megapixels"),
     "format_compression": ("format", "file_bytes", "bits_per_pixel", "jpeg_quality"),
-    "background_border": ("border_red", "border_green", "border_blue", "border_brightness", "border_std"),
-    "texture_frequency": ("sharpness", "entropy", "edge_density"),
+    "background_border": ("border_red", "border_green", "border_blue", "border_brightness", "border_std",
+                          "background_red", "background_green", "background_blue", "background_brightness",
+                          "corner_contrast"),
+    "texture_frequency": ("sharpness", "entropy", "edge_density", "edge_sharpness"),
     "object_size": ("object_area", "object_extent"),
 }
 CATEGORICAL = frozenset({"format"})
@@ -60,6 +62,20 @@ CATEGORICAL = frozenset({"format"})
 # them ("90% of 'Bag' images are JPEG, 0% of the others") is flagged even when the cue says nothing
 # about the other classes, once that class's share inside its range exceeds the others' by class_gain_flag.
 CONTEXT_COLUMNS = frozenset({"format", "jpeg_quality", "width", "height", "aspect", "megapixels"})
+# Derived from the thumbnails by cue_table: the background as the MEDIAN of the outer ring of the colour and
+# grey thumbnails (an object reaching the edge covers a minority of the ring, so its pixels do not move it,
+# unlike the border_* means), and the largest contrast of a corner block against that background (a
+# watermark, a logo, a scanner token).
+BACKGROUND_COLUMNS = ("background_red", "background_green", "background_blue", "background_brightness",
+                      "corner_contrast")
+# Also derived from the grey thumbnail: how steep the strongest edges are for their contrast (Laplacian over
+# gradient magnitude on the top fifth of gradients) -- the focus or blur of the picture, whatever the amount
+# of texture the object has (which sharpness and edge_density measure).
+DERIVED_COLUMNS = (*BACKGROUND_COLUMNS, "edge_sharpness")
+# The one-class test (see _per_class_cues) judges only cues that describe something other than the object:
+# the file (format, JPEG quality, stored size), the background, whether the picture has colour at all, its
+# focus, and how much of the frame the object fills (its scale, not its shape).
+ONE_CLASS_COLUMNS = CONTEXT_COLUMNS | frozenset(DERIVED_COLUMNS) | frozenset({"is_grayscale", "object_extent"})
 
 
 @dataclass(frozen=True)
@@ -73,7 +89,8 @@ class ShortcutParams:
     alpha: float = 0.01  # family-wise false-alarm rate of the permutation test (and the background test)
     share_flag: float = 0.5  # share of the label signal from which a significant cue is flagged
     share_high: float = 0.85  # strongest flagged share (or class gain) from which the finding is high
-    class_gain_flag: float = 0.5  # a context cue flags a class whose share inside a range exceeds the others' by this
+    class_gain_flag: float = 0.5  # a one-class cue flags a class whose share inside a range exceeds the others' by this
+    others_share_flag: float = 0.15  # ... while at most this share of the other classes is inside that range
     range_flag: float = 0.3  # a class's samples inside its range of a flagged cue are flagged if it separates by this
     max_samples: int = 10_000  # samples (a stratified subsample) the cue models and the permutations use
     background_samples: int = 1_000  # images re-embedded with their object blanked out for the background test
@@ -93,6 +110,7 @@ class ShortcutParams:
             check_field(check, self, name, low=0.0, strict=True)
         for name in ("alpha", "class_gain_flag"):
             check_field(check, self, name, low=0.0, high=1.0, strict=True)
+        check_field(check, self, "others_share_flag", low=0.0, high=1.0)
         check_field(check, self, "range_flag", low=0.0, high=1.0)
         for name in ("foreground_levels", "foreground_spreads"):
             check_field(check, self, name, low=0.0)
@@ -190,7 +208,86 @@ def cue_table(
     if np.isfinite(size).any():
         values.append(size)
         names += ["object_area", "object_extent"]
+    if thumbnails is not None and len(thumbnails):
+        values.append(background_columns(np.asarray(thumbnails)))
+        values.append(edge_sharpness(np.asarray(thumbnails))[:, None])
+        names += list(DERIVED_COLUMNS)
     return np.concatenate(values, axis=1), names, categories
+
+
+def background_columns(thumbnails: np.ndarray) -> np.ndarray:
+    """(n, 5) background red, green, blue, brightness and corner contrast from stored thumbnail rows, in [0, 1].
+
+    The background is the level the outer ring of cells mostly shows (colour: the 8x8 thumbnail; brightness:
+    the 24x24 grey one): the mean of the tightest half of the ring's values (the "shorth"), which an object
+    reaching the edge, light on dark or dark on light, does not move while it covers less than half the ring.
+    The corner contrast is the largest difference, over the four corners, between a corner block (a sixth
+    of the side) and the ring cells that continue it along both edges: a logo or a scanner token sits in the
+    corner alone, an object that reaches a corner goes on along the edge. Rows without a picture get NaN.
+    """
+    from curato.features.thumbnails import colour_thumbnails, grey_thumbnails
+
+    rows = np.asarray(thumbnails)
+    colour = colour_thumbnails(rows).astype(np.float64) / 255  # (n, 8, 8, 3)
+    grey = grey_thumbnails(rows).astype(np.float64) / 255  # (n, 24, 24)
+    background = np.stack([_shorth(_ring(colour[..., channel])) for channel in range(3)], axis=1)
+    level = _shorth(_ring(grey))
+    side = grey.shape[1]
+    block = max(2, side // 6)
+    contrasts = []
+    for rows_at, cols_at in ((slice(0, block), slice(0, block)), (slice(0, block), slice(side - block, side)),
+                             (slice(side - block, side), slice(0, block)),
+                             (slice(side - block, side), slice(side - block, side))):
+        corner = grey[:, rows_at, cols_at].mean(axis=(1, 2))
+        top = rows_at.start == 0
+        left = cols_at.start == 0
+        along_row = grey[:, 0 if top else side - 1, (block if left else side - 2 * block):(2 * block if left
+                                                                                          else side - block)]
+        along_col = grey[:, (block if top else side - 2 * block):(2 * block if top else side - block),
+                         0 if left else side - 1]
+        contrasts.append(np.abs(corner - np.concatenate([along_row, along_col], axis=1).mean(axis=1)))
+    out = np.concatenate([background, level[:, None], np.max(contrasts, axis=0)[:, None]], axis=1)
+    out[~rows.any(axis=1)] = np.nan
+    return out
+
+
+def edge_sharpness(thumbnails: np.ndarray) -> np.ndarray:
+    """(n,) steepness of the strongest edges of the grey thumbnails: mean |Laplacian| over mean gradient
+    magnitude on the pixels whose gradient is in the top fifth of the picture's. A blurred picture has wide,
+    shallow edges (low values) however much texture it shows. NaN for rows without a picture."""
+    from curato.features.thumbnails import grey_thumbnails
+
+    rows = np.asarray(thumbnails)
+    grey = grey_thumbnails(rows).astype(np.float64)
+    centre = grey[:, 1:-1, 1:-1]
+    gradient = np.hypot(grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2], grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1])
+    laplacian = np.abs(grey[:, 1:-1, 2:] + grey[:, 1:-1, :-2] + grey[:, 2:, 1:-1] + grey[:, :-2, 1:-1] - 4 * centre)
+    cut = np.quantile(gradient.reshape(len(grey), -1), 0.8, axis=1)[:, None, None]
+    strong = gradient > cut
+    total = (gradient * strong).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (laplacian * strong).sum(axis=(1, 2)) / total
+    out[(total <= 0) | ~rows.any(axis=1)] = np.nan
+    return out
+
+
+def _ring(pictures: np.ndarray) -> np.ndarray:
+    """(n, cells) the outer ring of (n, side, side) pictures."""
+    ring = np.ones(pictures.shape[1:3], dtype=bool)
+    ring[1:-1, 1:-1] = False
+    return pictures[:, ring]
+
+
+def _shorth(values: np.ndarray) -> np.ndarray:
+    """Per row, the mean of the tightest window holding half of the values: a location estimate that up to
+    half of outliers on either side do not move."""
+    ordered = np.sort(values, axis=1)
+    count = ordered.shape[1]
+    half = (count + 1) // 2
+    widths = ordered[:, half - 1:] - ordered[:, :count - half + 1]
+    start = widths.argmin(axis=1)
+    window = start[:, None] + np.arange(half)[None, :]
+    return np.take_along_axis(ordered, window, axis=1).mean(axis=1)
 
 
 def bin_columns(values: np.ndarray, columns: Sequence[str], *, bins: int | None = None) -> np.ndarray:
@@ -262,14 +359,26 @@ def _mutual_information(codes: np.ndarray, labels: np.ndarray, n_classes: int) -
 
 def _interval_gains(codes: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Per class, the largest (share of the class - share of the others) over contiguous bin ranges: (K,)."""
+    return _interval_shares(codes, labels, n_classes)[0]
+
+
+def _interval_shares(codes: np.ndarray, labels: np.ndarray, n_classes: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class, over contiguous bin ranges, the best range's (gain, share of the class inside, share of the
+    other classes inside), each (K,); gain = class share - others' share, the largest there is."""
     levels = int(codes.max()) + 1
     hist = np.bincount(labels * levels + codes, minlength=n_classes * levels).reshape(n_classes, levels)
     others = hist.sum(axis=0, keepdims=True) - hist
     inside = hist / np.maximum(hist.sum(axis=1, keepdims=True), 1)
     outside = others / np.maximum(others.sum(axis=1, keepdims=True), 1)
-    gain = np.concatenate([np.zeros((n_classes, 1)), np.cumsum(inside - outside, axis=1)], axis=1)
+    zero = np.zeros((n_classes, 1))
+    cum_in = np.concatenate([zero, np.cumsum(inside, axis=1)], axis=1)
+    cum_out = np.concatenate([zero, np.cumsum(outside, axis=1)], axis=1)
     low, high = np.triu_indices(levels + 1, k=1)
-    return (gain[:, high] - gain[:, low]).max(axis=1)
+    share_in, share_out = cum_in[:, high] - cum_in[:, low], cum_out[:, high] - cum_out[:, low]
+    best = (share_in - share_out).argmax(axis=1)
+    picked = np.arange(n_classes)
+    return share_in[picked, best] - share_out[picked, best], share_in[picked, best], share_out[picked, best]
 
 
 def _class_interval(codes: np.ndarray, values: np.ndarray, labels: np.ndarray, klass: int, column: str,
@@ -360,6 +469,7 @@ def shortcut_finding(
     y = labels[rows]
     folds = stratified_folds(y, p.n_folds, rng)
     chance = 1.0 / int((present > 0).sum())
+    two_classes = int((present > 0).sum()) == 2
     codes = bin_columns(cues[rows], cue_columns, bins=p.bins)
     informative = np.array([np.unique(codes[:, j]).size > 1 for j in range(codes.shape[1])])
     column_index = {name: j for j, name in enumerate(cue_columns)}
@@ -385,7 +495,7 @@ def shortcut_finding(
         known = np.isfinite(probs).all(axis=1)
         if known.sum() >= 2:
             reference = float(balanced_accuracy_score(y[known], probs[known].argmax(axis=1)))
-    per_class = _per_class_context_cues(codes, cue_columns, informative, targets, n_classes, names)
+    per_class = _per_class_cues(codes, cue_columns, informative, targets, n_classes, names)
     cue_rows = []
     for (name, cols), accuracy, p_value in zip(tested.items(), observed, p_values, strict=True):
         share = None if reference is None else (accuracy - chance) / max(reference - chance, 1e-9)
@@ -395,12 +505,17 @@ def shortcut_finding(
                                "share_of_signal": None if share is None else round(float(share), 4)}
         if len(cols) == 1:
             row["mutual_information_bits"] = round(_mutual_information(codes[:, cols[0]], y, n_classes), 4)
-        row["flagged"] = bool(p_value <= p.alpha and share is not None and share >= p.share_flag)
+        # With two classes every natural difference between them (one is darker, larger, more textured)
+        # predicts the label; there only cues that do not describe the object are flagged.
+        object_borne = any(cue_columns[j] not in ONE_CLASS_COLUMNS for j in cols)
+        row["flagged"] = row["whole_label"] = bool(p_value <= p.alpha and share is not None
+                                                   and share >= p.share_flag and not (two_classes and object_borne))
         if len(cols) == 1 and cue_columns[cols[0]] in per_class:
             found = per_class[cue_columns[cols[0]]]
             row["class_p_value"] = round(found["p_value"], 4)
-            row["classes"] = [c for c in found["classes"] if c["gain"] >= p.class_gain_flag]
-            row["flagged"] |= bool(found["p_value"] <= p.alpha and row["classes"])
+            row["classes"] = [c for c in found["classes"] if c["gain"] >= p.class_gain_flag
+                              and c["p_value"] <= p.alpha and c["share_of_others"] <= p.others_share_flag]
+            row["flagged"] |= bool(row["classes"])
         cue_rows.append(row)
     cue_rows.sort(key=lambda r: (not r["flagged"], -r["balanced_accuracy"]))
     tests = {"thumbnails": _thumbnail_test(thumbnails, labels, rows, y, chance, reference, seed, p)}
@@ -410,25 +525,28 @@ def shortcut_finding(
                     categories)
 
 
-def _per_class_context_cues(codes: np.ndarray, cue_columns: Sequence[str], informative: np.ndarray,
-                            targets: np.ndarray, n_classes: int, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Context cues (file format, stored size) that single out one class: per column, the per-class gains.
+def _per_class_cues(codes: np.ndarray, cue_columns: Sequence[str], informative: np.ndarray,
+                    targets: np.ndarray, n_classes: int, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Cues that single out one class (``ONE_CLASS_COLUMNS``): per column, each class's gain -- its share
+    inside the column's best range minus the other classes' share there.
 
-    Row 0 of ``targets`` is the real labeling, the rest are the permutations: the p-value compares the
-    largest gain of any class in any context column with the largest gain on shuffled labels.
+    Row 0 of ``targets`` is the real labeling, the rest are the permutations: the p-value compares a gain with
+    the largest gain of any class in any of these columns on shuffled labels (family-wise over columns x
+    classes, as the whole-label test is over cues).
     """
-    columns = [j for j, name in enumerate(cue_columns) if informative[j] and name in CONTEXT_COLUMNS]
+    columns = [j for j, name in enumerate(cue_columns) if informative[j] and name in ONE_CLASS_COLUMNS]
     if not columns:
         return {}
     gains = np.array([[_interval_gains(codes[:, j], target, n_classes) for j in columns] for target in targets])
     null_max = gains[1:].max(axis=(1, 2))
     result = {}
-    for position, j in enumerate(columns):
-        observed = gains[0, position]
-        p_value = (1 + (null_max >= observed.max() - 1e-12).sum()) / (1 + len(null_max))
-        classes = [{"class": names[k], "gain": round(float(observed[k]), 4)} for k in np.argsort(-observed)
-                   if observed[k] > 0]
-        result[cue_columns[j]] = {"p_value": float(p_value), "classes": classes}
+    for j in columns:
+        observed, inside, outside = _interval_shares(codes[:, j], targets[0], n_classes)
+        class_p = (1 + (null_max[None, :] >= observed[:, None] - 1e-12).sum(axis=1)) / (1 + len(null_max))
+        classes = [{"class": names[k], "gain": round(float(observed[k]), 4), "p_value": round(float(class_p[k]), 4),
+                    "share_of_class": round(float(inside[k]), 4), "share_of_others": round(float(outside[k]), 4)}
+                   for k in np.argsort(-observed) if observed[k] > 0]
+        result[cue_columns[j]] = {"p_value": float(class_p.min()), "classes": classes}
     return result
 
 
@@ -492,21 +610,31 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
                                                          if r["cue"] == c), 0.0))
         if column not in explained:
             explained.append(column)
+    one_class: list[dict[str, Any]] = []
     for column in explained[:params.cues_explained]:
         j = column_index[column]
         per_class = []
+        # A cue flagged for the whole label flags the samples of every class it separates; a one-class cue
+        # only those of the classes it singles out.
+        carriers = [r for r in flagged_cues if column in r["columns"]]
+        every_class = any(r.get("whole_label") for r in carriers)
+        named = {c["class"] for r in carriers for c in r.get("classes", [])}
         for klass in np.unique(y):
             interval = _class_interval(codes[:, j], cues[rows, j], y, int(klass), column,
                                        (categories or {}).get(column))
             per_class.append({"class": names[klass], "column": column, **interval})
             values = cues[:, j]
-            inside = np.isnan(values) if interval["missing"] else np.zeros(n, dtype=bool)
+            in_range = np.isnan(values) if interval["missing"] else np.zeros(n, dtype=bool)
             if interval["low"] is not None:
-                inside |= (values >= interval["low"]) & (values <= interval["high"])
-            inside &= labels == klass
-            if interval["share_of_class"] - interval["share_of_others"] >= params.range_flag:
+                in_range |= (values >= interval["low"]) & (values <= interval["high"])
+            inside = in_range & (labels == klass)
+            if interval["share_of_class"] - interval["share_of_others"] >= params.range_flag and (
+                    every_class or names[klass] in named):
                 flagged |= inside
                 scores = np.maximum(scores, np.where(inside, interval["share_of_class"], 0.0))
+            if names[klass] in named and not any(entry["class"] == names[klass] for entry in one_class):
+                one_class.append(_side_by_side(ids, labels, int(klass), in_range, names, column, interval,
+                                               params.examples_per_class))
         per_class.sort(key=lambda r: -(r["share_of_class"] - r["share_of_others"]))
         breakdown += per_class
         examples[column] = _examples_by_cue(ids, labels, cues[:, j], names, params.examples_per_class)
@@ -528,6 +656,8 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
             top = breakdown[0]
             message += (f". {top['share_of_class']:.0%} of '{top['class']}' images have {top['text']}, "
                         f"vs {top['share_of_others']:.0%} of the others")
+        if one_class:
+            message += f". {ONE_CLASS_ADVICE}"
     else:
         severity = "none"
         best = cue_rows[0] if cue_rows else None
@@ -539,9 +669,34 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
                "reference_balanced_accuracy": None if reference is None else round(reference, 4),
                "samples_used": len(rows), "permutations": params.permutations, "alpha": params.alpha,
                "share_flag": params.share_flag}
-    evidence = {"cues": cue_rows, "per_class": breakdown, "examples": examples, "tests": tests}
+    evidence = {"cues": cue_rows, "per_class": breakdown, "examples": examples, "tests": tests,
+                "one_class": one_class}
     return Finding(check="shortcuts", severity=severity, message=message, sample_ids=ids, flagged=flagged,
                    scores=scores, summary=summary, evidence=evidence)
+
+
+ONE_CLASS_ADVICE = ("What to do: collect images of that class without the cue (and of the others with it), crop "
+                    "or mask the region that carries it, or augment it away (colour jitter, random frames, "
+                    "re-encoding, rescaling), then audit again")
+
+
+def _side_by_side(ids: np.ndarray, labels: np.ndarray, klass: int, in_range: np.ndarray, names: list[str],
+                  column: str, interval: Mapping[str, Any], count: int) -> dict[str, Any]:
+    """A singled-out class's images with and without the cue, and other classes' images with it, for the
+    report to show side by side."""
+    members = labels == klass
+
+    def pick(mask: np.ndarray) -> list[str]:
+        found = np.flatnonzero(mask)
+        chosen = found[np.unique(np.linspace(0, len(found) - 1, min(count, len(found))).astype(int))] if len(
+            found) else found
+        return [str(ids[i]) for i in chosen]
+
+    return {"class": names[klass], "column": column, "cue": interval["text"],
+            "share_of_class": round(float(interval["share_of_class"]), 4),
+            "share_of_others": round(float(interval["share_of_others"]), 4),
+            "with_cue": pick(members & in_range), "without_cue": pick(members & ~in_range),
+            "others_with_cue": pick(~members & in_range), "advice": ONE_CLASS_ADVICE}
 
 
 def _cue_sentence(row: dict[str, Any], chance: float, reference: float | None, named: int) -> str:

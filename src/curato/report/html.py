@@ -115,6 +115,17 @@ def _galleries(workspace: Workspace, findings: Sequence[Finding],
                  "rows": [{"name": name, "items": [item(sid, value, f"{column} = {value:.3g}") for sid, value in picks]}
                           for name, picks in per_class.items()]}
                 for column, per_class in finding.evidence.get("examples", {}).items()]
+            entry["strips"] = [
+                {"title": f"'{singled['class']}' is singled out by {singled['cue']} "
+                          f"({singled['share_of_class']:.0%} of its images vs {singled['share_of_others']:.0%} of "
+                          f"the others). {singled['advice']}",
+                 "rows": [{"name": name, "items": [item(sid, 1.0, singled["cue"] if carries else "without the cue")
+                                                   for sid in singled[key]]}
+                          for name, key, carries in ((f"{singled['class']}: with the cue", "with_cue", True),
+                                                     (f"{singled['class']}: without it", "without_cue", False),
+                                                     ("other classes with the cue", "others_with_cue", True))
+                          if singled[key]]}
+                for singled in finding.evidence.get("one_class", [])] + entry["strips"]
         galleries[finding.check] = entry
     return galleries
 
