@@ -366,6 +366,10 @@ def test_annotators_never_share_an_item_and_labels_are_stored_with_durations(wor
         stored = conn.execute(select(labels.c.annotator, labels.c.duration_ms, labels.c.retracted_at).where(
             labels.c.origin == "human")).all()
     assert len(stored) == 28 and sum(row[2] is not None for row in stored) == 1
+    with ws.catalog.engine.connect() as conn:  # every answer says which `select` run queued its item
+        sources = {row[0] for row in conn.execute(select(decisions.c.source_run).where(
+            decisions.c.queue == "labelling", decisions.c.action == "label"))}
+    assert sources == {run["id"] for run in ws.catalog.runs("select")}
     assert {row[0] for row in stored} == {"annotator1", "annotator2"} and all(row[1] >= 800 for row in stored)
     status = {entry["sample_id"]: entry["status"] for entry in ws.catalog.queued(None)}
     assert sum(value == "labelled" for value in status.values()) == 27

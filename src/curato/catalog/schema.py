@@ -185,7 +185,7 @@ decisions = Table(
     Column("sample_ids", JSON, nullable=False),
     Column("effects", JSON, nullable=False),
     Column("user", String(64), nullable=False),
-    Column("source_run", Integer),  # the audit or select run the item came from
+    Column("source_run", Integer),  # the audit run (review) or select run (labelling) the item came from
     Column("duration_ms", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("undone_at", DateTime(timezone=True)),

@@ -733,8 +733,10 @@ def submit_label(workspace: Workspace, user: User, assignment_id: int, action: s
         effects: dict[str, Any] = {"assignment": assignment_id}
         if chosen is not None:
             effects["labels"] = {row["sample_id"]: chosen}
+        select_run = None if row["queue_id"] is None else conn.execute(
+            select(queue.c.run_id).where(queue.c.id == row["queue_id"])).scalar()
         decision_id = _record(conn, LABELLING_QUEUE, f"assignment:{assignment_id}", action, [row["sample_id"]],
-                              effects, user, None, duration_ms)
+                              effects, user, select_run, duration_ms)
         _apply(conn, decision_id, effects, user, duration_ms)
         status = "labelled" if action == "label" else action + ("ped" if action == "skip" else "")
         values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "duration_ms": duration_ms,
