@@ -31,15 +31,65 @@ CLASSES_SECONDS = 10.0
 log = logging.getLogger("curato.serve")
 
 
-class LiveLoop:
-    """The background refit thread of one server, and the state requests read (settings, suggestions, classes)."""
+class BackgroundLoop:
+    """A daemon thread that runs :meth:`_tick` when woken (:meth:`notify`) or every ``poll`` seconds (None: only
+    when woken). A failing tick is logged and shown in ``state["error"]``; the thread goes on, and requests never
+    wait for it."""
 
-    def __init__(self, workspace: Workspace) -> None:
-        self.workspace = workspace
+    thread_name = "curato-loop"
+    poll: float | None = None
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.state: dict[str, Any] = {"running": False, "error": None}
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.state)
+
+    def notify(self) -> None:
+        """Something the loop depends on changed: the thread checks whether work is due."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.poll)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._tick()
+            except Exception as error:  # the loop must survive a failed step; the status shows why
+                log.exception("%s failed", self.thread_name)
+                with self._lock:
+                    self.state.update(running=False, error=str(error).splitlines()[0] if str(error) else repr(error))
+
+    def _tick(self) -> None:
+        raise NotImplementedError
+
+
+class LiveLoop(BackgroundLoop):
+    """The background refit thread of one server, and the state requests read (settings, suggestions, classes)."""
+
+    thread_name = "curato-live-loop"
+    poll = POLL_SECONDS
+
+    def __init__(self, workspace: Workspace) -> None:
+        super().__init__()
+        self.workspace = workspace
         self._settings = labelling.read_app_settings(workspace)
         self._suggestions: dict[str, tuple[str, float]] = select_suggestions(workspace)
         self._classes: tuple[float, list[str]] = (0.0, [])
@@ -65,38 +115,6 @@ class LiveLoop:
             names = labelling.class_names(self.workspace)
             self._classes = (time.monotonic(), names)
         return names
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(self.state)
-
-    def notify(self) -> None:
-        """A human label arrived (or was undone): the thread checks whether a refit is due."""
-        self._wake.set()
-
-    # ---- the thread ----
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="curato-live-loop", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(POLL_SECONDS)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._tick()
-            except Exception as error:  # the loop must survive a failed refit; the status shows why
-                log.exception("live loop refit failed")
-                with self._lock:
-                    self.state.update(running=False, error=str(error).splitlines()[0] if str(error) else repr(error))
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -21,7 +21,6 @@ the pre-label model's proposal, saving a mask as one decision that can be undone
 from __future__ import annotations
 
 import hashlib
-import logging
 import threading
 import time
 from collections import OrderedDict, deque
@@ -35,6 +34,7 @@ from sqlalchemy import Connection, func, select, update
 from curato.catalog.catalog import utcnow
 from curato.catalog.schema import annotations, decisions, queue, samples
 from curato.commands.labelling import ConflictError, NotFoundError, User, class_names, sample_uri
+from curato.commands.live import BackgroundLoop
 from curato.errors import InputError
 from curato.workspace import Workspace
 
@@ -46,7 +46,6 @@ MODEL_SIDE = 768
 MAX_TRAINING_MASKS = 60
 MAX_MASK_CLASSES = 255
 IMAGE_CACHE = 4
-log = logging.getLogger("curato.serve")
 
 
 # -- images ------------------------------------------------------------------------------------------------------
@@ -319,16 +318,15 @@ def propose(workspace: Workspace, model: Any, sample_id: str) -> np.ndarray:
     return majority.astype(np.int32)[segments]
 
 
-class PrelabelLoop:
+class PrelabelLoop(BackgroundLoop):
     """The server's pre-label thread: refits after masks are saved or undone, computes superpixels ahead for
     the images ``next`` hands out, and keeps the proposals it served (to measure what a save kept of them)."""
 
+    thread_name = "curato-prelabel-loop"
+
     def __init__(self, workspace: Workspace) -> None:
+        super().__init__()
         self.workspace = workspace
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._ahead: deque[str] = deque(maxlen=8)
         self._model: tuple[int, Any, list[str]] | None = None
         self._fitted_on: int | None = None
@@ -336,20 +334,6 @@ class PrelabelLoop:
         self._proposals: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self.state: dict[str, Any] = {"refits": 0, "masks": 0, "running": False, "error": None, "seconds": None}
         self._wake.set()  # fit once at start on the masks already saved
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="curato-prelabel-loop", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def notify(self) -> None:
-        """A mask was saved or undone: refit when the count changed."""
-        self._wake.set()
 
     def ahead(self, sample_id: str) -> None:
         """Compute this image's superpixels (every level) and proposal in the background."""
@@ -390,24 +374,15 @@ class PrelabelLoop:
         with self._lock:
             return self._served.get(sample_id)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._refit_if_due()
-                while self._ahead and not self._stop.is_set():
-                    sample_id = self._ahead.popleft()
-                    for level in LEVELS:
-                        superpixel_map(self.workspace, sample_id, level)
-                    self.proposal(sample_id)
-                    self._refit_if_due()
-            except Exception as error:  # the loop must survive a failed refit; the status shows why
-                log.exception("pre-label loop failed")
-                with self._lock:
-                    self.state.update(running=False, error=str(error).splitlines()[0] if str(error) else repr(error))
+    def _tick(self) -> None:
+        """Refit when the number of saved masks changed; then the images queued by :meth:`ahead`."""
+        self._refit_if_due()
+        while self._ahead and not self._stop.is_set():
+            sample_id = self._ahead.popleft()
+            for level in LEVELS:
+                superpixel_map(self.workspace, sample_id, level)
+            self.proposal(sample_id)
+            self._refit_if_due()
 
     def _refit_if_due(self) -> None:
         count = saved_mask_count(self.workspace)
