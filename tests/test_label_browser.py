@@ -12,10 +12,8 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,7 +25,7 @@ from sqlalchemy import select
 
 from curato.catalog.schema import labels as labels_table
 from curato.workspace import Workspace
-from tests.browser import chromium_page
+from tests.browser import chromium_page, curato_serve
 from tests.conftest import run
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -65,12 +63,6 @@ def _build_dataset(root: Path, fashion_mnist) -> tuple[Path, str]:
     return manifest, original["id"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Server:
     """A running ``curato serve`` and an admin's token; ``api`` calls it as a script would (Bearer token)."""
 
@@ -104,34 +96,8 @@ def server(tmp_path_factory, fashion_mnist):
     added = subprocess.run([CURATO, "users", "add", "ada", "--role", "admin", "-w", workspace],
                            capture_output=True, text=True, check=True)
     token = added.stdout.strip().splitlines()[-1]
-    port = _free_port()
-    log = (root / "serve.log").open("w")
-    process = subprocess.Popen([CURATO, "serve", "-w", workspace, "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"curato serve exited with {process.returncode}: {(root / 'serve.log').read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/login", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"curato serve did not answer in 60 s: {(root / 'serve.log').read_text()}")
-            time.sleep(0.2)
+    with curato_serve(workspace, root / "serve.log") as url:
         yield Server(url, token, workspace, original)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def _open_app(page, server: Server, dialogs: list[str], errors: list[str]) -> None:

@@ -7,7 +7,6 @@ import csv
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from sqlalchemy import func, select
 from curato.api import Workspace
 from curato.catalog.schema import assignments, decisions, labels
 from curato.ingest.readers import FASHION_MNIST_CLASSES
+from tests.browser import free_port
 
 CLASSES = (0, 1, 7)  # T-shirt/top, Trouser, Sneaker: the head separates them well from 40 labels each
 
@@ -92,12 +92,6 @@ def workspace(request, built, tmp_path, postgres_url, fashion_mnist) -> Path:
     return _build(tmp_path / "ws", _write_dataset(tmp_path / "data", fashion_mnist), _fresh_postgres(postgres_url))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def serving(root: Path, *, live_loop: bool = False) -> Iterator[str]:
     """The app on a real uvicorn server on loopback, in a thread; yields its base URL."""
@@ -106,7 +100,7 @@ def serving(root: Path, *, live_loop: bool = False) -> Iterator[str]:
     from curato.label.server import create_app
 
     app = create_app(Workspace.open(root), live_loop=live_loop)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -447,7 +441,7 @@ def test_live_loop_refits_suggests_and_reports(workspace):
 def test_kill_9_mid_labelling_loses_and_duplicates_nothing(built, tmp_path):
     root = Path(shutil.copytree(built, tmp_path / "ws"))
     token = _tokens(root)["annotator"]
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "curato", "serve", "-w", str(root), "--port", str(port), "--no-loop"]
 
     def start() -> subprocess.Popen:

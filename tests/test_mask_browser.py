@@ -25,9 +25,9 @@ import pytest
 from PIL import Image
 
 from curato import masks as M
-from tests.browser import chromium_page
+from tests.browser import chromium_page, curato_serve
 from tests.conftest import run
-from tests.test_label_browser import CURATO, SCREENSHOTS, _free_port
+from tests.test_label_browser import CURATO, SCREENSHOTS
 
 CLASSES = ["cat", "cup"]
 
@@ -77,33 +77,8 @@ def server(tmp_path_factory):
     added = subprocess.run([CURATO, "users", "add", "ada", "--role", "annotator", "-w", workspace],
                            capture_output=True, text=True, check=True)
     token = added.stdout.strip().splitlines()[-1]
-    port = _free_port()
-    log = (root / "serve.log").open("w")
-    process = subprocess.Popen([CURATO, "serve", "-w", workspace, "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"curato serve exited with {process.returncode}: {(root / 'serve.log').read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/login", timeout=2):
-                    break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("curato serve did not answer in 60 s")
-            time.sleep(0.2)
+    with curato_serve(workspace, root / "serve.log") as url:
         yield Server(url, token, workspace)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def _login(page, server: Server, errors: list[str]) -> None:
