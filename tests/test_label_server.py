@@ -293,6 +293,9 @@ def test_review_decisions_change_the_curated_labels_and_undo_restores_them(works
         assert [(row[0], row[1] is not None) for row in rows] == [(evidence["suggested_label"], False), (other, True)]
         assert rows[0][2] == 1200
         assert accepted["decision"] < relabel["decision"]
+        kept = reviewer.post("/api/review/label_issues/decide", json={"item": second["item"], "action": "keep"})
+        assert kept.json()["effects"]["labels"] == {sid2: before[sid2].label}
+        assert ws.catalog.curated_labels()[sid2].how == "review"
 
 
 def test_duplicate_groups_keep_one_or_move_into_one_split(workspace):

@@ -465,7 +465,6 @@ def decide(workspace: Workspace, user: User, kind: str, item_key: str, action: s
     if action not in allowed:
         raise InputError(f"action {action!r} does not apply to {kind}; use one of {', '.join(allowed)}")
     _check_duration(duration_ms)
-    curated = workspace.catalog.curated_labels()
     rows = sample_rows(workspace, item.sample_ids)
     members = [sid for sid in item.sample_ids if sid in rows]
     if not members:
@@ -474,7 +473,7 @@ def decide(workspace: Workspace, user: User, kind: str, item_key: str, action: s
     if action in ("keep", "accept", "relabel"):
         sid = members[0]
         if action == "keep":
-            given = curated.get(sid)
+            given = workspace.catalog.curated_labels().get(sid)  # only "keep" needs the label that counts
             if given is None:
                 raise InputError(f"sample {sid!r} has no label to keep; relabel it instead")
             new = given.label
