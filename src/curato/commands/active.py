@@ -43,7 +43,8 @@ HELD_OUT_MAX = 10_000
 def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", embedder: str | None = None,
                out: Path | None = None, seed: int = 0, progress: Progress = SILENT) -> dict[str, Any]:
     """Pick ``budget`` unlabelled samples with ``strategy``, queue them in the catalog (one transaction) and
-    write them to ``out`` (CSV, or JSON when it ends in ``.json``) and ``reports/select-latest.json``.
+    write them to ``out`` (CSV, or JSON when it ends in ``.json``) and ``reports/select-latest.json``. Each batch
+    row names the sample's file (``path``; None for a text sample) so that a labeller can find it.
 
     Unlabelled = no current label and not already queued. The head (for strategies that need one, and for the
     batch's ``predicted_label`` and ``confidence``) is the active-learning head on the labelled samples'
@@ -74,12 +75,14 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
                              features=diversity_features(rows.embeddings, seed=seed),
                              n_classes=len(classes) if probs is not None else None, seed=seed, **extra)
     progress.advance(1)
+    paths = dict(zip(*workspace.catalog.samples(("sample_id", "uri")).values(), strict=True))
     batch = []
     for rank, (index, score, reason) in enumerate(zip(selection.indices, selection.scores, selection.reasons,
                                                       strict=True), start=1):
         predicted = None if probs is None else classes[int(probs[index].argmax())]
         confidence = None if probs is None else round(float(probs[index].max()), 6)
-        batch.append({"sample_id": str(rows.ids[index]), "rank": rank, "score": round(float(score), 6),
+        batch.append({"sample_id": str(rows.ids[index]), "path": paths.get(str(rows.ids[index])), "rank": rank,
+                      "score": round(float(score), 6),
                       "reason": reason, "predicted_label": predicted, "confidence": confidence})
     settings = {"budget": budget, "strategy": strategy, "embedder": rows.embedder, "seed": seed}
     with workspace.catalog.recorded_run("select", strategy, settings) as run:
