@@ -208,3 +208,16 @@ def test_params_are_validated_naming_the_field(changes: dict[str, object], messa
     with pytest.raises(InputError) as caught:
         DiversityParams(**changes)
     assert str(caught.value) == message
+
+
+def test_coverage_flags_samples_only_with_a_severity(clothes: dict[str, np.ndarray]) -> None:
+    """About 1% of a random test split lies beyond train's 99th percentile by chance: counted, not flagged."""
+    data = clothes
+    splits = np.where(np.random.default_rng(0).random(len(data["ids"])) < 0.1, "test", "train").astype(object)
+    _, chance = diversity_findings(data["ids"], data["embeddings"], data["labels"], splits=splits)
+    assert chance.summary["uncovered"] > 0 and chance.severity == "none" and chance.count == 0
+    assert "covers the others" in chance.message and "none flagged" in chance.message
+    assert not chance.details
+    splits[data["codes"] == BAG] = "test"
+    _, unseen = diversity_findings(data["ids"], data["embeddings"], data["labels"], splits=splits)
+    assert unseen.severity != "none" and unseen.count == unseen.summary["uncovered"] > 0

@@ -29,6 +29,7 @@ from curato.errors import (
     EXIT_USAGE,
     EXIT_WORKSPACE,
     CuratoError,
+    InputError,
     describe_os_error,
 )
 from curato.version import __version__
@@ -45,7 +46,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 errors = Console(stderr=True)
 
-WorkspaceOption = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace directory.")]
+WORKSPACE_ENV = "CURATO_WORKSPACE"
+# Optional for typer, so that a missing workspace gets curato's one-line error (see ``_friendly``), not usage text.
+WorkspaceOption = Annotated[Path | None, typer.Option("--workspace", "-w", envvar=WORKSPACE_ENV, show_envvar=True,
+                                                      default_factory=lambda: None, show_default=False,
+                                                      help="Workspace directory (default: $CURATO_WORKSPACE).")]
 
 
 def _say_error(message: str) -> None:
@@ -60,6 +65,8 @@ def _friendly(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         workspace = kwargs.get("workspace")
         try:
+            if "workspace" in kwargs and workspace is None:
+                raise InputError(f"no workspace given: pass -w DIR (--workspace DIR) or set {WORKSPACE_ENV}=DIR")
             return command(*args, **kwargs)
         except CuratoError as error:
             _say_error(str(error))

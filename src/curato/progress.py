@@ -39,7 +39,8 @@ class SilentProgress:
 
 
 class RichProgress:
-    """A rich progress bar per stage, for the terminal."""
+    """A rich progress bar per stage, for the terminal. A stage with nothing to do (``total`` 0, e.g. embeddings
+    that are all cached) shows no bar, and a bar stops its clock when the next stage begins."""
 
     def __init__(self) -> None:
         self._bar = RichBar(
@@ -53,11 +54,19 @@ class RichProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._finish()
         self._bar.stop()
 
+    def _finish(self) -> None:
+        if self._task is not None:
+            self._bar.stop_task(self._task)
+            self._task = None
+
     def stage(self, description: str, total: int) -> None:
-        """Start a new bar."""
-        self._task = self._bar.add_task(escape(description), total=total)  # names may hold "[", never markup
+        """Start a new bar (none for a stage with nothing to do)."""
+        self._finish()
+        if total > 0:
+            self._task = self._bar.add_task(escape(description), total=total)  # names may hold "[", never markup
 
     def advance(self, amount: int = 1) -> None:
         """Move the current bar."""

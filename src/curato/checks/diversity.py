@@ -614,14 +614,23 @@ def _coverage_finding(
             severity = max(severity, level, key=SEVERITIES.index)
     worst = max((row for row in by_class if row["samples"] >= params.min_class_size), key=lambda r: r["share"],
                 default=None)
-    if uncovered.any():
+    expected = 1.0 - params.coverage_quantile
+    if uncovered.any() and severity == "none":
+        # As many as chance leaves beyond the quantile (or a few more, below every cut-off): the training split
+        # covers the others. Flagging them would show samples under a "none" severity, so none are flagged.
+        message = (f"the {train_split!r} split covers the others: {int(uncovered.sum())} of {int(others.sum())} "
+                   f"samples outside it ({share:.1%}) are farther from every training sample than "
+                   f"{params.coverage_quantile:.0%} of training samples are from their nearest neighbour, where "
+                   f"about {expected:.0%} is expected by chance; none flagged")
+        flagged[:] = False
+        details = {}
+    elif uncovered.any():
         message = (f"{int(uncovered.sum())} of {int(others.sum())} samples outside {train_split!r} ({share:.1%}) are "
                    f"farther from every training sample than {params.coverage_quantile:.0%} of training samples are "
-                   "from their nearest neighbour (about 1% expected)")
+                   f"from their nearest neighbour (about {expected:.0%} expected)")
         if worst is not None and worst["uncovered"]:
             message += f"; most in class {worst['name']!s} ({worst['share']:.0%} of its {worst['samples']})"
-        if severity != "none":
-            message += ": the model is evaluated on cases its training data does not show; add such training samples"
+        message += ": the model is evaluated on cases its training data does not show; add such training samples"
     else:
         message = f"the {train_split!r} split covers every other sample"
     train_distance = distance[is_train & np.isfinite(distance)]

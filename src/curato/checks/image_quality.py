@@ -75,11 +75,18 @@ def _score(z: np.ndarray, limit: float) -> np.ndarray:
     return np.clip(np.abs(z) / (2 * limit), 0.0, 1.0)
 
 
+_SINGULAR = {"are": "is", "carry": "carries", "have": "has"}
+
+
 def _finding(check: str, sample_ids: np.ndarray, flagged: np.ndarray, scores: np.ndarray, what: str,
              params: ImageQualityParams, notes: np.ndarray | None = None, summary: dict | None = None) -> Finding:
     count = int(flagged.sum())
     share = count / max(1, len(flagged))
-    message = (f"{count} image(s) ({share:.1%}) {what}" if count else f"no image {what}")
+    if count == 1 or count == 0:  # ``what`` is written for many images: "are far darker" -> "is far darker"
+        verb, _, rest = what.partition(" ")
+        what = f"{_SINGULAR.get(verb, verb)} {rest}"
+    message = (f"{count} {'image' if count == 1 else 'images'} ({share:.1%}) {what}" if count
+               else f"no image {what}")
     details = {}
     if notes is not None:
         details = {str(sid): {"note": str(note)} for sid, note, bad in zip(sample_ids, notes, flagged, strict=True)
@@ -138,7 +145,7 @@ def image_quality_findings(sample_ids: Sequence[str], properties: np.ndarray, co
     grey_share = float(grey.mean()) if len(grey) else 0.0
     mostly_colour = grey_share < p.grayscale_majority
     stray_grey = grey if mostly_colour else np.zeros_like(grey)
-    what = "are grayscale in a mostly colour dataset" if mostly_colour else "(the dataset is grayscale)"
+    what = "are grayscale in a mostly colour dataset" if mostly_colour else "is out of place: the dataset is grayscale"
     findings.append(_finding("grayscale", ids, stray_grey, stray_grey.astype(float), what, p,
                              summary={"grayscale_share": grey_share}))
 

@@ -253,10 +253,11 @@ def _severity(count: int, total: int, params: OutlierParams) -> str:
 def _message(count: int, per_class: bool) -> str:
     if count == 0:
         return "no sample is far from its class" if per_class else "no sample is far from the rest of the data"
+    counted = "1 sample is" if count == 1 else f"{count} samples are"
     if per_class:
-        return (f"{count} samples are far from the other samples of their own class (though not from the dataset): "
+        return (f"{counted} far from the other samples of their own class (though not from the dataset): "
                 "check their labels, or whether they show an unusual view of the class")
-    return (f"{count} samples are far from every other sample: possibly out-of-domain, corrupt or "
+    return (f"{counted} far from every other sample: possibly out-of-domain, corrupt or "
             "wrongly included files worth a look")
 
 

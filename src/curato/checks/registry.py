@@ -24,6 +24,7 @@ from curato.checks.data import AuditData
 from curato.checks.findings import Finding
 from curato.errors import InputError
 from curato.plugins import load_entry_points
+from curato.progress import SILENT, Progress
 
 NEEDS = frozenset({"embeddings", "pred_probs", "properties", "thumbnails", "labels", "masks"})
 ENTRY_POINT_GROUP = "curato.checks"
@@ -104,14 +105,35 @@ def _add_loaded(name: str, loaded: Any) -> bool:
     return False
 
 
-def check_names(names: Sequence[str] | None) -> list[str]:
-    """The checks to run (default: all), validated: an unknown name is an error listing the known ones."""
+def finding_checks() -> dict[str, str]:
+    """Finding name -> the check that produces it (``split_leakage`` -> ``duplicates``), over every registered
+    check; a check's own name maps to itself, so either kind of name can pick a check."""
+    mapping: dict[str, str] = {}
+    for name, spec in registered_checks().items():
+        for finding in spec.findings:
+            mapping.setdefault(finding, name)
+    mapping.update({name: name for name in registered_checks()})
+    return mapping
+
+
+def check_of(name: str, *, where: str = "--checks") -> str:
+    """The check that a check or finding name picks; an unknown name is an error listing both kinds."""
+    mapping = finding_checks()
+    if name in mapping:
+        return mapping[name]
     known = registered_checks()
-    chosen = list(dict.fromkeys(names)) if names else list(known)
-    unknown = [name for name in chosen if name not in known]
-    if unknown:
-        raise InputError(f"--checks: unknown check {unknown[0]!r}; known: {', '.join(known)}")
-    return chosen
+    findings = sorted(finding for finding in mapping if finding not in known)
+    raise InputError(f"{where}: unknown check {name!r} (nor a finding's name); checks: {', '.join(known)}; "
+                     f"findings: {', '.join(findings)}")
+
+
+def check_names(names: Sequence[str] | None) -> list[str]:
+    """The checks to run (default: all), validated. A finding's name picks the check that produces it
+    (``split_leakage`` runs ``duplicates``); an unknown name is an error listing the known checks and findings."""
+    known = registered_checks()
+    if not names:
+        return list(known)
+    return list(dict.fromkeys(check_of(name) for name in names))
 
 
 def parse_assignments(assignments: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -135,9 +157,8 @@ def resolve_params(chosen: Sequence[str], *layers: Mapping[str, Any] | None) -> 
     known = registered_checks()
     resolved = {name: known[name].default_params() for name in chosen}
     for layer in layers:
-        for check, values in (layer or {}).items():
-            if check not in known:
-                raise InputError(f"{check}: no such check; known: {', '.join(known)}")
+        for named, values in (layer or {}).items():
+            check = check_of(named, where="check settings")
             spec = known[check]
             if check not in resolved or values is None:
                 continue  # settings for a check this run does not include, or nothing to change
@@ -219,18 +240,21 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_checks(data: AuditData, names: Sequence[str] | None = None, *, params: Mapping[str, Any] | None = None,
-               timings: dict[str, float] | None = None) -> list[Finding]:
+               timings: dict[str, float] | None = None, progress: Progress = SILENT) -> list[Finding]:
     """Run the named checks (default: all) on loaded data; findings most severe first.
 
-    A check that fails raises: an audit is never silently partial. Seconds per check go to ``timings``.
+    A check that fails raises: an audit is never silently partial. Seconds per check go to ``timings``; each
+    check is a ``progress`` stage of its own, so a slow one shows by name.
     """
     chosen = check_names(names)
     resolved = resolve_params(chosen, params)
     known = registered_checks()
     findings: list[Finding] = []
-    for name in chosen:
+    for number, name in enumerate(chosen, start=1):
+        progress.stage(f"check {number}/{len(chosen)}: {name}", 1)
         started = time.perf_counter()
         produced = known[name].run(data, resolved[name])
+        progress.advance()
         for finding in produced:
             finding.produced_by = name
         findings += produced
@@ -256,5 +280,5 @@ def needs_of(names: Sequence[str]) -> frozenset[str]:
     return frozenset().union(*(known[name].needs for name in names)) if names else frozenset()
 
 
-__all__ = ["CheckSpec", "add_check", "check_names", "needs_of", "parse_assignments", "register_check",
-           "registered_checks", "renderers_for", "resolve_params", "run_checks", "unregister_check"]
+__all__ = ["CheckSpec", "add_check", "check_names", "check_of", "finding_checks", "needs_of", "parse_assignments",
+           "register_check", "registered_checks", "renderers_for", "resolve_params", "run_checks", "unregister_check"]

@@ -107,7 +107,7 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
             started = time.perf_counter()
             attach_pred_probs(workspace, data, progress=progress)
             timings["out_of_fold"] = time.perf_counter() - started
-        findings = run_checks(data, chosen, params=resolved, timings=timings)
+        findings = run_checks(data, chosen, params=resolved, timings=timings, progress=progress)
         result = AuditResult(findings=findings, embedder=features.name if features is not None else None,
                              checks=chosen, timings=timings, params=params_record(resolved), workspace=workspace,
                              data=data, run_id=run.id)
