@@ -279,4 +279,28 @@ def test_cli_bad_input_is_one_line_and_nonzero(two_source_workspace):
     no_splits = run("bias", "-w", workspace, "--by", "split", "--embedder", "classic")
     assert no_splits.returncode == 2 and "all samples have split '-'" in no_splits.stderr
     wrong = run("bias", "-w", workspace, "--by", "colour")
-    assert wrong.returncode == 2 and "--by 'colour': use one of source, split" in wrong.stderr
+    assert wrong.returncode == 2 and "--by 'colour': no sample has this column" in wrong.stderr
+    assert "columns there are: source, split, format" in wrong.stderr
+
+
+def test_cli_groups_by_a_metadata_column(two_source_workspace):
+    """A manifest's extra column (camera) groups the samples; samples without a camera are left out."""
+    _, root, _ = two_source_workspace
+    files = sorted((root / "A").rglob("*.png")) + sorted((root / "B").rglob("*.jpg"))
+    lines = ["id,path,label,camera"]
+    for number, path in enumerate(files):
+        camera = "" if number % 30 == 0 else ("studio" if path.suffix == ".png" else "phone")
+        lines.append(f"{path.parent.parent.name}-{path.name},{path.relative_to(root)},{path.parent.name},{camera}")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    workspace = root / "ws-camera"
+    assert run("ingest", root / "manifest.csv", "-w", workspace).returncode == 0
+    result = run("bias", "-w", workspace, "--by", "camera", "--embedder", "classic")
+    assert result.returncode == 0, result.stderr
+    document = json.loads((workspace / "reports" / "bias-latest.json").read_text())
+    schema = json.loads(resources.files("curato").joinpath("schemas/bias.schema.json").read_text())
+    jsonschema.validate(document, schema)
+    assert document["by"] == "camera" and [g["name"] for g in document["groups"]] == ["phone", "studio"]
+    assert document["without_value"] == len(range(0, len(files), 30)) and document["verdict"] == "distinguishable"
+    assert "name that camera" in result.stdout and "without a camera value" in result.stdout
+    wrong = run("bias", "-w", workspace, "--by", "lens")
+    assert wrong.returncode == 2 and "columns there are: source, split, format, camera" in wrong.stderr

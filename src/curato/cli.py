@@ -362,11 +362,12 @@ VERDICT_STYLE = {"distinguishable": "bold red", "negligible": "yellow", "not dis
 @_friendly
 def bias(
     workspace: WorkspaceOption,
-    by: Annotated[str, typer.Option(help="Compare samples grouped by: source | split.")] = "source",
+    by: Annotated[str, typer.Option(help="Compare samples grouped by: source | split | format | any metadata "
+                                         "column (a manifest's extra column, e.g. camera).")] = "source",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here.")] = None,
     embedder: Annotated[str | None, typer.Option(help="Embeddings to use (default: chosen for the data).")] = None,
 ) -> None:
-    """Can a classifier tell your sources (or splits) apart? Does a model trained on one work on another?"""
+    """Can a classifier tell your sources (splits, cameras, ...) apart? Does a model trained on one work on another?"""
     from curato.api import Workspace
     from curato.progress import RichProgress
 
@@ -418,6 +419,9 @@ def bias(
                       highlight=False)
     for group in document["skipped_groups"]:
         console.print(f"[yellow]left out[/] {by} {escape(repr(group['name']))}: {escape(str(group['reason']))}",
+                      highlight=False)
+    if document.get("without_value"):
+        console.print(f"[yellow]left out[/] {document['without_value']} sample(s) without a {escape(by)} value",
                       highlight=False)
     console.print(f"json: {escape(str(json_out or ws.latest_path('bias')))}", highlight=False)
 

@@ -93,7 +93,8 @@ from curato.models.oof import BLAS_THREADS, out_of_fold_probabilities, pca_compo
 from curato.progress import SILENT, Progress
 
 CHECK_NAME = "dataset_bias"
-GROUPINGS = ("source", "split")
+# Catalog columns a workspace can be grouped by; ``curato bias --by`` also takes any metadata column.
+GROUPINGS = ("source", "split", "format")
 DEFAULT_ALPHA = 0.01
 # Least share of chance's errors the group head must avoid to call groups distinguishable.
 MIN_EFFECT = 0.1
@@ -508,7 +509,9 @@ def analyse_bias(sample_ids: Sequence[str] | np.ndarray, embeddings: np.ndarray,
     names, index = encode_groups(groups)
     if len(names) < 2:
         only = repr(names[0]) if names else "(none)"
-        raise InputError(f"all samples have {by} {only}; ingest another {by} with --{by} NAME")
+        how = (f"ingest another {by} with --{by} NAME" if by in ("source", "split")
+               else "group by a column whose values differ")
+        raise InputError(f"all samples have {by} {only}; {how}")
     sizes = np.bincount(index, minlength=len(names))
     kept = np.flatnonzero(sizes >= max(min_group_size, n_folds))
     skipped_groups = [{"name": names[g], "samples": int(sizes[g]),
