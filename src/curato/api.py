@@ -64,26 +64,30 @@ class Workspace(WorkspaceStore):
     @_writes
     def ingest(self, source: str | Path, *, format: str | None = None, split: str | None = None,
                source_name: str | None = None, images: str | Path | None = None, root: str | Path | None = None,
-               masks: str | Path | None = None, workers: int | None = None, progress: Progress = SILENT) -> Any:
+               masks: str | Path | None = None, workers: int | None = None, progress: Progress = SILENT,
+               engine: str = "local", address: str | None = None) -> Any:
         """Add a dataset (image folder, manifest, COCO, IDX, text): catalog rows, hashes, image properties.
         Every file must resolve inside ``root`` (default: the manifest's or COCO file's folder, or the image
         folder). ``masks``: a folder of indexed-PNG masks named by the images' file stems (0 = background, 1..K =
-        classes, names in its classes.txt). Returns an ``IngestSummary`` (rows, samples, new, changed, unreadable,
-        skipped with reasons, masks, ...)."""
+        classes, names in its classes.txt). ``engine="ray"`` hashes and scans the images on Ray (the cluster at
+        ``address``, or a local Ray instance). Returns an ``IngestSummary`` (rows, samples, new, changed,
+        unreadable, skipped with reasons, masks, ...)."""
         from curato.commands.ingest import ingest
 
         return ingest(self, source, format=format, split=split, source_name=source_name,
                       images_root=None if images is None else Path(images), root=root, masks=masks,
-                      workers=workers, progress=progress)
+                      workers=workers, progress=progress, engine=engine, address=address)
 
     @_writes
-    def embed(self, embedder: Any = None, *, batch_size: int | None = None, progress: Progress = SILENT) -> Any:
-        """Compute (or reuse) embeddings with a registered embedder name, an embedder instance, or the default.
-        Returns an ``EmbedSummary`` (embedder, dim, computed, reused, failed)."""
+    def embed(self, embedder: Any = None, *, batch_size: int | None = None, progress: Progress = SILENT,
+              engine: str = "local", address: str | None = None) -> Any:
+        """Compute (or reuse) embeddings with a registered embedder name, an embedder instance, or the default;
+        ``engine="ray"`` runs the embedder on a Ray actor pool (the cluster at ``address``, or a local Ray
+        instance). Returns an ``EmbedSummary`` (embedder, dim, computed, reused, failed)."""
         from curato.commands.embed import compute_embeddings
 
         options = {"batch_size": batch_size} if batch_size else {}
-        return compute_embeddings(self, embedder, progress=progress, **options)[1]
+        return compute_embeddings(self, embedder, progress=progress, engine=engine, address=address, **options)[1]
 
     def info(self) -> dict[str, Any]:
         """Counts per kind, split, source, format and class; unreadable files; feature sets and staleness."""

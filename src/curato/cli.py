@@ -51,6 +51,10 @@ WORKSPACE_ENV = "CURATO_WORKSPACE"
 WorkspaceOption = Annotated[Path | None, typer.Option("--workspace", "-w", envvar=WORKSPACE_ENV, show_envvar=True,
                                                       default_factory=lambda: None, show_default=False,
                                                       help="Workspace directory (default: $CURATO_WORKSPACE).")]
+EngineOption = Annotated[str, typer.Option(help="local (this machine's cores) or ray (Ray Data: the cluster at "
+                                                 "--address, or a local Ray instance; extra 'scale').")]
+AddressOption = Annotated[str | None, typer.Option(help="Ray cluster address for --engine ray (default: start Ray "
+                                                        "locally).")]
 
 
 def _say_error(message: str) -> None:
@@ -160,6 +164,8 @@ def ingest(
     workers: Annotated[int | None, typer.Option(help="Processes for scanning images (default: all cores).")] = None,
     masks: Annotated[Path | None, typer.Option(help="Folder of indexed-PNG masks named by the images' file stems "
                                                     "(0 = background, 1..K = classes; names in classes.txt).")] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
 ) -> None:
     """Add a dataset to the workspace: catalog, hashes, image properties."""
     from curato.api import Workspace
@@ -168,7 +174,7 @@ def ingest(
     ws = Workspace.create(workspace, db_url=db)
     with RichProgress() as progress:
         summary = ws.ingest(source, format=format, split=split, source_name=source_name, images=images, root=root,
-                            masks=masks, workers=workers, progress=progress)
+                            masks=masks, workers=workers, progress=progress, engine=engine, address=address)
     console.print(
         f"ingested [bold]{summary.samples}[/] samples ({summary.format}) from {escape(summary.source)}: "
         f"{summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged; "
@@ -202,6 +208,8 @@ def embed(
     workspace: WorkspaceOption,
     embedder: Annotated[str | None, typer.Option(help="Embedder name (default: chosen for the data).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Items per forward pass.")] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
 ) -> None:
     """Compute embeddings (resumable; only new or changed samples are computed)."""
     from curato.api import Workspace
@@ -209,7 +217,7 @@ def embed(
 
     ws = Workspace.open(workspace)
     with RichProgress() as progress:
-        summary = ws.embed(embedder, batch_size=batch_size, progress=progress)
+        summary = ws.embed(embedder, batch_size=batch_size, progress=progress, engine=engine, address=address)
     console.print(
         f"[bold]{escape(summary.embedder)}[/]: {summary.total} samples, {summary.dim}-d; "
         f"{summary.computed} computed, {summary.reused} reused"

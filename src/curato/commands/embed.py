@@ -28,6 +28,7 @@ from curato.featurestore import FeatureSet
 from curato.imageio import load_rgb
 from curato.imageio import max_pixels as resolve_max_pixels
 from curato.progress import SILENT, Progress
+from curato.scale.ray_engine import check_engine, ray_embed_chunks, ray_session
 from curato.workspace import Workspace
 
 # Decoded images keep a shortest side of at least this many pixels: at least twice the input of every built-in
@@ -78,20 +79,28 @@ def compute_embeddings(
     chunk_size: int = 1024,
     progress: Progress = SILENT,
     max_pixels: int | None = None,
+    engine: str = "local",
+    address: str | None = None,
     **options: Any,
 ) -> tuple[FeatureSet, EmbedSummary]:
     """Embed every readable sample of the embedder's modality and store the vectors.
 
     ``embedder_name``: a registered name, an embedder instance (stored under its ``name`` attribute, or its
     class name), or None for the default. ``max_pixels``: the per-image pixel limit (default
-    :func:`curato.imageio.max_pixels`); a larger image is a failure, not decoded. Returns the complete
-    feature set and a summary (rows computed vs reused, failures).
+    :func:`curato.imageio.max_pixels`); a larger image is a failure, not decoded. ``engine="ray"``: decode and
+    embed on a Ray actor pool (the cluster at ``address``, or a local Ray instance;
+    :mod:`curato.scale.ray_engine`), each actor building the embedder by name; the rows written are the same.
+    Returns the complete feature set and a summary (rows computed vs reused, failures).
     """
+    check_engine(engine)
     limit = resolve_max_pixels(max_pixels)
     if isinstance(embedder_name, Embedder | PrecomputedEmbedder):
         if options:
             raise InputError(f"embed: options {', '.join(sorted(options))} apply to embedders named by string; "
                              "configure the instance instead")
+        if engine == "ray" and not isinstance(embedder_name, PrecomputedEmbedder):
+            raise InputError("--engine ray builds the embedder on every worker: name a registered embedder "
+                             "instead of passing an instance")
         embedder = embedder_name
         name = str(getattr(embedder, "name", "") or type(embedder).__name__)
     else:
@@ -120,8 +129,13 @@ def compute_embeddings(
             progress.advance(len(todo))
         else:
             items = table["text"][usable] if modality == "text" else table["uri"][usable]
-            failed = _embed_missing(workspace, embedder, name, todo, ids, hashes, items, chunk_size, progress,
-                                    limit)
+            if engine == "ray":
+                with ray_session(address):
+                    failed = _embed_missing_ray(workspace, embedder, name, options, todo, ids, hashes, items,
+                                                chunk_size, progress, limit)
+            else:
+                failed = _embed_missing(workspace, embedder, name, todo, ids, hashes, items, chunk_size, progress,
+                                        limit)
         if store.pending_parts(name) or not store.has(name):
             store.finalize(name, meta, keep_ids=ids, dtype="float32")
         features = store.load(name)
@@ -146,15 +160,36 @@ def _store_precomputed(workspace: Workspace, embedder: PrecomputedEmbedder, name
     workspace.features.write_part(name, ids, hashes, np.asarray(vectors, dtype=np.float32))
 
 
+def _length_sorted(embedder: Embedder, todo: list[int], items: np.ndarray) -> list[int]:
+    """Texts of similar length share a call, so no call pads short texts to a long one (the embedder sorts
+    within a call too); rows are stored keyed by id, in any order. Images keep their order."""
+    return sorted(todo, key=lambda i: len(items[i] or "")) if embedder.modality == "text" else todo
+
+
+def _embed_missing_ray(workspace: Workspace, embedder: Embedder, name: str, options: dict[str, Any],
+                       todo: list[int], ids: list[str], hashes: list[str], items: np.ndarray, chunk_size: int,
+                       progress: Progress, max_pixels: int) -> list[tuple[str, str]]:
+    failed: list[tuple[str, str]] = []
+    todo = _length_sorted(embedder, todo, items)
+    results = ray_embed_chunks(name, options, [items[i] for i in todo], batch_size=max(1, int(embedder.batch_size)),
+                               chunk_size=chunk_size, max_pixels=max_pixels, min_side=DECODE_MIN_SIDE)
+    for start, (vectors, kept, errors) in zip(range(0, len(todo), chunk_size), results, strict=True):
+        chunk = todo[start:start + chunk_size]
+        decoded = set(kept.tolist())
+        failed += [(ids[chunk[j]], errors[j]) for j in range(len(chunk)) if j not in decoded]
+        if len(kept):
+            workspace.features.write_part(name, [ids[chunk[j]] for j in kept], [hashes[chunk[j]] for j in kept],
+                                          vectors)
+        progress.advance(len(chunk))
+    return failed
+
+
 def _embed_missing(workspace: Workspace, embedder: Embedder, name: str, todo: list[int], ids: list[str],
                    hashes: list[str], items: np.ndarray, chunk_size: int, progress: Progress,
                    max_pixels: int) -> list[tuple[str, str]]:
     failed: list[tuple[str, str]] = []
     batch = max(1, int(embedder.batch_size))
-    if embedder.modality == "text":
-        # Texts of similar length share a call, so no call pads short texts to a long one (the embedder
-        # sorts within a call too); rows are stored keyed by id, in any order.
-        todo = sorted(todo, key=lambda i: len(items[i] or ""))
+    todo = _length_sorted(embedder, todo, items)
     chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
     with ThreadPoolExecutor(max_workers=2) as pool:
 

@@ -15,6 +15,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from curato.featurestore import PROPERTIES, THUMBNAILS
 from curato.hashing import hash_uris, text_hash
 from curato.ingest import readers
 from curato.progress import SILENT, Progress
+from curato.scale.ray_engine import check_engine, ray_hash, ray_scan_chunks, ray_session
 from curato.workspace import Workspace
 
 FORMATS = ("imagefolder", "manifest", "coco", "idx", "text")
@@ -190,6 +192,8 @@ def ingest(
     workers: int | None = None,
     chunk_size: int = 4096,
     progress: Progress = SILENT,
+    engine: str = "local",
+    address: str | None = None,
 ) -> IngestSummary:
     """Add (or refresh) the samples of ``source`` in ``workspace``.
 
@@ -198,8 +202,11 @@ def ingest(
     under another name is refused. ``root``: the folder every file must resolve inside (default: the
     manifest's folder, or the image folder; see :func:`read_source`). ``masks``: a folder of indexed-PNG label
     maps named by the images' file stems (:func:`curato.ingest.readers.read_mask_folder`), stored as imported
-    semantic masks.
+    semantic masks. ``engine``: ``"local"`` (processes on this machine) or ``"ray"`` (Ray Data tasks, on the
+    cluster at ``address`` or a local Ray instance; :mod:`curato.scale.ray_engine`) for hashing and scanning
+    images; both write the same rows.
     """
+    check_engine(engine)
     path = Path(source)
     chosen, found = read_source(path, format=format, images_root=images_root, root=root)
     records = found.records
@@ -225,8 +232,9 @@ def ingest(
         images = [r for r in records if r.kind == "image"]
         texts = [r for r in records if r.kind == "text"]
         _ingest_texts(workspace, texts, known, summary)
-        _ingest_images(workspace, images, known, summary, workers=workers, chunk_size=chunk_size,
-                       progress=progress)
+        with ray_session(address) if engine == "ray" and images else nullcontext():
+            _ingest_images(workspace, images, known, summary, workers=workers, chunk_size=chunk_size,
+                           progress=progress, engine=engine)
         with catalog.transaction() as conn:
             summary.labels_added = catalog.sync_imported_labels(
                 conn, {r.sample_id: r.label for r in records if r.label is not None}
@@ -271,17 +279,20 @@ def _count_change(summary: IngestSummary, previous: tuple | None, digest: str | 
 
 
 def _ingest_images(workspace: Workspace, images: list[SampleRecord], known: dict, summary: IngestSummary, *,
-                   workers: int | None, chunk_size: int, progress: Progress) -> None:
+                   workers: int | None, chunk_size: int, progress: Progress, engine: str = "local") -> None:
     if not images:
         return
     catalog, store = workspace.catalog, workspace.features
     meta = properties_meta()
     progress.stage("hashing", len(images))
-    digests = []
-    for start in range(0, len(images), chunk_size):
-        chunk = images[start:start + chunk_size]
-        digests += hash_uris([r.uri for r in chunk])
-        progress.advance(len(chunk))
+    digests: list[str | None] = []
+    if engine == "ray":
+        digests = ray_hash([r.uri for r in images], progress=progress.advance)
+    else:
+        for start in range(0, len(images), chunk_size):
+            chunk = images[start:start + chunk_size]
+            digests += hash_uris([r.uri for r in chunk])
+            progress.advance(len(chunk))
     stored = store.done_hashes(PROPERTIES, meta=meta)
     thumbs = store.done_hashes(THUMBNAILS, meta=thumbnails_meta())
     todo: list[int] = []
@@ -299,9 +310,13 @@ def _ingest_images(workspace: Workspace, images: list[SampleRecord], known: dict
         catalog.upsert_samples(conn, untouched)
     summary.scanned = len(todo)
     progress.stage("scanning images", len(todo))
-    for start in range(0, len(todo), chunk_size):
+    tables = (ray_scan_chunks([images[i].uri for i in todo], chunk_size=chunk_size) if engine == "ray" else
+              (scan_images([images[i].uri for i in todo[start:start + chunk_size]], workers=workers,
+                           progress=progress.advance) for start in range(0, len(todo), chunk_size)))
+    for start, table in zip(range(0, len(todo), chunk_size), tables, strict=True):
         chunk = [images[i] for i in todo[start:start + chunk_size]]
-        table = scan_images([r.uri for r in chunk], workers=workers, progress=progress.advance)
+        if engine == "ray":
+            progress.advance(len(chunk))
         readable = np.flatnonzero(table.readable)
         if len(readable):
             chunk_ids = [chunk[i].sample_id for i in readable]
