@@ -154,7 +154,9 @@ def main(
 def ingest(
     source: Annotated[Path, typer.Argument(help="Image folder, manifest CSV/JSONL, COCO JSON, IDX or text CSV.")],
     workspace: WorkspaceOption,
-    format: Annotated[str | None, typer.Option("--format", help="imagefolder|manifest|coco|idx|text.")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="imagefolder|manifest|coco|idx|text|label-studio "
+                                                                "(Label Studio's JSON export: answers become human "
+                                                                "labels of samples already ingested).")] = None,
     split: Annotated[str | None, typer.Option(help="Put every sample in this split (e.g. train, test).")] = None,
     source_name: Annotated[str | None, typer.Option("--source", help="Name of where the data came from.")] = None,
     images: Annotated[Path | None, typer.Option(help="COCO only: folder holding the image files.")] = None,
@@ -663,10 +665,14 @@ def size(
 @app.command()
 @_friendly
 def export(
-    out: Annotated[Path, typer.Argument(help="Output CSV file or folder.")],
+    out: Annotated[Path, typer.Argument(help="Output: a .csv, .parquet or .json file, or a folder.")],
     workspace: WorkspaceOption,
-    format: Annotated[str, typer.Option("--format", help="csv | imagefolder | masks (indexed PNG folder + "
-                                                         "classes.txt) | coco (JSON, RLE masks)")] = "csv",
+    format: Annotated[str | None, typer.Option(
+        "--format", help="csv | parquet | imagefolder | coco (JSON: labels, boxes, masks) | masks (indexed PNG "
+                         "folder + classes.txt) | label-studio (JSON tasks) | fiftyone (folder); default: from "
+                         "OUT's name (.csv, .parquet, a folder = imagefolder).")] = None,
+    issues: Annotated[bool, typer.Option("--issues", help="Write the audit's flagged samples (one row per sample "
+                                                          "per finding, with file paths) as CSV or Parquet.")] = False,
     drop_duplicates: Annotated[bool, typer.Option(help="Keep one sample of each duplicate group "
                                                        "(the test/val copy if any).")] = False,
     relabel: Annotated[bool, typer.Option(help="Use the audit's suggested label of suspected label errors (never "
@@ -674,19 +680,30 @@ def export(
     relabel_test: Annotated[bool, typer.Option(help="With --relabel, also relabel evaluation splits (test, val, "
                                                     "valid, validation, eval, dev) from the model.")] = False,
     keep_unreadable: Annotated[bool, typer.Option(help="Keep samples whose file cannot be read.")] = False,
+    files_root: Annotated[Path | None, typer.Option(help="label-studio: the folder Label Studio serves the images "
+                                                         "from (default: the folder holding them all).")] = None,
 ) -> None:
     """Write a cleaned dataset with the curated labels (original_label, label, origin, changed); sources untouched."""
     from curato.api import Workspace
-    from curato.commands.export import CHANGE_REASONS
+    from curato.commands.export import CHANGE_REASONS, run_export
 
-    result = Workspace.open(workspace).export(out, format=format, drop_duplicates=drop_duplicates, relabel=relabel,
-                                              keep_unreadable=keep_unreadable, relabel_test=relabel_test)
+    result = run_export(Workspace.open(workspace), out, format=format, issues=issues, drop_duplicates=drop_duplicates,
+                        relabel=relabel, drop_unreadable=not keep_unreadable, relabel_test=relabel_test,
+                        files_root=files_root)
+    if result.audit is not None:
+        console.print(f"using {escape(result.audit.describe())}", highlight=False)
+        for warning in result.audit.warnings:
+            errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     listing = "" if result.index is None else f" (every file written is listed in {escape(str(result.index))})"
-    console.print(f"wrote {result.count} samples to {escape(str(result.path))}{listing}; "
-                  f"{result.changed} with a label other than the original", highlight=False)
+    changed = sum(result.changes[reason] for reason in ("relabelled_by_model", "relabelled_by_people",
+                                                          "routed_model_labels", "reimported_labels"))
+    console.print(f"wrote {result.count} {result.what} ({result.format}) to {escape(str(result.path))}{listing}"
+                  + ("" if issues else f"; {changed} with a label other than the original"), highlight=False)
     for reason, line in CHANGE_REASONS.items():
         if result.changes.get(reason):
             console.print(f"  {result.changes[reason]:>6}  {escape(line)}", highlight=False)
+    for note in result.notes:
+        console.print(escape(note), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -34,7 +34,7 @@ from curato.progress import SILENT, Progress
 from curato.scale.ray_engine import check_engine, ray_hash, ray_scan_chunks, ray_session
 from curato.workspace import Workspace
 
-FORMATS = ("imagefolder", "manifest", "coco", "idx", "text")
+FORMATS = ("imagefolder", "manifest", "coco", "idx", "text", "label-studio")
 PROPERTIES_VERSION = 1
 _EXAMPLES = 3
 
@@ -108,6 +108,9 @@ def read_source(source: str | Path, *, format: str | None = None, images_root: s
         found = readers.read_text_table(path)
     elif chosen == "idx":
         found = readers.read_idx_source(path, root)
+    elif chosen == "label-studio":
+        raise InputError(f"{path}: Label Studio tasks annotate samples already in a workspace; ingest them with "
+                         f"`curato ingest {path} -w WORKSPACE --format label-studio`")
     else:
         found = readers.read_coco(path, Path(images_root) if images_root else None, root)
     if not found.records:
@@ -208,6 +211,10 @@ def ingest(
     """
     check_engine(engine)
     path = Path(source)
+    if (format or (readers.detect_format(path) if path.is_file() else None)) == "label-studio":
+        from curato.commands.export_labelstudio import ingest_label_studio  # annotations back as human labels
+
+        return ingest_label_studio(workspace, path)
     chosen, found = read_source(path, format=format, images_root=images_root, root=root)
     records = found.records
     validate_records(path, records)

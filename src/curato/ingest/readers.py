@@ -519,6 +519,10 @@ def read_coco(path: Path, images_root: Path | None = None, root: str | Path | No
     resolve inside ``root`` (default: ``images_root`` when given, else the JSON's folder). Each image's label is
     its dominant category (largest total annotated area); all annotations are kept for the object-size and
     background checks. Annotations of an image id not in ``images`` are skipped and reported.
+
+    curato's own COCO export (docs/exports.md) adds two conventions read here: an image's ``label`` (and
+    ``split``) field is its label (split), over the area rule; an annotation marked ``"curato_semantic": true`` is
+    one class of a semantic mask (stored as the mask it was, without a separate box row).
     """
     try:
         payload = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
@@ -534,12 +538,14 @@ def read_coco(path: Path, images_root: Path | None = None, root: str | Path | No
         if key not in payload:
             raise InputError(f"{path}: missing top-level {key!r}; expected a COCO instances file")
     categories = {}
+    category_index: dict[int | str, int] = {}
     for number, category in enumerate(_coco_list(path, payload, "categories")):
         where = f"{path}: categories[{number}]"
         if "id" not in category:
             raise InputError(f"{where} lacks 'id'")
         key = _coco_key(category["id"], where)
         categories[key] = text_value(category.get("name", key), where, "name") or str(key)
+        category_index[key] = number + 1
     confined = Confiner(resolve_root(root, images_root if images_root is not None else path.parent))
     if images_root is None:
         images_root = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
@@ -576,9 +582,15 @@ def read_coco(path: Path, images_root: Path | None = None, root: str | Path | No
             except (TypeError, ValueError) as error:
                 raise InputError(f"{where}: an annotation's 'area' or 'bbox' is not numbers ({error})") from error
             area[category] += size
+            segmentation = annotation.get("segmentation")
+            if annotation.get("curato_semantic") is True and isinstance(segmentation, dict):
+                annotation_rows.append({"kind": "rle", "category": category, "area": size,
+                                        "data": {"segmentation": segmentation, "semantic": True,
+                                                 "index": category_index[annotation["category_id"]],
+                                                 **({} if box is None else {"bbox": box})}})
+                continue
             if box is not None:
                 annotation_rows.append({"kind": "bbox", "category": category, "area": size, "data": {"bbox": box}})
-            segmentation = annotation.get("segmentation")
             if segmentation:
                 kind = "rle" if isinstance(segmentation, dict) else "polygon"
                 annotation_rows.append({"kind": kind, "category": category, "area": size,
@@ -586,16 +598,106 @@ def read_coco(path: Path, images_root: Path | None = None, root: str | Path | No
                                                  "iscrowd": int(annotation.get("iscrowd", 0))}})
         # every other image field is metadata as its JSON value; an export writes one named like a real
         # column (path, label, split, source) as meta.<name>, never over the real column
-        meta = {key: value for key, value in image.items() if key not in ("file_name", "id", "width", "height")}
+        meta = {key: value for key, value in image.items()
+                if key not in ("file_name", "id", "width", "height", "label", "split")}
         meta["coco_id"] = image["id"]
         meta["categories"] = sorted(area)
+        dominant = area.most_common(1)[0][0] if area else None
+        label = text_value(image["label"], where, "label") if "label" in image else dominant  # null: unlabelled
         result.records.append(
             SampleRecord(
-                sample_id=file_name, uri=str(uri), label=area.most_common(1)[0][0] if area else None, meta=meta,
+                sample_id=file_name, uri=str(uri), label=label,
+                split=text_value(image.get("split"), where, "split"), meta=meta,
                 annotations=[{**row, "sample_id": file_name} for row in annotation_rows],
             )
         )
     return result
+
+
+@dataclass
+class LabelStudioAnswer:
+    """One annotation of a Label Studio task: the task's curato sample id (``data.sample_id``) and image file
+    (``data.image``: the ``d`` of a local-files URL, or the path), the chosen class (None: no choice), who
+    answered (``completed_by``) and where in the file it is."""
+
+    sample_id: str | None
+    file: str | None
+    label: str | None
+    annotator: str
+    where: str
+
+
+def _completed_by(value: Any) -> str:
+    """Label Studio's ``completed_by``: a user id, or (some exports) an object with ``email``/``id``."""
+    if isinstance(value, dict):
+        value = value.get("email") or value.get("username") or value.get("id")
+    if value is None or isinstance(value, bool):
+        return "label-studio"
+    return str(value)
+
+
+def _task_file(image: Any) -> str | None:
+    """The file a task's ``data.image`` names: the ``d`` of a local-files URL, else the path itself."""
+    from urllib.parse import parse_qs, urlparse
+
+    if not isinstance(image, str) or not image:
+        return None
+    if "local-files" in image:
+        found = parse_qs(urlparse(image).query).get("d")
+        return found[0] if found else None
+    return image
+
+
+def _chosen_label(result: Any, where: str, control: str) -> str | None:
+    """The first choice of the ``choices`` region of ``control`` (or of the only choices control) in ``result``."""
+    if not isinstance(result, list):
+        raise InputError(f"{where}: 'result' must be a list of regions; expected Label Studio's JSON export")
+    regions = [region for region in result if isinstance(region, dict) and region.get("type") == "choices"]
+    own = [region for region in regions if region.get("from_name") == control]
+    if not own and len({region.get("from_name") for region in regions}) == 1:
+        own = regions
+    for region in own:
+        choices = (region.get("value") or {}).get("choices")
+        if isinstance(choices, list) and choices:
+            return text_value(choices[0], where, "choice")
+    return None
+
+
+def read_label_studio(path: Path, control: str = "label") -> tuple[list[LabelStudioAnswer], int]:
+    """(answers, tasks read) of a Label Studio JSON export: a list of tasks, each with ``data`` and
+    ``annotations`` (``completions`` in old exports). Cancelled annotations are skipped; an annotation's class is
+    the first choice of the ``control`` choices region (or of the only choices control); predictions and drafts
+    are not answers."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: invalid JSON ({error.msg} at line {error.lineno}); fix the file") from error
+    except (ValueError, RecursionError) as error:
+        raise InputError(f"{path}: invalid JSON ({error or 'nested too deeply'}); fix the file") from error
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text ({error.reason}); save the file as UTF-8") from error
+    if not isinstance(payload, list) or not all(isinstance(task, dict) for task in payload):
+        raise InputError(f"{path}: expected a JSON list of tasks (Label Studio: Export -> JSON)")
+    answers = []
+    for number, task in enumerate(payload):
+        where = f"{path}: task {task.get('id', number)}"
+        data = task.get("data")
+        if not isinstance(data, dict):
+            raise InputError(f"{where} has no 'data' object; expected Label Studio's JSON export")
+        sample_id = text_value(data.get("sample_id"), where, "sample_id", exact=True)
+        file = _task_file(data.get("image"))
+        annotations = task.get("annotations", task.get("completions", []))
+        if not isinstance(annotations, list):
+            raise InputError(f"{where}: 'annotations' must be a list")
+        for index, annotation in enumerate(annotations):
+            if not isinstance(annotation, dict):
+                raise InputError(f"{where}: annotations[{index}] is not an object")
+            label = None if annotation.get("was_cancelled") else \
+                _chosen_label(annotation.get("result", []), f"{where}: annotations[{index}]", control)
+            answers.append(LabelStudioAnswer(sample_id=sample_id, file=file, label=label,
+                                             annotator=_completed_by(annotation.get("completed_by")),
+                                             where=f"task {task.get('id', number)}"))
+    return answers, len(payload)
 
 
 def _bbox_area(bbox: Any) -> float:
@@ -614,12 +716,14 @@ def detect_format(source: Path) -> str:
     if _IDX_IMAGES.match(name):
         return "idx"
     if name.endswith(".json"):
-        return "coco"
+        with source.open("rb") as handle:
+            start = handle.read(64).lstrip()
+        return "label-studio" if start.startswith(b"[") else "coco"
     if name.endswith((".csv", ".jsonl", ".ndjson", ".tsv")):
         rows = _read_table(source)[:1]
         return "text" if rows and "text" in rows[0][1] and "path" not in rows[0][1] else "manifest"
     raise InputError(
-        f"{source}: cannot tell the format; pass --format imagefolder|manifest|coco|idx|text"
+        f"{source}: cannot tell the format; pass --format imagefolder|manifest|coco|idx|text|label-studio"
     )
 
 

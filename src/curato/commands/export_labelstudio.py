@@ -1,0 +1,205 @@
+"""Label Studio both ways: export tasks with curato's suggestions and findings as pre-annotations, and bring the
+annotated tasks back as human labels (docs/exports.md, "Label Studio").
+
+Export: one task per image sample, ``data.image`` a Label Studio local-files URL (``/data/local-files/?d=<path
+relative to the files root>``) beside ``data.sample_id`` and ``data.path``; one prediction per task whose
+``result`` holds a ``choices`` region for the class (the audit's suggested label for a suspected label error,
+else the latest ``select`` batch's predicted label, else the current label) and one for the audit findings that
+flagged the sample. A labelling config (``<out stem>.label_config.xml``) that matches the regions is written
+beside the tasks. Masks are not exported to Label Studio (its brush format is its own); use --format coco.
+
+Import: Label Studio's JSON export (tasks with ``annotations``); each annotation's choice of the ``label``
+control becomes a human label (annotator = ``completed_by``) of the task's sample, found by ``data.sample_id``,
+else by the image's path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from curato.errors import InputError
+from curato.workspace import Workspace
+
+LABEL_CONTROL = "label"
+FINDINGS_CONTROL = "findings"
+IMAGE_OBJECT = "image"
+LOCAL_FILES_PREFIX = "/data/local-files/?d="
+SKIP_NO_FILE = "sample without an image file (text or IDX)"
+SKIP_UNKNOWN_TASK = "task names no sample of this workspace"
+SKIP_NO_CHOICE = "annotation without a choice in the 'label' control (or cancelled)"
+
+
+def local_files_url(file: str, files_root: Path) -> str:
+    """The URL Label Studio serves ``file`` at when its local-files document root is ``files_root``."""
+    return LOCAL_FILES_PREFIX + quote(Path(file).relative_to(files_root).as_posix(), safe="/")
+
+
+def label_config(classes: Sequence[str], findings: Sequence[str]) -> str:
+    """A Label Studio labelling config: the image, one single choice of class, multiple choices of finding."""
+    def choices(name: str, values: Sequence[str], kind: str) -> str:
+        body = "".join(f'\n    <Choice value="{_xml(value)}"/>' for value in values)
+        return (f'  <Choices name="{name}" toName="{IMAGE_OBJECT}" choice="{kind}" showInline="true">{body}\n'
+                '  </Choices>')
+
+    parts = [f'<View>\n  <Image name="{IMAGE_OBJECT}" value="${IMAGE_OBJECT}"/>',
+             '  <Header value="Class"/>', choices(LABEL_CONTROL, classes, "single")]
+    if findings:
+        parts += ['  <Header value="curato findings (pre-annotated)"/>',
+                  choices(FINDINGS_CONTROL, findings, "multiple")]
+    return "\n".join(parts) + "\n</View>\n"
+
+
+def _xml(text: str) -> str:
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
+
+
+def _flagged(audit: dict[str, Any] | None) -> tuple[dict[str, list[tuple[str, float]]], dict[str, tuple[str, float]]]:
+    """(sample_id -> [(finding, score)], sample_id -> (suggested label, score)) from an audit document."""
+    flagged: dict[str, list[tuple[str, float]]] = {}
+    suggested: dict[str, tuple[str, float]] = {}
+    for finding in (audit or {}).get("checks", []):
+        for issue in finding.get("issues", []):
+            score = float(issue.get("score") or 0.0)
+            flagged.setdefault(issue["sample_id"], []).append((finding["check"], score))
+            if finding["check"] == "label_issues" and issue.get("suggested_label") is not None:
+                suggested[issue["sample_id"]] = (str(issue["suggested_label"]), score)
+    return flagged, suggested
+
+
+def export_label_studio(workspace: Workspace, rows: list[dict[str, Any]], out: Path, audit: dict[str, Any] | None,
+                        *, files_root: str | Path | None = None, version: str = "curato") -> tuple[int, list[str]]:
+    """Write the Label Studio tasks of ``rows`` (image samples) to ``out`` and the matching labelling config
+    beside it; ``version`` names the predictions' source (the audit run). Returns (tasks written, notes for the
+    user: the files root to serve, what was left out)."""
+    from curato.commands.export import _atomic
+
+    images = [row for row in rows if row.get("path") and not str(row["path"]).startswith("idx:")]
+    if not images:
+        raise InputError(f"{out}: no sample has an image file Label Studio could show; export --format csv")
+    if files_root is None:
+        root = Path(os.path.commonpath([str(Path(row["path"]).parent) for row in images]))
+    else:
+        root = Path(files_root).resolve()
+    outside = [row["path"] for row in images if not Path(row["path"]).is_relative_to(root)]
+    if outside:
+        raise InputError(f"--files-root {root}: does not hold {outside[0]} ({len(outside)} file(s)); name a folder "
+                         f"above every exported image")
+    flagged, suggested = _flagged(audit)
+    proposals = {entry["sample_id"]: entry.get("predicted_label")
+                 for entry in (workspace.read_latest("select") or {}).get("batch", [])}
+    classes = sorted({str(row["label"]) for row in images if row.get("label") is not None}
+                     | {label for label, _ in suggested.values()}
+                     | {str(label) for label in proposals.values() if label is not None})
+    findings = list(dict.fromkeys(name for entries in flagged.values() for name, _ in entries))
+    tasks = []
+    for row in images:
+        sample_id = row["id"]
+        data = {IMAGE_OBJECT: local_files_url(row["path"], root), "sample_id": sample_id, "path": row["path"],
+                "label": row.get("label"), "split": row.get("split"),
+                "findings": ", ".join(name for name, _ in flagged.get(sample_id, []))}
+        result: list[dict[str, Any]] = []
+        score = None
+        choice = suggested.get(sample_id, (None, 0.0))[0] or proposals.get(sample_id) or row.get("label")
+        if choice is not None:
+            result.append({"id": f"{len(tasks) + 1}-label", "from_name": LABEL_CONTROL, "to_name": IMAGE_OBJECT,
+                           "type": "choices", "value": {"choices": [str(choice)]}})
+        if flagged.get(sample_id):
+            names = [name for name, _ in flagged[sample_id]]
+            score = max(value for _, value in flagged[sample_id])
+            result.append({"id": f"{len(tasks) + 1}-findings", "from_name": FINDINGS_CONTROL,
+                           "to_name": IMAGE_OBJECT, "type": "choices", "value": {"choices": names}})
+        task: dict[str, Any] = {"data": data}
+        if result:
+            task["predictions"] = [{"model_version": version, "result": result,
+                                    **({} if score is None else {"score": round(min(max(score, 0.0), 1.0), 6)})}]
+        tasks.append(task)
+    config_path = out.with_name(out.stem + ".label_config.xml")
+
+    def write_tasks(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(tasks, handle, ensure_ascii=False)
+
+    def write_config(tmp: str) -> None:
+        Path(tmp).write_text(label_config(classes, findings), encoding="utf-8")
+
+    _atomic(out, write_tasks)
+    _atomic(config_path, write_config)
+    notes = [f"labelling config: {config_path}",
+             f"serve the images: LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+             f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root}"]
+    if len(images) < len(rows):
+        notes.append(f"{len(rows) - len(images)} {SKIP_NO_FILE} left out")
+    return len(tasks), notes
+
+
+def ingest_label_studio(workspace: Workspace, path: str | Path) -> Any:
+    """Record the annotations of a Label Studio JSON export (:func:`curato.ingest.readers.read_label_studio`) as
+    human labels (annotator = ``completed_by``); returns an ``IngestSummary``. A task's sample is its
+    ``data.sample_id``, else the sample whose file is the task's image (a local-files ``d`` path matched against
+    the end of the sample's path). An answer equal to that annotator's latest label of the sample is not
+    written again, so importing the same file twice adds nothing."""
+    from sqlalchemy import select
+
+    from curato.catalog.schema import labels
+    from curato.commands.ingest import IngestSummary
+    from curato.ingest.readers import read_label_studio
+
+    path = Path(path)
+    answers, tasks = read_label_studio(path)
+    catalog = workspace.catalog
+    table = catalog.samples(("sample_id", "uri"))
+    known = set(table["sample_id"].tolist())
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for sid, uri in zip(table["sample_id"].tolist(), table["uri"].tolist(), strict=True):
+        if uri is not None:
+            by_name.setdefault(Path(str(uri)).name, []).append((str(uri), sid))
+    summary = IngestSummary(source=str(path), format="label-studio", rows=tasks)
+    skipped: dict[str, list[str]] = {}
+    matched: set[str] = set()
+    per_annotator: dict[str, dict[str, str]] = {}
+    for answer in answers:
+        sample_id = answer.sample_id if answer.sample_id in known else _match_file(answer.file, by_name)
+        if sample_id is None:
+            skipped.setdefault(SKIP_UNKNOWN_TASK, []).append(answer.where)
+            continue
+        matched.add(sample_id)
+        if answer.label is None:
+            skipped.setdefault(SKIP_NO_CHOICE, []).append(answer.where)
+            continue
+        per_annotator.setdefault(answer.annotator, {})[sample_id] = answer.label
+    with catalog.recorded_run("ingest", str(path.resolve()), {"format": "label-studio"}) as run:
+        with catalog.transaction() as conn:
+            latest: dict[tuple[str, str], str] = {}
+            query = select(labels.c.sample_id, labels.c.annotator, labels.c.label).where(
+                labels.c.origin == "human", labels.c.retracted_at.is_(None)).order_by(labels.c.id)
+            for sample_id, annotator, label in conn.execute(query):
+                latest[sample_id, annotator or ""] = label
+            for annotator, answered in per_annotator.items():
+                new = {sid: label for sid, label in answered.items() if latest.get((sid, annotator)) != label}
+                summary.labels_added += catalog.add_labels(conn, new, origin="human", annotator=annotator)
+        summary.samples = len(matched)
+        summary.unchanged = len(matched)
+        summary.skipped = {reason: len(items) for reason, items in skipped.items()}
+        summary.skipped_examples = {reason: items[:3] for reason, items in skipped.items()}
+        summary.label_counts = {}
+        for answered in per_annotator.values():
+            for label in answered.values():
+                summary.label_counts[label] = summary.label_counts.get(label, 0) + 1
+        run.summary = {"tasks": tasks, "samples": summary.samples, "labels_added": summary.labels_added,
+                       "skipped": summary.skipped}
+    return summary
+
+
+def _match_file(file: str | None, by_name: dict[str, list[tuple[str, str]]]) -> str | None:
+    """The one sample whose stored path is ``file`` or ends with ``/file`` (a path relative to the files root);
+    ``by_name``: file name -> [(stored path, sample id)]."""
+    if not file:
+        return None
+    tail = "/" + file.lstrip("/")
+    found = [sid for uri, sid in by_name.get(Path(file).name, []) if uri == file or uri.endswith(tail)]
+    return found[0] if len(found) == 1 else None
