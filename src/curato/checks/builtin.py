@@ -148,7 +148,8 @@ def _cue_table(data: AuditData, rows: np.ndarray, params: ShortcutParams
                                          max((x1 - x0) / width, (y1 - y0) / height))
     formats = None if data.formats is None else data.formats[rows].tolist()
     return cue_table(data.properties[rows], data.property_columns, formats=formats,
-                     thumbnails=_at(data.thumbnails, rows), object_size=object_size, params=params)
+                     thumbnails=_at(data.thumbnails, rows), object_size=object_size, params=params,
+                     property_categories=data.property_categories)
 
 
 def _background_views(data: AuditData, rows: np.ndarray, params: ShortcutParams
@@ -263,8 +264,9 @@ def _cue_table_view(evidence: dict[str, Any]) -> dict[str, Any]:
 
 register_check("unreadable", _unreadable, description="files that cannot be decoded", findings=("unreadable",))
 register_check("image_quality", _image_quality, params=ImageQualityParams, needs=("properties",),
-               description="dark, bright, blurry, low-information, odd-sized, grayscale images",
-               findings=("dark", "overexposed", "blurry", "low_information", "grayscale", "odd_size"))
+               description="dark, bright, blurry, low-information, odd-sized, grayscale images; empty, damaged, odd texts",
+               findings=("dark", "overexposed", "blurry", "low_information", "grayscale", "odd_size",
+                         "empty_text", "encoding_damage", "odd_length", "mostly_markup", "other_language"))
 register_check("imbalance", _balance, params=BalanceParams,
                description="class imbalance and classes missing from a split",
                findings=("class_imbalance", "split_health"))

@@ -33,6 +33,7 @@ class AuditData:
     kinds: np.ndarray | None = None
     properties: np.ndarray | None = None  # (n, p), NaN rows where missing
     property_columns: list[str] = field(default_factory=list)
+    property_categories: dict[str, list[str]] = field(default_factory=dict)  # names of categorical columns' codes
     thumbnails: np.ndarray | None = None  # (n, THUMBNAIL_COLUMNS) uint8, zero rows where missing
     formats: np.ndarray | None = None  # stored file format per sample ("" where unknown)
     sizes: np.ndarray | None = None  # (n, 2) width, height (0 where unknown)

@@ -17,6 +17,7 @@ import numpy as np
 from curato.arrays import check_field
 from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
+from curato.features.text_properties import LANGUAGES, TEXT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class ImageQualityParams:
     min_dynamic_range: float = 0.05  # 1-99% grey range below this is low information
     size_class_min_group: int = 30  # sharpness is compared within a size class of at least this many images
     grayscale_majority: float = 0.5  # grayscale share from which the dataset is grayscale (nothing flagged)
+    near_empty_chars: int = 3  # a text with no word, or fewer characters than this, is empty or nearly so
+    encoding_damage_marks: int = 1  # a text with this many marks of a wrong decoding (mojibake, U+FFFD) is damaged
+    markup_share: float = 0.5  # a text whose characters are more than this share links/addresses/markup is flagged
+    language_majority: float = 0.8  # a language named for this share of the texts makes the others "other language"
     severity_medium: float = 0.01  # share flagged from which a finding is medium (any flag is low)
     severity_high: float = 0.05  # share flagged from which a finding is high
 
@@ -45,6 +50,10 @@ class ImageQualityParams:
             check_field("image_quality", self, name, low=0.0, high=1.0)
         check_field("image_quality", self, "absolute_low_entropy", low=0.0)
         check_field("image_quality", self, "size_class_min_group", integer=True, low=1)
+        for name in ("near_empty_chars", "encoding_damage_marks"):
+            check_field("image_quality", self, name, integer=True, low=1)
+        for name in ("markup_share", "language_majority"):
+            check_field("image_quality", self, name, low=0.0, high=1.0)
         if self.severity_high < self.severity_medium:
             raise InputError(f"image_quality.severity_high: must be >= severity_medium ({self.severity_medium}), "
                              f"got {self.severity_high!r}")
@@ -105,6 +114,8 @@ def image_quality_findings(sample_ids: Sequence[str], properties: np.ndarray, co
     """
     p = ImageQualityParams() if params is None else params
     ids = np.asarray(sample_ids, dtype=object)
+    if any(name in TEXT_COLUMNS for name in columns):
+        return _by_modality(ids, np.asarray(properties, dtype=np.float64), list(columns), p)
     column = {name: np.asarray(properties[:, list(columns).index(name)], dtype=np.float64) for name in columns}
     brightness = column["brightness_mean"]
     findings = []
@@ -162,3 +173,87 @@ def image_quality_findings(sample_ids: Sequence[str], properties: np.ndarray, co
                              {"median_width": float(np.nanmedian(column["width"])),
                               "median_height": float(np.nanmedian(column["height"]))}))
     return findings
+
+
+def _by_modality(ids: np.ndarray, properties: np.ndarray, columns: list[str],
+                 params: ImageQualityParams) -> list[Finding]:
+    """Image rules on the rows with image properties, text rules on the rows with text properties: a text row
+    has NaN image columns and an image row NaN text columns, and no rule of one modality sees the other's rows."""
+    text_at = [j for j, name in enumerate(columns) if name in TEXT_COLUMNS]
+    image_at = [j for j, name in enumerate(columns) if name not in TEXT_COLUMNS]
+    findings: list[Finding] = []
+    for at, run in ((image_at, image_quality_findings), (text_at, text_quality_findings)):
+        rows = np.isfinite(properties[:, at]).any(axis=1) if at else np.zeros(len(ids), dtype=bool)
+        if rows.any():
+            findings += run(ids[rows], properties[np.ix_(rows, at)], [columns[j] for j in at], params=params)
+    return findings
+
+
+def text_quality_findings(sample_ids: Sequence[str], properties: np.ndarray, columns: Sequence[str], *,
+                          params: ImageQualityParams | None = None) -> list[Finding]:
+    """Findings ``empty_text``, ``encoding_damage``, ``odd_length``, ``mostly_markup``, ``other_language``.
+
+    ``properties``: (n, p) text properties (:mod:`curato.features.text_properties`) of text samples; the
+    thresholds are the text fields of :class:`ImageQualityParams`. Unknown values (NaN) flag nothing.
+    """
+    p = ImageQualityParams() if params is None else params
+    ids = np.asarray(sample_ids, dtype=object)
+    column = {name: np.asarray(properties[:, j], dtype=np.float64) for j, name in enumerate(columns)}
+    chars, words = column["chars"], column["words"]
+    findings = []
+
+    empty = np.isfinite(chars) & ((words == 0) | (chars < p.near_empty_chars))
+    findings.append(_text_finding("empty_text", ids, empty, empty.astype(float), "are empty or nearly empty", p,
+                                  [f"{int(c)} characters" for c in np.nan_to_num(chars)]))
+
+    damage = np.nan_to_num(column["encoding_damage"])
+    damaged = damage >= p.encoding_damage_marks
+    findings.append(_text_finding("encoding_damage", ids, damaged, np.clip(damage / 4, 0.0, 1.0),
+                                  "show encoding damage (mojibake such as 'Ã©' or 'â€™', or U+FFFD)", p,
+                                  [f"{int(d)} mark(s) of a wrong decoding" for d in damage]))
+
+    log_chars = np.where(empty | ~np.isfinite(chars), np.nan, np.log(np.maximum(chars, 1)))
+    z = robust_z(log_chars, floor=0.15)
+    odd = ~np.isnan(log_chars) & (np.abs(z) > p.size_z_limit)
+    findings.append(_text_finding("odd_length", ids, odd, _score(z, p.size_z_limit),
+                                  "are far longer or shorter than the rest", p,
+                                  [f"{int(c)} characters" for c in np.nan_to_num(chars)],
+                                  {"median_chars": float(np.nanmedian(chars)) if np.isfinite(chars).any() else None}))
+
+    markup = np.nansum(np.stack([column["url_share"], column["email_share"], column["html_share"]]), axis=0)
+    heavy = markup > p.markup_share
+    findings.append(_text_finding("mostly_markup", ids, heavy, np.clip(markup, 0.0, 1.0),
+                                  "are mostly web addresses, e-mail addresses or HTML markup", p,
+                                  [f"{m:.0%} links/addresses/markup" for m in markup]))
+
+    language = column["language"]
+    named = language[np.isfinite(language)].astype(int)
+    counts = np.bincount(named, minlength=len(LANGUAGES))
+    main = int(counts.argmax()) if named.size else -1
+    majority = named.size > 0 and counts[main] >= p.language_majority * named.size
+    other = np.isfinite(language) & (language != main) if majority else np.zeros(len(ids), dtype=bool)
+    what = (f"are in another language than the dataset's {LANGUAGES[main]}" if majority
+            else "are in another language (no language is named for most texts)")
+    findings.append(_text_finding("other_language", ids, other, other.astype(float), what, p,
+                                  [LANGUAGES[int(v)] if np.isfinite(v) else "unknown" for v in language],
+                                  {"languages": {LANGUAGES[k]: int(c) for k, c in enumerate(counts) if c},
+                                   "unknown": int((~np.isfinite(language)).sum())}))
+    return findings
+
+
+_TEXT_SINGULAR = {"are": "is", "show": "shows"}
+
+
+def _text_finding(check: str, ids: np.ndarray, flagged: np.ndarray, scores: np.ndarray, what: str,
+                  params: ImageQualityParams, notes: Sequence[str], summary: dict | None = None) -> Finding:
+    """A text finding in words: "14 texts are empty or nearly empty", "1 text shows encoding damage ..."."""
+    count = int(flagged.sum())
+    share = count / max(1, len(flagged))
+    if count <= 1:  # ``what`` is written for many texts: "are empty" -> "is empty"
+        verb, _, rest = what.partition(" ")
+        what = f"{_TEXT_SINGULAR.get(verb, verb)} {rest}"
+    message = f"{count} {'text' if count == 1 else 'texts'} ({share:.1%}) {what}" if count else f"no text {what}"
+    details = {str(sid): {"note": str(note)} for sid, note, bad in zip(ids, notes, flagged, strict=True) if bad}
+    severity = severity_from_share(share, low=1e-9, medium=params.severity_medium, high=params.severity_high)
+    return Finding(check=check, severity=severity, message=message, sample_ids=ids, flagged=flagged,
+                   scores=np.where(flagged, np.nan_to_num(scores), 0.0), summary=summary or {}, details=details)

@@ -42,6 +42,7 @@ from sklearn.metrics import balanced_accuracy_score
 from curato.arrays import check_field, stratified_folds, stratified_subsample
 from curato.checks.findings import Finding
 from curato.errors import InputError
+from curato.features.text_properties import TEXT_CATEGORICAL, TEXT_COLUMNS
 
 CUE_GROUPS: dict[str, tuple[str, ...]] = {
     "colour": ("red_mean", "green_mean", "blue_mean", "saturation_mean", "colourfulness", "green_fraction",
@@ -55,8 +56,13 @@ CUE_GROUPS: dict[str, tuple[str, ...]] = {
                           "corner_contrast"),
     "texture_frequency": ("sharpness", "entropy", "edge_density", "edge_sharpness"),
     "object_size": ("object_area", "object_extent"),
+    # text properties (curato.features.text_properties): a text row has these, an image row the ones above
+    "text_length": ("chars", "words", "mean_word_length"),
+    "text_characters": ("punctuation_share", "uppercase_share", "digit_share"),
+    "text_markup": ("url_share", "email_share", "html_share", "emoji_share"),
+    "text_source": ("language", "boilerplate_prefix", "boilerplate_suffix", "encoding_damage"),
 }
-CATEGORICAL = frozenset({"format"})
+CATEGORICAL = frozenset({"format"}) | TEXT_CATEGORICAL
 # Cues that never depend on what the picture shows: the file format, the JPEG quality setting and the
 # stored size. (File bytes do: a plain PNG compresses better than a busy one.) One class singled out by
 # them ("90% of 'Bag' images are JPEG, 0% of the others") is flagged even when the cue says nothing
@@ -75,7 +81,12 @@ DERIVED_COLUMNS = (*BACKGROUND_COLUMNS, "edge_sharpness")
 # The one-class test (see _per_class_cues) judges only cues that describe something other than the object:
 # the file (format, JPEG quality, stored size), the background, whether the picture has colour at all, its
 # focus, and how much of the frame the object fills (its scale, not its shape).
-ONE_CLASS_COLUMNS = CONTEXT_COLUMNS | frozenset(DERIVED_COLUMNS) | frozenset({"is_grayscale", "object_extent"})
+# For texts: what the source or the pipeline added, not what the text says -- a signature phrase, links,
+# addresses, markup, emoji, the language and encoding damage.
+TEXT_ONE_CLASS_COLUMNS = frozenset({"boilerplate_prefix", "boilerplate_suffix", "url_share", "email_share",
+                                    "html_share", "emoji_share", "language", "encoding_damage"})
+ONE_CLASS_COLUMNS = (CONTEXT_COLUMNS | frozenset(DERIVED_COLUMNS) | frozenset({"is_grayscale", "object_extent"})
+                     | TEXT_ONE_CLASS_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,7 @@ def cue_table(
     thumbnails: np.ndarray | None = None,
     object_size: np.ndarray | None = None,
     params: ShortcutParams | None = None,
+    property_categories: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
     """The cue columns the check tests (image properties, file format, object size), their names, and
     the category names of categorical columns.
@@ -185,11 +197,13 @@ def cue_table(
     format per sample (a category); ``object_size``: (n, 2) area fraction and extent (longer box side
     over the image side) from annotations (NaN rows where a sample has none) -- missing rows are
     filled from the foreground proxy of the grey ``thumbnails`` (scan thumbnail rows) when given, with
-    ``params``' ``foreground_*`` thresholds.
+    ``params``' ``foreground_*`` thresholds. ``property_categories``: names of the codes of categorical
+    property columns (text language and boilerplate phrases, ``AuditData.property_categories``).
     """
     values = [np.asarray(properties, dtype=np.float64)]
     names = list(property_columns)
-    categories: dict[str, list[str]] = {}
+    categories: dict[str, list[str]] = {name: list(known) for name, known in (property_categories or {}).items()
+                                        if name in names}
     n = values[0].shape[0]
     if formats is not None:
         known = [f or "" for f in formats]
@@ -306,6 +320,9 @@ def bin_columns(values: np.ndarray, columns: Sequence[str], *, bins: int | None 
             codes[known, j] = inverse
         elif known.any():
             edges = np.unique(np.quantile(column[known], np.linspace(0, 1, bins + 1)[1:-1]))
+            if name in TEXT_COLUMNS:  # most texts have no link, markup or damage: the zeros would swallow every
+                # quantile edge and the few texts with some would share their bin; the smallest value gets its own
+                edges = np.union1d(edges, [np.nextafter(column[known].min(), np.inf)])
             codes[known, j] = np.searchsorted(edges, column[known], side="right")
         codes[~known, j] = codes[:, j].max() + 1 if known.any() else 0
     return codes
@@ -406,7 +423,7 @@ def _class_interval(codes: np.ndarray, values: np.ndarray, labels: np.ndarray, k
         text = f"{column} unknown"
     elif categories is not None:
         shown = sorted({categories[int(v)] for v in np.unique(in_range)})
-        text = f"{column} = {' or '.join(shown)}"
+        text = _text_cue_words(column, shown) if column in TEXT_CATEGORICAL else f"{column} = {' or '.join(shown)}"
     else:
         text = f"{column} in [{low:.3g}, {high:.3g}]" if low != high else f"{column} = {low:.3g}"
     if missing and low is not None:
@@ -654,10 +671,12 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
         message = "possible shortcut: " + "; ".join(parts)
         if breakdown:
             top = breakdown[0]
-            message += (f". {top['share_of_class']:.0%} of '{top['class']}' images have {top['text']}, "
-                        f"vs {top['share_of_others']:.0%} of the others")
+            texts = top["column"] in TEXT_COLUMNS
+            phrase = top["text"] if texts and top["column"] in TEXT_CATEGORICAL else f"have {top['text']}"
+            message += (f". {top['share_of_class']:.0%} of '{top['class']}' {'texts' if texts else 'images'} "
+                        f"{phrase}, vs {top['share_of_others']:.0%} of the others")
         if one_class:
-            message += f". {ONE_CLASS_ADVICE}"
+            message += f". {_advice(one_class[0]['column'])}"
     else:
         severity = "none"
         best = cue_rows[0] if cue_rows else None
@@ -678,6 +697,24 @@ def _finding(ids: np.ndarray, labels: np.ndarray, cues: np.ndarray, cue_columns:
 ONE_CLASS_ADVICE = ("What to do: collect images of that class without the cue (and of the others with it), crop "
                     "or mask the region that carries it, or augment it away (colour jitter, random frames, "
                     "re-encoding, rescaling), then audit again")
+TEXT_ONE_CLASS_ADVICE = ("What to do: collect texts of that class without the cue (and of the others with it), strip "
+                         "what the source added (signature phrases, links, markup) or repair the encoding before "
+                         "training, then audit again")
+
+
+def _advice(column: str) -> str:
+    return TEXT_ONE_CLASS_ADVICE if column in TEXT_COLUMNS else ONE_CLASS_ADVICE
+
+
+def _text_cue_words(column: str, shown: Sequence[str]) -> str:
+    """A categorical text cue in words, as a verb phrase: "start with 'ADVERTISEMENT:'", "are in french"."""
+    quoted = " or ".join(f"'{value}'" for value in shown if value)
+    if column == "language":
+        return f"are in {' or '.join(shown)}"
+    where = "start" if column == "boilerplate_prefix" else "end"
+    if not quoted:
+        return f"{where} with no phrase common in the collection"
+    return f"{where} with {quoted}" + (" (or no common phrase)" if "" in shown else "")
 
 
 def _side_by_side(ids: np.ndarray, labels: np.ndarray, klass: int, in_range: np.ndarray, names: list[str],
@@ -696,7 +733,7 @@ def _side_by_side(ids: np.ndarray, labels: np.ndarray, klass: int, in_range: np.
             "share_of_class": round(float(interval["share_of_class"]), 4),
             "share_of_others": round(float(interval["share_of_others"]), 4),
             "with_cue": pick(members & in_range), "without_cue": pick(members & ~in_range),
-            "others_with_cue": pick(~members & in_range), "advice": ONE_CLASS_ADVICE}
+            "others_with_cue": pick(~members & in_range), "advice": _advice(column)}
 
 
 def _cue_sentence(row: dict[str, Any], chance: float, reference: float | None, named: int) -> str:

@@ -26,6 +26,12 @@ from curato.catalog import SampleRecord
 from curato.errors import InputError
 from curato.features.properties import PROPERTY_COLUMNS
 from curato.features.scan import ScanTable, scan_images
+from curato.features.text_properties import (
+    TEXT_PROPERTIES,
+    TEXT_PROPERTIES_VERSION,
+    TEXT_PROPERTY_COLUMNS,
+    text_properties,
+)
 from curato.features.thumbnails import THUMBNAIL_LAYOUT
 from curato.featurestore import PROPERTIES, THUMBNAILS
 from curato.hashing import hash_uris, text_hash
@@ -43,6 +49,12 @@ def properties_meta() -> dict[str, Any]:
     """Feature-store settings of the image-properties table (a change invalidates stored rows)."""
     return {"settings": {"columns": list(PROPERTY_COLUMNS), "version": PROPERTIES_VERSION},
             "columns": list(PROPERTY_COLUMNS)}
+
+
+def text_properties_meta() -> dict[str, Any]:
+    """Feature-store settings of the text-properties table (a change invalidates stored rows)."""
+    return {"settings": {"columns": list(TEXT_PROPERTY_COLUMNS), "version": TEXT_PROPERTIES_VERSION},
+            "columns": list(TEXT_PROPERTY_COLUMNS), "modality": "text"}
 
 
 def thumbnails_meta() -> dict[str, Any]:
@@ -272,8 +284,16 @@ def _ingest_texts(workspace: Workspace, texts: list[SampleRecord], known: dict, 
         _count_change(summary, known.get(record.sample_id), digest)
         rows.append({**_base_row(record), "content_hash": digest, "readable": True, "error": None,
                      "bytes": len((record.text or "").encode("utf-8")), "format": "text"})
+    meta = text_properties_meta()
+    done = workspace.features.done_hashes(TEXT_PROPERTIES, meta=meta)
+    todo = [(record, row["content_hash"]) for record, row in zip(texts, rows, strict=True)
+            if done.get(record.sample_id) != row["content_hash"]]
     with workspace.catalog.transaction() as conn:
         workspace.catalog.upsert_samples(conn, rows)
+    if todo:  # after the catalog rows, like image properties: a crash in between only leaves them to recompute
+        workspace.features.write_part(TEXT_PROPERTIES, [record.sample_id for record, _ in todo],
+                                      [digest for _, digest in todo], text_properties([r.text or "" for r, _ in todo]))
+        workspace.features.finalize(TEXT_PROPERTIES, meta, keep_ids=list(workspace.catalog.known_samples()))
 
 
 def _count_change(summary: IngestSummary, previous: tuple | None, digest: str | None) -> None:

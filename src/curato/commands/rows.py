@@ -58,12 +58,38 @@ def load_samples(workspace: Workspace, features: FeatureSet | None = None, *, pi
         properties = np.asarray(vectors, dtype=np.float64)
         properties[~found] = np.nan
         data.properties, data.property_columns = properties, list(stored.meta["columns"])
+    if pixels and any(text is not None for text in data.texts):
+        _attach_text_properties(workspace, data)
     if pixels and workspace.features.has(THUMBNAILS):
         data.thumbnails, _ = workspace.features.load(THUMBNAILS).align(ids.tolist())
     if features is not None:
         vectors, found = features.align(ids.tolist())
         data.embeddings, data.has_embedding, data.embedder = np.asarray(vectors, np.float32), found, features.name
     return data
+
+
+def _attach_text_properties(workspace: Workspace, data: AuditData) -> None:
+    """Text rows' properties (stored by ingest, computed here where missing) and the collection's boilerplate
+    columns, as columns after the image properties: text rows have NaN image columns and image rows NaN text
+    columns, so no rule of one modality reads the other's rows."""
+    from curato.features.text_properties import TEXT_PROPERTIES, text_property_table
+
+    stored = None
+    if workspace.features.has(TEXT_PROPERTIES):
+        found_set = workspace.features.load(TEXT_PROPERTIES)
+        vectors, found = found_set.align(data.sample_ids.tolist())
+        stored = np.asarray(vectors, dtype=np.float64)
+        hashes = dict(zip(found_set.ids.tolist(), found_set.hashes.tolist(), strict=True))
+        fresh = np.array([hashes.get(sid) == digest for sid, digest in
+                          zip(data.sample_ids.tolist(), data.content_hashes.tolist(), strict=True)], dtype=bool)
+        stored[~(found & fresh)] = np.nan
+    values, columns, categories = text_property_table(data.texts.tolist(), stored)
+    if data.properties is None:
+        data.properties, data.property_columns = values, columns
+    else:
+        data.properties = np.concatenate([data.properties, values], axis=1)
+        data.property_columns = [*data.property_columns, *columns]
+    data.property_categories = {**data.property_categories, **categories}
 
 
 @dataclass
