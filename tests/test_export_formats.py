@@ -244,8 +244,8 @@ def test_label_studio_tasks_carry_suggestions_and_findings(audited, tmp_path):
 
 
 def test_label_studio_sdk_accepts_the_tasks(audited, tmp_path):
-    interface = pytest.importorskip("label_studio_sdk.label_interface", reason="label-studio-sdk pins numpy<2.3; "
-                                    "not installed here (docs/exports.md)")
+    interface = pytest.importorskip("label_studio_sdk.label_interface", reason="label-studio-sdk 2.1 needs "
+                                    "numpy<2.3 (via opencv-python-headless<4.13); not installed (docs/exports.md)")
     tasks, config = _label_studio(audited, tmp_path)
     checker = interface.LabelInterface(config)
     checker.validate()
