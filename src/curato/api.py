@@ -114,11 +114,10 @@ class Workspace(WorkspaceStore):
         report / a JSON copy there.
         """
         from curato.commands.audit import run_audit
+        from curato.commands.results import record_document
 
         def write(result: AuditResult) -> None:
-            self.write_latest("audit", result.to_json(), json)
-            if report is not None:
-                result.report(report)
+            record_document(self, "audit", result.to_json(), json, report=report)
 
         return run_audit(self, checks, embedder=embedder, params=params, progress=progress, on_result=write)
 

@@ -25,6 +25,7 @@ from curato.active.strategies import (
     strategy_spec,
 )
 from curato.arrays import encode_labels, stratified_subsample
+from curato.commands.results import record_document
 from curato.commands.rows import embedded_rows
 from curato.errors import InputError
 from curato.progress import SILENT, Progress
@@ -93,7 +94,7 @@ def run_select(workspace: Workspace, *, budget: int, strategy: str = "auto", emb
         # The files are written before the queue commits: a batch nobody received is never queued.
         with workspace.catalog.transaction() as conn:
             workspace.catalog.queue_batch(conn, run.id, strategy, batch)
-            workspace.write_latest("select", document)
+            record_document(workspace, "select", document)
             if out is not None:
                 _write_batch(Path(out), document)
         run.summary = {"queued": len(batch)}
@@ -169,7 +170,7 @@ def run_route(workspace: Workspace, *, precision: float = 0.99, calibration: str
         # The record (what was accepted, and how to undo it) is written before the labels commit.
         with workspace.catalog.transaction() as conn:
             workspace.catalog.add_labels(conn, new_labels, origin="model", annotator=annotator, confidence=confidences)
-            workspace.write_latest("route", document, json_path)
+            record_document(workspace, "route", document, json_path)
         run.summary = {"auto_labelled": len(new_labels), "expected_wrong": document["expected_wrong"]}
     return document
 
@@ -269,7 +270,7 @@ def run_simulate(workspace: Workspace, *, strategies: Sequence[str], budget: int
                         for name in names},
             "routing": {"labelled_by": routed_by, "results": routing},
         }
-        workspace.write_latest("simulate", document, json_path)
+        record_document(workspace, "simulate", document, json_path)
         run.summary = {"best_strategy": best}
     return document
 

@@ -5,6 +5,7 @@ with their resolved parameters, record the run, write the outputs.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 import tomllib
@@ -16,7 +17,7 @@ import numpy as np
 
 from curato.checks.data import AuditData
 from curato.checks.registry import check_names, needs_of, params_record, resolve_params, run_checks
-from curato.commands.results import AuditResult
+from curato.commands.results import AuditResult, record_document
 from curato.commands.rows import load_samples
 from curato.errors import InputError
 from curato.featurestore import OOF_PREFIX
@@ -110,7 +111,8 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
         findings = run_checks(data, chosen, params=resolved, timings=timings, progress=progress)
         result = AuditResult(findings=findings, embedder=features.name if features is not None else None,
                              checks=chosen, timings=timings, params=params_record(resolved), workspace=workspace,
-                             data=data, run_id=run.id)
+                             data=data, run_id=run.id,
+                             finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
         if on_result is not None:
             on_result(result)
         run.summary = {f.check: f.count for f in findings}
@@ -119,10 +121,9 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
 
 def write_audit_outputs(workspace: Workspace, result: AuditResult, *, report: str | Path | None = None,
                         json_path: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
-    """Write the JSON document (the workspace's latest audit, and a copy at ``json_path``) and the HTML report;
-    returns what was written, by kind."""
-    workspace.write_latest("audit", result.to_json(), json_path)
+    """Record the audit (merged into the workspace's latest, this run's own document at ``json_path``), rebuild
+    the workspace report (and copy it to ``report``); returns what was written, by kind."""
+    record_document(workspace, "audit", result.to_json(), json_path, report=report, title=title)
     written: dict[str, Path] = {} if json_path is None else {"json": Path(json_path)}
-    written["report"] = result.report(report if report is not None else workspace.reports_dir / "report.html",
-                                      title=title)
+    written["report"] = Path(report) if report is not None else workspace.reports_dir / "report.html"
     return written

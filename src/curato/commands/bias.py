@@ -11,6 +11,7 @@ import numpy as np
 
 from curato.checks.bias import GROUPINGS, NO_GROUP, analyse_bias
 from curato.commands.embed import choose_embedder_name
+from curato.commands.results import record_document
 from curato.commands.rows import embedded_rows
 from curato.errors import InputError
 from curato.progress import SILENT, Progress
@@ -74,6 +75,6 @@ def run_bias(workspace: Workspace, by: str = "source", *, embedder: str | None =
                                    property_columns=data.property_columns, by=by, progress=progress, **options)
         document = {"version": __version__, "workspace": str(workspace.root), "embedder": rows.embedder,
                     "without_value": len(groups) - len(keep), **analysis}
-        workspace.write_latest("bias", document, json_path)
+        record_document(workspace, "bias", document, json_path)
         run.summary = {"verdict": document["verdict"], "accuracy": document["accuracy"]}
     return document

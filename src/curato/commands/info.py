@@ -61,15 +61,48 @@ def workspace_overview(workspace: Workspace) -> dict[str, Any]:
     }
 
 
-def write_report(workspace: Workspace, findings: Sequence[Finding], path: str | Path, *,
-                 title: str | None = None) -> Path:
-    """The workspace's HTML report: its overview, the given findings (rendered as their checks registered),
-    and the latest bias, transfer, size, simulate and route documents."""
+def _finding_from_json(entry: dict[str, Any]) -> Finding:
+    """A finding of an audit document back as a Finding (its flagged samples only), for its check's renderer."""
+    issues = entry.get("issues") or []
+    return Finding(check=entry["check"], severity=entry["severity"], message=entry.get("message", ""),
+                   sample_ids=np.array([issue["sample_id"] for issue in issues], dtype=object),
+                   flagged=np.ones(len(issues), dtype=bool), scores=np.array([issue["score"] for issue in issues]),
+                   summary=entry.get("summary") or {}, evidence=entry.get("evidence") or {},
+                   produced_by=entry.get("produced_by") or "")
+
+
+def latest_runs(workspace: Workspace) -> dict[str, dict[str, Any]]:
+    """Per command with a latest document, the run that wrote it (the newest done one, or the one running now):
+    ``{"run_id", "time"}``, for the report's section headers."""
+    from curato.workspace import LATEST_DOCUMENTS
+
+    found: dict[str, dict[str, Any]] = {}
+    for run in workspace.catalog.runs():
+        if run["kind"] in LATEST_DOCUMENTS and run["status"] in ("done", "running"):
+            when = run["finished_at"] or run["started_at"]
+            found[run["kind"]] = {"run_id": run["id"], "time": when.strftime("%Y-%m-%d %H:%M") if when else "?"}
+    return found
+
+
+def write_report(workspace: Workspace, findings: Sequence[Finding], path: str | Path, *, title: str | None = None,
+                 audit_document: dict[str, Any] | None = None) -> Path:
+    """The workspace's HTML report at ``path``: its overview, the latest audit (``audit_document`` or the one
+    recorded; ``findings`` replace its findings of the same name) and the latest bias, transfer, size, select,
+    simulate and route documents, each with the run it came from."""
     from curato.checks.registry import renderers_for
     from curato.report.html import write_html_report
 
-    return write_html_report(workspace, findings, path, overview=workspace_overview(workspace),
-                             renderers=renderers_for(findings), title=title)
+    audit = workspace.read_latest("audit") if audit_document is None else audit_document
+    if findings:
+        replaced = {finding.check for finding in findings}
+        kept = [entry for entry in (audit or {}).get("checks", []) if entry["check"] not in replaced]
+        audit = {**(audit or {}), "checks": [finding.to_json() for finding in findings] + kept}
+    entries = (audit or {}).get("checks") or []
+    as_findings = [_finding_from_json(entry) for entry in entries]
+    tables = {finding.check: render(finding) for finding in as_findings
+              for name, render in renderers_for([finding]).items() if name == finding.check}
+    return write_html_report(workspace, path, overview=workspace_overview(workspace), audit=audit, tables=tables,
+                             runs=latest_runs(workspace), title=title)
 
 
 # ---- curato check: do the catalog, the feature store and the reports agree? ------------------------------------

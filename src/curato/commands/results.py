@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from curato.checks.data import AuditData
-from curato.checks.findings import Finding
+from curato.checks.findings import SEVERITIES, Finding
 from curato.errors import InputError
 from curato.version import __version__
 
@@ -43,6 +43,7 @@ class AuditResult:
     workspace: Workspace | None = None
     data: AuditData | None = None
     run_id: int | None = None
+    finished_at: str | None = None  # ISO time the checks finished (the run's own record ends after the outputs)
 
     def __getitem__(self, name: str) -> Finding:
         """The finding called ``name`` (``result["label_issues"]``)."""
@@ -59,11 +60,37 @@ class AuditResult:
         return f"AuditResult({len(self.findings)} findings; flagged: {found or 'none'})"
 
     def to_json(self) -> dict[str, Any]:
-        """The documented ``audit --json`` document (schema: curato/schemas/audit.schema.json)."""
+        """The documented ``audit --json`` document (schema: curato/schemas/audit.schema.json). Each finding says
+        which check produced it in which run (``produced_by``, ``run_id``, ``finished_at``); each issue carries
+        the sample's ``path`` where the catalog knows it, and a label issue the out-of-fold probabilities of the
+        given and the suggested label."""
         return {"version": __version__, "workspace": None if self.workspace is None else str(self.workspace.root),
                 "embedder": self.embedder, "checks_run": list(self.checks), "params": self.params,
                 "seconds": {name: round(value, 3) for name, value in self.timings.items()},
-                "checks": [finding.to_json() for finding in self.findings]}
+                "checks": [self._finding_json(finding) for finding in self.findings]}
+
+    def _finding_json(self, finding: Finding) -> dict[str, Any]:
+        document = {**finding.to_json(), "produced_by": finding.produced_by or finding.check, "run_id": self.run_id,
+                    "finished_at": self.finished_at}
+        data = self.data
+        if data is None or not document["issues"]:
+            return document
+        row_of = {str(sid): i for i, sid in enumerate(data.sample_ids.tolist())}
+        probs = data.pred_probs if data.pred_probs is not None and data.class_names else None
+        column = {name: j for j, name in enumerate(data.class_names)}
+        for issue in document["issues"]:
+            row = row_of.get(issue["sample_id"])
+            if row is None:
+                continue
+            if data.uris is not None and data.uris[row]:
+                issue["path"] = str(data.uris[row])
+            if probs is not None and finding.check == "label_issues":
+                for key, label in (("given_label_probability", data.labels[row]),
+                                   ("suggested_label_probability", issue.get("suggested_label"))):
+                    value = probs[row, column[label]] if label in column else np.nan
+                    if np.isfinite(value):
+                        issue[key] = round(float(value), 6)
+        return document
 
     def summary(self) -> pd.DataFrame:
         """One row per finding: check, severity, flagged, total, message; most severe first."""
@@ -102,13 +129,15 @@ class AuditResult:
         return frame
 
     def report(self, path: str | Path, *, title: str | None = None) -> Path:
-        """Write the self-contained HTML report to ``path``; returns it. Needs a workspace-backed result."""
+        """Write the workspace's self-contained HTML report to ``path`` with this result's checks (the other
+        checks and commands as the workspace last recorded them); returns it. Needs a workspace-backed result."""
         from curato.commands.info import write_report
 
         if self.workspace is None:
             raise InputError("report: this result was computed from arrays (find_issues) and has no workspace for "
                              "thumbnails; ingest the data (Workspace.create(...).ingest(...)) to get an HTML report")
-        return write_report(self.workspace, self.findings, path, title=title)
+        audit = merge_audit_documents(self.workspace.read_latest("audit"), self.to_json())
+        return write_report(self.workspace, (), path, title=title, audit_document=audit)
 
 
 @dataclass
@@ -226,3 +255,58 @@ class ExportResult:
         """Exported rows whose label differs from the original (imported) label."""
         return sum(self.changes.get(key, 0) for key in ("relabelled_by_model", "relabelled_by_people",
                                                         "routed_model_labels", "reimported_labels"))
+
+
+def _finding_owner(finding: dict[str, Any]) -> str:
+    """The registered check that produced a finding of an audit document (older documents lack ``produced_by``)."""
+    if finding.get("produced_by"):
+        return str(finding["produced_by"])
+    from curato.checks.registry import registered_checks
+
+    return next((name for name, spec in registered_checks().items() if finding["check"] in spec.findings),
+                finding["check"])
+
+
+def merge_audit_documents(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The workspace's latest audit after ``new`` ran: its findings replace those of the checks it ran (and any
+    finding of the same name); every other check's findings are kept with the run id and time they came from."""
+    if not previous or not previous.get("checks"):
+        return new
+    ran = set(new.get("checks_run") or [])
+    produced = {finding["check"] for finding in new.get("checks", [])}
+    kept = [finding for finding in previous["checks"]
+            if finding["check"] not in produced and _finding_owner(finding) not in ran]
+    if not kept:
+        return new
+    merged = dict(new)
+    merged["checks_run"] = list(new.get("checks_run") or []) + [
+        name for name in previous.get("checks_run") or [] if name not in ran]
+    merged["params"] = {**(previous.get("params") or {}), **(new.get("params") or {})}
+    merged["seconds"] = {**(previous.get("seconds") or {}), **(new.get("seconds") or {})}
+    merged["checks"] = sorted([*new.get("checks", []), *kept],
+                              key=lambda f: -SEVERITIES.index(f["severity"]) if f["severity"] in SEVERITIES else 0)
+    return merged
+
+
+def record_document(workspace: Workspace, kind: str, document: dict[str, Any], json_path: str | Path | None = None,
+                    *, report: str | Path | None = None, title: str | None = None) -> Path:
+    """Keep a command's document as the workspace's latest of its ``kind`` and rebuild the workspace report
+    (``reports/report.html``) from the latest documents; returns the latest document's path.
+
+    An audit is merged into the previous one check by check (a partial audit replaces only its checks).
+    ``json_path`` gets this run's own document; ``report`` a copy of the rebuilt report.
+    """
+    import shutil
+
+    from curato.commands.info import write_report
+    from curato.workspace import write_json
+
+    latest = merge_audit_documents(workspace.read_latest("audit"), document) if kind == "audit" else document
+    path = workspace.write_latest(kind, latest)
+    if json_path is not None:
+        write_json(json_path, document)
+    written = write_report(workspace, (), workspace.reports_dir / "report.html", title=title)
+    if report is not None and Path(report).resolve() != written.resolve():
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(written, report)
+    return path

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from curato.arrays import encode_labels
+from curato.commands.results import record_document
 from curato.commands.rows import load_samples
 from curato.errors import InputError
 from curato.models.oof import OOF_SETTINGS_VERSION
@@ -163,7 +164,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
                                                  values, answers, augmentation=augmentation,
                                                  pseudo_labels=pseudo_labels, augment_max_size=augment_max_size,
                                                  progress=progress)
-        workspace.write_latest("size", document, json_path)
+        record_document(workspace, "size", document, json_path)
         run.summary = {"samples_needed": document["samples_needed"]["total"], "points": len(points)}
     return document
 

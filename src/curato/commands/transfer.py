@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from curato.arrays import stratified_subsample
+from curato.commands.results import record_document
 from curato.errors import InputError
 from curato.models.probes import KNN_NEIGHBOURS
 from curato.progress import SILENT, Progress
@@ -71,7 +72,7 @@ def run_transfer(workspace: Workspace, embedders: Sequence[str], *, max_samples:
             "ranking": [entry["name"] for entry in entries],
             "agreement": rank_agreement(entries),
         }
-        workspace.write_latest("transfer", document, json_path)
+        record_document(workspace, "transfer", document, json_path)
         run.summary = {"ranking": document["ranking"], "kendall_tau": document["agreement"]["kendall_tau"]}
     return document
 

@@ -1,159 +1,213 @@
-"""Plots as inline SVG strings: no plotting library, no external files."""
+"""The report's charts, drawn by matplotlib as SVG strings to inline in the page (no external files).
+
+Text stays text (``svg.fonttype = none``: small, sharp, searchable); the page shrinks each SVG to fit its width.
+Ticks come from matplotlib's locators (round numbers; several per decade on a log axis); a curve and its band
+are clipped to the metric's range (``y_bounds``), so a fitted curve is never drawn above accuracy 1.0; legends
+sit below the plot, where they have the whole width and are never cut off.
+"""
 
 from __future__ import annotations
 
+import io
+import itertools
+import math
+import re
 from collections.abc import Sequence
-from html import escape
+from typing import Any
 
 PALETTE = ("#3b6ea8", "#e07b39", "#5a9e5a", "#b84a62", "#8a6bb8", "#7a7a7a", "#c9a227", "#3aa6a6")
+_WIDTH_INCHES = 7.2
+_ids = itertools.count()
 
 
-def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float]], *, width: int = 720,
-                 bar_height: int = 14, title: str = "") -> str:
-    """Horizontal grouped bar chart: one group per category, one bar per series."""
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    figure.patch.set_alpha(0.0)
+    return figure
+
+
+def _svg(figure: Any, title: str) -> str:
+    """The figure as an inline SVG element that scales with the page (ids unique within the page)."""
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"curato-{next(_ids)}",
+                                "font.family": "sans-serif", "font.size": 9}):
+        figure.savefig(buffer, format="svg", bbox_inches="tight", pad_inches=0.05, metadata={"Date": None})
+    text = buffer.getvalue()
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text[text.index("<svg"):], count=1, flags=re.S)
+    escaped = title.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+    return text.replace("<svg ", f'<svg class="chart" role="img" aria-label="{escaped}" ', 1)
+
+
+def _style(axes: Any) -> None:
+    for side in ("top", "right"):
+        axes.spines[side].set_visible(False)
+    axes.grid(True, color="#e3e6ea", linewidth=0.6)
+    axes.set_axisbelow(True)
+
+
+def _legend_below(axes: Any, entries: int) -> None:
+    if entries:
+        axes.figure.legend(loc="outside lower center", ncol=min(3, entries), frameon=False, fontsize=8.5)
+
+
+def _number(value: float, _position: Any = None) -> str:
+    """A tick label: 1,000 rather than 1e3; decimals only where the value has them."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 1 and float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float]], *, title: str = "") -> str:
+    """Horizontal grouped bar chart: one group per category, one bar per series, each bar's value at its end."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     names = list(series)
-    peak = max((max(values) for values in series.values() if len(values)), default=1) or 1
-    label_width, value_width = 150, 60
-    plot_width = width - label_width - value_width
-    group_height = bar_height * len(names) + 8
-    height = group_height * len(categories) + 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
-             f' aria-label="{escape(title)}" class="chart">']
+    if not categories or not names:
+        return ""
+    height = min(14.0, 0.9 + 0.22 * len(categories) * max(1, len(names)) + 0.3)
+    figure = _figure(_WIDTH_INCHES, height)
+    axes = figure.add_subplot()
+    _style(axes)
+    axes.grid(axis="y", visible=False)
+    group = 0.8
+    bar = group / len(names)
     for s, name in enumerate(names):
-        parts.append(f'<rect x="{label_width + s * 110}" y="4" width="10" height="10" fill="{PALETTE[s % 8]}"/>'
-                     f'<text x="{label_width + s * 110 + 14}" y="13" font-size="11">{escape(str(name))}</text>')
-    for c, category in enumerate(categories):
-        top = 28 + c * group_height
-        parts.append(f'<text x="{label_width - 6}" y="{top + group_height / 2}" font-size="11" '
-                     f'text-anchor="end" dominant-baseline="middle">{escape(str(category))}</text>')
-        for s, name in enumerate(names):
-            value = float(series[name][c])
-            length = plot_width * value / peak
-            y = top + s * bar_height
-            parts.append(f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{bar_height - 2}" '
-                         f'fill="{PALETTE[s % 8]}"><title>{escape(str(category))} / {escape(str(name))}: '
-                         f'{value:g}</title></rect>'
-                         f'<text x="{label_width + length + 4:.1f}" y="{y + bar_height - 4}" font-size="10">'
-                         f'{value:g}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+        positions = [c - group / 2 + bar * (s + 0.5) for c in range(len(categories))]
+        bars = axes.barh(positions, [float(v) for v in series[name]], height=bar * 0.92,
+                         color=PALETTE[s % len(PALETTE)], label=str(name))
+        axes.bar_label(bars, labels=[_number(float(v)) for v in series[name]], padding=2, fontsize=7.5)
+    axes.set_yticks(range(len(categories)), [str(c) for c in categories])
+    axes.invert_yaxis()
+    axes.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10], integer=True))
+    axes.xaxis.set_major_formatter(FuncFormatter(_number))
+    axes.margins(x=0.08)
+    axes.set_xlabel("samples")
+    if title:
+        axes.set_title(title, loc="left", fontsize=10, fontweight="bold")
+    _legend_below(axes, len(names) if len(names) > 1 else 0)
+    return _svg(figure, title)
 
 
 def heatmap(matrix: Sequence[Sequence[float]], row_labels: Sequence[str], column_labels: Sequence[str], *,
-            cell: int = 30, title: str = "", row_title: str = "", column_title: str = "") -> str:
-    """A matrix as coloured cells with values (e.g. a noise matrix); darker = larger."""
-    rows, columns = len(row_labels), len(column_labels)
-    left, top = 120, 110
-    width, height = left + columns * cell + 10, top + rows * cell + 10
-    flat = [float(v) for row in matrix for v in row]
-    peak = max(flat) if flat else 1.0
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{escape(title)}" class="chart heatmap">',
-             f'<text x="{left}" y="12" font-size="11" font-weight="600">{escape(column_title)}</text>',
-             f'<text x="4" y="{top - 6}" font-size="11" font-weight="600">{escape(row_title)}</text>']
-    for j, name in enumerate(column_labels):
-        x = left + j * cell + cell / 2
-        parts.append(f'<text x="{x}" y="{top - 6}" font-size="10" transform="rotate(-55 {x} {top - 6})">'
-                     f'{escape(str(name))}</text>')
-    for i, name in enumerate(row_labels):
-        y = top + i * cell
-        parts.append(f'<text x="{left - 4}" y="{y + cell / 2 + 3}" font-size="10" text-anchor="end">'
-                     f'{escape(str(name))}</text>')
+            title: str = "", row_title: str = "", column_title: str = "") -> str:
+    """A matrix as coloured cells with values (e.g. a noise matrix); darker = larger; missing cells blank."""
+    import numpy as np
+
+    values = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=np.float64)
+    if values.size == 0:
+        return ""
+    rows, columns = values.shape
+    side = min(9.0, max(3.2, 0.42 * max(rows, columns) + 1.6))
+    figure = _figure(side + 0.6, side)
+    axes = figure.add_subplot()
+    finite = values[np.isfinite(values)]
+    peak = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    import matplotlib
+
+    colours = matplotlib.colormaps["Blues"].with_extremes(bad="#f2f4f7")
+    axes.imshow(np.sqrt(np.clip(values, 0, None) / peak), cmap=colours, vmin=0.0, vmax=1.0, aspect="equal")
+    font = 8 if max(rows, columns) <= 10 else 6.5
+    for i in range(rows):
         for j in range(columns):
-            value = float(matrix[i][j])
-            shade = 0.0 if peak <= 0 else min(1.0, value / peak) ** 0.5
-            fill = f"rgb({int(255 - 196 * shade)},{int(255 - 145 * shade)},{int(255 - 87 * shade)})"
-            text_colour = "#fff" if shade > 0.6 else "#1d232b"
-            parts.append(f'<rect x="{left + j * cell}" y="{y}" width="{cell - 1}" height="{cell - 1}" fill="{fill}">'
-                         f'<title>{escape(str(name))} / {escape(str(column_labels[j]))}: {value:.3f}</title></rect>'
-                         f'<text x="{left + j * cell + cell / 2}" y="{y + cell / 2 + 3}" font-size="8" '
-                         f'text-anchor="middle" fill="{text_colour}">{value:.2f}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+            if math.isfinite(values[i, j]):
+                dark = values[i, j] / peak > 0.36
+                axes.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=font,
+                          color="#ffffff" if dark else "#1d232b")
+    axes.set_xticks(range(columns), [str(c) for c in column_labels], rotation=45, ha="right",
+                    rotation_mode="anchor")
+    axes.set_yticks(range(rows), [str(r) for r in row_labels])
+    axes.tick_params(length=0)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    axes.set_xlabel(column_title)
+    axes.set_ylabel(row_title)
+    if title:
+        axes.set_title(title, loc="left", fontsize=10, fontweight="bold")
+    return _svg(figure, title)
 
 
-def line_chart(series: dict[str, dict[str, Sequence[float]]], *, width: int = 720, height: int = 320,
-               log_x: bool = False, title: str = "", x_title: str = "", y_title: str = "",
-               hlines: dict[str, float] | None = None) -> str:
+def line_chart(series: dict[str, dict[str, Sequence[float]]], *, log_x: bool = False, title: str = "",
+               x_title: str = "", y_title: str = "", hlines: dict[str, float] | None = None,
+               y_bounds: tuple[float | None, float | None] = (None, None)) -> str:
     """Lines (with optional bands and measured points) on shared axes, e.g. learning curves.
 
-    ``series`` maps a name to ``{"x": [...], "y": [...]}`` plus optional ``"low"``/``"high"`` (a shaded
-    band around the line, same length as ``x``) and ``"points": True`` (draw markers instead of a line,
-    for measured values). ``hlines`` maps a label to a y value drawn as a dashed horizontal line (a target).
-    Non-finite values are skipped. ``log_x`` puts x on a log10 axis (all x must then be > 0).
+    ``series`` maps a name to ``{"x": [...], "y": [...]}`` plus optional ``"low"``/``"high"`` (a shaded band,
+    same length as ``x``) and ``"points": True`` (markers for measured values instead of a line). ``hlines``
+    maps a label to a dashed horizontal line (a target). ``y_bounds``: the metric's range (e.g. ``(0, 1)`` for
+    accuracy): values are clipped to it and the axis never extends past it. Non-finite values are skipped;
+    ``log_x`` puts x on a log axis (x <= 0 skipped) with 1-2-5 ticks per decade.
     """
-    import math
+    import numpy as np
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-    def finite(values: Sequence[float]) -> list[float]:
-        return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    low_bound, high_bound = y_bounds
 
-    xs = [v for s in series.values() for v in finite(s["x"]) if not log_x or v > 0]
-    ys = [v for s in series.values() for key in ("y", "low", "high") for v in finite(s.get(key, []))]
-    ys += list((hlines or {}).values())
-    if not xs or not ys:
-        return ""
-    to_x = (lambda v: math.log10(v)) if log_x else (lambda v: v)
-    x_lo, x_hi = to_x(min(xs)), to_x(max(xs))
-    y_lo, y_hi = min(ys), max(ys)
-    pad = (y_hi - y_lo) * 0.05 or 0.05
-    y_lo, y_hi = y_lo - pad, y_hi + pad
-    x_hi = x_hi if x_hi > x_lo else x_lo + 1
-    left, right, top, bottom = 60, 150, 24, 40
-    plot_w, plot_h = width - left - right, height - top - bottom
+    def column(values: Sequence[float] | None, count: int) -> np.ndarray:
+        if values is None:
+            return np.full(count, np.nan)
+        array = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        return np.clip(array, -np.inf if low_bound is None else low_bound, np.inf if high_bound is None else high_bound)
 
-    def px(v: float) -> float:
-        return left + plot_w * (to_x(v) - x_lo) / (x_hi - x_lo)
-
-    def py(v: float) -> float:
-        return top + plot_h * (1 - (v - y_lo) / (y_hi - y_lo))
-
-    def usable(x: float | None, y: float | None) -> bool:
-        return (x is not None and y is not None and math.isfinite(float(x)) and math.isfinite(float(y))
-                and (not log_x or float(x) > 0))
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{escape(title)}" class="chart line-chart">',
-             f'<text x="{left}" y="14" font-size="12" font-weight="600">{escape(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>']
-    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):  # y ticks
-        value = y_lo + fraction * (y_hi - y_lo)
-        parts.append(f'<text x="{left - 4}" y="{py(value) + 3:.1f}" font-size="10" text-anchor="end">'
-                     f'{value:.3g}</text>')
-    if log_x:
-        ticks = [10.0 ** e for e in range(math.floor(x_lo), math.ceil(x_hi) + 1) if x_lo <= e <= x_hi]
-    else:
-        ticks = [min(xs) + fraction * (max(xs) - min(xs)) for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)]
-    for tick in ticks:
-        parts.append(f'<text x="{px(tick):.1f}" y="{top + plot_h + 14}" font-size="10" text-anchor="middle">'
-                     f'{tick:,.0f}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" font-size="11" text-anchor="middle">'
-                 f'{escape(x_title)}{" (log scale)" if log_x else ""}</text>'
-                 f'<text x="12" y="{top + plot_h / 2}" font-size="11" text-anchor="middle" '
-                 f'transform="rotate(-90 12 {top + plot_h / 2})">{escape(y_title)}</text>')
-    for label, value in (hlines or {}).items():
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(value):.1f}" y2="{py(value):.1f}" '
-                     f'stroke="#b84a62" stroke-dasharray="5,4"/><text x="{left + plot_w + 4}" y="{py(value) + 3:.1f}" '
-                     f'font-size="10" fill="#b84a62">{escape(label)}</text>')
+    figure = _figure(_WIDTH_INCHES, 3.6)
+    axes = figure.add_subplot()
+    _style(axes)
+    drawn, seen = 0, []
     for s, (name, data) in enumerate(series.items()):
         colour = PALETTE[s % len(PALETTE)]
-        x_values = list(data["x"])
+        x = np.array([np.nan if v is None else float(v) for v in data["x"]], dtype=np.float64)
+        y = column(data["y"], len(x))
+        usable = np.isfinite(x) & (x > 0 if log_x else True)
         if "low" in data and "high" in data:
-            band = [(x, lo, hi) for x, lo, hi in zip(x_values, data["low"], data["high"], strict=True)
-                    if usable(x, lo) and usable(x, hi)]
-            if band:
-                outline = [f"{px(x):.1f},{py(hi):.1f}" for x, _, hi in band]
-                outline += [f"{px(x):.1f},{py(lo):.1f}" for x, lo, _ in reversed(band)]
-                parts.append(f'<polygon points="{" ".join(outline)}" fill="{colour}" fill-opacity="0.15" '
-                             f'stroke="none"/>')
-        points = [(x, y) for x, y in zip(x_values, data["y"], strict=True) if usable(x, y)]
+            low, high = column(data["low"], len(x)), column(data["high"], len(x))
+            band = usable & np.isfinite(low) & np.isfinite(high)
+            if band.any():
+                axes.fill_between(x[band], low[band], high[band], color=colour, alpha=0.15, linewidth=0)
+                seen += [low[band], high[band]]
+        keep = usable & np.isfinite(y)
+        if not keep.any():
+            continue
+        seen.append(y[keep])
         if data.get("points"):
-            parts.extend(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colour}"><title>{escape(name)}: '
-                         f'{x:g}, {y:.4g}</title></circle>' for x, y in points)
-        elif points:
-            path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        legend_y = top + 6 + s * 16
-        parts.append(f'<rect x="{left + plot_w + 8}" y="{legend_y}" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{left + plot_w + 22}" y="{legend_y + 9}" font-size="11">{escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+            axes.plot(x[keep], y[keep], "o", color=colour, markersize=4, label=name)
+        else:
+            axes.plot(x[keep], y[keep], "-", color=colour, linewidth=1.8, label=name)
+        drawn += 1
+    if not drawn:
+        return ""
+    for label, value in (hlines or {}).items():
+        axes.axhline(value, color="#b84a62", linestyle=(0, (5, 4)), linewidth=1.2, label=label)
+        seen.append(np.array([value]))
+        drawn += 1
+    values = np.concatenate(seen)
+    lo, hi = float(values.min()), float(values.max())
+    pad = (hi - lo) * 0.06 or 0.05
+    lo, hi = lo - pad, hi + pad
+    if low_bound is not None:
+        lo = max(lo, low_bound)
+    if high_bound is not None:
+        hi = min(hi, high_bound + (hi - lo) * 0.01)  # room for the line's width at the bound, not beyond
+    axes.set_ylim(lo, hi)
+    axes.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    axes.yaxis.set_major_formatter(FuncFormatter(_number))
+    if log_x:
+        axes.set_xscale("log")
+        xs = np.concatenate([np.asarray(line.get_xdata(), dtype=np.float64) for line in axes.get_lines()] or [[1.0]])
+        xs = xs[np.isfinite(xs) & (xs > 0)]
+        narrow = xs.size == 0 or xs.max() / xs.min() < 4  # less than a 1-2-5 step apart: tick every integer multiple
+        axes.xaxis.set_major_locator(LogLocator(base=10, subs=tuple(range(1, 10)) if narrow else (1.0, 2.0, 5.0)))
+        axes.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    axes.xaxis.set_major_formatter(FuncFormatter(_number))
+    axes.set_xlabel(x_title + (" (log scale)" if log_x else ""))
+    axes.set_ylabel(y_title)
+    if title:
+        axes.set_title(title, loc="left", fontsize=10, fontweight="bold")
+    _legend_below(axes, drawn)
+    return _svg(figure, title)

@@ -1,20 +1,29 @@
-"""The self-contained HTML report (inline CSS, SVG and data-URI thumbnails; works offline)."""
+"""The workspace report: one self-contained HTML file (inline CSS, JS, SVG charts and data-URI thumbnails) that
+works offline and is rebuilt from the latest document of every command.
+
+Every flagged sample is reachable: the flagged items of all checks travel once as compact JSON inside the
+page, with one thumbnail per sample id (shared by checks, group members, partners and neighbours); a small
+script draws one page of a gallery at a time ("N of M"), filters by class, split and score, and opens a
+larger view with the evidence. The page builds only the thumbnails it shows, so thousands of flagged images
+cost file size (measured in docs/benchmarks.md), not layout time.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from curato.checks.findings import Finding
 from curato.featurestore import PROPERTIES
-from curato.report.charts import grouped_bars, heatmap
+from curato.report.charts import grouped_bars, heatmap, line_chart
 from curato.report.thumbnails import thumbnail_data_uri
 from curato.version import __version__
 from curato.workspace import Workspace
@@ -22,28 +31,79 @@ from curato.workspace import Workspace
 REPORT_PROPERTIES = ("brightness_mean", "contrast", "colourfulness", "sharpness", "border_brightness",
                      "edge_density", "width", "height", "jpeg_quality")
 EXAMPLES_PER_CLASS = 8
-GALLERY_SIZE = 24
-GROUPS_SHOWN = 12
-CUES_SHOWN = 15
 TYPICAL_SHOWN = 8
 PROPERTIES_SHOWN = 8
-GROUP_MEMBERS_SHOWN = 8
+MEMBERS_WITH_IMAGES = 16  # a duplicate group's members drawn in the larger view (all are listed by id)
+SEVERITY_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3}
+# Image properties (and shortcut cues) in words, with what their numbers mean.
+PROPERTY_WORDS = {
+    "brightness_mean": "mean brightness (0 black – 1 white)", "brightness_std": "brightness spread",
+    "contrast": "contrast", "colourfulness": "colourfulness", "sharpness": "sharpness",
+    "border_brightness": "brightness of the border", "edge_density": "share of edge pixels",
+    "width": "width (px)", "height": "height (px)", "aspect": "aspect ratio (width / height)",
+    "megapixels": "megapixels", "jpeg_quality": "JPEG quality", "file_bytes": "file size (bytes)",
+    "bits_per_pixel": "bits per pixel", "format": "file format", "saturation": "colour saturation",
+    "entropy": "information (entropy)",
+}
 
 
 def _environment() -> Environment:
     return Environment(loader=PackageLoader("curato", "report/templates"), autoescape=select_autoescape(["html"]))
 
 
-def _examples(workspace: Workspace, per_class: int) -> dict[str, list[dict[str, str]]]:
-    table = workspace.catalog.samples(("sample_id", "uri", "readable"), kind="image")
+def property_in_words(column: str, value: float | None, formats: Sequence[str] = ()) -> str:
+    """A cue or property value as a person reads it: ``format`` codes become format names ("file format: png"),
+    other columns get their meaning and a rounded number ("mean brightness (0 black – 1 white): 0.42")."""
+    name = PROPERTY_WORDS.get(column, column.replace("_", " "))
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return f"{name}: unknown"
+    if column == "format":
+        code = round(float(value))
+        return f"{name}: {formats[code] if 0 <= code < len(formats) else 'unknown'}"
+    return f"{name}: {float(value):,.3g}" if abs(float(value)) < 1e4 else f"{name}: {float(value):,.0f}"
+
+
+def cue_text_in_words(text: str) -> str:
+    """A check's range text ("brightness_mean in [0.1, 0.3]") with the column named in words."""
+    column, _, rest = text.partition(" ")
+    words = PROPERTY_WORDS.get(column)
+    return f"{words.split(' (')[0]} {rest}" if words else text
+
+
+class _Images:
+    """Sample id -> inline thumbnail, each computed once per report."""
+
+    def __init__(self, workspace: Workspace, size: int) -> None:
+        table = workspace.catalog.samples(("sample_id", "uri"))
+        self.uris = dict(zip(table["sample_id"].tolist(), table["uri"].tolist(), strict=True))
+        self.size = size
+        self.found: dict[str, str] = {}
+        self.missing: set[str] = set()
+        self.in_galleries: set[str] = set()  # the ones the page's script draws (the rest are inline <img>)
+
+    def want(self, sample_ids: Iterable[str], *, gallery: bool = False) -> None:
+        for sample_id in sample_ids:
+            if gallery:
+                self.in_galleries.add(sample_id)
+            if sample_id in self.found or sample_id in self.missing:
+                continue
+            uri = self.uris.get(sample_id)
+            src = thumbnail_data_uri(uri, size=self.size) if uri else None
+            if src is None:
+                self.missing.add(sample_id)
+            else:
+                self.found[sample_id] = src
+
+
+def _examples(workspace: Workspace, per_class: int) -> dict[str, list[str]]:
+    table = workspace.catalog.samples(("sample_id", "readable"), kind="image")
     labels = workspace.catalog.current_labels()
-    chosen: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for sample_id, uri, ok in zip(table["sample_id"], table["uri"], table["readable"], strict=True):
+    chosen: dict[str, list[str]] = defaultdict(list)
+    for sample_id, ok in zip(table["sample_id"].tolist(), table["readable"].tolist(), strict=True):
         label = labels.get(sample_id)
         if ok and label is not None and len(chosen[label]) < per_class:
-            chosen[label].append((sample_id, uri))
-    return {label: [{"sample_id": sid, "src": thumbnail_data_uri(uri, size=64) or ""} for sid, uri in items]
-            for label, items in sorted(chosen.items())}
+            chosen[label].append(sample_id)
+    return dict(sorted(chosen.items()))
 
 
 def _property_table(workspace: Workspace) -> dict[str, Any] | None:
@@ -60,13 +120,13 @@ def _property_table(workspace: Workspace) -> dict[str, Any] | None:
         block = values[row_labels == label]
         means = [np.nanmean(block[:, j]) if np.isfinite(block[:, j]).any() else np.nan for j in range(len(shown))]
         rows[label] = ["–" if not np.isfinite(m) else f"{m:.3g}" for m in means]
-    return {"columns": shown, "rows": rows} if rows else None
+    return {"columns": shown, "words": [PROPERTY_WORDS.get(c, c) for c in shown], "rows": rows} if rows else None
 
 
 def _note(row: dict[str, Any]) -> str:
     """What a gallery caption says about one flagged sample, from the fields its check provides."""
     if row.get("suggested_label") is not None:
-        return f"labeled {row.get('label')} → likely {row['suggested_label']}"
+        return f"labelled {row.get('label')} → likely {row['suggested_label']}"
     if row.get("splits"):
         return "in splits " + ", ".join(map(str, row["splits"]))
     for key in ("error", "note"):
@@ -77,69 +137,84 @@ def _note(row: dict[str, Any]) -> str:
     return ""
 
 
-Renderer = Callable[[Finding], list[dict[str, Any]]]
+def _cue_by_class(finding: dict[str, Any]) -> dict[str, str]:
+    """Shortcuts: per class, its strongest flagged cue range in words with the shares behind it."""
+    cues: dict[str, str] = {}
+    for row in (finding.get("evidence") or {}).get("per_class") or []:
+        if row.get("class") in cues or not row.get("text"):
+            continue
+        cues[row["class"]] = (f"{cue_text_in_words(row['text'])}: {row['share_of_class']:.0%} of its class vs "
+                              f"{row['share_of_others']:.0%} of the others")
+    return cues
 
 
-def _galleries(workspace: Workspace, findings: Sequence[Finding],
-               renderers: dict[str, Renderer]) -> dict[str, dict[str, Any]]:
-    table = workspace.catalog.samples(("sample_id", "uri"))
-    uris = dict(zip(table["sample_id"].tolist(), table["uri"].tolist(), strict=True))
-    labels = workspace.catalog.current_labels()
-
-    def item(sample_id: str, score: float, note: str) -> dict[str, Any]:
-        uri = uris.get(sample_id)
-        return {"sample_id": sample_id, "score": score, "label": labels.get(sample_id),
-                "src": thumbnail_data_uri(uri) if uri else None, "note": note[:160]}
-
-    galleries: dict[str, dict[str, Any]] = {}
-    for finding in findings:
-        groups = finding.evidence.get("groups") if isinstance(finding.evidence, dict) else None
-        entry: dict[str, Any] = {"samples": [], "groups": [], "chart": "", "tables": [], "strips": []}
-        if groups:
-            for members in groups[:GROUPS_SHOWN]:
-                entry["groups"].append([item(str(sid), 1.0, "") for sid in list(members)[:GROUP_MEMBERS_SHOWN]])
-        else:
-            entry["samples"] = [item(row["sample_id"], row["score"], _note(row))
-                              for row in finding.issues()[:GALLERY_SIZE]]
-        matrix = finding.evidence.get("noise_matrix") if isinstance(finding.evidence, dict) else None
-        if matrix is not None:
-            names = finding.evidence.get("class_names", [])
-            entry["chart"] = heatmap(matrix, names, names, title="estimated noise matrix",
-                                     row_title="given label", column_title="true label")
-        render = renderers.get(finding.check)
-        if render is not None:
-            entry["tables"] = render(finding)
-        if finding.check == "shortcuts" and finding.evidence.get("cues"):
-            entry["strips"] = [
-                {"title": f"{column}: each class's images from the lowest to the highest value",
-                 "rows": [{"name": name, "items": [item(sid, value, f"{column} = {value:.3g}") for sid, value in picks]}
-                          for name, picks in per_class.items()]}
-                for column, per_class in finding.evidence.get("examples", {}).items()]
-            entry["strips"] = [
-                {"title": f"'{singled['class']}' is singled out by {singled['cue']} "
-                          f"({singled['share_of_class']:.0%} of its images vs {singled['share_of_others']:.0%} of "
-                          f"the others). {singled['advice']}",
-                 "rows": [{"name": name, "items": [item(sid, 1.0, singled["cue"] if carries else "without the cue")
-                                                   for sid in singled[key]]}
-                          for name, key, carries in ((f"{singled['class']}: with the cue", "with_cue", True),
-                                                     (f"{singled['class']}: without it", "without_cue", False),
-                                                     ("other classes with the cue", "others_with_cue", True))
-                          if singled[key]]}
-                for singled in finding.evidence.get("one_class", [])] + entry["strips"]
-        galleries[finding.check] = entry
-    return galleries
+def _gallery(finding: dict[str, Any], labels: dict[str, str | None], splits: dict[str, str | None],
+             images: _Images) -> dict[str, Any]:
+    """One check's flagged items for the page's script: samples, or one item per group of copies."""
+    issues = finding.get("issues") or []
+    cues = _cue_by_class(finding) if finding["check"] == "shortcuts" else {}
+    grouped = any("members" in row and "group" in row for row in issues)
+    items: list[dict[str, Any]] = []
+    seen_groups: set[Any] = set()
+    for row in issues:
+        sample_id = row["sample_id"]
+        if grouped and row.get("members"):
+            if row.get("group") in seen_groups:
+                continue
+            seen_groups.add(row.get("group"))
+        item: dict[str, Any] = {"id": sample_id, "label": labels.get(sample_id), "split": splits.get(sample_id),
+                                "score": row.get("score", 0.0)}
+        note = _note(row)
+        if note:
+            item["note"] = note[:200]
+        if row.get("path"):
+            item["path"] = row["path"]
+        for key, short in (("given_label_probability", "given_p"), ("suggested_label", "suggested"),
+                           ("suggested_label_probability", "suggested_p"), ("label_quality", "quality"),
+                           ("rule", "rule"), ("partner", "partner"), ("similarity", "similarity")):
+            if row.get(key) is not None:
+                item[short] = row[key]
+        neighbours = row.get("nearest") or ([row["nearest_train"]] if row.get("nearest_train") else [])
+        if neighbours:
+            item["neighbours"] = [str(n) for n in neighbours]
+        if grouped and row.get("members"):
+            members = [str(m) for m in row["members"]]
+            item["members"] = members
+            item["classes"] = sorted({str(labels.get(m)) for m in members if labels.get(m) is not None})
+            item["splits"] = sorted({str(splits.get(m)) for m in members if splits.get(m) is not None})
+            images.want(members[:MEMBERS_WITH_IMAGES], gallery=True)
+        if cues and item["label"] in cues:
+            item["cue"] = cues[item["label"]]
+        images.want([sample_id, *item.get("neighbours", []), *([item["partner"]] if "partner" in item else [])],
+                    gallery=True)
+        items.append(item)
+    by_quality = finding["check"] == "label_issues" and any("given_p" in i or "quality" in i for i in items)
+    return {"check": finding["check"], "grouped": grouped, "sort": "quality" if by_quality else "score",
+            "flagged": (finding.get("summary") or {}).get("flagged", len(issues)), "items": items}
 
 
-def _thumbnail_lookup(workspace: Workspace) -> Any:
-    """A template helper: sample id -> inline thumbnail (None when the sample or file is gone)."""
-    table = workspace.catalog.samples(("sample_id", "uri"))
-    uris = dict(zip(table["sample_id"].tolist(), table["uri"].tolist(), strict=True))
-
-    def lookup(sample_id: str) -> str | None:
-        uri = uris.get(sample_id)
-        return thumbnail_data_uri(uri) if uri else None
-
-    return lookup
+def _strips(finding: dict[str, Any], formats: Sequence[str]) -> list[dict[str, Any]]:
+    """Shortcuts: the singled-out classes' images with and without the cue, and each explained cue's images per
+    class from its lowest to its highest value, captioned in words."""
+    evidence = finding.get("evidence") or {}
+    strips = []
+    for singled in evidence.get("one_class") or []:
+        cue = cue_text_in_words(singled["cue"])
+        strips.append({
+            "title": f"'{singled['class']}' is singled out by {cue} ({singled['share_of_class']:.0%} of its images vs "
+                     f"{singled['share_of_others']:.0%} of the others). {singled['advice']}",
+            "rows": [{"name": name, "items": [(sid, cue if carries else "without the cue") for sid in singled[key]]}
+                     for name, key, carries in ((f"{singled['class']}: with the cue", "with_cue", True),
+                                                (f"{singled['class']}: without it", "without_cue", False),
+                                                ("other classes with the cue", "others_with_cue", True))
+                     if singled.get(key)]})
+    for column, per_class in (evidence.get("examples") or {}).items():
+        words = PROPERTY_WORDS.get(column, column).split(" (")[0]
+        strips.append({"title": f"{words}: each class's images from the lowest to the highest value",
+                       "rows": [{"name": name, "items": [(sid, property_in_words(column, value, formats))
+                                                         for sid, value in picks]}
+                                for name, picks in per_class.items()]})
+    return strips
 
 
 def _bias_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -150,14 +225,11 @@ def _bias_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
     chart = ""
     groups = cross.get("groups") or []
     if groups and cross.get("accuracy"):
-        matrix = [[float("nan") if v is None else v for v in row] for row in cross["accuracy"]]
-        chart = heatmap(matrix, groups, groups, title="label accuracy: trained on row, tested on column",
+        chart = heatmap(cross["accuracy"], groups, groups, title="label accuracy: trained on row, tested on column",
                         row_title="trained on", column_title="tested on")
     typical = {group: [row["sample_id"] for row in rows[:TYPICAL_SHOWN]]
                for group, rows in (document.get("typical") or {}).items()}
     return {"by": document.get("by"), "message": document.get("message", ""), "verdict": document.get("verdict"),
-            "accuracy": document.get("accuracy"), "chance": document.get("chance"),
-            "interval": document.get("interval"), "chance_interval": document.get("chance_interval"),
             "pairs": (document.get("pairwise") or {}).get("pairs", []),
             "properties": (document.get("property_differences") or [])[:PROPERTIES_SHOWN],
             "cross_pairs": cross.get("pairs", []), "chart": chart, "typical": typical}
@@ -167,12 +239,10 @@ def _simulate_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the report shows of the latest ``curato simulate`` run: the curves (seed bands, log x) and a table."""
     if not document or not document.get("strategies"):
         return None
-    from curato.report.charts import line_chart
-
     series = {name: {"x": curve["labels"], "y": curve["accuracy"], "low": curve["low"], "high": curve["high"]}
               for name, curve in document["strategies"].items()}
     chart = line_chart(series, log_x=True, title="test accuracy vs labels (band: min..max over seeds)",
-                       x_title="labels", y_title="accuracy")
+                       x_title="labels", y_title="accuracy", y_bounds=(0.0, 1.0))
     rows = []
     for name, curve in document["strategies"].items():
         efficiency = [entry["efficiency"] for entry in curve["label_efficiency"]]
@@ -185,11 +255,9 @@ def _simulate_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _size_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the report shows of the latest ``curato size`` run: measured points, each fit, the weighted forecast
-    with its interval band, the target line; the answers in words; the backtest and strategy values."""
+    with its interval band, the target line (curves clipped to the metric's range); the answers in words."""
     if not document or not document.get("curve"):
         return None
-    from curato.report.charts import line_chart
-
     curve, grid = document["curve"], document["grid"]
     series: dict[str, dict[str, Any]] = {
         "measured (mean of seeds)": {"x": [p["size"] for p in curve], "y": [p["mean"] for p in curve],
@@ -204,32 +272,93 @@ def _size_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
         forecast.update(low=[grid["low"][i] for i in shown], high=[grid["high"][i] for i in shown])
     series["weighted forecast (90% band)"] = forecast
     metric = document["metric"]
+    bounded = metric in ("accuracy", "balanced_accuracy", "f1", "macro_f1", "auc", "precision", "recall")
     chart = line_chart(series, log_x=True, title=f"{metric} vs labelled training samples", x_title="training samples",
-                       y_title=metric, hlines={f"target {document['target']:g}": document["target"]})
+                       y_title=metric, hlines={f"target {document['target']:g}": document["target"]},
+                       y_bounds=(0.0, 1.0) if bounded else (None, None))
     return {"chart": chart, "document": document}
 
 
-def write_html_report(workspace: Workspace, findings: Sequence[Finding], path: str | Path, *,
-                      overview: dict[str, Any], renderers: dict[str, Renderer] | None = None,
-                      title: str | None = None) -> Path:
-    """Render the report to ``path`` (atomically) and return it.
+def _select_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the report shows of the latest ``curato select`` batch: its size and its first picks."""
+    if not document or not document.get("batch"):
+        return None
+    return {"document": document, "count": len(document["batch"]),
+            "first": [row["sample_id"] for row in document["batch"][:TYPICAL_SHOWN * 2]]}
 
-    ``overview``: the workspace's counts (``curato.commands.info.workspace_overview``). ``renderers``: per finding
-    name, a function turning that finding's evidence into tables (``{"title", "columns", "rows", "notes"}``),
-    as registered with the check.
+
+def _run_groups(findings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which audit run each check comes from, newest run first (a partial audit replaces only its checks)."""
+    runs: dict[Any, dict[str, Any]] = {}
+    for finding in findings:
+        key = finding.get("run_id")
+        entry = runs.setdefault(key, {"run_id": key, "finished_at": finding.get("finished_at"), "checks": []})
+        entry["checks"].append(finding["check"])
+    return sorted(runs.values(), key=lambda r: str(r["finished_at"] or ""), reverse=True)
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside a <script> element (no "</" to end it early)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+
+
+def write_html_report(workspace: Workspace, path: str | Path, *, overview: dict[str, Any],
+                      audit: dict[str, Any] | None = None, tables: dict[str, list[dict[str, Any]]] | None = None,
+                      runs: dict[str, dict[str, Any]] | None = None, title: str | None = None,
+                      thumbnail_size: int = 96) -> Path:
+    """Render the workspace report to ``path`` (atomically) and return it.
+
+    ``overview``: the workspace's counts (``curato.commands.info.workspace_overview``). ``audit``: the latest
+    audit document (its checks may come from several runs: each carries ``run_id`` and ``finished_at``).
+    ``tables``: per finding, the tables its check renders from its evidence. ``runs``: per command kind, the
+    run (``run_id``, ``time``) that wrote its latest document; the other commands' documents are read from the
+    workspace.
     """
     rows = overview["class_split"]["rows"]
-    splits = overview["class_split"]["splits"]
-    chart = grouped_bars(list(rows), {str(s or "-"): [rows[label].get(s, 0) for label in rows] for s in splits},
-                         title="samples per class and split") if rows else ""
+    splits_present = overview["class_split"]["splits"]
+    class_chart = grouped_bars(list(rows), {str(s or "-"): [rows[label].get(s, 0) for label in rows]
+                                            for s in splits_present},
+                               title="samples per class and split") if rows else ""
+    formats = sorted(str(f) for f in overview.get("formats", {}) if f)
+    images = _Images(workspace, thumbnail_size)
+    findings = sorted((audit or {}).get("checks") or [], key=lambda f: -SEVERITY_RANK.get(f.get("severity"), 0))
+    table = workspace.catalog.samples(("sample_id", "split"))
+    splits = dict(zip(table["sample_id"].tolist(), table["split"].tolist(), strict=True))
+    labels = workspace.catalog.current_labels()
+    galleries, sections = {}, []
+    for finding in findings:
+        evidence = finding.get("evidence") or {}
+        chart = ""
+        if evidence.get("noise_matrix") is not None:
+            names = evidence.get("class_names", [])
+            chart = heatmap(evidence["noise_matrix"], names, names, title="estimated noise matrix",
+                            row_title="given label", column_title="true label")
+        strips = _strips(finding, formats) if finding["check"] == "shortcuts" else []
+        for strip in strips:
+            images.want(sid for row in strip["rows"] for sid, _ in row["items"])
+        if finding.get("issues"):
+            galleries[finding["check"]] = _gallery(finding, labels, splits, images)
+        sections.append({"finding": finding, "chart": chart, "strips": strips,
+                         "tables": (tables or {}).get(finding["check"], []),
+                         "gallery": finding["check"] in galleries})
+    examples = _examples(workspace, EXAMPLES_PER_CLASS)
+    images.want(sid for ids in examples.values() for sid in ids)
+    bias = _bias_view(workspace.read_latest("bias"))
+    if bias:
+        images.want(sid for ids in bias["typical"].values() for sid in ids)
+    select = _select_view(workspace.read_latest("select"))
+    if select:
+        images.want(select["first"])
+    page_data = {"images": {sid: images.found[sid] for sid in sorted(images.in_galleries) if sid in images.found},
+                 "galleries": galleries}
     html = _environment().get_template("report.html").render(
-        title=title or workspace.root.name, overview=overview, findings=findings, version=__version__,
-        generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"), class_chart=chart,
-        examples=_examples(workspace, EXAMPLES_PER_CLASS), property_table=_property_table(workspace),
-        galleries=_galleries(workspace, findings, renderers or {}),
-        bias=_bias_view(workspace.read_latest("bias")), transfer=workspace.read_latest("transfer"),
-        thumbnail=_thumbnail_lookup(workspace), simulate=_simulate_view(workspace.read_latest("simulate")),
-        route=workspace.read_latest("route"), sizing=_size_view(workspace.read_latest("size")),
+        title=title or workspace.root.name, overview=overview, sections=sections, version=__version__,
+        generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), class_chart=class_chart,
+        examples=examples, property_table=_property_table(workspace), runs=runs or {},
+        audit_runs=_run_groups(findings), audit=audit, bias=bias, transfer=workspace.read_latest("transfer"),
+        simulate=_simulate_view(workspace.read_latest("simulate")), route=workspace.read_latest("route"),
+        sizing=_size_view(workspace.read_latest("size")), select=select, page_data=_script_json(page_data),
+        thumbnail=images.found.get,
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,188 @@
+"""The workspace report: one file every command rebuilds, partial audits merged check by check, galleries that
+reach every flagged sample (paged, filtered, a larger view with the evidence) in real Chromium at 360 and
+1600 px, and matplotlib charts with readable ticks and curves clipped to the metric's range."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image
+
+from curato.commands.results import merge_audit_documents
+from curato.imageio import read_idx
+from curato.ingest.readers import FASHION_MNIST_CLASSES
+from curato.report.charts import heatmap, line_chart
+from curato.report.html import property_in_words
+from tests.browser import chromium_page
+from tests.conftest import FASHION_MNIST_DIR
+
+SAMPLES = 1200
+FLIPPED = 0.4  # share of planted wrong labels: far more than 500 flagged samples on 1,200 images
+
+
+@pytest.fixture(scope="module")
+def flipped(tmp_path_factory):
+    """Real Fashion-MNIST images in class folders, 40% of them in a wrong class folder; audited (label issues,
+    duplicates, outliers), then a partial audit of duplicates alone, then ``bias``: each rebuilt the report."""
+    from curato.api import Workspace
+
+    images = read_idx(FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz")[:SAMPLES]
+    labels = read_idx(FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz")[:SAMPLES]
+    rng = np.random.default_rng(0)
+    given = np.where(rng.random(SAMPLES) < FLIPPED, (labels + rng.integers(1, 10, SAMPLES)) % 10, labels)
+    root = tmp_path_factory.mktemp("report")
+    for index, (image, label) in enumerate(zip(images, given, strict=True)):
+        split = "test" if index % 5 == 0 else "train"
+        folder = root / "data" / split / FASHION_MNIST_CLASSES[label].replace("/", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{index:05d}.png")
+    ws = Workspace.create(root / "ws")
+    ws.ingest(root / "data")
+    full = ws.audit(["label_issues", "duplicates", "outliers"], embedder="classic")
+    after_full = json.loads((root / "ws" / "reports" / "audit-latest.json").read_text())
+    partial = ws.audit(["duplicates"], embedder="classic", json=root / "duplicates.json")
+    before_bias = (root / "ws" / "reports" / "report.html").read_text()
+    ws.bias(by="split", embedder="classic")
+    return {"root": root, "ws": ws, "full": full, "partial": partial, "after_full": after_full,
+            "before_bias": before_bias, "report": root / "ws" / "reports" / "report.html"}
+
+
+def _by_check(document):
+    return {finding["check"]: finding for finding in document["checks"]}
+
+
+def test_a_partial_audit_replaces_only_its_checks_and_each_says_its_run(flipped):
+    latest = json.loads((flipped["root"] / "ws" / "reports" / "audit-latest.json").read_text())
+    schema = json.loads(resources.files("curato").joinpath("schemas/audit.schema.json").read_text())
+    jsonschema.validate(latest, schema)
+    checks = _by_check(latest)
+    full_run, partial_run = flipped["full"].run_id, flipped["partial"].run_id
+    assert partial_run > full_run
+    assert checks["label_issues"]["run_id"] == full_run and checks["outliers"]["run_id"] == full_run
+    assert checks["near_duplicates"]["run_id"] == partial_run and checks["split_leakage"]["run_id"] == partial_run
+    for finding in latest["checks"]:
+        assert dt.datetime.fromisoformat(finding["finished_at"]).tzinfo is not None
+    assert checks["label_issues"] == _by_check(flipped["after_full"])["label_issues"]  # kept as it was
+    # --json gets that run's own document: the duplicate findings only
+    own = json.loads((flipped["root"] / "duplicates.json").read_text())
+    jsonschema.validate(own, schema)
+    assert own["checks_run"] == ["duplicates"] and "label_issues" not in _by_check(own)
+    assert set(latest["checks_run"]) == {"duplicates", "label_issues", "outliers"}
+    # every issue names its file; a label issue carries the out-of-fold probabilities of both labels
+    for issue in checks["label_issues"]["issues"][:50] + checks["near_duplicates"]["issues"][:10]:
+        assert Path(issue["path"]).is_file() and issue["path"].endswith(issue["sample_id"].split("/")[-1])
+    flagged = checks["label_issues"]["issues"]
+    assert len(flagged) > 500
+    assert all(0 <= i["given_label_probability"] <= 1 and 0 <= i["suggested_label_probability"] <= 1 for i in flagged)
+    assert np.median([i["given_label_probability"] for i in flagged]) < 0.5
+    html = flipped["report"].read_text()
+    assert "These checks come from 2 audit runs" in html
+    assert f"run {partial_run}" in html and f"run {full_run}" in html
+
+
+def test_every_command_rebuilds_the_one_report(flipped):
+    from curato.workspace import Workspace
+
+    html = flipped["report"].read_text()
+    assert 'id="bias"' not in flipped["before_bias"] and 'id="bias"' in html
+    bias_run = Workspace.open(flipped["root"] / "ws").catalog.runs("bias")[-1]["id"]
+    assert re.search(rf"latest <code>curato bias</code> · run {bias_run} · \d{{4}}-\d\d-\d\d \d\d:\d\d", html)
+    assert 'id="check-label_issues"' in html  # the audit's sections are still there
+    assert not re.search(r'(src|href)="(https?:)?//|url\((https?:)?//|<link ', html)  # nothing fetched
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)[1])
+    gallery = data["galleries"]["label_issues"]
+    assert gallery["sort"] == "quality" and len(gallery["items"]) > 500
+    missing = [item["id"] for item in gallery["items"] if item["id"] not in data["images"]]
+    assert not missing  # every flagged sample has its thumbnail, once
+    assert all(src.startswith("data:image/") for src in data["images"].values())
+
+
+@pytest.mark.parametrize("width", [360, 1600])
+def test_galleries_in_chromium(flipped, width):
+    with chromium_page() as page:
+        problems: list[str] = []
+        page.on("console", lambda message: problems.append(message.text) if message.type in ("error", "warning")
+                else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(flipped["report"].as_uri())
+        gallery = page.locator('.flagged[data-check="label_issues"]')
+        count = gallery.locator(".count")
+        total = int(re.search(r"of (\d+) samples", count.inner_text())[1])
+        assert total > 500 and count.inner_text().startswith("1–48 of")
+        # worst label quality first
+        first = [float(t) for t in re.findall(r"label quality ([\d.]+)", gallery.locator(".gallery").inner_text())]
+        assert len(first) == 48 and first == sorted(first)
+        gallery.locator("button.next").click()
+        assert count.inner_text().startswith(f"49–96 of {total}")
+        # filter by class: only that class's tiles, "N of M (filtered from total)"
+        gallery.locator("select.filter-class").select_option("Trouser")
+        assert f"(filtered from {total})" in count.inner_text() and count.inner_text().startswith("1–")
+        tiles = gallery.locator("figure")
+        assert tiles.count() > 0
+        assert all("Trouser · label quality" in tiles.nth(i).inner_text() for i in range(tiles.count()))
+        # the larger view: the given label's probability and the suggested label with its own
+        tiles.first.click()
+        dialog = page.locator("dialog#detail")
+        assert dialog.evaluate("d => d.open")
+        text = dialog.inner_text()
+        assert "label quality (out-of-fold probability of the given label)" in text and "suggested label" in text
+        assert dialog.locator("img.big").evaluate("i => i.complete && i.naturalWidth > 0")
+        dialog.locator("button.close").click()
+        assert not dialog.evaluate("d => d.open")
+        # a duplicate group: its members side by side
+        groups = page.locator('.flagged[data-check="near_duplicates"]')
+        assert re.search(r"of \d+ groups", groups.locator(".count").inner_text())
+        groups.locator("figure").first.click()
+        assert "copies side by side" in dialog.inner_text() and dialog.locator(".thumbs img").count() >= 2
+        page.keyboard.press("Escape")
+        broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+        assert broken == 0
+        assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scroll
+        assert not problems, problems
+        if width == 1600 and shutil.which("chromium"):
+            page.screenshot(path=str(flipped["root"] / "report.png"))
+
+
+def _texts(svg: str) -> list[str]:
+    return re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+
+
+def test_charts_have_round_ticks_legends_and_stay_in_the_metric_range():
+    series = {"measured": {"x": [50, 100, 200, 400], "y": [0.62, 0.7, 0.79, 0.84], "points": True},
+              "power law (fit running past 1.0)": {"x": [50, 400, 4000, 40000], "y": [0.6, 0.85, 0.99, 1.12],
+                                                   "low": [0.5, 0.8, 0.95, 1.05], "high": [0.7, 0.9, 1.03, 1.2]}}
+    svg = line_chart(series, log_x=True, title="accuracy vs labels", x_title="labels", y_title="accuracy",
+                     hlines={"target 0.95": 0.95}, y_bounds=(0.0, 1.0))
+    texts = _texts(svg)
+    assert {"measured", "power law (fit running past 1.0)", "target 0.95"} <= set(texts)  # legend entries
+    numbers = [float(t.replace(",", "")) for t in texts if re.fullmatch(r"[\d,.]+", t)]
+    x_ticks = [n for n in numbers if n >= 10]
+    y_ticks = [n for n in numbers if n <= 1]
+    assert len(x_ticks) >= 6 and {100.0, 1000.0, 10000.0} <= set(x_ticks)  # several ticks on the log axis
+    assert max(y_ticks) == 1.0 and all(round(t * 10) == t * 10 for t in y_ticks)  # round steps, none above 1
+    assert 'class="chart"' in svg and "<metadata>" not in svg
+    matrix = heatmap([[0.9, 0.1], [0.25, 0.75]], ["coat", "shirt"], ["coat", "shirt"], title="noise")
+    assert {"0.90", "0.10", "0.25", "0.75", "coat", "shirt"} <= set(_texts(matrix))
+
+
+def test_cue_values_and_merges_in_words():
+    assert property_in_words("format", 1.0, ["jpeg", "png"]) == "file format: png"
+    assert property_in_words("brightness_mean", 0.4213) == "mean brightness (0 black – 1 white): 0.421"
+    # an older document (no produced_by): a partial run of `duplicates` still replaces only its own findings
+    old = {"checks_run": ["duplicates", "outliers"], "checks": [
+        {"check": "near_duplicates", "severity": "low", "issues": [], "summary": {"flagged": 0, "total": 3}},
+        {"check": "outliers", "severity": "high", "issues": [], "summary": {"flagged": 0, "total": 3}}]}
+    new = {"checks_run": ["duplicates"], "checks": [
+        {"check": "exact_duplicates", "severity": "medium", "produced_by": "duplicates", "run_id": 9}]}
+    merged = merge_audit_documents(old, new)
+    assert [f["check"] for f in merged["checks"]] == ["outliers", "exact_duplicates"]
+    assert merged["checks_run"] == ["duplicates", "outliers"]
