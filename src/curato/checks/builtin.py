@@ -264,7 +264,8 @@ def _cue_table_view(evidence: dict[str, Any]) -> dict[str, Any]:
 
 register_check("unreadable", _unreadable, description="files that cannot be decoded", findings=("unreadable",))
 register_check("image_quality", _image_quality, params=ImageQualityParams, needs=("properties",),
-               description="dark, bright, blurry, low-information, odd-sized, grayscale images; empty, damaged, odd texts",
+               description="dark, bright, blurry, low-information, odd-sized, grayscale images; empty, damaged, "
+                           "odd texts",
                findings=("dark", "overexposed", "blurry", "low_information", "grayscale", "odd_size",
                          "empty_text", "encoding_damage", "odd_length", "mostly_markup", "other_language"))
 register_check("imbalance", _balance, params=BalanceParams,
