@@ -296,6 +296,38 @@ def test_label_studio_annotations_come_back_as_human_labels(copied, tmp_path):
     assert bad.returncode == 2 and "list of tasks" in bad.stderr
 
 
+def test_label_studio_masks_go_out_as_polygons_and_come_back_as_masks(tmp_path):
+    from scipy import ndimage
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    (images / "horse").mkdir(parents=True)
+    (images / "coin").mkdir()
+    masks.mkdir()
+    horse, coins = ~skdata.horse(), skdata.coins() > 100  # a real silhouette; coins with holes and specks
+    Image.fromarray(np.where(horse, 60, 220).astype(np.uint8)).save(images / "horse" / "horse.png")
+    Image.fromarray(skdata.coins()).save(images / "coin" / "coins.png")
+    M.write_label_png(masks / "horse.png", horse.astype(np.uint8) * 2)
+    M.write_label_png(masks / "coins.png", coins.astype(np.uint8))
+    (masks / "classes.txt").write_text("background\ncoin\nhorse\n")
+    assert run("ingest", images, "-w", tmp_path / "ws", "--masks", masks, "--workers", "1").returncode == 0
+    assert run("export", tmp_path / "t.json", "-w", tmp_path / "ws", "--format", "label-studio").returncode == 0
+    tasks = json.loads((tmp_path / "t.json").read_text())
+    assert '<PolygonLabels name="mask"' in (tmp_path / "t.label_config.xml").read_text()
+    for task in tasks:  # the annotator accepts the pre-annotation as it is
+        task["annotations"] = [{"completed_by": 5, "result": task["predictions"][0]["result"]}]
+    (tmp_path / "annotated.json").write_text(json.dumps(tasks))
+    assert run("ingest", images, "-w", tmp_path / "again", "--workers", "1").returncode == 0
+    result = run("ingest", tmp_path / "annotated.json", "-w", tmp_path / "again")
+    assert result.returncode == 0, result.stdout + result.stderr
+    catalog = Workspace.open(tmp_path / "again").catalog
+    for sample_id, truth, klass in (("horse/horse.png", horse, "horse"), ("coin/coins.png", coins, "coin")):
+        label_map, names = catalog.semantic_mask(sample_id)
+        got, filled = label_map == names.index(klass) + 1, ndimage.binary_fill_holes(truth)
+        assert (got & filled).sum() / (got | filled).sum() > 0.97, sample_id  # outlines simplified to 1 px
+        assert (label_map > 0).sum() == got.sum()
+    assert {row["origin"] for row in catalog.masks("horse/horse.png")} == {"human"}
+
+
 # ---- FiftyOne --------------------------------------------------------------------------------------------------
 
 

@@ -5,12 +5,13 @@ Export: one task per image sample, ``data.image`` a Label Studio local-files URL
 relative to the files root>``) beside ``data.sample_id`` and ``data.path``; one prediction per task whose
 ``result`` holds a ``choices`` region for the class (the audit's suggested label for a suspected label error,
 else the latest ``select`` batch's predicted label, else the current label) and one for the audit findings that
-flagged the sample. A labelling config (``<out stem>.label_config.xml``) that matches the regions is written
-beside the tasks. Masks are not exported to Label Studio (its brush format is its own); use --format coco.
+flagged the sample, and a sample's current semantic mask as ``polygonlabels`` regions (one outline per piece,
+holes filled: Label Studio polygons have none; its brush RLE is a format of its own, so brushes are not used).
+A labelling config (``<out stem>.label_config.xml``) that matches the regions is written beside the tasks.
 
 Import: Label Studio's JSON export (tasks with ``annotations``); each annotation's choice of the ``label``
 control becomes a human label (annotator = ``completed_by``) of the task's sample, found by ``data.sample_id``,
-else by the image's path.
+else by the image's path; its ``mask`` polygons, when it has any, become the sample's human semantic mask.
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
+
 from curato.errors import InputError
 from curato.workspace import Workspace
 
 LABEL_CONTROL = "label"
 FINDINGS_CONTROL = "findings"
+MASK_CONTROL = "mask"
+POLYGON_TOLERANCE = 1.0
+"""Largest distance (pixels) a simplified mask outline may stray from the traced one."""
 IMAGE_OBJECT = "image"
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 SKIP_NO_FILE = "sample without an image file (text or IDX)"
@@ -39,8 +45,9 @@ def local_files_url(file: str, files_root: Path) -> str:
     return LOCAL_FILES_PREFIX + quote(Path(file).relative_to(files_root).as_posix(), safe="/")
 
 
-def label_config(classes: Sequence[str], findings: Sequence[str]) -> str:
-    """A Label Studio labelling config: the image, one single choice of class, multiple choices of finding."""
+def label_config(classes: Sequence[str], findings: Sequence[str], mask_classes: Sequence[str] = ()) -> str:
+    """A Label Studio labelling config: the image, one single choice of class, multiple choices of finding, and
+    polygon labels for the mask classes (when there are masks)."""
     def choices(name: str, values: Sequence[str], kind: str) -> str:
         body = "".join(f'\n    <Choice value="{_xml(value)}"/>' for value in values)
         return (f'  <Choices name="{name}" toName="{IMAGE_OBJECT}" choice="{kind}" showInline="true">{body}\n'
@@ -51,7 +58,46 @@ def label_config(classes: Sequence[str], findings: Sequence[str]) -> str:
     if findings:
         parts += ['  <Header value="curato findings (pre-annotated)"/>',
                   choices(FINDINGS_CONTROL, findings, "multiple")]
+    if mask_classes:
+        body = "".join(f'\n    <Label value="{_xml(value)}"/>' for value in mask_classes)
+        parts.append(f'  <PolygonLabels name="{MASK_CONTROL}" toName="{IMAGE_OBJECT}" strokeWidth="2" '
+                     f'opacity="0.4">{body}\n  </PolygonLabels>')
     return "\n".join(parts) + "\n</View>\n"
+
+
+def mask_polygons(binary: np.ndarray, *, tolerance: float = POLYGON_TOLERANCE) -> list[np.ndarray]:
+    """The outlines of a binary mask's pieces as (n, 2) arrays of x, y in pixel-index coordinates (a pixel's
+    centre is an integer), traced at the 0.5 level and simplified to ``tolerance``. Label Studio polygons have
+    no holes, so holes are filled; pieces too thin to outline (fewer than 3 points) are left out."""
+    from scipy import ndimage
+    from skimage.measure import approximate_polygon, find_contours
+
+    filled = ndimage.binary_fill_holes(np.asarray(binary, dtype=bool))
+    padded = np.pad(filled, 1).astype(np.float32)
+    outlines = []
+    for contour in find_contours(padded, 0.5):
+        simplified = approximate_polygon(contour - 1.0, tolerance=tolerance)
+        if len(simplified) >= 4:  # closed: the first point repeats
+            outlines.append(simplified[:-1, ::-1])
+    return outlines
+
+
+def polygon_region(points: np.ndarray, label: str, shape: tuple[int, int], number: str) -> dict[str, Any]:
+    """A Label Studio ``polygonlabels`` region: points in percent of the image (a pixel spans [i, i + 1))."""
+    height, width = shape
+    percent = [[round((x + 0.5) * 100.0 / width, 4), round((y + 0.5) * 100.0 / height, 4)] for x, y in points]
+    return {"id": number, "from_name": MASK_CONTROL, "to_name": IMAGE_OBJECT, "type": "polygonlabels",
+            "original_width": width, "original_height": height, "image_rotation": 0,
+            "value": {"points": percent, "closed": True, "polygonlabels": [label]}}
+
+
+def region_pixels(points: Sequence[Sequence[float]], shape: tuple[int, int]) -> np.ndarray:
+    """The binary mask of a Label Studio polygon (points in percent of the image) at ``shape`` (h, w)."""
+    from curato.masks import polygon_mask
+
+    height, width = shape
+    flat = [value for x, y in points for value in (x * width / 100.0 - 0.5, y * height / 100.0 - 0.5)]
+    return polygon_mask([flat], shape)
 
 
 def _xml(text: str) -> str:
@@ -96,6 +142,9 @@ def export_label_studio(workspace: Workspace, rows: list[dict[str, Any]], out: P
                      | {label for label, _ in suggested.values()}
                      | {str(label) for label in proposals.values() if label is not None})
     findings = list(dict.fromkeys(name for entries in flagged.values() for name, _ in entries))
+    catalog = workspace.catalog
+    with_masks = set(catalog.mask_sample_ids())
+    mask_classes = catalog.mask_classes()
     tasks = []
     for row in images:
         sample_id = row["id"]
@@ -108,6 +157,15 @@ def export_label_studio(workspace: Workspace, rows: list[dict[str, Any]], out: P
         if choice is not None:
             result.append({"id": f"{len(tasks) + 1}-label", "from_name": LABEL_CONTROL, "to_name": IMAGE_OBJECT,
                            "type": "choices", "value": {"choices": [str(choice)]}})
+        current = catalog.semantic_mask(sample_id, mask_classes) if sample_id in with_masks else None
+        if current is not None:
+            from curato.masks import split_label_map
+
+            label_map, mask_classes = current
+            for value, binary in zip(*split_label_map(label_map), strict=True):
+                for outline in mask_polygons(binary):
+                    result.append(polygon_region(outline, mask_classes[int(value) - 1], label_map.shape,
+                                                 f"{len(tasks) + 1}-mask-{len(result)}"))
         if flagged.get(sample_id):
             names = [name for name, _ in flagged[sample_id]]
             score = max(value for _, value in flagged[sample_id])
@@ -125,7 +183,7 @@ def export_label_studio(workspace: Workspace, rows: list[dict[str, Any]], out: P
             json.dump(tasks, handle, ensure_ascii=False)
 
     def write_config(tmp: str) -> None:
-        Path(tmp).write_text(label_config(classes, findings), encoding="utf-8")
+        Path(tmp).write_text(label_config(classes, findings, mask_classes), encoding="utf-8")
 
     _atomic(out, write_tasks)
     _atomic(config_path, write_config)
@@ -162,14 +220,18 @@ def ingest_label_studio(workspace: Workspace, path: str | Path) -> Any:
     skipped: dict[str, list[str]] = {}
     matched: set[str] = set()
     per_annotator: dict[str, dict[str, str]] = {}
+    drawn: dict[tuple[str, str], list[tuple[str, list[list[float]], int, int]]] = {}
     for answer in answers:
         sample_id = answer.sample_id if answer.sample_id in known else _match_file(answer.file, by_name)
         if sample_id is None:
             skipped.setdefault(SKIP_UNKNOWN_TASK, []).append(answer.where)
             continue
         matched.add(sample_id)
+        if answer.polygons:
+            drawn[sample_id, answer.annotator] = answer.polygons
         if answer.label is None:
-            skipped.setdefault(SKIP_NO_CHOICE, []).append(answer.where)
+            if not answer.polygons:
+                skipped.setdefault(SKIP_NO_CHOICE, []).append(answer.where)
             continue
         per_annotator.setdefault(answer.annotator, {})[sample_id] = answer.label
     with catalog.recorded_run("ingest", str(path.resolve()), {"format": "label-studio"}) as run:
@@ -182,6 +244,7 @@ def ingest_label_studio(workspace: Workspace, path: str | Path) -> Any:
             for annotator, answered in per_annotator.items():
                 new = {sid: label for sid, label in answered.items() if latest.get((sid, annotator)) != label}
                 summary.labels_added += catalog.add_labels(conn, new, origin="human", annotator=annotator)
+            summary.masks, summary.mask_classes = _save_polygon_masks(catalog, conn, drawn)
         summary.samples = len(matched)
         summary.unchanged = len(matched)
         summary.skipped = {reason: len(items) for reason, items in skipped.items()}
@@ -193,6 +256,31 @@ def ingest_label_studio(workspace: Workspace, path: str | Path) -> Any:
         run.summary = {"tasks": tasks, "samples": summary.samples, "labels_added": summary.labels_added,
                        "skipped": summary.skipped}
     return summary
+
+
+def _save_polygon_masks(catalog: Any, conn: Any,
+                        drawn: dict[tuple[str, str], list[tuple[str, list[list[float]], int, int]]]
+                        ) -> tuple[int, list[str]]:
+    """Save each annotator's polygons of a sample as its human semantic mask (later polygons over earlier ones;
+    classes after the workspace's mask classes); a mask equal to the sample's current one is not saved again.
+    Returns (masks saved, the class names)."""
+    from curato.masks import merge_masks
+
+    classes = catalog.mask_classes()
+    saved = 0
+    for (sample_id, annotator), polygons in drawn.items():
+        shape = (polygons[0][3], polygons[0][2])
+        for label, _, _, _ in polygons:
+            if label not in classes:
+                classes.append(label)
+        label_map = merge_masks([region_pixels(points, shape) for _, points, _, _ in polygons],
+                                [classes.index(label) + 1 for label, _, _, _ in polygons], shape)
+        current = catalog.semantic_mask(sample_id, classes)
+        if current is not None and current[0].shape == label_map.shape and (current[0] == label_map).all():
+            continue
+        catalog.save_semantic_mask(conn, sample_id, label_map, classes, "human", annotator)
+        saved += 1
+    return saved, classes
 
 
 def _match_file(file: str | None, by_name: dict[str, list[tuple[str, str]]]) -> str | None:

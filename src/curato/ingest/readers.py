@@ -618,13 +618,15 @@ def read_coco(path: Path, images_root: Path | None = None, root: str | Path | No
 class LabelStudioAnswer:
     """One annotation of a Label Studio task: the task's curato sample id (``data.sample_id``) and image file
     (``data.image``: the ``d`` of a local-files URL, or the path), the chosen class (None: no choice), who
-    answered (``completed_by``) and where in the file it is."""
+    answered (``completed_by``), where in the file it is, and the polygons drawn with ``polygonlabels``."""
 
     sample_id: str | None
     file: str | None
     label: str | None
     annotator: str
     where: str
+    polygons: list[tuple[str, list[list[float]], int, int]] = field(default_factory=list)
+    """Mask polygons: (class, points in percent of the image, original width, original height)."""
 
 
 def _completed_by(value: Any) -> str:
@@ -652,7 +654,8 @@ def _chosen_label(result: Any, where: str, control: str) -> str | None:
     """The first choice of the ``choices`` region of ``control`` (or of the only choices control) in ``result``."""
     if not isinstance(result, list):
         raise InputError(f"{where}: 'result' must be a list of regions; expected Label Studio's JSON export")
-    regions = [region for region in result if isinstance(region, dict) and region.get("type") == "choices"]
+    regions = [region for region in result if isinstance(region, dict) and region.get("type") == "choices"
+               and region.get("from_name") != "findings"]  # curato's own pre-annotated findings are no class
     own = [region for region in regions if region.get("from_name") == control]
     if not own and len({region.get("from_name") for region in regions}) == 1:
         own = regions
@@ -663,11 +666,33 @@ def _chosen_label(result: Any, where: str, control: str) -> str | None:
     return None
 
 
+def _polygons(result: Any, where: str) -> list[tuple[str, list[list[float]], int, int]]:
+    """(class, points in percent, original width, original height) of every ``polygonlabels`` region."""
+    found = []
+    for number, region in enumerate(result if isinstance(result, list) else []):
+        if not isinstance(region, dict) or region.get("type") != "polygonlabels":
+            continue
+        value = region.get("value") or {}
+        points, names = value.get("points"), value.get("polygonlabels")
+        width, height = region.get("original_width"), region.get("original_height")
+        at = f"{where}: result[{number}]"
+        if not isinstance(names, list) or not names or not isinstance(points, list) or len(points) < 3:
+            raise InputError(f"{at}: a polygon needs 'points' (at least 3) and 'polygonlabels'")
+        if not all(isinstance(size, int) and size > 0 for size in (width, height)):
+            raise InputError(f"{at}: a polygon needs 'original_width' and 'original_height' in pixels")
+        try:
+            pairs = [[float(x), float(y)] for x, y in points]
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{at}: 'points' must be [x, y] pairs of numbers ({error})") from error
+        found.append((text_value(names[0], at, "polygonlabels") or "", pairs, width, height))
+    return found
+
+
 def read_label_studio(path: Path, control: str = "label") -> tuple[list[LabelStudioAnswer], int]:
     """(answers, tasks read) of a Label Studio JSON export: a list of tasks, each with ``data`` and
     ``annotations`` (``completions`` in old exports). Cancelled annotations are skipped; an annotation's class is
-    the first choice of the ``control`` choices region (or of the only choices control); predictions and drafts
-    are not answers."""
+    the first choice of the ``control`` choices region (or of the only choices control), its mask the
+    ``polygonlabels`` regions; predictions and drafts are not answers."""
     try:
         payload = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except json.JSONDecodeError as error:
@@ -692,11 +717,13 @@ def read_label_studio(path: Path, control: str = "label") -> tuple[list[LabelStu
         for index, annotation in enumerate(annotations):
             if not isinstance(annotation, dict):
                 raise InputError(f"{where}: annotations[{index}] is not an object")
-            label = None if annotation.get("was_cancelled") else \
-                _chosen_label(annotation.get("result", []), f"{where}: annotations[{index}]", control)
+            cancelled = bool(annotation.get("was_cancelled"))
+            at = f"{where}: annotations[{index}]"
+            label = None if cancelled else _chosen_label(annotation.get("result", []), at, control)
             answers.append(LabelStudioAnswer(sample_id=sample_id, file=file, label=label,
                                              annotator=_completed_by(annotation.get("completed_by")),
-                                             where=f"task {task.get('id', number)}"))
+                                             where=f"task {task.get('id', number)}",
+                                             polygons=[] if cancelled else _polygons(annotation.get("result"), at)))
     return answers, len(payload)
 
 
