@@ -720,8 +720,15 @@ def demo(
     with RichProgress() as progress:
         result = run_demo(workspace, samples=samples, progress=progress)
     console.print(f"\n[bold]report:[/] {escape(str(result.report_path))}", highlight=False)
+    console.print("[bold]found:[/]")
     for number, line in enumerate(result.headlines, start=1):
         console.print(f"  {number}. {escape(line)}", highlight=False)
+    console.print(f"[bold]planted in this {escape(result.dataset)} subsample:[/]", highlight=False)
+    for line in result.planted:
+        console.print(f"  - {escape(line)}", highlight=False)
+    console.print("[bold]try next:[/]")
+    for command, shows in result.next_commands:
+        console.print(f"  {escape(command)}\n      {escape(shows)}", highlight=False)
 
 
 @app.command()

@@ -1,13 +1,15 @@
 """``curato demo``: a real dataset, subsampled to run in about a minute, through the whole pipeline.
 
-Fashion-MNIST (Debian's ``dataset-fashion-mnist``) when installed, else scikit-learn's digits.
-The subsample is written as image class folders so the demo also exercises file ingest, with one
-planted shortcut (one class mostly stored as JPEG, see :func:`write_demo_images`).
+Fashion-MNIST (Debian's ``dataset-fashion-mnist``) when installed, else scikit-learn's digits. The subsample
+is written as image folders, the way people keep their data, from two sources that shot the same things
+differently, with a pool of images nobody has labelled yet, so that every curato command has something to
+show. What is planted (see :func:`write_demo_images`) is what ``audit``, ``bias`` and ``select`` are
+expected to find; the demo ends by saying so, and by printing the next commands to try.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +29,26 @@ SEED = 0
 SHORTCUT_CLASSES = frozenset({"Bag", "8"})
 SHORTCUT_SHARE = 0.9
 SHORTCUT_JPEG_QUALITY = 80
+# Two sources: the second one's camera lifts the blacks and flattens the contrast a little
+# (pixel -> LIFT + GAIN x pixel), in every class alike: a capture difference, not a shortcut.
+SOURCES = ("studio", "phone")
+SECOND_SOURCE_SHARE = 1 / 3
+SECOND_SOURCE_LIFT = 24
+SECOND_SOURCE_GAIN = 0.85
+# Training images written without a class folder: the unlabelled pool that `curato select` picks from.
+POOL_SHARE = 0.2
 
 
 @dataclass
 class DemoResult:
-    """Where the demo wrote its report and what it found, in plain words."""
+    """Where the demo wrote its report, what it found and what was planted, in plain words; what to run next."""
 
     workspace: Path
     report_path: Path
     headlines: list[str]
     dataset: str
+    planted: list[str] = field(default_factory=list)
+    next_commands: list[tuple[str, str]] = field(default_factory=list)  # (command, what it shows)
 
 
 def _fashion_mnist() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]] | None:
@@ -61,11 +73,19 @@ def _digits() -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]
 
 
 def write_demo_images(root: Path, n_train: int, n_test: int) -> str:
-    """Write a stratified subsample as ``root/{train,test}/<class>/<index>.png``; returns the dataset name.
+    """Write a stratified subsample as ``root/<source>/{train,test}/<class>/<index>.png``; returns the dataset name.
 
-    One realistic shortcut is planted, and the audit must catch it: the images of one class (Bag,
-    or digit 8) "came from a second supplier" whose pipeline saves JPEG (quality 80), so nine in ten
-    of them are ``.jpg`` files while every other class is PNG. A network could learn "JPEG -> Bag".
+    Planted, for the commands to find:
+
+    - a shortcut: the images of one class (Bag, or digit 8) "came from a supplier" whose pipeline saves JPEG
+      (quality 80), so nine in ten of them are ``.jpg`` files while every other class is PNG; a network could
+      learn "JPEG -> Bag" (``audit``: shortcuts);
+    - two sources: a third of the images of every class come from a second source (``phone``) whose camera
+      lifts the blacks and flattens the contrast (``bias --by source`` tells the sources apart);
+    - an unlabelled pool: a fifth of the training images lie loose in ``train/``, with no class folder
+      (``select`` picks which to label first, ``route`` which the model may label).
+
+    The duplicates, leaks, label errors and outliers the audit reports are the dataset's own.
     Files that exist are left alone, so a second run re-ingests nothing.
     """
     loaded = _fashion_mnist()
@@ -78,16 +98,48 @@ def write_demo_images(root: Path, n_train: int, n_test: int) -> str:
         images, labels = splits[split]
         chosen = np.sort(rng.choice(len(images), size=min(wanted, len(images)), replace=False))
         second_supplier = rng.random(len(chosen)) < SHORTCUT_SHARE
-        for index, supplied in zip(chosen, second_supplier, strict=True):
+        second_source = rng.random(len(chosen)) < SECOND_SOURCE_SHARE
+        pooled = rng.random(len(chosen)) < (POOL_SHARE if split == "train" else 0.0)
+        for index, supplied, phone, unlabelled in zip(chosen, second_supplier, second_source, pooled, strict=True):
             klass = class_names[int(labels[index])]
-            folder = root / split / klass.replace("/", "-")
+            folder = root / SOURCES[int(phone)] / split
+            if not unlabelled:
+                folder = folder / klass.replace("/", "-")
             jpeg = supplied and klass in SHORTCUT_CLASSES
             path = folder / f"{split}-{index:05d}.{'jpg' if jpeg else 'png'}"
             if not path.exists():
                 folder.mkdir(parents=True, exist_ok=True)
+                pixels = images[index]
+                if phone:
+                    lifted = SECOND_SOURCE_LIFT + SECOND_SOURCE_GAIN * pixels.astype(np.float64)
+                    pixels = np.clip(np.round(lifted), 0, 255).astype(np.uint8)
                 options = {"quality": SHORTCUT_JPEG_QUALITY} if jpeg else {}
-                Image.fromarray(images[index]).save(path, **options)
+                Image.fromarray(pixels).save(path, **options)
     return name
+
+
+def planted(dataset: str) -> list[str]:
+    """What the demo planted, in plain words (see :func:`write_demo_images`)."""
+    klass = "Bag" if dataset == "Fashion-MNIST" else "8"
+    return [f"a shortcut: {SHORTCUT_SHARE:.0%} of the '{klass}' images are JPEG files, every other class is PNG "
+            "(found by the audit's shortcuts check)",
+            f"two sources: '{SOURCES[1]}' ({SECOND_SOURCE_SHARE:.0%} of every class) shoots with lifted blacks and "
+            f"flatter contrast than '{SOURCES[0]}' (curato bias --by source)",
+            f"an unlabelled pool: {POOL_SHARE:.0%} of the training images have no class folder (curato select)",
+            f"duplicates, train/test leaks, label errors and outliers: {dataset}'s own, not planted"]
+
+
+def next_commands(workspace: Path) -> list[tuple[str, str]]:
+    """The commands to try next on the demo workspace, each with what it shows."""
+    ws = str(workspace)
+    return [(f"curato bias -w {ws} --by source",
+             "can a model tell the two sources apart, and does a model trained on one work on the other?"),
+            (f"curato select -w {ws} --budget 50", "which 50 unlabelled images to label first, and why"),
+            (f"curato size -w {ws} --target 0.85", "how many labels reach 85% accuracy, and what more labels buy"),
+            (f"curato export clean.csv -w {ws} --drop-duplicates --relabel",
+             "a cleaned label file: one copy per duplicate group, suspected label errors relabelled"),
+            (f"curato users add me --role admin -w {ws}; curato serve -w {ws}",
+             "review the findings and label the pool in the browser")]
 
 
 def headlines(workspace: Workspace, findings: list) -> list[str]:
@@ -113,14 +165,16 @@ def headlines(workspace: Workspace, findings: list) -> list[str]:
 
 def run_demo(workspace_dir: str | Path = "curato-demo", *, n_train: int = 3000, progress: Progress = SILENT
              ) -> DemoResult:
-    """Build (or refresh) the demo workspace, run every check, write the report."""
+    """Build (or refresh) the demo workspace from its two sources, run every check, write the report."""
     root = Path(workspace_dir)
     data = root / "data"
     dataset = write_demo_images(data, n_train=n_train, n_test=max(1, n_train // 3))
     workspace = Workspace.create(root)
-    ingest(workspace, data, format="imagefolder", source_name=dataset, progress=progress)
+    for source in SOURCES:
+        ingest(workspace, data / source, format="imagefolder", source_name=source, progress=progress)
     written: dict[str, Path] = {}
     result = run_audit(workspace, progress=progress, on_result=lambda done: written.update(
         write_audit_outputs(workspace, done, title=f"{dataset} demo")))
     return DemoResult(workspace=workspace.root, report_path=written["report"],
-                      headlines=headlines(workspace, result.findings), dataset=dataset)
+                      headlines=headlines(workspace, result.findings), dataset=dataset, planted=planted(dataset),
+                      next_commands=next_commands(root))
