@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from curato.api import Workspace
 from curato.catalog.schema import annotations, decisions
 from curato.label.masks_api import MAX_MASK_BYTES, label_png
-from tests.test_label_server import _client, serving
+from tests.test_label_server import _client, _fresh_postgres, serving
 
 
 def _photos(root: Path) -> Path:
@@ -130,7 +130,10 @@ def test_next_superpixels_save_read_back_and_undo(workspace):
         assert np.array_equal(_read_png(ann.get("/api/mask", params={"id": "chelsea"}).content), first)
         assert ann.post(f"/api/decisions/{first_decision}/undo").status_code == 200
         assert ann.get("/api/mask", params={"id": "chelsea"}).status_code == 404
-        assert ann.get("/api/mask/next").json()["sample_id"] == "chelsea"
+        # ann still holds the image handed out after the first save: it comes back first; skipping it frees it
+        assert ann.get("/api/mask/next").json()["sample_id"] == "coffee"
+        assert ann.get("/api/mask/next", params={"exclude": ["coffee"]}).json()["sample_id"] == "chelsea"
+        assert bob.get("/api/mask/next").json()["sample_id"] == "coffee"
     ws = Workspace.open(workspace)
     history = ws.catalog.masks("chelsea")
     assert len(history) == 4 and all(row["data"].get("superseded_by") for row in history)  # kept, not deleted
@@ -197,3 +200,47 @@ def test_proposal_after_refit_and_from_proposal(workspace):
             effects = conn.execute(select(decisions.c.effects).where(
                 decisions.c.id == answer.json()["decision"])).scalar()
         assert effects["from_proposal"] == share and effects["mask"] == answer.json()["mask"]
+
+
+def _mask_workspace(root: Path, postgres_url: str | None, count: int) -> Workspace:
+    """``count`` real Fashion-MNIST images in a workspace (SQLite, or PostgreSQL when a URL is given)."""
+    from curato.imageio import read_idx
+    from tests.conftest import FASHION_MNIST_DIR
+
+    folder = root / "data" / "item"
+    folder.mkdir(parents=True)
+    for index, image in enumerate(read_idx(FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz")[:count]):
+        Image.fromarray(np.asarray(image)).save(folder / f"{index:03d}.png")
+    ws = Workspace.create(root / "ws", db_url=None if postgres_url is None else _fresh_postgres(postgres_url))
+    ws.ingest(root / "data")
+    return ws
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_annotators_never_get_the_same_image(tmp_path, backend, postgres_url):
+    """Claims: concurrent asks hand out distinct images; an annotator gets their own unsaved image back; saving
+    or skipping releases it; a claim older than the lease is taken over."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curato.commands.labelling import User
+    from curato.commands.masking import next_mask_item, save_mask
+
+    if backend == "postgresql" and not postgres_url:
+        pytest.skip("CURATO_TEST_POSTGRES_URL not set (CI sets it and starts PostgreSQL)")
+    ws = _mask_workspace(tmp_path, postgres_url if backend == "postgresql" else None, 11)
+    people = [User(id=i, name=f"a{i}", role="annotator") for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        handed = list(pool.map(lambda user: next_mask_item(ws, user)["sample_id"], people))
+    assert None not in handed and len(set(handed)) == 8  # eight people at once: eight different images
+    assert next_mask_item(ws, people[0])["sample_id"] == handed[0]  # asked again: the same, unsaved image
+    save_mask(ws, people[0], handed[0], np.zeros((28, 28), dtype=np.uint8), ["item"])
+    after = next_mask_item(ws, people[0])["sample_id"]
+    assert after not in handed  # the saved one is done, the seven others are claimed
+    late = next_mask_item(ws, User(id=99, name="late", role="annotator"))["sample_id"]
+    assert late not in set(handed) | {after}
+    # a skipped image is free for the next person at once (the skipper gets the last unclaimed one)
+    skipped = next_mask_item(ws, people[1], exclude=[handed[1]])["sample_id"]
+    assert skipped != handed[1] and next_mask_item(ws, people[2], exclude=[handed[2]])["sample_id"] == handed[1]
+    # with a lease of zero minutes every claim has lapsed: someone new may take any unsaved image
+    taken = next_mask_item(ws, User(id=100, name="new", role="annotator"), lease_minutes=0.0)["sample_id"]
+    assert taken is not None and taken != handed[0]

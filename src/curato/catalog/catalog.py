@@ -512,6 +512,33 @@ class Catalog:
                                 .distinct().order_by(annotations.c.sample_id))
             return [row[0] for row in rows]
 
+    def claim_mask(self, conn: Connection, sample_id: str, annotator: str, *, now: dt.datetime,
+                   expired_before: dt.datetime) -> bool:
+        """Claim ``sample_id`` for masking by ``annotator`` in one statement, inside ``conn``: a new claim, the
+        annotator's own (renewed), or one older than ``expired_before`` (taken over). False when someone
+        else's claim is current."""
+        insert = _dialect_insert(conn)
+        claims = schema.mask_claims
+        statement = insert(claims).values(sample_id=sample_id, annotator=annotator, claimed_at=now)
+        statement = statement.on_conflict_do_update(
+            index_elements=["sample_id"], set_={"annotator": annotator, "claimed_at": now},
+            where=(claims.c.annotator == annotator) | (claims.c.claimed_at < expired_before))
+        return conn.execute(statement.returning(claims.c.sample_id)).first() is not None
+
+    def mask_claims(self, *, current_after: dt.datetime) -> dict[str, str]:
+        """sample_id -> annotator of every mask claim made after ``current_after`` (the lease's start)."""
+        claims = schema.mask_claims
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(claims.c.sample_id, claims.c.annotator).where(
+                claims.c.claimed_at >= current_after)).all())
+
+    def release_mask_claims(self, conn: Connection, annotator: str, sample_ids: Iterable[str]) -> None:
+        """Drop ``annotator``'s claims on ``sample_ids`` (saved or skipped), inside ``conn``."""
+        wanted = list(sample_ids)
+        if wanted:
+            claims = schema.mask_claims
+            conn.execute(delete(claims).where(claims.c.annotator == annotator, claims.c.sample_id.in_(wanted)))
+
     def semantic_masks(self) -> SemanticMasks:
         """Every sample's current mask, read lazily: a Mapping sample_id -> :meth:`semantic_mask` with the
         workspace's :meth:`mask_classes`, then the other mask categories (COCO instances) by name."""

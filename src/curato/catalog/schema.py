@@ -21,7 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LABEL_ORIGINS = ("imported", "human", "model")
 SAMPLE_KINDS = ("image", "text")
 
@@ -224,4 +224,14 @@ gold = Table(
     Column("label", String, nullable=False),
     Column("created_by", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Who is masking which image, since when: one row per image being masked. Claimed in one statement (insert, or
+# take over a claim older than the lease), so the database, not a Python lock, keeps two people off one image.
+mask_claims = Table(
+    "mask_claims",
+    metadata,
+    Column("sample_id", String, ForeignKey("samples.sample_id", ondelete="CASCADE"), primary_key=True),
+    Column("annotator", String(64), nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
 )

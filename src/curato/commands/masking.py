@@ -1,9 +1,11 @@
 """The mask workflow behind ``curato serve``'s mask tool (``#/mask``): which image to mask next, its superpixels,
 the pre-label model's proposal, saving a mask as one decision that can be undone, and the background refit.
 
-- **Next image**: queued images (``curato select``'s order) without a current human mask first, then any image
-  without one, by sample id. Two annotators asking at once may get the same image; the later save supersedes
-  the earlier one and both stay in the history (masks take minutes, so a claim protocol buys little here).
+- **Next image**: the image this annotator claimed and has not saved yet, else queued images (``curato select``'s
+  order) without a current human mask first, then any image without one, by sample id -- skipping images someone
+  else claimed within the lease (``lease_minutes`` of the app settings). Handing one out claims it in one
+  statement (:meth:`Catalog.claim_mask`), so two annotators asking at once get different images; saving or
+  skipping (``exclude``) releases the claim, an abandoned one lapses with the lease.
 - **Superpixels** come from :func:`curato.features.superpixels.cached_superpixels` (one file per content hash
   and level in the workspace cache); the loop computes them ahead for the image ``next`` hands out.
 - **Saving** appends the mask with :meth:`Catalog.save_semantic_mask` (origin human, the annotator) and a
@@ -20,11 +22,12 @@ the pre-label model's proposal, saving a mask as one decision that can be undone
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,21 +133,38 @@ def human_masked(workspace: Workspace) -> set[str]:
                 if isinstance(data, dict) and data.get("semantic") and not data.get("superseded_by")}
 
 
-def next_mask_item(workspace: Workspace, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
-    """The next image to mask (see the module docstring), or ``{"sample_id": None}`` when every image has one."""
+def next_mask_item(workspace: Workspace, user: User, *, exclude: Iterable[str] = (),
+                   lease_minutes: float = 30.0) -> dict[str, Any]:
+    """The next image for ``user`` to mask, claimed for them (see the module docstring), or
+    ``{"sample_id": None}`` when every image has a mask or is being masked by someone else."""
+    catalog = workspace.catalog
+    skipped = set(exclude)
+    now = utcnow()
+    lease_start = now - dt.timedelta(minutes=lease_minutes)
+    if skipped:
+        with catalog.transaction() as conn:
+            catalog.release_mask_claims(conn, user.name, skipped)
     done = human_masked(workspace)
-    skip = done | set(exclude)
+    claims = catalog.mask_claims(current_after=lease_start)
+    own = sorted(sid for sid, who in claims.items() if who == user.name and sid not in done | skipped)
+    unavailable = done | skipped | {sid for sid, who in claims.items() if who != user.name}
     image_rows = (samples.c.kind == "image", samples.c.readable.is_(True))
-    with workspace.catalog.engine.connect() as conn:
-        total = int(conn.execute(select(func.count()).select_from(samples).where(*image_rows)).scalar() or 0)
+
+    def candidates(conn: Connection) -> Iterator[tuple[str, bool]]:
+        yield from ((sid, False) for sid in own)
         queued = conn.execute(select(queue.c.sample_id).join(samples, samples.c.sample_id == queue.c.sample_id)
                               .where(*image_rows).order_by(queue.c.run_id, queue.c.rank))
-        chosen = next((sid for (sid,) in queued if sid not in skip), None)
-        from_queue = chosen is not None
-        if chosen is None:
-            for (sid,) in conn.execute(select(samples.c.sample_id).where(*image_rows).order_by(samples.c.sample_id)):
-                if sid not in skip:
-                    chosen = sid
+        yield from ((sid, True) for (sid,) in queued if sid not in unavailable)
+        everyone = conn.execute(select(samples.c.sample_id).where(*image_rows).order_by(samples.c.sample_id))
+        yield from ((sid, False) for (sid,) in everyone if sid not in unavailable)
+
+    chosen, from_queue = None, None
+    with catalog.engine.connect() as reading:
+        total = int(reading.execute(select(func.count()).select_from(samples).where(*image_rows)).scalar() or 0)
+        for sid, queued_item in candidates(reading):
+            with catalog.transaction() as conn:  # a lost race (someone claimed it just now) moves on to the next
+                if catalog.claim_mask(conn, sid, user.name, now=now, expired_before=lease_start):
+                    chosen, from_queue = sid, queued_item
                     break
     remaining = max(0, total - len(done))
     if chosen is None:
@@ -213,6 +233,7 @@ def save_mask(workspace: Workspace, user: User, sample_id: str, label_map: np.nd
     with workspace.catalog.transaction() as conn:
         ids = workspace.catalog.save_semantic_mask(conn, sample_id, label_map.astype(np.uint8), names,
                                                    origin="human", annotator=user.name)
+        workspace.catalog.release_mask_claims(conn, user.name, [sample_id])
         effects = {"mask": ids, "from_proposal": share, "classes": names}
         decision = int(conn.execute(decisions.insert().values(
             queue=MASK_QUEUE, item=sample_id, action="mask", sample_ids=[sample_id], effects=effects,

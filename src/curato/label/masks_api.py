@@ -26,7 +26,7 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from curato.commands import masking
-from curato.commands.labelling import NotFoundError, User
+from curato.commands.labelling import NotFoundError, User, read_app_settings
 from curato.errors import InputError
 from curato.workspace import Workspace
 
@@ -107,7 +107,8 @@ def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> m
     @router.get("/api/mask/next")
     def mask_next(exclude: Annotated[list[str], Query(max_length=200)] = [],  # noqa: B006 (FastAPI's idiom)
                   user: User = anyone) -> dict[str, Any]:
-        result = masking.next_mask_item(workspace, exclude=exclude)
+        settings = read_app_settings(workspace)
+        result = masking.next_mask_item(workspace, user, exclude=exclude, lease_minutes=settings.lease_minutes)
         if result["sample_id"] is not None:
             loop.ahead(result["sample_id"])
         return _with_links(result, loop)
