@@ -199,7 +199,7 @@ def test_coco_round_trip_keeps_boxes_instance_masks_and_painted_masks(tmp_path):
     result = run("export", tmp_path / "out.json", "-w", tmp_path / "ws", "--format", "coco")
     assert result.returncode == 0, result.stdout + result.stderr
     written = json.loads((tmp_path / "out.json").read_text())
-    assert {image["file_name"]: image["label"] for image in written["images"]} == \
+    assert {image["file_name"]: image["curato_label"] for image in written["images"]} == \
         first.catalog.current_labels() | {"camera.png": None}
     again = Workspace.create(tmp_path / "again")
     ingest(again, tmp_path / "out.json", images_root=tmp_path, workers=1)
@@ -390,7 +390,8 @@ def test_readers_refuse_what_is_not_theirs(tmp_path):
     (tmp_path / "tasks.json").write_text(json.dumps([{"data": {"image": "x.png"}, "annotations": {"no": 1}}]))
     with pytest.raises(InputError, match="'annotations' must be a list"):
         read_label_studio(tmp_path / "tasks.json")
-    (tmp_path / "coco.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png", "label": ["a"]}],
+    (tmp_path / "coco.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png",
+                                                                "curato_label": ["a"]}],
                                                     "annotations": [], "categories": []}))
-    with pytest.raises(InputError, match="'label' is"):
+    with pytest.raises(InputError, match="'curato_label' is"):
         read_coco(tmp_path / "coco.json")

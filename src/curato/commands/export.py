@@ -697,10 +697,11 @@ def _instances(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any] | None, 
 def export_coco(workspace: Workspace, rows: list[dict[str, Any]], out: Path) -> int:
     """Write one COCO JSON of the exported samples (docs/exports.md, "COCO"): ``categories`` (the mask classes
     first, id i = class i, then every other label and annotation category by name); ``images`` (``file_name`` =
-    the sample id, width, height, and the image-level ``label`` and ``split`` -- COCO has no image label, so
-    curato reads these fields back); ``annotations``: each box (with its segmentation when it had one), and each
-    sample's current semantic mask as one compressed-RLE annotation per class marked ``"curato_semantic": true``
-    (iscrowd 0, as COCO-Stuff writes semantic masks). Text samples are left out. Returns the images written."""
+    the sample id, width, height, and ``curato_label`` and ``curato_split`` -- COCO has no image label, so
+    curato's ingest reads these fields back); ``annotations``: each box (with its segmentation when it had one),
+    and each sample's current semantic mask as one compressed-RLE annotation per class marked
+    ``"curato_semantic": true`` (iscrowd 0, as COCO-Stuff writes semantic masks). Text samples are left out.
+    Returns the images written."""
     from curato.masks import encode_rle, mask_bbox, segmentation_mask, split_label_map
 
     catalog = workspace.catalog
@@ -731,7 +732,7 @@ def export_coco(workspace: Workspace, rows: list[dict[str, Any]], out: Path) -> 
         sample_id = row["id"]
         width, height = sizes.get(sample_id, (None, None))
         image: dict[str, Any] = {"id": number, "file_name": sample_id, "width": width, "height": height}
-        image.update({"label": row.get("label"), "split": row.get("split")})
+        image.update({"curato_label": row.get("label"), "curato_split": row.get("split")})
         entries = found.get(sample_id, [])
         if any(entry["kind"] == "rle" and (entry["data"] or {}).get("semantic") for entry in entries):
             current = catalog.semantic_mask(sample_id, categories)
@@ -755,7 +756,7 @@ def export_coco(workspace: Workspace, rows: list[dict[str, Any]], out: Path) -> 
             add(number, category, polygon_or_rle, bbox, area)
         images.append(image)
     document = {"info": {"description": "curato export --format coco (docs/exports.md): image labels as the "
-                                        "images' 'label' field, boxes, instance and semantic masks"},
+                                        "images' 'curato_label' field, boxes, instance and semantic masks"},
                 "categories": [{"id": index, "name": name} for index, name in enumerate(categories, start=1)],
                 "images": images, "annotations": annotations}
 

@@ -520,9 +520,10 @@ def read_coco(path: Path, images_root: Path | None = None, root: str | Path | No
     its dominant category (largest total annotated area); all annotations are kept for the object-size and
     background checks. Annotations of an image id not in ``images`` are skipped and reported.
 
-    curato's own COCO export (docs/exports.md) adds two conventions read here: an image's ``label`` (and
-    ``split``) field is its label (split), over the area rule; an annotation marked ``"curato_semantic": true`` is
-    one class of a semantic mask (stored as the mask it was, without a separate box row).
+    curato's own COCO export (docs/exports.md) adds conventions read here: an image's ``curato_label`` (and
+    ``curato_split``) field is its label (split), over the area rule (null: unlabelled); an annotation marked
+    ``"curato_semantic": true`` is one class of a semantic mask (stored as the mask it was, without a box row).
+    Other image fields (``label`` and ``split`` too) are metadata and never shadow the real columns.
     """
     try:
         payload = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
@@ -599,15 +600,15 @@ def read_coco(path: Path, images_root: Path | None = None, root: str | Path | No
         # every other image field is metadata as its JSON value; an export writes one named like a real
         # column (path, label, split, source) as meta.<name>, never over the real column
         meta = {key: value for key, value in image.items()
-                if key not in ("file_name", "id", "width", "height", "label", "split")}
+                if key not in ("file_name", "id", "width", "height", "curato_label", "curato_split")}
         meta["coco_id"] = image["id"]
         meta["categories"] = sorted(area)
         dominant = area.most_common(1)[0][0] if area else None
-        label = text_value(image["label"], where, "label") if "label" in image else dominant  # null: unlabelled
+        label = text_value(image["curato_label"], where, "curato_label") if "curato_label" in image else dominant
         result.records.append(
             SampleRecord(
                 sample_id=file_name, uri=str(uri), label=label,
-                split=text_value(image.get("split"), where, "split"), meta=meta,
+                split=text_value(image.get("curato_split"), where, "curato_split"), meta=meta,
                 annotations=[{**row, "sample_id": file_name} for row in annotation_rows],
             )
         )
