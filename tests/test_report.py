@@ -94,7 +94,7 @@ def test_every_command_rebuilds_the_one_report(flipped):
     html = flipped["report"].read_text()
     assert 'id="bias"' not in flipped["before_bias"] and 'id="bias"' in html
     bias_run = Workspace.open(flipped["root"] / "ws").catalog.runs("bias")[-1]["id"]
-    assert re.search(rf"latest <code>curato bias</code> · run {bias_run} · \d{{4}}-\d\d-\d\d \d\d:\d\d", html)
+    assert re.search(rf"latest <code>curato bias</code> · run {bias_run} · \d{{4}}-\d\d-\d\d \d\d:\d\d UTC", html)
     assert 'id="check-label_issues"' in html  # the audit's sections are still there
     assert not re.search(r'(src|href)="(https?:)?//|url\((https?:)?//|<link ', html)  # nothing fetched
     data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)[1])
@@ -169,7 +169,7 @@ def test_charts_have_round_ticks_legends_and_stay_in_the_metric_range():
     y_ticks = [n for n in numbers if n <= 1]
     assert len(x_ticks) >= 6 and {100.0, 1000.0, 10000.0} <= set(x_ticks)  # several ticks on the log axis
     assert max(y_ticks) == 1.0 and all(round(t * 10) == t * 10 for t in y_ticks)  # round steps, none above 1
-    assert 'class="chart"' in svg and "<metadata>" not in svg
+    assert "class=\"chart line-chart\"" in svg and "<metadata>" not in svg
     matrix = heatmap([[0.9, 0.1], [0.25, 0.75]], ["coat", "shirt"], ["coat", "shirt"], title="noise")
     assert {"0.90", "0.10", "0.25", "0.75", "coat", "shirt"} <= set(_texts(matrix))
 

@@ -80,7 +80,7 @@ def latest_runs(workspace: Workspace) -> dict[str, dict[str, Any]]:
     for run in workspace.catalog.runs():
         if run["kind"] in LATEST_DOCUMENTS and run["status"] in ("done", "running"):
             when = run["finished_at"] or run["started_at"]
-            found[run["kind"]] = {"run_id": run["id"], "time": when.strftime("%Y-%m-%d %H:%M") if when else "?"}
+            found[run["kind"]] = {"run_id": run["id"], "time": f"{when:%Y-%m-%d %H:%M} UTC" if when else "?"}
     return found
 
 

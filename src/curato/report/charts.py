@@ -28,7 +28,7 @@ def _figure(width: float, height: float) -> Any:
     return figure
 
 
-def _svg(figure: Any, title: str) -> str:
+def _svg(figure: Any, title: str, kind: str) -> str:
     """The figure as an inline SVG element that scales with the page (ids unique within the page)."""
     import matplotlib
 
@@ -39,7 +39,7 @@ def _svg(figure: Any, title: str) -> str:
     text = buffer.getvalue()
     text = re.sub(r"\s*<metadata>.*?</metadata>", "", text[text.index("<svg"):], count=1, flags=re.S)
     escaped = title.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-    return text.replace("<svg ", f'<svg class="chart" role="img" aria-label="{escaped}" ', 1)
+    return text.replace("<svg ", f'<svg class="chart {kind}" role="img" aria-label="{escaped}" ', 1)
 
 
 def _style(axes: Any) -> None:
@@ -91,7 +91,7 @@ def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float]], 
     if title:
         axes.set_title(title, loc="left", fontsize=10, fontweight="bold")
     _legend_below(axes, len(names) if len(names) > 1 else 0)
-    return _svg(figure, title)
+    return _svg(figure, title, "bars")
 
 
 def heatmap(matrix: Sequence[Sequence[float]], row_labels: Sequence[str], column_labels: Sequence[str], *,
@@ -129,7 +129,7 @@ def heatmap(matrix: Sequence[Sequence[float]], row_labels: Sequence[str], column
     axes.set_ylabel(row_title)
     if title:
         axes.set_title(title, loc="left", fontsize=10, fontweight="bold")
-    return _svg(figure, title)
+    return _svg(figure, title, "heatmap")
 
 
 def line_chart(series: dict[str, dict[str, Sequence[float]]], *, log_x: bool = False, title: str = "",
@@ -210,4 +210,4 @@ def line_chart(series: dict[str, dict[str, Sequence[float]]], *, log_x: bool = F
     if title:
         axes.set_title(title, loc="left", fontsize=10, fontweight="bold")
     _legend_below(axes, drawn)
-    return _svg(figure, title)
+    return _svg(figure, title, "line-chart")

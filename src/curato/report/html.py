@@ -47,8 +47,24 @@ PROPERTY_WORDS = {
 }
 
 
+def _when(value: str | None) -> str:
+    """An ISO time as the report shows it ("2026-12-07 05:14 UTC"); anything else as it is."""
+    if not value:
+        return "time unknown"
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
 def _environment() -> Environment:
-    return Environment(loader=PackageLoader("curato", "report/templates"), autoescape=select_autoescape(["html"]))
+    environment = Environment(loader=PackageLoader("curato", "report/templates"),
+                              autoescape=select_autoescape(["html"]))
+    environment.filters["when"] = _when
+    return environment
 
 
 def property_in_words(column: str, value: float | None, formats: Sequence[str] = ()) -> str:
