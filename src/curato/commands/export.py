@@ -493,10 +493,10 @@ def _write_parquet(out: Path, rows: list[dict[str, Any]], columns: Sequence[str]
                          f".csv file") from error
     names = list(columns) if columns is not None else list(dict.fromkeys(key for row in rows for key in row))
     table = pa.table({name: _parquet_column([row.get(name) for row in rows]) for name in names})
-    _atomic(out, lambda tmp: pq.write_table(table, tmp))
+    write_atomic(out, lambda tmp: pq.write_table(table, tmp))
 
 
-def _atomic(out: Path, write: Callable[[str], None], mode: int | None = None) -> None:
+def write_atomic(out: Path, write: Callable[[str], None], mode: int | None = None) -> None:
     """Write ``out`` through a temporary file beside it, renamed into place: a reader never sees half a file;
     an existing file keeps its permissions."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -521,7 +521,7 @@ def _write_csv(out: Path, rows: list[dict[str, Any]], columns: Sequence[str] | N
             writer.writeheader()
             writer.writerows({key: _cell(value) for key, value in row.items()} for row in rows)
 
-    _atomic(out, write)
+    write_atomic(out, write)
 
 
 def _plan(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
@@ -764,5 +764,5 @@ def export_coco(workspace: Workspace, rows: list[dict[str, Any]], out: Path) -> 
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(document, handle)
 
-    _atomic(out, write)
+    write_atomic(out, write)
     return len(images)

@@ -71,7 +71,7 @@ def fiftyone_samples(rows: list[dict[str, Any]], audit: dict[str, Any] | None) -
 
 def export_fiftyone(workspace: Workspace, rows: list[dict[str, Any]], out: Path, audit: dict[str, Any] | None) -> int:
     """Write ``out/metadata.json`` and ``out/samples.json`` (see the module docstring); returns samples written."""
-    from curato.commands.export import _atomic
+    from curato.commands.export import write_atomic
 
     samples = fiftyone_samples(rows, audit)
     if not samples:
@@ -89,5 +89,5 @@ def export_fiftyone(workspace: Workspace, rows: list[dict[str, Any]], out: Path,
             with open(tmp, "w", encoding="utf-8") as handle:
                 json.dump(document, handle, ensure_ascii=False)
 
-        _atomic(out / name, write)
+        write_atomic(out / name, write)
     return len(samples)

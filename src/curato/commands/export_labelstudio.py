@@ -122,7 +122,7 @@ def export_label_studio(workspace: Workspace, rows: list[dict[str, Any]], out: P
     """Write the Label Studio tasks of ``rows`` (image samples) to ``out`` and the matching labelling config
     beside it; ``version`` names the predictions' source (the audit run). Returns (tasks written, notes for the
     user: the files root to serve, what was left out)."""
-    from curato.commands.export import _atomic
+    from curato.commands.export import write_atomic
 
     images = [row for row in rows if row.get("path") and not str(row["path"]).startswith("idx:")]
     if not images:
@@ -185,8 +185,8 @@ def export_label_studio(workspace: Workspace, rows: list[dict[str, Any]], out: P
     def write_config(tmp: str) -> None:
         Path(tmp).write_text(label_config(classes, findings, mask_classes), encoding="utf-8")
 
-    _atomic(out, write_tasks)
-    _atomic(config_path, write_config)
+    write_atomic(out, write_tasks)
+    write_atomic(config_path, write_config)
     notes = [f"labelling config: {config_path}",
              f"serve the images: LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
              f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root}"]
