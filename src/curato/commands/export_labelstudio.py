@@ -245,6 +245,7 @@ def ingest_label_studio(workspace: Workspace, path: str | Path) -> Any:
                 new = {sid: label for sid, label in answered.items() if latest.get((sid, annotator)) != label}
                 summary.labels_added += catalog.add_labels(conn, new, origin="human", annotator=annotator)
             summary.masks, summary.mask_classes = _save_polygon_masks(catalog, conn, drawn)
+            summary.annotations = sum(len(polygons) for polygons in drawn.values())
         summary.samples = len(matched)
         summary.unchanged = len(matched)
         summary.skipped = {reason: len(items) for reason, items in skipped.items()}

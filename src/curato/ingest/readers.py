@@ -745,7 +745,7 @@ def detect_format(source: Path) -> str:
         return "idx"
     if name.endswith(".json"):
         with source.open("rb") as handle:
-            start = handle.read(64).lstrip()
+            start = handle.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()
         return "label-studio" if start.startswith(b"[") else "coco"
     if name.endswith((".csv", ".jsonl", ".ndjson", ".tsv")):
         rows = _read_table(source)[:1]
