@@ -129,6 +129,7 @@ def test_issues_table_has_one_row_per_flagged_sample_and_check_with_paths(audite
 def test_export_names_its_audit_and_warns_about_missing_or_stale_findings(copied, tmp_path):
     result = run("export", tmp_path / "a.csv", "-w", copied, "--relabel", "--drop-duplicates")
     assert result.returncode == 0 and "using audit run 2" in result.stdout and "warning" not in result.stderr
+    assert "; checks unreadable, image_quality, imbalance, label_issues, duplicates" in _said(result)
     ws = Workspace.open(copied)
     some = min(ws.catalog.current_labels())
     with ws.catalog.transaction() as conn:  # a person labels after the audit: its suggestions may be stale

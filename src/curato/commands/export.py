@@ -132,12 +132,15 @@ class AuditUsed:
     finished_at: str | None
     findings: list[str]
     warnings: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        """One line: ``audit run 7 (finished 2026-12-07 05:20 UTC; 19 findings)``."""
+        """One line: ``audit run 7 (finished 2026-12-07 05:20:11 UTC; checks duplicates, label_issues; 5 findings)``."""
         runs = ", ".join(str(run) for run in self.run_ids) or "?"
         when = f"finished {self.finished_at}; " if self.finished_at else ""
-        return f"audit run{'s' if len(self.run_ids) > 1 else ''} {runs} ({when}{len(self.findings)} findings)"
+        checks = f"checks {', '.join(self.checks)}; " if self.checks else ""
+        return (f"audit run{'s' if len(self.run_ids) > 1 else ''} {runs} ({when}{checks}"
+                f"{len(self.findings)} findings)")
 
 
 def _as_utc(value: Any) -> dt.datetime | None:
@@ -194,7 +197,8 @@ def audit_used(workspace: Workspace, audit: dict[str, Any], needs: Sequence[str]
     run_ids = sorted({int(run) for run, _ in per_finding.values() if isinstance(run, int)})
     times = [moment for _, moment in per_finding.values() if moment is not None]
     used = AuditUsed(run_ids=run_ids or ([int(fallback_id)] if isinstance(fallback_id, int) else []),
-                     finished_at=_shown(min(times) if times else _as_utc(fallback_time)), findings=list(per_finding))
+                     finished_at=_shown(min(times) if times else _as_utc(fallback_time)), findings=list(per_finding),
+                     checks=[str(name) for name in audit.get("checks_run") or []])
     labelled = latest_label_time(workspace) if needs else None
     from curato.checks.registry import finding_checks
 
