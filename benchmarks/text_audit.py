@@ -302,7 +302,9 @@ def measure_control(data: dict, findings: dict) -> dict:
                         "also_flagged_texts": [data["texts"][int(sid[1:])][:90] for sid in extra[:5]],
                         "message": findings[name]["message"]}
     for name in ("odd_length", "mostly_markup", "other_language"):
-        result[name] = {"flagged": len(flagged_ids(findings[name])), "message": findings[name]["message"]}
+        flagged = sorted(flagged_ids(findings[name]))
+        result[name] = {"flagged": len(flagged), "texts": [data["texts"][int(sid[1:])][:90] for sid in flagged[:5]],
+                        "message": findings[name]["message"]}
     return result
 
 
