@@ -301,8 +301,9 @@ SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "none":
 @_friendly
 def audit(
     workspace: WorkspaceOption,
-    checks: Annotated[str | None, typer.Option(help="Comma-separated checks (default: all; `curato checks` "
-                                                  "lists them).")] = None,
+    checks: Annotated[str | None, typer.Option(help="Comma-separated checks, or findings to run the checks of "
+                                                  "(e.g. split_leakage; default: all; `curato checks` lists "
+                                                  "both).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the findings as JSON here.")] = None,
     fail_on: Annotated[str | None, typer.Option(help="Exit 1 if a finding is at least this severe "
