@@ -27,6 +27,8 @@ Per dataset, ``--texts`` originals and two workspaces, each through ``curato ing
 * **control**: the same originals, nothing planted but 12 texts made mojibake (UTF-8 read as Windows-1252) and 8
   emptied: the ``shortcuts`` check must stay quiet; ``empty_text`` / ``encoding_damage`` must find the planted
   ones (what else they flag is listed).
+
+``--languages`` instead measures the ``language`` property on the installed programs' translated messages.
 """
 
 from __future__ import annotations
@@ -308,6 +310,45 @@ def measure_control(data: dict, findings: dict) -> dict:
     return result
 
 
+LOCALES = {"de": "german", "fr": "french", "es": "spanish", "it": "italian", "pt": "portuguese", "nl": "dutch"}
+
+
+def language_check() -> dict[str, dict[str, float]]:
+    """How often the ``language`` property names a language, and how often rightly, on the translated messages
+    of the installed programs (``/usr/share/locale/<ll>/LC_MESSAGES/*.mo``, strings of 40+ characters without
+    ``%`` placeholders; English: the untranslated originals of the German catalogues)."""
+    import gettext
+
+    from curato.features.text_properties import LANGUAGES, TEXT_PROPERTY_COLUMNS, text_properties
+
+    texts, truth = [], []
+    for locale, language in [*LOCALES.items(), ("de", "english")]:
+        for path in sorted(Path(f"/usr/share/locale/{locale}/LC_MESSAGES").glob("*.mo")):
+            try:
+                with path.open("rb") as handle:
+                    catalogue = gettext.GNUTranslations(handle)._catalog
+            except (OSError, UnicodeDecodeError, ValueError):
+                continue
+            for key, value in catalogue.items():
+                text = (key[0] if isinstance(key, tuple) else key) if language == "english" else value
+                if isinstance(text, str) and len(text) >= 40 and "%" not in text:
+                    texts.append(text)
+                    truth.append(language)
+    start = time.perf_counter()
+    codes = text_properties(texts)[:, TEXT_PROPERTY_COLUMNS.index("language")]
+    seconds = time.perf_counter() - start
+    named = np.array([LANGUAGES[int(c)] if np.isfinite(c) else "" for c in codes], dtype=object)
+    truth_array = np.array(truth, dtype=object)
+    result: dict[str, dict[str, float]] = {"all": {"texts": len(texts),
+                                                   "texts_per_second": round(len(texts) / seconds)}}
+    for language in sorted(set(truth)):
+        members = truth_array == language
+        said = members & (named != "")
+        result[language] = {"texts": int(members.sum()), "named": round(float(said.sum() / members.sum()), 3),
+                            "right_when_named": round(float((named[said] == language).mean()), 3)}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=2000, help="originals per dataset")
@@ -316,8 +357,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--datasets", default="fortunes,manpages")
     parser.add_argument("--cleanlab-python", default=str(REPO / ".bench" / "cleanlab-venv" / "bin" / "python"))
+    parser.add_argument("--languages", action="store_true", help="only measure the language property")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.languages:
+        print(json.dumps(language_check(), indent=2))
+        return
     results = {}
     for dataset in args.datasets.split(","):
         texts, labels = _fortunes() if dataset == "fortunes" else manpages(args.per_class, args.seed)
