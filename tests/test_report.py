@@ -50,7 +50,7 @@ def flipped(tmp_path_factory):
     after_full = json.loads((root / "ws" / "reports" / "audit-latest.json").read_text())
     partial = ws.audit(["duplicates"], embedder="classic", json=root / "duplicates.json")
     before_bias = (root / "ws" / "reports" / "report.html").read_text()
-    ws.bias(by="split", embedder="classic")
+    ws.bias(by="split", embedder="classic", permutations=20)
     return {"root": root, "ws": ws, "full": full, "partial": partial, "after_full": after_full,
             "before_bias": before_bias, "report": root / "ws" / "reports" / "report.html"}
 

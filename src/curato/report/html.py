@@ -219,7 +219,7 @@ def _strips(finding: dict[str, Any], formats: Sequence[str]) -> list[dict[str, A
         strips.append({
             "title": f"'{singled['class']}' is singled out by {cue} ({singled['share_of_class']:.0%} of its images vs "
                      f"{singled['share_of_others']:.0%} of the others). {singled['advice']}",
-            "rows": [{"name": name, "items": [(sid, cue if carries else "without the cue") for sid in singled[key]]}
+            "rows": [{"name": name, "items": [(sid, cue if carries else "without the cue", "") for sid in singled[key]]}
                      for name, key, carries in ((f"{singled['class']}: with the cue", "with_cue", True),
                                                 (f"{singled['class']}: without it", "without_cue", False),
                                                 ("other classes with the cue", "others_with_cue", True))
@@ -227,8 +227,9 @@ def _strips(finding: dict[str, Any], formats: Sequence[str]) -> list[dict[str, A
     for column, per_class in (evidence.get("examples") or {}).items():
         words = PROPERTY_WORDS.get(column, column).split(" (")[0]
         strips.append({"title": f"{words}: each class's images from the lowest to the highest value",
-                       "rows": [{"name": name, "items": [(sid, property_in_words(column, value, formats))
-                                                         for sid, value in picks]}
+                       "rows": [{"name": name, "items": [(sid, text, text.rsplit(": ", 1)[-1])
+                                                         for sid, value in picks
+                                                         for text in [property_in_words(column, value, formats)]]}
                                 for name, picks in per_class.items()]})
     return strips
 
@@ -351,7 +352,7 @@ def write_html_report(workspace: Workspace, path: str | Path, *, overview: dict[
                             row_title="given label", column_title="true label")
         strips = _strips(finding, formats) if finding["check"] == "shortcuts" else []
         for strip in strips:
-            images.want(sid for row in strip["rows"] for sid, _ in row["items"])
+            images.want(sid for row in strip["rows"] for sid, _, _ in row["items"])
         if finding.get("issues"):
             galleries[finding["check"]] = _gallery(finding, labels, splits, images)
         sections.append({"finding": finding, "chart": chart, "strips": strips,
