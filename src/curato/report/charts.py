@@ -95,8 +95,11 @@ def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float]], 
 
 
 def heatmap(matrix: Sequence[Sequence[float]], row_labels: Sequence[str], column_labels: Sequence[str], *,
-            title: str = "", row_title: str = "", column_title: str = "") -> str:
-    """A matrix as coloured cells with values (e.g. a noise matrix); darker = larger; missing cells blank."""
+            title: str = "", row_title: str = "", column_title: str = "", spread: bool = False) -> str:
+    """A matrix as coloured cells with values (e.g. a noise matrix); darker = larger; missing cells blank.
+
+    ``spread``: shade from the smallest to the largest value (for accuracies that all lie near each other)
+    instead of from 0 to the largest."""
     import numpy as np
 
     values = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=np.float64)
@@ -107,16 +110,18 @@ def heatmap(matrix: Sequence[Sequence[float]], row_labels: Sequence[str], column
     figure = _figure(side + 0.6, side)
     axes = figure.add_subplot()
     finite = values[np.isfinite(values)]
-    peak = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    floor = float(finite.min()) if spread and finite.size else 0.0
+    peak = float(finite.max()) - floor if finite.size and finite.max() - floor > 0 else 1.0
     import matplotlib
 
     colours = matplotlib.colormaps["Blues"].with_extremes(bad="#f2f4f7")
-    axes.imshow(np.sqrt(np.clip(values, 0, None) / peak), cmap=colours, vmin=0.0, vmax=1.0, aspect="equal")
+    shade = np.clip(values - floor, 0, None) / peak
+    axes.imshow(shade if spread else np.sqrt(shade), cmap=colours, vmin=0.0, vmax=1.0, aspect="equal")
     font = 8 if max(rows, columns) <= 10 else 6.5
     for i in range(rows):
         for j in range(columns):
             if math.isfinite(values[i, j]):
-                dark = values[i, j] / peak > 0.36
+                dark = (values[i, j] - floor) / peak > (0.6 if spread else 0.36)
                 axes.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=font,
                           color="#ffffff" if dark else "#1d232b")
     axes.set_xticks(range(columns), [str(c) for c in column_labels], rotation=45, ha="right",
@@ -174,7 +179,7 @@ def line_chart(series: dict[str, dict[str, Sequence[float]]], *, log_x: bool = F
             continue
         seen.append(y[keep])
         if data.get("points"):
-            axes.plot(x[keep], y[keep], "o", color=colour, markersize=4, label=name)
+            axes.plot(x[keep], y[keep], "o", color=colour, markersize=4, label=name, zorder=4)
         else:
             axes.plot(x[keep], y[keep], "-", color=colour, linewidth=1.8, label=name)
         drawn += 1

@@ -243,7 +243,7 @@ def _bias_view(document: dict[str, Any] | None) -> dict[str, Any] | None:
     groups = cross.get("groups") or []
     if groups and cross.get("accuracy"):
         chart = heatmap(cross["accuracy"], groups, groups, title="label accuracy: trained on row, tested on column",
-                        row_title="trained on", column_title="tested on")
+                        row_title="trained on", column_title="tested on", spread=True)
     typical = {group: [row["sample_id"] for row in rows[:TYPICAL_SHOWN]]
                for group, rows in (document.get("typical") or {}).items()}
     return {"by": document.get("by"), "message": document.get("message", ""), "verdict": document.get("verdict"),
