@@ -144,6 +144,10 @@ def test_galleries_in_chromium(flipped, width):
         groups.locator("figure").first.click()
         assert "copies side by side" in dialog.inner_text() and dialog.locator(".thumbs img").count() >= 2
         page.keyboard.press("Escape")
+        # an outlier: its nearest neighbours
+        page.locator('.flagged[data-check="outliers"] figure').first.click()
+        assert "nearest neighbours" in dialog.inner_text() and dialog.locator(".thumbs img").count() >= 1
+        page.keyboard.press("Escape")
         broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
         assert broken == 0
         assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scroll
