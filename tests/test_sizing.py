@@ -38,6 +38,7 @@ from curato.sizing import (
 from curato.sizing.curves import FAMILIES
 from curato.sizing.forecast import evaluation_sd, extrapolation_scale, noisy_curves, plateau_noise
 from curato.sizing.measure import curve_components, train_and_score_head
+from curato.sizing.prior import load_prior, pinned_down, prior_curves
 from curato.sizing.strategies import augment_image
 from curato.workspace import Workspace
 from tests.conftest import photo, run
@@ -45,6 +46,7 @@ from tests.conftest import photo, run
 SIZES = np.geomspace(40, 5120, 8)
 CHANCE = 0.9
 SCHEMA = json.loads(resources.files("curato").joinpath("schemas/size.schema.json").read_text())
+LCDB = json.loads((Path(__file__).parent / "data" / "lcdb_curves.json").read_text())  # an excerpt, MIT licence
 
 
 def test_power_law_and_m4_recover_known_parameters():
@@ -476,3 +478,58 @@ def test_backtest_interval_wholly_past_the_horizon_does_not_cover_the_actual_siz
     assert result["samples_needed_predicted"] is None
     assert result["samples_needed_interval"] is not None and result["samples_needed_interval"][0] is None
     assert result["samples_needed_covered"] is False
+
+
+def _lcdb_quarter(curve: dict) -> tuple[np.ndarray, list[np.ndarray], int, float]:
+    """An LCDB curve's sizes up to 25% of its largest with their seeds' values, the largest and its mean."""
+    sizes = np.array(curve["sizes"], dtype=np.float64)
+    keep = np.flatnonzero(sizes <= sizes[-1] / 4)
+    measured = float(np.mean(curve["values"][-1]))
+    return sizes[keep], [np.array(curve["values"][i]) for i in keep], int(sizes[-1]), measured
+
+
+def test_slope_prior_forecasts_real_lcdb_curves_from_a_quarter():
+    """Six LCDB curves of held-out (odd) OpenML ids: three still gaining 3-8 points from 25% to 100%, three flat."""
+    prior = load_prior()
+    assert "even OpenML ids" in prior.source  # learned on the tuning curves only
+    errors, no_gain_errors, covered = [], [], 0
+    for curve in LCDB["curves"]:
+        sizes, values, largest, measured = _lcdb_quarter(curve)
+        eval_sd = float(evaluation_sd(float(np.mean(values[-1])), [curve["test_rows"]]))
+        central, low, high = prior_curves(prior, sizes, values, np.array([sizes[-1], largest]), eval_sd=eval_sd)
+        errors.append(central[-1] - measured)
+        no_gain_errors.append(float(np.mean(values[-1])) - measured)
+        covered += int(low[-1] <= measured <= high[-1])
+        assert low[-1] <= central[-1] <= high[-1]
+    gaining = np.array(no_gain_errors) <= -0.03
+    assert gaining.sum() == 3
+    # where the curve still climbs, the prior forecasts a gain and lands closer than "no further gain"
+    assert np.all(np.abs(np.array(errors)[gaining]) < np.abs(np.array(no_gain_errors)[gaining]))
+    # where it is flat, it stays within 1.5 points
+    assert np.all(np.abs(np.array(errors)[~gaining]) <= 0.015)
+    assert covered >= 5  # nominal 90% of 6
+
+
+def test_labels_needed_is_pinned_down_only_clear_of_todays_noise_and_narrow():
+    assert pinned_down([200.0, 300.0], today=100.0, pin_span=1.0)
+    assert not pinned_down([80.0, 300.0], today=100.0, pin_span=1.0)  # the target is inside today's band
+    assert not pinned_down([200.0, float("inf")], today=100.0, pin_span=1.0)  # the band never reaches it
+    assert not pinned_down([200.0, 2000.0], today=100.0, pin_span=1.0)  # 10x wide: inside the plateau's noise
+
+
+def test_prior_forecast_on_a_plateau_says_cannot_be_pinned_down():
+    curve = next(c for c in LCDB["curves"] if c["openmlid"] == 1053)  # LDA: flat from 25% to 100% (0.8105)
+    sizes, values, _, _ = _lcdb_quarter(curve)
+    quick = {"chance": 0.5, "n_bootstrap": 0, "method": "prior", "fit_families": False}
+    result = forecast(sizes, values, target=0.815, eval_class_counts=[curve["test_rows"]], **quick)
+    assert result["method"] == "prior" and result["today"]["measured"]
+    assert result["today"]["metric"] == pytest.approx(float(np.mean(values[-1])))
+    needed = result["samples_needed"]
+    assert needed["status"] == "cannot be pinned down" and not needed["pinned_down"]
+    assert any("cannot be pinned down" in w for w in result["warnings"])
+    reached = forecast(sizes, values, target=0.5, **quick)["samples_needed"]
+    assert reached["status"] == "reached"
+    never = forecast(sizes, values, target=0.99, **quick)["samples_needed"]
+    assert never["status"] == "not reached" and never["total"] is None
+    with pytest.raises(InputError, match="--method"):
+        forecast(sizes, values, target=0.9, chance=0.5, method="psychic")

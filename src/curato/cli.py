@@ -613,6 +613,8 @@ def size(
                                             "gets the midpoint of each step).")] = 10,
     augment_max_size: Annotated[int, typer.Option(help="Largest training-set size augmented (cost cap).")] = 2000,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates behind the intervals (0: no intervals).")] = 100,
+    method: Annotated[str, typer.Option(help="families (weighted curve families) | prior (slope prior learned on "
+                                             "LCDB real learning curves).")] = "families",
 ) -> None:
     """How many labels reach the target? Learning curve, forecasts with intervals, strategy value in labels."""
     from curato.api import Workspace
@@ -623,7 +625,7 @@ def size(
         document = ws.size(target, metric=metric, embedder=embedder, eval_split=eval_split, seeds=seeds,
                            n_sizes=sizes, run_backtest=backtest, augmentation=augmentation,
                            pseudo_labels=pseudo_labels, augment_max_size=augment_max_size, model=model,
-                           n_bootstrap=bootstrap, json=json_out, progress=progress).document
+                           n_bootstrap=bootstrap, method=method, json=json_out, progress=progress).document
     name = document["metric"]
     table = Table(title=f"sizing: {name} with {document['n_train']:,} labelled training samples "
                         f"({document['evaluation']['n']:,} evaluated, {document['evaluation']['kind']})")
@@ -636,9 +638,13 @@ def size(
             return "-"
         return " - ".join("beyond" if v is None else format(v, form) for v in values)
 
+    today = document["today"]
+    table.add_row(f"{name} today ({today['size']:,} labelled, {'measured' if today['measured'] else 'forecast'})",
+                  f"{today['metric']:.3f}", "")
     needed = document["samples_needed"]
-    table.add_row(f"labelled samples for {name} {document['target']:g}",
-                  "not reached" if needed["total"] is None else f"{needed['total']:,}", span(needed["interval"], ","))
+    answer = {"not reached": "not reached", "cannot be pinned down": "cannot be pinned down"}.get(
+        needed["status"], "-" if needed["total"] is None else f"{needed['total']:,}")
+    table.add_row(f"labelled samples for {name} {document['target']:g}", answer, span(needed["interval"], ","))
     for entry in document["predictions"]:
         table.add_row(f"{name} at {entry['multiple']}x today ({entry['size']:,})", f"{entry['metric']:.3f}",
                       span(entry["interval"], ".3f"))
@@ -656,8 +662,11 @@ def size(
                       "beyond the curve" if worth is None else f"{worth:+,} labels", "")
     console.print(table)
     best = max(document["fits"], key=lambda fit: fit["weight"])
-    console.print(f"curve families weighted by extrapolation error; heaviest: {best['family']} "
-                  f"({best['weight']:.0%})", highlight=False)
+    if document["method"] == "prior":
+        console.print("forecast: the slope prior learned on LCDB real learning curves", highlight=False)
+    else:
+        console.print(f"curve families weighted by extrapolation error; heaviest: {best['family']} "
+                      f"({best['weight']:.0%})", highlight=False)
     for warning in document["warnings"]:
         errors.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True)
     console.print(f"json: {escape(str(json_out or ws.latest_path('size')))}", highlight=False)

@@ -24,7 +24,7 @@ from curato.commands.rows import load_samples
 from curato.errors import InputError
 from curato.models.oof import OOF_SETTINGS_VERSION
 from curato.progress import SILENT, Progress
-from curato.sizing.forecast import BOOTSTRAP, backtest, forecast, labels_worth, per_class_answers
+from curato.sizing.forecast import BOOTSTRAP, METHODS, backtest, forecast, labels_worth, per_class_answers
 from curato.sizing.measure import (
     METRICS,
     curve_components,
@@ -66,7 +66,8 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
              run_backtest: bool = False, augmentation: bool = False, pseudo_labels: bool = False,
              augment_max_size: int = AUGMENT_MAX_SIZE,
              train_and_score: TrainAndScore | None = None, n_bootstrap: int = BOOTSTRAP,
-             json_path: Path | None = None, progress: Progress = SILENT) -> dict[str, Any]:
+             method: str = "families", json_path: Path | None = None,
+             progress: Progress = SILENT) -> dict[str, Any]:
     """How many labels reach ``target``? Returns the ``size --json`` document (``schemas/size.schema.json``).
 
     The model is the softmax head on the workspace's embeddings (``embedder``, computed and cached when
@@ -76,6 +77,8 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
     when one holds labelled samples); without one the curve is cross-fitted: the labelled samples are cut into
     ``CROSS_FIT_FOLDS`` stratified folds and seed ``s`` trains on subsets of the other folds and is scored on fold
     ``s mod CROSS_FIT_FOLDS``, so the default five seeds score every labelled sample once per size.
+    ``method``: the forecast, "families" (weighted curve families) or "prior" (the LCDB slope prior,
+    ``curato.sizing.prior``).
     """
 
     if not 0.0 < target <= 1.0:
@@ -84,6 +87,8 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
         raise InputError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
     if seeds < 1:
         raise InputError(f"--seeds {seeds}: use at least 1 (3 or more give intervals)")
+    if method not in METHODS:
+        raise InputError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     if n_bootstrap < 0:
         raise InputError(f"--bootstrap {n_bootstrap}: use 0 (no intervals) or more replicates, e.g. 100")
     if train_and_score is not None and (augmentation or pseudo_labels):
@@ -107,7 +112,8 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
                 "model": hook_name or f"softmax-head-v{OOF_SETTINGS_VERSION}-pca{width}",
                 "embedder": data["embedder"], "labels": data["labels_digest"], "evaluation": data["eval_digest"]}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    options = {"target": target, "metric": metric, "seeds": seeds, "sizes": n_sizes, "backtest": run_backtest,
+    options = {"target": target, "metric": metric, "method": method, "seeds": seeds, "sizes": n_sizes,
+               "backtest": run_backtest,
                "augmentation": augmentation, "pseudo_labels": pseudo_labels, "model": settings["model"]}
     with workspace.catalog.recorded_run("size", metric, options) as run:
         stored = _stored_points(workspace, digest)
@@ -128,7 +134,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
         noise_metric = metric if train_and_score is None else "custom"
         answers = forecast(measured_sizes, values, target=target, chance=chance, today=today,
                            n_bootstrap=n_bootstrap, per_class_multiple=k, eval_class_counts=eval_counts,
-                           metric=noise_metric)
+                           metric=noise_metric, method=method)
         progress.advance(1)
         shares = np.bincount(codes[folds.pools[0]], minlength=k) / len(folds.pools[0])
         needed = answers["samples_needed"]
@@ -158,7 +164,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
             document["per_class"] = None
         if run_backtest:
             document["backtest"] = backtest(measured_sizes, values, chance=chance, n_bootstrap=n_bootstrap,
-                                            eval_class_counts=eval_counts, metric=noise_metric)
+                                            eval_class_counts=eval_counts, metric=noise_metric, method=method)
         if augmentation or pseudo_labels:
             document["strategies"] = _strategies(workspace, data, digest, sizes, seeds, metric, stored, measured_sizes,
                                                  values, answers, augmentation=augmentation,

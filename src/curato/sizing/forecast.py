@@ -32,6 +32,7 @@ import numpy as np
 
 from curato.errors import InputError
 from curato.sizing.curves import FamilyFit, fit_curve, select_fits, weighted_ceiling, weighted_metric
+from curato.sizing.prior import curve_top, load_prior, pinned_down, prior_curves, prior_gain
 
 Z90 = 1.6448536269514722  # the standard normal's 95th percentile: a central 90% interval is +-Z90 sd
 
@@ -45,6 +46,8 @@ POOR_BACKTEST = 0.02  # backtest RMSE (metric units) above which the forecast is
 NOISE_DRAWS = 20  # noisy curves (evaluation, seed and extrapolation offsets) drawn per bootstrap replicate
 SEED_SD_SIZES = 3  # the seed spread is pooled over this many of the largest sizes measured with several seeds
 PROPORTION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "custom")
+METHODS = ("families", "prior")  # weighted curve families (bootstrap intervals); the LCDB slope prior (prior.py)
+FAR = 1e6  # a log-size distance standing in for unlimited data (the slope prior's ceiling)
 
 
 def labels_needed(sizes: np.ndarray, metric: np.ndarray, target: float) -> float:
@@ -196,7 +199,8 @@ def plateau_noise(grid: np.ndarray, central: np.ndarray, *, target: float, neede
 def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, chance: float,
              today: int | None = None, n_bootstrap: int = BOOTSTRAP, seed: int = 0,
              per_class_multiple: int | None = None, eval_class_counts: np.ndarray | Sequence[int] | None = None,
-             metric: str = "accuracy", interval_noise: bool = True) -> dict[str, Any]:
+             metric: str = "accuracy", interval_noise: bool = True, method: str = "families",
+             fit_families: bool = True) -> dict[str, Any]:
     """Fit the curve families to measured points and answer the sizing questions.
 
     ``sizes``: ascending training-set sizes; ``values[i]``: the metric over the seeds at ``sizes[i]``;
@@ -206,31 +210,46 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     evaluation-set noise of ``metric`` in the intervals (None: left out, the intervals then ignore that the
     metric is measured on a finite set); ``interval_noise`` False: intervals from the bootstrap replicates alone
     (subset noise and family disagreement, without the evaluation, seed and extrapolation terms -- how they were
-    before those terms, for comparison). Returns a JSON-ready dict (see ``size.schema.json``).
+    before those terms, for comparison). ``method``: "families" (the weighted families and their bootstrap) or
+    "prior" (the slope prior learned on LCDB, ``curato.sizing.prior``: central curve, intervals and labels needed
+    from it; the families are still fitted for the per-class answers and the strategies' prices unless
+    ``fit_families`` is False: then ``fits`` is empty and the warnings skip the families' backtest).
+    Returns a JSON-ready dict (see ``size.schema.json``).
     """
     if not 0.0 < target <= 1.0:
         raise InputError(f"--target {target}: must lie in (0, 1], e.g. 0.95")
+    if method not in METHODS:
+        raise InputError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     n = np.asarray(sizes, dtype=np.float64)
     means = np.array([np.mean(v) for v in values])
     today = int(n[-1]) if today is None else int(today)
-    fits = select_fits(n, means, chance=chance)
+    fits = select_fits(n, means, chance=chance) if method == "families" or fit_families else []
     grid = np.geomspace(n[0], today * HORIZON, GRID_POINTS)
-    central = np.maximum.accumulate(weighted_metric(fits, grid))
+    central = np.maximum.accumulate(weighted_metric(fits, grid)) if fits else np.zeros(len(grid))
     multiples = [today * m for m in MULTIPLES]
     classes = per_class_multiple or 1
     marginal_at = today + MARGINAL_PER_CLASS * classes
     spread, scale = seed_sd(values), extrapolation_scale(fits, n, values)
-    replicates = _bootstrap(n, values, fits, chance=chance, grid=grid, n_bootstrap=n_bootstrap, seed=seed)
-    curves = (noisy_curves(replicates, grid, last_measured=float(n[-1]), extrapolation=scale, seed_spread=spread,
-                           class_counts=eval_class_counts, kind=metric, seed=seed + 1) if interval_noise
-              else np.clip(np.asarray(replicates, dtype=np.float64).reshape(-1, len(grid)), 0.0, 1.0))
-    needed = labels_needed(grid, central, target)
-    ceiling = weighted_ceiling(fits)
     low_band = high_band = None
-    if len(curves):
-        # Running maxima: a band of the metric reachable with *up to* n labels (the curves are non-decreasing).
-        low_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[0], axis=0))
-        high_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[1], axis=0))
+    if method == "prior":
+        prior = load_prior()
+        central, low_band, high_band = prior_curves(
+            prior, n, values, grid, eval_sd=float(evaluation_sd(means[-1], eval_class_counts, kind=metric)))
+        top = curve_top(n, values, window=prior.window)
+        ceiling = float(min(1.0, top.level + prior_gain(prior, top, FAR)[()]))
+        replicates, curves = np.empty((0, len(grid))), np.empty((0, len(grid)))
+    else:
+        replicates = _bootstrap(n, values, fits, chance=chance, grid=grid, n_bootstrap=n_bootstrap, seed=seed)
+        curves = (noisy_curves(replicates, grid, last_measured=float(n[-1]), extrapolation=scale,
+                               seed_spread=spread, class_counts=eval_class_counts, kind=metric, seed=seed + 1)
+                  if interval_noise else np.clip(np.asarray(replicates, dtype=np.float64).reshape(-1, len(grid)),
+                                                 0.0, 1.0))
+        ceiling = weighted_ceiling(fits)
+        if len(curves):
+            # Running maxima: a band of the metric reachable with *up to* n labels (the curves are non-decreasing).
+            low_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[0], axis=0))
+            high_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[1], axis=0))
+    needed = labels_needed(grid, central, target)
 
     def at(points: Sequence[float], rows: np.ndarray) -> np.ndarray:
         return np.array([np.interp(np.log(points), np.log(grid), row) for row in rows])
@@ -252,6 +271,18 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
                            _count(labels_needed(grid, low_band, target))]
     noise, within_noise = plateau_noise(grid, central, target=target, needed=needed, last_measured=float(n[-1]),
                                         seed_spread=spread, class_counts=eval_class_counts, kind=metric)
+    measured_today = float(means[-1]) if n[-1] == today else None
+    if method == "prior":
+        crossings = [labels_needed(grid, high_band, target), labels_needed(grid, low_band, target)]
+        pinned = pinned_down(crossings, today=float(n[-1]), pin_span=prior.pin_span)
+        within_noise = not pinned and math.isfinite(needed)
+    else:
+        pinned = (needed_interval is not None and None not in needed_interval and not within_noise)
+    # "not reached": not even the interval's upper edge reaches the target within the horizon
+    status = ("reached" if measured_today is not None and measured_today >= target
+              else "not reached" if not math.isfinite(needed) and (needed_interval is None or
+                                                                   needed_interval[0] is None)
+              else "estimated" if pinned else "cannot be pinned down")
     result = {
         "fits": [_fit_entry(entry) for entry in fits],
         "ceiling": ceiling,
@@ -260,7 +291,11 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
                            "share_reaching": None if not len(curves) else
                            float(np.mean(curves.max(axis=1) >= target)),
                            "noise": noise, "within_noise": within_noise,
-                           "determined": needed_interval is not None and None not in needed_interval},
+                           "determined": needed_interval is not None and None not in needed_interval,
+                           "pinned_down": pinned, "status": status},
+        "method": method,
+        "today": {"size": today, "measured": measured_today is not None,
+                  "metric": measured_today if measured_today is not None else float(point_values[-1])},
         "predictions": predictions,
         "marginal": {"labels_per_class": MARGINAL_PER_CLASS, "labels": int(marginal_at - today),
                      "gain": float(point_values[len(MULTIPLES)] - point_values[-1]),
@@ -277,9 +312,14 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
                           for entry in fits if entry.fit is not None}},
     }
     result["warnings"] = curve_warnings(n, values, fits, target=target, needed=needed, ceiling=ceiling,
-                                        today=today, measured_today=float(means[-1]) if n[-1] == today else None,
-                                        noise=noise if within_noise else None)
-    if math.isfinite(needed) and needed_interval is not None and needed_interval[1] is None and not within_noise:
+                                        today=today, measured_today=measured_today,
+                                        noise=noise if within_noise and method == "families" else None)
+    if method == "prior" and status == "cannot be pinned down":
+        result["warnings"].append(f"the labels needed for {target:g} cannot be pinned down: the target lies inside "
+                                  f"the noise of the forecast (its 90% interval runs from "
+                                  f"{_span_end(needed_interval[0])} to {_span_end(needed_interval[1])} samples); "
+                                  "read the interval, evaluate on more rows, or aim lower")
+    elif math.isfinite(needed) and needed_interval is not None and needed_interval[1] is None and not within_noise:
         result["warnings"].append(f"the 90% interval of the labels needed for {target:g} runs past the horizon "
                                   f"({int(today * HORIZON):,} samples): from today's curve the number cannot be "
                                   "pinned down; read the point estimate as a rough guide")
@@ -288,6 +328,10 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
 
 def _count(value: float) -> int | None:
     return None if not math.isfinite(value) else math.ceil(value)
+
+
+def _span_end(value: int | None) -> str:
+    return "beyond the horizon" if value is None else f"{value:,}"
 
 
 def _fit_entry(entry: FamilyFit) -> dict[str, Any]:
@@ -360,14 +404,15 @@ def curve_warnings(sizes: np.ndarray, values: Sequence[np.ndarray], fits: Sequen
 
 def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float = 0.25, chance: float,
              n_bootstrap: int = BOOTSTRAP, seed: int = 0, eval_class_counts: np.ndarray | Sequence[int] | None = None,
-             metric: str = "accuracy", interval_noise: bool = True) -> dict[str, Any]:
+             metric: str = "accuracy", interval_noise: bool = True, method: str = "families") -> dict[str, Any]:
     """Fit on the sizes up to ``fraction`` of the largest and predict the largest: the metric there and the
     labels needed to reach what was measured there. ``error`` is predicted minus measured (metric units),
     ``interval`` the 90% interval at the largest size and ``covered`` whether it holds the measured value;
     ``samples_needed_ratio`` is predicted / actual labels needed, ``samples_needed_interval`` its interval
     (None at an end: beyond the horizon) and ``samples_needed_covered`` whether it holds the actual size;
     ``samples_needed_within_noise``: the measured value lies inside the noise of the early forecast's plateau.
-    ``eval_class_counts`` / ``metric`` / ``interval_noise``: as for ``forecast``."""
+    ``samples_needed_pinned_down``: the early forecast states a number (else "cannot be pinned down").
+    ``eval_class_counts`` / ``metric`` / ``interval_noise`` / ``method``: as for ``forecast``."""
     n = np.asarray(sizes, dtype=np.float64)
     largest = n[-1]
     keep = n <= largest * fraction + 1e-9
@@ -377,7 +422,7 @@ def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float
     measured = float(np.mean(values[-1]))
     early = forecast(n[keep], [values[i] for i in np.flatnonzero(keep)], target=measured, chance=chance,
                      today=int(n[keep][-1]), n_bootstrap=n_bootstrap, seed=seed, eval_class_counts=eval_class_counts,
-                     metric=metric, interval_noise=interval_noise)
+                     metric=metric, interval_noise=interval_noise, method=method)
     grid = np.array(early["grid"]["size"])
     predicted = float(np.interp(np.log(largest), np.log(grid), early["grid"]["metric"]))
     low = early["grid"]["low"]
@@ -397,6 +442,7 @@ def backtest(sizes: np.ndarray, values: Sequence[np.ndarray], *, fraction: float
             "samples_needed_predicted": needed, "samples_needed_actual": int(largest),
             "samples_needed_interval": needed_interval, "samples_needed_covered": needed_covered,
             "samples_needed_within_noise": early["samples_needed"]["within_noise"],
+            "samples_needed_pinned_down": early["samples_needed"]["pinned_down"], "method": method,
             "samples_needed_ratio": None if needed is None else needed / largest,
             "uncertainty": early["uncertainty"], "fits": early["fits"]}
 
