@@ -173,12 +173,14 @@ def bootstrap_only_interval(sizes: np.ndarray, values: Sequence[np.ndarray], *, 
 
 
 def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray], python: str,
-                 eval_counts: np.ndarray) -> dict[str, Any]:
+                 eval_counts: np.ndarray, method: str = "families") -> dict[str, Any]:
     """Both tools fitted on the points <= 25% of ``sizes``: the metric at 100%, and the labels needed for the metric
     measured at 100% and at 50% (``sizes`` holds both). ``eval_counts``: evaluation rows per class (the
-    evaluation-set noise in curato's intervals)."""
+    evaluation-set noise in curato's intervals); ``method``: curato's forecast (families or the LCDB slope prior);
+    ``python`` "none": dataeval left out (its figures NaN)."""
     started = time.perf_counter()
-    ours = backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=run, eval_class_counts=eval_counts)
+    ours = backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=run, eval_class_counts=eval_counts,
+                    method=method)
     seconds = time.perf_counter() - started
     bootstrap_interval = bootstrap_only_interval(sizes, values, seed=run)
     keep = sizes <= sizes[-1] * FRACTION + 1e-9
@@ -186,14 +188,14 @@ def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray
     middle = int(np.argmin(np.abs(sizes - sizes[-1] * MIDDLE)))
     middle_target = float(np.mean(values[middle]))
     early = forecast(sizes[keep], [values[i] for i in np.flatnonzero(keep)], target=middle_target, chance=0.9,
-                     today=int(sizes[keep][-1]), n_bootstrap=0)
+                     today=int(sizes[keep][-1]), n_bootstrap=0, method=method, fit_families=False)
     # How precise the metric must be for labels needed at 100% to land within +-25%: the measured curve's rise
     # per unit of log size between 50% and 100%, times log(1.25).
     slope = (float(np.mean(values[-1])) - middle_target) / np.log(sizes[-1] / sizes[middle])
     ours_middle = early["samples_needed"]["total"]
-    theirs = run_dataeval(python, [{"steps": sizes[keep].tolist(), "predict_at": truth,
-                                    "targets": [ours["measured"], middle_target],
-                                    "measures": np.array([values[i] for i in np.flatnonzero(keep)]).T.tolist()}])[0]
+    theirs = {"predicted": float("nan"), "samples_needed": [None, None]} if python == "none" else run_dataeval(
+        python, [{"steps": sizes[keep].tolist(), "predict_at": truth, "targets": [ours["measured"], middle_target],
+                  "measures": np.array([values[i] for i in np.flatnonzero(keep)]).T.tolist()}])[0]
     their_needed, their_middle = theirs["samples_needed"]
 
     def relative(needed: int | None, actual: int) -> float | None:
@@ -296,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="digits: cross-fitted over 5 folds (curato size without an evaluation split) or a fixed "
                              "25%% held out (the first runs)")
     parser.add_argument("--strategies", action="store_true")
-    parser.add_argument("--dataeval-python", default=str(REPO / ".bench" / "dataeval-venv" / "bin" / "python"))
+    parser.add_argument("--dataeval-python", default=str(REPO / ".bench" / "dataeval-venv" / "bin" / "python"),
+                        help='"none": leave dataeval out')
+    parser.add_argument("--method", choices=("families", "prior"), default="families",
+                        help="curato's forecast: weighted families, or the slope prior learned on LCDB (issue 24)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--reuse-curves", type=Path, help="take each (dataset, run)'s measured curve from this earlier "
                                                            "--json output instead of measuring it again (same seeds "
@@ -328,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure_seconds = time.perf_counter() - started
                 curve_sizes_, values = curve_values(points, "accuracy")
             eval_counts = np.bincount(data["y"][data["folds"].evaluated(seeds)], minlength=10)
-            row = one_backtest(name, run, curve_sizes_, values, args.dataeval_python, eval_counts)
+            row = one_backtest(name, run, curve_sizes_, values, args.dataeval_python, eval_counts, method=args.method)
             row["measure_seconds"] = measure_seconds
             rows.append(row)
             print(_line(row), flush=True)

@@ -333,8 +333,10 @@ def test_cli_writes_valid_json_and_report(sizing_workspace, tmp_path):
                  "--pseudo-labels", "--bootstrap", "10", "--json", out)
     assert result.returncode == 0, result.stderr
     assert "labelled samples for accuracy 0.99" in result.stdout
+    assert result.stdout.index("accuracy today (62 labelled") < result.stdout.index("labelled samples for")
     document = json.loads(out.read_text())
     jsonschema.validate(document, SCHEMA)
+    assert document["today"]["measured"] and document["today"]["metric"] == document["curve"][-1]["mean"]
     assert document["model"] == f"softmax-head-v2-pca{curve_components(62)}"
     assert all(len(point["values"]) == 5 for point in document["curve"][:-1])  # five seeds by default
     assert document["evaluation"] == {"kind": "split", "split": "test", "n": 18}
