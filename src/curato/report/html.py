@@ -315,8 +315,9 @@ def _run_groups(findings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _script_json(value: Any) -> str:
-    """JSON safe inside a <script> element (no "</" to end it early)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    """JSON safe inside a <script> element: every "<" escaped, so no "</script>" or "<!--" in a sample id or
+    message can end or bend it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
 
 
 def write_html_report(workspace: Workspace, path: str | Path, *, overview: dict[str, Any],
