@@ -443,6 +443,9 @@ def test_select_and_route_commands(tmp_path, fashion_mnist):
     result = run("route", "-w", workspace, "--undo", str(document["run_id"]))
     assert result.returncode == 0 and f"removed {document['auto_labelled']} model labels" in result.stdout
     assert Workspace.open(workspace).catalog.current_labels() == labels
+    rebuilt = (workspace / "reports" / "report.html").read_text()  # the workspace report follows the undo
+    section = rebuilt[rebuilt.index('<section id="route"'):]
+    assert "(undone)" in section[:section.index("</section>")]
     with pytest.raises(InputError, match="--budget must be at least 1"):
         run_select(opened, budget=0, embedder="classic")
     with pytest.raises(InputError, match="--calibration 'platt'"):

@@ -185,11 +185,9 @@ def undo_route(workspace: Workspace, run_id: int) -> int:
                          f"{', '.join(map(str, sorted(known))) or 'none'}")
     with workspace.catalog.transaction() as conn:
         removed = workspace.catalog.retract_model_labels(conn, ROUTE_ANNOTATOR.format(run_id=run_id))
-    latest_path = workspace.latest_path("route")
-    if latest_path.exists():
-        latest = json.loads(latest_path.read_text())
-        if latest.get("run_id") == run_id:
-            write_json(latest_path, {**latest, "undone": True})
+    latest = workspace.read_latest("route")
+    if latest is not None:  # the labels changed: the report is rebuilt either way
+        record_document(workspace, "route", {**latest, "undone": True} if latest.get("run_id") == run_id else latest)
     return removed
 
 
