@@ -9,6 +9,8 @@ catalog and what to do.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import shutil
 import socket
@@ -22,7 +24,21 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-from sqlalchemy import Connection, create_engine, delete, event, func, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    case,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    inspect,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import URL, Engine, make_url
 
 from curato.catalog import schema
@@ -324,7 +340,7 @@ class Catalog:
     # ---- labels ----------------------------------------------------------------------------
     def sync_imported_labels(self, conn: Connection, new_labels: dict[str, str]) -> int:
         """Record imported labels that differ from the latest imported one; returns rows added."""
-        latest = _latest_labels(conn, origin="imported")
+        latest = _latest_labels(conn, origin="imported", sample_ids=list(new_labels))
         now = utcnow()
         rows = [
             {"sample_id": sid, "label": label, "origin": "imported", "created_at": now}
@@ -383,42 +399,44 @@ class Catalog:
         3. else the latest model label a ``curato route`` rule accepted;
         4. else the latest imported label.
         Retracted (undone) labels never count; the history stays in the ``labels`` table.
-        """
-        from curato.crowd import aggregate_labels
 
+        The imported and model labels (nearly every row at scale) are read in id order straight into dicts,
+        whose last write per sample is the latest label; only the human rows go through the rule in Python.
+        Samples share one CuratedLabel per (label, origin, how).
+        """
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(labels.c.sample_id, labels.c.label, labels.c.origin, labels.c.annotator,
-                       labels.c.decision_id)
-                .where(labels.c.retracted_at.is_(None)).order_by(labels.c.id)
-            ).all()
-            review_decisions = {row[0] for row in conn.execute(
-                select(decisions.c.id).where(decisions.c.queue != LABELLING_QUEUE))}
-        reviewed: dict[str, str] = {}
-        answers: dict[tuple[str, str], str] = {}  # (sample, annotator) -> latest answer
-        routed: dict[str, str] = {}
-        imported: dict[str, str] = {}
-        for sample_id, label, origin, annotator, decision_id in rows:
-            if origin == "human":
-                if decision_id is not None and decision_id in review_decisions:
-                    reviewed[sample_id] = label
-                else:
-                    answers.pop((sample_id, annotator or ""), None)  # re-insert: the latest answer goes last
-                    answers[sample_id, annotator or ""] = label
-            elif origin == "model":
-                routed[sample_id] = label
-            else:
-                imported[sample_id] = label
-        result = {sid: CuratedLabel(label, "imported", "imported") for sid, label in imported.items()}
-        result.update({sid: CuratedLabel(label, "model", "routed") for sid, label in routed.items()})
-        if answers:
-            keys = list(answers)
-            per_sample = Counter(sid for sid, _ in keys)
-            aggregated = aggregate_labels([sid for sid, _ in keys], [who for _, who in keys], list(answers.values()))
-            result.update({sid: CuratedLabel(label, "human", "aggregated" if per_sample[sid] > 1 else "annotator")
-                           for sid, label in aggregated.items()})
-        result.update({sid: CuratedLabel(label, "human", "review") for sid, label in reviewed.items()})
+            imported = _latest_per_sample(conn, "imported")
+            routed = _latest_per_sample(conn, "model")
+            human = _human_curated(conn)
+        shared: dict[tuple[str, str, str], CuratedLabel] = {}
+
+        def one(label: str, origin: str, how: str) -> CuratedLabel:
+            found = shared.get((label, origin, how))
+            if found is None:
+                found = shared[label, origin, how] = CuratedLabel(label, origin, how)
+            return found
+
+        result = {sid: one(label, "imported", "imported") for sid, label in imported.items()}
+        result.update((sid, one(label, "model", "routed")) for sid, label in routed.items())
+        result.update(human)
         return result
+
+    def curated_label_counts(self, column: str | None = "split") -> dict[tuple[str, str, Any], int]:
+        """(curated label, origin, the sample's ``column`` value) -> number of samples, by the rule of
+        :meth:`curated_labels`, without loading every sample: the imported and model labels of samples without
+        a human label are counted by one GROUP BY in the database; the few human-labelled samples go through the
+        rule in Python. ``column=None``: the value is None (counts per label and origin). Samples without any
+        label are not counted."""
+        with self.engine.connect() as conn:
+            human = _human_curated(conn)
+            counts: Counter[tuple[str, str, Any]] = Counter()
+            for row in conn.execute(_machine_counts_query(column)):
+                counts[row[0], row[1], row[2] if column is not None else None] += int(row[-1])
+            wanted = [samples.c.sample_id, samples.c[column] if column is not None else null()]
+            for chunk in _chunks(list(human), 900):
+                for sid, value in conn.execute(select(*wanted).where(samples.c.sample_id.in_(chunk))):
+                    counts[human[sid].label, "human", value] += 1
+        return dict(counts)
 
     def original_labels(self) -> dict[str, str]:
         """sample_id -> the first label ever imported for it (what the dataset came with)."""
@@ -690,6 +708,28 @@ class Catalog:
             rows = conn.execute(select(col, func.count()).group_by(col).order_by(col))
             return {row[0]: int(row[1]) for row in rows}
 
+    def sample_overview(self) -> dict[str, Any]:
+        """Numbers of samples per kind, split, source and format, and of readable samples per kind, in ONE pass
+        over the samples table: the combinations are grouped once (``combos``) and each margin is summed from
+        that small table, ordered by value as the database orders it (as :meth:`group_counts` does).
+        ``{"samples": n, "kinds", "splits", "sources", "formats", "readable": {kind: n}}``."""
+        margins = ("kind", "split", "source", "format")
+        combos = (select(*(samples.c[name] for name in margins), samples.c.readable, func.count().label("n"))
+                  .group_by(*(samples.c[name] for name in margins), samples.c.readable).cte("combos"))
+        if self.engine.dialect.name == "sqlite":
+            combos = combos.prefix_with("MATERIALIZED")
+        parts = [select(literal(part).label("part"), combos.c[name].label("value"), func.sum(combos.c.n))
+                 .group_by(combos.c[name]) for part, name in enumerate(margins)]
+        parts.append(select(literal(len(margins)).label("part"), combos.c.kind.label("value"), func.sum(combos.c.n))
+                     .where(combos.c.readable.is_(True)).group_by(combos.c.kind))
+        query = union_all(*parts).order_by("part", "value")
+        found: list[dict[Any, int]] = [{} for _ in range(len(margins) + 1)]
+        with self.engine.connect() as conn:
+            for part, value, count in conn.execute(query):
+                found[int(part)][value] = int(count)
+        return {"samples": sum(found[0].values()), "kinds": found[0], "splits": found[1], "sources": found[2],
+                "formats": found[3], "readable": found[4]}
+
     def unreadable(self) -> list[tuple[str, str]]:
         """(sample_id, error) of every sample whose file could not be decoded."""
         with self.engine.connect() as conn:
@@ -817,11 +857,95 @@ def mask_rows(sample_id: str, label_map: np.ndarray, class_names: Sequence[str])
             for value, binary in zip(present.tolist(), binaries, strict=True)]
 
 
-def _latest_labels(conn: Connection, *, origin: str) -> dict[str, str]:
+def _latest_labels(conn: Connection, *, origin: str, sample_ids: Sequence[str]) -> dict[str, str]:
+    """sample_id -> its latest label of ``origin`` (retracted ones included), for ``sample_ids`` only: looked up
+    by index chunk by chunk, so syncing one ingest batch costs the batch, not the whole labels table."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(sample_ids, 900):
+        found.update(iter(conn.execute(select(labels.c.sample_id, labels.c.label)
+                                       .where(labels.c.origin == origin, labels.c.sample_id.in_(chunk))
+                                       .order_by(labels.c.id))))
+    return found
+
+
+def _latest_per_sample(conn: Connection, origin: str) -> dict[str, str]:
+    """sample_id -> its latest label of ``origin`` that still counts (not retracted): the rows in id order go
+    straight into a dict (the last write per sample wins), read in batches through the driver's own cursor."""
+    query = (select(labels.c.sample_id, labels.c.label)
+             .where(labels.c.origin == origin, labels.c.retracted_at.is_(None)).order_by(labels.c.id))
+    found: dict[str, str] = {}
+    result = conn.execute(query.execution_options(yield_per=100_000))
+    for partition in result.partitions():
+        found.update(partition)
+    return found
+
+
+def _human_curated(conn: Connection) -> dict[str, CuratedLabel]:
+    """sample_id -> CuratedLabel of every sample with a human label that counts: the latest review decision
+    (``how`` review), else the annotators' answers (one annotator's latest, or their aggregate)."""
     rows = conn.execute(
-        select(labels.c.sample_id, labels.c.label).where(labels.c.origin == origin).order_by(labels.c.id)
-    )
-    return {row[0]: row[1] for row in rows}
+        select(labels.c.sample_id, labels.c.label, labels.c.annotator, labels.c.decision_id)
+        .where(labels.c.origin == "human", labels.c.retracted_at.is_(None)).order_by(labels.c.id)
+    ).all()
+    reviewed: dict[str, str] = {}
+    answers: dict[tuple[str, str], str] = {}  # (sample, annotator) -> latest answer
+    if rows:
+        review_decisions = set(conn.execute(select(decisions.c.id)
+                                            .where(decisions.c.queue != LABELLING_QUEUE)).scalars())
+        for sample_id, label, annotator, decision_id in rows:
+            if decision_id is not None and decision_id in review_decisions:
+                reviewed[sample_id] = label
+            else:
+                answers.pop((sample_id, annotator or ""), None)  # re-insert: the latest answer goes last
+                answers[sample_id, annotator or ""] = label
+    result: dict[str, CuratedLabel] = {}
+    if answers:
+        keys = list(answers)
+        per_sample = Counter(sid for sid, _ in keys)
+        aggregated = _aggregated([sid for sid, _ in keys], [who for _, who in keys], list(answers.values()))
+        result.update({sid: CuratedLabel(label, "human", "aggregated" if per_sample[sid] > 1 else "annotator")
+                       for sid, label in aggregated.items()})
+    result.update({sid: CuratedLabel(label, "human", "review") for sid, label in reviewed.items()})
+    return result
+
+
+_AGGREGATED: dict[str, dict[str, str]] = {}  # digest of the answers -> their aggregate (the newest few)
+_AGGREGATED_KEPT = 4
+
+
+def _aggregated(items: list[str], annotators: list[str], answers: list[str]) -> dict[str, str]:
+    """:func:`curato.crowd.aggregate_labels` of these answers, remembered by a digest of all of them: fitting
+    Dawid-Skene costs seconds whatever the catalog's size, and a server asks for the same answers again on
+    every status or review page until someone labels something. The same answers give the same aggregate."""
+    from curato.crowd import aggregate_labels
+
+    digest = hashlib.sha256(json.dumps([items, annotators, answers]).encode()).hexdigest()
+    found = _AGGREGATED.get(digest)
+    if found is None:
+        found = aggregate_labels(items, annotators, answers)
+        while len(_AGGREGATED) >= _AGGREGATED_KEPT:
+            _AGGREGATED.pop(next(iter(_AGGREGATED)), None)
+        _AGGREGATED[digest] = found
+    return dict(found)
+
+
+def _machine_counts_query(column: str | None) -> Any:
+    """(label, origin, [samples.<column>,] count) of the samples without a human label that counts, by
+    their latest model label, else their latest imported label (retracted rows never count): one GROUP BY."""
+    picked = (select(labels.c.sample_id.label("sample_id"),
+                     func.coalesce(func.max(case((labels.c.origin == "model", labels.c.id))),
+                                   func.max(labels.c.id)).label("id"))
+              .where(labels.c.retracted_at.is_(None), labels.c.origin.in_(("imported", "model")))
+              .group_by(labels.c.sample_id).subquery("picked"))
+    chosen = labels.alias("chosen")
+    human = labels.alias("human")
+    grouped = [chosen.c.label, chosen.c.origin, *([samples.c[column]] if column is not None else [])]
+    has_human = exists().where(human.c.sample_id == picked.c.sample_id, human.c.origin == "human",
+                               human.c.retracted_at.is_(None))
+    return (select(*grouped, func.count())
+            .select_from(picked.join(chosen, chosen.c.id == picked.c.id)
+                         .join(samples, samples.c.sample_id == picked.c.sample_id))
+            .where(~has_human).group_by(*grouped))
 
 
 def _dialect_insert(conn: Connection):

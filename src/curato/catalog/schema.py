@@ -21,7 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LABEL_ORIGINS = ("imported", "human", "model")
 SAMPLE_KINDS = ("image", "text")
 
@@ -58,6 +58,9 @@ samples = Table(
 Index("ix_samples_split", samples.c.split)
 Index("ix_samples_source", samples.c.source)
 Index("ix_samples_hash", samples.c.content_hash)
+# schema 4: the overview's one GROUP BY reads this index, not the rows; unreadable samples without a scan
+Index("ix_samples_overview", samples.c.kind, samples.c.split, samples.c.source, samples.c.format, samples.c.readable)
+Index("ix_samples_readable", samples.c.readable)
 
 labels = Table(
     "labels",
@@ -76,6 +79,7 @@ labels = Table(
     Column("retracted_at", DateTime(timezone=True)),
 )
 Index("ix_labels_sample", labels.c.sample_id)
+Index("ix_labels_origin", labels.c.origin, labels.c.retracted_at)  # schema 4: the few human and model labels
 
 annotations = Table(
     "annotations",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,47 +14,50 @@ from curato.checks.findings import Finding
 from curato.workspace import Workspace
 
 
-def class_split_counts(sample_ids: np.ndarray, splits: np.ndarray, labels: dict[str, str]
-                       ) -> dict[str, Any]:
-    """Counts per (class, split): ``{"splits": [...], "rows": {label: {split: n}}}``."""
+def class_split_counts(counts: Mapping[tuple[str, str, Any], int]) -> dict[str, Any]:
+    """Counts per (class, split) from :meth:`Catalog.curated_label_counts` ``(label, origin, split) -> n``:
+    ``{"splits": [...], "rows": {label: {split: n}}}``."""
     rows: dict[str, Counter[str | None]] = defaultdict(Counter)
-    for sample_id, split in zip(sample_ids.tolist(), splits.tolist(), strict=True):
-        label = labels.get(sample_id)
-        if label is not None:
-            rows[label][split] += 1
+    for (label, _, split), count in counts.items():
+        rows[label][split] += count
     split_names = sorted({s for row in rows.values() for s in row}, key=lambda s: (s is None, str(s)))
-    return {"splits": split_names, "rows": {label: dict(rows[label]) for label in sorted(rows)}}
+    return {"splits": split_names,
+            "rows": {label: {s: rows[label][s] for s in split_names if s in rows[label]} for label in sorted(rows)}}
 
 
 def workspace_overview(workspace: Workspace) -> dict[str, Any]:
-    """Counts per kind, split, source, format and class; unreadable files; feature sets and staleness."""
+    """Counts per kind, split, source, format and class; unreadable files; feature sets and staleness.
+
+    Computed by aggregates in the database (one pass over the samples, one GROUP BY over the labels), not by
+    loading every sample: the samples' content hashes are read only when there are feature sets to compare."""
     catalog = workspace.catalog
-    table = catalog.samples(("sample_id", "kind", "split", "content_hash", "readable"))
-    labels = catalog.current_labels()
-    current = dict(zip(table["sample_id"].tolist(), table["content_hash"].tolist(), strict=True))
+    summary = catalog.sample_overview()
+    label_counts = catalog.curated_label_counts("split")
+    names = workspace.features.names()
+    current: dict[str, str | None] = {}
+    if names:
+        table = catalog.samples(("sample_id", "content_hash"))
+        current = dict(zip(table["sample_id"].tolist(), table["content_hash"].tolist(), strict=True))
     features = []
-    for name in workspace.features.names():
+    for name in names:
         stored = workspace.features.load(name)
         stored_hashes = dict(zip(stored.ids.tolist(), stored.hashes.tolist(), strict=True))
         stale = sum(1 for sid, digest in stored_hashes.items() if sid in current and current[sid] != digest)
         modality = stored.meta.get("modality", "image")
-        expected = sum(
-            1 for kind, ok in zip(table["kind"].tolist(), table["readable"].tolist(), strict=True)
-            if ok and modality in (kind, "any")
-        )
+        expected = sum(count for kind, count in summary["readable"].items() if modality in (kind, "any"))
         features.append({"name": name, "count": len(stored), "dim": int(stored.vectors.shape[1]),
                          "dtype": str(stored.vectors.dtype), "stale": stale,
                          "missing": max(0, expected - sum(1 for sid in stored_hashes if sid in current)),
                          "settings": stored.meta.get("settings")})
     return {
         "root": str(workspace.root),
-        "samples": len(table["sample_id"]),
-        "kinds": catalog.sample_kinds(),
-        "splits": catalog.group_counts("split"),
-        "sources": catalog.group_counts("source"),
-        "formats": catalog.group_counts("format"),
-        "class_split": class_split_counts(table["sample_id"], table["split"], labels),
-        "unlabeled": int(sum(1 for sid in table["sample_id"].tolist() if sid not in labels)),
+        "samples": summary["samples"],
+        "kinds": summary["kinds"],
+        "splits": summary["splits"],
+        "sources": summary["sources"],
+        "formats": summary["formats"],
+        "class_split": class_split_counts(label_counts),
+        "unlabeled": summary["samples"] - sum(label_counts.values()),
         "unreadable": catalog.unreadable(),
         "features": features,
         "annotations": catalog.annotation_count(),

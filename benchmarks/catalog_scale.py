@@ -1,0 +1,296 @@
+# Run from the repository root (1M rows on SQLite: about 5 minutes on 2 cores; 10M: about an hour):
+#   .venv/bin/python benchmarks/catalog_scale.py build --n 1000000 --db sqlite --root /tmp/catalog-scale/sqlite-1m
+#   .venv/bin/python benchmarks/catalog_scale.py query --root /tmp/catalog-scale/sqlite-1m --json /tmp/q.json
+#   (--db postgresql+psycopg://postgres@127.0.0.1:55432/postgres creates a fresh database for the run)
+"""The catalog at 1M and 10M rows (issue 25): batch writes, ``curato info`` and the per-request queries.
+
+``build`` makes a workspace of ``--n`` synthetic-but-realistic samples through the catalog's own batch writers,
+``--chunk`` samples per transaction: ``upsert_samples`` (ids ``<split>/<class>/<n>.<ext>``, splits 80/10/10,
+two sources, PNG/JPEG, sizes, bytes, content hashes and perceptual hashes, 0.1 % unreadable with an error),
+``sync_imported_labels`` (one imported label per sample, 1 % of them wrong, then a re-import correcting those),
+``add_labels`` (human labels on 3 % of samples by one of 7 annotators, 0.5 % labelled by 2-3 annotators who
+sometimes disagree; model labels a route rule accepted on 2 %, plus a routing run that is retracted again) and
+review decisions on 0.2 % (a ``label_issues`` decision with its human label, a tenth of them undone: decision
+``undone_at`` set and its label retracted, as the app's undo does). It also queues a 10k-item labelling batch
+and adds an annotator, so the app's per-request queries have something to answer. Rows/s per writer are printed.
+
+``query`` times, each in its own forked process (wall time and that process's peak RSS from
+``resource.getrusage``): ``Workspace.info()`` (= ``workspace_overview``, which ``curato info`` prints and the
+report's overview shows), ``curated_labels()``, ``group_counts('split')``, ``sample_count()`` and the
+labelling app's per-request work: ``next_item`` (an annotator's next assignment), ``app_status`` (``/api/status``),
+``class_names`` (the class list each page loads) and ``remaining_items``. ``--skip`` leaves out named queries
+(e.g. the old ``curated_labels`` at 10M). The table is printed; ``--json`` appends the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+SPLIT_OF_DIGIT = ["train"] * 8 + ["val", "test"]  # i % 10 -> split: 80/10/10
+ANNOTATORS = tuple(f"annotator{k}" for k in range(7))
+
+
+def class_names(count: int) -> list[str]:
+    return [f"class{k:04d}" for k in range(count)]
+
+
+def chunk_rows(start: int, stop: int, classes: list[str]) -> tuple[list[dict[str, Any]], dict[str, str],
+                                                                      np.ndarray, list[str]]:
+    """Sample rows of samples ``start..stop-1``, their imported labels, their true class index and their ids."""
+    index = np.arange(start, stop, dtype=np.int64)
+    truth = (index * 2654435761) % len(classes)
+    wrong = index % 100 == 3  # 1 % imported wrong (the next class)
+    imported = np.where(wrong, (truth + 1) % len(classes), truth)
+    rows, given, ids = [], {}, []
+    for i, klass, shown in zip(index.tolist(), truth.tolist(), imported.tolist(), strict=True):
+        split = SPLIT_OF_DIGIT[i % 10]
+        ext = "png" if i % 4 else "jpg"
+        sid = f"{split}/{classes[klass]}/{i:08d}.{ext}"
+        ok = i % 1000 != 7
+        rows.append({"sample_id": sid, "kind": "image", "uri": f"/data/images/{sid}", "text": None, "split": split,
+                     "source": "phone" if i % 3 == 0 else "web", "meta": None,
+                     "content_hash": f"{(i * 0x9E3779B97F4A7C15) % (1 << 160):040x}", "readable": ok,
+                     "error": None if ok else "cannot identify image file", "width": 32 + i % 993 if ok else None,
+                     "height": 32 + (i * 7) % 991 if ok else None, "format": "png" if ext == "png" else "jpeg",
+                     "bytes": 2000 + (i * 37) % 400_000, "phash": f"{(i * 0x5851F42D4C957F2D) % (1 << 64):016x}"
+                     if ok else None})
+        given[sid] = classes[shown]
+        ids.append(sid)
+    return rows, given, truth, ids
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    """The workspace of ``args.n`` samples, written chunk by chunk; returns seconds and rows per writer."""
+    from sqlalchemy import update
+
+    from curato.catalog.catalog import utcnow
+    from curato.catalog.schema import decisions, labels
+    from curato.commands.labelling import add_user
+    from curato.workspace import Workspace
+
+    classes = class_names(args.classes)
+    root = Path(args.root)
+    if root.exists():
+        sys.exit(f"{root} exists; remove it or choose another --root")
+    db_url = None if args.db == "sqlite" else _fresh_database(args.db)
+    workspace = Workspace.create(root, db_url=db_url)
+    catalog = workspace.catalog
+    seconds: dict[str, float] = {}
+    rows_written: dict[str, int] = {}
+
+    @contextmanager
+    def timed(name: str, rows: int) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+        rows_written[name] = rows_written.get(name, 0) + rows
+
+    started = time.perf_counter()
+    undo_ids: list[int] = []
+    for start in range(0, args.n, args.chunk):
+        stop = min(args.n, start + args.chunk)
+        rows, given, truth, ids = chunk_rows(start, stop, classes)
+        index = np.arange(start, stop)
+        with catalog.transaction() as conn:
+            with timed("upsert_samples", len(rows)):
+                catalog.upsert_samples(conn, rows)
+            with timed("sync_imported_labels", len(given)):
+                catalog.sync_imported_labels(conn, given)
+            # human labels: 3 % one annotator; 0.5 % two or three annotators, the third one often disagreeing
+            by_annotator: dict[str, dict[str, str]] = {name: {} for name in ANNOTATORS}
+            for k in np.flatnonzero(np.isin(index % 100, (5, 6, 7))).tolist():
+                by_annotator[ANNOTATORS[int(index[k]) % 7]][ids[k]] = classes[int(truth[k])]
+            for k in np.flatnonzero(index % 200 == 11).tolist():
+                crowd = 3 if int(index[k]) % 400 == 11 else 2
+                for a in range(crowd):
+                    shown = int(truth[k]) if a < 2 or int(index[k]) % 3 else (int(truth[k]) + 2) % len(classes)
+                    by_annotator[ANNOTATORS[a]][ids[k]] = classes[shown]
+            for name, answers in by_annotator.items():
+                with timed("add_labels human", len(answers)):
+                    catalog.add_labels(conn, answers, origin="human", annotator=name)
+            routed = {ids[k]: classes[int(truth[k])] for k in np.flatnonzero(index % 50 == 13).tolist()}
+            with timed("add_labels model", len(routed)):
+                catalog.add_labels(conn, routed, origin="model", annotator="route-run-2",
+                                   confidence=dict.fromkeys(routed, 0.97))
+            retracted = {ids[k]: classes[0] for k in np.flatnonzero(index % 50 == 29).tolist()}
+            with timed("add_labels model", len(retracted)):
+                catalog.add_labels(conn, retracted, origin="model", annotator="route-run-1",
+                                   confidence=dict.fromkeys(retracted, 0.9))
+            # review decisions (0.2 %): the decision row and its human label, as the app writes them
+            reviewed = np.flatnonzero(index % 500 == 17).tolist()
+            if reviewed:
+                now = utcnow()
+                chosen = {ids[k]: classes[(int(truth[k]) + 3) % len(classes)] for k in reviewed}
+                made = conn.execute(decisions.insert().returning(decisions.c.id, sort_by_parameter_order=True), [
+                    {"queue": "label_issues", "item": sid, "action": "relabel", "sample_ids": [sid],
+                     "effects": {"labels": {sid: label}}, "user": "reviewer", "source_run": None,
+                     "created_at": now} for sid, label in chosen.items()]).scalars().all()
+                with timed("review labels", len(chosen)):
+                    conn.execute(labels.insert(), [
+                        {"sample_id": sid, "label": label, "origin": "human", "annotator": "reviewer",
+                         "decision_id": did, "created_at": now}
+                        for (sid, label), did in zip(chosen.items(), made, strict=True)])
+                undo_ids.extend(did for k, did in zip(reviewed, made, strict=True) if int(index[k]) % 5000 == 17)
+        if args.progress:
+            print(f"  {stop:,} samples, {time.perf_counter() - started:.0f} s", flush=True)
+    with catalog.transaction() as conn:  # undo a tenth of the reviews; retract one routing run
+        now = utcnow()
+        for chunk in range(0, len(undo_ids), 900):
+            part = undo_ids[chunk:chunk + 900]
+            conn.execute(update(decisions).where(decisions.c.id.in_(part)).values(undone_at=now, undone_by="admin"))
+            conn.execute(update(labels).where(labels.c.decision_id.in_(part)).values(retracted_at=now))
+        with timed("retract_model_labels", 0):
+            catalog.retract_model_labels(conn, "route-run-1")
+    # re-import: the dataset's next release corrects the 1 % wrong labels
+    for start in range(0, args.n, args.chunk):
+        stop = min(args.n, start + args.chunk)
+        _, given, truth, ids = chunk_rows(start, stop, classes)
+        fixed = {sid: classes[int(t)] for sid, t, i in zip(ids, truth.tolist(), range(start, stop), strict=True)
+                 if i % 100 == 3}
+        with catalog.transaction() as conn, timed("sync_imported_labels re-import", len(fixed)):
+            catalog.sync_imported_labels(conn, fixed)
+    run_id = catalog.start_run("select", "benchmark", {})
+    first = chunk_rows(0, min(args.n, 10_000), classes)[3]
+    with catalog.transaction() as conn:
+        catalog.queue_batch(conn, run_id, "margin", [{"sample_id": sid, "rank": r + 1, "score": 0.5}
+                                                     for r, sid in enumerate(first)])
+    catalog.finish_run(run_id, "done", {})
+    add_user(workspace, "bench-annotator", "annotator")
+    total = time.perf_counter() - started
+    return {"n": args.n, "db": catalog.engine.dialect.name, "root": str(root), "build_seconds": total,
+            "writers": {name: {"rows": rows_written[name], "seconds": seconds[name],
+                               "rows_per_s": rows_written[name] / seconds[name] if seconds[name] else None}
+                        for name in seconds}, "peak_rss_mb": _peak_mb()}
+
+
+def _fresh_database(url: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    name = f"scale{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _queries() -> dict[str, Callable[[Any], Any]]:
+    """name -> work on an open Workspace (the app's calls as the server makes them)."""
+    from curato.commands import labelling
+    from curato.commands.info import workspace_overview
+
+    def annotator(workspace: Any) -> Any:
+        from sqlalchemy import select
+
+        from curato.catalog.schema import users
+        with workspace.catalog.engine.connect() as conn:
+            row = conn.execute(select(users.c.id, users.c.name, users.c.role)
+                               .where(users.c.name == "bench-annotator")).first()
+        return labelling.User(int(row[0]), row[1], row[2])
+
+    def next_item(workspace: Any) -> Any:
+        user, settings = annotator(workspace), labelling.read_app_settings(workspace)
+        first = labelling.next_item(workspace, user, settings)
+        labelling.submit_label(workspace, user, first["assignment"], "skip", settings=settings)
+        started = time.perf_counter()  # the one timed: a fresh item (no own unfinished one)
+        labelling.next_item(workspace, user, settings)
+        return time.perf_counter() - started
+
+    def remaining(workspace: Any) -> Any:
+        settings = labelling.read_app_settings(workspace)
+        with workspace.catalog.engine.connect() as conn:
+            return labelling.remaining_items(conn, settings)
+
+    return {
+        "info (workspace_overview)": workspace_overview,
+        "curated_labels": lambda ws: len(ws.catalog.curated_labels()),
+        "group_counts(split)": lambda ws: ws.catalog.group_counts("split"),
+        "sample_count": lambda ws: ws.catalog.sample_count(),
+        "app: next_item": next_item,
+        "app: app_status": lambda ws: labelling.app_status(ws),
+        "app: class_names": lambda ws: len(labelling.class_names(ws)),
+        "app: remaining_items": remaining,
+    }
+
+
+def _measure(root: str, name: str, results: Any) -> None:
+    from curato.workspace import Workspace
+
+    workspace = Workspace.open(root)
+    workspace.catalog.sample_count()  # open and migrate outside the timing
+    started = time.perf_counter()
+    value = _queries()[name](workspace)
+    seconds = time.perf_counter() - started
+    if name == "app: next_item":
+        seconds = float(value)
+    results.put({"query": name, "seconds": seconds, "peak_rss_mb": _peak_mb()})
+
+
+def query(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each query in its own forked process: wall time and peak RSS."""
+    context = multiprocessing.get_context("fork")
+    found = []
+    skip = set(filter(None, (args.skip or "").split(",")))
+    for name in _queries():
+        if name in skip:
+            continue
+        results = context.Queue()
+        process = context.Process(target=_measure, args=(args.root, name, results))
+        process.start()
+        process.join()
+        if process.exitcode != 0:
+            found.append({"query": name, "seconds": None, "peak_rss_mb": None, "error": process.exitcode})
+            continue
+        entry = results.get()
+        found.append(entry)
+        print(f"  {name:<28} {entry['seconds']:8.3f} s {entry['peak_rss_mb']:8.0f} MB", flush=True)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("phase", choices=("build", "query"))
+    parser.add_argument("--root", required=True, help="workspace folder (build: must not exist)")
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--classes", type=int, default=100, help="number of classes (10-1000)")
+    parser.add_argument("--chunk", type=int, default=100_000, help="samples per write transaction")
+    parser.add_argument("--db", default="sqlite", help="sqlite, or a PostgreSQL server URL (a fresh database)")
+    parser.add_argument("--skip", default="", help="comma-separated query names to leave out")
+    parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
+    parser.add_argument("--json", help="append the results to this JSON-lines file")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args()
+    if args.phase == "build":
+        result = build(args)
+        print(f"built {result['n']:,} samples ({result['db']}) in {result['build_seconds']:.0f} s, "
+              f"peak {result['peak_rss_mb']:.0f} MB")
+        for name, entry in result["writers"].items():
+            rate = f"{entry['rows_per_s']:,.0f} rows/s" if entry["rows_per_s"] else "-"
+            print(f"  {name:<32} {entry['rows']:>11,} rows {entry['seconds']:8.1f} s  {rate}")
+    else:
+        result = {"root": args.root, "queries": query(args)}
+    result["label"] = args.label
+    if args.json:
+        with open(args.json, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"phase": args.phase, **result}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
