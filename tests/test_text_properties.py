@@ -245,3 +245,17 @@ def test_image_rows_get_image_rules_only(fashion_mnist) -> None:
     # images only: the image rules alone, as before
     alone = image_quality_findings(ids[:40], image_values, PROPERTY_COLUMNS)
     assert {f.check for f in alone} == {"dark", "overexposed", "blurry", "low_information", "grayscale", "odd_size"}
+
+
+def test_find_issues_on_texts_runs_the_text_rules(fortunes) -> None:
+    """The array API computes text properties too: the planted empty texts and the shortcut phrase are found
+    without a workspace."""
+    from curato.api import find_issues
+
+    texts, labels = fortunes
+    planted, where = plant(texts, labels)
+    ids = [f"t{i}" for i in range(len(planted))]
+    result = find_issues(sample_ids=ids, labels=labels.tolist(), texts=planted, checks=["image_quality", "shortcuts"])
+    empty = result["empty_text"]
+    assert {int(sid[1:]) for sid in empty.sample_ids[empty.flagged]} == set(where["emptied"])
+    assert "ADVERTISEMENT:" in result["shortcuts"].message

@@ -270,6 +270,10 @@ def find_issues(*, labels: Sequence[Any] | np.ndarray, features: np.ndarray | No
     if images is not None:
         check_length("images", images, n)
         _attach_images(data, images)
+    if texts is not None and any(text is not None for text in data.texts):
+        from curato.features.text_properties import text_property_table
+
+        data.append_properties(*text_property_table(data.texts.tolist()))
     codes, names = encode_labels(label_array, classes=class_names)
     labelled = np.flatnonzero(codes >= 0)
     if pred_probs is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,18 @@ class AuditData:
     def size(self) -> int:
         """Number of samples."""
         return len(self.sample_ids)
+
+    def append_properties(self, values: np.ndarray, columns: Sequence[str],
+                          categories: Mapping[str, list[str]] | None = None) -> None:
+        """Add property columns after the present ones (text columns after the image ones: each modality's rows
+        are NaN in the other's columns, so no rule of one modality reads the other's rows)."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.properties is None:
+            self.properties, self.property_columns = values, list(columns)
+        else:
+            self.properties = np.concatenate([np.asarray(self.properties, dtype=np.float64), values], axis=1)
+            self.property_columns = [*self.property_columns, *columns]
+        self.property_categories = {**self.property_categories, **(categories or {})}
 
     def labeled_rows(self) -> np.ndarray:
         """Indices of rows with a label and an embedding (what label-aware checks use)."""

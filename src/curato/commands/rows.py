@@ -83,13 +83,7 @@ def _attach_text_properties(workspace: Workspace, data: AuditData) -> None:
         fresh = np.array([hashes.get(sid) == digest for sid, digest in
                           zip(data.sample_ids.tolist(), data.content_hashes.tolist(), strict=True)], dtype=bool)
         stored[~(found & fresh)] = np.nan
-    values, columns, categories = text_property_table(data.texts.tolist(), stored)
-    if data.properties is None:
-        data.properties, data.property_columns = values, columns
-    else:
-        data.properties = np.concatenate([data.properties, values], axis=1)
-        data.property_columns = [*data.property_columns, *columns]
-    data.property_categories = {**data.property_categories, **categories}
+    data.append_properties(*text_property_table(data.texts.tolist(), stored))
 
 
 @dataclass
