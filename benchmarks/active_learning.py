@@ -23,7 +23,7 @@ Strategies that need a head take the first 100 at random (the same draw as ``ran
 work on ``diversity_features`` (64-d PCA of the unit embeddings).
 
 ``--split dev``: a pool of 20,000 training images outside the reported pool and the 5,000 test images outside
-the reported test rows, for choosing rules (docs/active.md) without touching the reported split.
+the reported test rows, for choosing rules (docs/internals/active-tuning.md) without touching the reported split.
 
 Label efficiency at budget b = b / (labels the strategy needs to reach random's accuracy at b),
 log-linear interpolation between rounds, on seed-mean curves (``summarize_curves``).

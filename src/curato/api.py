@@ -124,8 +124,9 @@ class Workspace(WorkspaceStore):
     @_writes
     def bias(self, by: str = "source", *, embedder: str | None = None, json: str | Path | None = None,
              progress: Progress = SILENT, **options: Any) -> BiasResult:
-        """Can a classifier tell the groups (``by``: source or split) apart? Does a model trained on one work
-        on another? ``options``: alpha, min_effect, n_folds, seed, permutations."""
+        """Can a classifier tell the groups (``by``: source, split, format or any metadata column such as a
+        manifest's ``camera``) apart? Does a model trained on one work on another? ``options``: alpha,
+        min_effect, n_folds, seed, permutations."""
         from curato.commands.bias import run_bias
 
         return BiasResult(run_bias(self, by, embedder=embedder, progress=progress, json_path=json, **options))

@@ -10,7 +10,7 @@ from curato.models.oof import fit_predict_probabilities, pca_components, whitene
 
 # The active-learning head's whitened PCA width never drops below this: the default rule (one dimension per 16
 # labelled rows, ``pca_components``) suits out-of-fold estimates on a whole dataset, but at the few hundred labels
-# of an active-learning loop 8-50 axes underfit Fashion-MNIST's embeddings (docs/active.md).
+# of an active-learning loop 8-50 axes underfit Fashion-MNIST's embeddings (docs/internals/active-tuning.md).
 HEAD_MIN_COMPONENTS = 64
 ENSEMBLE_HEADS = 5
 MC_SAMPLES = 20

@@ -11,7 +11,7 @@
    would accept (the mean calibrated confidence of the unlabelled rows of that class above it). This guards
    against a class whose few hundred calibration rows happen to hold none of a confusable cluster
    (Fashion-MNIST: long dresses taken for trousers): its record is perfect down to confidences the model
-   itself calls 0.6-0.9, and the pool, which holds that cluster, falls short (docs/active.md).
+   itself calls 0.6-0.9, and the pool, which holds that cluster, falls short (docs/internals/active-tuning.md).
 3. Unlabelled rows whose predicted class has a threshold and whose calibrated confidence reaches it are
    accepted. Expected wrong auto-labels = the sum of ``1 - calibrated confidence`` over them; the
    conservative figure uses, per class, the lower of its Clopper-Pearson bound and its expected precision.

@@ -14,7 +14,7 @@ Inputs (keyword-only, all row-aligned, ``n`` rows):
 * ``features``: ``(n, d)`` vectors for the diversity and cold-start strategies, e.g.
   :func:`diversity_features` of the embeddings.
 
-Strategies (see docs/active.md for the sources):
+Strategies (see docs/internals/active-tuning.md for the sources):
 
 * uncertainty: ``least-confidence``, ``margin``, ``entropy``; class-balanced variants
   (``margin-balanced`` ...) deal the picks round-robin over the predicted classes;
@@ -95,7 +95,7 @@ UHERDING_LAZY = 33  # stale candidates re-scored per lazy-greedy pass
 # uncertainty herding 1.60 / 1.89 / 1.45 / 1.62 / 1.78 / 1.63; typiclust below 20 per class, then uncertainty
 # herding 1.47 / 1.41 / 1.52 / 1.64 / 1.83 / 1.76; typiclust below 20 per class, then cluster-margin (the previous
 # rule) 1.47 / 1.33 / 1.30 / 1.53 / 1.85 / 1.78. The rule with the highest smallest efficiency over 200..5,000 and
-# the highest AUC (0.815) was kept. Earlier rounds are in docs/active.md.
+# the highest AUC (0.815) was kept. Earlier rounds are in docs/internals/active-tuning.md.
 AUTO_SWITCH_PER_CLASS = 20
 AUTO_COLD_STRATEGY = "uncertainty-herding"
 AUTO_WARM_STRATEGY = "margin"
