@@ -871,8 +871,11 @@ def _latest_labels(conn: Connection, *, origin: str, sample_ids: Sequence[str]) 
 def _latest_per_sample(conn: Connection, origin: str) -> dict[str, str]:
     """sample_id -> its latest label of ``origin`` that still counts (not retracted): the rows in id order go
     straight into a dict (the last write per sample wins), read in batches through the driver's own cursor."""
+    # coalesce(origin): not the origin index, whose order is not the id order (SQLite would sort every row);
+    # the table itself is read in id order
     query = (select(labels.c.sample_id, labels.c.label)
-             .where(labels.c.origin == origin, labels.c.retracted_at.is_(None)).order_by(labels.c.id))
+             .where(func.coalesce(labels.c.origin, "") == origin, labels.c.retracted_at.is_(None))
+             .order_by(labels.c.id))
     found: dict[str, str] = {}
     result = conn.execute(query.execution_options(yield_per=100_000))
     for partition in result.partitions():

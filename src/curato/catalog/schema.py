@@ -79,7 +79,7 @@ labels = Table(
     Column("retracted_at", DateTime(timezone=True)),
 )
 Index("ix_labels_sample", labels.c.sample_id)
-Index("ix_labels_origin", labels.c.origin, labels.c.retracted_at)  # schema 4: the few human and model labels
+Index("ix_labels_origin", labels.c.origin, labels.c.sample_id)  # schema 4: the few human and model labels
 
 annotations = Table(
     "annotations",
