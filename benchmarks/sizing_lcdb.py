@@ -301,12 +301,12 @@ json.dump(out, open(sys.argv[2], "w"))
 """
 
 
-def dataeval_results(curves: list[dict[str, Any]], python: Path, *, path: Path,
-                     chunk: int = 10) -> tuple[dict[str, Any], str | None]:
-    """dataeval 1.1.4 ``Sufficiency`` projections (its own virtualenv; ~5 s a curve), cached in ``path``, or the
-    reason it was skipped."""
+def dataeval_results(curves: list[dict[str, Any]], python: Path, *, path: Path, chunk: int = 10,
+                     limit: int | None = None) -> tuple[dict[str, Any], str | None]:
+    """dataeval 1.1.4 ``Sufficiency`` projections (its own virtualenv; about a minute a curve on 2 busy cores),
+    cached in ``path``, or the reason it was skipped; ``limit``: as for ``curato_results``."""
     cached = json.loads(path.read_text()) if path.exists() else {}
-    todo = sorted((c for c in curves if key(c) not in cached), key=lambda c: c["openmlid"] % 2 == 0)
+    todo = sorted((c for c in curves if key(c) not in cached), key=lambda c: c["openmlid"] % 2 == 0)[:limit]
     if todo and not python.exists():
         return {}, f"{python} missing (see the commands at the top of this file)"
     if todo:
@@ -399,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curato-limit", type=int, help="compute curato's backtest for at most this many more "
                                                          "curves (the others' are read from the cache or left out)")
     parser.add_argument("--skip-dataeval", action="store_true", help="leave dataeval out (minutes)")
+    parser.add_argument("--dataeval-limit", type=int, help="run dataeval on at most this many more curves")
     parser.add_argument("--dataeval-python", type=Path, default=REPO / ".bench" / "dataeval-venv" / "bin" / "python")
     parser.add_argument("--fit-prior", type=Path, help="learn the slope prior from ALL even-id curves, write it here")
     parser.add_argument("--json", type=Path, help="write the per-curve results here")
@@ -426,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     methods["power law"] = {k: v["power law"] for k, v in baselines.items()}
     methods["no gain"] = {k: v["no gain"] for k, v in baselines.items()}
     dataeval, reason = ({}, "--skip-dataeval") if args.skip_dataeval else dataeval_results(
-        curves, args.dataeval_python, path=REPO / ".bench" / "sizing_lcdb-dataeval.json")
+        curves, args.dataeval_python, path=REPO / ".bench" / "sizing_lcdb-dataeval.json", limit=args.dataeval_limit)
     if reason:
         print(f"dataeval skipped: {reason}")
     else:
@@ -434,10 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     methods["slope prior (new)"] = {key(c): prior_result(c, prior) for c in curves}
     role = {"even": "tuning (even OpenML ids)", "odd": "HELD OUT (odd OpenML ids)", "all": "all ids"}[args.split]
     print(table(f"## All learners, {role}", curves, methods))
-    answered = [c for c in curves if key(c) in methods.get("curato (current)", {})]
-    if 0 < len(answered) < len(curves):
-        print()
-        print(table(f"## The curves curato's current method was run on, {role}", answered, methods))
+    for slow in ("curato (current)", "dataeval Sufficiency"):
+        answered = [c for c in curves if key(c) in methods.get(slow, {})]
+        if 0 < len(answered) < len(curves):
+            print()
+            print(table(f"## The curves {slow} was run on, {role}", answered, methods))
     for learner in LEARNERS.values():
         chosen = [c for c in curves if c["learner"] == learner]
         if chosen:
