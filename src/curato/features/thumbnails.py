@@ -162,13 +162,15 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
     spread = np.empty((pictures.size, placements), dtype=np.float32)
     # Sum of squares of placement (u, v) without building it: sum over h, g of (W_u^T W_u)[h, g] (R_v R_v^T)[h, g],
     # where R_v is the picture resampled horizontally.
+    down = np.ascontiguousarray(matrices.transpose(0, 2, 1)).reshape(-1, matrices.shape[1])  # (u * side, c)
+    across = np.ascontiguousarray(matrices.reshape(-1, side).T)  # (side, v * c)
     gram = np.einsum("uch,ucg->uhg", matrices, matrices)
     row_weights = matrices.sum(axis=1)  # (u, side): how much each source row adds to a placement's sum
     count = (side - 2 * REGISTRATION_MARGIN) ** 2
 
     def spread_of(start: int) -> None:
         b = grey[pictures[start:start + chunk]]
-        right = np.einsum("vkw,mhw->mvhk", matrices, b, optimize=True)
+        right = _resampled_across(b, across)
         squares = np.einsum("uhg,mvhg->muv", gram, np.matmul(right, right.transpose(0, 1, 3, 2)), optimize=True)
         total = np.einsum("uh,mvh->muv", row_weights, right.sum(axis=3), optimize=True)
         variance = np.maximum(squares - total ** 2 / count, 0.0)
@@ -180,11 +182,17 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
     peak = np.empty(first.size, dtype=np.float64) if return_peak else None
 
     def correlate(start: int) -> None:
-        a = _unit_window(grey[first[start:start + chunk]])
+        # A sample is compared with several partners in a row: its window is resampled once per chunk.
+        firsts, which = np.unique(first[start:start + chunk], return_inverse=True)
+        a = _unit_window(grey[firsts])
         b = grey[second[start:start + chunk]]
-        left = np.einsum("uch,mck->muhk", matrices, a, optimize=True)  # (m, u, side, c)
-        right = np.einsum("vkw,mhw->mvhk", matrices, b, optimize=True)  # (m, v, side, c)
-        numerator = np.einsum("muhk,mvhk->muv", left, right, optimize=True).reshape(len(a), placements)
+        m, core = len(which), a.shape[1]
+        # left: (samples, u, side, c), each window resampled vertically; right: (m, v, side, c) horizontally --
+        # both as one matrix product, then a batch of (u, side * c) x (side * c, v) products
+        left = (down @ a.transpose(1, 0, 2).reshape(core, -1)).reshape(len(grid), side, len(firsts), core)
+        left = np.ascontiguousarray(left.transpose(2, 0, 1, 3)).reshape(len(firsts), len(grid), side * core)
+        right = _resampled_across(b, across).reshape(m, len(grid), side * core)
+        numerator = np.matmul(left[which], right.transpose(0, 2, 1)).reshape(m, placements)
         correlation = numerator / (spread[position[start:start + chunk]] + 1e-6)
         out[start:start + chunk] = correlation.max(axis=1)
         best[start:start + chunk] = correlation.argmax(axis=1)
@@ -196,6 +204,15 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
     if return_peak:
         return out, best, np.clip(peak, -1.0, 1.0)
     return (out, best) if return_placement else out
+
+
+def _resampled_across(pictures: np.ndarray, across: np.ndarray) -> np.ndarray:
+    """(m, variants, side, core): every row of the (m, side, side) pictures resampled horizontally by each variant
+    (``across``: the variants' sampling matrices side by side, (side, variants * core)), as one matrix product."""
+    m, side = pictures.shape[0], pictures.shape[1]
+    core = side - 2 * REGISTRATION_MARGIN
+    resampled = (pictures.reshape(m * side, side) @ across).reshape(m, side, -1, core)
+    return np.ascontiguousarray(resampled.transpose(0, 2, 1, 3))
 
 
 def _peak_estimate(correlation: np.ndarray, best: np.ndarray, variants: int) -> np.ndarray:

@@ -125,7 +125,7 @@ def _registered_pairs(grey: np.ndarray, graph: Graph, scale: float,
                       params: DuplicateParams) -> NearPairs:
     """Rules 4-6 over every sample's compared neighbours: the accepted entries (a pair compared from both ends may
     appear twice), with their rule and distances (similarity and scale are not filled in)."""
-    compared = compare_neighbours(grey, graph, params)
+    compared = compare_neighbours(grey, graph, params, scale)
     t, other, distance = compared.t, compared.other, compared.distance
     close = rules.registered(t, other, distance, scale, params)
     tight = rules.registered_tight(t, other, distance, scale, params)

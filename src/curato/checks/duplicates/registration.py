@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curato.checks.duplicates import rules
 from curato.checks.duplicates.candidates import Graph
 from curato.checks.duplicates.params import DuplicateParams
 from curato.errors import InputError
@@ -47,9 +48,14 @@ class Comparisons:
     distance: np.ndarray
 
 
-def compare_neighbours(grey: np.ndarray, graph: Graph, params: DuplicateParams) -> Comparisons:
+def compare_neighbours(grey: np.ndarray, graph: Graph, params: DuplicateParams,
+                       scale: float | None = None) -> Comparisons:
     """Register every sample with its ``registered_ranks`` nearest embedding and ``thumbnail_ranks`` nearest
-    thumbnail neighbours (both with a stored thumbnail; a partner listed twice is compared once)."""
+    thumbnail neighbours (both with a stored thumbnail; a partner listed twice is compared once).
+
+    With ``scale`` (the rules' ``D``), only the entries whose ``t`` can change a decision of rules 4-6 are
+    registered (:func:`_deciding_entries`); the others keep ``t = inf`` -- every rule turns them down either way.
+    """
     rows = graph.rows
     ranks = min(params.registered_ranks, graph.idx.shape[1])
     # Thumbnail neighbours are searched by Fourier magnitudes; only candidates come from it -- every candidate
@@ -69,25 +75,67 @@ def compare_neighbours(grey: np.ndarray, graph: Graph, params: DuplicateParams) 
     valid = (np.isfinite(sims[:, :ranks]) & (neighbour >= 0) & ~repeated & pictured[rows, None]
              & pictured[neighbour])
     local, rank = np.nonzero(valid)
-    t = np.full((rows.size, ranks), np.inf)
-    coarse, placement, peak = registered_similarity(grey, rows[local], neighbour[local, rank], return_peak=True)
-    # The grid leaves up to half a thumbnail pixel of misregistration, which costs textured pictures much of
-    # their correlation; every pair the grid finds close enough to matter is refined continuously.
-    close = np.flatnonzero((1.0 - coarse <= params.refine_below) & (1.0 - peak <= params.refine_predicted))
-    coarse[close] = refined_similarity(grey, rows[local[close]], neighbour[local[close], rank[close]],
-                                       start=(coarse[close], placement[close]))
-    t[local, rank] = 1.0 - coarse
+    partner = neighbour[local, rank]
+    distance = 1.0 - sims[local, rank]
     position = np.full(grey.shape[0], -1, dtype=np.int64)
     position[rows] = np.arange(rows.size)
     # A copy shifted or cropped one way registers well in one direction only: a pair listed from both ends
     # counts the better of its two directions, in its own test and in its neighbours' ratio tests.
-    at = position[neighbour[local, rank]]
+    at = position[partner]
     back = (at[:, None] >= 0) & (neighbour[np.maximum(at, 0)] == rows[local, None])
-    both = np.flatnonzero(back.any(axis=1))
-    reverse = t[at[both], back[both].argmax(axis=1)]
-    t[local[both], rank[both]] = np.minimum(t[local[both], rank[both]], reverse)
+    entry = np.full((rows.size, ranks), -1, dtype=np.int64)
+    entry[local, rank] = np.arange(local.size)
+    reverse = np.where(back.any(axis=1), entry[np.maximum(at, 0), back.argmax(axis=1)], -1)
+    one_way = np.full(local.size, np.inf)  # t of each entry in its own direction
+    registered = np.zeros(local.size, dtype=bool)
+
+    def register(chosen: np.ndarray) -> None:
+        chosen = chosen[~registered[chosen]]  # each entry once
+        if chosen.size == 0:
+            return
+        registered[chosen] = True
+        coarse, placement, peak = registered_similarity(grey, rows[local[chosen]], partner[chosen],
+                                                        return_peak=True)
+        # The grid leaves up to half a thumbnail pixel of misregistration, which costs textured pictures much of
+        # their correlation; every pair the grid finds close enough to matter is refined continuously.
+        close = np.flatnonzero((1.0 - coarse <= params.refine_below) & (1.0 - peak <= params.refine_predicted))
+        coarse[close] = refined_similarity(grey, rows[local[chosen[close]]], partner[chosen[close]],
+                                           start=(coarse[close], placement[close]))
+        one_way[chosen] = 1.0 - coarse
+
+    def better_direction() -> np.ndarray:
+        return np.minimum(one_way, np.where(reverse >= 0, one_way[np.maximum(reverse, 0)], np.inf))
+
+    if scale is None:
+        register(np.arange(local.size))
+    else:
+        _deciding_entries(register, better_direction, local, at, reverse, distance, scale, params)
+    t = np.full((rows.size, ranks), np.inf)
+    t[local, rank] = better_direction()
     other = _other_registered(t, neighbour, rows, position, local, rank)
-    return Comparisons(rows[local], neighbour[local, rank], t[local, rank], other, 1.0 - sims[local, rank])
+    return Comparisons(rows[local], partner, t[local, rank], other, distance)
+
+
+def _deciding_entries(register: Callable[[np.ndarray], None], better_direction: Callable[[], np.ndarray],
+                      local: np.ndarray, at: np.ndarray, reverse: np.ndarray, distance: np.ndarray, scale: float,
+                      params: DuplicateParams) -> None:
+    """Register just the entries whose ``t`` rules 4-6 can read, with results equal to registering all of them.
+
+    An entry can be accepted (or examined by rules 5 and 6) only within :func:`.rules.registration_reach` and
+    with :func:`.rules.registration_may_pass`; its ratio tests read ``t`` of every entry listed by either of
+    its two samples. So: first the entries within reach (and their reverse entries, for the better
+    direction), which settles which entries may pass; then every entry of those entries' samples. An entry
+    left out is beyond reach and lists neither sample of an entry that may pass: its own rules fail on ``d``,
+    and no ratio test that can succeed reads it.
+    """
+    def with_reverse(chosen: np.ndarray) -> np.ndarray:
+        return np.union1d(chosen, reverse[chosen][reverse[chosen] >= 0])
+
+    reach = rules.registration_reach(distance, scale, params)
+    register(with_reverse(np.flatnonzero(reach)))
+    deciding = reach & rules.registration_may_pass(better_direction(), distance, scale, params)
+    samples = np.union1d(local[deciding], at[deciding][at[deciding] >= 0])
+    register(with_reverse(np.flatnonzero(np.isin(local, samples))))
 
 
 def _other_registered(t: np.ndarray, neighbour: np.ndarray, rows: np.ndarray, position: np.ndarray,

@@ -165,6 +165,23 @@ def second_look(finer_t: np.ndarray, other: np.ndarray, params: DuplicateParams)
     return finer_t <= params.second_look_gap * other
 
 
+def registration_reach(distance: np.ndarray, scale: float, params: DuplicateParams) -> np.ndarray:
+    """The embedding distances within which rules 4-6 can accept or examine a pair (every one of them asks for
+    ``d <= registered_ratio x D`` or ``d <= registered_wide_ratio x D``): pairs beyond need no registration of
+    their own."""
+    return (distance <= params.registered_ratio * scale) | (distance <= params.registered_wide_ratio * scale)
+
+
+def registration_may_pass(t: np.ndarray, distance: np.ndarray, scale: float, params: DuplicateParams) -> np.ndarray:
+    """What every one of rules 4-6 (and the choice of the pairs rules 5 and 6 examine) asks of a pair's own ``t``
+    and ``d``, whatever ``other`` is: a pair outside it is turned down by all of them, so the registered distances
+    of its two ends' other pairs cannot change any decision through it."""
+    near = ((t <= params.registered_max) | (t <= params.registered_loose) | (t <= params.structure_max)
+            | (t <= params.second_look_max))
+    return ((near & (distance <= params.registered_ratio * scale))
+            | ((t <= params.registered_tight) & (distance <= params.registered_wide_ratio * scale)))
+
+
 def fixed_threshold(distance: np.ndarray, threshold: float) -> np.ndarray:
     """With ``near_threshold`` given, the whole rule: cosine similarity ``>= near_threshold``, i.e.
     ``d <= 1 - near_threshold``.
