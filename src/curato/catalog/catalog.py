@@ -870,7 +870,7 @@ def _latest_labels(conn: Connection, *, origin: str, sample_ids: Sequence[str]) 
 
 def _latest_per_sample(conn: Connection, origin: str) -> dict[str, str]:
     """sample_id -> its latest label of ``origin`` that still counts (not retracted): the rows in id order go
-    straight into a dict (the last write per sample wins), read in batches through the driver's own cursor."""
+    straight into a dict (the last write per sample wins), fetched 100k rows at a time."""
     # coalesce(origin): not the origin index, whose order is not the id order (SQLite would sort every row);
     # the table itself is read in id order
     query = (select(labels.c.sample_id, labels.c.label)
