@@ -826,10 +826,9 @@ def app_status(workspace: Workspace) -> dict[str, Any]:
     with workspace.catalog.engine.connect() as conn:
         by_queue = dict(conn.execute(select(queue.c.status, func.count()).group_by(queue.c.status)).all())
         last_runs = conn.execute(select(runs.c.kind, func.max(runs.c.id)).group_by(runs.c.kind)).all()
-    curated = workspace.catalog.curated_labels()
     counts = {"human": 0, "model": 0, "imported": 0}
-    for value in curated.values():
-        counts[value.origin] = counts.get(value.origin, 0) + 1
+    for (_label, origin, _), count in workspace.catalog.curated_label_counts(None).items():
+        counts[origin] = counts.get(origin, 0) + count
     return {"labels": counts, "queue": {status: int(by_queue.get(status, 0))
                                         for status in ("queued", "labelled", "skipped", "routed")},
             "runs": {kind: int(run_id) for kind, run_id in last_runs}}
