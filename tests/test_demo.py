@@ -50,3 +50,5 @@ def test_demo_end_to_end_and_rerun(tmp_path, fashion_mnist):
     told = run("bias", "-w", result.workspace, "--by", "source")
     assert told.returncode == 0, told.stderr
     assert "phone vs studio" in told.stdout and "contrast" in told.stdout
+    # they rebuilt the workspace report, which keeps the demo's title
+    assert "<h1>curato report — Fashion-MNIST demo</h1>" in (result.workspace / "reports" / "report.html").read_text()

@@ -530,6 +530,16 @@ class Catalog:
                                 .distinct().order_by(annotations.c.sample_id))
             return [row[0] for row in rows]
 
+    def setting(self, key: str) -> str | None:
+        """A workspace setting kept in the ``info`` table (the labelling app's settings, the report's title)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(info.c.value).where(info.c.key == key)).scalar()
+
+    def set_setting(self, conn: Connection, key: str, value: str) -> None:
+        """Store a workspace setting inside ``conn`` (replacing the old value)."""
+        conn.execute(info.delete().where(info.c.key == key))
+        conn.execute(info.insert().values(key=key, value=value))
+
     def claim_mask(self, conn: Connection, sample_id: str, annotator: str, *, now: dt.datetime,
                    expired_before: dt.datetime) -> bool:
         """Claim ``sample_id`` for masking by ``annotator`` in one statement, inside ``conn``: a new claim, the

@@ -87,11 +87,20 @@ def latest_runs(workspace: Workspace) -> dict[str, dict[str, Any]]:
     return found
 
 
+REPORT_TITLE_KEY = "report_title"
+
+
 def write_report(workspace: Workspace, findings: Sequence[Finding], path: str | Path, *, title: str | None = None,
                  audit_document: dict[str, Any] | None = None) -> Path:
     """The workspace's HTML report at ``path``: its overview, the latest audit (``audit_document`` or the one
     recorded; ``findings`` replace its findings of the same name) and the latest bias, transfer, size, select,
-    simulate and route documents, each with the run it came from."""
+    simulate and route documents, each with the run it came from. A ``title`` is kept for the workspace: later
+    rebuilds without one use it."""
+    if title is not None:
+        with workspace.catalog.transaction() as conn:
+            workspace.catalog.set_setting(conn, REPORT_TITLE_KEY, title)
+    else:
+        title = workspace.catalog.setting(REPORT_TITLE_KEY)
     from curato.checks.registry import renderers_for
     from curato.report.html import write_html_report
 

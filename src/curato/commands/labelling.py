@@ -34,7 +34,6 @@ from curato.catalog.schema import (
     assignments,
     decisions,
     gold,
-    info,
     labels,
     queue,
     runs,
@@ -190,8 +189,7 @@ _SETTINGS_KEY = "app_settings"
 
 def read_app_settings(workspace: Workspace) -> AppSettings:
     """The stored settings (defaults for what was never set)."""
-    with workspace.catalog.engine.connect() as conn:
-        stored = conn.execute(select(info.c.value).where(info.c.key == _SETTINGS_KEY)).scalar()
+    stored = workspace.catalog.setting(_SETTINGS_KEY)
     known = {f.name for f in fields(AppSettings)}
     values = {k: v for k, v in (json.loads(stored) if stored else {}).items() if k in known}
     return AppSettings(**values)
@@ -205,8 +203,7 @@ def write_app_settings(workspace: Workspace, changes: Mapping[str, Any]) -> AppS
         raise InputError(f"unknown setting(s) {', '.join(unknown)}; settings: {', '.join(sorted(known))}")
     settings = AppSettings(**{**asdict(read_app_settings(workspace)), **changes}).validated()
     with workspace.catalog.transaction() as conn:
-        conn.execute(info.delete().where(info.c.key == _SETTINGS_KEY))
-        conn.execute(info.insert().values(key=_SETTINGS_KEY, value=json.dumps(asdict(settings))))
+        workspace.catalog.set_setting(conn, _SETTINGS_KEY, json.dumps(asdict(settings)))
     return settings
 
 
