@@ -36,7 +36,8 @@ def main() -> None:
     parser.add_argument("--prepare", action="store_true", help="only ingest and embed")
     parser.add_argument("--dump", type=Path,
                         help="write every finding (flagged ids, groups as sets of member sets, severity, a digest of "
-                             "scores, details and evidence) and per-check CPU seconds here, to compare two versions")
+                             "scores, details and evidence) and per-check CPU seconds here, to compare two versions; "
+                             "the scores go next to it as .npz, the details and evidence as .details.json")
     parser.add_argument("--keep-oof", action="store_true",
                         help="reuse cached out-of-fold probabilities (a warm audit; default: computed again)")
     parser.add_argument("--audit-only", action="store_true",
@@ -81,6 +82,10 @@ def main() -> None:
                                          "timings": result.timings, "cpu_seconds": cpu_seconds, "load": _load(),
                                          "findings": {f.check: _finding_record(f) for f in result.findings}},
                                         indent=1, sort_keys=True))
+        # the values themselves, to measure how far two versions' scores and per-sample details differ
+        np.savez_compressed(args.dump.with_suffix(".npz"), **{f.check: f.scores for f in result.findings})
+        args.dump.with_suffix(".details.json").write_text(json.dumps(
+            {f.check: {"details": f.details, "evidence": f.evidence} for f in result.findings}, default=str))
 
 
 def _cpu() -> float:
