@@ -9,7 +9,6 @@ read into Python in id order.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from curato.commands import labelling
 from curato.commands.info import workspace_overview
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.workspace import Workspace
+from tests.test_label_server import _fresh_postgres
 
 CLASSES = [name.replace("/", "-") for name in FASHION_MNIST_CLASSES]
 SPLITS = ("train", "train", "train", "val", "test")
@@ -64,17 +64,6 @@ def reference_curated_labels(catalog: Catalog) -> dict[str, CuratedLabel]:
     return result
 
 
-def _fresh_database(postgres_url: str) -> str:
-    from sqlalchemy import create_engine, text
-
-    name = f"t{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 def _review(conn, sample_id: str, label: str) -> int:
     """A review decision with its human label, written as the app's review writes them."""
     decision = int(conn.execute(decisions.insert().values(
@@ -90,7 +79,7 @@ def history(request, tmp_path: Path, postgres_url, fashion_mnist) -> Workspace:
     """A workspace of 600 Fashion-MNIST labels with every kind of label history."""
     if request.param == "postgresql" and not postgres_url:
         pytest.skip("CURATO_TEST_POSTGRES_URL not set (CI sets it and starts PostgreSQL)")
-    db_url = _fresh_database(postgres_url) if request.param == "postgresql" else None
+    db_url = _fresh_postgres(postgres_url) if request.param == "postgresql" else None
     workspace = Workspace.create(tmp_path / "ws", db_url=db_url)
     catalog = workspace.catalog
     truth = [CLASSES[int(k)] for k in fashion_mnist[1][:600]]

@@ -253,6 +253,18 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON; write null or a string")
 
 
+def _read_json(path: Path) -> Any:
+    """A whole JSON file (COCO, Label Studio); anything unreadable is a one-line InputError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: invalid JSON ({error.msg} at line {error.lineno}); fix the file") from error
+    except UnicodeDecodeError as error:  # a ValueError too: caught first
+        raise InputError(f"{path}: not UTF-8 text ({error.reason}); save the file as UTF-8") from error
+    except (ValueError, RecursionError) as error:
+        raise InputError(f"{path}: invalid JSON ({error or 'nested too deeply'}); fix the file") from error
+
+
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     rows = []
     with path.open(encoding="utf-8") as handle:
@@ -525,14 +537,7 @@ def read_coco(path: Path, images_root: Path | None = None, root: str | Path | No
     ``"curato_semantic": true`` is one class of a semantic mask (stored as the mask it was, without a box row).
     Other image fields (``label`` and ``split`` too) are metadata and never shadow the real columns.
     """
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: invalid JSON ({error.msg} at line {error.lineno}); fix the file") from error
-    except (ValueError, RecursionError) as error:
-        raise InputError(f"{path}: invalid JSON ({error or 'nested too deeply'}); fix the file") from error
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not UTF-8 text ({error.reason}); save the file as UTF-8") from error
+    payload = _read_json(path)
     if not isinstance(payload, dict):
         raise InputError(f"{path}: the top level is not a JSON object; expected a COCO instances file")
     for key in ("images", "annotations", "categories"):
@@ -694,14 +699,7 @@ def read_label_studio(path: Path, control: str = "label") -> tuple[list[LabelStu
     ``annotations`` (``completions`` in old exports). Cancelled annotations are skipped; an annotation's class is
     the first choice of the ``control`` choices region (or of the only choices control), its mask the
     ``polygonlabels`` regions; predictions and drafts are not answers."""
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: invalid JSON ({error.msg} at line {error.lineno}); fix the file") from error
-    except (ValueError, RecursionError) as error:
-        raise InputError(f"{path}: invalid JSON ({error or 'nested too deeply'}); fix the file") from error
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not UTF-8 text ({error.reason}); save the file as UTF-8") from error
+    payload = _read_json(path)
     if not isinstance(payload, list) or not all(isinstance(task, dict) for task in payload):
         raise InputError(f"{path}: expected a JSON list of tasks (Label Studio: Export -> JSON)")
     answers = []
