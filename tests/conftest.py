@@ -53,12 +53,10 @@ def photo(name: str) -> np.ndarray:
     return np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array[..., :3]
 
 
-@pytest.fixture()
-def image_folder(tmp_path: Path, fashion_mnist: tuple[np.ndarray, np.ndarray]) -> Path:
-    """``train/<class>/*.png`` and ``test/<class>/*.png`` from real Fashion-MNIST (20 + 6 per class, 3 classes),
-    plus two real photos as JPEG in the train split."""
+def write_fashion_folder(root: Path, fashion_mnist: tuple[np.ndarray, np.ndarray]) -> Path:
+    """``root/train/<class>/*.png`` and ``root/test/<class>/*.png`` from real Fashion-MNIST (20 + 6 per class,
+    classes T-shirt/top, Trouser, Sneaker); returns ``root``."""
     images, labels = fashion_mnist
-    root = tmp_path / "folder"
     for split, start, per_class in (("train", 0, 20), ("test", 1000, 6)):
         for klass in (0, 1, 7):
             picks = np.flatnonzero(labels[start:] == klass)[:per_class] + start
@@ -66,6 +64,13 @@ def image_folder(tmp_path: Path, fashion_mnist: tuple[np.ndarray, np.ndarray]) -
             folder.mkdir(parents=True, exist_ok=True)
             for index in picks:
                 Image.fromarray(images[index]).save(folder / f"{index:05d}.png")
+    return root
+
+
+@pytest.fixture()
+def image_folder(tmp_path: Path, fashion_mnist: tuple[np.ndarray, np.ndarray]) -> Path:
+    """:func:`write_fashion_folder` plus two real photos as JPEG in the train split."""
+    root = write_fashion_folder(tmp_path / "folder", fashion_mnist)
     Image.fromarray(photo("chelsea")).save(root / "train" / "Trouser" / "cat.jpg", quality=90)
     Image.fromarray(photo("coffee")).save(root / "train" / "Trouser" / "coffee.jpg", quality=90)
     return root

@@ -21,23 +21,16 @@ from curato.api import Workspace
 from curato.commands.export import ISSUE_COLUMNS, export_format, issue_rows
 from curato.commands.ingest import ingest
 from curato.errors import InputError
-from curato.ingest.readers import FASHION_MNIST_CLASSES, read_coco, read_label_studio
-from tests.conftest import run
+from curato.ingest.readers import read_coco, read_label_studio
+from tests.conftest import run, write_fashion_folder
 
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: tuple[np.ndarray, np.ndarray]) -> Path:
     """A workspace of real Fashion-MNIST images (train 20 + test 6 per class, 3 classes), four train and two test
     sneakers filed as trousers (label errors the audit flags), audited once for the whole module."""
-    images, labels = fashion_mnist
-    root = tmp_path_factory.mktemp("export") / "folder"
-    for split, start, per_class in (("train", 0, 20), ("test", 1000, 6)):
-        for klass in (0, 1, 7):
-            picks = np.flatnonzero(labels[start:] == klass)[:per_class] + start
-            folder = root / split / FASHION_MNIST_CLASSES[klass].replace("/", "-")
-            folder.mkdir(parents=True, exist_ok=True)
-            for index in picks:
-                Image.fromarray(images[index]).save(folder / f"{index:05d}.png")
+    root = write_fashion_folder(tmp_path_factory.mktemp("export") / "folder", fashion_mnist)
+    for split in ("train", "test"):
         for image in sorted((root / split / "Sneaker").iterdir())[:4 if split == "train" else 2]:
             shutil.move(image, root / split / "Trouser" / image.name)
     workspace = root.parent / "ws"
