@@ -112,7 +112,8 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
         result = AuditResult(findings=findings, embedder=features.name if features is not None else None,
                              checks=chosen, timings=timings, params=params_record(resolved), workspace=workspace,
                              data=data, run_id=run.id,
-                             finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+                             # full precision: a label written in the second the checks finished is not newer
+                             finished_at=dt.datetime.now(dt.UTC).isoformat())
         if on_result is not None:
             on_result(result)
         run.summary = {f.check: f.count for f in findings}
