@@ -38,7 +38,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from curato.errors import InputError
-from curato.system import available_cpus
+from curato.system import available_cpus, require_memory
 
 EXACT_LIMIT = 10_000
 QUERY_BLOCK = 2_048
@@ -61,6 +61,11 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
         raise InputError(f"embeddings must be a 2-D array (n, d) with d >= 1, not shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number):
         raise InputError(f"embeddings must be numeric, not {array.dtype}")
+    if not (array.dtype == np.float32 and array.flags.c_contiguous):
+        require_memory(2 * array.shape[0] * array.shape[1] * 4,
+                       f"a float32 copy of {array.shape[0]:,} x {array.shape[1]} embeddings",
+                       "pass C-contiguous float32 rows (np.load(..., mmap_mode='r') of a float32 .npy reads them "
+                       "as they are) or audit fewer rows")
     array = np.ascontiguousarray(array, dtype=np.float32)
     norms = np.sqrt(np.einsum("ij,ij->i", array, array))
     if not np.all(np.isfinite(norms)):
@@ -68,6 +73,8 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     nonzero = norms > 0
     if np.all(np.abs(norms[nonzero] - 1.0) <= _NORM_TOLERANCE):
         return array
+    require_memory(array.nbytes, f"normalising {array.shape[0]:,} x {array.shape[1]} embeddings",
+                   "store them L2-normalised (then they are read as they are) or audit fewer rows")
     scale = np.where(nonzero, 1.0 / np.where(nonzero, norms, 1.0), 0.0).astype(np.float32)
     return array * scale[:, None]
 
@@ -121,8 +128,10 @@ def knn(
     m = query_rows.shape[0]
     if k < 1 or m == 0:
         return np.empty((m, max(k, 0)), dtype=np.float32), np.empty((m, max(k, 0)), dtype=np.int64)
-    set_threads()
+    threads = set_threads()
     search_k = k + 1 if drop_self else k
+    require_memory(knn_memory(n, m, search_k, threads), f"the {k}-nearest-neighbour search over {n:,} rows",
+                   "audit fewer rows at a time or use a machine with more memory")
     if n <= exact_limit:
         sims, idx = _exact_knn(database, query_rows, search_k)
     else:
@@ -133,6 +142,16 @@ def knn(
     if drop_self:
         sims, idx = _without_self(sims, idx, np.arange(m))
     return sims, idx
+
+
+def knn_memory(n: int, m: int, k: int, threads: int) -> int:
+    """Bytes :func:`knn` allocates besides its input, at most: the (m, k) results (similarities and indices, a
+    second copy while a row's own match is dropped), the IVF lists' bookkeeping (a few int64 per row) and each
+    thread's block of similarities with its top-k selection."""
+    results = 2 * m * k * (4 + 8)
+    lists = 6 * 8 * (n + m)
+    blocks = threads * 3 * min(QUERY_BLOCK, m) * min(CANDIDATE_BLOCK, n) * 4
+    return results + lists + blocks
 
 
 def _exact_knn(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,13 @@
-"""What this machine lets curato use: CPUs (affinity mask capped by a container's CPU quota)."""
+"""What this machine lets curato use: CPUs (affinity mask capped by a container's CPU quota) and memory."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from curato.errors import InputError
+
+GIB = 1024**3
 
 
 def available_cpus() -> int:
@@ -36,3 +40,32 @@ def cgroup_cpu_quota() -> int | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate without swapping or being killed: the kernel's ``MemAvailable``,
+    capped by the room left under a cgroup v2 ``memory.max``; None where neither can be read (not Linux)."""
+    room = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                room.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            room.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(room) if room else None
+
+
+def require_memory(needed: int, what: str, advice: str) -> None:
+    """Raise a one-line ``InputError`` before ``what`` allocates ``needed`` bytes that this machine does not
+    have, instead of being killed part-way; ``advice`` says what to do (fewer rows, a bigger machine, ...)."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise InputError(f"{what} needs about {needed / GIB:.1f} GB of memory but {available / GIB:.1f} GB is "
+                         f"available; {advice}")

@@ -59,7 +59,7 @@ def _label_issues(data: AuditData, params: Any) -> list[Finding]:
         reason = ("no labelled samples with embeddings" if rows.size == 0 else "fewer than two classes"
                   if len(names) < 2 else f"only {rows.size} labelled samples with embeddings (10 or more needed)")
         return [label_issues_not_checked(data.sample_ids[rows], reason)]
-    if data.embeddings is not None and not varying_dimensions(data.embeddings[rows]).any():
+    if data.embeddings is not None and not varying_dimensions(data.embeddings_at(rows)).any():
         # The out-of-fold head then only knows the class shares: every sample of the smaller classes would look
         # mislabelled. Say so instead of flagging them.
         return [label_issues_not_checked(
@@ -83,7 +83,7 @@ def _duplicates(data: AuditData, params: Any) -> list[Finding]:
             return grey_squares([data.load_image(row) for row in rows[local]], side)
 
     return duplicate_findings(
-        data.sample_ids[rows], embeddings=data.embeddings[rows], content_hashes=_at(data.content_hashes, rows),
+        data.sample_ids[rows], embeddings=data.embeddings_at(rows), content_hashes=_at(data.content_hashes, rows),
         phashes=_at(data.phashes, rows), phash_known=_at(data.has_phash, rows), texts=_at(data.texts, rows),
         splits=data.splits[rows],
         thumbnails=_at(data.thumbnails, rows), labels=data.labels[rows],
@@ -94,7 +94,7 @@ def _outliers(data: AuditData, params: Any) -> list[Finding]:
     from curato.checks.outliers import outlier_findings
 
     rows = data.require_embeddings("outliers")
-    return outlier_findings(data.sample_ids[rows], data.embeddings[rows], data.labels[rows],
+    return outlier_findings(data.sample_ids[rows], data.embeddings_at(rows), data.labels[rows],
                             neighbours=data.neighbour_graph(rows, params.k), params=params)
 
 
@@ -103,7 +103,7 @@ def _diversity(data: AuditData, params: Any) -> list[Finding]:
 
     rows = data.require_embeddings("diversity")
     return diversity_findings(
-        data.sample_ids[rows], data.embeddings[rows], data.labels[rows], splits=data.splits[rows],
+        data.sample_ids[rows], data.embeddings_at(rows), data.labels[rows], splits=data.splits[rows],
         properties=_at(data.properties, rows),
         property_columns=data.property_columns, neighbours=data.neighbour_graph(rows), params=params)
 

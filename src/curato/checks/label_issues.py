@@ -41,6 +41,7 @@ from scipy.special import expit, gammaln, logit
 from curato.arrays import as_class_indices, as_matrix, check_field, check_length
 from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
+from curato.system import require_memory
 
 METHODS = ("auto", "noise-posterior", "confident-learning", "argmax")
 
@@ -148,6 +149,13 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, method: str
     p = LabelIssueParams() if params is None else params
     if min_class_size is not None:
         p = dataclasses.replace(p, min_class_size=min_class_size)
+    shape = np.shape(pred_probs)
+    if len(shape) == 2:
+        # The validated copy, the posterior, its copy for the suggestions and the confident joint's masks hold a
+        # few (n, k) float64 matrices at once: say so before allocating them rather than be killed part-way.
+        require_memory(LABEL_ISSUE_MATRICES * shape[0] * shape[1] * 8,
+                       f"label issues over {shape[0]:,} samples x {shape[1]:,} classes",
+                       "audit fewer samples at a time, or merge rare classes")
     labels, probs = _validated(labels, pred_probs)
     if method not in METHODS:
         raise InputError(f"label issues: unknown method {method!r}; known: {', '.join(METHODS)}")
@@ -268,14 +276,24 @@ def label_posterior(labels: np.ndarray, probs: np.ndarray, noise_matrix: np.ndar
     ``P(y = j | x, s) ∝ T[s, j] p_j(x)``. ``iterations`` defaults to ``LabelIssueParams.posterior_iterations``.
     """
     iterations = LabelIssueParams().posterior_iterations if iterations is None else iterations
-    q = np.clip(probs, 1e-12, None)
-    q = q / q.sum(axis=1, keepdims=True)
-    clean = q.copy()
-    for _ in range(iterations):
-        clean *= (q / np.maximum(clean @ noise_matrix.T, 1e-300)) @ noise_matrix
-        clean /= clean.sum(axis=1, keepdims=True)
-    joint = noise_matrix[labels, :] * clean
-    return joint / np.maximum(joint.sum(axis=1, keepdims=True), 1e-300)
+    posterior = np.empty(probs.shape, dtype=np.float64)
+    # Each row's posterior depends on that row alone: blocks of rows keep the EM's temporaries bounded (a few
+    # (block, k) matrices instead of (n, k) ones: 8 GB each at 1M rows x 1,000 classes).
+    for start in range(0, len(probs), POSTERIOR_BLOCK):
+        rows = slice(start, start + POSTERIOR_BLOCK)
+        q = np.clip(probs[rows], 1e-12, None)
+        q = q / q.sum(axis=1, keepdims=True)
+        clean = q.copy()
+        for _ in range(iterations):
+            clean *= (q / np.maximum(clean @ noise_matrix.T, 1e-300)) @ noise_matrix
+            clean /= clean.sum(axis=1, keepdims=True)
+        joint = noise_matrix[labels[rows], :] * clean
+        posterior[rows] = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1e-300)
+    return posterior
+
+
+POSTERIOR_BLOCK = 65_536
+LABEL_ISSUE_MATRICES = 4
 
 
 def recalibrate(error: np.ndarray, target: float, *, keep_zero: np.ndarray | None = None) -> np.ndarray:

@@ -224,10 +224,23 @@ def varying_dimensions(embeddings: np.ndarray) -> np.ndarray:
 
     None varying means every row has the same embedding: probabilities from it are the class priors only.
     """
-    x = np.asarray(embeddings, dtype=np.float64)
+    x = np.asarray(embeddings)
     if x.ndim != 2 or len(x) == 0:
         raise InputError(f"embeddings must be a non-empty 2-D array, got shape {x.shape}")
-    return _varies(x.std(axis=0), x.mean(axis=0))
+    # Two passes over row blocks in float64: the same mean and spread as x.std(axis=0) without a float64 copy of
+    # the whole matrix and its centred twin (4 GB each at 1M x 256).
+    total = np.zeros(x.shape[1])
+    for start in range(0, len(x), _STATS_BLOCK):
+        total += x[start:start + _STATS_BLOCK].sum(axis=0, dtype=np.float64)
+    mean = total / len(x)
+    squares = np.zeros(x.shape[1])
+    for start in range(0, len(x), _STATS_BLOCK):
+        centred = x[start:start + _STATS_BLOCK].astype(np.float64) - mean
+        squares += np.einsum("ij,ij->j", centred, centred)
+    return _varies(np.sqrt(squares / len(x)), mean)
+
+
+_STATS_BLOCK = 65_536
 
 
 def _fit_joint_softmax(features: np.ndarray, labels: np.ndarray, k: int,
