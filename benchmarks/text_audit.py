@@ -1,6 +1,7 @@
 # Run from the repository root (needs Debian's fortunes and man pages; cleanlab in its own virtualenv, see
 # benchmarks/label_issues.py):
-#   .venv/bin/python benchmarks/text_audit.py --texts 2000 --seed 0 [--json out.json]
+#   .venv/bin/python benchmarks/text_audit.py --texts 2000 --seed 0 [--embedder e5-small] [--planted-only]
+#       [--json out.json]
 """The text audit end to end through the CLI, on two real labelled text sets with planted problems.
 
 Data (both offline on Debian):
@@ -13,7 +14,7 @@ Data (both offline on Debian):
   pages that share 30% of their words with an earlier one left out (``_exit``/``_Exit``), as for the fortunes.
 
 Per dataset, ``--texts`` originals and two workspaces, each through ``curato ingest --format text``,
-``curato embed`` (the default text embedder) and ``curato audit --json``:
+``curato embed`` (the default text embedder, or ``--embedder``) and ``curato audit --json``:
 
 * **planted**: label flips (``--label-flips`` of the originals, to a random other class), copies (10% of the
   originals: exact, case, punctuation, whitespace, one word changed; 30% of the copies relabelled), and two
@@ -208,7 +209,8 @@ def control_set(texts: list[str], labels: list[str], n: int, seed: int) -> dict[
     return {"texts": texts, "labels": labels, "damaged": damaged, "emptied": emptied}
 
 
-def run_workspace(folder: Path, name: str, texts: list[str], labels: list[str]) -> tuple[dict, dict, Path]:
+def run_workspace(folder: Path, name: str, texts: list[str], labels: list[str],
+                  embedder: str | None = None) -> tuple[dict, dict, Path]:
     """ingest, embed and audit one workspace; returns (findings by name, seconds per step, workspace path)."""
     source, ws, out = folder / f"{name}.csv", folder / f"{name}-ws", folder / f"{name}.json"
     with source.open("w", newline="", encoding="utf-8") as handle:
@@ -217,10 +219,11 @@ def run_workspace(folder: Path, name: str, texts: list[str], labels: list[str]) 
         writer.writerows((f"t{i:05d}", text, label) for i, (text, label) in enumerate(zip(texts, labels,
                                                                                           strict=True)))
     curato = [sys.executable, "-m", "curato"]
+    named = ["--embedder", embedder] if embedder else []
     seconds = {}
     for step, command in (("ingest", ["ingest", str(source), "--format", "text", "-w", str(ws)]),
-                          ("embed", ["embed", "-w", str(ws)]),
-                          ("audit", ["audit", "-w", str(ws), "--checks", CHECKS, "--json", str(out)])):
+                          ("embed", ["embed", "-w", str(ws), *named]),
+                          ("audit", ["audit", "-w", str(ws), "--checks", CHECKS, "--json", str(out), *named])):
         start = time.perf_counter()
         done = subprocess.run([*curato, *command], capture_output=True, text=True)
         if done.returncode not in (0, 1):
@@ -357,6 +360,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--datasets", default="fortunes,manpages")
     parser.add_argument("--cleanlab-python", default=str(REPO / ".bench" / "cleanlab-venv" / "bin" / "python"))
+    parser.add_argument("--embedder", help="text embedder for embed and audit (default: curato's choice, minilm)")
+    parser.add_argument("--planted-only", action="store_true", help="skip the control workspaces")
     parser.add_argument("--languages", action="store_true", help="only measure the language property")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -369,11 +374,16 @@ def main() -> None:
         results[dataset] = {"available": len(texts), "classes": dict(Counter(labels))}
         with tempfile.TemporaryDirectory() as tmp:
             planted = planted_set(texts, labels, args.texts, args.seed, args.label_flips)
-            findings, seconds, ws = run_workspace(Path(tmp), "planted", planted["texts"], planted["labels"])
+            findings, seconds, ws = run_workspace(Path(tmp), "planted", planted["texts"], planted["labels"],
+                                                  args.embedder)
             results[dataset]["planted"] = {**measure_planted(planted, findings, ws, args.cleanlab_python),
-                                           "seconds": seconds}
+                                           "seconds": seconds, "embedder": args.embedder or "minilm"}
+            if args.planted_only:
+                print(json.dumps({dataset: results[dataset]}, indent=2, ensure_ascii=False), flush=True)
+                continue
             control = control_set(texts, labels, args.texts, args.seed)
-            findings, seconds, _ = run_workspace(Path(tmp), "control", control["texts"], control["labels"])
+            findings, seconds, _ = run_workspace(Path(tmp), "control", control["texts"], control["labels"],
+                                                 args.embedder)
             results[dataset]["control"] = {**measure_control(control, findings), "seconds": seconds}
         print(json.dumps({dataset: results[dataset]}, indent=2, ensure_ascii=False), flush=True)
     if args.json:

@@ -8,6 +8,7 @@ Names:
 * ``pixels``: the image box-filtered to 32x32 RGB, flattened, scaled to [0, 1]; 3072-d, no weights,
   no torch (see ``pixels.py``). The baseline of ``curato transfer``.
 * ``minilm``: all-MiniLM-L6-v2 sentence vectors, 384-d, offline. The text default.
+* ``e5-small``: multilingual-e5-small (4-bit) sentence vectors, 384-d, offline, ~100 languages (see ``text_e5.py``).
 * ``timm:NAME``, ``open_clip:NAME[:PRETRAINED]``, ``hf:NAME_OR_PATH``: models from those hubs
   (downloaded on first use) or local files/directories.
 * ``precomputed:PATH``: the user's own vectors from a ``.npy`` (+ ``.ids.txt``) or ``.npz``.
@@ -77,6 +78,13 @@ def _minilm(**options: Any) -> Embedder:
     return MiniLMEmbedder(**options)
 
 
+def _e5_small(**options: Any) -> Embedder:
+    from curato.features.embedders.text_e5 import E5SmallEmbedder
+
+    _check_options(E5SmallEmbedder, "e5-small", options)
+    return E5SmallEmbedder(**options)
+
+
 _REGISTRY: dict[str, Callable[..., Embedder]] = {}
 _LOADED = False
 
@@ -123,6 +131,7 @@ register_embedder("efficientnet-lite0-112", _efficientnet(112))
 register_embedder("classic", _classic)
 register_embedder("pixels", _pixels)
 register_embedder("minilm", _minilm)
+register_embedder("e5-small", _e5_small)
 
 
 def available_embedders() -> list[str]:
