@@ -1,24 +1,26 @@
-"""The catalog's fast label queries give exactly what the row-by-row rule gave (issue 25, the catalog at 10M rows).
+"""The stored curated labels equal the row-by-row rule after every kind of label write (issue 25, the catalog at
+10M rows).
 
 A catalog with every kind of label history -- imported and re-imported labels, one and several annotators (through
 the labelling app's own calls, with an undo), an annotator answering twice, routed and retracted model labels,
-review decisions and undone ones -- on Real Fashion-MNIST labels, on SQLite and PostgreSQL
-(``CURATO_TEST_POSTGRES_URL``). ``reference_curated_labels`` is the rule as it was written before: every label row
-read into Python in id order.
+review decisions and undone ones, samples moved between splits by a decision, its undo and a re-ingest -- on real
+Fashion-MNIST labels, on SQLite and PostgreSQL (``CURATO_TEST_POSTGRES_URL``). ``reference_curated_labels`` is
+the rule as it was written before: every label row read into Python in id order. After each kind of write the
+``curated_labels`` table (what ``info``, the report and the app's status count) must equal it, split included.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, text, update
 
-from curato.catalog.catalog import Catalog, CuratedLabel, utcnow
-from curato.catalog.schema import LABELLING_QUEUE, decisions, labels, samples
+from curato.catalog import migrate
+from curato.catalog.catalog import ANSWERS_TOKEN, FITTED_TOKEN, Catalog, CuratedLabel, aggregate_answers
+from curato.catalog.schema import LABELLING_QUEUE, curated_labels, decisions, info, labels, samples, users
 from curato.commands import labelling
-from curato.commands.info import workspace_overview
+from curato.commands.info import check_workspace, workspace_overview
 from curato.ingest.readers import FASHION_MNIST_CLASSES
 from curato.workspace import Workspace
 from tests.test_label_server import _fresh_postgres
@@ -28,9 +30,9 @@ SPLITS = ("train", "train", "train", "val", "test")
 
 
 def reference_curated_labels(catalog: Catalog) -> dict[str, CuratedLabel]:
-    """The label rule read row by row (curato before issue 25): the answer the fast queries must keep."""
-    from curato.crowd import aggregate_labels
-
+    """The label rule read row by row (curato before issue 25): the answer the fast queries must keep. Its
+    Dawid-Skene fit is :func:`aggregate_answers`, which remembers the fits of the last few answer sets (the same
+    answers give the same aggregate): the history is checked after every write, and a fit costs seconds."""
     with catalog.engine.connect() as conn:
         rows = conn.execute(select(labels.c.sample_id, labels.c.label, labels.c.origin, labels.c.annotator,
                                    labels.c.decision_id)
@@ -57,66 +59,122 @@ def reference_curated_labels(catalog: Catalog) -> dict[str, CuratedLabel]:
     if answers:
         keys = list(answers)
         per_sample = Counter(sid for sid, _ in keys)
-        aggregated = aggregate_labels([sid for sid, _ in keys], [who for _, who in keys], list(answers.values()))
+        aggregated = aggregate_answers([sid for sid, _ in keys], [who for _, who in keys], list(answers.values()))
         result.update({sid: CuratedLabel(label, "human", "aggregated" if per_sample[sid] > 1 else "annotator")
                        for sid, label in aggregated.items()})
     result.update({sid: CuratedLabel(label, "human", "review") for sid, label in reviewed.items()})
     return result
 
 
-def _review(conn, sample_id: str, label: str) -> int:
-    """A review decision with its human label, written as the app's review writes them."""
-    decision = int(conn.execute(decisions.insert().values(
-        queue="label_issues", item=sample_id, action="relabel", sample_ids=[sample_id],
-        effects={"labels": {sample_id: label}}, user="reviewer", created_at=utcnow())).inserted_primary_key[0])
-    conn.execute(labels.insert().values(sample_id=sample_id, label=label, origin="human", annotator="reviewer",
-                                        decision_id=decision, created_at=utcnow()))
-    return decision
+def _stored(catalog: Catalog) -> dict[str, tuple]:
+    """The curated_labels table as stored (no refit applied): sample_id -> (label, origin, how, split)."""
+    with catalog.engine.connect() as conn:
+        return {row[0]: tuple(row[1:]) for row in conn.execute(select(curated_labels))}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history(request, tmp_path: Path, postgres_url, fashion_mnist) -> Workspace:
-    """A workspace of 600 Fashion-MNIST labels with every kind of label history."""
+def _expected_rows(catalog: Catalog) -> dict[str, tuple]:
+    with catalog.engine.connect() as conn:
+        splits = dict(iter(conn.execute(select(samples.c.sample_id, samples.c.split))))
+    return {sid: (value.label, value.origin, value.how, splits[sid])
+            for sid, value in reference_curated_labels(catalog).items()}
+
+
+def _agrees(catalog: Catalog, step: str) -> None:
+    """After ``step``: what the catalog answers, what it checks and what it stores all equal the old rule."""
+    expected = reference_curated_labels(catalog)
+    found = catalog.curated_labels()
+    assert found == expected, step
+    assert list(found) == sorted(found), step  # ordered by sample_id
+    assert catalog.curated_label_problems() == [], step
+    assert _stored(catalog) == _expected_rows(catalog), step  # the read stored any refit it made
+    if found:
+        some = sorted(found)[::7]
+        assert catalog.curated_labels(some) == {sid: found[sid] for sid in some}, step
+
+
+def _review(catalog: Catalog, conn, sample_id: str, label: str) -> int:
+    """A review decision with its human label, as the app's review writes it."""
+    return catalog.record_decision(conn, queue="label_issues", item=sample_id, action="relabel",
+                                   sample_ids=[sample_id], effects={"labels": {sample_id: label},
+                                                                    "include": [sample_id]}, user="reviewer")
+
+
+def _tokens(catalog: Catalog) -> dict[str, str]:
+    with catalog.engine.connect() as conn:
+        return dict(iter(conn.execute(select(info.c.key, info.c.value)
+                                      .where(info.c.key.in_((ANSWERS_TOKEN, FITTED_TOKEN))))))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], scope="module")
+def history(request, tmp_path_factory, postgres_url, fashion_mnist) -> Workspace:
+    """A workspace of 600 Fashion-MNIST labels with every kind of label history, checked after each kind. Built
+    once per database: the tests below may add to it, and each takes its expectations from the history as it is."""
     if request.param == "postgresql" and not postgres_url:
         pytest.skip("CURATO_TEST_POSTGRES_URL not set (CI sets it and starts PostgreSQL)")
     db_url = _fresh_postgres(postgres_url) if request.param == "postgresql" else None
-    workspace = Workspace.create(tmp_path / "ws", db_url=db_url)
+    workspace = Workspace.create(tmp_path_factory.mktemp("history") / "ws", db_url=db_url)
     catalog = workspace.catalog
     truth = [CLASSES[int(k)] for k in fashion_mnist[1][:600]]
     ids = [f"{SPLITS[i % 5]}/{truth[i]}/{i:05d}.png" for i in range(600)]
+    rows = [{"sample_id": sid, "kind": "image", "uri": None, "split": SPLITS[i % 5],
+             "source": "phone" if i % 3 else "web", "readable": i % 97 != 5} for i, sid in enumerate(ids)]
     with catalog.transaction() as conn:
-        catalog.upsert_samples(conn, [{"sample_id": sid, "kind": "image", "uri": None, "split": SPLITS[i % 5],
-                                       "source": "phone" if i % 3 else "web", "readable": i % 97 != 5}
-                                      for i, sid in enumerate(ids)])
+        catalog.upsert_samples(conn, rows)
     given = {sid: truth[i] if i % 20 else CLASSES[(CLASSES.index(truth[i]) + 1) % 10]
              for i, sid in enumerate(ids) if i % 50 != 49}  # every 50th sample comes without a label
     for start in range(0, 600, 128):  # imported in batches, as ingest writes at scale
         with catalog.transaction() as conn:
             catalog.sync_imported_labels(conn, {sid: given[sid] for sid in ids[start:start + 128] if sid in given})
+    _agrees(catalog, "first import")
     with catalog.transaction() as conn:  # re-import: the wrong labels corrected, 3 more changed
         assert catalog.sync_imported_labels(conn, {**{sid: truth[i] for i, sid in enumerate(ids) if i % 20 == 0},
                                                    **{ids[i]: CLASSES[(CLASSES.index(truth[i]) + 2) % 10]
                                                       for i in (1, 2, 3)}, ids[4]: given[ids[4]]}) == 33
+    _agrees(catalog, "re-import with changed labels")
+    with catalog.transaction() as conn:
         for name in ("ann-a", "ann-b", None):  # single annotators, one without a name
             catalog.add_labels(conn, {ids[i]: truth[i] for i in range(5, 600, 31)[hash(name) % 2::2]},
                                origin="human", annotator=name)
+    _agrees(catalog, "single annotators")
+    with catalog.transaction() as conn:
         catalog.add_labels(conn, {ids[i]: CLASSES[(i * 7) % 10] for i in range(6, 600, 40)}, origin="human",
                            annotator="ann-c")  # a careless annotator overlapping ann-a/ann-b/None
         catalog.add_labels(conn, {ids[i]: truth[i] for i in range(6, 600, 80)}, origin="human",
                            annotator="ann-c")  # ... who corrects some answers later: the latest answer counts
         catalog.add_labels(conn, {ids[i]: CLASSES[(i * 3) % 10] for i in range(6, 600, 40)}, origin="human",
                            annotator="ann-d")
+    _agrees(catalog, "second and third annotators, answers corrected")
+    with catalog.transaction() as conn:
         catalog.add_labels(conn, {ids[i]: truth[i] for i in range(7, 600, 23)}, origin="model",
                            annotator="route-1", confidence={ids[i]: 0.97 for i in range(7, 600, 23)})
         catalog.add_labels(conn, {ids[i]: CLASSES[0] for i in range(8, 600, 29)}, origin="model",
                            annotator="route-2")
+    _agrees(catalog, "routed model labels")
+    with catalog.transaction() as conn:
         catalog.retract_model_labels(conn, "route-2")
         catalog.add_labels(conn, {ids[49]: CLASSES[4]}, origin="model", annotator="route-1")  # no imported label
-        undone = [_review(conn, ids[i], CLASSES[(i + 5) % 10]) for i in range(9, 600, 37)][::3]
-        _review(conn, ids[9], CLASSES[1])  # a later review of the same sample wins
-        now = utcnow()
-        conn.execute(update(decisions).where(decisions.c.id.in_(undone)).values(undone_at=now, undone_by="admin"))
-        conn.execute(update(labels).where(labels.c.decision_id.in_(undone)).values(retracted_at=now))
+    _agrees(catalog, "retracted model labels")
+    with catalog.transaction() as conn:
+        reviews = [_review(catalog, conn, ids[i], CLASSES[(i + 5) % 10]) for i in range(9, 600, 37)]
+        reviews.append(_review(catalog, conn, ids[6], CLASSES[1]))  # a review over several annotators
+        _review(catalog, conn, ids[9], CLASSES[1])  # a later review of the same sample wins
+    _agrees(catalog, "reviews")
+    with catalog.transaction() as conn:
+        for decision in [*reviews[::3], reviews[-1]]:
+            catalog.undo_decision(conn, decision, undone_by="admin")
+    _agrees(catalog, "undone reviews (one sample back to its aggregate)")
+    with catalog.transaction() as conn:  # a review moves two samples to test; one move is undone
+        moved = [catalog.record_decision(conn, queue="split_leakage", item=f"group:{ids[i]}", action="move_split",
+                                         sample_ids=[ids[i]], effects={"splits": {ids[i]: [SPLITS[i % 5], "test"]},
+                                                                       "include": [ids[i]]}, user="reviewer")
+                 for i in (6, 10)]
+    _agrees(catalog, "split moves")
+    with catalog.transaction() as conn:
+        catalog.undo_decision(conn, moved[0], undone_by="reviewer")
+    _agrees(catalog, "an undone split move")
+    with catalog.transaction() as conn:  # a re-ingest files three samples under another split
+        catalog.upsert_samples(conn, [{**rows[i], "split": "val"} for i in (0, 5, 7)])
+    _agrees(catalog, "a re-ingest moving samples")
     run_id = catalog.start_run("select", "test", {})
     with catalog.transaction() as conn:
         catalog.queue_batch(conn, run_id, "margin", [{"sample_id": ids[i], "rank": r + 1}
@@ -127,7 +185,6 @@ def history(request, tmp_path: Path, postgres_url, fashion_mnist) -> Workspace:
     for name in ("app-x", "app-y"):
         labelling.add_user(workspace, name, "annotator")
     with catalog.engine.connect() as conn:
-        from curato.catalog.schema import users
         people = [labelling.User(int(row[0]), row[1], row[2]) for row in conn.execute(
             select(users.c.id, users.c.name, users.c.role).order_by(users.c.id))]
     submitted = []
@@ -137,20 +194,22 @@ def history(request, tmp_path: Path, postgres_url, fashion_mnist) -> Workspace:
             label = CLASSES[(ids.index(item["sample_id"]) + (person.name == "app-y")) % 10]
             submitted.append(labelling.submit_label(workspace, person, item["assignment"], "label", label=label,
                                                     settings=settings, classes=CLASSES))
+    _agrees(catalog, "the labelling app's answers")
     labelling.undo_decision(workspace, people[0], submitted[0]["decision"])
+    _agrees(catalog, "an undone answer in the app")
     return workspace
 
 
-def test_fast_label_queries_equal_the_row_by_row_rule(history: Workspace) -> None:
+def test_stored_labels_and_counts_equal_the_row_by_row_rule(history: Workspace) -> None:
     catalog = history.catalog
     expected = reference_curated_labels(catalog)
     hows = Counter(value.how for value in expected.values())
     assert {"imported", "routed", "annotator", "aggregated", "review"} <= set(hows)  # every branch is exercised
-    found = catalog.curated_labels()
-    assert list(found.items()) == list(expected.items())  # same labels, same origins, same order
+    assert catalog.curated_labels() == expected
     with catalog.engine.connect() as conn:
         table = dict(iter(conn.execute(select(samples.c.sample_id, samples.c.split))))
         sources = dict(iter(conn.execute(select(samples.c.sample_id, samples.c.source))))
+    assert Counter(table.values()) == {"train": 356, "val": 123, "test": 121}  # the moves happened
     by_split = Counter((value.label, value.origin, table[sid]) for sid, value in expected.items())
     assert catalog.curated_label_counts("split") == dict(by_split)
     assert catalog.curated_label_counts("source") == dict(
@@ -164,8 +223,97 @@ def test_fast_label_queries_equal_the_row_by_row_rule(history: Workspace) -> Non
     assert overview["class_split"] == {"splits": ["test", "train", "val"],
                                        "rows": {label: dict(rows[label]) for label in sorted(rows)}}
     assert overview["unlabeled"] == 600 - len(expected) > 0
-    assert overview["samples"] == 600 and overview["splits"] == {"test": 120, "train": 360, "val": 120}
+    assert overview["samples"] == 600 and overview["splits"] == {"test": 121, "train": 356, "val": 123}
     assert overview["unreadable"] == sorted((sid, None) for sid in table if int(sid[-9:-4]) % 97 == 5)
+    status = labelling.app_status(history)["labels"]
+    assert status == dict(Counter(value.origin for value in expected.values()))
+
+
+def test_a_new_answer_refits_the_aggregates_once_for_every_reader(history: Workspace) -> None:
+    catalog = history.catalog
+    multi = sorted(sid for sid, value in catalog.curated_labels().items() if value.how == "aggregated")
+    single = next(sid for sid, value in catalog.curated_labels().items() if value.origin == "imported")
+    assert len(multi) >= 10 and _tokens(catalog)[ANSWERS_TOKEN] == _tokens(catalog)[FITTED_TOKEN]
+    with catalog.transaction() as conn:  # one more answer on an unrelated sample: Dawid-Skene's input changed
+        catalog.add_labels(conn, {single: CLASSES[3]}, origin="human", annotator="ann-c")
+    tokens = _tokens(catalog)
+    assert tokens[ANSWERS_TOKEN] != tokens[FITTED_TOKEN]  # due, not fitted inside the write
+    other = Catalog(catalog.url, root=history.root)  # another process reading the catalog
+    counts = other.curated_label_counts(None)
+    assert _tokens(catalog)[ANSWERS_TOKEN] == _tokens(catalog)[FITTED_TOKEN] == tokens[ANSWERS_TOKEN]
+    assert counts == dict(Counter((v.label, v.origin, None) for v in reference_curated_labels(catalog).values()))
+    assert _stored(catalog) == _expected_rows(catalog)
+    other.close()
+
+
+def test_concurrent_answers_on_one_sample_both_count(history: Workspace) -> None:
+    """Two annotators' answers to one sample in overlapping transactions: the second waits for the first's commit
+    (SQLite's write lock, PostgreSQL's curated-rows lock), so its curated row counts both answers."""
+    import threading
+
+    catalog = history.catalog
+    sample = next(sid for sid, value in catalog.curated_labels().items() if value.origin == "imported")
+    other = Catalog(catalog.url, root=history.root)
+    finished = threading.Event()
+
+    def second() -> None:
+        with other.transaction() as conn:
+            other.add_labels(conn, {sample: CLASSES[2]}, origin="human", annotator="late-b")
+        finished.set()
+
+    with catalog.transaction() as conn:
+        catalog.add_labels(conn, {sample: CLASSES[1]}, origin="human", annotator="late-a")
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not finished.wait(1.0)  # waiting for this transaction
+    thread.join(60)
+    assert finished.is_set()
+    assert _stored(catalog)[sample][1:3] == ("human", "aggregated")
+    _agrees(catalog, "concurrent answers")
+    other.close()
+
+
+def test_check_finds_a_stale_table_and_the_rebuild_repairs_it(history: Workspace) -> None:
+    catalog = history.catalog
+    expected = _expected_rows(catalog)
+    changed, removed = sorted(expected)[3], sorted(expected)[4]
+    unlabelled = sorted(set(_splits(catalog)) - set(expected))[0]
+    with catalog.transaction() as conn:  # what a write behind the Catalog's back would leave
+        conn.execute(update(curated_labels).where(curated_labels.c.sample_id == changed).values(label="Bag-x"))
+        conn.execute(delete(curated_labels).where(curated_labels.c.sample_id == removed))
+        conn.execute(insert(curated_labels).values(sample_id=unlabelled, label="Coat", origin="human",
+                                                   how="annotator", split="train"))
+    assert catalog.curated_label_problems() == sorted([
+        {"sample_id": changed, "stored": ["Bag-x", *expected[changed][1:]], "expected": list(expected[changed])},
+        {"sample_id": removed, "stored": None, "expected": list(expected[removed])},
+        {"sample_id": unlabelled, "stored": ["Coat", "human", "annotator", "train"], "expected": None},
+    ], key=lambda problem: problem["sample_id"])
+    found = check_workspace(history)
+    assert any("curated labels of 3 sample(s)" in entry["what"] and "rebuild_curated_labels" in entry["fix"]
+               for entry in found.problems)
+    assert catalog.rebuild_curated_labels() == len(expected)
+    assert catalog.curated_label_problems() == [] and _stored(catalog) == expected
+    assert not any("curated labels" in entry["what"] for entry in check_workspace(history).problems)
+
+
+def test_migration_0005_fills_the_table_by_the_rule(history: Workspace) -> None:
+    catalog = history.catalog
+    expected = _expected_rows(catalog)
+    with catalog.transaction() as conn:  # the same history in a schema-4 catalog
+        conn.execute(text("DROP TABLE curated_labels"))
+        conn.execute(update(info).where(info.c.key == "schema_version").values(value="4"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+        conn.execute(delete(info).where(info.c.key.in_((ANSWERS_TOKEN, FITTED_TOKEN))))
+    reopened = Catalog(catalog.url, root=history.root)
+    reopened.verify()
+    assert migrate.current_revision(reopened.engine) == migrate.HEAD
+    assert _stored(reopened) == expected and reopened.curated_label_problems() == []
+    reopened.close()
+
+
+def _splits(catalog: Catalog) -> dict[str, str]:
+    with catalog.engine.connect() as conn:
+        return dict(iter(conn.execute(select(samples.c.sample_id, samples.c.split))))
 
 
 def test_sync_imported_labels_in_batches_writes_only_changes(history: Workspace) -> None:
@@ -178,3 +326,4 @@ def test_sync_imported_labels_in_batches_writes_only_changes(history: Workspace)
         assert catalog.sync_imported_labels(conn, latest) == 0
         changed = next(iter(latest))
         assert catalog.sync_imported_labels(conn, {changed: "Bag" if latest[changed] != "Bag" else "Coat"}) == 1
+    _agrees(catalog, "a re-import changing one label")

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,11 +27,10 @@ from urllib.parse import quote
 import numpy as np
 from sqlalchemy import (
     Connection,
-    case,
+    bindparam,
     create_engine,
     delete,
     event,
-    exists,
     func,
     inspect,
     literal,
@@ -42,7 +42,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, Engine, make_url
 
 from curato.catalog import schema
-from curato.catalog.schema import LABELLING_QUEUE, annotations, decisions, info, labels, runs, samples
+from curato.catalog.schema import (
+    LABELLING_QUEUE,
+    annotations,
+    curated_labels,
+    decisions,
+    info,
+    labels,
+    runs,
+    samples,
+)
 from curato.errors import WorkspaceBusyError, WorkspaceError, storage_error
 from curato.masks import encode_rle, mask_bbox, merge_masks, segmentation_mask, split_label_map
 from curato.version import __version__
@@ -51,7 +60,11 @@ WORKSPACE_PLACEHOLDER = "{workspace}"  # stands for the workspace folder in stor
 _URI_PREFIXES = ("", "idx:")  # plain file paths and images inside IDX files (idx:<file>#<index>)
 _LOW_SPACE = 1 << 20  # bytes: less free space than this makes an I/O error a full disk
 MASK_KINDS = ("rle", "polygon")  # annotation kinds that are pixel masks
-
+# info keys: a token that changes whenever the annotators' answers change, and the token of the answers the stored
+# Dawid-Skene aggregates (curated_labels rows ``how`` aggregated) were fitted on; they differ while a refit is due
+ANSWERS_TOKEN = "curated_answers"
+FITTED_TOKEN = "curated_fitted"
+_CURATED_LOCK = 0x637573  # PostgreSQL advisory lock: one writer of curated rows at a time (SQLite: one writer anyway)
 
 
 def utcnow() -> dt.datetime:
@@ -148,6 +161,7 @@ class Catalog:
             if not existing:
                 schema.metadata.create_all(conn)
                 migrate.stamp_head(conn)
+                init_answer_tokens(conn)
             if self._check_version(conn) is None and not existing:
                 conn.execute(info.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
             behind = existing and migrate.needs_upgrade(conn)
@@ -310,6 +324,8 @@ class Catalog:
         )
         for chunk in _chunks(rows):
             conn.execute(statement, [{**row, "created_at": now, "updated_at": now} for row in chunk])
+        if "split" in columns:  # a re-ingest may move samples: their curated rows carry the split
+            _copy_splits(conn, [row["sample_id"] for row in rows])
 
     def samples(
         self, columns: Sequence[str] = ("sample_id", "uri", "split", "source"), *, kind: str | None = None
@@ -338,6 +354,8 @@ class Catalog:
             return {row[0]: int(row[1]) for row in rows}
 
     # ---- labels ----------------------------------------------------------------------------
+    # Every write that can change a sample's curated label goes through the methods below, which update the
+    # ``curated_labels`` table in the same transaction (docs/workspace.md "Curated labels").
     def sync_imported_labels(self, conn: Connection, new_labels: dict[str, str]) -> int:
         """Record imported labels that differ from the latest imported one; returns rows added."""
         latest = _latest_labels(conn, origin="imported", sample_ids=list(new_labels))
@@ -349,6 +367,7 @@ class Catalog:
         ]
         for chunk in _chunks(rows):
             conn.execute(labels.insert(), list(chunk))
+        _machine_labels_written(conn, {row["sample_id"]: row["label"] for row in rows}, "imported")
         # Labelled elsewhere and re-imported: the loop closes.
         self.set_queue_status(conn, [row["sample_id"] for row in rows], "labelled")
         return len(rows)
@@ -364,7 +383,7 @@ class Catalog:
     ) -> int:
         """Append labels of one origin (``schema.LABEL_ORIGINS``); history is kept, the latest one counts. Human
         and imported labels close the samples' open queue entries (``labelled``); model labels leave them for a
-        person."""
+        person. Human labels written here are annotators' answers (no decision)."""
         if origin not in schema.LABEL_ORIGINS:
             raise ValueError(f"origin must be one of {schema.LABEL_ORIGINS}, not {origin!r}")
         now = utcnow()
@@ -381,62 +400,188 @@ class Catalog:
         ]
         for chunk in _chunks(rows):
             conn.execute(labels.insert(), list(chunk))
+        if origin == "human":
+            _refresh_curated(conn, list(new_labels))
+            if new_labels:
+                _answers_changed(conn)
+        else:
+            _machine_labels_written(conn, new_labels, origin)
         if origin != "model":
             self.set_queue_status(conn, new_labels, "labelled")
         return len(rows)
+
+    def record_decision(self, conn: Connection, *, queue: str, item: str, action: str, sample_ids: Sequence[str],
+                        effects: Mapping[str, Any], user: str, source_run: int | None = None,
+                        duration_ms: int | None = None) -> int:
+        """Record a person's decision in the app and apply it inside ``conn``; returns its id. ``effects["labels"]``
+        (sample_id -> label) are appended as human labels of this decision (a review when ``queue`` is not the
+        labelling queue, else an annotator's answer), ``effects["splits"]`` (sample_id -> [from, to]) move samples;
+        exclusions (``excluded``, ``ambiguous``, ``include``) live in the effects themselves
+        (:meth:`sample_states`)."""
+        now = utcnow()
+        decision_id = int(conn.execute(decisions.insert().values(
+            queue=queue, item=item, action=action, sample_ids=list(sample_ids), effects=dict(effects), user=user,
+            source_run=source_run, duration_ms=duration_ms, created_at=now)).inserted_primary_key[0])
+        new_labels = effects.get("labels") or {}
+        if new_labels:
+            conn.execute(labels.insert(), [{"sample_id": sid, "label": label, "origin": "human", "annotator": user,
+                                            "decision_id": decision_id, "duration_ms": duration_ms,
+                                            "created_at": now} for sid, label in new_labels.items()])
+            _refresh_curated(conn, list(new_labels))
+            if queue == LABELLING_QUEUE:
+                _answers_changed(conn)
+        for sid, (_, new_split) in (effects.get("splits") or {}).items():
+            _move_split(conn, sid, new_split, now)
+        return decision_id
+
+    def undo_decision(self, conn: Connection, decision_id: int, *, undone_by: str) -> dict[str, Any]:
+        """Undo a decision inside ``conn``: marked undone (the row stays), its labels retracted, samples it moved
+        put back in their split when nobody moved them since. Returns the decision row as it was; WorkspaceError
+        when there is none (callers check ownership and whether it was undone already first)."""
+        row = conn.execute(select(decisions).where(decisions.c.id == decision_id)).first()
+        if row is None:
+            raise WorkspaceError(f"{self.where}: decision {decision_id} does not exist")
+        found = dict(row._mapping)
+        now = utcnow()
+        conn.execute(update(decisions).where(decisions.c.id == decision_id).values(undone_at=now,
+                                                                                   undone_by=undone_by))
+        retracted = _retract(conn, (labels.c.decision_id == decision_id,), now)
+        if retracted and found["queue"] == LABELLING_QUEUE:
+            _answers_changed(conn)
+        effects = found["effects"] if isinstance(found["effects"], dict) else {}
+        for sid, (old_split, new_split) in (effects.get("splits") or {}).items():
+            _move_split(conn, sid, old_split, now, only_from=new_split)
+        return found
 
     def current_labels(self) -> dict[str, str]:
         """sample_id -> the curated label every downstream step uses (:meth:`curated_labels`)."""
         return {sid: curated.label for sid, curated in self.curated_labels().items()}
 
-    def curated_labels(self) -> dict[str, CuratedLabel]:
-        """sample_id -> the label that counts and where it came from: THE rule every command uses.
+    def curated_labels(self, sample_ids: Iterable[str] | None = None) -> dict[str, CuratedLabel]:
+        """sample_id -> the label that counts and where it came from, by THE rule every command uses
+        (:func:`rule_labels`), ordered by sample_id; ``sample_ids``: only these (the ones without a label are
+        left out).
 
-        1. a reviewer's decision in the app (the latest one not undone) -- a review is final;
-        2. else the human annotators' labels: one annotator's latest answer, or, when several annotators
-           labelled the sample, their aggregate (:func:`curato.crowd.aggregate_labels`: Dawid-Skene, majority
-           vote as fallback);
-        3. else the latest model label a ``curato route`` rule accepted;
-        4. else the latest imported label.
-        Retracted (undone) labels never count; the history stays in the ``labels`` table.
-
-        The imported and model labels (nearly every row at scale) are read in id order straight into dicts,
-        whose last write per sample is the latest label; only the human rows go through the rule in Python.
-        Samples share one CuratedLabel per (label, origin, how).
-        """
-        with self.engine.connect() as conn:
-            imported = _latest_per_sample(conn, "imported")
-            routed = _latest_per_sample(conn, "model")
-            human = _human_curated(conn)
+        Read from the ``curated_labels`` table, which the label writers keep equal to the rule; when annotators'
+        answers changed since the stored Dawid-Skene aggregates were fitted, they are refitted first
+        (:meth:`_aggregate_changes`). Samples share one CuratedLabel per (label, origin, how)."""
+        changes = self._aggregate_changes()
         shared: dict[tuple[str, str, str], CuratedLabel] = {}
-
-        def one(label: str, origin: str, how: str) -> CuratedLabel:
-            found = shared.get((label, origin, how))
-            if found is None:
-                found = shared[label, origin, how] = CuratedLabel(label, origin, how)
-            return found
-
-        result = {sid: one(label, "imported", "imported") for sid, label in imported.items()}
-        result.update((sid, one(label, "model", "routed")) for sid, label in routed.items())
-        result.update(human)
+        result: dict[str, CuratedLabel] = {}
+        query = select(curated_labels.c.sample_id, curated_labels.c.label, curated_labels.c.origin,
+                       curated_labels.c.how).order_by(curated_labels.c.sample_id)
+        with self.engine.connect() as conn:
+            if sample_ids is None:
+                parts = [conn.execute(query.execution_options(yield_per=100_000))]
+            else:
+                parts = [conn.execute(query.where(curated_labels.c.sample_id.in_(chunk)))
+                         for chunk in _chunks(sorted(set(sample_ids)), 900)]
+            for rows in parts:
+                for sid, label, origin, how in rows:
+                    if how == "aggregated" and sid in changes and changes[sid][0] == label:
+                        label = changes[sid][1]
+                    key = (label, origin, how)
+                    found = shared.get(key)
+                    if found is None:
+                        found = shared[key] = CuratedLabel(label, origin, how)
+                    result[sid] = found
         return result
 
     def curated_label_counts(self, column: str | None = "split") -> dict[tuple[str, str, Any], int]:
         """(curated label, origin, the sample's ``column`` value) -> number of samples, by the rule of
-        :meth:`curated_labels`, without loading every sample: the imported and model labels of samples without
-        a human label are counted by one GROUP BY in the database; the few human-labelled samples go through the
-        rule in Python. ``column=None``: the value is None (counts per label and origin). Samples without any
-        label are not counted."""
+        :meth:`curated_labels`, counted in the database: per split (or with ``column=None``: per label and origin
+        only) on the ``curated_labels`` table's own index, per any other samples column through a join. Samples
+        without any label are not counted."""
+        changes = self._aggregate_changes()
+        table = curated_labels
+        if column is None:
+            value = null()
+        elif column == "split":
+            value = table.c.split
+        else:
+            value = samples.c[column]
+        grouped = [table.c.label, table.c.origin, value] if column is not None else [table.c.label, table.c.origin]
+        query = select(*grouped, func.count()).group_by(*grouped)
+        if column not in (None, "split"):
+            query = query.select_from(table.join(samples, samples.c.sample_id == table.c.sample_id))
+        counts: Counter[tuple[str, str, Any]] = Counter()
         with self.engine.connect() as conn:
-            human = _human_curated(conn)
-            counts: Counter[tuple[str, str, Any]] = Counter()
-            for row in conn.execute(_machine_counts_query(column)):
+            for row in conn.execute(query):
                 counts[row[0], row[1], row[2] if column is not None else None] += int(row[-1])
-            wanted = [samples.c.sample_id, samples.c[column] if column is not None else null()]
-            for chunk in _chunks(list(human), 900):
-                for sid, value in conn.execute(select(*wanted).where(samples.c.sample_id.in_(chunk))):
-                    counts[human[sid].label, "human", value] += 1
-        return dict(counts)
+            values: dict[str, Any] = {sid: split for sid, (_, _, split) in changes.items()} if column == "split" \
+                else dict.fromkeys(changes)
+            if changes and column not in (None, "split"):
+                for chunk in _chunks(list(changes), 900):
+                    values.update(conn.execute(select(samples.c.sample_id, samples.c[column])
+                                               .where(samples.c.sample_id.in_(chunk))).all())
+        for sid, (old, new, _) in changes.items():
+            counts[old, "human", values[sid]] -= 1
+            counts[new, "human", values[sid]] += 1
+        return {key: count for key, count in counts.items() if count}
+
+    def _aggregate_changes(self, *, persist: bool = True) -> dict[str, tuple[str, str, str | None]]:
+        """Refit the multi-annotator aggregates when the answers changed since they were fitted: sample_id ->
+        (stored label, fitted label, split) of the ``aggregated`` rows whose label changes, left to the caller to
+        apply only when they could not be stored (``persist`` False, a read-only catalog, or answers changed
+        again meanwhile); empty when nothing is due.
+
+        Why lazily: Dawid-Skene is fitted on every answer at once (each annotator's confusion matrix comes from
+        all their answers), so one new answer can change any multi-annotator sample's aggregate, and the fit
+        costs seconds at scale. Fitting in each write's transaction would make every answer in the app cost the
+        fit under the write lock; instead a write only changes the answers token, and the first read after it
+        pays the fit once for every process (stored with the token it was fitted on)."""
+        table = curated_labels
+        with self.engine.connect() as conn:
+            tokens = dict(conn.execute(select(info.c.key, info.c.value)
+                                       .where(info.c.key.in_((ANSWERS_TOKEN, FITTED_TOKEN)))).all())
+            if tokens.get(ANSWERS_TOKEN) == tokens.get(FITTED_TOKEN):
+                return {}
+            stored = {sid: (label, split) for sid, label, split in conn.execute(
+                select(table.c.sample_id, table.c.label, table.c.split).where(table.c.how == "aggregated"))}
+            if not stored:
+                return {}  # no multi-annotator sample: nothing depends on the fit
+            _, answers = _human_rows(conn)
+        fitted = _fit_answers(answers)
+        changes = {sid: (label, fitted[sid], split) for sid, (label, split) in stored.items()
+                   if sid in fitted and fitted[sid] != label}
+        if not persist:
+            return changes
+        try:
+            with self.engine.begin() as conn:
+                _lock_curated(conn)
+                current = select(info.c.value).where(info.c.key == ANSWERS_TOKEN)
+                if conn.execute(current).scalar() != tokens.get(ANSWERS_TOKEN):
+                    return changes  # answers changed while fitting: use this fit now, refit on the next read
+                for sid, (old, new, _) in changes.items():
+                    conn.execute(update(table).where(table.c.sample_id == sid, table.c.how == "aggregated",
+                                                     table.c.label == old).values(label=new))
+                _set_token(conn, FITTED_TOKEN, tokens.get(ANSWERS_TOKEN))
+        except WorkspaceError:  # read-only or busy catalog: the caller applies the fit without storing it
+            return changes
+        return {}
+
+    def curated_label_problems(self) -> list[dict[str, Any]]:
+        """Where the ``curated_labels`` table disagrees with the rule recomputed from the label history
+        (:func:`rule_labels`): ``[{"sample_id", "stored": [label, origin, how, split] | None, "expected": ...}]``,
+        sorted by sample_id; empty when they agree. Reads only (a due refit is applied in memory)."""
+        changes = self._aggregate_changes(persist=False)
+        with self.engine.connect() as conn:
+            expected = rule_labels(conn)
+            stored = {sid: [changes[sid][1] if how == "aggregated" and sid in changes and changes[sid][0] == label
+                            else label, origin, how, split]
+                      for sid, label, origin, how, split in conn.execute(select(curated_labels))}
+            splits = dict(conn.execute(select(samples.c.sample_id, samples.c.split)
+                                       .where(samples.c.sample_id.in_(select(curated_labels.c.sample_id)))).all())
+            splits.update(_splits_of(conn, [sid for sid in expected if sid not in splits]))
+        wanted = {sid: [value.label, value.origin, value.how, splits.get(sid)] for sid, value in expected.items()}
+        return [{"sample_id": sid, "stored": stored.get(sid), "expected": wanted.get(sid)}
+                for sid in sorted(set(stored) | set(wanted)) if stored.get(sid) != wanted.get(sid)]
+
+    def rebuild_curated_labels(self) -> int:
+        """Rewrite the ``curated_labels`` table from the label history by the rule (the repair for what
+        :meth:`curated_label_problems` finds); returns the samples with a label."""
+        with self.engine.begin() as conn:
+            return fill_curated_labels(conn)
 
     def original_labels(self) -> dict[str, str]:
         """sample_id -> the first label ever imported for it (what the dataset came with)."""
@@ -787,9 +932,7 @@ class Catalog:
                                                      labels.c.retracted_at.is_(None))
         conn.execute(update(schema.queue).where(schema.queue.c.status == "routed",
                                                 schema.queue.c.sample_id.in_(retracted)).values(status="queued"))
-        result = conn.execute(update(labels).where(labels.c.origin == "model", labels.c.annotator == annotator,
-                                                   labels.c.retracted_at.is_(None)).values(retracted_at=utcnow()))
-        return int(result.rowcount or 0)
+        return _retract(conn, (labels.c.origin == "model", labels.c.annotator == annotator), utcnow())
 
     def labeled_sample_ids(self, origins: Sequence[str]) -> set[str]:
         """Samples holding at least one label of the given origins (e.g. human and imported)."""
@@ -893,15 +1036,16 @@ def _latest_per_sample(conn: Connection, origin: str) -> dict[str, str]:
     return found
 
 
-def _human_curated(conn: Connection) -> dict[str, CuratedLabel]:
-    """sample_id -> CuratedLabel of every sample with a human label that counts: the latest review decision
-    (``how`` review), else the annotators' answers (one annotator's latest, or their aggregate)."""
+def _human_rows(conn: Connection) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """(sample_id -> its latest review label, (sample_id, annotator) -> the annotator's latest answer) of the
+    human labels that count: a label of a review decision (any queue but the labelling queue) is a review, every
+    other human label an annotator's answer (an unnamed annotator is "")."""
     rows = conn.execute(
         select(labels.c.sample_id, labels.c.label, labels.c.annotator, labels.c.decision_id)
         .where(labels.c.origin == "human", labels.c.retracted_at.is_(None)).order_by(labels.c.id)
     ).all()
     reviewed: dict[str, str] = {}
-    answers: dict[tuple[str, str], str] = {}  # (sample, annotator) -> latest answer
+    answers: dict[tuple[str, str], str] = {}
     if rows:
         review_decisions = set(conn.execute(select(decisions.c.id)
                                             .where(decisions.c.queue != LABELLING_QUEUE)).scalars())
@@ -911,27 +1055,271 @@ def _human_curated(conn: Connection) -> dict[str, CuratedLabel]:
             else:
                 answers.pop((sample_id, annotator or ""), None)  # re-insert: the latest answer goes last
                 answers[sample_id, annotator or ""] = label
-    result: dict[str, CuratedLabel] = {}
-    if answers:
-        keys = list(answers)
-        per_sample = Counter(sid for sid, _ in keys)
-        aggregated = _aggregated([sid for sid, _ in keys], [who for _, who in keys], list(answers.values()))
-        result.update({sid: CuratedLabel(label, "human", "aggregated" if per_sample[sid] > 1 else "annotator")
-                       for sid, label in aggregated.items()})
+    return reviewed, answers
+
+
+def _fit_answers(answers: Mapping[tuple[str, str], str]) -> dict[str, str]:
+    """sample_id -> the aggregate of its annotators' answers (:func:`aggregate_answers` over all of them)."""
+    if not answers:
+        return {}
+    keys = list(answers)
+    return aggregate_answers([sid for sid, _ in keys], [who for _, who in keys], list(answers.values()))
+
+
+def _human_curated(conn: Connection) -> dict[str, CuratedLabel]:
+    """sample_id -> CuratedLabel of every sample with a human label that counts: the latest review decision
+    (``how`` review), else the annotators' answers (one annotator's latest, or their aggregate)."""
+    reviewed, answers = _human_rows(conn)
+    per_sample = Counter(sid for sid, _ in answers)
+    result = {sid: CuratedLabel(label, "human", "aggregated" if per_sample[sid] > 1 else "annotator")
+              for sid, label in _fit_answers(answers).items()}
     result.update({sid: CuratedLabel(label, "human", "review") for sid, label in reviewed.items()})
     return result
 
 
+def rule_labels(conn: Connection) -> dict[str, CuratedLabel]:
+    """sample_id -> the label that counts and where it came from, computed from the whole label history: THE rule
+    every command uses (the ``curated_labels`` table stores its result).
+
+    1. a reviewer's decision in the app (the latest one not undone) -- a review is final;
+    2. else the human annotators' labels: one annotator's latest answer, or, when several annotators
+       labelled the sample, their aggregate (:func:`curato.crowd.aggregate_labels`: Dawid-Skene, majority
+       vote as fallback);
+    3. else the latest model label a ``curato route`` rule accepted;
+    4. else the latest imported label.
+    Retracted (undone) labels never count; the history stays in the ``labels`` table.
+    """
+    shared: dict[tuple[str, str, str], CuratedLabel] = {}
+
+    def one(label: str, origin: str, how: str) -> CuratedLabel:
+        found = shared.get((label, origin, how))
+        if found is None:
+            found = shared[label, origin, how] = CuratedLabel(label, origin, how)
+        return found
+
+    result = {sid: one(label, "imported", "imported") for sid, label in _latest_per_sample(conn, "imported").items()}
+    result.update((sid, one(label, "model", "routed")) for sid, label in _latest_per_sample(conn, "model").items())
+    result.update(_human_curated(conn))
+    return result
+
+
+def _sample_rules(conn: Connection, sample_ids: Sequence[str]) -> dict[str, tuple[str, str, str] | None]:
+    """The rule of :func:`rule_labels` for these samples only, from their own label rows (index lookups):
+    sample_id -> (label, origin, how), None without a label that counts. A multi-annotator sample gets its
+    latest answer as the label: its aggregate is global (:meth:`Catalog._aggregate_changes`)."""
+    found: dict[str, tuple[str, str, str] | None] = dict.fromkeys(sample_ids)
+    for chunk in _chunks(list(found), 900):
+        rows = conn.execute(select(labels.c.sample_id, labels.c.label, labels.c.origin, labels.c.annotator,
+                                   labels.c.decision_id)
+                            .where(labels.c.sample_id.in_(chunk), labels.c.retracted_at.is_(None))
+                            .order_by(labels.c.id)).all()
+        asked = {row[4] for row in rows if row[2] == "human" and row[4] is not None}
+        reviews = set(conn.execute(select(decisions.c.id).where(decisions.c.id.in_(asked),
+                                                                decisions.c.queue != LABELLING_QUEUE)).scalars()) \
+            if asked else set()
+        latest: dict[tuple[str, str], str] = {}  # (sample, origin) -> latest label
+        answered: dict[str, set[str]] = {}
+        for sid, label, origin, annotator, decision_id in rows:
+            if origin == "human":
+                if decision_id is not None and decision_id in reviews:
+                    latest[sid, "review"] = label
+                else:
+                    latest[sid, "answer"] = label
+                    answered.setdefault(sid, set()).add(annotator or "")
+            else:
+                latest[sid, origin] = label
+        for sid in chunk:
+            if (sid, "review") in latest:
+                found[sid] = (latest[sid, "review"], "human", "review")
+            elif (sid, "answer") in latest:
+                how = "aggregated" if len(answered[sid]) > 1 else "annotator"
+                found[sid] = (latest[sid, "answer"], "human", how)
+            elif (sid, "model") in latest:
+                found[sid] = (latest[sid, "model"], "model", "routed")
+            elif (sid, "imported") in latest:
+                found[sid] = (latest[sid, "imported"], "imported", "imported")
+    return found
+
+
+def _stored_curated(conn: Connection, sample_ids: Sequence[str]) -> dict[str, tuple[str, str, str]]:
+    """sample_id -> (label, origin, how) as the ``curated_labels`` table holds it, for these samples."""
+    table = curated_labels
+    found: dict[str, tuple[str, str, str]] = {}
+    for chunk in _chunks(list(sample_ids), 900):
+        for sid, label, origin, how in conn.execute(select(table.c.sample_id, table.c.label, table.c.origin,
+                                                           table.c.how).where(table.c.sample_id.in_(chunk))):
+            found[sid] = (label, origin, how)
+    return found
+
+
+def _store_curated(conn: Connection, wanted: Mapping[str, tuple[str, str, str] | None]) -> None:
+    """Make the ``curated_labels`` rows of these samples what ``wanted`` says (None: no row), writing only what
+    changes; the split is copied from the sample. An ``aggregated`` row keeps its stored aggregate when it was
+    aggregated already (its answers changed only if the answers token did too); a sample that becomes
+    aggregated gets its latest answer for now and marks the aggregates due for a refit."""
+    stored = _stored_curated(conn, list(wanted))
+    gone = [sid for sid, rule in wanted.items() if rule is None and sid in stored]
+    rows: list[dict[str, str]] = []
+    refit = False
+    for sid, rule in wanted.items():
+        if rule is None:
+            continue
+        before = stored.get(sid)
+        if rule[2] == "aggregated":
+            if before is not None and before[2] == "aggregated":
+                rule = before
+            else:
+                refit = True
+        if rule != before:
+            rows.append({"sid": sid, "new_label": rule[0], "new_origin": rule[1], "new_how": rule[2]})
+    for chunk in _chunks(gone, 900):
+        conn.execute(delete(curated_labels).where(curated_labels.c.sample_id.in_(chunk)))
+    _upsert_curated(conn, rows)
+    if refit:
+        _answers_changed(conn)
+
+
+def _upsert_curated(conn: Connection, rows: Sequence[dict[str, str]]) -> None:
+    """Insert or replace ``curated_labels`` rows (``sid``, ``new_label``, ``new_origin``, ``new_how``), each with
+    its sample's split, by one cached statement executed many times."""
+    if not rows:
+        return
+    table = curated_labels
+    split = select(samples.c.split).where(samples.c.sample_id == bindparam("sid")).scalar_subquery()
+    statement = _dialect_insert(conn)(table).values(sample_id=bindparam("sid"), label=bindparam("new_label"),
+                                                    origin=bindparam("new_origin"), how=bindparam("new_how"),
+                                                    split=split)
+    statement = statement.on_conflict_do_update(
+        index_elements=["sample_id"], set_={name: statement.excluded[name] for name in ("label", "origin", "how",
+                                                                                         "split")})
+    for chunk in _chunks(rows):
+        conn.execute(statement, list(chunk))
+
+
+def _lock_curated(conn: Connection) -> None:
+    """Take the curated-rows write lock until ``conn``'s transaction ends (PostgreSQL; SQLite has one writer).
+
+    Each writer reads the label rows and stored curated rows it decides from and then writes: two concurrent
+    transactions on one sample (two annotators answering it, a route beside an answer) would each decide without
+    the other's uncommitted rows and the later write would win, stale. Taken before those reads, the lock makes
+    the second transaction wait for the first's commit, and its reads (each statement sees what is committed
+    when it starts) then include it. One lock, not one per sample: a bulk import cannot hold 100k row or
+    advisory locks, and the app's writes hold it for milliseconds."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_CURATED_LOCK)))
+
+
+def _refresh_curated(conn: Connection, sample_ids: Sequence[str]) -> None:
+    """Recompute the curated rows of these samples from their label history (after any change to their labels)."""
+    if sample_ids:
+        _lock_curated(conn)
+        _store_curated(conn, _sample_rules(conn, sample_ids))
+
+
+def _machine_labels_written(conn: Connection, new_labels: Mapping[str, str], origin: str) -> None:
+    """Curated rows after appending imported or model labels (each now its sample's latest of that origin): it
+    counts unless a label of a higher rank (human; for imported ones also model) counts already."""
+    if not new_labels:
+        return
+    outranking = {"human"} if origin == "model" else {"human", "model"}
+    how = "routed" if origin == "model" else "imported"
+    _lock_curated(conn)
+    stored = _stored_curated(conn, list(new_labels))
+    rows = [{"sid": sid, "new_label": label, "new_origin": origin, "new_how": how}
+            for sid, label in new_labels.items()
+            if stored.get(sid) is None or (stored[sid][1] not in outranking and stored[sid] != (label, origin, how))]
+    _upsert_curated(conn, rows)
+
+
+def _retract(conn: Connection, where: Sequence[Any], now: dt.datetime) -> int:
+    """Retract the labels that count and match ``where`` (the rows stay as history) and recompute their samples'
+    curated rows; returns rows retracted."""
+    counting = (*where, labels.c.retracted_at.is_(None))
+    _lock_curated(conn)
+    touched = list(conn.execute(select(labels.c.sample_id).where(*counting).distinct()).scalars())
+    result = conn.execute(update(labels).where(*counting).values(retracted_at=now))
+    _refresh_curated(conn, touched)
+    return int(result.rowcount or 0)
+
+
+def _move_split(conn: Connection, sample_id: str, split: str | None, now: dt.datetime, *,
+                only_from: str | None = None) -> None:
+    """Move a sample to ``split`` (only when it is in ``only_from``, if given), its curated row with it."""
+    moved = update(samples).where(samples.c.sample_id == sample_id)
+    if only_from is not None:
+        moved = moved.where(samples.c.split == only_from)
+    if conn.execute(moved.values(split=split, updated_at=now)).rowcount:
+        conn.execute(update(curated_labels).where(curated_labels.c.sample_id == sample_id).values(split=split))
+
+
+def _copy_splits(conn: Connection, sample_ids: Sequence[str]) -> None:
+    """Copy the samples' split into their curated rows where it differs (after samples were written)."""
+    table = curated_labels
+    split = select(samples.c.split).where(samples.c.sample_id == table.c.sample_id).scalar_subquery()
+    for chunk in _chunks(sample_ids, 900):
+        conn.execute(update(table).where(table.c.sample_id.in_(chunk), table.c.split.is_distinct_from(split))
+                     .values(split=split))
+
+
+def _splits_of(conn: Connection, sample_ids: Sequence[str]) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for chunk in _chunks(list(sample_ids), 900):
+        found.update(conn.execute(select(samples.c.sample_id, samples.c.split)
+                                  .where(samples.c.sample_id.in_(chunk))).all())
+    return found
+
+
+def _set_token(conn: Connection, key: str, value: str | None) -> None:
+    """Store an answers token in ``info`` (an UPDATE of the existing row, so concurrent writers queue on it)."""
+    if value is None:
+        conn.execute(delete(info).where(info.c.key == key))
+    elif not conn.execute(update(info).where(info.c.key == key).values(value=value)).rowcount:
+        conn.execute(info.insert().values(key=key, value=value))
+
+
+def _answers_changed(conn: Connection) -> None:
+    """The annotators' answers changed in this transaction: the stored aggregates are due for a refit."""
+    _set_token(conn, ANSWERS_TOKEN, uuid.uuid4().hex)
+
+
+def init_answer_tokens(conn: Connection) -> None:
+    """Give a catalog both answers tokens, equal (nothing due), unless it has them: writers then only update."""
+    present = set(conn.execute(select(info.c.key).where(info.c.key.in_((ANSWERS_TOKEN, FITTED_TOKEN)))).scalars())
+    if not present:
+        token = uuid.uuid4().hex
+        conn.execute(info.insert(), [{"key": ANSWERS_TOKEN, "value": token}, {"key": FITTED_TOKEN, "value": token}])
+
+
+def fill_curated_labels(conn: Connection) -> int:
+    """Write the whole ``curated_labels`` table from the label history by :func:`rule_labels` (aggregates fitted
+    now, so the fitted token is the answers token), inside ``conn``; returns the rows written. Migration 0005 and
+    :meth:`Catalog.rebuild_curated_labels` call it."""
+    _lock_curated(conn)
+    init_answer_tokens(conn)
+    token = conn.execute(select(info.c.value).where(info.c.key == ANSWERS_TOKEN)).scalar()
+    expected = rule_labels(conn)
+    conn.execute(delete(curated_labels))
+    rows = [{"sid": sid, "new_label": value.label, "new_origin": value.origin, "new_how": value.how}
+            for sid, value in expected.items()]
+    _upsert_curated(conn, rows)
+    _set_token(conn, FITTED_TOKEN, token)
+    return len(rows)
+
+
 _AGGREGATED: dict[str, dict[str, str]] = {}  # digest of the answers -> their aggregate (the newest few)
-_AGGREGATED_KEPT = 4
+_AGGREGATED_KEPT = 8  # a few MB each at 40k answers
 
 
-def _aggregated(items: list[str], annotators: list[str], answers: list[str]) -> dict[str, str]:
+def aggregate_answers(items: list[str], annotators: list[str], answers: list[str]) -> dict[str, str]:
     """:func:`curato.crowd.aggregate_labels` of these answers, remembered by a digest of all of them: fitting
     Dawid-Skene costs seconds whatever the catalog's size, and a server asks for the same answers again on
-    every status or review page until someone labels something. The same answers give the same aggregate."""
+    every status or review page until someone labels something. The same answers give the same aggregate.
+    Answers without an item answered twice are not remembered: nothing is fitted for them (majority vote), and
+    they would push out fits that cost seconds."""
     from curato.crowd import aggregate_labels
 
+    if len(set(items)) == len(items):
+        return aggregate_labels(items, annotators, answers)
     digest = hashlib.sha256(json.dumps([items, annotators, answers]).encode()).hexdigest()
     found = _AGGREGATED.get(digest)
     if found is None:
@@ -940,25 +1328,6 @@ def _aggregated(items: list[str], annotators: list[str], answers: list[str]) -> 
             _AGGREGATED.pop(next(iter(_AGGREGATED)), None)
         _AGGREGATED[digest] = found
     return dict(found)
-
-
-def _machine_counts_query(column: str | None) -> Any:
-    """(label, origin, [samples.<column>,] count) of the samples without a human label that counts, by
-    their latest model label, else their latest imported label (retracted rows never count): one GROUP BY."""
-    picked = (select(labels.c.sample_id.label("sample_id"),
-                     func.coalesce(func.max(case((labels.c.origin == "model", labels.c.id))),
-                                   func.max(labels.c.id)).label("id"))
-              .where(labels.c.retracted_at.is_(None), labels.c.origin.in_(("imported", "model")))
-              .group_by(labels.c.sample_id).subquery("picked"))
-    chosen = labels.alias("chosen")
-    human = labels.alias("human")
-    grouped = [chosen.c.label, chosen.c.origin, *([samples.c[column]] if column is not None else [])]
-    has_human = exists().where(human.c.sample_id == picked.c.sample_id, human.c.origin == "human",
-                               human.c.retracted_at.is_(None))
-    return (select(*grouped, func.count())
-            .select_from(picked.join(chosen, chosen.c.id == picked.c.id)
-                         .join(samples, samples.c.sample_id == picked.c.sample_id))
-            .where(~has_human).group_by(*grouped))
 
 
 def _dialect_insert(conn: Connection):

@@ -21,7 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LABEL_ORIGINS = ("imported", "human", "model")
 SAMPLE_KINDS = ("image", "text")
 
@@ -80,6 +80,24 @@ labels = Table(
 )
 Index("ix_labels_sample", labels.c.sample_id)
 Index("ix_labels_origin", labels.c.origin, labels.c.sample_id)  # schema 4: the few human and model labels
+
+# schema 5: the label rule's result per sample (Catalog.curated_labels), written in the same transaction as every
+# label, retraction, decision and split change by the Catalog methods that make them, so that counting the
+# curated labels per (label, origin, split) reads one index instead of applying the rule to every sample. A sample
+# without a label that counts has no row. ``how`` aggregated rows hold the Dawid-Skene aggregate of the answers
+# whose token ``info.curated_fitted`` names; when ``info.curated_answers`` differs, the answers changed since and
+# the aggregates are refitted on the next read (docs/workspace.md "Curated labels").
+curated_labels = Table(
+    "curated_labels",
+    metadata,
+    Column("sample_id", String, ForeignKey("samples.sample_id", ondelete="CASCADE"), primary_key=True),
+    Column("label", String, nullable=False),
+    Column("origin", String(16), nullable=False),  # human | model | imported
+    Column("how", String(16), nullable=False),  # review | aggregated | annotator | routed | imported
+    Column("split", String(64)),  # the sample's split, copied (kept equal by every split write)
+)
+Index("ix_curated_labels_counts", curated_labels.c.label, curated_labels.c.origin, curated_labels.c.split)
+Index("ix_curated_labels_how", curated_labels.c.how)
 
 annotations = Table(
     "annotations",

@@ -172,6 +172,12 @@ def check_workspace(workspace: Workspace) -> CheckResult:
     for line in workspace.catalog.integrity_problems():
         result.problem(f"catalog {workspace.catalog.where}: {line}", "restore the catalog from a backup, or "
                        "re-create the workspace with `curato ingest SOURCE -w NEW_DIR`")
+    disagreeing = [entry["sample_id"] for entry in workspace.catalog.curated_label_problems()]
+    if disagreeing:
+        result.problem(f"catalog {workspace.catalog.where}: the stored curated labels of {len(disagreeing)} "
+                       f"sample(s) disagree with the label rule ({_examples(disagreeing)}): something wrote labels "
+                       "around curato's catalog", "rebuild them from the label history: `python -c \"from curato.api "
+                       f"import Workspace; Workspace.open('{ws}').catalog.rebuild_curated_labels()\"`")
     table = workspace.catalog.samples(("sample_id", "kind", "uri", "source", "content_hash", "readable"))
     known = set(table["sample_id"].tolist())
     readable = {sid: digest for sid, digest, ok in zip(table["sample_id"].tolist(), table["content_hash"].tolist(),

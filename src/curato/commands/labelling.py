@@ -405,8 +405,8 @@ def review_items(workspace: Workspace, kind: str, *, status: str = "open", offse
     chosen = [item for item in found.items
               if status == "all" or (item.key in decided) == (status == "decided")]
     page = chosen[offset:offset + limit]
-    curated = workspace.catalog.curated_labels() if page else {}
     wanted = sorted({sid for item in page for sid in item.sample_ids + item.neighbours})
+    curated = workspace.catalog.curated_labels(wanted) if page else {}
     rows = sample_rows(workspace, wanted)
     open_count = sum(1 for item in found.items if item.key not in decided)
     return {"kind": kind, "title": found.title, "group": found.group, "message": found.message,
@@ -470,7 +470,7 @@ def decide(workspace: Workspace, user: User, kind: str, item_key: str, action: s
     if action in ("keep", "accept", "relabel"):
         sid = members[0]
         if action == "keep":
-            given = workspace.catalog.curated_labels().get(sid)  # only "keep" needs the label that counts
+            given = workspace.catalog.curated_labels([sid]).get(sid)  # only "keep" needs the label that counts
             if given is None:
                 raise InputError(f"sample {sid!r} has no label to keep; relabel it instead")
             new = given.label
@@ -500,8 +500,9 @@ def decide(workspace: Workspace, user: User, kind: str, item_key: str, action: s
     else:
         effects = {"include": members}
     with workspace.catalog.transaction() as conn:
-        decision_id = _record(conn, kind, item_key, action, members, effects, user, run_id, duration_ms)
-        _apply(conn, decision_id, effects, user, duration_ms)
+        decision_id = workspace.catalog.record_decision(conn, queue=kind, item=item_key, action=action,
+                                                        sample_ids=members, effects=effects, user=user.name,
+                                                        source_run=run_id, duration_ms=duration_ms)
     return {"decision": decision_id, "effects": effects}
 
 
@@ -519,26 +520,6 @@ def _check_duration(duration_ms: int | None) -> None:
         raise InputError(f"duration_ms={duration_ms!r}: use milliseconds between 0 and one day")
 
 
-def _record(conn: Connection, kind: str, item_key: str, action: str, members: list[str], effects: dict[str, Any],
-            user: User, source_run: int | None, duration_ms: int | None) -> int:
-    result = conn.execute(decisions.insert().values(
-        queue=kind, item=item_key, action=action, sample_ids=members, effects=effects, user=user.name,
-        source_run=source_run, duration_ms=duration_ms, created_at=utcnow()))
-    return int(result.inserted_primary_key[0])
-
-
-def _apply(conn: Connection, decision_id: int, effects: Mapping[str, Any], user: User,
-           duration_ms: int | None) -> None:
-    now = utcnow()
-    new_labels = effects.get("labels") or {}
-    if new_labels:
-        conn.execute(labels.insert(), [{"sample_id": sid, "label": label, "origin": "human", "annotator": user.name,
-                                        "decision_id": decision_id, "duration_ms": duration_ms, "created_at": now}
-                                       for sid, label in new_labels.items()])
-    for sid, (_, new_split) in (effects.get("splits") or {}).items():
-        conn.execute(update(samples).where(samples.c.sample_id == sid).values(split=new_split, updated_at=now))
-
-
 def undo_decision(workspace: Workspace, user: User, decision_id: int) -> dict[str, Any]:
     """Undo a decision: it stays in the history marked undone, its labels are retracted, moved samples go back
     to their split (when nobody moved them since), a labelling item returns to its annotator. People undo their
@@ -552,15 +533,8 @@ def undo_decision(workspace: Workspace, user: User, decision_id: int) -> dict[st
             raise ForbiddenError(f"decision {decision_id} is {row['user']}'s; only they or an admin can undo it")
         if row["undone_at"] is not None:
             raise ConflictError(f"decision {decision_id} was undone already")
-        now = utcnow()
-        conn.execute(update(decisions).where(decisions.c.id == decision_id).values(undone_at=now,
-                                                                                   undone_by=user.name))
-        conn.execute(update(labels).where(labels.c.decision_id == decision_id, labels.c.retracted_at.is_(None))
-                     .values(retracted_at=now))
+        workspace.catalog.undo_decision(conn, decision_id, undone_by=user.name)
         effects = row["effects"] if isinstance(row["effects"], dict) else {}
-        for sid, (old_split, new_split) in (effects.get("splits") or {}).items():
-            conn.execute(update(samples).where(samples.c.sample_id == sid, samples.c.split == new_split)
-                         .values(split=old_split, updated_at=now))
         assignment_id = effects.get("assignment")
         if row["queue"] == LABELLING_QUEUE and assignment_id is not None:
             _reopen_assignment(conn, int(assignment_id))
@@ -731,9 +705,10 @@ def submit_label(workspace: Workspace, user: User, assignment_id: int, action: s
             effects["labels"] = {row["sample_id"]: chosen}
         select_run = None if row["queue_id"] is None else conn.execute(
             select(queue.c.run_id).where(queue.c.id == row["queue_id"])).scalar()
-        decision_id = _record(conn, LABELLING_QUEUE, f"assignment:{assignment_id}", action, [row["sample_id"]],
-                              effects, user, select_run, duration_ms)
-        _apply(conn, decision_id, effects, user, duration_ms)
+        decision_id = workspace.catalog.record_decision(
+            conn, queue=LABELLING_QUEUE, item=f"assignment:{assignment_id}", action=action,
+            sample_ids=[row["sample_id"]], effects=effects, user=user.name, source_run=select_run,
+            duration_ms=duration_ms)
         status = "labelled" if action == "label" else action + ("ped" if action == "skip" else "")
         values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "duration_ms": duration_ms,
                                   "label": chosen}
