@@ -10,16 +10,21 @@ two sources, PNG/JPEG, sizes, bytes, content hashes and perceptual hashes, 0.1 %
 ``sync_imported_labels`` (one imported label per sample, 1 % of them wrong, then a re-import correcting those),
 ``add_labels`` (human labels on 3 % of samples by one of 7 annotators, 0.5 % labelled by 2-3 annotators who
 sometimes disagree; model labels a route rule accepted on 2 %, plus a routing run that is retracted again) and
-review decisions on 0.2 % (a ``label_issues`` decision with its human label, a tenth of them undone: decision
-``undone_at`` set and its label retracted, as the app's undo does). It also queues a 10k-item labelling batch
-and adds an annotator, so the app's per-request queries have something to answer. Rows/s per writer are printed.
+review decisions on 0.2 % (``Catalog.record_decision``: a ``label_issues`` decision with its human label, a tenth
+of them undone by ``Catalog.undo_decision``; code from before schema 5 writes them with the app's old
+statements). It also queues a 10k-item labelling batch and adds an annotator, so the app's per-request queries
+have something to answer. Rows/s per writer are printed.
 
 ``query`` times, each in its own forked process (wall time and that process's peak RSS from
 ``resource.getrusage``): ``Workspace.info()`` (= ``workspace_overview``, which ``curato info`` prints and the
 report's overview shows), ``curated_labels()``, ``group_counts('split')``, ``sample_count()`` and the
 labelling app's per-request work: ``next_item`` (an annotator's next assignment), ``app_status`` (``/api/status``),
-``class_names`` (the class list each page loads) and ``remaining_items``. ``--skip`` leaves out named queries
-(e.g. the old ``curated_labels`` at 10M). The table is printed; ``--json`` appends the results.
+``class_names`` (the class list each page loads) and ``remaining_items``; before them the opening of the
+workspace (where an older catalog is migrated: schema 5 fills the curated-label table) and a first read of the
+curated labels (where the multi-annotator aggregates are refitted when answers changed since the last fit, as
+after ``build``); after them ``/api/status`` right after one new answer (the refit it then pays) and
+``curated_label_problems`` (``curato check``'s comparison of the stored labels with the rule). ``--skip`` leaves
+out named queries (e.g. the old ``curated_labels`` at 10M). The table is printed; ``--json`` appends the results.
 """
 
 from __future__ import annotations
@@ -72,12 +77,49 @@ def chunk_rows(start: int, stop: int, classes: list[str]) -> tuple[list[dict[str
     return rows, given, truth, ids
 
 
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    """The workspace of ``args.n`` samples, written chunk by chunk; returns seconds and rows per writer."""
+def _review(catalog: Any, conn: Any, chosen: dict[str, str]) -> list[int]:
+    """One ``label_issues`` relabel decision per sample with its human label, as the app's review writes them:
+    through ``Catalog.record_decision`` (schema 5), or by the statements the app used before it (older code)."""
+    if not chosen:
+        return []
+    if hasattr(catalog, "record_decision"):
+        return [catalog.record_decision(conn, queue="label_issues", item=sid, action="relabel", sample_ids=[sid],
+                                        effects={"labels": {sid: label}}, user="reviewer")
+                for sid, label in chosen.items()]
+    from curato.catalog.catalog import utcnow
+    from curato.catalog.schema import decisions, labels
+
+    now = utcnow()
+    made = conn.execute(decisions.insert().returning(decisions.c.id, sort_by_parameter_order=True), [
+        {"queue": "label_issues", "item": sid, "action": "relabel", "sample_ids": [sid],
+         "effects": {"labels": {sid: label}}, "user": "reviewer", "source_run": None,
+         "created_at": now} for sid, label in chosen.items()]).scalars().all()
+    conn.execute(labels.insert(), [{"sample_id": sid, "label": label, "origin": "human", "annotator": "reviewer",
+                                    "decision_id": did, "created_at": now}
+                                   for (sid, label), did in zip(chosen.items(), made, strict=True)])
+    return list(made)
+
+
+def _undo(catalog: Any, conn: Any, decision_ids: list[int]) -> None:
+    """Undo these decisions as the app does: ``Catalog.undo_decision`` (schema 5) or the older statements."""
+    if hasattr(catalog, "undo_decision"):
+        for did in decision_ids:
+            catalog.undo_decision(conn, did, undone_by="admin")
+        return
     from sqlalchemy import update
 
     from curato.catalog.catalog import utcnow
     from curato.catalog.schema import decisions, labels
+
+    now = utcnow()
+    for chunk in range(0, len(decision_ids), 900):
+        part = decision_ids[chunk:chunk + 900]
+        conn.execute(update(decisions).where(decisions.c.id.in_(part)).values(undone_at=now, undone_by="admin"))
+        conn.execute(update(labels).where(labels.c.decision_id.in_(part)).values(retracted_at=now))
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    """The workspace of ``args.n`` samples, written chunk by chunk; returns seconds and rows per writer."""
     from curato.commands.labelling import add_user
     from curato.workspace import Workspace
 
@@ -131,27 +173,15 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                                    confidence=dict.fromkeys(retracted, 0.9))
             # review decisions (0.2 %): the decision row and its human label, as the app writes them
             reviewed = np.flatnonzero(index % 500 == 17).tolist()
-            if reviewed:
-                now = utcnow()
-                chosen = {ids[k]: classes[(int(truth[k]) + 3) % len(classes)] for k in reviewed}
-                made = conn.execute(decisions.insert().returning(decisions.c.id, sort_by_parameter_order=True), [
-                    {"queue": "label_issues", "item": sid, "action": "relabel", "sample_ids": [sid],
-                     "effects": {"labels": {sid: label}}, "user": "reviewer", "source_run": None,
-                     "created_at": now} for sid, label in chosen.items()]).scalars().all()
-                with timed("review labels", len(chosen)):
-                    conn.execute(labels.insert(), [
-                        {"sample_id": sid, "label": label, "origin": "human", "annotator": "reviewer",
-                         "decision_id": did, "created_at": now}
-                        for (sid, label), did in zip(chosen.items(), made, strict=True)])
-                undo_ids.extend(did for k, did in zip(reviewed, made, strict=True) if int(index[k]) % 5000 == 17)
+            chosen = {ids[k]: classes[(int(truth[k]) + 3) % len(classes)] for k in reviewed}
+            with timed("review decisions", len(chosen)):
+                made = _review(catalog, conn, chosen)
+            undo_ids.extend(did for k, did in zip(reviewed, made, strict=True) if int(index[k]) % 5000 == 17)
         if args.progress:
             print(f"  {stop:,} samples, {time.perf_counter() - started:.0f} s", flush=True)
     with catalog.transaction() as conn:  # undo a tenth of the reviews; retract one routing run
-        now = utcnow()
-        for chunk in range(0, len(undo_ids), 900):
-            part = undo_ids[chunk:chunk + 900]
-            conn.execute(update(decisions).where(decisions.c.id.in_(part)).values(undone_at=now, undone_by="admin"))
-            conn.execute(update(labels).where(labels.c.decision_id.in_(part)).values(retracted_at=now))
+        with timed("undo decisions", len(undo_ids)):
+            _undo(catalog, conn, undo_ids)
         with timed("retract_model_labels", 0):
             catalog.retract_model_labels(conn, "route-run-1")
     # re-import: the dataset's next release corrects the 1 % wrong labels
@@ -218,7 +248,22 @@ def _queries() -> dict[str, Callable[[Any], Any]]:
         with workspace.catalog.engine.connect() as conn:
             return labelling.remaining_items(conn, settings)
 
+    def status_after_answer(workspace: Any) -> Any:
+        """/api/status right after a new answer: the multi-annotator aggregates are due for a refit."""
+        catalog = workspace.catalog
+        with catalog.transaction() as conn:  # sample 0: an imported label only
+            catalog.add_labels(conn, {"train/class0000/00000000.jpg": "class0001"}, origin="human",
+                               annotator="late-annotator")
+        started = time.perf_counter()
+        labelling.app_status(workspace)
+        return time.perf_counter() - started
+
+    def problems(workspace: Any) -> Any:
+        check = getattr(workspace.catalog, "curated_label_problems", None)
+        return None if check is None else len(check())
+
     return {
+        "first read (refit if due)": lambda ws: ws.catalog.curated_label_counts(None),
         "info (workspace_overview)": workspace_overview,
         "curated_labels": lambda ws: len(ws.catalog.curated_labels()),
         "group_counts(split)": lambda ws: ws.catalog.group_counts("split"),
@@ -227,6 +272,8 @@ def _queries() -> dict[str, Callable[[Any], Any]]:
         "app: app_status": lambda ws: labelling.app_status(ws),
         "app: class_names": lambda ws: len(labelling.class_names(ws)),
         "app: remaining_items": remaining,
+        "app: app_status after a new answer": status_after_answer,
+        "curated_label_problems (curato check)": problems,
     }
 
 
@@ -238,9 +285,19 @@ def _measure(root: str, name: str, results: Any) -> None:
     started = time.perf_counter()
     value = _queries()[name](workspace)
     seconds = time.perf_counter() - started
-    if name == "app: next_item":
+    if name in ("app: next_item", "app: app_status after a new answer"):
         seconds = float(value)
-    results.put({"query": name, "seconds": seconds, "peak_rss_mb": _peak_mb()})
+    results.put({"query": name, "seconds": seconds, "peak_rss_mb": _peak_mb(),
+                 "value": value if isinstance(value, int) else None})
+
+
+def _open(root: str, results: Any) -> None:
+    """Open the workspace (an older catalog is migrated here: schema 5 fills the curated-label table)."""
+    from curato.workspace import Workspace
+
+    started = time.perf_counter()
+    Workspace.open(root).catalog.sample_count()
+    results.put({"query": "open (migrations due)", "seconds": time.perf_counter() - started, "peak_rss_mb": _peak_mb()})
 
 
 def query(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -248,11 +305,12 @@ def query(args: argparse.Namespace) -> list[dict[str, Any]]:
     context = multiprocessing.get_context("fork")
     found = []
     skip = set(filter(None, (args.skip or "").split(",")))
-    for name in _queries():
+    for name in ["open (migrations due)", *_queries()]:
         if name in skip:
             continue
         results = context.Queue()
-        process = context.Process(target=_measure, args=(args.root, name, results))
+        process = context.Process(target=_open if name.startswith("open") else _measure,
+                                  args=(args.root, results) if name.startswith("open") else (args.root, name, results))
         process.start()
         process.join()
         if process.exitcode != 0:
