@@ -49,7 +49,12 @@ The class that carries the cue rotates across runs. Cues (sizes scale with the s
 half size, centred on a canvas filled with the image's background (median of its outer ring); ``blur``
 Gaussian, sigma 1.2 px; ``jpeg`` stored as JPEG quality 30 (others PNG); ``format`` JPEG quality 95 vs PNG;
 ``size`` stored at twice the side. Found: a flagged cue in the planted cue's expected group(s)
-(``found_group``) and, stricter, one whose per-class list names the planted class (``found_class``).
+(``found_group``) and, stricter, one whose per-class list names the planted class (``found_class``). A run
+counts as ``found`` when ``found_class`` holds or, with K = 2, ``found_group`` does: with two classes a cue that
+separates one class from the other separates both, and the finding may name either side ("'non-face' images
+have a darker background" when the faces were brightened).
+``--seed-offset N`` draws other samples, pairs and carrier classes (held-out runs: the thresholds of the
+one-class test were chosen on offset 0).
 Controls: clean subsamples of each dataset (K = 2 and 10, nothing planted; a false alarm is ANY flagged cue)
 and every cue planted at P(cue | class) = P(cue | others) = 0.5 (no correlation).
 Reference: the out-of-fold EfficientNet-Lite0 head on the CLEAN pictures (embeddings cached under
@@ -410,6 +415,7 @@ def one_class_run(dataset: dict[str, Any], k: int, cue: str | None, p_class: flo
         result["expected_groups"] = list(expected)
         result["found_group"] = bool(in_group)
         result["found_class"] = any(data["carrier"] in _named_classes(r) for r in in_group)
+        result["found"] = result["found_class"] or (result["k"] == 2 and result["found_group"])
         per_class = finding.evidence.get("per_class") or []
         result["per_class_top"] = [{key: r.get(key) for key in ("class", "column", "share_of_class",
                                                                  "share_of_others", "text")} for r in per_class[:3]]
@@ -440,9 +446,9 @@ def one_class_plan(args: argparse.Namespace, datasets: dict[str, dict[str, Any]]
     p_others = P_OTHERS
     plan: list[tuple] = []
     combos = [(name, k) for name in datasets for k in ks if k <= len(datasets[name]["names"])]
-    seed = 20_000
+    seed = 20_000 + args.seed_offset
     for name, k in combos:
-        rotation = 0
+        rotation = args.seed_offset
         for cue in cues:
             for pc in p_class:
                 for po in p_others:
@@ -457,7 +463,7 @@ def one_class_plan(args: argparse.Namespace, datasets: dict[str, dict[str, Any]]
     # Clean controls: round-robin over the (dataset, K) combinations until there are enough.
     for index in range(args.clean_controls_one_class):
         name, k = combos[index % len(combos)]
-        plan.append((name, k, None, 0.0, 0.0, index, 30_000 + index, "clean"))
+        plan.append((name, k, None, 0.0, 0.0, index + args.seed_offset, 30_000 + args.seed_offset + index, "clean"))
     return plan
 
 
@@ -466,8 +472,10 @@ def one_class_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     table: dict[str, dict[str, Any]] = {}
     for r in planted:
         row = table.setdefault(f"{r['cue']} P_class={r['p_class']:.1f} P_others={r['p_others']:.1f}",
-                               {"runs": 0, "found_group": 0, "found_class": 0, "cleanlab_found": 0, "cases": []})
+                               {"runs": 0, "found": 0, "found_group": 0, "found_class": 0, "cleanlab_found": 0,
+                                "cases": []})
         row["runs"] += 1
+        row["found"] += r["found"]
         row["found_group"] += r["found_group"]
         row["found_class"] += r["found_class"]
         row["cleanlab_found"] += bool(r.get("cleanlab", {}).get("found"))
@@ -494,25 +502,29 @@ def one_class_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for cue in ONE_CLASS_CUES:
         members = [r for r in goal if r["cue"] == cue]
         if members:
-            by_cue[cue] = {"runs": len(members), "found_group": sum(r["found_group"] for r in members),
+            by_cue[cue] = {"runs": len(members), "found": sum(r["found"] for r in members),
+                           "found_group": sum(r["found_group"] for r in members),
                            "found_class": sum(r["found_class"] for r in members),
                            "cleanlab_found": sum(bool(r.get("cleanlab", {}).get("found")) for r in members)}
     by_dataset_k = {}
     for key in sorted({(r["dataset"], r["k"]) for r in goal}):
         members = [r for r in goal if (r["dataset"], r["k"]) == key]
         by_dataset_k[f"{key[0]} K={key[1]}"] = {
-            "runs": len(members), "found_group": sum(r["found_group"] for r in members),
+            "runs": len(members), "found": sum(r["found"] for r in members),
+            "found_group": sum(r["found_group"] for r in members),
             "found_class": sum(r["found_class"] for r in members),
-            "missed": sorted({r["cue"] for r in members if not r["found_group"]})}
+            "missed": sorted({r["cue"] for r in members if not r["found"]})}
     return {
         "detection": table,
         "goal_cases": {"definition": "P_class >= 0.8 and P_others <= 0.1", "runs": len(goal),
+                       "found": sum(r["found"] for r in goal),
                        "found_group": sum(r["found_group"] for r in goal),
                        "found_class": sum(r["found_class"] for r in goal),
                        "cleanlab_runs": sum("cleanlab" in r for r in goal),
                        "cleanlab_found": sum(bool(r.get("cleanlab", {}).get("found")) for r in goal),
                        "by_cue": by_cue, "by_dataset_k": by_dataset_k},
-        "all_planted": {"runs": len(planted), "found_group": sum(r["found_group"] for r in planted),
+        "all_planted": {"runs": len(planted), "found": sum(r["found"] for r in planted),
+                        "found_group": sum(r["found_group"] for r in planted),
                         "found_class": sum(r["found_class"] for r in planted)},
         "clean_controls": controls("clean"),
         "no_correlation_controls": controls("no_correlation"),
@@ -525,7 +537,8 @@ def one_class_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _one_class_line(run: dict[str, Any]) -> str:
     if run["kind"] == "planted":
-        found = "CLASS" if run["found_class"] else "group" if run["found_group"] else "missed"
+        found = "CLASS" if run["found_class"] else "found" if run["found"] else "group" if run["found_group"] else (
+            "missed")
     else:
         found = "ALARM" if run["flagged"] else "quiet"
     text = (f"{run['kind'][:8]:>8} {run['dataset']:>6} K={run['k']:<2} {run['cue']:>10} P_class={run['p_class']:.1f} "
@@ -573,6 +586,8 @@ def main() -> None:
     parser.add_argument("--k", default="2,10", help="one-class numbers of classes (K = 100: no such data here)")
     parser.add_argument("--one-class-samples", type=int, default=2000, help="images per one-class run (at most)")
     parser.add_argument("--clean-controls-one-class", type=int, default=32)
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="one-class runs: shift seeds, pairs and carrier classes (held-out runs: 7003)")
     parser.add_argument("--reference", choices=("clean", "planted"), default="clean",
                         help="embed the clean pictures (cached) or the planted ones for the reference head")
     parser.add_argument("--quick", action="store_true",

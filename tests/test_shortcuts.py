@@ -265,3 +265,24 @@ def test_natural_differences_between_two_classes_stay_quiet(data: dict[str, np.n
     finding = check([rgb(image) for image in two["images"]], two)
     assert finding.severity == "none", finding.message
     assert finding.evidence["cues"][0]["p_value"] <= 0.01  # the natural differences are there, and significant
+
+
+@pytest.mark.parametrize(("pair", "column"), [((0, 2), "edge_sharpness"), ((2, 3), "background_red")])
+def test_natural_background_and_focus_differences_of_two_classes_are_below_the_visible_floor(
+        data: dict[str, np.ndarray], pair: tuple[int, int], column: str) -> None:
+    """Two garments differ naturally in how far their sleeves reach the frame's edge (moving the background level
+    by a few grey levels) and in how steep their edges are: enough to single one out in a quantile range, not a
+    visible difference. Without the floor these pairs raise a one-class alarm; with it they stay quiet."""
+    members = np.isin(data["labels"], pair)
+    labels = (data["labels"][members] == pair[1]).astype(np.int64)
+    two = {"labels": labels, "reference": out_of_fold_probabilities(
+        data["images"][members].reshape(int(members.sum()), -1).astype(np.float32), labels)}
+    pictures = [rgb(image) for image in data["images"][members]]
+    assert check(pictures, two).severity == "none"
+    no_floor = ShortcutParams(level_shift_flag=0.0, corner_shift_flag=0.0, focus_ratio_flag=1.0)
+    row = next(row for row in check(pictures, two, params=no_floor).evidence["cues"] if row["cue"] == column)
+    assert row["flagged"] and row["classes"], row
+    named = row["classes"][0]
+    change = abs(named["median_inside"] - named["median_others"])
+    assert change < 0.03 if column.startswith("background") else max(
+        named["median_inside"], named["median_others"]) < 1.5 * min(named["median_inside"], named["median_others"])

@@ -87,6 +87,10 @@ TEXT_ONE_CLASS_COLUMNS = frozenset({"boilerplate_prefix", "boilerplate_suffix", 
                                     "html_share", "emoji_share", "language", "encoding_damage"})
 ONE_CLASS_COLUMNS = (CONTEXT_COLUMNS | frozenset(DERIVED_COLUMNS) | frozenset({"is_grayscale", "object_extent"})
                      | TEXT_ONE_CLASS_COLUMNS)
+# With two classes every difference between them predicts the label, so the whole-label test there judges only
+# cues that cannot come from what the pictures show (the file, the colour mode, the source's texts); the cues
+# read off the pixels (background, corners, focus, scale) go through the one-class test and its visible-shift floor.
+TWO_CLASS_WHOLE_LABEL_COLUMNS = CONTEXT_COLUMNS | frozenset({"is_grayscale"}) | TEXT_ONE_CLASS_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,11 @@ class ShortcutParams:
     share_high: float = 0.85  # strongest flagged share (or class gain) from which the finding is high
     class_gain_flag: float = 0.5  # a one-class cue flags a class whose share inside a range exceeds the others' by this
     others_share_flag: float = 0.15  # ... while at most this share of the other classes is inside that range
+    # ... and, for the cues read off the pixels, while the median of the class's values inside that range differs
+    # from the other classes' median by a visible amount: natural differences there are small, planted ones not
+    level_shift_flag: float = 0.03  # background colour and brightness: a difference of this fraction of the scale
+    corner_shift_flag: float = 0.25  # corner contrast: a quarter of the grey scale (a mark, not a texture)
+    focus_ratio_flag: float = 1.5  # edge steepness: this factor, up or down (a blur halves it)
     range_flag: float = 0.3  # a class's samples inside its range of a flagged cue are flagged if it separates by this
     max_samples: int = 10_000  # samples (a stratified subsample) the cue models and the permutations use
     background_samples: int = 1_000  # images re-embedded with their object blanked out for the background test
@@ -122,6 +131,9 @@ class ShortcutParams:
         for name in ("alpha", "class_gain_flag"):
             check_field(check, self, name, low=0.0, high=1.0, strict=True)
         check_field(check, self, "others_share_flag", low=0.0, high=1.0)
+        for name in ("level_shift_flag", "corner_shift_flag"):
+            check_field(check, self, name, low=0.0)
+        check_field(check, self, "focus_ratio_flag", low=1.0)
         check_field(check, self, "range_flag", low=0.0, high=1.0)
         for name in ("foreground_levels", "foreground_spreads"):
             check_field(check, self, name, low=0.0)
@@ -380,9 +392,10 @@ def _interval_gains(codes: np.ndarray, labels: np.ndarray, n_classes: int) -> np
 
 
 def _interval_shares(codes: np.ndarray, labels: np.ndarray, n_classes: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per class, over contiguous bin ranges, the best range's (gain, share of the class inside, share of the
-    other classes inside), each (K,); gain = class share - others' share, the largest there is."""
+    other classes inside, first code, end code (exclusive)), each (K,); gain = class share - others' share, the
+    largest there is."""
     levels = int(codes.max()) + 1
     hist = np.bincount(labels * levels + codes, minlength=n_classes * levels).reshape(n_classes, levels)
     others = hist.sum(axis=0, keepdims=True) - hist
@@ -395,7 +408,8 @@ def _interval_shares(codes: np.ndarray, labels: np.ndarray, n_classes: int
     share_in, share_out = cum_in[:, high] - cum_in[:, low], cum_out[:, high] - cum_out[:, low]
     best = (share_in - share_out).argmax(axis=1)
     picked = np.arange(n_classes)
-    return share_in[picked, best] - share_out[picked, best], share_in[picked, best], share_out[picked, best]
+    return (share_in[picked, best] - share_out[picked, best], share_in[picked, best], share_out[picked, best],
+            low[best], high[best])
 
 
 def _class_interval(codes: np.ndarray, values: np.ndarray, labels: np.ndarray, klass: int, column: str,
@@ -512,7 +526,7 @@ def shortcut_finding(
         known = np.isfinite(probs).all(axis=1)
         if known.sum() >= 2:
             reference = float(balanced_accuracy_score(y[known], probs[known].argmax(axis=1)))
-    per_class = _per_class_cues(codes, cue_columns, informative, targets, n_classes, names)
+    per_class = _per_class_cues(codes, cues[rows], cue_columns, informative, targets, n_classes, names)
     cue_rows = []
     for (name, cols), accuracy, p_value in zip(tested.items(), observed, p_values, strict=True):
         share = None if reference is None else (accuracy - chance) / max(reference - chance, 1e-9)
@@ -522,16 +536,15 @@ def shortcut_finding(
                                "share_of_signal": None if share is None else round(float(share), 4)}
         if len(cols) == 1:
             row["mutual_information_bits"] = round(_mutual_information(codes[:, cols[0]], y, n_classes), 4)
-        # With two classes every natural difference between them (one is darker, larger, more textured)
-        # predicts the label; there only cues that do not describe the object are flagged.
-        object_borne = any(cue_columns[j] not in ONE_CLASS_COLUMNS for j in cols)
+        pictured = any(cue_columns[j] not in TWO_CLASS_WHOLE_LABEL_COLUMNS for j in cols)
         row["flagged"] = row["whole_label"] = bool(p_value <= p.alpha and share is not None
-                                                   and share >= p.share_flag and not (two_classes and object_borne))
+                                                   and share >= p.share_flag and not (two_classes and pictured))
         if len(cols) == 1 and cue_columns[cols[0]] in per_class:
             found = per_class[cue_columns[cols[0]]]
             row["class_p_value"] = round(found["p_value"], 4)
             row["classes"] = [c for c in found["classes"] if c["gain"] >= p.class_gain_flag
-                              and c["p_value"] <= p.alpha and c["share_of_others"] <= p.others_share_flag]
+                              and c["p_value"] <= p.alpha and c["share_of_others"] <= p.others_share_flag
+                              and _visible(cue_columns[cols[0]], c, p)]
             row["flagged"] |= bool(row["classes"])
         cue_rows.append(row)
     cue_rows.sort(key=lambda r: (not r["flagged"], -r["balanced_accuracy"]))
@@ -542,10 +555,11 @@ def shortcut_finding(
                     categories)
 
 
-def _per_class_cues(codes: np.ndarray, cue_columns: Sequence[str], informative: np.ndarray,
+def _per_class_cues(codes: np.ndarray, values: np.ndarray, cue_columns: Sequence[str], informative: np.ndarray,
                     targets: np.ndarray, n_classes: int, names: list[str]) -> dict[str, dict[str, Any]]:
     """Cues that single out one class (``ONE_CLASS_COLUMNS``): per column, each class's gain -- its share
-    inside the column's best range minus the other classes' share there.
+    inside the column's best range minus the other classes' share there -- and, for the columns read off the
+    pixels, its shift: how far the class's values inside that range lie from the other classes' median.
 
     Row 0 of ``targets`` is the real labeling, the rest are the permutations: the p-value compares a gain with
     the largest gain of any class in any of these columns on shuffled labels (family-wise over columns x
@@ -557,14 +571,49 @@ def _per_class_cues(codes: np.ndarray, cue_columns: Sequence[str], informative: 
     gains = np.array([[_interval_gains(codes[:, j], target, n_classes) for j in columns] for target in targets])
     null_max = gains[1:].max(axis=(1, 2))
     result = {}
+    labels = targets[0]
     for j in columns:
-        observed, inside, outside = _interval_shares(codes[:, j], targets[0], n_classes)
+        observed, inside, outside, first, end = _interval_shares(codes[:, j], labels, n_classes)
         class_p = (1 + (null_max[None, :] >= observed[:, None] - 1e-12).sum(axis=1)) / (1 + len(null_max))
-        classes = [{"class": names[k], "gain": round(float(observed[k]), 4), "p_value": round(float(class_p[k]), 4),
-                    "share_of_class": round(float(inside[k]), 4), "share_of_others": round(float(outside[k]), 4)}
-                   for k in np.argsort(-observed) if observed[k] > 0]
+        classes = []
+        for k in np.argsort(-observed):
+            if observed[k] <= 0:
+                continue
+            entry = {"class": names[k], "gain": round(float(observed[k]), 4), "p_value": round(float(class_p[k]), 4),
+                     "share_of_class": round(float(inside[k]), 4), "share_of_others": round(float(outside[k]), 4)}
+            if cue_columns[j] in VISIBLE_FLOOR:
+                column = values[:, j]
+                carriers = column[(labels == k) & (codes[:, j] >= first[k]) & (codes[:, j] < end[k])]
+                others = column[labels != k]
+                carriers, others = carriers[np.isfinite(carriers)], others[np.isfinite(others)]
+                entry["median_inside"] = round(float(np.median(carriers)), 4) if carriers.size else None
+                entry["median_others"] = round(float(np.median(others)), 4) if others.size else None
+            classes.append(entry)
         result[cue_columns[j]] = {"p_value": float(class_p.min()), "classes": classes}
     return result
+
+
+# Columns read off the pixels: the ShortcutParams field holding the least visible change, and how it is measured
+# (a difference of levels on the 0..1 scale, or a ratio).
+VISIBLE_FLOOR = {**dict.fromkeys(("background_red", "background_green", "background_blue", "background_brightness"),
+                                 ("level_shift_flag", "difference")),
+                 "corner_contrast": ("corner_shift_flag", "difference"),
+                 "edge_sharpness": ("focus_ratio_flag", "ratio")}
+
+
+def _visible(column: str, entry: Mapping[str, Any], params: ShortcutParams) -> bool:
+    """Whether a class singled out by ``column`` differs from the others by a visible amount (always true for
+    columns without a floor): the median of its values inside its range against the other classes' median."""
+    if column not in VISIBLE_FLOOR:
+        return True
+    field, kind = VISIBLE_FLOOR[column]
+    inside, others = entry["median_inside"], entry["median_others"]
+    if inside is None or others is None:
+        return False
+    if kind == "ratio":
+        low, high = sorted((abs(inside), abs(others)))
+        return bool(high >= getattr(params, field) * low)
+    return bool(abs(inside - others) >= getattr(params, field))
 
 
 def _group_of(column: str) -> str:
