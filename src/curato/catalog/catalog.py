@@ -459,8 +459,8 @@ class Catalog:
 
     def curated_labels(self, sample_ids: Iterable[str] | None = None) -> dict[str, CuratedLabel]:
         """sample_id -> the label that counts and where it came from, by THE rule every command uses
-        (:func:`rule_labels`), ordered by sample_id; ``sample_ids``: only these (the ones without a label are
-        left out).
+        (:func:`rule_labels`), in the table's order (look samples up by id); ``sample_ids``: only these (the
+        ones without a label are left out).
 
         Read from the ``curated_labels`` table, which the label writers keep equal to the rule; when annotators'
         answers changed since the stored Dawid-Skene aggregates were fitted, they are refitted first
@@ -468,8 +468,10 @@ class Catalog:
         changes = self._aggregate_changes()
         shared: dict[tuple[str, str, str], CuratedLabel] = {}
         result: dict[str, CuratedLabel] = {}
+        # no ORDER BY: in SQLite the sample_id order is an index walk with a row lookup per sample (1.5-2x the
+        # time of reading the table in its own order)
         query = select(curated_labels.c.sample_id, curated_labels.c.label, curated_labels.c.origin,
-                       curated_labels.c.how).order_by(curated_labels.c.sample_id)
+                       curated_labels.c.how)
         with self.engine.connect() as conn:
             if sample_ids is None:
                 parts = [conn.execute(query.execution_options(yield_per=100_000))]

@@ -80,6 +80,9 @@ labels = Table(
 )
 Index("ix_labels_sample", labels.c.sample_id)
 Index("ix_labels_origin", labels.c.origin, labels.c.sample_id)  # schema 4: the few human and model labels
+# schema 5: an undo finds its decision's labels without scanning every label (only the few with a decision)
+Index("ix_labels_decision", labels.c.decision_id, sqlite_where=labels.c.decision_id.is_not(None),
+      postgresql_where=labels.c.decision_id.is_not(None))
 
 # schema 5: the label rule's result per sample (Catalog.curated_labels), written in the same transaction as every
 # label, retraction, decision and split change by the Catalog methods that make them, so that counting the
