@@ -16,9 +16,9 @@ Features per superpixel (``superpixel_features``):
 - optionally (``cnn=True``), EfficientNet-Lite0 head activations (the default embedder's
   ``extract_features`` map at 448 px, 14x14x1280) averaged inside the superpixel, reduced to 16
   dimensions by a PCA fitted on the training rows. Off by default: on the benchmark's twelve photos with
-  hand-drawn masks it raised held-out pixel accuracy by 5 points (0.60 -> 0.65) but cost 4x the feature
-  time and 5x the fit time, needs torch, and its proposals still cost more actions than an empty start
-  (docs/benchmarks.md).
+  hand-drawn masks it raised held-out pixel accuracy by 5-6 points (0.60 -> 0.65-0.66) but cost 3-4x the
+  feature time and 2.5-5x the fit time, needs torch, and its proposals (145 actions against 148) still
+  cost more than an empty start (118) (docs/benchmarks.md).
 
 The classifier is a standardised LogisticRegression (``classifier="hgb"``: HistGradientBoosting), rows
 weighted by superpixel area so it optimises pixel accuracy. Chosen by measurement: HistGradientBoosting
