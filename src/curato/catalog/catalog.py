@@ -565,19 +565,30 @@ class Catalog:
     def curated_label_problems(self) -> list[dict[str, Any]]:
         """Where the ``curated_labels`` table disagrees with the rule recomputed from the label history
         (:func:`rule_labels`): ``[{"sample_id", "stored": [label, origin, how, split] | None, "expected": ...}]``,
-        sorted by sample_id; empty when they agree. Reads only (a due refit is applied in memory)."""
+        sorted by sample_id; empty when they agree. Reads only (a due refit is applied in memory); the stored rows
+        are streamed beside their samples' splits, so it holds the rule's result and little more."""
         changes = self._aggregate_changes(persist=False)
+        table = curated_labels
+        problems: list[dict[str, Any]] = []
         with self.engine.connect() as conn:
             expected = rule_labels(conn)
-            stored = {sid: [changes[sid][1] if how == "aggregated" and sid in changes and changes[sid][0] == label
-                            else label, origin, how, split]
-                      for sid, label, origin, how, split in conn.execute(select(curated_labels))}
-            splits = dict(conn.execute(select(samples.c.sample_id, samples.c.split)
-                                       .where(samples.c.sample_id.in_(select(curated_labels.c.sample_id)))).all())
-            splits.update(_splits_of(conn, [sid for sid in expected if sid not in splits]))
-        wanted = {sid: [value.label, value.origin, value.how, splits.get(sid)] for sid, value in expected.items()}
-        return [{"sample_id": sid, "stored": stored.get(sid), "expected": wanted.get(sid)}
-                for sid in sorted(set(stored) | set(wanted)) if stored.get(sid) != wanted.get(sid)]
+            rows = conn.execute(select(table.c.sample_id, table.c.label, table.c.origin, table.c.how, table.c.split,
+                                       samples.c.split)
+                                .select_from(table.join(samples, samples.c.sample_id == table.c.sample_id))
+                                .execution_options(yield_per=100_000))
+            for sid, label, origin, how, split, actual in rows:
+                if how == "aggregated" and sid in changes and changes[sid][0] == label:
+                    label = changes[sid][1]
+                wanted = expected.pop(sid, None)
+                if wanted is None or (label, origin, how, split) != (wanted.label, wanted.origin, wanted.how,
+                                                                     actual):
+                    problems.append({"sample_id": sid, "stored": [label, origin, how, split], "expected": None
+                                     if wanted is None else [wanted.label, wanted.origin, wanted.how, actual]})
+            splits = _splits_of(conn, list(expected))  # labelled samples without a stored row
+        problems.extend({"sample_id": sid, "stored": None,
+                         "expected": [value.label, value.origin, value.how, splits.get(sid)]}
+                        for sid, value in expected.items())
+        return sorted(problems, key=lambda problem: problem["sample_id"])
 
     def rebuild_curated_labels(self) -> int:
         """Rewrite the ``curated_labels`` table from the label history by the rule (the repair for what
