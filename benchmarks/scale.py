@@ -9,7 +9,8 @@ noise; 1% near copies of random samples, 1% outliers, 5% of the other labels fli
 blocks of 50k rows straight into a float32 ``.npy`` file of L2-normalised rows (what embedders store), so
 1M x 256 needs ~1 GB and no float64 copy of the whole. The checks read that file memory-mapped.
 
-Stages, each in a fresh process (wall time of the work itself, peak RSS from ``os.wait4``, loading included):
+Stages, each in a fresh process (wall time of the work itself; CPU seconds and peak RSS of the process from
+``os.wait4``, loading included: on a shared machine the CPU time is the steadier measure):
 
 * ``oof``: ``out_of_fold_probabilities`` (5 folds) -> the ``pred_probs`` every label-aware check reads;
 * ``knn``: the shared k=10 graph (``curato.neighbors.knn``: IVF above 10k rows);
@@ -272,8 +273,26 @@ def run_worker(name: str, folder: Path, *extra: str) -> dict[str, Any]:
     info = json.loads(info_path.read_text())
     info["peak_rss_gb"] = round(usage.ru_maxrss / 1024**2, 3)  # ru_maxrss is in KiB on Linux
     info["seconds"] = round(info["seconds"], 2)
-    print(f"[{folder.name}] {label}: {info['seconds']} s, {info['peak_rss_gb']} GB", file=sys.stderr, flush=True)
+    # CPU seconds of the whole process (loading included): on a shared machine wall time depends on the others'
+    # load, CPU time much less so.
+    info["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)
+    info_path.write_text(json.dumps(info))  # what --report reads back
+    print(f"[{folder.name}] {label}: {info['seconds']} s, {info['cpu_seconds']} CPU s, {info['peak_rss_gb']} GB",
+          file=sys.stderr, flush=True)
     return info
+
+
+def recorded(n: int, dim: int) -> dict[str, Any]:
+    """The stages measured earlier at this size (their info files), as run_size returns them."""
+    folder = data_dir(n, dim)
+    result: dict[str, Any] = {"n": n, "dim": dim}
+    for stage in ("oof", "knn", "audit", "recall"):
+        if (folder / f"{stage}-info.json").exists():
+            result[stage] = json.loads((folder / f"{stage}-info.json").read_text())
+    for check in CHECKS:
+        if (folder / f"check-{check}-info.json").exists():
+            result[check] = json.loads((folder / f"check-{check}-info.json").read_text())
+    return result
 
 
 def run_size(n: int, dim: int, *, stages: list[str], recall: bool) -> dict[str, Any]:
@@ -300,29 +319,31 @@ def growth(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for small, large in itertools.pairwise(runs):
         key = f"{small['n']}->{large['n']}"
         for stage in ("oof", "knn", *CHECKS, "audit"):
-            a, b = small.get(stage, {}).get("seconds"), large.get(stage, {}).get("seconds")
-            if a and b:
-                exponents.setdefault(stage, {})[key] = round(math.log(b / a) / math.log(large["n"] / small["n"]), 2)
+            for measure, suffix in (("seconds", ""), ("cpu_seconds", " cpu")):
+                a, b = small.get(stage, {}).get(measure), large.get(stage, {}).get(measure)
+                if a and b:
+                    exponent = math.log(b / a) / math.log(large["n"] / small["n"])
+                    exponents.setdefault(stage, {})[key + suffix] = round(exponent, 2)
     return exponents
 
 
 def print_table(runs: list[dict[str, Any]], exponents: dict[str, dict[str, float]]) -> None:
     stages = ("oof", "knn", *CHECKS, "audit")
-    print(f"{'stage':14}" + "".join(f"{run['n']:>22,}" for run in runs) + "   growth exponent")
+    print(f"{'stage':14}" + "".join(f"{run['n']:>26,}" for run in runs) + "   growth exponent (wall, cpu)")
     for stage in stages:
         cells = []
         for run in runs:
             info = run.get(stage)
             cells.append("" if info is None else info.get("failed") or
-                         f"{info['seconds']:.1f} s {info['peak_rss_gb']:.2f} GB")
-        print(f"{stage:14}" + "".join(f"{c:>22}" for c in cells) + "   " +
+                         f"{info['seconds']:.0f} s/{info.get('cpu_seconds', 0):.0f} cpu {info['peak_rss_gb']:.2f} GB")
+        print(f"{stage:14}" + "".join(f"{c:>26}" for c in cells) + "   " +
               ", ".join(f"{k} {v}" for k, v in exponents.get(stage, {}).items()))
     for finding in ("label_issues", "near_duplicates", "outliers"):
         cells = []
         for run in runs:
             s = run.get("audit", {}).get(finding)
             cells.append("" if s is None else f"F1 {s['f1']:.3f} ({s['precision']:.2f}/{s['recall']:.2f})")
-        print(f"{finding:14}" + "".join(f"{c:>22}" for c in cells))
+        print(f"{finding:14}" + "".join(f"{c:>26}" for c in cells))
     for run in runs:
         if "recall" in run:
             print(f"IVF vs exact on {run['recall']['rows']:,} rows of N={run['n']:,}: {run['recall']}")
@@ -341,10 +362,14 @@ def main() -> None:
                         help="which stages to run (oof, knn, the check names, audit)")
     parser.add_argument("--skip-recall", action="store_true", help="skip IVF-vs-exact recall on 100k rows")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--report", action="store_true", help="run nothing: print what earlier runs recorded")
     args = parser.parse_args()
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    runs = [run_size(int(size), args.dim, stages=stages, recall=not args.skip_recall)
-            for size in args.sizes.split(",")]
+    sizes = [int(size) for size in args.sizes.split(",")]
+    if args.report:
+        runs = [recorded(size, args.dim) for size in sizes]
+    else:
+        runs = [run_size(size, args.dim, stages=stages, recall=not args.skip_recall) for size in sizes]
     exponents = growth(runs)
     load = os.getloadavg()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
