@@ -2,10 +2,11 @@
 full ``curato embed`` pipeline, on real short texts available offline (Debian ``fortunes``), in one run
 (alternating, best of ``--rounds``).
 
-    .venv/bin/python benchmarks/embed_text.py [--n 3000] [--rounds 2] [--runtime auto]
+    .venv/bin/python benchmarks/embed_text.py [--n 3000] [--rounds 2] [--runtime auto] [--other e5-small]
 
 Prints texts/s for each, the pipeline's overhead over the embedder it drives, and the cosine between
-curato's vectors and sentence-transformers' (min and mean over all texts).
+curato's vectors and sentence-transformers' (min and mean over all texts). ``--other NAME`` times another
+registered text embedder's ``embed`` in the same rounds (its own model: no cosine to MiniLM).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--other", help="another text embedder to time in the same rounds, e.g. e5-small")
     args = parser.parse_args()
     texts = fortunes(args.n)
     words = [len(t.split()) for t in texts]
@@ -58,6 +60,7 @@ def main() -> None:
 
     from curato.commands.embed import compute_embeddings
     from curato.commands.ingest import ingest
+    from curato.features.embedders import get_embedder
     from curato.features.embedders.text import MiniLMEmbedder
     from curato.workspace import Workspace
 
@@ -65,11 +68,14 @@ def main() -> None:
     embedder.embed(texts[:8])  # load (and on first use build and check) the runtime
     model = MiniLMEmbedder(runtime="torch")._load()
     model.encode(texts[:8])
+    other = get_embedder(args.other) if args.other else None
+    if other is not None:
+        other.embed(texts[:8])
 
     manifest_dir = Path(tempfile.mkdtemp(prefix="curato-embed-text-"))
     manifest = manifest_dir / "texts.jsonl"
     manifest.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    times: dict[str, list[float]] = {"eager": [], "ours": [], "pipeline": []}
+    times: dict[str, list[float]] = {"eager": [], "ours": [], "pipeline": [], "other": []}
     # Rounds alternate the three so that a busy machine's slow spells hit each alike; best of rounds.
     for _ in range(args.rounds):
         start = time.perf_counter()
@@ -90,6 +96,11 @@ def main() -> None:
             assert summary.computed == len(texts), summary
             order = {sid: i for i, sid in enumerate(features.ids)}
             stored = np.asarray(features.vectors)[[order[f"t{i}"] for i in range(len(texts))]]
+
+        if other is not None:
+            start = time.perf_counter()
+            other.embed(texts)
+            times["other"].append(time.perf_counter() - start)
     eager_s, ours_s, pipeline_s = (min(times[key]) for key in ("eager", "ours", "pipeline"))
     print("seconds per round:", {key: [round(t, 1) for t in value] for key, value in times.items()})
 
@@ -104,6 +115,9 @@ def main() -> None:
                            (f"curato `minilm` embed ({embedder.runtime}, length-sorted)", ours_s),
                            ("`curato embed` pipeline (same embedder)", pipeline_s)):
         print(f"| {label} | {rate(len(texts), seconds):.1f} | {rate(len(texts), seconds) / base:.2f}x |")
+    if other is not None:
+        other_rate = rate(len(texts), min(times["other"]))
+        print(f"| curato `{other.name}` embed | {other_rate:.1f} | {other_rate / base:.2f}x |")
     print(f"pipeline overhead over the embedder: {100 * (pipeline_s / ours_s - 1):+.1f}%")
     print(f"cosine curato vs encode: min {cosine.min():.6f}, mean {cosine.mean():.6f}; "
           f"stored vs embed: min {stored_cosine.min():.6f}")
