@@ -56,7 +56,8 @@ def fashion_300(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> tuple[list[np.n
 
 
 def test_registry_lists_names_and_builds_each():
-    assert available_embedders() == ["classic", "efficientnet-lite0", "efficientnet-lite0-112", "minilm", "pixels"]
+    assert available_embedders() == ["classic", "e5-small", "efficientnet-lite0", "efficientnet-lite0-112", "minilm",
+                                    "pixels"]
     for name in available_embedders():
         embedder = get_embedder(name)
         assert isinstance(embedder, Embedder)
