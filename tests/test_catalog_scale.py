@@ -231,7 +231,7 @@ def test_stored_labels_and_counts_equal_the_row_by_row_rule(history: Workspace) 
 def test_a_new_answer_refits_the_aggregates_once_for_every_reader(history: Workspace) -> None:
     catalog = history.catalog
     multi = sorted(sid for sid, value in catalog.curated_labels().items() if value.how == "aggregated")
-    single = next(sid for sid, value in catalog.curated_labels().items() if value.origin == "imported")
+    single = min(sid for sid, value in catalog.curated_labels().items() if value.origin == "imported")
     assert len(multi) >= 10 and _tokens(catalog)[ANSWERS_TOKEN] == _tokens(catalog)[FITTED_TOKEN]
     with catalog.transaction() as conn:  # one more answer on an unrelated sample: Dawid-Skene's input changed
         catalog.add_labels(conn, {single: CLASSES[3]}, origin="human", annotator="ann-c")
@@ -251,7 +251,7 @@ def test_concurrent_answers_on_one_sample_both_count(history: Workspace) -> None
     import threading
 
     catalog = history.catalog
-    sample = next(sid for sid, value in catalog.curated_labels().items() if value.origin == "imported")
+    sample = max(sid for sid, value in catalog.curated_labels().items() if value.origin == "imported")
     other = Catalog(catalog.url, root=history.root)
     finished = threading.Event()
 
