@@ -55,8 +55,8 @@ DIM = 384
 # Bump when the export changes what the graph computes, so cached graphs from older code are rebuilt.
 GRAPH_VERSION = 1
 # Texts per inference call after sorting by length (both runtimes): sentence-transformers' default.
-# Not yet swept on this machine (it was too busy to separate 16/32/64); with sorted lengths a larger
-# batch saves call overhead but pads more.
+# 16/32/64/128 were tried on a heavily loaded machine and none stood out of the noise (docs/benchmarks.md,
+# "Text embedding speed"); with sorted lengths a larger batch saves call overhead but pads more.
 BATCH = 32
 # The worst cosine against eager PyTorch, on the probe sentences, that a graph must reach to be used.
 CHECK_COSINE = 0.999
