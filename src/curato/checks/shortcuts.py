@@ -78,6 +78,7 @@ BACKGROUND_COLUMNS = ("background_red", "background_green", "background_blue", "
 # gradient magnitude on the top fifth of gradients) -- the focus or blur of the picture, whatever the amount
 # of texture the object has (which sharpness and edge_density measure).
 DERIVED_COLUMNS = (*BACKGROUND_COLUMNS, "edge_sharpness")
+DERIVED_BLOCK = 32_768  # thumbnail rows turned into derived columns at a time
 # The one-class test (see _per_class_cues) judges only cues that describe something other than the object:
 # the file (format, JPEG quality, stored size), the background, whether the picture has colour at all, its
 # focus, and how much of the frame the object fills (its scale, not its shape).
@@ -229,14 +230,19 @@ def cue_table(
 
         rows = np.asarray(thumbnails)
         missing = ~np.isfinite(size).all(axis=1) & rows.any(axis=1)
-        if missing.any():
-            size[missing] = foreground_proxy(grey_thumbnails(rows[missing]), params=params)
+        where = np.flatnonzero(missing)
+        for start in range(0, len(where), DERIVED_BLOCK):
+            block = where[start:start + DERIVED_BLOCK]
+            size[block] = foreground_proxy(grey_thumbnails(rows[block]), params=params)
     if np.isfinite(size).any():
         values.append(size)
         names += ["object_area", "object_extent"]
     if thumbnails is not None and len(thumbnails):
-        values.append(background_columns(np.asarray(thumbnails)))
-        values.append(edge_sharpness(np.asarray(thumbnails))[:, None])
+        rows = np.asarray(thumbnails)
+        # In row blocks: the float64 grey pictures of a million rows would take ~5 GB at once.
+        values.append(np.concatenate([np.concatenate([background_columns(rows[start:start + DERIVED_BLOCK]),
+                                                      edge_sharpness(rows[start:start + DERIVED_BLOCK])[:, None]],
+                                                     axis=1) for start in range(0, len(rows), DERIVED_BLOCK)]))
         names += list(DERIVED_COLUMNS)
     return np.concatenate(values, axis=1), names, categories
 
