@@ -74,17 +74,8 @@ def make_dataset(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
     # Outliers: half far out in the latent space in directions away from every class centre (the part of a
     # random direction orthogonal to the centres' span), half off the class subspace altogether.
-    radius = np.linalg.norm(centres, axis=1).mean() + np.sqrt(LATENT)
-    half = n_out // 2
-    centre_basis, _ = np.linalg.qr(centres.T)
-    direction = rng.normal(size=(half, LATENT))
-    direction -= (direction @ centre_basis) @ centre_basis.T
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    far_latent = direction * radius * rng.uniform(1.5, 3.0, size=(half, 1))
-    far = mean + (far_latent @ basis).astype(np.float32) + rng.normal(scale=noise_sd, size=(half, DIM))
-    off = rng.normal(size=(n_out - half, DIM))
-    off *= (np.linalg.norm(base[:1000] - mean, axis=1).mean() / np.linalg.norm(off, axis=1, keepdims=True))
-    outliers = np.concatenate([far, mean + off]).astype(np.float32)
+    outliers = outlier_rows(rng, n_out, centres=centres, basis=basis, mean=mean, noise_sd=noise_sd,
+                            typical=base[:1000])
 
     # Near duplicates: noise of 1-10% of the typical nearest-neighbour distance (measured on a sample).
     sources = rng.choice(n_base, size=n_dup, replace=False)
@@ -109,6 +100,24 @@ def make_dataset(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"features": features[order], "labels": labels[order].astype(np.int64),
             "true_labels": truth_labels[order], "is_noisy": is_noisy[order],
             "is_duplicate": is_duplicate[order], "is_outlier": is_outlier[order]}
+
+
+def outlier_rows(rng: np.random.Generator, n_out: int, *, centres: np.ndarray, basis: np.ndarray, mean: np.ndarray,
+                 noise_sd: float, typical: np.ndarray) -> np.ndarray:
+    """(n_out, dim) float32 outliers: half far out in the latent space away from every class centre, half off
+    the class subspace at the distance from the mean that ``typical`` rows have."""
+    dim = basis.shape[1]
+    radius = np.linalg.norm(centres, axis=1).mean() + np.sqrt(LATENT)
+    half = n_out // 2
+    centre_basis, _ = np.linalg.qr(centres.T)
+    direction = rng.normal(size=(half, LATENT))
+    direction -= (direction @ centre_basis) @ centre_basis.T
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    far_latent = direction * radius * rng.uniform(1.5, 3.0, size=(half, 1))
+    far = mean + (far_latent @ basis).astype(np.float32) + rng.normal(scale=noise_sd, size=(half, dim))
+    off = rng.normal(size=(n_out - half, dim))
+    off *= np.linalg.norm(typical - mean, axis=1).mean() / np.linalg.norm(off, axis=1, keepdims=True)
+    return np.concatenate([far, mean + off]).astype(np.float32)
 
 
 def _typical_nn_distance(vectors: np.ndarray, rng: np.random.Generator, sample: int = 2000) -> float:

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audit_scale import CENTRE_SCALE, CLASSES, LATENT, NOISE_SCALE, scores  # the shared recipe
+from audit_scale import CENTRE_SCALE, CLASSES, LATENT, NOISE_SCALE, outlier_rows, scores  # the shared recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".bench" / "scale"
@@ -109,18 +109,9 @@ def make_dataset(n: int, dim: int, seed: int = 0) -> Path:
     copies += (rng.normal(size=(n_dup, dim)) * step).astype(np.float32)
     features[order[n_base:n_base + n_dup]] = _unit(copies)
 
-    radius = np.linalg.norm(centres, axis=1).mean() + np.sqrt(LATENT)
-    half = n_out // 2
-    centre_basis, _ = np.linalg.qr(centres.T)
-    direction = rng.normal(size=(half, LATENT))
-    direction -= (direction @ centre_basis) @ centre_basis.T
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    far_latent = direction * radius * rng.uniform(1.5, 3.0, size=(half, 1))
-    far = mean + (far_latent @ basis).astype(np.float32) + rng.normal(scale=noise_sd, size=(half, dim))
-    sample = base_rows(0, min(1000, n_base), block_rng(0))
-    off = rng.normal(size=(n_out - half, dim))
-    off *= np.linalg.norm(sample - mean, axis=1).mean() / np.linalg.norm(off, axis=1, keepdims=True)
-    features[order[n_base + n_dup:]] = _unit(np.concatenate([far, mean + off]).astype(np.float32))
+    typical = base_rows(0, min(1000, n_base), block_rng(0))
+    features[order[n_base + n_dup:]] = _unit(outlier_rows(rng, n_out, centres=centres, basis=basis, mean=mean,
+                                                          noise_sd=noise_sd, typical=typical))
     features.flush()
     del features
     (folder / "features.tmp.npy").rename(folder / "features.npy")
