@@ -74,9 +74,9 @@ CONTEXT_COLUMNS = frozenset({"format", "jpeg_quality", "width", "height", "aspec
 # watermark, a logo, a scanner token).
 BACKGROUND_COLUMNS = ("background_red", "background_green", "background_blue", "background_brightness",
                       "corner_contrast")
-# Also derived from the grey thumbnail: how steep the strongest edges are for their contrast (Laplacian over
-# gradient magnitude on the top fifth of gradients) -- the focus or blur of the picture, whatever the amount
-# of texture the object has (which sharpness and edge_density measure).
+# Also derived from the grey thumbnail: how steep the steepest edges are for the picture's contrast -- the focus
+# or blur of the picture, whatever the amount of texture the object has (which sharpness and edge_density
+# measure).
 DERIVED_COLUMNS = (*BACKGROUND_COLUMNS, "edge_sharpness")
 DERIVED_BLOCK = 32_768  # thumbnail rows turned into derived columns at a time
 # The one-class test (see _per_class_cues) judges only cues that describe something other than the object:
@@ -111,7 +111,7 @@ class ShortcutParams:
     # from the other classes' median by a visible amount: natural differences there are small, planted ones not
     level_shift_flag: float = 0.03  # background colour and brightness: a difference of this fraction of the scale
     corner_shift_flag: float = 0.25  # corner contrast: a quarter of the grey scale (a mark, not a texture)
-    focus_ratio_flag: float = 1.5  # edge steepness: this factor, up or down (a blur halves it)
+    focus_ratio_flag: float = 1.15  # edge steepness for the contrast: this factor, up or down
     range_flag: float = 0.3  # a class's samples inside its range of a flagged cue are flagged if it separates by this
     max_samples: int = 10_000  # samples (a stratified subsample) the cue models and the permutations use
     background_samples: int = 1_000  # images re-embedded with their object blanked out for the background test
@@ -284,22 +284,20 @@ def background_columns(thumbnails: np.ndarray) -> np.ndarray:
 
 
 def edge_sharpness(thumbnails: np.ndarray) -> np.ndarray:
-    """(n,) steepness of the strongest edges of the grey thumbnails: mean |Laplacian| over mean gradient
-    magnitude on the pixels whose gradient is in the top fifth of the picture's. A blurred picture has wide,
-    shallow edges (low values) however much texture it shows. NaN for rows without a picture."""
+    """(n,) steepness of the grey thumbnails' steepest edges for their contrast: the 99th percentile of the
+    gradient magnitude (grey levels per pixel) over the picture's range of grey levels. A blurred picture's
+    edges are wide and shallow whatever it shows; a sharp one's steepest edges climb most of its range within a
+    pixel or two, whether the object is a trouser or a pullover. NaN for rows without a picture or without
+    contrast."""
     from curato.features.thumbnails import grey_thumbnails
 
     rows = np.asarray(thumbnails)
     grey = grey_thumbnails(rows).astype(np.float64)
-    centre = grey[:, 1:-1, 1:-1]
-    gradient = np.hypot(grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2], grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1])
-    laplacian = np.abs(grey[:, 1:-1, 2:] + grey[:, 1:-1, :-2] + grey[:, 2:, 1:-1] + grey[:, :-2, 1:-1] - 4 * centre)
-    cut = np.quantile(gradient.reshape(len(grey), -1), 0.8, axis=1)[:, None, None]
-    strong = gradient > cut
-    total = (gradient * strong).sum(axis=(1, 2))
+    gradient = np.hypot(grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2], grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1]) / 2
+    spread = grey.max(axis=(1, 2)) - grey.min(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = (laplacian * strong).sum(axis=(1, 2)) / total
-    out[(total <= 0) | ~rows.any(axis=1)] = np.nan
+        out = np.quantile(gradient.reshape(len(grey), -1), 0.99, axis=1) / spread
+    out[(spread <= 0) | ~rows.any(axis=1)] = np.nan
     return out
 
 
