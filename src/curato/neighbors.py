@@ -130,28 +130,35 @@ def knn(
         return np.empty((m, max(k, 0)), dtype=np.float32), np.empty((m, max(k, 0)), dtype=np.int64)
     threads = set_threads()
     search_k = k + 1 if drop_self else k
-    require_memory(knn_memory(n, m, search_k, threads), f"the {k}-nearest-neighbour search over {n:,} rows",
-                   "audit fewer rows at a time or use a machine with more memory")
-    if n <= exact_limit:
-        sims, idx = _exact_knn(database, query_rows, search_k)
-    else:
+    exact = n <= exact_limit
+    if not exact:
         default_nlist, default_nprobe = ivf_parameters(n)
         nlist = int(min(nlist or default_nlist, n))
         nprobe = int(min(nprobe or default_nprobe, nlist))
+    require_memory(knn_memory(n, m, search_k, threads, lists=None if exact else (nlist, nprobe)),
+                   f"the {k}-nearest-neighbour search over {n:,} rows",
+                   "audit fewer rows at a time or use a machine with more memory")
+    if exact:
+        sims, idx = _exact_knn(database, query_rows, search_k)
+    else:
         sims, idx = _ivf_knn(database, query_rows, search_k, nlist=nlist, nprobe=nprobe, seed=seed)
     if drop_self:
         sims, idx = _without_self(sims, idx, np.arange(m))
     return sims, idx
 
 
-def knn_memory(n: int, m: int, k: int, threads: int) -> int:
-    """Bytes :func:`knn` allocates besides its input, at most: the (m, k) results (similarities and indices, a
-    second copy while a row's own match is dropped), the IVF lists' bookkeeping (a few int64 per row) and each
-    thread's block of similarities with its top-k selection."""
+def knn_memory(n: int, m: int, k: int, threads: int, *, lists: tuple[int, int] | None = None) -> int:
+    """Bytes :func:`knn` allocates besides its input: the (m, k) results (similarities and indices, a second copy
+    while a row's own match is dropped) and, for IVF (``lists`` = (nlist, nprobe)), the lists' bookkeeping (a few
+    int64 per row) and each thread's block of similarities with its top-k selection -- a list's queries against
+    the rows of the lists it probes (rows spread evenly; the exact search lets faiss block its products)."""
     results = 2 * m * k * (4 + 8)
-    lists = 6 * 8 * (n + m)
-    blocks = threads * 3 * min(QUERY_BLOCK, m) * min(CANDIDATE_BLOCK, n) * 4
-    return results + lists + blocks
+    if lists is None:
+        return results
+    nlist, nprobe = lists
+    per_list = -(-max(n, m) // max(nlist, 1))
+    blocks = threads * 3 * min(QUERY_BLOCK, per_list) * min(CANDIDATE_BLOCK, nprobe * per_list) * 4
+    return results + 6 * 8 * (n + m) + blocks
 
 
 def _exact_knn(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
