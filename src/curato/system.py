@@ -56,8 +56,13 @@ def available_memory() -> int | None:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         if limit != "max":
             used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            # memory.current counts the page cache too (files read, the memory-mapped features): the kernel
+            # reclaims its inactive part before it kills anything, so that part is room.
+            for line in Path("/sys/fs/cgroup/memory.stat").read_text().splitlines():
+                if line.startswith("inactive_file "):
+                    used -= int(line.split()[1])
             room.append(max(0, int(limit) - used))
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):
         pass
     return min(room) if room else None
 

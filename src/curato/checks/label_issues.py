@@ -149,7 +149,10 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray, *, method: str
     p = LabelIssueParams() if params is None else params
     if min_class_size is not None:
         p = dataclasses.replace(p, min_class_size=min_class_size)
-    shape = np.shape(pred_probs)
+    try:
+        shape = np.shape(pred_probs)
+    except ValueError:  # ragged rows: _validated says so in one line
+        shape = ()
     if len(shape) == 2:
         # The validated copy, the posterior, its copy for the suggestions and the confident joint's masks hold a
         # few (n, k) float64 matrices at once: say so before allocating them rather than be killed part-way.
