@@ -31,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     inspect,
     literal,
@@ -1220,6 +1221,8 @@ def _lock_curated(conn: Connection) -> None:
     advisory locks, and the app's writes hold it for milliseconds."""
     if conn.dialect.name == "postgresql":
         conn.execute(select(func.pg_advisory_xact_lock(_CURATED_LOCK)))
+    else:  # SQLite begins its write transaction at the first write: a no-op one takes the lock before the reads
+        conn.execute(update(info).where(false()).values(value=info.c.value))
 
 
 def _refresh_curated(conn: Connection, sample_ids: Sequence[str]) -> None:
@@ -1258,6 +1261,7 @@ def _retract(conn: Connection, where: Sequence[Any], now: dt.datetime) -> int:
 def _move_split(conn: Connection, sample_id: str, split: str | None, now: dt.datetime, *,
                 only_from: str | None = None) -> None:
     """Move a sample to ``split`` (only when it is in ``only_from``, if given), its curated row with it."""
+    _lock_curated(conn)  # a concurrent label write copies the sample's split into its curated row
     moved = update(samples).where(samples.c.sample_id == sample_id)
     if only_from is not None:
         moved = moved.where(samples.c.split == only_from)
@@ -1268,6 +1272,7 @@ def _move_split(conn: Connection, sample_id: str, split: str | None, now: dt.dat
 def _copy_splits(conn: Connection, sample_ids: Sequence[str]) -> None:
     """Copy the samples' split into their curated rows where it differs (after samples were written)."""
     table = curated_labels
+    _lock_curated(conn)
     split = select(samples.c.split).where(samples.c.sample_id == table.c.sample_id).scalar_subquery()
     for chunk in _chunks(sample_ids, 900):
         conn.execute(update(table).where(table.c.sample_id.in_(chunk), table.c.split.is_distinct_from(split))
