@@ -272,6 +272,40 @@ def test_concurrent_answers_on_one_sample_both_count(history: Workspace) -> None
     other.close()
 
 
+def test_a_split_move_beside_a_label_write_keeps_the_new_split(history: Workspace) -> None:
+    """A decision moving a sample to another split while a model label for it is written in an overlapping
+    transaction: the label write waits for the move's commit (the curated-rows lock), so it cannot copy the old
+    split back into the curated row."""
+    import threading
+
+    from curato.catalog.catalog import _move_split, utcnow
+
+    catalog = history.catalog
+    sample = min(sid for sid, value in catalog.curated_labels().items() if value.origin == "imported")
+    before = _stored(catalog)[sample][3]
+    target = "test" if before != "test" else "train"
+    other = Catalog(catalog.url, root=history.root)
+    finished = threading.Event()
+
+    def label_write() -> None:
+        with other.transaction() as conn:
+            other.add_labels(conn, {sample: CLASSES[3]}, origin="model")
+        finished.set()
+
+    with catalog.transaction() as conn:
+        _move_split(conn, sample, target, utcnow())
+        thread = threading.Thread(target=label_write)
+        thread.start()
+        assert not finished.wait(1.0)  # waiting for the move
+    thread.join(60)
+    assert finished.is_set()
+    assert _stored(catalog)[sample][3] == target
+    _agrees(catalog, "split move beside a label write")
+    with catalog.transaction() as conn:
+        _move_split(conn, sample, before, utcnow())
+    other.close()
+
+
 def test_check_finds_a_stale_table_and_the_rebuild_repairs_it(history: Workspace) -> None:
     catalog = history.catalog
     expected = _expected_rows(catalog)
