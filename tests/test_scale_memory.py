@@ -38,14 +38,21 @@ def test_require_memory_says_what_needs_how_much_in_one_line() -> None:
     assert message.endswith("available; use a bigger machine")
 
 
-def test_knn_over_more_rows_than_memory_holds_refuses_before_allocating() -> None:
+def test_knn_over_more_rows_than_memory_holds_refuses_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
+    import curato.system
+
+    monkeypatch.setattr(curato.system, "available_memory", lambda: 16 * 1024**3)  # whatever host runs the test
     row = np.random.default_rng(0).normal(size=(1, 256)).astype(np.float64)
     huge = np.broadcast_to(row, (200_000_000, 256))  # a float32 copy alone would be 205 GB
     with pytest.raises(InputError, match=r"float32 copy of 200,000,000 x 256 embeddings needs about 381\.5 GB"):
         knn(huge, 10)
 
 
-def test_label_issues_over_more_classes_than_memory_holds_refuse_before_allocating() -> None:
+def test_label_issues_over_more_classes_than_memory_holds_refuse_before_allocating(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import curato.system
+
+    monkeypatch.setattr(curato.system, "available_memory", lambda: 16 * 1024**3)
     n, k = 10_000_000, 20_000  # ImageNet-21k-sized label space: 1.6 TB per (n, k) float64 matrix
     probs = np.broadcast_to(np.full((1, k), 1.0 / k), (n, k))
     labels = np.broadcast_to(np.zeros(1, dtype=np.int64), (n,))
