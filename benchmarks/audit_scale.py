@@ -57,13 +57,7 @@ CENTRE_SCALE, NOISE_SCALE = 1.0, 0.35
 def make_dataset(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """The synthetic embeddings, given and true labels, and the planted truth masks (see the docstring)."""
     rng = np.random.default_rng(seed)
-    basis, _ = np.linalg.qr(rng.normal(size=(DIM, LATENT)))
-    basis = basis.T.astype(np.float32)  # LATENT x DIM, orthonormal rows
-    mean = np.abs(rng.normal(size=DIM)).astype(np.float32)
-    mean *= 7.0 / np.linalg.norm(mean)
-    centres = rng.normal(size=(CLASSES, LATENT)) * CENTRE_SCALE / np.sqrt(2)
-    spreads = rng.uniform(0.6, 1.4, size=(CLASSES, LATENT))
-    noise_sd = NOISE_SCALE * np.sqrt(LATENT / DIM)
+    basis, mean, centres, spreads, noise_sd = class_geometry(rng, DIM)
 
     n_out, n_dup = int(n * OUTLIER_SHARE), int(n * DUPLICATE_SHARE)
     n_base = n - n_out - n_dup
@@ -100,6 +94,19 @@ def make_dataset(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"features": features[order], "labels": labels[order].astype(np.int64),
             "true_labels": truth_labels[order], "is_noisy": is_noisy[order],
             "is_duplicate": is_duplicate[order], "is_outlier": is_outlier[order]}
+
+
+def class_geometry(rng: np.random.Generator, dim: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """The recipe's space: (basis LATENT x dim with orthonormal rows, mean, class centres, per-class spreads in the
+    latent space, noise standard deviation per embedding dimension)."""
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, LATENT)))
+    basis = basis.T.astype(np.float32)
+    mean = np.abs(rng.normal(size=dim)).astype(np.float32)
+    mean *= 7.0 / np.linalg.norm(mean)
+    centres = rng.normal(size=(CLASSES, LATENT)) * CENTRE_SCALE / np.sqrt(2)
+    spreads = rng.uniform(0.6, 1.4, size=(CLASSES, LATENT))
+    return basis, mean, centres, spreads, NOISE_SCALE * np.sqrt(LATENT / dim)
 
 
 def outlier_rows(rng: np.random.Generator, n_out: int, *, centres: np.ndarray, basis: np.ndarray, mean: np.ndarray,

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audit_scale import CENTRE_SCALE, CLASSES, LATENT, NOISE_SCALE, outlier_rows, scores  # the shared recipe
+from audit_scale import CLASSES, LATENT, class_geometry, outlier_rows, scores  # the shared recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".bench" / "scale"
@@ -66,13 +66,7 @@ def make_dataset(n: int, dim: int, seed: int = 0) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    basis, _ = np.linalg.qr(rng.normal(size=(dim, LATENT)))
-    basis = basis.T.astype(np.float32)
-    mean = np.abs(rng.normal(size=dim)).astype(np.float32)
-    mean *= 7.0 / np.linalg.norm(mean)
-    centres = rng.normal(size=(CLASSES, LATENT)) * CENTRE_SCALE / np.sqrt(2)
-    spreads = rng.uniform(0.6, 1.4, size=(CLASSES, LATENT))
-    noise_sd = NOISE_SCALE * np.sqrt(LATENT / dim)
+    basis, mean, centres, spreads, noise_sd = class_geometry(rng, dim)
     n_out, n_dup = int(n * OUTLIER_SHARE), int(n * DUPLICATE_SHARE)
     n_base = n - n_out - n_dup
 
