@@ -18,9 +18,16 @@ A cue is flagged when it is significant -- a permutation test refits every cue o
 compares with the largest accuracy any cue reaches there, which keeps the family-wise false-alarm rate
 at ``alpha`` however many cues are tested -- and large: its share reaches ``share_flag``. Natural,
 object-borne cues (a sandal has fewer bright pixels than a coat) are significant on any real dataset;
-the share separates them from a cue that alone rivals the picture. Context cues that never depend on the
-picture (``CONTEXT_COLUMNS``: file format, JPEG quality, stored size) are flagged too when they single
-out one class (its share inside a range exceeds the others' by ``class_gain_flag``).
+the share separates them from a cue that alone rivals the picture.
+
+A cue that singles out ONE class (the tanks on cloudy days, the huskies on snow) carries about 1/K of the
+label signal, so the cues that do not describe the object (``ONE_CLASS_COLUMNS``: the file, the background,
+a corner, colour at all, focus, how much of the frame the object fills) are also tested class by class: a
+class is named when its share inside one range exceeds the others' by ``class_gain_flag`` with at most
+``others_share_flag`` of them inside. For the cues read off the pixels the difference must also be visible
+(``VISIBLE_FLOOR``): natural differences there are consistent but small (sleeves reaching the frame's edge
+move the background by a few grey levels), planted ones are not. With two classes the whole-label test judges
+only the cues that cannot come from the picture (``TWO_CLASS_WHOLE_LABEL_COLUMNS``).
 
 Also tested: the object size (annotated boxes, else :func:`foreground_proxy` of the thumbnails) as a cue
 group; a thumbnail test (the embedding head on 4x4 and 8x8 colour thumbnails, reported); a background-only
@@ -563,7 +570,8 @@ def _per_class_cues(codes: np.ndarray, values: np.ndarray, cue_columns: Sequence
                     targets: np.ndarray, n_classes: int, names: list[str]) -> dict[str, dict[str, Any]]:
     """Cues that single out one class (``ONE_CLASS_COLUMNS``): per column, each class's gain -- its share
     inside the column's best range minus the other classes' share there -- and, for the columns read off the
-    pixels, its shift: how far the class's values inside that range lie from the other classes' median.
+    pixels, the median of the class's values inside that range and the other classes' median (what
+    :func:`_visible` compares).
 
     Row 0 of ``targets`` is the real labeling, the rest are the permutations: the p-value compares a gain with
     the largest gain of any class in any of these columns on shuffled labels (family-wise over columns x
