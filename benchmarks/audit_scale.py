@@ -78,18 +78,7 @@ def make_dataset(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     copies = base[sources] + (rng.normal(size=(n_dup, DIM)) * step).astype(np.float32)
 
     features = np.concatenate([base, copies, outliers]).astype(np.float32)
-    truth_labels = np.concatenate([true_labels, true_labels[sources], rng.integers(CLASSES, size=n_out)])
-    is_outlier = np.zeros(n, dtype=bool)
-    is_outlier[n_base + n_dup:] = True
-    is_duplicate = np.zeros(n, dtype=bool)
-    is_duplicate[sources] = True
-    is_duplicate[n_base:n_base + n_dup] = True
-    labels = truth_labels.copy()
-    candidates = np.flatnonzero(~is_outlier)
-    noisy = rng.choice(candidates, size=int(NOISE_SHARE * candidates.size), replace=False)
-    labels[noisy] = (labels[noisy] + rng.integers(1, CLASSES, size=noisy.size)) % CLASSES
-    is_noisy = np.zeros(n, dtype=bool)
-    is_noisy[noisy] = True
+    truth_labels, labels, is_noisy, is_duplicate, is_outlier = planted_truth(rng, true_labels, sources, n_out)
     order = rng.permutation(n)  # no tool may rely on the planted rows being at the end
     return {"features": features[order], "labels": labels[order].astype(np.int64),
             "true_labels": truth_labels[order], "is_noisy": is_noisy[order],
@@ -107,6 +96,27 @@ def class_geometry(rng: np.random.Generator, dim: int
     centres = rng.normal(size=(CLASSES, LATENT)) * CENTRE_SCALE / np.sqrt(2)
     spreads = rng.uniform(0.6, 1.4, size=(CLASSES, LATENT))
     return basis, mean, centres, spreads, NOISE_SCALE * np.sqrt(LATENT / dim)
+
+
+def planted_truth(rng: np.random.Generator, true_labels: np.ndarray, sources: np.ndarray, n_out: int
+                  ) -> tuple[np.ndarray, ...]:
+    """Labels and truth masks of the rows base + copies (of ``sources``) + ``n_out`` outliers, in that order:
+    (true labels, given labels with NOISE_SHARE of the non-outliers flipped, is_noisy, is_duplicate, is_outlier)."""
+    n_base, n_dup = len(true_labels), len(sources)
+    n = n_base + n_dup + n_out
+    truth_labels = np.concatenate([true_labels, true_labels[sources], rng.integers(CLASSES, size=n_out)])
+    is_outlier = np.zeros(n, dtype=bool)
+    is_outlier[n_base + n_dup:] = True
+    is_duplicate = np.zeros(n, dtype=bool)
+    is_duplicate[sources] = True
+    is_duplicate[n_base:n_base + n_dup] = True
+    labels = truth_labels.copy()
+    candidates = np.flatnonzero(~is_outlier)
+    noisy = rng.choice(candidates, size=int(NOISE_SHARE * candidates.size), replace=False)
+    labels[noisy] = (labels[noisy] + rng.integers(1, CLASSES, size=noisy.size)) % CLASSES
+    is_noisy = np.zeros(n, dtype=bool)
+    is_noisy[noisy] = True
+    return truth_labels, labels, is_noisy, is_duplicate, is_outlier
 
 
 def outlier_rows(rng: np.random.Generator, n_out: int, *, centres: np.ndarray, basis: np.ndarray, mean: np.ndarray,

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audit_scale import CLASSES, LATENT, class_geometry, outlier_rows, scores  # the shared recipe
+from audit_scale import CLASSES, LATENT, class_geometry, outlier_rows, planted_truth, scores  # the recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".bench" / "scale"
@@ -110,23 +110,7 @@ def make_dataset(n: int, dim: int, seed: int = 0) -> Path:
     del features
     (folder / "features.tmp.npy").rename(folder / "features.npy")
 
-    truth_labels = np.concatenate([true_labels, true_labels[sources], rng.integers(CLASSES, size=n_out)])
-    is_outlier = np.zeros(n, dtype=bool)
-    is_outlier[n_base + n_dup:] = True
-    is_duplicate = np.zeros(n, dtype=bool)
-    is_duplicate[sources] = True
-    is_duplicate[n_base:n_base + n_dup] = True
-    copy_of = np.full(n, -1, dtype=np.int64)
-    copy_of[n_base:n_base + n_dup] = sources
-    labels = truth_labels.copy()
-    candidates = np.flatnonzero(~is_outlier)
-    noisy = rng.choice(candidates, size=int(NOISE_SHARE * candidates.size), replace=False)
-    labels[noisy] = (labels[noisy] + rng.integers(1, CLASSES, size=noisy.size)) % CLASSES
-    is_noisy = np.zeros(n, dtype=bool)
-    is_noisy[noisy] = True
-    # Everything indexed by generated position -> by file position.
-    placed = np.empty(n, dtype=np.int64)
-    placed[order] = np.arange(n)
+    truth_labels, labels, is_noisy, is_duplicate, is_outlier = planted_truth(rng, true_labels, sources, n_out)
 
     def by_position(values: np.ndarray) -> np.ndarray:
         out = np.empty_like(values)
