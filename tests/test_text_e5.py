@@ -3,17 +3,12 @@ sentences: vectors, meaning, languages, order and batch independence, settings, 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from curato.commands.embed import compute_embeddings
-from curato.commands.ingest import ingest
 from curato.errors import InputError
 from curato.features.embedders import available_embedders, get_embedder
-from curato.workspace import Workspace
-from tests.test_text_embedder import SENTENCES
+from tests.test_text_embedder import SENTENCES, assert_pipeline_stores_each_text_its_own_vector
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +71,4 @@ def test_settings_name_the_quantised_weights_and_options_are_checked(e5):
 
 
 def test_embed_pipeline_stores_each_text_its_own_vector(e5, tmp_path):
-    manifest = tmp_path / "texts.jsonl"
-    texts = SENTENCES
-    manifest.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    workspace = Workspace.create(tmp_path / "ws")
-    ingest(workspace, manifest, workers=1)
-    features, summary = compute_embeddings(workspace, e5, chunk_size=5)
-    assert summary.computed == len(texts)
-    row = {sample_id: i for i, sample_id in enumerate(features.ids)}
-    stored = np.asarray(features.vectors)[[row[f"t{i}"] for i in range(len(texts))]]
-    np.testing.assert_allclose(stored, e5.embed(texts), atol=1e-5)
+    assert_pipeline_stores_each_text_its_own_vector(e5, SENTENCES, 5, tmp_path)

@@ -119,14 +119,19 @@ def test_settings_do_not_depend_on_the_runtime(onnx_minilm):
     assert onnx_minilm.settings() == get_embedder("minilm", runtime="torch").settings()
 
 
-def test_embed_pipeline_stores_each_text_its_own_vector(onnx_minilm, tmp_path):
+def assert_pipeline_stores_each_text_its_own_vector(embedder, texts: list[str], chunk_size: int, tmp_path) -> None:
+    """Ingest ``texts`` as a manifest, embed them through ``curato embed``'s pipeline in chunks, and compare each
+    stored vector with the embedder's own output for that text."""
     manifest = tmp_path / "texts.jsonl"
-    texts = SENTENCES * 3
     manifest.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
     workspace = Workspace.create(tmp_path / "ws")
     ingest(workspace, manifest, workers=1)
-    features, summary = compute_embeddings(workspace, onnx_minilm, chunk_size=16)
+    features, summary = compute_embeddings(workspace, embedder, chunk_size=chunk_size)
     assert summary.computed == len(texts)
     row = {sample_id: i for i, sample_id in enumerate(features.ids)}
     stored = np.asarray(features.vectors)[[row[f"t{i}"] for i in range(len(texts))]]
-    np.testing.assert_allclose(stored, onnx_minilm.embed(texts), atol=1e-5)
+    np.testing.assert_allclose(stored, embedder.embed(texts), atol=1e-5)
+
+
+def test_embed_pipeline_stores_each_text_its_own_vector(onnx_minilm, tmp_path):
+    assert_pipeline_stores_each_text_its_own_vector(onnx_minilm, SENTENCES * 3, 16, tmp_path)
