@@ -28,6 +28,37 @@ def test_available_memory_is_a_positive_number_below_the_machine_total() -> None
     assert room <= total
 
 
+def _memory_files(folder: Path, files: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+
+
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+def test_available_memory_is_capped_by_a_cgroup_limit_less_its_reclaimable_cache(tmp_path: Path,
+                                                                                layout: str) -> None:
+    # The kernel's two cgroup layouts as files (this machine runs one of them; containers elsewhere the other).
+    gib = 1024**3
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal: {64 * gib // 1024} kB\nMemAvailable: {48 * gib // 1024} kB\n")
+    root = tmp_path / "cgroup"
+    if layout == "v2":
+        _memory_files(root, {"memory.max": f"{8 * gib}\n", "memory.current": f"{5 * gib}\n",
+                             "memory.stat": f"anon {3 * gib}\ninactive_file {gib}\nactive_file {gib}\n"})
+    else:
+        _memory_files(root / "memory", {"memory.limit_in_bytes": f"{8 * gib}\n",
+                                        "memory.usage_in_bytes": f"{5 * gib}\n",
+                                        "memory.stat": f"inactive_file 7\ntotal_inactive_file {gib}\n"})
+    assert available_memory(root, meminfo) == 4 * gib  # 8 limit - (5 used - 1 reclaimable)
+    # No limit: v2 says "max", v1 a number near 2**63; then the machine's own room counts.
+    if layout == "v2":
+        (root / "memory.max").write_text("max\n")
+    else:
+        (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert available_memory(root, meminfo) == 48 * gib
+    assert available_memory(tmp_path / "missing", tmp_path / "missing-meminfo") is None
+
+
 def test_require_memory_says_what_needs_how_much_in_one_line() -> None:
     require_memory(1024, "a small thing", "nothing to do")  # fits: no error
     with pytest.raises(InputError) as error:

@@ -42,29 +42,46 @@ def cgroup_cpu_quota() -> int | None:
     return None
 
 
-def available_memory() -> int | None:
+def available_memory(cgroup_root: Path = Path("/sys/fs/cgroup"), meminfo: Path = Path("/proc/meminfo")) -> int | None:
     """Bytes this process can still allocate without swapping or being killed: the kernel's ``MemAvailable``,
-    capped by the room left under a cgroup v2 ``memory.max``; None where neither can be read (not Linux)."""
+    capped by the room left under a cgroup limit (v2 ``memory.max``, or v1 ``memory/memory.limit_in_bytes``);
+    None where none of them can be read (not Linux)."""
     room = []
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in meminfo.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 room.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-            # memory.current counts the page cache too (files read, the memory-mapped features): the kernel
-            # reclaims its inactive part before it kills anything, so that part is room.
-            for line in Path("/sys/fs/cgroup/memory.stat").read_text().splitlines():
-                if line.startswith("inactive_file "):
-                    used -= int(line.split()[1])
-            room.append(max(0, int(limit) - used))
-    except (OSError, ValueError, IndexError):
-        pass
+    cgroup_room = (_cgroup_room(cgroup_root, "memory.max", "memory.current", "inactive_file")
+                   or _cgroup_room(cgroup_root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+                                   "total_inactive_file"))
+    if cgroup_room is not None:
+        room.append(cgroup_room)
     return min(room) if room else None
+
+
+# cgroup v1 writes "no limit" as the largest page-aligned signed 64-bit number (or larger than the host).
+_V1_NO_LIMIT = 1 << 60
+
+
+def _cgroup_room(folder: Path, limit_file: str, usage_file: str, inactive_key: str) -> int | None:
+    """Room under one cgroup hierarchy's memory limit, or None where it has no limit or cannot be read.
+
+    The usage counts the page cache too (files read, the memory-mapped features): the kernel reclaims its
+    inactive part before it kills anything, so that part is room.
+    """
+    try:
+        limit = (folder / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= _V1_NO_LIMIT:
+            return None
+        used = int((folder / usage_file).read_text())
+        for line in (folder / "memory.stat").read_text().splitlines():
+            if line.startswith(inactive_key + " "):
+                used -= int(line.split()[1])
+        return max(0, int(limit) - used)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def require_memory(needed: int, what: str, advice: str) -> None:
