@@ -272,6 +272,7 @@ def test_review_decisions_change_the_curated_labels_and_undo_restores_them(works
                                 json={"item": second["item"], "action": "relabel", "label": other}).json()
         excluded = reviewer.post("/api/review/label_issues/decide",
                                  json={"item": third["item"], "action": "exclude"}).json()
+        assert ws.catalog.curated_label_problems() == []  # the maintained table equals the rule over the history
         curated = ws.catalog.curated_labels()
         assert (curated[sid1].label, curated[sid1].origin, curated[sid1].how) == (
             evidence["suggested_label"], "human", "review")
@@ -285,6 +286,7 @@ def test_review_decisions_change_the_curated_labels_and_undo_restores_them(works
         assert reviewer.post(f"/api/decisions/{relabel['decision']}/undo", json={}).status_code == 409
         assert reviewer.post(f"/api/decisions/{excluded['decision']}/undo", json={}).status_code == 200
         assert ws.catalog.curated_labels()[sid2] == before[sid2] and ws.catalog.sample_states() == {}
+        assert ws.catalog.curated_label_problems() == []
         reopened = reviewer.get("/api/review/label_issues", params={"limit": 200}).json()["items"]
         assert second["item"] in {item["item"] for item in reopened}
         with ws.catalog.engine.connect() as conn:  # history is kept: the undone label is retracted, not deleted
@@ -296,6 +298,7 @@ def test_review_decisions_change_the_curated_labels_and_undo_restores_them(works
         kept = reviewer.post("/api/review/label_issues/decide", json={"item": second["item"], "action": "keep"})
         assert kept.json()["effects"]["labels"] == {sid2: before[sid2].label}
         assert ws.catalog.curated_labels()[sid2].how == "review"
+        assert ws.catalog.curated_label_problems() == []
 
 
 def test_duplicate_groups_keep_one_or_move_into_one_split(workspace):
@@ -312,10 +315,12 @@ def test_duplicate_groups_keep_one_or_move_into_one_split(workspace):
         splits = dict(zip(*(ws.catalog.samples(("sample_id", "split"))[c].tolist() for c in ("sample_id", "split")),
                           strict=True))
         assert all(splits[sid] == "train" for sid in members)
+        assert ws.catalog.curated_label_problems() == []  # the table's split moved with the samples
         reviewer.post(f"/api/decisions/{moved.json()['decision']}/undo", json={})
         splits = dict(zip(*(ws.catalog.samples(("sample_id", "split"))[c].tolist() for c in ("sample_id", "split")),
                           strict=True))
         assert {sid: splits[sid] for sid in members} == members
+        assert ws.catalog.curated_label_problems() == []
         dropped = reviewer.post("/api/review/split_leakage/decide",
                                 json={"item": leak["item"], "action": "drop_copies"})
         test_copy = next(sid for sid, split in members.items() if split == "test")
