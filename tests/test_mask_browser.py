@@ -1,7 +1,8 @@
 """The mask tool (``#/mask``) in Debian's chromium against a real ``curato serve`` on loopback, on real photos
 (scikit-image's ``chelsea`` and ``coffee``, and ``chelsea`` enlarged to 3840x2160 for the 4k timing).
 
-In the page: paint two classes with whole superpixels (click and drag), refine with the brush, save with Enter.
+In the page: paint two classes with whole superpixels (click and drag), refine with the brush, save with Enter;
+reopened, clear the mask with Shift+Backspace and take the clear back with Ctrl+Z.
 The PNG the page sent is captured and compared pixel for pixel with the stored mask and with ``curato export
 --format masks`` and ``--format coco``. On the 4k image the page's own timings of painting one superpixel are
 read back (printed; run with ``-s`` to see them). Set CURATO_SCREENSHOTS=1 to refresh docs/img/labelling-mask.png.
@@ -171,6 +172,13 @@ def test_paint_superpixels_brush_save_and_export(server, tmp_path):
         page.goto(server.url + "/#/")
         _open(page, server, "chelsea")
         assert page.get_attribute("#mask-stage", "data-source") == "saved mask"
+        painted = int(page.get_attribute("#mask-stage", "data-painted"))
+        # Shift+Backspace clears the whole mask (a bad proposal costs one key), as one step Ctrl+Z takes back
+        page.keyboard.press("Shift+Backspace")
+        assert page.get_attribute("#mask-stage", "data-painted") == "0"
+        assert page.get_attribute("#mask-stage", "data-undo") == "1"
+        page.keyboard.press("Control+z")
+        assert page.get_attribute("#mask-stage", "data-painted") == str(painted)
         with page.expect_request(lambda r: r.method == "POST" and "/api/mask?" in r.url) as again:
             page.keyboard.press("Enter")
         resent = again.value.post_data_buffer
@@ -182,6 +190,7 @@ def test_paint_superpixels_brush_save_and_export(server, tmp_path):
     # what the page painted: whole superpixels, then a brush disc
     assert (saved[segments == first] == 1).all() and (saved[segments == second] == 2).all()
     assert (saved[segments == drag_to] == 1).all()
+    assert painted == int((saved != 0).sum())  # the page's count of painted pixels, before the clear and after undo
     yy, xx = np.mgrid[0:height, 0:width]
     disc = (xx - brush_at[0]) ** 2 + (yy - brush_at[1]) ** 2 <= 12 ** 2
     assert (saved[disc] == 1).all()

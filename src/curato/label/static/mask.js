@@ -211,7 +211,7 @@ export async function maskView(view, ctx, requested) {
     bitmap: null, level: "medium", indexes: {}, edges: {}, tool: "superpixel", active: 1, radius: 12, opacity: 0.55,
     showEdges: true, scale: 1, tx: 0, ty: 0, undo: [], redo: [], classes: [], source: "empty", shownAt: null,
     skipped: [], saved: [], space: false, drag: null, stroke: null, lastSegment: -1, lastPoint: null, hover: null,
-    paintTimes: [], frameTimes: [], pending: false,
+    paintTimes: [], frameTimes: [], pending: false, painted: 0,
   };
 
   async function raw(path, init = {}) {
@@ -260,6 +260,7 @@ export async function maskView(view, ctx, requested) {
     d.ty = String(S.ty);
     d.undo = String(S.undo.length);
     d.source = S.source;
+    d.painted = String(S.painted);  // pixels with a class (not background): kept up to date by every paint
     d.paintMs = S.paintTimes.length ? S.paintTimes[S.paintTimes.length - 1].toFixed(3) : "";
     d.paintTimes = S.paintTimes.map((t) => t.toFixed(3)).join(",");
     d.frameTimes = S.frameTimes.map((t) => t.toFixed(3)).join(",");
@@ -329,6 +330,7 @@ export async function maskView(view, ctx, requested) {
     const before = S.labels[i];
     if (before === value) return;
     S.labels[i] = value;
+    S.painted += (value !== 0) - (before !== 0);
     colour(i, value);
     S.stroke.push(i, before, value, i % S.width, (i / S.width) | 0);
   }
@@ -346,6 +348,7 @@ export async function maskView(view, ctx, requested) {
       const old = S.labels[i];
       if (old === value) continue;
       S.labels[i] = value;
+      S.painted += (value !== 0) - (old !== 0);
       colour(i, value);
       changes.index[changes.length] = i;
       changes.before[changes.length] = old;
@@ -441,10 +444,26 @@ export async function maskView(view, ctx, requested) {
     const values = forward ? changes.after : changes.before;
     for (let k = 0; k < changes.length; k++) {
       const i = changes.index[k];
+      S.painted += (values[k] !== 0) - (S.labels[i] !== 0);
       S.labels[i] = values[k];
       colour(i, values[k]);
     }
     upload(changes.box);
+  }
+
+  /** Shift+Backspace: every pixel back to background in one undoable step. A proposal that is worse than an
+   * empty start costs one key press instead of one correction per wrong piece. */
+  function clearMask() {
+    if (!S.labels) return;
+    if (!S.painted) { toast("the mask is already empty"); return; }
+    const started = performance.now();
+    S.stroke = new Changes();
+    S.stroke.reserve(S.painted);
+    for (let i = 0; i < S.labels.length; i++) if (S.labels[i]) set(i, 0);
+    upload(S.stroke.box);
+    S.paintTimes.push(performance.now() - started);
+    endStroke();
+    toast("mask cleared (Ctrl+Z brings it back)");
   }
 
   function undo() {
@@ -527,6 +546,7 @@ export async function maskView(view, ctx, requested) {
     if (ctrl && (key === "z" || key === "Z")) event.shiftKey ? redo() : undo();
     else if (ctrl && (key === "y" || key === "Y")) redo();
     else if (ctrl || event.altKey) handled = false;
+    else if (key === "Backspace" && event.shiftKey) clearMask();
     else if (key === " ") S.space = true;
     else if (key === "Enter" || key === "s") guarded(save);
     else if (key === "n") guarded(skip);
@@ -622,7 +642,8 @@ export async function maskView(view, ctx, requested) {
         action("Save", "Enter", () => guarded(save), {class: "primary", id: "mask-save"}),
         action("Next", "n", () => guarded(skip)),
         action("Undo", "Ctrl+Z", undo, {disabled: !S.undo.length}),
-        action("Redo", "Ctrl+Y", redo, {disabled: !S.redo.length})),
+        action("Redo", "Ctrl+Y", redo, {disabled: !S.redo.length}),
+        action("Clear", "Shift+Backspace", clearMask, {disabled: !S.painted, id: "mask-clear"})),
       el("dl", {},
         el("dt", {text: "image"}), el("dd", {class: "sid", text: S.item ? S.item.sample_id : "–"}),
         el("dt", {text: "size"}), el("dd", {text: S.item ? `${S.width} × ${S.height}` : "–"}),
@@ -683,7 +704,8 @@ export async function maskView(view, ctx, requested) {
     S.maskContext = S.maskCanvas.getContext("2d");
     S.overlay = S.maskContext.createImageData(S.width, S.height);
     S.overlayRgba = S.overlay.data;
-    for (let i = 0; i < S.labels.length; i++) if (S.labels[i]) colour(i, S.labels[i]);
+    S.painted = 0;
+    for (let i = 0; i < S.labels.length; i++) if (S.labels[i]) { colour(i, S.labels[i]); S.painted++; }
     S.maskContext.putImageData(S.overlay, 0, 0);
     S.active = Math.min(Math.max(1, S.active), Math.max(1, S.classes.length));
     fitView();
@@ -749,7 +771,8 @@ export async function maskView(view, ctx, requested) {
   }
 
   setLegend([["1…9 0", "class"], ["q", "superpixels"], ["b", "brush"], ["e", "eraser"], ["f", "fill"],
-    ["g", "coarse/medium/fine"], ["[ ]", "radius"], ["Ctrl+Z Ctrl+Y", "undo/redo"], ["wheel", "zoom"],
+    ["g", "coarse/medium/fine"], ["[ ]", "radius"], ["Ctrl+Z Ctrl+Y", "undo/redo"],
+    ["Shift+Backspace", "clear the mask"], ["wheel", "zoom"],
     ["space", "+ drag: pan"], ["Enter", "save"], ["n", "next"], ["u", "undo save"]]);
   if (requested) await open(await api(`/api/mask/item?id=${enc(requested)}`));
   else await loadNext();
