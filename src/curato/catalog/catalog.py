@@ -35,7 +35,6 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
-    null,
     select,
     union_all,
     update,
@@ -46,11 +45,13 @@ from curato.catalog import schema
 from curato.catalog.schema import (
     LABELLING_QUEUE,
     annotations,
+    curated_counts,
     curated_labels,
     decisions,
     info,
     labels,
     runs,
+    sample_counts,
     samples,
 )
 from curato.errors import WorkspaceBusyError, WorkspaceError, storage_error
@@ -316,6 +317,9 @@ class Catalog:
             rows = [{**row, "uri": self._stored_uri(row["uri"])} for row in rows]
         insert = _dialect_insert(conn)
         now = utcnow()
+        # the sample_counts triggers move shared count rows: PostgreSQL writers take them in one order, not
+        # deadlocking on each other's rows (SQLite has one writer anyway)
+        _lock_curated(conn)
         # executemany with one cached statement: compiling a multi-row VALUES clause per chunk is far slower
         columns = list(rows[0])
         statement = insert(samples)
@@ -344,15 +348,13 @@ class Catalog:
         return result
 
     def sample_count(self) -> int:
-        """Number of samples in the catalog."""
+        """Number of samples in the catalog (from the maintained ``sample_counts``)."""
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(samples)).scalar() or 0)
+            return int(conn.execute(select(func.coalesce(func.sum(sample_counts.c.n), 0))).scalar() or 0)
 
     def sample_kinds(self) -> dict[str, int]:
         """Number of samples per kind (image, text)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(samples.c.kind, func.count()).group_by(samples.c.kind))
-            return {row[0]: int(row[1]) for row in rows}
+        return {kind: count for kind, count in self.group_counts("kind").items() if kind is not None}
 
     # ---- labels ----------------------------------------------------------------------------
     # Every write that can change a sample's curated label goes through the methods below, which update the
@@ -496,17 +498,15 @@ class Catalog:
         only) on the ``curated_labels`` table's own index, per any other samples column through a join. Samples
         without any label are not counted."""
         changes = self._aggregate_changes()
-        table = curated_labels
-        if column is None:
-            value = null()
-        elif column == "split":
-            value = table.c.split
+        if column in (None, "split"):  # the maintained counts: a few hundred rows, whatever the catalog's size
+            table = curated_counts
+            grouped = [table.c.label, table.c.origin] + ([table.c.split] if column else [])
+            query = select(*grouped, func.sum(table.c.n)).group_by(*grouped)
         else:
-            value = samples.c[column]
-        grouped = [table.c.label, table.c.origin, value] if column is not None else [table.c.label, table.c.origin]
-        query = select(*grouped, func.count()).group_by(*grouped)
-        if column not in (None, "split"):
-            query = query.select_from(table.join(samples, samples.c.sample_id == table.c.sample_id))
+            table = curated_labels
+            grouped = [table.c.label, table.c.origin, samples.c[column]]
+            query = (select(*grouped, func.count()).group_by(*grouped)
+                     .select_from(table.join(samples, samples.c.sample_id == table.c.sample_id)))
         counts: Counter[tuple[str, str, Any]] = Counter()
         with self.engine.connect() as conn:
             for row in conn.execute(query):
@@ -596,6 +596,38 @@ class Catalog:
         :meth:`curated_label_problems` finds); returns the samples with a label."""
         with self.engine.begin() as conn:
             return fill_curated_labels(conn)
+
+    def count_problems(self) -> list[str]:
+        """Where the maintained counts (``sample_counts``, ``curated_counts``) disagree with a recount of the rows
+        they count: one line per table naming a few differing groups; empty when they agree. Reads only (one
+        GROUP BY over each counted table: seconds per million rows)."""
+        problems = []
+        for counted, counts, columns in ((samples, sample_counts, schema.COUNTED_SAMPLE_COLUMNS),
+                                         (curated_labels, curated_counts, schema.COUNTED_CURATED_COLUMNS)):
+            keys = [counted.c[name] for name in columns]
+            stored_keys = [counts.c[name] for name in columns]
+            with self.engine.connect() as conn:
+                recount = {tuple(row[:-1]): int(row[-1])
+                           for row in conn.execute(select(*keys, func.count()).group_by(*keys))}
+                stored: Counter[tuple[Any, ...]] = Counter()
+                for row in conn.execute(select(*stored_keys, counts.c.n)):
+                    stored[tuple(row[:-1])] += int(row[-1])
+            wrong = sorted((key for key in set(recount) | set(stored) if recount.get(key, 0) != stored.get(key, 0)),
+                           key=str)
+            if wrong:
+                shown = "; ".join(f"{dict(zip(columns, key, strict=True))}: stored {stored.get(key, 0)}, "
+                                  f"counted {recount.get(key, 0)}" for key in wrong[:3])
+                problems.append(f"{counts.name} disagrees with a recount of {counted.name} in {len(wrong)} "
+                                f"group(s) ({shown}{'; ...' if len(wrong) > 3 else ''})")
+        return problems
+
+    def rebuild_counts(self) -> None:
+        """Rewrite ``sample_counts`` and ``curated_counts`` from a recount (the repair for what
+        :meth:`count_problems` finds), under the write lock the count triggers' writers take."""
+        with self.engine.begin() as conn:
+            _lock_curated(conn)
+            for statement in schema.count_fill_statements():
+                conn.exec_driver_sql(statement)
 
     def original_labels(self) -> dict[str, str]:
         """sample_id -> the first label ever imported for it (what the dataset came with)."""
@@ -871,22 +903,25 @@ class Catalog:
 
     # ---- summaries -------------------------------------------------------------------------
     def group_counts(self, column: str) -> dict[str | None, int]:
-        """Number of samples per value of a samples column (split, source, format, kind)."""
-        col = samples.c[column]
+        """Number of samples per value of a samples column (split, source, format, kind), ordered by value; the
+        counted columns (``schema.COUNTED_SAMPLE_COLUMNS``) from the maintained ``sample_counts``."""
+        if column in schema.COUNTED_SAMPLE_COLUMNS:
+            col = sample_counts.c[column]
+            query = select(col, func.sum(sample_counts.c.n)).group_by(col).having(func.sum(sample_counts.c.n) > 0)
+        else:
+            col = samples.c[column]
+            query = select(col, func.count()).group_by(col)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(col, func.count()).group_by(col).order_by(col))
+            rows = conn.execute(query.order_by(col))
             return {row[0]: int(row[1]) for row in rows}
 
     def sample_overview(self) -> dict[str, Any]:
-        """Numbers of samples per kind, split, source and format, and of readable samples per kind, in ONE pass
-        over the samples table: the combinations are grouped once (``combos``) and each margin is summed from
-        that small table, ordered by value as the database orders it (as :meth:`group_counts` does).
+        """Numbers of samples per kind, split, source and format, and of readable samples per kind, from the
+        maintained ``sample_counts`` (a few rows, whatever the catalog's size): each margin is summed from that
+        small table, ordered by value as the database orders it (as :meth:`group_counts` does).
         ``{"samples": n, "kinds", "splits", "sources", "formats", "readable": {kind: n}}``."""
         margins = ("kind", "split", "source", "format")
-        combos = (select(*(samples.c[name] for name in margins), samples.c.readable, func.count().label("n"))
-                  .group_by(*(samples.c[name] for name in margins), samples.c.readable).cte("combos"))
-        if self.engine.dialect.name == "sqlite":
-            combos = combos.prefix_with("MATERIALIZED")
+        combos = select(sample_counts).where(sample_counts.c.n > 0).cte("combos")
         parts = [select(literal(part).label("part"), combos.c[name].label("value"), func.sum(combos.c.n))
                  .group_by(combos.c[name]) for part, name in enumerate(margins)]
         parts.append(select(literal(len(margins)).label("part"), combos.c.kind.label("value"), func.sum(combos.c.n))

@@ -17,17 +17,18 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 from curato.catalog import schema
 from curato.errors import WorkspaceError
 
-HEAD = "0005"  # the newest revision in migrations/versions (a test checks it against alembic's head)
+HEAD = "0006"  # the newest revision in migrations/versions (a test checks it against alembic's head)
 # info.schema_version -> the revision that schema is
-REVISION_OF_SCHEMA = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005"}
+REVISION_OF_SCHEMA = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0006"}
 VERSION_TABLE = "alembic_version"
 CORE_TABLES = frozenset({"info", "samples", "labels", "runs"})
 SCHEMA_1_TABLES = frozenset({"info", "samples", "labels", "annotations", "runs", "queue", "curve_points"})
 SCHEMA_2_TABLES = SCHEMA_1_TABLES | {"users", "sessions", "decisions", "assignments", "gold"}
-SCHEMA_3_TABLES = frozenset(schema.metadata.tables) - {"curated_labels"}
+SCHEMA_3_TABLES = frozenset(schema.metadata.tables) - {"curated_labels", "sample_counts", "curated_counts"}
 _TABLES_OF_SCHEMA = {1: SCHEMA_1_TABLES, 2: SCHEMA_2_TABLES, 3: SCHEMA_3_TABLES,
                      4: SCHEMA_3_TABLES,  # schema 4 added indexes only
-                     5: frozenset(schema.metadata.tables)}
+                     5: SCHEMA_3_TABLES | {"curated_labels"},
+                     6: frozenset(schema.metadata.tables)}
 _LOCK_KEY = 0x637572  # PostgreSQL advisory lock: one migrating process at a time
 _SCRIPTS = Path(__file__).resolve().parent / "migrations"
 

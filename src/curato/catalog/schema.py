@@ -5,6 +5,8 @@ docs/workspace.md describes every column; bump SCHEMA_VERSION when a table chang
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -19,9 +21,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 LABEL_ORIGINS = ("imported", "human", "model")
 SAMPLE_KINDS = ("image", "text")
 
@@ -101,6 +104,37 @@ curated_labels = Table(
 )
 Index("ix_curated_labels_counts", curated_labels.c.label, curated_labels.c.origin, curated_labels.c.split)
 Index("ix_curated_labels_how", curated_labels.c.how)
+
+# schema 6: counts maintained by triggers in the same transaction as every write of the counted table, so that
+# ``curato info``, the report's overview and the app's status read a few hundred rows instead of grouping millions
+# (docs/workspace.md, "maintained counts"). ``sample_counts``: samples per (kind, split, source, format, readable);
+# ``curated_counts``: curated labels per (label, origin, split). A combination that drops to zero keeps its row
+# (n = 0). ``curato check`` compares both with a recount (:meth:`Catalog.count_problems`).
+COUNTED_SAMPLE_COLUMNS = ("kind", "split", "source", "format", "readable")
+COUNTED_CURATED_COLUMNS = ("label", "origin", "split")
+sample_counts = Table(
+    "sample_counts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),
+    Column("split", String(64)),
+    Column("source", String(128)),
+    Column("format", String(16)),
+    Column("readable", Boolean, nullable=False),
+    Column("n", Integer, nullable=False),
+)
+Index("ix_sample_counts_key", *(sample_counts.c[name] for name in COUNTED_SAMPLE_COLUMNS), unique=True)
+
+curated_counts = Table(
+    "curated_counts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("label", String, nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("split", String(64)),
+    Column("n", Integer, nullable=False),
+)
+Index("ix_curated_counts_key", *(curated_counts.c[name] for name in COUNTED_CURATED_COLUMNS), unique=True)
 
 annotations = Table(
     "annotations",
@@ -260,3 +294,84 @@ mask_claims = Table(
     Column("annotator", String(64), nullable=False),
     Column("claimed_at", DateTime(timezone=True), nullable=False),
 )
+
+
+# ---- schema 6: the triggers that keep sample_counts and curated_counts -------------------------------------------
+_COUNTED = (("samples", "sample_counts", COUNTED_SAMPLE_COLUMNS, ("kind", "readable")),
+            ("curated_labels", "curated_counts", COUNTED_CURATED_COLUMNS, ("label", "origin")))
+
+
+def count_trigger_statements(dialect: str) -> list[str]:
+    """The SQL that (re)creates the triggers keeping ``sample_counts`` and ``curated_counts`` equal to a recount of
+    ``samples`` and ``curated_labels``: every insert, update of a counted column and delete (cascades included)
+    moves one count in the same transaction. Idempotent (drops the old triggers first); the catalog's creation and
+    migration 0006 run it. Only the columns that are never NULL are compared with ``=`` (an index prefix)."""
+    statements: list[str] = []
+    for table, counts, columns, required in _COUNTED:
+        names = ", ".join(columns)
+        if dialect == "sqlite":
+            def match(row: str, columns: tuple[str, ...] = columns, required: tuple[str, ...] = required) -> str:
+                return " AND ".join(f"{c} = {row}.{c}" if c in required else f"{c} IS {row}.{c}" for c in columns)
+
+            add = (f"UPDATE {counts} SET n = n + 1 WHERE {match('NEW')}; INSERT INTO {counts} ({names}, n) "
+                   f"SELECT {', '.join(f'NEW.{c}' for c in columns)}, 1 WHERE NOT EXISTS "
+                   f"(SELECT 1 FROM {counts} WHERE {match('NEW')});")
+            remove = f"UPDATE {counts} SET n = n - 1 WHERE {match('OLD')};"
+            changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
+            statements += [f"DROP TRIGGER IF EXISTS {counts}_insert", f"DROP TRIGGER IF EXISTS {counts}_update",
+                           f"DROP TRIGGER IF EXISTS {counts}_delete",
+                           f"CREATE TRIGGER {counts}_insert AFTER INSERT ON {table} BEGIN {add} END",
+                           f"CREATE TRIGGER {counts}_update AFTER UPDATE OF {names} ON {table} WHEN {changed} "
+                           f"BEGIN {remove} {add} END",
+                           f"CREATE TRIGGER {counts}_delete AFTER DELETE ON {table} BEGIN {remove} END"]
+        elif dialect == "postgresql":
+            def match(row: str, columns: tuple[str, ...] = columns, required: tuple[str, ...] = required) -> str:
+                return " AND ".join(f"{c} = {row}.{c}" if c in required else f"{c} IS NOT DISTINCT FROM {row}.{c}"
+                                    for c in columns)
+
+            old = ", ".join(f"OLD.{c}" for c in columns)
+            new = ", ".join(f"NEW.{c}" for c in columns)
+            statements += [
+                f"""CREATE OR REPLACE FUNCTION {counts}_follow() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+  IF TG_OP = 'UPDATE' AND ROW({old}) IS NOT DISTINCT FROM ROW({new}) THEN
+    RETURN NULL;
+  END IF;
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    UPDATE {counts} SET n = n - 1 WHERE {match('OLD')};
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    UPDATE {counts} SET n = n + 1 WHERE {match('NEW')};
+    IF NOT FOUND THEN
+      INSERT INTO {counts} ({names}, n) VALUES ({new}, 1);
+    END IF;
+  END IF;
+  RETURN NULL;
+END
+$body$""",
+                f"DROP TRIGGER IF EXISTS {counts}_follow ON {table}",
+                f"CREATE TRIGGER {counts}_follow AFTER INSERT OR DELETE OR UPDATE OF {names} ON {table} "
+                f"FOR EACH ROW EXECUTE FUNCTION {counts}_follow()"]
+        else:
+            raise ValueError(f"no count triggers for database {dialect!r}")
+    return statements
+
+
+def count_fill_statements() -> list[str]:
+    """SQL that rewrites both count tables from a recount (migration 0006, and the repair of a damaged count)."""
+    statements = []
+    for table, counts, columns, _ in _COUNTED:
+        names = ", ".join(columns)
+        statements += [f"DELETE FROM {counts}",
+                       f"INSERT INTO {counts} ({names}, n) SELECT {names}, count(*) FROM {table} GROUP BY {names}"]
+    return statements
+
+
+def _create_count_triggers(target: MetaData, connection: Any, **_: Any) -> None:
+    """After ``metadata.create_all`` made every table: the count triggers (a new catalog)."""
+    if {"samples", "sample_counts", "curated_labels", "curated_counts"} <= set(target.tables):
+        for statement in count_trigger_statements(connection.dialect.name):
+            connection.exec_driver_sql(statement)
+
+
+event.listen(metadata, "after_create", _create_count_triggers)

@@ -178,6 +178,10 @@ def check_workspace(workspace: Workspace) -> CheckResult:
                        f"sample(s) disagree with the label rule ({_examples(disagreeing)}): something wrote labels "
                        "around curato's catalog", "rebuild them from the label history: `python -c \"from curato.api "
                        f"import Workspace; Workspace.open('{ws}').catalog.rebuild_curated_labels()\"`")
+    for line in workspace.catalog.count_problems():
+        result.problem(f"catalog {workspace.catalog.where}: {line}: something wrote around curato's catalog",
+                       "recount them: `python -c \"from curato.api import Workspace; "
+                       f"Workspace.open('{ws}').catalog.rebuild_counts()\"`")
     table = workspace.catalog.samples(("sample_id", "kind", "uri", "source", "content_hash", "readable"))
     known = set(table["sample_id"].tolist())
     readable = {sid: digest for sid, digest, ok in zip(table["sample_id"].tolist(), table["content_hash"].tolist(),
