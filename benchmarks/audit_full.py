@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+import curato.commands.audit as audit_module
 from curato.checks.registry import registered_checks
 from curato.commands.audit import run_audit
 from curato.commands.embed import compute_embeddings
@@ -40,12 +41,17 @@ def main() -> None:
                              "the scores go next to it as .npz, the details and evidence as .details.json")
     parser.add_argument("--keep-oof", action="store_true",
                         help="reuse cached out-of-fold probabilities (a warm audit; default: computed again)")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="run the checks one at a time (as before side-by-side checks); per-check CPU seconds "
+                             "are only measured this way")
     parser.add_argument("--audit-only", action="store_true",
                         help="skip ingest and embedding (the workspace is already prepared)")
     args = parser.parse_args()
 
     workspace = Workspace.create(args.workspace)
-    cpu_seconds = _time_checks_cpu()
+    if args.one_at_a_time:
+        audit_module.SIDE_BY_SIDE_ROWS = 0
+    cpu_seconds = _time_checks_cpu() if args.one_at_a_time or audit_module.check_workers(70_000) == 1 else {}
     ingest_seconds = embed_seconds = 0.0
     if not args.audit_only:
         started = time.perf_counter()

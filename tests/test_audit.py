@@ -120,3 +120,49 @@ def test_a_report_that_cannot_be_written_fails_the_audit_run(audited, tmp_path):
 
     last = Workspace.open(workspace).catalog.runs("audit")[-1]
     assert last["name"] == "imbalance" and last["status"] == "failed"
+
+
+def test_checks_side_by_side_find_what_one_at_a_time_finds(audited):
+    """Two checks at a time, the out-of-fold probabilities beside them: the same findings as one at a time."""
+    from functools import partial
+
+    from curato.checks.registry import run_checks
+    from curato.commands.audit import attach_pred_probs
+    from curato.commands.embed import choose_embedder_name, compute_embeddings
+    from curato.commands.rows import load_samples
+    from curato.workspace import Workspace
+
+    workspace = Workspace.open(audited[0])
+    features, _ = compute_embeddings(workspace, choose_embedder_name(workspace))
+    outcomes = []
+    for workers in (1, 2):
+        data = load_samples(workspace, features)
+        timings: dict[str, float] = {}
+        findings = run_checks(data, workers=workers, timings=timings,
+                              before=partial(attach_pred_probs, workspace, data))
+        assert {"out_of_fold", "duplicates", "shortcuts", "label_issues"} <= set(timings)
+        outcomes.append({f.check: (f.severity, f.message, f.sample_ids[f.flagged].tolist(), f.scores)
+                         for f in findings})
+    serial, side_by_side = outcomes
+    assert serial.keys() == side_by_side.keys() and len(serial) > 5
+    for check, (severity, message, flagged, scores) in serial.items():
+        assert side_by_side[check][:3] == (severity, message, flagged), check
+        np.testing.assert_allclose(side_by_side[check][3], scores, atol=1e-6, err_msg=check)
+    assert any(flagged for _, _, flagged, _ in serial.values())
+
+
+def test_a_failing_check_fails_the_side_by_side_run(audited):
+    from curato.checks.registry import register_check, run_checks, unregister_check
+    from curato.commands.rows import load_samples
+    from curato.workspace import Workspace
+
+    def broken(data, params):
+        raise RuntimeError("broken check")
+
+    register_check("broken_check", broken)
+    try:
+        data = load_samples(Workspace.open(audited[0]), None)
+        with pytest.raises(RuntimeError, match="broken check"):
+            run_checks(data, ["unreadable", "broken_check", "imbalance"], workers=2)
+    finally:
+        unregister_check("broken_check")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ class AuditData:
     mask_predictions: Any = None  # Mapping sample_id -> the pre-label model's label map (same class values)
     neighbours: int = 10  # k of the shared k-NN graph (duplicates, outliers, diversity)
     _graph: tuple[np.ndarray, np.ndarray] | None = None
+    _graph_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.sample_ids)
@@ -107,14 +109,17 @@ class AuditData:
         return self.embeddings if _every_row(rows, len(self.embeddings)) else self.embeddings[rows]
 
     def neighbour_graph(self, rows: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The k-NN graph over the embedded ``rows`` (at least ``neighbours`` wide, or ``k`` when a check's
-        parameters ask for more), built once and shared by the checks that use it; slice ``[:, :k]``."""
+        """The k-NN graph over the embedded ``rows``, ``neighbours`` wide (or ``k`` when a check's parameters ask
+        for more), built once and shared by the checks that use it. Each check gets the width it asked for,
+        whichever check built the graph first (checks may run side by side)."""
         from curato.neighbors import knn, unit_rows
 
         width = max(self.neighbours, k or 0)
-        if self._graph is None or self._graph[1].shape[1] < min(width, len(rows) - 1):
-            self._graph = knn(unit_rows(self.embeddings_at(rows)), width)
-        return self._graph
+        with self._graph_lock:  # the first check builds it, the others wait and share
+            if self._graph is None or self._graph[1].shape[1] < min(width, len(rows) - 1):
+                self._graph = knn(unit_rows(self.embeddings_at(rows)), width)
+            first, second = self._graph
+        return first[:, :width], second[:, :width]
 
 
 def _every_row(rows: np.ndarray, n: int) -> bool:

@@ -10,6 +10,7 @@ import hashlib
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from curato.commands.rows import load_samples
 from curato.errors import InputError
 from curato.featurestore import OOF_PREFIX
 from curato.progress import SILENT, Progress
+from curato.system import available_cpus
 from curato.workspace import Workspace
 
 
@@ -78,6 +80,18 @@ def attach_pred_probs(workspace: Workspace, data: AuditData, *, n_folds: int = 5
     data.pred_probs, data.class_names = full, class_names
 
 
+# Up to this many rows checks run two at a time where two CPUs are free: the audit of 70k Fashion-MNIST images
+# takes ~110 CPU seconds, one check at a time keeps ~1.4 of two cores busy (docs/benchmarks.md "Full audit of
+# Fashion-MNIST: time back"). Above it they run one at a time, so each check's memory bound (curato.system.
+# require_memory) sees the whole machine's room.
+SIDE_BY_SIDE_ROWS = 300_000
+
+
+def check_workers(rows: int) -> int:
+    """How many checks an audit of ``rows`` samples runs at once."""
+    return 2 if rows <= SIDE_BY_SIDE_ROWS and available_cpus() >= 2 else 1
+
+
 def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embedder: str | None = None,
               params: Mapping[str, Any] | None = None, progress: Progress = SILENT,
               on_result: Callable[[AuditResult], Any] | None = None) -> AuditResult:
@@ -104,11 +118,12 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
         started = time.perf_counter()
         data = load_samples(workspace, features)
         timings["load"] = time.perf_counter() - started
+        workers = check_workers(data.size)
+        before = None
         if "pred_probs" in needs and features is not None:
-            started = time.perf_counter()
-            attach_pred_probs(workspace, data, progress=progress)
-            timings["out_of_fold"] = time.perf_counter() - started
-        findings = run_checks(data, chosen, params=resolved, timings=timings, progress=progress)
+            before = partial(attach_pred_probs, workspace, data, progress=progress if workers == 1 else SILENT)
+        findings = run_checks(data, chosen, params=resolved, timings=timings, progress=progress, workers=workers,
+                              before=before)
         result = AuditResult(findings=findings, embedder=features.name if features is not None else None,
                              checks=chosen, timings=timings, params=params_record(resolved), workspace=workspace,
                              data=data, run_id=run.id,
