@@ -77,7 +77,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curato.checks.shortcuts import cue_table, shortcut_finding
+from curato.checks.shortcuts import VISIBLE_FLOOR, cue_table, shortcut_finding
 from curato.features.properties import PROPERTY_COLUMNS, estimate_jpeg_quality, image_features
 from curato.features.thumbnails import colour_thumbnails
 from curato.imageio import read_idx
@@ -154,14 +154,25 @@ def build(cue: str | None, strength: float, samples: int, seed: int, pool: dict[
     return {"rows": rows, "labels": labels, "pictures": pictures, "stored": stored, "formats": formats}
 
 
-def curato_cues(data: dict[str, Any]) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
-    """The cue table the audit builds from a scan, for in-memory pictures."""
+def scan_pictures(data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(properties, thumbnail rows) the ingest scan computes, for in-memory pictures and their stored bytes."""
     sizes = np.array([(p.shape[1], p.shape[0]) for p in data["pictures"]])
     quality = np.array([estimate_jpeg_quality(Image.open(io.BytesIO(b)).quantization) if f == "jpeg" else np.nan
                         for b, f in zip(data["stored"], data["formats"], strict=True)])
     properties, _, thumbnails = image_features(data["pictures"], file_bytes=[len(b) for b in data["stored"]],
                                                jpeg_quality=quality, original_sizes=sizes)
-    cues, columns, _ = cue_table(properties, list(PROPERTY_COLUMNS), formats=data["formats"], thumbnails=thumbnails)
+    return properties, thumbnails
+
+
+def curato_cues(data: dict[str, Any]) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
+    """The cue table the audit builds from a scan, for in-memory pictures."""
+    return cues_from_scan(*scan_pictures(data), data["formats"])
+
+
+def cues_from_scan(properties: np.ndarray, thumbnails: np.ndarray,
+                   formats: list[str]) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
+    """The cue table and the 4x4 / 8x8 thumbnail features of a scan (what ``--reuse`` recomputes)."""
+    cues, columns, _ = cue_table(properties, list(PROPERTY_COLUMNS), formats=formats, thumbnails=thumbnails)
     pixels = {"4x4": colour_thumbnails(thumbnails, 4).reshape(len(thumbnails), -1),
               "8x8": colour_thumbnails(thumbnails, 8).reshape(len(thumbnails), -1)}
     return cues, columns, pixels
@@ -385,22 +396,70 @@ def one_class_reference(dataset: dict[str, Any], data: dict[str, Any], mode: str
     return out_of_fold_probabilities(embeddings, data["labels"], seed=seed), seconds
 
 
-def one_class_run(dataset: dict[str, Any], k: int, cue: str | None, p_class: float, p_others: float,
-                  rotation: int, seed: int, samples: int, reference_mode: str, cleanlab: bool,
-                  kind: str) -> dict[str, Any]:
+def one_class_scan(dataset: dict[str, Any], k: int, cue: str | None, p_class: float, p_others: float,
+                   rotation: int, seed: int, samples: int, reference_mode: str, cleanlab: bool,
+                   kind: str) -> dict[str, Any]:
+    """Everything a one-class run computes before the shortcut check (what ``--cache`` stores): the labels, which
+    images carry the cue, the scan's properties and thumbnails, the formats, the reference probabilities, and
+    cleanlab's outcome when it ran."""
     started = time.perf_counter()
     data = one_class_build(dataset, k, cue, p_class, p_others, rotation, seed, samples)
     reference, embed_seconds = one_class_reference(dataset, data, reference_mode, seed)
-    cues, columns, pixels = curato_cues(data)
-    finding = shortcut_finding(np.arange(len(data["labels"])).astype(str), data["labels"], cues, columns,
-                               class_names=data["names"], reference_probs=reference, thumbnails=pixels, seed=seed)
-    seconds = time.perf_counter() - started
+    properties, thumbnails = scan_pictures(data)
+    meta: dict[str, Any] = {"kind": kind, "dataset": dataset["name"], "cue": cue or "clean", "p_class": p_class,
+                            "p_others": p_others, "class": data["carrier"] if cue is not None else None,
+                            "seed": seed, "names": data["names"], "embed_seconds": round(embed_seconds, 2),
+                            "scan_seconds": round(time.perf_counter() - started, 2)}
+    if cleanlab:
+        meta["cleanlab_outcome"] = run_cleanlab(data)
+    return {"meta": meta, "labels": data["labels"], "carries": data["carries"], "properties": properties,
+            "thumbnails": thumbnails, "formats": np.array(data["formats"]), "reference": reference}
+
+
+def save_scan(folder: Path, index: int, scan: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {key: value for key, value in scan.items() if key != "meta"}
+    partial = folder / f"{index:04d}.partial.npz"  # renamed when complete: an interrupted pass leaves no torn file
+    np.savez_compressed(partial, meta=np.array(json.dumps(scan["meta"])), **arrays)
+    partial.replace(folder / f"{index:04d}.npz")
+
+
+def load_scans(folder: Path, only: str = "") -> list[dict[str, Any]]:
+    """The cached scans of a ``--cache`` run, in plan order; ``only``: comma-separated words every kept run's
+    tag ("planted lfw K=2 blur P_class=0.8 P_others=0.1") contains."""
+    words = [w for w in only.split(",") if w]
+    scans = []
+    for path in sorted(folder.glob("[0-9][0-9][0-9][0-9].npz")):
+        with np.load(path) as stored:
+            scan = {key: stored[key] for key in stored.files if key != "meta"}
+            scan["meta"] = json.loads(str(stored["meta"]))
+        if all(word in _scan_tag(scan["meta"]) for word in words):
+            scans.append(scan)
+    if not scans:
+        raise SystemExit(f"no cached scans in {folder}{' matching ' + only if only else ''}: run with --cache first")
+    return scans
+
+
+def _scan_tag(meta: dict[str, Any]) -> str:
+    return (f"{meta['kind']} {meta['dataset']} K={len(meta['names'])} {meta['cue']} P_class={meta['p_class']:.1f} "
+            f"P_others={meta['p_others']:.1f}")
+
+
+def one_class_judge(scan: dict[str, Any]) -> dict[str, Any]:
+    """The shortcut check on one scanned run, and whether it found the planted cue (or alarmed on a control)."""
+    meta = scan["meta"]
+    started = time.perf_counter()
+    cues, columns, pixels = cues_from_scan(scan["properties"], scan["thumbnails"], [str(f) for f in scan["formats"]])
+    labels = np.asarray(scan["labels"], dtype=np.int64)
+    finding = shortcut_finding(np.arange(len(labels)).astype(str), labels, cues, columns, class_names=meta["names"],
+                               reference_probs=scan["reference"], thumbnails=pixels, seed=meta["seed"])
+    seconds = meta["scan_seconds"] + time.perf_counter() - started
     flagged = [r for r in finding.evidence["cues"] if r["flagged"]]
+    kind, cue = meta["kind"], meta["cue"]
     result: dict[str, Any] = {
-        "kind": kind, "dataset": dataset["name"], "k": len(data["names"]), "n": len(data["labels"]),
-        "cue": cue or "clean", "p_class": p_class, "p_others": p_others,
-        "class": data["carrier"] if cue is not None else None, "seed": seed,
-        "seconds": round(seconds, 2), "embed_seconds": round(embed_seconds, 2),
+        "kind": kind, "dataset": meta["dataset"], "k": len(meta["names"]), "n": len(labels),
+        "cue": cue, "p_class": meta["p_class"], "p_others": meta["p_others"], "class": meta["class"],
+        "seed": meta["seed"], "seconds": round(seconds, 2), "embed_seconds": meta["embed_seconds"],
         "flagged": [r["cue"] for r in flagged], "flagged_groups": sorted({r["group"] for r in flagged}),
         "flagged_classes": {r["cue"]: _named_classes(r) for r in flagged if _named_classes(r)},
         "severity": finding.severity, "message": finding.message,
@@ -414,19 +473,67 @@ def one_class_run(dataset: dict[str, Any], k: int, cue: str | None, p_class: flo
         in_group = [r for r in flagged if r["group"] in expected]
         result["expected_groups"] = list(expected)
         result["found_group"] = bool(in_group)
-        result["found_class"] = any(data["carrier"] in _named_classes(r) for r in in_group)
+        result["found_class"] = any(meta["class"] in _named_classes(r) for r in in_group)
         result["found"] = result["found_class"] or (result["k"] == 2 and result["found_group"])
         per_class = finding.evidence.get("per_class") or []
         result["per_class_top"] = [{key: r.get(key) for key in ("class", "column", "share_of_class",
                                                                  "share_of_others", "text")} for r in per_class[:3]]
-    if cleanlab:
-        outcome = run_cleanlab(data)
+    if "cleanlab_outcome" in meta:
+        outcome = meta["cleanlab_outcome"]
         groups = sorted({CLEANLAB_GROUP.get(name, name) for name in outcome.get("flagged", [])})
         result["cleanlab"] = {"flagged": outcome.get("flagged", []), "groups": groups,
                               "seconds": outcome.get("seconds"), "error": outcome.get("error")}
         if kind == "planted":
             result["cleanlab"]["found"] = bool(set(groups) & set(ONE_CLASS_EXPECTED[cue]))
     return result
+
+
+def cue_medians(scans: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures behind the visible floor, per visible-floor column: on the clean controls, how far each class's
+    median lies from the other classes' median (natural differences: the largest, per dataset and K); on the
+    planted runs, how far the carrier's carrying images lie from the other classes' images without the cue (per
+    cue: the smallest and largest over the goal cases). Differences on the 0..1 scale; the focus as a ratio."""
+    natural: dict[str, dict[str, Any]] = {}
+    planted: dict[str, dict[str, list[float]]] = {}
+    for scan in scans:
+        meta = scan["meta"]
+        if meta["kind"] == "no_correlation" or (meta["kind"] == "planted" and (meta["p_class"] < 0.8
+                                                                              or meta["p_others"] > 0.1)):
+            continue
+        cues, columns, _ = cues_from_scan(scan["properties"], scan["thumbnails"], [str(f) for f in scan["formats"]])
+        labels, carries = np.asarray(scan["labels"]), np.asarray(scan["carries"], dtype=bool)
+        for column, (_, kind) in VISIBLE_FLOOR.items():
+            values = cues[:, columns.index(column)]
+            if meta["kind"] == "clean":
+                key = f"{meta['dataset']} K={len(meta['names'])}"
+                for klass, name in enumerate(meta["names"]):
+                    shift = _median_shift(values[labels == klass], values[labels != klass], kind)
+                    best = natural.setdefault(column, {}).setdefault(key, {"shift": 0.0 if kind == "difference"
+                                                                             else 1.0, "class": None})
+                    if shift is not None and shift > best["shift"]:
+                        best.update(shift=round(shift, 3), **{"class": name})
+            else:
+                carrier = meta["names"].index(meta["class"])
+                shift = _median_shift(values[(labels == carrier) & carries], values[(labels != carrier) & ~carries],
+                                      kind)
+                if shift is not None:
+                    planted.setdefault(column, {}).setdefault(meta["cue"], []).append(shift)
+    return {"natural_largest": natural,
+            "planted_goal_cases": {column: {cue: {"runs": len(v), "smallest": round(min(v), 3),
+                                                  "median": round(float(np.median(v)), 3), "largest": round(max(v), 3)}
+                                            for cue, v in by_cue.items()} for column, by_cue in planted.items()}}
+
+
+def _median_shift(inside: np.ndarray, others: np.ndarray, kind: str) -> float | None:
+    """|median(inside) - median(others)|, or for a ratio the larger median over the smaller (None if empty)."""
+    inside, others = inside[np.isfinite(inside)], others[np.isfinite(others)]
+    if not inside.size or not others.size:
+        return None
+    a, b = float(np.median(inside)), float(np.median(others))
+    if kind == "ratio":
+        low, high = sorted((abs(a), abs(b)))
+        return high / low if low > 0 else None
+    return abs(a - b)
 
 
 def _named_classes(row: dict[str, Any]) -> list[str]:
@@ -555,19 +662,56 @@ def _one_class_line(run: dict[str, Any]) -> str:
 
 
 def run_one_class(args: argparse.Namespace, cleanlab: bool, out: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Scan and judge every run of the plan (``--cache DIR``: also store each scan), or with ``--reuse DIR`` judge
+    the stored scans again (only the shortcut check runs: a rule change costs minutes)."""
+    runs = []
+    if args.reuse:
+        scans = load_scans(Path(args.reuse), args.only)
+        print(f"one-class: {len(scans)} cached runs from {args.reuse} "
+              f"({sum(s['meta']['kind'] == 'planted' for s in scans)} planted)", file=out, flush=True)
+        for scan in scans:
+            runs.append(one_class_judge(scan))
+            print(_one_class_line(runs[-1]), file=out, flush=True)
+        return runs, one_class_summary(runs)
     names = [d for d in args.datasets.split(",") if d]
     datasets = {name: load_dataset(name, args.pool) for name in names}
     plan = one_class_plan(args, datasets)
     print(f"one-class: {len(plan)} runs ({sum(p[-1] == 'planted' for p in plan)} planted), "
           f"reference on the {args.reference} pictures", file=out, flush=True)
-    runs = []
-    for name, k, cue, pc, po, rotation, seed, kind in plan:
+    words = [w for w in args.only.split(",") if w]
+    for index, (name, k, cue, pc, po, rotation, seed, kind) in enumerate(plan):
+        tag = _scan_tag({"kind": kind, "dataset": name, "names": range(min(k, len(datasets[name]["names"]))),
+                         "cue": cue or "clean", "p_class": pc, "p_others": po})
+        if not all(word in tag for word in words):
+            continue
+        if args.scan_only and (Path(args.cache) / f"{index:04d}.npz").exists():
+            continue  # a --scan-only pass resumes where an interrupted one stopped
         with_cleanlab = cleanlab and (args.cleanlab_controls or rotation < 8 if kind == "clean"
                                       else len(runs) % args.cleanlab_every == 0)
-        runs.append(one_class_run(datasets[name], k, cue, pc, po, rotation, seed, args.one_class_samples,
-                                  args.reference, with_cleanlab, kind))
+        scan = one_class_scan(datasets[name], k, cue, pc, po, rotation, seed, args.one_class_samples,
+                              args.reference, with_cleanlab, kind)
+        if args.cache:
+            save_scan(Path(args.cache), index, scan)
+            if args.scan_only:
+                continue
+        runs.append(one_class_judge(scan))
         print(_one_class_line(runs[-1]), file=out, flush=True)
     return runs, one_class_summary(runs)
+
+
+def print_cue_medians(args: argparse.Namespace, out: Any) -> dict[str, Any]:
+    """``--cue-medians``: the visible-floor figures (see :func:`cue_medians`) of the cached scans, as lines."""
+    figures = cue_medians(load_scans(Path(args.reuse), args.only))
+    for column, by_key in figures["natural_largest"].items():
+        unit = "x" if VISIBLE_FLOOR[column][1] == "ratio" else ""
+        shown = ", ".join(f"{key} {v['shift']}{unit} ('{v['class']}')" for key, v in by_key.items())
+        print(f"natural  {column:>22}: largest class-vs-others median shift on clean controls: {shown}", file=out)
+    for column, by_cue in figures["planted_goal_cases"].items():
+        unit = "x" if VISIBLE_FLOOR[column][1] == "ratio" else ""
+        shown = ", ".join(f"{cue} {v['smallest']}-{v['largest']}{unit} (median {v['median']}, {v['runs']} runs)"
+                          for cue, v in by_cue.items())
+        print(f"planted  {column:>22}: carriers vs others without the cue: {shown}", file=out)
+    return figures
 
 
 def main() -> None:
@@ -599,6 +743,21 @@ def main() -> None:
     parser.add_argument("--cleanlab-every", type=int, default=1,
                         help="one-class: cleanlab on every N-th planted/no-correlation run only (about 20-40 s "
                              "a run on 2,000 images)")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="one-class: store each run's scan (labels, properties, thumbnails, formats, reference, "
+                             "cleanlab's outcome) in DIR, for --reuse")
+    parser.add_argument("--scan-only", action="store_true",
+                        help="with --cache: only store the scans (judge them later with --reuse)")
+    parser.add_argument("--reuse", default=None, metavar="DIR",
+                        help="one-class: judge the scans stored by --cache again (only the shortcut check runs)")
+    parser.add_argument("--only", default="",
+                        help="one-class: run only the runs whose tag contains every one of these comma-separated "
+                             "words, seeds as in the whole plan (e.g. 'planted,lfw,blur'; tags as in the run lines); "
+                             "with --reuse, judge only those")
+    parser.add_argument("--cue-medians", action="store_true",
+                        help="with --reuse: print the visible-floor figures (per-class medians of the background, "
+                             "corner and focus columns on clean controls, and what each planted cue moves them by) "
+                             "and stop")
     parser.add_argument("--no-cleanlab", action="store_true")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
                         help="write everything as JSON to OUT (no OUT or '-': stdout, lines go to stderr)")
@@ -609,6 +768,19 @@ def main() -> None:
     if not args.no_cleanlab and not cleanlab:
         print(f"cleanlab skipped: {CLEANLAB_PYTHON} missing (see benchmarks/cleanlab_spurious.py)", file=out)
     report: dict[str, Any] = {"cleanlab": cleanlab, "reference": args.reference}
+    if args.cue_medians:
+        if not args.reuse:
+            raise SystemExit("--cue-medians reads the scans of a --cache run: give --reuse DIR")
+        figures = print_cue_medians(args, out)
+        if args.json:
+            text = json.dumps(figures, indent=2)
+            if args.json == "-":
+                print(text)
+            else:
+                Path(args.json).write_text(text)
+        return
+    if args.reuse:
+        args.one_class, args.skip_all_class = True, True
     if args.one_class:
         runs, summary = run_one_class(args, cleanlab, out)
         report["one_class"] = {"runs": runs, "summary": summary}
