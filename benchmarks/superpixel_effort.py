@@ -530,16 +530,24 @@ class Annotator:
         """(pointing s, steering s, end point) of a brush stroke painting ``pixels`` (in zigzag order): pointing at
         the path's roomiest centre (target width: its room), then steering along the path.
 
-        The disc's centre runs along the middle row of each zigzag lane; at a centre p the tunnel is the room
+        The disc's centre runs along one row per zigzag lane (the row where it has room the longest; rows
+        where the disc does not fit are not on the path); at a centre p the tunnel is the room
         the centre has before the disc leaves class k: W(p) = 2 (d(p) - r) - 1 px (at least 1), d = distance to
         the nearest pixel that is not k (what the opening by a disc of radius r leaves). Steering index: the sum
         of 1 / W over the path's pixels (the integral of ds / W along the rows)."""
         radius, rows, cols = used["radius"], pixels[0], pixels[1]
         room = self.inside[k][rows, cols] - radius
-        path = (room > 0) & ((rows - used["top"]) % (2 * radius + 1) == radius)
-        if not path.any():
-            path = room > 0
-        if not path.any():  # a dab: the disc put down where it has most room
+        centre = room > 0
+        if centre.any():
+            # In each lane the centre runs along the row where it has the longest run of room.
+            lanes = (rows - used["top"]) // (2 * radius + 1)
+            per_row = np.bincount(rows[centre], minlength=int(rows.max()) + 1)
+            best_row = {}
+            for lane, row in zip(lanes[centre].tolist(), rows[centre].tolist(), strict=True):
+                if per_row[row] > per_row[best_row.get(lane, row)] or lane not in best_row:
+                    best_row[lane] = row
+            path = centre & np.isin(rows, list(best_row.values()))
+        else:  # a dab: the disc put down where it has most room
             path = room == room.max()
         widths = np.maximum(2 * room[path] - 1, 1)
         points = np.stack([rows[path], cols[path]], 1).astype(np.float64)

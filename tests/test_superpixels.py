@@ -240,10 +240,12 @@ def test_a_bad_proposal_is_cleared_with_one_key_and_a_good_one_kept() -> None:
     image, mask = _coins()
     image, mask = np.ascontiguousarray(image[:150, :200]), np.ascontiguousarray(mask[:150, :200])
     annotator = bench.Annotator(mask, 0.9, 200)
-    annotator.use_levels([sp.superpixels(image, n_segments=n) for n in (40, 150, 600)])
+    levels = [sp.superpixels(image, n_segments=n) for n in (40, 150, 600)]
+    annotator.use_levels(levels)
     empty = annotator.run(np.zeros_like(mask))
-    inverted = annotator.run(1 - mask)  # every pixel wrong
-    chosen = bench.with_clear(inverted, empty)
+    speckled = annotator.run((levels[2] % 2).astype(np.int32))  # every other fine superpixel a coin
+    chosen = bench.with_clear(speckled, empty)
+    assert speckled["actions"] > empty["actions"] + 1
     assert chosen["cleared"] and chosen["actions"] == empty["actions"] + 1
     assert chosen["seconds"] == pytest.approx(empty["seconds"] + bench.KEY_SECONDS)
     assert empty["seconds"] == pytest.approx(empty["pointing_seconds"] + empty["steering_seconds"], abs=0.02)
