@@ -23,7 +23,9 @@ labelling app's per-request work: ``next_item`` (an annotator's next assignment)
 workspace (where an older catalog is migrated: schema 5 fills the curated-label table) and a first read of the
 curated labels (where the multi-annotator aggregates are refitted when answers changed since the last fit, as
 after ``build``); after them ``/api/status`` right after one new answer (the refit it then pays) and
-``curated_label_problems`` (``curato check``'s comparison of the stored labels with the rule). ``--skip`` leaves
+``curated_label_problems`` (``curato check``'s comparison of the stored labels with the rule); also one routed
+label written and read back, the report's read of every sample's uri, ``count_problems`` (``curato check``'s
+recount of the maintained counts) and the catalog's size on disk. ``--skip`` leaves
 out named queries (e.g. the old ``curated_labels`` at 10M). The table is printed; ``--json`` appends the results.
 """
 
@@ -262,6 +264,21 @@ def _queries() -> dict[str, Callable[[Any], Any]]:
         check = getattr(workspace.catalog, "curated_label_problems", None)
         return None if check is None else len(check())
 
+    def label_write_and_read(workspace: Any) -> Any:
+        """One routed model label written (its own transaction, as `curato route` or the app writes one), then
+        that sample's curated label read back: the per-write cost at this size."""
+        catalog, sample = workspace.catalog, "train/class0000/00000000.jpg"
+        started = time.perf_counter()
+        with catalog.transaction() as conn:
+            catalog.add_labels(conn, {sample: "class0002"}, origin="model", annotator="bench-route")
+        found = catalog.curated_labels([sample])[sample]
+        assert found.label == "class0002" or found.origin == "human", found
+        return time.perf_counter() - started
+
+    def count_problems(workspace: Any) -> Any:
+        check = getattr(workspace.catalog, "count_problems", None)
+        return None if check is None else len(check())
+
     return {
         "first read (refit if due)": lambda ws: ws.catalog.curated_label_counts(None),
         "info (workspace_overview)": workspace_overview,
@@ -273,6 +290,9 @@ def _queries() -> dict[str, Callable[[Any], Any]]:
         "app: class_names": lambda ws: len(labelling.class_names(ws)),
         "app: remaining_items": remaining,
         "app: app_status after a new answer": status_after_answer,
+        "label write + curated read": label_write_and_read,
+        "report: samples(sample_id, uri)": lambda ws: len(ws.catalog.samples(("sample_id", "uri"))["sample_id"]),
+        "count_problems (curato check)": count_problems,
         "curated_label_problems (curato check)": problems,
     }
 
@@ -285,7 +305,7 @@ def _measure(root: str, name: str, results: Any) -> None:
     cpu, started = _cpu_seconds(), time.perf_counter()
     value = _queries()[name](workspace)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
-    if name in ("app: next_item", "app: app_status after a new answer"):
+    if name in ("app: next_item", "app: app_status after a new answer", "label write + curated read"):
         seconds = float(value)
     results.put({"query": name, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": _peak_mb(),
                  "value": value if isinstance(value, int) else None})
@@ -305,6 +325,19 @@ def _open(root: str, results: Any) -> None:
     started = time.perf_counter()
     Workspace.open(root).catalog.sample_count()
     results.put({"query": "open (migrations due)", "seconds": time.perf_counter() - started, "peak_rss_mb": _peak_mb()})
+
+
+def database_bytes(root: str) -> int:
+    """The catalog's size on disk: the SQLite file with its WAL, or the PostgreSQL database."""
+    from sqlalchemy import func, select
+
+    from curato.workspace import Workspace
+
+    catalog = Workspace.open(root).catalog
+    if catalog.path is not None:
+        return sum(path.stat().st_size for path in catalog.path.parent.glob(catalog.path.name + "*"))
+    with catalog.engine.connect() as conn:
+        return int(conn.execute(select(func.pg_database_size(func.current_database()))).scalar())
 
 
 def query(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -351,7 +384,8 @@ def main() -> None:
             rate = f"{entry['rows_per_s']:,.0f} rows/s" if entry["rows_per_s"] else "-"
             print(f"  {name:<32} {entry['rows']:>11,} rows {entry['seconds']:8.1f} s  {rate}")
     else:
-        result = {"root": args.root, "queries": query(args)}
+        result = {"root": args.root, "queries": query(args), "database_bytes": database_bytes(args.root)}
+        print(f"  catalog size {result['database_bytes'] / 1e9:.2f} GB")
     result["label"] = args.label
     if args.json:
         with open(args.json, "a", encoding="utf-8") as handle:

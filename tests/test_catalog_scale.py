@@ -18,7 +18,17 @@ from sqlalchemy import delete, insert, select, text, update
 
 from curato.catalog import migrate
 from curato.catalog.catalog import ANSWERS_TOKEN, FITTED_TOKEN, Catalog, CuratedLabel, aggregate_answers
-from curato.catalog.schema import LABELLING_QUEUE, curated_labels, decisions, info, labels, samples, users
+from curato.catalog.schema import (
+    LABELLING_QUEUE,
+    curated_counts,
+    curated_labels,
+    decisions,
+    info,
+    labels,
+    sample_counts,
+    samples,
+    users,
+)
 from curato.commands import labelling
 from curato.commands.info import check_workspace, workspace_overview
 from curato.ingest.readers import FASHION_MNIST_CLASSES
@@ -86,6 +96,7 @@ def _agrees(catalog: Catalog, step: str) -> None:
     assert found == expected, step
     assert catalog.curated_label_problems() == [], step
     assert _stored(catalog) == _expected_rows(catalog), step  # the read stored any refit it made
+    assert catalog.count_problems() == [], step  # the trigger-kept counts equal a recount
     if found:
         some = sorted(found)[::7]
         assert catalog.curated_labels(some) == {sid: found[sid] for sid in some}, step
@@ -341,6 +352,10 @@ def test_migration_0005_fills_the_table_by_the_rule(history: Workspace) -> None:
     reopened.verify()
     assert migrate.current_revision(reopened.engine) == migrate.HEAD
     assert _stored(reopened) == expected and reopened.curated_label_problems() == []
+    assert reopened.count_problems() == []  # 0006 re-created the triggers of the re-created table and recounted
+    with reopened.transaction() as conn:  # ... which follow the next write
+        reopened.add_labels(conn, {sorted(expected)[0]: "Coat"}, origin="model", annotator="after-0005")
+    assert reopened.count_problems() == []
     reopened.close()
 
 
@@ -360,3 +375,110 @@ def test_sync_imported_labels_in_batches_writes_only_changes(history: Workspace)
         changed = next(iter(latest))
         assert catalog.sync_imported_labels(conn, {changed: "Bag" if latest[changed] != "Bag" else "Coat"}) == 1
     _agrees(catalog, "a re-import changing one label")
+
+
+def _recount(catalog: Catalog) -> tuple[Counter, Counter]:
+    """Samples per (kind, split, source, format, readable) and curated rows per (label, origin, split), counted
+    row by row in Python: what ``sample_counts`` and ``curated_counts`` must hold."""
+    with catalog.engine.connect() as conn:
+        by_sample = Counter((row[0], row[1], row[2], row[3], bool(row[4])) for row in conn.execute(
+            select(samples.c.kind, samples.c.split, samples.c.source, samples.c.format, samples.c.readable)))
+        by_label = Counter(tuple(row) for row in conn.execute(
+            select(curated_labels.c.label, curated_labels.c.origin, curated_labels.c.split)))
+    return by_sample, by_label
+
+
+def _maintained(catalog: Catalog) -> tuple[Counter, Counter]:
+    """What the count tables hold (combinations at zero left out)."""
+    with catalog.engine.connect() as conn:
+        by_sample = Counter({(row[0], row[1], row[2], row[3], bool(row[4])): int(row[5]) for row in conn.execute(
+            select(sample_counts.c.kind, sample_counts.c.split, sample_counts.c.source, sample_counts.c.format,
+                   sample_counts.c.readable, sample_counts.c.n).where(sample_counts.c.n != 0))})
+        by_label = Counter({tuple(row[:3]): int(row[3]) for row in conn.execute(
+            select(curated_counts.c.label, curated_counts.c.origin, curated_counts.c.split, curated_counts.c.n)
+            .where(curated_counts.c.n != 0))})
+    return by_sample, by_label
+
+
+def test_concurrent_writers_keep_the_maintained_counts_exact(history: Workspace) -> None:
+    """An ingest of new samples (in a split no sample had: a new count row) and, in an overlapping transaction,
+    a second ingest into the same new split with labels and a split move: the second waits for the first's commit
+    (the curated-rows lock the sample writers take first), so neither loses the other's counts and no count row
+    is made twice; a sample deleted by hand takes its curated label's count with it (cascade)."""
+    import threading
+
+    catalog = history.catalog
+    assert _maintained(catalog) == _recount(catalog)
+    other = Catalog(catalog.url, root=history.root)
+    finished = threading.Event()
+    first = [{"sample_id": f"holdout/a{i}.png", "kind": "image", "uri": None, "split": "holdout", "source": "late",
+              "readable": True} for i in range(40)]
+    second = [{**row, "sample_id": row["sample_id"].replace("/a", "/b"), "readable": i % 4 != 0}
+              for i, row in enumerate(first)]
+
+    def second_ingest() -> None:
+        with other.transaction() as conn:
+            other.upsert_samples(conn, second)
+            other.sync_imported_labels(conn, {row["sample_id"]: CLASSES[i % 10] for i, row in enumerate(second)})
+            other.record_decision(conn, queue="split_leakage", item="group:x", action="move_split",
+                                  sample_ids=[second[0]["sample_id"]],
+                                  effects={"splits": {second[0]["sample_id"]: ["holdout", "test"]}}, user="reviewer")
+        finished.set()
+
+    with catalog.transaction() as conn:
+        catalog.upsert_samples(conn, first)
+        catalog.sync_imported_labels(conn, {row["sample_id"]: CLASSES[(i + 1) % 10] for i, row in enumerate(first)})
+        thread = threading.Thread(target=second_ingest)
+        thread.start()
+        assert not finished.wait(1.0)  # waiting for this transaction
+    thread.join(60)
+    assert finished.is_set()
+    assert catalog.group_counts("split")["holdout"] == 79 and catalog.group_counts("source")["late"] == 80
+    assert catalog.sample_overview()["readable"]["image"] == sum(
+        n for key, n in _recount(catalog)[0].items() if key[4])
+    assert _maintained(catalog) == _recount(catalog) and catalog.count_problems() == []
+    with catalog.transaction() as conn:  # by hand: the sample, its labels and its curated row go (cascades)
+        conn.execute(delete(samples).where(samples.c.sample_id == first[1]["sample_id"]))
+    assert catalog.group_counts("split")["holdout"] == 78
+    assert _maintained(catalog) == _recount(catalog) and catalog.count_problems() == []
+    _agrees(catalog, "concurrent ingests")
+    other.close()
+
+
+def test_check_finds_damaged_counts_and_the_recount_repairs_them(history: Workspace) -> None:
+    catalog = history.catalog
+    with catalog.transaction() as conn:  # what a write to the count tables by hand would leave
+        conn.execute(update(sample_counts).where(sample_counts.c.split == "train").values(n=sample_counts.c.n + 5))
+        conn.execute(delete(curated_counts).where(curated_counts.c.label == CLASSES[2]))
+    problems = catalog.count_problems()
+    assert len(problems) == 2 and problems[0].startswith("sample_counts disagrees with a recount of samples")
+    assert problems[1].startswith("curated_counts disagrees with a recount of curated_labels")
+    found = check_workspace(history)
+    assert sum("disagrees with a recount" in entry["what"] and "rebuild_counts()" in entry["fix"]
+               for entry in found.problems) == 2
+    catalog.rebuild_counts()
+    assert catalog.count_problems() == [] and _maintained(catalog) == _recount(catalog)
+    assert not any("recount" in entry["what"] for entry in check_workspace(history).problems)
+
+
+def test_migration_0006_counts_a_schema_5_catalog(history: Workspace) -> None:
+    catalog = history.catalog
+    expected = _recount(catalog)
+    with catalog.transaction() as conn:  # the same catalog at schema 5: no count tables, no triggers
+        for table, counts in (("samples", "sample_counts"), ("curated_labels", "curated_counts")):
+            for event in ("insert", "update", "delete"):  # triggers belong to the counted tables: dropped apart
+                on = f" ON {table}" if catalog.engine.dialect.name == "postgresql" else ""
+                conn.execute(text(f"DROP TRIGGER {counts}_{event}{on}"))
+            conn.execute(text(f"DROP TABLE {counts}"))
+        conn.execute(update(info).where(info.c.key == "schema_version").values(value="5"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0005'"))
+    reopened = Catalog(catalog.url, root=history.root)
+    reopened.verify()
+    assert migrate.current_revision(reopened.engine) == migrate.HEAD
+    assert _maintained(reopened) == expected and reopened.count_problems() == []
+    with reopened.transaction() as conn:
+        reopened.upsert_samples(conn, [{"sample_id": "late/0.png", "kind": "image", "uri": None, "split": "val",
+                                        "source": "late", "readable": True}])
+        reopened.add_labels(conn, {"late/0.png": CLASSES[5]}, origin="human", annotator="ann-a")
+    assert _maintained(reopened) == _recount(reopened) and reopened.count_problems() == []
+    reopened.close()

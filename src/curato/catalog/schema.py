@@ -305,7 +305,8 @@ def count_trigger_statements(dialect: str) -> list[str]:
     """The SQL that (re)creates the triggers keeping ``sample_counts`` and ``curated_counts`` equal to a recount of
     ``samples`` and ``curated_labels``: every insert, update of a counted column and delete (cascades included)
     moves one count in the same transaction. Idempotent (drops the old triggers first); the catalog's creation and
-    migration 0006 run it. Only the columns that are never NULL are compared with ``=`` (an index prefix)."""
+    migration 0006 run it. Only the columns that are never NULL are compared with ``=`` (an index prefix). SQLite:
+    row triggers; PostgreSQL: statement triggers over the statement's transition tables."""
     statements: list[str] = []
     for table, counts, columns, required in _COUNTED:
         names = ", ".join(columns)
@@ -325,33 +326,43 @@ def count_trigger_statements(dialect: str) -> list[str]:
                            f"BEGIN {remove} {add} END",
                            f"CREATE TRIGGER {counts}_delete AFTER DELETE ON {table} BEGIN {remove} END"]
         elif dialect == "postgresql":
-            def match(row: str, columns: tuple[str, ...] = columns, required: tuple[str, ...] = required) -> str:
-                return " AND ".join(f"{c} = {row}.{c}" if c in required else f"{c} IS NOT DISTINCT FROM {row}.{c}"
-                                    for c in columns)
+            # one UPDATE per statement, not per row: a row updated many times in one transaction leaves a chain of
+            # versions that each later update walks (a 100k-sample batch would take minutes); the writers send
+            # multi-row statements (Catalog.upsert_samples, the curated rows' upsert)
+            def moved(rows: str, sign: int, names: str = names) -> str:
+                return f"SELECT {names}, {sign} AS d FROM {rows}"
 
-            old = ", ".join(f"OLD.{c}" for c in columns)
-            new = ", ".join(f"NEW.{c}" for c in columns)
+            def apply(part: str, counts: str = counts, columns: tuple[str, ...] = columns,
+                      required: tuple[str, ...] = required, names: str = names) -> str:
+                def match(row: str, other: str) -> str:
+                    return " AND ".join(f"{row}.{c} = {other}.{c}" if c in required
+                                        else f"{row}.{c} IS NOT DISTINCT FROM {other}.{c}" for c in columns)
+
+                delta = f"SELECT {names}, sum(d) AS d FROM ({part}) moved GROUP BY {names} HAVING sum(d) <> 0"
+                return (f"UPDATE {counts} c SET n = c.n + delta.d FROM ({delta}) delta WHERE {match('c', 'delta')}; "
+                        f"INSERT INTO {counts} ({names}, n) SELECT {names}, d FROM ({delta}) delta WHERE NOT EXISTS "
+                        f"(SELECT 1 FROM {counts} c WHERE {match('c', 'delta')});")
+
             statements += [
                 f"""CREATE OR REPLACE FUNCTION {counts}_follow() RETURNS trigger LANGUAGE plpgsql AS $body$
 BEGIN
-  IF TG_OP = 'UPDATE' AND ROW({old}) IS NOT DISTINCT FROM ROW({new}) THEN
-    RETURN NULL;
-  END IF;
-  IF TG_OP IN ('UPDATE', 'DELETE') THEN
-    UPDATE {counts} SET n = n - 1 WHERE {match('OLD')};
-  END IF;
-  IF TG_OP IN ('INSERT', 'UPDATE') THEN
-    UPDATE {counts} SET n = n + 1 WHERE {match('NEW')};
-    IF NOT FOUND THEN
-      INSERT INTO {counts} ({names}, n) VALUES ({new}, 1);
-    END IF;
+  IF TG_OP = 'INSERT' THEN
+    {apply(moved('new_rows', 1))}
+  ELSIF TG_OP = 'DELETE' THEN
+    {apply(moved('old_rows', -1))}
+  ELSE
+    {apply(moved('new_rows', 1) + ' UNION ALL ' + moved('old_rows', -1))}
   END IF;
   RETURN NULL;
 END
 $body$""",
-                f"DROP TRIGGER IF EXISTS {counts}_follow ON {table}",
-                f"CREATE TRIGGER {counts}_follow AFTER INSERT OR DELETE OR UPDATE OF {names} ON {table} "
-                f"FOR EACH ROW EXECUTE FUNCTION {counts}_follow()"]
+                *(f"DROP TRIGGER IF EXISTS {counts}_{event} ON {table}" for event in ("insert", "update", "delete")),
+                f"CREATE TRIGGER {counts}_insert AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {counts}_follow()",
+                f"CREATE TRIGGER {counts}_update AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows "
+                f"NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {counts}_follow()",
+                f"CREATE TRIGGER {counts}_delete AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {counts}_follow()"]
         else:
             raise ValueError(f"no count triggers for database {dialect!r}")
     return statements

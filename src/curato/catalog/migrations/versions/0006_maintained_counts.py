@@ -56,11 +56,10 @@ def downgrade() -> None:
     """Back to schema 5."""
     bind = op.get_bind()
     for table, counts in (("samples", "sample_counts"), ("curated_labels", "curated_counts")):
+        for event in ("insert", "update", "delete"):
+            on = f" ON {table}" if bind.dialect.name == "postgresql" else ""
+            bind.exec_driver_sql(f"DROP TRIGGER IF EXISTS {counts}_{event}{on}")
         if bind.dialect.name == "postgresql":
-            bind.exec_driver_sql(f"DROP TRIGGER IF EXISTS {counts}_follow ON {table}")
             bind.exec_driver_sql(f"DROP FUNCTION IF EXISTS {counts}_follow()")
-        else:
-            for event in ("insert", "update", "delete"):
-                bind.exec_driver_sql(f"DROP TRIGGER IF EXISTS {counts}_{event}")
         op.drop_index(f"ix_{counts}_key", table_name=counts)
         op.drop_table(counts)
