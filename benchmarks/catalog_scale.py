@@ -13,7 +13,8 @@ sometimes disagree; model labels a route rule accepted on 2 %, plus a routing ru
 review decisions on 0.2 % (``Catalog.record_decision``: a ``label_issues`` decision with its human label, a tenth
 of them undone by ``Catalog.undo_decision``; code from before schema 5 writes them with the app's old
 statements). It also queues a 10k-item labelling batch and adds an annotator, so the app's per-request queries
-have something to answer. Rows/s per writer are printed.
+have something to answer. Rows/s per writer are printed (with ``--progress``: after every batch). ``kill -INT``
+ends the build after the batch being written (no re-import, undo or queue then) and reports what was built.
 
 ``query`` times, each in its own forked process (wall time and that process's peak RSS from
 ``resource.getrusage``): ``Workspace.info()`` (= ``workspace_overview``, which ``curato info`` prints and the
@@ -35,6 +36,7 @@ import argparse
 import json
 import multiprocessing
 import resource
+import signal
 import sys
 import time
 import uuid
@@ -144,7 +146,12 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     undo_ids: list[int] = []
+    stopped_at = None
+    signal.signal(signal.SIGINT, _stop_requested)
     for start in range(0, args.n, args.chunk):
+        if _STOP:  # Ctrl-C / kill -INT: end after the last whole batch, report what was built
+            stopped_at = start
+            break
         stop = min(args.n, start + args.chunk)
         rows, given, truth, ids = chunk_rows(start, stop, classes)
         index = np.arange(start, stop)
@@ -180,7 +187,16 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                 made = _review(catalog, conn, chosen)
             undo_ids.extend(did for k, did in zip(reviewed, made, strict=True) if int(index[k]) % 5000 == 17)
         if args.progress:
-            print(f"  {stop:,} samples, {time.perf_counter() - started:.0f} s", flush=True)
+            rates = ", ".join(f"{name} {rows_written[name] / seconds[name]:,.0f}" for name in
+                              ("upsert_samples", "sync_imported_labels", "add_labels human", "add_labels model",
+                               "review decisions") if seconds.get(name))
+            print(f"  {stop:,} samples, {time.perf_counter() - started:.0f} s (rows/s: {rates})", flush=True)
+    if stopped_at is not None:
+        return {"n": stopped_at, "stopped_at": stopped_at, "db": catalog.engine.dialect.name, "root": str(root),
+                "build_seconds": time.perf_counter() - started,
+                "writers": {name: {"rows": rows_written[name], "seconds": seconds[name],
+                                   "rows_per_s": rows_written[name] / seconds[name] if seconds[name] else None}
+                            for name in seconds}, "peak_rss_mb": _peak_mb()}
     with catalog.transaction() as conn:  # undo a tenth of the reviews; retract one routing run
         with timed("undo decisions", len(undo_ids)):
             _undo(catalog, conn, undo_ids)
@@ -206,6 +222,14 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             "writers": {name: {"rows": rows_written[name], "seconds": seconds[name],
                                "rows_per_s": rows_written[name] / seconds[name] if seconds[name] else None}
                         for name in seconds}, "peak_rss_mb": _peak_mb()}
+
+
+_STOP = False
+
+
+def _stop_requested(*_: Any) -> None:
+    global _STOP
+    _STOP = True
 
 
 def _fresh_database(url: str) -> str:
