@@ -247,9 +247,9 @@ def run_checks(data: AuditData, names: Sequence[str] | None = None, *, params: M
     A check that fails raises: an audit is never silently partial. Seconds per check go to ``timings``.
     ``before`` fills what checks needing ``pred_probs`` read (the out-of-fold probabilities; its seconds go to
     ``timings["out_of_fold"]``). With ``workers`` 1 it runs first and each check is a ``progress`` stage of its
-    own, so a slow one shows by name. With more, ``before`` and the checks that do not need it run side by side
-    on threads (their NumPy, faiss and onnxruntime work releases the GIL; most checks alone keep one core busy),
-    the others start once it is done, and one bar counts finished checks. Findings do not depend on the order.
+    own, so a slow one shows by name. With more, ``before`` and the checks that do not need it share ``workers``
+    threads (their NumPy, faiss and onnxruntime work releases the GIL; most checks alone keep one core busy), the
+    others queue once it is done, and one bar counts finished checks. Findings do not depend on the order.
     """
     chosen = check_names(names)
     resolved = resolve_params(chosen, params)
@@ -297,11 +297,10 @@ def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec], run_one
                    f"{workers} at a time", len(chosen) + (run_before is not None))
     findings: list[Finding] = []
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curato-check")
-    beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curato-before")
     try:
         running: dict[Future, str | None] = {}
-        if run_before is not None:
-            running[beside.submit(run_before)] = None
+        if run_before is not None:  # takes the first lane; the checks queue behind it in their order
+            running[pool.submit(run_before)] = None
         running.update({pool.submit(run_one, name): name for name in ready})
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -315,10 +314,8 @@ def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec], run_one
                     findings += result
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
-        beside.shutdown(wait=False)
         raise
     pool.shutdown()
-    beside.shutdown()
     return findings
 
 
