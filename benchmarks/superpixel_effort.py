@@ -54,18 +54,19 @@ Effort beyond counting actions: every action also gets estimated seconds from th
 pointer movement (constants from their papers' mouse fits as we remember them; the papers were not at
 hand to re-check, so the constants are flags and the ratios, not the absolute seconds, are the point):
 
-* pointing (Fitts' law, Shannon form; MacKenzie, Sellen & Buxton, CHI 1991, mouse pointing, slope about
-  0.22 s/bit, intercept about 0, ``FITTS_A``/``FITTS_B``): T = a + b log2(D / W + 1), D the distance from
-  where the last action ended (the first starts at the image's centre), W the target's width: for a click
-  the widest disc inside the superpixel, for a fill the widest disc inside the flooded piece, for a stroke
-  the room at the spot where it is started (below).
+* pointing (Fitts' law, Shannon form, T = a + b log2(D / W + 1); ``FITTS_B`` = 0.223 s/bit, the slope of
+  MacKenzie, Sellen & Buxton's mouse-pointing fit, CHI 1991; ``FITTS_A`` = 0, theirs was slightly
+  negative): D the distance from where the last action ended (the first starts at the image's centre), W
+  the target's width: for a click the widest disc inside the superpixel, for a fill the widest disc inside
+  the flooded piece, for a stroke the room at the spot where it is started (below).
 * steering (Accot & Zhai, CHI 1997: T = a + b * integral of ds / W(s) along the path; ``STEER_B`` = 0.1 s,
-  the order of their fits, ``STEER_A`` = 0 since the pointing to the start is charged above): a brush
-  stroke's disc centre runs along the middle row of each zigzag lane; the tunnel at a centre p is the room
-  the centre has before the disc leaves the class, W(p) = 2 (d(p) - r) - 1 px (at least 1), d = distance
-  from p to the nearest pixel of another class: exactly what the opening by a disc of radius r leaves. A
-  superpixel drag steers from segment to segment (nearest next), each leg of length |c_i - c_j| in a tunnel
-  as wide as the two segments' widest discs on average.
+  a round value of the order of the published mouse fits, not one paper's number; ``STEER_A`` = 0 since
+  the pointing to the start is charged above): a brush stroke's disc centre runs along one row per zigzag
+  lane (the row where it has room the longest); the tunnel at a centre p is the room the centre has before
+  the disc leaves the class, W(p) = 2 (d(p) - r) - 1 px (at least 1), d = distance from p to the nearest
+  pixel of another class: exactly what the opening by a disc of radius r leaves. A superpixel drag steers
+  from segment to segment (nearest next), each leg of length |c_i - c_j| in a tunnel as wide as the two
+  segments' widest discs on average.
 * a key press (the clear key): 0.28 s (Card, Moran & Newell's keystroke-level model, average typist).
   Switching tool, level or radius is not charged (as in the action counts), nor is thinking (the KLM's
   1.35 s "mental" operator per action would add the same 1.35 s x actions to every way).
