@@ -141,3 +141,18 @@ def test_audit_of_memory_mapped_features_matches_in_memory_features(
         assert a.check == b.check
         np.testing.assert_array_equal(a.flagged, b.flagged)
     assert sum(f.count for f in in_memory.findings) > 0
+
+
+def test_a_cpu_share_caps_the_cpus_of_its_own_thread_only() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from curato.system import available_cpus, cpu_share
+
+    everything = available_cpus()
+    with cpu_share(1):
+        assert available_cpus() == 1
+        with ThreadPoolExecutor(1) as pool:  # another thread (another lane) keeps its own answer
+            assert pool.submit(available_cpus).result() == everything
+        with cpu_share(64):
+            assert available_cpus() == everything  # a share never raises the machine's own limit
+    assert available_cpus() == everything

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from curato.errors import InputError
 
 GIB = 1024**3
+
+# Set by cpu_share(): the CPUs one piece of work running beside others may size its threads to.
+_CPU_SHARE: ContextVar[int | None] = ContextVar("curato_cpu_share", default=None)
 
 
 def available_cpus() -> int:
@@ -21,7 +27,20 @@ def available_cpus() -> int:
     except AttributeError:  # not on Linux
         count = os.cpu_count() or 1
     quota = cgroup_cpu_quota()
-    return max(1, min(count, quota) if quota else count)
+    share = _CPU_SHARE.get()
+    return max(1, min(count, quota or count, share or count))
+
+
+@contextmanager
+def cpu_share(cpus: int) -> Iterator[None]:
+    """Within the block (in this thread), :func:`available_cpus` answers at most ``cpus``: work that runs beside
+    other work (an audit's checks side by side) sizes its thread pools and faiss threads to its share instead of
+    every lane starting one thread per CPU."""
+    token = _CPU_SHARE.set(max(1, int(cpus)))
+    try:
+        yield
+    finally:
+        _CPU_SHARE.reset(token)
 
 
 def cgroup_cpu_quota() -> int | None:

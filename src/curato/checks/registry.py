@@ -25,6 +25,7 @@ from curato.checks.findings import Finding
 from curato.errors import InputError
 from curato.plugins import load_entry_points
 from curato.progress import SILENT, Progress
+from curato.system import available_cpus, cpu_share
 
 NEEDS = frozenset({"embeddings", "pred_probs", "properties", "thumbnails", "labels", "masks"})
 ENTRY_POINT_GROUP = "curato.checks"
@@ -291,17 +292,27 @@ def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec], run_one
     """``run_checks`` on ``workers`` threads; the first failure cancels what has not started and is raised."""
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    share = max(1, available_cpus() // workers)
+
+    def in_lane(work: Callable[..., Any], *args: Any) -> Any:
+        with cpu_share(share):
+            return work(*args)
+
     waiting = [name for name in chosen if run_before is not None and "pred_probs" in known[name].needs]
     ready = [name for name in chosen if name not in waiting]
     progress.stage(f"{len(chosen)} checks{' and out-of-fold probabilities' if run_before else ''}, "
                    f"{workers} at a time", len(chosen) + (run_before is not None))
     findings: list[Finding] = []
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curato-check")
+    # Each lane sizes its threads to its share of the CPUs; BLAS (one pool for the process) to the same share.
+    limits = threadpool_limits(limits=share, user_api="blas")
     try:
         running: dict[Future, str | None] = {}
         if run_before is not None:  # takes the first lane; the checks queue behind it in their order
-            running[pool.submit(run_before)] = None
-        running.update({pool.submit(run_one, name): name for name in ready})
+            running[pool.submit(in_lane, run_before)] = None
+        running.update({pool.submit(in_lane, run_one, name): name for name in ready})
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
@@ -309,12 +320,14 @@ def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec], run_one
                 result = future.result()  # a failure raises here
                 progress.advance()
                 if name is None:
-                    running.update({pool.submit(run_one, later): later for later in waiting})
+                    running.update({pool.submit(in_lane, run_one, later): later for later in waiting})
                 else:
                     findings += result
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
+    finally:
+        limits.restore_original_limits()
     pool.shutdown()
     return findings
 
