@@ -704,7 +704,8 @@ def print_cue_medians(args: argparse.Namespace, out: Any) -> dict[str, Any]:
     figures = cue_medians(load_scans(Path(args.reuse), args.only))
     for column, by_key in figures["natural_largest"].items():
         unit = "x" if VISIBLE_FLOOR[column][1] == "ratio" else ""
-        shown = ", ".join(f"{key} {v['shift']}{unit} ('{v['class']}')" for key, v in by_key.items())
+        shown = ", ".join(f"{key} {v['shift']}{unit} ('{v['class']}')" if v["class"] else f"{key} none"
+                          for key, v in by_key.items())
         print(f"natural  {column:>22}: largest class-vs-others median shift on clean controls: {shown}", file=out)
     for column, by_cue in figures["planted_goal_cases"].items():
         unit = "x" if VISIBLE_FLOOR[column][1] == "ratio" else ""
@@ -758,6 +759,8 @@ def main() -> None:
                         help="with --reuse: print the visible-floor figures (per-class medians of the background, "
                              "corner and focus columns on clean controls, and what each planted cue moves them by) "
                              "and stop")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="one summary of the one-class runs in these --json outputs (a pass split by --only)")
     parser.add_argument("--no-cleanlab", action="store_true")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
                         help="write everything as JSON to OUT (no OUT or '-': stdout, lines go to stderr)")
@@ -778,6 +781,16 @@ def main() -> None:
                 print(text)
             else:
                 Path(args.json).write_text(text)
+        return
+    if args.merge:  # one summary over one-class runs made in parts (e.g. one --only DATASET per process)
+        runs = [run for path in args.merge for run in json.loads(Path(path).read_text())["one_class"]["runs"]]
+        merged = {"one_class": {"runs": runs, "summary": one_class_summary(runs)}, "merged_from": args.merge}
+        if args.json and args.json != "-":
+            Path(args.json).write_text(json.dumps(merged, indent=2))
+        summary = merged["one_class"]["summary"]
+        summary["detection"] = {key: {k: v for k, v in row.items() if k != "cases"}
+                                for key, row in summary["detection"].items()}
+        print(json.dumps(summary, indent=2))
         return
     if args.reuse:
         args.one_class, args.skip_all_class = True, True
