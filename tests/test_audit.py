@@ -124,8 +124,6 @@ def test_a_report_that_cannot_be_written_fails_the_audit_run(audited, tmp_path):
 
 def test_checks_side_by_side_find_what_one_at_a_time_finds(audited):
     """Two checks at a time, the out-of-fold probabilities beside them: the same findings as one at a time."""
-    from functools import partial
-
     from curato.checks.registry import run_checks
     from curato.commands.audit import attach_pred_probs
     from curato.commands.embed import choose_embedder_name, compute_embeddings
@@ -139,7 +137,7 @@ def test_checks_side_by_side_find_what_one_at_a_time_finds(audited):
         data = load_samples(workspace, features)
         timings: dict[str, float] = {}
         findings = run_checks(data, workers=workers, timings=timings,
-                              before=partial(attach_pred_probs, workspace, data))
+                              before=lambda lane, data=data: attach_pred_probs(workspace, data, progress=lane))
         assert {"out_of_fold", "duplicates", "shortcuts", "label_issues"} <= set(timings)
         outcomes.append({f.check: (f.severity, f.message, f.sample_ids[f.flagged].tolist(), f.scores)
                          for f in findings})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from rich.markup import escape
@@ -72,6 +73,44 @@ class RichProgress:
         """Move the current bar."""
         if self._task is not None:
             self._bar.advance(self._task, amount)
+
+    def side_bar(self, description: str, total: int) -> Callable[[int], None]:
+        """A bar of its own beside the current one, for work running at the same time (checks side by side);
+        returns its advance function; its clock stops when it is full."""
+        if total <= 0:
+            return _ignore
+        task = self._bar.add_task(escape(description), total=total)
+        done = [0]
+
+        def advance(amount: int = 1) -> None:
+            self._bar.advance(task, amount)
+            done[0] += amount
+            if done[0] >= total:
+                self._bar.stop_task(task)
+
+        return advance
+
+
+def _ignore(amount: int = 1) -> None:
+    """Advance nothing."""
+
+
+class LaneProgress:
+    """The ``Progress`` of one piece of work running beside others: each stage gets a bar of its own where the
+    parent can show several (``RichProgress.side_bar``); elsewhere stages show nothing."""
+
+    def __init__(self, parent: Progress) -> None:
+        self._parent = parent
+        self._advance: Callable[[int], None] = _ignore
+
+    def stage(self, description: str, total: int) -> None:
+        """Start this lane's next bar."""
+        side_bar = getattr(self._parent, "side_bar", None)
+        self._advance = side_bar(description, total) if side_bar is not None else _ignore
+
+    def advance(self, amount: int = 1) -> None:
+        """Move this lane's bar."""
+        self._advance(amount)
 
 
 SILENT = SilentProgress()

@@ -24,7 +24,7 @@ from curato.checks.data import AuditData
 from curato.checks.findings import Finding
 from curato.errors import InputError
 from curato.plugins import load_entry_points
-from curato.progress import SILENT, Progress
+from curato.progress import SILENT, LaneProgress, Progress
 from curato.system import available_cpus, cpu_share
 
 NEEDS = frozenset({"embeddings", "pred_probs", "properties", "thumbnails", "labels", "masks"})
@@ -242,42 +242,43 @@ def _jsonable(value: Any) -> Any:
 
 def run_checks(data: AuditData, names: Sequence[str] | None = None, *, params: Mapping[str, Any] | None = None,
                timings: dict[str, float] | None = None, progress: Progress = SILENT, workers: int = 1,
-               before: Callable[[], Any] | None = None) -> list[Finding]:
+               before: Callable[[Progress], Any] | None = None) -> list[Finding]:
     """Run the named checks (default: all) on loaded data; findings most severe first.
 
     A check that fails raises: an audit is never silently partial. Seconds per check go to ``timings``.
-    ``before`` fills what checks needing ``pred_probs`` read (the out-of-fold probabilities; its seconds go to
-    ``timings["out_of_fold"]``). With ``workers`` 1 it runs first and each check is a ``progress`` stage of its
-    own, so a slow one shows by name. With more, ``before`` and the checks that do not need it share ``workers``
-    threads (their NumPy, faiss and onnxruntime work releases the GIL; most checks alone keep one core busy), the
-    others queue once it is done, and one bar counts finished checks. Findings do not depend on the order.
+    ``before(progress)`` fills what checks needing ``pred_probs`` read (the out-of-fold probabilities; its seconds
+    go to ``timings["out_of_fold"]``). With ``workers`` 1 it runs first and each check is a ``progress`` stage of
+    its own, so a slow one shows by name. With more, ``before`` and the checks that do not need it share
+    ``workers`` threads (their NumPy, faiss and onnxruntime work releases the GIL; most checks alone keep one core
+    busy), the others queue once it is done, and each piece of work gets a bar of its own
+    (:class:`~curato.progress.LaneProgress`). Findings do not depend on the order.
     """
     chosen = check_names(names)
     resolved = resolve_params(chosen, params)
     known = registered_checks()
     seconds: dict[str, float] = {}
 
-    def run_one(name: str) -> list[Finding]:
+    def run_one(name: str, lane: Progress = SILENT) -> list[Finding]:
+        lane.stage(f"check {chosen.index(name) + 1}/{len(chosen)}: {name}", 1)
         started = time.perf_counter()
         produced = known[name].run(data, resolved[name])
         for finding in produced:
             finding.produced_by = name
         seconds[name] = time.perf_counter() - started
+        lane.advance()
         return produced
 
-    def run_before() -> None:
+    def run_before(lane: Progress) -> None:
         started = time.perf_counter()
-        before()  # type: ignore[misc]
+        before(lane)  # type: ignore[misc]
         seconds["out_of_fold"] = time.perf_counter() - started
 
     findings: list[Finding] = []
     if workers <= 1 or len(chosen) < 2:
         if before is not None:
-            run_before()
-        for number, name in enumerate(chosen, start=1):
-            progress.stage(f"check {number}/{len(chosen)}: {name}", 1)
-            findings += run_one(name)
-            progress.advance()
+            run_before(progress)
+        for name in chosen:
+            findings += run_one(name, progress)
     else:
         findings = _run_side_by_side(chosen, known, run_one, run_before if before is not None else None,
                                      workers, progress)
@@ -287,8 +288,9 @@ def run_checks(data: AuditData, names: Sequence[str] | None = None, *, params: M
     return sorted(findings, key=lambda f: -f.rank)
 
 
-def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec], run_one: Callable[[str], list[Finding]],
-                      run_before: Callable[[], None] | None, workers: int, progress: Progress) -> list[Finding]:
+def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec],
+                      run_one: Callable[[str, Progress], list[Finding]], run_before: Callable[[Progress], None] | None,
+                      workers: int, progress: Progress) -> list[Finding]:
     """``run_checks`` on ``workers`` threads; the first failure cancels what has not started and is raised."""
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -298,12 +300,11 @@ def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec], run_one
 
     def in_lane(work: Callable[..., Any], *args: Any) -> Any:
         with cpu_share(share):
-            return work(*args)
+            return work(*args, LaneProgress(progress))
 
+    progress.stage("checks side by side", 0)  # stops the clock of the stage before; each lane shows its own bars
     waiting = [name for name in chosen if run_before is not None and "pred_probs" in known[name].needs]
     ready = [name for name in chosen if name not in waiting]
-    progress.stage(f"{len(chosen)} checks{' and out-of-fold probabilities' if run_before else ''}, "
-                   f"{workers} at a time", len(chosen) + (run_before is not None))
     findings: list[Finding] = []
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curato-check")
     # Each lane sizes its threads to its share of the CPUs; BLAS (one pool for the process) to the same share.
@@ -318,7 +319,6 @@ def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec], run_one
             for future in done:
                 name = running.pop(future)
                 result = future.result()  # a failure raises here
-                progress.advance()
                 if name is None:
                     running.update({pool.submit(in_lane, run_one, later): later for later in waiting})
                 else:

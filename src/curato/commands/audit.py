@@ -10,7 +10,6 @@ import hashlib
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -118,12 +117,12 @@ def run_audit(workspace: Workspace, checks: Sequence[str] | None = None, *, embe
         started = time.perf_counter()
         data = load_samples(workspace, features)
         timings["load"] = time.perf_counter() - started
-        workers = check_workers(data.size)
         before = None
         if "pred_probs" in needs and features is not None:
-            before = partial(attach_pred_probs, workspace, data, progress=progress if workers == 1 else SILENT)
-        findings = run_checks(data, chosen, params=resolved, timings=timings, progress=progress, workers=workers,
-                              before=before)
+            def before(lane: Progress) -> None:
+                attach_pred_probs(workspace, data, progress=lane)
+        findings = run_checks(data, chosen, params=resolved, timings=timings, progress=progress,
+                              workers=check_workers(data.size), before=before)
         result = AuditResult(findings=findings, embedder=features.name if features is not None else None,
                              checks=chosen, timings=timings, params=params_record(resolved), workspace=workspace,
                              data=data, run_id=run.id,
