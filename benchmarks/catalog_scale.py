@@ -315,7 +315,7 @@ def _queries() -> dict[str, Callable[[Any], Any]]:
         "app: remaining_items": remaining,
         "app: app_status after a new answer": status_after_answer,
         "label write + curated read": label_write_and_read,
-        "report: samples(sample_id, uri)": lambda ws: len(ws.catalog.samples(("sample_id", "uri"))["sample_id"]),
+        "report: every sample uri": lambda ws: len(ws.catalog.samples(("sample_id", "uri"))["sample_id"]),
         "count_problems (curato check)": count_problems,
         "curated_label_problems (curato check)": problems,
     }
