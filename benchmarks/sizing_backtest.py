@@ -176,8 +176,8 @@ def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray
                  eval_counts: np.ndarray, method: str = "families") -> dict[str, Any]:
     """Both tools fitted on the points <= 25% of ``sizes``: the metric at 100%, and the labels needed for the metric
     measured at 100% and at 50% (``sizes`` holds both). ``eval_counts``: evaluation rows per class (the
-    evaluation-set noise in curato's intervals); ``method``: curato's forecast (families or the LCDB slope prior);
-    ``python`` "none": dataeval left out (its figures NaN)."""
+    evaluation-set noise in curato's intervals); ``method``: curato's forecast (families, the LCDB slope prior or
+    the LCDB meta-model); ``python`` "none": dataeval left out (its figures NaN)."""
     started = time.perf_counter()
     ours = backtest(sizes, values, fraction=FRACTION, chance=0.9, seed=run, eval_class_counts=eval_counts,
                     method=method)
@@ -300,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", action="store_true")
     parser.add_argument("--dataeval-python", default=str(REPO / ".bench" / "dataeval-venv" / "bin" / "python"),
                         help='"none": leave dataeval out')
-    parser.add_argument("--method", choices=("families", "prior"), default="families",
-                        help="curato's forecast: weighted families, or the slope prior learned on LCDB (issue 24)")
+    parser.add_argument("--method", choices=("families", "prior", "meta"), default="families",
+                        help="curato's forecast: weighted families, the slope prior or the meta-model learned on "
+                             "LCDB (issue 24)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--reuse-curves", type=Path, help="take each (dataset, run)'s measured curve from this earlier "
                                                            "--json output instead of measuring it again (same seeds "

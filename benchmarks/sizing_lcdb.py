@@ -284,6 +284,162 @@ def fit_prior(curves: list[dict[str, Any]], *, window: int = 4) -> Any:
                 slope_sd=float(q[3]), z_low=z_low, z_high=z_high, pin_span=pin_span)
 
 
+META_ROWS_PER_CURVE = 40  # (cut, larger size) pairs drawn per curve for the meta-model (all when fewer)
+META_MIN_CUT = 148  # cuts at smaller sizes are left out: user curves are rarely that short
+META_BOOST = {"max_iter": 60, "learning_rate": 0.05, "max_leaf_nodes": 8, "min_samples_leaf": 100}
+
+
+def meta_rows(curve: dict[str, Any], rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+    """The meta-model's training rows of one curve: features (``curato.sizing.meta.FEATURES``) of every cut with
+    at least 5 sizes (up to a size >= ``META_MIN_CUT``) towards every larger size, and the gain over the cut's
+    level; at most ``META_ROWS_PER_CURVE`` drawn with ``rng`` (None: the standard cut, 25% to the largest)."""
+    from curato.sizing.meta import curve_features
+
+    sizes = np.array(curve["sizes"], dtype=np.float64)
+    values = [np.array(v) for v in curve["values"]]
+    means = np.array([float(np.mean(v)) for v in values])
+    if rng is None:
+        pairs = [(len(fitted_part(curve)[0]) - 1, len(sizes) - 1)]
+    else:
+        pairs = [(j, k) for j in range(4, len(sizes) - 1) if sizes[j] >= META_MIN_CUT for k in range(j + 1, len(sizes))]
+        if len(pairs) > META_ROWS_PER_CURVE:
+            pairs = [pairs[i] for i in rng.choice(len(pairs), META_ROWS_PER_CURVE, replace=False)]
+    rows, gains = [], []
+    for j, k in pairs:
+        row, level = curve_features(sizes[:j + 1], values[:j + 1], math.log(sizes[k] / sizes[j]))
+        rows.append(row[0])
+        gains.append(means[k] - level)
+    return np.array(rows).reshape(-1, 8), np.array(gains)
+
+
+def _boosted(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> list[Any]:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from curato.sizing.meta import FEATURES, QUANTILES
+
+    monotone = [1 if name == "distance" else 0 for name in FEATURES]
+    return [HistGradientBoostingRegressor(loss="quantile", quantile=q, monotonic_cst=monotone, random_state=0,
+                                          **META_BOOST).fit(x, y, sample_weight=weight) for q in QUANTILES]
+
+
+def _as_meta(models: list[Any], *, interval_scale: float, pin_span: float, source: str) -> Any:
+    """scikit-learn's fitted trees as the plain arrays of ``curato.sizing.meta.MetaModel``."""
+    from curato.sizing.meta import MetaModel
+
+    feature, threshold, left, right, value, starts = [], [], [], [], [], []
+    offset = 0
+    for model in models:
+        begin = [offset]
+        for (tree,) in model._predictors:
+            nodes = tree.nodes
+            feature.append(np.where(nodes["is_leaf"].astype(bool), -1, nodes["feature_idx"]))
+            threshold.append(nodes["num_threshold"])
+            left.append(nodes["left"])
+            right.append(nodes["right"])
+            value.append(nodes["value"])
+            offset += len(nodes)
+            begin.append(offset)
+        starts.append(begin)
+    return MetaModel(np.array([float(np.ravel(m._baseline_prediction)[0]) for m in models]),
+                     np.array(starts, dtype=np.int32), np.concatenate(feature).astype(np.int8),
+                     np.concatenate(threshold), np.concatenate(left).astype(np.int16),
+                     np.concatenate(right).astype(np.int16), np.concatenate(value), interval_scale, pin_span, source)
+
+
+def meta_result(curve: dict[str, Any], model: Any) -> dict[str, Any]:
+    """The meta-model's backtest on one curve (fit <= 25%, predict the largest), as ``forecast`` computes it."""
+    from curato.sizing.forecast import GRID_POINTS, HORIZON, labels_needed
+    from curato.sizing.meta import meta_curves
+    from curato.sizing.prior import pinned_down
+
+    sizes, values, largest, measured = fitted_part(curve)
+    grid = np.geomspace(sizes[0], sizes[-1] * HORIZON, GRID_POINTS)
+    central, low, high = meta_curves(model, sizes, values, np.append(grid, largest))
+    predicted, interval = float(central[-1]), [float(low[-1]), float(high[-1])]
+    central, low, high = central[:-1], low[:-1], high[:-1]
+    needed = labels_needed(grid, central, measured)
+    crossings = [labels_needed(grid, high, measured), labels_needed(grid, low, measured)]
+    return {"predicted": predicted, "interval": interval, "needed": None if not math.isfinite(needed) else needed,
+            "flagged": not pinned_down(crossings, today=float(sizes[-1]), pin_span=model.pin_span),
+            "crossings": crossings}
+
+
+def choose_pin_span(curves: list[dict[str, Any]], results: list[dict[str, Any]]) -> float:
+    """The widest labels-needed interval (log size) whose curves, among those clear of today's band, land within
+    +-25% at least 60% of the time (and at least 10 of them); 0 when none."""
+    spans, within = [], []
+    for curve, result in zip(curves, results, strict=True):
+        low, high = result["crossings"]
+        clear = low > fitted_part(curve)[0][-1]
+        spans.append(math.log(high / low) if clear and math.isfinite(high) else math.inf)
+        within.append(result["needed"] is not None and abs(result["needed"] / curve["sizes"][-1] - 1) <= TOLERANCE)
+    spans_a, within_a = np.array(spans), np.array(within)
+    pin_span = 0.0
+    for candidate in np.sort(spans_a[np.isfinite(spans_a)]):
+        chosen = spans_a <= candidate
+        if chosen.sum() >= 10 and within_a[chosen].mean() >= 0.6:
+            pin_span = float(candidate)
+    return pin_span
+
+
+def _meta_model(task: tuple[np.ndarray, np.ndarray, np.ndarray, str]) -> Any:
+    """One meta-model fitted on ``(features, gains, weights)``, exported to plain arrays (checked against
+    scikit-learn's own predictions)."""
+    from curato.sizing.meta import predict_quantiles
+
+    x, y, weight, source = task
+    models = _boosted(x, y, weight)
+    model = _as_meta(models, interval_scale=1.0, pin_span=0.0, source=source)
+    check = x[:500]
+    assert np.allclose(predict_quantiles(model, check), [m.predict(check) for m in models], atol=1e-9), \
+        "tree export disagrees with scikit-learn"
+    return model
+
+
+def fit_meta(curves: list[dict[str, Any]], *, folds: int = 5, workers: int = 3) -> tuple[Any, dict[str, Any]]:
+    """Learn the meta-model from ``curves`` (even OpenML ids only): ``folds``-fold cross-validation by dataset
+    gives out-of-fold forecasts of the standard cut (25% to the largest), from which the band's scale (90%
+    out-of-fold coverage) and ``pin_span`` are chosen; the model shipped is fitted on every curve. Returns it and
+    the out-of-fold results per curve (the tuning figures to report)."""
+    from dataclasses import replace
+
+    if any(c["openmlid"] % 2 for c in curves):
+        sys.exit("--fit-meta learns from even OpenML ids only (the odd ones are held out)")
+    rng = np.random.default_rng(SAMPLE_SEED)
+    parts = [meta_rows(c, rng) for c in curves]
+    weights = [np.full(len(y), 1.0 / max(len(y), 1)) for _, y in parts]
+    datasets = sorted({c["openmlid"] for c in curves})
+    order = np.random.default_rng(SAMPLE_SEED).permutation(len(datasets))
+    fold_of = {d: int(order[i]) % folds for i, d in enumerate(datasets)}
+    source = f"LCDB 0.1.0, {len(curves)} curves of even OpenML ids, every cut"
+
+    def task(chosen: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        return (np.concatenate([parts[i][0] for i in chosen]), np.concatenate([parts[i][1] for i in chosen]),
+                np.concatenate([weights[i] for i in chosen]), source)
+
+    tasks = [task([i for i, c in enumerate(curves) if fold_of[c["openmlid"]] != fold]) for fold in range(folds)]
+    print(f"meta-model: {folds} folds and the final fit, {workers} processes", file=sys.stderr, flush=True)
+    with ProcessPoolExecutor(workers) as pool:
+        *fold_models, final = pool.map(_meta_model, [*tasks, task(list(range(len(curves))))])
+    fold_model = [fold_models[fold_of[c["openmlid"]]] for c in curves]
+    results = [meta_result(c, m) for c, m in zip(curves, fold_model, strict=True)]
+    # the band's scale: the smallest that holds the measured value at the largest size on 90% of the curves
+    scales = []
+    for curve, result in zip(curves, results, strict=True):
+        low, high = result["interval"]
+        central, measured = result["predicted"], fitted_part(curve)[3]
+        half = (central - low) if measured < central else (high - central)
+        scales.append(abs(measured - central) / half if half > 0 else (0.0 if measured == central else math.inf))
+    interval_scale = float(np.quantile(scales, 0.9))
+    results = [meta_result(c, replace(m, interval_scale=interval_scale)) for c, m in zip(curves, fold_model,
+                                                                                          strict=True)]
+    pin_span = choose_pin_span(curves, results)
+    results = [meta_result(c, replace(m, interval_scale=interval_scale, pin_span=pin_span))
+               for c, m in zip(curves, fold_model, strict=True)]
+    model = replace(final, interval_scale=interval_scale, pin_span=pin_span)
+    return model, {key(c): r for c, r in zip(curves, results, strict=True)}
+
+
 DATAEVAL_CHILD = """
 import json, sys
 import numpy as np
@@ -344,6 +500,28 @@ def _dataeval_chunk(curves: list[dict[str, Any]], python: Path) -> list[dict[str
         return json.loads(target.read_text())
 
 
+def noise_floor(curves: list[dict[str, Any]]) -> dict[str, float]:
+    """How well any forecast can hit the target (the 5-seed mean at the largest size), medians over ``curves`` in
+    points: ``perfect`` the median |error| of a forecast that knew the expected value exactly (0.6745 x the
+    standard error of the seeds' mean; curves with >= 2 seeds there), ``one_seed`` one seed's value against the
+    mean of the others, ``one_step`` a line through the 4 means before the largest size, extrapolated one step
+    (1.4x) to it, and ``no_gain_quarter`` a quarter of the no-gain error (the goal's "4x below no gain")."""
+    perfect, one_seed, one_step, no_gain = [], [], [], []
+    for curve in curves:
+        top = np.array(curve["values"][-1], dtype=np.float64)
+        _, values, _, measured = fitted_part(curve)
+        no_gain.append(abs(float(np.mean(values[-1])) - measured))
+        if len(top) >= 2:
+            perfect.append(0.6745 * float(np.std(top, ddof=1)) / math.sqrt(len(top)))
+            one_seed.append(float(np.mean([abs(top[i] - np.mean(np.delete(top, i))) for i in range(len(top))])))
+        x = np.log(np.array(curve["sizes"][-5:-1], dtype=np.float64))
+        y = np.array([float(np.mean(v)) for v in curve["values"][-5:-1]])
+        slope, intercept = np.polyfit(x, y, 1)
+        one_step.append(abs(intercept + slope * math.log(curve["sizes"][-1]) - measured))
+    return {"perfect": 100 * float(np.median(perfect)), "one_seed": 100 * float(np.median(one_seed)),
+            "one_step": 100 * float(np.median(one_step)), "no_gain_quarter": 25 * float(np.median(no_gain))}
+
+
 def summary(curves: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
     """One method's figures over ``curves`` (those it answered)."""
     rows = [(c, results[key(c)]) for c in curves if key(c) in results]
@@ -402,9 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataeval-limit", type=int, help="run dataeval on at most this many more curves")
     parser.add_argument("--dataeval-python", type=Path, default=REPO / ".bench" / "dataeval-venv" / "bin" / "python")
     parser.add_argument("--fit-prior", type=Path, help="learn the slope prior from ALL even-id curves, write it here")
+    parser.add_argument("--fit-meta", type=Path, help="learn the meta-model from ALL even-id curves (every cut), "
+                                                      "print its out-of-fold figures, write it here (.npz)")
     parser.add_argument("--json", type=Path, help="write the per-curve results here")
     args = parser.parse_args(argv)
 
+    from curato.sizing.meta import load_meta
     from curato.sizing.prior import load_prior
 
     started = time.perf_counter()
@@ -418,6 +599,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slope prior learned on {len(even)} even-id curves -> {args.fit_prior}:\n{prior.to_json()}")
     prior = load_prior(args.fit_prior) if args.fit_prior else load_prior()
     curves = select(every, count=args.curves, split=args.split)
+    if args.fit_meta:
+        even = [c for c in every if c["openmlid"] % 2 == 0]
+        meta, out_of_fold = fit_meta(even, workers=max(args.workers, 3))
+        meta.save(args.fit_meta)
+        print(f"meta-model learned on {len(even)} even-id curves -> {args.fit_meta} (band scale "
+              f"{meta.interval_scale:.3f}, pin_span {meta.pin_span:.3f})")
+        baselines = {key(c): baseline_results(c) for c in even}
+        print(table("## Out-of-fold (5 folds by dataset), all even-id curves", even, {
+            "power law": {k: v["power law"] for k, v in baselines.items()},
+            "no gain": {k: v["no gain"] for k, v in baselines.items()},
+            "slope prior (in-sample)": {key(c): prior_result(c, prior) for c in even},
+            "meta-model (out-of-fold)": out_of_fold}))
+        for learner in LEARNERS.values():
+            chosen = [c for c in even if c["learner"] == learner]
+            print(table(f"### {learner}, out-of-fold", chosen, {"meta-model (out-of-fold)": out_of_fold}))
+    meta = load_meta(args.fit_meta) if args.fit_meta else load_meta()
     methods: dict[str, dict[str, Any]] = {}
     if not args.skip_curato:
         cached = curato_results(curves, path=REPO / ".bench" / "sizing_lcdb-curato.json", refresh=args.refresh,
@@ -432,8 +629,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dataeval skipped: {reason}")
     else:
         methods["dataeval Sufficiency"] = dataeval
-    methods["slope prior (new)"] = {key(c): prior_result(c, prior) for c in curves}
+    methods["slope prior"] = {key(c): prior_result(c, prior) for c in curves}
+    methods["meta-model (new)"] = {key(c): meta_result(c, meta) for c in curves}
     role = {"even": "tuning (even OpenML ids)", "odd": "HELD OUT (odd OpenML ids)", "all": "all ids"}[args.split]
+    floor = noise_floor(curves)
+    print(f"noise floor, {role} (median points): a perfect forecast of the expected value {floor['perfect']:.2f}; "
+          f"one seed vs the others' mean {floor['one_seed']:.2f}; a line through the 4 previous means, one step "
+          f"(1.4x) ahead {floor['one_step']:.2f}; a quarter of no gain's error {floor['no_gain_quarter']:.2f}")
     print(table(f"## All learners, {role}", curves, methods))
     for slow in ("curato (current)", "dataeval Sufficiency"):
         answered = [c for c in curves if key(c) in methods.get(slow, {})]

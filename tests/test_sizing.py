@@ -38,6 +38,7 @@ from curato.sizing import (
 from curato.sizing.curves import FAMILIES
 from curato.sizing.forecast import evaluation_sd, extrapolation_scale, noisy_curves, plateau_noise
 from curato.sizing.measure import curve_components, train_and_score_head
+from curato.sizing.meta import curve_features, load_meta, meta_curves, predict_quantiles
 from curato.sizing.prior import load_prior, pinned_down, prior_curves
 from curato.sizing.strategies import augment_image
 from curato.workspace import Workspace
@@ -535,3 +536,61 @@ def test_prior_forecast_on_a_plateau_says_cannot_be_pinned_down():
     assert never["status"] == "not reached" and never["total"] is None
     with pytest.raises(InputError, match="--method"):
         forecast(sizes, values, target=0.9, chance=0.5, method="psychic")
+
+
+def test_meta_model_forecasts_real_lcdb_curves_from_a_quarter():
+    """The same six held-out LCDB curves as the slope prior's test, forecast by the meta-model."""
+    model = load_meta()
+    assert "even OpenML ids" in model.source  # learned on the tuning curves only
+    errors, no_gain_errors, covered = [], [], 0
+    for curve in LCDB["curves"]:
+        sizes, values, largest, measured = _lcdb_quarter(curve)
+        central, low, high = meta_curves(model, sizes, values, np.array([sizes[-1], largest]))
+        errors.append(central[-1] - measured)
+        no_gain_errors.append(float(np.mean(values[-1])) - measured)
+        covered += int(low[-1] <= measured <= high[-1])
+        assert low[-1] <= central[-1] <= high[-1]
+    gaining = np.array(no_gain_errors) <= -0.03
+    assert gaining.sum() == 3
+    assert np.all(np.abs(np.array(errors)[gaining]) < np.abs(np.array(no_gain_errors)[gaining]))
+    assert np.all(np.abs(np.array(errors)[~gaining]) <= 0.015)
+    assert covered >= 5
+
+
+def test_meta_model_gain_rises_with_the_labels_and_with_the_slope():
+    model = load_meta()
+    curve = LCDB["curves"][0]
+    sizes, values, _, _ = _lcdb_quarter(curve)
+    distance = np.linspace(0.0, 4.0, 41)
+    rows, _ = curve_features(sizes, values, distance)
+    low, central, high = predict_quantiles(model, rows)
+    assert np.all(np.diff(central) >= -1e-12) and np.all(np.diff(low) >= -1e-12)  # monotone in the distance
+    assert np.all(low <= central + 1e-12) and np.all(central <= high + 1e-12)
+    # the same curve tilted upwards at its top forecasts a larger gain 4x ahead
+    tilted = [v + 0.02 * np.log(s / sizes[0]) for s, v in zip(sizes, values, strict=True)]
+    steep, _ = curve_features(sizes, tilted, [np.log(4.0)])
+    flat, _ = curve_features(sizes, values, [np.log(4.0)])
+    assert predict_quantiles(model, steep)[1, 0] > predict_quantiles(model, flat)[1, 0]
+
+
+def test_meta_model_file_that_is_not_one_is_a_clear_input_error(tmp_path):
+    bad = tmp_path / "meta.npz"
+    bad.write_text("not an npz")
+    with pytest.raises(InputError, match="not a sizing meta-model"):
+        load_meta(bad)
+
+
+def test_meta_forecast_answers_from_the_learned_curve_and_band():
+    curve = next(c for c in LCDB["curves"] if c["openmlid"] == 1053)  # LDA: flat from 25% to 100% (0.8105)
+    sizes, values, _, _ = _lcdb_quarter(curve)
+    quick = {"chance": 0.5, "n_bootstrap": 0, "method": "meta", "fit_families": False}
+    result = forecast(sizes, values, target=0.815, eval_class_counts=[curve["test_rows"]], **quick)
+    assert result["method"] == "meta" and result["fits"] == []
+    grid = result["grid"]
+    assert np.all(np.array(grid["low"]) <= np.array(grid["metric"]) + 1e-12)
+    assert np.all(np.array(grid["metric"]) <= np.array(grid["high"]) + 1e-12)
+    beyond = np.array(grid["size"]) > sizes[-1]
+    assert np.all(np.diff(np.array(grid["metric"])[beyond]) >= -1e-12)  # more labels never forecast less
+    assert result["samples_needed"]["status"] == "cannot be pinned down"
+    assert forecast(sizes, values, target=0.5, **quick)["samples_needed"]["status"] == "reached"
+    assert forecast(sizes, values, target=0.99, **quick)["samples_needed"]["status"] == "not reached"

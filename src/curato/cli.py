@@ -614,7 +614,8 @@ def size(
     augment_max_size: Annotated[int, typer.Option(help="Largest training-set size augmented (cost cap).")] = 2000,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates behind the intervals (0: no intervals).")] = 100,
     method: Annotated[str, typer.Option(help="families (weighted curve families) | prior (slope prior learned on "
-                                             "LCDB real learning curves).")] = "families",
+                                             "LCDB real learning curves) | meta (meta-model learned on every cut "
+                                             "of LCDB curves).")] = "families",
 ) -> None:
     """How many labels reach the target? Learning curve, forecasts with intervals, strategy value in labels."""
     from curato.api import Workspace
@@ -664,6 +665,8 @@ def size(
     best = max(document["fits"], key=lambda fit: fit["weight"])
     if document["method"] == "prior":
         console.print("forecast: the slope prior learned on LCDB real learning curves", highlight=False)
+    elif document["method"] == "meta":
+        console.print("forecast: the meta-model learned on LCDB real learning curves", highlight=False)
     else:
         console.print(f"curve families weighted by extrapolation error; heaviest: {best['family']} "
                       f"({best['weight']:.0%})", highlight=False)

@@ -77,8 +77,8 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
     when one holds labelled samples); without one the curve is cross-fitted: the labelled samples are cut into
     ``CROSS_FIT_FOLDS`` stratified folds and seed ``s`` trains on subsets of the other folds and is scored on fold
     ``s mod CROSS_FIT_FOLDS``, so the default five seeds score every labelled sample once per size.
-    ``method``: the forecast, "families" (weighted curve families) or "prior" (the LCDB slope prior,
-    ``curato.sizing.prior``).
+    ``method``: the forecast, "families" (weighted curve families), "prior" (the LCDB slope prior,
+    ``curato.sizing.prior``) or "meta" (the LCDB meta-model, ``curato.sizing.meta``).
     """
 
     if not 0.0 < target <= 1.0:

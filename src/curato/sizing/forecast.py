@@ -32,6 +32,7 @@ import numpy as np
 
 from curato.errors import InputError
 from curato.sizing.curves import FamilyFit, fit_curve, select_fits, weighted_ceiling, weighted_metric
+from curato.sizing.meta import load_meta, meta_curves
 from curato.sizing.prior import curve_top, load_prior, pinned_down, prior_curves, prior_gain
 
 Z90 = 1.6448536269514722  # the standard normal's 95th percentile: a central 90% interval is +-Z90 sd
@@ -46,7 +47,9 @@ POOR_BACKTEST = 0.02  # backtest RMSE (metric units) above which the forecast is
 NOISE_DRAWS = 20  # noisy curves (evaluation, seed and extrapolation offsets) drawn per bootstrap replicate
 SEED_SD_SIZES = 3  # the seed spread is pooled over this many of the largest sizes measured with several seeds
 PROPORTION_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "custom")
-METHODS = ("families", "prior")  # weighted curve families (bootstrap intervals); the LCDB slope prior (prior.py)
+# weighted curve families (bootstrap intervals); the LCDB slope prior (prior.py); the LCDB meta-model (meta.py)
+METHODS = ("families", "prior", "meta")
+LEARNED = ("prior", "meta")  # the methods learned on LCDB: central curve, band and labels needed from them
 FAR = 1e6  # a log-size distance standing in for unlimited data (the slope prior's ceiling)
 
 
@@ -210,9 +213,10 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     evaluation-set noise of ``metric`` in the intervals (None: left out, the intervals then ignore that the
     metric is measured on a finite set); ``interval_noise`` False: intervals from the bootstrap replicates alone
     (subset noise and family disagreement, without the evaluation, seed and extrapolation terms -- how they were
-    before those terms, for comparison). ``method``: "families" (the weighted families and their bootstrap) or
-    "prior" (the slope prior learned on LCDB, ``curato.sizing.prior``: central curve, intervals and labels needed
-    from it; the families are still fitted for the per-class answers and the strategies' prices unless
+    before those terms, for comparison). ``method``: "families" (the weighted families and their bootstrap),
+    "prior" (the slope prior learned on LCDB, ``curato.sizing.prior``) or "meta" (the meta-model learned on every
+    cut of LCDB curves, ``curato.sizing.meta``): for the learned two the central curve, intervals and labels needed
+    come from them; the families are still fitted for the per-class answers and the strategies' prices unless
     ``fit_families`` is False: then ``fits`` is empty and the warnings skip the families' backtest).
     Returns a JSON-ready dict (see ``size.schema.json``).
     """
@@ -237,6 +241,13 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
             prior, n, values, grid, eval_sd=float(evaluation_sd(means[-1], eval_class_counts, kind=metric)))
         top = curve_top(n, values, window=prior.window)
         ceiling = float(min(1.0, top.level + prior_gain(prior, top, FAR)[()]))
+        pin_span = prior.pin_span
+        replicates, curves = np.empty((0, len(grid))), np.empty((0, len(grid)))
+    elif method == "meta":
+        model = load_meta()
+        central, low_band, high_band = meta_curves(model, n, values, grid)
+        ceiling = float(central[-1])  # the trees stop growing beyond the horizons they were trained on
+        pin_span = model.pin_span
         replicates, curves = np.empty((0, len(grid))), np.empty((0, len(grid)))
     else:
         replicates = _bootstrap(n, values, fits, chance=chance, grid=grid, n_bootstrap=n_bootstrap, seed=seed)
@@ -272,9 +283,9 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     noise, within_noise = plateau_noise(grid, central, target=target, needed=needed, last_measured=float(n[-1]),
                                         seed_spread=spread, class_counts=eval_class_counts, kind=metric)
     measured_today = float(means[-1]) if n[-1] == today else None
-    if method == "prior":
+    if method in LEARNED:
         crossings = [labels_needed(grid, high_band, target), labels_needed(grid, low_band, target)]
-        pinned = pinned_down(crossings, today=float(n[-1]), pin_span=prior.pin_span)
+        pinned = pinned_down(crossings, today=float(n[-1]), pin_span=pin_span)
         within_noise = not pinned and math.isfinite(needed)
     else:
         pinned = (needed_interval is not None and None not in needed_interval and not within_noise)
@@ -314,7 +325,7 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     result["warnings"] = curve_warnings(n, values, fits, target=target, needed=needed, ceiling=ceiling,
                                         today=today, measured_today=measured_today,
                                         noise=noise if within_noise and method == "families" else None)
-    if method == "prior" and status == "cannot be pinned down":
+    if method in LEARNED and status == "cannot be pinned down":
         result["warnings"].append(f"the labels needed for {target:g} cannot be pinned down: the target lies inside "
                                   f"the noise of the forecast (its 90% interval runs from "
                                   f"{_span_end(needed_interval[0])} to {_span_end(needed_interval[1])} samples); "

@@ -1,0 +1,143 @@
+"""The meta-model: a learning-curve forecast learned from every cut of real curves (LCDB, issue 24).
+
+The slope prior (``curato.sizing.prior``) has a fixed form, the gain as a decaying function of the top's slope,
+fitted to one cut per curve. The meta-model learns the gain itself: from every cut of every tuning curve (fit up
+to each size, predict each larger size, horizons 1.4x to 100x) it learns the metric's gain over the top's level
+from the curve's *shape* alone, so it applies to any user curve (no learner or dataset features):
+
+* ``distance`` = log(n / last size), the horizon;
+* the top's ``slope`` (a line through the last ``window`` means, per unit of log size), its ``t`` value (slope
+  over its standard error), the ``earlier_slope`` three sizes back, ``headroom`` (1 - level), ``last_offset``
+  (the last mean minus the level: a lucky or unlucky last point), ``seed_sd`` (the seeds' spread at the top,
+  a standard error) and ``slope_distance`` (slope x distance, the straight-line gain).
+
+Three gradient-boosted quantile models (5%, 50%, 95% of the gain; scikit-learn's histogram boosting, monotone
+non-decreasing in the distance, so every forecast curve rises with the labels) give the central curve and the
+90% band; the band's half-widths carry a scale calibrated on the tuning curves' out-of-fold errors. Labels needed
+are read where the central curve crosses the target, their interval where the band's edges do, and "cannot be
+pinned down" follows the slope prior's rule (``curato.sizing.prior.pinned_down``) with the meta-model's own
+``pin_span``. Beyond the largest horizon it was trained on (about 100x) the trees stop growing: the forecast
+flattens there.
+
+The trees are stored as plain arrays (``lcdb_meta.npz``, written by ``benchmarks/sizing_lcdb.py --fit-meta``
+from even OpenML ids only) and evaluated here with NumPy, so forecasting stays offline and needs no
+scikit-learn model object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from curato.errors import InputError
+from curato.sizing.prior import curve_top
+
+META_PATH = Path(__file__).with_name("lcdb_meta.npz")
+FEATURES = ("distance", "slope", "t", "earlier_slope", "headroom", "last_offset", "seed_sd", "slope_distance")
+QUANTILES = (0.05, 0.5, 0.95)
+WINDOW = 4  # means in the top's line, as the slope prior
+MAX_T = 20.0
+
+
+@dataclass(frozen=True)
+class MetaModel:
+    """Three boosted quantile models as node arrays (index ``q``: 5%, 50%, 95%), with their calibration."""
+
+    baseline: np.ndarray  # (3,) the starting value of each model
+    tree_start: np.ndarray  # (3, trees + 1): the node offsets of each model's trees
+    feature: np.ndarray  # (nodes,) the feature a node splits on (-1 at a leaf)
+    threshold: np.ndarray  # (nodes,) go left when the feature is <= it
+    left: np.ndarray  # (nodes,) child indices within the tree
+    right: np.ndarray
+    value: np.ndarray  # (nodes,) a leaf's contribution
+    interval_scale: float  # widens (> 1) or narrows the band's half-widths to its out-of-fold 90% coverage
+    pin_span: float
+    source: str
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, baseline=self.baseline, tree_start=self.tree_start, feature=self.feature,
+                            threshold=self.threshold, left=self.left, right=self.right, value=self.value,
+                            calibration=np.array([self.interval_scale, self.pin_span]), source=np.array(self.source))
+
+
+def load_meta(path: Path = META_PATH) -> MetaModel:
+    """The shipped meta-model (or one written by ``benchmarks/sizing_lcdb.py --fit-meta``)."""
+    try:
+        with np.load(path) as raw:
+            scale, pin_span = (float(v) for v in raw["calibration"])
+            return MetaModel(raw["baseline"].astype(np.float64), raw["tree_start"].astype(np.int64),
+                             raw["feature"].astype(np.int64), raw["threshold"].astype(np.float64),
+                             raw["left"].astype(np.int64), raw["right"].astype(np.int64),
+                             raw["value"].astype(np.float64), scale, pin_span, str(raw["source"]))
+    except (OSError, ValueError, KeyError) as error:
+        raise InputError(f"{path}: not a sizing meta-model ({error}); reinstall curato or re-learn it with "
+                         "benchmarks/sizing_lcdb.py --fit-meta") from error
+
+
+def curve_features(sizes: np.ndarray | Sequence[float], values: Sequence[np.ndarray],
+                   distance: np.ndarray | float) -> tuple[np.ndarray, float]:
+    """The feature rows (``FEATURES``, one per ``distance`` = log(n / last size)) of a measured curve and the top's
+    level the gains are added to."""
+    top = curve_top(sizes, values, window=WINDOW)
+    u = np.atleast_1d(np.maximum(np.asarray(distance, dtype=np.float64), 0.0))
+    t = top.slope / top.slope_se if math.isfinite(top.slope_se) and top.slope_se > 0 else 0.0
+    last_mean = float(np.mean(values[-1]))
+    shape = [top.slope, float(np.clip(t, -MAX_T, MAX_T)), top.earlier_slope, 1.0 - top.level,
+             last_mean - top.level, top.seed_sd]
+    rows = np.column_stack([u, np.tile(shape, (len(u), 1)), max(top.slope, 0.0) * u])
+    return rows, top.level
+
+
+def predict_quantiles(model: MetaModel, rows: np.ndarray) -> np.ndarray:
+    """The three models' predictions for feature ``rows``: shape (3, rows)."""
+    x = np.asarray(rows, dtype=np.float64)
+    out = np.empty((len(QUANTILES), len(x)))
+    for q in range(len(QUANTILES)):
+        total = np.full(len(x), model.baseline[q])
+        starts = model.tree_start[q]
+        for begin in starts[:-1]:
+            node = np.zeros(len(x), dtype=np.int64)
+            while True:
+                at = begin + node
+                inner = model.feature[at] >= 0
+                if not inner.any():
+                    break
+                split = model.feature[at[inner]]
+                go_left = x[np.flatnonzero(inner), split] <= model.threshold[at[inner]]
+                node[inner] = np.where(go_left, model.left[at[inner]], model.right[at[inner]])
+            total += model.value[begin + node]
+        out[q] = total
+    return out
+
+
+def meta_curves(model: MetaModel, sizes: np.ndarray | Sequence[float], values: Sequence[np.ndarray],
+                grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Central forecast and the 90% band's low and high edges over ``grid`` (non-decreasing, in [0, 1]).
+
+    Inside the measured range the central curve and both edges are the running maximum of the measured means
+    (interpolated in log size); beyond it the top's level plus the predicted gain's median, 5% and 95% (the
+    edges' distances from the median scaled by ``interval_scale``), so the curves may step at the last size."""
+    n = np.asarray(sizes, dtype=np.float64)
+    g = np.asarray(grid, dtype=np.float64)
+    distance = np.log(g / n[-1])
+    rows, level = curve_features(n, values, distance)
+    low_gain, gain, high_gain = predict_quantiles(model, rows)
+    low_gain = gain - model.interval_scale * np.maximum(gain - low_gain, 0.0)
+    high_gain = gain + model.interval_scale * np.maximum(high_gain - gain, 0.0)
+    means = np.maximum.accumulate([float(np.mean(v)) for v in values])
+    inside = np.interp(np.log(g), np.log(n), means)
+
+    order = np.argsort(g, kind="stable")
+
+    def curve(offset: np.ndarray) -> np.ndarray:
+        # non-decreasing beyond the curve (in size order: the grid need not be sorted); at the join it may step
+        # below a lucky last mean (the level smooths it)
+        beyond = np.empty(len(g))
+        beyond[order] = np.maximum.accumulate(np.where(distance <= 0, -np.inf, level + offset)[order])
+        return np.clip(np.where(distance <= 0, inside, beyond), 0.0, 1.0)
+
+    return curve(gain), curve(low_gain), curve(high_gain)
