@@ -2,10 +2,13 @@
 full ``curato embed`` pipeline, on real short texts available offline (Debian ``fortunes``), in one run
 (alternating, best of ``--rounds``).
 
-    .venv/bin/python benchmarks/embed_text.py [--n 3000] [--rounds 2] [--runtime auto] [--other e5-small]
+    .venv/bin/python benchmarks/embed_text.py [--n 3000] [--rounds 2] [--runtime auto] [--also onnxruntime]
+        [--other e5-small]
 
 Prints texts/s for each, the pipeline's overhead over the embedder it drives, and the cosine between
-curato's vectors and sentence-transformers' (min and mean over all texts). ``--other NAME`` times another
+curato's vectors and sentence-transformers' (min and mean over all texts). ``--also RUNTIME`` times
+``minilm`` with a second runtime in the same rounds (default: onnxruntime when the main one is another,
+so the OpenVINO default is compared with the runtime it replaced). ``--other NAME`` times another
 registered text embedder's ``embed`` in the same rounds (its own model: no cosine to MiniLM).
 """
 
@@ -51,6 +54,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--also", default="onnxruntime",
+                        help="a second minilm runtime to time in the same rounds ('none' to skip)")
     parser.add_argument("--other", help="another text embedder to time in the same rounds, e.g. e5-small")
     args = parser.parse_args()
     texts = fortunes(args.n)
@@ -66,6 +71,10 @@ def main() -> None:
 
     embedder = MiniLMEmbedder(runtime=args.runtime)
     embedder.embed(texts[:8])  # load (and on first use build and check) the runtime
+    also = None
+    if args.also != "none" and args.also != embedder.runtime:
+        also = MiniLMEmbedder(runtime=args.also)
+        also.embed(texts[:8])
     model = MiniLMEmbedder(runtime="torch")._load()
     model.encode(texts[:8])
     other = get_embedder(args.other) if args.other else None
@@ -75,7 +84,7 @@ def main() -> None:
     manifest_dir = Path(tempfile.mkdtemp(prefix="curato-embed-text-"))
     manifest = manifest_dir / "texts.jsonl"
     manifest.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    times: dict[str, list[float]] = {"eager": [], "ours": [], "pipeline": [], "other": []}
+    times: dict[str, list[float]] = {"eager": [], "ours": [], "pipeline": [], "also": [], "other": []}
     # Rounds alternate the three so that a busy machine's slow spells hit each alike; best of rounds.
     for _ in range(args.rounds):
         start = time.perf_counter()
@@ -97,6 +106,11 @@ def main() -> None:
             order = {sid: i for i, sid in enumerate(features.ids)}
             stored = np.asarray(features.vectors)[[order[f"t{i}"] for i in range(len(texts))]]
 
+        if also is not None:
+            start = time.perf_counter()
+            also_vectors = also.embed(texts)
+            times["also"].append(time.perf_counter() - start)
+
         if other is not None:
             start = time.perf_counter()
             other.embed(texts)
@@ -115,12 +129,21 @@ def main() -> None:
                            (f"curato `minilm` embed ({embedder.runtime}, length-sorted)", ours_s),
                            ("`curato embed` pipeline (same embedder)", pipeline_s)):
         print(f"| {label} | {rate(len(texts), seconds):.1f} | {rate(len(texts), seconds) / base:.2f}x |")
+    if also is not None:
+        also_rate = rate(len(texts), min(times["also"]))
+        print(f"| curato `minilm` embed ({also.runtime}, length-sorted) | {also_rate:.1f} | {also_rate / base:.2f}x |")
     if other is not None:
         other_rate = rate(len(texts), min(times["other"]))
         print(f"| curato `{other.name}` embed | {other_rate:.1f} | {other_rate / base:.2f}x |")
     print(f"pipeline overhead over the embedder: {100 * (pipeline_s / ours_s - 1):+.1f}%")
     print(f"cosine curato vs encode: min {cosine.min():.6f}, mean {cosine.mean():.6f}; "
           f"stored vs embed: min {stored_cosine.min():.6f}")
+    per_round = [round(e / o, 2) for e, o in zip(times["eager"], times["ours"], strict=True)]
+    print(f"{embedder.runtime} vs eager per round: {per_round}; load average {os.getloadavg()[0]:.1f}")
+    if also is not None:
+        also_cosine = (also_vectors * eager).sum(1)
+        print(f"{also.runtime}: cosine vs encode min {also_cosine.min():.6f}; {embedder.runtime} vs {also.runtime} "
+              f"per round: {[round(a / o, 2) for a, o in zip(times['also'], times['ours'], strict=True)]}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ pip wheels (EfficientNet-Lite0, all-MiniLM-L6-v2).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -155,9 +156,14 @@ def test_fast_path_matches_eager_torch(fashion_300, eager_model):
         ("efficientnet-lite0", 224, photo_crops(12)),
     ):
         embedder = get_embedder(name)
-        assert embedder.settings()["runtime"] == "onnxruntime"
+        default = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
+        assert embedder.settings()["runtime"] == default
         reference = torch_features(eager_model, resize_batch(images, size))
         assert cosines(embedder.embed(images), reference).min() >= 0.999
+        assert embedder.runtime == default  # its first-use check passed: no fallback
+        if default == "openvino":  # onnxruntime stays selectable and agrees too
+            onnx = get_embedder(name, runtime="onnxruntime")
+            assert cosines(onnx.embed(images), reference).min() >= 0.999
         # the torch fallback agrees as well
         fallback = get_embedder(name, runtime="torch")
         assert fallback.settings()["runtime"] == "torch"

