@@ -615,7 +615,7 @@ def size(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates behind the intervals (0: no intervals).")] = 100,
     method: Annotated[str, typer.Option(help="families (weighted curve families) | prior (slope prior learned on "
                                              "LCDB real learning curves) | meta (meta-model learned on every cut "
-                                             "of LCDB curves).")] = "families",
+                                             "of LCDB curves, the default).")] = "meta",
 ) -> None:
     """How many labels reach the target? Learning curve, forecasts with intervals, strategy value in labels."""
     from curato.api import Workspace

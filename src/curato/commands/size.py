@@ -66,7 +66,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
              run_backtest: bool = False, augmentation: bool = False, pseudo_labels: bool = False,
              augment_max_size: int = AUGMENT_MAX_SIZE,
              train_and_score: TrainAndScore | None = None, n_bootstrap: int = BOOTSTRAP,
-             method: str = "families", json_path: Path | None = None,
+             method: str = "meta", json_path: Path | None = None,
              progress: Progress = SILENT) -> dict[str, Any]:
     """How many labels reach ``target``? Returns the ``size --json`` document (``schemas/size.schema.json``).
 
@@ -77,8 +77,8 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
     when one holds labelled samples); without one the curve is cross-fitted: the labelled samples are cut into
     ``CROSS_FIT_FOLDS`` stratified folds and seed ``s`` trains on subsets of the other folds and is scored on fold
     ``s mod CROSS_FIT_FOLDS``, so the default five seeds score every labelled sample once per size.
-    ``method``: the forecast, "families" (weighted curve families), "prior" (the LCDB slope prior,
-    ``curato.sizing.prior``) or "meta" (the LCDB meta-model, ``curato.sizing.meta``).
+    ``method``: the forecast, "meta" (the LCDB meta-model, ``curato.sizing.meta``; the default), "families"
+    (weighted curve families) or "prior" (the LCDB slope prior, ``curato.sizing.prior``).
     """
 
     if not 0.0 < target <= 1.0:
