@@ -7,6 +7,9 @@
 #   .venv/bin/python benchmarks/sizing_lcdb.py --split odd           # the held-out curves, reported once
 #   .venv/bin/python benchmarks/sizing_lcdb.py --split even --fit-prior src/curato/sizing/lcdb_prior.json
 #       # re-learns the shipped prior from ALL even-id curves (never the odd ones)
+#   .venv/bin/python benchmarks/sizing_lcdb.py --split even --skip-curato --skip-dataeval \
+#       --fit-meta src/curato/sizing/lcdb_meta.npz
+#       # re-learns the shipped meta-model from every cut of ALL even-id curves, printing its out-of-fold figures
 # curato's own backtest takes ~8 s a curve; its results are cached in .bench/sizing_lcdb-curato.json (--refresh).
 """Sizing forecasts judged on real learning curves: LCDB (Mohr et al. 2022, ``lcdb`` 0.1.0, MIT licence).
 
@@ -17,12 +20,17 @@ then split by the parity of the OpenML dataset id (``--split``). Every method se
 largest and predicts the metric at the largest size (with a 90% interval) and the labels needed to reach the value
 measured there (truth: the largest size):
 
-* curato (current): ``curato.sizing.forecast.backtest`` (families weighted by held-back error, bootstrap);
+* curato (current): ``curato.sizing.forecast.backtest`` (families weighted by held-back error, bootstrap;
+  ``--method families``);
 * power law: ``acc = c - a n^-b`` by least squares on the mean curve (no interval);
 * no gain: the last fitted mean, flat (labels needed: reached today);
 * dataeval 1.1.4 ``Sufficiency`` (one power law), run in its own virtualenv, skipped with a reason when absent;
 * slope prior (``curato.sizing.prior``): the slope at the top of the curve, shrunk by its noise, decaying with
-  the rate learned on even-id LCDB curves, and the learned calibration of its intervals.
+  the rate learned on even-id LCDB curves, and the learned calibration of its intervals;
+* meta-model (``curato.sizing.meta``, the default of ``curato size``): boosted quantile models of the gain
+  learned on every cut of the even-id curves (``--fit-meta``).
+
+It also prints a noise floor: how close any forecast can come to the 5-seed mean at the largest size.
 """
 
 from __future__ import annotations
