@@ -4,7 +4,8 @@ Pure functions over arrays: ``curve_sizes`` / ``nested_subset`` (the subsets), `
 on and is scored on: an evaluation split, or cross-fitting over stratified folds), ``measure_curve`` with
 ``head_scorer`` (one head width, ``curve_components``, for the whole curve) or ``hook_scorer`` (the measured
 points), ``select_fits`` (curve families weighted by extrapolation error), ``forecast`` / ``backtest`` /
-``labels_worth`` (the answers, with bootstrap intervals).
+``labels_worth`` (the answers, with bootstrap intervals); ``curato.sizing.meta`` and ``curato.sizing.prior``: the
+forecasts learned on LCDB real curves (the meta-model is the default of ``curato size``).
 ``curato.commands.size.run_size`` is the workspace shell behind ``curato size``; the folds come from
 ``curato.arrays.stratified_folds``.
 """
