@@ -4,6 +4,10 @@
 #   .venv/bin/python benchmarks/shortcuts_planted.py --one-class --json .bench/shortcuts_planted/one_class.json
 #       (one-class plantings + clean and no-correlation controls on Fashion-MNIST, digits and LFW, then the
 #        all-class plantings; --quick for a smaller grid, --reference planted to embed the planted pictures)
+#   Iterating on the one-class rule: --cache DIR stores every run's scan once (--scan-only: nothing else),
+#   --reuse DIR re-judges the stored scans (only the shortcut check runs), --only WORDS picks runs by tag
+#   (seeds as in the whole plan, so a pass can be split across processes and joined with --merge A.json B.json),
+#   --reuse DIR --cue-medians prints the figures behind the visible floor.
 # cleanlab runs in its own venv (.bench/cleanlab-venv, see benchmarks/cleanlab_spurious.py).
 """Planted shortcuts on real Fashion-MNIST images: does the shortcut check find them, and only them?
 
