@@ -10,8 +10,8 @@ measures the runtime, not a cheaper resize:
   ``(x/255 - 0.5)/0.5``, then ``model.eval(); with torch.no_grad(): model.extract_features(x).mean((2, 3))``
   with all CPU threads, at its best batch size among 8/16/32/64.
 * curato: ``get_embedder(name).embed(images)`` in calls of the embedder's ``batch_size``; the one-off
-  graph build / cache load happens before timing. Its default runtime (OpenVINO when installed), and
-  onnxruntime as well when that is not the default (``--also``), in the same rounds.
+  graph build / cache load happens before timing. Its default runtime (onnxruntime), and a second
+  runtime (``--also``, default OpenVINO when installed) in the same rounds.
 
 Two workloads: 512 Fashion-MNIST test images (28 px, grey repeated to RGB) through
 ``efficientnet-lite0-112``, and 256 random crops of skimage's bundled photos (roughly 150-500 px)
@@ -22,6 +22,7 @@ processes hits both; each configuration reports its best round.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import time
@@ -153,7 +154,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; best round is reported")
     parser.add_argument("--fashion", type=int, default=512, help="Fashion-MNIST images at 112 px")
     parser.add_argument("--photos", type=int, default=256, help="photo crops at 224 px")
-    parser.add_argument("--also", default="onnxruntime",
+    parser.add_argument("--also", default="openvino" if importlib.util.find_spec("openvino") else "none",
                         help="a second curato runtime timed in the same rounds ('none' to skip)")
     args = parser.parse_args()
 

