@@ -275,19 +275,7 @@ def fit_prior(curves: list[dict[str, Any]], *, window: int = 4) -> Any:
     interval_prior = make(best.x, eval_factor=float(q[0]), seed_factor=float(q[1]), drift_sd=float(q[2]),
                           slope_sd=float(q[3]), z_low=z_low, z_high=z_high)
     # pin_span: from the labels-needed intervals of the curves themselves
-    spans, within = [], []
-    for curve in curves:
-        result = prior_result(curve, interval_prior)
-        low, high = result["crossings"]
-        clear = low > fitted_part(curve)[0][-1]  # the target lies above today's band (pinned_down's first test)
-        spans.append(math.log(high / low) if clear and math.isfinite(high) else math.inf)
-        within.append(result["needed"] is not None and abs(result["needed"] / curve["sizes"][-1] - 1) <= TOLERANCE)
-    spans_a, within_a = np.array(spans), np.array(within)
-    pin_span = 0.0
-    for candidate in np.sort(spans_a[np.isfinite(spans_a)]):
-        chosen = spans_a <= candidate
-        if chosen.sum() >= 10 and within_a[chosen].mean() >= 0.6:
-            pin_span = float(candidate)
+    pin_span = choose_pin_span(curves, [prior_result(curve, interval_prior) for curve in curves])
     return make(best.x, eval_factor=float(q[0]), seed_factor=float(q[1]), drift_sd=float(q[2]),
                 slope_sd=float(q[3]), z_low=z_low, z_high=z_high, pin_span=pin_span)
 
@@ -378,7 +366,7 @@ def choose_pin_span(curves: list[dict[str, Any]], results: list[dict[str, Any]])
     spans, within = [], []
     for curve, result in zip(curves, results, strict=True):
         low, high = result["crossings"]
-        clear = low > fitted_part(curve)[0][-1]
+        clear = low > fitted_part(curve)[0][-1]  # the target lies above today's band (pinned_down's first test)
         spans.append(math.log(high / low) if clear and math.isfinite(high) else math.inf)
         within.append(result["needed"] is not None and abs(result["needed"] / curve["sizes"][-1] - 1) <= TOLERANCE)
     spans_a, within_a = np.array(spans), np.array(within)

@@ -491,26 +491,36 @@ def _lcdb_quarter(curve: dict) -> tuple[np.ndarray, list[np.ndarray], int, float
     return sizes[keep], [np.array(curve["values"][i]) for i in keep], int(sizes[-1]), measured
 
 
-def test_slope_prior_forecasts_real_lcdb_curves_from_a_quarter():
-    """Six LCDB curves of held-out (odd) OpenML ids: three still gaining 3-8 points from 25% to 100%, three flat."""
-    prior = load_prior()
-    assert "even OpenML ids" in prior.source  # learned on the tuning curves only
+def _assert_forecasts_six_held_out_curves(forecaster) -> None:
+    """Six LCDB curves of held-out (odd) OpenML ids, forecast from a quarter of the largest size by
+    ``forecaster(curve, sizes, values, at) -> (central, low, high)``: three still gain 3-8 points from 25% to
+    100%, three are flat."""
     errors, no_gain_errors, covered = [], [], 0
     for curve in LCDB["curves"]:
         sizes, values, largest, measured = _lcdb_quarter(curve)
-        eval_sd = float(evaluation_sd(float(np.mean(values[-1])), [curve["test_rows"]]))
-        central, low, high = prior_curves(prior, sizes, values, np.array([sizes[-1], largest]), eval_sd=eval_sd)
+        central, low, high = forecaster(curve, sizes, values, np.array([sizes[-1], largest]))
         errors.append(central[-1] - measured)
         no_gain_errors.append(float(np.mean(values[-1])) - measured)
         covered += int(low[-1] <= measured <= high[-1])
         assert low[-1] <= central[-1] <= high[-1]
     gaining = np.array(no_gain_errors) <= -0.03
     assert gaining.sum() == 3
-    # where the curve still climbs, the prior forecasts a gain and lands closer than "no further gain"
+    # where the curve still climbs, the forecast gains and lands closer than "no further gain"
     assert np.all(np.abs(np.array(errors)[gaining]) < np.abs(np.array(no_gain_errors)[gaining]))
     # where it is flat, it stays within 1.5 points
     assert np.all(np.abs(np.array(errors)[~gaining]) <= 0.015)
     assert covered >= 5  # nominal 90% of 6
+
+
+def test_slope_prior_forecasts_real_lcdb_curves_from_a_quarter():
+    prior = load_prior()
+    assert "even OpenML ids" in prior.source  # learned on the tuning curves only
+
+    def forecaster(curve, sizes, values, at):
+        eval_sd = float(evaluation_sd(float(np.mean(values[-1])), [curve["test_rows"]]))
+        return prior_curves(prior, sizes, values, at, eval_sd=eval_sd)
+
+    _assert_forecasts_six_held_out_curves(forecaster)
 
 
 def test_labels_needed_is_pinned_down_only_clear_of_todays_noise_and_narrow():
@@ -539,22 +549,9 @@ def test_prior_forecast_on_a_plateau_says_cannot_be_pinned_down():
 
 
 def test_meta_model_forecasts_real_lcdb_curves_from_a_quarter():
-    """The same six held-out LCDB curves as the slope prior's test, forecast by the meta-model."""
     model = load_meta()
     assert "even OpenML ids" in model.source  # learned on the tuning curves only
-    errors, no_gain_errors, covered = [], [], 0
-    for curve in LCDB["curves"]:
-        sizes, values, largest, measured = _lcdb_quarter(curve)
-        central, low, high = meta_curves(model, sizes, values, np.array([sizes[-1], largest]))
-        errors.append(central[-1] - measured)
-        no_gain_errors.append(float(np.mean(values[-1])) - measured)
-        covered += int(low[-1] <= measured <= high[-1])
-        assert low[-1] <= central[-1] <= high[-1]
-    gaining = np.array(no_gain_errors) <= -0.03
-    assert gaining.sum() == 3
-    assert np.all(np.abs(np.array(errors)[gaining]) < np.abs(np.array(no_gain_errors)[gaining]))
-    assert np.all(np.abs(np.array(errors)[~gaining]) <= 0.015)
-    assert covered >= 5
+    _assert_forecasts_six_held_out_curves(lambda curve, sizes, values, at: meta_curves(model, sizes, values, at))
 
 
 def test_meta_model_gain_rises_with_the_labels_and_with_the_slope():
