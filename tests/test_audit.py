@@ -164,3 +164,52 @@ def test_a_failing_check_fails_the_side_by_side_run(audited):
             run_checks(data, ["unreadable", "broken_check", "imbalance"], workers=2)
     finally:
         unregister_check("broken_check")
+
+
+def test_each_neighbour_graph_width_is_its_own_search_whichever_check_asks_first():
+    from curato.checks.data import AuditData
+    from curato.neighbors import knn, unit_rows
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors = np.repeat(base, 4, axis=0)  # groups of exact copies: ties everywhere in the neighbour lists
+    rows = np.arange(len(vectors))
+    wide_first = AuditData(sample_ids=rows.astype(str), labels=np.full(len(rows), None), embeddings=vectors,
+                           has_embedding=np.ones(len(rows), bool))
+    wide_first.neighbour_graph(rows, 15)
+    narrow = wide_first.neighbour_graph(rows)
+    expected = knn(unit_rows(vectors), 10)
+    np.testing.assert_array_equal(narrow[1], expected[1])
+    assert wide_first.neighbour_graph(rows, 15)[1].shape[1] == 15
+
+
+def test_a_failed_side_by_side_audit_does_not_wait_for_the_other_lane_to_exit(tmp_path):
+    """A check that fails (or Ctrl-C) ends the process at once, not when the other lane's long check is done."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import sys, time\n"
+        "import numpy as np\n"
+        "from curato.checks.data import AuditData\n"
+        "from curato.checks.registry import register_check, run_checks\n"
+        "def slow(data, params):\n"
+        "    time.sleep(60)\n"
+        "    return []\n"
+        "def broken(data, params):\n"
+        "    time.sleep(0.5)\n"
+        "    raise RuntimeError('broken check')\n"
+        "register_check('slow_check', slow)\n"
+        "register_check('broken_check', broken)\n"
+        "data = AuditData(sample_ids=np.array(['a', 'b']), labels=np.array([None, None]))\n"
+        "try:\n"
+        "    run_checks(data, ['slow_check', 'broken_check'], workers=2)\n"
+        "except RuntimeError as error:\n"
+        "    print('failed:', error)\n"
+        "    sys.exit(4)\n")
+    started = time.monotonic()
+    finished = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 4 and "failed: broken check" in finished.stdout, finished.stderr
+    assert time.monotonic() - started < 30  # the slow check's 60 s are not waited for

@@ -591,3 +591,24 @@ def test_meta_forecast_answers_from_the_learned_curve_and_band():
     assert result["samples_needed"]["status"] == "cannot be pinned down"
     assert forecast(sizes, values, target=0.5, **quick)["samples_needed"]["status"] == "reached"
     assert forecast(sizes, values, target=0.99, **quick)["samples_needed"]["status"] == "not reached"
+
+
+@pytest.mark.parametrize("method", ["meta", "prior"])
+def test_learned_forecasts_never_answer_fewer_labels_than_a_curve_that_dipped_below_the_target(method):
+    # measured on 800 labels: 0.70; the curve was above the target at 100 -- no way back to it with fewer labels
+    sizes = np.array([100.0, 200.0, 400.0, 800.0])
+    rng = np.random.default_rng(0)
+    values = [mean + rng.normal(0, 0.005, 5) for mean in (0.92, 0.85, 0.8, 0.7)]
+    needed = forecast(sizes, values, target=0.9, chance=0.5, method=method, n_bootstrap=0,
+                      fit_families=False)["samples_needed"]
+    assert needed["total"] is None or needed["total"] > 800
+    assert needed["status"] != "reached"
+    assert needed["interval"] is None or all(edge is None or edge > 800 for edge in needed["interval"])
+
+
+def test_a_damaged_meta_model_file_is_a_one_line_input_error(tmp_path):
+    damaged = tmp_path / "lcdb_meta.npz"
+    damaged.write_bytes(b"PK\x03\x04 not a zip archive")
+    with pytest.raises(InputError, match="not a sizing meta-model") as error:
+        load_meta(damaged)
+    assert "\n" not in str(error.value)

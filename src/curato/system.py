@@ -72,9 +72,10 @@ def available_memory(cgroup_root: Path = Path("/sys/fs/cgroup"), meminfo: Path =
                 room.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    cgroup_room = (_cgroup_room(cgroup_root, "memory.max", "memory.current", "inactive_file")
-                   or _cgroup_room(cgroup_root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
-                                   "total_inactive_file"))
+    cgroup_room = _cgroup_room(cgroup_root, "memory.max", "memory.current", "inactive_file")
+    if cgroup_room is None:  # not "or": a full cgroup has room 0, which is an answer
+        cgroup_room = _cgroup_room(cgroup_root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+                                   "total_inactive_file")
     if cgroup_room is not None:
         room.append(cgroup_room)
     return min(room) if room else None

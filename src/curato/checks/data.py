@@ -49,7 +49,7 @@ class AuditData:
     masks: Any = None  # Mapping sample_id -> (label map, class names): samples with masks (Catalog.semantic_masks)
     mask_predictions: Any = None  # Mapping sample_id -> the pre-label model's label map (same class values)
     neighbours: int = 10  # k of the shared k-NN graph (duplicates, outliers, diversity)
-    _graph: tuple[np.ndarray, np.ndarray] | None = None
+    _graphs: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
     _graph_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,16 +110,16 @@ class AuditData:
 
     def neighbour_graph(self, rows: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k-NN graph over the embedded ``rows``, ``neighbours`` wide (or ``k`` when a check's parameters ask
-        for more), built once and shared by the checks that use it. Each check gets the width it asked for,
-        whichever check built the graph first (checks may run side by side)."""
+        for more), built once per width and shared by the checks that use it. A graph of each width is its own
+        search (a wider one cut down differs where similarities tie), so what a check gets does not depend on
+        which check asked first (checks may run side by side)."""
         from curato.neighbors import knn, unit_rows
 
         width = max(self.neighbours, k or 0)
-        with self._graph_lock:  # the first check builds it, the others wait and share
-            if self._graph is None or self._graph[1].shape[1] < min(width, len(rows) - 1):
-                self._graph = knn(unit_rows(self.embeddings_at(rows)), width)
-            first, second = self._graph
-        return first[:, :width], second[:, :width]
+        with self._graph_lock:  # the first check of a width builds it, the others wait and share
+            if width not in self._graphs:
+                self._graphs[width] = knn(unit_rows(self.embeddings_at(rows)), width)
+            return self._graphs[width]
 
 
 def _every_row(rows: np.ndarray, n: int) -> bool:

@@ -291,44 +291,60 @@ def run_checks(data: AuditData, names: Sequence[str] | None = None, *, params: M
 def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec],
                       run_one: Callable[[str, Progress], list[Finding]], run_before: Callable[[Progress], None] | None,
                       workers: int, progress: Progress) -> list[Finding]:
-    """``run_checks`` on ``workers`` threads; the first failure cancels what has not started and is raised."""
-    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+    """``run_checks`` on ``workers`` lanes; the first failure (or Ctrl-C) stops what has not started and is raised.
+
+    The lanes are daemon threads: a check still running in the other lane when the caller stops does not keep
+    the process alive (a pool's threads would be waited for at exit, minutes for a long check).
+    """
+    import queue
+    import threading
 
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     share = max(1, available_cpus() // workers)
-
-    def in_lane(work: Callable[..., Any], *args: Any) -> Any:
-        with cpu_share(share):
-            return work(*args, LaneProgress(progress))
-
     progress.stage("checks side by side", 0)  # stops the clock of the stage before; each lane shows its own bars
     waiting = [name for name in chosen if run_before is not None and "pred_probs" in known[name].needs]
     ready = [name for name in chosen if name not in waiting]
+    tasks: queue.SimpleQueue[tuple[str | None, Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+    results: queue.SimpleQueue[tuple[str | None, BaseException | None, Any]] = queue.SimpleQueue()
+    stopped = threading.Event()
+
+    def lane() -> None:
+        while (task := tasks.get()) is not None and not stopped.is_set():
+            key, work, args = task
+            try:
+                with cpu_share(share):
+                    results.put((key, None, work(*args, LaneProgress(progress))))
+            except BaseException as error:  # handed to the caller, which raises it
+                results.put((key, error, None))
+
+    if run_before is not None:  # takes the first lane; the checks queue behind it in their order
+        tasks.put((None, run_before, ()))
+    for name in ready:
+        tasks.put((name, run_one, (name,)))
+    pending = len(ready) + (run_before is not None)
     findings: list[Finding] = []
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curato-check")
     # Each lane sizes its threads to its share of the CPUs; BLAS (one pool for the process) to the same share.
     limits = threadpool_limits(limits=share, user_api="blas")
     try:
-        running: dict[Future, str | None] = {}
-        if run_before is not None:  # takes the first lane; the checks queue behind it in their order
-            running[pool.submit(in_lane, run_before)] = None
-        running.update({pool.submit(in_lane, run_one, name): name for name in ready})
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                name = running.pop(future)
-                result = future.result()  # a failure raises here
-                if name is None:
-                    running.update({pool.submit(in_lane, run_one, later): later for later in waiting})
-                else:
-                    findings += result
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
+        for number in range(workers):
+            threading.Thread(target=lane, name=f"curato-check-{number}", daemon=True).start()
+        while pending:
+            key, error, value = results.get()
+            pending -= 1
+            if error is not None:
+                raise error
+            if key is None:  # the out-of-fold probabilities exist: the checks that read them may start
+                for name in waiting:
+                    tasks.put((name, run_one, (name,)))
+                pending += len(waiting)
+            else:
+                findings += value
     finally:
+        stopped.set()
+        for _ in range(workers):
+            tasks.put(None)
         limits.restore_original_limits()
-    pool.shutdown()
     return findings
 
 

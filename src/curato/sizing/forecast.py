@@ -25,7 +25,7 @@ labels needed is read off where that band crosses the target.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,18 @@ def labels_needed(sizes: np.ndarray, metric: np.ndarray, target: float) -> float
     lo, hi = metric[i - 1], metric[i]
     fraction = 0.0 if hi <= lo else (target - lo) / (hi - lo)
     return float(np.exp(np.log(sizes[i - 1]) + fraction * (np.log(sizes[i]) - np.log(sizes[i - 1]))))
+
+
+def _no_way_back(grid: np.ndarray, sizes: np.ndarray, values: Sequence[np.ndarray],
+                 target: float) -> Callable[[np.ndarray], np.ndarray]:
+    """For reading labels needed off a learned curve: where the last measured mean is below ``target``, no size
+    up to the last measured one reaches it (the learned curves are running maxima inside the measured range, so a
+    curve that dipped would otherwise answer with fewer labels than were already measured)."""
+    last_mean = float(np.mean(values[-1]))
+    if last_mean >= target:
+        return lambda curve: curve
+    inside = grid <= sizes[-1]
+    return lambda curve: np.where(inside, np.minimum(curve, last_mean), curve)
 
 
 def evaluation_sd(metric: np.ndarray | float, class_counts: np.ndarray | Sequence[int] | None, *,
@@ -260,7 +272,8 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
             # Running maxima: a band of the metric reachable with *up to* n labels (the curves are non-decreasing).
             low_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[0], axis=0))
             high_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[1], axis=0))
-    needed = labels_needed(grid, central, target)
+    for_needed = _no_way_back(grid, n, values, target) if method in LEARNED else (lambda curve: curve)
+    needed = labels_needed(grid, for_needed(central), target)
 
     def at(points: Sequence[float], rows: np.ndarray) -> np.ndarray:
         return np.array([np.interp(np.log(points), np.log(grid), row) for row in rows])
@@ -278,13 +291,14 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     needed_interval = None
     if low_band is not None:
         # Where the band crosses the target: its upper edge first, its lower edge last (inf = beyond the horizon).
-        needed_interval = [_count(labels_needed(grid, high_band, target)),
-                           _count(labels_needed(grid, low_band, target))]
+        needed_interval = [_count(labels_needed(grid, for_needed(high_band), target)),
+                           _count(labels_needed(grid, for_needed(low_band), target))]
     noise, within_noise = plateau_noise(grid, central, target=target, needed=needed, last_measured=float(n[-1]),
                                         seed_spread=spread, class_counts=eval_class_counts, kind=metric)
     measured_today = float(means[-1]) if n[-1] == today else None
     if method in LEARNED:
-        crossings = [labels_needed(grid, high_band, target), labels_needed(grid, low_band, target)]
+        crossings = [labels_needed(grid, for_needed(high_band), target),
+                     labels_needed(grid, for_needed(low_band), target)]
         pinned = pinned_down(crossings, today=float(n[-1]), pin_span=pin_span)
         within_noise = not pinned and math.isfinite(needed)
     else:

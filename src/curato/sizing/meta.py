@@ -27,6 +27,8 @@ scikit-learn model object.
 from __future__ import annotations
 
 import math
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +75,7 @@ def load_meta(path: Path = META_PATH) -> MetaModel:
                              raw["feature"].astype(np.int64), raw["threshold"].astype(np.float64),
                              raw["left"].astype(np.int64), raw["right"].astype(np.int64),
                              raw["value"].astype(np.float64), scale, pin_span, str(raw["source"]))
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise InputError(f"{path}: not a sizing meta-model ({error}); reinstall curato or re-learn it with "
                          "benchmarks/sizing_lcdb.py --fit-meta") from error
 
