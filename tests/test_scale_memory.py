@@ -50,6 +50,13 @@ def test_available_memory_is_capped_by_a_cgroup_limit_less_its_reclaimable_cache
                                         "memory.usage_in_bytes": f"{5 * gib}\n",
                                         "memory.stat": f"inactive_file 7\ntotal_inactive_file {gib}\n"})
     assert available_memory(root, meminfo) == 4 * gib  # 8 limit - (5 used - 1 reclaimable)
+    full = {"v2": (root, "memory.current", "memory.stat", "inactive_file"),
+            "v1": (root / "memory", "memory.usage_in_bytes", "memory.stat", "total_inactive_file")}[layout]
+    (full[0] / full[1]).write_text(f"{9 * gib}\n")  # over the limit, nothing reclaimable: no room, not "no limit"
+    (full[0] / full[2]).write_text(f"{full[3]} 0\n")
+    assert available_memory(root, meminfo) == 0
+    (full[0] / full[1]).write_text(f"{5 * gib}\n")
+    (full[0] / full[2]).write_text(f"{full[3]} {gib}\n")
     # No limit: v2 says "max", v1 a number near 2**63; then the machine's own room counts.
     if layout == "v2":
         (root / "memory.max").write_text("max\n")
