@@ -179,22 +179,34 @@ def power_law_fit(sizes: np.ndarray, means: np.ndarray) -> tuple[float, float, f
     return float(fit.x[0]), float(fit.x[1]), float(fit.x[2])
 
 
-def prior_result(curve: dict[str, Any], prior: Any) -> dict[str, Any]:
-    """The slope prior's backtest on one curve (fit <= 25%, predict the largest), as ``forecast`` computes it."""
-    from curato.sizing.forecast import GRID_POINTS, HORIZON, evaluation_sd, labels_needed
-    from curato.sizing.prior import pinned_down, prior_curves
+def learned_result(curve: dict[str, Any], curves_at: Any, pin_span: float) -> dict[str, Any]:
+    """A learned method's backtest on one curve (fit <= 25%, predict the largest), as ``forecast`` computes it:
+    ``curves_at(sizes, values, grid) -> (central, low, high)``."""
+    from curato.sizing.forecast import GRID_POINTS, HORIZON, labels_needed
+    from curato.sizing.prior import pinned_down
 
     sizes, values, largest, measured = fitted_part(curve)
     grid = np.geomspace(sizes[0], sizes[-1] * HORIZON, GRID_POINTS)
-    eval_sd = float(evaluation_sd(float(np.mean(values[-1])), [curve["test_rows"]]))
-    central, low, high = prior_curves(prior, sizes, values, np.append(grid, largest), eval_sd=eval_sd)
+    central, low, high = curves_at(sizes, values, np.append(grid, largest))
     predicted, interval = float(central[-1]), [float(low[-1]), float(high[-1])]
     central, low, high = central[:-1], low[:-1], high[:-1]
     needed = labels_needed(grid, central, measured)
     crossings = [labels_needed(grid, high, measured), labels_needed(grid, low, measured)]
     return {"predicted": predicted, "interval": interval, "needed": None if not math.isfinite(needed) else needed,
-            "flagged": not pinned_down(crossings, today=float(sizes[-1]), pin_span=prior.pin_span),
+            "flagged": not pinned_down(crossings, today=float(sizes[-1]), pin_span=pin_span),
             "crossings": crossings}
+
+
+def prior_result(curve: dict[str, Any], prior: Any) -> dict[str, Any]:
+    """The slope prior's backtest on one curve."""
+    from curato.sizing.forecast import evaluation_sd
+    from curato.sizing.prior import prior_curves
+
+    def curves_at(sizes: np.ndarray, values: list[np.ndarray], grid: np.ndarray) -> Any:
+        eval_sd = float(evaluation_sd(float(np.mean(values[-1])), [curve["test_rows"]]))
+        return prior_curves(prior, sizes, values, grid, eval_sd=eval_sd)
+
+    return learned_result(curve, curves_at, prior.pin_span)
 
 
 def baseline_results(curve: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -343,21 +355,10 @@ def _as_meta(models: list[Any], *, interval_scale: float, pin_span: float, sourc
 
 
 def meta_result(curve: dict[str, Any], model: Any) -> dict[str, Any]:
-    """The meta-model's backtest on one curve (fit <= 25%, predict the largest), as ``forecast`` computes it."""
-    from curato.sizing.forecast import GRID_POINTS, HORIZON, labels_needed
+    """The meta-model's backtest on one curve."""
     from curato.sizing.meta import meta_curves
-    from curato.sizing.prior import pinned_down
 
-    sizes, values, largest, measured = fitted_part(curve)
-    grid = np.geomspace(sizes[0], sizes[-1] * HORIZON, GRID_POINTS)
-    central, low, high = meta_curves(model, sizes, values, np.append(grid, largest))
-    predicted, interval = float(central[-1]), [float(low[-1]), float(high[-1])]
-    central, low, high = central[:-1], low[:-1], high[:-1]
-    needed = labels_needed(grid, central, measured)
-    crossings = [labels_needed(grid, high, measured), labels_needed(grid, low, measured)]
-    return {"predicted": predicted, "interval": interval, "needed": None if not math.isfinite(needed) else needed,
-            "flagged": not pinned_down(crossings, today=float(sizes[-1]), pin_span=model.pin_span),
-            "crossings": crossings}
+    return learned_result(curve, lambda sizes, values, grid: meta_curves(model, sizes, values, grid), model.pin_span)
 
 
 def choose_pin_span(curves: list[dict[str, Any]], results: list[dict[str, Any]]) -> float:
