@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
 import signal
 import sys
@@ -135,16 +136,24 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     workspace = Workspace.create(root, db_url=db_url)
     catalog = workspace.catalog
     seconds: dict[str, float] = {}
+    cpu_seconds: dict[str, float] = {}
     rows_written: dict[str, int] = {}
 
     @contextmanager
     def timed(name: str, rows: int) -> Iterator[None]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         yield
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+        cpu_seconds[name] = cpu_seconds.get(name, 0.0) + _cpu_seconds() - cpu
         rows_written[name] = rows_written.get(name, 0) + rows
 
-    started = time.perf_counter()
+    def writers() -> dict[str, Any]:
+        return {name: {"rows": rows_written[name], "seconds": seconds[name], "cpu_seconds": cpu_seconds[name],
+                       "rows_per_s": rows_written[name] / seconds[name] if seconds[name] else None,
+                       "rows_per_cpu_s": rows_written[name] / cpu_seconds[name] if cpu_seconds[name] else None}
+                for name in seconds}
+
+    started, started_cpu = time.perf_counter(), _cpu_seconds()
     undo_ids: list[int] = []
     stopped_at = None
     signal.signal(signal.SIGINT, _stop_requested)
@@ -190,13 +199,13 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             rates = ", ".join(f"{name} {rows_written[name] / seconds[name]:,.0f}" for name in
                               ("upsert_samples", "sync_imported_labels", "add_labels human", "add_labels model",
                                "review decisions") if seconds.get(name))
-            print(f"  {stop:,} samples, {time.perf_counter() - started:.0f} s (rows/s: {rates})", flush=True)
+            print(f"  {stop:,} samples, {time.perf_counter() - started:.0f} s, "
+                  f"{_cpu_seconds() - started_cpu:.0f} s CPU, "
+                  f"load {os.getloadavg()[0]:.1f} (rows/s: {rates})", flush=True)
     if stopped_at is not None:
         return {"n": stopped_at, "stopped_at": stopped_at, "db": catalog.engine.dialect.name, "root": str(root),
-                "build_seconds": time.perf_counter() - started,
-                "writers": {name: {"rows": rows_written[name], "seconds": seconds[name],
-                                   "rows_per_s": rows_written[name] / seconds[name] if seconds[name] else None}
-                            for name in seconds}, "peak_rss_mb": _peak_mb()}
+                "build_seconds": time.perf_counter() - started, "build_cpu_seconds": _cpu_seconds() - started_cpu,
+                "writers": writers(), "peak_rss_mb": _peak_mb()}
     with catalog.transaction() as conn:  # undo a tenth of the reviews; retract one routing run
         with timed("undo decisions", len(undo_ids)):
             _undo(catalog, conn, undo_ids)
@@ -219,9 +228,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     add_user(workspace, "bench-annotator", "annotator")
     total = time.perf_counter() - started
     return {"n": args.n, "db": catalog.engine.dialect.name, "root": str(root), "build_seconds": total,
-            "writers": {name: {"rows": rows_written[name], "seconds": seconds[name],
-                               "rows_per_s": rows_written[name] / seconds[name] if seconds[name] else None}
-                        for name in seconds}, "peak_rss_mb": _peak_mb()}
+            "build_cpu_seconds": _cpu_seconds() - started_cpu, "writers": writers(), "peak_rss_mb": _peak_mb(),
+            "load_average": os.getloadavg()}
 
 
 _STOP = False
@@ -402,11 +410,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase == "build":
         result = build(args)
-        print(f"built {result['n']:,} samples ({result['db']}) in {result['build_seconds']:.0f} s, "
-              f"peak {result['peak_rss_mb']:.0f} MB")
+        print(f"built {result['n']:,} samples ({result['db']}) in {result['build_seconds']:.0f} s "
+              f"({result['build_cpu_seconds']:.0f} s CPU), peak {result['peak_rss_mb']:.0f} MB")
         for name, entry in result["writers"].items():
             rate = f"{entry['rows_per_s']:,.0f} rows/s" if entry["rows_per_s"] else "-"
-            print(f"  {name:<32} {entry['rows']:>11,} rows {entry['seconds']:8.1f} s  {rate}")
+            cpu_rate = f"{entry['rows_per_cpu_s']:,.0f} rows/CPU-s" if entry.get("rows_per_cpu_s") else "-"
+            print(f"  {name:<32} {entry['rows']:>11,} rows {entry['seconds']:8.1f} s "
+                  f"{entry['cpu_seconds']:8.1f} s CPU  "
+                  f"{rate}  {cpu_rate}")
     else:
         result = {"root": args.root, "queries": query(args), "database_bytes": database_bytes(args.root)}
         print(f"  catalog size {result['database_bytes'] / 1e9:.2f} GB")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 
 from curato.catalog import migrate
 from curato.catalog.catalog import ANSWERS_TOKEN, FITTED_TOKEN, Catalog, CuratedLabel, aggregate_answers
@@ -23,6 +23,7 @@ from curato.catalog.schema import (
     curated_counts,
     curated_labels,
     decisions,
+    hash_changes,
     info,
     labels,
     sample_counts,
@@ -482,3 +483,77 @@ def test_migration_0006_counts_a_schema_5_catalog(history: Workspace) -> None:
         reopened.add_labels(conn, {"late/0.png": CLASSES[5]}, origin="human", annotator="ann-a")
     assert _maintained(reopened) == _recount(reopened) and reopened.count_problems() == []
     reopened.close()
+
+
+def _stale_by_reading_everything(workspace: Workspace, name: str) -> tuple[int, int]:
+    """(stale, present) as ``info`` counted them before schema 7: every sample's hash against every stored one."""
+    with workspace.catalog.engine.connect() as conn:
+        current = dict(iter(conn.execute(select(samples.c.sample_id, samples.c.content_hash))))
+    stored = workspace.features.load(name)
+    pairs = dict(zip(stored.ids.tolist(), stored.hashes.tolist(), strict=True))
+    return (sum(1 for sid, digest in pairs.items() if sid in current and current[sid] != digest),
+            sum(1 for sid in pairs if sid in current))
+
+
+def _logged(catalog: Catalog) -> int:
+    with catalog.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(hash_changes)).scalar())
+
+
+def test_info_counts_stale_vectors_from_the_logged_hash_changes(history: Workspace) -> None:
+    """``info``'s stale and missing vectors equal a comparison of every hash after each kind of change -- a
+    changed file, a sample deleted by hand (its vector no longer counts), the same id ingested again, a new
+    generation of the set -- while a later ``info`` reads only the logged changes, not every hash."""
+    import numpy as np
+
+    workspace, catalog = history, history.catalog
+    columns = ("sample_id", "kind", "uri", "split", "source", "readable")
+    with catalog.engine.connect() as conn:
+        rows = {row[0]: dict(zip(columns, row, strict=True))
+                for row in conn.execute(select(*(samples.c[name] for name in columns)))}
+    ids = sorted(rows)[:300]
+    logged_before = _logged(catalog)
+
+    def rescanned(sid: str, digest: str) -> dict:  # the row a re-ingest writes for a file with this hash
+        return {**rows[sid], "content_hash": digest}
+
+    with catalog.transaction() as conn:
+        catalog.upsert_samples(conn, [rescanned(sid, f"h{k}") for k, sid in enumerate(ids)])
+    name = "bench-vectors"
+    workspace.features.save(name, ids[:250], [f"h{k}" for k in range(250)], np.ones((250, 4)), {"modality": "image"})
+
+    def overview() -> dict:
+        (entry,) = [row for row in workspace_overview(workspace)["features"] if row["name"] == name]
+        return entry
+
+    def agrees(step: str) -> None:
+        stale, present = _stale_by_reading_everything(workspace, name)
+        entry = overview()
+        assert entry["stale"] == stale, step
+        readable = sum(count for kind, count in catalog.sample_overview()["readable"].items() if kind == "image")
+        assert entry["missing"] == max(0, readable - present), step
+        assert workspace.feature_staleness(workspace.features.load(name)) == (stale, present), step
+
+    agrees("first count (every hash read once)")
+    assert catalog.feature_count(name)["stale"] == 0
+    with catalog.transaction() as conn:  # two files changed, one changed back, one sample outside the set
+        catalog.upsert_samples(conn, [rescanned(ids[3], "changed"), rescanned(ids[4], "changed"),
+                                      rescanned(ids[260], "changed")])
+    with catalog.transaction() as conn:
+        catalog.upsert_samples(conn, [rescanned(ids[4], "h4")])
+    agrees("hashes changed")
+    assert workspace.feature_staleness(workspace.features.load(name))[0] == 1
+    before = catalog.feature_count(name)["seq"]
+    with catalog.transaction() as conn:  # deleted by hand (cascades), then ingested again with its old hash
+        conn.execute(delete(samples).where(samples.c.sample_id.in_([ids[3], ids[5]])))
+    agrees("samples deleted")
+    with catalog.transaction() as conn:
+        catalog.upsert_samples(conn, [rescanned(ids[3], "h3")])
+    agrees("a deleted sample ingested again")
+    assert catalog.feature_count(name)["seq"] > before  # counted from the log, not recounted
+    assert _logged(catalog) - logged_before == 300 + 4 + 2 + 1  # hashes set, changed, deleted, re-inserted
+    with catalog.transaction() as conn:  # new samples and unchanged ones log nothing
+        catalog.upsert_samples(conn, [{**rescanned(ids[0], "h0"), "sample_id": "new/0.png"}, rescanned(ids[1], "h1")])
+    assert _logged(catalog) - logged_before == 307
+    workspace.features.save(name, ids[250:280], ["x"] * 30, np.ones((30, 4)), {"modality": "image"})
+    agrees("a new generation of the set")

@@ -24,12 +24,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy.engine import URL
 
 from curato.catalog import Catalog
 from curato.catalog.catalog import WORKSPACE_PLACEHOLDER
 from curato.errors import WorkspaceError, WorkspaceNotReadyError, storage_error
-from curato.featurestore import FeatureStore, write_atomically
+from curato.featurestore import FeatureSet, FeatureStore, write_atomically
 from curato.lock import WorkspaceLock, pid_alive, this_host
 
 WORKSPACE_FORMAT = 1
@@ -91,6 +92,39 @@ class Workspace:
     def settings_path(self) -> Path:
         """The workspace's optional ``curato.toml`` (check parameters)."""
         return self.root / SETTINGS_FILE
+
+    def feature_staleness(self, stored: FeatureSet) -> tuple[int, int]:
+        """(stale, present) of a feature set: its vectors whose sample's content hash changed since they were
+        computed, and its vectors whose sample is still in the catalog (``curato info``'s stale and missing counts).
+
+        Counted once per generation of the set by comparing every stored hash with the catalog's (one read of all
+        hashes), then kept up to date from the catalog's log of hash changes, deletions and re-insertions
+        (``hash_changes``, written by triggers): a later call reads only the changes since, so ``info`` does not
+        read millions of hashes each time. The count is stored in the catalog when it can be written."""
+        ids = stored.ids
+        try:
+            stamp = (self.features.folder(stored.name) / "meta.json").stat().st_mtime_ns
+        except OSError:
+            stamp = 0
+        key = f"{stored.meta.get('generation', 0)}:{len(stored)}:{stamp}"
+        counted = self.catalog.feature_count(stored.name)
+        if counted is not None and counted["store_key"] == key:
+            changes = self.catalog.hash_changes_since(int(counted["seq"]))
+            if not changes:
+                return int(counted["stale"]), int(counted["present"])
+            stale, present = _apply_hash_changes(stored, changes, int(counted["stale"]), int(counted["present"]))
+            seq = changes[-1][0]
+        else:
+            seq, current = self.catalog.content_hashes()
+            stale = present = 0
+            for sid, digest in zip(ids.tolist(), stored.hashes.tolist(), strict=True):
+                if sid in current:
+                    present += 1
+                    stale += current[sid] != digest
+            if len(ids) > 1 and not bool(np.all(ids[1:] >= ids[:-1])):
+                return stale, present  # not in id order (never written so): no lookup by bisection, count each time
+        self.catalog.store_feature_count(stored.name, store_key=key, seq=seq, stale=stale, present=present)
+        return stale, present
 
     def latest_path(self, kind: str) -> Path:
         """Where the latest document of command ``kind`` (audit, bias, size, ...) lives."""
@@ -161,6 +195,27 @@ class Workspace:
         workspace = cls(root, _catalog_url(stored, root))
         workspace.catalog.verify()
         return workspace
+
+
+def _apply_hash_changes(stored: FeatureSet, changes: list[tuple[int, str, str, str | None, str | None]],
+                        stale: int, present: int) -> tuple[int, int]:
+    """The (stale, present) counts of :meth:`Workspace.feature_staleness` moved by logged hash changes, in order:
+    each change of a sample the set holds (found by bisection in its sorted ids) moves its vector between stale,
+    current and absent."""
+    ids = stored.ids
+    if not len(ids) or not changes:
+        return stale, present
+    wanted = np.array([change[1] for change in changes], dtype=str)
+    at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+    held = ids[at] == wanted
+    for (_, _, change, old, new), hit, row in zip(changes, held.tolist(), at.tolist(), strict=True):
+        if not hit:
+            continue
+        digest = str(stored.hashes[row])
+        before, after = change != "insert", change != "delete"
+        present += int(after) - int(before)
+        stale += int(after and new != digest) - int(before and old != digest)
+    return stale, present
 
 
 def read_settings(marker: Path) -> dict[str, Any]:

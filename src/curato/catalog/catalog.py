@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +30,7 @@ from sqlalchemy import (
     ARRAY,
     Connection,
     String,
+    and_,
     bindparam,
     create_engine,
     delete,
@@ -37,6 +39,7 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    or_,
     select,
     union_all,
     update,
@@ -50,6 +53,8 @@ from curato.catalog.schema import (
     curated_counts,
     curated_labels,
     decisions,
+    feature_counts,
+    hash_changes,
     info,
     labels,
     runs,
@@ -317,22 +322,23 @@ class Catalog:
             return
         if self.root is not None and "uri" in rows[0]:
             rows = [{**row, "uri": self._stored_uri(row["uri"])} for row in rows]
-        insert = _dialect_insert(conn)
         now = utcnow()
         # the sample_counts triggers move shared count rows: PostgreSQL writers take them in one order, not
         # deadlocking on each other's rows (SQLite has one writer anyway)
         _lock_curated(conn)
-        # executemany with one cached statement: compiling a multi-row VALUES clause per chunk is far slower
         columns = list(rows[0])
-        statement = insert(samples)
-        statement = statement.on_conflict_do_update(
-            index_elements=["sample_id"],
-            set_={name: statement.excluded[name] for name in [*columns, "updated_at"] if name != "sample_id"},
-        )
-        if conn.dialect.name == "postgresql":
+        if conn.dialect.name == "sqlite":
+            _sqlite_upsert(conn, samples, rows, columns, now)
+        else:
+            insert = _dialect_insert(conn)
+            statement = insert(samples)
+            statement = statement.on_conflict_do_update(
+                index_elements=["sample_id"],
+                set_={name: statement.excluded[name] for name in [*columns, "updated_at"] if name != "sample_id"},
+            )
             statement, rows = _multi_row(statement, samples, rows)
-        for chunk in _chunks(rows):
-            conn.execute(statement, [{**row, "created_at": now, "updated_at": now} for row in chunk])
+            for chunk in _chunks(rows):
+                conn.execute(statement, [{**row, "created_at": now, "updated_at": now} for row in chunk])
         if "split" in columns:  # a re-ingest may move samples: their curated rows carry the split
             _copy_splits(conn, [row["sample_id"] for row in rows])
 
@@ -372,8 +378,7 @@ class Catalog:
             for sid, label in new_labels.items()
             if latest.get(sid) != label
         ]
-        for chunk in _chunks(rows):
-            conn.execute(labels.insert(), list(chunk))
+        _insert_rows(conn, labels, rows)
         _machine_labels_written(conn, {row["sample_id"]: row["label"] for row in rows}, "imported")
         # Labelled elsewhere and re-imported: the loop closes.
         self.set_queue_status(conn, [row["sample_id"] for row in rows], "labelled")
@@ -405,8 +410,7 @@ class Catalog:
             }
             for sid, label in new_labels.items()
         ]
-        for chunk in _chunks(rows):
-            conn.execute(labels.insert(), list(chunk))
+        _insert_rows(conn, labels, rows)
         if origin == "human":
             _refresh_curated(conn, list(new_labels))
             if new_labels:
@@ -544,7 +548,7 @@ class Catalog:
             if tokens.get(ANSWERS_TOKEN) == tokens.get(FITTED_TOKEN):
                 return {}
             stored = {sid: (label, split) for sid, label, split in conn.execute(
-                select(table.c.sample_id, table.c.label, table.c.split).where(table.c.how == "aggregated"))}
+                select(table.c.sample_id, table.c.label, table.c.split).where(table.c.how == schema.AGGREGATED))}
             if not stored:
                 return {}  # no multi-annotator sample: nothing depends on the fit
             _, answers = _human_rows(conn)
@@ -938,6 +942,51 @@ class Catalog:
         return {"samples": sum(found[0].values()), "kinds": found[0], "splits": found[1], "sources": found[2],
                 "formats": found[3], "readable": found[4]}
 
+    def content_hashes(self) -> tuple[int, dict[str, str | None]]:
+        """(the newest ``hash_changes`` seq, sample_id -> content_hash of every sample), read by one statement, so
+        both come from one snapshot: later hash changes are exactly those with a greater seq."""
+        newest = select(func.coalesce(func.max(hash_changes.c.seq), 0)).scalar_subquery()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(samples.c.sample_id, samples.c.content_hash, newest)
+                                .execution_options(yield_per=100_000))
+            found: dict[str, str | None] = {}
+            seq = None
+            for partition in rows.partitions():
+                if seq is None:
+                    seq = int(partition[0][2])
+                found.update((sid, digest) for sid, digest, _ in partition)
+            if seq is None:  # no samples
+                seq = int(conn.execute(select(newest)).scalar() or 0)
+        return seq, found
+
+    def hash_changes_since(self, seq: int) -> list[tuple[int, str, str, str | None, str | None]]:
+        """(seq, sample_id, change, old_hash, new_hash) of the logged hash changes, deletions and re-insertions
+        after ``seq``, oldest first (an index range: as many rows as changes, whatever the catalog's size)."""
+        table = hash_changes
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(  # type: ignore[misc]
+                select(table.c.seq, table.c.sample_id, table.c.change, table.c.old_hash, table.c.new_hash)
+                .where(table.c.seq > seq).order_by(table.c.seq))]
+
+    def feature_count(self, name: str) -> dict[str, Any] | None:
+        """The stored staleness count of a feature set (``store_key``, ``seq``, ``stale``, ``present``), if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(feature_counts).where(feature_counts.c.name == name)).first()
+        return None if row is None else dict(row._mapping)
+
+    def store_feature_count(self, name: str, *, store_key: str, seq: int, stale: int, present: int) -> bool:
+        """Store a feature set's staleness count; False when the catalog cannot be written (read-only, busy):
+        the count is then recomputed next time, nothing is wrong."""
+        values = {"store_key": store_key, "seq": seq, "stale": stale, "present": present}
+        try:
+            with self.engine.begin() as conn:
+                if not conn.execute(update(feature_counts).where(feature_counts.c.name == name)
+                                    .values(**values)).rowcount:
+                    conn.execute(feature_counts.insert().values(name=name, **values))
+        except WorkspaceError:
+            return False
+        return True
+
     def unreadable(self) -> list[tuple[str, str]]:
         """(sample_id, error) of every sample whose file could not be decoded."""
         with self.engine.connect() as conn:
@@ -971,11 +1020,15 @@ class Catalog:
         """Mark the queued entries of ``sample_ids`` labelled or skipped; returns entries changed."""
         if status not in schema.QUEUE_STATUSES:
             raise ValueError(f"status must be one of {schema.QUEUE_STATUSES}, not {status!r}")
+        queue = schema.queue
+        # nothing queued (a plain ingest): no statement per batch of ids (the queue has no sample index)
+        if conn.execute(select(queue.c.id).where(queue.c.status == "queued").limit(1)).first() is None:
+            return 0
         changed = 0
-        for chunk in _chunks(list(sample_ids), 900):
-            result = conn.execute(update(schema.queue).where(schema.queue.c.sample_id.in_(chunk),
-                                                              schema.queue.c.status == "queued").values(status=status))
-            changed += int(result.rowcount or 0)
+        statement = update(queue).where(_in_ids(conn, queue.c.sample_id), queue.c.status == "queued") \
+            .values(status=status)
+        for chunk in _chunks(list(sample_ids), _id_batch(conn)):
+            changed += int(conn.execute(statement, {"wanted_ids": _ids_value(conn, chunk)}).rowcount or 0)
         return changed
 
     def retract_model_labels(self, conn: Connection, annotator: str) -> int:
@@ -1067,7 +1120,7 @@ def _latest_labels(conn: Connection, *, origin: str, sample_ids: Sequence[str]) 
     """sample_id -> its latest label of ``origin`` (retracted ones included), for ``sample_ids`` only: looked up
     by index chunk by chunk, so syncing one ingest batch costs the batch, not the whole labels table."""
     found: dict[str, str] = {}
-    for chunk in _chunks(sample_ids, 900):
+    for chunk in _chunks(sample_ids, _id_batch(conn)):
         found.update(iter(conn.execute(*_labels_of(conn, chunk, (labels.c.sample_id, labels.c.label),
                                                    labels.c.origin == origin))))
     return found
@@ -1080,7 +1133,8 @@ def _labels_of(conn: Connection, sample_ids: Sequence[str], columns: Sequence[An
     ids)`` for a scan of every label once the table had ~100k rows (seconds per query at millions, minutes per
     ingest batch), and a join over the unnested ids stays index lookups."""
     if conn.dialect.name != "postgresql":
-        return select(*columns).where(labels.c.sample_id.in_(sample_ids), *where).order_by(labels.c.id), {}
+        return (select(*columns).where(_in_ids(conn, labels.c.sample_id), *where).order_by(labels.c.id),
+                {"wanted_ids": _ids_value(conn, sample_ids)})
     wanted = func.unnest(bindparam("wanted_ids", type_=ARRAY(String))).table_valued("sid").render_derived()
     query = (select(*columns).select_from(wanted).join(labels, labels.c.sample_id == wanted.c.sid).where(*where)
              .order_by(labels.c.id))
@@ -1174,7 +1228,7 @@ def _sample_rules(conn: Connection, sample_ids: Sequence[str]) -> dict[str, tupl
     sample_id -> (label, origin, how), None without a label that counts. A multi-annotator sample gets its
     latest answer as the label: its aggregate is global (:meth:`Catalog._aggregate_changes`)."""
     found: dict[str, tuple[str, str, str] | None] = dict.fromkeys(sample_ids)
-    for chunk in _chunks(list(found), 900):
+    for chunk in _chunks(list(found), _id_batch(conn)):
         rows = conn.execute(*_labels_of(conn, chunk, (labels.c.sample_id, labels.c.label, labels.c.origin,
                                                       labels.c.annotator, labels.c.decision_id),
                                         labels.c.retracted_at.is_(None))).all()
@@ -1210,9 +1264,10 @@ def _stored_curated(conn: Connection, sample_ids: Sequence[str]) -> dict[str, tu
     """sample_id -> (label, origin, how) as the ``curated_labels`` table holds it, for these samples."""
     table = curated_labels
     found: dict[str, tuple[str, str, str]] = {}
-    for chunk in _chunks(list(sample_ids), 900):
-        for sid, label, origin, how in conn.execute(select(table.c.sample_id, table.c.label, table.c.origin,
-                                                           table.c.how).where(table.c.sample_id.in_(chunk))):
+    query = select(table.c.sample_id, table.c.label, table.c.origin, table.c.how).where(
+        _in_ids(conn, table.c.sample_id))
+    for chunk in _chunks(list(sample_ids), _id_batch(conn)):
+        for sid, label, origin, how in conn.execute(query, {"wanted_ids": _ids_value(conn, chunk)}):
             found[sid] = (label, origin, how)
     return found
 
@@ -1244,23 +1299,119 @@ def _store_curated(conn: Connection, wanted: Mapping[str, tuple[str, str, str] |
         _answers_changed(conn)
 
 
-def _upsert_curated(conn: Connection, rows: Sequence[dict[str, str]]) -> None:
+def _upsert_curated(conn: Connection, rows: Sequence[dict[str, str]], *, outranking: Sequence[str] = ()) -> None:
     """Insert or replace ``curated_labels`` rows (``sid``, ``new_label``, ``new_origin``, ``new_how``), each with
-    its sample's split, by one cached statement executed many times."""
+    its sample's split (looked up), by one prepared statement executed many times. ``outranking``: a stored row
+    whose origin is one of these is kept (the conflict's WHERE decides, so the writer reads no stored rows first),
+    and so is a stored row equal to the new one (no write, no count moved)."""
     if not rows:
         return
     table = curated_labels
+    if conn.dialect.name == "sqlite":
+        kept = ""
+        if outranking:
+            kept = (f" WHERE curated_labels.origin NOT IN ({', '.join('?' * len(outranking))}) AND "
+                    "(curated_labels.label IS NOT excluded.label OR curated_labels.origin IS NOT excluded.origin "
+                    "OR curated_labels.how IS NOT excluded.how)")
+        sql = ("INSERT INTO curated_labels (sample_id, label, origin, how, split) VALUES (?, ?, ?, ?, "
+               "(SELECT split FROM samples WHERE sample_id = ?)) ON CONFLICT(sample_id) DO UPDATE SET "
+               "label = excluded.label, origin = excluded.origin, how = excluded.how, split = excluded.split" + kept)
+        extra = tuple(outranking)
+        values = [(row["sid"], row["new_label"], row["new_origin"], row["new_how"], row["sid"], *extra)
+                  for row in rows]
+        for chunk in _chunks(values, _SQLITE_BATCH):
+            conn.exec_driver_sql(sql, list(chunk))
+        return
     split = select(samples.c.split).where(samples.c.sample_id == bindparam("sid")).scalar_subquery()
     statement = _dialect_insert(conn)(table).values(sample_id=bindparam("sid"), label=bindparam("new_label"),
                                                     origin=bindparam("new_origin"), how=bindparam("new_how"),
                                                     split=split)
+    excluded = statement.excluded
     statement = statement.on_conflict_do_update(
-        index_elements=["sample_id"], set_={name: statement.excluded[name] for name in ("label", "origin", "how",
-                                                                                         "split")})
-    if conn.dialect.name == "postgresql":
-        statement, rows = _multi_row(statement, table, rows, key="sid")
+        index_elements=["sample_id"], set_={name: excluded[name] for name in ("label", "origin", "how", "split")},
+        where=and_(*(table.c.origin != literal(name) for name in outranking), or_(table.c.label != excluded.label,
+                                                                 table.c.origin != excluded.origin,
+                                                                 table.c.how != excluded.how))
+        if outranking else None)
+    statement, rows = _multi_row(statement, table, rows, key="sid")
     for chunk in _chunks(rows):
         conn.execute(statement, list(chunk))
+
+
+_SQLITE_BATCH = 50_000  # SQLite: rows per executemany, ids per JSON list (no bound-variable limit to respect)
+
+
+def _id_batch(conn: Connection) -> int:
+    """Ids per statement of :func:`_in_ids`: one JSON array in SQLite; PostgreSQL binds each id."""
+    return _SQLITE_BATCH if conn.dialect.name == "sqlite" else 900
+
+
+def _in_ids(conn: Connection, column: Any) -> Any:
+    """``column IN`` the ids bound as the parameter ``wanted_ids`` (:func:`_ids_value`). SQLite reads them from
+    one JSON array (``json_each``): one statement prepared once, whatever the number of ids, where an expanded
+    ``IN (?, ?, ...)`` is compiled again for every list (milliseconds each in SQLAlchemy)."""
+    if conn.dialect.name == "sqlite":
+        listed = func.json_each(bindparam("wanted_ids", type_=String)).table_valued("value")
+        return column.in_(select(listed.c.value))
+    return column.in_(bindparam("wanted_ids", expanding=True))
+
+
+def _ids_value(conn: Connection, sample_ids: Sequence[str]) -> Any:
+    """The ``wanted_ids`` parameter of :func:`_in_ids` for these ids."""
+    return json.dumps(list(sample_ids)) if conn.dialect.name == "sqlite" else list(sample_ids)
+
+
+def _sqlite_values(conn: Connection, table: Any, rows: Sequence[dict[str, Any]], columns: Sequence[str],
+                   stamps: Sequence[str] = (), now: dt.datetime | None = None) -> tuple[list[str], list[tuple]]:
+    """SQLite: the column names and plain value tuples that insert ``rows`` into ``table``, each value through its
+    column's own bind processor (JSON, booleans, times), so what is stored is what SQLAlchemy would store; a
+    column missing from the rows that has a scalar default gets it, as SQLAlchemy does; ``stamps`` columns get
+    ``now`` (converted once)."""
+    dialect = conn.dialect
+
+    def processor(name: str) -> Callable[[Any], Any] | None:
+        return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+
+    defaults = {column.name: column.default.arg for column in table.columns
+                if column.name not in columns and column.name not in stamps and not column.primary_key
+                and column.default is not None and column.default.is_scalar}
+    values: list[Any] = []
+    for name in columns:
+        given = [row[name] for row in rows]
+        convert = processor(name)
+        values.append(given if convert is None else [convert(value) for value in given])
+    for name, value in [*defaults.items(), *((name, now) for name in stamps)]:
+        convert = processor(name)
+        values.append(repeat(convert(value) if convert else value))
+    return [*columns, *defaults, *stamps], list(zip(*values, strict=False))  # the repeats are endless
+
+
+def _sqlite_upsert(conn: Connection, table: Any, rows: Sequence[dict[str, Any]], columns: Sequence[str],
+                   now: dt.datetime) -> None:
+    """SQLite: insert ``rows`` of ``table`` (keyed by ``sample_id``), updating ``columns`` and ``updated_at`` of
+    the existing ones, by one prepared statement executed over plain tuples (the driver's executemany):
+    SQLAlchemy's per-row parameter handling cost as much as SQLite's own work (:func:`_sqlite_values`)."""
+    names, tuples = _sqlite_values(conn, table, rows, columns, ("created_at", "updated_at"), now)
+    updated = [name for name in [*columns, "updated_at"] if name != "sample_id"]
+    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+           f"ON CONFLICT(sample_id) DO UPDATE SET {', '.join(f'{name} = excluded.{name}' for name in updated)}")
+    for chunk in _chunks(tuples, _SQLITE_BATCH):
+        conn.exec_driver_sql(sql, list(chunk))
+
+
+def _insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table``: on SQLite by the driver's executemany over plain
+    tuples (:func:`_sqlite_values`), elsewhere by SQLAlchemy's executemany."""
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        for chunk in _chunks(rows):
+            conn.execute(table.insert(), list(chunk))
+        return
+    names, tuples = _sqlite_values(conn, table, rows, list(rows[0]))
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    for chunk in _chunks(tuples, _SQLITE_BATCH):
+        conn.exec_driver_sql(sql, list(chunk))
 
 
 def _multi_row(statement: Any, table: Any, rows: Sequence[dict[str, Any]], *, key: str = "sample_id"
@@ -1296,17 +1447,15 @@ def _refresh_curated(conn: Connection, sample_ids: Sequence[str]) -> None:
 
 def _machine_labels_written(conn: Connection, new_labels: Mapping[str, str], origin: str) -> None:
     """Curated rows after appending imported or model labels (each now its sample's latest of that origin): it
-    counts unless a label of a higher rank (human; for imported ones also model) counts already."""
+    counts unless a label of a higher rank (human; for imported ones also model) counts already -- decided by
+    the upsert's conflict clause, row by row inside the database."""
     if not new_labels:
         return
-    outranking = {"human"} if origin == "model" else {"human", "model"}
+    outranking = ("human",) if origin == "model" else ("human", "model")
     how = "routed" if origin == "model" else "imported"
     _lock_curated(conn)
-    stored = _stored_curated(conn, list(new_labels))
-    rows = [{"sid": sid, "new_label": label, "new_origin": origin, "new_how": how}
-            for sid, label in new_labels.items()
-            if stored.get(sid) is None or (stored[sid][1] not in outranking and stored[sid] != (label, origin, how))]
-    _upsert_curated(conn, rows)
+    _upsert_curated(conn, [{"sid": sid, "new_label": label, "new_origin": origin, "new_how": how}
+                           for sid, label in new_labels.items()], outranking=outranking)
 
 
 def _retract(conn: Connection, where: Sequence[Any], now: dt.datetime) -> int:
@@ -1336,16 +1485,17 @@ def _copy_splits(conn: Connection, sample_ids: Sequence[str]) -> None:
     table = curated_labels
     _lock_curated(conn)
     split = select(samples.c.split).where(samples.c.sample_id == table.c.sample_id).scalar_subquery()
-    for chunk in _chunks(sample_ids, 900):
-        conn.execute(update(table).where(table.c.sample_id.in_(chunk), table.c.split.is_distinct_from(split))
-                     .values(split=split))
+    statement = update(table).where(_in_ids(conn, table.c.sample_id), table.c.split.is_distinct_from(split)) \
+        .values(split=split)
+    for chunk in _chunks(sample_ids, _id_batch(conn)):
+        conn.execute(statement, {"wanted_ids": _ids_value(conn, chunk)})
 
 
 def _splits_of(conn: Connection, sample_ids: Sequence[str]) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
-    for chunk in _chunks(list(sample_ids), 900):
-        found.update(conn.execute(select(samples.c.sample_id, samples.c.split)
-                                  .where(samples.c.sample_id.in_(chunk))).all())
+    query = select(samples.c.sample_id, samples.c.split).where(_in_ids(conn, samples.c.sample_id))
+    for chunk in _chunks(list(sample_ids), _id_batch(conn)):
+        found.update(conn.execute(query, {"wanted_ids": _ids_value(conn, chunk)}).all())
     return found
 
 
@@ -1427,4 +1577,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # up to 64 MiB of pages per connection (allocated as used; SQLite's default is 2 MiB): at millions of samples
+    # the writers' index lookups and inserts otherwise go through the OS cache page by page
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()

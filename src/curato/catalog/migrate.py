@@ -17,9 +17,9 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 from curato.catalog import schema
 from curato.errors import WorkspaceError
 
-HEAD = "0006"  # the newest revision in migrations/versions (a test checks it against alembic's head)
+HEAD = "0007"  # the newest revision in migrations/versions (a test checks it against alembic's head)
 # info.schema_version -> the revision that schema is
-REVISION_OF_SCHEMA = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0006"}
+REVISION_OF_SCHEMA = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0006", 7: "0007"}
 VERSION_TABLE = "alembic_version"
 CORE_TABLES = frozenset({"info", "samples", "labels", "runs"})
 SCHEMA_1_TABLES = frozenset({"info", "samples", "labels", "annotations", "runs", "queue", "curve_points"})

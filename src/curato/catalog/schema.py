@@ -22,9 +22,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    literal_column,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 LABEL_ORIGINS = ("imported", "human", "model")
 SAMPLE_KINDS = ("image", "text")
 
@@ -58,12 +59,14 @@ samples = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
-Index("ix_samples_split", samples.c.split)
-Index("ix_samples_source", samples.c.source)
 Index("ix_samples_hash", samples.c.content_hash)
-# schema 4: the overview's one GROUP BY reads this index, not the rows; unreadable samples without a scan
+# schema 4: a GROUP BY of these columns (``curato check``'s recount, the masking app's count of readable images)
+# reads this index, not the rows
 Index("ix_samples_overview", samples.c.kind, samples.c.split, samples.c.source, samples.c.format, samples.c.readable)
-Index("ix_samples_readable", samples.c.readable)
+# schema 7: only the unreadable samples (``info`` lists them); schema 4-6 indexed every sample's ``readable``, and
+# split and source each had an index that no query used since the counts are maintained (schema 6)
+Index("ix_samples_unreadable", samples.c.sample_id, sqlite_where=samples.c.readable.is_(False),
+      postgresql_where=samples.c.readable.is_(False))
 
 labels = Table(
     "labels",
@@ -102,8 +105,11 @@ curated_labels = Table(
     Column("how", String(16), nullable=False),  # review | aggregated | annotator | routed | imported
     Column("split", String(64)),  # the sample's split, copied (kept equal by every split write)
 )
-Index("ix_curated_labels_counts", curated_labels.c.label, curated_labels.c.origin, curated_labels.c.split)
-Index("ix_curated_labels_how", curated_labels.c.how)
+# schema 7: only the multi-annotator rows a refit reads (queried with the literal, which a partial index needs);
+# schema 5-6 indexed every row's ``how`` and (label, origin, split), which the maintained counts replaced
+AGGREGATED = literal_column("'aggregated'")
+Index("ix_curated_labels_aggregated", curated_labels.c.sample_id, sqlite_where=curated_labels.c.how == AGGREGATED,
+      postgresql_where=curated_labels.c.how == AGGREGATED)
 
 # schema 6: counts maintained by triggers in the same transaction as every write of the counted table, so that
 # ``curato info``, the report's overview and the app's status read a few hundred rows instead of grouping millions
@@ -135,6 +141,33 @@ curated_counts = Table(
     Column("n", Integer, nullable=False),
 )
 Index("ix_curated_counts_key", *(curated_counts.c[name] for name in COUNTED_CURATED_COLUMNS), unique=True)
+
+# schema 7: what ``curato info`` needs to count stale feature vectors without reading every sample's hash.
+# ``hash_changes``: one row per change of a sample's ``content_hash``, per deleted sample, and per sample inserted
+# again after it was logged once (a trigger writes them in the same transaction; a first ingest writes none);
+# ``feature_counts``: per feature set, its stale and present vectors as counted up to change ``seq``, for the
+# store generation ``store_key`` (Workspace.feature_staleness applies the later changes and stores the result).
+hash_changes = Table(
+    "hash_changes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("sample_id", String, nullable=False),
+    Column("change", String(8), nullable=False),  # insert | update | delete
+    Column("old_hash", String(40)),
+    Column("new_hash", String(40)),
+    sqlite_autoincrement=True,  # a seq is never reused
+)
+Index("ix_hash_changes_sample", hash_changes.c.sample_id)
+
+feature_counts = Table(
+    "feature_counts",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("store_key", String(128), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("stale", Integer, nullable=False),
+    Column("present", Integer, nullable=False),
+)
 
 annotations = Table(
     "annotations",
@@ -368,6 +401,55 @@ $body$""",
     return statements
 
 
+HASH_CHANGE_LOCK = 0x637573  # the catalog's curated-rows advisory lock (PostgreSQL): changes commit in seq order
+
+
+def hash_change_trigger_statements(dialect: str) -> list[str]:
+    """The SQL that (re)creates the triggers logging into ``hash_changes`` every change of a sample's
+    ``content_hash``, every deleted sample, and every insert of a sample id logged before (deleted, then ingested
+    again). Idempotent. SQLite: row triggers; PostgreSQL: statement triggers over the transition tables, which
+    take the catalog's write lock first, so that changes commit in the order of their ``seq`` (a reader that saw
+    change n has seen every change before it)."""
+    columns = "sample_id, change, old_hash, new_hash"
+    if dialect == "sqlite":
+        return ["DROP TRIGGER IF EXISTS hash_changes_insert", "DROP TRIGGER IF EXISTS hash_changes_update",
+                "DROP TRIGGER IF EXISTS hash_changes_delete",
+                f"CREATE TRIGGER hash_changes_insert AFTER INSERT ON samples WHEN EXISTS (SELECT 1 FROM hash_changes "
+                f"WHERE sample_id = NEW.sample_id) BEGIN INSERT INTO hash_changes ({columns}) "
+                f"VALUES (NEW.sample_id, 'insert', NULL, NEW.content_hash); END",
+                f"CREATE TRIGGER hash_changes_update AFTER UPDATE OF content_hash ON samples WHEN OLD.content_hash "
+                f"IS NOT NEW.content_hash BEGIN INSERT INTO hash_changes ({columns}) "
+                f"VALUES (NEW.sample_id, 'update', OLD.content_hash, NEW.content_hash); END",
+                f"CREATE TRIGGER hash_changes_delete AFTER DELETE ON samples BEGIN INSERT INTO hash_changes "
+                f"({columns}) VALUES (OLD.sample_id, 'delete', OLD.content_hash, NULL); END"]
+    if dialect == "postgresql":
+        return [f"""CREATE OR REPLACE FUNCTION hash_changes_follow() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+  PERFORM pg_advisory_xact_lock({HASH_CHANGE_LOCK});
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO hash_changes ({columns}) SELECT n.sample_id, 'insert', NULL, n.content_hash FROM new_rows n
+      WHERE EXISTS (SELECT 1 FROM hash_changes h WHERE h.sample_id = n.sample_id);
+  ELSIF TG_OP = 'DELETE' THEN
+    INSERT INTO hash_changes ({columns}) SELECT o.sample_id, 'delete', o.content_hash, NULL FROM old_rows o;
+  ELSE
+    INSERT INTO hash_changes ({columns}) SELECT n.sample_id, 'update', o.content_hash, n.content_hash
+      FROM new_rows n JOIN old_rows o ON o.sample_id = n.sample_id
+      WHERE o.content_hash IS DISTINCT FROM n.content_hash;
+  END IF;
+  RETURN NULL;
+END
+$body$""",
+                *(f"DROP TRIGGER IF EXISTS hash_changes_{event} ON samples"
+                  for event in ("insert", "update", "delete")),
+                "CREATE TRIGGER hash_changes_insert AFTER INSERT ON samples REFERENCING NEW TABLE AS new_rows "
+                "FOR EACH STATEMENT EXECUTE FUNCTION hash_changes_follow()",
+                "CREATE TRIGGER hash_changes_update AFTER UPDATE ON samples REFERENCING OLD TABLE AS old_rows "
+                "NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION hash_changes_follow()",
+                "CREATE TRIGGER hash_changes_delete AFTER DELETE ON samples REFERENCING OLD TABLE AS old_rows "
+                "FOR EACH STATEMENT EXECUTE FUNCTION hash_changes_follow()"]
+    raise ValueError(f"no hash-change triggers for database {dialect!r}")
+
+
 def count_fill_statements() -> list[str]:
     """SQL that rewrites both count tables from a recount (migration 0006, and the repair of a damaged count)."""
     statements = []
@@ -382,6 +464,9 @@ def _create_count_triggers(target: MetaData, connection: Any, **_: Any) -> None:
     """After ``metadata.create_all`` made every table: the count triggers (a new catalog)."""
     if {"samples", "sample_counts", "curated_labels", "curated_counts"} <= set(target.tables):
         for statement in count_trigger_statements(connection.dialect.name):
+            connection.exec_driver_sql(statement)
+    if {"samples", "hash_changes"} <= set(target.tables):
+        for statement in hash_change_trigger_statements(connection.dialect.name):
             connection.exec_driver_sql(statement)
 
 

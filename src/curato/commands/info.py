@@ -28,26 +28,21 @@ def class_split_counts(counts: Mapping[tuple[str, str, Any], int]) -> dict[str, 
 def workspace_overview(workspace: Workspace) -> dict[str, Any]:
     """Counts per kind, split, source, format and class; unreadable files; feature sets and staleness.
 
-    Computed by aggregates in the database (one pass over the samples, one GROUP BY over the labels), not by
-    loading every sample: the samples' content hashes are read only when there are feature sets to compare."""
+    Read from the maintained counts, not by loading every sample; stale vectors are counted from the hash changes
+    since the last count (:meth:`Workspace.feature_staleness`: every hash is read once per feature-set
+    generation)."""
     catalog = workspace.catalog
     summary = catalog.sample_overview()
     label_counts = catalog.curated_label_counts("split")
-    names = workspace.features.names()
-    current: dict[str, str | None] = {}
-    if names:
-        table = catalog.samples(("sample_id", "content_hash"))
-        current = dict(zip(table["sample_id"].tolist(), table["content_hash"].tolist(), strict=True))
     features = []
-    for name in names:
+    for name in workspace.features.names():
         stored = workspace.features.load(name)
-        stored_hashes = dict(zip(stored.ids.tolist(), stored.hashes.tolist(), strict=True))
-        stale = sum(1 for sid, digest in stored_hashes.items() if sid in current and current[sid] != digest)
+        stale, present = workspace.feature_staleness(stored)
         modality = stored.meta.get("modality", "image")
         expected = sum(count for kind, count in summary["readable"].items() if modality in (kind, "any"))
         features.append({"name": name, "count": len(stored), "dim": int(stored.vectors.shape[1]),
                          "dtype": str(stored.vectors.dtype), "stale": stale,
-                         "missing": max(0, expected - sum(1 for sid in stored_hashes if sid in current)),
+                         "missing": max(0, expected - present),
                          "settings": stored.meta.get("settings")})
     return {
         "root": str(workspace.root),
