@@ -683,15 +683,17 @@ def run_one_class(args: argparse.Namespace, cleanlab: bool, out: Any) -> tuple[l
     print(f"one-class: {len(plan)} runs ({sum(p[-1] == 'planted' for p in plan)} planted), "
           f"reference on the {args.reference} pictures", file=out, flush=True)
     words = [w for w in args.only.split(",") if w]
+    handled = 0  # runs of this pass so far (judged, scanned or already cached): every N-th gets cleanlab
     for index, (name, k, cue, pc, po, rotation, seed, kind) in enumerate(plan):
         tag = _scan_tag({"kind": kind, "dataset": name, "names": range(min(k, len(datasets[name]["names"]))),
                          "cue": cue or "clean", "p_class": pc, "p_others": po})
         if not all(word in tag for word in words):
             continue
+        handled += 1
         if args.scan_only and (Path(args.cache) / f"{index:04d}.npz").exists():
             continue  # a --scan-only pass resumes where an interrupted one stopped
         with_cleanlab = cleanlab and (args.cleanlab_controls or rotation < 8 if kind == "clean"
-                                      else len(runs) % args.cleanlab_every == 0)
+                                      else (handled - 1) % args.cleanlab_every == 0)
         scan = one_class_scan(datasets[name], k, cue, pc, po, rotation, seed, args.one_class_samples,
                               args.reference, with_cleanlab, kind)
         if args.cache:
