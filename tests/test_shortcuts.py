@@ -314,3 +314,36 @@ def test_a_blur_on_one_class_is_found_when_a_tenth_of_the_others_carry_it_too(da
     assert 0.15 < row["classes"][0]["share_of_others"] <= 0.2
     old_limit = check(pictures, data, params=ShortcutParams(others_share_flag=0.15))
     assert not next(row for row in old_limit.evidence["cues"] if row["cue"] == "edge_sharpness")["flagged"]
+
+
+@pytest.fixture(scope="module")
+def lfw() -> dict[str, np.ndarray]:
+    """scikit-image's 100 faces and 100 non-face crops (25x25 grey photographs), with a raw-pixel reference."""
+    from skimage.data import lfw_subset
+
+    images = (lfw_subset() * 255).round().astype(np.uint8)
+    labels = np.repeat([0, 1], 100).astype(np.int64)
+    reference = out_of_fold_probabilities(images.reshape(len(images), -1).astype(np.float32), labels)
+    return {"images": images, "labels": labels, "reference": reference}
+
+
+def test_a_brightened_class_is_found_by_its_lifted_black_level_when_it_looks_like_the_other(
+        lfw: dict[str, np.ndarray]) -> None:
+    """The non-face crops are darker than the faces at every grey percentile; +60 grey levels on all of them makes
+    them about as bright as the faces (no background or corner reads it: both classes fill the frame), but leaves
+    no pixel near black: the black level (1st grey percentile) moves by ~0.17 of the scale, the natural difference
+    of the two classes is ~0.07. Without the black-level column (or with no floor on it) this is missed (or the
+    clean pair alarms)."""
+    brightened = [_brighter(rgb(image)) if label == 1 else rgb(image)
+                  for image, label in zip(lfw["images"], lfw["labels"], strict=True)]
+    finding = check(brightened, lfw)
+    row = next(row for row in finding.evidence["cues"] if row["cue"] == "black_level")
+    assert row["flagged"] and row["classes"], row
+    named = row["classes"][0]
+    assert abs(named["median_inside"] - named["median_others"]) >= 0.15
+    clean = [rgb(image) for image in lfw["images"]]
+    assert check(clean, lfw).severity == "none"
+    no_floor = check(clean, lfw, params=ShortcutParams(black_level_flag=0.0))
+    natural = next(row for row in no_floor.evidence["cues"] if row["cue"] == "black_level")
+    assert natural["flagged"] and abs(natural["classes"][0]["median_inside"]
+                                      - natural["classes"][0]["median_others"]) < 0.1, natural

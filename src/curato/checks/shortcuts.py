@@ -20,16 +20,19 @@ at ``alpha`` however many cues are tested -- and large: its share reaches ``shar
 object-borne cues (a sandal has fewer bright pixels than a coat) are significant on any real dataset;
 the share separates them from a cue that alone rivals the picture.
 
-A cue that singles out ONE class (the tanks on cloudy days, the huskies on snow) carries about 1/K of the
-label signal, so the cues that do not describe the object (``ONE_CLASS_COLUMNS``: the file, the background,
-a corner, colour at all, focus, how much of the frame the object fills) are also tested class by class: a
+A cue that singles out ONE class (the tanks on cloudy days, the huskies on snow) carries about 1/K of the label
+signal, so the cues that do not describe the object (``ONE_CLASS_COLUMNS``: the file, the background, a corner,
+colour at all, focus, the black level, how much of the frame the object fills) are also tested class by class: a
 class is named when its share inside one range exceeds the others' by ``class_gain_flag`` with at most
 ``others_share_flag`` of them inside (a fifth: a cue a tenth of the others also carry, plus the few whose
-natural values fall in the range -- soft pictures for a blur, small objects for a scale). For the cues read
-off the pixels the difference must also be visible (``VISIBLE_FLOOR``): natural differences there are
-consistent but small (sleeves reaching the frame's edge move the background by a few grey levels), planted
-ones are not. With two classes the whole-label test judges
-only the cues that cannot come from the picture (``TWO_CLASS_WHOLE_LABEL_COLUMNS``).
+natural values fall in the range -- soft pictures for a blur, small objects for a scale). For the cues read off
+the pixels the difference must also be visible (``VISIBLE_FLOOR``): natural differences there are consistent but
+small (sleeves reaching the frame's edge move the background by a few grey levels), planted ones are not.
+Whole-image brightness is object-borne (a sandal is darker than a coat) and stays untested class by class; what
+a planted brightening leaves that an object does not is a lifted black level -- no pixel near black -- so the
+1st grey percentile is tested, with a floor of 0.15 of the scale (natural class differences: 0 where objects lie
+on a background, 0.06 between LFW's faces and its darker texture crops). With two classes the whole-label test
+judges only the cues that cannot come from the picture (``TWO_CLASS_WHOLE_LABEL_COLUMNS``).
 
 Also tested: the object size (annotated boxes, else :func:`foreground_proxy` of the thumbnails) as a cue
 group; a thumbnail test (the embedding head on 4x4 and 8x8 colour thumbnails, reported); a background-only
@@ -57,7 +60,7 @@ CUE_GROUPS: dict[str, tuple[str, ...]] = {
     "colour": ("red_mean", "green_mean", "blue_mean", "saturation_mean", "colourfulness", "green_fraction",
                "is_grayscale"),
     "brightness_contrast": ("brightness_mean", "brightness_std", "contrast", "dynamic_range", "dark_fraction",
-                            "bright_fraction", "centre_brightness"),
+                            "bright_fraction", "centre_brightness", "black_level"),
     "geometry_size": ("width", "height", "aspect", "megapixels"),
     "format_compression": ("format", "file_bytes", "bits_per_pixel", "jpeg_quality"),
     "background_border": ("border_red", "border_green", "border_blue", "border_brightness", "border_std",
@@ -87,6 +90,11 @@ BACKGROUND_COLUMNS = ("background_red", "background_green", "background_blue", "
 # or blur of the picture, whatever the amount of texture the object has (which sharpness and edge_density
 # measure).
 DERIVED_COLUMNS = (*BACKGROUND_COLUMNS, "edge_sharpness")
+# Derived from the stored properties (no new property, so older scans have it): the picture's black level, its 1st
+# grey percentile, which the percentile contrast and the dynamic range hold between them. A lifted black -- no
+# pixel of the picture near black -- is what an exposure, a haze filter or a scanner's pedestal leaves on every
+# picture it touched, whatever they show.
+BLACK_LEVEL_INPUTS = ("contrast", "dynamic_range", "brightness_mean")
 DERIVED_BLOCK = 32_768  # thumbnail rows turned into derived columns at a time
 # The one-class test (see _per_class_cues) judges only cues that describe something other than the object:
 # the file (format, JPEG quality, stored size), the background, whether the picture has colour at all, its
@@ -95,7 +103,8 @@ DERIVED_BLOCK = 32_768  # thumbnail rows turned into derived columns at a time
 # addresses, markup, emoji, the language and encoding damage.
 TEXT_ONE_CLASS_COLUMNS = frozenset({"boilerplate_prefix", "boilerplate_suffix", "url_share", "email_share",
                                     "html_share", "emoji_share", "language", "encoding_damage"})
-ONE_CLASS_COLUMNS = (CONTEXT_COLUMNS | frozenset(DERIVED_COLUMNS) | frozenset({"is_grayscale", "object_extent"})
+ONE_CLASS_COLUMNS = (CONTEXT_COLUMNS | frozenset(DERIVED_COLUMNS)
+                     | frozenset({"is_grayscale", "object_extent", "black_level"})
                      | TEXT_ONE_CLASS_COLUMNS)
 # With two classes every difference between them predicts the label, so the whole-label test there judges only
 # cues that cannot come from what the pictures show (the file, the colour mode, the source's texts); the cues
@@ -121,6 +130,7 @@ class ShortcutParams:
     level_shift_flag: float = 0.03  # background colour and brightness: a difference of this fraction of the scale
     corner_shift_flag: float = 0.3  # corner contrast: 0.3 of the grey scale (a mark, not a texture)
     focus_ratio_flag: float = 1.15  # edge steepness for the contrast: this factor, up or down
+    black_level_flag: float = 0.15  # black level (1st grey percentile): this fraction of the scale, about 38 levels
     range_flag: float = 0.3  # a class's samples inside its range of a flagged cue are flagged if it separates by this
     max_samples: int = 10_000  # samples (a stratified subsample) the cue models and the permutations use
     background_samples: int = 1_000  # images re-embedded with their object blanked out for the background test
@@ -141,7 +151,7 @@ class ShortcutParams:
         for name in ("alpha", "class_gain_flag"):
             check_field(check, self, name, low=0.0, high=1.0, strict=True)
         check_field(check, self, "others_share_flag", low=0.0, high=1.0)
-        for name in ("level_shift_flag", "corner_shift_flag"):
+        for name in ("level_shift_flag", "corner_shift_flag", "black_level_flag"):
             check_field(check, self, name, low=0.0)
         check_field(check, self, "focus_ratio_flag", low=1.0)
         check_field(check, self, "range_flag", low=0.0, high=1.0)
@@ -246,6 +256,9 @@ def cue_table(
     if np.isfinite(size).any():
         values.append(size)
         names += ["object_area", "object_extent"]
+    if all(name in names for name in BLACK_LEVEL_INPUTS):
+        values.append(black_level(*(values[0][:, names.index(name)] for name in BLACK_LEVEL_INPUTS))[:, None])
+        names.append("black_level")
     if thumbnails is not None and len(thumbnails):
         rows = np.asarray(thumbnails)
         # In row blocks: the float64 grey pictures of a million rows would take ~5 GB at once.
@@ -290,6 +303,16 @@ def background_columns(thumbnails: np.ndarray) -> np.ndarray:
     out = np.concatenate([background, level[:, None], np.max(contrasts, axis=0)[:, None]], axis=1)
     out[~rows.any(axis=1)] = np.nan
     return out
+
+
+def black_level(contrast: np.ndarray, dynamic_range: np.ndarray, brightness_mean: np.ndarray) -> np.ndarray:
+    """(n,) the 1st grey percentile on the 0..1 scale, recovered from the stored properties: the percentile contrast
+    ``(p99 - p1) / (p99 + p1)`` and the dynamic range ``(p99 - p1) / 255`` give ``p99 + p1`` and so ``p1``. A flat
+    picture (no contrast, no range) is at its mean; an all-black one at 0."""
+    contrast, dynamic_range = np.asarray(contrast, dtype=np.float64), np.asarray(dynamic_range, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = (dynamic_range / contrast - dynamic_range) / 2
+    return np.clip(np.where(contrast > 0, spread, np.asarray(brightness_mean, dtype=np.float64)), 0.0, 1.0)
 
 
 def edge_sharpness(thumbnails: np.ndarray) -> np.ndarray:
@@ -596,15 +619,17 @@ def _per_class_cues(codes: np.ndarray, values: np.ndarray, cue_columns: Sequence
             entry = {"class": names[k], "gain": round(float(observed[k]), 4), "p_value": round(float(class_p[k]), 4),
                      "share_of_class": round(float(inside[k]), 4), "share_of_others": round(float(outside[k]), 4)}
             if cue_columns[j] in VISIBLE_FLOOR:
-                column = values[:, j]
-                carriers = column[(labels == k) & (codes[:, j] >= first[k]) & (codes[:, j] < end[k])]
-                others = column[labels != k]
-                carriers, others = carriers[np.isfinite(carriers)], others[np.isfinite(others)]
-                entry["median_inside"] = round(float(np.median(carriers)), 4) if carriers.size else None
-                entry["median_others"] = round(float(np.median(others)), 4) if others.size else None
+                in_range = (labels == k) & (codes[:, j] >= first[k]) & (codes[:, j] < end[k])
+                entry["median_inside"], entry["median_others"] = _medians(values[:, j], in_range, labels != k)
             classes.append(entry)
         result[cue_columns[j]] = {"p_value": float(class_p.min()), "classes": classes}
     return result
+
+
+def _medians(column: np.ndarray, inside: np.ndarray, others: np.ndarray) -> tuple[float | None, float | None]:
+    """The medians of the known values of ``column`` where ``inside`` and where ``others`` (None where none)."""
+    picked = [column[mask & np.isfinite(column)] for mask in (inside, others)]
+    return tuple(round(float(np.median(v)), 4) if v.size else None for v in picked)  # type: ignore[return-value]
 
 
 # Columns read off the pixels: the ShortcutParams field holding the least visible change, and how it is measured
@@ -612,6 +637,7 @@ def _per_class_cues(codes: np.ndarray, values: np.ndarray, cue_columns: Sequence
 VISIBLE_FLOOR = {**dict.fromkeys(("background_red", "background_green", "background_blue", "background_brightness"),
                                  ("level_shift_flag", "difference")),
                  "corner_contrast": ("corner_shift_flag", "difference"),
+                 "black_level": ("black_level_flag", "difference"),
                  "edge_sharpness": ("focus_ratio_flag", "ratio")}
 
 
