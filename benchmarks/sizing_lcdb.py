@@ -70,6 +70,9 @@ CURVES = 300
 SAMPLE_SEED = 0
 TOLERANCE = 0.25  # labels needed within +-25% of the truth
 GAINING = 0.03  # curves gaining >= 3 points from the last fitted size to the largest
+NOISE_Z = 1.6448536269514722  # a labels-needed target lies outside the plateau noise by this many sds
+PIN_PRECISION = 0.7  # the meta-model's labels-needed rule: stated numbers within +-25% this often on tuning curves
+PIN_MIN = 20  # ... over at least this many stated numbers
 
 
 def fetch_archive(cache: Path = CACHE) -> Path:
@@ -179,52 +182,99 @@ def power_law_fit(sizes: np.ndarray, means: np.ndarray) -> tuple[float, float, f
     return float(fit.x[0]), float(fit.x[1]), float(fit.x[2])
 
 
-def learned_result(curve: dict[str, Any], curves_at: Any, pin_span: float) -> dict[str, Any]:
-    """A learned method's backtest on one curve (fit <= 25%, predict the largest), as ``forecast`` computes it:
-    ``curves_at(sizes, values, grid) -> (central, low, high)``."""
-    from curato.sizing.forecast import GRID_POINTS, HORIZON, labels_needed
-    from curato.sizing.prior import pinned_down
+def outside_noise(curve: dict[str, Any], index: int) -> bool:
+    """Whether the mean measured at ``sizes[index]`` (a labels-needed target) lies outside the noise of the curve's
+    plateau: the curve, interpolated in log size, is below it at 75% of that size (the -25% edge of a right
+    answer) by more than the 90% noise of the difference (1.645 x the two means' seed standard errors, the second
+    interpolated too). Otherwise the curve may already reach the target with 25% fewer labels, and which size
+    "first reaches" it is decided by the seeds' noise, not by the curve."""
+    sizes = np.log(np.array(curve["sizes"], dtype=np.float64))
+    means = np.array([float(np.mean(v)) for v in curve["values"]])
+    se = np.array([float(np.std(v, ddof=1)) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in curve["values"]])
+    at = math.log(0.75) + sizes[index]
+    below = means[index] - float(np.interp(at, sizes, means))
+    return bool(below > NOISE_Z * math.hypot(se[index], float(np.interp(at, sizes, se))))
 
-    sizes, values, largest, measured = fitted_part(curve)
+
+def later_targets(curve: dict[str, Any]) -> list[int]:
+    """The indices of the sizes beyond the fitted quarter: each one's measured mean is a labels-needed target whose
+    truth is that size."""
+    sizes = np.array(curve["sizes"], dtype=np.float64)
+    return [int(i) for i in np.flatnonzero(sizes > sizes[-1] * FRACTION + 1e-9)]
+
+
+def learned_result(curve: dict[str, Any], curves_at: Any, pinned: Any) -> dict[str, Any]:
+    """A learned method's backtest on one curve (fit <= 25%, predict the largest), as ``forecast`` computes it:
+    ``curves_at(sizes, values, grid) -> (central, low, high)``; ``pinned(grid, central, needed, crossings, today)``
+    whether a labels-needed answer is stated as a number. ``targets``: the labels-needed answer for the mean
+    measured at every size beyond the quarter (``later_targets``), the largest's also at the top level."""
+    from curato.sizing.forecast import GRID_POINTS, HORIZON, labels_needed, no_way_back
+    from curato.sizing.meta import slope_at
+
+    sizes, values, largest, _ = fitted_part(curve)
     grid = np.geomspace(sizes[0], sizes[-1] * HORIZON, GRID_POINTS)
     central, low, high = curves_at(sizes, values, np.append(grid, largest))
     predicted, interval = float(central[-1]), [float(low[-1]), float(high[-1])]
     central, low, high = central[:-1], low[:-1], high[:-1]
-    needed = labels_needed(grid, central, measured)
-    crossings = [labels_needed(grid, high, measured), labels_needed(grid, low, measured)]
-    return {"predicted": predicted, "interval": interval, "needed": None if not math.isfinite(needed) else needed,
-            "flagged": not pinned_down(crossings, today=float(sizes[-1]), pin_span=pin_span),
-            "crossings": crossings}
+    targets = []
+    for index in later_targets(curve):
+        target = float(np.mean(curve["values"][index]))
+        for_needed = no_way_back(grid, sizes, values, target)
+        needed = labels_needed(grid, for_needed(central), target)
+        crossings = [labels_needed(grid, for_needed(high), target), labels_needed(grid, for_needed(low), target)]
+        targets.append({"truth": curve["sizes"][index], "needed": None if not math.isfinite(needed) else needed,
+                        "pinned": pinned(grid, central, needed, crossings, float(sizes[-1])),
+                        "outside_noise": outside_noise(curve, index), "crossings": crossings,
+                        "slope": slope_at(grid, central, needed) if math.isfinite(needed) else None})
+    last = targets[-1]
+    return {"predicted": predicted, "interval": interval, "needed": last["needed"], "flagged": not last["pinned"],
+            "crossings": last["crossings"], "targets": targets}
 
 
 def prior_result(curve: dict[str, Any], prior: Any) -> dict[str, Any]:
     """The slope prior's backtest on one curve."""
     from curato.sizing.forecast import evaluation_sd
-    from curato.sizing.prior import prior_curves
+    from curato.sizing.prior import pinned_down, prior_curves
 
     def curves_at(sizes: np.ndarray, values: list[np.ndarray], grid: np.ndarray) -> Any:
         eval_sd = float(evaluation_sd(float(np.mean(values[-1])), [curve["test_rows"]]))
         return prior_curves(prior, sizes, values, grid, eval_sd=eval_sd)
 
-    return learned_result(curve, curves_at, prior.pin_span)
+    return learned_result(curve, curves_at, lambda grid, central, needed, crossings, today: pinned_down(
+        crossings, today=today, pin_span=prior.pin_span))
 
 
 def baseline_results(curve: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Power law and no gain on one curve (no intervals; labels needed where each reaches the measured value)."""
-    sizes, values, largest, measured = fitted_part(curve)
+    """Power law and no gain on one curve (no intervals; labels needed where each reaches the measured value at the
+    largest size, and at every size beyond the quarter in ``targets``; a number whenever they reach it)."""
+    sizes, values, largest, _ = fitted_part(curve)
     means = np.array([float(np.mean(v)) for v in values])
     params = power_law_fit(sizes, means)
     if params is None:
-        power, needed = float(means[-1]), None
+        power = float(means[-1])
     else:
         c, log_a, b = params
         power = float(min(1.0, c - math.exp(log_a - b * math.log(largest))))
-        needed = None if c <= measured or b <= 0 else float(
-            max(sizes[0], math.exp((log_a - math.log(c - measured)) / b)))
-    flat_needed = float(np.flatnonzero(means >= measured)[0]) if means.max() >= measured else None
-    flat_needed = None if flat_needed is None else float(sizes[int(flat_needed)])
-    return {"power law": {"predicted": power, "interval": None, "needed": needed, "flagged": False},
-            "no gain": {"predicted": float(means[-1]), "interval": None, "needed": flat_needed, "flagged": False}}
+
+    def power_needed(target: float) -> float | None:
+        if params is None or params[0] <= target or params[2] <= 0:
+            return None
+        return float(max(sizes[0], math.exp((params[1] - math.log(params[0] - target)) / params[2])))
+
+    def flat_needed(target: float) -> float | None:
+        reached = np.flatnonzero(means >= target)
+        return float(sizes[int(reached[0])]) if reached.size else None
+
+    out = {}
+    for name, predicted, needed_for in (("power law", power, power_needed), ("no gain", float(means[-1]), flat_needed)):
+        targets = []
+        for index in later_targets(curve):
+            needed = needed_for(float(np.mean(curve["values"][index])))
+            targets.append({"truth": curve["sizes"][index], "needed": needed, "pinned": needed is not None,
+                            "outside_noise": outside_noise(curve, index)})
+        out[name] = {"predicted": predicted, "interval": None, "needed": targets[-1]["needed"], "flagged": False,
+                     "targets": targets}
+    return out
 
 
 def fit_prior(curves: list[dict[str, Any]], *, window: int = 4) -> Any:
@@ -330,7 +380,7 @@ def _boosted(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> list[Any]:
                                           **META_BOOST).fit(x, y, sample_weight=weight) for q in QUANTILES]
 
 
-def _as_meta(models: list[Any], *, interval_scale: float, pin_span: float, source: str) -> Any:
+def _as_meta(models: list[Any], *, interval_scale: float, source: str) -> Any:
     """scikit-learn's fitted trees as the plain arrays of ``curato.sizing.meta.MetaModel``."""
     from curato.sizing.meta import MetaModel
 
@@ -351,14 +401,16 @@ def _as_meta(models: list[Any], *, interval_scale: float, pin_span: float, sourc
     return MetaModel(np.array([float(np.ravel(m._baseline_prediction)[0]) for m in models]),
                      np.array(starts, dtype=np.int32), np.concatenate(feature).astype(np.int8),
                      np.concatenate(threshold), np.concatenate(left).astype(np.int16),
-                     np.concatenate(right).astype(np.int16), np.concatenate(value), interval_scale, pin_span, source)
+                     np.concatenate(right).astype(np.int16), np.concatenate(value), interval_scale, source)
 
 
 def meta_result(curve: dict[str, Any], model: Any) -> dict[str, Any]:
     """The meta-model's backtest on one curve."""
-    from curato.sizing.meta import meta_curves
+    from curato.sizing.meta import meta_curves, meta_pinned
 
-    return learned_result(curve, lambda sizes, values, grid: meta_curves(model, sizes, values, grid), model.pin_span)
+    return learned_result(curve, lambda sizes, values, grid: meta_curves(model, sizes, values, grid),
+                          lambda grid, central, needed, crossings, today: meta_pinned(
+                              model, grid, central, needed=needed, upper_crossing=crossings[0], today=today))
 
 
 def choose_pin_span(curves: list[dict[str, Any]], results: list[dict[str, Any]]) -> float:
@@ -379,6 +431,41 @@ def choose_pin_span(curves: list[dict[str, Any]], results: list[dict[str, Any]])
     return pin_span
 
 
+PIN_NEAR = (0.0, 0.2, 0.35)  # the candidates of the meta-model's labels-needed rule (log size beyond today)
+PIN_REACH = (0.5, 0.6, 0.7, 0.8, 1.0, 1.4, 2.0)
+PIN_SLOPE = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04)
+
+
+def choose_pin_rule(curves: list[dict[str, Any]], results: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """The meta-model's labels-needed rule (``curato.sizing.meta.meta_pinned``: ``pin_near``, ``pin_reach``,
+    ``pin_slope``) from its out-of-fold answers for every target beyond the quarter of the tuning curves: among
+    the candidates whose stated numbers land within +-25% at least ``PIN_PRECISION`` of the time (over at least
+    ``PIN_MIN`` of them), the one stating the most right numbers for targets outside the plateau noise; none
+    stated (the defaults) when no candidate qualifies."""
+    reach, slope, clear, right, outside = [], [], [], [], []
+    for curve, result in zip(curves, results, strict=True):
+        today = float(fitted_part(curve)[0][-1])
+        for target in result["targets"]:
+            needed = math.inf if target["needed"] is None else target["needed"]
+            clear.append(math.isfinite(needed) and target["crossings"][0] > today)
+            reach.append(math.log(needed / today) if math.isfinite(needed) else math.inf)
+            slope.append(-math.inf if target["slope"] is None else target["slope"])
+            right.append(math.isfinite(needed) and abs(needed / target["truth"] - 1) <= TOLERANCE)
+            outside.append(target["outside_noise"])
+    reach_a, slope_a, clear_a, right_a, outside_a = (np.array(v) for v in (reach, slope, clear, right, outside))
+    best, rule = -1, (0.0, -1.0, math.inf)
+    for near in PIN_NEAR:
+        for far in PIN_REACH:
+            for climb in PIN_SLOPE:
+                stated = clear_a & (reach_a >= near) & (reach_a <= far) & (slope_a >= climb)
+                if stated.sum() < PIN_MIN or right_a[stated].mean() < PIN_PRECISION:
+                    continue
+                score = int((stated & right_a & outside_a).sum())
+                if score > best:
+                    best, rule = score, (near, far, climb)
+    return rule
+
+
 def _meta_model(task: tuple[np.ndarray, np.ndarray, np.ndarray, str]) -> Any:
     """One meta-model fitted on ``(features, gains, weights)``, exported to plain arrays (checked against
     scikit-learn's own predictions)."""
@@ -386,7 +473,7 @@ def _meta_model(task: tuple[np.ndarray, np.ndarray, np.ndarray, str]) -> Any:
 
     x, y, weight, source = task
     models = _boosted(x, y, weight)
-    model = _as_meta(models, interval_scale=1.0, pin_span=0.0, source=source)
+    model = _as_meta(models, interval_scale=1.0, source=source)
     check = x[:500]
     assert np.allclose(predict_quantiles(model, check), [m.predict(check) for m in models], atol=1e-9), \
         "tree export disagrees with scikit-learn"
@@ -396,8 +483,8 @@ def _meta_model(task: tuple[np.ndarray, np.ndarray, np.ndarray, str]) -> Any:
 def fit_meta(curves: list[dict[str, Any]], *, folds: int = 5, workers: int = 3) -> tuple[Any, dict[str, Any]]:
     """Learn the meta-model from ``curves`` (even OpenML ids only): ``folds``-fold cross-validation by dataset
     gives out-of-fold forecasts of the standard cut (25% to the largest), from which the band's scale (90%
-    out-of-fold coverage) and ``pin_span`` are chosen; the model shipped is fitted on every curve. Returns it and
-    the out-of-fold results per curve (the tuning figures to report)."""
+    out-of-fold coverage) and the labels-needed rule (``choose_pin_rule``) are chosen; the model shipped is fitted
+    on every curve. Returns it and the out-of-fold results per curve (the tuning figures to report)."""
     from dataclasses import replace
 
     if any(c["openmlid"] % 2 for c in curves):
@@ -430,10 +517,10 @@ def fit_meta(curves: list[dict[str, Any]], *, folds: int = 5, workers: int = 3) 
     interval_scale = float(np.quantile(scales, 0.9))
     results = [meta_result(c, replace(m, interval_scale=interval_scale)) for c, m in zip(curves, fold_model,
                                                                                           strict=True)]
-    pin_span = choose_pin_span(curves, results)
-    results = [meta_result(c, replace(m, interval_scale=interval_scale, pin_span=pin_span))
-               for c, m in zip(curves, fold_model, strict=True)]
-    model = replace(final, interval_scale=interval_scale, pin_span=pin_span)
+    near, reach, climb = choose_pin_rule(curves, results)
+    rule = {"interval_scale": interval_scale, "pin_near": near, "pin_reach": reach, "pin_slope": climb}
+    results = [meta_result(c, replace(m, **rule)) for c, m in zip(curves, fold_model, strict=True)]
+    model = replace(final, **rule)
     return model, {key(c): r for c, r in zip(curves, results, strict=True)}
 
 
@@ -563,6 +650,49 @@ def table(title: str, curves: list[dict[str, Any]], methods: dict[str, dict[str,
     return "\n".join(lines)
 
 
+def labels_summary(curves: list[dict[str, Any]], results: dict[str, Any], *, largest_only: bool = False
+                   ) -> dict[str, Any]:
+    """A method's labels-needed answers for the targets beyond the quarter (``later_targets``; with
+    ``largest_only`` the measured value at the largest size alone, as the issue's table): ``targets``, ``outside``
+    (those outside the plateau noise, ``outside_noise``), ``stated`` (share answered with a number), ``precision``
+    (of those, the share within +-25% of the truth), ``goal`` (targets outside the noise answered with a number
+    within +-25%, over all targets outside the noise: the issue's ">= 50%"), ``flagged_outside`` (share of the
+    targets outside the noise not stated as a number) and ``wrong`` (share of all targets answered with a number
+    off by more than 25%: a confident wrong number)."""
+    rows = [t for c in curves if key(c) in results and "targets" in results[key(c)]
+            for t in (results[key(c)]["targets"][-1:] if largest_only else results[key(c)]["targets"])]
+    if not rows:
+        return {"targets": 0}
+    stated = np.array([bool(t["pinned"]) and t["needed"] is not None for t in rows])
+    right = np.array([t["needed"] is not None and abs(t["needed"] / t["truth"] - 1) <= TOLERANCE for t in rows])
+    outside = np.array([bool(t["outside_noise"]) for t in rows])
+    return {"targets": len(rows), "outside": int(outside.sum()), "stated": float(stated.mean()),
+            "precision": float(right[stated].mean()) if stated.any() else None,
+            "goal": float((stated & right & outside).sum() / outside.sum()) if outside.any() else None,
+            "central_outside": float(right[outside].mean()) if outside.any() else None,
+            "flagged_outside": float((~stated[outside]).mean()) if outside.any() else None,
+            "wrong": float((stated & ~right).mean()), "wrong_count": int((stated & ~right).sum())}
+
+
+def labels_table(title: str, curves: list[dict[str, Any]], methods: dict[str, dict[str, Any]]) -> str:
+    """A markdown table of the labels-needed answers of every method that gives them per target."""
+    lines = [f"{title}", "",
+             "| method | targets | outside the noise | stated as a number | within +-25% of those stated | "
+             "outside the noise: stated and within +-25% (goal >= 50%) | outside: central answer within +-25% | "
+             "outside: flagged | confidently wrong (stated, off > 25%) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for largest_only in (False, True):
+        for name, results in methods.items():
+            s = labels_summary(curves, results, largest_only=largest_only)
+            if not s["targets"]:
+                continue
+            lines.append(f"| {name}{' (largest size only)' if largest_only else ''} | {s['targets']} | "
+                         f"{s['outside']} | {s['stated']:.0%} | {_cell(s['precision'], '.0%')} | "
+                         f"{_cell(s['goal'], '.0%')} | {_cell(s['central_outside'], '.0%')} | "
+                         f"{_cell(s['flagged_outside'], '.0%')} | {s['wrong']:.0%} ({s['wrong_count']}) |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=("even", "odd", "all"), default="even",
@@ -601,12 +731,18 @@ def main(argv: list[str] | None = None) -> int:
         meta, out_of_fold = fit_meta(even, workers=max(args.workers, 3))
         meta.save(args.fit_meta)
         print(f"meta-model learned on {len(even)} even-id curves -> {args.fit_meta} (band scale "
-              f"{meta.interval_scale:.3f}, pin_span {meta.pin_span:.3f})")
+              f"{meta.interval_scale:.3f}; labels needed stated as a number {math.exp(meta.pin_near):.2f}-"
+              f"{math.exp(meta.pin_reach):.2f}x beyond today where the forecast climbs >= {meta.pin_slope:.3f} per "
+              "log size)")
         baselines = {key(c): baseline_results(c) for c in even}
         print(table("## Out-of-fold (5 folds by dataset), all even-id curves", even, {
             "power law": {k: v["power law"] for k, v in baselines.items()},
             "no gain": {k: v["no gain"] for k, v in baselines.items()},
             "slope prior (in-sample)": {key(c): prior_result(c, prior) for c in even},
+            "meta-model (out-of-fold)": out_of_fold}))
+        print(labels_table("## Labels needed out-of-fold, all even-id curves", even, {
+            "power law": {k: v["power law"] for k, v in baselines.items()},
+            "no gain": {k: v["no gain"] for k, v in baselines.items()},
             "meta-model (out-of-fold)": out_of_fold}))
         for learner in LEARNERS.values():
             chosen = [c for c in even if c["learner"] == learner]
@@ -634,6 +770,9 @@ def main(argv: list[str] | None = None) -> int:
           f"one seed vs the others' mean {floor['one_seed']:.2f}; a line through the 4 previous means, one step "
           f"(1.4x) ahead {floor['one_step']:.2f}; a quarter of no gain's error {floor['no_gain_quarter']:.2f}")
     print(table(f"## All learners, {role}", curves, methods))
+    print()
+    print(labels_table(f"## Labels needed for the value measured at every size beyond the quarter, {role}", curves,
+                       methods))
     for slow in ("curato (current)", "dataeval Sufficiency"):
         answered = [c for c in curves if key(c) in methods.get(slow, {})]
         if 0 < len(answered) < len(curves):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from curato.sizing import (
 from curato.sizing.curves import FAMILIES
 from curato.sizing.forecast import evaluation_sd, extrapolation_scale, noisy_curves, plateau_noise
 from curato.sizing.measure import curve_components, train_and_score_head
-from curato.sizing.meta import curve_features, load_meta, meta_curves, predict_quantiles
+from curato.sizing.meta import curve_features, load_meta, meta_curves, meta_pinned, predict_quantiles
 from curato.sizing.prior import load_prior, pinned_down, prior_curves
 from curato.sizing.strategies import augment_image
 from curato.workspace import Workspace
@@ -612,3 +613,40 @@ def test_a_damaged_meta_model_file_is_a_one_line_input_error(tmp_path):
     with pytest.raises(InputError, match="not a sizing meta-model") as error:
         load_meta(damaged)
     assert "\n" not in str(error.value)
+
+
+def test_meta_labels_needed_rule_states_a_number_only_near_today_on_a_climbing_forecast():
+    model = replace(load_meta(), pin_near=0.2, pin_reach=0.6, pin_slope=0.01)
+    grid = np.geomspace(100.0, 100_000.0, 600)
+    climbing = np.clip(0.5 + 0.03 * np.log(grid / 100.0), 0.0, 1.0)
+    flat = np.full(len(grid), 0.8)
+    assert meta_pinned(model, grid, climbing, needed=1500.0, upper_crossing=1100.0, today=1000.0)
+    assert not meta_pinned(model, grid, climbing, needed=1100.0, upper_crossing=1050.0, today=1000.0)  # too near
+    assert not meta_pinned(model, grid, climbing, needed=2000.0, upper_crossing=1100.0, today=1000.0)  # too far
+    assert not meta_pinned(model, grid, climbing, needed=1500.0, upper_crossing=900.0, today=1000.0)  # in today's band
+    assert not meta_pinned(model, grid, flat, needed=1500.0, upper_crossing=1100.0, today=1000.0)  # flat there
+    assert not meta_pinned(model, grid, climbing, needed=float("inf"), upper_crossing=1100.0, today=1000.0)
+
+
+def test_meta_forecast_states_labels_needed_for_a_near_target_on_a_steep_curve():
+    rng = np.random.default_rng(0)
+    sizes = np.array([16 * 2 ** (i / 2) for i in range(12)])
+    values = [0.5 + 0.05 * np.log(n / 16) + rng.normal(0, 0.004, 5) for n in sizes]
+    today = float(np.mean(values[-1]))
+    quick = {"chance": 0.5, "n_bootstrap": 0, "method": "meta", "fit_families": False}
+    near = forecast(sizes, values, target=today + 0.01, **quick)["samples_needed"]
+    assert near["status"] == "estimated" and near["pinned_down"]
+    # the straight line reaches it at 884 labels; the shipped rule states numbers only 1.2-1.9x beyond today
+    assert sizes[-1] * 1.2 <= near["total"] <= sizes[-1] * 1.9
+    far = forecast(sizes, values, target=today + 0.04, **quick)["samples_needed"]
+    assert far["status"] == "cannot be pinned down" and far["total"] is not None
+
+
+def test_a_meta_model_file_from_before_the_labels_needed_rule_states_no_number(tmp_path):
+    shipped = load_meta()
+    old = tmp_path / "old.npz"
+    with np.load(resources.files("curato.sizing") / "lcdb_meta.npz") as raw:
+        np.savez_compressed(old, **{k: raw[k] for k in raw.files if k != "calibration"},
+                            calibration=np.array([shipped.interval_scale, 0.0]))
+    model = load_meta(old)
+    assert model.interval_scale == shipped.interval_scale and model.pin_reach < model.pin_near

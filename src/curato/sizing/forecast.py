@@ -32,7 +32,7 @@ import numpy as np
 
 from curato.errors import InputError
 from curato.sizing.curves import FamilyFit, fit_curve, select_fits, weighted_ceiling, weighted_metric
-from curato.sizing.meta import load_meta, meta_curves
+from curato.sizing.meta import load_meta, meta_curves, meta_pinned
 from curato.sizing.prior import curve_top, load_prior, pinned_down, prior_curves, prior_gain
 
 Z90 = 1.6448536269514722  # the standard normal's 95th percentile: a central 90% interval is +-Z90 sd
@@ -67,7 +67,7 @@ def labels_needed(sizes: np.ndarray, metric: np.ndarray, target: float) -> float
     return float(np.exp(np.log(sizes[i - 1]) + fraction * (np.log(sizes[i]) - np.log(sizes[i - 1]))))
 
 
-def _no_way_back(grid: np.ndarray, sizes: np.ndarray, values: Sequence[np.ndarray],
+def no_way_back(grid: np.ndarray, sizes: np.ndarray, values: Sequence[np.ndarray],
                  target: float) -> Callable[[np.ndarray], np.ndarray]:
     """For reading labels needed off a learned curve: where the last measured mean is below ``target``, no size
     up to the last measured one reaches it (the learned curves are running maxima inside the measured range, so a
@@ -259,7 +259,7 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
         model = load_meta()
         central, low_band, high_band = meta_curves(model, n, values, grid)
         ceiling = float(central[-1])  # the trees stop growing beyond the horizons they were trained on
-        pin_span = model.pin_span
+        pin_span = math.nan  # the meta-model states a number by its own rule (meta_pinned)
         replicates, curves = np.empty((0, len(grid))), np.empty((0, len(grid)))
     else:
         replicates = _bootstrap(n, values, fits, chance=chance, grid=grid, n_bootstrap=n_bootstrap, seed=seed)
@@ -272,7 +272,7 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
             # Running maxima: a band of the metric reachable with *up to* n labels (the curves are non-decreasing).
             low_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[0], axis=0))
             high_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[1], axis=0))
-    for_needed = _no_way_back(grid, n, values, target) if method in LEARNED else (lambda curve: curve)
+    for_needed = no_way_back(grid, n, values, target) if method in LEARNED else (lambda curve: curve)
     needed = labels_needed(grid, for_needed(central), target)
 
     def at(points: Sequence[float], rows: np.ndarray) -> np.ndarray:
@@ -299,7 +299,8 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     if method in LEARNED:
         crossings = [labels_needed(grid, for_needed(high_band), target),
                      labels_needed(grid, for_needed(low_band), target)]
-        pinned = pinned_down(crossings, today=float(n[-1]), pin_span=pin_span)
+        pinned = (meta_pinned(model, grid, central, needed=needed, upper_crossing=crossings[0], today=float(n[-1]))
+                  if method == "meta" else pinned_down(crossings, today=float(n[-1]), pin_span=pin_span))
         within_noise = not pinned and math.isfinite(needed)
     else:
         pinned = (needed_interval is not None and None not in needed_interval and not within_noise)

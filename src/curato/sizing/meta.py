@@ -14,10 +14,13 @@ from the curve's *shape* alone, so it applies to any user curve (no learner or d
 Three gradient-boosted quantile models (5%, 50%, 95% of the gain; scikit-learn's histogram boosting, monotone
 non-decreasing in the distance, so every forecast curve rises with the labels) give the central curve and the
 90% band; the band's half-widths carry a scale calibrated on the tuning curves' out-of-fold errors. Labels needed
-are read where the central curve crosses the target, their interval where the band's edges do, and "cannot be
-pinned down" follows the slope prior's rule (``curato.sizing.prior.pinned_down``) with the meta-model's own
-``pin_span``. Beyond the largest horizon it was trained on (about 100x) the trees stop growing: the forecast
-flattens there.
+are read where the central curve crosses the target, their interval where the band's edges do. The band's
+crossings are almost never narrow (its 5% edge rarely reaches a target above today's level), so whether the
+answer is stated as a number (``meta_pinned``) is a rule learned on the tuning curves instead: the target lies
+above today's band, the central answer lies between ``pin_near`` and ``pin_reach`` (log of the answer over
+today's labels) and the central curve still climbs there by at least ``pin_slope`` per unit of log size (on a
+flat stretch a small error in the metric moves the labels by a lot); otherwise "cannot be pinned down". Beyond
+the largest horizon it was trained on (about 100x) the trees stop growing: the forecast flattens there.
 
 The trees are stored as plain arrays (``lcdb_meta.npz``, written by ``benchmarks/sizing_lcdb.py --fit-meta``
 from even OpenML ids only) and evaluated here with NumPy, so forecasting stays offline and needs no
@@ -43,6 +46,7 @@ FEATURES = ("distance", "slope", "t", "earlier_slope", "headroom", "last_offset"
 QUANTILES = (0.05, 0.5, 0.95)
 WINDOW = 4  # means in the top's line, as the slope prior
 MAX_T = 20.0
+SLOPE_SPAN = 0.25  # the central curve's slope at an answer is read over +-0.25 in log size around it
 
 
 @dataclass(frozen=True)
@@ -57,24 +61,31 @@ class MetaModel:
     right: np.ndarray
     value: np.ndarray  # (nodes,) a leaf's contribution
     interval_scale: float  # widens (> 1) or narrows the band's half-widths to its out-of-fold 90% coverage
-    pin_span: float
     source: str
+    # the labels-needed rule (``meta_pinned``); the defaults state no number at all
+    pin_near: float = 0.0  # the answer lies at least exp(pin_near) times today's labels away
+    pin_reach: float = -1.0  # ... and at most exp(pin_reach) times
+    pin_slope: float = math.inf  # the central curve climbs at least this much per unit of log size there
 
     def save(self, path: Path) -> None:
+        calibration = np.array([self.interval_scale, self.pin_near, self.pin_reach, self.pin_slope])
         np.savez_compressed(path, baseline=self.baseline, tree_start=self.tree_start, feature=self.feature,
                             threshold=self.threshold, left=self.left, right=self.right, value=self.value,
-                            calibration=np.array([self.interval_scale, self.pin_span]), source=np.array(self.source))
+                            calibration=calibration, source=np.array(self.source))
 
 
 def load_meta(path: Path = META_PATH) -> MetaModel:
     """The shipped meta-model (or one written by ``benchmarks/sizing_lcdb.py --fit-meta``)."""
     try:
         with np.load(path) as raw:
-            scale, pin_span = (float(v) for v in raw["calibration"])
+            calibration = [float(v) for v in raw["calibration"]]
+            # a file from before the labels-needed rule ([scale, pin_span]) pins nothing
+            rule = dict(zip(("pin_near", "pin_reach", "pin_slope"), calibration[1:], strict=True)) \
+                if len(calibration) == 4 else {}
             return MetaModel(raw["baseline"].astype(np.float64), raw["tree_start"].astype(np.int64),
                              raw["feature"].astype(np.int64), raw["threshold"].astype(np.float64),
                              raw["left"].astype(np.int64), raw["right"].astype(np.int64),
-                             raw["value"].astype(np.float64), scale, pin_span, str(raw["source"]))
+                             raw["value"].astype(np.float64), calibration[0], str(raw["source"]), **rule)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise InputError(f"{path}: not a sizing meta-model ({error}); reinstall curato or re-learn it with "
                          "benchmarks/sizing_lcdb.py --fit-meta") from error
@@ -143,3 +154,24 @@ def meta_curves(model: MetaModel, sizes: np.ndarray | Sequence[float], values: S
         return np.clip(np.where(distance <= 0, inside, beyond), 0.0, 1.0)
 
     return curve(gain), curve(low_gain), curve(high_gain)
+
+
+def slope_at(grid: np.ndarray, curve: np.ndarray, size: float) -> float:
+    """The slope of ``curve`` (over ``grid``) at ``size``, per unit of log size, over +-``SLOPE_SPAN`` around it."""
+    x = math.log(size) + np.array([-SLOPE_SPAN, SLOPE_SPAN])
+    low, high = np.interp(x, np.log(np.asarray(grid, dtype=np.float64)), curve)
+    return float((high - low) / (2 * SLOPE_SPAN))
+
+
+def meta_pinned(model: MetaModel, grid: np.ndarray, central: np.ndarray, *, needed: float, upper_crossing: float,
+                today: float) -> bool:
+    """Whether the labels needed (``needed``: where ``central`` crosses the target; ``upper_crossing``: where the
+    band's upper edge does) are stated as a number: the target lies above today's band (the upper edge crosses
+    it beyond ``today``), the answer lies ``pin_near``..``pin_reach`` (log size) beyond today, and ``central``
+    still climbs by at least ``pin_slope`` per unit of log size there. Learned on the tuning curves so that the
+    numbers stated land within +-25% of the labels that reached the target most of the time
+    (``benchmarks/sizing_lcdb.py --fit-meta``)."""
+    if not (math.isfinite(needed) and upper_crossing > today):
+        return False
+    reach = math.log(needed / today)
+    return bool(model.pin_near <= reach <= model.pin_reach and slope_at(grid, central, needed) >= model.pin_slope)
