@@ -311,6 +311,34 @@ def _queries() -> dict[str, Callable[[Any], Any]]:
         check = getattr(workspace.catalog, "count_problems", None)
         return None if check is None else len(check())
 
+    def info_after_changes(workspace: Any) -> Any:
+        """1,000 files changed (a re-ingest writes their new hashes), then ``info``: the stale count moves."""
+        catalog = workspace.catalog
+        columns = ("sample_id", "kind", "uri", "split", "source", "readable", "content_hash")
+        rows = [dict(zip(columns, row, strict=True)) for batch in catalog.samples_in_order(columns, batch=1000)
+                for row in batch][:1000] if hasattr(catalog, "samples_in_order") else []
+        with catalog.transaction() as conn:
+            catalog.upsert_samples(conn, [{**row, "readable": bool(row["readable"]), "content_hash":
+                                           f"{uuid.uuid4().hex}{row['content_hash'][:8]}"} for row in rows])
+        started = time.perf_counter()
+        workspace_overview(workspace)
+        return time.perf_counter() - started
+
+    def report(workspace: Any) -> Any:
+        """The HTML report of an audit document flagging 1,000 samples (their files do not exist here: no
+        thumbnails are drawn, the catalog reads are what is measured)."""
+        from curato.commands.info import write_report
+
+        flagged = [{"sample_id": chunk_rows(i, i + 1, class_names(100))[3][0], "score": 0.5}
+                   for i in range(17, 10_000_000, 9_973)][:1000]
+        known = set(workspace.catalog.samples_of([row["sample_id"] for row in flagged], ("split",))) \
+            if hasattr(workspace.catalog, "samples_of") else {row["sample_id"] for row in flagged}
+        document = {"version": 1, "workspace": str(workspace.root), "checks": [
+            {"check": "label_issues", "severity": "medium", "message": "benchmark", "summary": {},
+             "issues": [row for row in flagged if row["sample_id"] in known]}]}
+        path = write_report(workspace, [], Path(workspace.root) / "reports" / "bench.html", audit_document=document)
+        return path.stat().st_size
+
     return {
         "first read (refit if due)": lambda ws: ws.catalog.curated_label_counts(None),
         "info (workspace_overview)": workspace_overview,
@@ -324,6 +352,10 @@ def _queries() -> dict[str, Callable[[Any], Any]]:
         "app: app_status after a new answer": status_after_answer,
         "label write + curated read": label_write_and_read,
         "report: every sample uri": lambda ws: len(ws.catalog.samples(("sample_id", "uri"))["sample_id"]),
+        "info with a feature set (first count)": workspace_overview,
+        "info with a feature set (counted)": workspace_overview,
+        "info after 1,000 files changed": info_after_changes,
+        "report (1,000 flagged samples)": report,
         "count_problems (curato check)": count_problems,
         "curated_label_problems (curato check)": problems,
     }
@@ -337,7 +369,8 @@ def _measure(root: str, name: str, results: Any) -> None:
     cpu, started = _cpu_seconds(), time.perf_counter()
     value = _queries()[name](workspace)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
-    if name in ("app: next_item", "app: app_status after a new answer", "label write + curated read"):
+    if name in ("app: next_item", "app: app_status after a new answer", "label write + curated read",
+                "info after 1,000 files changed"):
         seconds = float(value)
     results.put({"query": name, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": _peak_mb(),
                  "value": value if isinstance(value, int) else None})
@@ -372,13 +405,50 @@ def database_bytes(root: str) -> int:
         return int(conn.execute(select(func.pg_database_size(func.current_database()))).scalar())
 
 
+FEATURE_SET = "bench-embedding"
+
+
+def write_feature_set(root: str) -> dict[str, Any]:
+    """A feature set over every sample, as `curato embed` leaves it (ids in order, each with the content hash it
+    was computed from; 1 % of them computed from an older file, so stale), written straight in the store's layout
+    (``curato.featurestore``): ``finalize`` would hold several copies of 10M ids. 1-d float16 vectors: the
+    catalog's side of ``info`` is what is measured, not the vectors."""
+    from curato.workspace import Workspace
+
+    started = time.perf_counter()
+    workspace = Workspace.open(root)
+    catalog = workspace.catalog
+    count = catalog.sample_count()
+    ids = np.empty(count, dtype="<U40")
+    hashes = np.empty(count, dtype="<U40")
+    at = 0
+    for batch in catalog.samples_in_order(("sample_id", "content_hash"), batch=100_000):
+        ids[at:at + len(batch)] = [sid for sid, _ in batch]
+        hashes[at:at + len(batch)] = [digest or "" for _, digest in batch]
+        at += len(batch)
+    ids, hashes = ids[:at], hashes[:at]
+    order = np.argsort(ids, kind="stable")
+    ids, hashes = ids[order], hashes[order]
+    hashes[::100] = "0" * 40
+    folder = workspace.features.folder(FEATURE_SET)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "vectors-1.npy", np.zeros((at, 1), dtype=np.float16))
+    np.save(folder / "hashes-1.npy", hashes)
+    np.save(folder / "ids-1.npy", ids)
+    (folder / "meta.json").write_text(json.dumps({"name": FEATURE_SET, "generation": 1, "dim": 1,
+                                                  "dtype": "float16", "count": int(at), "modality": "image"}))
+    return {"feature_set": FEATURE_SET, "vectors": int(at), "seconds": time.perf_counter() - started,
+            "peak_rss_mb": _peak_mb()}
+
+
 def query(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Each query in its own forked process: wall time and peak RSS."""
     context = multiprocessing.get_context("fork")
     found = []
     skip = set(filter(None, (args.skip or "").split(",")))
+    only = set(filter(None, (args.only or "").split(",")))
     for name in ["open (migrations due)", *_queries()]:
-        if name in skip:
+        if name in skip or (only and name not in only):
             continue
         results = context.Queue()
         process = context.Process(target=_open if name.startswith("open") else _measure,
@@ -397,13 +467,14 @@ def query(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phase", choices=("build", "query"))
+    parser.add_argument("phase", choices=("build", "features", "query"))
     parser.add_argument("--root", required=True, help="workspace folder (build: must not exist)")
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--classes", type=int, default=100, help="number of classes (10-1000)")
     parser.add_argument("--chunk", type=int, default=100_000, help="samples per write transaction")
     parser.add_argument("--db", default="sqlite", help="sqlite, or a PostgreSQL server URL (a fresh database)")
     parser.add_argument("--skip", default="", help="comma-separated query names to leave out")
+    parser.add_argument("--only", default="", help="comma-separated query names to run (default: all)")
     parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
     parser.add_argument("--json", help="append the results to this JSON-lines file")
     parser.add_argument("--progress", action="store_true")
@@ -418,8 +489,13 @@ def main() -> None:
             print(f"  {name:<32} {entry['rows']:>11,} rows {entry['seconds']:8.1f} s "
                   f"{entry['cpu_seconds']:8.1f} s CPU  "
                   f"{rate}  {cpu_rate}")
+    elif args.phase == "features":
+        result = write_feature_set(args.root)
+        print(f"feature set {result['feature_set']}: {result['vectors']:,} vectors in {result['seconds']:.0f} s, "
+              f"peak {result['peak_rss_mb']:.0f} MB")
     else:
-        result = {"root": args.root, "queries": query(args), "database_bytes": database_bytes(args.root)}
+        result = {"root": args.root, "queries": query(args), "database_bytes": database_bytes(args.root),
+                  "load_average": os.getloadavg()}
         print(f"  catalog size {result['database_bytes'] / 1e9:.2f} GB")
     result["label"] = args.label
     if args.json:

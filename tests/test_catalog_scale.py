@@ -557,3 +557,33 @@ def test_info_counts_stale_vectors_from_the_logged_hash_changes(history: Workspa
     assert _logged(catalog) - logged_before == 307
     workspace.features.save(name, ids[250:280], ["x"] * 30, np.ones((30, 4)), {"modality": "image"})
     agrees("a new generation of the set")
+
+
+def test_info_does_not_wait_for_a_writer_to_store_its_count(history: Workspace) -> None:
+    """While an ingest holds SQLite's write lock, ``info`` counts the stale vectors and returns without storing
+    the count (a reader is never made to wait 30 s for the lock); the next ``info`` stores it."""
+    import sqlite3
+    import time
+
+    import numpy as np
+
+    catalog = history.catalog
+    if catalog.path is None:
+        pytest.skip("SQLite's write lock")
+    with catalog.engine.connect() as conn:
+        ids = sorted(conn.execute(select(samples.c.sample_id)).scalars())[:40]
+    name = "locked-vectors"
+    history.features.save(name, ids, ["x"] * len(ids), np.ones((len(ids), 2)), {"modality": "image"})
+    writer = sqlite3.connect(catalog.path)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.perf_counter()
+        (entry,) = [row for row in workspace_overview(history)["features"] if row["name"] == name]
+        assert time.perf_counter() - started < 10
+    finally:
+        writer.rollback()
+        writer.close()
+    assert entry["stale"] == _stale_by_reading_everything(history, name)[0]
+    assert catalog.feature_count(name) is None
+    workspace_overview(history)
+    assert catalog.feature_count(name)["stale"] == entry["stale"]

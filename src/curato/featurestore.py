@@ -122,10 +122,11 @@ class FeatureStore:
 
     def _arrays(self, name: str, meta: dict[str, Any], *, mmap: bool) -> tuple[np.ndarray, ...]:
         folder, generation = self.folder(name), meta["generation"]
+        mode = "r" if mmap else None  # ids and hashes too: at 10M samples they are GBs that `info` need not read
         return (
-            np.load(folder / f"ids-{generation}.npy"),
-            np.load(folder / f"hashes-{generation}.npy"),
-            np.load(folder / f"vectors-{generation}.npy", mmap_mode="r" if mmap else None),
+            np.load(folder / f"ids-{generation}.npy", mmap_mode=mode),
+            np.load(folder / f"hashes-{generation}.npy", mmap_mode=mode),
+            np.load(folder / f"vectors-{generation}.npy", mmap_mode=mode),
         )
 
     def _complete_arrays(self, name: str, meta: dict[str, Any], *, mmap: bool

@@ -357,6 +357,34 @@ class Catalog:
             result["uri"] = np.array([self.loaded_uri(uri) for uri in result["uri"].tolist()], dtype=object)
         return result
 
+    def samples_of(self, sample_ids: Iterable[str], columns: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """sample_id -> the values of ``columns`` for these samples only (unknown ids are left out), found by the
+        samples' index: what a page showing some samples needs, without reading every sample."""
+        wanted = list(dict.fromkeys(sample_ids))
+        chosen = [samples.c[name] for name in columns]
+        found: dict[str, tuple[Any, ...]] = {}
+        with self.engine.connect() as conn:
+            query = select(samples.c.sample_id, *chosen).where(_in_ids(conn, samples.c.sample_id))
+            for chunk in _chunks(wanted, _id_batch(conn)):
+                for row in conn.execute(query, {"wanted_ids": _ids_value(conn, chunk)}):
+                    found[row[0]] = tuple(row[1:])
+        if "uri" in columns and self.root is not None:
+            at = list(columns).index("uri")
+            found = {sid: (*values[:at], self.loaded_uri(values[at]), *values[at + 1:])
+                     for sid, values in found.items()}
+        return found
+
+    def samples_in_order(self, columns: Sequence[str], *, kind: str | None = None, batch: int = 10_000
+                         ) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows of ``columns`` (the first should be ``sample_id``) in sample_id order, ``batch`` at a time, for a
+        reader that stops early (the report's examples per class): the rows are fetched as it goes."""
+        query = select(*(samples.c[name] for name in columns)).order_by(samples.c.sample_id)
+        if kind is not None:
+            query = query.where(samples.c.kind == kind)
+        with self.engine.connect() as conn:
+            for partition in conn.execute(query.execution_options(yield_per=batch)).partitions():
+                yield [tuple(row) for row in partition]
+
     def sample_count(self) -> int:
         """Number of samples in the catalog (from the maintained ``sample_counts``)."""
         with self.engine.connect() as conn:
@@ -980,9 +1008,17 @@ class Catalog:
         values = {"store_key": store_key, "seq": seq, "stale": stale, "present": present}
         try:
             with self.engine.begin() as conn:
-                if not conn.execute(update(feature_counts).where(feature_counts.c.name == name)
-                                    .values(**values)).rowcount:
-                    conn.execute(feature_counts.insert().values(name=name, **values))
+                # SQLite: a reader does not wait for an ingest's write lock to store a count (it counts again)
+                driver = conn.connection.driver_connection if self.engine.dialect.name == "sqlite" else None
+                if driver is not None:
+                    driver.execute("PRAGMA busy_timeout=200")
+                try:
+                    if not conn.execute(update(feature_counts).where(feature_counts.c.name == name)
+                                        .values(**values)).rowcount:
+                        conn.execute(feature_counts.insert().values(name=name, **values))
+                finally:
+                    if driver is not None:
+                        driver.execute("PRAGMA busy_timeout=30000")
         except WorkspaceError:
             return False
         return True

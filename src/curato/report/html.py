@@ -87,23 +87,24 @@ def cue_text_in_words(text: str) -> str:
 
 
 class _Images:
-    """Sample id -> inline thumbnail, each computed once per report."""
+    """Sample id -> inline thumbnail, each computed once per report; the uris of the samples shown only are read
+    (by id: a page shows hundreds of samples, the catalog may hold millions)."""
 
     def __init__(self, workspace: Workspace, size: int) -> None:
-        table = workspace.catalog.samples(("sample_id", "uri"))
-        self.uris = dict(zip(table["sample_id"].tolist(), table["uri"].tolist(), strict=True))
+        self.catalog = workspace.catalog
         self.size = size
         self.found: dict[str, str] = {}
         self.missing: set[str] = set()
         self.in_galleries: set[str] = set()  # the ones the page's script draws (the rest are inline <img>)
 
     def want(self, sample_ids: Iterable[str], *, gallery: bool = False) -> None:
-        for sample_id in sample_ids:
-            if gallery:
-                self.in_galleries.add(sample_id)
-            if sample_id in self.found or sample_id in self.missing:
-                continue
-            uri = self.uris.get(sample_id)
+        wanted = list(sample_ids)
+        if gallery:
+            self.in_galleries.update(wanted)
+        new = [sid for sid in dict.fromkeys(wanted) if sid not in self.found and sid not in self.missing]
+        uris = {sid: values[0] for sid, values in self.catalog.samples_of(new, ("uri",)).items()}
+        for sample_id in new:
+            uri = uris.get(sample_id)
             src = thumbnail_data_uri(uri, size=self.size) if uri else None
             if src is None:
                 self.missing.add(sample_id)
@@ -112,13 +113,23 @@ class _Images:
 
 
 def _examples(workspace: Workspace, per_class: int) -> dict[str, list[str]]:
-    table = workspace.catalog.samples(("sample_id", "readable"), kind="image")
-    labels = workspace.catalog.current_labels()
+    """Per class, its first ``per_class`` readable images in sample_id order: the samples are walked in that
+    order with their curated labels, a batch at a time, until every class has its examples (a few batches,
+    not the whole catalog, unless a class has fewer readable images than that)."""
+    catalog = workspace.catalog
+    classes = {label for (label, _, _), count in catalog.curated_label_counts(None).items() if count > 0}
     chosen: dict[str, list[str]] = defaultdict(list)
-    for sample_id, ok in zip(table["sample_id"].tolist(), table["readable"].tolist(), strict=True):
-        label = labels.get(sample_id)
-        if ok and label is not None and len(chosen[label]) < per_class:
-            chosen[label].append(sample_id)
+    full: set[str] = set()
+    for rows in catalog.samples_in_order(("sample_id", "readable"), kind="image"):
+        labels = catalog.curated_labels([sid for sid, ok in rows if ok])
+        for sample_id, ok in rows:
+            found = labels.get(sample_id) if ok else None
+            if found is not None and len(chosen[found.label]) < per_class:
+                chosen[found.label].append(sample_id)
+                if len(chosen[found.label]) == per_class:
+                    full.add(found.label)
+        if classes <= full:
+            break
     return dict(sorted(chosen.items()))
 
 
@@ -340,9 +351,11 @@ def write_html_report(workspace: Workspace, path: str | Path, *, overview: dict[
     formats = sorted(str(f) for f in overview.get("formats", {}) if f)
     images = _Images(workspace, thumbnail_size)
     findings = sorted((audit or {}).get("checks") or [], key=lambda f: -SEVERITY_RANK.get(f.get("severity"), 0))
-    table = workspace.catalog.samples(("sample_id", "split"))
-    splits = dict(zip(table["sample_id"].tolist(), table["split"].tolist(), strict=True))
-    labels = workspace.catalog.current_labels()
+    # the split and curated label of the flagged samples (and their groups' members) only: what the galleries show
+    shown = {str(sid) for finding in findings for row in finding.get("issues") or []
+             for sid in [row["sample_id"], *(row.get("members") or [])]}
+    splits = {sid: values[0] for sid, values in workspace.catalog.samples_of(shown, ("split",)).items()}
+    labels = {sid: curated.label for sid, curated in workspace.catalog.curated_labels(shown).items()}
     galleries, sections = {}, []
     for finding in findings:
         evidence = finding.get("evidence") or {}
