@@ -96,6 +96,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from curato.features.propagation import UNPAINTED, complete_mask, prior_from_mask, region_graph
 from curato.features.superpixels import (
     DEFAULT_METHOD,
     METHODS,
@@ -401,6 +402,13 @@ def connected_drag(gains: np.ndarray, allowed: np.ndarray, neighbours: list[np.n
     return np.array(chosen)
 
 
+def _with(current: np.ndarray, where: Any, k: int) -> np.ndarray:
+    """``current`` with ``where`` painted ``k`` (a copy)."""
+    out = current.copy()
+    out[where] = k
+    return out
+
+
 def fitts_seconds(distance: float, width: float) -> float:
     """Fitts' law, Shannon form: seconds to point at a target ``width`` px wide ``distance`` px away."""
     return FITTS_A + FITTS_B * float(np.log2(distance / max(width, 1.0) + 1))
@@ -580,11 +588,37 @@ class Annotator:
         steering = STEER_A + STEER_B * sum(legs) if legs else 0.0
         return pointing, steering, centres[order[-1]]
 
-    def run(self, start: np.ndarray) -> dict[str, Any]:
+    def _seed_strokes(self, painted: np.ndarray) -> list[tuple[int, str, Any, Any, int]]:
+        """For each reference class with no painted pixel yet, the best brush stroke in its largest piece: a seed
+        (it may fix nothing by itself, e.g. background on an empty start, but the completion follows it)."""
+        seeds = []
+        for k in self.classes:
+            if (painted == k).any():
+                continue
+            pieces, n = ndi.label(self.reference == k)
+            if n == 0:
+                continue
+            sizes = np.bincount(pieces.ravel())
+            sizes[0] = 0
+            gain, pixels, used = self._brush(int(k), pieces == sizes.argmax())
+            if gain:
+                seeds.append((gain, "strokes", pixels, used, int(k)))
+        return seeds
+
+    def run(self, start: np.ndarray | None = None, complete: Any = None) -> dict[str, Any]:
         """Actions (clicks, strokes, fills) from ``start`` until mean IoU >= target (or the limit), and their
-        estimated seconds (pointing + steering; the pointer starts at the image's centre)."""
+        estimated seconds (pointing + steering; the pointer starts at the image's centre).
+
+        With ``complete`` (painted map -> mask, :func:`curato.features.propagation.complete_mask`) the painted
+        pixels are seeds: the start is the completion of nothing painted, every action adds its pixels to the
+        painted map and the whole mask is completed again. The annotator then picks the candidate action (the
+        best stroke, drag and fill for the largest wrong region) whose COMPLETED mask has most pixels right."""
+        painted = np.full(self.reference.shape, UNPAINTED, np.uint8)
+        if complete is not None:
+            start = complete(painted)
         current = start.astype(np.int32).copy()
-        counts = {"clicks": 0, "strokes": 0, "fills": 0}
+        counts = {"clicks": 0, "strokes": 0, "fills": 0, "completions": 0}
+        self.trace: list[tuple[str, int, float]] = []  # (action, class, mean IoU after it)
         pointer = np.array(current.shape, np.float64) / 2
         pointing_total = steering_total = 0.0
         while (mean_iou(current, self.reference, self.classes) < self.target
@@ -595,16 +629,38 @@ class Annotator:
             k, region = found
             net = self._net_gain(k, current)
             brush_gain, brushed, used = self._brush(k, region)
-            options: list[tuple[int, str, Any, Any]] = []
+            options: list[tuple[int, str, Any, Any, int]] = []
             if self.levels:
                 click_gain, segments, chosen = self._click(k, region, net)
-                options.append((click_gain, "clicks", segments, chosen))
+                options.append((click_gain, "clicks", segments, chosen, k))
             if self.fill:
                 fill_gain, flooded = self._fill(region, net, current)
-                options.append((fill_gain, "fills", flooded, None))
-            options.append((brush_gain, "strokes", brushed, used))
-            # Ties go to the earlier option: a click or fill is no more work than a stroke.
-            _, kind, where, detail = max((o for o in options if o[2] is not None), key=lambda option: option[0])
+                options.append((fill_gain, "fills", flooded, None, k))
+            options.append((brush_gain, "strokes", brushed, used, k))
+            if complete is not None:  # a seed stroke for each class nobody has painted yet, where it is largest
+                options.extend(self._seed_strokes(painted))
+            options = [o for o in options if o[2] is not None]
+            completed = None
+            if complete is not None:
+                # Each candidate two ways: the stroke alone (one action), or the stroke and then the completion key
+                # (two actions: the completion re-labels every pixel nobody painted). Best mean IoU gain per action.
+                before = mean_iou(current, self.reference, self.classes)
+                trials = []
+                for option in options:
+                    trial = painted.copy()
+                    trial[option[2]] = option[4]
+                    alone = current.copy()
+                    alone[option[2]] = option[4]
+                    after = complete(trial)
+                    trials.append(((mean_iou(alone, self.reference, self.classes) - before), 0, *option[1:], trial,
+                                   alone))
+                    trials.append(((mean_iou(after, self.reference, self.classes) - before) / 2, -1, *option[1:],
+                                   trial, after))
+                # Ties go to the earlier option (a click or fill is no more work than a stroke), and to no completion.
+                _, _, kind, where, detail, k, painted, completed = max(trials, key=lambda trial: trial[:2])
+                completes = completed is not None and not np.array_equal(completed, _with(current, where, k))
+            else:
+                _, kind, where, detail, k = max(options, key=lambda option: option[0])
             if kind == "strokes":
                 pointing, steering, pointer = self._stroke_effort(k, where, detail, pointer)
             elif kind == "clicks":
@@ -614,8 +670,15 @@ class Annotator:
                 steering = 0.0
             pointing_total += pointing
             steering_total += steering
-            current[where] = k
+            if completed is None:
+                current[where] = k
+            else:
+                current = completed.astype(np.int32)
+                if completes:
+                    counts["completions"] += 1
+                    pointing_total += KEY_SECONDS
             counts[kind] += 1
+            self.trace.append((kind, int(k), round(mean_iou(current, self.reference, self.classes), 4)))
         return {"actions": sum(counts.values()), **counts,
                 "seconds": round(pointing_total + steering_total, 2),
                 "pointing_seconds": round(pointing_total, 2), "steering_seconds": round(steering_total, 2),
@@ -740,7 +803,7 @@ def with_clear(kept: dict[str, Any], empty: dict[str, Any]) -> dict[str, Any]:
     return {**kept, "cleared": False}
 
 
-WAYS = ("brush", "superpixels", "prelabel", "prelabel_kept", "prelabel_gated")
+WAYS = ("brush", "superpixels", "prelabel", "prelabel_kept", "prelabel_gated", "propagate", "propagate_prelabel")
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -753,6 +816,10 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "ratio_prelabel": round(actions["brush"] / max(actions["prelabel"], 1), 2),
             "ratio_prelabel_kept": round(actions["brush"] / max(actions["prelabel_kept"], 1), 2),
             "ratio_prelabel_gated": round(actions["brush"] / max(actions["prelabel_gated"], 1), 2),
+            "ratio_propagate": round(actions["brush"] / max(actions["propagate"], 1), 2),
+            "ratio_propagate_prelabel": round(actions["brush"] / max(actions["propagate_prelabel"], 1), 2),
+            "ratio_propagate_seconds": round(seconds["brush"] / max(seconds["propagate"], 1e-9), 2),
+            "ratio_propagate_prelabel_seconds": round(seconds["brush"] / max(seconds["propagate_prelabel"], 1e-9), 2),
             "ratio_seconds": round(seconds["brush"] / max(seconds["superpixels"], 1e-9), 2),
             "ratio_prelabel_seconds": round(seconds["brush"] / max(seconds["prelabel"], 1e-9), 2),
             "cleared": sum(bool(r["prelabel"].get("cleared")) for r in rows),
@@ -789,7 +856,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fitts-b", type=float, default=FITTS_B, help="Fitts' law slope, s/bit")
     parser.add_argument("--steer-b", type=float, default=STEER_B, help="steering law slope, s per unit of ds/W")
     parser.add_argument("--key-seconds", type=float, default=KEY_SECONDS, help="one key press, s")
+    parser.add_argument("--propagate-level", choices=("coarse", "medium", "fine"), default="fine",
+                        help="superpixel level whose region graph the 'propagate' ways complete over")
+    parser.add_argument("--propagation", default="",
+                        help="complete_mask options as name=value,... (edge_sigma, colour_sigma, colour_weight, "
+                             "background_distance, prior_weight)")
     args = parser.parse_args(argv)
+    propagation = {name: float(value) for name, value in
+                   (item.split("=", 1) for item in args.propagation.split(",") if item)}
     STROKE_LENGTH = args.stroke_length
     FITTS_B, STEER_B, KEY_SECONDS = args.fitts_b, args.steer_b, args.key_seconds
     BRUSH_RADII = tuple(r for r in BRUSH_RADII if r <= args.max_radius)
@@ -820,7 +894,8 @@ def main(argv: list[str] | None = None) -> int:
                               "brush_radii": list(BRUSH_RADII), "stroke_length": STROKE_LENGTH,
                               "prelabel_cnn": args.prelabel_cnn, "fill": not args.no_fill,
                               "min_piece_share": args.min_piece_share, "train_on": args.train_on,
-                              "only": args.only, "effort_model": {"fitts_a": FITTS_A, "fitts_b": FITTS_B,
+                              "only": args.only, "propagate_level": args.propagate_level,
+                              "propagation": propagation, "effort_model": {"fitts_a": FITTS_A, "fitts_b": FITTS_B,
                                                                   "steer_a": STEER_A, "steer_b": STEER_B,
                                                                   "key_seconds": KEY_SECONDS}}
     if methods:
@@ -849,20 +924,33 @@ def main(argv: list[str] | None = None) -> int:
             row["prelabel_kept"] = row["superpixels"]
             row["confidence"] = 0.0
         row["prelabel"] = with_clear(row["prelabel_kept"], row["superpixels"])
+        graph = region_graph(image, maps[i][args.propagate_level])
+        row["propagate"] = annotator.run(complete=lambda painted, graph=graph: complete_mask(graph, painted,
+                                                                                           **propagation))
+        if rest:  # the proposal as the completion's prior (class shares per superpixel)
+            prior, prior_classes = prior_from_mask(graph, proposal)
+            row["propagate_prelabel"] = annotator.run(complete=lambda painted, graph=graph, prior=prior,
+                                                      prior_classes=prior_classes: complete_mask(
+                graph, painted, prior=prior, prior_classes=prior_classes, **propagation))
+        else:
+            row["propagate_prelabel"] = row["propagate"]
         offered = row["confidence"] >= args.min_confidence
         row["prelabel_gated"] = {**(row["prelabel_kept"] if offered else row["superpixels"]), "offered": offered}
         per_image.append(row)
         print(f"{stem}: brush {row['brush']['actions']} ({row['brush']['seconds']:.0f} s), superpixels "
               f"{row['superpixels']['actions']} ({row['superpixels']['seconds']:.0f} s), prelabel "
               f"{row['prelabel_kept']['actions']} ({row['prelabel_kept']['seconds']:.0f} s)"
-              f"{', cleared: ' + str(row['prelabel']['actions']) if row['prelabel']['cleared'] else ''}",
+              f"{', cleared: ' + str(row['prelabel']['actions']) if row['prelabel']['cleared'] else ''}, propagate "
+              f"{row['propagate']['actions']} ({row['propagate']['seconds']:.0f} s), with pre-label "
+              f"{row['propagate_prelabel']['actions']} ({row['propagate_prelabel']['seconds']:.0f} s)",
               file=sys.stderr)
     summary = summarise(per_image)
     report["per_image"] = per_image
     report["totals"] = summary["actions"]
     report["totals_seconds"] = summary["seconds"]
     for key in ("ratio", "ratio_prelabel", "ratio_prelabel_kept", "ratio_prelabel_gated", "ratio_seconds",
-                "ratio_prelabel_seconds", "cleared", "not_offered"):
+                "ratio_prelabel_seconds", "ratio_propagate", "ratio_propagate_prelabel", "ratio_propagate_seconds",
+                "ratio_propagate_prelabel_seconds", "cleared", "not_offered"):
         report[key] = summary[key]
     report["subsets"] = {name: summarise([r for r in per_image if subset_of(r["image"]) == name])
                          for name in sorted({subset_of(r["image"]) for r in per_image})}

@@ -267,3 +267,76 @@ def test_proposal_confidence_is_high_where_the_model_is_right() -> None:
     assert 0.9 < confidence <= 1.0  # two classes: at least 0.5 by definition; coins are easy
     constant = fit_prelabel_model(images[:1], [np.ones_like(masks[0])], maps[:1])
     assert proposal_confidence(constant, images[1], maps[1]) == 1.0
+
+
+def _stroke(painted: np.ndarray, reference: np.ndarray, k: int, row: int, col: int, radius: int = 4) -> None:
+    """Paint class k in a disc around (row, col), only where the reference is k (as a careful person would)."""
+    yy, xx = np.mgrid[0:reference.shape[0], 0:reference.shape[1]]
+    disc = (yy - row) ** 2 + (xx - col) ** 2 <= radius**2
+    painted[disc & (reference == k)] = k
+
+
+def test_two_strokes_complete_the_coins_photo() -> None:
+    """One stroke on one coin and one on the background: the completion labels the OTHER coins too (the strokes'
+    colour model) and keeps every painted pixel; one class painted completes nothing."""
+    from scipy import ndimage as ndi
+
+    from curato.features.propagation import UNPAINTED, complete_mask, region_graph
+
+    image, mask = _coins()
+    graph = region_graph(image, sp.superpixels(image, n_segments=mask.size // 192))
+    painted = np.full(mask.shape, UNPAINTED, np.uint8)
+    coins, count = ndi.label(mask == 1)
+    assert count > 10
+    first = np.argwhere(ndi.distance_transform_edt(coins == 1) > 3)[0]
+    _stroke(painted, mask, 1, *first)
+    only_coin = complete_mask(graph, painted)
+    assert np.array_equal(only_coin, np.where(painted == 1, 1, 0))  # nothing to tell the coin from yet
+    background = np.argwhere(ndi.distance_transform_edt(mask == 0) > 6)[0]
+    _stroke(painted, mask, 0, *background)
+    completed = complete_mask(graph, painted)
+    assert np.array_equal(completed[painted != UNPAINTED], painted[painted != UNPAINTED])
+    iou = ((completed == 1) & (mask == 1)).sum() / ((completed == 1) | (mask == 1)).sum()
+    assert iou > 0.75, iou  # two small strokes (~100 px) label ~25 coins
+    sizes = np.bincount(coins.ravel())
+    untouched = [c for c in range(2, count + 1) if sizes[c] >= 500]  # whole coins (not Otsu specks)
+    found = [((completed == 1) & (coins == c)).sum() > 0.8 * sizes[c] for c in untouched]
+    assert len(untouched) > 15 and np.mean(found) > 0.9  # coins no stroke touched
+
+
+def test_a_prior_alone_gives_its_classes_and_bad_input_raises() -> None:
+    from curato.features.propagation import UNPAINTED, complete_mask, prior_from_mask, region_graph
+
+    image, mask = _coins()
+    image, mask = np.ascontiguousarray(image[:150, :200]), np.ascontiguousarray(mask[:150, :200])
+    segments = sp.superpixels(image, n_segments=150)
+    graph = region_graph(image, segments)
+    proposal = (majority_labels(mask, segments)[0][segments] * 3).astype(np.uint8)  # classes 0 and 3
+    prior, classes = prior_from_mask(graph, proposal)
+    assert list(classes) == [0, 3] and np.allclose(prior.sum(axis=1), 1)
+    nothing = np.full(mask.shape, UNPAINTED, np.uint8)
+    assert np.array_equal(complete_mask(graph, nothing, prior=prior, prior_classes=classes), proposal)
+    assert not complete_mask(graph, nothing).any()
+    with pytest.raises(InputError):
+        complete_mask(graph, nothing[:10])
+    with pytest.raises(InputError):
+        complete_mask(graph, nothing, prior=prior)  # a prior needs its classes
+    with pytest.raises(InputError):
+        region_graph(image, segments[:10])
+
+
+def test_scripted_annotator_completes_from_seeds_in_fewer_actions_on_coins() -> None:
+    """The 'propagate' way: seed strokes + the completion key beat the brush on a photo of many alike objects."""
+    from curato.features.propagation import complete_mask, region_graph
+
+    bench = _effort_benchmark()
+    image, mask = _coins()
+    image, mask = np.ascontiguousarray(image[:150, :200]), np.ascontiguousarray(mask[:150, :200])
+    levels = [sp.superpixels(image, n_segments=n) for n in (40, 150, 600)]
+    graph = region_graph(image, levels[2])
+    annotator = bench.Annotator(mask, 0.9, 200)
+    brush = annotator.run(np.zeros_like(mask))
+    annotator.use_levels(levels)
+    propagate = annotator.run(complete=lambda painted: complete_mask(graph, painted))
+    assert propagate["iou"] >= 0.9 and propagate["completions"] >= 1
+    assert propagate["actions"] < brush["actions"], (propagate, brush)

@@ -6,7 +6,10 @@ Binary answers are chosen for what a browser decodes fastest on a 4k image:
   gzip content-encoded (the browser inflates it natively; a SLIC map of 8 Mpx is a few hundred KiB), with
   ``X-Width``, ``X-Height``, ``X-Dtype`` and ``X-Segments`` headers;
 - masks and proposals: 8-bit indexed PNGs (value = class index, 0 = background) with the class names as a
-  percent-encoded JSON list in ``X-Mask-Classes``.
+  percent-encoded JSON list in ``X-Mask-Classes``;
+- completion (``POST /api/mask/complete``): the page sends the pixels the person painted (an 8-bit PNG, 255 =
+  not painted) and gets back the whole mask completed from them over the cached superpixels'
+  region graph (:func:`curato.features.propagation.complete_mask`), as the same kind of PNG.
 
 A mask upload is the only request allowed a large body (:data:`MAX_MASK_BYTES`, via the server's BodyLimit).
 """
@@ -16,6 +19,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -28,11 +33,16 @@ from starlette.concurrency import run_in_threadpool
 from curato.commands import masking
 from curato.commands.labelling import NotFoundError, User, read_app_settings
 from curato.errors import InputError
+from curato.features.propagation import UNPAINTED
 from curato.workspace import Workspace
 
 MAX_MASK_BYTES = 16 * 1024 * 1024
 MASK_PATH = "/api/mask"
-BODY_LIMITS = {MASK_PATH: MAX_MASK_BYTES}
+COMPLETE_PATH = "/api/mask/complete"
+COMPLETION_LEVEL = "fine"
+"""The superpixel level whose region graph the completion runs on (docs/benchmarks.md chose it)."""
+GRAPHS_KEPT = 4
+BODY_LIMITS = {MASK_PATH: MAX_MASK_BYTES, COMPLETE_PATH: MAX_MASK_BYTES}
 """Per-path body limits that override the server's 64 KiB default."""
 SampleId = Annotated[str, Query(max_length=4096)]
 
@@ -175,6 +185,61 @@ def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> m
         loop.notify()
         return result
 
+    graphs: OrderedDict[tuple[str, str], Any] = OrderedDict()
+    graphs_lock = threading.Lock()
+
+    def region_graph_of(sample_id: str) -> Any:
+        """The region graph of the image's completion level, the last few kept (a stroke then a completion
+        of the same image reuses it)."""
+        from curato.features.propagation import region_graph
+
+        image = masking.mask_image(workspace, sample_id)
+        key = (image.content_hash, COMPLETION_LEVEL)
+        with graphs_lock:
+            if key in graphs:
+                graphs.move_to_end(key)
+                return graphs[key]
+        graph = region_graph(image.pixels, masking.superpixel_map(workspace, sample_id, COMPLETION_LEVEL))
+        with graphs_lock:
+            graphs[key] = graph
+            while len(graphs) > GRAPHS_KEPT:
+                graphs.popitem(last=False)
+        return graph
+
+    @router.post(COMPLETE_PATH)
+    async def mask_complete(request: Request, id: SampleId,
+                            classes: Annotated[list[str], Query(max_length=1024)] = [],  # noqa: B006
+                            prior: bool = False, user: User = anyone) -> Response:
+        """Complete the mask from the painted pixels (255 = not painted; value i + 1 = ``classes[i]``); with
+        ``prior`` the pre-label proposal the page started from leans the unpainted superpixels to its classes."""
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "image/png":
+            raise InputError("send the painted pixels as the body with Content-Type: image/png")
+        body = await request.body()
+
+        def complete() -> tuple[np.ndarray, float]:
+            import time
+
+            from curato.features.propagation import complete_mask, prior_from_mask
+
+            began = time.perf_counter()
+            image = masking.mask_image(workspace, id)
+            painted = read_label_png_bytes(body, (image.height, image.width))
+            names = masking.check_classes(classes) if classes else []
+            if painted[painted != UNPAINTED].max(initial=0) > len(names):
+                raise InputError(f"the painted pixels hold class {int(painted[painted != UNPAINTED].max())}, "
+                                 f"but only {len(names)} classes were named")
+            graph = region_graph_of(id)
+            options: dict[str, Any] = {}
+            served = loop.served(id) if prior else None
+            if served is not None:
+                proposal = masking.remap(served[0], served[1], names)
+                proposal[proposal < 0] = 0  # a class the page does not know: background
+                options["prior"], options["prior_classes"] = prior_from_mask(graph, proposal)
+            return complete_mask(graph, painted, **options), time.perf_counter() - began
+
+        completed, seconds = await run_in_threadpool(complete)
+        return _png_response(completed, list(classes), **{"x-completion-ms": f"{seconds * 1000:.1f}"})
+
     app.router.routes.extend(router.routes)  # plain routes: the server's tests list app.routes by path
     return loop
 
@@ -189,4 +254,4 @@ def _with_links(item: dict[str, Any], loop: masking.PrelabelLoop) -> dict[str, A
             "proposal_available": loop.has_model()}
 
 
-__all__ = ["BODY_LIMITS", "MAX_MASK_BYTES", "include_mask_routes", "label_png", "read_label_png_bytes"]
+__all__ = ["BODY_LIMITS", "COMPLETE_PATH", "MAX_MASK_BYTES", "include_mask_routes", "label_png", "read_label_png_bytes"]
