@@ -202,6 +202,56 @@ def test_proposal_after_refit_and_from_proposal(workspace):
         assert effects["from_proposal"] == share and effects["mask"] == answer.json()["mask"]
 
 
+def _seeds_png(painted: np.ndarray) -> bytes:
+    """The painted-pixels map as the page sends it: an 8-bit greyscale PNG, 255 = not painted."""
+    buffer = io.BytesIO()
+    Image.fromarray(painted, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_complete_from_strokes_matches_the_library(workspace):
+    """POST /api/mask/complete answers what curato.features.propagation completes over the image's fine
+    superpixels: painted pixels kept, the rest following them; refused input is a 400."""
+    from skimage import data
+
+    from curato.features.propagation import UNPAINTED, complete_mask, region_graph
+
+    tokens = _tokens(workspace)
+    shape = (300, 451)
+    painted = np.full(shape, UNPAINTED, np.uint8)
+    painted[120:135, 180:260] = 1  # a stroke across the cat's face
+    painted[10:25, 10:120] = 0  # and one on the wall behind it
+    with serving(workspace) as base, _client(base, tokens["ann"]) as ann:
+        answer = ann.get("/api/mask/superpixels", params={"id": "chelsea", "level": "fine"})
+        segments = np.frombuffer(answer.content, dtype="<u2").reshape(shape).astype(np.int32)
+        params = {"id": "chelsea", "classes": ["cat", "cup"]}
+        completed = ann.post("/api/mask/complete", params=params, content=_seeds_png(painted),
+                             headers={"content-type": "image/png"})
+        assert completed.status_code == 200, completed.text
+        assert float(completed.headers["x-completion-ms"]) > 0
+        assert json.loads(unquote(completed.headers["x-mask-classes"])) == ["cat", "cup"]
+        # no proposal served for this image: asking for the prior changes nothing
+        with_prior = ann.post("/api/mask/complete", params={**params, "prior": "true"}, content=_seeds_png(painted),
+                              headers={"content-type": "image/png"})
+        assert with_prior.status_code == 200 and with_prior.content == completed.content
+        too_many = painted.copy()
+        too_many[50, 50] = 3  # only two classes named
+        refused = ann.post("/api/mask/complete", params=params, content=_seeds_png(too_many),
+                           headers={"content-type": "image/png"})
+        assert refused.status_code == 400 and "class 3" in refused.json()["detail"]
+        assert ann.post("/api/mask/complete", params=params, content=_seeds_png(painted[:100]),
+                        headers={"content-type": "image/png"}).status_code == 400
+        assert ann.post("/api/mask/complete", params=params, content=b"x" * 10,
+                        headers={"content-type": "text/plain"}).status_code == 400
+    result = _read_png(completed.content)
+    expected = complete_mask(region_graph(data.chelsea(), segments), painted)
+    assert np.array_equal(result, expected)
+    assert (result[painted != UNPAINTED] == painted[painted != UNPAINTED]).all()
+    cat = (result == 1).mean()
+    assert 0.1 < cat < 0.9  # the strokes' classes both spread beyond the painted pixels
+    assert (result == 1).sum() > 5 * (painted == 1).sum() and (result == 0).sum() > 5 * (painted == 0).sum()
+
+
 def _mask_workspace(root: Path, postgres_url: str | None, count: int) -> Workspace:
     """``count`` real Fashion-MNIST images in a workspace (SQLite, or PostgreSQL when a URL is given)."""
     from curato.imageio import read_idx

@@ -259,3 +259,59 @@ def test_painting_a_superpixel_on_a_4k_image_is_fast(server):
           f"max {max(frames):.1f} ms; next frame after painting {responsive:.1f} ms")
     assert len(superpixel_paints) == 20 and np.median(superpixel_paints) < 20 and max(superpixel_paints) < 100
     assert np.median(frames) < 200
+
+
+def test_complete_from_two_strokes_undo_and_save(server):
+    """Key c: one superpixel click (class 2) and one eraser stroke (background) are the seeds; the server completes
+    the mask from them; Ctrl+Z takes the completion back as one step, Ctrl+Y repeats it; the saved mask is the
+    server's completion pixel for pixel, and that is what curato.features.propagation gives for the seeds sent."""
+    from curato.features.propagation import UNPAINTED, complete_mask, region_graph
+
+    segments = server.superpixels("coffee", "medium")
+    fine = server.superpixels("coffee", "fine")
+    picture = np.asarray(Image.open(io.BytesIO(server.get("/api/mask/image?id=coffee")[0])).convert("RGB"))
+    cup = int(segments[200, 300])  # the cup's rim, in the middle of the photo
+    wall = (60, 30)  # the wall, top left
+    errors: list[str] = []
+    with chromium_page() as page:
+        _login(page, server, errors)
+        _open(page, server, "coffee")
+        page.keyboard.press("2")
+        _click(page, *_inner_pixel(segments, cup))
+        painted_before = int(page.get_attribute("#mask-stage", "data-painted"))
+        page.keyboard.press("e")  # the eraser paints background: a background seed
+        page.mouse.move(*_screen(page, *wall))
+        page.mouse.down()
+        page.mouse.move(*_screen(page, wall[0] + 60, wall[1]))
+        page.mouse.up()
+        assert page.get_attribute("#mask-stage", "data-undo") == "2"  # a background stroke on background counts
+        with page.expect_response(lambda r: "/api/mask/complete?" in r.url) as answered:
+            page.keyboard.press("c")
+        page.wait_for_function("() => document.querySelector('#mask-stage').dataset.completed === '1'")
+        response = answered.value
+        assert response.status == 200
+        sent_seeds = response.request.post_data_buffer
+        completion = response.body()
+        painted_after = int(page.get_attribute("#mask-stage", "data-painted"))
+        assert page.get_attribute("#mask-stage", "data-undo") == "3"
+        page.keyboard.press("Control+z")
+        assert int(page.get_attribute("#mask-stage", "data-painted")) == painted_before
+        page.keyboard.press("Control+y")
+        assert int(page.get_attribute("#mask-stage", "data-painted")) == painted_after
+        with page.expect_request(lambda r: r.method == "POST" and "/api/mask?" in r.url) as sent:
+            page.keyboard.press("Enter")
+        saved_body = sent.value.post_data_buffer
+        page.wait_for_function("() => document.querySelector('#mask-stage').dataset.saved")
+        assert errors == []
+    seeds = np.asarray(Image.open(io.BytesIO(sent_seeds))).copy()
+    completed = np.asarray(Image.open(io.BytesIO(completion))).copy()
+    saved = np.asarray(Image.open(io.BytesIO(saved_body))).copy()
+    assert (seeds[segments == cup] == 2).all() and seeds[wall[1], wall[0] + 30] == 0
+    assert set(np.unique(seeds)) == {0, 2, UNPAINTED}
+    assert np.array_equal(saved, completed)
+    assert np.array_equal(completed, complete_mask(region_graph(picture, fine), seeds))
+    assert painted_after == int((completed != 0).sum()) > 3 * painted_before  # the cup spread beyond the click
+    stored, headers = server.get("/api/mask?id=coffee")
+    names = json.loads(urllib.parse.unquote(headers["x-mask-classes"]))  # the stored mask numbers its own classes
+    as_names = np.array(["background", *names])[np.asarray(Image.open(io.BytesIO(stored)))]
+    assert (as_names == np.array(["background", *CLASSES])[completed]).all()

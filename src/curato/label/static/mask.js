@@ -11,6 +11,7 @@
 const LEVELS = ["coarse", "medium", "fine"];
 const TOOLS = {superpixel: "q", brush: "b", eraser: "e", fill: "f"};
 const NUMBER_KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"];
+const UNPAINTED = 255;  // in the seeds map: a pixel the person has not painted (curato.features.propagation)
 
 // -- colours: the PASCAL VOC palette, the same one the server writes into its PNGs ---------------------------
 
@@ -173,6 +174,13 @@ class Changes {
     this.after = new Uint8Array(1024);
     this.length = 0;
     this.box = [Infinity, Infinity, -1, -1];
+    this.seeds = {index: [], before: [], after: []};  // the painted-by-hand map's changes (few: plain arrays)
+  }
+
+  seed(i, before, after) {
+    this.seeds.index.push(i);
+    this.seeds.before.push(before);
+    this.seeds.after.push(after);
   }
 
   reserve(more) {
@@ -211,7 +219,7 @@ export async function maskView(view, ctx, requested) {
     bitmap: null, level: "medium", indexes: {}, edges: {}, tool: "superpixel", active: 1, radius: 12, opacity: 0.55,
     showEdges: true, scale: 1, tx: 0, ty: 0, undo: [], redo: [], classes: [], source: "empty", shownAt: null,
     skipped: [], saved: [], space: false, drag: null, stroke: null, lastSegment: -1, lastPoint: null, hover: null,
-    paintTimes: [], frameTimes: [], pending: false, painted: 0,
+    paintTimes: [], frameTimes: [], pending: false, painted: 0, seeds: null, completing: false,
   };
 
   async function raw(path, init = {}) {
@@ -326,7 +334,17 @@ export async function maskView(view, ctx, requested) {
   }
 
   // ---- painting ----
-  function set(i, value) {
+  /** Record that the person painted pixel i with `value` (UNPAINTED: no longer painted by hand): the seeds the
+   * completion (key c) starts from. */
+  function seed(i, value) {
+    const old = S.seeds[i];
+    if (old === value) return;
+    S.seeds[i] = value;
+    S.stroke.seed(i, old, value);
+  }
+
+  function set(i, value, seedValue = value) {
+    seed(i, seedValue);
     const before = S.labels[i];
     if (before === value) return;
     S.labels[i] = value;
@@ -345,6 +363,7 @@ export async function maskView(view, ctx, requested) {
     changes.reserve(offsets[segment + 1] - offsets[segment]);
     for (let k = offsets[segment]; k < offsets[segment + 1]; k++) {
       const i = pixels[k];
+      seed(i, value);
       const old = S.labels[i];
       if (old === value) continue;
       S.labels[i] = value;
@@ -429,7 +448,7 @@ export async function maskView(view, ctx, requested) {
   }
 
   function endStroke() {
-    if (S.stroke && S.stroke.length) {
+    if (S.stroke && (S.stroke.length || S.stroke.seeds.index.length)) {  // painting background on background seeds
       S.undo.push(S.stroke);
       if (S.undo.length > 200) S.undo.shift();
       S.redo = [];
@@ -441,6 +460,8 @@ export async function maskView(view, ctx, requested) {
   }
 
   function replay(changes, forward) {
+    const seeds = changes.seeds, seedValues = forward ? seeds.after : seeds.before;
+    for (let k = 0; k < seeds.index.length; k++) S.seeds[seeds.index[k]] = seedValues[k];
     const values = forward ? changes.after : changes.before;
     for (let k = 0; k < changes.length; k++) {
       const i = changes.index[k];
@@ -459,11 +480,48 @@ export async function maskView(view, ctx, requested) {
     const started = performance.now();
     S.stroke = new Changes();
     S.stroke.reserve(S.painted);
-    for (let i = 0; i < S.labels.length; i++) if (S.labels[i]) set(i, 0);
+    for (let i = 0; i < S.labels.length; i++) {
+      if (S.labels[i]) set(i, 0, UNPAINTED);
+      else seed(i, UNPAINTED);
+    }
     upload(S.stroke.box);
     S.paintTimes.push(performance.now() - started);
     endStroke();
     toast("mask cleared (Ctrl+Z brings it back)");
+  }
+
+  /** Key c: the server completes the mask from what the person painted (the seeds: strokes, clicks, fills,
+   * the eraser's background) over the image's superpixel graph; every pixel nobody painted takes the class the
+   * completion gives it. One undoable step; painted pixels never change. */
+  async function complete() {
+    if (!S.item || !S.labels || S.completing) return;
+    const item = S.item;
+    S.completing = true;
+    try {
+      const started = performance.now();
+      const params = new URLSearchParams({id: item.sample_id});
+      for (const name of S.classes) params.append("classes", name);
+      if (S.source === "proposal") params.append("prior", "true");
+      const body = await encodePng(S.seeds, S.width, S.height);
+      const response = await raw(`/api/mask/complete?${params}`, {method: "POST", body,
+        headers: {"Content-Type": "image/png"}});
+      const png = await decodePng(await response.arrayBuffer());
+      if (S.item !== item || !view.alive || png.width !== S.width || png.height !== S.height) return;
+      S.stroke = new Changes();
+      const pixels = png.pixels;
+      for (let i = 0; i < pixels.length; i++) {
+        if (S.labels[i] !== pixels[i] && S.seeds[i] === UNPAINTED) set(i, pixels[i], UNPAINTED);
+      }
+      const changed = S.stroke.length;
+      if (changed) upload(S.stroke.box);
+      endStroke();
+      stage.dataset.completed = String((Number(stage.dataset.completed) || 0) + 1);
+      stage.dataset.completedMs = (performance.now() - started).toFixed(1);
+      toast(changed ? `completed from your strokes: ${changed} pixels changed (Ctrl+Z takes it back)`
+        : "completed: nothing to change (paint background and a class first)");
+    } finally {
+      S.completing = false;
+    }
   }
 
   function undo() {
@@ -547,6 +605,7 @@ export async function maskView(view, ctx, requested) {
     else if (ctrl && (key === "y" || key === "Y")) redo();
     else if (ctrl || event.altKey) handled = false;
     else if (key === "Backspace" && event.shiftKey) clearMask();
+    else if (key === "c") guarded(complete);
     else if (key === " ") S.space = true;
     else if (key === "Enter" || key === "s") guarded(save);
     else if (key === "n") guarded(skip);
@@ -643,7 +702,8 @@ export async function maskView(view, ctx, requested) {
         action("Next", "n", () => guarded(skip)),
         action("Undo", "Ctrl+Z", undo, {disabled: !S.undo.length}),
         action("Redo", "Ctrl+Y", redo, {disabled: !S.redo.length}),
-        action("Clear", "Shift+Backspace", clearMask, {disabled: !S.painted, id: "mask-clear"})),
+        action("Clear", "Shift+Backspace", clearMask, {disabled: !S.painted, id: "mask-clear"}),
+        action("Complete", "c", () => guarded(complete), {id: "mask-complete"})),
       el("dl", {},
         el("dt", {text: "image"}), el("dd", {class: "sid", text: S.item ? S.item.sample_id : "–"}),
         el("dt", {text: "size"}), el("dd", {text: S.item ? `${S.width} × ${S.height}` : "–"}),
@@ -691,6 +751,7 @@ export async function maskView(view, ctx, requested) {
     await level;
     if (!view.alive || S.item !== item) return;
     S.labels = new Uint8Array(S.width * S.height);
+    S.seeds = new Uint8Array(S.width * S.height).fill(UNPAINTED);
     if (start && start.png.width === S.width && start.png.height === S.height) {
       for (const name of start.names) if (!S.classes.includes(name)) S.classes.push(name);
       const lookup = new Uint8Array(256);
@@ -772,7 +833,7 @@ export async function maskView(view, ctx, requested) {
 
   setLegend([["1…9 0", "class"], ["q", "superpixels"], ["b", "brush"], ["e", "eraser"], ["f", "fill"],
     ["g", "coarse/medium/fine"], ["[ ]", "radius"], ["Ctrl+Z Ctrl+Y", "undo/redo"],
-    ["Shift+Backspace", "clear the mask"], ["wheel", "zoom"],
+    ["Shift+Backspace", "clear the mask"], ["c", "complete from strokes"], ["wheel", "zoom"],
     ["space", "+ drag: pan"], ["Enter", "save"], ["n", "next"], ["u", "undo save"]]);
   if (requested) await open(await api(`/api/mask/item?id=${enc(requested)}`));
   else await loadNext();
