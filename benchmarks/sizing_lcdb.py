@@ -73,6 +73,7 @@ GAINING = 0.03  # curves gaining >= 3 points from the last fitted size to the la
 NOISE_Z = 1.6448536269514722  # a labels-needed target lies outside the plateau noise by this many sds
 PIN_PRECISION = 0.7  # the meta-model's labels-needed rule: stated numbers within +-25% this often on tuning curves
 PIN_MIN = 20  # ... over at least this many stated numbers
+CONSTANT_MULTIPLE = 2.2  # the labels-needed reference (constant_result): the best multiple on the even-id targets
 
 
 def fetch_archive(cache: Path = CACHE) -> Path:
@@ -275,6 +276,15 @@ def baseline_results(curve: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out[name] = {"predicted": predicted, "interval": None, "needed": targets[-1]["needed"], "flagged": False,
                      "targets": targets}
     return out
+
+
+def constant_result(curve: dict[str, Any]) -> dict[str, Any]:
+    """A reference for the labels-needed tables, not a forecast: every target answered with ``CONSTANT_MULTIPLE``
+    times today's labels. The truths lie on LCDB's sqrt(2) grid 1.4-5.7x beyond the quarter, so one multiple
+    within +-25% of two grid steps (2x and 2.8x) is right for many targets without looking at the curve."""
+    today = float(fitted_part(curve)[0][-1])
+    return {"targets": [{"truth": curve["sizes"][index], "needed": CONSTANT_MULTIPLE * today, "pinned": True,
+                         "outside_noise": outside_noise(curve, index)} for index in later_targets(curve)]}
 
 
 def fit_prior(curves: list[dict[str, Any]], *, window: int = 4) -> Any:
@@ -743,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
         print(labels_table("## Labels needed out-of-fold, all even-id curves", even, {
             "power law": {k: v["power law"] for k, v in baselines.items()},
             "no gain": {k: v["no gain"] for k, v in baselines.items()},
-            "meta-model (out-of-fold)": out_of_fold}))
+            "meta-model (out-of-fold)": out_of_fold,
+            "constant 2.2x today (reference)": {key(c): constant_result(c) for c in even}}))
         for learner in LEARNERS.values():
             chosen = [c for c in even if c["learner"] == learner]
             print(table(f"### {learner}, out-of-fold", chosen, {"meta-model (out-of-fold)": out_of_fold}))
@@ -771,8 +782,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(1.4x) ahead {floor['one_step']:.2f}; a quarter of no gain's error {floor['no_gain_quarter']:.2f}")
     print(table(f"## All learners, {role}", curves, methods))
     print()
+    constant = {"constant 2.2x today (reference)": {key(c): constant_result(c) for c in curves}}
     print(labels_table(f"## Labels needed for the value measured at every size beyond the quarter, {role}", curves,
-                       methods))
+                       {**methods, **constant}))
     for slow in ("curato (current)", "dataeval Sufficiency"):
         answered = [c for c in curves if key(c) in methods.get(slow, {})]
         if 0 < len(answered) < len(curves):
