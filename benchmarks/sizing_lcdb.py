@@ -10,6 +10,7 @@
 #   .venv/bin/python benchmarks/sizing_lcdb.py --split even --skip-curato --skip-dataeval \
 #       --fit-meta src/curato/sizing/lcdb_meta.npz
 #       # re-learns the shipped meta-model from every cut of ALL even-id curves, printing its out-of-fold figures
+#       # (its labels-needed rule included); OMP_NUM_THREADS=1 on a busy machine
 # curato's own backtest takes ~8 s a curve; its results are cached in .bench/sizing_lcdb-curato.json (--refresh).
 """Sizing forecasts judged on real learning curves: LCDB (Mohr et al. 2022, ``lcdb`` 0.1.0, MIT licence).
 
@@ -30,7 +31,11 @@ measured there (truth: the largest size):
 * meta-model (``curato.sizing.meta``, the default of ``curato size``): boosted quantile models of the gain
   learned on every cut of the even-id curves (``--fit-meta``).
 
-It also prints a noise floor: how close any forecast can come to the 5-seed mean at the largest size.
+It also prints a noise floor: how close any forecast can come to the 5-seed mean at the largest size, and a
+labels-needed table over the values measured at *every* size beyond the quarter (truth: that size): how many
+targets lie outside the plateau noise (``outside_noise``), how many each method states as a number, how many of
+those land within +-25%, and the confident wrong numbers, next to a constant multiple of today's labels (a
+reference: the truths sit on LCDB's sqrt(2) grid).
 """
 
 from __future__ import annotations
