@@ -219,7 +219,7 @@ export async function maskView(view, ctx, requested) {
     bitmap: null, level: "medium", indexes: {}, edges: {}, tool: "superpixel", active: 1, radius: 12, opacity: 0.55,
     showEdges: true, scale: 1, tx: 0, ty: 0, undo: [], redo: [], classes: [], source: "empty", shownAt: null,
     skipped: [], saved: [], space: false, drag: null, stroke: null, lastSegment: -1, lastPoint: null, hover: null,
-    paintTimes: [], frameTimes: [], pending: false, painted: 0, seeds: null, completing: false,
+    paintTimes: [], frameTimes: [], pending: false, painted: 0, seeds: null, completing: false, proposalCleared: false,
   };
 
   async function raw(path, init = {}) {
@@ -480,6 +480,7 @@ export async function maskView(view, ctx, requested) {
     const started = performance.now();
     S.stroke = new Changes();
     S.stroke.reserve(S.painted);
+    S.proposalCleared = true;  // the completion no longer leans to the proposal the person threw away
     for (let i = 0; i < S.labels.length; i++) {
       if (S.labels[i]) set(i, 0, UNPAINTED);
       else seed(i, UNPAINTED);
@@ -501,7 +502,7 @@ export async function maskView(view, ctx, requested) {
       const started = performance.now();
       const params = new URLSearchParams({id: item.sample_id});
       for (const name of S.classes) params.append("classes", name);
-      if (S.source === "proposal") params.append("prior", "true");
+      if (S.source === "proposal" && !S.proposalCleared) params.append("prior", "true");
       const body = await encodePng(S.seeds, S.width, S.height);
       const response = await raw(`/api/mask/complete?${params}`, {method: "POST", body,
         headers: {"Content-Type": "image/png"}});
@@ -752,6 +753,7 @@ export async function maskView(view, ctx, requested) {
     if (!view.alive || S.item !== item) return;
     S.labels = new Uint8Array(S.width * S.height);
     S.seeds = new Uint8Array(S.width * S.height).fill(UNPAINTED);
+    S.proposalCleared = false;
     if (start && start.png.width === S.width && start.png.height === S.height) {
       for (const name of start.names) if (!S.classes.includes(name)) S.classes.push(name);
       const lookup = new Uint8Array(256);
