@@ -966,7 +966,9 @@ def main(argv: list[str] | None = None) -> int:
           f"({seconds['prelabel']:.0f} s; ratio {report['ratio_prelabel']}x, {report['ratio_prelabel_seconds']}x "
           f"seconds; {report['cleared']} proposals cleared, {totals['prelabel_kept']} actions if none were, "
           f"{totals['prelabel_gated']} if those under confidence {args.min_confidence} are not offered: "
-          f"{report['not_offered']}){timing}")
+          f"{report['not_offered']}); completed from strokes {totals['propagate']} ({seconds['propagate']:.0f} s; "
+          f"ratio {report['ratio_propagate']}x), with pre-labels {totals['propagate_prelabel']} (ratio "
+          f"{report['ratio_propagate_prelabel']}x){timing}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
