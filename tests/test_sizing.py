@@ -13,10 +13,12 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+from jinja2 import Environment, PackageLoader
 from PIL import Image
 from sklearn.datasets import load_digits
 
 from curato.arrays import stratified_folds, stratified_subsample
+from curato.commands.results import SizeResult
 from curato.commands.size import load_hook, run_size
 from curato.errors import InputError
 from curato.ingest.readers import FASHION_MNIST_CLASSES
@@ -37,9 +39,17 @@ from curato.sizing import (
     select_fits,
 )
 from curato.sizing.curves import FAMILIES
-from curato.sizing.forecast import evaluation_sd, extrapolation_scale, noisy_curves, plateau_noise
+from curato.sizing.forecast import evaluation_sd, extrapolation_scale, noisy_curves, plateau_noise, seed_sd
 from curato.sizing.measure import curve_components, train_and_score_head
-from curato.sizing.meta import curve_features, load_meta, meta_curves, meta_pinned, predict_quantiles
+from curato.sizing.meta import (
+    curve_features,
+    load_meta,
+    meta_curves,
+    meta_pinned,
+    pin_failures,
+    pin_features,
+    predict_quantiles,
+)
 from curato.sizing.prior import load_prior, pinned_down, prior_curves
 from curato.sizing.strategies import augment_image
 from curato.workspace import Workspace
@@ -634,12 +644,68 @@ def test_meta_forecast_states_labels_needed_for_a_near_target_on_a_steep_curve()
     values = [0.5 + 0.05 * np.log(n / 16) + rng.normal(0, 0.004, 5) for n in sizes]
     today = float(np.mean(values[-1]))
     quick = {"chance": 0.5, "n_bootstrap": 0, "method": "meta", "fit_families": False}
-    near = forecast(sizes, values, target=today + 0.01, **quick)["samples_needed"]
-    assert near["status"] == "estimated" and near["pinned_down"]
+    near_result = forecast(sizes, values, target=today + 0.01, **quick)
+    near = near_result["samples_needed"]
+    assert near["status"] == "estimated" and near["pinned_down"] and near["stated"]
+    assert near["not_pinned_reason"] is None
+    # a stated number carries no "cannot be pinned down" warning (its band's lower edge may run past the horizon)
+    assert not any("cannot be pinned down" in w for w in near_result["warnings"])
     # the straight line reaches it at 884 labels; the shipped rule states numbers only 1.2-1.9x beyond today
     assert sizes[-1] * 1.2 <= near["total"] <= sizes[-1] * 1.9
-    far = forecast(sizes, values, target=today + 0.04, **quick)["samples_needed"]
-    assert far["status"] == "cannot be pinned down" and far["total"] is not None
+    far_result = forecast(sizes, values, target=today + 0.04, **quick)
+    far = far_result["samples_needed"]
+    # the central crossing is kept in total, but not stated; the reason is the rule's range, not the noise
+    assert far["status"] == "cannot be pinned down" and far["total"] is not None and not far["stated"]
+    assert far["total"] > sizes[-1] * 1.9 and far["not_pinned_reason"] == "outside_validated_range"
+    grid = np.array(far_result["grid"]["size"])
+    _, within = plateau_noise(grid, np.array(far_result["grid"]["metric"]), target=today + 0.04,
+                              needed=float(far["total"]), last_measured=float(sizes[-1]),
+                              seed_spread=seed_sd(values), class_counts=None)
+    assert far["within_noise"] == within  # plateau_noise's answer, not overwritten by the rule
+    warning = next(w for w in far_result["warnings"] if "cannot be pinned down" in w)
+    assert "outside 1.22-1.82x" in warning and "inside the noise" not in warning
+    for needed in (near, far):
+        jsonschema.validate({**needed, "per_class": None}, SCHEMA["properties"]["samples_needed"])
+
+
+def test_report_and_result_state_labels_needed_only_when_pinned_down():
+    rng = np.random.default_rng(0)
+    sizes = np.array([16 * 2 ** (i / 2) for i in range(12)])
+    values = [0.5 + 0.05 * np.log(n / 16) + rng.normal(0, 0.004, 5) for n in sizes]
+    today = float(np.mean(values[-1]))
+    quick = {"chance": 0.5, "n_bootstrap": 0, "method": "meta", "fit_families": False}
+    templates = Environment(loader=PackageLoader("curato", "report/templates"), autoescape=True)
+    answer = templates.get_template("size_answer.html").module.labels_needed_answer
+    shown = {}
+    for name, target in (("near", today + 0.01), ("far", today + 0.04), ("reached", 0.5), ("never", 0.999)):
+        document = {**forecast(sizes, values, target=target, **quick), "n_train": int(sizes[-1])}
+        needed = document["samples_needed"]
+        shown[name] = (str(answer(document)), SizeResult(document).samples_needed, needed)
+    words, number, needed = shown["near"]
+    assert number == needed["total"] and f"about <b>{needed['total']:,}</b>" in words
+    words, number, needed = shown["far"]
+    assert needed["total"] is not None and number is None  # the central crossing exists, but is not stated
+    assert "cannot be pinned down" in words and f"{needed['total']:,}" not in words and "about" not in words
+    assert "90% interval" in words
+    assert shown["reached"][1] is None and "already reached" in shown["reached"][0]
+    assert shown["never"][1] is None and "not reached" in shown["never"][0]
+
+
+def test_the_vectorised_labels_needed_rule_equals_meta_pinned():
+    model = replace(load_meta(), pin_near=0.2, pin_reach=0.6, pin_slope=0.01)
+    grid = np.geomspace(100.0, 100_000.0, 600)
+    rng = np.random.default_rng(1)
+    central = np.clip(0.5 + np.cumsum(rng.uniform(0, 0.004, len(grid))), 0.0, 1.0)
+    needed = np.where(rng.random(400) < 0.1, np.inf, np.exp(rng.uniform(np.log(900), np.log(3000), 400)))
+    upper = np.exp(rng.uniform(np.log(800), np.log(1500), 400))
+    features = [pin_features(grid, central, needed=n, upper_crossing=u, today=1000.0)
+                for n, u in zip(needed, upper, strict=True)]
+    clear, reach, slope = (np.array(column) for column in zip(*features, strict=True))
+    failed = pin_failures(clear, reach, slope, near=model.pin_near, far=model.pin_reach, climb=model.pin_slope)
+    mask = ~np.logical_or.reduce(list(failed.values()))
+    one_by_one = [meta_pinned(model, grid, central, needed=n, upper_crossing=u, today=1000.0)
+                  for n, u in zip(needed, upper, strict=True)]
+    assert mask.tolist() == one_by_one and 0 < mask.sum() < len(mask)
 
 
 def test_a_meta_model_file_from_before_the_labels_needed_rule_states_no_number(tmp_path):

@@ -643,8 +643,10 @@ def size(
     table.add_row(f"{name} today ({today['size']:,} labelled, {'measured' if today['measured'] else 'forecast'})",
                   f"{today['metric']:.3f}", "")
     needed = document["samples_needed"]
-    answer = {"not reached": "not reached", "cannot be pinned down": "cannot be pinned down"}.get(
-        needed["status"], "-" if needed["total"] is None else f"{needed['total']:,}")
+    # a number only where the forecast states one (status "estimated"); the reason for none is in the warnings
+    answer = {"not reached": "not reached", "cannot be pinned down": "cannot be pinned down",
+              "reached": "already reached"}.get(needed["status"],
+                                                "-" if needed["total"] is None else f"{needed['total']:,}")
     table.add_row(f"labelled samples for {name} {document['target']:g}", answer, span(needed["interval"], ","))
     for entry in document["predictions"]:
         table.add_row(f"{name} at {entry['multiple']}x today ({entry['size']:,})", f"{entry['metric']:.3f}",

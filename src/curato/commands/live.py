@@ -235,10 +235,14 @@ def _route(workspace: Workspace, precision: float, embedder: str) -> int:
 
 def _labels_to_target(workspace: Workspace, labelled_now: int | None) -> tuple[int | None, float | None]:
     """(labels still needed, target) from the latest ``curato size`` forecast (training samples it needs minus
-    the labelled training samples now), or (None, target)."""
+    the labelled training samples now), or (None, target) where it states no number (not reached, "cannot be
+    pinned down"); 0 where the target is already reached."""
     document = workspace.read_latest("size") or {}
-    needed = (document.get("samples_needed") or {}).get("total")
+    answer = document.get("samples_needed") or {}
     target = document.get("target")
+    if answer.get("status") == "reached":
+        return 0, target
+    needed = answer.get("total") if answer.get("status") == "estimated" else None
     if needed is None:
         return None, target
     have = max(int(document.get("n_train") or 0), labelled_now or 0)

@@ -201,8 +201,21 @@ class SizeResult(DocumentResult):
 
     @property
     def samples_needed(self) -> int | None:
-        """Labelled samples to reach the target (None: not reached on the fitted curves)."""
-        return self.document["samples_needed"]["total"]
+        """Labelled samples to reach the target, only where the forecast states a number (``status`` "estimated");
+        None otherwise: not reached, already reached, or "cannot be pinned down" (then read
+        ``samples_needed_interval``)."""
+        needed = self.document["samples_needed"]
+        return needed["total"] if needed.get("status") == "estimated" else None
+
+    @property
+    def samples_needed_status(self) -> str:
+        """"estimated" (a number is stated), "cannot be pinned down", "not reached" or "reached"."""
+        return self.document["samples_needed"]["status"]
+
+    @property
+    def samples_needed_interval(self) -> list[int | None] | None:
+        """The 90% interval of the labels needed (None at an end: beyond the horizon)."""
+        return self.document["samples_needed"]["interval"]
 
     def curve(self) -> pd.DataFrame:
         """The measured learning curve: size, mean, std, min, max."""

@@ -138,7 +138,7 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
         progress.advance(1)
         shares = np.bincount(codes[folds.pools[0]], minlength=k) / len(folds.pools[0])
         needed = answers["samples_needed"]
-        needed["per_class"] = None if needed["total"] is None else {
+        needed["per_class"] = None if not needed["stated"] else {
             name: math.ceil(needed["total"] * share) for name, share in zip(classes, shares, strict=True)}
         document: dict[str, Any] = {
             "version": __version__, "workspace": str(workspace.root), "target": target,
@@ -171,7 +171,9 @@ def run_size(workspace: Workspace, *, target: float, metric: str = "accuracy", e
                                                  pseudo_labels=pseudo_labels, augment_max_size=augment_max_size,
                                                  progress=progress)
         record_document(workspace, "size", document, json_path)
-        run.summary = {"samples_needed": document["samples_needed"]["total"], "points": len(points)}
+        stated = document["samples_needed"]["stated"]
+        run.summary = {"samples_needed": document["samples_needed"]["total"] if stated else None,
+                       "status": document["samples_needed"]["status"], "points": len(points)}
     return document
 
 

@@ -32,8 +32,8 @@ import numpy as np
 
 from curato.errors import InputError
 from curato.sizing.curves import FamilyFit, fit_curve, select_fits, weighted_ceiling, weighted_metric
-from curato.sizing.meta import load_meta, meta_curves, meta_pinned
-from curato.sizing.prior import curve_top, load_prior, pinned_down, prior_curves, prior_gain
+from curato.sizing.meta import load_meta, meta_curves, meta_not_pinned_reason, slope_at
+from curato.sizing.prior import curve_top, load_prior, prior_curves, prior_gain, prior_not_pinned_reason
 
 Z90 = 1.6448536269514722  # the standard normal's 95th percentile: a central 90% interval is +-Z90 sd
 
@@ -77,6 +77,17 @@ def no_way_back(grid: np.ndarray, sizes: np.ndarray, values: Sequence[np.ndarray
         return lambda curve: curve
     inside = grid <= sizes[-1]
     return lambda curve: np.where(inside, np.minimum(curve, last_mean), curve)
+
+
+def learned_labels_needed(grid: np.ndarray, sizes: np.ndarray, values: Sequence[np.ndarray], central: np.ndarray,
+                          low: np.ndarray, high: np.ndarray, target: float) -> tuple[float, list[float]]:
+    """Labels needed for ``target`` off a learned forecast (``central`` and its band ``low``..``high`` over
+    ``grid``), with ``no_way_back``: where the central curve crosses it and ``[upper edge's crossing, lower
+    edge's crossing]`` (inf: beyond the grid). The one reading shared by ``forecast`` and
+    ``benchmarks/sizing_lcdb.py``."""
+    for_needed = no_way_back(grid, sizes, values, target)
+    return (labels_needed(grid, for_needed(central), target),
+            [labels_needed(grid, for_needed(high), target), labels_needed(grid, for_needed(low), target)])
 
 
 def evaluation_sd(metric: np.ndarray | float, class_counts: np.ndarray | Sequence[int] | None, *,
@@ -247,6 +258,7 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     marginal_at = today + MARGINAL_PER_CLASS * classes
     spread, scale = seed_sd(values), extrapolation_scale(fits, n, values)
     low_band = high_band = None
+    model, pin_span = None, math.nan  # the meta-model (its labels-needed rule); the prior's pin_span
     if method == "prior":
         prior = load_prior()
         central, low_band, high_band = prior_curves(
@@ -259,7 +271,6 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
         model = load_meta()
         central, low_band, high_band = meta_curves(model, n, values, grid)
         ceiling = float(central[-1])  # the trees stop growing beyond the horizons they were trained on
-        pin_span = math.nan  # the meta-model states a number by its own rule (meta_pinned)
         replicates, curves = np.empty((0, len(grid))), np.empty((0, len(grid)))
     else:
         replicates = _bootstrap(n, values, fits, chance=chance, grid=grid, n_bootstrap=n_bootstrap, seed=seed)
@@ -272,8 +283,13 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
             # Running maxima: a band of the metric reachable with *up to* n labels (the curves are non-decreasing).
             low_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[0], axis=0))
             high_band = np.maximum.accumulate(np.percentile(curves, INTERVAL[1], axis=0))
-    for_needed = no_way_back(grid, n, values, target) if method in LEARNED else (lambda curve: curve)
-    needed = labels_needed(grid, for_needed(central), target)
+    if method in LEARNED:
+        needed, crossings = learned_labels_needed(grid, n, values, central, low_band, high_band, target)
+    else:
+        # Where the band crosses the target: its upper edge first, its lower edge last (inf = beyond the horizon).
+        needed = labels_needed(grid, central, target)
+        crossings = None if low_band is None else [labels_needed(grid, high_band, target),
+                                                   labels_needed(grid, low_band, target)]
 
     def at(points: Sequence[float], rows: np.ndarray) -> np.ndarray:
         return np.array([np.interp(np.log(points), np.log(grid), row) for row in rows])
@@ -288,37 +304,39 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     predictions = [{"multiple": m, "size": int(size), "metric": float(point_values[i]), "interval": interval(i)}
                    for i, (m, size) in enumerate(zip(MULTIPLES, multiples, strict=True))]
     gain_draws = None if not len(curves) else np.diff(at([today, marginal_at], curves), axis=1)[:, 0]
-    needed_interval = None
-    if low_band is not None:
-        # Where the band crosses the target: its upper edge first, its lower edge last (inf = beyond the horizon).
-        needed_interval = [_count(labels_needed(grid, for_needed(high_band), target)),
-                           _count(labels_needed(grid, for_needed(low_band), target))]
+    needed_interval = None if crossings is None else [_count(edge) for edge in crossings]
     noise, within_noise = plateau_noise(grid, central, target=target, needed=needed, last_measured=float(n[-1]),
                                         seed_spread=spread, class_counts=eval_class_counts, kind=metric)
-    measured_today = float(means[-1]) if n[-1] == today else None
-    if method in LEARNED:
-        crossings = [labels_needed(grid, for_needed(high_band), target),
-                     labels_needed(grid, for_needed(low_band), target)]
-        pinned = (meta_pinned(model, grid, central, needed=needed, upper_crossing=crossings[0], today=float(n[-1]))
-                  if method == "meta" else pinned_down(crossings, today=float(n[-1]), pin_span=pin_span))
-        within_noise = not pinned and math.isfinite(needed)
+    measured_today = float(means[-1]) if int(n[-1]) == today else None  # sizes may be floats
+    # Why no number is stated (None: one is). within_noise stays plateau_noise's answer for every method.
+    if not math.isfinite(needed):
+        reason: str | None = "central_not_reached"
+    elif method == "meta":
+        reason = meta_not_pinned_reason(model, grid, central, needed=needed, upper_crossing=crossings[0],
+                                        today=float(n[-1]))
+    elif method == "prior":
+        reason = prior_not_pinned_reason(crossings, today=float(n[-1]), pin_span=pin_span)
     else:
-        pinned = (needed_interval is not None and None not in needed_interval and not within_noise)
+        reason = ("no_interval" if needed_interval is None else "inside_plateau_noise" if within_noise
+                  else "interval_past_horizon" if None in needed_interval else None)
+    pinned = reason is None
     # "not reached": not even the interval's upper edge reaches the target within the horizon
     status = ("reached" if measured_today is not None and measured_today >= target
               else "not reached" if not math.isfinite(needed) and (needed_interval is None or
                                                                    needed_interval[0] is None)
               else "estimated" if pinned else "cannot be pinned down")
+    not_pinned_reason = reason if status == "cannot be pinned down" else None
     result = {
         "fits": [_fit_entry(entry) for entry in fits],
         "ceiling": ceiling,
-        "samples_needed": {"total": _count(needed), "interval": needed_interval, "reachable": math.isfinite(needed),
+        "samples_needed": {"total": _count(needed), "stated": status == "estimated",
+                           "interval": needed_interval, "reachable": math.isfinite(needed),
                            "horizon": int(today * HORIZON),
                            "share_reaching": None if not len(curves) else
                            float(np.mean(curves.max(axis=1) >= target)),
                            "noise": noise, "within_noise": within_noise,
                            "determined": needed_interval is not None and None not in needed_interval,
-                           "pinned_down": pinned, "status": status},
+                           "pinned_down": pinned, "status": status, "not_pinned_reason": not_pinned_reason},
         "method": method,
         "today": {"size": today, "measured": measured_today is not None,
                   "metric": measured_today if measured_today is not None else float(point_values[-1])},
@@ -340,15 +358,16 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
     result["warnings"] = curve_warnings(n, values, fits, target=target, needed=needed, ceiling=ceiling,
                                         today=today, measured_today=measured_today,
                                         noise=noise if within_noise and method == "families" else None)
-    if method in LEARNED and status == "cannot be pinned down":
-        result["warnings"].append(f"the labels needed for {target:g} cannot be pinned down: the target lies inside "
-                                  f"the noise of the forecast (its 90% interval runs from "
-                                  f"{_span_end(needed_interval[0])} to {_span_end(needed_interval[1])} samples); "
+    if not_pinned_reason is not None and not (method == "families" and not_pinned_reason == "inside_plateau_noise"):
+        # (the families' plateau noise has its own sentence in curve_warnings)
+        why = _not_pinned_text(not_pinned_reason, grid=grid, central=central, needed=needed,
+                               today=float(n[-1]), model=model, pin_span=pin_span)
+        also = (f"; the target also lies inside the measurement noise of the forecast's plateau (+-{noise:.3f})"
+                if within_noise and method in LEARNED else "")
+        span = ("" if needed_interval is None else f" (its 90% interval runs from {_span_end(needed_interval[0])} "
+                f"to {_span_end(needed_interval[1])})")
+        result["warnings"].append(f"the labels needed for {target:g} cannot be pinned down: {why}{also}{span}; "
                                   "read the interval, evaluate on more rows, or aim lower")
-    elif math.isfinite(needed) and needed_interval is not None and needed_interval[1] is None and not within_noise:
-        result["warnings"].append(f"the 90% interval of the labels needed for {target:g} runs past the horizon "
-                                  f"({int(today * HORIZON):,} samples): from today's curve the number cannot be "
-                                  "pinned down; read the point estimate as a rough guide")
     return result
 
 
@@ -356,8 +375,33 @@ def _count(value: float) -> int | None:
     return None if not math.isfinite(value) else math.ceil(value)
 
 
+def _not_pinned_text(reason: str, *, grid: np.ndarray, central: np.ndarray, needed: float,
+                     today: float, model: Any, pin_span: float) -> str:
+    """The plain-words reason behind ``not_pinned_reason``."""
+    if reason == "central_not_reached":
+        return (f"the central forecast does not reach the target within {HORIZON:,.0f}x today's data, only the "
+                "band's upper edge does")
+    if reason == "inside_todays_band":
+        return "the target lies inside today's band: within its noise the curve as measured may already reach it"
+    if reason == "outside_validated_range":
+        return (f"the central answer ({math.ceil(needed):,} samples, {needed / today:.2f}x the largest measured "
+                f"size) lies outside {math.exp(model.pin_near):.2f}-{math.exp(model.pin_reach):.2f}x, the only "
+                "range where the meta-model's stated numbers held up on LCDB's tuning curves")
+    if reason == "flat_forecast":
+        return (f"the forecast climbs only {slope_at(grid, central, needed):.3f} per unit of log size there (the "
+                f"rule asks for {model.pin_slope:.3f}): on a flat stretch a small error in the metric moves the labels "
+                "needed a lot")
+    if reason == "interval_past_horizon":
+        return f"the band's lower edge does not reach the target within {HORIZON:,.0f}x today's data"
+    if reason == "interval_too_wide":
+        return f"the 90% interval spans more than {math.exp(pin_span):.1f}x in labels"
+    if reason == "inside_plateau_noise":
+        return "the target lies inside the measurement noise of the forecast's plateau"
+    return "there is no interval to judge it by (no bootstrap replicates)"
+
+
 def _span_end(value: int | None) -> str:
-    return "beyond the horizon" if value is None else f"{value:,}"
+    return "beyond the horizon" if value is None else f"{value:,} samples"
 
 
 def _fit_entry(entry: FamilyFit) -> dict[str, Any]:

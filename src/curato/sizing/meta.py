@@ -163,6 +163,41 @@ def slope_at(grid: np.ndarray, curve: np.ndarray, size: float) -> float:
     return float((high - low) / (2 * SLOPE_SPAN))
 
 
+def pin_features(grid: np.ndarray, central: np.ndarray, *, needed: float, upper_crossing: float,
+                 today: float) -> tuple[bool, float, float]:
+    """What the labels-needed rule looks at (``pin_failures``): whether the target lies above today's band (the
+    band's upper edge crosses it, at ``upper_crossing``, beyond ``today``), the ``reach`` log(needed / today) of
+    the central answer ``needed`` and the ``slope`` of ``central`` there (inf and -inf when it never crosses)."""
+    if not math.isfinite(needed):
+        return False, math.inf, -math.inf
+    return bool(upper_crossing > today), math.log(needed / today), slope_at(grid, central, needed)
+
+
+PIN_FAILURES = ("central_not_reached", "inside_todays_band", "outside_validated_range", "flat_forecast")
+
+
+def pin_failures(clear: np.ndarray | bool, reach: np.ndarray | float, slope: np.ndarray | float, *, near: float,
+                 far: float, climb: float) -> dict[str, np.ndarray]:
+    """The labels-needed rule, vectorised over targets (``pin_features`` of each): which of its tests each target
+    fails, named as in ``PIN_FAILURES``; a number is stated where it fails none. The one definition of the rule:
+    ``meta_pinned`` and the benchmark's search for the rule (``choose_pin_rule``) both call it."""
+    reach_a = np.asarray(reach, dtype=np.float64)
+    reached = np.isfinite(reach_a)
+    return {"central_not_reached": ~reached,
+            "inside_todays_band": reached & ~np.asarray(clear, dtype=bool),
+            "outside_validated_range": reached & ((reach_a < near) | (reach_a > far)),
+            "flat_forecast": reached & (np.asarray(slope, dtype=np.float64) < climb)}
+
+
+def meta_not_pinned_reason(model: MetaModel, grid: np.ndarray, central: np.ndarray, *, needed: float,
+                           upper_crossing: float, today: float) -> str | None:
+    """Why the labels needed are not stated as a number (the first test of ``PIN_FAILURES`` that fails), None when
+    they are (``meta_pinned``)."""
+    clear, reach, slope = pin_features(grid, central, needed=needed, upper_crossing=upper_crossing, today=today)
+    failed = pin_failures(clear, reach, slope, near=model.pin_near, far=model.pin_reach, climb=model.pin_slope)
+    return next((name for name in PIN_FAILURES if bool(failed[name])), None)
+
+
 def meta_pinned(model: MetaModel, grid: np.ndarray, central: np.ndarray, *, needed: float, upper_crossing: float,
                 today: float) -> bool:
     """Whether the labels needed (``needed``: where ``central`` crosses the target; ``upper_crossing``: where the
@@ -171,7 +206,5 @@ def meta_pinned(model: MetaModel, grid: np.ndarray, central: np.ndarray, *, need
     still climbs by at least ``pin_slope`` per unit of log size there. Learned on the tuning curves so that the
     numbers stated land within +-25% of the labels that reached the target most of the time
     (``benchmarks/sizing_lcdb.py --fit-meta``)."""
-    if not (math.isfinite(needed) and upper_crossing > today):
-        return False
-    reach = math.log(needed / today)
-    return bool(model.pin_near <= reach <= model.pin_reach and slope_at(grid, central, needed) >= model.pin_slope)
+    return meta_not_pinned_reason(model, grid, central, needed=needed, upper_crossing=upper_crossing,
+                                  today=today) is None

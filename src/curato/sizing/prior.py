@@ -172,5 +172,16 @@ def pinned_down(needed_interval: Sequence[float], *, today: float, pin_span: flo
     never crosses) states a number: the target lies clearly above today's band (the upper edge crosses it only
     beyond ``today``: else it lies inside the noise of the curve as measured) and the interval is at most
     ``pin_span`` wide in log size (else inside the noise of the forecast's plateau)."""
+    return prior_not_pinned_reason(needed_interval, today=today, pin_span=pin_span) is None
+
+
+def prior_not_pinned_reason(needed_interval: Sequence[float], *, today: float, pin_span: float) -> str | None:
+    """Why ``pinned_down`` states no number: "inside_todays_band", "interval_past_horizon" (the band's lower
+    edge never crosses the target) or "interval_too_wide" (wider than ``pin_span`` in log size); None when it
+    states one."""
     low, high = needed_interval
-    return bool(today < low and math.isfinite(high) and math.log(high / low) <= pin_span)
+    if not today < low:
+        return "inside_todays_band"
+    if not math.isfinite(high):
+        return "interval_past_horizon"
+    return None if math.log(high / low) <= pin_span else "interval_too_wide"
