@@ -210,12 +210,14 @@ def later_targets(curve: dict[str, Any]) -> list[int]:
 
 
 def learned_result(curve: dict[str, Any], curves_at: Any, pinned: Any) -> dict[str, Any]:
-    """A learned method's backtest on one curve (fit <= 25%, predict the largest), as ``forecast`` computes it:
-    ``curves_at(sizes, values, grid) -> (central, low, high)``; ``pinned(grid, central, needed, crossings, today)``
-    whether a labels-needed answer is stated as a number. ``targets``: the labels-needed answer for the mean
-    measured at every size beyond the quarter (``later_targets``), the largest's also at the top level."""
-    from curato.sizing.forecast import GRID_POINTS, HORIZON, labels_needed, no_way_back
-    from curato.sizing.meta import slope_at
+    """A learned method's backtest on one curve (fit <= 25%, predict the largest), read as ``forecast`` reads it
+    (``learned_labels_needed``, ``pin_features``: the same functions): ``curves_at(sizes, values, grid) ->
+    (central, low, high)``; ``pinned(grid, central, needed, crossings, today)`` whether a labels-needed answer is
+    stated as a number. ``targets``: the labels-needed answer for the mean measured at every size beyond the
+    quarter (``later_targets``), the largest's also at the top level; ``clear``, ``reach`` and ``slope``: what the
+    meta-model's rule looks at (``choose_pin_rule`` searches the rule over them)."""
+    from curato.sizing.forecast import GRID_POINTS, HORIZON, learned_labels_needed
+    from curato.sizing.meta import pin_features
 
     sizes, values, largest, _ = fitted_part(curve)
     grid = np.geomspace(sizes[0], sizes[-1] * HORIZON, GRID_POINTS)
@@ -225,13 +227,13 @@ def learned_result(curve: dict[str, Any], curves_at: Any, pinned: Any) -> dict[s
     targets = []
     for index in later_targets(curve):
         target = float(np.mean(curve["values"][index]))
-        for_needed = no_way_back(grid, sizes, values, target)
-        needed = labels_needed(grid, for_needed(central), target)
-        crossings = [labels_needed(grid, for_needed(high), target), labels_needed(grid, for_needed(low), target)]
+        needed, crossings = learned_labels_needed(grid, sizes, values, central, low, high, target)
+        clear, reach, slope = pin_features(grid, central, needed=needed, upper_crossing=crossings[0],
+                                           today=float(sizes[-1]))
         targets.append({"truth": curve["sizes"][index], "needed": None if not math.isfinite(needed) else needed,
                         "pinned": pinned(grid, central, needed, crossings, float(sizes[-1])),
                         "outside_noise": outside_noise(curve, index), "crossings": crossings,
-                        "slope": slope_at(grid, central, needed) if math.isfinite(needed) else None})
+                        "clear": clear, "reach": reach, "slope": slope})
     last = targets[-1]
     return {"predicted": predicted, "interval": interval, "needed": last["needed"], "flagged": not last["pinned"],
             "crossings": last["crossings"], "targets": targets}
@@ -451,28 +453,25 @@ PIN_REACH = (0.5, 0.6, 0.7, 0.8, 1.0, 1.4, 2.0)
 PIN_SLOPE = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04)
 
 
-def choose_pin_rule(curves: list[dict[str, Any]], results: list[dict[str, Any]]) -> tuple[float, float, float]:
+def choose_pin_rule(results: list[dict[str, Any]]) -> tuple[float, float, float]:
     """The meta-model's labels-needed rule (``curato.sizing.meta.meta_pinned``: ``pin_near``, ``pin_reach``,
     ``pin_slope``) from its out-of-fold answers for every target beyond the quarter of the tuning curves: among
     the candidates whose stated numbers land within +-25% at least ``PIN_PRECISION`` of the time (over at least
     ``PIN_MIN`` of them), the one stating the most right numbers for targets outside the plateau noise; none
-    stated (the defaults) when no candidate qualifies."""
-    reach, slope, clear, right, outside = [], [], [], [], []
-    for curve, result in zip(curves, results, strict=True):
-        today = float(fitted_part(curve)[0][-1])
-        for target in result["targets"]:
-            needed = math.inf if target["needed"] is None else target["needed"]
-            clear.append(math.isfinite(needed) and target["crossings"][0] > today)
-            reach.append(math.log(needed / today) if math.isfinite(needed) else math.inf)
-            slope.append(-math.inf if target["slope"] is None else target["slope"])
-            right.append(math.isfinite(needed) and abs(needed / target["truth"] - 1) <= TOLERANCE)
-            outside.append(target["outside_noise"])
-    reach_a, slope_a, clear_a, right_a, outside_a = (np.array(v) for v in (reach, slope, clear, right, outside))
+    stated (the defaults) when no candidate qualifies. The candidates are scored on the same out-of-fold targets
+    they are chosen on, so the chosen rule's precision here is the selection threshold, not an estimate of it."""
+    from curato.sizing.meta import pin_failures
+
+    rows = [t for result in results for t in result["targets"]]
+    clear_a, reach_a, slope_a = (np.array([t[name] for t in rows]) for name in ("clear", "reach", "slope"))
+    right_a = np.array([t["needed"] is not None and abs(t["needed"] / t["truth"] - 1) <= TOLERANCE for t in rows])
+    outside_a = np.array([bool(t["outside_noise"]) for t in rows])
     best, rule = -1, (0.0, -1.0, math.inf)
     for near in PIN_NEAR:
         for far in PIN_REACH:
             for climb in PIN_SLOPE:
-                stated = clear_a & (reach_a >= near) & (reach_a <= far) & (slope_a >= climb)
+                failed = pin_failures(clear_a, reach_a, slope_a, near=near, far=far, climb=climb)
+                stated = ~np.logical_or.reduce(list(failed.values()))
                 if stated.sum() < PIN_MIN or right_a[stated].mean() < PIN_PRECISION:
                     continue
                 score = int((stated & right_a & outside_a).sum())
@@ -532,7 +531,7 @@ def fit_meta(curves: list[dict[str, Any]], *, folds: int = 5, workers: int = 3) 
     interval_scale = float(np.quantile(scales, 0.9))
     results = [meta_result(c, replace(m, interval_scale=interval_scale)) for c, m in zip(curves, fold_model,
                                                                                           strict=True)]
-    near, reach, climb = choose_pin_rule(curves, results)
+    near, reach, climb = choose_pin_rule(results)
     rule = {"interval_scale": interval_scale, "pin_near": near, "pin_reach": reach, "pin_slope": climb}
     results = [meta_result(c, replace(m, **rule)) for c, m in zip(curves, fold_model, strict=True)]
     model = replace(final, **rule)
@@ -689,6 +688,29 @@ def labels_summary(curves: list[dict[str, Any]], results: dict[str, Any], *, lar
             "wrong": float((stated & ~right).mean()), "wrong_count": int((stated & ~right).sum())}
 
 
+STATED_CONSTANT = 1.6  # a constant multiple inside the rule's 1.22-1.82x window, judged on the targets it states
+
+
+def stated_against_constant(curves: list[dict[str, Any]], results: dict[str, Any], *,
+                            multiple: float = STATED_CONSTANT) -> str:
+    """On the targets a method states a number for: how many of its numbers land within +-25%, and how many a
+    constant ``multiple`` times today's labels would get on the same targets (the meta-model's rule states numbers
+    only 1.22-1.82x beyond today, on LCDB's sqrt(2) grid of truths, where one constant is often right too)."""
+    stated = right = constant = 0
+    for curve in curves:
+        if key(curve) not in results or "targets" not in results[key(curve)]:
+            continue
+        today = float(fitted_part(curve)[0][-1])
+        for target in results[key(curve)]["targets"]:
+            if not (target["pinned"] and target["needed"] is not None):
+                continue
+            stated += 1
+            right += abs(target["needed"] / target["truth"] - 1) <= TOLERANCE
+            constant += abs(multiple * today / target["truth"] - 1) <= TOLERANCE
+    return (f"on the {stated} targets stated as a number: {right} within +-25%; a constant {multiple:g}x today's "
+            f"labels on the same targets: {constant}")
+
+
 def labels_table(title: str, curves: list[dict[str, Any]], methods: dict[str, dict[str, Any]]) -> str:
     """A markdown table of the labels-needed answers of every method that gives them per target."""
     lines = [f"{title}", "",
@@ -760,6 +782,8 @@ def main(argv: list[str] | None = None) -> int:
             "no gain": {k: v["no gain"] for k, v in baselines.items()},
             "meta-model (out-of-fold)": out_of_fold,
             "constant 2.2x today (reference)": {key(c): constant_result(c) for c in even}}))
+        print(f"meta-model (out-of-fold) {stated_against_constant(even, out_of_fold)} (the rule was chosen on these "
+              f"targets: its precision here is the selection threshold {PIN_PRECISION:.0%}, not an estimate)")
         for learner in LEARNERS.values():
             chosen = [c for c in even if c["learner"] == learner]
             print(table(f"### {learner}, out-of-fold", chosen, {"meta-model (out-of-fold)": out_of_fold}))
@@ -790,6 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     constant = {"constant 2.2x today (reference)": {key(c): constant_result(c) for c in curves}}
     print(labels_table(f"## Labels needed for the value measured at every size beyond the quarter, {role}", curves,
                        {**methods, **constant}))
+    print(f"meta-model (new), {role}: {stated_against_constant(curves, methods['meta-model (new)'])}")
     for slow in ("curato (current)", "dataeval Sufficiency"):
         answered = [c for c in curves if key(c) in methods.get(slow, {})]
         if 0 < len(answered) < len(curves):
