@@ -359,6 +359,10 @@ def test_cli_writes_valid_json_and_report(sizing_workspace, tmp_path):
     assert report.returncode == 0, report.stderr
     html = (tmp_path / "r.html").read_text()
     assert 'id="sizing"' in html and "line-chart" in html
+    section = html[html.index('id="sizing"'):]
+    section = section[:section.index("</section>")]
+    # the report states a number of labels only where the forecast does
+    assert ("about <b>" in section) == (document["samples_needed"]["status"] == "estimated")
 
 
 @pytest.fixture(scope="module")
