@@ -240,10 +240,14 @@ def refine_edges(graph: RegionGraph, painted: np.ndarray, classes: np.ndarray, p
     out = np.where(flat_painted == UNPAINTED, classes[best][flat_segments], flat_painted).astype(np.uint8)
     if pixels.size == 0:
         return out.reshape(painted.shape)
-    colours = graph.lab[pixels]
-    distance = np.full((pixels.size, len(classes)), np.inf)
+    # Colours rounded to 1 Lab unit (under a just noticeable difference): one query per distinct colour.
+    rounded = np.round(graph.lab[pixels]).astype(np.int64) + np.array([0, 128, 128])  # L 0..100, a, b -128..127
+    keys, inverse = np.unique((rounded[:, 0] * 256 + rounded[:, 1]) * 256 + rounded[:, 2], return_inverse=True)
+    colours = np.stack([keys // 65536, keys // 256 % 256 - 128, keys % 256 - 128], 1).astype(np.float64)
+    distance = np.full((len(colours), len(classes)), np.inf)
     for c, class_samples in samples.items():
         distance[:, c] = nearest_distance(colours, class_samples)
+    distance = distance[inverse]
     seen = np.isfinite(distance).any(axis=0)
     nearest = distance[:, seen].min(axis=1, keepdims=True)
     score = np.log(np.clip(probabilities[flat_segments[pixels]], 1e-6, 1.0))
