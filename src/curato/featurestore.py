@@ -253,21 +253,29 @@ class FeatureStore:
         """
         folder = self.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
-        blocks: list[tuple[np.ndarray, ...]] = []
+        # Ids and hashes of every block are read at once; vectors one block at a time when they are written, so a
+        # finalize holds one part's vectors, not the whole set's (1M thumbnails were ~9 GB as float32 copies).
+        id_blocks: list[np.ndarray] = []
+        hash_blocks: list[np.ndarray] = []
+        vector_blocks: list[Callable[[], np.ndarray]] = []
         complete = self._complete_if_same(name, meta)
         if complete is not None:
-            blocks.append(complete)
+            id_blocks.append(np.asarray(complete[0]))
+            hash_blocks.append(np.asarray(complete[1]))
+            vector_blocks.append(lambda vectors=complete[2]: vectors)
         for part in self.pending_parts(name):
             with np.load(part) as data:
-                blocks.append((data["ids"], data["hashes"], data["vectors"]))
-        if not blocks:
+                id_blocks.append(data["ids"])
+                hash_blocks.append(data["hashes"])
+            vector_blocks.append(lambda part=part: _part_vectors(part))
+        if not id_blocks:
             workspace = self.root.parent
             raise WorkspaceError(
                 f"nothing computed for {name!r}: no sample could be read (have the data files moved?); "
                 f"`curato check -w {workspace}` lists missing files; re-ingest the data from where it is now")
-        ids = np.concatenate([b[0] for b in blocks]).astype(str)
-        hashes = np.concatenate([b[1] for b in blocks]).astype(str)
-        vectors = np.concatenate([np.asarray(b[2], dtype=np.float32) for b in blocks])
+        ids = np.concatenate(id_blocks).astype(str)
+        hashes = np.concatenate(hash_blocks).astype(str)
+        starts = np.cumsum([0] + [len(block) for block in id_blocks])
         # newest row wins: keep the last occurrence of each id
         _, first_in_reversed = np.unique(ids[::-1], return_index=True)
         keep = len(ids) - 1 - first_in_reversed
@@ -277,10 +285,10 @@ class FeatureStore:
         previous = self._meta(name)
         generation = (previous or {}).get("generation", 0) + 1
         with _writing(f"feature set {name!r}", folder):
-            _atomic_save(folder / f"vectors-{generation}.npy", vectors[keep].astype(dtype))
+            dim = _save_rows(folder / f"vectors-{generation}.npy", vector_blocks, starts, keep, dtype)
             _atomic_save(folder / f"hashes-{generation}.npy", hashes[keep])
             _atomic_save(folder / f"ids-{generation}.npy", ids[keep])
-            full_meta = {**meta, "name": name, "generation": generation, "dim": int(vectors.shape[1]),
+            full_meta = {**meta, "name": name, "generation": generation, "dim": dim,
                          "dtype": dtype, "count": len(keep)}
             _atomic_json(folder / "meta.json", full_meta)
             for stale in folder.glob("*.npy"):
@@ -294,6 +302,47 @@ class FeatureStore:
         """Write rows for ``ids`` (replacing older rows of the same ids) as a new generation."""
         self.write_part(name, ids, hashes, np.asarray(vectors))
         return self.finalize(name, meta, dtype=dtype)
+
+
+def _part_vectors(part: Path) -> np.ndarray:
+    with np.load(part) as data:
+        return data["vectors"]
+
+
+_ROW_BLOCK = 65_536
+
+
+def _save_rows(path: Path, blocks: list[Callable[[], np.ndarray]], starts: np.ndarray, keep: np.ndarray,
+               dtype: str) -> int:
+    """Write rows ``keep`` (indices into the blocks laid end to end) as one ``.npy`` of ``dtype``, atomically,
+    loading one block at a time; returns the row width. Each row goes through float32 as it always has."""
+    block_of = np.searchsorted(starts, keep, side="right") - 1
+    tmp = temporary_name(path)
+    out: np.ndarray | None = None
+    try:
+        for number, load in enumerate(blocks):
+            positions = np.flatnonzero(block_of == number)
+            if out is not None and not len(positions):
+                continue
+            vectors = load()
+            if out is None:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype),
+                                                shape=(len(keep), int(vectors.shape[1])))
+            rows = keep[positions] - starts[number]
+            for start in range(0, len(positions), _ROW_BLOCK):
+                picked = np.asarray(vectors[rows[start:start + _ROW_BLOCK]], dtype=np.float32)
+                out[positions[start:start + _ROW_BLOCK]] = picked.astype(dtype)
+        assert out is not None  # at least one block exists
+        dim = int(out.shape[1])
+        out.flush()
+        del out
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return dim
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _read_meta(path: Path) -> dict[str, Any] | None:
