@@ -21,6 +21,11 @@ Stages, each in a fresh process (wall time of the work itself; CPU seconds and p
 * ``audit``: ``find_issues`` with every one of those checks in one process (the graph built once): the number
   that answers "how long does an audit of N embedded samples take, in how much memory".
 
+The per-image stages (``--image-sizes``): synthetic tiny images (32x32 RGB PNGs in 10 class folders: a class
+colour, a shape at a random place, pixel noise; 1% exact copies of other files), then ``ingest`` (listing,
+reading, decoding, properties, hashes, thumbnails into a fresh workspace) and ``embed`` (the default image
+embedder) each in its own process, with items per wall second and per CPU second of the process.
+
 Scores per N: F1 of the planted label noise (``label_issues``), copies (``near_duplicates``) and outliers
 (``outliers``) from the full audit, and the growth exponent ``log(t1/t0) / log(n1/n0)`` of each stage's time
 between consecutive sizes. ``--recall`` (on by default at 100k): the IVF graph's recall against exact faiss
@@ -128,6 +133,76 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
+IMAGE_SIDE = 32
+
+
+def make_images(n: int, seed: int = 0) -> Path:
+    """``n`` tiny PNGs under ``.bench/scale/images-n{n}/images/<class>/``; 1% are exact copies of other files."""
+    from PIL import Image
+
+    folder = CACHE / f"images-n{n}"
+    root = folder / "images"
+    if (folder / "done").exists():
+        return folder
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(CLASSES, size=n)
+    colours = rng.integers(40, 216, size=(CLASSES, 3))
+    copies = rng.random(n) < 0.01
+    for label in range(CLASSES):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:IMAGE_SIDE, :IMAGE_SIDE]
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        for index in range(start, stop):
+            path = root / str(int(labels[index])) / f"{index:08d}.png"
+            if copies[index] and index > 0:
+                source = int(rng.integers(index))
+                (path.parent / f"{index:08d}.png").write_bytes(
+                    (root / str(int(labels[source])) / f"{source:08d}.png").read_bytes())
+                continue
+            cy, cx, radius = rng.integers(6, 26), rng.integers(6, 26), rng.integers(3, 9)
+            pixels = np.full((IMAGE_SIDE, IMAGE_SIDE, 3), 128, dtype=np.int16)
+            pixels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = colours[labels[index]]
+            pixels += rng.integers(-12, 13, size=pixels.shape, dtype=np.int16)
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+        print(f"[images-n{n}] wrote {stop:,} images", file=sys.stderr, flush=True)
+    (folder / "done").write_text(str(n))
+    return folder
+
+
+def worker_ingest(folder: Path) -> dict[str, Any]:
+    import shutil
+
+    from curato.api import Workspace
+
+    shutil.rmtree(folder / "ws", ignore_errors=True)
+    workspace = Workspace.create(folder / "ws")
+    start = time.perf_counter()
+    summary = workspace.ingest(folder / "images")
+    return {"seconds": time.perf_counter() - start, "items": summary.samples, "unreadable": summary.unreadable}
+
+
+def worker_embed(folder: Path) -> dict[str, Any]:
+    from curato.api import Workspace
+
+    workspace = Workspace.open(folder / "ws")
+    start = time.perf_counter()
+    summary = workspace.embed()
+    return {"seconds": time.perf_counter() - start, "items": summary.total, "embedder": summary.embedder}
+
+
+def run_images(n: int, stages: tuple[str, ...] = ("ingest", "embed")) -> dict[str, Any]:
+    start = time.perf_counter()
+    folder = make_images(n)
+    result: dict[str, Any] = {"n": n, "generate_seconds": round(time.perf_counter() - start, 1)}
+    for stage in stages:
+        info = result[stage] = run_worker(stage, folder)
+        if "failed" not in info:
+            info["items_per_s"] = round(info["items"] / info["seconds"], 1)
+            info["items_per_cpu_s"] = round(info["items"] / info["cpu_seconds"], 1)
+    return result
+
+
 def _typical_nn_distance(vectors: np.ndarray, rng: np.random.Generator, sample: int = 2000) -> float:
     """Median Euclidean nearest-neighbour distance of a sample within the first 20,000 rows (a scale only)."""
     pool = vectors[:20_000]
@@ -225,7 +300,7 @@ def worker_recall(folder: Path) -> dict[str, Any]:
 
 
 WORKERS = {"oof": worker_oof, "knn": worker_knn, "check": worker_check, "audit": worker_audit,
-           "recall": worker_recall}
+           "recall": worker_recall, "ingest": worker_ingest, "embed": worker_embed}
 
 
 def run_worker(name: str, folder: Path, *extra: str) -> dict[str, Any]:
@@ -287,13 +362,28 @@ def growth(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     exponents: dict[str, dict[str, float]] = {}
     for small, large in itertools.pairwise(runs):
         key = f"{small['n']}->{large['n']}"
-        for stage in ("oof", "knn", *CHECKS, "audit"):
+        for stage in ("oof", "knn", *CHECKS, "audit", "ingest", "embed"):
             for measure, suffix in (("seconds", ""), ("cpu_seconds", " cpu")):
                 a, b = small.get(stage, {}).get(measure), large.get(stage, {}).get(measure)
                 if a and b:
                     exponent = math.log(b / a) / math.log(large["n"] / small["n"])
                     exponents.setdefault(stage, {})[key + suffix] = round(exponent, 2)
     return exponents
+
+
+def print_image_table(runs: list[dict[str, Any]], exponents: dict[str, dict[str, float]]) -> None:
+    print(f"{'stage':8}" + "".join(f"{run['n']:>44,}" for run in runs) + "   growth exponent (wall, cpu)")
+    for stage in ("ingest", "embed"):
+        cells = []
+        for run in runs:
+            info = run.get(stage)
+            if info is None:
+                cells.append("")
+                continue
+            cells.append(info.get("failed") or f"{info['seconds']:.0f} s/{info['cpu_seconds']:.0f} cpu "
+                         f"{info['peak_rss_gb']:.2f} GB {info['items_per_cpu_s']:.0f}/cpu-s")
+        print(f"{stage:8}" + "".join(f"{c:>44}" for c in cells) + "   " +
+              ", ".join(f"{k} {v}" for k, v in exponents.get(stage, {}).items()))
 
 
 def print_table(runs: list[dict[str, Any]], exponents: dict[str, dict[str, float]]) -> None:
@@ -325,7 +415,9 @@ def main() -> None:
         Path(info_path).write_text(json.dumps(info))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,100000", help="comma-separated sample counts")
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated sample counts ('' for none)")
+    parser.add_argument("--image-sizes", default="", help="comma-separated image counts for ingest and embed")
+    parser.add_argument("--image-stages", default="ingest,embed", help="ingest, embed or both (embed needs ingest)")
     parser.add_argument("--dim", type=int, default=256, help="embedding dimension")
     parser.add_argument("--stages", default=",".join(("oof", "knn", *CHECKS, "audit")),
                         help="which stages to run (oof, knn, the check names, audit)")
@@ -334,19 +426,27 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="run nothing: print what earlier runs recorded")
     args = parser.parse_args()
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    sizes = [int(size) for size in args.sizes.split(",")]
+    sizes = [int(size) for size in args.sizes.split(",") if size]
+    image_sizes = [int(size) for size in args.image_sizes.split(",") if size]
     if args.report:
         runs = [recorded(size, args.dim) for size in sizes]
     else:
         runs = [run_size(size, args.dim, stages=stages, recall=not args.skip_recall) for size in sizes]
+    image_stages = tuple(s.strip() for s in args.image_stages.split(",") if s.strip())
+    image_runs = [run_images(size, image_stages) for size in image_sizes]
     exponents = growth(runs)
+    image_exponents = growth(image_runs)
     load = os.getloadavg()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     if args.json:
-        print(json.dumps({"runs": runs, "growth": exponents, "load_average": load, "commit": commit}, indent=2))
+        print(json.dumps({"runs": runs, "growth": exponents, "image_runs": image_runs,
+                          "image_growth": image_exponents, "load_average": load, "commit": commit}, indent=2))
     else:
-        print_table(runs, exponents)
+        if runs:
+            print_table(runs, exponents)
+        if image_runs:
+            print_image_table(image_runs, image_exponents)
         print(f"commit {commit}; load average at the end (other processes share the 2 cores): {load}")
 
 
