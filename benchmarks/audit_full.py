@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--one-at-a-time", action="store_true",
                         help="run the checks one at a time (as before side-by-side checks); per-check CPU seconds "
                              "are only measured this way")
+    parser.add_argument("--checks", help="comma-separated checks to run (default: every check), e.g. duplicates")
     parser.add_argument("--audit-only", action="store_true",
                         help="skip ingest and embedding (the workspace is already prepared)")
     args = parser.parse_args()
@@ -70,7 +71,7 @@ def main() -> None:
         if name.startswith("oof-probs"):
             shutil.rmtree(workspace.features.folder(name))
     started, cpu_started = time.perf_counter(), _cpu()
-    result = run_audit(workspace, embedder=args.embedder)
+    result = run_audit(workspace, args.checks.split(",") if args.checks else None, embedder=args.embedder)
     audit_seconds, audit_cpu = time.perf_counter() - started, _cpu() - cpu_started
     print(f"audit:  {audit_seconds:.1f} s for {workspace.catalog.sample_count()} samples (goal < 90 s)")
     print(f"audit CPU: {audit_cpu:.1f} s (all threads); load average {_load()}")
