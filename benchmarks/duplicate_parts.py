@@ -20,7 +20,7 @@ from curato.checks.registry import registered_checks
 from curato.commands.audit import run_audit
 from curato.workspace import Workspace
 
-PARTS = {registration: ("grid_similarity", "registered_similarity", "refined_similarity", "knn",
+PARTS = {registration: ("registered_similarity", "refined_similarity", "knn",
                         "fourier_descriptors"),
          near: ("second_look_distances", "better_direction_distance", "compare_neighbours", "residual_shares",
                 "embedding_graph", "candidate_pairs")}

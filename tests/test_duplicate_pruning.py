@@ -50,22 +50,3 @@ def test_pruned_comparisons_decide_like_registering_every_pair(fashion_mnist: tu
     assert decided.any()
     assert np.allclose(full.t[decided], pruned.t[decided], atol=1e-6)
     assert np.allclose(full.other[decided], pruned.other[decided], atol=1e-6)
-
-
-def test_grid_similarity_matches_registered_similarity(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> None:
-    from curato.checks.duplicates.grid import grid_similarity
-    from curato.features.thumbnails import registered_similarity
-
-    images, _ = fashion_mnist
-    pictures = images[:600].astype(np.float32)
-    pictures = np.concatenate([pictures, np.roll(pictures[:100], 1, axis=2) * 0.9 + 10])
-    grey = pictures[:, 2:26, 2:26]
-    rng = np.random.default_rng(1)
-    first = np.sort(np.r_[np.arange(100), rng.integers(0, len(grey), 3000)])
-    second = np.where(first < 100, first + 600, rng.integers(0, len(grey), first.size))
-    similarity, placement, peak = registered_similarity(grey, first, second, return_peak=True)
-    fast, fast_placement, fast_peak = grid_similarity(grey, first, second, chunk=256)
-    assert np.array_equal(placement, fast_placement)
-    assert np.abs(fast - similarity).max() < 1e-4 and np.abs(fast_peak - peak).max() < 1e-4
-    close = similarity > 0.9  # the copies and look-alikes: float32 rounding only
-    assert close.sum() >= 100 and np.abs(fast - similarity)[close].max() < 2e-6

@@ -147,7 +147,10 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
 
     Cost: the spread of each placement of a second picture is computed once per distinct picture;
     per pair, the vertical resampling is folded into the first picture's window and the horizontal one
-    applied to the second picture, and the two meet in a (9 x 9) matrix of placements.
+    applied to the second picture, and the two meet in a (9 x 9) matrix of placements. The second picture is
+    resampled straight into the layout that product reads (variant, column, row); the window, shared by the
+    pair's neighbours in a chunk, is the one transposed to match (a transposed copy of the second pictures
+    cost as much as the product itself on 24 px thumbnails).
     """
     grey = np.asarray(grey, dtype=np.float32)
     first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
@@ -164,6 +167,7 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
     # where R_v is the picture resampled horizontally.
     down = np.ascontiguousarray(matrices.transpose(0, 2, 1)).reshape(-1, matrices.shape[1])  # (u * side, c)
     across = np.ascontiguousarray(matrices.reshape(-1, side).T)  # (side, v * c)
+    across_rows = np.ascontiguousarray(across.T)  # (v * c, side)
     gram = np.einsum("uch,ucg->uhg", matrices, matrices)
     row_weights = matrices.sum(axis=1)  # (u, side): how much each source row adds to a placement's sum
     count = (side - 2 * REGISTRATION_MARGIN) ** 2
@@ -185,13 +189,14 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
         # A sample is compared with several partners in a row: its window is resampled once per chunk.
         firsts, which = np.unique(first[start:start + chunk], return_inverse=True)
         a = _unit_window(grey[firsts])
-        b = grey[second[start:start + chunk]]
         m, core = len(which), a.shape[1]
-        # left: (samples, u, side, c), each window resampled vertically; right: (m, v, side, c) horizontally --
-        # both as one matrix product, then a batch of (u, side * c) x (side * c, v) products
+        # left: (samples, u, c, side), each window resampled vertically and transposed; right: (m, v, c, side),
+        # every variant's horizontal resampling of each second picture in one product; then a batch of
+        # (u, c * side) x (c * side, v) products
         left = (down @ a.transpose(1, 0, 2).reshape(core, -1)).reshape(len(grid), side, len(firsts), core)
-        left = np.ascontiguousarray(left.transpose(2, 0, 1, 3)).reshape(len(firsts), len(grid), side * core)
-        right = _resampled_across(b, across).reshape(m, len(grid), side * core)
+        left = np.ascontiguousarray(left.transpose(2, 0, 3, 1)).reshape(len(firsts), len(grid), core * side)
+        right = np.matmul(across_rows[None], grey[second[start:start + chunk]].transpose(0, 2, 1))
+        right = right.reshape(m, len(grid), core * side)
         numerator = np.matmul(left[which], right.transpose(0, 2, 1)).reshape(m, placements)
         correlation = numerator / (spread[position[start:start + chunk]] + 1e-6)
         out[start:start + chunk] = correlation.max(axis=1)

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from curato.checks.duplicates import rules
 from curato.checks.duplicates.candidates import Graph
-from curato.checks.duplicates.grid import grid_similarity
 from curato.checks.duplicates.params import DuplicateParams
 from curato.errors import InputError
 from curato.features.properties import GREY_SIDE
@@ -29,6 +27,7 @@ from curato.features.thumbnails import (
     REGISTRATION_MARGIN,
     fourier_descriptors,
     refined_similarity,
+    registered_similarity,
     residual_low_share,
 )
 from curato.neighbors import knn
@@ -95,7 +94,8 @@ def compare_neighbours(grey: np.ndarray, graph: Graph, params: DuplicateParams,
         if chosen.size == 0:
             return
         registered[chosen] = True
-        coarse, placement, peak = grid_similarity(grey, rows[local[chosen]], partner[chosen])
+        coarse, placement, peak = registered_similarity(grey, rows[local[chosen]], partner[chosen],
+                                                        return_peak=True)
         # The grid leaves up to half a thumbnail pixel of misregistration, which costs textured pictures much of
         # their correlation; every pair the grid finds close enough to matter is refined continuously.
         close = np.flatnonzero((1.0 - coarse <= params.refine_below) & (1.0 - peak <= params.refine_predicted))
@@ -158,22 +158,15 @@ def has_picture(grey: np.ndarray) -> np.ndarray:
 
 def better_direction_distance(grey: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Refined registered distance ``t`` of each pair in the better of its two directions."""
-    both = _refined(grey, np.r_[first, second], np.r_[second, first])
+    both = refined_similarity(grey, np.r_[first, second], np.r_[second, first])
     return 1.0 - np.maximum(both[:first.size], both[first.size:])
-
-
-def _refined(grey: np.ndarray, first: np.ndarray, second: np.ndarray, *, return_params: bool = False) -> Any:
-    """``refined_similarity`` of every pair, started from :func:`.grid.grid_similarity` (the grid's cheaper
-    layout) instead of its own grid."""
-    coarse, placement, _ = grid_similarity(grey, first, second)
-    return refined_similarity(grey, first, second, start=(coarse, placement), return_params=return_params)
 
 
 def residual_shares(grey: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Registered in the better of the two directions, the share of each pair's residual that survives a blur of
     one thumbnail pixel (:func:`curato.features.thumbnails.residual_low_share`): small for fine noise
     (re-compression, resampling), large for coarse structure (another object)."""
-    both, placement = _refined(grey, np.r_[first, second], np.r_[second, first], return_params=True)
+    both, placement = refined_similarity(grey, np.r_[first, second], np.r_[second, first], return_params=True)
     m = first.size
     forward = both[:m] >= both[m:]
     placement = np.where(forward[:, None], placement[:m], placement[m:])
