@@ -130,10 +130,15 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
     classes = class_names(args.classes)
     root = Path(args.root)
-    if root.exists():
-        sys.exit(f"{root} exists; remove it or choose another --root")
-    db_url = None if args.db == "sqlite" else _fresh_database(args.db)
-    workspace = Workspace.create(root, db_url=db_url)
+    if args.resume:  # a build stopped by kill -INT: continue after its last whole batch
+        workspace = Workspace.open(root)
+        first_batch = workspace.catalog.sample_count() // args.chunk * args.chunk
+    else:
+        if root.exists():
+            sys.exit(f"{root} exists; remove it or choose another --root")
+        db_url = None if args.db == "sqlite" else _fresh_database(args.db)
+        workspace = Workspace.create(root, db_url=db_url)
+        first_batch = 0
     catalog = workspace.catalog
     seconds: dict[str, float] = {}
     cpu_seconds: dict[str, float] = {}
@@ -157,7 +162,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     undo_ids: list[int] = []
     stopped_at = None
     signal.signal(signal.SIGINT, _stop_requested)
-    for start in range(0, args.n, args.chunk):
+    for start in range(first_batch, args.n, args.chunk):
         if _STOP:  # Ctrl-C / kill -INT: end after the last whole batch, report what was built
             stopped_at = start
             break
@@ -315,8 +320,7 @@ def _queries() -> dict[str, Callable[[Any], Any]]:
         """1,000 files changed (a re-ingest writes their new hashes), then ``info``: the stale count moves."""
         catalog = workspace.catalog
         columns = ("sample_id", "kind", "uri", "split", "source", "readable", "content_hash")
-        rows = [dict(zip(columns, row, strict=True)) for batch in catalog.samples_in_order(columns, batch=1000)
-                for row in batch][:1000] if hasattr(catalog, "samples_in_order") else []
+        rows = [dict(zip(columns, row, strict=True)) for row in next(catalog.samples_in_order(columns, batch=1000))]
         with catalog.transaction() as conn:
             catalog.upsert_samples(conn, [{**row, "readable": bool(row["readable"]), "content_hash":
                                            f"{uuid.uuid4().hex}{row['content_hash'][:8]}"} for row in rows])
@@ -354,8 +358,8 @@ def _queries() -> dict[str, Callable[[Any], Any]]:
         "report: every sample uri": lambda ws: len(ws.catalog.samples(("sample_id", "uri"))["sample_id"]),
         "info with a feature set (first count)": workspace_overview,
         "info with a feature set (counted)": workspace_overview,
-        "info after 1,000 files changed": info_after_changes,
-        "report (1,000 flagged samples)": report,
+        "info after 1000 files changed": info_after_changes,
+        "report (1000 flagged samples)": report,
         "count_problems (curato check)": count_problems,
         "curated_label_problems (curato check)": problems,
     }
@@ -370,7 +374,7 @@ def _measure(root: str, name: str, results: Any) -> None:
     value = _queries()[name](workspace)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
     if name in ("app: next_item", "app: app_status after a new answer", "label write + curated read",
-                "info after 1,000 files changed"):
+                "info after 1000 files changed"):
         seconds = float(value)
     results.put({"query": name, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": _peak_mb(),
                  "value": value if isinstance(value, int) else None})
@@ -478,6 +482,8 @@ def main() -> None:
     parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
     parser.add_argument("--json", help="append the results to this JSON-lines file")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="build: continue a build stopped by kill -INT (the "
+                        "decisions undone at the end are then only those of the resumed part)")
     args = parser.parse_args()
     if args.phase == "build":
         result = build(args)
