@@ -140,6 +140,18 @@ def test_next_superpixels_save_read_back_and_undo(workspace):
     assert ws.catalog.semantic_mask("chelsea") is None
 
 
+def _declared_png(width: int, height: int) -> bytes:
+    """A tiny 8-bit greyscale PNG whose header declares ``width`` x ``height`` pixels (no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def test_refused_masks_write_nothing(workspace):
     tokens = _tokens(workspace)
     shape = (300, 451)
@@ -155,6 +167,12 @@ def test_refused_masks_write_nothing(workspace):
         rgb = io.BytesIO()
         Image.new("RGB", (shape[1], shape[0])).save(rgb, format="PNG")
         assert _save(ann, "chelsea", _painted(shape, 0), ["cat", "cup"], body=rgb.getvalue()).status_code == 400
+        # a 65-byte PNG that declares 40000x40000 pixels (PIL's DecompressionBombError past twice
+        # curato.imageio's MAX_IMAGE_PIXELS): a 400 on both paths that read a PNG, not a 500
+        for path in ("/api/mask", "/api/mask/complete"):
+            bomb = ann.post(path, params={"id": "chelsea", "classes": ["cat"]}, content=_declared_png(40000, 40000),
+                            headers={"content-type": "image/png"})
+            assert bomb.status_code == 400, (path, bomb.status_code, bomb.text)
         as_json = ann.post("/api/mask", params={"id": "chelsea", "classes": ["cat"]}, json={"mask": [0]})
         assert as_json.status_code == 400
         # not an image, or not in the catalog: 404 for every mask call

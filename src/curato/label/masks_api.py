@@ -65,6 +65,7 @@ def read_label_png_bytes(body: bytes, shape: tuple[int, int]) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
+        # a few bytes can declare 40000x40000 pixels: PIL refuses that with DecompressionBombError, not an OSError
         with Image.open(io.BytesIO(body)) as image:
             if image.format != "PNG" or image.mode not in ("P", "L"):
                 raise InputError(f"send the mask as an 8-bit indexed (mode P) or greyscale PNG, not "
@@ -73,7 +74,7 @@ def read_label_png_bytes(body: bytes, shape: tuple[int, int]) -> np.ndarray:
                 raise InputError(f"the mask is {image.width}x{image.height}, the image {shape[1]}x{shape[0]}: "
                                  "send a mask of the image's size")
             return np.asarray(image, dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, ValueError) as error:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"the body is not a readable PNG ({str(error).splitlines()[0] if str(error) else error})"
                          ) from error
 
