@@ -329,6 +329,28 @@ def test_a_prior_alone_gives_its_classes_and_bad_input_raises() -> None:
         region_graph(image, segments[:10])
 
 
+def test_a_prior_class_nobody_painted_keeps_its_region_next_to_painted_ones() -> None:
+    """A proposal's class that nobody painted has no colour sample; the pixel edge step must not take its
+    superpixels away (they touch painted classes' superpixels) just because it cannot score their colour."""
+    from curato.features.propagation import UNPAINTED, complete_mask, prior_from_mask, region_graph
+
+    height, width = 120, 160
+    image = np.full((height, width, 3), 40, np.uint8)
+    image[20:60, 20:60] = (200, 30, 30)  # painted as class 1
+    image[60:110, 90:150] = (30, 30, 200)  # only the proposal says class 2
+    image = np.clip(image + np.random.default_rng(0).integers(-5, 6, image.shape), 0, 255).astype(np.uint8)
+    graph = region_graph(image, sp.superpixels(image, n_segments=height * width // 192))
+    painted = np.full((height, width), UNPAINTED, np.uint8)
+    painted[30:40, 30:40] = 1
+    painted[5:10, 5:100] = 0
+    proposal = np.zeros((height, width), np.uint8)
+    proposal[60:110, 90:150] = 2
+    prior, classes = prior_from_mask(graph, proposal)
+    completed = complete_mask(graph, painted, prior=prior, prior_classes=classes)
+    region = proposal == 2
+    assert (completed[region] == 2).mean() > 0.9 and (completed[~region] == 2).mean() < 0.02
+
+
 def test_scripted_annotator_completes_from_seeds_in_fewer_actions_on_coins() -> None:
     """The 'propagate' way: seed strokes + the completion key beat the brush on a photo of many alike objects."""
     from curato.features.propagation import complete_mask, region_graph

@@ -228,12 +228,17 @@ def refine_edges(graph: RegionGraph, painted: np.ndarray, classes: np.ndarray, p
     every superpixel that touches one of another class, each unpainted pixel takes the class maximising
     log P(class | its superpixel) - (d_class^2 - d_nearest^2) / (2 (pixel_sigma * contrast)^2), with d the
     distance from the PIXEL's colour to the nearest painted colour of that class. Superpixels straddle edges;
-    this moves the edge to where the colours change inside them."""
+    this moves the edge to where the colours change inside them. Superpixels whose best class nobody painted
+    (one only a prior proposes) have no colour to compare with and keep that class."""
     best = np.argmax(probabilities, axis=1)
     differs = best[graph.first] != best[graph.second]
     band = np.zeros(graph.count, bool)
     band[graph.first[differs]] = True
     band[graph.second[differs]] = True
+    # Classes nobody painted (a proposal prior's) have no colour to compare with: their superpixels keep them.
+    seen = np.zeros(len(classes), bool)
+    seen[list(samples)] = True
+    band &= seen[best]
     flat_segments = graph.segments.ravel()
     flat_painted = painted.ravel()
     pixels = np.flatnonzero(band[flat_segments] & (flat_painted == UNPAINTED))
@@ -248,11 +253,10 @@ def refine_edges(graph: RegionGraph, painted: np.ndarray, classes: np.ndarray, p
     for c, class_samples in samples.items():
         distance[:, c] = nearest_distance(colours, class_samples)
     distance = distance[inverse]
-    seen = np.isfinite(distance).any(axis=0)
     nearest = distance[:, seen].min(axis=1, keepdims=True)
     score = np.log(np.clip(probabilities[flat_segments[pixels]], 1e-6, 1.0))
     score[:, seen] -= (distance[:, seen] ** 2 - nearest**2) / (2 * (pixel_sigma * graph.contrast) ** 2)
-    score[:, ~seen] = -np.inf if seen.sum() >= 2 else score[:, ~seen]
+    score[:, ~seen] = -np.inf  # an edge pixel of a painted class's superpixel takes a painted class
     out[pixels] = classes[np.argmax(score, axis=1)]
     return out.reshape(painted.shape)
 
