@@ -378,12 +378,14 @@ class Catalog:
                          ) -> Iterator[list[tuple[Any, ...]]]:
         """Rows of ``columns`` (the first should be ``sample_id``) in sample_id order, ``batch`` at a time, for a
         reader that stops early (the report's examples per class): the rows are fetched as it goes."""
-        query = select(*(samples.c[name] for name in columns)).order_by(samples.c.sample_id)
-        if kind is not None:
-            query = query.where(samples.c.kind == kind)
+        # the kind is filtered here, not in SQL: with ``WHERE kind = ?`` SQLite takes the kind index and sorts every
+        # sample of that kind before the first row (minutes at 10M); without it, it walks the primary key in order
+        query = select(*(samples.c[name] for name in columns), samples.c.kind).order_by(samples.c.sample_id)
         with self.engine.connect() as conn:
             for partition in conn.execute(query.execution_options(yield_per=batch)).partitions():
-                yield [tuple(row) for row in partition]
+                rows = [tuple(row[:-1]) for row in partition if kind is None or row[-1] == kind]
+                if rows:
+                    yield rows
 
     def sample_count(self) -> int:
         """Number of samples in the catalog (from the maintained ``sample_counts``)."""
