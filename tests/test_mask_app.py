@@ -252,6 +252,16 @@ def test_complete_from_strokes_matches_the_library(workspace):
         with_prior = ann.post("/api/mask/complete", params={**params, "prior": "true"}, content=_seeds_png(painted),
                               headers={"content-type": "image/png"})
         assert with_prior.status_code == 200 and with_prior.content == completed.content
+        assert ann.post("/api/mask/complete", params={**params, "prior": "model"}, content=_seeds_png(painted),
+                        headers={"content-type": "image/png"}).status_code == 400
+        # a saved mask as the prior: its class nobody painted now (cup, lower right) keeps its region
+        saved = _painted(shape, 0)
+        assert _save(ann, "chelsea", saved, ["cat", "cup"]).status_code == 200
+        from_mask = ann.post("/api/mask/complete", params={**params, "prior": "mask"}, content=_seeds_png(painted),
+                             headers={"content-type": "image/png"})
+        assert from_mask.status_code == 200, from_mask.text
+        kept = _read_png(from_mask.content)
+        assert (kept[saved == 2] == 2).mean() > 0.8 and not (_read_png(completed.content) == 2).any()
         too_many = painted.copy()
         too_many[50, 50] = 3  # only two classes named
         refused = ann.post("/api/mask/complete", params=params, content=_seeds_png(too_many),

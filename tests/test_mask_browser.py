@@ -320,3 +320,37 @@ def test_complete_from_two_strokes_undo_and_save(server):
     names = json.loads(urllib.parse.unquote(headers["x-mask-classes"]))  # the stored mask numbers its own classes
     as_names = np.array(["background", *names])[np.asarray(Image.open(io.BytesIO(stored)))]
     assert (as_names == np.array(["background", *CLASSES])[completed]).all()
+
+
+def test_complete_on_a_saved_mask_waits_for_both_seeds_and_leans_to_it(server):
+    """Reopening a saved mask (the test above saved coffee's): key c with only background painted sends nothing
+    (it would have turned every pixel nobody painted into background); once a class is painted too, the request
+    names the saved mask as the prior, and the completion keeps most of the saved mask's class pixels."""
+    segments = server.superpixels("coffee", "medium")
+    stored, _ = server.get("/api/mask?id=coffee")
+    saved_painted = int((np.asarray(Image.open(io.BytesIO(stored))) != 0).sum())
+    assert saved_painted > 0
+    errors: list[str] = []
+    completions: list[str] = []
+    with chromium_page() as page:
+        _login(page, server, errors)
+        page.on("request", lambda r: completions.append(r.url) if "/api/mask/complete?" in r.url else None)
+        _open(page, server, "coffee")
+        assert page.get_attribute("#mask-stage", "data-source") == "saved mask"
+        painted_before = int(page.get_attribute("#mask-stage", "data-painted"))
+        page.keyboard.press("e")
+        page.mouse.move(*_screen(page, 60, 30))
+        page.mouse.down()
+        page.mouse.move(*_screen(page, 120, 30))
+        page.mouse.up()
+        page.keyboard.press("c")
+        page.wait_for_function("() => document.querySelector('#toast').textContent.includes('a class first')")
+        assert completions == [] and int(page.get_attribute("#mask-stage", "data-painted")) == painted_before
+        page.keyboard.press("2")
+        _click(page, *_inner_pixel(segments, int(segments[200, 300])))
+        with page.expect_response(lambda r: "/api/mask/complete?" in r.url) as answered:
+            page.keyboard.press("c")
+        page.wait_for_function("() => document.querySelector('#mask-stage').dataset.completed === '1'")
+        assert answered.value.status == 200 and "prior=mask" in answered.value.url
+        assert int(page.get_attribute("#mask-stage", "data-painted")) > 0.8 * saved_painted
+        assert errors == []

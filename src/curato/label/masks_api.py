@@ -42,6 +42,8 @@ COMPLETE_PATH = "/api/mask/complete"
 COMPLETION_LEVEL = "fine"
 """The superpixel level whose region graph the completion runs on (docs/benchmarks.md chose it)."""
 GRAPHS_KEPT = 4
+PRIORS = {"": None, "false": None, "true": "proposal", "proposal": "proposal", "mask": "mask"}
+"""What ``POST /api/mask/complete?prior=`` may name: the start the completion leans to."""
 BODY_LIMITS = {MASK_PATH: MAX_MASK_BYTES, COMPLETE_PATH: MAX_MASK_BYTES}
 """Per-path body limits that override the server's 64 KiB default."""
 SampleId = Annotated[str, Query(max_length=4096)]
@@ -210,9 +212,14 @@ def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> m
     @router.post(COMPLETE_PATH)
     async def mask_complete(request: Request, id: SampleId,
                             classes: Annotated[list[str], Query(max_length=1024)] = [],  # noqa: B006
-                            prior: bool = False, user: User = anyone) -> Response:
-        """Complete the mask from the painted pixels (255 = not painted; value i + 1 = ``classes[i]``); with
-        ``prior`` the pre-label proposal the page started from leans the unpainted superpixels to its classes."""
+                            prior: Annotated[str, Query(max_length=16)] = "", user: User = anyone) -> Response:
+        """Complete the mask from the painted pixels (255 = not painted; value i + 1 = ``classes[i]``). ``prior``
+        names what the page started from, which then leans the unpainted superpixels to its classes: ``proposal``
+        (or ``true``) the pre-label proposal served for the image, ``mask`` its saved mask (what GET /api/mask
+        serves); empty (or ``false``) none."""
+        if prior not in PRIORS:
+            raise InputError(f"prior must be one of {', '.join(sorted(name for name in PRIORS if name))}, "
+                             f"not {prior!r}")
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "image/png":
             raise InputError("send the painted pixels as the body with Content-Type: image/png")
         body = await request.body()
@@ -231,10 +238,16 @@ def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> m
                                  f"but only {len(names)} classes were named")
             graph = region_graph_of(id)
             options: dict[str, Any] = {}
-            served = loop.served(id) if prior else None
+            served = None
+            if PRIORS[prior] == "proposal":
+                served = loop.served(id)
+            elif PRIORS[prior] == "mask":
+                served = workspace.catalog.semantic_mask(id)
             if served is not None:
                 proposal = masking.remap(served[0], served[1], names)
                 proposal[proposal < 0] = 0  # a class the page does not know: background
+                if proposal.shape != painted.shape:
+                    raise InputError("the saved mask does not have the image's size")
                 options["prior"], options["prior_classes"] = prior_from_mask(graph, proposal)
             return complete_mask(graph, painted, **options), time.perf_counter() - began
 

@@ -496,13 +496,24 @@ export async function maskView(view, ctx, requested) {
    * completion gives it. One undoable step; painted pixels never change. */
   async function complete() {
     if (!S.item || !S.labels || S.completing) return;
+    let background = false, aClass = false;
+    for (let i = 0; i < S.seeds.length && !(background && aClass); i++) {
+      if (S.seeds[i] === 0) background = true;
+      else if (S.seeds[i] !== UNPAINTED) aClass = true;
+    }
+    if (!background || !aClass) {  // otherwise every pixel nobody painted would become one class
+      toast("paint background (eraser) and a class first, then complete");
+      return;
+    }
     const item = S.item;
     S.completing = true;
     try {
       const started = performance.now();
       const params = new URLSearchParams({id: item.sample_id});
       for (const name of S.classes) params.append("classes", name);
-      if (S.source === "proposal" && !S.proposalCleared) params.append("prior", "true");
+      // the start the page opened (unless cleared) leans the pixels nobody painted to its classes
+      if (!S.proposalCleared && S.source === "proposal") params.append("prior", "proposal");
+      if (!S.proposalCleared && S.source === "saved mask") params.append("prior", "mask");
       const body = await encodePng(S.seeds, S.width, S.height);
       const response = await raw(`/api/mask/complete?${params}`, {method: "POST", body,
         headers: {"Content-Type": "image/png"}});
