@@ -354,3 +354,40 @@ def test_complete_on_a_saved_mask_waits_for_both_seeds_and_leans_to_it(server):
         assert answered.value.status == 200 and "prior=mask" in answered.value.url
         assert int(page.get_attribute("#mask-stage", "data-painted")) > 0.8 * saved_painted
         assert errors == []
+
+
+def test_a_completion_landing_mid_stroke_waits_for_the_stroke(server):
+    """Key c pressed while the brush is still down: the answer arrives mid-drag but is applied after the mouse is
+    released; the drag keeps painting, and the stroke and the completion are two undo steps that undo fully."""
+    segments = server.superpixels("coffee", "medium")
+    errors: list[str] = []
+    with chromium_page() as page:
+        _login(page, server, errors)
+        _open(page, server, "coffee")
+        start_painted = int(page.get_attribute("#mask-stage", "data-painted"))
+        page.keyboard.press("e")
+        page.mouse.move(*_screen(page, 60, 30))
+        page.mouse.down()
+        page.mouse.move(*_screen(page, 120, 30))
+        page.mouse.up()
+        steps = int(page.get_attribute("#mask-stage", "data-undo"))
+        page.keyboard.press("2")
+        page.keyboard.press("b")
+        x, y = _inner_pixel(segments, int(segments[200, 300]))
+        page.mouse.move(*_screen(page, x, y))
+        page.mouse.down()
+        page.mouse.move(*_screen(page, x + 5, y))
+        with page.expect_response(lambda r: "/api/mask/complete?" in r.url) as answered:
+            page.keyboard.press("c")
+        assert answered.value.status == 200
+        page.wait_for_timeout(300)
+        assert page.get_attribute("#mask-stage", "data-completed") is None  # held while the mouse is down
+        page.mouse.move(*_screen(page, x + 40, y + 40), steps=5)
+        page.mouse.up()
+        page.wait_for_function("() => document.querySelector('#mask-stage').dataset.completed === '1'")
+        assert int(page.get_attribute("#mask-stage", "data-undo")) == steps + 2
+        page.keyboard.press("Control+z")
+        page.keyboard.press("Control+z")
+        page.keyboard.press("Control+z")
+        assert int(page.get_attribute("#mask-stage", "data-painted")) == start_painted
+        assert errors == []

@@ -518,6 +518,9 @@ export async function maskView(view, ctx, requested) {
       const response = await raw(`/api/mask/complete?${params}`, {method: "POST", body,
         headers: {"Content-Type": "image/png"}});
       const png = await decodePng(await response.arrayBuffer());
+      // an answer that lands mid-stroke waits for the stroke to end: applying it would replace the live change
+      // record (that stroke's undo) and end the drag; pixels the stroke paints stay as painted (seeds)
+      while (S.stroke && S.item === item && view.alive) await new Promise((resolve) => setTimeout(resolve, 25));
       if (S.item !== item || !view.alive || png.width !== S.width || png.height !== S.height) return;
       S.stroke = new Changes();
       const pixels = png.pixels;
