@@ -280,6 +280,36 @@ def test_complete_from_strokes_matches_the_library(workspace):
     assert (result == 1).sum() > 5 * (painted == 1).sum() and (result == 0).sum() > 5 * (painted == 0).sum()
 
 
+def test_graph_cache_is_bounded_by_bytes_not_count():
+    """Region graphs are kept while they fit the byte budget, least recently used out first; one larger than
+    the budget is still kept (it is the one in use)."""
+    from skimage import data
+
+    from curato.features import superpixels as sp
+    from curato.features.propagation import region_graph
+    from curato.label.masks_api import GraphCache, graph_bytes
+
+    images = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut()}
+    graphs = {name: region_graph(image, sp.superpixels(image, n_segments=300)) for name, image in images.items()}
+    sizes = {name: graph_bytes(graph) for name, graph in graphs.items()}
+    assert sizes["chelsea"] > 300 * 451 * 3 * 4  # at least the per-pixel Lab
+    assert sizes["astronaut"] > sizes["coffee"]  # 512x512 against 600x400
+    cache = GraphCache(sizes["chelsea"] + sizes["astronaut"])
+    built: list[str] = []
+
+    def get(name: str):
+        return cache.get(name, lambda: built.append(name) or graphs[name])
+
+    assert get("chelsea") is graphs["chelsea"] and get("coffee") is graphs["coffee"] and get("chelsea")
+    assert built == ["chelsea", "coffee"]
+    get("astronaut")  # over the budget: coffee (least recently used) goes
+    assert list(cache.graphs) == ["chelsea", "astronaut"]
+    tiny = GraphCache(1)
+    tiny.get("chelsea", lambda: graphs["chelsea"])
+    tiny.get("coffee", lambda: graphs["coffee"])
+    assert list(tiny.graphs) == ["coffee"]
+
+
 def _mask_workspace(root: Path, postgres_url: str | None, count: int) -> Workspace:
     """``count`` real Fashion-MNIST images in a workspace (SQLite, or PostgreSQL when a URL is given)."""
     from curato.imageio import read_idx

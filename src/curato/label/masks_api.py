@@ -16,12 +16,13 @@ A mask upload is the only request allowed a large body (:data:`MAX_MASK_BYTES`, 
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -41,7 +42,10 @@ MASK_PATH = "/api/mask"
 COMPLETE_PATH = "/api/mask/complete"
 COMPLETION_LEVEL = "fine"
 """The superpixel level whose region graph the completion runs on (docs/benchmarks.md chose it)."""
-GRAPHS_KEPT = 4
+GRAPH_CACHE_BYTES = 768 * 1024 * 1024
+"""The region graphs kept for completions, by memory (a 4k image's graph is ~300 MB: its per-pixel Lab)."""
+COMPLETIONS_AT_ONCE = 2
+"""Completions computed at the same time (each a few seconds of CPU and ~1 GB at 4k); the rest wait their turn."""
 PRIORS = {"": None, "false": None, "true": "proposal", "proposal": "proposal", "mask": "mask"}
 """What ``POST /api/mask/complete?prior=`` may name: the start the completion leans to."""
 BODY_LIMITS = {MASK_PATH: MAX_MASK_BYTES, COMPLETE_PATH: MAX_MASK_BYTES}
@@ -96,6 +100,33 @@ def _image_png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def graph_bytes(graph: Any) -> int:
+    """The memory a region graph holds (its arrays)."""
+    return sum(value.nbytes for value in vars(graph).values() if isinstance(value, np.ndarray))
+
+
+class GraphCache:
+    """The last region graphs built, least recently used out first once they hold more than ``max_bytes``
+    (the newest is always kept): a stroke then a completion of the same image reuses its graph."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.graphs: OrderedDict[Any, Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        with self.lock:
+            if key in self.graphs:
+                self.graphs.move_to_end(key)
+                return self.graphs[key]
+        graph = build()
+        with self.lock:
+            self.graphs[key] = graph
+            while len(self.graphs) > 1 and sum(map(graph_bytes, self.graphs.values())) > self.max_bytes:
+                self.graphs.popitem(last=False)
+        return graph
 
 
 def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> masking.PrelabelLoop:
@@ -188,26 +219,16 @@ def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> m
         loop.notify()
         return result
 
-    graphs: OrderedDict[tuple[str, str], Any] = OrderedDict()
-    graphs_lock = threading.Lock()
+    graphs = GraphCache(GRAPH_CACHE_BYTES)
+    completions = asyncio.Semaphore(COMPLETIONS_AT_ONCE)
 
     def region_graph_of(sample_id: str) -> Any:
-        """The region graph of the image's completion level, the last few kept (a stroke then a completion
-        of the same image reuses it)."""
+        """The region graph of the image's completion level (cached)."""
         from curato.features.propagation import region_graph
 
         image = masking.mask_image(workspace, sample_id)
-        key = (image.content_hash, COMPLETION_LEVEL)
-        with graphs_lock:
-            if key in graphs:
-                graphs.move_to_end(key)
-                return graphs[key]
-        graph = region_graph(image.pixels, masking.superpixel_map(workspace, sample_id, COMPLETION_LEVEL))
-        with graphs_lock:
-            graphs[key] = graph
-            while len(graphs) > GRAPHS_KEPT:
-                graphs.popitem(last=False)
-        return graph
+        return graphs.get((image.content_hash, COMPLETION_LEVEL), lambda: region_graph(
+            image.pixels, masking.superpixel_map(workspace, sample_id, COMPLETION_LEVEL)))
 
     @router.post(COMPLETE_PATH)
     async def mask_complete(request: Request, id: SampleId,
@@ -251,7 +272,8 @@ def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> m
                 options["prior"], options["prior_classes"] = prior_from_mask(graph, proposal)
             return complete_mask(graph, painted, **options), time.perf_counter() - began
 
-        completed, seconds = await run_in_threadpool(complete)
+        async with completions:
+            completed, seconds = await run_in_threadpool(complete)
         return _png_response(completed, list(classes), **{"x-completion-ms": f"{seconds * 1000:.1f}"})
 
     app.router.routes.extend(router.routes)  # plain routes: the server's tests list app.routes by path
@@ -268,4 +290,5 @@ def _with_links(item: dict[str, Any], loop: masking.PrelabelLoop) -> dict[str, A
             "proposal_available": loop.has_model()}
 
 
-__all__ = ["BODY_LIMITS", "COMPLETE_PATH", "MAX_MASK_BYTES", "include_mask_routes", "label_png", "read_label_png_bytes"]
+__all__ = ["BODY_LIMITS", "COMPLETE_PATH", "MAX_MASK_BYTES", "GraphCache", "graph_bytes", "include_mask_routes",
+           "label_png", "read_label_png_bytes"]
