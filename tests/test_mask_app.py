@@ -262,6 +262,10 @@ def test_complete_from_strokes_matches_the_library(workspace):
         assert from_mask.status_code == 200, from_mask.text
         kept = _read_png(from_mask.content)
         assert (kept[saved == 2] == 2).mean() > 0.8 and not (_read_png(completed.content) == 2).any()
+        many = {"id": "chelsea", "classes": [f"class{i}" for i in range(255)]}  # 255 would read as not painted
+        refused = ann.post("/api/mask/complete", params=many, content=_seeds_png(painted),
+                           headers={"content-type": "image/png"})
+        assert refused.status_code == 400 and "at most 254 classes" in refused.json()["detail"]
         too_many = painted.copy()
         too_many[50, 50] = 3  # only two classes named
         refused = ann.post("/api/mask/complete", params=params, content=_seeds_png(too_many),

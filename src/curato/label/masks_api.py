@@ -254,6 +254,8 @@ def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> m
             image = masking.mask_image(workspace, id)
             painted = read_label_png_bytes(body, (image.height, image.width))
             names = masking.check_classes(classes) if classes else []
+            if len(names) >= UNPAINTED:
+                raise InputError(f"at most {UNPAINTED - 1} classes can be completed ({UNPAINTED} means not painted)")
             if painted[painted != UNPAINTED].max(initial=0) > len(names):
                 raise InputError(f"the painted pixels hold class {int(painted[painted != UNPAINTED].max())}, "
                                  f"but only {len(names)} classes were named")
