@@ -167,6 +167,27 @@ function edgeCanvas(segments, width, height) {
 
 // -- change records for undo/redo ----------------------------------------------------------------------------
 
+/** The seeds map's changes of one step: typed arrays (a fill or a clear of a 4k image changes millions). */
+class SeedChanges {
+  constructor() {
+    this.index = new Int32Array(256);
+    this.before = new Uint8Array(256);
+    this.after = new Uint8Array(256);
+    this.length = 0;
+  }
+
+  push(i, before, after) {
+    if (this.length === this.index.length) {
+      const grow = (array) => { const bigger = new array.constructor(array.length * 2); bigger.set(array); return bigger; };
+      this.index = grow(this.index); this.before = grow(this.before); this.after = grow(this.after);
+    }
+    this.index[this.length] = i;
+    this.before[this.length] = before;
+    this.after[this.length] = after;
+    this.length++;
+  }
+}
+
 class Changes {
   constructor() {
     this.index = new Int32Array(1024);
@@ -174,13 +195,11 @@ class Changes {
     this.after = new Uint8Array(1024);
     this.length = 0;
     this.box = [Infinity, Infinity, -1, -1];
-    this.seeds = {index: [], before: [], after: []};  // the painted-by-hand map's changes (few: plain arrays)
+    this.seeds = new SeedChanges();  // the painted-by-hand map's changes
   }
 
   seed(i, before, after) {
-    this.seeds.index.push(i);
-    this.seeds.before.push(before);
-    this.seeds.after.push(after);
+    this.seeds.push(i, before, after);
   }
 
   reserve(more) {
@@ -448,7 +467,7 @@ export async function maskView(view, ctx, requested) {
   }
 
   function endStroke() {
-    if (S.stroke && (S.stroke.length || S.stroke.seeds.index.length)) {  // painting background on background seeds
+    if (S.stroke && (S.stroke.length || S.stroke.seeds.length)) {  // painting background on background seeds
       S.undo.push(S.stroke);
       if (S.undo.length > 200) S.undo.shift();
       S.redo = [];
@@ -461,7 +480,7 @@ export async function maskView(view, ctx, requested) {
 
   function replay(changes, forward) {
     const seeds = changes.seeds, seedValues = forward ? seeds.after : seeds.before;
-    for (let k = 0; k < seeds.index.length; k++) S.seeds[seeds.index[k]] = seedValues[k];
+    for (let k = 0; k < seeds.length; k++) S.seeds[seeds.index[k]] = seedValues[k];
     const values = forward ? changes.after : changes.before;
     for (let k = 0; k < changes.length; k++) {
       const i = changes.index[k];
