@@ -338,6 +338,9 @@ def test_complete_on_a_saved_mask_waits_for_both_seeds_and_leans_to_it(server):
         _open(page, server, "coffee")
         assert page.get_attribute("#mask-stage", "data-source") == "saved mask"
         painted_before = int(page.get_attribute("#mask-stage", "data-painted"))
+        page.keyboard.press("Shift+Backspace")
+        page.keyboard.press("Control+z")  # the clear undone: the saved mask is the prior again
+        assert int(page.get_attribute("#mask-stage", "data-painted")) == painted_before
         page.keyboard.press("e")
         page.mouse.move(*_screen(page, 60, 30))
         page.mouse.down()

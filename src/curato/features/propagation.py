@@ -13,9 +13,10 @@ Grady, CVPR 2005 / PAMI 2006, on the same region graph instead of a min-cut):
   fixed, a superpixel a stroke only grazes is nudged);
 - a colour model from the strokes ties every superpixel to the class whose painted colours are nearest (with
   weight ``colour_weight`` per pixel): Lazy Snapping's likelihood term, which also labels look-alike regions
-  that no stroke reaches (the other nuclei of a microscopy image, the other wheel). Background (class 0) is
-  the default: a superpixel whose colour is further than ``background_distance`` from every painted colour
-  leans to background even before anyone paints background;
+  that no stroke reaches (the other nuclei of a microscopy image, the other wheel). Without a prior nothing is
+  completed before background AND a class are painted (every unpainted pixel stays background); with a prior
+  and no background painted yet, a superpixel whose colour is further than ``background_distance`` from every
+  painted colour leans to background;
 - an optional prior (a model's proposal, as class shares per superpixel) ties each superpixel to it with
   weight ``prior_weight`` per pixel.
 

@@ -479,6 +479,7 @@ export async function maskView(view, ctx, requested) {
   }
 
   function replay(changes, forward) {
+    if (changes.cleared) S.proposalCleared = forward;
     const seeds = changes.seeds, seedValues = forward ? seeds.after : seeds.before;
     for (let k = 0; k < seeds.length; k++) S.seeds[seeds.index[k]] = seedValues[k];
     const values = forward ? changes.after : changes.before;
@@ -505,6 +506,7 @@ export async function maskView(view, ctx, requested) {
       else seed(i, UNPAINTED);
     }
     upload(S.stroke.box);
+    S.stroke.cleared = true;  // undoing the clear brings the start back as the completion's prior too
     S.paintTimes.push(performance.now() - started);
     endStroke();
     toast("mask cleared (Ctrl+Z brings it back)");
