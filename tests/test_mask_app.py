@@ -289,9 +289,9 @@ def test_graph_cache_is_bounded_by_bytes_not_count():
     the budget is still kept (it is the one in use)."""
     from skimage import data
 
+    from curato.commands.masking import GraphCache, graph_bytes
     from curato.features import superpixels as sp
     from curato.features.propagation import region_graph
-    from curato.label.masks_api import GraphCache, graph_bytes
 
     images = {"chelsea": data.chelsea(), "coffee": data.coffee(), "astronaut": data.astronaut()}
     graphs = {name: region_graph(image, sp.superpixels(image, n_segments=300)) for name, image in images.items()}

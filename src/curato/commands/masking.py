@@ -27,7 +27,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -421,6 +421,66 @@ class PrelabelLoop(BackgroundLoop):
                               seconds=round(time.monotonic() - started, 3))
 
 
-__all__ = ["DEFAULT_LEVEL", "LEVELS", "MASK_QUEUE", "MaskImage", "PrelabelLoop", "fit_mask_model", "human_masked",
+COMPLETION_LEVEL = "fine"
+"""The superpixel level whose region graph the completion runs on (docs/benchmarks.md chose it)."""
+GRAPH_CACHE_BYTES = 768 * 1024 * 1024
+"""The region graphs kept for completions, by memory (a 4k image's graph is ~300 MB: its per-pixel Lab)."""
+
+
+def graph_bytes(graph: Any) -> int:
+    """The memory a region graph holds (its arrays)."""
+    return sum(value.nbytes for value in vars(graph).values() if isinstance(value, np.ndarray))
+
+
+class GraphCache:
+    """The last region graphs built, least recently used out first once they hold more than ``max_bytes``
+    (the newest is always kept): a stroke then a completion of the same image reuses its graph."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.graphs: OrderedDict[Any, Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        with self.lock:
+            if key in self.graphs:
+                self.graphs.move_to_end(key)
+                return self.graphs[key]
+        graph = build()
+        with self.lock:
+            self.graphs[key] = graph
+            while len(self.graphs) > 1 and sum(map(graph_bytes, self.graphs.values())) > self.max_bytes:
+                self.graphs.popitem(last=False)
+        return graph
+
+
+def complete_from_seeds(workspace: Workspace, sample_id: str, painted: np.ndarray, classes: Sequence[str], *,
+                        start: tuple[np.ndarray, Sequence[str]] | None = None, graphs: GraphCache) -> np.ndarray:
+    """The mask of ``sample_id`` completed from the painted pixels (255 = not painted; value i + 1 =
+    ``classes[i]``) over its cached region graph; ``start`` (a label map and its class names: the proposal or
+    saved mask the page opened) leans the unpainted superpixels to its classes. InputError for bad classes."""
+    from curato.features.propagation import UNPAINTED, complete_mask, prior_from_mask, region_graph
+
+    names = check_classes(classes) if classes else []
+    if len(names) >= UNPAINTED:
+        raise InputError(f"at most {UNPAINTED - 1} classes can be completed ({UNPAINTED} means not painted)")
+    if painted[painted != UNPAINTED].max(initial=0) > len(names):
+        raise InputError(f"the painted pixels hold class {int(painted[painted != UNPAINTED].max())}, "
+                         f"but only {len(names)} classes were named")
+    image = mask_image(workspace, sample_id)
+    graph = graphs.get((image.content_hash, COMPLETION_LEVEL), lambda: region_graph(
+        image.pixels, superpixel_map(workspace, sample_id, COMPLETION_LEVEL)))
+    options: dict[str, Any] = {}
+    if start is not None:
+        prior = remap(start[0], start[1], names)
+        prior[prior < 0] = 0  # a class the page does not know: background
+        if prior.shape != painted.shape:
+            raise InputError("the saved mask does not have the image's size")
+        options["prior"], options["prior_classes"] = prior_from_mask(graph, prior)
+    return complete_mask(graph, painted, **options)
+
+
+__all__ = ["COMPLETION_LEVEL", "DEFAULT_LEVEL", "GRAPH_CACHE_BYTES", "LEVELS", "MASK_QUEUE", "GraphCache", "MaskImage",
+           "PrelabelLoop", "complete_from_seeds", "fit_mask_model", "graph_bytes", "human_masked",
            "mask_class_names", "mask_image", "mask_item", "next_mask_item", "propose", "remap", "retract_mask",
            "save_mask", "saved_mask_count", "superpixel_map"]

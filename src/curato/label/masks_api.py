@@ -9,7 +9,7 @@ Binary answers are chosen for what a browser decodes fastest on a 4k image:
   percent-encoded JSON list in ``X-Mask-Classes``;
 - completion (``POST /api/mask/complete``): the page sends the pixels the person painted (an 8-bit PNG, 255 =
   not painted) and gets back the whole mask completed from them over the cached superpixels'
-  region graph (:func:`curato.features.propagation.complete_mask`), as the same kind of PNG.
+  region graph (:func:`curato.commands.masking.complete_from_seeds`), as the same kind of PNG.
 
 A mask upload is the only request allowed a large body (:data:`MAX_MASK_BYTES`, via the server's BodyLimit).
 """
@@ -20,9 +20,7 @@ import asyncio
 import gzip
 import io
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -34,16 +32,11 @@ from starlette.concurrency import run_in_threadpool
 from curato.commands import masking
 from curato.commands.labelling import NotFoundError, User, read_app_settings
 from curato.errors import InputError
-from curato.features.propagation import UNPAINTED
 from curato.workspace import Workspace
 
 MAX_MASK_BYTES = 16 * 1024 * 1024
 MASK_PATH = "/api/mask"
 COMPLETE_PATH = "/api/mask/complete"
-COMPLETION_LEVEL = "fine"
-"""The superpixel level whose region graph the completion runs on (docs/benchmarks.md chose it)."""
-GRAPH_CACHE_BYTES = 768 * 1024 * 1024
-"""The region graphs kept for completions, by memory (a 4k image's graph is ~300 MB: its per-pixel Lab)."""
 COMPLETIONS_AT_ONCE = 2
 """Completions computed at the same time (each a few seconds of CPU and ~1 GB at 4k); the rest wait their turn."""
 PRIORS = {"": None, "false": None, "true": "proposal", "proposal": "proposal", "mask": "mask"}
@@ -100,33 +93,6 @@ def _image_png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
-
-
-def graph_bytes(graph: Any) -> int:
-    """The memory a region graph holds (its arrays)."""
-    return sum(value.nbytes for value in vars(graph).values() if isinstance(value, np.ndarray))
-
-
-class GraphCache:
-    """The last region graphs built, least recently used out first once they hold more than ``max_bytes``
-    (the newest is always kept): a stroke then a completion of the same image reuses its graph."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.graphs: OrderedDict[Any, Any] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key: Any, build: Callable[[], Any]) -> Any:
-        with self.lock:
-            if key in self.graphs:
-                self.graphs.move_to_end(key)
-                return self.graphs[key]
-        graph = build()
-        with self.lock:
-            self.graphs[key] = graph
-            while len(self.graphs) > 1 and sum(map(graph_bytes, self.graphs.values())) > self.max_bytes:
-                self.graphs.popitem(last=False)
-        return graph
 
 
 def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> masking.PrelabelLoop:
@@ -219,16 +185,8 @@ def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> m
         loop.notify()
         return result
 
-    graphs = GraphCache(GRAPH_CACHE_BYTES)
+    graphs = masking.GraphCache(masking.GRAPH_CACHE_BYTES)
     completions = asyncio.Semaphore(COMPLETIONS_AT_ONCE)
-
-    def region_graph_of(sample_id: str) -> Any:
-        """The region graph of the image's completion level (cached)."""
-        from curato.features.propagation import region_graph
-
-        image = masking.mask_image(workspace, sample_id)
-        return graphs.get((image.content_hash, COMPLETION_LEVEL), lambda: region_graph(
-            image.pixels, masking.superpixel_map(workspace, sample_id, COMPLETION_LEVEL)))
 
     @router.post(COMPLETE_PATH)
     async def mask_complete(request: Request, id: SampleId,
@@ -248,31 +206,16 @@ def include_mask_routes(app: FastAPI, workspace: Workspace, *, anyone: Any) -> m
         def complete() -> tuple[np.ndarray, float]:
             import time
 
-            from curato.features.propagation import complete_mask, prior_from_mask
-
             began = time.perf_counter()
             image = masking.mask_image(workspace, id)
             painted = read_label_png_bytes(body, (image.height, image.width))
-            names = masking.check_classes(classes) if classes else []
-            if len(names) >= UNPAINTED:
-                raise InputError(f"at most {UNPAINTED - 1} classes can be completed ({UNPAINTED} means not painted)")
-            if painted[painted != UNPAINTED].max(initial=0) > len(names):
-                raise InputError(f"the painted pixels hold class {int(painted[painted != UNPAINTED].max())}, "
-                                 f"but only {len(names)} classes were named")
-            graph = region_graph_of(id)
-            options: dict[str, Any] = {}
-            served = None
+            start = None
             if PRIORS[prior] == "proposal":
-                served = loop.served(id)
+                start = loop.served(id)
             elif PRIORS[prior] == "mask":
-                served = workspace.catalog.semantic_mask(id)
-            if served is not None:
-                proposal = masking.remap(served[0], served[1], names)
-                proposal[proposal < 0] = 0  # a class the page does not know: background
-                if proposal.shape != painted.shape:
-                    raise InputError("the saved mask does not have the image's size")
-                options["prior"], options["prior_classes"] = prior_from_mask(graph, proposal)
-            return complete_mask(graph, painted, **options), time.perf_counter() - began
+                start = workspace.catalog.semantic_mask(id)
+            completed = masking.complete_from_seeds(workspace, id, painted, classes, start=start, graphs=graphs)
+            return completed, time.perf_counter() - began
 
         async with completions:
             completed, seconds = await run_in_threadpool(complete)
@@ -292,5 +235,4 @@ def _with_links(item: dict[str, Any], loop: masking.PrelabelLoop) -> dict[str, A
             "proposal_available": loop.has_model()}
 
 
-__all__ = ["BODY_LIMITS", "COMPLETE_PATH", "MAX_MASK_BYTES", "GraphCache", "graph_bytes", "include_mask_routes",
-           "label_png", "read_label_png_bytes"]
+__all__ = ["BODY_LIMITS", "COMPLETE_PATH", "MAX_MASK_BYTES", "include_mask_routes", "label_png", "read_label_png_bytes"]
