@@ -424,7 +424,7 @@ class PrelabelLoop(BackgroundLoop):
 COMPLETION_LEVEL = "fine"
 """The superpixel level whose region graph the completion runs on (docs/benchmarks.md chose it)."""
 GRAPH_CACHE_BYTES = 768 * 1024 * 1024
-"""The region graphs kept for completions, by memory (a 4k image's graph is ~300 MB: its per-pixel Lab)."""
+"""The region graphs kept for completions, by memory (~16 bytes a pixel: 135 MB for a 4k image, 800 MB at 50 Mpx)."""
 
 
 def graph_bytes(graph: Any) -> int:
