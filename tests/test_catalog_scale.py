@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, make_url, select, text, update
 
 from curato.catalog import migrate
 from curato.catalog.catalog import ANSWERS_TOKEN, FITTED_TOKEN, Catalog, CuratedLabel, aggregate_answers
@@ -587,3 +587,41 @@ def test_info_does_not_wait_for_a_writer_to_store_its_count(history: Workspace) 
     assert catalog.feature_count(name) is None
     workspace_overview(history)
     assert catalog.feature_count(name)["stale"] == entry["stale"]
+
+
+def test_info_runs_as_a_role_that_can_only_read(tmp_path, postgres_url) -> None:
+    """``info`` as a PostgreSQL role with SELECT only (or on a read-only standby) counts the stale vectors and
+    returns: storing the count fails and is skipped (the next ``info`` counts again)."""
+    import json
+    import uuid
+
+    import numpy as np
+    from sqlalchemy import create_engine
+
+    if not postgres_url:
+        pytest.skip("CURATO_TEST_POSTGRES_URL not set (CI sets it and starts PostgreSQL)")
+    url = _fresh_postgres(postgres_url)
+    workspace = Workspace.create(tmp_path / "ws", db_url=url)
+    rows = [{"sample_id": f"s{k}", "kind": "text", "uri": None, "text": "t", "split": "train", "source": "s",
+             "content_hash": f"h{k}", "readable": True} for k in range(5)]
+    with workspace.catalog.transaction() as conn:
+        workspace.catalog.upsert_samples(conn, rows)
+    workspace.features.save("v", [f"s{k}" for k in range(5)], ["h0", "h1", "old", "h3", "h4"], np.ones((5, 2)),
+                            {"modality": "text"})
+    role = f"ro{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    admin.dispose()
+    workspace.catalog.close()
+    marker = tmp_path / "ws" / "workspace.json"
+    settings = json.loads(marker.read_text())
+    settings["catalog"] = str(make_url(url).set(username=role, password=None).render_as_string(hide_password=False))
+    marker.write_text(json.dumps(settings))
+    reader = Workspace.open(tmp_path / "ws")
+    for _ in range(2):
+        (entry,) = workspace_overview(reader)["features"]
+        assert entry["stale"] == 1
+    assert reader.catalog.feature_count("v") is None
+    reader.catalog.close()

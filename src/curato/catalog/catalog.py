@@ -45,6 +45,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from curato.catalog import schema
 from curato.catalog.schema import (
@@ -1014,14 +1015,13 @@ class Catalog:
                 driver = conn.connection.driver_connection if self.engine.dialect.name == "sqlite" else None
                 if driver is not None:
                     driver.execute("PRAGMA busy_timeout=200")
-                try:
-                    if not conn.execute(update(feature_counts).where(feature_counts.c.name == name)
-                                        .values(**values)).rowcount:
-                        conn.execute(feature_counts.insert().values(name=name, **values))
+                try:  # one upsert: two first counts at once do not both insert
+                    statement = _dialect_insert(conn)(feature_counts).values(name=name, **values)
+                    conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
                 finally:
                     if driver is not None:
                         driver.execute("PRAGMA busy_timeout=30000")
-        except WorkspaceError:
+        except (WorkspaceError, SQLAlchemyError):  # e.g. a SELECT-only role, a read-only standby, a busy file
             return False
         return True
 
