@@ -625,3 +625,45 @@ def test_info_runs_as_a_role_that_can_only_read(tmp_path, postgres_url) -> None:
         assert entry["stale"] == 1
     assert reader.catalog.feature_count("v") is None
     reader.catalog.close()
+
+
+def test_info_reads_every_hash_at_most_once(history: Workspace) -> None:
+    """One ``info`` reads the catalog's hashes at most once, however many feature sets need counting (a new
+    generation of each, as after an ingest); many logged changes are counted again (one read), few applied."""
+    import numpy as np
+
+    workspace, catalog = history, history.catalog
+    columns = ("sample_id", "kind", "uri", "split", "source", "readable")
+    with catalog.engine.connect() as conn:
+        rows = sorted((dict(zip(columns, row, strict=True))
+                       for row in conn.execute(select(*(samples.c[name] for name in columns)))),
+                      key=lambda row: row["sample_id"])[:200]
+    ids = [row["sample_id"] for row in rows]
+    for name in ("once-a", "once-b", "once-c"):
+        workspace.features.save(name, ids, ["x"] * len(ids), np.ones((len(ids), 2)), {"modality": "image"})
+    reads = []
+    read_hashes = catalog.content_hashes
+    catalog.content_hashes = lambda: reads.append(1) or read_hashes()  # type: ignore[method-assign]
+    try:
+        def staleness() -> dict[str, tuple[int, int]]:
+            reads.clear()
+            found = {row["name"]: row["stale"] for row in workspace_overview(workspace)["features"]
+                     if row["name"].startswith("once-")}
+            assert all(found[name] == _stale_by_reading_everything(workspace, name)[0] for name in found)
+            return found
+
+        assert staleness() == dict.fromkeys(("once-a", "once-b", "once-c"), 200) and len(reads) == 1
+        assert staleness() and reads == []
+        with catalog.transaction() as conn:  # a few changes: applied from the log
+            catalog.upsert_samples(conn, [{**row, "content_hash": "x"} for row in rows[:3]])
+        assert staleness() == dict.fromkeys(("once-a", "once-b", "once-c"), 197) and reads == []
+        many = catalog.sample_count() // 10 + 1
+        with catalog.transaction() as conn:  # more changes than a tenth of the catalog: counted again, once
+            catalog.upsert_samples(conn, [{**row, "content_hash": f"y{k}"} for k, row in enumerate(rows[:many])])
+        assert staleness() == dict.fromkeys(("once-a", "once-b", "once-c"), 200) and len(reads) == 1
+        for name in ("once-a", "once-b", "once-c"):  # new generations, as an ingest writes
+            workspace.features.save(name, ids, ["x"] * len(ids), np.ones((len(ids), 2)), {"modality": "image"})
+        staleness()
+        assert len(reads) == 1
+    finally:
+        del catalog.content_hashes

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -93,14 +93,20 @@ class Workspace:
         """The workspace's optional ``curato.toml`` (check parameters)."""
         return self.root / SETTINGS_FILE
 
-    def feature_staleness(self, stored: FeatureSet) -> tuple[int, int]:
+    def feature_staleness(self, stored: FeatureSet,
+                          content_hashes: Callable[[], tuple[int, dict[str, str | None]]] | None = None
+                          ) -> tuple[int, int]:
         """(stale, present) of a feature set: its vectors whose sample's content hash changed since they were
         computed, and its vectors whose sample is still in the catalog (``curato info``'s stale and missing counts).
 
         Counted once per generation of the set by comparing every stored hash with the catalog's (one read of all
         hashes), then kept up to date from the catalog's log of hash changes, deletions and re-insertions
         (``hash_changes``, written by triggers): a later call reads only the changes since, so ``info`` does not
-        read millions of hashes each time. The count is stored in the catalog when it can be written."""
+        read millions of hashes each time. The count is stored in the catalog when it can be written.
+
+        ``content_hashes`` reads the catalog's hashes (default :meth:`Catalog.content_hashes`): ``info`` passes one
+        that reads them at most once for all its feature sets. When more changes were logged since the last count
+        than a tenth of the catalog (or of the set), counting again is cheaper than reading and applying them."""
         ids = stored.ids
         try:
             stamp = (self.features.folder(stored.name) / "meta.json").stat().st_mtime_ns
@@ -108,14 +114,19 @@ class Workspace:
             stamp = 0
         key = f"{stored.meta.get('generation', 0)}:{len(stored)}:{stamp}"
         counted = self.catalog.feature_count(stored.name)
+        changes = None
         if counted is not None and counted["store_key"] == key:
-            changes = self.catalog.hash_changes_since(int(counted["seq"]))
+            most = max(len(ids), self.catalog.sample_count()) // 10
+            changes = self.catalog.hash_changes_since(int(counted["seq"]), limit=most + 1)
             if not changes:
                 return int(counted["stale"]), int(counted["present"])
+            if len(changes) > most:
+                changes = None  # too many to apply: count again
+        if changes is not None:
             stale, present = _apply_hash_changes(stored, changes, int(counted["stale"]), int(counted["present"]))
             seq = changes[-1][0]
         else:
-            seq, current = self.catalog.content_hashes()
+            seq, current = (content_hashes or self.catalog.content_hashes)()
             stale = present = 0
             for sid, digest in zip(ids.tolist(), stored.hashes.tolist(), strict=True):
                 if sid in current:

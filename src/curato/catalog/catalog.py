@@ -990,14 +990,16 @@ class Catalog:
                 seq = int(conn.execute(select(newest)).scalar() or 0)
         return seq, found
 
-    def hash_changes_since(self, seq: int) -> list[tuple[int, str, str, str | None, str | None]]:
+    def hash_changes_since(self, seq: int, *, limit: int | None = None
+                           ) -> list[tuple[int, str, str, str | None, str | None]]:
         """(seq, sample_id, change, old_hash, new_hash) of the logged hash changes, deletions and re-insertions
-        after ``seq``, oldest first (an index range: as many rows as changes, whatever the catalog's size)."""
+        after ``seq``, oldest first, at most ``limit`` of them (an index range: as many rows as changes, whatever
+        the catalog's size)."""
         table = hash_changes
         with self.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(  # type: ignore[misc]
                 select(table.c.seq, table.c.sample_id, table.c.change, table.c.old_hash, table.c.new_hash)
-                .where(table.c.seq > seq).order_by(table.c.seq))]
+                .where(table.c.seq > seq).order_by(table.c.seq).limit(limit))]
 
     def feature_count(self, name: str) -> dict[str, Any] | None:
         """The stored staleness count of a feature set (``store_key``, ``seq``, ``stale``, ``present``), if any."""

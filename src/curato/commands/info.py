@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +36,10 @@ def workspace_overview(workspace: Workspace) -> dict[str, Any]:
     summary = catalog.sample_overview()
     label_counts = catalog.curated_label_counts("split")
     features = []
+    content_hashes = functools.cache(catalog.content_hashes)  # every hash read at most once, for all feature sets
     for name in workspace.features.names():
         stored = workspace.features.load(name)
-        stale, present = workspace.feature_staleness(stored)
+        stale, present = workspace.feature_staleness(stored, content_hashes)
         modality = stored.meta.get("modality", "image")
         expected = sum(count for kind, count in summary["readable"].items() if modality in (kind, "any"))
         features.append({"name": name, "count": len(stored), "dim": int(stored.vectors.shape[1]),
