@@ -174,3 +174,28 @@ def test_sample_files_inside_the_workspace_are_stored_relative_to_it(tmp_path):
     assert moved.samples(("sample_id", "uri"))["uri"].tolist() == [
         str(tmp_path / "moved" / "data" / "a.png"), outside, f"idx:{tmp_path / 'moved' / 'images.idx'}#3"]
     assert moved.known_samples()["a"][0] == str(tmp_path / "moved" / "data" / "a.png")
+
+
+def test_hash_changes_are_numbered_past_2_to_the_31(catalog):
+    """The hash-change log's seq (and a stored count's) is 64-bit: a catalog that has logged 2^31 changes logs
+    the next one, and its count is stored (a 32-bit SERIAL overflows there)."""
+    from sqlalchemy import insert, select, update
+
+    from curato.catalog.schema import hash_changes, samples
+
+    start = 2**31 + 5
+    with catalog.transaction() as conn:
+        catalog.upsert_samples(conn, [_row("a"), _row("b")])
+        conn.execute(insert(hash_changes).values(seq=start, sample_id="b", change="update", old_hash="x",
+                                                 new_hash="h-b"))
+        if catalog.engine.dialect.name == "postgresql":  # as if the sequence had handed out every seq up to it
+            conn.execute(text(f"SELECT setval(pg_get_serial_sequence('hash_changes', 'seq'), {start})"))
+    with catalog.transaction() as conn:
+        conn.execute(update(samples).where(samples.c.sample_id == "a").values(content_hash="changed"))
+    with catalog.engine.connect() as conn:
+        logged = conn.execute(select(hash_changes.c.seq, hash_changes.c.sample_id)
+                              .order_by(hash_changes.c.seq)).all()
+    assert [tuple(row) for row in logged] == [(start, "b"), (start + 1, "a")]
+    assert catalog.content_hashes()[0] == start + 1
+    assert catalog.store_feature_count("v", store_key="k", seq=start + 1, stale=1, present=2)
+    assert catalog.feature_count("v")["seq"] == start + 1

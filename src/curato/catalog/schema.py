@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -147,10 +148,14 @@ Index("ix_curated_counts_key", *(curated_counts.c[name] for name in COUNTED_CURA
 # again after it was logged once (a trigger writes them in the same transaction; a first ingest writes none);
 # ``feature_counts``: per feature set, its stale and present vectors as counted up to change ``seq``, for the
 # store generation ``store_key`` (Workspace.feature_staleness applies the later changes and stores the result).
+# a change's seq: 64-bit (BIGSERIAL on PostgreSQL: a busy catalog may log more than 2^31 changes); SQLite's
+# INTEGER PRIMARY KEY is already 64-bit and must stay spelled INTEGER to be the rowid
+CHANGE_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
 hash_changes = Table(
     "hash_changes",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", CHANGE_SEQ, primary_key=True, autoincrement=True),
     Column("sample_id", String, nullable=False),
     Column("change", String(8), nullable=False),  # insert | update | delete
     Column("old_hash", String(40)),
@@ -164,7 +169,7 @@ feature_counts = Table(
     metadata,
     Column("name", String, primary_key=True),
     Column("store_key", String(128), nullable=False),
-    Column("seq", Integer, nullable=False),
+    Column("seq", CHANGE_SEQ, nullable=False),
     Column("stale", Integer, nullable=False),
     Column("present", Integer, nullable=False),
 )

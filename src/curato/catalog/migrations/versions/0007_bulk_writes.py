@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from curato.catalog.schema import hash_change_trigger_statements
+from curato.catalog.schema import CHANGE_SEQ, hash_change_trigger_statements
 
 revision = "0007"
 down_revision = "0006"
@@ -49,7 +49,7 @@ def upgrade() -> None:
     if "hash_changes" not in present:
         op.create_table(
             "hash_changes",
-            sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+            sa.Column("seq", CHANGE_SEQ, primary_key=True, autoincrement=True),
             sa.Column("sample_id", sa.String(), nullable=False),
             sa.Column("change", sa.String(8), nullable=False),
             sa.Column("old_hash", sa.String(40)),
@@ -62,7 +62,7 @@ def upgrade() -> None:
             "feature_counts",
             sa.Column("name", sa.String(), primary_key=True),
             sa.Column("store_key", sa.String(128), nullable=False),
-            sa.Column("seq", sa.Integer(), nullable=False),
+            sa.Column("seq", CHANGE_SEQ, nullable=False),
             sa.Column("stale", sa.Integer(), nullable=False),
             sa.Column("present", sa.Integer(), nullable=False),
         )
