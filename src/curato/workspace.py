@@ -115,6 +115,7 @@ class Workspace:
         key = f"{stored.meta.get('generation', 0)}:{len(stored)}:{stamp}"
         counted = self.catalog.feature_count(stored.name)
         changes = None
+        absent: list[str] = []  # the set's ids missing from the catalog, found by a full count
         if counted is not None and counted["store_key"] == key:
             most = max(len(ids), self.catalog.sample_count()) // 10
             changes = self.catalog.hash_changes_since(int(counted["seq"]), limit=most + 1)
@@ -132,9 +133,12 @@ class Workspace:
                 if sid in current:
                     present += 1
                     stale += current[sid] != digest
+                else:
+                    absent.append(sid)
             if len(ids) > 1 and not bool(np.all(ids[1:] >= ids[:-1])):
                 return stale, present  # not in id order (never written so): no lookup by bisection, count each time
-        self.catalog.store_feature_count(stored.name, store_key=key, seq=seq, stale=stale, present=present)
+        self.catalog.store_feature_count(stored.name, store_key=key, seq=seq, stale=stale, present=present,
+                                         absent=absent)
         return stale, present
 
     def latest_path(self, kind: str) -> Path:
@@ -220,7 +224,7 @@ def _apply_hash_changes(stored: FeatureSet, changes: list[tuple[int, str, str, s
     at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
     held = ids[at] == wanted
     for (_, _, change, old, new), hit, row in zip(changes, held.tolist(), at.tolist(), strict=True):
-        if not hit:
+        if not hit or change == "absent":  # a marker: the sample was already missing when counted
             continue
         digest = str(stored.hashes[row])
         before, after = change != "insert", change != "delete"

@@ -44,6 +44,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -1007,9 +1008,13 @@ class Catalog:
             row = conn.execute(select(feature_counts).where(feature_counts.c.name == name)).first()
         return None if row is None else dict(row._mapping)
 
-    def store_feature_count(self, name: str, *, store_key: str, seq: int, stale: int, present: int) -> bool:
+    def store_feature_count(self, name: str, *, store_key: str, seq: int, stale: int, present: int,
+                            absent: Sequence[str] = ()) -> bool:
         """Store a feature set's staleness count; False when the catalog cannot be written (read-only, busy):
-        the count is then recomputed next time, nothing is wrong."""
+        the count is then recomputed next time, nothing is wrong.
+
+        ``absent``: ids the set holds that the catalog does not (deleted before anything was logged of them): an
+        ``absent`` marker is logged for each not logged yet, so that the insert trigger logs their return."""
         values = {"store_key": store_key, "seq": seq, "stale": stale, "present": present}
         try:
             with self.engine.begin() as conn:
@@ -1020,6 +1025,12 @@ class Catalog:
                 try:  # one upsert: two first counts at once do not both insert
                     statement = _dialect_insert(conn)(feature_counts).values(name=name, **values)
                     conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
+                    if absent:
+                        marker = sql_text("INSERT INTO hash_changes (sample_id, change) SELECT "
+                                          "CAST(:sid AS VARCHAR), 'absent' WHERE NOT EXISTS "
+                                          "(SELECT 1 FROM hash_changes WHERE sample_id = :sid)")
+                        for chunk in _chunks([{"sid": sid} for sid in absent]):
+                            conn.execute(marker, chunk)
                 finally:
                     if driver is not None:
                         driver.execute("PRAGMA busy_timeout=30000")

@@ -157,7 +157,7 @@ hash_changes = Table(
     metadata,
     Column("seq", CHANGE_SEQ, primary_key=True, autoincrement=True),
     Column("sample_id", String, nullable=False),
-    Column("change", String(8), nullable=False),  # insert | update | delete
+    Column("change", String(8), nullable=False),  # insert | update | delete | absent (missing at a full count)
     Column("old_hash", String(40)),
     Column("new_hash", String(40)),
     sqlite_autoincrement=True,  # a seq is never reused
