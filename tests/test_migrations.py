@@ -185,3 +185,59 @@ def test_an_interrupted_migration_is_finished_by_the_next_open(url, monkeypatch)
     _assert_at_head(catalog)
     assert catalog.current_labels() == {"a": "cat", "b": "dog"}
     catalog.close()
+
+
+def _indexes_and_triggers(catalog: Catalog) -> dict[str, str]:
+    """Every index and trigger of the catalog by name, with its definition as the database states it."""
+    with catalog.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            rows = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') "
+                                     "AND sql IS NOT NULL")).all()
+            return {name: " ".join(sql.replace('"', "").split()) for name, sql in rows}
+        rows = conn.execute(text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' UNION ALL "
+                                 "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal")).all()
+        return dict(rows)
+
+
+def test_a_populated_schema_6_catalog_reaches_the_fresh_schemas_indexes_and_logs_hash_changes(
+        url, tmp_path, postgres_url):
+    """A schema-6 catalog with samples, migrated to head, has the same indexes (partial ones included) and
+    triggers as a new catalog, and its first hash change after the migration is logged once."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0006")
+        for sample_id in ("a", "b", "c"):
+            conn.execute(text("INSERT INTO samples (sample_id, kind, uri, split, readable, content_hash, created_at, "
+                              "updated_at) VALUES (:id, 'image', :uri, 'train', :ok, :digest, :now, :now)"),
+                         {"id": sample_id, "uri": f"/data/{sample_id}.png", "ok": sample_id != "c",
+                          "digest": f"h-{sample_id}", "now": NOW})
+    engine.dispose()
+    migrated = Catalog(url)
+    migrated.verify()
+    _assert_at_head(migrated)
+    if url.startswith("sqlite"):
+        fresh_url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    else:
+        fresh_url = url.rsplit("/", 1)[0] + f"/f{uuid.uuid4().hex[:12]}"
+        admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {fresh_url.rsplit('/', 1)[1]}"))
+    fresh = Catalog(fresh_url)
+    fresh.create()
+    try:
+        found = _indexes_and_triggers(migrated)
+        assert {"ix_samples_unreadable", "ix_curated_labels_aggregated", "hash_changes_update"} <= set(found)
+        assert found == _indexes_and_triggers(fresh)
+    finally:
+        fresh.close()
+        if not url.startswith("sqlite"):
+            with admin.connect() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {fresh_url.rsplit('/', 1)[1]} WITH (FORCE)"))
+            admin.dispose()
+    with migrated.transaction() as conn:
+        conn.execute(text("UPDATE samples SET content_hash = 'changed' WHERE sample_id = 'b'"))
+    with migrated.engine.connect() as conn:
+        assert conn.execute(text("SELECT sample_id, change, old_hash, new_hash FROM hash_changes")).all() == [
+            ("b", "update", "h-b", "changed")]
+    assert migrated.sample_count() == 3
+    migrated.close()
