@@ -627,17 +627,22 @@ def test_info_runs_as_a_role_that_can_only_read(tmp_path, postgres_url) -> None:
     reader.catalog.close()
 
 
+def first_sample_rows(catalog, count: int) -> list[dict]:
+    """The first ``count`` samples by id, with the columns a re-ingest writes back."""
+    columns = ("sample_id", "kind", "uri", "split", "source", "readable")
+    with catalog.engine.connect() as conn:
+        rows = [dict(zip(columns, row, strict=True))
+                for row in conn.execute(select(*(samples.c[name] for name in columns)))]
+    return sorted(rows, key=lambda row: row["sample_id"])[:count]
+
+
 def test_info_reads_every_hash_at_most_once(history: Workspace) -> None:
     """One ``info`` reads the catalog's hashes at most once, however many feature sets need counting (a new
     generation of each, as after an ingest); many logged changes are counted again (one read), few applied."""
     import numpy as np
 
     workspace, catalog = history, history.catalog
-    columns = ("sample_id", "kind", "uri", "split", "source", "readable")
-    with catalog.engine.connect() as conn:
-        rows = sorted((dict(zip(columns, row, strict=True))
-                       for row in conn.execute(select(*(samples.c[name] for name in columns)))),
-                      key=lambda row: row["sample_id"])[:200]
+    rows = first_sample_rows(catalog, 200)
     ids = [row["sample_id"] for row in rows]
     for name in ("once-a", "once-b", "once-c"):
         workspace.features.save(name, ids, ["x"] * len(ids), np.ones((len(ids), 2)), {"modality": "image"})
@@ -675,11 +680,7 @@ def test_a_sample_missing_before_the_first_count_is_seen_when_it_returns(history
     import numpy as np
 
     workspace, catalog = history, history.catalog
-    columns = ("sample_id", "kind", "uri", "split", "source", "readable")
-    with catalog.engine.connect() as conn:
-        rows = sorted((dict(zip(columns, row, strict=True))
-                       for row in conn.execute(select(*(samples.c[name] for name in columns)))),
-                      key=lambda row: row["sample_id"])[:4]
+    rows = first_sample_rows(catalog, 4)
     gone = {**rows[0], "sample_id": "gone/0.png", "content_hash": "h-gone"}
     rows = [{**row, "content_hash": f"h-{k}"} for k, row in enumerate(rows)]
     with catalog.transaction() as conn:  # ingested, deleted by hand, and nothing logged of it (as before schema 7)

@@ -642,12 +642,17 @@ def test_meta_labels_needed_rule_states_a_number_only_near_today_on_a_climbing_f
     assert not meta_pinned(model, grid, climbing, needed=float("inf"), upper_crossing=1100.0, today=1000.0)
 
 
-def test_meta_forecast_states_labels_needed_for_a_near_target_on_a_steep_curve():
+def steep_meta_curve() -> tuple[np.ndarray, list[np.ndarray], float, dict]:
+    """A steadily climbing curve (5 seeds on a sqrt(2) grid), today's mean and quick meta-forecast options."""
     rng = np.random.default_rng(0)
     sizes = np.array([16 * 2 ** (i / 2) for i in range(12)])
     values = [0.5 + 0.05 * np.log(n / 16) + rng.normal(0, 0.004, 5) for n in sizes]
     today = float(np.mean(values[-1]))
-    quick = {"chance": 0.5, "n_bootstrap": 0, "method": "meta", "fit_families": False}
+    return sizes, values, today, {"chance": 0.5, "n_bootstrap": 0, "method": "meta", "fit_families": False}
+
+
+def test_meta_forecast_states_labels_needed_for_a_near_target_on_a_steep_curve():
+    sizes, values, today, quick = steep_meta_curve()
     near_result = forecast(sizes, values, target=today + 0.01, **quick)
     near = near_result["samples_needed"]
     assert near["status"] == "estimated" and near["pinned_down"] and near["stated"]
@@ -673,11 +678,7 @@ def test_meta_forecast_states_labels_needed_for_a_near_target_on_a_steep_curve()
 
 
 def test_report_and_result_state_labels_needed_only_when_pinned_down():
-    rng = np.random.default_rng(0)
-    sizes = np.array([16 * 2 ** (i / 2) for i in range(12)])
-    values = [0.5 + 0.05 * np.log(n / 16) + rng.normal(0, 0.004, 5) for n in sizes]
-    today = float(np.mean(values[-1]))
-    quick = {"chance": 0.5, "n_bootstrap": 0, "method": "meta", "fit_families": False}
+    sizes, values, today, quick = steep_meta_curve()
     templates = Environment(loader=PackageLoader("curato", "report/templates"), autoescape=True)
     answer = templates.get_template("size_answer.html").module.labels_needed_answer
     shown = {}
