@@ -356,3 +356,57 @@ def test_two_annotators_never_get_the_same_image(tmp_path, backend, postgres_url
     # with a lease of zero minutes every claim has lapsed: someone new may take any unsaved image
     taken = next_mask_item(ws, User(id=100, name="new", role="annotator"), lease_minutes=0.0)["sample_id"]
     assert taken is not None and taken != handed[0]
+
+
+def test_at_most_two_completions_run_at_once_and_the_rest_wait(workspace, monkeypatch):
+    """docs/server-api.md: at most two completions run at once; the rest wait (none is refused). Five requests
+    sent together over real HTTP: each completion is held 0.4 s (then runs for real), so without the limit all
+    five would overlap (the server's thread pool has 40 threads)."""
+    import threading
+
+    from curato.commands import masking
+    from curato.features.propagation import UNPAINTED
+
+    hold, requests = 0.4, 5
+    real = masking.complete_from_seeds
+    lock = threading.Lock()
+    running, peak, spans = [0], [0], []
+
+    def held(*args, **kwargs):
+        began = time.monotonic()
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(hold)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+                spans.append((began, time.monotonic()))
+
+    monkeypatch.setattr(masking, "complete_from_seeds", held)
+    tokens = _tokens(workspace)
+    painted = np.full((300, 451), UNPAINTED, np.uint8)
+    painted[120:135, 180:260] = 1
+    painted[10:25, 10:120] = 0
+    params = {"id": "chelsea", "classes": ["cat", "cup"]}
+    answers: list = [None] * requests
+    with serving(workspace) as base:
+        def send(index: int) -> None:
+            with _client(base, tokens["ann"]) as client:
+                answers[index] = client.post("/api/mask/complete", params=params, content=_seeds_png(painted),
+                                             headers={"content-type": "image/png"})
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(requests)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+    assert all(answer is not None and answer.status_code == 200 for answer in answers), answers
+    assert len({answer.content for answer in answers}) == 1  # each waited, then got the full completion
+    assert peak[0] == 2 and len(spans) == requests
+    spans.sort()
+    # the third started only once one of the first two had finished
+    assert spans[2][0] >= min(end for _, end in spans[:2]) - 0.01
