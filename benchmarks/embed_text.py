@@ -10,6 +10,13 @@ curato's vectors and sentence-transformers' (min and mean over all texts). ``--a
 ``minilm`` with a second runtime in the same rounds (default: onnxruntime when the main one is another,
 so the OpenVINO default is compared with the runtime it replaced). ``--other NAME`` times another
 registered text embedder's ``embed`` in the same rounds (its own model: no cosine to MiniLM).
+
+``--roofline`` also prints how much arithmetic each side did and how fast: the model's float32
+multiply-adds over each side's padded batches (curato's length-sorted batches; sentence-transformers'
+batches of 32 sorted by character length, as ``encode`` forms them), divided by its time, against this
+machine's float32 matrix-multiply rate measured in the same run at the model's own shapes (the best of
+numpy's BLAS and torch). The ceiling it prints is the speed-up over eager that a runtime doing curato's
+padded work at that full matrix-multiply rate would reach: a float32 runtime cannot pass it.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ def main() -> None:
     parser.add_argument("--also", default="onnxruntime",
                         help="a second minilm runtime to time in the same rounds ('none' to skip)")
     parser.add_argument("--other", help="another text embedder to time in the same rounds, e.g. e5-small")
+    parser.add_argument("--roofline", action="store_true",
+                        help="also print each side's float32 rate against this machine's matrix-multiply rate")
     args = parser.parse_args()
     texts = fortunes(args.n)
     words = [len(t.split()) for t in texts]
@@ -85,16 +94,19 @@ def main() -> None:
     manifest = manifest_dir / "texts.jsonl"
     manifest.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
     times: dict[str, list[float]] = {"eager": [], "ours": [], "pipeline": [], "also": [], "other": []}
+    cpu: dict[str, list[float]] = {"eager": [], "ours": []}
     # Rounds alternate the three so that a busy machine's slow spells hit each alike; best of rounds.
     for _ in range(args.rounds):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         eager = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True,
                              show_progress_bar=False)
         times["eager"].append(time.perf_counter() - start)
+        cpu["eager"].append(time.process_time() - start_cpu)
 
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         ours = embedder.embed(texts)
         times["ours"].append(time.perf_counter() - start)
+        cpu["ours"].append(time.process_time() - start_cpu)
 
         with tempfile.TemporaryDirectory(dir=manifest_dir) as tmp:
             workspace = Workspace.create(Path(tmp) / "ws")
@@ -144,6 +156,74 @@ def main() -> None:
         also_cosine = (also_vectors * eager).sum(1)
         print(f"{also.runtime}: cosine vs encode min {also_cosine.min():.6f}; {embedder.runtime} vs {also.runtime} "
               f"per round: {[round(a / o, 2) for a, o in zip(times['also'], times['ours'], strict=True)]}")
+    if args.roofline:
+        print_roofline(texts, embedder, model, times, cpu)
+
+
+def bert_flops(cells_by_batch: list[tuple[int, int]], config: dict[str, int]) -> float:
+    """Floating-point operations (2 per multiply-add) of a BERT encoder over batches of (rows, width)
+    tokens: per layer the Q, K, V and output projections, the two feed-forward matrices and the two
+    attention products; layer norms, softmax and activations are not counted (they only add time)."""
+    hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    total = 0.0
+    for rows, width in cells_by_batch:
+        tokens = rows * width
+        total += layers * (2 * tokens * (4 * hidden * hidden + 2 * hidden * inner) + 4 * rows * width * width * hidden)
+    return total
+
+
+def matmul_rate(config: dict[str, int], threads: int, rounds: int = 5) -> tuple[float, float]:
+    """This machine's float32 matrix-multiply rate at the model's feed-forward shapes, (GFLOP per wall
+    second, GFLOP per CPU second), the best of numpy's BLAS and torch over ``rounds`` tries each."""
+    import torch
+
+    hidden, inner = config["hidden_size"], config["intermediate_size"]
+    rng = np.random.default_rng(0)
+    a = rng.random((2048, hidden), dtype=np.float32)
+    b = rng.random((hidden, inner), dtype=np.float32)
+    c = rng.random((2048, inner), dtype=np.float32)
+    d = rng.random((inner, hidden), dtype=np.float32)
+    flops = 2 * 2 * 2048 * hidden * inner * 20
+    best_wall = best_cpu = 0.0
+    torch.set_num_threads(threads)
+    pairs = {"numpy": (a, b, c, d), "torch": tuple(torch.from_numpy(x) for x in (a, b, c, d))}
+    for x, y, z, w in pairs.values():
+        for _ in range(rounds):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(20):
+                x @ y
+                z @ w
+            best_wall = max(best_wall, flops / (time.perf_counter() - start) / 1e9)
+            best_cpu = max(best_cpu, flops / (time.process_time() - start_cpu) / 1e9)
+    return best_wall, best_cpu
+
+
+def print_roofline(texts: list[str], embedder, model, times: dict[str, list[float]],
+                   cpu: dict[str, list[float]]) -> None:
+    config = model[0].auto_model.config.to_dict()
+    ours_cells = [input_ids.shape for _, input_ids, _ in embedder._padded_batches(texts)]
+    tokenizer, longest = model.tokenizer, model.max_seq_length
+    by_chars = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    eager_cells = []
+    for start in range(0, len(by_chars), 32):
+        rows = [texts[i].strip() for i in by_chars[start:start + 32]]
+        ids = tokenizer(rows, truncation=True, max_length=longest, padding=False)["input_ids"]
+        eager_cells.append((len(rows), max(len(row) for row in ids)))
+    flops = {"eager": bert_flops(eager_cells, config), "ours": bert_flops(ours_cells, config)}
+    peak_wall, peak_cpu = matmul_rate(config, embedder.threads)
+    print(f"float32 matrix multiply at the model's shapes: {peak_wall:.1f} GFLOP/s wall, {peak_cpu:.1f} per CPU-second "
+          f"(best of numpy and torch); load average {os.getloadavg()[0]:.1f}")
+    print("| side | GFLOP (padded batches) | GFLOP/s wall | share of the matmul rate | GFLOP per CPU-s | share |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for side in ("eager", "ours"):
+        wall, used = min(times[side]), min(cpu[side])
+        gflop = flops[side] / 1e9
+        print(f"| {side} | {gflop:.1f} | {gflop / wall:.1f} | {gflop / wall / peak_wall:.0%} | {gflop / used:.1f} "
+              f"| {gflop / used / peak_cpu:.0%} |")
+    ceiling_wall = min(times["eager"]) / (flops["ours"] / 1e9 / peak_wall)
+    ceiling_cpu = min(cpu["eager"]) / (flops["ours"] / 1e9 / peak_cpu)
+    print(f"ceiling for a float32 runtime doing curato's padded work at the full matmul rate: {ceiling_wall:.2f}x "
+          f"eager by wall time, {ceiling_cpu:.2f}x by CPU time")
 
 
 if __name__ == "__main__":
