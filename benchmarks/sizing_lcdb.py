@@ -32,10 +32,13 @@ measured there (truth: the largest size):
   learned on every cut of the even-id curves (``--fit-meta``).
 
 It also prints a noise floor: how close any forecast can come to the 5-seed mean at the largest size, and a
-labels-needed table over the values measured at *every* size beyond the quarter (truth: that size): how many
-targets lie outside the plateau noise (``outside_noise``), how many each method states as a number, how many of
-those land within +-25%, and the confident wrong numbers, next to a constant multiple of today's labels (a
-reference: the truths sit on LCDB's sqrt(2) grid).
+labels-needed table over targets off LCDB's sqrt(2) grid (``later_targets``: one per grid step beyond the quarter,
+at a size drawn inside the step, the mean curve interpolated in log size there, truth where the interpolated mean
+curve first reaches it): how many targets lie outside the plateau noise (``outside_noise``), how many each method
+states as a number, how many of those land within +-25%, and the confident wrong numbers, next to a constant
+multiple of today's labels; the same floor for labels needed (``labels_noise_floor``: a perfect forecast, one seed
+against the others) and a check that no score rides the grid (``grid_check``). Held-out runs: ``--curves 809``
+takes every qualifying curve (397 odd ids) instead of the 300 drawn.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -76,9 +80,10 @@ SAMPLE_SEED = 0
 TOLERANCE = 0.25  # labels needed within +-25% of the truth
 GAINING = 0.03  # curves gaining >= 3 points from the last fitted size to the largest
 NOISE_Z = 1.6448536269514722  # a labels-needed target lies outside the plateau noise by this many sds
-PIN_PRECISION = 0.7  # the meta-model's labels-needed rule: stated numbers within +-25% this often on tuning curves
+PIN_PRECISION = 0.85  # the meta-model's labels-needed rule: stated numbers within +-25% this often on tuning curves
 PIN_MIN = 20  # ... over at least this many stated numbers
-CONSTANT_MULTIPLE = 2.2  # the labels-needed reference (constant_result): the best multiple on the even-id targets
+CONSTANT_MULTIPLE = 1.55  # the labels-needed reference (constant_result): the best multiple on the even-id targets
+# outside the noise (``grid_check``: 35% within +-25% out of fold; on the old on-grid targets it was 2.2x)
 
 
 def fetch_archive(cache: Path = CACHE) -> Path:
@@ -188,55 +193,90 @@ def power_law_fit(sizes: np.ndarray, means: np.ndarray) -> tuple[float, float, f
     return float(fit.x[0]), float(fit.x[1]), float(fit.x[2])
 
 
-def outside_noise(curve: dict[str, Any], index: int) -> bool:
-    """Whether the mean measured at ``sizes[index]`` (a labels-needed target) lies outside the noise of the curve's
-    plateau: the curve, interpolated in log size, is below it at 75% of that size (the -25% edge of a right
-    answer) by more than the 90% noise of the difference (1.645 x the two means' seed standard errors, the second
-    interpolated too). Otherwise the curve may already reach the target with 25% fewer labels, and which size
-    "first reaches" it is decided by the seeds' noise, not by the curve."""
-    sizes = np.log(np.array(curve["sizes"], dtype=np.float64))
+def mean_curve(curve: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The curve's log sizes, the seeds' mean at each size and its standard error (0 with one seed)."""
+    log_sizes = np.log(np.array(curve["sizes"], dtype=np.float64))
     means = np.array([float(np.mean(v)) for v in curve["values"]])
     se = np.array([float(np.std(v, ddof=1)) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in curve["values"]])
-    at = math.log(0.75) + sizes[index]
-    below = means[index] - float(np.interp(at, sizes, means))
-    return bool(below > NOISE_Z * math.hypot(se[index], float(np.interp(at, sizes, se))))
+    return log_sizes, means, se
 
 
-def later_targets(curve: dict[str, Any]) -> list[int]:
-    """The indices of the sizes beyond the fitted quarter: each one's measured mean is a labels-needed target whose
-    truth is that size."""
+def first_reaching(log_sizes: np.ndarray, means: np.ndarray, target: float) -> float:
+    """Where a measured curve first reaches ``target``: the mean curve interpolated linearly in log size between
+    the two sizes that bracket the first crossing (inf when it never does). Off the grid of measured sizes."""
+    from curato.sizing.forecast import labels_needed
+
+    return labels_needed(np.exp(log_sizes), means, target)
+
+
+def outside_noise(curve: dict[str, Any], target: float, truth: float) -> bool:
+    """Whether a labels-needed ``target`` (first reached at ``truth``) lies outside the noise of the curve's
+    plateau: the mean curve, interpolated in log size, is below it at 75% of ``truth`` (the -25% edge of a right
+    answer) by more than the 90% noise of the difference (1.645 x the seed standard errors at both sizes,
+    interpolated). Otherwise the curve may already reach the target with 25% fewer labels, and where it "first
+    reaches" it is decided by the seeds' noise, not by the curve."""
+    log_sizes, means, se = mean_curve(curve)
+    at = math.log(0.75 * truth)
+    below = target - float(np.interp(at, log_sizes, means))
+    return bool(below > NOISE_Z * math.hypot(float(np.interp(math.log(truth), log_sizes, se)),
+                                             float(np.interp(at, log_sizes, se))))
+
+
+def later_targets(curve: dict[str, Any]) -> list[dict[str, Any]]:
+    """The labels-needed targets beyond the fitted quarter, one per step of LCDB's size grid there: a size drawn
+    log-uniformly inside the step (seeded by the curve's key, so every method gets the same targets), the
+    ``target`` is the mean curve interpolated in log size at it, the ``truth`` where the mean curve first reaches
+    it (``first_reaching``: the drawn size unless the curve reached the value earlier); a target at or below the
+    mean measured at the quarter is left out (it is reached today: curato answers "reached"). Truths off the grid: on
+    the grid a constant multiple of today's labels rides it (within +-25% of two grid steps at once), and a
+    forecast between two grid points is judged against one up to 41% away."""
     sizes = np.array(curve["sizes"], dtype=np.float64)
-    return [int(i) for i in np.flatnonzero(sizes > sizes[-1] * FRACTION + 1e-9)]
+    log_sizes, means, _ = mean_curve(curve)
+    today_mean = float(np.mean(fitted_part(curve)[1][-1]))
+    rng = np.random.default_rng(zlib.crc32(key(curve).encode()))
+    out = []
+    for index in np.flatnonzero(sizes > sizes[-1] * FRACTION + 1e-9):
+        at = log_sizes[index - 1] + rng.uniform(0.0, 1.0) * (log_sizes[index] - log_sizes[index - 1])
+        target = float(np.interp(at, log_sizes, means))
+        if target <= today_mean:  # reached already: every method answers "reached", no labels-needed question
+            continue
+        truth = first_reaching(log_sizes, means, target)
+        out.append({"target": target, "truth": truth, "drawn": float(math.exp(at)),
+                    "outside_noise": outside_noise(curve, target, truth)})
+    return out
 
 
 def learned_result(curve: dict[str, Any], curves_at: Any, pinned: Any) -> dict[str, Any]:
     """A learned method's backtest on one curve (fit <= 25%, predict the largest), read as ``forecast`` reads it
     (``learned_labels_needed``, ``pin_features``: the same functions): ``curves_at(sizes, values, grid) ->
     (central, low, high)``; ``pinned(grid, central, needed, crossings, today)`` whether a labels-needed answer is
-    stated as a number. ``targets``: the labels-needed answer for the mean measured at every size beyond the
-    quarter (``later_targets``), the largest's also at the top level; ``clear``, ``reach`` and ``slope``: what the
-    meta-model's rule looks at (``choose_pin_rule`` searches the rule over them)."""
+    stated as a number. ``targets``: the labels-needed answer for each target beyond the quarter
+    (``later_targets``), with ``clear``, ``reach`` and ``slope``: what the meta-model's rule looks at
+    (``choose_pin_rule`` searches the rule over them); at the top level the answer for the mean measured at the
+    largest size (the issue's question)."""
     from curato.sizing.forecast import GRID_POINTS, HORIZON, learned_labels_needed
-    from curato.sizing.meta import pin_features
+    from curato.sizing.meta import pin_features, top_seed_se
 
-    sizes, values, largest, _ = fitted_part(curve)
+    sizes, values, largest, measured = fitted_part(curve)
+    seed_se = top_seed_se(sizes, values)
     grid = np.geomspace(sizes[0], sizes[-1] * HORIZON, GRID_POINTS)
     central, low, high = curves_at(sizes, values, np.append(grid, largest))
     predicted, interval = float(central[-1]), [float(low[-1]), float(high[-1])]
     central, low, high = central[:-1], low[:-1], high[:-1]
     targets = []
-    for index in later_targets(curve):
-        target = float(np.mean(curve["values"][index]))
-        needed, crossings = learned_labels_needed(grid, sizes, values, central, low, high, target)
-        clear, reach, slope = pin_features(grid, central, needed=needed, upper_crossing=crossings[0],
-                                           today=float(sizes[-1]))
-        targets.append({"truth": curve["sizes"][index], "needed": None if not math.isfinite(needed) else needed,
+    for point in later_targets(curve):
+        needed, crossings = learned_labels_needed(grid, sizes, values, central, low, high, point["target"])
+        clear, reach, slope, rise = pin_features(grid, central, needed=needed, upper_crossing=crossings[0],
+                                                 today=float(sizes[-1]), seed_se=seed_se)
+        targets.append({"truth": point["truth"], "needed": None if not math.isfinite(needed) else needed,
                         "pinned": pinned(grid, central, needed, crossings, float(sizes[-1])),
-                        "outside_noise": outside_noise(curve, index), "crossings": crossings,
-                        "clear": clear, "reach": reach, "slope": slope})
-    last = targets[-1]
-    return {"predicted": predicted, "interval": interval, "needed": last["needed"], "flagged": not last["pinned"],
-            "crossings": last["crossings"], "targets": targets}
+                        "outside_noise": point["outside_noise"], "crossings": crossings,
+                        "clear": clear, "reach": reach, "slope": slope, "rise": rise})
+    # the issue's own question: the labels needed for the value measured at the largest size (truth: that size)
+    needed, crossings = learned_labels_needed(grid, sizes, values, central, low, high, measured)
+    return {"predicted": predicted, "interval": interval, "needed": None if not math.isfinite(needed) else needed,
+            "flagged": not pinned(grid, central, needed, crossings, float(sizes[-1])), "crossings": crossings,
+            "targets": targets}
 
 
 def prior_result(curve: dict[str, Any], prior: Any) -> dict[str, Any]:
@@ -276,22 +316,22 @@ def baseline_results(curve: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for name, predicted, needed_for in (("power law", power, power_needed), ("no gain", float(means[-1]), flat_needed)):
         targets = []
-        for index in later_targets(curve):
-            needed = needed_for(float(np.mean(curve["values"][index])))
-            targets.append({"truth": curve["sizes"][index], "needed": needed, "pinned": needed is not None,
-                            "outside_noise": outside_noise(curve, index)})
-        out[name] = {"predicted": predicted, "interval": None, "needed": targets[-1]["needed"], "flagged": False,
-                     "targets": targets}
+        for point in later_targets(curve):
+            needed = needed_for(point["target"])
+            targets.append({"truth": point["truth"], "needed": needed, "pinned": needed is not None,
+                            "outside_noise": point["outside_noise"]})
+        out[name] = {"predicted": predicted, "interval": None, "needed": needed_for(fitted_part(curve)[3]),
+                     "flagged": False, "targets": targets}
     return out
 
 
-def constant_result(curve: dict[str, Any]) -> dict[str, Any]:
-    """A reference for the labels-needed tables, not a forecast: every target answered with ``CONSTANT_MULTIPLE``
-    times today's labels. The truths lie on LCDB's sqrt(2) grid 1.4-5.7x beyond the quarter, so one multiple
-    within +-25% of two grid steps (2x and 2.8x) is right for many targets without looking at the curve."""
+def constant_result(curve: dict[str, Any], multiple: float = CONSTANT_MULTIPLE) -> dict[str, Any]:
+    """A reference for the labels-needed tables, not a forecast: every target answered with ``multiple`` times
+    today's labels, without looking at the curve. On LCDB's sqrt(2) grid of truths one multiple within +-25% of two
+    grid steps (2x and 2.8x) was right for many targets; with the truths off the grid it no longer is."""
     today = float(fitted_part(curve)[0][-1])
-    return {"targets": [{"truth": curve["sizes"][index], "needed": CONSTANT_MULTIPLE * today, "pinned": True,
-                         "outside_noise": outside_noise(curve, index)} for index in later_targets(curve)]}
+    return {"targets": [{"truth": point["truth"], "needed": multiple * today, "pinned": True,
+                         "outside_noise": point["outside_noise"]} for point in later_targets(curve)]}
 
 
 def fit_prior(curves: list[dict[str, Any]], *, window: int = 4) -> Any:
@@ -423,11 +463,13 @@ def _as_meta(models: list[Any], *, interval_scale: float, source: str) -> Any:
 
 def meta_result(curve: dict[str, Any], model: Any) -> dict[str, Any]:
     """The meta-model's backtest on one curve."""
-    from curato.sizing.meta import meta_curves, meta_pinned
+    from curato.sizing.meta import meta_curves, meta_pinned, top_seed_se
 
+    seed_se = top_seed_se(*fitted_part(curve)[:2])
     return learned_result(curve, lambda sizes, values, grid: meta_curves(model, sizes, values, grid),
                           lambda grid, central, needed, crossings, today: meta_pinned(
-                              model, grid, central, needed=needed, upper_crossing=crossings[0], today=today))
+                              model, grid, central, needed=needed, upper_crossing=crossings[0], today=today,
+                              seed_se=seed_se))
 
 
 def choose_pin_span(curves: list[dict[str, Any]], results: list[dict[str, Any]]) -> float:
@@ -448,36 +490,76 @@ def choose_pin_span(curves: list[dict[str, Any]], results: list[dict[str, Any]])
     return pin_span
 
 
-PIN_NEAR = (0.0, 0.2, 0.35)  # the candidates of the meta-model's labels-needed rule (log size beyond today)
-PIN_REACH = (0.5, 0.6, 0.7, 0.8, 1.0, 1.4, 2.0)
-PIN_SLOPE = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04)
+PIN_NEAR = (0.0, 0.1, 0.2, 0.35)  # the candidates of the meta-model's labels-needed rule (log size beyond today)
+PIN_REACH = (0.5, 0.7, 0.8, 1.0, 1.2, 1.4, 2.0)
+PIN_SLOPE = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03)
+PIN_RISE = (0.0, 0.5, 1.0, 1.645, 2.5)  # noise units (``curato.sizing.meta.pin_features``)
+PIN_CLEAR = (True, False)
+PIN_RULE_NAMES = ("pin_near", "pin_reach", "pin_slope", "pin_rise", "pin_clear")
+NO_RULE = {"pin_near": 0.0, "pin_reach": -1.0, "pin_slope": math.inf, "pin_rise": 0.0, "pin_clear": True}
 
 
-def choose_pin_rule(results: list[dict[str, Any]]) -> tuple[float, float, float]:
-    """The meta-model's labels-needed rule (``curato.sizing.meta.meta_pinned``: ``pin_near``, ``pin_reach``,
-    ``pin_slope``) from its out-of-fold answers for every target beyond the quarter of the tuning curves: among
-    the candidates whose stated numbers land within +-25% at least ``PIN_PRECISION`` of the time (over at least
-    ``PIN_MIN`` of them), the one stating the most right numbers for targets outside the plateau noise; none
-    stated (the defaults) when no candidate qualifies. The candidates are scored on the same out-of-fold targets
-    they are chosen on, so the chosen rule's precision here is the selection threshold, not an estimate of it."""
+def _rule_rows(results: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    rows = [t for result in results for t in result["targets"]]
+    out = {name: np.array([t[name] for t in rows]) for name in ("clear", "reach", "slope", "rise")}
+    out["right"] = np.array([t["needed"] is not None and abs(t["needed"] / t["truth"] - 1) <= TOLERANCE
+                             for t in rows], dtype=bool)
+    out["outside"] = np.array([bool(t["outside_noise"]) for t in rows], dtype=bool)
+    return out
+
+
+def _stated(rows: dict[str, np.ndarray], rule: dict[str, Any]) -> np.ndarray:
     from curato.sizing.meta import pin_failures
 
-    rows = [t for result in results for t in result["targets"]]
-    clear_a, reach_a, slope_a = (np.array([t[name] for t in rows]) for name in ("clear", "reach", "slope"))
-    right_a = np.array([t["needed"] is not None and abs(t["needed"] / t["truth"] - 1) <= TOLERANCE for t in rows])
-    outside_a = np.array([bool(t["outside_noise"]) for t in rows])
-    best, rule = -1, (0.0, -1.0, math.inf)
-    for near in PIN_NEAR:
-        for far in PIN_REACH:
-            for climb in PIN_SLOPE:
-                failed = pin_failures(clear_a, reach_a, slope_a, near=near, far=far, climb=climb)
-                stated = ~np.logical_or.reduce(list(failed.values()))
-                if stated.sum() < PIN_MIN or right_a[stated].mean() < PIN_PRECISION:
-                    continue
-                score = int((stated & right_a & outside_a).sum())
-                if score > best:
-                    best, rule = score, (near, far, climb)
+    failed = pin_failures(rows["clear"], rows["reach"], rows["slope"], rows["rise"], near=rule["pin_near"],
+                          far=rule["pin_reach"], climb=rule["pin_slope"], least_rise=rule["pin_rise"],
+                          need_clear=rule["pin_clear"])
+    return ~np.logical_or.reduce(list(failed.values()))
+
+
+def choose_pin_rule(results: list[dict[str, Any]], *, precision: float = PIN_PRECISION) -> dict[str, Any]:
+    """The meta-model's labels-needed rule (``curato.sizing.meta.meta_pinned``: ``PIN_RULE_NAMES``) from its
+    out-of-fold answers for every target beyond the quarter of the tuning curves: among the candidates whose stated
+    numbers land within +-25% at least ``precision`` of the time (over at least ``PIN_MIN`` of them), the one
+    stating the most right numbers for targets outside the plateau noise; none stated (``NO_RULE``) when no
+    candidate qualifies. The candidates are scored on the targets they are chosen on, so the chosen rule's
+    precision there is the selection threshold, not an estimate of it (``nested_rule_estimate`` gives one)."""
+    import itertools
+
+    rows = _rule_rows(results)
+    best, rule = -1, dict(NO_RULE)
+    for candidate in itertools.product(PIN_NEAR, PIN_REACH, PIN_SLOPE, PIN_RISE, PIN_CLEAR):
+        chosen = dict(zip(PIN_RULE_NAMES, candidate, strict=True))
+        stated = _stated(rows, chosen)
+        if stated.sum() < PIN_MIN or rows["right"][stated].mean() < precision:
+            continue
+        score = int((stated & rows["right"] & rows["outside"]).sum())
+        if score > best:
+            best, rule = score, chosen
     return rule
+
+
+def nested_rule_estimate(curves: list[dict[str, Any]], results: list[dict[str, Any]], fold_of: dict[int, int],
+                         *, precision: float = PIN_PRECISION) -> dict[str, Any]:
+    """An honest tuning-set estimate of the rule's figures: the rule chosen (``choose_pin_rule``) on the targets of
+    all folds but one, applied to the held-back fold's, for every fold; the figures of ``labels_summary`` over
+    the pooled held-back targets."""
+    folds = sorted(set(fold_of.values()))
+    stated_parts, rows_parts = [], []
+    for fold in folds:
+        inside = [r for c, r in zip(curves, results, strict=True) if fold_of[c["openmlid"]] != fold]
+        held = [r for c, r in zip(curves, results, strict=True) if fold_of[c["openmlid"]] == fold]
+        rule = choose_pin_rule(inside, precision=precision)
+        rows = _rule_rows(held)
+        stated_parts.append(_stated(rows, rule))
+        rows_parts.append(rows)
+    stated = np.concatenate(stated_parts)
+    right = np.concatenate([r["right"] for r in rows_parts])
+    outside = np.concatenate([r["outside"] for r in rows_parts])
+    return {"targets": len(stated), "outside": int(outside.sum()), "stated": int(stated.sum()),
+            "precision": float(right[stated].mean()) if stated.any() else None,
+            "goal": float((stated & right & outside).sum() / max(outside.sum(), 1)),
+            "wrong": int((stated & ~right).sum())}
 
 
 def _meta_model(task: tuple[np.ndarray, np.ndarray, np.ndarray, str]) -> Any:
@@ -531,8 +613,10 @@ def fit_meta(curves: list[dict[str, Any]], *, folds: int = 5, workers: int = 3) 
     interval_scale = float(np.quantile(scales, 0.9))
     results = [meta_result(c, replace(m, interval_scale=interval_scale)) for c, m in zip(curves, fold_model,
                                                                                           strict=True)]
-    near, reach, climb = choose_pin_rule(results)
-    rule = {"interval_scale": interval_scale, "pin_near": near, "pin_reach": reach, "pin_slope": climb}
+    estimate = nested_rule_estimate(curves, results, fold_of)
+    print(f"labels-needed rule, chosen on 4 folds and scored on the 5th (nested, an estimate): {estimate}",
+          flush=True)
+    rule = {"interval_scale": interval_scale, **choose_pin_rule(results)}
     results = [meta_result(c, replace(m, **rule)) for c, m in zip(curves, fold_model, strict=True)]
     model = replace(final, **rule)
     return model, {key(c): r for c, r in zip(curves, results, strict=True)}
@@ -620,6 +704,75 @@ def noise_floor(curves: list[dict[str, Any]]) -> dict[str, float]:
             "one_step": 100 * float(np.median(one_step)), "no_gain_quarter": 25 * float(np.median(no_gain))}
 
 
+LABELS_DRAWS = 200  # noisy copies of each mean curve for the labels-needed noise floor
+
+
+def labels_noise_floor(curves: list[dict[str, Any]]) -> dict[str, float]:
+    """How often any labels-needed answer can land within +-25% of the truth (``later_targets``), over the targets
+    outside the plateau noise, measured as ``noise_floor`` measures the metric's: ``perfect``, a forecast that knew
+    each curve's expected values (the truth is read off a 5-seed mean: the share of ``LABELS_DRAWS`` copies of the
+    mean curve, each mean moved by a normal draw of its standard error, whose first reaching of the target lies
+    within +-25% of the truth), and ``one_seed``, one seed's own curve against the mean of the others (the share
+    of (target, seed) pairs within +-25%; sizes with all 5 seeds), a training run's replicability."""
+    rng = np.random.default_rng(SAMPLE_SEED)
+    perfect, one_seed = [], []
+    for curve in curves:
+        log_sizes, means, se = mean_curve(curve)
+        points = [p for p in later_targets(curve) if p["outside_noise"]]
+        if not points:
+            continue
+        noisy = means + se * rng.standard_normal((LABELS_DRAWS, len(means)))
+        full = [i for i, v in enumerate(curve["values"]) if len(v) == INNER_SEEDS]
+        seeds = np.array([curve["values"][i] for i in full], dtype=np.float64)  # (sizes, seeds)
+        for point in points:
+            reach = np.array([first_reaching(log_sizes, row, point["target"]) for row in noisy])
+            perfect.append(float(np.mean(np.abs(reach / point["truth"] - 1) <= TOLERANCE)))
+            if len(full) == len(means):
+                for s in range(INNER_SEEDS):
+                    own = first_reaching(log_sizes, seeds[:, s], point["target"])
+                    others = first_reaching(log_sizes, np.delete(seeds, s, axis=1).mean(axis=1), point["target"])
+                    one_seed.append(bool(math.isfinite(own) and math.isfinite(others)
+                                         and abs(own / others - 1) <= TOLERANCE))
+    return {"perfect": float(np.mean(perfect)) if perfect else math.nan,
+            "one_seed": float(np.mean(one_seed)) if one_seed else math.nan, "targets": len(perfect)}
+
+
+def labels_floor_line(curves: list[dict[str, Any]], role: str) -> str:
+    floor = labels_noise_floor(curves)
+    return (f"labels-needed noise floor, {role}, {floor['targets']} targets outside the noise: a perfect forecast "
+            f"of the expected curve within +-25% of the truth {floor['perfect']:.0%}; one seed's curve vs the others' "
+            f"mean {floor['one_seed']:.0%}")
+
+
+def grid_check(curves: list[dict[str, Any]], results: dict[str, Any]) -> str:
+    """Whether a method's labels-needed score rides LCDB's sqrt(2) grid: its answers for the targets outside the
+    noise within +-25%, as given and moved to the nearest grid step from today's labels (a forecast that sat on
+    the grid would gain from the move were the truths on it too), and the best constant multiple of today's
+    labels on the same targets (an oracle reference: chosen on these very targets)."""
+    rows = []
+    for curve in curves:
+        if key(curve) not in results or "targets" not in results[key(curve)]:
+            continue
+        today = float(fitted_part(curve)[0][-1])
+        rows += [(t["needed"], t["truth"], today) for t in results[key(curve)]["targets"] if t["outside_noise"]]
+    if not rows:
+        return "no targets outside the noise"
+    step = math.log(math.sqrt(2.0))
+    given = snapped = 0
+    for needed, truth, today in rows:
+        if needed is None:
+            continue
+        given += abs(needed / truth - 1) <= TOLERANCE
+        moved = today * math.exp(step * round(math.log(needed / today) / step))
+        snapped += abs(moved / truth - 1) <= TOLERANCE
+    multiples = np.round(np.arange(1.1, 6.01, 0.05), 2)
+    shares = [np.mean([abs(m * today / truth - 1) <= TOLERANCE for _, truth, today in rows]) for m in multiples]
+    best = int(np.argmax(shares))
+    return (f"{len(rows)} targets outside the noise: {given / len(rows):.0%} within +-25% as answered (central), "
+            f"{snapped / len(rows):.0%} moved to the nearest sqrt(2) grid step; the best constant multiple on "
+            f"them (oracle) {multiples[best]:g}x today: {shares[best]:.0%}")
+
+
 def summary(curves: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
     """One method's figures over ``curves`` (those it answered)."""
     rows = [(c, results[key(c)]) for c in curves if key(c) in results]
@@ -664,17 +817,16 @@ def table(title: str, curves: list[dict[str, Any]], methods: dict[str, dict[str,
     return "\n".join(lines)
 
 
-def labels_summary(curves: list[dict[str, Any]], results: dict[str, Any], *, largest_only: bool = False
-                   ) -> dict[str, Any]:
-    """A method's labels-needed answers for the targets beyond the quarter (``later_targets``; with
-    ``largest_only`` the measured value at the largest size alone, as the issue's table): ``targets``, ``outside``
+def labels_summary(curves: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
+    """A method's labels-needed answers for the targets beyond the quarter (``later_targets``; the value at the
+    largest size alone, the issue's own question, is in ``summary``): ``targets``, ``outside``
     (those outside the plateau noise, ``outside_noise``), ``stated`` (share answered with a number), ``precision``
     (of those, the share within +-25% of the truth), ``goal`` (targets outside the noise answered with a number
     within +-25%, over all targets outside the noise: the issue's ">= 50%"), ``flagged_outside`` (share of the
     targets outside the noise not stated as a number) and ``wrong`` (share of all targets answered with a number
     off by more than 25%: a confident wrong number)."""
     rows = [t for c in curves if key(c) in results and "targets" in results[key(c)]
-            for t in (results[key(c)]["targets"][-1:] if largest_only else results[key(c)]["targets"])]
+            for t in results[key(c)]["targets"]]
     if not rows:
         return {"targets": 0}
     stated = np.array([bool(t["pinned"]) and t["needed"] is not None for t in rows])
@@ -718,15 +870,14 @@ def labels_table(title: str, curves: list[dict[str, Any]], methods: dict[str, di
              "outside the noise: stated and within +-25% (goal >= 50%) | outside: central answer within +-25% | "
              "outside: flagged | confidently wrong (stated, off > 25%) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for largest_only in (False, True):
-        for name, results in methods.items():
-            s = labels_summary(curves, results, largest_only=largest_only)
-            if not s["targets"]:
-                continue
-            lines.append(f"| {name}{' (largest size only)' if largest_only else ''} | {s['targets']} | "
-                         f"{s['outside']} | {s['stated']:.0%} | {_cell(s['precision'], '.0%')} | "
-                         f"{_cell(s['goal'], '.0%')} | {_cell(s['central_outside'], '.0%')} | "
-                         f"{_cell(s['flagged_outside'], '.0%')} | {s['wrong']:.0%} ({s['wrong_count']}) |")
+    for name, results in methods.items():
+        s = labels_summary(curves, results)
+        if not s["targets"]:
+            continue
+        lines.append(f"| {name} | {s['targets']} | {s['outside']} | {s['stated']:.0%} | "
+                     f"{_cell(s['precision'], '.0%')} | {_cell(s['goal'], '.0%')} | "
+                     f"{_cell(s['central_outside'], '.0%')} | {_cell(s['flagged_outside'], '.0%')} | "
+                     f"{s['wrong']:.0%} ({s['wrong_count']}) |")
     return "\n".join(lines)
 
 
@@ -770,7 +921,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"meta-model learned on {len(even)} even-id curves -> {args.fit_meta} (band scale "
               f"{meta.interval_scale:.3f}; labels needed stated as a number {math.exp(meta.pin_near):.2f}-"
               f"{math.exp(meta.pin_reach):.2f}x beyond today where the forecast climbs >= {meta.pin_slope:.3f} per "
-              "log size)")
+              f"log size and >= {meta.pin_rise:g} noise units over the last quarter of labels"
+              f"{', the target above today' + chr(39) + 's band' if meta.pin_clear else ''})")
         baselines = {key(c): baseline_results(c) for c in even}
         print(table("## Out-of-fold (5 folds by dataset), all even-id curves", even, {
             "power law": {k: v["power law"] for k, v in baselines.items()},
@@ -781,9 +933,11 @@ def main(argv: list[str] | None = None) -> int:
             "power law": {k: v["power law"] for k, v in baselines.items()},
             "no gain": {k: v["no gain"] for k, v in baselines.items()},
             "meta-model (out-of-fold)": out_of_fold,
-            "constant 2.2x today (reference)": {key(c): constant_result(c) for c in even}}))
+            f"constant {CONSTANT_MULTIPLE:g}x today (reference)": {key(c): constant_result(c) for c in even}}))
         print(f"meta-model (out-of-fold) {stated_against_constant(even, out_of_fold)} (the rule was chosen on these "
               f"targets: its precision here is the selection threshold {PIN_PRECISION:.0%}, not an estimate)")
+        print(f"meta-model (out-of-fold), grid check: {grid_check(even, out_of_fold)}")
+        print(labels_floor_line(even, "all even-id curves"))
         for learner in LEARNERS.values():
             chosen = [c for c in even if c["learner"] == learner]
             print(table(f"### {learner}, out-of-fold", chosen, {"meta-model (out-of-fold)": out_of_fold}))
@@ -809,12 +963,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"noise floor, {role} (median points): a perfect forecast of the expected value {floor['perfect']:.2f}; "
           f"one seed vs the others' mean {floor['one_seed']:.2f}; a line through the 4 previous means, one step "
           f"(1.4x) ahead {floor['one_step']:.2f}; a quarter of no gain's error {floor['no_gain_quarter']:.2f}")
+    print(labels_floor_line(curves, role))
     print(table(f"## All learners, {role}", curves, methods))
     print()
-    constant = {"constant 2.2x today (reference)": {key(c): constant_result(c) for c in curves}}
-    print(labels_table(f"## Labels needed for the value measured at every size beyond the quarter, {role}", curves,
-                       {**methods, **constant}))
+    constant = {f"constant {CONSTANT_MULTIPLE:g}x today (reference)": {key(c): constant_result(c) for c in curves}}
+    print(labels_table(f"## Labels needed, a target drawn off the grid in every grid step beyond the quarter, {role}",
+                       curves, {**methods, **constant}))
     print(f"meta-model (new), {role}: {stated_against_constant(curves, methods['meta-model (new)'])}")
+    print(f"meta-model (new), {role}, grid check: {grid_check(curves, methods['meta-model (new)'])}")
     for slow in ("curato (current)", "dataeval Sufficiency"):
         answered = [c for c in curves if key(c) in methods.get(slow, {})]
         if 0 < len(answered) < len(curves):

@@ -32,7 +32,7 @@ import numpy as np
 
 from curato.errors import InputError
 from curato.sizing.curves import FamilyFit, fit_curve, select_fits, weighted_ceiling, weighted_metric
-from curato.sizing.meta import load_meta, meta_curves, meta_not_pinned_reason, slope_at
+from curato.sizing.meta import RISE_SHARE, load_meta, meta_curves, meta_not_pinned_reason, slope_at, top_seed_se
 from curato.sizing.prior import curve_top, load_prior, prior_curves, prior_gain, prior_not_pinned_reason
 
 Z90 = 1.6448536269514722  # the standard normal's 95th percentile: a central 90% interval is +-Z90 sd
@@ -313,7 +313,7 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
         reason: str | None = "central_not_reached"
     elif method == "meta":
         reason = meta_not_pinned_reason(model, grid, central, needed=needed, upper_crossing=crossings[0],
-                                        today=float(n[-1]))
+                                        today=float(n[-1]), seed_se=top_seed_se(n, values))
     elif method == "prior":
         reason = prior_not_pinned_reason(crossings, today=float(n[-1]), pin_span=pin_span)
     else:
@@ -395,6 +395,10 @@ def _not_pinned_text(reason: str, *, grid: np.ndarray, central: np.ndarray, need
         return f"the band's lower edge does not reach the target within {HORIZON:,.0f}x today's data"
     if reason == "interval_too_wide":
         return f"the 90% interval spans more than {math.exp(pin_span):.1f}x in labels"
+    if reason == "inside_plateau_noise" and model is not None:
+        return (f"from {RISE_SHARE:.0%} of that answer ({math.ceil(needed):,} samples) to the answer the forecast "
+                f"climbs less than {model.pin_rise:.2f}x the seeds' noise of a difference of two means: within "
+                "that noise a quarter fewer labels may reach the target already")
     if reason == "inside_plateau_noise":
         return "the target lies inside the measurement noise of the forecast's plateau"
     return "there is no interval to judge it by (no bootstrap replicates)"

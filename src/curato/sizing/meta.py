@@ -13,14 +13,19 @@ from the curve's *shape* alone, so it applies to any user curve (no learner or d
 
 Three gradient-boosted quantile models (5%, 50%, 95% of the gain; scikit-learn's histogram boosting, monotone
 non-decreasing in the distance, so every forecast curve rises with the labels) give the central curve and the
-90% band; the band's half-widths carry a scale calibrated on the tuning curves' out-of-fold errors. Labels needed
-are read where the central curve crosses the target, their interval where the band's edges do. The band's
-crossings are almost never narrow (its 5% edge rarely reaches a target above today's level), so whether the
-answer is stated as a number (``meta_pinned``) is a rule learned on the tuning curves instead: the target lies
-above today's band, the central answer lies between ``pin_near`` and ``pin_reach`` (log of the answer over
-today's labels) and the central curve still climbs there by at least ``pin_slope`` per unit of log size (on a
-flat stretch a small error in the metric moves the labels by a lot); otherwise "cannot be pinned down". Beyond
-the largest horizon it was trained on (about 100x) the trees stop growing: the forecast flattens there.
+90% band; the band's half-widths carry a scale calibrated on the tuning curves' out-of-fold errors. The trees
+learned only the horizons of LCDB's sqrt(2) grid, so they are read at those (``anchored_gains``) and interpolated
+between them: read directly they are a staircase whose risers sit between grid steps, and labels needed read off
+a staircase land on its risers. Labels needed are read where the central curve crosses the target, their
+interval where the band's edges do. The band's crossings are almost never narrow (its 5% edge rarely reaches a
+target above today's level), so whether the answer is stated as a number (``meta_pinned``) is a rule learned on
+the tuning curves instead: the central answer lies between ``pin_near`` and ``pin_reach`` (log of the answer
+over today's labels), the central curve still climbs there by at least ``pin_slope`` per unit of log size (on a
+flat stretch a small error in the metric moves the labels by a lot) and by at least ``pin_rise`` times the
+seeds' noise from 75% of the answer to the answer (else a quarter fewer labels may reach the target within the
+noise: no answer is right to +-25% there), and, where ``pin_clear`` asks for it, the target lies above today's
+band; otherwise "cannot be pinned down". Beyond the largest horizon it was trained on (about 100x) the trees stop
+growing: the forecast flattens there.
 
 The trees are stored as plain arrays (``lcdb_meta.npz``, written by ``benchmarks/sizing_lcdb.py --fit-meta``
 from even OpenML ids only) and evaluated here with NumPy, so forecasting stays offline and needs no
@@ -47,6 +52,9 @@ QUANTILES = (0.05, 0.5, 0.95)
 WINDOW = 4  # means in the top's line, as the slope prior
 MAX_T = 20.0
 SLOPE_SPAN = 0.25  # the central curve's slope at an answer is read over +-0.25 in log size around it
+STEP = math.log(math.sqrt(2.0))  # LCDB's grid step in log size: the horizons the trees learned from
+ANCHORS = 20  # the trees are read at 1..20 grid steps (1.4x to 1024x; they learned up to ~100x)
+ANCHOR_EPS = 1e-6  # just inside a step: the trees split "<= step" where rows sit on it
 
 
 @dataclass(frozen=True)
@@ -66,9 +74,12 @@ class MetaModel:
     pin_near: float = 0.0  # the answer lies at least exp(pin_near) times today's labels away
     pin_reach: float = -1.0  # ... and at most exp(pin_reach) times
     pin_slope: float = math.inf  # the central curve climbs at least this much per unit of log size there
+    pin_rise: float = 0.0  # ... and over the last quarter of labels before the answer by this many noise units
+    pin_clear: bool = True  # ... and the target lies above today's band (the band's upper edge crosses it later)
 
     def save(self, path: Path) -> None:
-        calibration = np.array([self.interval_scale, self.pin_near, self.pin_reach, self.pin_slope])
+        calibration = np.array([self.interval_scale, self.pin_near, self.pin_reach, self.pin_slope, self.pin_rise,
+                                float(self.pin_clear)])
         np.savez_compressed(path, baseline=self.baseline, tree_start=self.tree_start, feature=self.feature,
                             threshold=self.threshold, left=self.left, right=self.right, value=self.value,
                             calibration=calibration, source=np.array(self.source))
@@ -79,9 +90,12 @@ def load_meta(path: Path = META_PATH) -> MetaModel:
     try:
         with np.load(path) as raw:
             calibration = [float(v) for v in raw["calibration"]]
-            # a file from before the labels-needed rule ([scale, pin_span]) pins nothing
-            rule = dict(zip(("pin_near", "pin_reach", "pin_slope"), calibration[1:], strict=True)) \
-                if len(calibration) == 4 else {}
+            # a file from before the labels-needed rule ([scale, pin_span]) pins nothing; one from before the rise
+            # test ([scale, near, reach, slope]) keeps its three tests and today's band
+            names = ("pin_near", "pin_reach", "pin_slope", "pin_rise", "pin_clear")
+            rule: dict = dict(zip(names, calibration[1:], strict=False)) if len(calibration) in (4, 6) else {}
+            if "pin_clear" in rule:
+                rule["pin_clear"] = bool(rule["pin_clear"])
             return MetaModel(raw["baseline"].astype(np.float64), raw["tree_start"].astype(np.int64),
                              raw["feature"].astype(np.int64), raw["threshold"].astype(np.float64),
                              raw["left"].astype(np.int64), raw["right"].astype(np.int64),
@@ -127,20 +141,39 @@ def predict_quantiles(model: MetaModel, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def anchored_gains(model: MetaModel, sizes: np.ndarray | Sequence[float], values: Sequence[np.ndarray],
+                   distance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The gain's 5%, 50% and 95% at ``distance`` (log(n / last size)) and the top's level they add to.
+
+    The trees learned from LCDB's sqrt(2) grid of sizes, so they split the horizon between grid steps: read
+    directly, the gain is a staircase whose risers sit on the grid, and a labels-needed answer read off it lands
+    on a riser (a target between two steps was answered at the step, up to 41% off), and any horizon below one
+    step gets the whole first step's gain. So the trees are read only at the grid's horizons (``ANCHORS`` steps
+    of log sqrt(2), where they learned) and the median gain is interpolated linearly in log size between them,
+    from 0 at the last size; the band's half-widths likewise (held at the first step's below it); beyond the
+    last anchor all stay flat."""
+    anchors = STEP * np.arange(1, ANCHORS + 1)
+    rows, level = curve_features(sizes, values, anchors - ANCHOR_EPS)
+    low, mid, high = predict_quantiles(model, rows)
+    u = np.asarray(distance, dtype=np.float64)
+    gain = np.interp(u, np.append(0.0, anchors), np.append(0.0, mid))
+    below = model.interval_scale * np.interp(u, anchors, np.maximum(mid - low, 0.0))
+    above = model.interval_scale * np.interp(u, anchors, np.maximum(high - mid, 0.0))
+    return gain - below, gain, gain + above, level
+
+
 def meta_curves(model: MetaModel, sizes: np.ndarray | Sequence[float], values: Sequence[np.ndarray],
                 grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Central forecast and the 90% band's low and high edges over ``grid`` (non-decreasing, in [0, 1]).
 
     Inside the measured range the central curve and both edges are the running maximum of the measured means
     (interpolated in log size); beyond it the top's level plus the predicted gain's median, 5% and 95% (the
-    edges' distances from the median scaled by ``interval_scale``), so the curves may step at the last size."""
+    edges' distances from the median scaled by ``interval_scale``; ``anchored_gains``), so the curves may step at
+    the last size."""
     n = np.asarray(sizes, dtype=np.float64)
     g = np.asarray(grid, dtype=np.float64)
     distance = np.log(g / n[-1])
-    rows, level = curve_features(n, values, distance)
-    low_gain, gain, high_gain = predict_quantiles(model, rows)
-    low_gain = gain - model.interval_scale * np.maximum(gain - low_gain, 0.0)
-    high_gain = gain + model.interval_scale * np.maximum(high_gain - gain, 0.0)
+    low_gain, gain, high_gain, level = anchored_gains(model, n, values, distance)
     means = np.maximum.accumulate([float(np.mean(v)) for v in values])
     inside = np.interp(np.log(g), np.log(n), means)
 
@@ -163,48 +196,68 @@ def slope_at(grid: np.ndarray, curve: np.ndarray, size: float) -> float:
     return float((high - low) / (2 * SLOPE_SPAN))
 
 
-def pin_features(grid: np.ndarray, central: np.ndarray, *, needed: float, upper_crossing: float,
-                 today: float) -> tuple[bool, float, float]:
+def top_seed_se(sizes: np.ndarray | Sequence[float], values: Sequence[np.ndarray]) -> float:
+    """The standard error of one mean at the top of the curve (the seeds' spread over the last sizes, as in the
+    ``seed_sd`` feature): the noise unit of the rule's ``rise`` test."""
+    return float(curve_top(sizes, values, window=WINDOW).seed_sd)
+
+
+RISE_SHARE = 0.75  # the rise test reads the forecast at 75% of the answer: the -25% edge of a right answer
+
+
+def pin_features(grid: np.ndarray, central: np.ndarray, *, needed: float, upper_crossing: float, today: float,
+                 seed_se: float) -> tuple[bool, float, float, float]:
     """What the labels-needed rule looks at (``pin_failures``): whether the target lies above today's band (the
     band's upper edge crosses it, at ``upper_crossing``, beyond ``today``), the ``reach`` log(needed / today) of
-    the central answer ``needed`` and the ``slope`` of ``central`` there (inf and -inf when it never crosses)."""
+    the central answer ``needed``, the ``slope`` of ``central`` there, and its ``rise``: how much ``central``
+    climbs from 75% of the answer to the answer, over the noise of a difference of two means (sqrt(2) x
+    ``seed_se``; inf without seed noise). A target the curve may already reach with a quarter fewer labels within
+    that noise has no answer to +-25%. (False, inf, -inf, -inf when the central curve never crosses.)"""
     if not math.isfinite(needed):
-        return False, math.inf, -math.inf
-    return bool(upper_crossing > today), math.log(needed / today), slope_at(grid, central, needed)
+        return False, math.inf, -math.inf, -math.inf
+    start, end = np.interp(np.log([RISE_SHARE * needed, needed]), np.log(np.asarray(grid, dtype=np.float64)),
+                           central)
+    rise = float((end - start) / (math.sqrt(2.0) * seed_se)) if seed_se > 0 else math.inf
+    return bool(upper_crossing > today), math.log(needed / today), slope_at(grid, central, needed), rise
 
 
-PIN_FAILURES = ("central_not_reached", "inside_todays_band", "outside_validated_range", "flat_forecast")
+PIN_FAILURES = ("central_not_reached", "inside_todays_band", "outside_validated_range", "flat_forecast",
+                "inside_plateau_noise")
 
 
-def pin_failures(clear: np.ndarray | bool, reach: np.ndarray | float, slope: np.ndarray | float, *, near: float,
-                 far: float, climb: float) -> dict[str, np.ndarray]:
+def pin_failures(clear: np.ndarray | bool, reach: np.ndarray | float, slope: np.ndarray | float,
+                 rise: np.ndarray | float, *, near: float, far: float, climb: float, least_rise: float,
+                 need_clear: bool) -> dict[str, np.ndarray]:
     """The labels-needed rule, vectorised over targets (``pin_features`` of each): which of its tests each target
     fails, named as in ``PIN_FAILURES``; a number is stated where it fails none. The one definition of the rule:
     ``meta_pinned`` and the benchmark's search for the rule (``choose_pin_rule``) both call it."""
     reach_a = np.asarray(reach, dtype=np.float64)
     reached = np.isfinite(reach_a)
     return {"central_not_reached": ~reached,
-            "inside_todays_band": reached & ~np.asarray(clear, dtype=bool),
+            "inside_todays_band": reached & ~np.asarray(clear, dtype=bool) & need_clear,
             "outside_validated_range": reached & ((reach_a < near) | (reach_a > far)),
-            "flat_forecast": reached & (np.asarray(slope, dtype=np.float64) < climb)}
+            "flat_forecast": reached & (np.asarray(slope, dtype=np.float64) < climb),
+            "inside_plateau_noise": reached & (np.asarray(rise, dtype=np.float64) < least_rise)}
 
 
 def meta_not_pinned_reason(model: MetaModel, grid: np.ndarray, central: np.ndarray, *, needed: float,
-                           upper_crossing: float, today: float) -> str | None:
+                           upper_crossing: float, today: float, seed_se: float) -> str | None:
     """Why the labels needed are not stated as a number (the first test of ``PIN_FAILURES`` that fails), None when
     they are (``meta_pinned``)."""
-    clear, reach, slope = pin_features(grid, central, needed=needed, upper_crossing=upper_crossing, today=today)
-    failed = pin_failures(clear, reach, slope, near=model.pin_near, far=model.pin_reach, climb=model.pin_slope)
+    features = pin_features(grid, central, needed=needed, upper_crossing=upper_crossing, today=today,
+                            seed_se=seed_se)
+    failed = pin_failures(*features, near=model.pin_near, far=model.pin_reach, climb=model.pin_slope,
+                          least_rise=model.pin_rise, need_clear=model.pin_clear)
     return next((name for name in PIN_FAILURES if bool(failed[name])), None)
 
 
 def meta_pinned(model: MetaModel, grid: np.ndarray, central: np.ndarray, *, needed: float, upper_crossing: float,
-                today: float) -> bool:
+                today: float, seed_se: float) -> bool:
     """Whether the labels needed (``needed``: where ``central`` crosses the target; ``upper_crossing``: where the
-    band's upper edge does) are stated as a number: the target lies above today's band (the upper edge crosses
-    it beyond ``today``), the answer lies ``pin_near``..``pin_reach`` (log size) beyond today, and ``central``
-    still climbs by at least ``pin_slope`` per unit of log size there. Learned on the tuning curves so that the
-    numbers stated land within +-25% of the labels that reached the target most of the time
-    (``benchmarks/sizing_lcdb.py --fit-meta``)."""
-    return meta_not_pinned_reason(model, grid, central, needed=needed, upper_crossing=upper_crossing,
-                                  today=today) is None
+    band's upper edge does) are stated as a number: the answer lies ``pin_near``..``pin_reach`` (log size) beyond
+    today, ``central`` still climbs by at least ``pin_slope`` per unit of log size there and by ``pin_rise``
+    noise units over the last quarter of labels before it (``pin_features``), and, with ``pin_clear``, the
+    target lies above today's band. Learned on the tuning curves so that the numbers stated land within +-25% of
+    the labels that reached the target most of the time (``benchmarks/sizing_lcdb.py --fit-meta``)."""
+    return meta_not_pinned_reason(model, grid, central, needed=needed, upper_crossing=upper_crossing, today=today,
+                                  seed_se=seed_se) is None
