@@ -1,6 +1,7 @@
 # Run from the repository root (1M rows on SQLite: about 5 minutes on 2 cores; 10M: about an hour):
 #   .venv/bin/python benchmarks/catalog_scale.py build --n 1000000 --db sqlite --root /tmp/catalog-scale/sqlite-1m
 #   .venv/bin/python benchmarks/catalog_scale.py query --root /tmp/catalog-scale/sqlite-1m --json /tmp/q.json
+#   .venv/bin/python benchmarks/catalog_scale.py properties --root /tmp/catalog-scale/sqlite-1m   # the report's table
 #   (--db postgresql+psycopg://postgres@127.0.0.1:55432/postgres creates a fresh database for the run)
 """The catalog at 1M and 10M rows (issue 25): batch writes, ``curato info`` and the per-request queries.
 
@@ -25,8 +26,10 @@ workspace (where an older catalog is migrated: schema 5 fills the curated-label 
 curated labels (where the multi-annotator aggregates are refitted when answers changed since the last fit, as
 after ``build``); after them ``/api/status`` right after one new answer (the refit it then pays) and
 ``curated_label_problems`` (``curato check``'s comparison of the stored labels with the rule); also one routed
-label written and read back, the report's read of every sample's uri, ``count_problems`` (``curato check``'s
-recount of the maintained counts) and the catalog's size on disk. ``--skip`` leaves
+label written and read back, the report's read of every sample's uri, the report itself (``write_report`` of an
+audit flagging 1,000 samples) and two of its parts alone (the examples per class; the per-class property means,
+after ``properties`` wrote an image-properties set), ``count_problems`` (``curato check``'s recount of the
+maintained counts) and the catalog's size on disk. ``--skip`` leaves
 out named queries (e.g. the old ``curated_labels`` at 10M). The table is printed; ``--json`` appends the results.
 """
 
@@ -360,9 +363,17 @@ def _queries() -> dict[str, Callable[[Any], Any]]:
         "info with a feature set (counted)": workspace_overview,
         "info after 1000 files changed": info_after_changes,
         "report (1000 flagged samples)": report,
+        "report: examples per class": lambda ws: len(_report_part("_examples")(ws, 8)),
+        "report: property table": lambda ws: len((_report_part("_property_table")(ws) or {}).get("rows", {})),
         "count_problems (curato check)": count_problems,
         "curated_label_problems (curato check)": problems,
     }
+
+
+def _report_part(name: str) -> Callable[..., Any]:
+    from curato.report import html
+
+    return getattr(html, name)
 
 
 def _measure(root: str, name: str, results: Any) -> None:
@@ -445,6 +456,48 @@ def write_feature_set(root: str) -> dict[str, Any]:
             "peak_rss_mb": _peak_mb()}
 
 
+PROPERTY_COLUMNS = ("width", "height", "jpeg_quality", "brightness_mean", "contrast", "colourfulness", "sharpness",
+                    "border_brightness", "edge_density")
+
+
+def write_properties(root: str) -> dict[str, Any]:
+    """An image-properties set over every sample, as ingest leaves it (ids sorted; float32 rows of the columns the
+    report's per-class table shows, JPEG quality NaN for PNGs; values from the sample's index), written straight in
+    the store's layout like :func:`write_feature_set`: the report's property table is then measured too."""
+    from curato.featurestore import PROPERTIES
+    from curato.workspace import Workspace
+
+    started = time.perf_counter()
+    workspace = Workspace.open(root)
+    catalog = workspace.catalog
+    count = catalog.sample_count()
+    ids = np.empty(count, dtype="<U40")
+    hashes = np.empty(count, dtype="<U40")
+    at = 0
+    for batch in catalog.samples_in_order(("sample_id", "content_hash"), batch=100_000):
+        ids[at:at + len(batch)] = [sid for sid, _ in batch]
+        hashes[at:at + len(batch)] = [digest or "" for _, digest in batch]
+        at += len(batch)
+    ids, hashes = ids[:at], hashes[:at]
+    order = np.argsort(ids, kind="stable")
+    ids, hashes = ids[order], hashes[order]
+    index = np.array([int(sid.rsplit("/", 1)[1].split(".")[0]) for sid in ids.tolist()], dtype=np.int64)
+    vectors = np.empty((at, len(PROPERTY_COLUMNS)), dtype=np.float32)
+    for j in range(len(PROPERTY_COLUMNS)):
+        vectors[:, j] = ((index * (2654435761 + 97 * j)) % 1000) / 1000.0
+    vectors[:, 2] = np.where(np.char.endswith(ids, ".png"), np.nan, 50 + vectors[:, 2] * 50)
+    folder = workspace.features.folder(PROPERTIES)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "vectors-1.npy", vectors)
+    np.save(folder / "hashes-1.npy", hashes)
+    np.save(folder / "ids-1.npy", ids)
+    (folder / "meta.json").write_text(json.dumps({"name": PROPERTIES, "generation": 1, "dim": len(PROPERTY_COLUMNS),
+                                                  "dtype": "float32", "count": int(at), "modality": "image",
+                                                  "columns": list(PROPERTY_COLUMNS)}))
+    return {"feature_set": PROPERTIES, "vectors": int(at), "seconds": time.perf_counter() - started,
+            "peak_rss_mb": _peak_mb()}
+
+
 def query(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Each query in its own forked process: wall time and peak RSS."""
     context = multiprocessing.get_context("fork")
@@ -471,7 +524,7 @@ def query(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phase", choices=("build", "features", "query"))
+    parser.add_argument("phase", choices=("build", "features", "properties", "query"))
     parser.add_argument("--root", required=True, help="workspace folder (build: must not exist)")
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--classes", type=int, default=100, help="number of classes (10-1000)")
@@ -495,8 +548,8 @@ def main() -> None:
             print(f"  {name:<32} {entry['rows']:>11,} rows {entry['seconds']:8.1f} s "
                   f"{entry['cpu_seconds']:8.1f} s CPU  "
                   f"{rate}  {cpu_rate}")
-    elif args.phase == "features":
-        result = write_feature_set(args.root)
+    elif args.phase in ("features", "properties"):
+        result = (write_feature_set if args.phase == "features" else write_properties)(args.root)
         print(f"feature set {result['feature_set']}: {result['vectors']:,} vectors in {result['seconds']:.0f} s, "
               f"peak {result['peak_rss_mb']:.0f} MB")
     else:

@@ -704,3 +704,58 @@ def test_a_sample_missing_before_the_first_count_is_seen_when_it_returns(history
     with catalog.transaction() as conn:
         catalog.upsert_samples(conn, [gone])
     assert stale() == 0
+
+
+def _walked_examples(catalog: Catalog, per_class: int) -> dict[str, list[str]]:
+    """The report's examples as it chose them before schema 8: every sample in the database's sample_id order,
+    each readable image taken for its label (by the row-by-row rule) until the label has ``per_class``."""
+    expected = reference_curated_labels(catalog)
+    chosen: dict[str, list[str]] = {}
+    with catalog.engine.connect() as conn:
+        for sid, kind, readable in conn.execute(select(samples.c.sample_id, samples.c.kind, samples.c.readable)
+                                                .order_by(samples.c.sample_id)):
+            if kind == "image" and readable and sid in expected:
+                picked = chosen.setdefault(expected[sid].label, [])
+                if len(picked) < per_class:
+                    picked.append(sid)
+    return dict(sorted(chosen.items()))
+
+
+def test_examples_per_class_and_ids_by_label_follow_the_rule(history: Workspace, monkeypatch) -> None:
+    """``curated_examples`` (the report's examples, by index) equals the old walk over every sample, unreadable
+    samples skipped; ``curated_ids_by_label`` yields every curated sample once under its label. Both also when a
+    refit could not be stored (a read-only catalog): the refitted samples then count under their fitted label."""
+    catalog = history.catalog
+    expected = reference_curated_labels(catalog)
+    firsts = sorted({value.label: sid for sid, value in sorted(expected.items(), reverse=True)}.values())[:2]
+    with catalog.transaction() as conn:  # two labels' first samples become unreadable: the examples skip them
+        conn.execute(update(samples).where(samples.c.sample_id.in_(firsts)).values(readable=False))
+    for per_class in (3, 8, 1000):
+        assert catalog.curated_examples(per_class) == _walked_examples(catalog, per_class), per_class
+    assert catalog.curated_examples(8, kind="text") == {}
+    assert not set(firsts) & {sid for ids in catalog.curated_examples(1000).values() for sid in ids}
+
+    def batches() -> dict[str, str]:
+        found: dict[str, str] = {}
+        for label, ids in catalog.curated_ids_by_label(batch=17):
+            assert ids and not set(ids) & set(found)
+            found.update(dict.fromkeys(ids, label))
+        return found
+
+    assert batches() == {sid: value.label for sid, value in expected.items()}
+    # answers that flip aggregated samples' labels; their refit is not stored (as on a read-only catalog)
+    multi = sorted(sid for sid, value in catalog.curated_labels().items() if value.how == "aggregated")
+    flipped = {sid: CLASSES[(CLASSES.index(catalog.curated_labels([sid])[sid].label) + 1) % 10] for sid in multi}
+    with catalog.transaction() as conn:
+        for name in ("flip-1", "flip-2", "flip-3", "flip-4"):
+            catalog.add_labels(conn, flipped, origin="human", annotator=name)
+    monkeypatch.setattr(catalog, "_aggregate_changes",
+                        lambda persist=True: Catalog._aggregate_changes(catalog, persist=False))
+    changes = catalog._aggregate_changes()
+    assert changes  # stored labels the fit moves
+    expected = reference_curated_labels(catalog)
+    assert batches() == {sid: value.label for sid, value in expected.items()}
+    for per_class in (3, 1000):
+        assert catalog.curated_examples(per_class) == _walked_examples(catalog, per_class), per_class
+    monkeypatch.undo()
+    _agrees(catalog, "answers flipping aggregates, refit stored by the next read")

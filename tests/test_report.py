@@ -105,6 +105,53 @@ def test_every_command_rebuilds_the_one_report(flipped):
     assert all(src.startswith("data:image/") for src in data["images"].values())
 
 
+def test_examples_and_property_means_equal_those_of_every_sample(flipped, tmp_path):
+    """The report's examples per class (a few index reads per class) and per-class property means (labels
+    streamed in batches, joined to the properties set by id) equal reading every sample in id order with its
+    curated label, as the report did before; on a copy of the audited workspace where people relabelled some
+    samples and two classes' first images became unreadable."""
+    from sqlalchemy import update
+
+    from curato.catalog.schema import samples
+    from curato.featurestore import PROPERTIES
+    from curato.report.html import EXAMPLES_PER_CLASS, REPORT_PROPERTIES, _examples, _property_table
+    from curato.workspace import Workspace
+
+    shutil.copytree(flipped["root"] / "ws", tmp_path / "ws")
+    ws = Workspace.open(tmp_path / "ws")
+    catalog = ws.catalog
+    ids = catalog.samples(("sample_id",))["sample_id"].tolist()
+    labels = catalog.current_labels()
+    classes = sorted(set(labels.values()))
+    with catalog.transaction() as conn:
+        catalog.add_labels(conn, {sid: classes[(classes.index(labels[sid]) + 1) % len(classes)]
+                                  for sid in ids[::37]}, origin="human", annotator="person")
+        firsts = [min(sid for sid in ids if labels[sid] == label) for label in classes[:2]]
+        conn.execute(update(samples).where(samples.c.sample_id.in_(firsts)).values(readable=False))
+    labels = catalog.current_labels()
+    every = catalog.samples(("sample_id", "kind", "readable"))
+    walked: dict[str, list[str]] = {}
+    for sid, kind, readable in zip(*(every[c].tolist() for c in ("sample_id", "kind", "readable")), strict=True):
+        picked = walked.setdefault(labels[sid], []) if kind == "image" and readable and sid in labels else None
+        if picked is not None and len(picked) < EXAMPLES_PER_CLASS:
+            picked.append(sid)
+    assert _examples(ws, EXAMPLES_PER_CLASS) == dict(sorted(walked.items()))
+    assert not set(firsts) & {sid for shown in walked.values() for sid in shown}
+    stored = ws.features.load(PROPERTIES)
+    columns = [c for c in REPORT_PROPERTIES if c in stored.meta["columns"]]
+    values = np.asarray(stored.vectors, dtype=np.float64)[:, [stored.meta["columns"].index(c) for c in columns]]
+    row_labels = np.array([labels.get(sid) for sid in stored.ids.tolist()], dtype=object)
+    expected = {}
+    for label in sorted(set(row_labels.tolist()) - {None}):
+        block = values[row_labels == label]
+        means = [np.nanmean(block[:, j]) if np.isfinite(block[:, j]).any() else np.nan for j in range(len(columns))]
+        expected[label] = ["–" if not np.isfinite(m) else f"{m:.3g}" for m in means]
+    table = _property_table(ws)
+    assert table["columns"] == columns and len(columns) >= 6
+    assert table["rows"] == expected and len(expected) == 10
+    assert any(cell != "–" for row in expected.values() for cell in row)
+
+
 @pytest.mark.parametrize("width", [360, 1600])
 def test_galleries_in_chromium(flipped, width):
     with chromium_page() as page:

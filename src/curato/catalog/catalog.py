@@ -562,6 +562,82 @@ class Catalog:
             counts[new, "human", values[sid]] += 1
         return {key: count for key, count in counts.items() if count}
 
+    def curated_examples(self, per_class: int, *, kind: str = "image") -> dict[str, list[str]]:
+        """Curated label -> its first ``per_class`` readable samples of ``kind`` in sample_id order (labels without
+        one are left out), by the rule of :meth:`curated_labels`: the report's examples per class.
+
+        One read of ``ix_curated_labels_label`` per label (schema 8), a few rows each, whatever the catalog's
+        size; the labels come from the maintained counts. Multi-annotator samples whose refit could not be stored
+        (a read-only catalog) are moved to their fitted label here."""
+        changes = self._aggregate_changes()
+        moved_out: dict[str, set[str]] = {}
+        moved_in: dict[str, list[str]] = {}
+        for sid, (old, new, _) in changes.items():
+            moved_out.setdefault(old, set()).add(sid)
+            moved_in.setdefault(new, []).append(sid)
+        table = curated_labels
+        query = (select(table.c.sample_id)
+                 .select_from(table.join(samples, samples.c.sample_id == table.c.sample_id))
+                 .where(table.c.label == bindparam("label"), samples.c.kind == kind, samples.c.readable.is_(True))
+                 .order_by(table.c.sample_id).limit(bindparam("limit")))
+        eligible = {sid for sid, (sample_kind, ok) in
+                    self.samples_of([sid for ids in moved_in.values() for sid in ids], ("kind", "readable")).items()
+                    if sample_kind == kind and ok}
+        found: dict[str, list[str]] = {}
+        with self.engine.connect() as conn:
+            labelled = conn.execute(select(curated_counts.c.label).group_by(curated_counts.c.label)
+                                    .having(func.sum(curated_counts.c.n) > 0)).scalars().all()
+            for label in sorted(set(labelled) | set(moved_in)):
+                leaving = moved_out.get(label, set())
+                ids = [sid for sid in conn.execute(query, {"label": label, "limit": per_class + len(leaving)})
+                       .scalars() if sid not in leaving]
+                arriving = [sid for sid in moved_in.get(label, []) if sid in eligible]
+                if arriving:  # in the database's order of sample ids, as the index gives the others
+                    merged = select(samples.c.sample_id).where(samples.c.sample_id.in_(ids + arriving))
+                    ids = conn.execute(merged.order_by(samples.c.sample_id)).scalars().all()
+                chosen = list(ids[:per_class])
+                if chosen:
+                    found[label] = chosen
+        return found
+
+    def curated_ids_by_label(self, batch: int = 200_000) -> Iterator[tuple[str, list[str]]]:
+        """(curated label, some of its sample ids), up to ``batch`` ids at a time, label after label, by the rule
+        of :meth:`curated_labels`, every labelled sample once: for a reader joining every labelled sample with
+        arrays (the report's per-class property means) without a dict of every sample or a label per row.
+
+        One read of ``ix_curated_labels_label`` per label through the driver's own cursor: at millions of rows
+        SQLAlchemy's row objects cost 3-4x the CPU of the driver's tuples (docs/benchmarks.md). Samples whose refit
+        could not be stored (a read-only catalog) come under their fitted label."""
+        changes = self._aggregate_changes()
+        moved_out: dict[str, set[str]] = {}
+        moved_in: dict[str, list[str]] = {}
+        for sid, (old, new, _) in changes.items():
+            moved_out.setdefault(old, set()).add(sid)
+            moved_in.setdefault(new, []).append(sid)
+        query = select(curated_labels.c.sample_id).where(curated_labels.c.label == bindparam("label"))
+        with self.engine.connect() as conn:
+            labelled = conn.execute(select(curated_counts.c.label).group_by(curated_counts.c.label)
+                                    .having(func.sum(curated_counts.c.n) > 0)).scalars().all()
+            compiled = query.compile(dialect=conn.dialect)
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                for label in sorted(set(labelled) | set(moved_in)):
+                    params: Any = compiled.construct_params({"label": label})
+                    if compiled.positiontup:
+                        params = tuple(params[name] for name in compiled.positiontup)
+                    cursor.execute(compiled.string, params)
+                    leaving = moved_out.get(label)
+                    while rows := cursor.fetchmany(batch):
+                        ids = [row[0] for row in rows]
+                        if leaving:
+                            ids = [sid for sid in ids if sid not in leaving]
+                        if ids:
+                            yield label, ids
+                    if label in moved_in:
+                        yield label, moved_in[label]
+            finally:
+                cursor.close()
+
     def _aggregate_changes(self, *, persist: bool = True) -> dict[str, tuple[str, str, str | None]]:
         """Refit the multi-annotator aggregates when the answers changed since they were fitted: sample_id ->
         (stored label, fitted label, split) of the ``aggregated`` rows whose label changes, left to the caller to

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import math
 import os
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,41 +112,47 @@ class _Images:
 
 
 def _examples(workspace: Workspace, per_class: int) -> dict[str, list[str]]:
-    """Per class, its first ``per_class`` readable images in sample_id order: the samples are walked in that
-    order with their curated labels, a batch at a time, until every class has its examples (a few batches,
-    not the whole catalog, unless a class has fewer readable images than that)."""
-    catalog = workspace.catalog
-    classes = {label for (label, _, _), count in catalog.curated_label_counts(None).items() if count > 0}
-    chosen: dict[str, list[str]] = defaultdict(list)
-    full: set[str] = set()
-    for rows in catalog.samples_in_order(("sample_id", "readable"), kind="image"):
-        labels = catalog.curated_labels([sid for sid, ok in rows if ok])
-        for sample_id, ok in rows:
-            found = labels.get(sample_id) if ok else None
-            if found is not None and len(chosen[found.label]) < per_class:
-                chosen[found.label].append(sample_id)
-                if len(chosen[found.label]) == per_class:
-                    full.add(found.label)
-        if classes <= full:
-            break
-    return dict(sorted(chosen.items()))
+    """Per class, its first ``per_class`` readable images in sample_id order: a few index lookups per class
+    (:meth:`Catalog.curated_examples`), whatever the catalog's size."""
+    return workspace.catalog.curated_examples(per_class, kind="image")
 
 
 def _property_table(workspace: Workspace) -> dict[str, Any] | None:
+    """Per curated label, the mean of each shown property over its samples in the properties set (NaN left out;
+    "–" where none has a value). Each label's ids are read in bulk (:meth:`Catalog.curated_ids_by_label`) and
+    found in the set's sorted ids by binary search: arrays per label, no dict of every sample."""
     if not workspace.features.has(PROPERTIES):
         return None
     stored = workspace.features.load(PROPERTIES)
     columns = stored.meta["columns"]
     shown = [c for c in REPORT_PROPERTIES if c in columns]
-    labels = workspace.catalog.current_labels()
-    row_labels = np.array([labels.get(sid) for sid in stored.ids.tolist()], dtype=object)
-    values = np.asarray(stored.vectors, dtype=np.float64)[:, [columns.index(c) for c in shown]]
-    rows = {}
-    for label in sorted({lab for lab in row_labels if lab is not None}):
-        block = values[row_labels == label]
-        means = [np.nanmean(block[:, j]) if np.isfinite(block[:, j]).any() else np.nan for j in range(len(shown))]
-        rows[label] = ["–" if not np.isfinite(m) else f"{m:.3g}" for m in means]
-    return {"columns": shown, "words": [PROPERTY_WORDS.get(c, c) for c in shown], "rows": rows} if rows else None
+    picked = [columns.index(c) for c in shown]
+    ids = stored.ids
+    order = None
+    if len(ids) > 1 and not bool(np.all(ids[1:] >= ids[:-1])):  # the store keeps ids sorted; older sets may not be
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    for label, label_ids in workspace.catalog.curated_ids_by_label() if len(ids) else ():
+        wanted = np.asarray(label_ids, dtype=ids.dtype if ids.dtype.kind == "U" else str)
+        at = np.searchsorted(ids, wanted)
+        inside = at < len(ids)
+        inside[inside] = ids[at[inside]] == wanted[inside]
+        if not inside.any():
+            continue
+        rows = np.sort(at[inside] if order is None else order[at[inside]])  # the memory-mapped rows in file order
+        values = np.asarray(stored.vectors[rows], dtype=np.float64)[:, picked]
+        present = ~np.isnan(values)
+        sums[label] = sums.get(label, 0.0) + np.where(present, values, 0.0).sum(axis=0)
+        counts[label] = counts.get(label, 0) + present.sum(axis=0)
+    rows_shown = {}
+    for label in sorted(sums):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts[label] > 0, sums[label] / np.maximum(counts[label], 1), np.nan)
+        rows_shown[label] = ["–" if not np.isfinite(m) else f"{m:.3g}" for m in means]
+    return {"columns": shown, "words": [PROPERTY_WORDS.get(c, c) for c in shown], "rows": rows_shown} \
+        if rows_shown else None
 
 
 def _note(row: dict[str, Any]) -> str:
