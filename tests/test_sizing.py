@@ -759,3 +759,20 @@ def test_a_meta_model_file_from_before_the_labels_needed_rule_states_no_number(t
     model = load_meta(third)
     assert (model.pin_near, model.pin_reach, model.pin_slope, model.pin_rise, model.pin_clear) == (0.2, 0.6, 0.015,
                                                                                                     0.0, True)
+
+
+def test_meta_states_no_number_where_the_forecast_climbs_within_the_seeds_noise():
+    # the same climbing curve (0.06 per unit of log size) measured with quiet and with noisy seeds
+    sizes = np.array([16 * 2 ** (i / 2) for i in range(12)])
+    answers = {}
+    for spread in (0.01, 0.02):
+        rng = np.random.default_rng(0)
+        values = [0.4 + 0.06 * np.log(n / 16) + rng.normal(0, spread, 5) for n in sizes]
+        target = float(np.mean(values[-1])) + 0.01
+        answers[spread] = forecast(sizes, values, target=target, chance=0.5, n_bootstrap=0, method="meta",
+                                   fit_families=False)
+    assert answers[0.01]["samples_needed"]["status"] == "estimated"
+    noisy = answers[0.02]["samples_needed"]
+    assert noisy["status"] == "cannot be pinned down" and noisy["not_pinned_reason"] == "inside_plateau_noise"
+    warning = next(w for w in answers[0.02]["warnings"] if "cannot be pinned down" in w)
+    assert "the seeds' noise" in warning and f"{noisy['total']:,} samples" in warning

@@ -396,9 +396,10 @@ def _not_pinned_text(reason: str, *, grid: np.ndarray, central: np.ndarray, need
     if reason == "interval_too_wide":
         return f"the 90% interval spans more than {math.exp(pin_span):.1f}x in labels"
     if reason == "inside_plateau_noise" and model is not None:
-        return (f"from {RISE_SHARE:.0%} of that answer ({math.ceil(needed):,} samples) to the answer the forecast "
-                f"climbs less than {model.pin_rise:.2f}x the seeds' noise of a difference of two means: within "
-                "that noise a quarter fewer labels may reach the target already")
+        return (f"the central forecast reaches it at about {math.ceil(needed):,} samples but climbs less than "
+                f"{model.pin_rise:.2f}x the seeds' noise (of a difference of two means) from "
+                f"{math.ceil(RISE_SHARE * needed):,} samples to there: within that noise a quarter fewer labels may "
+                "reach the target already")
     if reason == "inside_plateau_noise":
         return "the target lies inside the measurement noise of the forecast's plateau"
     return "there is no interval to judge it by (no bootstrap replicates)"
