@@ -88,7 +88,7 @@ BACKGROUND_COLUMNS = ("background_red", "background_green", "background_blue", "
                       "corner_contrast")
 # Also derived from the grey thumbnail: how steep the steepest edges are for the picture's contrast -- the focus
 # or blur of the picture, whatever the amount of texture the object has (which sharpness and edge_density
-# measure).
+# measure); a frame's straight inner edge is left out (see edge_sharpness).
 DERIVED_COLUMNS = (*BACKGROUND_COLUMNS, "edge_sharpness")
 # Derived from the stored properties (no new property, so older scans have it): the picture's black level, its 1st
 # grey percentile, which the percentile contrast and the dynamic range hold between them. A lifted black -- no
@@ -319,18 +319,65 @@ def edge_sharpness(thumbnails: np.ndarray) -> np.ndarray:
     """(n,) steepness of the grey thumbnails' steepest edges for their contrast: the 99th percentile of the
     gradient magnitude (grey levels per pixel) over the picture's range of grey levels. A blurred picture's
     edges are wide and shallow whatever it shows; a sharp one's steepest edges climb most of its range within a
-    pixel or two, whether the object is a trouser or a pullover. NaN for rows without a picture or without
-    contrast."""
+    pixel or two, whether the object is a trouser or a pullover. A frame (:func:`frame_depths`) is left out, with
+    the row past it: its straight inner edge is the frame's, not the picture's focus -- on a soft face it would
+    be the steepest edge, on a textured crop not, so a frame carried by every class alike would set them apart.
+    NaN for rows without a picture or without contrast."""
     from curato.features.thumbnails import grey_thumbnails
 
     rows = np.asarray(thumbnails)
     grey = grey_thumbnails(rows).astype(np.float64)
+    n, side, _ = grey.shape
+    depth = frame_depths(grey)
+    # Pixels of the frame, its resampled blend row and the next (the gradient's stencil reaches one pixel).
+    cut = np.where(depth > 0, depth + 2, 0)
+    index = np.arange(side)
+    outside = (((index[None] < cut[:, 0, None]) | (index[None] >= side - cut[:, 1, None]))[:, :, None]
+               | ((index[None] < cut[:, 2, None]) | (index[None] >= side - cut[:, 3, None]))[:, None, :])
     gradient = np.hypot(grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2], grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1]) / 2
-    spread = grey.max(axis=(1, 2)) - grey.min(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.quantile(gradient.reshape(len(grey), -1), 0.99, axis=1) / spread
-    out[(spread <= 0) | ~rows.any(axis=1)] = np.nan
+    counted = ~(outside[:, 1:-1, 1:-1] | outside[:, :-2, 1:-1] | outside[:, 2:, 1:-1] | outside[:, 1:-1, :-2]
+                | outside[:, 1:-1, 2:])
+    spread = np.where(outside, -np.inf, grey).max(axis=(1, 2)) - np.where(outside, np.inf, grey).min(axis=(1, 2))
+    read = (spread > 0) & (counted.sum(axis=(1, 2)) >= side) & rows.any(axis=1)
+    out = np.full(n, np.nan)
+    if read.any():
+        steepest = np.nanquantile(np.where(counted[read], gradient[read], np.nan).reshape(int(read.sum()), -1), 0.99,
+                                  axis=1)
+        out[read] = steepest / spread[read]
     return out
+
+
+def frame_depths(grey: np.ndarray, *, flat: float = 0.03, step: float = 0.1) -> np.ndarray:
+    """(n, 4) rows of a frame on each side (top, bottom, left, right) of (n, s, s) grey pictures; 0 where none.
+
+    A frame -- a drawn border, a mount, a scanner's bed -- is a band of one level on all four sides, equally deep
+    (+-1 row, within the outer sixth), that differs from what it encloses: each of its rows stays within ``flat``
+    of the picture's range of the band's level along the side, and on some side the two rows past it differ from
+    that level by ``step`` of the range at the median. A dark background around an object is not one: the object
+    reaches it at different depths on different sides, and the rows past it continue its level.
+    """
+    grey = np.asarray(grey, dtype=np.float64)
+    if grey.ndim != 3 or grey.shape[1] != grey.shape[2] or grey.shape[1] < 3:
+        raise InputError(f"grey pictures must be (n, side, side) with side >= 3, got shape {grey.shape}")
+    side = grey.shape[1]
+    cap = max(1, side // 6)
+    spread = (grey.max(axis=(1, 2)) - grey.min(axis=(1, 2)))[:, None]
+    along = slice(cap, side - cap)  # the side without the corners, which two sides share
+    runs, levels, steps = [], [], []
+    for view in (grey, grey[:, ::-1], grey.transpose(0, 2, 1), grey.transpose(0, 2, 1)[:, ::-1]):
+        lines = view[:, :cap + 2, along]
+        level = np.median(lines[:, 0], axis=1)
+        banded = np.abs(lines - level[:, None, None]).max(axis=2) <= flat * spread
+        run = np.cumprod(banded[:, :cap], axis=1).sum(axis=1)
+        past = np.take_along_axis(lines, np.stack([run, run + 1], axis=1)[:, :, None], axis=1)
+        runs.append(run)
+        levels.append(level)
+        steps.append(np.median(np.abs(past - level[:, None, None]), axis=2).max(axis=1))
+    run, level, stepped = np.stack(runs, axis=1), np.stack(levels, axis=1), np.stack(steps, axis=1)
+    framed = ((run.min(axis=1) >= 1) & (run.max(axis=1) - run.min(axis=1) <= 1)
+              & (level.max(axis=1) - level.min(axis=1) <= flat * spread[:, 0])
+              & (stepped.max(axis=1) >= step * spread[:, 0]))
+    return np.where(framed[:, None], run, 0)
 
 
 def _ring(pictures: np.ndarray) -> np.ndarray:
