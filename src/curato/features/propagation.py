@@ -305,29 +305,31 @@ def refine_band(lab: np.ndarray, mask: np.ndarray, painted: np.ndarray | None = 
     edge[:-1, :] |= down
     if width <= 0 or not edge.any():
         return mask
-    band = ndi.binary_dilation(edge, structure=np.ones((3, 3), bool), iterations=width - 1) if width > 1 else edge
+    band = ndi.maximum_filter(edge, size=2 * width - 1) if width > 1 else edge
     if painted is not None:
         band &= painted == UNPAINTED
-    pieces = connected(mask, connectivity=1, background=-1)
+    flat = mask.ravel()
+    # A band piece of a class that touches no pixel of its class outside the band has no seed: it is kept.
+    pieces = connected(np.where(band, mask.astype(np.int16), -1), connectivity=1, background=-1).ravel()
+    a, b = _band_pairs(band)
+    lone = band.ravel()[a] != band.ravel()[b]
+    touching = lone & (flat[a] == flat[b])
     seeded = np.zeros(int(pieces.max()) + 1, bool)
-    seeded[pieces[~band]] = True
-    band &= seeded[pieces]
+    seeded[pieces[np.where(band.ravel()[a[touching]], a[touching], b[touching])]] = True
+    band &= seeded[pieces].reshape(mask.shape)
     unknown = np.flatnonzero(band.ravel())
     if unknown.size == 0:
         return mask
-    flat, n = mask.ravel(), unknown.size
+    n = unknown.size
     index = np.full(flat.size, -1, np.int64)
     index[unknown] = np.arange(n)
-    ids = np.arange(flat.size).reshape(mask.shape)
-    a = np.concatenate([ids[:, :-1].ravel(), ids[:-1, :].ravel()])
-    b = np.concatenate([ids[:, 1:].ravel(), ids[1:, :].ravel()])
-    keep = band.ravel()[a] | band.ravel()[b]  # the 4-neighbour pairs with an end in the band
-    a, b = a[keep], b[keep]
+    a, b = _band_pairs(band)
     squared = ((lab[a] - lab[b]) ** 2).sum(axis=1).astype(np.float64)
     scale = max(float(np.sqrt(squared.mean())), 1e-3)
     weights = np.exp(-squared / (2 * (sigma * scale) ** 2)) + 1e-6
     classes = np.unique(np.concatenate([flat[a], flat[b]]))
-    column = np.searchsorted(classes, flat)
+    lookup = np.zeros(256, np.int64)
+    lookup[classes] = np.arange(classes.size)
     ia, ib = index[a], index[b]
     degree = np.bincount(ia[ia >= 0], weights=weights[ia >= 0], minlength=n) + \
         np.bincount(ib[ib >= 0], weights=weights[ib >= 0], minlength=n)
@@ -338,7 +340,7 @@ def refine_band(lab: np.ndarray, mask: np.ndarray, painted: np.ndarray | None = 
     target = np.zeros((n, classes.size))
     for ends, other in ((ia, b), (ib, a)):  # a band pixel next to a seed: the seed's class pulls it
         rim = (ends >= 0) & (index[other] < 0)
-        np.add.at(target, (ends[rim], column[other[rim]]), weights[rim])
+        np.add.at(target, (ends[rim], lookup[flat[other[rim]]]), weights[rim])
     if local_weight > 0:
         system = system + diags(np.full(n, float(local_weight)))
         target += local_weight * local_likelihood(lab.reshape(*mask.shape, 3), mask, band, classes,
@@ -346,6 +348,25 @@ def refine_band(lab: np.ndarray, mask: np.ndarray, painted: np.ndarray | None = 
     out = flat.copy()
     out[unknown] = classes[np.argmax(_solve(system.tocsr(), target, direct=local_weight <= 0), axis=1)]
     return out.reshape(mask.shape)
+
+
+def _band_pairs(band: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices (a, b) of every 4-neighbour pair with an end in ``band``, each pair once (work in the band's
+    size, not the image's)."""
+    height, columns = band.shape
+    flat = band.ravel()
+    inside = np.flatnonzero(flat)
+    rows, cols = np.divmod(inside, columns)
+    firsts, seconds = [], []
+    for step, forward, backward in ((1, cols < columns - 1, cols > 0), (columns, rows < height - 1, rows > 0)):
+        ahead = inside[forward]  # (p, p + step) for every band pixel p
+        firsts.append(ahead)
+        seconds.append(ahead + step)
+        behind = inside[backward]
+        behind = behind[~flat[behind - step]]  # (p - step, p) when p - step is outside (else counted above)
+        firsts.append(behind - step)
+        seconds.append(behind)
+    return np.concatenate(firsts), np.concatenate(seconds)
 
 
 def _solve(system, target: np.ndarray, *, direct: bool) -> np.ndarray:
@@ -386,23 +407,28 @@ def local_likelihood(lab: np.ndarray, mask: np.ndarray, band: np.ndarray, classe
     elsewhere; the neighbourhood can."""
     from scipy import ndimage as ndi
 
-    step = max(1, int(scale // 2))
+    step = max(1, int(scale))
     height, width = mask.shape
     blocks = (-(-height // step), -(-width // step))
     k = classes.size
     rows, cols = np.nonzero(band)
+    # Only pixels within the filter's reach (3 blocks) of a band pixel count: work near the band, not the image.
+    present = np.zeros(blocks, bool)
+    present[rows // step, cols // step] = True
+    near = ndi.maximum_filter(present, size=7)
+    needed = np.repeat(np.repeat(near, step, axis=0), step, axis=1)[:height, :width] & ~band
+    outside = np.flatnonzero(needed.ravel())
     # Per block and class: how many seed pixels, and their summed colour (one bincount per channel for all).
-    lookup = np.zeros(256, np.int32)
-    lookup[classes] = np.arange(k, dtype=np.int32)
-    block = np.add.outer((np.arange(height, dtype=np.int32) // step) * np.int32(blocks[1] * k),
-                         (np.arange(width, dtype=np.int32) // step) * np.int32(k))
-    outside = np.flatnonzero(~band.ravel())
-    key = block.ravel()[outside] + lookup[mask.ravel()[outside]]
+    lookup = np.zeros(256, np.int64)
+    lookup[classes] = np.arange(k)
+    where_rows, where_cols = np.divmod(outside, width)
+    key = ((where_rows // step) * blocks[1] + where_cols // step) * k + lookup[mask.ravel()[outside]]
     flat_lab = lab.reshape(-1, 3)[outside]
     size = blocks[0] * blocks[1] * k
-    sums = [np.bincount(key, minlength=size).reshape(*blocks, k).astype(np.float64)]
-    sums += [np.bincount(key, weights=flat_lab[:, d], minlength=size).reshape(*blocks, k) for d in range(3)]
-    smooth = [ndi.gaussian_filter(total, (scale / step, scale / step, 0)) for total in sums]
+    sums = [np.bincount(key, minlength=size).reshape(*blocks, k).astype(np.float32)]
+    sums += [np.bincount(key, weights=flat_lab[:, d], minlength=size).reshape(*blocks, k).astype(np.float32)
+             for d in range(3)]
+    smooth = [ndi.gaussian_filter(total, (scale / step, scale / step, 0), truncate=3.0) for total in sums]
     at = (rows // step, cols // step)
     weight = smooth[0][at]  # (U, K)
     means = np.stack([channel[at] for channel in smooth[1:]], 2) / np.maximum(weight, 1e-12)[:, :, None]
