@@ -759,3 +759,18 @@ def test_examples_per_class_and_ids_by_label_follow_the_rule(history: Workspace,
         assert catalog.curated_examples(per_class) == _walked_examples(catalog, per_class), per_class
     monkeypatch.undo()
     _agrees(catalog, "answers flipping aggregates, refit stored by the next read")
+
+
+def test_label_names_are_every_distinct_label_ever_written(history: Workspace) -> None:
+    """``label_names`` (the app's class list, by skipping along ``ix_labels_label``) equals a DISTINCT over every
+    label row: retracted labels and labels no sample carries any more included."""
+    catalog = history.catalog
+    sample = min(catalog.curated_labels())
+    with catalog.transaction() as conn:  # a label that only a retracted routing run ever gave
+        catalog.add_labels(conn, {sample: "Zebra-once"}, origin="model", annotator="route-gone")
+        catalog.retract_model_labels(conn, "route-gone")
+    with catalog.engine.connect() as conn:
+        distinct = sorted(conn.execute(select(labels.c.label).distinct()).scalars())
+    assert "Zebra-once" in distinct and "Zebra-once" not in {v.label for v in catalog.curated_labels().values()}
+    assert catalog.label_names() == distinct and len(distinct) >= 11
+    assert labelling.class_names(history) == [name for name in distinct if name]

@@ -226,7 +226,7 @@ def test_a_populated_schema_6_catalog_reaches_the_fresh_schemas_indexes_and_logs
     fresh.create()
     try:
         found = _indexes_and_triggers(migrated)
-        assert {"ix_samples_unreadable", "ix_curated_labels_aggregated", "ix_curated_labels_label",
+        assert {"ix_samples_unreadable", "ix_curated_labels_aggregated", "ix_curated_labels_label", "ix_labels_label",
                 "hash_changes_update"} <= set(found)
         assert found == _indexes_and_triggers(fresh)
     finally:

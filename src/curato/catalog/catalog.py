@@ -39,6 +39,7 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    literal_column,
     or_,
     select,
     union_all,
@@ -1166,6 +1167,19 @@ class Catalog:
         conn.execute(update(schema.queue).where(schema.queue.c.status == "routed",
                                                 schema.queue.c.sample_id.in_(retracted)).values(status="queued"))
         return _retract(conn, (labels.c.origin == "model", labels.c.annotator == annotator), utcnow())
+
+    def label_names(self) -> list[str]:
+        """Every distinct label any sample ever had (any origin, retracted ones too), sorted: the labelling app's
+        class list. Found by skipping along ``ix_labels_label`` (schema 9) from each label to the next, one index
+        seek per label, instead of a DISTINCT over every label row."""
+        following = (select(labels.c.label).where(labels.c.label > literal_column("names.label"))
+                     .order_by(labels.c.label).limit(1).scalar_subquery())
+        first = select(labels.c.label).order_by(labels.c.label).limit(1).scalar_subquery()
+        names = select(first.label("label")).cte("names", recursive=True)
+        names = names.union_all(select(following).select_from(names).where(names.c.label.is_not(None)))
+        with self.engine.connect() as conn:
+            found = conn.execute(select(names.c.label).where(names.c.label.is_not(None))).scalars().all()
+        return sorted(found)
 
     def labeled_sample_ids(self, origins: Sequence[str]) -> set[str]:
         """Samples holding at least one label of the given origins (e.g. human and imported)."""

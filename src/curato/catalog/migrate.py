@@ -17,9 +17,9 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 from curato.catalog import schema
 from curato.errors import WorkspaceError
 
-HEAD = "0008"  # the newest revision in migrations/versions (a test checks it against alembic's head)
+HEAD = "0009"  # the newest revision in migrations/versions (a test checks it against alembic's head)
 # info.schema_version -> the revision that schema is
-REVISION_OF_SCHEMA = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0006", 7: "0007", 8: "0008"}
+REVISION_OF_SCHEMA = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0006", 7: "0007", 8: "0008", 9: "0009"}
 VERSION_TABLE = "alembic_version"
 CORE_TABLES = frozenset({"info", "samples", "labels", "runs"})
 SCHEMA_1_TABLES = frozenset({"info", "samples", "labels", "annotations", "runs", "queue", "curve_points"})
@@ -29,7 +29,7 @@ _TABLES_OF_SCHEMA = {1: SCHEMA_1_TABLES, 2: SCHEMA_2_TABLES, 3: SCHEMA_3_TABLES,
                      4: SCHEMA_3_TABLES,  # schema 4 added indexes only
                      5: SCHEMA_3_TABLES | {"curated_labels"},
                      6: frozenset(schema.metadata.tables), 7: frozenset(schema.metadata.tables),
-                     8: frozenset(schema.metadata.tables)}
+                     8: frozenset(schema.metadata.tables), 9: frozenset(schema.metadata.tables)}
 _LOCK_KEY = 0x637572  # PostgreSQL advisory lock: one migrating process at a time
 _SCRIPTS = Path(__file__).resolve().parent / "migrations"
 

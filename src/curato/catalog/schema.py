@@ -26,7 +26,7 @@ from sqlalchemy import (
     literal_column,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 LABEL_ORIGINS = ("imported", "human", "model")
 SAMPLE_KINDS = ("image", "text")
 
@@ -87,6 +87,9 @@ labels = Table(
 )
 Index("ix_labels_sample", labels.c.sample_id)
 Index("ix_labels_origin", labels.c.origin, labels.c.sample_id)  # schema 4: the few human and model labels
+# schema 9: the distinct labels (the labelling app's class list) by a skip over this index, a few rows per class
+# (``Catalog.label_names``), not a DISTINCT over every label row
+Index("ix_labels_label", labels.c.label)
 # schema 5: an undo finds its decision's labels without scanning every label (only the few with a decision)
 Index("ix_labels_decision", labels.c.decision_id, sqlite_where=labels.c.decision_id.is_not(None),
       postgresql_where=labels.c.decision_id.is_not(None))

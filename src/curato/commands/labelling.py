@@ -211,9 +211,9 @@ def write_app_settings(workspace: Workspace, changes: Mapping[str, Any]) -> AppS
 
 
 def class_names(workspace: Workspace) -> list[str]:
-    """The classes the app offers, sorted: every label any sample ever had (imported, human or model)."""
-    with workspace.catalog.engine.connect() as conn:
-        return sorted(row[0] for row in conn.execute(select(labels.c.label).distinct()) if row[0])
+    """The classes the app offers, sorted: every label any sample ever had (imported, human or model), found by
+    skipping along the labels' index (a few reads per class, whatever the catalog's size)."""
+    return [name for name in workspace.catalog.label_names() if name]
 
 
 def sample_rows(workspace: Workspace, sample_ids: list[str]) -> dict[str, dict[str, Any]]:
