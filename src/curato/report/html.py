@@ -135,7 +135,8 @@ def _property_table(workspace: Workspace) -> dict[str, Any] | None:
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
     for label, label_ids in workspace.catalog.curated_ids_by_label() if len(ids) else ():
-        wanted = np.asarray(label_ids, dtype=ids.dtype if ids.dtype.kind == "U" else str)
+        # Each id at its own width: cast to the set's width, a longer catalog id would be cut to a stored one.
+        wanted = np.asarray(label_ids, dtype=str)
         at = np.searchsorted(ids, wanted)
         inside = at < len(ids)
         inside[inside] = ids[at[inside]] == wanted[inside]
