@@ -195,6 +195,22 @@ class FeatureStore:
                 done.update(zip(data["ids"].tolist(), data["hashes"].tolist(), strict=True))
         return done
 
+    def done_lookup(self, name: str, *, meta: dict[str, Any] | None = None) -> DoneHashes:
+        """What :meth:`done_hashes` says, as a sorted table of encoded ids and hashes to query chunk by chunk:
+        ~60 bytes a stored row where the dict of Python strings held ~250 (an ingest of 10M re-reads them all)."""
+        blocks = []
+        complete = self._complete_if_same(name, meta)
+        if complete is not None:
+            blocks.append((complete[0], complete[1]))
+        for part in self.pending_parts(name):
+            with np.load(part) as data:
+                blocks.append((data["ids"], data["hashes"]))
+        if not blocks:
+            return DoneHashes(np.zeros(0, dtype="S1"), np.zeros(0, dtype="S1"))
+        ids, hashes, _widths = _encoded_blocks(blocks)
+        keep = _newest_rows(ids)
+        return DoneHashes(ids[keep], hashes[keep])
+
     def write_part(self, name: str, ids: Sequence[str], hashes: Sequence[str], vectors: np.ndarray) -> Path:
         """Durably store one computed chunk; it survives a crash and is merged by ``finalize``."""
         parts = self.folder(name) / "parts"
@@ -253,41 +269,38 @@ class FeatureStore:
         """
         folder = self.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
-        # Ids and hashes of every block are read at once; vectors one block at a time when they are written, so a
-        # finalize holds one part's vectors, not the whole set's (1M thumbnails were ~9 GB as float32 copies).
-        id_blocks: list[np.ndarray] = []
-        hash_blocks: list[np.ndarray] = []
+        # Ids and hashes of every block are held as UTF-8/ASCII bytes (a 40-character hash: 40 bytes, not 160 as
+        # unicode), vectors read one block at a time as they are written, so a finalize holds neither the whole
+        # set's vectors (1M thumbnails were ~9 GB as float32 copies) nor unicode copies of its ids and hashes.
         vector_blocks: list[Callable[[], np.ndarray]] = []
+        blocks: list[tuple[np.ndarray, np.ndarray]] = []
         complete = self._complete_if_same(name, meta)
         if complete is not None:
-            id_blocks.append(np.asarray(complete[0]))
-            hash_blocks.append(np.asarray(complete[1]))
+            blocks.append((complete[0], complete[1]))
             vector_blocks.append(lambda vectors=complete[2]: vectors)
         for part in self.pending_parts(name):
             with np.load(part) as data:
-                id_blocks.append(data["ids"])
-                hash_blocks.append(data["hashes"])
+                blocks.append((data["ids"], data["hashes"]))
             vector_blocks.append(lambda part=part: _part_vectors(part))
-        if not id_blocks:
+        if not blocks:
             workspace = self.root.parent
             raise WorkspaceError(
                 f"nothing computed for {name!r}: no sample could be read (have the data files moved?); "
                 f"`curato check -w {workspace}` lists missing files; re-ingest the data from where it is now")
-        ids = np.concatenate(id_blocks).astype(str)
-        hashes = np.concatenate(hash_blocks).astype(str)
-        starts = np.cumsum([0] + [len(block) for block in id_blocks])
-        # newest row wins: keep the last occurrence of each id
-        _, first_in_reversed = np.unique(ids[::-1], return_index=True)
-        keep = len(ids) - 1 - first_in_reversed
+        starts = np.cumsum([0] + [len(block_ids) for block_ids, _ in blocks])
+        ids, hashes, (id_width, hash_width) = _encoded_blocks(blocks)
+        del blocks
+        keep = _newest_rows(ids)  # newest row wins, in id order
         if keep_ids is not None:
-            keep = keep[np.isin(ids[keep], np.asarray(list(keep_ids), dtype=str))]
-        keep = keep[np.argsort(ids[keep], kind="stable")]
+            wanted = np.sort(_encoded(np.asarray(keep_ids) if len(keep_ids) else np.zeros(0, dtype="U1")))
+            keep = keep[_members(ids[keep], wanted)]
+            del wanted
         previous = self._meta(name)
         generation = (previous or {}).get("generation", 0) + 1
         with _writing(f"feature set {name!r}", folder):
             dim = _save_rows(folder / f"vectors-{generation}.npy", vector_blocks, starts, keep, dtype)
-            _atomic_save(folder / f"hashes-{generation}.npy", hashes[keep])
-            _atomic_save(folder / f"ids-{generation}.npy", ids[keep])
+            _save_text(folder / f"hashes-{generation}.npy", hashes, keep, hash_width)
+            _save_text(folder / f"ids-{generation}.npy", ids, keep, id_width)
             full_meta = {**meta, "name": name, "generation": generation, "dim": dim,
                          "dtype": dtype, "count": len(keep)}
             _atomic_json(folder / "meta.json", full_meta)
@@ -302,6 +315,98 @@ class FeatureStore:
         """Write rows for ``ids`` (replacing older rows of the same ids) as a new generation."""
         self.write_part(name, ids, hashes, np.asarray(vectors))
         return self.finalize(name, meta, dtype=dtype)
+
+
+@dataclass
+class DoneHashes:
+    """Stored content hash per sample id (:meth:`FeatureStore.done_lookup`): ids and hashes as bytes, sorted by id."""
+
+    ids: np.ndarray
+    hashes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def matches(self, sample_ids: Sequence[str], hashes: Sequence[str | None]) -> np.ndarray:
+        """Per sample: whether a row is stored for it with exactly this hash (False for a None hash)."""
+        found = np.zeros(len(sample_ids), dtype=bool)
+        if not len(self.ids) or not len(sample_ids):
+            return found
+        wanted = _encoded(np.asarray(sample_ids, dtype=str))
+        at = np.minimum(np.searchsorted(self.ids, wanted), len(self.ids) - 1)
+        given = _encoded(np.asarray([h or "" for h in hashes], dtype=str))
+        return (self.ids[at] == wanted) & (self.hashes[at] == given) & (given != b"")
+
+
+def _encoded(values: np.ndarray) -> np.ndarray:
+    """Unicode strings as bytes: ASCII when they are (one C pass), else UTF-8. Byte order of UTF-8 is code point
+    order, so sorting and searching the bytes agrees with the strings."""
+    values = np.asarray(values)
+    if values.dtype.kind == "S":
+        return values
+    try:
+        return values.astype(f"S{max(1, values.dtype.itemsize // 4)}")
+    except UnicodeEncodeError:
+        return np.char.encode(values, "utf-8")
+
+
+def _decoded(values: np.ndarray, width: int | None = None) -> np.ndarray:
+    """The inverse of :func:`_encoded`, as unicode of ``width`` characters (default: the bytes' width)."""
+    width = width or max(1, values.dtype.itemsize)
+    try:
+        return values.astype(f"U{width}")
+    except UnicodeDecodeError:
+        return np.char.decode(values, "utf-8").astype(f"U{width}")
+
+
+def _encoded_blocks(blocks: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(ids, hashes) of the blocks laid end to end as bytes, and the unicode widths (characters) that
+    concatenating them as unicode would have had: the files keep the widths they always had."""
+    widths = (max(max(1, np.asarray(i).dtype.itemsize // 4) for i, _ in blocks),
+              max(max(1, np.asarray(h).dtype.itemsize // 4) for _, h in blocks))
+    ids = np.concatenate([_encoded_rows(block_ids) for block_ids, _ in blocks])
+    hashes = np.concatenate([_encoded_rows(block_hashes) for _, block_hashes in blocks])
+    return ids, hashes, widths
+
+
+def _encoded_rows(values: np.ndarray) -> np.ndarray:
+    """:func:`_encoded` of a (possibly memory-mapped) array, ``_ROW_BLOCK`` rows at a time."""
+    if len(values) <= _ROW_BLOCK:
+        return _encoded(np.asarray(values))
+    pieces = [_encoded(np.asarray(values[start:start + _ROW_BLOCK])) for start in range(0, len(values), _ROW_BLOCK)]
+    return np.concatenate(pieces)
+
+
+def _newest_rows(ids: np.ndarray) -> np.ndarray:
+    """Positions of the last occurrence of each id (the newest row wins), in id order."""
+    _, first_in_reversed = np.unique(ids[::-1], return_index=True)
+    return len(ids) - 1 - first_in_reversed
+
+
+def _members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Per value, whether it is in ``sorted_set`` (a sorted array of the same kind)."""
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
+def _save_text(path: Path, values: np.ndarray, keep: np.ndarray, width: int) -> None:
+    """Write ``values[keep]`` (bytes from :func:`_encoded`) as a ``.npy`` of unicode ``width``, atomically and
+    ``_ROW_BLOCK`` rows at a time: the same file ``np.save`` writes for the unicode array."""
+    tmp = temporary_name(path)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(f"<U{width}"), shape=(len(keep),))
+        for start in range(0, len(keep), _ROW_BLOCK):
+            out[start:start + _ROW_BLOCK] = _decoded(values[keep[start:start + _ROW_BLOCK]], width)
+        out.flush()
+        del out
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _part_vectors(part: Path) -> np.ndarray:

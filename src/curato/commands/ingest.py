@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,20 +144,36 @@ def validate_records(source: Path, records: Sequence[SampleRecord]) -> None:
         if _UNSAFE_ID.search(record.sample_id):
             raise InputError(f"{source}: sample id {record.sample_id!r} has a control character; rename that "
                              f"file or fix that id")
-    counts = Counter(record.sample_id for record in records)
-    duplicated = [sid for sid, n in counts.items() if n > 1]
-    if duplicated:
+    # duplicates found on sorted bytes (~the ids' length per sample), not a Counter of every id (~100 bytes each)
+    ids = np.sort(_encoded_ids([record.sample_id for record in records]))
+    if len(ids) > 1 and bool((ids[1:] == ids[:-1]).any()):
+        counts = Counter(record.sample_id for record in records)
+        duplicated = [sid for sid, n in counts.items() if n > 1]
         shown = ", ".join(repr(s) for s in duplicated[:3])
         raise InputError(
             f"{source}: {len(duplicated)} duplicate sample id(s) ({shown}); ids must be unique — fix the 'id' field"
         )
-    numeric = [r.label for r in records if r.label is not None and _is_number(r.label)]
-    named = [r.label for r in records if r.label is not None and not _is_number(r.label)]
+    del ids
+    kinds = {label: _is_number(label) for label in {r.label for r in records if r.label is not None}}
+    numeric = [label for label, number in kinds.items() if number]
+    named = [label for label, number in kinds.items() if not number]
     if numeric and named:
+        rows = Counter(kinds[r.label] for r in records if r.label is not None)
+        first = {number: next(r.label for r in records if r.label is not None and kinds[r.label] == number)
+                 for number in (True, False)}
         raise InputError(
-            f"{source}: field 'label' mixes numbers ({numeric[0]!r}, {len(numeric)} rows) and names "
-            f"({named[0]!r}, {len(named)} rows); use one kind of label throughout"
+            f"{source}: field 'label' mixes numbers ({first[True]!r}, {rows[True]} rows) and names "
+            f"({first[False]!r}, {rows[False]} rows); use one kind of label throughout"
         )
+
+
+def _encoded_ids(sample_ids: Sequence[str]) -> np.ndarray:
+    """Sample ids as a bytes array (UTF-8; sorts as the strings do)."""
+    values = np.asarray(sample_ids, dtype=str) if len(sample_ids) else np.zeros(0, dtype="U1")
+    try:
+        return values.astype(f"S{max(1, values.dtype.itemsize // 4)}")
+    except UnicodeEncodeError:
+        return np.char.encode(values, "utf-8")
 
 
 def _is_number(text: str) -> bool:
@@ -171,12 +187,10 @@ def _assign_sources(workspace: Workspace, source: Path, records: Sequence[Sample
     """Fill each record's source (its own ``source`` column, else ``origin``) and return how many samples
     already in the workspace the ``source`` column moves to another source. Refuses to move samples to
     another source through ``origin`` (re-ingesting under another --source name): that rewrite is never silent."""
-    previous = dict(zip(*workspace.catalog.samples(("sample_id", "source")).values(), strict=True))
     renamed: Counter[str] = Counter()
     example: dict[str, str] = {}
     moved = 0
-    for record in records:
-        old = previous.get(record.sample_id)
+    for record, old in zip(records, _stored_values(workspace, records, "source"), strict=True):
         if record.source is None:
             record.source = origin
             if old is not None and old != origin:
@@ -192,6 +206,37 @@ def _assign_sources(workspace: Workspace, source: Path, records: Sequence[Sample
             f"pass --source {old} to refresh them, or ingest into another workspace"
         )
     return moved
+
+
+_LOOKUP_BATCH = 50_000  # samples per catalog lookup by id (an indexed IN-query), per label sync
+
+
+def _stored_values(workspace: Workspace, records: Sequence[SampleRecord], column: str) -> Iterator[Any]:
+    """The catalog's ``column`` of each record's sample (None for a sample not in it), looked up
+    ``_LOOKUP_BATCH`` ids at a time: no table of every sample in the catalog is held."""
+    for start in range(0, len(records), _LOOKUP_BATCH):
+        batch = records[start:start + _LOOKUP_BATCH]
+        found = workspace.catalog.samples_of([r.sample_id for r in batch], (column,))
+        for record in batch:
+            values = found.get(record.sample_id)
+            yield None if values is None else values[0]
+
+
+def _known(workspace: Workspace, sample_ids: Sequence[str]) -> dict[str, tuple[str | None, bool]]:
+    """sample_id -> (content hash, readable) of those of ``sample_ids`` already in the catalog."""
+    found: dict[str, tuple[str | None, bool]] = {}
+    for start in range(0, len(sample_ids), _LOOKUP_BATCH):
+        rows = workspace.catalog.samples_of(sample_ids[start:start + _LOOKUP_BATCH], ("content_hash", "readable"))
+        found.update((sid, (digest, bool(readable))) for sid, (digest, readable) in rows.items())
+    return found
+
+
+def _catalog_ids(workspace: Workspace, *, readable_only: bool) -> np.ndarray:
+    """Every sample id in the catalog (or every readable one) as one bytes array, read in batches."""
+    pieces = [np.zeros(0, dtype="S1")]
+    for rows in workspace.catalog.samples_in_order(("sample_id", "readable"), batch=_LOOKUP_BATCH):
+        pieces.append(_encoded_ids([sid for sid, readable in rows if readable or not readable_only]))
+    return np.concatenate(pieces)
 
 
 def ingest(
@@ -247,24 +292,26 @@ def ingest(
     settings = {"format": chosen, "split": split, "source": origin,
                 **({} if masks is None else {"masks": str(Path(masks).resolve())})}
     with catalog.recorded_run("ingest", str(Path(path).resolve()), settings) as run:
-        known = catalog.known_samples()
+        known_before = catalog.sample_count()
         images = [r for r in records if r.kind == "image"]
         texts = [r for r in records if r.kind == "text"]
-        _ingest_texts(workspace, texts, known, summary)
+        _ingest_texts(workspace, texts, summary)
         with ray_session(address) if engine == "ray" and images else nullcontext():
-            _ingest_images(workspace, images, known, summary, workers=workers, chunk_size=chunk_size,
+            _ingest_images(workspace, images, summary, workers=workers, chunk_size=chunk_size,
                            progress=progress, engine=engine)
+        del images, texts
         with catalog.transaction() as conn:
-            summary.labels_added = catalog.sync_imported_labels(
-                conn, {r.sample_id: r.label for r in records if r.label is not None}
-            )
+            for start in range(0, len(records), _LOOKUP_BATCH):  # one transaction, labels synced a batch at a time
+                summary.labels_added += catalog.sync_imported_labels(
+                    conn, {r.sample_id: r.label for r in records[start:start + _LOOKUP_BATCH] if r.label is not None}
+                )
             annotated = [r for r in records if r.annotations]
             if annotated or chosen == "coco" or masks is not None:
                 rows = [a for r in records for a in r.annotations]
                 catalog.replace_imported_annotations(conn, [r.sample_id for r in records], rows)
                 summary.annotations = len(rows)
-        in_source = {r.sample_id for r in records}
-        summary.not_in_source = sum(1 for sid in known if sid not in in_source)
+        # every sample of the source that was in the catalog before was counted changed or unchanged once
+        summary.not_in_source = known_before - summary.changed - summary.unchanged
         summary.label_counts = dict(Counter(r.label for r in records if r.label is not None).most_common())
         run.summary = {k: v for k, v in summary.__dict__.items() if k != "label_counts"}
     return summary
@@ -275,9 +322,10 @@ def _base_row(record: SampleRecord) -> dict[str, Any]:
             "split": record.split, "source": record.source, "meta": record.meta or None}
 
 
-def _ingest_texts(workspace: Workspace, texts: list[SampleRecord], known: dict, summary: IngestSummary) -> None:
+def _ingest_texts(workspace: Workspace, texts: list[SampleRecord], summary: IngestSummary) -> None:
     if not texts:
         return
+    known = _known(workspace, [record.sample_id for record in texts])
     rows = []
     for record in texts:
         digest = text_hash(record.text or "")
@@ -293,58 +341,87 @@ def _ingest_texts(workspace: Workspace, texts: list[SampleRecord], known: dict, 
     if todo:  # after the catalog rows, like image properties: a crash in between only leaves them to recompute
         workspace.features.write_part(TEXT_PROPERTIES, [record.sample_id for record, _ in todo],
                                       [digest for _, digest in todo], text_properties([r.text or "" for r, _ in todo]))
-        workspace.features.finalize(TEXT_PROPERTIES, meta, keep_ids=list(workspace.catalog.known_samples()))
+        workspace.features.finalize(TEXT_PROPERTIES, meta, keep_ids=_catalog_ids(workspace, readable_only=False))
 
 
 def _count_change(summary: IngestSummary, previous: tuple | None, digest: str | None) -> None:
     if previous is None:
         summary.new += 1
-    elif previous[1] != digest:
+    elif previous[0] != digest:
         summary.changed += 1
     else:
         summary.unchanged += 1
 
 
-def _ingest_images(workspace: Workspace, images: list[SampleRecord], known: dict, summary: IngestSummary, *,
+_WINDOW_CHUNKS = 16  # chunks of images hashed, looked up and scanned together
+
+
+def _ingest_images(workspace: Workspace, images: list[SampleRecord], summary: IngestSummary, *,
                    workers: int | None, chunk_size: int, progress: Progress, engine: str = "local") -> None:
+    """Hash, look up, scan and write the images a window of ``_WINDOW_CHUNKS`` chunks at a time: what is held
+    for the whole run is the listing and the stored hashes as bytes, not per-image Python state of every image
+    (1M images held ~2.4 GB that way). Each chunk's parts and rows are durable as before (resumable)."""
     if not images:
         return
     catalog, store = workspace.catalog, workspace.features
     meta = properties_meta()
-    progress.stage("hashing", len(images))
-    digests: list[str | None] = []
-    if engine == "ray":
-        digests = ray_hash([r.uri for r in images], progress=progress.advance)
-    else:
-        for start in range(0, len(images), chunk_size):
-            chunk = images[start:start + chunk_size]
-            digests += hash_uris([r.uri for r in chunk])
-            progress.advance(len(chunk))
-    stored = store.done_hashes(PROPERTIES, meta=meta)
-    thumbs = store.done_hashes(THUMBNAILS, meta=thumbnails_meta())
-    todo: list[int] = []
-    untouched: list[dict[str, Any]] = []
-    for index, (record, digest) in enumerate(zip(images, digests, strict=True)):
-        previous = known.get(record.sample_id)
-        _count_change(summary, previous, digest)
-        fresh = previous is not None and previous[1] == digest and digest is not None
-        done = stored.get(record.sample_id) == digest and thumbs.get(record.sample_id) == digest
-        if fresh and (done or not previous[2]):
-            untouched.append(_base_row(record))
+    stored = store.done_lookup(PROPERTIES, meta=meta)
+    thumbs = store.done_lookup(THUMBNAILS, meta=thumbnails_meta())
+    progress.stage("scanning images", len(images))
+    window = chunk_size * _WINDOW_CHUNKS
+    for window_start in range(0, len(images), window):
+        batch = images[window_start:window_start + window]
+        uris = [r.uri for r in batch]
+        if engine == "ray":
+            digests = ray_hash(uris)
         else:
-            todo.append(index)
-    with catalog.transaction() as conn:
-        catalog.upsert_samples(conn, untouched)
-    summary.scanned = len(todo)
-    progress.stage("scanning images", len(todo))
-    tables = (ray_scan_chunks([images[i].uri for i in todo], chunk_size=chunk_size) if engine == "ray" else
-              (scan_images([images[i].uri for i in todo[start:start + chunk_size]], workers=workers,
-                           progress=progress.advance) for start in range(0, len(todo), chunk_size)))
+            digests = []
+            for start in range(0, len(batch), chunk_size):
+                digests += hash_uris(uris[start:start + chunk_size])
+        ids = [r.sample_id for r in batch]
+        known = _known(workspace, ids)
+        done = stored.matches(ids, digests) & thumbs.matches(ids, digests)
+        todo: list[int] = []
+        untouched: list[dict[str, Any]] = []
+        for index, (record, digest) in enumerate(zip(batch, digests, strict=True)):
+            previous = known.get(record.sample_id)
+            _count_change(summary, previous, digest)
+            fresh = previous is not None and previous[0] == digest and digest is not None
+            if fresh and (done[index] or not previous[1]):
+                untouched.append(_base_row(record))
+                summary.unreadable += not previous[1]
+            else:
+                todo.append(index)
+        del known, ids, digests
+        with catalog.transaction() as conn:
+            catalog.upsert_samples(conn, untouched)
+        progress.advance(len(untouched))
+        del untouched
+        summary.scanned += len(todo)
+        _scan_window(workspace, [batch[i] for i in todo], summary, workers=workers, chunk_size=chunk_size,
+                     progress=progress, engine=engine)
+    del stored, thumbs
+    readable_ids = _catalog_ids(workspace, readable_only=True)
+    if store.pending_parts(PROPERTIES):
+        store.finalize(PROPERTIES, meta, keep_ids=readable_ids)
+    if store.pending_parts(THUMBNAILS):
+        store.finalize(THUMBNAILS, thumbnails_meta(), keep_ids=readable_ids, dtype="uint8")
+
+
+def _scan_window(workspace: Workspace, todo: list[SampleRecord], summary: IngestSummary, *, workers: int | None,
+                 chunk_size: int, progress: Progress, engine: str) -> None:
+    """Scan ``todo`` a chunk at a time; write each chunk's feature parts, then its catalog rows."""
+    catalog, store = workspace.catalog, workspace.features
+    uris = [record.uri for record in todo]
+    tables = (ray_scan_chunks(uris, chunk_size=chunk_size) if engine == "ray" else
+              (scan_images(uris[start:start + chunk_size], workers=workers, progress=progress.advance)
+               for start in range(0, len(todo), chunk_size)))
     for start, table in zip(range(0, len(todo), chunk_size), tables, strict=True):
-        chunk = [images[i] for i in todo[start:start + chunk_size]]
+        chunk = todo[start:start + chunk_size]
         if engine == "ray":
             progress.advance(len(chunk))
         readable = np.flatnonzero(table.readable)
+        summary.unreadable += len(chunk) - len(readable)
         if len(readable):
             chunk_ids = [chunk[i].sample_id for i in readable]
             store.write_part(PROPERTIES, chunk_ids, table.content_hash[readable].tolist(),
@@ -353,13 +430,6 @@ def _ingest_images(workspace: Workspace, images: list[SampleRecord], known: dict
                              table.thumbnails[readable])
         with catalog.transaction() as conn:
             catalog.upsert_samples(conn, _scanned_rows(chunk, table))
-    in_source = {record.sample_id for record in images}
-    summary.unreadable = sum(1 for sample_id, _ in catalog.unreadable() if sample_id in in_source)
-    readable_ids = [sid for sid, (_, _, ok) in catalog.known_samples().items() if ok]
-    if store.pending_parts(PROPERTIES):
-        store.finalize(PROPERTIES, meta, keep_ids=readable_ids)
-    if store.pending_parts(THUMBNAILS):
-        store.finalize(THUMBNAILS, thumbnails_meta(), keep_ids=readable_ids, dtype="uint8")
 
 
 def _scanned_rows(chunk: list[SampleRecord], table: ScanTable) -> list[dict[str, Any]]:
