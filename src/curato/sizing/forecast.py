@@ -360,14 +360,16 @@ def forecast(sizes: np.ndarray, values: Sequence[np.ndarray], *, target: float, 
                                         noise=noise if within_noise and method == "families" else None)
     if not_pinned_reason is not None and not (method == "families" and not_pinned_reason == "inside_plateau_noise"):
         # (the families' plateau noise has its own sentence in curve_warnings)
+        seed_se = top_seed_se(n, values) if method == "meta" else math.nan
         why = _not_pinned_text(not_pinned_reason, grid=grid, central=central, needed=needed,
-                               today=float(n[-1]), model=model, pin_span=pin_span)
+                               today=float(n[-1]), model=model, pin_span=pin_span, seed_se=seed_se)
         also = (f"; the target also lies inside the measurement noise of the forecast's plateau (+-{noise:.3f})"
                 if within_noise and method in LEARNED else "")
         span = ("" if needed_interval is None else f" (its 90% interval runs from {_span_end(needed_interval[0])} "
                 f"to {_span_end(needed_interval[1])})")
+        seeds = "run more seeds (--seeds), " if method == "meta" and not_pinned_reason == "inside_plateau_noise" else ""
         result["warnings"].append(f"the labels needed for {target:g} cannot be pinned down: {why}{also}{span}; "
-                                  "read the interval, evaluate on more rows, or aim lower")
+                                  f"read the interval, {seeds}evaluate on more rows, or aim lower")
     return result
 
 
@@ -376,7 +378,7 @@ def _count(value: float) -> int | None:
 
 
 def _not_pinned_text(reason: str, *, grid: np.ndarray, central: np.ndarray, needed: float,
-                     today: float, model: Any, pin_span: float) -> str:
+                     today: float, model: Any, pin_span: float, seed_se: float = math.nan) -> str:
     """The plain-words reason behind ``not_pinned_reason``."""
     if reason == "central_not_reached":
         return (f"the central forecast does not reach the target within {HORIZON:,.0f}x today's data, only the "
@@ -388,18 +390,23 @@ def _not_pinned_text(reason: str, *, grid: np.ndarray, central: np.ndarray, need
                 f"size) lies outside {math.exp(model.pin_near):.2f}-{math.exp(model.pin_reach):.2f}x, the only "
                 "range where the meta-model's stated numbers held up on LCDB's tuning curves")
     if reason == "flat_forecast":
-        return (f"the forecast climbs only {slope_at(grid, central, needed):.3f} per unit of log size there (the "
+        climb = slope_at(grid, central, needed, after=today)
+        return (f"the forecast climbs only {climb:.3f} per unit of log size there (the "
                 f"rule asks for {model.pin_slope:.3f}): on a flat stretch a small error in the metric moves the labels "
                 "needed a lot")
     if reason == "interval_past_horizon":
         return f"the band's lower edge does not reach the target within {HORIZON:,.0f}x today's data"
     if reason == "interval_too_wide":
         return f"the 90% interval spans more than {math.exp(pin_span):.1f}x in labels"
+    if reason == "inside_plateau_noise" and model is not None and not (math.isfinite(seed_se) and seed_se > 0):
+        return (f"the central forecast reaches it at about {math.ceil(needed):,} samples, but the seeds' noise at "
+                "the top of the curve cannot be measured (one seed, or seeds that agree exactly), so whether a "
+                "quarter fewer labels reach the target within that noise cannot be checked")
     if reason == "inside_plateau_noise" and model is not None:
         return (f"the central forecast reaches it at about {math.ceil(needed):,} samples but climbs less than "
-                f"{model.pin_rise:.2f}x the seeds' noise (of a difference of two means) from "
-                f"{math.ceil(RISE_SHARE * needed):,} samples to there: within that noise a quarter fewer labels may "
-                "reach the target already")
+                f"{model.pin_rise:g}x the seeds' noise (of a difference of two means) from "
+                f"{math.ceil(max(RISE_SHARE * needed, today)):,} samples to there: within that noise a quarter fewer "
+                "labels may reach the target already")
     if reason == "inside_plateau_noise":
         return "the target lies inside the measurement noise of the forecast's plateau"
     return "there is no interval to judge it by (no bootstrap replicates)"

@@ -22,10 +22,11 @@ target above today's level), so whether the answer is stated as a number (``meta
 the tuning curves instead: the central answer lies between ``pin_near`` and ``pin_reach`` (log of the answer
 over today's labels), the central curve still climbs there by at least ``pin_slope`` per unit of log size (on a
 flat stretch a small error in the metric moves the labels by a lot) and by at least ``pin_rise`` times the
-seeds' noise from 75% of the answer to the answer (else a quarter fewer labels may reach the target within the
-noise: no answer is right to +-25% there), and, where ``pin_clear`` asks for it, the target lies above today's
-band; otherwise "cannot be pinned down". Beyond the largest horizon it was trained on (about 100x) the trees stop
-growing: the forecast flattens there.
+seeds' noise from 75% of the answer (or today, the larger; read on the forecast's side of today) to the answer
+(else a quarter fewer labels may reach the target within the noise: no answer is right to +-25% there; with no
+measurable seed noise, a single seed, the test fails), and, where ``pin_clear`` asks for it, the target lies above
+today's band; otherwise "cannot be pinned down". Beyond the largest horizon it was trained on (about 100x) the
+trees stop growing: the forecast flattens there.
 
 The trees are stored as plain arrays (``lcdb_meta.npz``, written by ``benchmarks/sizing_lcdb.py --fit-meta``
 from even OpenML ids only) and evaluated here with NumPy, so forecasting stays offline and needs no
@@ -189,11 +190,20 @@ def meta_curves(model: MetaModel, sizes: np.ndarray | Sequence[float], values: S
     return curve(gain), curve(low_gain), curve(high_gain)
 
 
-def slope_at(grid: np.ndarray, curve: np.ndarray, size: float) -> float:
-    """The slope of ``curve`` (over ``grid``) at ``size``, per unit of log size, over +-``SLOPE_SPAN`` around it."""
-    x = math.log(size) + np.array([-SLOPE_SPAN, SLOPE_SPAN])
-    low, high = np.interp(x, np.log(np.asarray(grid, dtype=np.float64)), curve)
-    return float((high - low) / (2 * SLOPE_SPAN))
+def slope_at(grid: np.ndarray, curve: np.ndarray, size: float, *, after: float = 0.0) -> float:
+    """The slope of ``curve`` (over ``grid``) at ``size``, per unit of log size, over +-``SLOPE_SPAN`` around it,
+    read only where ``grid`` lies beyond ``after`` (the last measured size: the learned curves step there, from
+    the running maximum of the measured means to the forecast's level, and that step is no climb)."""
+    g = np.asarray(grid, dtype=np.float64)
+    beyond = g > after
+    if not beyond.any():
+        return 0.0
+    log_grid = np.log(g[beyond])
+    x = np.array([max(math.log(size) - SLOPE_SPAN, float(log_grid[0])), math.log(size) + SLOPE_SPAN])
+    if x[1] <= x[0]:
+        return 0.0
+    low, high = np.interp(x, log_grid, np.asarray(curve)[beyond])
+    return float((high - low) / (x[1] - x[0]))
 
 
 def top_seed_se(sizes: np.ndarray | Sequence[float], values: Sequence[np.ndarray]) -> float:
@@ -208,17 +218,27 @@ RISE_SHARE = 0.75  # the rise test reads the forecast at 75% of the answer: the 
 def pin_features(grid: np.ndarray, central: np.ndarray, *, needed: float, upper_crossing: float, today: float,
                  seed_se: float) -> tuple[bool, float, float, float]:
     """What the labels-needed rule looks at (``pin_failures``): whether the target lies above today's band (the
-    band's upper edge crosses it, at ``upper_crossing``, beyond ``today``), the ``reach`` log(needed / today) of
-    the central answer ``needed``, the ``slope`` of ``central`` there, and its ``rise``: how much ``central``
-    climbs from 75% of the answer to the answer, over the noise of a difference of two means (sqrt(2) x
-    ``seed_se``; inf without seed noise). A target the curve may already reach with a quarter fewer labels within
-    that noise has no answer to +-25%. (False, inf, -inf, -inf when the central curve never crosses.)"""
+    band's upper edge crosses it, at ``upper_crossing``, beyond ``today``, the last measured size), the ``reach``
+    log(needed / today) of the central answer ``needed``, the ``slope`` of ``central`` there, and its ``rise``:
+    how much ``central`` climbs from 75% of the answer (or from today, the larger) to the answer, over the noise
+    of a difference of two means (sqrt(2) x ``seed_se``). Both are read on the forecast's side of today
+    (``slope_at``): the step at the join, from the measured means to the forecast's level, is no climb. A target
+    the curve may already reach with a quarter fewer labels within that noise has no answer to +-25%; where the
+    seeds' noise cannot be measured (one seed, seeds that agree exactly, NaN) the rise is -inf, which fails the
+    rule whatever its ``pin_rise`` (``pin_failures``). (False, inf, -inf, -inf when the central curve never crosses.)"""
     if not math.isfinite(needed):
         return False, math.inf, -math.inf, -math.inf
-    start, end = np.interp(np.log([RISE_SHARE * needed, needed]), np.log(np.asarray(grid, dtype=np.float64)),
-                           central)
-    rise = float((end - start) / (math.sqrt(2.0) * seed_se)) if seed_se > 0 else math.inf
-    return bool(upper_crossing > today), math.log(needed / today), slope_at(grid, central, needed), rise
+    g = np.asarray(grid, dtype=np.float64)
+    beyond = g > today
+    if beyond.any():
+        start, end = np.interp(np.log([max(RISE_SHARE * needed, today), needed]), np.log(g[beyond]),
+                               np.asarray(central)[beyond])
+    else:
+        start = end = float(central[-1])
+    noise_known = math.isfinite(seed_se) and seed_se > 0
+    rise = float((end - start) / (math.sqrt(2.0) * seed_se)) if noise_known else -math.inf
+    return (bool(upper_crossing > today), math.log(needed / today), slope_at(g, central, needed, after=today),
+            rise)
 
 
 PIN_FAILURES = ("central_not_reached", "inside_todays_band", "outside_validated_range", "flat_forecast",
@@ -231,13 +251,15 @@ def pin_failures(clear: np.ndarray | bool, reach: np.ndarray | float, slope: np.
     """The labels-needed rule, vectorised over targets (``pin_features`` of each): which of its tests each target
     fails, named as in ``PIN_FAILURES``; a number is stated where it fails none. The one definition of the rule:
     ``meta_pinned`` and the benchmark's search for the rule (``choose_pin_rule``) both call it."""
-    reach_a = np.asarray(reach, dtype=np.float64)
+    reach_a, rise_a = np.asarray(reach, dtype=np.float64), np.asarray(rise, dtype=np.float64)
     reached = np.isfinite(reach_a)
     return {"central_not_reached": ~reached,
             "inside_todays_band": reached & ~np.asarray(clear, dtype=bool) & need_clear,
             "outside_validated_range": reached & ((reach_a < near) | (reach_a > far)),
             "flat_forecast": reached & (np.asarray(slope, dtype=np.float64) < climb),
-            "inside_plateau_noise": reached & (np.asarray(rise, dtype=np.float64) < least_rise)}
+            # a rise of -inf (the seeds' noise cannot be measured) fails whatever ``least_rise``: a number is
+            # never stated where the noise it must clear is unknown
+            "inside_plateau_noise": reached & ((rise_a < least_rise) | (rise_a == -math.inf))}
 
 
 def meta_not_pinned_reason(model: MetaModel, grid: np.ndarray, central: np.ndarray, *, needed: float,

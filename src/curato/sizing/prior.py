@@ -112,8 +112,11 @@ def curve_top(sizes: np.ndarray | Sequence[float], values: Sequence[np.ndarray],
         distance = float(np.mean(x[-w:]) - np.mean(x[earlier]))
     else:
         earlier_slope, distance = slope, 1.0
-    spreads = [np.var(np.asarray(v, dtype=np.float64), ddof=1) for v in values if len(v) > 1][-3:]
-    seed_spread = float(np.sqrt(np.mean(spreads) / np.mean([len(v) for v in values[-3:]]))) if spreads else 0.0
+    # the standard error of one mean: the seeds' variance and the seed counts of the same sizes (the last 3
+    # measured with more than one seed)
+    several = [np.asarray(v, dtype=np.float64) for v in values if len(v) > 1][-3:]
+    seed_spread = (float(np.sqrt(np.mean([np.var(v, ddof=1) for v in several]) / np.mean([len(v) for v in several])))
+                   if several else 0.0)
     return CurveTop(float(n[-1]), level, slope, slope_se, earlier_slope, max(distance, 1e-6), seed_spread)
 
 
