@@ -193,3 +193,48 @@ def test_interrupted_ingest_resumes_where_it_stopped(tmp_path, image_folder):
     assert resumed.scanned == resumed.samples - len(committed)
     properties = ws.features.load(PROPERTIES)
     assert len(properties) == resumed.samples and ws.features.pending_parts(PROPERTIES) == []
+
+
+def _catalog_rows(ws: Workspace) -> dict[str, list[tuple]]:
+    columns = ("sample_id", "uri", "split", "source", "content_hash", "readable", "error", "width", "height",
+               "format", "bytes", "phash")
+    table = ws.catalog.samples(columns)
+    samples = sorted(zip(*(table[name].tolist() for name in columns), strict=True))
+    labels = sorted(ws.catalog.current_labels().items())
+    return {"samples": samples, "labels": labels}
+
+
+def _store_files(ws: Workspace) -> dict[str, bytes]:
+    root = ws.features.root
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*.npy"))}
+
+
+def test_ingest_in_windows_writes_what_one_window_writes(tmp_path):
+    """Images are hashed, looked up and scanned a window of chunks at a time (bounded memory at 1M+): the catalog
+    rows, the feature-store files (byte for byte) and the counts do not depend on where the windows fall, on a
+    first ingest and on a re-ingest after files changed, vanished and appeared."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "images"
+    for index in range(150):
+        target = folder / f"class-{index % 3}" / f"{index:04d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8)).save(target)
+    (folder / "class-0" / "broken.png").write_bytes(b"not a png")
+    (folder / "class-1" / "résumé ü.png").write_bytes((folder / "class-1" / "0001.png").read_bytes())
+    one, many = Workspace.create(tmp_path / "one"), Workspace.create(tmp_path / "many")
+    for step in range(2):
+        if step:
+            (folder / "class-2" / "0002.png").unlink()
+            (folder / "class-2" / "0005.png").write_bytes((folder / "class-0" / "0000.png").read_bytes())
+            (folder / "class-0" / "new.png").write_bytes((folder / "class-1" / "0004.png").read_bytes())
+        whole = ingest(one, folder, workers=1, chunk_size=4096)
+        windowed = ingest(many, folder, workers=1, chunk_size=3)  # windows of 48 images, chunks of 3
+        assert {**whole.__dict__, "source": ""} == {**windowed.__dict__, "source": ""}
+        assert _catalog_rows(one) == _catalog_rows(many)
+        assert _store_files(one) == _store_files(many)
+        properties = one.features.load(PROPERTIES)
+        rows = _catalog_rows(one)["samples"]
+        readable = {row[0]: row[4] for row in rows if row[5]}
+        assert dict(zip(properties.ids.tolist(), properties.hashes.tolist(), strict=True)) == readable
+    assert (whole.new, whole.changed, whole.unchanged, whole.not_in_source) == (1, 1, 150, 1)
+    assert (whole.scanned, whole.unreadable, whole.samples) == (2, 1, 152)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import tracemalloc
 
@@ -108,3 +109,70 @@ def test_damaged_feature_set_names_the_folder_and_the_fix(tmp_path):
     (store.folder("emb") / "meta.json").write_text("{")
     with pytest.raises(WorkspaceError, match=r"meta\.json cannot be read"):
         store.names()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_finalize_writes_the_files_the_unicode_merge_wrote(tmp_path):
+    """Ids and hashes are merged as bytes now; the files must be what merging them as unicode strings wrote: newest
+    row wins, id order, dropped ids gone, and each file as wide as the widest id or hash of every block."""
+    store = FeatureStore(tmp_path)
+    rows: list[tuple[str, str, list[float]]] = []
+
+    def part(ids, hashes, vectors):
+        store.write_part("emb", ids, hashes, np.asarray(vectors, dtype=np.float32))
+        rows.extend(zip(ids, hashes, vectors, strict=True))
+
+    part(["b", "a", "résumé ü"], ["h-b", "h-a", "h-é"], [[1, 1], [2, 2], [3, 3]])
+    part(["a", "a-long-name-dropped-later"], ["h-a2-longer", "h-x"], [[4, 4], [5, 5]])
+    store.finalize("emb", _meta(), keep_ids=["a", "b", "résumé ü", "zz"])  # the complete set of the next merge
+    rows = [row for row in rows if row[0] != "a-long-name-dropped-later"]
+    part(["c", "b"], ["h-c", "h-b2"], [[6, 6], [7, 7]])
+    store.finalize("emb", _meta(), keep_ids=np.asarray(["a", "b", "c", "résumé ü"]))
+    newest = {sid: (digest, vector) for sid, digest, vector in rows}
+    order = sorted(newest)
+    assert order == ["a", "b", "c", "résumé ü"]
+    folder = store.folder("emb")
+    # widths: the widest id and hash of the blocks merged (complete set kept its widths from the first merge)
+    ids = np.asarray(order, dtype="<U25")
+    hashes = np.asarray([newest[sid][0] for sid in order], dtype="<U11")
+    vectors = np.asarray([newest[sid][1] for sid in order], dtype=np.float32)
+    assert (folder / "ids-2.npy").read_bytes() == _npy_bytes(ids)
+    assert (folder / "hashes-2.npy").read_bytes() == _npy_bytes(hashes)
+    assert (folder / "vectors-2.npy").read_bytes() == _npy_bytes(vectors)
+
+
+def test_done_lookup_answers_as_done_hashes(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.save("emb", ["a", "b", "é"], ["ha", "hb", "hé"], np.ones((3, 2)), _meta())
+    store.write_part("emb", ["b", "c"], ["hb2", "hc"], np.ones((2, 2)))
+    done = store.done_hashes("emb", meta=_meta())
+    lookup = store.done_lookup("emb", meta=_meta())
+    queries = [("a", "ha"), ("b", "hb"), ("b", "hb2"), ("c", "hc"), ("é", "hé"), ("d", "hd"), ("a", None), ("", "x")]
+    expected = [done.get(sid) == digest and digest is not None for sid, digest in queries]
+    assert lookup.matches([q[0] for q in queries], [q[1] for q in queries]).tolist() == expected
+    other = store.done_lookup("emb", meta=_meta(2))  # other settings: only the pending part counts
+    assert len(other) == len(store.done_hashes("emb", meta=_meta(2))) == 2
+    assert other.matches(["a", "c"], ["ha", "hc"]).tolist() == [False, True]
+
+
+def test_finalize_holds_ids_and_hashes_as_bytes(tmp_path):
+    """A merge of 200k rows: ids and 40-character hashes were held as unicode (4 bytes a character) and copied
+    several times (1,087 traced bytes a row); as bytes, ~340."""
+    store = FeatureStore(tmp_path)
+    rows, per_part = 200_000, 20_000
+    for start in range(0, rows, per_part):
+        ids = [f"class-{i % 10}/{i:08d}.png" for i in range(start, start + per_part)]
+        hashes = [f"{i:040x}" for i in range(start, start + per_part)]
+        store.write_part("props", ids, hashes, np.zeros((per_part, 1), dtype=np.float32))
+    keep = [f"class-{i % 10}/{i:08d}.png" for i in range(0, rows, 2)]
+    tracemalloc.start()
+    merged = store.finalize("props", _meta(), keep_ids=keep)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(merged) == rows // 2 and merged.hashes[0] == f"{0:040x}"
+    assert peak / rows < 500, f"finalize held {peak / rows:.0f} bytes a row"
