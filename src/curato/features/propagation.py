@@ -383,7 +383,7 @@ def _solve(system, target: np.ndarray, *, direct: bool) -> np.ndarray:
     z = residual * inverse
     direction = z.copy()
     rz = (residual * z).sum(axis=0)
-    limit = 1e-8 * max(float((target**2).sum()), 1e-30)
+    limit = 1e-6 * max(float((target**2).sum()), 1e-30)
     for _ in range(200):
         step = system @ direction
         alpha = rz / np.maximum((direction * step).sum(axis=0), 1e-30)
