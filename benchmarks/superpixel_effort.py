@@ -874,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="superpixel level whose region graph the 'propagate' ways complete over")
     parser.add_argument("--propagation", default="",
                         help="complete_mask options as name=value,... (edge_sigma, colour_sigma, colour_weight, "
-                             "background_distance, prior_weight)")
+                             "background_distance, prior_weight, pixel_sigma, band_width, band_sigma, band_local)")
     parser.add_argument("--proposal-band", type=int, default=0,
                         help="redraw the proposal's edges in a band this many px wide (refine_band; 0: off)")
     args = parser.parse_args(argv)
