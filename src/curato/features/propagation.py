@@ -23,9 +23,10 @@ Grady, CVPR 2005 / PAMI 2006, on the same region graph instead of a min-cut):
 The class probabilities of all superpixels come from ONE sparse symmetric positive definite solve,
 ``(L + D) X = B`` with ``L`` the graph Laplacian, ``D`` the diagonal of the ties and ``B`` their targets (one
 column per class): a few thousand unknowns, milliseconds. Painted pixels keep their class; every other pixel
-takes its superpixel's most probable class, except in superpixels that touch one of another class: there each
-pixel weighs its superpixel's probabilities against its OWN colour's distance to the painted colours
-(:func:`refine_edges`, ``pixel_sigma``; 0 turns it off), since superpixels straddle the edges people draw.
+takes its superpixel's most probable class. Superpixels straddle the edges people draw, so the edges are then
+redrawn pixel by pixel within ``band_width`` px of every edge between classes (:func:`refine_band`: a random
+walker on the pixel grid with a local colour model; 0 turns it off). The older per-pixel colour step
+(:func:`refine_edges`, ``pixel_sigma`` > 0) is off by default: with the band it did worse.
 The numbers that chose the defaults are in docs/benchmarks.md ("Superpixels and pre-labels").
 """
 
