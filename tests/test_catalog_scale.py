@@ -706,15 +706,16 @@ def test_a_sample_missing_before_the_first_count_is_seen_when_it_returns(history
     assert stale() == 0
 
 
-def _walked_examples(catalog: Catalog, per_class: int) -> dict[str, list[str]]:
+def _walked_examples(catalog: Catalog, per_class: int, wanted: str = "image") -> dict[str, list[str]]:
     """The report's examples as it chose them before schema 8: every sample in the database's sample_id order,
-    each readable image taken for its label (by the row-by-row rule) until the label has ``per_class``."""
+    each readable sample of kind ``wanted`` taken for its label (by the row-by-row rule) until the label has
+    ``per_class``."""
     expected = reference_curated_labels(catalog)
     chosen: dict[str, list[str]] = {}
     with catalog.engine.connect() as conn:
         for sid, kind, readable in conn.execute(select(samples.c.sample_id, samples.c.kind, samples.c.readable)
                                                 .order_by(samples.c.sample_id)):
-            if kind == "image" and readable and sid in expected:
+            if kind == wanted and readable and sid in expected:
                 picked = chosen.setdefault(expected[sid].label, [])
                 if len(picked) < per_class:
                     picked.append(sid)
@@ -728,12 +729,17 @@ def test_examples_per_class_and_ids_by_label_follow_the_rule(history: Workspace,
     catalog = history.catalog
     expected = reference_curated_labels(catalog)
     firsts = sorted({value.label: sid for sid, value in sorted(expected.items(), reverse=True)}.values())[:2]
+    third = sorted({value.label for value in expected.values()})[2]
+    texts = sorted(sid for sid, value in expected.items() if value.label == third)[:5]
     with catalog.transaction() as conn:  # two labels' first samples become unreadable: the examples skip them
         conn.execute(update(samples).where(samples.c.sample_id.in_(firsts)).values(readable=False))
+        # and a third label's first five samples are texts: its image examples start after them
+        conn.execute(update(samples).where(samples.c.sample_id.in_(texts)).values(kind="text"))
     for per_class in (3, 8, 1000):
         assert catalog.curated_examples(per_class) == _walked_examples(catalog, per_class), per_class
-    assert catalog.curated_examples(8, kind="text") == {}
-    assert not set(firsts) & {sid for ids in catalog.curated_examples(1000).values() for sid in ids}
+    texts_shown = catalog.curated_examples(8, kind="text")
+    assert texts_shown == _walked_examples(catalog, 8, "text") and list(texts_shown) == [third], texts_shown
+    assert not (set(firsts) | set(texts)) & {sid for ids in catalog.curated_examples(1000).values() for sid in ids}
 
     def batches() -> dict[str, str]:
         found: dict[str, str] = {}
@@ -757,6 +763,13 @@ def test_examples_per_class_and_ids_by_label_follow_the_rule(history: Workspace,
     assert batches() == {sid: value.label for sid, value in expected.items()}
     for per_class in (3, 1000):
         assert catalog.curated_examples(per_class) == _walked_examples(catalog, per_class), per_class
+    # the refitted samples joined to a label's examples in batches of ids (PostgreSQL binds at most 65,535
+    # parameters per statement): a batch of 2 ids, fewer than the samples moving into some label
+    arriving = Counter(new for _, new, _ in changes.values())
+    assert max(arriving.values()) > 2, arriving
+    monkeypatch.setattr("curato.catalog.catalog._id_batch", lambda conn: 2)
+    for per_class in (1, 3, 1000):
+        assert catalog.curated_examples(per_class) == _walked_examples(catalog, per_class), per_class
     monkeypatch.undo()
     _agrees(catalog, "answers flipping aggregates, refit stored by the next read")
 
@@ -774,3 +787,26 @@ def test_label_names_are_every_distinct_label_ever_written(history: Workspace) -
     assert "Zebra-once" in distinct and "Zebra-once" not in {v.label for v in catalog.curated_labels().values()}
     assert catalog.label_names() == distinct and len(distinct) >= 11
     assert labelling.class_names(history) == [name for name in distinct if name]
+
+
+def test_ids_by_label_stream_from_the_server_on_postgresql(history: Workspace) -> None:
+    """On PostgreSQL ``curated_ids_by_label`` reads each label through a server-side cursor, ``batch`` rows per
+    fetch (psycopg's plain cursor would hold the whole label in the client at execute): while the reader holds a
+    batch, the catalog's session is inside a FETCH of a declared cursor; the ids are every curated sample once."""
+    catalog = history.catalog
+    if catalog.engine.dialect.name != "postgresql":
+        pytest.skip("server-side cursors: PostgreSQL only")
+    expected = {sid: value.label for sid, value in reference_curated_labels(catalog).items()}
+    found: dict[str, str] = {}
+    seen_queries: set[str] = set()
+    with catalog.engine.connect() as watcher:
+        database = watcher.execute(text("SELECT current_database()")).scalar()
+        for label, ids in catalog.curated_ids_by_label(batch=17):
+            assert 0 < len(ids) <= 17 and not set(ids) & set(found)
+            found.update(dict.fromkeys(ids, label))
+            seen_queries.update(watcher.execute(text(
+                "SELECT query FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+                " AND state = 'idle in transaction'"), {"db": database}).scalars())
+            watcher.rollback()
+    assert found == expected
+    assert any(query.upper().startswith("FETCH FORWARD 17") for query in seen_queries), seen_queries

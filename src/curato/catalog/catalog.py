@@ -567,9 +567,13 @@ class Catalog:
         """Curated label -> its first ``per_class`` readable samples of ``kind`` in sample_id order (labels without
         one are left out), by the rule of :meth:`curated_labels`: the report's examples per class.
 
-        One read of ``ix_curated_labels_label`` per label (schema 8), a few rows each, whatever the catalog's
-        size; the labels come from the maintained counts. Multi-annotator samples whose refit could not be stored
-        (a read-only catalog) are moved to their fitted label here."""
+        One ordered read of ``ix_curated_labels_label`` per label (schema 8), joined to the samples by primary
+        key: it stops at the ``per_class``-th readable sample of ``kind``, so its cost is the label's rows up to
+        that one -- a few rows for a label of readable images, but every row of a label made mostly of other
+        kinds or unreadable samples (one primary-key lookup each). The labels come from the maintained counts
+        (``curated_counts``): a label whose counts drifted to 0 (``count_problems`` reports it) is left out.
+        Multi-annotator samples whose refit could not be stored (a read-only catalog) are moved to their fitted
+        label here, in batches of ids (a bound-parameter limit on PostgreSQL)."""
         changes = self._aggregate_changes()
         moved_out: dict[str, set[str]] = {}
         moved_in: dict[str, list[str]] = {}
@@ -588,17 +592,19 @@ class Catalog:
         with self.engine.connect() as conn:
             labelled = conn.execute(select(curated_counts.c.label).group_by(curated_counts.c.label)
                                     .having(func.sum(curated_counts.c.n) > 0)).scalars().all()
+            first = (select(samples.c.sample_id).where(_in_ids(conn, samples.c.sample_id))
+                     .order_by(samples.c.sample_id).limit(per_class))
             for label in sorted(set(labelled) | set(moved_in)):
                 leaving = moved_out.get(label, set())
                 ids = [sid for sid in conn.execute(query, {"label": label, "limit": per_class + len(leaving)})
-                       .scalars() if sid not in leaving]
+                       .scalars() if sid not in leaving][:per_class]
                 arriving = [sid for sid in moved_in.get(label, []) if sid in eligible]
-                if arriving:  # in the database's order of sample ids, as the index gives the others
-                    merged = select(samples.c.sample_id).where(samples.c.sample_id.in_(ids + arriving))
-                    ids = conn.execute(merged.order_by(samples.c.sample_id)).scalars().all()
-                chosen = list(ids[:per_class])
-                if chosen:
-                    found[label] = chosen
+                # in the database's order of sample ids, as the index gives the others: the first per_class of
+                # each batch of arriving ids joined to those kept so far
+                for chunk in _chunks(arriving, _id_batch(conn)):
+                    ids = conn.execute(first, {"wanted_ids": _ids_value(conn, [*ids, *chunk])}).scalars().all()
+                if ids:
+                    found[label] = list(ids)
         return found
 
     def curated_ids_by_label(self, batch: int = 200_000) -> Iterator[tuple[str, list[str]]]:
@@ -606,9 +612,11 @@ class Catalog:
         of :meth:`curated_labels`, every labelled sample once: for a reader joining every labelled sample with
         arrays (the report's per-class property means) without a dict of every sample or a label per row.
 
-        One read of ``ix_curated_labels_label`` per label through the driver's own cursor: at millions of rows
-        SQLAlchemy's row objects cost 3-4x the CPU of the driver's tuples (docs/benchmarks.md). Samples whose refit
-        could not be stored (a read-only catalog) come under their fitted label."""
+        One read of ``ix_curated_labels_label`` per label through the driver's own cursor (server-side on
+        PostgreSQL): at millions of rows SQLAlchemy's row objects cost 3-4x the CPU of the driver's tuples
+        (docs/benchmarks.md). The labels come from the maintained counts (``curated_counts``): a label whose counts
+        drifted to 0 (``count_problems`` reports it) is left out. Samples whose refit could not be stored (a
+        read-only catalog) come under their fitted label."""
         changes = self._aggregate_changes()
         moved_out: dict[str, set[str]] = {}
         moved_in: dict[str, list[str]] = {}
@@ -620,12 +628,16 @@ class Catalog:
             labelled = conn.execute(select(curated_counts.c.label).group_by(curated_counts.c.label)
                                     .having(func.sum(curated_counts.c.n) > 0)).scalars().all()
             compiled = query.compile(dialect=conn.dialect)
-            cursor = conn.connection.dbapi_connection.cursor()
-            try:
-                for label in sorted(set(labelled) | set(moved_in)):
-                    params: Any = compiled.construct_params({"label": label})
-                    if compiled.positiontup:
-                        params = tuple(params[name] for name in compiled.positiontup)
+            dbapi = conn.connection.dbapi_connection
+            for number, label in enumerate(sorted(set(labelled) | set(moved_in))):
+                params: Any = compiled.construct_params({"label": label})
+                if compiled.positiontup:
+                    params = tuple(params[name] for name in compiled.positiontup)
+                # PostgreSQL: a named (server-side) cursor, fetched ``batch`` rows at a time; psycopg's plain
+                # cursor holds the whole result in the client at execute. SQLite's cursor steps as it is read.
+                cursor = dbapi.cursor(name=f"curato_ids_{number}") if conn.dialect.name == "postgresql" \
+                    else dbapi.cursor()
+                try:
                     cursor.execute(compiled.string, params)
                     leaving = moved_out.get(label)
                     while rows := cursor.fetchmany(batch):
@@ -634,10 +646,10 @@ class Catalog:
                             ids = [sid for sid in ids if sid not in leaving]
                         if ids:
                             yield label, ids
-                    if label in moved_in:
-                        yield label, moved_in[label]
-            finally:
-                cursor.close()
+                finally:
+                    cursor.close()
+                if label in moved_in:
+                    yield label, moved_in[label]
 
     def _aggregate_changes(self, *, persist: bool = True) -> dict[str, tuple[str, str, str | None]]:
         """Refit the multi-annotator aggregates when the answers changed since they were fitted: sample_id ->
