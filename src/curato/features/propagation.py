@@ -197,10 +197,11 @@ def complete_mask(
     """(H, W) uint8 mask: painted pixels (``painted`` != UNPAINTED) keep their class, every other pixel takes
     its superpixel's most probable class (:func:`node_probabilities`). ``prior``: (S, K) class shares per
     superpixel for the classes ``prior_classes`` (e.g. a model's proposal, :func:`prior_from_mask`)."""
+    _check_options(options)
     painted = np.asarray(painted)
     if painted.shape != graph.segments.shape:
         raise InputError(f"painted map {painted.shape} and superpixel map {graph.segments.shape} differ in size")
-    painted = painted.astype(np.uint8, copy=False)
+    painted = _class_map(painted, "painted map")
     used = np.unique(painted)
     used = used[used != UNPAINTED]
     if prior is None and (used.size < 2 or used[0] != 0):
@@ -233,6 +234,25 @@ def complete_mask(
                            sigma=options.get("band_sigma", BAND_SIGMA),
                            local_weight=options.get("band_local", BAND_LOCAL))
     return np.where(painted == UNPAINTED, best[graph.segments], painted)
+
+
+_POSITIVE_OPTIONS = ("edge_sigma", "colour_sigma", "band_sigma")
+_NON_NEGATIVE_OPTIONS = ("colour_weight", "background_distance", "prior_weight", "pixel_sigma", "band_width",
+                         "band_local")
+
+
+def _check_options(options: dict[str, float]) -> None:
+    """InputError for an unknown option or a value that would make the solve meaningless (a sigma of 0 gives NaN
+    weights, a negative weight an indefinite system)."""
+    for name, value in options.items():
+        if name not in _POSITIVE_OPTIONS + _NON_NEGATIVE_OPTIONS:
+            raise InputError(f"unknown completion option {name!r}")
+        if not np.isfinite(value) or value < 0 or (value == 0 and name in _POSITIVE_OPTIONS):
+            raise InputError(f"completion option {name} must be {'> 0' if name in _POSITIVE_OPTIONS else '>= 0'}, "
+                             f"got {value}")
+    width = options.get("band_width", BAND_WIDTH)
+    if int(width) != width:
+        raise InputError(f"band_width must be a whole number of pixels, got {width}")
 
 
 def refine_edges(graph: RegionGraph, painted: np.ndarray, classes: np.ndarray, probabilities: np.ndarray,
@@ -285,69 +305,104 @@ def refine_band(lab: np.ndarray, mask: np.ndarray, painted: np.ndarray | None = 
     (:func:`local_likelihood`). The edge moves to where the colour changes within ``width`` px of where it was
     drawn. Painted pixels take their painted class; a piece of a class lying wholly inside the band (thin or tiny:
     no interior to seed it) is kept.
-    Superpixels, however fine, straddle edges; this lifts the ceiling they put on the completion (numbers in
-    docs/benchmarks.md)."""
+    A band pixel can only take a class whose seeds touch its connected piece of the band (its rim: usually 2-3
+    classes, however many the mask holds), so work and memory grow with the band's pixels and those few classes,
+    not with the image's size or its class count (numbers in docs/benchmarks.md, "The band step's cost").
+    Superpixels, however fine, straddle edges; this lifts the ceiling they put on the completion."""
     from scipy import ndimage as ndi
     from scipy.sparse import coo_matrix, diags
-    from skimage.measure import label as connected
+    from scipy.sparse.csgraph import connected_components
 
-    mask = np.asarray(mask).astype(np.uint8, copy=False)
+    if isinstance(width, bool) or int(width) != width or width < 0:
+        raise InputError(f"band width must be a whole number of pixels >= 0, got {width}")
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise InputError(f"band sigma must be > 0, got {sigma}")
+    if not (np.isfinite(local_weight) and local_weight >= 0):
+        raise InputError(f"band local weight must be >= 0, got {local_weight}")
+    width = int(width)
+    mask = _class_map(mask, "mask")
     if painted is not None:
-        painted = np.asarray(painted)
-        mask = np.where(painted == UNPAINTED, mask, painted).astype(np.uint8)
-    lab = np.asarray(lab).reshape(-1, 3)
-    if lab.shape[0] != mask.size:
-        raise InputError(f"Lab image of {lab.shape[0]} pixels and mask {mask.shape} differ in size")
+        painted = _class_map(painted, "painted map")
+        if painted.shape != mask.shape:
+            raise InputError(f"painted map {painted.shape} and mask {mask.shape} differ in size")
+        mask = np.where(painted == UNPAINTED, mask, painted)
+    lab = np.asarray(lab)
+    if lab.size != 3 * mask.size:
+        raise InputError(f"Lab image {lab.shape} and mask {mask.shape} differ in size")
+    lab = lab.reshape(-1, 3)
     edge = np.zeros(mask.shape, bool)
     across, down = mask[:, 1:] != mask[:, :-1], mask[1:, :] != mask[:-1, :]
     edge[:, 1:] |= across
     edge[:, :-1] |= across
     edge[1:, :] |= down
     edge[:-1, :] |= down
-    if width <= 0 or not edge.any():
+    del across, down
+    if width == 0 or not edge.any():
         return mask
     band = ndi.maximum_filter(edge, size=2 * width - 1) if width > 1 else edge
+    del edge
     if painted is not None:
         band &= painted == UNPAINTED
     flat = mask.ravel()
     # A band piece of a class that touches no pixel of its class outside the band has no seed: it is kept.
-    pieces = connected(np.where(band, mask.astype(np.int16), -1), connectivity=1, background=-1).ravel()
+    inside = np.flatnonzero(band)
     a, b = _band_pairs(band)
-    lone = band.ravel()[a] != band.ravel()[b]
-    touching = lone & (flat[a] == flat[b])
+    in_a, in_b = band.ravel()[a], band.ravel()[b]
+    same = flat[a] == flat[b]
+    both = in_a & in_b & same
+    pieces = connected_components(_pair_graph(np.searchsorted(inside, a[both]), np.searchsorted(inside, b[both]),
+                                              inside.size), directed=False)[1]
+    touching = (in_a != in_b) & same
     seeded = np.zeros(int(pieces.max()) + 1, bool)
-    seeded[pieces[np.where(band.ravel()[a[touching]], a[touching], b[touching])]] = True
-    band &= seeded[pieces].reshape(mask.shape)
-    unknown = np.flatnonzero(band.ravel())
+    seeded[pieces[np.searchsorted(inside, np.where(in_a[touching], a[touching], b[touching]))]] = True
+    band.ravel()[inside[~seeded[pieces]]] = False
+    del pieces, in_a, in_b, same, both, touching
+    unknown = np.flatnonzero(band)
     if unknown.size == 0:
         return mask
     n = unknown.size
-    index = np.full(flat.size, -1, np.int64)
-    index[unknown] = np.arange(n)
     a, b = _band_pairs(band)
+    ia = np.where(band.ravel()[a], np.searchsorted(unknown, a), -1)
+    ib = np.where(band.ravel()[b], np.searchsorted(unknown, b), -1)
     squared = ((lab[a] - lab[b]) ** 2).sum(axis=1).astype(np.float64)
     scale = max(float(np.sqrt(squared.mean())), 1e-3)
     weights = np.exp(-squared / (2 * (sigma * scale) ** 2)) + 1e-6
-    classes = np.unique(np.concatenate([flat[a], flat[b]]))
-    lookup = np.zeros(256, np.int64)
-    lookup[classes] = np.arange(classes.size)
-    ia, ib = index[a], index[b]
+    inner = (ia >= 0) & (ib >= 0)
+    # The classes each band pixel can take: those of the seeds on its connected band piece's rim, one column
+    # ("slot") each; every piece has at least one (unseeded pieces left the band above).
+    component = connected_components(_pair_graph(ia[inner], ib[inner], n), directed=False)[1].astype(np.int64)
+    rim_a, rim_b = (ia >= 0) & (ib < 0), (ib >= 0) & (ia < 0)
+    rim_pixel = np.concatenate([ia[rim_a], ib[rim_b]])
+    rim_class = np.concatenate([flat[b[rim_a]], flat[a[rim_b]]]).astype(np.int64)
+    rim_weight = np.concatenate([weights[rim_a], weights[rim_b]])
+    keys = np.unique(component[rim_pixel] * 256 + rim_class)  # (piece, class) pairs, int64
+    start = np.searchsorted(keys, np.arange(int(component.max()) + 1, dtype=np.int64) * 256)
+    count = np.diff(np.append(start, keys.size))[component]  # (n,) classes on each pixel's rim
+    # One (pixel, class) pair per candidate, a pixel's pairs consecutive: memory follows sum(count), not n x K.
+    offset = np.concatenate([[0], np.cumsum(count)[:-1]])
+    pair_pixel = np.repeat(np.arange(n), count)
+    pair_slot = np.arange(pair_pixel.size) - offset[pair_pixel]
+    pair_class = keys[start[component[pair_pixel]] + pair_slot] % 256
+    rim_slot = np.searchsorted(keys, component[rim_pixel] * 256 + rim_class) - start[component[rim_pixel]]
+    pull = np.bincount(offset[rim_pixel] + rim_slot, weights=rim_weight, minlength=pair_pixel.size)
     degree = np.bincount(ia[ia >= 0], weights=weights[ia >= 0], minlength=n) + \
         np.bincount(ib[ib >= 0], weights=weights[ib >= 0], minlength=n)
-    inner = (ia >= 0) & (ib >= 0)
     system = coo_matrix((np.concatenate([degree, -weights[inner], -weights[inner]]),
                          (np.concatenate([np.arange(n), ia[inner], ib[inner]]),
-                          np.concatenate([np.arange(n), ib[inner], ia[inner]]))), shape=(n, n)).tocsc()
-    target = np.zeros((n, classes.size))
-    for ends, other in ((ia, b), (ib, a)):  # a band pixel next to a seed: the seed's class pulls it
-        rim = (ends >= 0) & (index[other] < 0)
-        np.add.at(target, (ends[rim], lookup[flat[other[rim]]]), weights[rim])
+                          np.concatenate([np.arange(n), ib[inner], ia[inner]]))), shape=(n, n)).tocsr()
+    del a, b, ia, ib, squared, weights, inner, rim_pixel, rim_class, rim_weight, pair_slot
     if local_weight > 0:
-        system = system + diags(np.full(n, float(local_weight)))
-        target += local_weight * local_likelihood(lab.reshape(*mask.shape, 3), mask, band, classes,
-                                                  scale=2.0 * width, sigma=2.0 * sigma * scale)
+        system = (system + diags(np.full(n, float(local_weight)))).tocsr()
+        pull += local_weight * local_likelihood(lab, mask, unknown, pair_pixel, pair_class, scale=2.0 * width,
+                                                sigma=2.0 * sigma * scale)
+    del pair_pixel
+    # Pieces of the band are not joined to each other: the pixels with g candidates are solved together, g columns.
     out = flat.copy()
-    out[unknown] = classes[np.argmax(_solve(system.tocsr(), target, direct=local_weight <= 0), axis=1)]
+    for g in np.unique(count):
+        rows = np.flatnonzero(count == g)
+        columns = offset[rows][:, None] + np.arange(g)
+        solution = _solve(system[rows][:, rows], pull[columns], direct=local_weight <= 0)
+        out[unknown[rows]] = pair_class[columns[np.arange(rows.size), np.argmax(solution, axis=1)]]
     return out.reshape(mask.shape)
 
 
@@ -370,10 +425,30 @@ def _band_pairs(band: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(firsts), np.concatenate(seconds)
 
 
+def _class_map(values: np.ndarray, name: str) -> np.ndarray:
+    """A 2-D map of class ids as uint8, or InputError (ids above 255 would wrap silently)."""
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise InputError(f"{name} must be 2-D (height, width), got shape {values.shape}")
+    if values.dtype.kind not in "biu":
+        raise InputError(f"{name} must hold integer class ids, got {values.dtype}")
+    if values.size and (int(values.min()) < 0 or int(values.max()) > 255):
+        raise InputError(f"{name} holds class ids outside 0..255 ({int(values.min())}..{int(values.max())})")
+    return values.astype(np.uint8, copy=False)
+
+
+def _pair_graph(first: np.ndarray, second: np.ndarray, size: int):
+    """Sparse (size, size) adjacency of the pairs (first[i], second[i]), for connected components."""
+    from scipy.sparse import coo_matrix
+
+    return coo_matrix((np.ones(first.size, np.int8), (first, second)), shape=(size, size)).tocsr()
+
+
 def _solve(system, target: np.ndarray, *, direct: bool) -> np.ndarray:
     """X with system @ X = target (symmetric positive definite). With the local ties on the diagonal the system
-    is diagonally dominant and Jacobi-preconditioned conjugate gradients (all columns at once) converge in a few
-    dozen steps, several times faster than a sparse LU of a large band; without them, the LU."""
+    is diagonally dominant and Jacobi-preconditioned conjugate gradients (all columns at once) reach a 1e-3
+    relative residual in a few dozen steps, several times faster than a sparse LU of a large band; without them,
+    or if 200 steps do not get there, the LU."""
     from scipy.sparse.linalg import splu
 
     if direct:
@@ -386,58 +461,103 @@ def _solve(system, target: np.ndarray, *, direct: bool) -> np.ndarray:
     rz = (residual * z).sum(axis=0)
     limit = 1e-6 * max(float((target**2).sum()), 1e-30)
     for _ in range(200):
+        if float((residual**2).sum()) < limit:
+            return x
         step = system @ direction
         alpha = rz / np.maximum((direction * step).sum(axis=0), 1e-30)
         x += alpha * direction
         residual -= alpha * step
-        if float((residual**2).sum()) < limit:
-            break
         z = residual * inverse
         next_rz = (residual * z).sum(axis=0)
         direction = z + (next_rz / np.maximum(rz, 1e-30)) * direction
         rz = next_rz
-    return x
+    if float((residual**2).sum()) < limit:
+        return x
+    return splu(system.tocsc()).solve(target)
 
 
-def local_likelihood(lab: np.ndarray, mask: np.ndarray, band: np.ndarray, classes: np.ndarray, *,
-                     scale: float, sigma: float) -> np.ndarray:
-    """(U, K) likelihood of each class for each band pixel (in ``np.flatnonzero(band)`` order): from the distance
-    of its colour to the class's LOCAL mean colour (a Gaussian-weighted mean, at ``scale`` px, of the class's
-    pixels outside the band: normalised convolution, on blocks of ``scale / 2`` px for speed); a class with no
-    pixel nearby gets none. A global colour model cannot tell a dim nucleus's rim from bright background
-    elsewhere; the neighbourhood can."""
+def _reflect(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices outside 0..size-1 mirrored as scipy.ndimage's "reflect" mode does (d c b a | a b c d | d c b a)."""
+    index = np.mod(index, 2 * size)
+    return np.where(index >= size, 2 * size - 1 - index, index)
+
+
+def local_likelihood(lab: np.ndarray, mask: np.ndarray, band: np.ndarray, pixel: np.ndarray, kind: np.ndarray, *,
+                     scale: float, sigma: float, strip_pixels: int = 1 << 20) -> np.ndarray:
+    """(P,) likelihood of class ``kind[i]`` for band pixel ``band[pixel[i]]`` (``band``: sorted flat indices of
+    the band's pixels; each pixel's pairs consecutive, summing to 1 per pixel), from the distance of its colour
+    to the class's LOCAL mean colour: a Gaussian-weighted mean, at ``scale`` px, of the class's pixels outside
+    the band (normalised convolution on blocks of ``scale`` px, with scipy.ndimage's "reflect" edges); a class
+    with no pixel nearby gets none. A global colour model cannot tell a dim nucleus's rim from bright background
+    elsewhere; the neighbourhood can. Only the (block, class) pairs asked for are smoothed and the image is read
+    in strips of ``strip_pixels`` near the band, so memory follows the band, not the image or the class count."""
     from scipy import ndimage as ndi
 
-    step = max(1, int(scale))
+    lab = np.asarray(lab).reshape(-1, 3)
     height, width = mask.shape
+    step = max(1, int(scale))
     blocks = (-(-height // step), -(-width // step))
-    k = classes.size
-    rows, cols = np.nonzero(band)
-    # Only pixels within the filter's reach (3 blocks) of a band pixel count: work near the band, not the image.
+    spread = scale / step
+    radius = int(3.0 * spread + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / spread) ** 2)
+    kernel /= kernel.sum()
+    rows, cols = np.divmod(band, width)
+    block = ((rows // step) * blocks[1] + cols // step).astype(np.int64)
+    kind = np.asarray(kind, np.int64)
+    wanted, inverse = np.unique(block[pixel] * 256 + kind, return_inverse=True)
+    # Seed counts and colour sums per (block, class), for the blocks within the kernel's reach of the band only.
     present = np.zeros(blocks, bool)
     present[rows // step, cols // step] = True
-    near = ndi.maximum_filter(present, size=7)
-    needed = np.repeat(np.repeat(near, step, axis=0), step, axis=1)[:height, :width] & ~band
-    outside = np.flatnonzero(needed.ravel())
-    # Per block and class: how many seed pixels, and their summed colour (one bincount per channel for all).
-    lookup = np.zeros(256, np.int64)
-    lookup[classes] = np.arange(k)
-    where_rows, where_cols = np.divmod(outside, width)
-    key = ((where_rows // step) * blocks[1] + where_cols // step) * k + lookup[mask.ravel()[outside]]
-    flat_lab = lab.reshape(-1, 3)[outside]
-    size = blocks[0] * blocks[1] * k
-    sums = [np.bincount(key, minlength=size).reshape(*blocks, k).astype(np.float32)]
-    sums += [np.bincount(key, weights=flat_lab[:, d], minlength=size).reshape(*blocks, k).astype(np.float32)
-             for d in range(3)]
-    smooth = [ndi.gaussian_filter(total, (scale / step, scale / step, 0), truncate=3.0) for total in sums]
-    at = (rows // step, cols // step)
-    weight = smooth[0][at]  # (U, K)
-    means = np.stack([channel[at] for channel in smooth[1:]], 2) / np.maximum(weight, 1e-12)[:, :, None]
-    colours = lab[rows, cols].astype(np.float64)
-    distance = np.where(weight > 1e-3, ((colours[:, None, :] - means) ** 2).sum(axis=2), np.inf)
-    nearest = distance.min(axis=1, keepdims=True)
-    likelihood = np.where(np.isfinite(distance), np.exp(-(distance - nearest) / (2 * sigma**2)), 0.0)
-    return likelihood / np.maximum(likelihood.sum(axis=1, keepdims=True), 1e-12)
+    near = ndi.maximum_filter(present, size=2 * radius + 1, mode="constant")
+    wanted_classes = np.zeros(256, bool)
+    wanted_classes[kind] = True
+    flat_mask = mask.ravel()
+    table_keys, table_values = [], []
+    strip = max(1, strip_pixels // max(1, step * width))  # block rows per strip
+    for first in range(0, blocks[0], strip):
+        last = min(blocks[0], first + strip)
+        if not near[first:last].any():
+            continue
+        top, bottom = first * step, min(height, last * step)
+        here = np.repeat(np.repeat(near[first:last], step, axis=0), step, axis=1)[:bottom - top, :width].ravel()
+        index = np.flatnonzero(here) + top * width
+        index = index[wanted_classes[flat_mask[index]]]
+        lo, hi = np.searchsorted(band, [top * width, bottom * width])
+        index = index[~np.isin(index, band[lo:hi], assume_unique=True)]
+        if index.size == 0:
+            continue
+        r, c = np.divmod(index, width)
+        keys, where = np.unique(((r // step) * blocks[1] + c // step) * 256 + flat_mask[index], return_inverse=True)
+        colours = lab[index].astype(np.float64)
+        table_keys.append(keys)
+        table_values.append(np.stack([np.bincount(where, minlength=keys.size).astype(np.float64)] +
+                                     [np.bincount(where, weights=colours[:, d], minlength=keys.size)
+                                      for d in range(3)], 1))
+    if not table_keys:
+        return np.zeros(pixel.size)
+    table = np.concatenate(table_keys)
+    values = np.concatenate(table_values)
+    by, bx = np.divmod(wanted // 256, blocks[1])
+    smooth = np.zeros((wanted.size, 4))
+    for dy, wy in zip(offsets, kernel, strict=True):
+        sy = _reflect(by + dy, blocks[0])
+        for dx, wx in zip(offsets, kernel, strict=True):
+            key = (sy * blocks[1] + _reflect(bx + dx, blocks[1])) * 256 + wanted % 256
+            at = np.minimum(np.searchsorted(table, key), table.size - 1)
+            hit = table[at] == key
+            smooth[hit] += (wy * wx) * values[at[hit]]
+    weight = smooth[inverse, 0]
+    means = smooth[inverse, 1:] / np.maximum(weight, 1e-12)[:, None]
+    distance = np.where(weight > 1e-3, ((lab[band[pixel]].astype(np.float64) - means) ** 2).sum(axis=1), np.inf)
+    starts = np.flatnonzero(np.r_[True, pixel[1:] != pixel[:-1]])
+    nearest = np.minimum.reduceat(distance, starts)
+    nearest = np.repeat(np.where(np.isfinite(nearest), nearest, 0.0), np.diff(np.r_[starts, pixel.size]))
+    likelihood = np.zeros(pixel.size)
+    found = np.isfinite(distance)
+    likelihood[found] = np.exp(-(distance[found] - nearest[found]) / (2 * sigma**2))
+    total = np.add.reduceat(likelihood, starts)
+    return likelihood / np.repeat(np.maximum(total, 1e-12), np.diff(np.r_[starts, pixel.size]))
 
 
 def prior_from_mask(graph: RegionGraph, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
