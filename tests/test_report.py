@@ -152,6 +152,53 @@ def test_examples_and_property_means_equal_those_of_every_sample(flipped, tmp_pa
     assert any(cell != "–" for row in expected.values() for cell in row)
 
 
+def test_property_means_with_missing_longer_and_unsorted_ids(flipped, tmp_path):
+    """The property table counts only samples in the properties set, matched by their whole id: with catalog
+    samples missing from the set, a catalog sample whose id is a stored id plus a suffix (longer than any stored
+    id, under a label no stored sample has), and a set whose ids are not sorted (as older sets may be), the means
+    equal those of each stored row under its sample's curated label."""
+    import json
+
+    from curato.featurestore import PROPERTIES
+    from curato.report.html import REPORT_PROPERTIES, _property_table
+    from curato.workspace import Workspace
+
+    shutil.copytree(flipped["root"] / "ws", tmp_path / "ws")
+    ws = Workspace.open(tmp_path / "ws")
+    catalog = ws.catalog
+    stored = ws.features.load(PROPERTIES)
+    kept = np.arange(len(stored.ids)) % 7 != 3  # every 7th catalog sample missing from the set
+    ids, hashes = stored.ids[kept].tolist(), stored.hashes[kept].tolist()
+    vectors, meta = np.asarray(stored.vectors)[kept], dict(stored.meta)
+    longest = max(ids, key=len)
+    row = catalog.samples_of([longest], ("kind", "uri", "split", "readable"))[longest]
+    with catalog.transaction() as conn:  # the longer id, not in the set: cut to the set's width it is `longest`
+        catalog.upsert_samples(conn, [{"sample_id": longest + "-copy.png", "kind": row[0], "uri": row[1],
+                                       "split": row[2], "readable": row[3]}])
+        catalog.add_labels(conn, {longest + "-copy.png": "Zz-longer-id"}, origin="human", annotator="person")
+    shutil.rmtree(ws.features.folder(PROPERTIES))
+    ws.features.save(PROPERTIES, ids, hashes, vectors, meta)
+    labels = catalog.current_labels()
+    assert labels[longest + "-copy.png"] == "Zz-longer-id" and len(labels) > len(ids)
+    columns = [c for c in REPORT_PROPERTIES if c in meta["columns"]]
+    values = vectors.astype(np.float64)[:, [meta["columns"].index(c) for c in columns]]
+    row_labels = np.array([labels.get(sid) for sid in ids], dtype=object)
+    expected = {}
+    for label in sorted(set(row_labels.tolist()) - {None}):
+        block = values[row_labels == label]
+        means = [np.nanmean(block[:, j]) if np.isfinite(block[:, j]).any() else np.nan for j in range(len(columns))]
+        expected[label] = ["–" if not np.isfinite(m) else f"{m:.3g}" for m in means]
+    assert _property_table(ws)["rows"] == expected and len(expected) == 10
+    folder = ws.features.folder(PROPERTIES)
+    generation = json.loads((folder / "meta.json").read_text())["generation"]
+    order = np.random.default_rng(1).permutation(len(ids))
+    for part in ("ids", "hashes", "vectors"):  # the same rows in another order: an older, unsorted set
+        path = folder / f"{part}-{generation}.npy"
+        np.save(path, np.load(path)[order])
+    assert not bool(np.all(ws.features.load(PROPERTIES).ids[1:] >= ws.features.load(PROPERTIES).ids[:-1]))
+    assert _property_table(ws)["rows"] == expected
+
+
 @pytest.mark.parametrize("width", [360, 1600])
 def test_galleries_in_chromium(flipped, width):
     with chromium_page() as page:
