@@ -144,16 +144,14 @@ def validate_records(source: Path, records: Sequence[SampleRecord]) -> None:
         if _UNSAFE_ID.search(record.sample_id):
             raise InputError(f"{source}: sample id {record.sample_id!r} has a control character; rename that "
                              f"file or fix that id")
-    # duplicates found on sorted bytes (~the ids' length per sample), not a Counter of every id (~100 bytes each)
-    ids = np.sort(_encoded_ids([record.sample_id for record in records]))
-    if len(ids) > 1 and bool((ids[1:] == ids[:-1]).any()):
+    # a set of references to the records' own strings: no copy of the ids at the longest id's width
+    if len({record.sample_id for record in records}) != len(records):
         counts = Counter(record.sample_id for record in records)
         duplicated = [sid for sid, n in counts.items() if n > 1]
         shown = ", ".join(repr(s) for s in duplicated[:3])
         raise InputError(
             f"{source}: {len(duplicated)} duplicate sample id(s) ({shown}); ids must be unique — fix the 'id' field"
         )
-    del ids
     kinds = {label: _is_number(label) for label in {r.label for r in records if r.label is not None}}
     numeric = [label for label, number in kinds.items() if number]
     named = [label for label, number in kinds.items() if not number]
