@@ -646,6 +646,8 @@ class Catalog:
                             ids = [sid for sid in ids if sid not in leaving]
                         if ids:
                             yield label, ids
+                        if len(rows) < batch:  # the last rows: no further FETCH (a round trip on PostgreSQL)
+                            break
                 finally:
                     cursor.close()
                 if label in moved_in:
