@@ -242,3 +242,24 @@ def test_a_populated_schema_6_catalog_reaches_the_fresh_schemas_indexes_and_logs
             ("b", "update", "h-b", "changed")]
     assert migrated.sample_count() == 3
     migrated.close()
+
+
+def test_a_schema_7_catalog_that_already_has_the_label_indexes_reaches_head(url):
+    """Migrations 0008 and 0009 skip an index that a catalog already has (made by hand, or by an interrupted
+    earlier run): the catalog reaches head with each index once, on the same columns as a new catalog's."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0007")
+        conn.execute(text("CREATE INDEX ix_curated_labels_label ON curated_labels (label, sample_id)"))
+        conn.execute(text("CREATE INDEX ix_labels_label ON labels (label)"))
+    engine.dispose()
+    catalog = Catalog(url)
+    catalog.verify()
+    _assert_at_head(catalog)
+    with catalog.engine.connect() as conn:
+        found = {table: inspect(conn).get_indexes(table) for table in ("curated_labels", "labels")}
+    for table, name, columns in (("curated_labels", "ix_curated_labels_label", ["label", "sample_id"]),
+                                 ("labels", "ix_labels_label", ["label"])):
+        assert [index["column_names"] for index in found[table] if index["name"] == name] == [columns]
+        assert sum(index["column_names"] == columns for index in found[table]) == 1, found[table]
+    catalog.close()
