@@ -355,6 +355,33 @@ def _framed(picture: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
     return out
 
 
+def test_a_centred_object_on_a_plain_ground_is_no_frame() -> None:
+    """A disk or a plain box in the middle of a black picture leaves a band of background on all four sides,
+    equally deep. It is no frame: a disk's outline meets the band at a few places and its inner corners stay
+    background, a box's inside is flat (its outline is the picture's only edge), a band deeper than the outer
+    sixth is background. Their focus is read from the outline. A frame drawn round the same pictures is found."""
+    from curato.checks.shortcuts import edge_sharpness, frame_depths
+
+    yy, xx = np.mgrid[:96, :96]
+    pictures = []
+    for radius in range(20, 48, 2):
+        for shift in (0, 3):
+            disk = np.zeros((96, 96), dtype=np.uint8)
+            disk[(yy - 48) ** 2 + (xx - 48 - shift) ** 2 < radius ** 2] = 180
+            box = np.zeros((96, 96), dtype=np.uint8)
+            box[(abs(yy - 48) < radius) & (abs(xx - 48 - shift) < radius)] = 180
+            pictures += [disk, box]
+    flat = np.full((96, 96), 90, dtype=np.uint8)
+    _, _, thumbnails = image_features([rgb(picture) for picture in [*pictures, flat]])
+    grey = grey_thumbnails(thumbnails).astype(np.float64)
+    assert not (frame_depths(grey) > 0).any()
+    focus = edge_sharpness(thumbnails)
+    assert (focus[:-1] > 0.3).all() and np.isnan(focus[-1])
+    # Disks of radius 20-42 px (one of 46 reaches the picture's edge, under the frame).
+    _, _, framed = image_features([_framed(rgb(picture), (200, 200, 200)) for picture in pictures[:48:4]])
+    assert (frame_depths(grey_thumbnails(framed).astype(np.float64)) > 0).all(axis=1).all()
+
+
 @pytest.mark.parametrize("colour", [(230, 60, 30), (40, 190, 70)])
 def test_a_frame_on_half_of_every_class_does_not_move_the_focus_of_one_class(
         lfw: dict[str, np.ndarray], data: dict[str, np.ndarray], colour: tuple[int, int, int]) -> None:
@@ -372,9 +399,13 @@ def test_a_frame_on_half_of_every_class_does_not_move_the_focus_of_one_class(
                 for image, framed in zip(lfw["images"], carries, strict=True)]
     _, _, thumbnails = image_features(pictures)
     grey = grey_thumbnails(thumbnails).astype(np.float64)
-    depths = frame_depths(grey)
-    assert (depths[carries] > 0).all()
-    assert (depths[~carries] > 0).any(axis=1).sum() <= 1  # one crop is cut from a photo's black margin: a real band
+    found = (frame_depths(grey) > 0).any(axis=1)
+    _, _, plain = image_features([rgb(image) for image in lfw["images"]])
+    # A frame round a blank crop is its only edge, as a box's outline on a plain ground: not a frame.
+    blank = np.ptp(grey_thumbnails(plain).astype(np.float64), axis=(1, 2)) <= 8
+    assert 0 < blank.sum() <= 5 and not found[carries & blank].any()
+    assert found[carries & ~blank].mean() >= 0.97
+    assert found[~carries].sum() <= 1  # one crop is cut from a photo's black margin: a real band
     _, _, objects = image_features([rgb(image) for image in data["images"][:300]])  # objects on black: no frame
     assert not (frame_depths(grey_thumbnails(objects).astype(np.float64)) > 0).any()
     crops = lfw["labels"] == 1
