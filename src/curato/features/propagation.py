@@ -415,14 +415,18 @@ def _window_classes(mask: np.ndarray, pixels: np.ndarray, radius: int,
                     chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
     """(pixel position, class) pairs, int64, sorted: the distinct classes of ``mask`` in each pixel's
     (2 radius + 1)^2 window (``pixels``: flat indices), read ``chunk`` pixels at a time."""
-    height, width = mask.shape
-    shifts = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    width = mask.shape[1]
+    padded = np.pad(mask, radius, mode="edge").ravel()  # border pixels repeat: no class from outside the image
+    stride = width + 2 * radius
+    shifts = np.array([dy * stride + dx for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)])
     positions, classes = [], []
     for begin in range(0, pixels.size, chunk):
         rows, cols = np.divmod(pixels[begin:begin + chunk], width)
-        window = np.empty((rows.size, len(shifts)), np.uint8)
-        for column, (dy, dx) in enumerate(shifts):
-            window[:, column] = mask[np.clip(rows + dy, 0, height - 1), np.clip(cols + dx, 0, width - 1)]
+        centre = (rows + radius) * stride + cols + radius
+        window = np.empty((shifts.size, rows.size), np.uint8)
+        for column, shift in enumerate(shifts):
+            np.take(padded, centre + shift, out=window[column])
+        window = window.T.copy()
         window.sort(axis=1)
         fresh = np.ones(window.shape, bool)
         fresh[:, 1:] = window[:, 1:] != window[:, :-1]
