@@ -55,7 +55,9 @@ keeps one subset (leave-one-out then trains on that subset alone).
 
 Completed from strokes (``propagate``; ``propagate_prelabel_kept`` starts from the proposal, as the app shows it,
 and the completion leans to it as a prior; ``propagate_prelabel`` is the better of that and the clear key, which
-drops the proposal and the prior, then ``propagate``):
+drops the proposal and the prior, then ``propagate``; like ``prelabel``, that choice is made per image in
+hindsight, so both are best cases: a person decides before knowing which costs less, and ``prelabel_gated``
+is the rule fixed beforehand):
 the painted pixels are seeds and the mask tool's ``c`` key completes the rest
 (:func:`curato.features.propagation.complete_mask` over the ``--propagate-level`` superpixels' graph, options
 ``--propagation name=value,...``). The start is the completion of nothing painted (empty, or the prior). Each
@@ -807,7 +809,8 @@ def subset_of(stem: str) -> str:
 
 def with_clear(kept: dict[str, Any], empty: dict[str, Any]) -> dict[str, Any]:
     """The pre-label way with the clear key: keep the proposal, or press Shift+Backspace (one action,
-    KEY_SECONDS) and go on as from an empty mask, whichever takes fewer actions (then fewer seconds)."""
+    KEY_SECONDS) and go on as from an empty mask, whichever takes fewer actions (then fewer seconds): chosen in
+    hindsight per image, so the ways built on it are best cases (a person cannot know beforehand)."""
     cleared = {**empty, "actions": empty["actions"] + 1, "seconds": round(empty["seconds"] + KEY_SECONDS, 2),
                "start_iou": kept["start_iou"]}
     if (cleared["actions"], cleared["seconds"]) < (kept["actions"], kept["seconds"]):
@@ -936,7 +939,8 @@ def main(argv: list[str] | None = None) -> int:
                                        features=[features[j] for j in rest])
             proposal = propose_mask(model, image, maps[i]["medium"], features=features[i],
                                     min_piece_share=args.min_piece_share)
-            if args.proposal_band:  # the proposal's edges redrawn pixel by pixel, as the server does
+            if args.proposal_band:  # an experiment: the server shows the proposal as it is (the band step runs
+                # only inside the completion, complete_mask), so this is off by default
                 proposal = refine_band(graph.lab, proposal, width=args.proposal_band)
             row["prelabel_kept"] = annotator.run(proposal)
             row["confidence"] = round(proposal_confidence(model, image, maps[i]["medium"], features=features[i]), 4)
@@ -986,11 +990,12 @@ def main(argv: list[str] | None = None) -> int:
           f"({seconds['brush']:.0f} s), superpixels {totals['superpixels']} ({seconds['superpixels']:.0f} s; ratio "
           f"{report['ratio']}x actions, {report['ratio_seconds']}x seconds), with pre-labels {totals['prelabel']} "
           f"({seconds['prelabel']:.0f} s; ratio {report['ratio_prelabel']}x, {report['ratio_prelabel_seconds']}x "
-          f"seconds; {report['cleared']} proposals cleared, {totals['prelabel_kept']} actions if none were, "
+          f"seconds, best case: {report['cleared']} proposals cleared in hindsight, "
+          f"{totals['prelabel_kept']} actions if none were, "
           f"{totals['prelabel_gated']} if those under confidence {args.min_confidence} are not offered: "
           f"{report['not_offered']}); completed from strokes {totals['propagate']} ({seconds['propagate']:.0f} s; "
-          f"ratio {report['ratio_propagate']}x), with pre-labels {totals['propagate_prelabel']} (ratio "
-          f"{report['ratio_propagate_prelabel']}x; {report['cleared_propagate']} cleared, "
+          f"ratio {report['ratio_propagate']}x), with pre-labels {totals['propagate_prelabel']} (best case, ratio "
+          f"{report['ratio_propagate_prelabel']}x; {report['cleared_propagate']} cleared in hindsight, "
           f"{totals['propagate_prelabel_kept']} if none were){timing}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
