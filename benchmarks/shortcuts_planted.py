@@ -81,9 +81,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curato.checks.shortcuts import VISIBLE_FLOOR, cue_table, shortcut_finding
+from curato.checks.shortcuts import VISIBLE_FLOOR, cue_table, frame_depths, shortcut_finding
 from curato.features.properties import PROPERTY_COLUMNS, estimate_jpeg_quality, image_features
-from curato.features.thumbnails import colour_thumbnails
+from curato.features.thumbnails import colour_thumbnails, grey_thumbnails
 from curato.imageio import read_idx
 from curato.models.oof import out_of_fold_probabilities
 
@@ -705,6 +705,27 @@ def run_one_class(args: argparse.Namespace, cleanlab: bool, out: Any) -> tuple[l
     return runs, one_class_summary(runs)
 
 
+def frame_counts(scans: list[dict[str, Any]]) -> dict[str, dict[str, list[int]]]:
+    """Where ``frame_depths`` (the frame the focus leaves out) fires on the cached scans, per dataset: [framed,
+    pictures] among the pictures carrying a planted frame, among the pictures drawn at half size on a flat canvas
+    (the ``scale`` cue), and among the pictures carrying no planted cue. Picture rows summed over the runs (a
+    picture drawn into several runs counts in each)."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for scan in scans:
+        meta = scan["meta"]
+        carries = np.asarray(scan["carries"], dtype=bool) if meta["cue"] else np.zeros(len(scan["labels"]), bool)
+        found = (frame_depths(grey_thumbnails(scan["thumbnails"]).astype(np.float64)) > 0).any(axis=1)
+        by = counts.setdefault(meta["dataset"], {"planted frame": [0, 0], "canvas (scale)": [0, 0],
+                                                 "no planted cue": [0, 0]})
+        for group, rows in (("planted frame", carries if meta["cue"] == "frame" else None),
+                            ("canvas (scale)", carries if meta["cue"] == "scale" else None),
+                            ("no planted cue", ~carries)):
+            if rows is not None:
+                by[group][0] += int(found[rows].sum())
+                by[group][1] += int(rows.sum())
+    return counts
+
+
 def print_cue_medians(args: argparse.Namespace, out: Any) -> dict[str, Any]:
     """``--cue-medians``: the visible-floor figures (see :func:`cue_medians`) of the cached scans, as lines."""
     figures = cue_medians(load_scans(Path(args.reuse), args.only))
@@ -765,6 +786,10 @@ def main() -> None:
                         help="with --reuse: print the visible-floor figures (per-class medians of the background, "
                              "corner and focus columns on clean controls, and what each planted cue moves them by) "
                              "and stop")
+    parser.add_argument("--frame-counts", action="store_true",
+                        help="with --reuse: print where the frame finder (left out of the focus) fires -- on "
+                             "pictures carrying a planted frame, on the half-size canvas pictures, on pictures "
+                             "without a planted cue -- and stop")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="one summary of the one-class runs in these --json outputs (a pass split by --only)")
     parser.add_argument("--no-cleanlab", action="store_true")
@@ -783,6 +808,20 @@ def main() -> None:
         figures = print_cue_medians(args, out)
         if args.json:
             text = json.dumps(figures, indent=2)
+            if args.json == "-":
+                print(text)
+            else:
+                Path(args.json).write_text(text)
+        return
+    if args.frame_counts:
+        if not args.reuse:
+            raise SystemExit("--frame-counts reads the scans of a --cache run: give --reuse DIR")
+        counts = frame_counts(load_scans(Path(args.reuse), args.only))
+        for dataset, by in counts.items():
+            print(f"frame found {dataset:>7}: " + ", ".join(f"{group} {n:,} / {total:,}"
+                                                            for group, (n, total) in by.items()), file=out)
+        if args.json:
+            text = json.dumps(counts, indent=2)
             if args.json == "-":
                 print(text)
             else:
