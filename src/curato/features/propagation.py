@@ -25,7 +25,8 @@ The class probabilities of all superpixels come from ONE sparse symmetric positi
 column per class): a few thousand unknowns, milliseconds. Painted pixels keep their class; every other pixel
 takes its superpixel's most probable class. Superpixels straddle the edges people draw, so the edges are then
 redrawn pixel by pixel within ``band_width`` px of every edge between classes (:func:`refine_band`: a random
-walker on the pixel grid with a local colour model; 0 turns it off). The older per-pixel colour step
+walker on the pixel grid with a local colour model, each band pixel weighing only the classes near it, so its
+cost follows the band, not the image or the class count; 0 turns it off). The older per-pixel colour step
 (:func:`refine_edges`, ``pixel_sigma`` > 0) is off by default: with the band it did worse.
 The numbers that chose the defaults are in docs/benchmarks.md ("Superpixels and pre-labels").
 """
