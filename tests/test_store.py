@@ -75,6 +75,21 @@ def test_keep_ids_drops_removed_samples_and_align(tmp_path):
     assert vectors.tolist() == [[4, 5], [0, 0], [0, 1]]
 
 
+@pytest.mark.parametrize("kind", ["list", "set", "keys", "object array", "unicode array", "bytes array"])
+def test_keep_ids_of_any_collection_keep_the_same_rows(tmp_path, kind):
+    """The catalog hands out object arrays; cast to bytes they took their first items' width (every id cut to
+    two bytes, every row dropped)."""
+    kept = ["alpha", "beta", "résumé"]
+    given = {"list": kept, "set": set(kept), "keys": dict.fromkeys(kept).keys(),
+             "object array": np.asarray(kept, dtype=object), "unicode array": np.asarray(kept),
+             "bytes array": np.asarray([k.encode() for k in kept])}[kind]
+    store = FeatureStore(tmp_path)
+    store.write_part("emb", ["alpha", "beta", "gamma", "résumé"], ["1", "2", "3", "4"],
+                     np.arange(8, dtype=np.float32).reshape(4, 2))
+    features = store.finalize("emb", _meta(), keep_ids=given)
+    assert features.ids.tolist() == sorted(kept)
+
+
 def test_missing_feature_set_names_the_fix(tmp_path):
     with pytest.raises(WorkspaceError, match="curato embed"):
         FeatureStore(tmp_path).load("nothing")

@@ -292,7 +292,7 @@ class FeatureStore:
         del blocks
         keep = _newest_rows(ids)  # newest row wins, in id order
         if keep_ids is not None:
-            wanted = np.sort(_encoded(np.asarray(keep_ids) if len(keep_ids) else np.zeros(0, dtype="U1")))
+            wanted = np.sort(encoded_ids(keep_ids))
             keep = keep[_members(ids[keep], wanted)]
             del wanted
         previous = self._meta(name)
@@ -338,12 +338,23 @@ class DoneHashes:
         return (self.ids[at] == wanted) & (self.hashes[at] == given) & (given != b"")
 
 
+def encoded_ids(values: Any) -> np.ndarray:
+    """Sample ids (a bytes or unicode array, or any collection of str: list, set, object array) as a bytes
+    array (UTF-8, whose byte order is the strings' code point order)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "SU":
+        return _encoded(values)
+    listed = list(values)
+    return _encoded(np.asarray(listed, dtype=str) if listed else np.zeros(0, dtype="U1"))
+
+
 def _encoded(values: np.ndarray) -> np.ndarray:
     """Unicode strings as bytes: ASCII when they are (one C pass), else UTF-8. Byte order of UTF-8 is code point
     order, so sorting and searching the bytes agrees with the strings."""
     values = np.asarray(values)
     if values.dtype.kind == "S":
         return values
+    if values.dtype.kind != "U":  # an object array would be cast to bytes at its first items' width
+        raise TypeError(f"ids must be strings, got an array of {values.dtype}")
     try:
         return values.astype(f"S{max(1, values.dtype.itemsize // 4)}")
     except UnicodeEncodeError:

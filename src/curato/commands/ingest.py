@@ -33,7 +33,7 @@ from curato.features.text_properties import (
     text_properties,
 )
 from curato.features.thumbnails import THUMBNAIL_LAYOUT
-from curato.featurestore import PROPERTIES, THUMBNAILS
+from curato.featurestore import PROPERTIES, THUMBNAILS, encoded_ids
 from curato.hashing import hash_uris, text_hash
 from curato.ingest import readers
 from curato.progress import SILENT, Progress
@@ -165,15 +165,6 @@ def validate_records(source: Path, records: Sequence[SampleRecord]) -> None:
         )
 
 
-def _encoded_ids(sample_ids: Sequence[str]) -> np.ndarray:
-    """Sample ids as a bytes array (UTF-8; sorts as the strings do)."""
-    values = np.asarray(sample_ids, dtype=str) if len(sample_ids) else np.zeros(0, dtype="U1")
-    try:
-        return values.astype(f"S{max(1, values.dtype.itemsize // 4)}")
-    except UnicodeEncodeError:
-        return np.char.encode(values, "utf-8")
-
-
 def _is_number(text: str) -> bool:
     try:
         return math.isfinite(float(text))
@@ -233,7 +224,7 @@ def _catalog_ids(workspace: Workspace, *, readable_only: bool) -> np.ndarray:
     """Every sample id in the catalog (or every readable one) as one bytes array, read in batches."""
     pieces = [np.zeros(0, dtype="S1")]
     for rows in workspace.catalog.samples_in_order(("sample_id", "readable"), batch=_LOOKUP_BATCH):
-        pieces.append(_encoded_ids([sid for sid, readable in rows if readable or not readable_only]))
+        pieces.append(encoded_ids([sid for sid, readable in rows if readable or not readable_only]))
     return np.concatenate(pieces)
 
 
