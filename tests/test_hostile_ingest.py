@@ -473,3 +473,16 @@ def test_symlink_loops_and_deep_nesting_are_clear_errors_or_fine(tmp_path, monke
         while Path.cwd() != deep:
             os.chdir("..")
             os.rmdir("d")
+
+
+def test_a_file_name_that_is_not_utf8_is_named_not_a_traceback(tmp_path):
+    """Linux file names are bytes; a Latin-1 name reaches Python as lone surrogates, which no catalog can store."""
+    root = tmp_path / "data"
+    (root / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(root / "cat" / "fine.png")
+    with open(os.path.join(os.fsencode(root / "cat"), b"caf\xe9.png"), "wb") as handle:
+        Image.new("RGB", (8, 8), (10, 200, 10)).save(handle, format="PNG")
+    workspace = Workspace.create(tmp_path / "ws")
+    with pytest.raises(InputError, match=r"is not valid UTF-8; rename that file"):
+        ingest(workspace, root)
+    assert workspace.catalog.sample_count() == 0

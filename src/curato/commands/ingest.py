@@ -144,6 +144,12 @@ def validate_records(source: Path, records: Sequence[SampleRecord]) -> None:
         if _UNSAFE_ID.search(record.sample_id):
             raise InputError(f"{source}: sample id {record.sample_id!r} has a control character; rename that "
                              f"file or fix that id")
+        if not record.sample_id.isascii():
+            try:
+                record.sample_id.encode("utf-8")
+            except UnicodeEncodeError:  # a file name that is not UTF-8 reaches Python as lone surrogates
+                raise InputError(f"{source}: file name {record.sample_id!r} is not valid UTF-8; rename that file "
+                                 f"(e.g. `convmv -f latin1 -t utf8`)") from None
     # a set of references to the records' own strings: no copy of the ids at the longest id's width
     if len({record.sample_id for record in records}) != len(records):
         counts = Counter(record.sample_id for record in records)
