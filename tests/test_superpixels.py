@@ -454,3 +454,28 @@ def test_scripted_annotator_completes_from_seeds_in_fewer_actions_on_coins() -> 
     propagate = annotator.run(complete=lambda painted: complete_mask(graph, painted))
     assert propagate["iou"] >= 0.9 and propagate["completions"] >= 1
     assert propagate["actions"] < brush["actions"], (propagate, brush)
+
+
+def test_band_refinement_falls_back_to_lu_when_conjugate_gradients_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wide band with almost no local ties (weight 1e-9) on a smooth ramp: conjugate gradients do not reach
+    their tolerance in 200 steps, so the band step solves with a sparse LU and answers as the direct solve does."""
+    import scipy.sparse.linalg
+
+    from curato.features.propagation import refine_band
+
+    calls: list[tuple[int, int]] = []
+    real = scipy.sparse.linalg.splu
+
+    def counted(matrix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(matrix.shape)
+        return real(matrix, *args, **kwargs)
+
+    monkeypatch.setattr(scipy.sparse.linalg, "splu", counted)
+    rows, cols = np.mgrid[:128, :128]
+    mask = ((rows + cols) > 128).astype(np.uint8)
+    noise = np.random.default_rng(0).normal(0, 0.01, (128, 128, 3))
+    lab = (np.stack([cols * 0.1, rows * 0.0, cols * 0.0], -1) + noise).astype(np.float32)
+    nearly_none = refine_band(lab, mask, width=32, local_weight=1e-9)
+    assert len(calls) == 1, calls  # conjugate gradients gave up: one LU
+    assert np.array_equal(nearly_none, refine_band(lab, mask, width=32, local_weight=0))
+    assert len(calls) == 2
