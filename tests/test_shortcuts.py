@@ -387,8 +387,8 @@ def test_a_frame_on_half_of_every_class_does_not_move_the_focus_of_one_class(
         lfw: dict[str, np.ndarray], data: dict[str, np.ndarray], colour: tuple[int, int, int]) -> None:
     """A coloured frame on a random half of the faces and of the texture crops says nothing about the label. Read
     with the frame, the focus is the frame's straight inner edge on the crops (their steepest edges move ~1.4x) but
-    not on the soft faces, so it set the two classes apart (that alarm, ``edge_sharpness``, was raised here in 7 of
-    12 colour x half draws); the frame is now found (a band of one level on all four sides) and left out."""
+    not on the soft faces, so it set the two classes apart (that alarm, ``edge_sharpness``, was raised in 7 of 12
+    colour x half draws in a one-off scratch run with the old focus); the frame is now found and left out."""
     from curato.checks.shortcuts import edge_sharpness, frame_depths
 
     rng = np.random.default_rng(0)
