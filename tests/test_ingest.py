@@ -209,10 +209,34 @@ def _store_files(ws: Workspace) -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*.npy"))}
 
 
-def test_ingest_in_windows_writes_what_one_window_writes(tmp_path):
+def _windowed_source(tmp_path: Path, kind: str, folder: Path) -> Path:
+    """The source to ingest for ``kind``: the image folder itself, a CSV manifest listing its files (labels,
+    splits, a metadata column) or a JSONL text table of one line per file (the text written from its bytes)."""
+    files = sorted(path for path in folder.rglob("*.png"))
+    if kind == "imagefolder":
+        return folder
+    if kind == "manifest":
+        path = tmp_path / "manifest.csv"
+        lines = ["id,path,label,split,camera"] + [
+            f"{f.parent.name}-{f.stem},{f.relative_to(tmp_path)},{f.parent.name},{('train', 'test')[i % 4 > 0]},"
+            f"c{i % 3}"
+            for i, f in enumerate(files)]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+    path = tmp_path / "texts.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"{f.parent.name}/{f.stem}", "text": f.read_bytes()[-40:].hex(),
+                                          "label": f.parent.name, "lang": "en" if i % 2 else "de"})
+                              for i, f in enumerate(files)) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["imagefolder", "manifest", "text"])
+def test_ingest_in_windows_writes_what_one_window_writes(tmp_path, kind):
     """Images are hashed, looked up and scanned a window of chunks at a time (bounded memory at 1M+): the catalog
     rows, the feature-store files (byte for byte) and the counts do not depend on where the windows fall, on a
-    first ingest and on a re-ingest after files changed, vanished and appeared."""
+    first ingest and on a re-ingest after files changed, vanished and appeared; for an image folder, a CSV
+    manifest of the same files and a JSONL text table (``--format text``; texts are not windowed, the chunk size
+    must not matter to them either)."""
     rng = np.random.default_rng(3)
     folder = tmp_path / "images"
     for index in range(150):
@@ -222,19 +246,23 @@ def test_ingest_in_windows_writes_what_one_window_writes(tmp_path):
     (folder / "class-0" / "broken.png").write_bytes(b"not a png")
     (folder / "class-1" / "résumé ü.png").write_bytes((folder / "class-1" / "0001.png").read_bytes())
     one, many = Workspace.create(tmp_path / "one"), Workspace.create(tmp_path / "many")
+    form = "text" if kind == "text" else None
     for step in range(2):
         if step:
             (folder / "class-2" / "0002.png").unlink()
             (folder / "class-2" / "0005.png").write_bytes((folder / "class-0" / "0000.png").read_bytes())
             (folder / "class-0" / "new.png").write_bytes((folder / "class-1" / "0004.png").read_bytes())
-        whole = ingest(one, folder, workers=1, chunk_size=4096)
-        windowed = ingest(many, folder, workers=1, chunk_size=3)  # windows of 48 images, chunks of 3
+        source = _windowed_source(tmp_path, kind, folder)
+        whole = ingest(one, source, format=form, workers=1, chunk_size=4096)
+        windowed = ingest(many, source, format=form, workers=1, chunk_size=3)  # windows of 48 images, chunks of 3
+        assert whole.format == kind
         assert {**whole.__dict__, "source": ""} == {**windowed.__dict__, "source": ""}
         assert _catalog_rows(one) == _catalog_rows(many)
         assert _store_files(one) == _store_files(many)
-        properties = one.features.load(PROPERTIES)
-        rows = _catalog_rows(one)["samples"]
-        readable = {row[0]: row[4] for row in rows if row[5]}
-        assert dict(zip(properties.ids.tolist(), properties.hashes.tolist(), strict=True)) == readable
+        if kind != "text":
+            properties = one.features.load(PROPERTIES)
+            rows = _catalog_rows(one)["samples"]
+            readable = {row[0]: row[4] for row in rows if row[5]}
+            assert dict(zip(properties.ids.tolist(), properties.hashes.tolist(), strict=True)) == readable
     assert (whole.new, whole.changed, whole.unchanged, whole.not_in_source) == (1, 1, 150, 1)
-    assert (whole.scanned, whole.unreadable, whole.samples) == (2, 1, 152)
+    assert (whole.scanned, whole.unreadable, whole.samples) == ((0, 0, 152) if kind == "text" else (2, 1, 152))
