@@ -79,6 +79,29 @@ def test_ray_ingest_and_embed_equal_the_local_path(tmp_path: Path, fashion_mnist
     assert distributed.embed("efficientnet-lite0-112", engine="ray").computed == 1
 
 
+def test_ray_ingest_in_windows_equals_the_local_path(tmp_path: Path, fashion_mnist, local_ray) -> None:
+    """Ray ingest a window of chunks at a time (chunks of 4, windows of 64: two windows of 78 images) writes what
+    the local path writes in one window: catalog rows, feature ids and vectors; and re-ingests the same after a
+    file changed in the second window."""
+    from curato.commands.ingest import ingest
+
+    source = _folder(tmp_path / "images", fashion_mnist)
+    local, distributed = Workspace.create(tmp_path / "local"), Workspace.create(tmp_path / "ray")
+    for step in range(2):
+        if step:
+            Image.fromarray(255 - fashion_mnist[0][1]).save(sorted((source / "7").glob("*.png"))[-1])
+        whole = ingest(local, source, workers=1)
+        windowed = ingest(distributed, source, chunk_size=4, engine="ray")
+        assert {**whole.__dict__, "source": ""} == {**windowed.__dict__, "source": ""}
+        assert _catalog(distributed) == _catalog(local)
+        for table in (PROPERTIES, THUMBNAILS):
+            ours, theirs = distributed.features.load(table), local.features.load(table)
+            assert sorted(ours.ids) == sorted(theirs.ids) and len(ours.ids) == 77
+            order = {sid: i for i, sid in enumerate(theirs.ids)}
+            np.testing.assert_array_equal(ours.vectors, theirs.vectors[[order[sid] for sid in ours.ids]])
+    assert (windowed.changed, windowed.scanned, windowed.unchanged) == (1, 1, 77)
+
+
 def test_an_unknown_engine_is_a_one_line_error(tmp_path: Path, image_folder: Path) -> None:
     result = run("ingest", image_folder, "-w", tmp_path / "ws", "--engine", "spark")
     assert result.returncode == 2 and "--engine 'spark' is unknown" in result.stderr
