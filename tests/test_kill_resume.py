@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from curato.commands.ingest import _WINDOW_CHUNKS, ingest
 from curato.featurestore import PROPERTIES, THUMBNAILS
 from curato.imageio import read_idx
 from curato.workspace import Workspace
@@ -115,3 +116,53 @@ def test_kill_9_at_each_stage_then_rerun_equals_an_uninterrupted_run(folder, tmp
     statuses = [run["status"] for run in Workspace.open(crashed).catalog.runs()]
     assert statuses.count("interrupted") >= 3 and "running" not in statuses
     assert curato("check", "-w", crashed).returncode == 0
+
+
+WINDOW_CHUNK = 2  # chunk size for the windowed kill: windows of 2 * 16 = 32 images
+IMAGES_KILLED = 160  # five windows
+INGEST = ("import sys; from curato.commands.ingest import ingest; from curato.workspace import Workspace; "
+          "ingest(Workspace.create(sys.argv[1]), sys.argv[2], workers=1, chunk_size=int(sys.argv[3]))")
+
+
+def test_kill_9_between_ingest_windows_then_rerun_equals_an_uninterrupted_run(fashion_mnist, tmp_path):
+    """An ingest of 160 images in chunks of 2 (windows of 32) killed once its second window is writing: the first
+    window's samples are committed and not rescanned, and the rerun ends as one uninterrupted ingest."""
+    images, labels = fashion_mnist
+    root = tmp_path / "data"
+    for index in range(IMAGES_KILLED):
+        path = root / f"class{labels[index]}" / f"{index:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[index]).save(path)
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    script = [sys.executable, "-c", INGEST]
+    ingest(Workspace.create(clean), root, workers=1)  # uninterrupted, one window
+    parts = crashed / "features" / PROPERTIES / "parts"
+    window_chunks = _WINDOW_CHUNKS
+    process = subprocess.Popen([*script, str(crashed), str(root), str(WINDOW_CHUNK)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    killed = False
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if parts.exists() and len(list(parts.glob("part-*.npz"))) > window_chunks:  # into the second window
+                os.kill(process.pid, signal.SIGKILL)
+                killed = process.wait(timeout=60) == -signal.SIGKILL
+                break
+            time.sleep(0.01)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)
+    assert killed, "the ingest must really have been killed mid-run"
+    committed = {sid for sid, (_, digest, _) in Workspace.open(crashed).catalog.known_samples().items() if digest}
+    assert WINDOW_CHUNK * window_chunks <= len(committed) < IMAGES_KILLED  # the first window is in, the run is not done
+    resumed = ingest(Workspace.open(crashed), root, workers=1, chunk_size=WINDOW_CHUNK)
+    assert resumed.samples == IMAGES_KILLED and resumed.new == IMAGES_KILLED - len(committed)
+    assert resumed.scanned == IMAGES_KILLED - len(committed)  # committed rows are not rescanned; the killed chunk's are
+    a, b = state(clean), state(crashed)
+    assert a["samples"] == b["samples"] and a["labels"] == b["labels"]
+    assert set(a["features"]) == set(b["features"]) == {PROPERTIES, THUMBNAILS}
+    for name, (ids, vectors) in a["features"].items():
+        assert b["features"][name][0] == ids
+        np.testing.assert_array_equal(b["features"][name][1], vectors)
+    assert Workspace.open(crashed).features.pending_parts(PROPERTIES) == []
