@@ -120,7 +120,11 @@ def test_kill_9_at_each_stage_then_rerun_equals_an_uninterrupted_run(folder, tmp
 
 WINDOW_CHUNK = 2  # chunk size for the windowed kill: windows of 2 * 16 = 32 images
 IMAGES_KILLED = 160  # five windows
-INGEST = ("import sys; from curato.commands.ingest import ingest; from curato.workspace import Workspace; "
+# The child sleeps 50 ms after each part it writes, so that a fast machine cannot finish all five windows between
+# two looks of the parent (every 10 ms): the kill must fall mid-run wherever the test runs.
+INGEST = ("import sys, time; from curato.commands.ingest import ingest; from curato.featurestore import FeatureStore; "
+          "from curato.workspace import Workspace; write = FeatureStore.write_part; "
+          "FeatureStore.write_part = lambda *a, **k: (write(*a, **k), time.sleep(0.05))[0]; "
           "ingest(Workspace.create(sys.argv[1]), sys.argv[2], workers=1, chunk_size=int(sys.argv[3]))")
 
 
