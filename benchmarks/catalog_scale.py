@@ -423,6 +423,20 @@ def database_bytes(root: str) -> int:
 FEATURE_SET = "bench-embedding"
 
 
+def sorted_ids_and_hashes(catalog: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample's id and content hash ("" where none), in id order, read 100k rows at a time."""
+    count = catalog.sample_count()
+    ids = np.empty(count, dtype="<U40")
+    hashes = np.empty(count, dtype="<U40")
+    at = 0
+    for batch in catalog.samples_in_order(("sample_id", "content_hash"), batch=100_000):
+        ids[at:at + len(batch)] = [sid for sid, _ in batch]
+        hashes[at:at + len(batch)] = [digest or "" for _, digest in batch]
+        at += len(batch)
+    order = np.argsort(ids[:at], kind="stable")
+    return ids[:at][order], hashes[:at][order]
+
+
 def write_feature_set(root: str) -> dict[str, Any]:
     """A feature set over every sample, as `curato embed` leaves it (ids in order, each with the content hash it
     was computed from; 1 % of them computed from an older file, so stale), written straight in the store's layout
@@ -432,18 +446,8 @@ def write_feature_set(root: str) -> dict[str, Any]:
 
     started = time.perf_counter()
     workspace = Workspace.open(root)
-    catalog = workspace.catalog
-    count = catalog.sample_count()
-    ids = np.empty(count, dtype="<U40")
-    hashes = np.empty(count, dtype="<U40")
-    at = 0
-    for batch in catalog.samples_in_order(("sample_id", "content_hash"), batch=100_000):
-        ids[at:at + len(batch)] = [sid for sid, _ in batch]
-        hashes[at:at + len(batch)] = [digest or "" for _, digest in batch]
-        at += len(batch)
-    ids, hashes = ids[:at], hashes[:at]
-    order = np.argsort(ids, kind="stable")
-    ids, hashes = ids[order], hashes[order]
+    ids, hashes = sorted_ids_and_hashes(workspace.catalog)
+    at = len(ids)
     hashes[::100] = "0" * 40
     folder = workspace.features.folder(FEATURE_SET)
     folder.mkdir(parents=True, exist_ok=True)
@@ -469,18 +473,8 @@ def write_properties(root: str) -> dict[str, Any]:
 
     started = time.perf_counter()
     workspace = Workspace.open(root)
-    catalog = workspace.catalog
-    count = catalog.sample_count()
-    ids = np.empty(count, dtype="<U40")
-    hashes = np.empty(count, dtype="<U40")
-    at = 0
-    for batch in catalog.samples_in_order(("sample_id", "content_hash"), batch=100_000):
-        ids[at:at + len(batch)] = [sid for sid, _ in batch]
-        hashes[at:at + len(batch)] = [digest or "" for _, digest in batch]
-        at += len(batch)
-    ids, hashes = ids[:at], hashes[:at]
-    order = np.argsort(ids, kind="stable")
-    ids, hashes = ids[order], hashes[order]
+    ids, hashes = sorted_ids_and_hashes(workspace.catalog)
+    at = len(ids)
     index = np.array([int(sid.rsplit("/", 1)[1].split(".")[0]) for sid in ids.tolist()], dtype=np.int64)
     vectors = np.empty((at, len(PROPERTY_COLUMNS)), dtype=np.float32)
     for j in range(len(PROPERTY_COLUMNS)):

@@ -574,12 +574,7 @@ class Catalog:
         (``curated_counts``): a label whose counts drifted to 0 (``count_problems`` reports it) is left out.
         Multi-annotator samples whose refit could not be stored (a read-only catalog) are moved to their fitted
         label here, in batches of ids (a bound-parameter limit on PostgreSQL)."""
-        changes = self._aggregate_changes()
-        moved_out: dict[str, set[str]] = {}
-        moved_in: dict[str, list[str]] = {}
-        for sid, (old, new, _) in changes.items():
-            moved_out.setdefault(old, set()).add(sid)
-            moved_in.setdefault(new, []).append(sid)
+        moved_out, moved_in = self._unstored_moves()
         table = curated_labels
         query = (select(table.c.sample_id)
                  .select_from(table.join(samples, samples.c.sample_id == table.c.sample_id))
@@ -607,6 +602,16 @@ class Catalog:
                     found[label] = list(ids)
         return found
 
+    def _unstored_moves(self) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
+        """Per label, the samples an unstored refit moves out of it and into it (empty unless the refit of the
+        multi-annotator aggregates could not be stored, as on a read-only catalog)."""
+        moved_out: dict[str, set[str]] = {}
+        moved_in: dict[str, list[str]] = {}
+        for sid, (old, new, _) in self._aggregate_changes().items():
+            moved_out.setdefault(old, set()).add(sid)
+            moved_in.setdefault(new, []).append(sid)
+        return moved_out, moved_in
+
     def curated_ids_by_label(self, batch: int = 200_000) -> Iterator[tuple[str, list[str]]]:
         """(curated label, some of its sample ids), up to ``batch`` ids at a time, label after label, by the rule
         of :meth:`curated_labels`, every labelled sample once: for a reader joining every labelled sample with
@@ -617,12 +622,7 @@ class Catalog:
         (docs/benchmarks.md). The labels come from the maintained counts (``curated_counts``): a label whose counts
         drifted to 0 (``count_problems`` reports it) is left out. Samples whose refit could not be stored (a
         read-only catalog) come under their fitted label."""
-        changes = self._aggregate_changes()
-        moved_out: dict[str, set[str]] = {}
-        moved_in: dict[str, list[str]] = {}
-        for sid, (old, new, _) in changes.items():
-            moved_out.setdefault(old, set()).add(sid)
-            moved_in.setdefault(new, []).append(sid)
+        moved_out, moved_in = self._unstored_moves()
         query = select(curated_labels.c.sample_id).where(curated_labels.c.label == bindparam("label"))
         with self.engine.connect() as conn:
             labelled = conn.execute(select(curated_counts.c.label).group_by(curated_counts.c.label)
