@@ -742,6 +742,18 @@ def print_cue_medians(args: argparse.Namespace, out: Any) -> dict[str, Any]:
     return figures
 
 
+def write_json(document: Any, target: str | None) -> None:
+    """``document`` as indented JSON to stdout (``-``), to the file ``target`` (its folder made), or nowhere."""
+    if not target:
+        return
+    text = json.dumps(document, indent=2)
+    if target == "-":
+        print(text)
+    else:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=3000, help="images per all-class run")
@@ -806,12 +818,7 @@ def main() -> None:
         if not args.reuse:
             raise SystemExit("--cue-medians reads the scans of a --cache run: give --reuse DIR")
         figures = print_cue_medians(args, out)
-        if args.json:
-            text = json.dumps(figures, indent=2)
-            if args.json == "-":
-                print(text)
-            else:
-                Path(args.json).write_text(text)
+        write_json(figures, args.json)
         return
     if args.frame_counts:
         if not args.reuse:
@@ -820,12 +827,7 @@ def main() -> None:
         for dataset, by in counts.items():
             print(f"frame found {dataset:>7}: " + ", ".join(f"{group} {n:,} / {total:,}"
                                                             for group, (n, total) in by.items()), file=out)
-        if args.json:
-            text = json.dumps(counts, indent=2)
-            if args.json == "-":
-                print(text)
-            else:
-                Path(args.json).write_text(text)
+        write_json(counts, args.json)
         return
     if args.merge:  # one summary over one-class runs made in parts (e.g. one --only DATASET per process)
         runs = [run for path in args.merge for run in json.loads(Path(path).read_text())["one_class"]["runs"]]
@@ -862,12 +864,8 @@ def main() -> None:
         detection = summaries["one_class"]["detection"]
         summaries["one_class"] = {**summaries["one_class"], "detection": {
             key: {k: v for k, v in row.items() if k != "cases"} for key, row in detection.items()}}
-    if args.json == "-":
-        print(json.dumps(report, indent=2))
-    else:
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(report, indent=2))
+    write_json(report, args.json)
+    if args.json != "-":
         print(json.dumps({**summaries, "seconds": report["seconds"]}, indent=2))
 
 
