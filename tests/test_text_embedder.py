@@ -93,7 +93,8 @@ def test_onnx_similar_sentences_are_closer(onnx_minilm):
 def test_length_sorting_keeps_input_order(runtime, cache, monkeypatch):
     monkeypatch.setenv("CURATO_CACHE", str(cache))
     embedder = get_embedder("minilm", runtime=runtime)
-    monkeypatch.setattr(text_module, "BATCH", 3)  # several batches, each padded differently (OpenVINO: in flight)
+    # Several batches, each padded differently (OpenVINO: several in flight).
+    monkeypatch.setattr(text_module, "TOKEN_BUDGET", 40)
     vectors = embedder.embed(SENTENCES)
     assert embedder.runtime == runtime
     permutation = np.random.default_rng(0).permutation(len(SENTENCES))
@@ -101,6 +102,21 @@ def test_length_sorting_keeps_input_order(runtime, cache, monkeypatch):
     np.testing.assert_allclose(shuffled, vectors[permutation], atol=1e-5)
     alone = np.concatenate([embedder.embed([sentence]) for sentence in SENTENCES])
     np.testing.assert_allclose(alone, vectors, atol=1e-5)  # padding is masked out
+
+
+def test_token_budget_batches_cover_every_text_once_within_the_budget():
+    lengths = [5, 120, 7, 7, 300, 30, 5, 64, 9, 31, 2, 2, 2, 2, 2, 2]
+    groups = text_module.token_budget_batches(lengths, budget=64, max_rows=4)
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    flat = [lengths[i] for group in groups for i in group]
+    assert flat == sorted(lengths)  # shortest first, so each group pads only to its own longest
+    for group in groups:
+        longest = max(lengths[i] for i in group)
+        assert len(group) <= 4
+        assert len(group) * longest <= 64 or len(group) == 1  # a text over the budget travels alone
+    assert [len(group) for group in groups][:2] == [4, 4]  # the short texts fill whole groups
+    assert [4] in groups and [1] in groups  # 300 and 120 tokens: alone
+    assert text_module.token_budget_batches([]) == []
 
 
 FORTUNES = Path("/usr/share/games/fortunes")

@@ -20,9 +20,9 @@ sentences the first time it is used: an OpenVINO model below cosine :data:`CHECK
 fails to compile) falls back to onnxruntime, an onnxruntime graph below it (or a failed export) to
 ``torch``, each with one warning. ``torch`` runs sentence-transformers' ``encode``.
 
-Texts are tokenised once, sorted by token count and batched :data:`BATCH` at a time, so a batch is
-padded only to its own longest text; vectors come back in input order and a text's vector does not
-depend on which others share its batch (padding is masked out).
+Texts are tokenised once, sorted by token count and batched by a budget of token cells
+(:data:`TOKEN_BUDGET`), so a batch is padded only to its own longest text; vectors come back in input
+order and a text's vector does not depend on which others share its batch (padding is masked out).
 
 All runtimes give the same vectors to float32 rounding (the check demands cosine >= 0.999; measured
 0.99999+), so ``settings()`` does not name the runtime: a feature store filled by one is reused by
@@ -59,10 +59,14 @@ from curato.system import available_cpus
 DIM = 384
 # Bump when the export changes what the graph computes, so cached graphs from older code are rebuilt.
 GRAPH_VERSION = 1
-# Texts per inference call after sorting by length (both runtimes): sentence-transformers' default.
-# 16/32/64/128 were tried on a heavily loaded machine and none stood out of the noise (docs/benchmarks.md,
-# "Text embedding speed"); with sorted lengths a larger batch saves call overhead but pads more.
+# Texts per call for the torch runtime (sentence-transformers' default batch size).
 BATCH = 32
+# Graph runtimes: after sorting by token count, a batch takes texts while rows x its longest text stay within
+# this many token cells (and at most MAX_ROWS texts): short texts go in large batches, long ones in small,
+# and padding falls to ~2.5% of the least work against ~8% for fixed batches of 32. Budgets of 384-1,024
+# measured 5-12% faster than batches of 32 on 1,000 fortunes (docs/benchmarks.md, "token budget").
+TOKEN_BUDGET = 768
+MAX_ROWS = 256
 # The worst cosine against eager PyTorch, on the probe sentences, that a graph must reach to be used.
 CHECK_COSINE = 0.999
 PROBE = (
@@ -152,14 +156,12 @@ class MiniLMEmbedder(Embedder):
         return encoded["input_ids"]
 
     def _padded_batches(self, texts: list[str]) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
-        """(rows, input_ids, attention_mask) per batch of :data:`BATCH` texts of similar token counts."""
+        """(rows, input_ids, attention_mask) per batch of texts of similar token counts (see :data:`TOKEN_BUDGET`)."""
         ids = self._tokenise(texts)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         pad = int(self._load().tokenizer.pad_token_id or 0)
         batches = []
-        for start in range(0, len(order), BATCH):
-            rows = order[start:start + BATCH]
-            width = max(len(ids[i]) for i in rows)
+        for rows in token_budget_batches([len(row) for row in ids], TOKEN_BUDGET, MAX_ROWS):
+            width = len(ids[rows[-1]])
             input_ids = np.full((len(rows), width), pad, dtype=np.int64)
             mask = np.zeros((len(rows), width), dtype=np.int64)
             for r, i in enumerate(rows):
@@ -289,6 +291,24 @@ class MiniLMEmbedder(Embedder):
 
 
 _model_lock = threading.Lock()
+
+
+def token_budget_batches(lengths: Sequence[int], budget: int = TOKEN_BUDGET,
+                         max_rows: int = MAX_ROWS) -> list[list[int]]:
+    """Indices into ``lengths`` grouped for padded inference: sorted by length (stable), each group ending
+    before its row count times its longest length would pass ``budget`` or its rows ``max_rows``. A length
+    over ``budget`` gets a group of its own."""
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable").tolist()
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        if current and ((len(current) + 1) * lengths[index] > budget or len(current) >= max_rows):
+            groups.append(current)
+            current = []
+        current.append(index)
+    if current:
+        groups.append(current)
+    return groups
 
 
 
