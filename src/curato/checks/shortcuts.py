@@ -28,6 +28,10 @@ class is named when its share inside one range exceeds the others' by ``class_ga
 natural values fall in the range -- soft pictures for a blur, small objects for a scale). For the cues read off
 the pixels the difference must also be visible (``VISIBLE_FLOOR``): natural differences there are consistent but
 small (sleeves reaching the frame's edge move the background by a few grey levels), planted ones are not.
+The focus has a second way in, for a class singled out as SOFTER: every photo set holds naturally soft pictures
+in every class, so a blur on one class can leave more than a fifth of the others inside its range; there the
+others' limit is waived for a shift twice as visible (``focus_shift_flag``, the floor squared) and a gain of
+``focus_gain_flag``. (A sharper range has no such natural crowd, and keeps the usual rule.)
 Whole-image brightness is object-borne (a sandal is darker than a coat) and stays untested class by class; what
 a planted brightening leaves that an object does not is a lifted black level -- no pixel near black -- so the
 1st grey percentile is tested, with a floor of 0.15 of the scale (natural class differences: 0 where objects lie
@@ -130,6 +134,11 @@ class ShortcutParams:
     level_shift_flag: float = 0.03  # background colour and brightness: a difference of this fraction of the scale
     corner_shift_flag: float = 0.3  # corner contrast: 0.3 of the grey scale (a mark, not a texture)
     focus_ratio_flag: float = 1.15  # edge steepness for the contrast: this factor, up or down
+    # The focus also flags a class that is SOFTER inside its range, whatever share of the others is there (soft
+    # pictures occur naturally in every class), when its shift is twice as visible -- the floor squared -- and its
+    # gain reaches focus_gain_flag
+    focus_shift_flag: float = 1.32
+    focus_gain_flag: float = 0.4
     black_level_flag: float = 0.15  # black level (1st grey percentile): this fraction of the scale, about 38 levels
     range_flag: float = 0.3  # a class's samples inside its range of a flagged cue are flagged if it separates by this
     max_samples: int = 10_000  # samples (a stratified subsample) the cue models and the permutations use
@@ -153,7 +162,9 @@ class ShortcutParams:
         check_field(check, self, "others_share_flag", low=0.0, high=1.0)
         for name in ("level_shift_flag", "corner_shift_flag", "black_level_flag"):
             check_field(check, self, name, low=0.0)
-        check_field(check, self, "focus_ratio_flag", low=1.0)
+        for name in ("focus_ratio_flag", "focus_shift_flag"):
+            check_field(check, self, name, low=1.0)
+        check_field(check, self, "focus_gain_flag", low=0.0, high=1.0, strict=True)
         check_field(check, self, "range_flag", low=0.0, high=1.0)
         for name in ("foreground_levels", "foreground_spreads"):
             check_field(check, self, name, low=0.0)
@@ -658,9 +669,8 @@ def shortcut_finding(
         if len(cols) == 1 and cue_columns[cols[0]] in per_class:
             found = per_class[cue_columns[cols[0]]]
             row["class_p_value"] = round(found["p_value"], 4)
-            row["classes"] = [c for c in found["classes"] if c["gain"] >= p.class_gain_flag
-                              and c["p_value"] <= p.alpha and c["share_of_others"] <= p.others_share_flag
-                              and _visible(cue_columns[cols[0]], c, p)]
+            row["classes"] = [c for c in found["classes"]
+                              if c["p_value"] <= p.alpha and _singles_out(cue_columns[cols[0]], c, p)]
             row["flagged"] |= bool(row["classes"])
         cue_rows.append(row)
     cue_rows.sort(key=lambda r: (not r["flagged"], -r["balanced_accuracy"]))
@@ -721,19 +731,35 @@ VISIBLE_FLOOR = {**dict.fromkeys(("background_red", "background_green", "backgro
                  "edge_sharpness": ("focus_ratio_flag", "ratio")}
 
 
-def _visible(column: str, entry: Mapping[str, Any], params: ShortcutParams) -> bool:
+def _singles_out(column: str, entry: Mapping[str, Any], params: ShortcutParams) -> bool:
+    """Whether a significant per-class entry of ``column`` names its class: a gain of ``class_gain_flag`` with at
+    most ``others_share_flag`` of the others inside and a visible shift -- or, for a class whose focus is softer
+    inside its range, a gain of ``focus_gain_flag`` and a shift of ``focus_shift_flag`` with no limit on the others
+    (naturally soft pictures fall in a blur's range in every class; natural focus differences stay small)."""
+    if (entry["gain"] >= params.class_gain_flag and entry["share_of_others"] <= params.others_share_flag
+            and _visible(column, entry, params)):
+        return True
+    inside, others = entry.get("median_inside"), entry.get("median_others")
+    softer = inside is not None and others is not None and inside < others
+    return bool(column == "edge_sharpness" and softer and entry["gain"] >= params.focus_gain_flag
+                and _visible(column, entry, params, floor=params.focus_shift_flag))
+
+
+def _visible(column: str, entry: Mapping[str, Any], params: ShortcutParams, floor: float | None = None) -> bool:
     """Whether a class singled out by ``column`` differs from the others by a visible amount (always true for
-    columns without a floor): the median of its values inside its range against the other classes' median."""
+    columns without a floor): the median of its values inside its range against the other classes' median.
+    ``floor``: instead of the column's ``ShortcutParams`` field."""
     if column not in VISIBLE_FLOOR:
         return True
     field, kind = VISIBLE_FLOOR[column]
+    least = getattr(params, field) if floor is None else floor
     inside, others = entry["median_inside"], entry["median_others"]
     if inside is None or others is None:
         return False
     if kind == "ratio":
         low, high = sorted((abs(inside), abs(others)))
-        return bool(high >= getattr(params, field) * low)
-    return bool(abs(inside - others) >= getattr(params, field))
+        return bool(high >= least * low)
+    return bool(abs(inside - others) >= least)
 
 
 def _group_of(column: str) -> str:
