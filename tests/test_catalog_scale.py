@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 from sqlalchemy import delete, func, insert, make_url, select, text, update
 
@@ -722,10 +723,11 @@ def _walked_examples(catalog: Catalog, per_class: int, wanted: str = "image") ->
     return dict(sorted(chosen.items()))
 
 
-def test_examples_per_class_and_ids_by_label_follow_the_rule(history: Workspace, monkeypatch) -> None:
+def test_examples_per_class_and_the_curated_snapshot_follow_the_rule(history: Workspace, monkeypatch) -> None:
     """``curated_examples`` (the report's examples, by index) equals the old walk over every sample, unreadable
-    samples skipped; ``curated_ids_by_label`` yields every curated sample once under its label. Both also when a
-    refit could not be stored (a read-only catalog): the refitted samples then count under their fitted label."""
+    samples skipped; ``curated_snapshot`` yields every curated sample once under its label. Both also when a
+    refit could not be stored (a read-only catalog): the refitted samples then count under their fitted label
+    (the snapshot's reader applies ``unstored_label_moves``)."""
     catalog = history.catalog
     expected = reference_curated_labels(catalog)
     firsts = sorted({value.label: sid for sid, value in sorted(expected.items(), reverse=True)}.values())[:2]
@@ -743,9 +745,12 @@ def test_examples_per_class_and_ids_by_label_follow_the_rule(history: Workspace,
 
     def batches() -> dict[str, str]:
         found: dict[str, str] = {}
-        for label, ids in catalog.curated_ids_by_label(batch=17):
-            assert ids and not set(ids) & set(found)
-            found.update(dict.fromkeys(ids, label))
+        for _, ids, labels_of in catalog.curated_snapshot(batch=17):
+            assert 0 < len(ids) <= 17 and not set(ids) & set(found)
+            found.update(zip(ids, labels_of, strict=True))
+        for sid, (old, new) in catalog.unstored_label_moves().items():
+            assert found[sid] == old
+            found[sid] = new
         return found
 
     assert batches() == {sid: value.label for sid, value in expected.items()}
@@ -789,10 +794,10 @@ def test_label_names_are_every_distinct_label_ever_written(history: Workspace) -
     assert labelling.class_names(history) == [name for name in distinct if name]
 
 
-def test_ids_by_label_stream_from_the_server_on_postgresql(history: Workspace) -> None:
-    """On PostgreSQL ``curated_ids_by_label`` reads each label through a server-side cursor, ``batch`` rows per
-    fetch (psycopg's plain cursor would hold the whole label in the client at execute): while the reader holds a
-    batch, the catalog's session is inside a FETCH of a declared cursor; the ids are every curated sample once."""
+def test_the_curated_snapshot_streams_from_the_server_on_postgresql(history: Workspace) -> None:
+    """On PostgreSQL ``curated_snapshot`` reads through a server-side cursor, ``batch`` rows per fetch (psycopg's
+    plain cursor would hold every row in the client at execute): while the reader holds a batch, the catalog's
+    session is inside a FETCH of a declared cursor; the rows are every curated sample once."""
     catalog = history.catalog
     if catalog.engine.dialect.name != "postgresql":
         pytest.skip("server-side cursors: PostgreSQL only")
@@ -801,12 +806,104 @@ def test_ids_by_label_stream_from_the_server_on_postgresql(history: Workspace) -
     seen_queries: set[str] = set()
     with catalog.engine.connect() as watcher:
         database = watcher.execute(text("SELECT current_database()")).scalar()
-        for label, ids in catalog.curated_ids_by_label(batch=17):
+        for _, ids, labels_of in catalog.curated_snapshot(batch=17):
             assert 0 < len(ids) <= 17 and not set(ids) & set(found)
-            found.update(dict.fromkeys(ids, label))
+            found.update(zip(ids, labels_of, strict=True))
             seen_queries.update(watcher.execute(text(
                 "SELECT query FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
                 " AND state = 'idle in transaction'"), {"db": database}).scalars())
             watcher.rollback()
     assert found == expected
     assert any(query.upper().startswith("FETCH FORWARD 17") for query in seen_queries), seen_queries
+
+
+def _sums_by_reading_everything(catalog: Catalog, stored, columns: list[int]) -> dict[str, np.ndarray]:
+    """Per curated label (by the row-by-row rule), the sums, counts and rows of ``stored``'s columns, directly."""
+    labels_of = {sid: value.label for sid, value in reference_curated_labels(catalog).items()}
+    values = np.asarray(stored.vectors, dtype=np.float64)[:, columns]
+    found: dict[str, np.ndarray] = {}
+    for sid, row in zip(stored.ids.tolist(), values, strict=True):
+        if sid in labels_of:
+            known = np.isfinite(row)
+            cells = np.concatenate([np.where(known, row, 0.0), known, [1.0]])
+            found[labels_of[sid]] = found.get(labels_of[sid], 0.0) + cells
+    return dict(sorted(found.items()))
+
+
+def _sums_agree(workspace: Workspace, stored, columns: list[int]) -> bool:
+    """Whether the workspace's kept sums equal summing every row directly."""
+    found = workspace.label_property_sums(stored, columns)
+    expected = _sums_by_reading_everything(workspace.catalog, stored, columns)
+    return list(found) == list(expected) and all(np.allclose(found[k], expected[k]) for k in expected)
+
+
+def test_report_property_sums_follow_every_label_change(history: Workspace, monkeypatch) -> None:
+    """``Workspace.label_property_sums`` (the report's per-class property means) equals summing every curated
+    sample's row of the set: first from one read of every curated label, stored; then, after relabelling,
+    reviews, a retraction, a deleted and a new sample, from the logged changes alone (no second read of every
+    label), and the log is trimmed; with a refit that cannot be stored applied on top; and summed afresh when the
+    set is rewritten or more changes were logged than a tenth of the set."""
+    catalog = history.catalog
+    ids = sorted(catalog.samples(("sample_id",))["sample_id"].tolist())
+    rng = np.random.default_rng(3)
+    kept = [sid for i, sid in enumerate(ids) if i % 9 != 4]  # some samples not in the set
+    vectors = rng.normal(size=(len(kept), 4)).astype(np.float32)
+    vectors[::11, 1] = np.nan  # unknown values are left out of a column's sum and count
+    history.features.save("sums-probe", kept, ["h"] * len(kept), vectors, {"columns": ["a", "b", "c", "d"]})
+    stored = history.features.load("sums-probe")
+    columns = [0, 1, 3]
+    name = "property_sums:sums-probe"
+    reads = []
+    snapshot = Catalog.curated_snapshot
+    monkeypatch.setattr(catalog, "curated_snapshot", lambda batch=200_000: reads.append(1) or snapshot(catalog, 50))
+
+    assert _sums_agree(history, stored, columns)
+    assert len(reads) == 1 and catalog.label_sums(name)["store_key"]
+    assert _sums_agree(history, stored, columns)
+    assert len(reads) == 1  # nothing changed: the stored sums
+
+    labelled = sorted(set(catalog.curated_labels()) & set(ids))
+    with catalog.transaction() as conn:  # people relabel a few samples, a model labels one, a review decides one
+        catalog.add_labels(conn, {sid: CLASSES[(CLASSES.index(catalog.curated_labels([sid])[sid].label) + 3) % 10]
+                                  for sid in labelled[1:40:6]}, origin="human", annotator="sums-a")
+        catalog.add_labels(conn, {labelled[45]: CLASSES[2]}, origin="model", annotator="route-sums")
+        _review(catalog, conn, labelled[50], CLASSES[7])
+    with catalog.transaction() as conn:
+        catalog.retract_model_labels(conn, "route-sums")
+        conn.execute(delete(samples).where(samples.c.sample_id == labelled[60]))  # its curated row goes with it
+        catalog.upsert_samples(conn, [{"sample_id": kept[-1] + "-late.png", "kind": "image", "uri": None,
+                                       "split": "train", "readable": True}])
+        catalog.add_labels(conn, {kept[-1] + "-late.png": CLASSES[5]}, origin="human", annotator="sums-a")
+    logged = catalog.label_changes_since(0)
+    assert len(logged) >= 8 and {change[1] for change in logged} >= {labelled[45], labelled[60]}
+    assert _sums_agree(history, stored, columns)
+    assert len(reads) == 1  # from the logged changes alone
+    # (the call may first store a due refit of the multi-annotator labels: its changes are logged after these)
+    assert catalog.label_sums(name)["seq"] >= logged[-1][0] and catalog.label_changes_since(0) == []  # trimmed
+
+    # answers that flip multi-annotator samples, refit not stored (as on a read-only catalog): applied on top
+    multi = sorted(sid for sid, value in catalog.curated_labels().items() if value.how == "aggregated")
+    flipped = {sid: CLASSES[(CLASSES.index(catalog.curated_labels([sid])[sid].label) + 1) % 10] for sid in multi}
+    with catalog.transaction() as conn:
+        for annotator in ("sums-f1", "sums-f2", "sums-f3", "sums-f4"):
+            catalog.add_labels(conn, flipped, origin="human", annotator=annotator)
+    with monkeypatch.context() as unstored:
+        unstored.setattr(catalog, "_aggregate_changes",
+                         lambda persist=True: Catalog._aggregate_changes(catalog, persist=False))
+        assert catalog.unstored_label_moves()
+        assert _sums_agree(history, stored, columns)
+    assert len(reads) == 1
+    assert _sums_agree(history, stored, columns)
+    assert len(reads) == 1  # the refit stored now, its moves logged and applied
+
+    history.features.save("sums-probe", kept, ["h"] * len(kept), vectors[:, ::-1].copy(),
+                          {"columns": ["a", "b", "c", "d"]})  # a new generation of the set
+    stored = history.features.load("sums-probe")
+    assert _sums_agree(history, stored, columns)
+    assert len(reads) == 2
+    with catalog.transaction() as conn:  # more changes than a tenth of the set: summed afresh
+        catalog.add_labels(conn, {sid: CLASSES[0] for sid in [*labelled[:60], *labelled[61:]][:len(kept) // 10 + 5]},
+                           origin="human", annotator="sums-b")  # (labelled[60] was deleted)
+    assert _sums_agree(history, stored, columns)
+    assert len(reads) == 3
+    _agrees(catalog, "label changes logged for the property sums")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -108,11 +108,7 @@ class Workspace:
         that reads them at most once for all its feature sets. When more changes were logged since the last count
         than a tenth of the catalog (or of the set), counting again is cheaper than reading and applying them."""
         ids = stored.ids
-        try:
-            stamp = (self.features.folder(stored.name) / "meta.json").stat().st_mtime_ns
-        except OSError:
-            stamp = 0
-        key = f"{stored.meta.get('generation', 0)}:{len(stored)}:{stamp}"
+        key = self._store_key(stored)
         counted = self.catalog.feature_count(stored.name)
         changes = None
         absent: list[str] = []  # the set's ids missing from the catalog, found by a full count
@@ -140,6 +136,56 @@ class Workspace:
         self.catalog.store_feature_count(stored.name, store_key=key, seq=seq, stale=stale, present=present,
                                          absent=absent)
         return stale, present
+
+    def _store_key(self, stored: FeatureSet) -> str:
+        """What identifies one generation of a stored feature set: a rewrite of the set changes it."""
+        try:
+            stamp = (self.features.folder(stored.name) / "meta.json").stat().st_mtime_ns
+        except OSError:
+            stamp = 0
+        return f"{stored.meta.get('generation', 0)}:{len(stored)}:{stamp}"
+
+    def label_property_sums(self, stored: FeatureSet, columns: list[int]) -> dict[str, np.ndarray]:
+        """Per curated label, the sums, then the counts, of the known (not NaN) values of ``stored``'s ``columns``
+        over its samples that the set holds, then how many those are: ``(2 * len(columns) + 1,)`` float64; labels
+        none of whose samples the set holds are left out. What the report's per-class property means divide.
+
+        Summed once per generation of the set from one read of every curated label (:meth:`Catalog.curated_snapshot`,
+        each found in the set's sorted ids by bisection), then kept up to date from the catalog's log of curated-label
+        changes (``label_changes``, written by triggers): a later call reads only the changes since, so the report
+        does not read millions of labels each time. Stored in the catalog when it can be written; when more changes
+        were logged since than a tenth of the set, summing again is cheaper. A refit of multi-annotator labels that
+        could not be stored (a read-only catalog) is applied on top, each time."""
+        moves = self.catalog.unstored_label_moves()  # first: a due refit that can be stored is stored (and logged)
+        ids = stored.ids
+        in_order = len(ids) < 2 or bool(np.all(ids[1:] >= ids[:-1]))
+        name = f"property_sums:{stored.name}"
+        key = f"{self._store_key(stored)}|{','.join(map(str, columns))}"
+        table: dict[str, np.ndarray] | None = None
+        kept = self.catalog.label_sums(name) if in_order else None
+        if kept is not None and kept["store_key"] == key and kept["sums"]:
+            most = max(len(ids), 1_000) // 10
+            changes = self.catalog.label_changes_since(int(kept["seq"]), limit=most + 1)
+            if len(changes) <= most:
+                table = _decode_sums(kept["sums"])
+                if changes:
+                    _, moved, before, after = (list(part) for part in zip(*changes, strict=True))
+                    _move_labels(table, stored, None, columns, moved, before, after)
+                    self.catalog.store_label_sums(name, store_key=key, seq=changes[-1][0], sums=_encode_sums(table))
+        if table is None:
+            storing = in_order and self.catalog.begin_label_sums(name)
+            order = None if in_order else np.argsort(ids, kind="stable")
+            table, seq = {}, None
+            for snapshot_seq, sample_ids, labels in self.catalog.curated_snapshot():
+                seq = snapshot_seq
+                _move_labels(table, stored, order, columns, sample_ids, None, labels)
+            if storing and seq is not None:  # (no curated row at all: nothing worth storing)
+                self.catalog.store_label_sums(name, store_key=key, seq=seq, sums=_encode_sums(table))
+        if moves:
+            table = {label: sums.copy() for label, sums in table.items()}
+            _move_labels(table, stored, None if in_order else np.argsort(ids, kind="stable"), columns,
+                         list(moves), [old for old, _ in moves.values()], [new for _, new in moves.values()])
+        return {label: sums for label, sums in sorted(table.items()) if sums[-1] > 0}
 
     def latest_path(self, kind: str) -> Path:
         """Where the latest document of command ``kind`` (audit, bias, size, ...) lives."""
@@ -231,6 +277,51 @@ def _apply_hash_changes(stored: FeatureSet, changes: list[tuple[int, str, str, s
         present += int(after) - int(before)
         stale += int(after and new != digest) - int(before and old != digest)
     return stale, present
+
+
+def _move_labels(table: dict[str, np.ndarray], stored: FeatureSet, order: np.ndarray | None, columns: list[int],
+                 sample_ids: Sequence[str], old: Sequence[str | None] | None, new: Sequence[str | None] | None) -> None:
+    """Move the rows of ``stored`` holding these samples out of their ``old`` labels' sums and into their ``new``
+    ones (None, or a None entry: no label), in place (see :meth:`Workspace.label_property_sums`). Samples the set
+    does not hold are skipped; each id is compared whole (a longer catalog id is not cut to the set's width).
+    ``order``: the sorting permutation of the set's ids when they are not sorted."""
+    ids = stored.ids if order is None else stored.ids[order]
+    if not len(sample_ids) or not len(ids):
+        return
+    wanted = np.array(sample_ids, dtype=str)
+    at = np.searchsorted(ids, wanted)
+    inside = at < len(ids)
+    inside[inside] = ids[at[inside]] == wanted[inside]
+    rows = at[inside] if order is None else order[at[inside]]
+    by_row = np.argsort(rows, kind="stable")  # the memory-mapped rows in file order
+    rows = rows[by_row]
+    values = np.asarray(stored.vectors[rows], dtype=np.float64)[:, columns]
+    known = np.isfinite(values)
+    cells = np.hstack([np.where(known, values, 0.0), known, np.ones((len(rows), 1))])
+    for side, sign in ((old, -1.0), (new, 1.0)):
+        if side is None:
+            continue
+        labels = np.asarray(side, dtype=object)[inside][by_row]
+        named = np.not_equal(labels, None)
+        if not named.any():
+            continue
+        names, where = np.unique(labels[named].astype(str), return_inverse=True)
+        block = cells[named]
+        totals = np.stack([np.bincount(where, weights=block[:, j], minlength=len(names))
+                           for j in range(block.shape[1])], axis=1)
+        for label, total in zip(names.tolist(), totals, strict=True):
+            current = table.get(label)
+            table[label] = sign * total if current is None else current + sign * total
+
+
+def _encode_sums(table: dict[str, np.ndarray]) -> str:
+    return json.dumps({"labels": list(table), "sums": [sums.tolist() for sums in table.values()]})
+
+
+def _decode_sums(text: str) -> dict[str, np.ndarray]:
+    document = json.loads(text)
+    return {label: np.asarray(sums, dtype=np.float64)
+            for label, sums in zip(document["labels"], document["sums"], strict=True)}
 
 
 def read_settings(marker: Path) -> dict[str, Any]:

@@ -59,6 +59,8 @@ from curato.catalog.schema import (
     feature_counts,
     hash_changes,
     info,
+    label_changes,
+    label_sums,
     labels,
     runs,
     sample_counts,
@@ -76,6 +78,8 @@ MASK_KINDS = ("rle", "polygon")  # annotation kinds that are pixel masks
 # Dawid-Skene aggregates (curated_labels rows ``how`` aggregated) were fitted on; they differ while a refit is due
 ANSWERS_TOKEN = "curated_answers"
 FITTED_TOKEN = "curated_fitted"
+# info key: the newest label_changes seq dropped (every stored label sum had applied it)
+LABEL_CHANGES_TRIMMED = "label_changes_trimmed"
 _CURATED_LOCK = 0x637573  # PostgreSQL advisory lock: one writer of curated rows at a time (SQLite: one writer anyway)
 
 
@@ -607,51 +611,116 @@ class Catalog:
         multi-annotator aggregates could not be stored, as on a read-only catalog)."""
         moved_out: dict[str, set[str]] = {}
         moved_in: dict[str, list[str]] = {}
-        for sid, (old, new, _) in self._aggregate_changes().items():
+        for sid, (old, new) in self.unstored_label_moves().items():
             moved_out.setdefault(old, set()).add(sid)
             moved_in.setdefault(new, []).append(sid)
         return moved_out, moved_in
 
-    def curated_ids_by_label(self, batch: int = 200_000) -> Iterator[tuple[str, list[str]]]:
-        """(curated label, some of its sample ids), up to ``batch`` ids at a time, label after label, by the rule
-        of :meth:`curated_labels`, every labelled sample once: for a reader joining every labelled sample with
-        arrays (the report's per-class property means) without a dict of every sample or a label per row.
+    def unstored_label_moves(self) -> dict[str, tuple[str, str]]:
+        """sample_id -> (stored curated label, fitted label) of the multi-annotator samples that a refit moves
+        but could not store (a read-only catalog): readers of the stored rows apply these themselves."""
+        return {sid: (old, new) for sid, (old, new, _) in self._aggregate_changes().items()}
 
-        One read of ``ix_curated_labels_label`` per label through the driver's own cursor (server-side on
-        PostgreSQL): at millions of rows SQLAlchemy's row objects cost 3-4x the CPU of the driver's tuples
-        (docs/benchmarks.md). The labels come from the maintained counts (``curated_counts``): a label whose counts
-        drifted to 0 (``count_problems`` reports it) is left out. Samples whose refit could not be stored (a
-        read-only catalog) come under their fitted label."""
-        moved_out, moved_in = self._unstored_moves()
-        query = select(curated_labels.c.sample_id).where(curated_labels.c.label == bindparam("label"))
+    def curated_snapshot(self, batch: int = 200_000) -> Iterator[tuple[int, list[str], list[str]]]:
+        """(seq, sample ids, their curated labels), up to ``batch`` rows at a time: every stored ``curated_labels``
+        row once, in no particular order, read by ONE statement, so all come from one snapshot, with the newest
+        ``label_changes`` seq that snapshot holds (later changes have a greater seq). For a reader joining every
+        labelled sample with arrays (the report's per-class property sums) without a dict of every sample. A refit
+        that could not be stored is not in it (:meth:`unstored_label_moves`).
+
+        Through the driver's own cursor (server-side on PostgreSQL, fetched ``batch`` rows at a time; psycopg's
+        plain cursor would hold every row in the client at execute): at millions of rows SQLAlchemy's row
+        objects cost 3-4x the CPU of the driver's tuples (docs/benchmarks.md)."""
+        newest = select(func.coalesce(func.max(label_changes.c.seq), 0)).scalar_subquery()
+        query = select(curated_labels.c.sample_id, curated_labels.c.label, newest)
         with self.engine.connect() as conn:
-            labelled = conn.execute(select(curated_counts.c.label).group_by(curated_counts.c.label)
-                                    .having(func.sum(curated_counts.c.n) > 0)).scalars().all()
             compiled = query.compile(dialect=conn.dialect)
+            params: Any = compiled.construct_params()
+            if compiled.positiontup:
+                params = tuple(params[name] for name in compiled.positiontup)
             dbapi = conn.connection.dbapi_connection
-            for number, label in enumerate(sorted(set(labelled) | set(moved_in))):
-                params: Any = compiled.construct_params({"label": label})
-                if compiled.positiontup:
-                    params = tuple(params[name] for name in compiled.positiontup)
-                # PostgreSQL: a named (server-side) cursor, fetched ``batch`` rows at a time; psycopg's plain
-                # cursor holds the whole result in the client at execute. SQLite's cursor steps as it is read.
-                cursor = dbapi.cursor(name=f"curato_ids_{number}") if conn.dialect.name == "postgresql" \
-                    else dbapi.cursor()
+            cursor = dbapi.cursor(name="curato_curated") if conn.dialect.name == "postgresql" else dbapi.cursor()
+            try:
+                cursor.execute(compiled.string, params)
+                while rows := cursor.fetchmany(batch):
+                    yield int(rows[0][2]), [row[0] for row in rows], [row[1] for row in rows]
+                    if len(rows) < batch:  # the last rows: no further FETCH (a round trip on PostgreSQL)
+                        break
+            finally:
+                cursor.close()
+
+    def label_change_seq(self) -> int:
+        """The newest ``label_changes`` seq (0 when none was logged or all were trimmed)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(label_changes.c.seq), 0))).scalar() or 0)
+
+    def label_changes_since(self, seq: int, *, limit: int | None = None
+                            ) -> list[tuple[int, str, str | None, str | None]]:
+        """(seq, sample_id, old label, new label) of the logged curated-label changes after ``seq``, oldest first,
+        at most ``limit`` of them (a primary-key range: as many rows as changes, whatever the catalog's size)."""
+        table = label_changes
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(  # type: ignore[misc]
+                select(table.c.seq, table.c.sample_id, table.c.old_label, table.c.new_label)
+                .where(table.c.seq > seq).order_by(table.c.seq).limit(limit))]
+
+    def label_sums(self, name: str) -> dict[str, Any] | None:
+        """The stored per-label sums called ``name`` (``store_key``, ``seq``, ``sums``: JSON text, None while
+        pending), if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(label_sums).where(label_sums.c.name == name)).first()
+        return None if row is None else dict(row._mapping)
+
+    def begin_label_sums(self, name: str) -> bool:
+        """Make sure ``label_sums`` holds a row called ``name`` BEFORE a first computation of its sums reads the
+        curated labels: from its commit on, every change of a curated label is logged (the triggers log only while
+        the table holds a row), so the changes after the computation's snapshot can be applied later. A pending
+        row (empty ``store_key``) is kept until :meth:`store_label_sums` replaces it. False when the catalog cannot
+        be written (the sums are then computed each time, not stored)."""
+        return self._write_label_sums(lambda conn: conn.execute(
+            _dialect_insert(conn)(label_sums).values(name=name, store_key="", seq=0, sums=None)
+            .on_conflict_do_nothing(index_elements=["name"])))
+
+    def store_label_sums(self, name: str, *, store_key: str, seq: int, sums: str) -> bool:
+        """Store per-label sums computed as of change ``seq`` and drop the logged changes every stored sum has
+        applied. Refused (False) when they are older than a change already dropped, or than the stored sums of
+        the same ``store_key`` (a slower concurrent reader): nothing is lost, they are recomputed next time;
+        False too when the catalog cannot be written."""
+        def write(conn: Connection) -> None:
+            trimmed = int(conn.execute(select(info.c.value).where(info.c.key == LABEL_CHANGES_TRIMMED)).scalar()
+                          or 0)
+            if seq < trimmed:
+                return
+            values = {"store_key": store_key, "seq": seq, "sums": sums}
+            statement = _dialect_insert(conn)(label_sums).values(name=name, **values)
+            newer = ((label_sums.c.seq <= statement.excluded.seq)
+                     | (label_sums.c.store_key != statement.excluded.store_key))
+            conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values, where=newer))
+            lowest = int(conn.execute(select(func.min(label_sums.c.seq))).scalar() or 0)
+            if lowest > trimmed:
+                conn.execute(delete(label_changes).where(label_changes.c.seq <= lowest))
+                statement = _dialect_insert(conn)(info).values(key=LABEL_CHANGES_TRIMMED, value=str(lowest))
+                conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": str(lowest)}))
+
+        return self._write_label_sums(write)
+
+    def _write_label_sums(self, write: Callable[[Connection], Any]) -> bool:
+        """Run ``write`` in a transaction holding the curated-rows lock; False when the catalog cannot be written
+        (read-only, busy): a reader never waits long for an ingest's write lock to store what it computed."""
+        try:
+            with self.engine.begin() as conn:
+                driver = conn.connection.driver_connection if self.engine.dialect.name == "sqlite" else None
+                if driver is not None:
+                    driver.execute("PRAGMA busy_timeout=200")
                 try:
-                    cursor.execute(compiled.string, params)
-                    leaving = moved_out.get(label)
-                    while rows := cursor.fetchmany(batch):
-                        ids = [row[0] for row in rows]
-                        if leaving:
-                            ids = [sid for sid in ids if sid not in leaving]
-                        if ids:
-                            yield label, ids
-                        if len(rows) < batch:  # the last rows: no further FETCH (a round trip on PostgreSQL)
-                            break
+                    _lock_curated(conn)
+                    write(conn)
                 finally:
-                    cursor.close()
-                if label in moved_in:
-                    yield label, moved_in[label]
+                    if driver is not None:
+                        driver.execute("PRAGMA busy_timeout=30000")
+        except (WorkspaceError, SQLAlchemyError):  # e.g. a SELECT-only role, a read-only standby, a busy file
+            return False
+        return True
 
     def _aggregate_changes(self, *, persist: bool = True) -> dict[str, tuple[str, str, str | None]]:
         """Refit the multi-annotator aggregates when the answers changed since they were fitted: sample_id ->

@@ -17,19 +17,22 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 from curato.catalog import schema
 from curato.errors import WorkspaceError
 
-HEAD = "0009"  # the newest revision in migrations/versions (a test checks it against alembic's head)
+HEAD = "0010"  # the newest revision in migrations/versions (a test checks it against alembic's head)
 # info.schema_version -> the revision that schema is
-REVISION_OF_SCHEMA = {1: "0001", 2: "0002", 3: "0003", 4: "0004", 5: "0005", 6: "0006", 7: "0007", 8: "0008", 9: "0009"}
+REVISION_OF_SCHEMA = {version: f"{version:04d}" for version in range(1, 11)}
 VERSION_TABLE = "alembic_version"
 CORE_TABLES = frozenset({"info", "samples", "labels", "runs"})
 SCHEMA_1_TABLES = frozenset({"info", "samples", "labels", "annotations", "runs", "queue", "curve_points"})
 SCHEMA_2_TABLES = SCHEMA_1_TABLES | {"users", "sessions", "decisions", "assignments", "gold"}
-SCHEMA_3_TABLES = frozenset(schema.metadata.tables) - {"curated_labels", "sample_counts", "curated_counts"}
+SCHEMA_3_TABLES = frozenset(schema.metadata.tables) - {"curated_labels", "sample_counts", "curated_counts",
+                                                       "hash_changes", "feature_counts", "label_changes", "label_sums"}
+SCHEMA_6_TABLES = SCHEMA_3_TABLES | {"curated_labels", "sample_counts", "curated_counts"}
+SCHEMA_7_TABLES = SCHEMA_6_TABLES | {"hash_changes", "feature_counts"}
 _TABLES_OF_SCHEMA = {1: SCHEMA_1_TABLES, 2: SCHEMA_2_TABLES, 3: SCHEMA_3_TABLES,
                      4: SCHEMA_3_TABLES,  # schema 4 added indexes only
-                     5: SCHEMA_3_TABLES | {"curated_labels"},
-                     6: frozenset(schema.metadata.tables), 7: frozenset(schema.metadata.tables),
-                     8: frozenset(schema.metadata.tables), 9: frozenset(schema.metadata.tables)}
+                     5: SCHEMA_3_TABLES | {"curated_labels"}, 6: SCHEMA_6_TABLES,
+                     **dict.fromkeys((7, 8, 9), SCHEMA_7_TABLES),  # 8 and 9 added indexes only
+                     10: frozenset(schema.metadata.tables)}
 _LOCK_KEY = 0x637572  # PostgreSQL advisory lock: one migrating process at a time
 _SCRIPTS = Path(__file__).resolve().parent / "migrations"
 

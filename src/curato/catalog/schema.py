@@ -26,7 +26,7 @@ from sqlalchemy import (
     literal_column,
 )
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 LABEL_ORIGINS = ("imported", "human", "model")
 SAMPLE_KINDS = ("image", "text")
 
@@ -178,6 +178,30 @@ feature_counts = Table(
     Column("seq", CHANGE_SEQ, nullable=False),
     Column("stale", Integer, nullable=False),
     Column("present", Integer, nullable=False),
+)
+
+# schema 10: what the report's per-class property means need to stay up to date without reading every curated label.
+# ``label_changes``: one row per change of a sample's curated label (insert, new label, delete), written by triggers
+# in the same transaction, but only while ``label_sums`` holds a row (nothing is logged before the first report);
+# ``label_sums``: per name (one per feature set), per curated label the sums and counts of the set's columns as of
+# change ``seq``, for the store generation ``store_key`` (Workspace.label_property_sums applies the later changes).
+label_changes = Table(
+    "label_changes",
+    metadata,
+    Column("seq", CHANGE_SEQ, primary_key=True, autoincrement=True),
+    Column("sample_id", String, nullable=False),
+    Column("old_label", String),  # NULL: the sample had no curated label
+    Column("new_label", String),  # NULL: it has none now
+    sqlite_autoincrement=True,  # a seq is never reused
+)
+
+label_sums = Table(
+    "label_sums",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("store_key", String(256), nullable=False),  # "" while the first sums are being computed
+    Column("seq", CHANGE_SEQ, nullable=False),
+    Column("sums", Text),  # JSON {"labels": [...], "sums": [[...]], "counts": [[...]]}; NULL while pending
 )
 
 annotations = Table(
@@ -461,6 +485,56 @@ $body$""",
     raise ValueError(f"no hash-change triggers for database {dialect!r}")
 
 
+def label_change_trigger_statements(dialect: str) -> list[str]:
+    """The SQL that (re)creates the triggers logging into ``label_changes`` every insert, change of label and
+    delete of a ``curated_labels`` row (cascades included; the rows' sample_id is never updated) while
+    ``label_sums`` holds any row. Idempotent. SQLite:
+    row triggers; PostgreSQL: statement triggers over the transition tables, which take the curated-rows lock
+    first, so that changes commit in the order of their ``seq`` (a snapshot that holds change n holds every change
+    before it)."""
+    columns = "sample_id, old_label, new_label"
+    active = "EXISTS (SELECT 1 FROM label_sums)"
+    if dialect == "sqlite":
+        return ["DROP TRIGGER IF EXISTS label_changes_insert", "DROP TRIGGER IF EXISTS label_changes_update",
+                "DROP TRIGGER IF EXISTS label_changes_delete",
+                f"CREATE TRIGGER label_changes_insert AFTER INSERT ON curated_labels WHEN {active} "
+                f"BEGIN INSERT INTO label_changes ({columns}) VALUES (NEW.sample_id, NULL, NEW.label); END",
+                f"CREATE TRIGGER label_changes_update AFTER UPDATE OF label ON curated_labels WHEN "
+                f"OLD.label IS NOT NEW.label AND {active} BEGIN INSERT INTO label_changes ({columns}) "
+                f"VALUES (NEW.sample_id, OLD.label, NEW.label); END",
+                f"CREATE TRIGGER label_changes_delete AFTER DELETE ON curated_labels WHEN {active} "
+                f"BEGIN INSERT INTO label_changes ({columns}) VALUES (OLD.sample_id, OLD.label, NULL); END"]
+    if dialect == "postgresql":
+        return [f"""CREATE OR REPLACE FUNCTION label_changes_follow() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+  -- the lock first: a first report's pending row (Catalog.begin_label_sums) takes it too, so a writer either
+  -- sees that row here or has committed before the report's snapshot
+  PERFORM pg_advisory_xact_lock({HASH_CHANGE_LOCK});
+  IF NOT {active} THEN
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO label_changes ({columns}) SELECT n.sample_id, NULL, n.label FROM new_rows n;
+  ELSIF TG_OP = 'DELETE' THEN
+    INSERT INTO label_changes ({columns}) SELECT o.sample_id, o.label, NULL FROM old_rows o;
+  ELSE
+    INSERT INTO label_changes ({columns}) SELECT n.sample_id, o.label, n.label
+      FROM new_rows n JOIN old_rows o ON o.sample_id = n.sample_id WHERE o.label IS DISTINCT FROM n.label;
+  END IF;
+  RETURN NULL;
+END
+$body$""",
+                *(f"DROP TRIGGER IF EXISTS label_changes_{event} ON curated_labels"
+                  for event in ("insert", "update", "delete")),
+                "CREATE TRIGGER label_changes_insert AFTER INSERT ON curated_labels REFERENCING NEW TABLE AS "
+                "new_rows FOR EACH STATEMENT EXECUTE FUNCTION label_changes_follow()",
+                "CREATE TRIGGER label_changes_update AFTER UPDATE ON curated_labels REFERENCING OLD TABLE AS "
+                "old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION label_changes_follow()",
+                "CREATE TRIGGER label_changes_delete AFTER DELETE ON curated_labels REFERENCING OLD TABLE AS "
+                "old_rows FOR EACH STATEMENT EXECUTE FUNCTION label_changes_follow()"]
+    raise ValueError(f"no label-change triggers for database {dialect!r}")
+
+
 def count_fill_statements() -> list[str]:
     """SQL that rewrites both count tables from a recount (migration 0006, and the repair of a damaged count)."""
     statements = []
@@ -478,6 +552,9 @@ def _create_count_triggers(target: MetaData, connection: Any, **_: Any) -> None:
             connection.exec_driver_sql(statement)
     if {"samples", "hash_changes"} <= set(target.tables):
         for statement in hash_change_trigger_statements(connection.dialect.name):
+            connection.exec_driver_sql(statement)
+    if {"curated_labels", "label_changes", "label_sums"} <= set(target.tables):
+        for statement in label_change_trigger_statements(connection.dialect.name):
             connection.exec_driver_sql(statement)
 
 

@@ -119,40 +119,21 @@ def _examples(workspace: Workspace, per_class: int) -> dict[str, list[str]]:
 
 def _property_table(workspace: Workspace) -> dict[str, Any] | None:
     """Per curated label, the mean of each shown property over its samples in the properties set (NaN left out;
-    "–" where none has a value). Each label's ids are read in bulk (:meth:`Catalog.curated_ids_by_label`) and
-    found in the set's sorted ids by binary search: arrays per label, no dict of every sample."""
+    "–" where none has a value), from the sums the workspace keeps per label (:meth:`Workspace.label_property_sums`:
+    one read of every curated label per generation of the set, then only the label changes since)."""
     if not workspace.features.has(PROPERTIES):
         return None
     stored = workspace.features.load(PROPERTIES)
     columns = stored.meta["columns"]
     shown = [c for c in REPORT_PROPERTIES if c in columns]
-    picked = [columns.index(c) for c in shown]
-    ids = stored.ids
-    order = None
-    # the store keeps ids sorted (finalize sorts); a set written otherwise is sorted here, a copy of every id in
-    # memory (1.6 GB of ids at 10M) -- only for such sets, the sorted check itself reads the mapped ids once
-    if len(ids) > 1 and not bool(np.all(ids[1:] >= ids[:-1])):
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, np.ndarray] = {}
-    for label, label_ids in workspace.catalog.curated_ids_by_label() if len(ids) else ():
-        # Each id at its own width: cast to the set's width, a longer catalog id would be cut to a stored one.
-        wanted = np.asarray(label_ids, dtype=str)
-        at = np.searchsorted(ids, wanted)
-        inside = at < len(ids)
-        inside[inside] = ids[at[inside]] == wanted[inside]
-        if not inside.any():
-            continue
-        rows = np.sort(at[inside] if order is None else order[at[inside]])  # the memory-mapped rows in file order
-        values = np.asarray(stored.vectors[rows], dtype=np.float64)[:, picked]
-        present = ~np.isnan(values)
-        sums[label] = sums.get(label, 0.0) + np.where(present, values, 0.0).sum(axis=0)
-        counts[label] = counts.get(label, 0) + present.sum(axis=0)
+    if not len(stored.ids) or not shown:
+        return None
+    sums = workspace.label_property_sums(stored, [columns.index(c) for c in shown])
     rows_shown = {}
-    for label in sorted(sums):
+    for label, cells in sums.items():
+        totals, counts = cells[:len(shown)], cells[len(shown):2 * len(shown)]
         with np.errstate(invalid="ignore", divide="ignore"):
-            means = np.where(counts[label] > 0, sums[label] / np.maximum(counts[label], 1), np.nan)
+            means = np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
         rows_shown[label] = ["–" if not np.isfinite(m) else f"{m:.3g}" for m in means]
     return {"columns": shown, "words": [PROPERTY_WORDS.get(c, c) for c in shown], "rows": rows_shown} \
         if rows_shown else None
