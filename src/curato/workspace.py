@@ -301,17 +301,19 @@ def _move_labels(table: dict[str, np.ndarray], stored: FeatureSet, order: np.nda
     for side, sign in ((old, -1.0), (new, 1.0)):
         if side is None:
             continue
-        labels = np.asarray(side, dtype=object)[inside][by_row]
-        named = np.not_equal(labels, None)
+        code_of: dict[str | None, int] = {None: -1}  # label -> a small integer, without sorting strings
+        codes = np.fromiter((code_of.setdefault(label, len(code_of) - 1) for label in side), dtype=np.int64,
+                            count=len(side))[inside][by_row]
+        named = codes >= 0
         if not named.any():
             continue
-        names, where = np.unique(labels[named].astype(str), return_inverse=True)
         block = cells[named]
-        totals = np.stack([np.bincount(where, weights=block[:, j], minlength=len(names))
+        totals = np.stack([np.bincount(codes[named], weights=block[:, j], minlength=len(code_of) - 1)
                            for j in range(block.shape[1])], axis=1)
-        for label, total in zip(names.tolist(), totals, strict=True):
-            current = table.get(label)
-            table[label] = sign * total if current is None else current + sign * total
+        for label, code in code_of.items():
+            if label is not None and totals[code, -1] > 0:
+                current = table.get(label)
+                table[label] = sign * totals[code] if current is None else current + sign * totals[code]
 
 
 def _encode_sums(table: dict[str, np.ndarray]) -> str:
