@@ -158,11 +158,13 @@ class Workspace:
         could not be stored (a read-only catalog) is applied on top, each time."""
         moves = self.catalog.unstored_label_moves()  # first: a due refit that can be stored is stored (and logged)
         ids = stored.ids
-        in_order = len(ids) < 2 or bool(np.all(ids[1:] >= ids[:-1]))
         name = f"property_sums:{stored.name}"
         key = f"{self._store_key(stored)}|{','.join(map(str, columns))}"
         table: dict[str, np.ndarray] | None = None
-        kept = self.catalog.label_sums(name) if in_order else None
+        kept = self.catalog.label_sums(name)
+        # only sums of a set in id order are stored: then this generation is (no scan of every id to check)
+        in_order = (kept is not None and kept["store_key"] == key and bool(kept["sums"])) \
+            or len(ids) < 2 or bool(np.all(ids[1:] >= ids[:-1]))
         if kept is not None and kept["store_key"] == key and kept["sums"]:
             most = max(len(ids), 1_000) // 10
             changes = self.catalog.label_changes_since(int(kept["seq"]), limit=most + 1)
