@@ -24,13 +24,19 @@ from curato.workspace import Workspace
 from tests.conftest import FASHION_MNIST_DIR
 
 CURATO = [sys.executable, "-m", "curato"]
-IMAGES = 6000
+# Ingest scans in chunks of 4,096 images: 5,000 make two, so the ingest kill (once the first chunk's parts are
+# on disk) lands while the second chunk of 904 scans; the embed stage writes five chunks of 1,024.
+IMAGES = 5000
 CHECKS = "label_issues,duplicates,outliers"
+# The audit reads the embeddings the embed stage wrote (without --embedder it would choose and compute its own,
+# efficientnet-lite0-112, which took most of this test's time); its kill then lands in the out-of-fold heads,
+# neighbours and checks.
+AUDIT = ["--checks", CHECKS, "--embedder", "pixels"]
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """6,000 real Fashion-MNIST images in class folders: enough for every stage to run a few seconds."""
+    """5,000 real Fashion-MNIST images in class folders: enough for every stage to run a few seconds."""
     images = read_idx(FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz")[:IMAGES]
     labels = read_idx(FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz")[:IMAGES]
     root = tmp_path_factory.mktemp("kill") / "data"
@@ -90,7 +96,7 @@ def findings(ws: Path) -> list:
 def test_kill_9_at_each_stage_then_rerun_equals_an_uninterrupted_run(folder, tmp_path):
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
     for args in (["ingest", folder, "-w", clean], ["embed", "-w", clean, "--embedder", "pixels"],
-                 ["audit", "-w", clean, "--checks", CHECKS]):
+                 ["audit", "-w", clean, *AUDIT]):
         assert curato(*args).returncode == 0
     kills = 0
     # ingest: killed once the first chunk of properties is on disk
@@ -104,9 +110,9 @@ def test_kill_9_at_each_stage_then_rerun_equals_an_uninterrupted_run(folder, tmp
         runs = Workspace.open(crashed).catalog.runs("audit") if (crashed / "catalog.sqlite").exists() else []
         return bool(runs) and runs[-1]["status"] == "running"
 
-    kills += killed_midway(["audit", "-w", crashed, "--checks", CHECKS], auditing)
+    kills += killed_midway(["audit", "-w", crashed, *AUDIT], auditing)
     assert kills == 3, "every stage must really have been killed mid-run"
-    assert curato("audit", "-w", crashed, "--checks", CHECKS).returncode == 0
+    assert curato("audit", "-w", crashed, *AUDIT).returncode == 0
     a, b = state(clean), state(crashed)
     assert a["samples"] == b["samples"] and a["labels"] == b["labels"]
     for name, (ids, vectors) in a["features"].items():
