@@ -902,8 +902,70 @@ def test_report_property_sums_follow_every_label_change(history: Workspace, monk
     assert _sums_agree(history, stored, columns)
     assert len(reads) == 2
     with catalog.transaction() as conn:  # more changes than a tenth of the set: summed afresh
-        catalog.add_labels(conn, {sid: CLASSES[0] for sid in [*labelled[:60], *labelled[61:]][:len(kept) // 10 + 5]},
-                           origin="human", annotator="sums-b")  # (labelled[60] was deleted)
+        catalog.add_labels(conn, {sid: CLASSES[0] for sid in [*labelled[:60], *labelled[61:]][:150]},
+                           origin="human", annotator="sums-b")  # (labelled[60] was deleted; a set of fewer
+        # than 1,000 rows counts as 1,000: over 100 changes)
     assert _sums_agree(history, stored, columns)
     assert len(reads) == 3
     _agrees(catalog, "label changes logged for the property sums")
+
+
+def test_kept_property_sums_survive_a_concurrent_trim_an_emptied_log_a_rebuild_and_a_set_gone(
+        history: Workspace, monkeypatch) -> None:
+    """A report that read the kept sums before another report applied newer changes and dropped them from the log
+    sums afresh instead of applying only what is left (and older sums are refused when stored); a new generation
+    of the set is kept although the log was emptied; a rebuild of the curated table drops the kept sums without
+    logging every row, and the next report is right; kept sums of a set that is gone no longer hold the log back."""
+    import shutil
+
+    catalog = history.catalog
+    # kept sums of another set would hold the log back (it is trimmed up to the oldest kept sums): only this one
+    shutil.rmtree(history.features.folder("sums-probe"), ignore_errors=True)
+    ids = sorted(catalog.samples(("sample_id",))["sample_id"].tolist())
+    kept = ids[::2]
+    vectors = np.random.default_rng(5).normal(size=(len(kept), 2)).astype(np.float32)
+    history.features.save("sums-race", kept, ["h"] * len(kept), vectors, {"columns": ["a", "b"]})
+    stored, columns, name = history.features.load("sums-race"), [0, 1], "property_sums:sums-race"
+    reads = []
+    snapshot = Catalog.curated_snapshot
+    monkeypatch.setattr(catalog, "curated_snapshot", lambda batch=200_000: reads.append(1) or snapshot(catalog, 50))
+    # samples whose label counts because it was imported: a routed model label replaces it (a change to log)
+    labelled = sorted(sid for sid, value in catalog.curated_labels().items() if value.origin == "imported"
+                      and sid in set(kept))
+
+    def relabel(sid: str) -> None:
+        with catalog.transaction() as conn:
+            now = catalog.curated_labels([sid])[sid].label
+            catalog.add_labels(conn, {sid: CLASSES[(CLASSES.index(now) + 1) % 10]}, origin="model", annotator="race")
+
+    assert _sums_agree(history, stored, columns) and len(reads) == 1
+    stale = catalog.label_sums(name)  # report A has read the kept row ...
+    relabel(labelled[0])
+    assert _sums_agree(history, stored, columns) and len(reads) == 1  # ... B applies the change, drops it
+    assert catalog.label_changes_since(0) == [] and catalog.label_changes_trimmed() > stale["seq"]
+    relabel(labelled[1])
+    real = catalog.label_sums
+    with monkeypatch.context() as racing:  # A goes on from what it read: the change B dropped is not in the log
+        racing.setattr(catalog, "label_sums", lambda wanted: stale if wanted == name else real(wanted))
+        assert _sums_agree(history, stored, columns) and len(reads) == 2  # summed afresh
+    assert _sums_agree(history, stored, columns) and len(reads) == 2
+    assert not catalog.store_label_sums(name, store_key=stale["store_key"], base=stale["seq"], seq=10**12, sums="{}")
+
+    assert catalog.label_changes_since(0) == []  # an emptied log, then a new generation of the set: kept
+    history.features.save("sums-race", kept, ["h"] * len(kept), vectors[:, ::-1].copy(), {"columns": ["a", "b"]})
+    stored = history.features.load("sums-race")
+    assert _sums_agree(history, stored, columns) and len(reads) == 3
+    assert _sums_agree(history, stored, columns) and len(reads) == 3
+
+    catalog.rebuild_curated_labels()  # every row rewritten: kept sums dropped, nothing logged
+    assert catalog.label_sums(name) is None and catalog.label_changes_since(0) == []
+    assert _sums_agree(history, stored, columns) and len(reads) == 4
+    assert not catalog.store_label_sums(name, store_key="x", base=stale["seq"], seq=10**12, sums="{}")
+
+    history.features.save("sums-gone", kept, ["h"] * len(kept), vectors, {"columns": ["a", "b"]})
+    assert _sums_agree(history, history.features.load("sums-gone"), columns)
+    shutil.rmtree(history.features.folder("sums-gone"))
+    relabel(labelled[2])
+    assert _sums_agree(history, stored, columns)
+    assert catalog.label_sums("property_sums:sums-gone") is None and catalog.label_changes_since(0) == []
+    _agrees(catalog, "kept property sums after a race, a rebuild and a set gone")

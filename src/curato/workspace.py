@@ -146,47 +146,53 @@ class Workspace:
         return f"{stored.meta.get('generation', 0)}:{len(stored)}:{stamp}"
 
     def label_property_sums(self, stored: FeatureSet, columns: list[int]) -> dict[str, np.ndarray]:
-        """Per curated label, the sums, then the counts, of the known (not NaN) values of ``stored``'s ``columns``
-        over its samples that the set holds, then how many those are: ``(2 * len(columns) + 1,)`` float64; labels
-        none of whose samples the set holds are left out. What the report's per-class property means divide.
+        """Per curated label, the sums, then the counts, of the finite values of ``stored``'s ``columns`` over its
+        samples that the set holds, then how many those are: ``(2 * len(columns) + 1,)`` float64; labels none of
+        whose samples the set holds are left out. What the report's per-class property means divide.
 
         Summed once per generation of the set from one read of every curated label (:meth:`Catalog.curated_snapshot`,
         each found in the set's sorted ids by bisection), then kept up to date from the catalog's log of curated-label
         changes (``label_changes``, written by triggers): a later call reads only the changes since, so the report
-        does not read millions of labels each time. Stored in the catalog when it can be written; when more changes
-        were logged since than a tenth of the set, summing again is cheaper. A refit of multi-annotator labels that
-        could not be stored (a read-only catalog) is applied on top, each time."""
+        does not read millions of labels each time. Stored in the catalog when it can be written; summed afresh when
+        more changes were logged since than a tenth of the set, or when another reader dropped some of them from
+        the log meanwhile. A refit of multi-annotator labels that could not be stored (a read-only catalog) is
+        applied on top, each time."""
         moves = self.catalog.unstored_label_moves()  # first: a due refit that can be stored is stored (and logged)
         ids = stored.ids
         name = f"property_sums:{stored.name}"
         key = f"{self._store_key(stored)}|{','.join(map(str, columns))}"
-        table: dict[str, np.ndarray] | None = None
+        self.catalog.forget_label_sums(lambda kept_name: not kept_name.startswith("property_sums:")
+                                       or self.features.has(kept_name.split(":", 1)[1]))
         kept = self.catalog.label_sums(name)
+        current = kept is not None and kept["store_key"] == key and bool(kept["sums"])
         # only sums of a set in id order are stored: then this generation is (no scan of every id to check)
-        in_order = (kept is not None and kept["store_key"] == key and bool(kept["sums"])) \
-            or len(ids) < 2 or bool(np.all(ids[1:] >= ids[:-1]))
-        if kept is not None and kept["store_key"] == key and kept["sums"]:
-            most = max(len(ids), 1_000) // 10
-            changes = self.catalog.label_changes_since(int(kept["seq"]), limit=most + 1)
-            if len(changes) <= most:
-                table = _decode_sums(kept["sums"])
-                if changes:
-                    _, moved, before, after = (list(part) for part in zip(*changes, strict=True))
-                    _move_labels(table, stored, None, columns, moved, before, after)
-                    self.catalog.store_label_sums(name, store_key=key, seq=changes[-1][0], sums=_encode_sums(table))
+        order = None if current or len(ids) < 2 or bool(np.all(ids[1:] >= ids[:-1])) else np.argsort(ids, kind="stable")
+        sorted_ids = ids if order is None else ids[order]
+        table: dict[str, np.ndarray] | None = None
+        if current:
+            base = int(kept["seq"])
+            if not self.catalog.label_changes_beyond(base, max(len(ids), 1_000) // 10):
+                changes = self.catalog.label_changes_since(base)
+                # read after the changes: had another reader dropped some after ``base`` first, they are missing
+                if self.catalog.label_changes_trimmed() <= base:
+                    table = _decode_sums(kept["sums"])
+                    if changes:
+                        _, moved, before, after = (list(part) for part in zip(*changes, strict=True))
+                        _move_labels(table, stored, sorted_ids, None, columns, moved, before, after)
+                        self.catalog.store_label_sums(name, store_key=key, base=base, seq=changes[-1][0],
+                                                      sums=_encode_sums(table))
         if table is None:
-            storing = in_order and self.catalog.begin_label_sums(name)
-            order = None if in_order else np.argsort(ids, kind="stable")
+            storing = order is None and self.catalog.begin_label_sums(name)
             table, seq = {}, None
             for snapshot_seq, sample_ids, labels in self.catalog.curated_snapshot():
                 seq = snapshot_seq
-                _move_labels(table, stored, order, columns, sample_ids, None, labels)
+                _move_labels(table, stored, sorted_ids, order, columns, sample_ids, None, labels)
             if storing and seq is not None:  # (no curated row at all: nothing worth storing)
-                self.catalog.store_label_sums(name, store_key=key, seq=seq, sums=_encode_sums(table))
+                self.catalog.store_label_sums(name, store_key=key, base=seq, seq=seq, sums=_encode_sums(table))
         if moves:
             table = {label: sums.copy() for label, sums in table.items()}
-            _move_labels(table, stored, None if in_order else np.argsort(ids, kind="stable"), columns,
-                         list(moves), [old for old, _ in moves.values()], [new for _, new in moves.values()])
+            _move_labels(table, stored, sorted_ids, order, columns, list(moves), [old for old, _ in moves.values()],
+                         [new for _, new in moves.values()])
         return {label: sums for label, sums in sorted(table.items()) if sums[-1] > 0}
 
     def latest_path(self, kind: str) -> Path:
@@ -281,13 +287,13 @@ def _apply_hash_changes(stored: FeatureSet, changes: list[tuple[int, str, str, s
     return stale, present
 
 
-def _move_labels(table: dict[str, np.ndarray], stored: FeatureSet, order: np.ndarray | None, columns: list[int],
-                 sample_ids: Sequence[str], old: Sequence[str | None] | None, new: Sequence[str | None] | None) -> None:
+def _move_labels(table: dict[str, np.ndarray], stored: FeatureSet, ids: np.ndarray, order: np.ndarray | None,
+                 columns: list[int], sample_ids: Sequence[str], old: Sequence[str | None] | None,
+                 new: Sequence[str | None] | None) -> None:
     """Move the rows of ``stored`` holding these samples out of their ``old`` labels' sums and into their ``new``
     ones (None, or a None entry: no label), in place (see :meth:`Workspace.label_property_sums`). Samples the set
     does not hold are skipped; each id is compared whole (a longer catalog id is not cut to the set's width).
-    ``order``: the sorting permutation of the set's ids when they are not sorted."""
-    ids = stored.ids if order is None else stored.ids[order]
+    ``ids``: the set's ids sorted, ``order``: the permutation that sorted them (None when stored sorted)."""
     if not len(sample_ids) or not len(ids):
         return
     wanted = np.array(sample_ids, dtype=str)

@@ -37,6 +37,7 @@ from sqlalchemy import (
     event,
     false,
     func,
+    insert,
     inspect,
     literal,
     literal_column,
@@ -624,7 +625,8 @@ class Catalog:
     def curated_snapshot(self, batch: int = 200_000) -> Iterator[tuple[int, list[str], list[str]]]:
         """(seq, sample ids, their curated labels), up to ``batch`` rows at a time: every stored ``curated_labels``
         row once, in no particular order, read by ONE statement, so all come from one snapshot, with the newest
-        ``label_changes`` seq that snapshot holds (later changes have a greater seq). For a reader joining every
+        change seq that snapshot holds (the newest ``label_changes`` row, or the last one dropped when the log is
+        empty; later changes have a greater seq). For a reader joining every
         labelled sample with arrays (the report's per-class property sums) without a dict of every sample. A refit
         that could not be stored is not in it (:meth:`unstored_label_moves`).
 
@@ -632,7 +634,8 @@ class Catalog:
         plain cursor would hold every row in the client at execute): at millions of rows SQLAlchemy's row
         objects cost 3-4x the CPU of the driver's tuples (docs/benchmarks.md)."""
         newest = select(func.coalesce(func.max(label_changes.c.seq), 0)).scalar_subquery()
-        query = select(curated_labels.c.sample_id, curated_labels.c.label, newest)
+        trimmed = select(info.c.value).where(info.c.key == LABEL_CHANGES_TRIMMED).scalar_subquery()
+        query = select(curated_labels.c.sample_id, curated_labels.c.label, newest, trimmed)
         with self.engine.connect() as conn:
             compiled = query.compile(dialect=conn.dialect)
             params: Any = compiled.construct_params()
@@ -643,16 +646,25 @@ class Catalog:
             try:
                 cursor.execute(compiled.string, params)
                 while rows := cursor.fetchmany(batch):
-                    yield int(rows[0][2]), [row[0] for row in rows], [row[1] for row in rows]
+                    # an emptied log: the snapshot holds every change up to the last one dropped
+                    seq = max(int(rows[0][2]), int(rows[0][3] or 0))
+                    yield seq, [row[0] for row in rows], [row[1] for row in rows]
                     if len(rows) < batch:  # the last rows: no further FETCH (a round trip on PostgreSQL)
                         break
             finally:
                 cursor.close()
 
-    def label_change_seq(self) -> int:
-        """The newest ``label_changes`` seq (0 when none was logged or all were trimmed)."""
+    def label_changes_trimmed(self) -> int:
+        """The newest ``label_changes`` seq dropped from the log (0 when none was): sums kept as of an older seq
+        cannot be brought up to date from the log any more."""
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.coalesce(func.max(label_changes.c.seq), 0))).scalar() or 0)
+            return int(conn.execute(select(info.c.value).where(info.c.key == LABEL_CHANGES_TRIMMED)).scalar() or 0)
+
+    def label_changes_beyond(self, seq: int, count: int) -> bool:
+        """Whether more than ``count`` changes were logged after ``seq`` (one primary-key seek, whatever the count)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(label_changes.c.seq).where(label_changes.c.seq > seq)
+                                .order_by(label_changes.c.seq).offset(count).limit(1)).first() is not None
 
     def label_changes_since(self, seq: int, *, limit: int | None = None
                             ) -> list[tuple[int, str, str | None, str | None]]:
@@ -676,51 +688,74 @@ class Catalog:
         curated labels: from its commit on, every change of a curated label is logged (the triggers log only while
         the table holds a row), so the changes after the computation's snapshot can be applied later. A pending
         row (empty ``store_key``) is kept until :meth:`store_label_sums` replaces it. False when the catalog cannot
-        be written (the sums are then computed each time, not stored)."""
-        return self._write_label_sums(lambda conn: conn.execute(
-            _dialect_insert(conn)(label_sums).values(name=name, store_key="", seq=0, sums=None)
-            .on_conflict_do_nothing(index_elements=["name"])))
+        be written now (the sums are then computed, not stored)."""
+        def write(conn: Connection) -> bool:
+            conn.execute(_dialect_insert(conn)(label_sums).values(name=name, store_key="", seq=0, sums=None)
+                         .on_conflict_do_nothing(index_elements=["name"]))
+            return True
 
-    def store_label_sums(self, name: str, *, store_key: str, seq: int, sums: str) -> bool:
-        """Store per-label sums computed as of change ``seq`` and drop the logged changes every stored sum has
-        applied. Refused (False) when they are older than a change already dropped, or than the stored sums of
-        the same ``store_key`` (a slower concurrent reader): nothing is lost, they are recomputed next time;
-        False too when the catalog cannot be written."""
-        def write(conn: Connection) -> None:
+        return self._write_label_sums(write)
+
+    def store_label_sums(self, name: str, *, store_key: str, base: int, seq: int, sums: str) -> bool:
+        """Store per-label sums that hold every change up to ``seq``, computed from sums as of ``base`` (or from a
+        snapshot: ``base`` = ``seq``) plus the logged changes after it, and drop the logged changes every stored
+        sum has applied. Refused (False) when changes after ``base`` may have been dropped meanwhile (another
+        reader stored newer sums and trimmed the log: these sums could miss them), or when the stored sums of the
+        same ``store_key`` are newer; False too when the catalog cannot be written now. Nothing is lost by a
+        refusal: the sums are computed again next time."""
+        def write(conn: Connection) -> bool:
             trimmed = int(conn.execute(select(info.c.value).where(info.c.key == LABEL_CHANGES_TRIMMED)).scalar()
                           or 0)
-            if seq < trimmed:
-                return
+            if base < trimmed:
+                return False
             values = {"store_key": store_key, "seq": seq, "sums": sums}
             statement = _dialect_insert(conn)(label_sums).values(name=name, **values)
             newer = ((label_sums.c.seq <= statement.excluded.seq)
                      | (label_sums.c.store_key != statement.excluded.store_key))
-            conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values, where=newer))
+            stored = conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values, where=newer)
+                                  .returning(label_sums.c.name)).first() is not None
             lowest = int(conn.execute(select(func.min(label_sums.c.seq))).scalar() or 0)
             if lowest > trimmed:
                 conn.execute(delete(label_changes).where(label_changes.c.seq <= lowest))
                 statement = _dialect_insert(conn)(info).values(key=LABEL_CHANGES_TRIMMED, value=str(lowest))
                 conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": str(lowest)}))
+            return stored
 
         return self._write_label_sums(write)
 
-    def _write_label_sums(self, write: Callable[[Connection], Any]) -> bool:
-        """Run ``write`` in a transaction holding the curated-rows lock; False when the catalog cannot be written
-        (read-only, busy): a reader never waits long for an ingest's write lock to store what it computed."""
+    def forget_label_sums(self, keep: Callable[[str], bool]) -> None:
+        """Drop the kept sums whose name ``keep`` rejects (a feature set that no longer exists): their old seq
+        would stop the log from ever being trimmed. Silently nothing when the catalog cannot be written now."""
+        with self.engine.connect() as conn:
+            names = conn.execute(select(label_sums.c.name)).scalars().all()
+        gone = [name for name in names if not keep(name)]
+
+        def write(conn: Connection) -> bool:
+            conn.execute(delete(label_sums).where(label_sums.c.name.in_(gone)))
+            return True
+
+        if gone:
+            self._write_label_sums(write)
+
+    def _write_label_sums(self, write: Callable[[Connection], bool]) -> bool:
+        """Run ``write`` in a transaction holding the curated-rows lock, waiting at most ~2 s for it (a report
+        does not wait for a whole ingest's commit: it stores next time); False when ``write`` refused or the
+        catalog cannot be written (read-only, busy)."""
         try:
             with self.engine.begin() as conn:
                 driver = conn.connection.driver_connection if self.engine.dialect.name == "sqlite" else None
                 if driver is not None:
-                    driver.execute("PRAGMA busy_timeout=200")
+                    driver.execute("PRAGMA busy_timeout=2000")
+                else:
+                    conn.execute(sql_text("SET LOCAL lock_timeout = '2s'"))
                 try:
                     _lock_curated(conn)
-                    write(conn)
+                    return bool(write(conn))
                 finally:
                     if driver is not None:
                         driver.execute("PRAGMA busy_timeout=30000")
-        except (WorkspaceError, SQLAlchemyError):  # e.g. a SELECT-only role, a read-only standby, a busy file
+        except (WorkspaceError, SQLAlchemyError):  # e.g. a SELECT-only role, a read-only standby, a busy catalog
             return False
-        return True
 
     def _aggregate_changes(self, *, persist: bool = True) -> dict[str, tuple[str, str, str | None]]:
         """Refit the multi-annotator aggregates when the answers changed since they were fitted: sample_id ->
@@ -795,7 +830,14 @@ class Catalog:
         """Rewrite the ``curated_labels`` table from the label history by the rule (the repair for what
         :meth:`curated_label_problems` finds); returns the samples with a label."""
         with self.engine.begin() as conn:
-            return fill_curated_labels(conn)
+            _lock_curated(conn)
+            # a rewrite of every row: kept sums must be summed afresh anyway, so they go first (then nothing is
+            # logged: two changes per row otherwise), and the log is marked dropped up to a new seq, so that sums a
+            # reader computed before the rewrite are refused when it stores them
+            conn.execute(delete(label_sums))
+            written = fill_curated_labels(conn)
+            _mark_label_changes_dropped(conn)
+            return written
 
     def count_problems(self) -> list[str]:
         """Where the maintained counts (``sample_counts``, ``curated_counts``) disagree with a recount of the rows
@@ -1645,6 +1687,17 @@ def _multi_row(statement: Any, table: Any, rows: Sequence[dict[str, Any]], *, ke
     sample (the last one wins, as row-by-row upserts would leave it: one multi-row upsert cannot touch a row
     twice)."""
     return statement.returning(table.c.sample_id), list({row[key]: row for row in rows}.values())
+
+
+def _mark_label_changes_dropped(conn: Connection) -> None:
+    """Empty ``label_changes`` and record a new seq as the newest dropped (``info.label_changes_trimmed``), inside
+    ``conn``'s transaction: sums computed as of any earlier seq are refused when stored (they cannot be brought up to
+    date), and a snapshot taken after it counts as holding every change up to that seq."""
+    seq = conn.execute(insert(label_changes).values(sample_id="", old_label=None, new_label=None)
+                       .returning(label_changes.c.seq)).scalar_one()
+    conn.execute(delete(label_changes))
+    statement = _dialect_insert(conn)(info).values(key=LABEL_CHANGES_TRIMMED, value=str(seq))
+    conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": str(seq)}))
 
 
 def _lock_curated(conn: Connection) -> None:

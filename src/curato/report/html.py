@@ -118,9 +118,10 @@ def _examples(workspace: Workspace, per_class: int) -> dict[str, list[str]]:
 
 
 def _property_table(workspace: Workspace) -> dict[str, Any] | None:
-    """Per curated label, the mean of each shown property over its samples in the properties set (NaN left out;
-    "–" where none has a value), from the sums the workspace keeps per label (:meth:`Workspace.label_property_sums`:
-    one read of every curated label per generation of the set, then only the label changes since)."""
+    """Per curated label, the mean of each shown property over its samples in the properties set (values that are
+    not finite left out; "–" where none has a value), from the sums the workspace keeps per label
+    (:meth:`Workspace.label_property_sums`: one read of every curated label per generation of the set, then only
+    the label changes since)."""
     if not workspace.features.has(PROPERTIES):
         return None
     stored = workspace.features.load(PROPERTIES)

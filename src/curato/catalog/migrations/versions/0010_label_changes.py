@@ -43,6 +43,8 @@ def upgrade() -> None:
     bind = op.get_bind()
     for statement in label_change_trigger_statements(bind.dialect.name):
         bind.exec_driver_sql(statement)
+    # a mark left by a downgraded schema 10 would refuse every sum until the new log's seqs passed it
+    bind.execute(sa.text("DELETE FROM info WHERE key = 'label_changes_trimmed'"))
 
 
 def downgrade() -> None:
@@ -55,3 +57,4 @@ def downgrade() -> None:
         bind.exec_driver_sql("DROP FUNCTION IF EXISTS label_changes_follow()")
     op.drop_table("label_sums")
     op.drop_table("label_changes")
+    bind.execute(sa.text("DELETE FROM info WHERE key = 'label_changes_trimmed'"))
