@@ -309,7 +309,8 @@ def test_a_blur_on_one_class_is_found_when_a_tenth_of_the_others_carry_it_too(da
     """Every sandal blurred and a tenth of the other pictures too: the others' natural spread of focus puts 16-17%
     of them inside the sandals' range -- the planted tenth plus a few naturally soft pictures. A limit of 15% of
     the others missed it; the limit of a fifth leaves room for that spread (and so does the focus's second way in
-    for a softer class, which waives the limit: only with both off is it missed)."""
+    for a softer class past the limit: under a 15% limit it is still named that way; only with both off is it
+    missed)."""
     sandal = 5
     pictures = _one_class(data, sandal, _blurred, share_class=1.0, share_others=0.1)
     row = next(row for row in check(pictures, data).evidence["cues"] if row["cue"] == "edge_sharpness")
@@ -317,6 +318,30 @@ def test_a_blur_on_one_class_is_found_when_a_tenth_of_the_others_carry_it_too(da
     assert 0.15 < row["classes"][0]["share_of_others"] <= 0.2
     old_limit = check(pictures, data, params=ShortcutParams(others_share_flag=0.15, focus_gain_flag=1.0))
     assert not next(row for row in old_limit.evidence["cues"] if row["cue"] == "edge_sharpness")["flagged"]
+    second_way = check(pictures, data, params=ShortcutParams(others_share_flag=0.15))  # past the limit: softer
+    assert next(row for row in second_way.evidence["cues"] if row["cue"] == "edge_sharpness")["flagged"]
+
+
+def test_shirts_against_ankle_boots_are_not_named_softer() -> None:
+    """A clean natural pair whose focus differs by the objects themselves (a shirt's soft folds, a boot's hard
+    outline): in-range shifts of 1.29-1.36x and gains of 0.41-0.47 with at most a fifth of the boots inside. The
+    focus's second way in (gain 0.4) is only for a range holding more of the others than that, so with 1,000
+    pictures of each, in five draws, neither class is named by the focus."""
+    from curato.imageio import read_idx
+    from tests.conftest import FASHION_MNIST_DIR
+
+    images = read_idx(FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz")
+    labels = read_idx(FASHION_MNIST_DIR / "train-labels-idx1-ubyte.gz").astype(np.int64)
+    shirt, boot = 6, 9
+    for draw in range(5):
+        rng = np.random.default_rng(100 + draw)
+        picked = np.concatenate([rng.choice(np.flatnonzero(labels == k), 1000, replace=False) for k in (shirt, boot)])
+        two = {"images": images[picked], "labels": (labels[picked] == boot).astype(np.int64)}
+        two["reference"] = out_of_fold_probabilities(two["images"].reshape(len(picked), -1).astype(np.float32),
+                                                     two["labels"])
+        row = next(row for row in check([rgb(picture) for picture in two["images"]], two).evidence["cues"]
+                   if row["cue"] == "edge_sharpness")
+        assert not row.get("classes"), (draw, row)
 
 
 @pytest.fixture(scope="module")
