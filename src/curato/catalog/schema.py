@@ -369,6 +369,25 @@ _COUNTED = (("samples", "sample_counts", COUNTED_SAMPLE_COLUMNS, ("kind", "reada
             ("curated_labels", "curated_counts", COUNTED_CURATED_COLUMNS, ("label", "origin")))
 
 
+def _pg_statement_triggers(table: str, name: str) -> list[str]:
+    """PostgreSQL: (re)create the statement triggers ``<name>_insert|update|delete`` on ``table``, each running
+    ``<name>_follow()`` over the transition tables its event has."""
+    run = f"FOR EACH STATEMENT EXECUTE FUNCTION {name}_follow()"
+    return [*(f"DROP TRIGGER IF EXISTS {name}_{event} ON {table}" for event in ("insert", "update", "delete")),
+            f"CREATE TRIGGER {name}_insert AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows {run}",
+            f"CREATE TRIGGER {name}_update AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows "
+            f"NEW TABLE AS new_rows {run}",
+            f"CREATE TRIGGER {name}_delete AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows {run}"]
+
+
+def drop_trigger_statements(dialect: str, table: str, name: str) -> list[str]:
+    """The SQL that drops the triggers ``<name>_insert|update|delete`` on ``table`` (and, on PostgreSQL, their
+    function ``<name>_follow()``): a migration's downgrade."""
+    on = f" ON {table}" if dialect == "postgresql" else ""
+    statements = [f"DROP TRIGGER IF EXISTS {name}_{event}{on}" for event in ("insert", "update", "delete")]
+    return statements + ([f"DROP FUNCTION IF EXISTS {name}_follow()"] if dialect == "postgresql" else [])
+
+
 def count_trigger_statements(dialect: str) -> list[str]:
     """The SQL that (re)creates the triggers keeping ``sample_counts`` and ``curated_counts`` equal to a recount of
     ``samples`` and ``curated_labels``: every insert, update of a counted column and delete (cascades included)
@@ -424,13 +443,7 @@ BEGIN
   RETURN NULL;
 END
 $body$""",
-                *(f"DROP TRIGGER IF EXISTS {counts}_{event} ON {table}" for event in ("insert", "update", "delete")),
-                f"CREATE TRIGGER {counts}_insert AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows "
-                f"FOR EACH STATEMENT EXECUTE FUNCTION {counts}_follow()",
-                f"CREATE TRIGGER {counts}_update AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows "
-                f"NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {counts}_follow()",
-                f"CREATE TRIGGER {counts}_delete AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows "
-                f"FOR EACH STATEMENT EXECUTE FUNCTION {counts}_follow()"]
+                *_pg_statement_triggers(table, counts)]
         else:
             raise ValueError(f"no count triggers for database {dialect!r}")
     return statements
@@ -474,24 +487,16 @@ BEGIN
   RETURN NULL;
 END
 $body$""",
-                *(f"DROP TRIGGER IF EXISTS hash_changes_{event} ON samples"
-                  for event in ("insert", "update", "delete")),
-                "CREATE TRIGGER hash_changes_insert AFTER INSERT ON samples REFERENCING NEW TABLE AS new_rows "
-                "FOR EACH STATEMENT EXECUTE FUNCTION hash_changes_follow()",
-                "CREATE TRIGGER hash_changes_update AFTER UPDATE ON samples REFERENCING OLD TABLE AS old_rows "
-                "NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION hash_changes_follow()",
-                "CREATE TRIGGER hash_changes_delete AFTER DELETE ON samples REFERENCING OLD TABLE AS old_rows "
-                "FOR EACH STATEMENT EXECUTE FUNCTION hash_changes_follow()"]
+                *_pg_statement_triggers("samples", "hash_changes")]
     raise ValueError(f"no hash-change triggers for database {dialect!r}")
 
 
 def label_change_trigger_statements(dialect: str) -> list[str]:
     """The SQL that (re)creates the triggers logging into ``label_changes`` every insert, change of label and
     delete of a ``curated_labels`` row (cascades included; the rows' sample_id is never updated) while
-    ``label_sums`` holds any row. Idempotent. SQLite:
-    row triggers; PostgreSQL: statement triggers over the transition tables, which take the curated-rows lock
-    first, so that changes commit in the order of their ``seq`` (a snapshot that holds change n holds every change
-    before it)."""
+    ``label_sums`` holds any row. Idempotent. SQLite: row triggers; PostgreSQL: statement triggers over the
+    transition tables, which take the curated-rows lock first, so that changes commit in the order of their
+    ``seq`` (a snapshot that holds change n holds every change before it)."""
     columns = "sample_id, old_label, new_label"
     active = "EXISTS (SELECT 1 FROM label_sums)"
     if dialect == "sqlite":
@@ -524,14 +529,7 @@ BEGIN
   RETURN NULL;
 END
 $body$""",
-                *(f"DROP TRIGGER IF EXISTS label_changes_{event} ON curated_labels"
-                  for event in ("insert", "update", "delete")),
-                "CREATE TRIGGER label_changes_insert AFTER INSERT ON curated_labels REFERENCING NEW TABLE AS "
-                "new_rows FOR EACH STATEMENT EXECUTE FUNCTION label_changes_follow()",
-                "CREATE TRIGGER label_changes_update AFTER UPDATE ON curated_labels REFERENCING OLD TABLE AS "
-                "old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION label_changes_follow()",
-                "CREATE TRIGGER label_changes_delete AFTER DELETE ON curated_labels REFERENCING OLD TABLE AS "
-                "old_rows FOR EACH STATEMENT EXECUTE FUNCTION label_changes_follow()"]
+                *_pg_statement_triggers("curated_labels", "label_changes")]
     raise ValueError(f"no label-change triggers for database {dialect!r}")
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from curato.catalog.schema import CHANGE_SEQ, hash_change_trigger_statements
+from curato.catalog.schema import CHANGE_SEQ, drop_trigger_statements, hash_change_trigger_statements
 
 revision = "0007"
 down_revision = "0006"
@@ -74,11 +74,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Back to schema 6."""
     bind = op.get_bind()
-    for event in ("insert", "update", "delete"):
-        on = " ON samples" if bind.dialect.name == "postgresql" else ""
-        bind.exec_driver_sql(f"DROP TRIGGER IF EXISTS hash_changes_{event}{on}")
-    if bind.dialect.name == "postgresql":
-        bind.exec_driver_sql("DROP FUNCTION IF EXISTS hash_changes_follow()")
+    for statement in drop_trigger_statements(bind.dialect.name, "samples", "hash_changes"):
+        bind.exec_driver_sql(statement)
     op.drop_table("feature_counts")
     op.drop_index("ix_hash_changes_sample", table_name="hash_changes")
     op.drop_table("hash_changes")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from curato.catalog.schema import CHANGE_SEQ, label_change_trigger_statements
+from curato.catalog.schema import CHANGE_SEQ, drop_trigger_statements, label_change_trigger_statements
 
 revision = "0010"
 down_revision = "0009"
@@ -50,11 +50,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Back to schema 9."""
     bind = op.get_bind()
-    for event in ("insert", "update", "delete"):
-        on = " ON curated_labels" if bind.dialect.name == "postgresql" else ""
-        bind.exec_driver_sql(f"DROP TRIGGER IF EXISTS label_changes_{event}{on}")
-    if bind.dialect.name == "postgresql":
-        bind.exec_driver_sql("DROP FUNCTION IF EXISTS label_changes_follow()")
+    for statement in drop_trigger_statements(bind.dialect.name, "curated_labels", "label_changes"):
+        bind.exec_driver_sql(statement)
     op.drop_table("label_sums")
     op.drop_table("label_changes")
     bind.execute(sa.text("DELETE FROM info WHERE key = 'label_changes_trimmed'"))
