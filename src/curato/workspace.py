@@ -274,9 +274,7 @@ def _apply_hash_changes(stored: FeatureSet, changes: list[tuple[int, str, str, s
     ids = stored.ids
     if not len(ids) or not changes:
         return stale, present
-    wanted = np.array([change[1] for change in changes], dtype=str)
-    at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
-    held = ids[at] == wanted
+    at, held = _find_ids(ids, [change[1] for change in changes])
     for (_, _, change, old, new), hit, row in zip(changes, held.tolist(), at.tolist(), strict=True):
         if not hit or change == "absent":  # a marker: the sample was already missing when counted
             continue
@@ -287,19 +285,24 @@ def _apply_hash_changes(stored: FeatureSet, changes: list[tuple[int, str, str, s
     return stale, present
 
 
+def _find_ids(ids: np.ndarray, wanted: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(position, found) of each wanted id in a set's sorted ``ids`` (non-empty), by bisection; an id is found only
+    when equal as a whole (a longer catalog id is not cut to the set's width)."""
+    wanted_ids = np.array(wanted, dtype=str)
+    at = np.minimum(np.searchsorted(ids, wanted_ids), len(ids) - 1)
+    return at, ids[at] == wanted_ids
+
+
 def _move_labels(table: dict[str, np.ndarray], stored: FeatureSet, ids: np.ndarray, order: np.ndarray | None,
                  columns: list[int], sample_ids: Sequence[str], old: Sequence[str | None] | None,
                  new: Sequence[str | None] | None) -> None:
     """Move the rows of ``stored`` holding these samples out of their ``old`` labels' sums and into their ``new``
     ones (None, or a None entry: no label), in place (see :meth:`Workspace.label_property_sums`). Samples the set
-    does not hold are skipped; each id is compared whole (a longer catalog id is not cut to the set's width).
+    does not hold are skipped (:func:`_find_ids`).
     ``ids``: the set's ids sorted, ``order``: the permutation that sorted them (None when stored sorted)."""
     if not len(sample_ids) or not len(ids):
         return
-    wanted = np.array(sample_ids, dtype=str)
-    at = np.searchsorted(ids, wanted)
-    inside = at < len(ids)
-    inside[inside] = ids[at[inside]] == wanted[inside]
+    at, inside = _find_ids(ids, sample_ids)
     rows = at[inside] if order is None else order[at[inside]]
     by_row = np.argsort(rows, kind="stable")  # the memory-mapped rows in file order
     rows = rows[by_row]
