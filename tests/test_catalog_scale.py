@@ -15,8 +15,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from sqlalchemy import delete, func, insert, make_url, select, text, update
+from sqlalchemy import delete, event, func, insert, make_url, select, text, update
 
+from curato.catalog import catalog as catalog_module
 from curato.catalog import migrate
 from curato.catalog.catalog import ANSWERS_TOKEN, FITTED_TOKEN, Catalog, CuratedLabel, aggregate_answers
 from curato.catalog.schema import (
@@ -876,10 +877,24 @@ def test_report_property_sums_follow_every_label_change(history: Workspace, monk
         catalog.add_labels(conn, {kept[-1] + "-late.png": CLASSES[5]}, origin="human", annotator="sums-a")
     logged = catalog.label_changes_since(0)
     assert len(logged) >= 8 and {change[1] for change in logged} >= {labelled[45], labelled[60]}
-    assert _sums_agree(history, stored, columns)
+    trims: list[str] = []
+    listen = (catalog.engine, "before_cursor_execute")
+
+    def record(conn, cursor, statement: str, *rest) -> None:
+        if statement.startswith("DELETE FROM label_changes"):
+            trims.append(statement)
+
+    monkeypatch.setattr(catalog_module, "LABEL_CHANGES_TRIM_ROWS", 3)
+    event.listen(*listen, record)
+    try:
+        assert _sums_agree(history, stored, columns)
+    finally:
+        event.remove(*listen, record)
     assert len(reads) == 1  # from the logged changes alone
     # (the call may first store a due refit of the multi-annotator labels: its changes are logged after these)
-    assert catalog.label_sums(name)["seq"] >= logged[-1][0] and catalog.label_changes_since(0) == []  # trimmed
+    assert catalog.label_sums(name)["seq"] >= logged[-1][0] and catalog.label_changes_since(0) == []  # trimmed,
+    # three rows per transaction
+    assert len(trims) >= len(logged) / 3 and catalog.label_changes_trimmed() == catalog.label_sums(name)["seq"]
 
     # answers that flip multi-annotator samples, refit not stored (as on a read-only catalog): applied on top
     multi = sorted(sid for sid, value in catalog.curated_labels().items() if value.how == "aggregated")

@@ -81,6 +81,7 @@ ANSWERS_TOKEN = "curated_answers"
 FITTED_TOKEN = "curated_fitted"
 # info key: the newest label_changes seq dropped (every stored label sum had applied it)
 LABEL_CHANGES_TRIMMED = "label_changes_trimmed"
+LABEL_CHANGES_TRIM_ROWS = 50_000  # logged changes dropped per transaction (docs/benchmarks.md "At 10M")
 _CURATED_LOCK = 0x637573  # PostgreSQL advisory lock: one writer of curated rows at a time (SQLite: one writer anyway)
 
 
@@ -698,11 +699,11 @@ class Catalog:
 
     def store_label_sums(self, name: str, *, store_key: str, base: int, seq: int, sums: str) -> bool:
         """Store per-label sums that hold every change up to ``seq``, computed from sums as of ``base`` (or from a
-        snapshot: ``base`` = ``seq``) plus the logged changes after it, and drop the logged changes every stored
-        sum has applied. Refused (False) when changes after ``base`` may have been dropped meanwhile (another
-        reader stored newer sums and trimmed the log: these sums could miss them), or when the stored sums of the
-        same ``store_key`` are newer; False too when the catalog cannot be written now. Nothing is lost by a
-        refusal: the sums are computed again next time."""
+        snapshot: ``base`` = ``seq``) plus the logged changes after it, then drop the logged changes every stored
+        sum has applied (:func:`_trim_label_changes`, in chunks). Refused (False) when changes after ``base`` may
+        have been dropped meanwhile (another reader stored newer sums and trimmed the log: these sums could miss
+        them), or when the stored sums of the same ``store_key`` are newer; False too when the catalog cannot be
+        written now. Nothing is lost by a refusal: the sums are computed again next time."""
         def write(conn: Connection) -> bool:
             trimmed = int(conn.execute(select(info.c.value).where(info.c.key == LABEL_CHANGES_TRIMMED)).scalar()
                           or 0)
@@ -712,16 +713,14 @@ class Catalog:
             statement = _dialect_insert(conn)(label_sums).values(name=name, **values)
             newer = ((label_sums.c.seq <= statement.excluded.seq)
                      | (label_sums.c.store_key != statement.excluded.store_key))
-            stored = conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values, where=newer)
-                                  .returning(label_sums.c.name)).first() is not None
-            lowest = int(conn.execute(select(func.min(label_sums.c.seq))).scalar() or 0)
-            if lowest > trimmed:
-                conn.execute(delete(label_changes).where(label_changes.c.seq <= lowest))
-                statement = _dialect_insert(conn)(info).values(key=LABEL_CHANGES_TRIMMED, value=str(lowest))
-                conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": str(lowest)}))
-            return stored
+            return conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values, where=newer)
+                                .returning(label_sums.c.name)).first() is not None
 
-        return self._write_label_sums(write)
+        stored = self._write_label_sums(write)
+        if stored:
+            while self._write_label_sums(_trim_label_changes):
+                pass
+        return stored
 
     def forget_label_sums(self, keep: Callable[[str], bool]) -> None:
         """Drop the kept sums whose name ``keep`` rejects (a feature set that no longer exists): their old seq
@@ -1687,6 +1686,24 @@ def _multi_row(statement: Any, table: Any, rows: Sequence[dict[str, Any]], *, ke
     sample (the last one wins, as row-by-row upserts would leave it: one multi-row upsert cannot touch a row
     twice)."""
     return statement.returning(table.c.sample_id), list({row[key]: row for row in rows}.values())
+
+
+def _trim_label_changes(conn: Connection) -> bool:
+    """Drop up to ``LABEL_CHANGES_TRIM_ROWS`` of the logged changes that every stored sum has applied (seq up to
+    the lowest stored seq), oldest first, and record the newest dropped; True when more are left to drop. In
+    chunks, each its own transaction, so that a bulk import's millions of logged rows never hold the curated-rows
+    lock for long: rows older than the lowest stored seq are harmless until then (readers read after their seq)."""
+    trimmed = int(conn.execute(select(info.c.value).where(info.c.key == LABEL_CHANGES_TRIMMED)).scalar() or 0)
+    lowest = int(conn.execute(select(func.min(label_sums.c.seq))).scalar() or 0)
+    if lowest <= trimmed:
+        return False
+    chunk_end = conn.execute(select(label_changes.c.seq).where(label_changes.c.seq <= lowest)
+                             .order_by(label_changes.c.seq).offset(LABEL_CHANGES_TRIM_ROWS - 1).limit(1)).scalar()
+    upto = lowest if chunk_end is None else int(chunk_end)
+    conn.execute(delete(label_changes).where(label_changes.c.seq <= upto))
+    statement = _dialect_insert(conn)(info).values(key=LABEL_CHANGES_TRIMMED, value=str(upto))
+    conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_={"value": str(upto)}))
+    return upto < lowest
 
 
 def _mark_label_changes_dropped(conn: Connection) -> None:
