@@ -478,3 +478,31 @@ def test_a_frame_on_half_of_every_class_does_not_move_the_focus_of_one_class(
     finding = check(pictures, lfw)
     assert not next(row for row in finding.evidence["cues"] if row["cue"] == "edge_sharpness")["flagged"]
     assert finding.severity == "none", finding.message
+
+
+def test_naive_bayes_predictions_equal_scikit_learns_categorical_model_per_fold() -> None:
+    """The permutation test's cross-validated naive Bayes (every labelling at once, each distinct row scored
+    once) predicts what scikit-learn's CategoricalNB (uniform prior, same smoothing) fitted on the other folds
+    predicts, for the real labels and a shuffled labelling, on binned digits (one cue and a group of three)."""
+    from sklearn.datasets import load_digits
+    from sklearn.naive_bayes import CategoricalNB
+
+    from curato.checks.shortcuts import _naive_bayes_predictions, bin_columns
+
+    digits = load_digits()
+    codes = bin_columns(digits.data[:, [20, 28, 36, 43]], ["a", "b", "c", "d"], bins=16)
+    labels = digits.target
+    rng = np.random.default_rng(0)
+    folds = rng.integers(0, 5, len(labels))
+    levels = int(codes.max()) + 1
+    targets = np.stack([labels, rng.permutation(labels)])
+    for columns in ([1], [0, 2, 3]):
+        found = _naive_bayes_predictions(codes[:, columns], targets, folds, 10, 5, 1.0)
+        for row, target in enumerate(targets):
+            expected = np.empty(len(labels), dtype=np.int64)
+            for fold in range(5):
+                model = CategoricalNB(alpha=1.0, fit_prior=False, min_categories=levels)
+                model.fit(codes[folds != fold][:, columns], target[folds != fold])
+                expected[folds == fold] = model.classes_[model.predict_log_proba(codes[folds == fold][:, columns])
+                                                         .argmax(axis=1)]
+            assert np.array_equal(found[row], expected), (columns, row, (found[row] != expected).sum())

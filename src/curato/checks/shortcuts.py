@@ -477,7 +477,7 @@ def _naive_bayes_predictions(codes: np.ndarray, labels: np.ndarray, folds: np.nd
     """
     stacked = np.atleast_2d(labels)
     repeats = stacked.shape[0]
-    n, width = codes.shape
+    width = codes.shape[1]
     levels = int(codes.max()) + 1
     cell = (np.arange(width)[None, :] * n_folds + folds[:, None]) * levels + codes  # (n, width)
     cells = width * n_folds * levels
@@ -487,10 +487,13 @@ def _naive_bayes_predictions(codes: np.ndarray, labels: np.ndarray, folds: np.nd
     train = counts.sum(axis=2, keepdims=True) - counts  # every fold's model leaves that fold out
     class_totals = train.sum(axis=3, keepdims=True)
     log_likelihood = np.log(train + smoothing) - np.log(class_totals + smoothing * levels)
-    scores = np.zeros((repeats, n, n_classes))
+    # rows with the same fold and codes get the same scores: score each distinct (fold, codes) once (at most
+    # n_folds x levels for one column instead of n), summed in the same order, so the same predictions
+    distinct, inverse = np.unique(np.column_stack([folds, codes]), axis=0, return_inverse=True)
+    scores = np.zeros((repeats, len(distinct), n_classes))
     for column in range(width):
-        scores += log_likelihood[:, column, folds, codes[:, column]]
-    predictions = scores.argmax(axis=2)
+        scores += log_likelihood[:, column, distinct[:, 0], distinct[:, column + 1]]
+    predictions = scores.argmax(axis=2)[:, inverse.reshape(-1)]
     return predictions if np.ndim(labels) == 2 else predictions[0]
 
 
