@@ -17,6 +17,13 @@ Two workloads: 512 Fashion-MNIST test images (28 px, grey repeated to RGB) throu
 ``efficientnet-lite0-112``, and 256 random crops of skimage's bundled photos (roughly 150-500 px)
 through ``efficientnet-lite0``. Rounds alternate eager and curato so that load from other
 processes hits both; each configuration reports its best round.
+
+``--roofline`` also prints the network's float32 arithmetic per image (PyTorch's FLOP counter over
+``extract_features``: every convolution, depthwise ones included, 2 operations per multiply-add), each side's
+rate in GFLOP/s against this machine's float32 matrix-multiply rate measured in the same run at the
+network's widest pointwise convolution (``roofline.py``), and the ceiling: the speed-up over eager of a runtime
+doing that arithmetic at the full matrix-multiply rate, resizing for free. No float32 runtime passes it (depthwise
+convolutions and the resize run well below that rate, so the real bound is lower).
 """
 
 from __future__ import annotations
@@ -25,17 +32,21 @@ import argparse
 import importlib.util
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curato.features.embedders import get_embedder
 from curato.features.embedders.efficientnet import load_torch_model, resize_batch
 from curato.imageio import read_idx
 from curato.sample_data import photo_crops as sample_photo_crops
+from roofline import matmul_rate
 
 FASHION = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "rocket")
@@ -154,6 +165,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; best round is reported")
     parser.add_argument("--fashion", type=int, default=512, help="Fashion-MNIST images at 112 px")
     parser.add_argument("--photos", type=int, default=256, help="photo crops at 224 px")
+    parser.add_argument("--roofline", action="store_true",
+                        help="also print each side's GFLOP/s against the machine's matrix-multiply rate")
     parser.add_argument("--also", default="openvino" if importlib.util.find_spec("openvino") else "none",
                         help="a second curato runtime timed in the same rounds ('none' to skip)")
     args = parser.parse_args()
@@ -166,6 +179,8 @@ def main() -> None:
         run_workload("efficientnet-lite0", photo_crops(args.photos), 224, model, args.rounds, args.also),
     ]
     report = {"cpu_threads": threads, "torch": torch.__version__, "rounds": args.rounds, "workloads": results}
+    if args.roofline:
+        report["roofline"] = roofline(model, results, threads)
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -186,6 +201,38 @@ def main() -> None:
             also = result["also"]
             print(f"  curato with {also['runtime']}: {also['img_per_s']:7.1f} img/s -> {also['ratio']:.2f}x, "
                   f"cosine min {also['cosine_min']:.7f}")
+    if args.roofline:
+        peak = report["roofline"]["matmul_gflop_per_s"]
+        print(f"float32 matrix multiply at the widest pointwise convolution's shapes: {peak:.1f} GFLOP/s wall, "
+              f"{report['roofline']['matmul_gflop_per_cpu_s']:.1f} per CPU-second (best of numpy and torch)")
+        print("| input | GFLOP per image | eager GFLOP/s (share) | curato GFLOP/s (share) | ceiling over eager |")
+        print("|---|---:|---:|---:|---:|")
+        for row in report["roofline"]["workloads"]:
+            print(f"| {row['input_size']} px | {row['gflop_per_image']:.3f} | {row['eager_gflop_per_s']:.1f} "
+                  f"({row['eager_share']:.0%}) | {row['curato_gflop_per_s']:.1f} ({row['curato_share']:.0%}) "
+                  f"| {row['ceiling']:.2f}x |")
+
+
+def roofline(model: Any, results: list[dict[str, Any]], threads: int) -> dict[str, Any]:
+    """Per workload: the network's GFLOP per image, each side's GFLOP/s and share of the matrix-multiply rate,
+    and the ceiling over eager of a runtime at that full rate (see the module docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    peak_wall, peak_cpu = matmul_rate(2048, 320, 1280, threads)  # the head's 1x1 convolution, 320 -> 1280
+    rows = []
+    for result in results:
+        size = result["input_size"]
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model.extract_features(torch.zeros(1, 3, size, size))
+        gflop = counter.get_total_flops() / 1e9
+        eager, ours = gflop * result["eager_best_img_per_s"], gflop * result["curato_img_per_s"]
+        rows.append({"input_size": size, "gflop_per_image": round(gflop, 4),
+                     "eager_gflop_per_s": round(eager, 1), "eager_share": round(eager / peak_wall, 3),
+                     "curato_gflop_per_s": round(ours, 1), "curato_share": round(ours / peak_wall, 3),
+                     "ceiling": round(peak_wall / eager, 2)})
+    return {"matmul_gflop_per_s": round(peak_wall, 1), "matmul_gflop_per_cpu_s": round(peak_cpu, 1),
+            "load_average": round(os.getloadavg()[0], 1), "workloads": rows}
 
 
 if __name__ == "__main__":

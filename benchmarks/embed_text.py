@@ -34,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from roofline import matmul_rate
+
 FORTUNES = Path("/usr/share/games/fortunes")
 
 
@@ -174,32 +177,6 @@ def bert_flops(cells_by_batch: list[tuple[int, int]], config: dict[str, int]) ->
     return total
 
 
-def matmul_rate(config: dict[str, int], threads: int, rounds: int = 5) -> tuple[float, float]:
-    """This machine's float32 matrix-multiply rate at the model's feed-forward shapes, (GFLOP per wall
-    second, GFLOP per CPU second), the best of numpy's BLAS and torch over ``rounds`` tries each."""
-    import torch
-
-    hidden, inner = config["hidden_size"], config["intermediate_size"]
-    rng = np.random.default_rng(0)
-    a = rng.random((2048, hidden), dtype=np.float32)
-    b = rng.random((hidden, inner), dtype=np.float32)
-    c = rng.random((2048, inner), dtype=np.float32)
-    d = rng.random((inner, hidden), dtype=np.float32)
-    flops = 2 * 2 * 2048 * hidden * inner * 20
-    best_wall = best_cpu = 0.0
-    torch.set_num_threads(threads)
-    pairs = {"numpy": (a, b, c, d), "torch": tuple(torch.from_numpy(x) for x in (a, b, c, d))}
-    for x, y, z, w in pairs.values():
-        for _ in range(rounds):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            for _ in range(20):
-                x @ y
-                z @ w
-            best_wall = max(best_wall, flops / (time.perf_counter() - start) / 1e9)
-            best_cpu = max(best_cpu, flops / (time.process_time() - start_cpu) / 1e9)
-    return best_wall, best_cpu
-
-
 def print_roofline(texts: list[str], embedder, model, times: dict[str, list[float]],
                    cpu: dict[str, list[float]]) -> None:
     config = model[0].auto_model.config.to_dict()
@@ -214,7 +191,7 @@ def print_roofline(texts: list[str], embedder, model, times: dict[str, list[floa
     unpadded = [(1, len(ids)) for ids in embedder._tokenise(texts)]
     flops = {"eager": bert_flops(eager_cells, config), "ours": bert_flops(ours_cells, config),
              "least": bert_flops(unpadded, config)}
-    peak_wall, peak_cpu = matmul_rate(config, embedder.threads)
+    peak_wall, peak_cpu = matmul_rate(2048, config["hidden_size"], config["intermediate_size"], embedder.threads)
     print(f"float32 matrix multiply at the model's shapes: {peak_wall:.1f} GFLOP/s wall, {peak_cpu:.1f} per CPU-second "
           f"(best of numpy and torch); load average {os.getloadavg()[0]:.1f}")
     print("| side | GFLOP (padded batches) | GFLOP/s wall | share of the matmul rate | GFLOP per CPU-s | share |")
