@@ -12,6 +12,7 @@ the rule as it was written before: every label row read into Python in id order.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -119,11 +120,19 @@ def _tokens(catalog: Catalog) -> dict[str, str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"], scope="module")
-def history(request, tmp_path_factory, postgres_url, fashion_mnist) -> Workspace:
+def history(request, tmp_path_factory, postgres_url, fashion_mnist) -> Iterator[Workspace]:
     """A workspace of 600 Fashion-MNIST labels with every kind of label history, checked after each kind. Built
     once per database: the tests below may add to it, and each takes its expectations from the history as it is."""
     if request.param == "postgresql" and not postgres_url:
         pytest.skip("CURATO_TEST_POSTGRES_URL not set (CI sets it and starts PostgreSQL)")
+    with pytest.MonkeyPatch.context() as patch:
+        # PostgreSQL writes of 100 rows and more go by COPY here: the 600-sample upsert and the batches of 128
+        # labels take that way, the smaller writes the multi-row statements
+        patch.setattr(catalog_module, "PG_COPY_ROWS", 100)
+        yield _history(request, tmp_path_factory, postgres_url, fashion_mnist)
+
+
+def _history(request, tmp_path_factory, postgres_url, fashion_mnist) -> Workspace:
     db_url = _fresh_postgres(postgres_url) if request.param == "postgresql" else None
     workspace = Workspace.create(tmp_path_factory.mktemp("history") / "ws", db_url=db_url)
     catalog = workspace.catalog

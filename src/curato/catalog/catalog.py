@@ -28,6 +28,7 @@ from urllib.parse import quote
 import numpy as np
 from sqlalchemy import (
     ARRAY,
+    JSON,
     Connection,
     String,
     and_,
@@ -46,6 +47,8 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -81,6 +84,9 @@ ANSWERS_TOKEN = "curated_answers"
 FITTED_TOKEN = "curated_fitted"
 # info key: the newest label_changes seq dropped (every stored label sum had applied it)
 LABEL_CHANGES_TRIMMED = "label_changes_trimmed"
+# PostgreSQL writes of at least this many rows go by COPY (and a staged INSERT ... SELECT for upserts): below it a
+# temporary table costs more than it saves
+PG_COPY_ROWS = 500
 LABEL_CHANGES_TRIM_ROWS = 50_000  # logged changes dropped per transaction (docs/benchmarks.md "At 10M")
 _CURATED_LOCK = 0x637573  # PostgreSQL advisory lock: one writer of curated rows at a time (SQLite: one writer anyway)
 
@@ -338,6 +344,15 @@ class Catalog:
         columns = list(rows[0])
         if conn.dialect.name == "sqlite":
             _sqlite_upsert(conn, samples, rows, columns, now)
+        elif len(rows) >= PG_COPY_ROWS:
+            written = [*columns, "created_at", "updated_at"]
+            unique = list({row["sample_id"]: row for row in rows}.values())  # the last one wins, as row by row
+            with _pg_staged(conn, samples, written, ((*(row[name] for name in columns), now, now)
+                                                      for row in unique)) as stage:
+                statement = _dialect_insert(conn)(samples).from_select(written, select(*stage.c))
+                conn.execute(statement.on_conflict_do_update(
+                    index_elements=["sample_id"],
+                    set_={name: statement.excluded[name] for name in [*columns, "updated_at"] if name != "sample_id"}))
         else:
             insert = _dialect_insert(conn)
             statement = insert(samples)
@@ -1587,17 +1602,27 @@ def _upsert_curated(conn: Connection, rows: Sequence[dict[str, str]], *, outrank
         for chunk in _chunks(values, _SQLITE_BATCH):
             conn.exec_driver_sql(sql, list(chunk))
         return
+    def upsert(statement: Any) -> Any:
+        excluded = statement.excluded
+        return statement.on_conflict_do_update(
+            index_elements=["sample_id"], set_={name: excluded[name] for name in ("label", "origin", "how", "split")},
+            where=and_(*(table.c.origin != literal(name) for name in outranking),
+                       or_(table.c.label != excluded.label, table.c.origin != excluded.origin,
+                           table.c.how != excluded.how))
+            if outranking else None)
+
+    if len(rows) >= PG_COPY_ROWS:
+        unique = {row["sid"]: row for row in rows}  # the last one wins, as row by row
+        staged = ((sid, row["new_label"], row["new_origin"], row["new_how"]) for sid, row in unique.items())
+        with _pg_staged(conn, table, ["sample_id", "label", "origin", "how"], staged) as stage:
+            split = select(samples.c.split).where(samples.c.sample_id == stage.c.sample_id).scalar_subquery()
+            conn.execute(upsert(_dialect_insert(conn)(table).from_select(
+                ["sample_id", "label", "origin", "how", "split"], select(*stage.c, split))))
+        return
     split = select(samples.c.split).where(samples.c.sample_id == bindparam("sid")).scalar_subquery()
-    statement = _dialect_insert(conn)(table).values(sample_id=bindparam("sid"), label=bindparam("new_label"),
-                                                    origin=bindparam("new_origin"), how=bindparam("new_how"),
-                                                    split=split)
-    excluded = statement.excluded
-    statement = statement.on_conflict_do_update(
-        index_elements=["sample_id"], set_={name: excluded[name] for name in ("label", "origin", "how", "split")},
-        where=and_(*(table.c.origin != literal(name) for name in outranking), or_(table.c.label != excluded.label,
-                                                                 table.c.origin != excluded.origin,
-                                                                 table.c.how != excluded.how))
-        if outranking else None)
+    statement = upsert(_dialect_insert(conn)(table).values(
+        sample_id=bindparam("sid"), label=bindparam("new_label"), origin=bindparam("new_origin"),
+        how=bindparam("new_how"), split=split))
     statement, rows = _multi_row(statement, table, rows, key="sid")
     for chunk in _chunks(rows):
         conn.execute(statement, list(chunk))
@@ -1666,8 +1691,13 @@ def _sqlite_upsert(conn: Connection, table: Any, rows: Sequence[dict[str, Any]],
 
 def _insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``rows`` (dicts with the same keys) into ``table``: on SQLite by the driver's executemany over plain
-    tuples (:func:`_sqlite_values`), elsewhere by SQLAlchemy's executemany."""
+    tuples (:func:`_sqlite_values`), on PostgreSQL by COPY from ``PG_COPY_ROWS`` rows (:func:`_pg_copy`), else by
+    SQLAlchemy's executemany."""
     if not rows:
+        return
+    if conn.dialect.name == "postgresql" and len(rows) >= PG_COPY_ROWS:
+        names = list(rows[0])
+        _pg_copy(conn, table.name, table, names, (tuple(row[name] for name in names) for row in rows))
         return
     if conn.dialect.name != "sqlite":
         for chunk in _chunks(rows):
@@ -1677,6 +1707,36 @@ def _insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     for chunk in _chunks(tuples, _SQLITE_BATCH):
         conn.exec_driver_sql(sql, list(chunk))
+
+
+def _pg_copy(conn: Connection, target: str, table: Any, names: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    """PostgreSQL: ``rows`` (values of ``names``, columns of ``table``) into the table called ``target`` by the
+    driver's COPY, inside ``conn``'s transaction: a bulk write costs a fraction of the client CPU of SQLAlchemy's
+    multi-row statements (docs/benchmarks.md, "PostgreSQL at 10M"). COPY fires the statement triggers once, with
+    every row in the transition table, as one INSERT would. JSON values are written as JSON text (None as JSON
+    null, as SQLAlchemy's JSON type writes it)."""
+    encoded = [isinstance(table.c[name].type, JSON) for name in names]
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        with cursor.copy(f"COPY {target} ({', '.join(names)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([json.dumps(value) if wrapped else value
+                                for value, wrapped in zip(row, encoded, strict=True)])
+    finally:
+        cursor.close()
+
+
+@contextmanager
+def _pg_staged(conn: Connection, table: Any, names: Sequence[str], rows: Iterable[tuple[Any, ...]]
+               ) -> Iterator[Any]:
+    """PostgreSQL: ``rows`` COPYed (:func:`_pg_copy`) into a temporary table of these columns of ``table`` (its
+    column types, no constraints), yielded for one ``INSERT ... SELECT ... ON CONFLICT`` and dropped after it."""
+    name = f"curato_staged_{uuid.uuid4().hex[:12]}"
+    columns = ", ".join(f"{column} {table.c[column].type.compile(dialect=conn.dialect)}" for column in names)
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({columns}) ON COMMIT DROP")
+    _pg_copy(conn, name, table, names, rows)
+    yield sql_table(name, *(sql_column(column) for column in names))
+    conn.exec_driver_sql(f"DROP TABLE {name}")  # (after a failure the rollback drops it)
 
 
 def _multi_row(statement: Any, table: Any, rows: Sequence[dict[str, Any]], *, key: str = "sample_id"
