@@ -19,8 +19,8 @@ from PIL import Image
 from curato.commands.results import merge_audit_documents
 from curato.imageio import read_idx
 from curato.ingest.readers import FASHION_MNIST_CLASSES
-from curato.report.charts import heatmap, line_chart
-from curato.report.html import property_in_words
+from curato.report.charts import grouped_bars, heatmap, line_chart
+from curato.report.html import CHARTED_CLASSES, _charted_classes, property_in_words
 from tests.browser import chromium_page
 from tests.conftest import FASHION_MNIST_DIR
 
@@ -284,3 +284,25 @@ def test_cue_values_and_merges_in_words():
     merged = merge_audit_documents(old, new)
     assert [f["check"] for f in merged["checks"]] == ["outliers", "exact_duplicates"]
     assert merged["checks_run"] == ["duplicates", "outliers"]
+
+
+def test_class_chart_draws_the_largest_and_smallest_classes_and_values_only_where_they_fit() -> None:
+    """With hundreds of classes the chart keeps the 20 largest and 20 smallest (in the table's order, its title
+    says so: the table lists every class); a chart squeezed to its height limit writes no value at its bars (they
+    would overlap), a small one writes each."""
+    rows = {f"class {i:03d}": {"train": 1003 + 7 * i, "test": 3 * i + 1} for i in range(300)}
+    charted, title = _charted_classes(rows)
+    assert len(charted) == CHARTED_CLASSES == 40
+    assert charted == [*(f"class {i:03d}" for i in range(20)), *(f"class {i:03d}" for i in range(280, 300))]
+    assert "20 largest and 20 smallest of 300 classes" in title
+    assert _charted_classes(dict(list(rows.items())[:40])) == (list(rows)[:40], "samples per class and split")
+
+    def values(svg: str) -> set[str]:
+        return set(re.findall(r">([\d,]+)<", svg))
+
+    small = grouped_bars(["a", "b"], {"train": [1234.0, 5.0], "test": [77.0, 9.0]})
+    assert {"1,234", "77"} <= values(small)
+    squeezed = grouped_bars(charted, {"train": [float(rows[c]["train"]) for c in charted],
+                                      "test": [float(rows[c]["test"]) for c in charted]})
+    assert values(squeezed) and not {f"{rows[c][s]:,}" for c in charted for s in ("train", "test")} & values(squeezed)
+    # (the values left are the axis's round ticks)

@@ -17,6 +17,7 @@ from typing import Any
 
 PALETTE = ("#3b6ea8", "#e07b39", "#5a9e5a", "#b84a62", "#8a6bb8", "#7a7a7a", "#c9a227", "#3aa6a6")
 _WIDTH_INCHES = 7.2
+_MAX_HEIGHT_INCHES = 14.0
 _ids = itertools.count()
 
 
@@ -64,13 +65,16 @@ def _number(value: float, _position: Any = None) -> str:
 
 
 def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float]], *, title: str = "") -> str:
-    """Horizontal grouped bar chart: one group per category, one bar per series, each bar's value at its end."""
+    """Horizontal grouped bar chart: one group per category, one bar per series, each bar's value at its end while
+    the bars are as tall as the values' font (a chart squeezed to its height limit shows none: they would overlap,
+    and laying out hundreds of labels is most of the chart's cost)."""
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     names = list(series)
     if not categories or not names:
         return ""
-    height = min(14.0, 0.9 + 0.22 * len(categories) * max(1, len(names)) + 0.3)
+    wanted = 0.9 + 0.22 * len(categories) * max(1, len(names)) + 0.3
+    height = min(_MAX_HEIGHT_INCHES, wanted)
     figure = _figure(_WIDTH_INCHES, height)
     axes = figure.add_subplot()
     _style(axes)
@@ -81,7 +85,8 @@ def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float]], 
         positions = [c - group / 2 + bar * (s + 0.5) for c in range(len(categories))]
         bars = axes.barh(positions, [float(v) for v in series[name]], height=bar * 0.92,
                          color=PALETTE[s % len(PALETTE)], label=str(name))
-        axes.bar_label(bars, labels=[_number(float(v)) for v in series[name]], padding=2, fontsize=7.5)
+        if wanted <= _MAX_HEIGHT_INCHES:
+            axes.bar_label(bars, labels=[_number(float(v)) for v in series[name]], padding=2, fontsize=7.5)
     axes.set_yticks(range(len(categories)), [str(c) for c in categories])
     axes.invert_yaxis()
     axes.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10], integer=True))

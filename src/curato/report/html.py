@@ -321,6 +321,23 @@ def _script_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
 
 
+CHARTED_CLASSES = 40  # the class chart's most classes (the table beside it lists every class)
+
+
+def _charted_classes(rows: dict[str, dict[str, int]]) -> tuple[list[str], str]:
+    """The classes the class chart draws, in the table's order, and its title: every class up to
+    ``CHARTED_CLASSES``, else the largest and the smallest half of that each (by samples): a chart of hundreds of
+    classes is unreadable at any height and costs seconds to lay out."""
+    if len(rows) <= CHARTED_CLASSES:
+        return list(rows), "samples per class and split"
+    by_size = sorted(rows, key=lambda label: (-sum(rows[label].values()), label))
+    half = CHARTED_CLASSES // 2
+    kept = {*by_size[:half], *by_size[-half:]}
+    return ([label for label in rows if label in kept],
+            f"samples per class and split: the {half} largest and {half} smallest of {len(rows):,} classes "
+            "(every class in the table below)")
+
+
 def write_html_report(workspace: Workspace, path: str | Path, *, overview: dict[str, Any],
                       audit: dict[str, Any] | None = None, tables: dict[str, list[dict[str, Any]]] | None = None,
                       runs: dict[str, dict[str, Any]] | None = None, title: str | None = None,
@@ -335,9 +352,9 @@ def write_html_report(workspace: Workspace, path: str | Path, *, overview: dict[
     """
     rows = overview["class_split"]["rows"]
     splits_present = overview["class_split"]["splits"]
-    class_chart = grouped_bars(list(rows), {str(s or "-"): [rows[label].get(s, 0) for label in rows]
-                                            for s in splits_present},
-                               title="samples per class and split") if rows else ""
+    charted, chart_title = _charted_classes(rows)
+    class_chart = grouped_bars(charted, {str(s or "-"): [rows[label].get(s, 0) for label in charted]
+                                         for s in splits_present}, title=chart_title) if rows else ""
     formats = sorted(str(f) for f in overview.get("formats", {}) if f)
     images = _Images(workspace, thumbnail_size)
     findings = sorted((audit or {}).get("checks") or [], key=lambda f: -SEVERITY_RANK.get(f.get("severity"), 0))
