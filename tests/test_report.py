@@ -306,3 +306,15 @@ def test_class_chart_draws_the_largest_and_smallest_classes_and_values_only_wher
                                       "test": [float(rows[c]["test"]) for c in charted]})
     assert values(squeezed) and not {f"{rows[c][s]:,}" for c in charted for s in ("train", "test")} & values(squeezed)
     # (the values left are the axis's round ticks)
+
+
+def test_loading_the_checks_imports_neither_scipy_stats_nor_scikit_learn() -> None:
+    """The report and `curato checks` load every check's module; scipy.stats and scikit-learn (seconds to import)
+    are imported only by the functions that use them."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, curato.checks.builtin, curato.report.html; "
+             "print(sorted(m for m in ('scipy.stats', 'sklearn', 'pandas') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "[]"

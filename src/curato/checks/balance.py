@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-from scipy.stats import chi2_contingency
 
+# scipy.stats and scikit-learn are imported inside the functions that use them: importing them costs seconds, paid
+# by every command that loads the checks (the report, `curato checks`) whether or not it runs them
 from curato.arrays import check_field, check_length, encode_labels
 from curato.checks.findings import Finding
 from curato.errors import InputError
@@ -93,6 +94,7 @@ def split_health_finding(sample_ids: Sequence[str], labels: Sequence[object | No
     never trained on) is a hole in the evaluation. A pair differs (medium / high) when Cramér's V reaches
     ``params.split_v_medium`` / ``split_v_high`` at p < ``params.split_alpha``; a missing class is high.
     """
+    from scipy.stats import chi2_contingency
     p = BalanceParams() if params is None else params
     ids = np.asarray(sample_ids, dtype=object)
     check_length("labels", labels, len(ids))

@@ -83,10 +83,10 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
-from scipy.stats import binom, binomtest, chi2, rankdata
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
+# scipy.stats and scikit-learn are imported inside the functions that use them: importing them costs seconds, paid
+# by every command that loads the checks (the report, `curato checks`) whether or not it runs them
 from curato.checks.findings import Finding, severity_from_share
 from curato.errors import InputError
 from curato.models.oof import BLAS_THREADS, out_of_fold_probabilities, pca_components, whitened_pca
@@ -124,12 +124,14 @@ NO_GROUP = "-"
 
 def chance_interval(n: int, chance: float, *, alpha: float = DEFAULT_ALPHA) -> tuple[float, float]:
     """The central ``1 - alpha`` interval of accuracies that guessing at rate ``chance`` gives on ``n`` samples."""
+    from scipy.stats import binom
     low, high = binom.ppf([alpha / 2, 1 - alpha / 2], n, chance)
     return float(low) / n, float(high) / n
 
 
 def accuracy_interval(correct: int, n: int, *, alpha: float = DEFAULT_ALPHA) -> tuple[float, float]:
     """Clopper-Pearson (exact) ``1 - alpha`` interval of an accuracy of ``correct`` out of ``n``."""
+    from scipy.stats import binomtest
     interval = binomtest(int(correct), int(n)).proportion_ci(confidence_level=1 - alpha, method="exact")
     return float(interval.low), float(interval.high)
 
@@ -142,6 +144,7 @@ def overdispersion(null_accuracies: Sequence[float] | np.ndarray, n: int, chance
     degrees of freedom) and divided by the binomial ``sqrt(chance * (1 - chance) / n)``; 1 when fewer
     than two accuracies are given.
     """
+    from scipy.stats import chi2
     values = np.asarray(null_accuracies, dtype=np.float64)
     if len(values) < 2:
         return 1.0
@@ -172,6 +175,7 @@ def distinguishability(correct: int, n: int, chance: float, *, alpha: float = DE
     ``distinguishable`` when the accuracy is above the chance interval's upper bound and
     ``(accuracy - chance) / (1 - chance) >= min_effect``.
     """
+    from scipy.stats import binom
     if n <= 0:
         raise InputError("distinguishability: need at least one sample")
     if not 0.0 < chance < 1.0:
@@ -245,6 +249,7 @@ def name_that_dataset(probs: np.ndarray, group_index: np.ndarray, group_names: S
 
     ``null``: accuracies on shuffled labels (:func:`null_accuracies`), for the over-dispersion.
     """
+    from sklearn.metrics import balanced_accuracy_score
     predicted = probs.argmax(axis=1)
     counts = np.bincount(group_index, minlength=len(group_names))
     n = len(group_index)
@@ -262,6 +267,7 @@ def pairwise_distinguishability(probs: np.ndarray, group_index: np.ndarray, grou
 
     ``null``: ``(permutations, pairs)`` two-group accuracies on shuffled labels (:func:`null_accuracies`).
     """
+    from sklearn.metrics import confusion_matrix
     k = len(group_names)
     confusion = confusion_matrix(group_index, probs.argmax(axis=1), labels=np.arange(k))
     _, accuracies = head_accuracies(probs, group_index)
@@ -336,6 +342,7 @@ def property_differences(properties: np.ndarray, columns: Sequence[str], group_i
     ``delta > 0``: the group's values tend to be larger. With two groups only the first group's rows
     are returned (the second's are the same with the sign flipped), ``versus`` naming the other group.
     """
+    from scipy.stats import rankdata
     values = np.asarray(properties, dtype=np.float64)
     if values.ndim != 2 or values.shape != (len(group_index), len(columns)):
         raise InputError(f"property differences: properties must have shape ({len(group_index)}, {len(columns)}), "

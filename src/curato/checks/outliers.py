@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
+# scipy.stats and scikit-learn are imported inside the functions that use them: importing them costs seconds, paid
+# by every command that loads the checks (the report, `curato checks`) whether or not it runs them
 from curato.arrays import check_field, encode_values
 from curato.checks.findings import Finding
 from curato.errors import InputError
@@ -149,6 +150,7 @@ def flag_threshold(n: int, *, floor: float | None = None) -> float:
     what is flagged is out of the bulk's reach rather than its ordinary tail; the floor (default
     ``OutlierParams.min_z_threshold``, 3.5) keeps small datasets from flagging their ordinary tail too.
     """
+    from scipy.stats import norm
     floor = OutlierParams().min_z_threshold if floor is None else floor
     return max(floor, float(norm.isf(1.0 / max(n, 2))))
 

@@ -53,9 +53,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from sklearn.metrics import balanced_accuracy_score
 
+# scipy.stats and scikit-learn are imported inside the functions that use them: importing them costs seconds, paid
+# by every command that loads the checks (the report, `curato checks`) whether or not it runs them
 from curato.arrays import check_field, stratified_folds, stratified_subsample
 from curato.checks.findings import Finding
 from curato.errors import InputError
@@ -607,6 +607,7 @@ def shortcut_finding(
     ``params``: the thresholds (default: :class:`ShortcutParams`); ``alpha``, ``permutations`` and
     ``max_samples``, when given, override its fields.
     """
+    from sklearn.metrics import balanced_accuracy_score
     overrides = {"alpha": alpha, "permutations": permutations, "max_samples": max_samples}
     p = dataclasses.replace(ShortcutParams() if params is None else params,
                             **{name: value for name, value in overrides.items() if value is not None})
@@ -795,6 +796,7 @@ def _thumbnail_test(thumbnails: Mapping[str, np.ndarray] | None, labels: np.ndar
 
 def _background_test(background: tuple[np.ndarray, np.ndarray, np.ndarray], labels: np.ndarray, chance: float,
                      seed: int, params: ShortcutParams) -> dict[str, Any]:
+    from scipy import stats
     rows, blanked, full = (np.asarray(a) for a in background)
     y = labels[rows]
     if len(rows) < 2 * params.n_folds or np.unique(y).size < 2:
