@@ -215,6 +215,7 @@ def one_backtest(name: str, run: int, sizes: np.ndarray, values: list[np.ndarray
             "curato_needed_interval": ours["samples_needed_interval"],
             "curato_needed_covered": ours["samples_needed_covered"],
             "curato_needed_within_noise": ours["samples_needed_within_noise"],
+            "curato_needed_stated": ours["samples_needed_pinned_down"],
             "tolerance_25": slope * np.log(1.25),
             "curato_needed_error": relative(ours["samples_needed_predicted"], truth),
             "dataeval_predicted": theirs["predicted"], "dataeval_error": theirs["predicted"] - ours["measured"],
@@ -371,7 +372,8 @@ def _line(row: dict[str, Any]) -> str:
             f"extrapolation {100 * noise['extrapolation_sd_per_log_size']:.2f} per log size; labels needed "
             f"{row['curato_needed']} = {_pct(row['curato_needed_error'])}, 90% [{_count(needed_interval[0])}, "
             f"{_count(needed_interval[1])}]{' covers' if row['curato_needed_covered'] else ' misses'}"
-            f"{', target inside the plateau noise' if row['curato_needed_within_noise'] else ''}; +-25% labels = "
+            f"{', target inside the plateau noise' if row['curato_needed_within_noise'] else ''}"
+            f"{_stated_part(row)}; +-25% labels = "
             f"+-{100 * row['tolerance_25']:.2f} pts) | dataeval {row['dataeval_predicted']:.4f} "
             f"(error {100 * row['dataeval_error']:+.2f} pts; labels needed {row['dataeval_needed']} "
             f"= {_pct(row['dataeval_needed_error'])}) | target {row['middle_measured']:.4f} measured at "
@@ -379,6 +381,13 @@ def _line(row: dict[str, Any]) -> str:
             f"= {_pct(row['curato_middle_needed_error'])}, dataeval {row['dataeval_middle_needed']} "
             f"= {_pct(row['dataeval_middle_needed_error'])} | weights {row['weights']} | "
             f"measure {row['measure_seconds']:.0f} s, fit {row['curato_seconds']:.1f} s")
+
+
+def _stated_part(row: dict[str, Any]) -> str:
+    """Whether ``curato size`` states that labels-needed answer as a number or says it "cannot be pinned down" (the
+    line shows the central answer either way; empty for rows of an earlier --json without it)."""
+    stated = row.get("curato_needed_stated")
+    return "" if stated is None else ", stated" if stated else ", not stated: cannot be pinned down"
 
 
 def _bootstrap_part(row: dict[str, Any]) -> str:
