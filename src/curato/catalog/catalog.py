@@ -344,7 +344,7 @@ class Catalog:
         columns = list(rows[0])
         if conn.dialect.name == "sqlite":
             _sqlite_upsert(conn, samples, rows, columns, now)
-        elif len(rows) >= PG_COPY_ROWS:
+        elif _copies(conn, rows):
             written = [*columns, "created_at", "updated_at"]
             unique = list({row["sample_id"]: row for row in rows}.values())  # the last one wins, as row by row
             with _pg_staged(conn, samples, written, ((*(row[name] for name in columns), now, now)
@@ -1611,7 +1611,7 @@ def _upsert_curated(conn: Connection, rows: Sequence[dict[str, str]], *, outrank
                            table.c.how != excluded.how))
             if outranking else None)
 
-    if len(rows) >= PG_COPY_ROWS:
+    if _copies(conn, rows):
         unique = {row["sid"]: row for row in rows}  # the last one wins, as row by row
         staged = ((sid, row["new_label"], row["new_origin"], row["new_how"]) for sid, row in unique.items())
         with _pg_staged(conn, table, ["sample_id", "label", "origin", "how"], staged) as stage:
@@ -1695,7 +1695,7 @@ def _insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -
     SQLAlchemy's executemany."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql" and len(rows) >= PG_COPY_ROWS:
+    if _copies(conn, rows):
         names = list(rows[0])
         _pg_copy(conn, table.name, table, names, (tuple(row[name] for name in names) for row in rows))
         return
@@ -1707,6 +1707,12 @@ def _insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     for chunk in _chunks(tuples, _SQLITE_BATCH):
         conn.exec_driver_sql(sql, list(chunk))
+
+
+def _copies(conn: Connection, rows: Sequence[Any]) -> bool:
+    """Whether this write goes by COPY (:func:`_pg_copy`): PostgreSQL through psycopg 3 (whose cursors copy; a
+    ``postgresql://`` URL may mean psycopg2, which keeps the multi-row statements), ``PG_COPY_ROWS`` rows or more."""
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" and len(rows) >= PG_COPY_ROWS
 
 
 def _pg_copy(conn: Connection, target: str, table: Any, names: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
