@@ -11,6 +11,7 @@ the rule as it was written before: every label row read into Python in id order.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -993,3 +994,61 @@ def test_kept_property_sums_survive_a_concurrent_trim_an_emptied_log_a_rebuild_a
     assert _sums_agree(history, stored, columns)
     assert catalog.label_sums("property_sums:sums-gone") is None and catalog.label_changes_since(0) == []
     _agrees(catalog, "kept property sums after a race, a rebuild and a set gone")
+
+
+def test_postgres_bulk_writes_without_temporary_tables_repeated_and_failing(postgres_url, tmp_path) -> None:
+    """PostgreSQL's bulk writes by COPY: a role that may not create temporary tables (a hardened database) still
+    ingests, through the multi-row statements; many staged upserts in one transaction reuse one staging table
+    (its locks do not pile up until the commit); a COPY that breaks a constraint raises SQLAlchemy's error."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import IntegrityError
+
+    if not postgres_url:
+        pytest.skip("CURATO_TEST_POSTGRES_URL not set (CI sets it and starts PostgreSQL)")
+    url = _fresh_postgres(postgres_url)
+    workspace = Workspace.create(tmp_path / "ws", db_url=url)
+    catalog = workspace.catalog
+
+    def rows(start: int, count: int, split: str = "train") -> list[dict]:
+        return [{"sample_id": f"{split}/s{i:06d}.png", "kind": "image", "uri": None, "split": split,
+                 "readable": True, "meta": {"n": i} if i % 2 else None} for i in range(start, start + count)]
+
+    with catalog.transaction() as conn:  # 20 staged upserts and label syncs in one transaction
+        held = []
+        for batch in range(20):
+            catalog.upsert_samples(conn, rows(batch * 500, 500))
+            catalog.sync_imported_labels(conn, {f"train/s{i:06d}.png": CLASSES[i % 10]
+                                                for i in range(batch * 500, batch * 500 + 500)})
+            held.append(conn.execute(text("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()")).scalar())
+    assert held[-1] <= held[1] + 2, held
+    assert len(catalog.curated_labels()) == 10_000
+    with pytest.raises(IntegrityError), catalog.transaction() as conn:  # labels of samples that do not exist
+        catalog.add_labels(conn, {f"missing/{i}.png": CLASSES[0] for i in range(600)}, origin="model")
+
+    role, database = f"r{uuid.uuid4().hex[:10]}", make_url(url).database
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+            conn.execute(text(f"REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC"))
+        owner = create_engine(url, isolation_level="AUTOCOMMIT")
+        with owner.connect() as conn:
+            conn.execute(text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"))
+            conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+        owner.dispose()
+        restricted = Catalog(make_url(url).set(username=role))
+        with restricted.transaction() as conn:
+            restricted.upsert_samples(conn, rows(0, 600, "test"))
+            restricted.sync_imported_labels(conn, {f"test/s{i:06d}.png": CLASSES[i % 10] for i in range(600)})
+        restricted.engine.dispose()
+        assert len(catalog.curated_labels()) == 10_600
+        _agrees(catalog, "bulk writes by COPY and by a role without temporary tables")
+    finally:
+        owner = create_engine(url, isolation_level="AUTOCOMMIT")
+        with owner.connect() as conn:
+            conn.execute(text(f"DROP OWNED BY {role}"))  # its grants in the test's database
+        owner.dispose()
+        workspace.catalog.engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP ROLE {role}"))
+        admin.dispose()

@@ -51,7 +51,7 @@ from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from curato.catalog import schema
 from curato.catalog.schema import (
@@ -344,7 +344,8 @@ class Catalog:
         columns = list(rows[0])
         if conn.dialect.name == "sqlite":
             _sqlite_upsert(conn, samples, rows, columns, now)
-        elif _copies(conn, rows):
+        elif _copies(conn, rows, staged=True):
+            columns = [name for name in columns if name not in ("created_at", "updated_at")]  # ours, as below
             written = [*columns, "created_at", "updated_at"]
             unique = list({row["sample_id"]: row for row in rows}.values())  # the last one wins, as row by row
             with _pg_staged(conn, samples, written, ((*(row[name] for name in columns), now, now)
@@ -1611,7 +1612,7 @@ def _upsert_curated(conn: Connection, rows: Sequence[dict[str, str]], *, outrank
                            table.c.how != excluded.how))
             if outranking else None)
 
-    if _copies(conn, rows):
+    if _copies(conn, rows, staged=True):
         unique = {row["sid"]: row for row in rows}  # the last one wins, as row by row
         staged = ((sid, row["new_label"], row["new_origin"], row["new_how"]) for sid, row in unique.items())
         with _pg_staged(conn, table, ["sample_id", "label", "origin", "how"], staged) as stage:
@@ -1709,40 +1710,54 @@ def _insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -
         conn.exec_driver_sql(sql, list(chunk))
 
 
-def _copies(conn: Connection, rows: Sequence[Any]) -> bool:
+def _copies(conn: Connection, rows: Sequence[Any], *, staged: bool = False) -> bool:
     """Whether this write goes by COPY (:func:`_pg_copy`): PostgreSQL through psycopg 3 (whose cursors copy; a
-    ``postgresql://`` URL may mean psycopg2, which keeps the multi-row statements), ``PG_COPY_ROWS`` rows or more."""
-    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" and len(rows) >= PG_COPY_ROWS
+    ``postgresql://`` URL may mean psycopg2, which keeps the multi-row statements), ``PG_COPY_ROWS`` rows or more;
+    an upsert (``staged``) also needs the right to create temporary tables, which a hardened role may lack (then
+    the multi-row statements, as before)."""
+    if not (conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" and len(rows) >= PG_COPY_ROWS):
+        return False
+    if not staged:
+        return True
+    known = conn.connection.info  # per database connection: the role does not change under it
+    if "curato_temp_allowed" not in known:
+        known["curato_temp_allowed"] = bool(conn.execute(
+            sql_text("SELECT has_database_privilege(current_database(), 'TEMPORARY')")).scalar())
+    return bool(known["curato_temp_allowed"])
 
 
 def _pg_copy(conn: Connection, target: str, table: Any, names: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
     """PostgreSQL: ``rows`` (values of ``names``, columns of ``table``) into the table called ``target`` by the
     driver's COPY, inside ``conn``'s transaction: a bulk write costs a fraction of the client CPU of SQLAlchemy's
-    multi-row statements (docs/benchmarks.md, "PostgreSQL at 10M"). COPY fires the statement triggers once, with
-    every row in the transition table, as one INSERT would. JSON values are written as JSON text (None as JSON
-    null, as SQLAlchemy's JSON type writes it)."""
+    multi-row statements (docs/benchmarks.md, "PostgreSQL bulk writes by COPY"). COPY fires the statement triggers
+    once, with every row in the transition table, as one INSERT would. JSON values are written as JSON text (None as
+    JSON null, as SQLAlchemy's JSON type writes it). The driver's errors are raised as SQLAlchemy's, as the
+    statements' would be."""
     encoded = [isinstance(table.c[name].type, JSON) for name in names]
-    cursor = conn.connection.dbapi_connection.cursor()
+    dbapi = conn.connection.dbapi_connection
+    sql = f"COPY {target} ({', '.join(names)}) FROM STDIN"
     try:
-        with cursor.copy(f"COPY {target} ({', '.join(names)}) FROM STDIN") as copy:
+        with dbapi.cursor() as cursor, cursor.copy(sql) as copy:
             for row in rows:
                 copy.write_row([json.dumps(value) if wrapped else value
                                 for value, wrapped in zip(row, encoded, strict=True)])
-    finally:
-        cursor.close()
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(sql, None, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from error
 
 
 @contextmanager
 def _pg_staged(conn: Connection, table: Any, names: Sequence[str], rows: Iterable[tuple[Any, ...]]
                ) -> Iterator[Any]:
-    """PostgreSQL: ``rows`` COPYed (:func:`_pg_copy`) into a temporary table of these columns of ``table`` (its
-    column types, no constraints), yielded for one ``INSERT ... SELECT ... ON CONFLICT`` and dropped after it."""
-    name = f"curato_staged_{uuid.uuid4().hex[:12]}"
+    """PostgreSQL: ``rows`` COPYed (:func:`_pg_copy`) into a temporary table of these columns of ``table`` (their
+    types, no constraints), yielded for one ``INSERT ... SELECT ... ON CONFLICT``. One table per column set and
+    connection, emptied before each use and at commit: a table created and dropped per call would hold its locks
+    until the transaction ends (a long import would pile them up)."""
     columns = ", ".join(f"{column} {table.c[column].type.compile(dialect=conn.dialect)}" for column in names)
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({columns}) ON COMMIT DROP")
+    name = f"curato_staged_{hashlib.sha1(f'{table.name}:{columns}'.encode()).hexdigest()[:16]}"
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({columns}) ON COMMIT DELETE ROWS")
+    conn.exec_driver_sql(f"TRUNCATE {name}")
     _pg_copy(conn, name, table, names, rows)
     yield sql_table(name, *(sql_column(column) for column in names))
-    conn.exec_driver_sql(f"DROP TABLE {name}")  # (after a failure the rollback drops it)
 
 
 def _multi_row(statement: Any, table: Any, rows: Sequence[dict[str, Any]], *, key: str = "sample_id"

@@ -415,7 +415,8 @@ def count_trigger_statements(dialect: str) -> list[str]:
         elif dialect == "postgresql":
             # one UPDATE per statement, not per row: a row updated many times in one transaction leaves a chain of
             # versions that each later update walks (a 100k-sample batch would take minutes); the writers send
-            # multi-row statements (Catalog.upsert_samples, the curated rows' upsert)
+            # multi-row statements or, from 500 rows, COPY and one INSERT ... SELECT (Catalog.upsert_samples, the
+            # curated rows' upsert): COPY fires the statement triggers once too
             def moved(rows: str, sign: int, names: str = names) -> str:
                 return f"SELECT {names}, {sign} AS d FROM {rows}"
 
