@@ -84,8 +84,8 @@ ANSWERS_TOKEN = "curated_answers"
 FITTED_TOKEN = "curated_fitted"
 # info key: the newest label_changes seq dropped (every stored label sum had applied it)
 LABEL_CHANGES_TRIMMED = "label_changes_trimmed"
-# PostgreSQL writes of at least this many rows go by COPY (and a staged INSERT ... SELECT for upserts): below it a
-# temporary table costs more than it saves
+# PostgreSQL writes of at least this many rows go by COPY (and a staged INSERT ... SELECT for upserts); the app's
+# writes of a few rows stay on the statements
 PG_COPY_ROWS = 500
 LABEL_CHANGES_TRIM_ROWS = 50_000  # logged changes dropped per transaction (docs/benchmarks.md "At 10M")
 _CURATED_LOCK = 0x637573  # PostgreSQL advisory lock: one writer of curated rows at a time (SQLite: one writer anyway)
