@@ -348,12 +348,11 @@ class Catalog:
             columns = [name for name in columns if name not in ("created_at", "updated_at")]  # ours, as below
             written = [*columns, "created_at", "updated_at"]
             unique = list({row["sample_id"]: row for row in rows}.values())  # the last one wins, as row by row
-            with _pg_staged(conn, samples, written, ((*(row[name] for name in columns), now, now)
-                                                      for row in unique)) as stage:
-                statement = _dialect_insert(conn)(samples).from_select(written, select(*stage.c))
-                conn.execute(statement.on_conflict_do_update(
-                    index_elements=["sample_id"],
-                    set_={name: statement.excluded[name] for name in [*columns, "updated_at"] if name != "sample_id"}))
+            stage = _pg_staged(conn, samples, written, ((*(row[name] for name in columns), now, now) for row in unique))
+            statement = _dialect_insert(conn)(samples).from_select(written, select(*stage.c))
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=["sample_id"],
+                set_={name: statement.excluded[name] for name in [*columns, "updated_at"] if name != "sample_id"}))
         else:
             insert = _dialect_insert(conn)
             statement = insert(samples)
@@ -1615,10 +1614,10 @@ def _upsert_curated(conn: Connection, rows: Sequence[dict[str, str]], *, outrank
     if _copies(conn, rows, staged=True):
         unique = {row["sid"]: row for row in rows}  # the last one wins, as row by row
         staged = ((sid, row["new_label"], row["new_origin"], row["new_how"]) for sid, row in unique.items())
-        with _pg_staged(conn, table, ["sample_id", "label", "origin", "how"], staged) as stage:
-            split = select(samples.c.split).where(samples.c.sample_id == stage.c.sample_id).scalar_subquery()
-            conn.execute(upsert(_dialect_insert(conn)(table).from_select(
-                ["sample_id", "label", "origin", "how", "split"], select(*stage.c, split))))
+        stage = _pg_staged(conn, table, ["sample_id", "label", "origin", "how"], staged)
+        split = select(samples.c.split).where(samples.c.sample_id == stage.c.sample_id).scalar_subquery()
+        conn.execute(upsert(_dialect_insert(conn)(table).from_select(
+            ["sample_id", "label", "origin", "how", "split"], select(*stage.c, split))))
         return
     split = select(samples.c.split).where(samples.c.sample_id == bindparam("sid")).scalar_subquery()
     statement = upsert(_dialect_insert(conn)(table).values(
@@ -1745,11 +1744,9 @@ def _pg_copy(conn: Connection, target: str, table: Any, names: Sequence[str], ro
         raise DBAPIError.instance(sql, None, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from error
 
 
-@contextmanager
-def _pg_staged(conn: Connection, table: Any, names: Sequence[str], rows: Iterable[tuple[Any, ...]]
-               ) -> Iterator[Any]:
+def _pg_staged(conn: Connection, table: Any, names: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> Any:
     """PostgreSQL: ``rows`` COPYed (:func:`_pg_copy`) into a temporary table of these columns of ``table`` (their
-    types, no constraints), yielded for one ``INSERT ... SELECT ... ON CONFLICT``. One table per column set and
+    types, no constraints), returned for one ``INSERT ... SELECT ... ON CONFLICT``. One table per column set and
     connection, emptied before each use and at commit: a table created and dropped per call would hold its locks
     until the transaction ends (a long import would pile them up)."""
     columns = ", ".join(f"{column} {table.c[column].type.compile(dialect=conn.dialect)}" for column in names)
@@ -1757,7 +1754,7 @@ def _pg_staged(conn: Connection, table: Any, names: Sequence[str], rows: Iterabl
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({columns}) ON COMMIT DELETE ROWS")
     conn.exec_driver_sql(f"TRUNCATE {name}")
     _pg_copy(conn, name, table, names, rows)
-    yield sql_table(name, *(sql_column(column) for column in names))
+    return sql_table(name, *(sql_column(column) for column in names))
 
 
 def _multi_row(statement: Any, table: Any, rows: Sequence[dict[str, Any]], *, key: str = "sample_id"
