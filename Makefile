@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[torch,text,hub,serve,scale,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[torch,text,hub,serve,scale,fast,dev]"
 	touch $(STAMP)
 
 install: system $(STAMP)

@@ -166,6 +166,43 @@ def test_a_failing_check_fails_the_side_by_side_run(audited):
         unregister_check("broken_check")
 
 
+def test_side_by_side_lanes_take_the_costliest_check_that_may_start():
+    """A free lane takes the costliest waiting check, the ones needing out-of-fold probabilities as soon as
+    those exist: the long checks never start as the other lane runs out of work."""
+    import threading
+    import time
+
+    from curato.checks.data import AuditData
+    from curato.checks.registry import register_check, run_checks, unregister_check
+
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def check(name: str, seconds: float):
+        def run(data, params):
+            with lock:
+                started.append(name)
+            time.sleep(seconds)
+            return []
+        return run
+
+    plan = {"cheap": (0.1, (), 0.05), "long": (50, (), 0.6), "middle": (10, (), 0.05),
+            "late_long": (30, ("pred_probs",), 0.05), "late_cheap": (0.5, ("pred_probs",), 0.05)}
+    for name, (cost, needs, seconds) in plan.items():
+        register_check(name, check(name, seconds), needs=needs, cost=cost)
+    try:
+        data = AuditData(sample_ids=np.array(["a", "b"]), labels=np.array([None, None]))
+        run_checks(data, list(plan), workers=2, before=lambda lane: time.sleep(0.2))
+    finally:
+        for name in plan:
+            unregister_check(name)
+    # lane 1 runs the probabilities (0.2 s) while lane 2 starts the longest check; then the costliest next
+    assert started[:2] == ["long", "late_long"]
+    assert started.index("middle") < started.index("late_cheap") < started.index("cheap")
+    with pytest.raises(ValueError, match="cost"):
+        register_check("negative", check("negative", 0), cost=-1)
+
+
 def test_each_neighbour_graph_width_is_its_own_search_whichever_check_asks_first():
     from curato.checks.data import AuditData
     from curato.neighbors import knn, unit_rows

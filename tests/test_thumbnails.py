@@ -159,6 +159,36 @@ def test_refined_similarity_recovers_sub_pixel_registration(fashion_mnist: tuple
     assert np.median(np.abs(peak - refined)) < 0.5 * np.median(np.abs(grid - refined))
 
 
+def test_compiled_registration_matches_the_numpy_steps(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> None:
+    """The numba kernel takes the NumPy version's steps one pair at a time: the same optimum on real pairs
+    (copies, look-alikes and strangers), up to its float64 sums."""
+    from curato.features.compiled import gauss_newton_kernel
+
+    if gauss_newton_kernel() is None:
+        pytest.skip("numba is not installed (the `fast` extra): only the NumPy version runs")
+    images, labels = fashion_mnist
+    sources = np.arange(200)
+    copies = [np.asarray(Image.fromarray(images[i][1:, :]).resize((28, 28), Image.BILINEAR)) for i in sources]
+    grey = grey_thumbnails(image_features([*images[:1000], *copies])[2])
+    rng = np.random.default_rng(0)
+    shirts = np.flatnonzero(labels[:1000] == 6)
+    first = np.r_[sources, rng.choice(shirts, 300), rng.integers(0, 1000, 300)]
+    second = np.r_[sources + 1000, rng.choice(shirts, 300), rng.integers(0, 1000, 300)]
+    start = registered_similarity(grey, first, second, return_placement=True)
+    compiled, compiled_params = refined_similarity(grey, first, second, start=start, return_params=True)
+    plain, plain_params = refined_similarity(grey, first, second, start=start, return_params=True, compiled=False)
+    assert not np.array_equal(compiled, plain)  # the kernel did run (its float64 sums differ in the last digits)
+    difference = np.abs(compiled - plain)
+    assert np.quantile(difference, 0.99) < 1e-5 and difference.max() < 1e-3
+    moved = np.abs(compiled_params - plain_params).max(axis=1)
+    assert np.mean(moved < 1e-3) > 0.98
+    # NaN pixels make NaN steps: the kernel stops those pairs instead of indexing outside a picture
+    broken = grey.copy()
+    broken[second[:5]] = np.nan
+    similarity = refined_similarity(broken, first, second, start=start)
+    np.testing.assert_allclose(similarity[5:], compiled[5:])
+
+
 def test_fourier_descriptors_keep_shifted_copies_next_to_their_original(
         fashion_mnist: tuple[np.ndarray, np.ndarray]) -> None:
     images, labels = fashion_mnist

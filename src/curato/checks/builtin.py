@@ -262,31 +262,33 @@ def _cue_table_view(evidence: dict[str, Any]) -> dict[str, Any]:
                         "classes singled out", "flagged"], "rows": rows, "notes": notes}
 
 
-register_check("unreadable", _unreadable, description="files that cannot be decoded", findings=("unreadable",))
+register_check("unreadable", _unreadable, description="files that cannot be decoded", findings=("unreadable",),
+               cost=0.1)
 register_check("image_quality", _image_quality, params=ImageQualityParams, needs=("properties",),
                description="dark, bright, blurry, low-information, odd-sized, grayscale images; empty, damaged, "
                            "odd texts",
                findings=("dark", "overexposed", "blurry", "low_information", "grayscale", "odd_size",
-                         "empty_text", "encoding_damage", "odd_length", "mostly_markup", "other_language"))
+                         "empty_text", "encoding_damage", "odd_length", "mostly_markup", "other_language"),
+               cost=0.6)
 register_check("imbalance", _balance, params=BalanceParams,
                description="class imbalance and classes missing from a split",
-               findings=("class_imbalance", "split_health"))
+               findings=("class_imbalance", "split_health"), cost=0.9)
 register_check("label_issues", _label_issues, params=LabelIssueParams,
                needs=("embeddings", "pred_probs", "labels"),
-               description="samples whose label disagrees with out-of-fold predictions")
+               description="samples whose label disagrees with out-of-fold predictions", cost=4)
 register_check("duplicates", _duplicates, params=DuplicateParams, needs=("embeddings",),
                description="exact and near duplicates, train/test leaks, copies with conflicting labels",
                findings=("exact_duplicates", "near_duplicates", "split_leakage", "conflicting_duplicates"),
-               render=_duplicate_tables)
+               render=_duplicate_tables, cost=45)
 register_check("outliers", _outliers, params=OutlierParams, needs=("embeddings",),
                description="samples far from everything else, or from the rest of their class",
-               findings=("outliers", "class_outliers"))
+               findings=("outliers", "class_outliers"), cost=13)
 register_check("shortcuts", _shortcuts, params=ShortcutParams,
                needs=("embeddings", "pred_probs", "properties", "labels"),
-               description="cues other than the object that predict the label", render=_shortcut_tables)
+               description="cues other than the object that predict the label", render=_shortcut_tables, cost=20)
 register_check("masks", _masks, params=MaskParams, needs=("masks",),
                description="empty, speckled or holed masks; classes the image label names but the mask lacks",
-               findings=MASK_FINDINGS)
+               findings=MASK_FINDINGS, cost=0.1)
 register_check("diversity", _diversity, params=DiversityParams, needs=("embeddings",),
                description="classes seen in few contexts; test samples train does not cover",
-               findings=("diversity", "coverage"))
+               findings=("diversity", "coverage"), cost=2.5)
