@@ -101,6 +101,24 @@ def test_oof_is_deterministic_for_a_seed(digits: tuple[np.ndarray, np.ndarray], 
     assert not np.array_equal(other_seed, clean_probs)
 
 
+def test_oof_fused_softmax_passes_match_the_numpy_objective(digits: tuple[np.ndarray, np.ndarray],
+                                                            clean_probs: np.ndarray,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """With numba the objective's elementwise part runs as two compiled passes around NumPy's exp: the same
+    probabilities as the NumPy objective to the optimiser's tolerance (its last-digit differences move where
+    L-BFGS stops: about three decimals, like a fully converged fit, see ``TOLERANCE``)."""
+    import curato.models.oof as oof
+
+    if oof.softmax_residual_kernels() is None:
+        pytest.skip("numba is not installed (the `fast` extra): only the NumPy objective runs")
+    x, y = digits
+    monkeypatch.setattr(oof, "softmax_residual_kernels", lambda: None)
+    plain = out_of_fold_probabilities(x, y)
+    assert not np.array_equal(plain, clean_probs)  # the default run did go through the compiled passes
+    np.testing.assert_allclose(plain, clean_probs, atol=2e-3)
+    assert np.array_equal(plain.argmax(axis=1), clean_probs.argmax(axis=1))
+
+
 def test_oof_never_predicts_a_sample_with_a_model_trained_on_it(digits: tuple[np.ndarray, np.ndarray],
                                                                 clean_probs: np.ndarray) -> None:
     """Scramble every label in fold 0: fold 0's probabilities must not move (its model never saw those

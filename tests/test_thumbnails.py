@@ -162,7 +162,7 @@ def test_refined_similarity_recovers_sub_pixel_registration(fashion_mnist: tuple
 def test_compiled_registration_matches_the_numpy_steps(fashion_mnist: tuple[np.ndarray, np.ndarray]) -> None:
     """The numba kernel takes the NumPy version's steps one pair at a time: the same optimum on real pairs
     (copies, look-alikes and strangers), up to its float64 sums."""
-    from curato.features.compiled import gauss_newton_kernel
+    from curato.compiled import gauss_newton_kernel
 
     if gauss_newton_kernel() is None:
         pytest.skip("numba is not installed (the `fast` extra): only the NumPy version runs")

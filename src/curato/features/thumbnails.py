@@ -24,8 +24,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
+from curato.compiled import gauss_newton_kernel
 from curato.errors import InputError
-from curato.features.compiled import gauss_newton_kernel
 from curato.features.properties import COLOUR_SIDE, GREY_SIDE, THUMBNAIL_COLUMNS
 
 THUMBNAIL_LAYOUT = f"rgb{COLOUR_SIDE}x{COLOUR_SIDE}+grey{GREY_SIDE}x{GREY_SIDE}"
@@ -391,7 +391,7 @@ def _gauss_newton_registration(window: np.ndarray, pictures: np.ndarray, params:
     - a_p a_q) / n^2`` and ``g = (<D_p, window> - a_p rho) / n``. Every ``D_p`` is a row or column slope
     times 1 or the offset from the centre, so all of it comes from a few row / column sums of products
     of the two slope images -- the (pairs x 4 x core x core) Jacobian is never built. ``compiled`` (and numba
-    installed): the same steps one pair at a time in :mod:`curato.features.compiled`.
+    installed): the same steps one pair at a time in :mod:`curato.compiled`.
     """
     kernel = gauss_newton_kernel() if compiled else None
     if kernel is not None:

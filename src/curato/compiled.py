@@ -19,16 +19,7 @@ def gauss_newton_kernel() -> Callable[..., Any] | None:
     """The per-pair Gauss-Newton registration of :func:`curato.features.thumbnails.refined_similarity`, or None
     without numba. Signature: ``(windows, pictures, params, iterations, margin, lower, upper, settled_scale,
     settled_shift, hopeless, best, best_params)``; fills ``best`` (m,) and ``best_params`` (m, 4)."""
-    try:
-        import numba
-    except ImportError:
-        return None
-    if numba.config.DISABLE_JIT:  # the loop would run as Python, far slower than the NumPy version
-        return None
-    try:
-        return numba.njit(cache=True, nogil=True)(_gauss_newton_pairs)
-    except RuntimeError:  # no writable cache directory: compiled in every process instead
-        return numba.njit(nogil=True)(_gauss_newton_pairs)
+    return _compiled(_gauss_newton_pairs)
 
 
 def _gauss_newton_pairs(windows: Any, pictures: Any, params: Any, iterations: int, margin: int, lower: Any,
@@ -202,3 +193,63 @@ def _gauss_newton_pairs(windows: Any, pictures: Any, params: Any, iterations: in
                 break
         best[pair] = best_value
 
+
+
+@cache
+def softmax_residual_kernels() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
+    """The elementwise part of a joint softmax objective (:func:`curato.models.oof._fit_joint_softmax`) in two
+    passes over the logits around NumPy's (vectorised) ``exp``, or None without numba: ``shift(logits, labels, k,
+    true_logit)`` subtracts each row and head's largest logit and keeps the given label's; after ``np.exp``,
+    ``residual(values, labels, row_weight, true_logit, k) -> loss`` turns the exponentials (n, heads * k) float32
+    into the loss's gradient in place."""
+    shift, residual = _compiled(_shift_logits), _compiled(_softmax_residual)
+    return None if shift is None or residual is None else (shift, residual)
+
+
+def _compiled(function: Callable[..., Any]) -> Callable[..., Any] | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    if numba.config.DISABLE_JIT:  # the loop would run as Python, far slower than the NumPy version
+        return None
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # no writable cache directory: compiled in every process instead
+        return numba.njit(nogil=True)(function)
+
+
+def _shift_logits(logits: Any, labels: Any, k: int, true_logit: Any) -> None:  # pragma: no cover - compiled
+    """Each row and head's logits minus their largest; ``true_logit[i, h]``: the given label's, shifted."""
+    n, heads = true_logit.shape
+    for i in range(n):
+        for h in range(heads):
+            base = h * k
+            largest = logits[i, base]
+            for c in range(1, k):
+                largest = max(largest, logits[i, base + c])
+            for c in range(k):
+                logits[i, base + c] -= largest
+            true_logit[i, h] = logits[i, base + labels[i]]
+
+
+def _softmax_residual(values: Any, labels: Any, row_weight: Any, true_logit: Any,
+                      k: int) -> float:  # pragma: no cover - compiled
+    """From the exponentials of the shifted logits: the summed weighted log-loss of the given labels; ``values``
+    become ``weight * (softmax - onehot(label))``. float32 like the NumPy version, the sum float64."""
+    n, heads = row_weight.shape
+    loss = 0.0
+    for i in range(n):
+        label = labels[i]
+        for h in range(heads):
+            base = h * k
+            total = np.float32(0.0)
+            for c in range(k):
+                total += values[i, base + c]
+            weight = row_weight[i, h]
+            loss += weight * (np.log(total) - true_logit[i, h])
+            scale = weight / total
+            for c in range(k):
+                values[i, base + c] *= scale
+            values[i, base + label] -= weight
+    return loss
