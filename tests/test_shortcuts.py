@@ -506,3 +506,14 @@ def test_naive_bayes_predictions_equal_scikit_learns_categorical_model_per_fold(
                 expected[folds == fold] = model.classes_[model.predict_log_proba(codes[folds == fold][:, columns])
                                                          .argmax(axis=1)]
             assert np.array_equal(found[row], expected), (columns, row, (found[row] != expected).sum())
+
+
+def test_row_quantile_is_numpys_linear_quantile_bit_for_bit() -> None:
+    from curato.checks.shortcuts import _row_quantile
+
+    rng = np.random.default_rng(1)
+    for shape in [(1000, 484), (50, 7), (30, 1), (10, 2)]:
+        values = rng.random(shape)
+        values[:, ::3] = np.round(values[:, ::3], 1)  # ties, as on flat stretches of a picture
+        for q in (0.99, 0.75, 0.5, 0.25, 0.0, 1.0):
+            assert np.array_equal(_row_quantile(values, q), np.quantile(values, q, axis=1)), (shape, q)

@@ -357,12 +357,26 @@ def edge_sharpness(thumbnails: np.ndarray) -> np.ndarray:
     masked = read & (depth > 0).any(axis=1)
     whole = read & ~masked
     if whole.any():
-        out[whole] = np.quantile(gradient[whole].reshape(int(whole.sum()), -1), 0.99, axis=1) / spread[whole]
+        out[whole] = _row_quantile(gradient[whole].reshape(int(whole.sum()), -1), 0.99) / spread[whole]
     if masked.any():
         steepest = np.nanquantile(np.where(counted[masked], gradient[masked], np.nan).reshape(int(masked.sum()), -1),
                                   0.99, axis=1)
         out[masked] = steepest / spread[masked]
     return out
+
+
+def _row_quantile(values: np.ndarray, q: float) -> np.ndarray:
+    """``np.quantile(values, q, axis=1)`` (linear method) of NaN-free rows, the same bits at half the cost: a
+    partition at the two order statistics around ``q`` and NumPy's interpolation between them."""
+    width = values.shape[1]
+    position = (width - 1) * q
+    below = int(np.floor(position))
+    above = min(below + 1, width - 1)
+    ordered = np.partition(values, [below, above] if above > below else [below], axis=1)
+    low, high = ordered[:, below], ordered[:, above]
+    gamma = position - below
+    step = high - low
+    return low + step * gamma if gamma < 0.5 else high - step * (1 - gamma)
 
 
 def frame_depths(grey: np.ndarray, *, flat: float = 0.03, step: float = 0.1, along_quantile: float = 0.25

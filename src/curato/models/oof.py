@@ -241,7 +241,9 @@ def varying_dimensions(embeddings: np.ndarray) -> np.ndarray:
     return _varies(np.sqrt(squares / len(x)), mean)
 
 
-_STATS_BLOCK = 65_536
+# Rows per block of the float64 statistics: a block's float64 copy stays small (65,536 rows of 1,280 columns made
+# a 670 MB temporary whose first touch cost ~2 s of a 70k audit; 4,096 rows: 0.4 s for the whole pass).
+_STATS_BLOCK = 4_096
 
 
 def _fit_joint_softmax(features: np.ndarray, labels: np.ndarray, k: int,
