@@ -517,3 +517,28 @@ def test_row_quantile_is_numpys_linear_quantile_bit_for_bit() -> None:
         values[:, ::3] = np.round(values[:, ::3], 1)  # ties, as on flat stretches of a picture
         for q in (0.99, 0.75, 0.5, 0.25, 0.0, 1.0):
             assert np.array_equal(_row_quantile(values, q), np.quantile(values, q, axis=1)), (shape, q)
+
+
+def test_edge_sharpness_reads_framed_and_unframed_rows_of_one_batch_as_one_at_a_time() -> None:
+    """Only framed rows go through the frame masks; a batch mixing them (and a flat and an empty row) gives
+    every row what it gets alone."""
+    from curato.checks.shortcuts import edge_sharpness, frame_depths
+    from tests.conftest import photo
+
+    yy, xx = np.mgrid[:96, :96]
+    pictures = []
+    for radius in range(20, 40, 4):
+        disk = np.zeros((96, 96), dtype=np.uint8)
+        disk[(yy - 48) ** 2 + (xx - 48) ** 2 < radius ** 2] = 180
+        pictures += [rgb(disk), _framed(rgb(disk), (200, 200, 200))]
+    for name in ("chelsea", "coffee"):
+        pictures += [photo(name), _framed(photo(name), (30, 200, 60))]
+    pictures.append(np.full((50, 50, 3), 90, dtype=np.uint8))
+    _, _, thumbnails = image_features(pictures)
+    thumbnails = np.vstack([thumbnails, np.zeros((1, thumbnails.shape[1]), dtype=np.uint8)])
+    framed = (frame_depths(grey_thumbnails(thumbnails).astype(np.float64)) > 0).any(axis=1)
+    assert 3 <= framed.sum() < len(thumbnails) - 3
+    together = edge_sharpness(thumbnails)
+    alone = np.array([edge_sharpness(thumbnails[row:row + 1])[0] for row in range(len(thumbnails))])
+    np.testing.assert_array_equal(together, alone)
+    assert np.isnan(together[-2:]).all() and np.isfinite(together[:-2]).all()

@@ -342,24 +342,33 @@ def edge_sharpness(thumbnails: np.ndarray) -> np.ndarray:
     grey = grey_thumbnails(rows).astype(np.float64)
     n, side, _ = grey.shape
     depth = frame_depths(grey)
-    # Pixels of the frame, its resampled blend row and the next (the gradient's stencil reaches one pixel).
-    cut = np.where(depth > 0, depth + 2, 0)
-    index = np.arange(side)
-    outside = (((index[None] < cut[:, 0, None]) | (index[None] >= side - cut[:, 1, None]))[:, :, None]
-               | ((index[None] < cut[:, 2, None]) | (index[None] >= side - cut[:, 3, None]))[:, None, :])
     gradient = np.hypot(grey[:, 1:-1, 2:] - grey[:, 1:-1, :-2], grey[:, 2:, 1:-1] - grey[:, :-2, 1:-1]) / 2
-    counted = ~(outside[:, 1:-1, 1:-1] | outside[:, :-2, 1:-1] | outside[:, 2:, 1:-1] | outside[:, 1:-1, :-2]
-                | outside[:, 1:-1, 2:])
-    spread = np.where(outside, -np.inf, grey).max(axis=(1, 2)) - np.where(outside, np.inf, grey).min(axis=(1, 2))
-    read = (spread > 0) & (counted.sum(axis=(1, 2)) >= side) & rows.any(axis=1)
+    # Unframed rows count every pixel; only framed ones (few) need the masks.
+    framed = np.flatnonzero((depth > 0).any(axis=1))
+    spread = grey.max(axis=(1, 2)) - grey.min(axis=(1, 2))
+    read = (spread > 0) & rows.any(axis=1)
+    counted = None
+    if framed.size:
+        # Pixels of the frame, its resampled blend row and the next (the gradient's stencil reaches one pixel).
+        cut = depth[framed] + 2
+        index = np.arange(side)
+        outside = (((index[None] < cut[:, 0, None]) | (index[None] >= side - cut[:, 1, None]))[:, :, None]
+                   | ((index[None] < cut[:, 2, None]) | (index[None] >= side - cut[:, 3, None]))[:, None, :])
+        counted = ~(outside[:, 1:-1, 1:-1] | outside[:, :-2, 1:-1] | outside[:, 2:, 1:-1] | outside[:, 1:-1, :-2]
+                    | outside[:, 1:-1, 2:])
+        inside = grey[framed]
+        spread[framed] = (np.where(outside, -np.inf, inside).max(axis=(1, 2))
+                          - np.where(outside, np.inf, inside).min(axis=(1, 2)))
+        read[framed] = (spread[framed] > 0) & (counted.sum(axis=(1, 2)) >= side) & rows[framed].any(axis=1)
     out = np.full(n, np.nan)
     # The masked (nan) quantile is ~8x slower than the plain one: only framed rows need it.
-    masked = read & (depth > 0).any(axis=1)
-    whole = read & ~masked
+    whole = read.copy()
+    whole[framed] = False
     if whole.any():
         out[whole] = _row_quantile(gradient[whole].reshape(int(whole.sum()), -1), 0.99) / spread[whole]
-    if masked.any():
-        steepest = np.nanquantile(np.where(counted[masked], gradient[masked], np.nan).reshape(int(masked.sum()), -1),
+    masked = framed[read[framed]]
+    if masked.size:
+        steepest = np.nanquantile(np.where(counted[read[framed]], gradient[masked], np.nan).reshape(masked.size, -1),
                                   0.99, axis=1)
         out[masked] = steepest / spread[masked]
     return out
