@@ -15,7 +15,6 @@ Both ignore the aspect ratio: an image of any shape becomes a square.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,6 +26,7 @@ from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 from curato.compiled import gauss_newton_kernel
 from curato.errors import InputError
 from curato.features.properties import COLOUR_SIDE, GREY_SIDE, THUMBNAIL_COLUMNS
+from curato.system import available_cpus
 
 THUMBNAIL_LAYOUT = f"rgb{COLOUR_SIDE}x{COLOUR_SIDE}+grey{GREY_SIDE}x{GREY_SIDE}"
 # Registration grid: the second picture is resampled at these scales about the centre and these
@@ -327,13 +327,14 @@ def _unit_window(pictures: np.ndarray, margin: int = REGISTRATION_MARGIN) -> np.
 
 
 def _in_parallel(work: Callable[[int], None], total: int, chunk: int) -> None:
-    """Run ``work(start)`` for every chunk of ``range(total)`` on ``REGISTRATION_THREADS`` threads.
+    """Run ``work(start)`` for every chunk of ``range(total)`` on ``REGISTRATION_THREADS`` threads (at most this
+    work's share of the CPUs: beside another check, one).
 
     NumPy releases the GIL inside its loops and the chunks write disjoint slices, so they share the
     cores; BLAS is held to one thread meanwhile.
     """
     starts = range(0, total, chunk)
-    workers = max(1, min(REGISTRATION_THREADS, os.cpu_count() or 1, len(starts)))
+    workers = max(1, min(REGISTRATION_THREADS, available_cpus(), len(starts)))
     # The products are small: multi-threaded BLAS on them costs more in coordination than it gains.
     with threadpool_limits(limits=1, user_api="blas"):
         if workers == 1:
