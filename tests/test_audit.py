@@ -203,6 +203,41 @@ def test_side_by_side_lanes_take_the_costliest_check_that_may_start():
         register_check("negative", check("negative", 0), cost=-1)
 
 
+def test_no_check_is_lost_when_one_that_waited_for_the_probabilities_ends_before_their_lane_reports(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lane that computed the out-of-fold probabilities queues the checks reading them, then reports; when
+    another lane finishes one of those checks before that report arrives, every check still counts."""
+    import queue
+    import time
+
+    from curato.checks.data import AuditData
+    from curato.checks.registry import register_check, run_checks, unregister_check
+
+    class SlowProbabilityReport(queue.SimpleQueue):
+        def put(self, item, block=True, timeout=None):
+            if isinstance(item, tuple) and len(item) == 3 and item[0] is None:  # the probabilities' lane reports
+                time.sleep(0.5)
+            super().put(item, block, timeout)
+
+    monkeypatch.setattr(queue, "SimpleQueue", SlowProbabilityReport)
+    from curato.checks.findings import Finding
+
+    def check(name: str):
+        return lambda data, params: [Finding(check=name, severity="none", message=name, sample_ids=data.sample_ids,
+                                             flagged=np.zeros(2, dtype=bool), scores=np.zeros(2))]
+
+    names = {"ready_one": (), "late_a": ("pred_probs",), "late_b": ("pred_probs",)}
+    for name, needs in names.items():
+        register_check(name, check(name), needs=needs)
+    try:
+        data = AuditData(sample_ids=np.array(["a", "b"]), labels=np.array([None, None]))
+        findings = run_checks(data, list(names), workers=2, before=lambda lane: time.sleep(0.1))
+    finally:
+        for name in names:
+            unregister_check(name)
+    assert sorted(finding.check for finding in findings) == sorted(names)
+
+
 def test_each_neighbour_graph_width_is_its_own_search_whichever_check_asks_first():
     from curato.checks.data import AuditData
     from curato.neighbors import knn, unit_rows

@@ -182,11 +182,21 @@ def test_compiled_registration_matches_the_numpy_steps(fashion_mnist: tuple[np.n
     assert np.quantile(difference, 0.99) < 1e-5 and difference.max() < 1e-3
     moved = np.abs(compiled_params - plain_params).max(axis=1)
     assert np.mean(moved < 1e-3) > 0.98
-    # NaN pixels make NaN steps: the kernel stops those pairs instead of indexing outside a picture
+    # Pictures of NaN never improve on the grid's result: those pairs keep their start, the others are unchanged
     broken = grey.copy()
     broken[second[:5]] = np.nan
     similarity = refined_similarity(broken, first, second, start=start)
+    np.testing.assert_array_equal(similarity[:5], np.clip(start[0][:5], -1, 1))
     np.testing.assert_allclose(similarity[5:], compiled[5:])
+    # the kernel reads pictures unchecked: shapes it cannot trust are refused before it runs
+    with pytest.raises(InputError, match="side, side"):
+        refined_similarity(grey[:, :, :12], first, second, start=start)
+    with pytest.raises(InputError, match="one length"):
+        refined_similarity(grey, first, second[:-1], start=start)
+    with pytest.raises(InputError, match="per pair"):
+        refined_similarity(grey, first, second, start=(start[0][:-1], start[1][:-1]))
+    with pytest.raises(InputError, match="placements"):
+        refined_similarity(grey, first, second, start=(start[0], np.full(len(first), 81)))
 
 
 def test_fourier_descriptors_keep_shifted_copies_next_to_their_original(

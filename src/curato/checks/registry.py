@@ -346,7 +346,9 @@ def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec],
         put(None, before_then_release)
     for name in ready:
         put(name, run_one, (name,))
-    pending = len(ready) + (run_before is not None)
+    # Every check counts from the start: the lane that computed the probabilities queues the waiting checks before
+    # its result reaches this loop, and another lane may finish one of them first.
+    pending = len(ready) + len(waiting) + (run_before is not None)
     findings: list[Finding] = []
     # Each lane sizes its threads to its share of the CPUs; BLAS (one pool for the process) to the same share.
     limits = threadpool_limits(limits=share, user_api="blas")
@@ -358,9 +360,7 @@ def _run_side_by_side(chosen: list[str], known: Mapping[str, CheckSpec],
             pending -= 1
             if error is not None:
                 raise error
-            if key is None:  # the out-of-fold probabilities exist: the checks that read them were queued
-                pending += len(waiting)
-            else:
+            if key is not None:  # (None: the out-of-fold probabilities, whose lane queued the checks reading them)
                 findings += value
     finally:
         stopped.set()

@@ -153,11 +153,7 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
     pair's neighbours in a chunk, is the one transposed to match (a transposed copy of the second pictures
     cost as much as the product itself on 24 px thumbnails).
     """
-    grey = np.asarray(grey, dtype=np.float32)
-    first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
-    if grey.ndim != 3 or grey.shape[1] != grey.shape[2] or grey.shape[1] <= 2 * REGISTRATION_MARGIN + 1:
-        raise InputError(f"grey thumbnails must be (n, side, side) with side > {2 * REGISTRATION_MARGIN + 1}, "
-                         f"got {grey.shape}")
+    grey, first, second = _checked_pairs(grey, first, second)
     side = grey.shape[1]
     grid = REGISTRATION_GRID if grid is None else tuple(grid)
     matrices = _sampling_matrices(side, grid)  # (v, c, side)
@@ -210,6 +206,21 @@ def registered_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarra
     if return_peak:
         return out, best, np.clip(peak, -1.0, 1.0)
     return (out, best) if return_placement else out
+
+
+def _checked_pairs(grey: np.ndarray, first: np.ndarray, second: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 square pictures large enough to register, and the pairs as two equally long int64 index arrays (the
+    compiled refinement trusts these shapes: it reads pictures unchecked)."""
+    grey = np.asarray(grey, dtype=np.float32)
+    first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+    if grey.ndim != 3 or grey.shape[1] != grey.shape[2] or grey.shape[1] <= 2 * REGISTRATION_MARGIN + 1:
+        raise InputError(f"grey thumbnails must be (n, side, side) with side > {2 * REGISTRATION_MARGIN + 1}, "
+                         f"got {grey.shape}")
+    if first.ndim != 1 or first.shape != second.shape:
+        raise InputError(f"first and second must be two index arrays of one length, got shapes {first.shape} and "
+                         f"{second.shape}")
+    return grey, first, second
 
 
 def _resampled_across(pictures: np.ndarray, across: np.ndarray) -> np.ndarray:
@@ -267,14 +278,20 @@ def refined_similarity(grey: np.ndarray, first: np.ndarray, second: np.ndarray, 
     ``registered_similarity(..., return_placement=True)`` returned for these pairs, to skip the grid.
     With ``return_params`` it returns ``(similarity, params)``: the placement reached, (m, 4) columns
     ``sy, ty, sx, tx`` (scale and shift, vertical then horizontal), for :func:`residual_low_share`.
-    ``compiled``: run the search as a compiled per-pair loop where numba is installed (about 5x less CPU; sums in
+    ``compiled``: run the search as a compiled per-pair loop where numba is installed (about 3x less CPU; sums in
     float64, so the similarities move in the seventh digit); False: the NumPy version everywhere.
     """
-    grey = np.asarray(grey, dtype=np.float32)
-    first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
-    coarse, placement = (registered_similarity(grey, first, second, return_placement=True) if start is None
-                         else (np.asarray(start[0], dtype=np.float64), np.asarray(start[1], dtype=np.int64)))
+    grey, first, second = _checked_pairs(grey, first, second)
     variants = len(REGISTRATION_GRID)
+    if start is None:
+        coarse, placement = registered_similarity(grey, first, second, return_placement=True)
+    else:
+        coarse, placement = np.asarray(start[0], dtype=np.float64), np.asarray(start[1], dtype=np.int64)
+        if coarse.shape != first.shape or placement.shape != first.shape:
+            raise InputError(f"start must hold one similarity and one placement per pair ({first.size}), got shapes "
+                             f"{coarse.shape} and {placement.shape}")
+        if placement.size and (placement.min() < 0 or placement.max() >= variants ** 2):
+            raise InputError(f"start placements must lie in 0..{variants ** 2 - 1} (registered_similarity's)")
     scales, shifts = (np.array(values, dtype=np.float64) for values in zip(*REGISTRATION_GRID, strict=True))
     vertical, horizontal = placement // variants, placement % variants
     params = np.stack([scales[vertical], shifts[vertical], scales[horizontal], shifts[horizontal]], axis=1)

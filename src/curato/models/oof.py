@@ -45,7 +45,7 @@ from curato.compiled import softmax_residual_kernels
 from curato.errors import InputError
 
 # Bump when anything below changes the probabilities for the same inputs (cache key for callers).
-OOF_SETTINGS_VERSION = 2
+OOF_SETTINGS_VERSION = 3
 PCA_COMPONENTS = 256
 MIN_PCA_COMPONENTS = 8
 SAMPLES_PER_COMPONENT = 16
@@ -72,6 +72,8 @@ def oof_settings(*, n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
     return {
         "version": OOF_SETTINGS_VERSION,
         "model": "standardize+pca-whiten+softmax-regression(l-bfgs, joint folds)",
+        # the compiled objective's float32 rounding moves where L-BFGS stops (within its tolerance)
+        "objective": "compiled" if softmax_residual_kernels() is not None else "numpy",
         "pca_components": f"min({PCA_COMPONENTS}, max({MIN_PCA_COMPONENTS}, n // {SAMPLES_PER_COMPONENT}))",
         "pca_max_rows": PCA_MAX_ROWS,
         "C": REGULARIZATION_C,
