@@ -24,6 +24,7 @@ from curato.commands.results import SizeResult
 from curato.commands.size import load_hook, run_size
 from curato.errors import InputError
 from curato.ingest.readers import FASHION_MNIST_CLASSES
+from curato.models.oof import OOF_SETTINGS_VERSION
 from curato.sizing import (
     CurveFolds,
     FamilyFit,
@@ -356,7 +357,7 @@ def test_cli_writes_valid_json_and_report(sizing_workspace, tmp_path):
     document = json.loads(out.read_text())
     jsonschema.validate(document, SCHEMA)
     assert document["today"]["measured"] and document["today"]["metric"] == document["curve"][-1]["mean"]
-    assert document["model"] == f"softmax-head-v2-pca{curve_components(62)}"
+    assert document["model"] == f"softmax-head-v{OOF_SETTINGS_VERSION}-pca{curve_components(62)}"
     assert all(len(point["values"]) == 5 for point in document["curve"][:-1])  # five seeds by default
     assert document["evaluation"] == {"kind": "split", "split": "test", "n": 18}
     assert document["n_train"] == 62 and document["curve"][-1]["size"] == 62
