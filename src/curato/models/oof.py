@@ -278,23 +278,22 @@ def _fit_joint_softmax(features: np.ndarray, labels: np.ndarray, k: int,
         logits = features @ weights.astype(np.float32)
         logits += bias.astype(np.float32)
         if fused is not None:  # three passes over the (n, heads * k) logits instead of eight
-            shift, residual = fused
+            shift, to_residual = fused
             shift(logits, label_codes, k, given_logit)
             np.exp(logits, out=logits)
-            loss = residual(logits, label_codes, row_weight, given_logit, k)
-            grad_w = (features.T @ logits).astype(np.float64) + penalty_cols * weights
-            loss += 0.5 * float(np.sum(penalty_cols * weights * weights))
-            return loss, np.concatenate([grad_w.ravel(), logits.sum(axis=0, dtype=np.float64)])
-        cube = logits.reshape(n, n_heads, k)
-        cube -= cube.max(axis=2, keepdims=True)
-        true_logit = cube[rows, :, labels]  # (n, n_heads), shifted logit of the given label
-        np.exp(cube, out=cube)
-        total = cube.sum(axis=2, keepdims=True)
-        loss = float(np.sum(row_weight * (np.log(total[:, :, 0]) - true_logit), dtype=np.float64))
-        cube /= total  # now softmax probabilities
-        cube[rows, :, labels] -= 1.0
-        cube *= row_weight[:, :, None]  # d loss / d logits
-        residual = cube.reshape(n, width)
+            loss = to_residual(logits, label_codes, row_weight, given_logit, k)
+            residual = logits  # d loss / d logits, in place
+        else:
+            cube = logits.reshape(n, n_heads, k)
+            cube -= cube.max(axis=2, keepdims=True)
+            true_logit = cube[rows, :, labels]  # (n, n_heads), shifted logit of the given label
+            np.exp(cube, out=cube)
+            total = cube.sum(axis=2, keepdims=True)
+            loss = float(np.sum(row_weight * (np.log(total[:, :, 0]) - true_logit), dtype=np.float64))
+            cube /= total  # now softmax probabilities
+            cube[rows, :, labels] -= 1.0
+            cube *= row_weight[:, :, None]  # d loss / d logits
+            residual = cube.reshape(n, width)
         grad_w = (features.T @ residual).astype(np.float64) + penalty_cols * weights
         loss += 0.5 * float(np.sum(penalty_cols * weights * weights))
         return loss, np.concatenate([grad_w.ravel(), residual.sum(axis=0, dtype=np.float64)])
