@@ -1,8 +1,8 @@
 """Compiled kernels (numba) for per-pair loops that NumPy can only run as many passes over small arrays.
 
-numba is optional (the ``fast`` extra): :func:`gauss_newton_kernel` returns None without it, and the caller
-runs its NumPy version, which the tests hold these kernels to. Compiled once per machine (cached on disk,
-a few seconds the first time), loaded in a fraction of a second afterwards.
+numba is optional (the ``fast`` extra): :func:`gauss_newton_kernel` and :func:`softmax_residual_kernels` return
+None without it, and their callers run their NumPy versions, which the tests hold these kernels to. Compiled
+once per machine (cached on disk, a few seconds the first time), loaded in a fraction of a second afterwards.
 """
 
 from __future__ import annotations
