@@ -411,21 +411,19 @@ def _gauss_newton_registration(window: np.ndarray, pictures: np.ndarray, params:
     of the two slope images -- the (pairs x 4 x core x core) Jacobian is never built. ``compiled`` (and numba
     installed): the same steps one pair at a time in :mod:`curato.compiled`.
     """
+    lower_bound = np.array([REFINE_SCALE_RANGE[0], REFINE_SHIFT_RANGE[0]] * 2)
+    upper_bound = np.array([REFINE_SCALE_RANGE[1], REFINE_SHIFT_RANGE[1]] * 2)
     kernel = gauss_newton_kernel() if compiled else None
     if kernel is not None:
         best, reached = np.empty(len(window)), np.empty((len(window), 4))
         kernel(np.ascontiguousarray(window, dtype=np.float32), np.ascontiguousarray(pictures, dtype=np.float32),
-               np.ascontiguousarray(params, dtype=np.float64), iterations, REGISTRATION_MARGIN,
-               np.array([REFINE_SCALE_RANGE[0], REFINE_SHIFT_RANGE[0]] * 2),
-               np.array([REFINE_SCALE_RANGE[1], REFINE_SHIFT_RANGE[1]] * 2),
-               REFINE_SETTLED_SCALE, REFINE_SETTLED_SHIFT, REFINE_HOPELESS, best, reached)
+               np.ascontiguousarray(params, dtype=np.float64), iterations, REGISTRATION_MARGIN, lower_bound,
+               upper_bound, REFINE_SETTLED_SCALE, REFINE_SETTLED_SHIFT, REFINE_HOPELESS, best, reached)
         return best, reached
     m, side = len(window), pictures.shape[1]
     core = window.shape[1]
     offset = (np.arange(REGISTRATION_MARGIN, side - REGISTRATION_MARGIN) - (side - 1) / 2).astype(np.float32)
     weights = np.stack([offset, np.ones_like(offset)])  # (2, c): a scale's and a shift's factor per position
-    lower_bound = np.array([REFINE_SCALE_RANGE[0], REFINE_SHIFT_RANGE[0]] * 2)
-    upper_bound = np.array([REFINE_SCALE_RANGE[1], REFINE_SHIFT_RANGE[1]] * 2)
     count = core * core
     best = np.full(m, -np.inf)
     best_params = params.copy()

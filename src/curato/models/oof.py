@@ -244,7 +244,7 @@ def varying_dimensions(embeddings: np.ndarray) -> np.ndarray:
 
 
 # Rows per block of the float64 statistics: a block's float64 copy stays small (65,536 rows of 1,280 columns made
-# a 670 MB temporary whose first touch cost ~2 s of a 70k audit; 4,096 rows: 0.4 s for the whole pass).
+# a 670 MB temporary whose first touch cost ~2 s at 70k x 1,280; 4,096 rows: 0.4 s for the pass; scratch timings).
 _STATS_BLOCK = 4_096
 
 
